@@ -1,0 +1,137 @@
+"""Skip-gram throughput and quality: ours vs gensim's Word2Vec, same run.
+
+  python benchmarks/skipgram_vs_gensim.py [--corpus ../shared/data/english_novels]
+      [--unit paragraph] [--epochs 1] [--json results.json]
+
+Both train on the same token lists (our tokenizer; documents split at 10,000
+words, gensim's limit) with sg=1, negative=5, window=5, dim=100, min_count=5,
+sample=1e-3, linear LR decay from 0.025, on the machine's cores (gensim:
+`--workers`, default 2). words/s = corpus words × epochs / training wall time;
+for gensim the wall time of `train()` after `build_vocab()`, for ours of
+`train_on_corpus()` after the corpus is encoded (both include their own
+setup: gensim's thread start-up, our compilation). Evaluation: WordSim-353 and
+SimLex-999 Spearman ρ (pairs with OOV words skipped, as gensim does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from configs import skipgram  # noqa: E402
+from translearn_jax.data import readers  # noqa: E402
+from translearn_jax.data.vocab import encode_corpus, tokenize  # noqa: E402
+from translearn_jax.evaluation import word_vectors  # noqa: E402
+from translearn_jax.pretraining import word2vec  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.normpath(os.path.join(HERE, '..', '..', 'shared', 'data'))
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--corpus', default=os.path.join(SHARED, 'english_novels'))
+  ap.add_argument('--kind', default='text')
+  ap.add_argument('--unit', default='paragraph', help="text unit: 'line', 'paragraph', 'file'")
+  ap.add_argument('--epochs', type=int, default=1)
+  ap.add_argument('--workers', type=int, default=2)
+  ap.add_argument('--wordsim', default=os.path.join(SHARED, 'word_eval', 'EN-WS-353-ALL.txt'))
+  ap.add_argument('--simlex', default=os.path.join(SHARED, 'word_eval', 'EN-SIMLEX-999.txt'))
+  ap.add_argument('--skip-gensim', action='store_true')
+  ap.add_argument('--json', default='')
+  ap.add_argument('--override', action='append', default=[],
+                  help='our config override FIELD=VALUE (e.g. batch_size=4)')
+  args = ap.parse_args()
+  for p in (args.wordsim, args.simlex):
+    if not os.path.exists(p):
+      args.wordsim, args.simlex = 'gensim:wordsim353.tsv', 'gensim:simlex999.txt'
+
+  spec = readers.TextSpec(kind=args.kind, path=args.corpus, unit=args.unit)
+  t0 = time.perf_counter()
+  docs = list(readers.read_documents(spec))
+  read_s = time.perf_counter() - t0
+
+  config = skipgram.get_config()
+  config.data.kind, config.data.path, config.data.unit = args.kind, args.corpus, args.unit
+  config.epochs = args.epochs
+  config.progress = False
+  config.export.format = ''
+  config.eval.similarity = f'wordsim353={args.wordsim},simlex999={args.simlex}'
+  config.eval.analogy = ''
+  config.checkpoint_every_steps = 10**9
+  for item in args.override:
+    key, _, value = item.partition('=')
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == 'True'
+
+  t0 = time.perf_counter()
+  corpus = encode_corpus(docs, min_count=config.vocab.min_count)
+  ours_prep = time.perf_counter() - t0
+  with tempfile.TemporaryDirectory() as workdir:
+    summary = word2vec.train_on_corpus(config, corpus, workdir)
+  ours = {
+      'words_per_s': corpus.raw_words * args.epochs / summary['wall_seconds'],
+      'seconds': summary['wall_seconds'], 'prep_seconds': ours_prep,
+      'wordsim353': summary['eval']['wordsim353']['spearman'],
+      'simlex999': summary['eval']['simlex999']['spearman'],
+      'vocab': len(corpus.vocab)}
+
+  gensim = None
+  if not args.skip_gensim:
+    from gensim.models import Word2Vec
+    t0 = time.perf_counter()
+    sentences = []
+    for d in docs:
+      toks = tokenize(d)
+      sentences.extend(toks[i:i + 10000] for i in range(0, len(toks), 10000))
+    model = Word2Vec(sg=1, negative=5, window=5, vector_size=100, min_count=5, sample=1e-3,
+                     alpha=0.025, min_alpha=0.025 * 1e-4, workers=args.workers, seed=1)
+    model.build_vocab(sentences)
+    g_prep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.train(sentences, total_examples=len(sentences), epochs=args.epochs)
+    g_train = time.perf_counter() - t0
+    words, vecs = model.wv.index_to_key, model.wv.vectors
+    gensim = {
+        'words_per_s': corpus.raw_words * args.epochs / g_train, 'seconds': g_train,
+        'prep_seconds': g_prep,
+        'wordsim353': word_vectors.evaluate_similarity(words, vecs, args.wordsim).spearman,
+        'simlex999': word_vectors.evaluate_similarity(words, vecs, args.simlex).spearman,
+        'vocab': len(words)}
+
+  print(f'\ncorpus: {args.corpus} ({len(docs)} documents, {corpus.raw_words:,} words, '
+        f'read in {read_s:.1f}s), epochs={args.epochs}, skip-gram neg=5 window=5 dim=100 '
+        'min_count=5 sample=1e-3')
+  print(f'{"":<10} {"words/s":>10} {"train s":>8} {"prep s":>7} {"vocab":>7} '
+        f'{"WS-353":>7} {"SimLex":>7}')
+  rows = [('ours', ours)] + ([('gensim', gensim)] if gensim else [])
+  for name, r in rows:
+    print(f'{name:<10} {r["words_per_s"]:>10,.0f} {r["seconds"]:>8.1f} {r["prep_seconds"]:>7.1f} '
+          f'{r["vocab"]:>7} {r["wordsim353"]:>7.4f} {r["simlex999"]:>7.4f}')
+  out = {'corpus': args.corpus, 'corpus_words': corpus.raw_words, 'epochs': args.epochs,
+         'ours_words_per_s': ours['words_per_s'], 'ours_wordsim353': ours['wordsim353'],
+         'ours_simlex999': ours['simlex999']}
+  if gensim:
+    ratio = ours['words_per_s'] / gensim['words_per_s']
+    print(f'ratio ours/gensim words/s: {ratio:.3f}; '
+          f'WordSim-353 gap (ours - gensim): {ours["wordsim353"] - gensim["wordsim353"]:+.4f}')
+    out.update(gensim_words_per_s=gensim['words_per_s'], ratio=ratio,
+               gensim_wordsim353=gensim['wordsim353'], gensim_simlex999=gensim['simlex999'])
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(out, f, indent=2)
+
+
+if __name__ == '__main__':
+  main()

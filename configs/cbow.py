@@ -1,0 +1,13 @@
+"""CBOW with negative sampling (the skip-gram config with word2vec's CBOW defaults).
+
+  python train.py --config configs/cbow.py --workdir /tmp/cbow
+"""
+
+from configs import skipgram
+
+
+def get_config():
+  config = skipgram.get_config()
+  config.model.mode = 'cbow'
+  config.learning_rate = 0.05            # word2vec's CBOW default
+  return config

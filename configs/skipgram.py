@@ -1,0 +1,68 @@
+"""Skip-gram with negative sampling.
+
+Offline default (gensim's bundled Lee news corpus, ~60k words; about a minute
+on 2 CPU cores; prints WordSim-353 / SimLex-999 ρ and analogy accuracy — low,
+as expected from so little text):
+
+  python train.py --config configs/skipgram.py --workdir /tmp/skipgram
+
+The 98 novels (~13.9M words), one epoch, paragraphs as segments:
+
+  python train.py --config configs/skipgram.py --workdir /tmp/sg_novels \
+    --config.data.path=../shared/data/english_novels --config.data.unit=paragraph \
+    --config.epochs=1 --config.eval.similarity=wordsim353=../shared/data/word_eval/EN-WS-353-ALL.txt,simlex999=../shared/data/word_eval/EN-SIMLEX-999.txt
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.family = 'word2vec'             # which pretraining family train.py runs
+  config.seed = 0                        # init, subsampling, windows, negatives
+
+  config.data = ml_collections.ConfigDict()
+  config.data.kind = 'wiki'              # 'text' | 'jsonl' | 'tsv' | 'tfds' | 'wiki'
+  config.data.path = 'gensim:enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'  # file, dir, glob, a,b or gensim:NAME; TFDS name
+  config.data.field = 'text'             # JSONL key / TSV column / TFDS feature
+  config.data.unit = 'line'              # text: 'line' | 'paragraph' | 'file' per document
+  config.data.encoding = 'utf-8'         # text encoding of the files
+  config.data.encoding_fallback = ''     # e.g. 'latin-1' for files that are not UTF-8
+  config.data.split = 'train'            # TFDS split
+  config.data.data_dir = ''              # TFDS data_dir
+  config.data.lowercase = True           # lowercase before tokenising
+
+  config.vocab = ml_collections.ConfigDict()
+  config.vocab.min_count = 5             # drop words seen fewer times
+  config.vocab.max_size = 0              # keep at most this many words (0: no limit)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.mode = 'skipgram'         # 'skipgram' | 'cbow'
+  config.model.dim = 100                 # vector size
+  config.model.window = 5                # max window; the used one is uniform in 1..window
+  config.model.negatives = 5             # negatives per center word
+
+  config.sample = 1e-3                   # frequent-word subsampling threshold (0: off)
+  config.epochs = 5                      # passes over the corpus
+  config.learning_rate = 0.025           # α0 (word2vec: 0.025 skip-gram, 0.05 CBOW)
+  config.min_learning_rate_ratio = 1e-4  # linear decay to α0 · this
+  config.batch_size = 2                  # rows per step (global; divisible by #devices)
+  config.seq_length = 256                # subsampled tokens per row
+  config.steps_per_call = 64             # steps scanned in one jitted call
+  config.num_devices = 0                 # devices in the data mesh (0: all)
+  config.prefetch = 2                    # blocks prepared ahead in a host thread
+
+  config.checkpoint_every_steps = 2000   # save every N steps (and at the end)
+  config.keep_checkpoints = 3            # keep the newest N
+  config.log_every_steps = 200           # metrics to TensorBoard + metrics.jsonl
+  config.progress = True                 # tqdm progress bar
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.similarity = ('wordsim353=gensim:wordsim353.tsv,'
+                            'simlex999=gensim:simlex999.txt')  # name=path,...
+  config.eval.analogy = 'gensim:questions-words.txt'  # '' to skip
+  config.eval.analogy_restrict = 30000   # most frequent words searched (word2vec: 30k)
+
+  config.export = ml_collections.ConfigDict()
+  config.export.format = 'text'          # word2vec format: 'text' | 'binary' | ''
+  return config

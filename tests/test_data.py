@@ -1,0 +1,118 @@
+"""Readers, tokenizer, vocabulary: formats, encodings and bad input."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from translearn_jax.data import readers
+from translearn_jax.data.vocab import Vocabulary, encode_corpus, tokenize
+from translearn_jax.errors import DataError
+
+
+def docs(**kw):
+  return list(readers.read_documents(readers.TextSpec(**kw)))
+
+
+def test_text_bom_crlf_and_units(tmp_path):
+  p = tmp_path / 'a.txt'
+  p.write_bytes('\ufeffFirst line here\r\nsecond line\r\n\r\nthird para\r\n'.encode('utf-8'))
+  assert docs(kind='text', path=str(p)) == ['First line here', 'second line', '', 'third para', '']
+  assert docs(kind='text', path=str(p), unit='paragraph') == [
+      'First line here second line', 'third para']
+  assert docs(kind='text', path=str(p), unit='file') == ['First line here\nsecond line\n\nthird para\n']
+
+
+def test_non_utf8_names_file_and_line(tmp_path):
+  p = tmp_path / 'latin.txt'
+  p.write_bytes('ok line\nsecond\ncaf\xe9 au lait\n'.encode('latin-1'))
+  with pytest.raises(DataError, match=r'latin\.txt:3: bytes are not valid utf-8'):
+    docs(kind='text', path=str(p))
+  assert docs(kind='text', path=str(p), encoding='latin-1')[2] == 'café au lait'
+  assert docs(kind='text', path=str(p), encoding_fallback='latin-1')[2] == 'café au lait'
+
+
+def test_jsonl_and_errors(tmp_path):
+  p = tmp_path / 'd.jsonl'
+  p.write_text(json.dumps({'text': 'hello world', 'y': 1}) + '\n\n' +
+               json.dumps({'text': 'again'}) + '\n', encoding='utf-8')
+  assert docs(kind='jsonl', path=str(p)) == ['hello world', 'again']
+  with pytest.raises(DataError, match=r"d\.jsonl:1: no field 'body'"):
+    docs(kind='jsonl', path=str(p), field='body')
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text('{"text": "a"}\n{"text": \n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'bad\.jsonl:2: invalid JSON'):
+    docs(kind='jsonl', path=str(bad))
+
+
+def test_tsv_by_header_and_index(tmp_path):
+  p = tmp_path / 't.tsv'
+  p.write_text('sentence\tlabel\ngood film\t1\nbad film\t0\n', encoding='utf-8')
+  assert docs(kind='tsv', path=str(p), field='sentence') == ['good film', 'bad film']
+  assert docs(kind='tsv', path=str(p), field='1') == ['label', '1', '0']
+  with pytest.raises(DataError, match="no column named 'text'"):
+    docs(kind='tsv', path=str(p), field='text')
+
+
+def test_paths_dir_glob_list_missing(tmp_path):
+  for name in ('b.txt', 'a.txt', 'skip.md'):
+    (tmp_path / name).write_text(name, encoding='utf-8')
+  assert docs(kind='text', path=str(tmp_path)) == ['a.txt', 'b.txt']
+  assert docs(kind='text', path=str(tmp_path / '*.md')) == ['skip.md']
+  assert docs(kind='text', path=f'{tmp_path}/b.txt,{tmp_path}/a.txt') == ['b.txt', 'a.txt']
+  with pytest.raises(DataError, match='no such file or directory: .*nope.txt'):
+    docs(kind='text', path=str(tmp_path / 'nope.txt'))
+  with pytest.raises(DataError, match='no file matches'):
+    docs(kind='text', path=str(tmp_path / '*.xyz'))
+  with pytest.raises(DataError, match="gensim ships no test file named 'nope.cor'"):
+    docs(kind='text', path='gensim:nope.cor')
+
+
+def test_wiki_dump_reader():
+  out = docs(kind='wiki',
+             path='gensim:enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2')
+  assert len(out) > 50
+  assert not any(d.lstrip().upper().startswith('#REDIRECT') for d in out)
+  assert not any('[[' in d for d in out[:20])  # markup stripped
+
+
+def test_tfds_missing_dataset_fails_fast(tmp_path):
+  t0 = time.perf_counter()
+  with pytest.raises(DataError, match="TFDS dataset 'imdb_reviews' is not prepared"):
+    docs(kind='tfds', path='imdb_reviews', data_dir=str(tmp_path))
+  assert time.perf_counter() - t0 < 30  # TFDS alone would retry downloads for minutes
+  with pytest.raises(DataError, match="TFDS has no dataset 'no_such_dataset_xyz'"):
+    docs(kind='tfds', path='no_such_dataset_xyz', data_dir=str(tmp_path))
+
+
+def test_tokenize_keeps_inner_apostrophes_and_unicode():
+  assert tokenize("Don't STOP: café-au-lait, o'clock 42!") == [
+      "don't", 'stop', 'café', 'au', 'lait', "o'clock", '42']
+
+
+def test_vocab_min_count_max_size_order():
+  v = Vocabulary.from_counts({'a': 5, 'b': 9, 'c': 5, 'd': 1}, min_count=2)
+  assert v.words == ['b', 'a', 'c'] and v.counts.tolist() == [9, 5, 5]
+  assert Vocabulary.from_counts({'a': 5, 'b': 9, 'c': 5}, max_size=2).words == ['b', 'a']
+  with pytest.raises(DataError, match='vocabulary of corpus is empty.*min_count=10'):
+    Vocabulary.from_counts({'a': 5}, min_count=10)
+
+
+def test_encode_corpus_drops_oov_and_marks_documents(tmp_path):
+  c = encode_corpus(['x a b a', 'b a c', 'zzz'], min_count=2)
+  assert c.vocab.words == ['a', 'b']
+  assert [c.vocab.words[i] for i in c.ids] == ['a', 'b', 'a', 'b', 'a']
+  assert c.segments.tolist() == [0, 0, 0, 1, 1]
+  assert c.raw_words == 8
+  with pytest.raises(DataError, match='empty'):
+    encode_corpus(['', '  ...  '])
+  split = encode_corpus([' '.join(['w'] * 25)], min_count=1, max_document_words=10)
+  assert np.bincount(split.segments).tolist() == [10, 10, 5]
+
+
+def test_vocab_save_load_roundtrip(tmp_path):
+  v = Vocabulary.from_counts({'émigré': 3, 'b': 2})
+  v.save(str(tmp_path / 'v.tsv'))
+  w = Vocabulary.load(str(tmp_path / 'v.tsv'))
+  assert w.words == v.words and w.counts.tolist() == v.counts.tolist()

@@ -1,0 +1,87 @@
+"""Word-vector evaluation against known answers, and word2vec file round trips."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import shared_data
+from translearn_jax.errors import DataError
+from translearn_jax.evaluation import word_vectors as wv
+from translearn_jax.export.word2vec_format import load_word2vec, save_word2vec
+
+
+def test_similarity_spearman_and_oov(tmp_path):
+  words = ['a', 'b', 'c', 'd']
+  angles = np.array([0.0, 0.2, 0.9, 1.4])
+  vecs = np.stack([np.cos(angles), np.sin(angles)], 1)
+  f = tmp_path / 'sim.txt'
+  f.write_text('# header comment\nWord1\tWord2\tScore\n'
+               'a\tb\t9\na\tc\t5\na\td\t1\nb\td\t2\nA\tzzz\t3\n', encoding='utf-8')
+  r = wv.evaluate_similarity(words, vecs, str(f), 'toy')
+  cos = [np.cos(0.2), np.cos(0.9), np.cos(1.4), np.cos(1.2)]
+  assert r.pairs_used == 4 and r.pairs_oov == 1
+  assert r.spearman == pytest.approx(stats.spearmanr(cos, [9, 5, 1, 2]).statistic)
+
+
+def test_similarity_bad_line(tmp_path):
+  f = tmp_path / 'bad.txt'
+  f.write_text('a b 1\nc d\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'bad\.txt:2'):
+    wv.read_similarity_pairs(str(f))
+
+
+def test_analogy_3cosadd_on_constructed_vectors(tmp_path):
+  # king - man + woman = queen by construction; 'paris' question is OOV.
+  words = ['man', 'woman', 'king', 'queen', 'apple']
+  vecs = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]],
+                  np.float32)
+  f = tmp_path / 'q.txt'
+  f.write_text(': family\nman woman king queen\nman king woman apple\n'
+               ': capital\nfrance paris italy rome\n', encoding='utf-8')
+  r = wv.evaluate_analogies(words, vecs, str(f))
+  assert (r.correct, r.answered, r.oov) == (1, 2, 1)
+  assert r.sections == {'family': 0.5}
+  # restrict drops 'apple' (least frequent), so the second question becomes OOV.
+  r2 = wv.evaluate_analogies(words, vecs, str(f), restrict=4)
+  assert (r2.correct, r2.answered, r2.oov) == (1, 1, 2)
+
+
+def test_reads_gensim_and_shared_formats():
+  assert len(wv.read_similarity_pairs('gensim:wordsim353.tsv')) == 353
+  assert len(wv.read_similarity_pairs(shared_data('word_eval', 'EN-SIMLEX-999.txt'))) == 999
+  assert len(wv.read_analogies(shared_data('word_eval', 'questions-words.txt'))) == 19544
+
+
+@pytest.mark.parametrize('binary', [False, True])
+def test_word2vec_roundtrip_and_gensim_loads_it(tmp_path, binary):
+  from gensim.models import KeyedVectors
+  rng = np.random.default_rng(0)
+  words = ['the', 'émigré', 'naïve', "don't", 'x']
+  vecs = rng.normal(size=(5, 7)).astype(np.float32)
+  path = str(tmp_path / ('v.bin' if binary else 'v.txt'))
+  save_word2vec(path, words, vecs, binary=binary)
+  w2, v2 = load_word2vec(path, binary=binary)
+  assert w2 == words
+  np.testing.assert_array_equal(v2, vecs)  # repr() of float32 round-trips exactly
+  kv = KeyedVectors.load_word2vec_format(path, binary=binary)
+  assert kv.index_to_key == words
+  np.testing.assert_array_equal(kv.vectors, vecs)
+
+
+def test_export_refuses_bad_words_and_keeps_old_file(tmp_path):
+  path = tmp_path / 'v.txt'
+  save_word2vec(str(path), ['a'], np.ones((1, 2)))
+  before = path.read_bytes()
+  with pytest.raises(ValueError, match='whitespace'):
+    save_word2vec(str(path), ['a b'], np.ones((1, 2)))
+  assert path.read_bytes() == before
+  assert not [p for p in tmp_path.iterdir() if p.name != 'v.txt']
+
+
+def test_import_errors_name_the_line(tmp_path):
+  p = tmp_path / 'v.txt'
+  p.write_text('2 3\na 1 2 3\nb 1 2\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'v\.txt:3: expected a word and 3 numbers'):
+    load_word2vec(str(p))
+  with pytest.raises(DataError, match='cannot read'):
+    load_word2vec(str(tmp_path / 'missing.txt'))

@@ -1,0 +1,92 @@
+"""Skip-gram/CBOW model: pair masks, sparse update == dense gradient, learning."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from translearn_jax.models import word2vec as w2v
+
+
+def random_batch(rng, vocab, b=3, length=12, k=4, window=3, segments=True):
+  seg = np.zeros((b, length), np.int32)
+  if segments:
+    seg[:, length // 2:] = 1
+    seg[0, -2:] = -1  # padding
+  return {
+      'tokens': rng.integers(0, vocab, (b, length)).astype(np.int32),
+      'segment': seg,
+      'window': rng.integers(1, window + 1, (b, length)).astype(np.int32),
+      'negatives': rng.integers(0, vocab, (b, length, k)).astype(np.int32),
+  }
+
+
+def test_context_mask_equals_brute_force_enumeration():
+  rng = np.random.default_rng(0)
+  batch = random_batch(rng, 20, b=2, length=15, window=4)
+  ids, mask = w2v.context(jax.tree.map(jnp.asarray, batch), 4)
+  ids, mask = np.asarray(ids), np.asarray(mask)
+  offs = w2v.offsets(4)
+  for r, i in itertools.product(range(2), range(15)):
+    for j, o in enumerate(offs):
+      t = i + o
+      valid = (0 <= t < 15 and batch['segment'][r, i] >= 0 and
+               batch['segment'][r, t] == batch['segment'][r, i] and
+               abs(o) <= batch['window'][r, i])
+      assert mask[r, i, j] == valid, (r, i, o)
+      if valid:
+        assert ids[r, i, j] == batch['tokens'][r, t]
+
+
+@pytest.mark.parametrize('mode', ['skipgram', 'cbow'])
+def test_sparse_step_equals_dense_sgd_step(mode):
+  cfg = w2v.Word2VecConfig(vocab_size=11, dim=6, window=3, negatives=4, mode=mode)
+  rng = np.random.default_rng(1)
+  batch = jax.tree.map(jnp.asarray, random_batch(rng, 11, k=4))  # many repeated ids
+  model = w2v.Word2Vec(cfg)
+  params = model.init(jax.random.key(0), batch)['params']
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape),
+                        params)
+  lr = 0.05
+  (loss, pairs), grads = jax.value_and_grad(
+      lambda p: model.apply({'params': p}, batch), has_aux=True)(params)
+  dense = jax.tree.map(lambda p, g: p - lr * g, params, grads)
+  sparse, sloss, spairs = jax.jit(w2v.sparse_sgd_step, static_argnums=3)(
+      params, batch, lr, cfg)
+  np.testing.assert_allclose(sloss, loss, rtol=1e-5)
+  assert float(spairs) == float(pairs) > 0
+  for name in ('in_embed', 'out_embed'):
+    np.testing.assert_allclose(sparse[name], dense[name], rtol=1e-5, atol=1e-6)
+    changed = np.any(np.asarray(sparse[name]) != np.asarray(params[name]), axis=1)
+    assert changed.any()
+
+
+def test_step_touches_only_batch_rows():
+  cfg = w2v.Word2VecConfig(vocab_size=1000, dim=8, window=2, negatives=2)
+  rng = np.random.default_rng(3)
+  batch = random_batch(rng, 50, b=2, length=10, k=2, window=2)  # ids < 50
+  params = w2v.Word2Vec(cfg).init(jax.random.key(0), jax.tree.map(jnp.asarray, batch))['params']
+  params['out_embed'] = params['out_embed'] + 0.1
+  new, _, _ = w2v.sparse_sgd_step(params, jax.tree.map(jnp.asarray, batch), 0.1, cfg)
+  for name in ('in_embed', 'out_embed'):
+    np.testing.assert_array_equal(np.asarray(new[name])[50:], np.asarray(params[name])[50:])
+
+
+def test_pairs_never_cross_segments():
+  cfg = w2v.Word2VecConfig(vocab_size=30, dim=4, window=5, negatives=1)
+  rng = np.random.default_rng(4)
+  batch = random_batch(rng, 30, b=1, length=10, k=1, window=5)
+  batch['segment'][:] = np.array([[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]])
+  batch['window'][:] = 5
+  _, mask = w2v.context(jax.tree.map(jnp.asarray, batch), 5)
+  # Each position pairs with the other 4 of its own 5-token segment only.
+  np.testing.assert_array_equal(np.asarray(mask).sum(-1), np.full((1, 10), 4.0))
+
+
+def test_config_rejects_bad_values():
+  with pytest.raises(ValueError, match='model.mode'):
+    w2v.Word2VecConfig(vocab_size=3, mode='glove')
+  with pytest.raises(ValueError, match='model.dim'):
+    w2v.Word2VecConfig(vocab_size=3, dim=0)

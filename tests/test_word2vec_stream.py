@@ -1,0 +1,110 @@
+"""Pair generation statistics of the skip-gram/CBOW input pipeline."""
+
+import numpy as np
+import pytest
+
+from translearn_jax.data.vocab import encode_corpus
+from translearn_jax.data.word2vec_stream import (BlockStream, StreamConfig, StreamState,
+                                                 keep_probabilities, negative_table)
+from translearn_jax.errors import DataError
+
+
+def zipf_corpus(n_words=50, n_tokens=200_000, seed=0):
+  rng = np.random.default_rng(seed)
+  p = 1.0 / np.arange(1, n_words + 1)
+  ids = rng.choice(n_words, size=n_tokens, p=p / p.sum())
+  words = [f'w{i}' for i in ids]
+  docs = [' '.join(words[i:i + 1000]) for i in range(0, n_tokens, 1000)]
+  return encode_corpus(docs, min_count=1)
+
+
+def cfg(**kw):
+  base = dict(batch=4, length=64, steps=8, window=5, negatives=5, sample=1e-3, seed=3)
+  base.update(kw)
+  return StreamConfig(**base)
+
+
+def test_keep_probability_formula():
+  counts = np.array([1000, 100, 10, 1])
+  s = 0.01
+  t = s * counts.sum()
+  expected = np.minimum((np.sqrt(counts / t) + 1) * t / counts, 1.0)
+  np.testing.assert_allclose(keep_probabilities(counts, s), expected)
+  assert keep_probabilities(counts, 0).tolist() == [1, 1, 1, 1]
+  assert keep_probabilities(counts, s)[-1] == 1.0 and keep_probabilities(counts, s)[0] < 0.5
+
+
+def test_subsampling_frequencies_match_keep_probability():
+  corpus = zipf_corpus()
+  stream = BlockStream(corpus, cfg(sample=1e-2), epochs=1)
+  kept, _ = stream._kept(0)
+  before = np.bincount(corpus.ids, minlength=len(corpus.vocab))
+  after = np.bincount(kept, minlength=len(corpus.vocab))
+  p = stream.keep_p
+  # Binomial tolerance: 5 standard deviations per word.
+  sd = np.sqrt(before * p * (1 - p)) + 1
+  assert np.all(np.abs(after - before * p) < 5 * sd)
+  assert after[0] < 0.5 * before[0]  # the most frequent word is thinned
+  assert stream.expected_kept_per_epoch() == pytest.approx(len(kept), rel=0.02)
+
+
+def test_window_uniform_and_negatives_follow_unigram_075():
+  corpus = zipf_corpus()
+  stream = BlockStream(corpus, cfg(sample=0), epochs=1)
+  blocks = [b for _, b in stream.iterate(StreamState(), prefetch=0)]
+  win = np.concatenate([b['window'].ravel() for b in blocks])
+  assert win.min() == 1 and win.max() == 5
+  np.testing.assert_allclose(np.bincount(win)[1:] / len(win), 0.2, atol=0.01)
+  neg = np.concatenate([b['negatives'].ravel() for b in blocks])
+  want = corpus.vocab.counts ** 0.75
+  want = want / want.sum()
+  got = np.bincount(neg, minlength=len(want)) / len(neg)
+  assert np.all(np.abs(got - want) < 4 * np.sqrt(want / len(neg)) + 1e-4)
+
+
+def test_negative_table_shares():
+  table = negative_table(np.array([16, 1]), power=0.5, size=1000)
+  assert abs((table == 0).mean() - 0.8) < 0.002
+
+
+def test_blocks_cover_kept_stream_in_order_with_padding():
+  corpus = zipf_corpus(n_tokens=5000)
+  stream = BlockStream(corpus, cfg(), epochs=2)
+  blocks = list(stream.iterate(StreamState(), prefetch=0))
+  for epoch in (0, 1):
+    kept, segs = stream._kept(epoch)
+    toks = np.concatenate([b['tokens'].ravel() for s, b in blocks if
+                           (s.epoch == epoch and s.block > 0)])
+    seg = np.concatenate([b['segment'].ravel() for s, b in blocks if s.epoch == epoch])
+    real = seg >= 0
+    assert real.sum() == len(kept)
+    np.testing.assert_array_equal(toks[real], kept)
+    assert np.all(seg[~real] == -1) and np.all(~real[:len(kept)] == False)  # noqa: E712
+  assert blocks[-1][0] == StreamState(1, stream.num_blocks(1))
+
+
+def test_resume_from_state_reproduces_stream():
+  corpus = zipf_corpus(n_tokens=20000)
+  stream = BlockStream(corpus, cfg(), epochs=2)
+  full = list(stream.iterate(StreamState(), prefetch=2))
+  cut = 3
+  resumed = list(BlockStream(corpus, cfg(), epochs=2).iterate(full[cut - 1][0], prefetch=2))
+  assert len(resumed) == len(full) - cut
+  for (s1, b1), (s2, b2) in zip(full[cut:], resumed):
+    assert s1 == s2
+    for k in b1:
+      np.testing.assert_array_equal(b1[k], b2[k])
+
+
+def test_process_rows_slice_global_batch():
+  corpus = zipf_corpus(n_tokens=5000)
+  full = BlockStream(corpus, cfg(batch=4), epochs=1).make_block(0, 0)
+  part = BlockStream(corpus, cfg(batch=4), epochs=1, row_start=2, row_stop=4).make_block(0, 0)
+  for k in full:
+    np.testing.assert_array_equal(full[k][:, 2:4], part[k])
+
+
+def test_tiny_corpus_is_an_error():
+  corpus = encode_corpus(['word'], min_count=1)
+  with pytest.raises(DataError, match='at least 2'):
+    BlockStream(corpus, cfg(), epochs=1)

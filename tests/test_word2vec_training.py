@@ -1,0 +1,199 @@
+"""End-to-end skip-gram/CBOW training: learning, sharding, resume, signals, NaN."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
+from translearn_jax.errors import NonFiniteLossError
+from translearn_jax.pretraining import word2vec
+from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.training import preemption
+from translearn_jax.training.checkpoint import Checkpointer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def restore_params(workdir, config, vocab_size):
+  cfg = word2vec.model_config(config, vocab_size)
+  template = word2vec.init_state(cfg, 0, mesh_lib.make_mesh(1))
+  ckpt = Checkpointer(workdir)
+  state, data = ckpt.restore(template)
+  ckpt.close()
+  return state, data
+
+
+@pytest.mark.parametrize('mode', ['skipgram', 'cbow'])
+def test_loss_decreases_on_real_text(tiny_config, tmp_path, mode):
+  config = tiny_config
+  config.model.mode = mode
+  config.learning_rate = 0.025 if mode == 'skipgram' else 0.05
+  config.epochs = 3
+  summary = word2vec.train_and_evaluate(config, str(tmp_path))
+  records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  losses = [r['loss'] for r in records]
+  assert len(losses) >= 5
+  assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+  assert summary['eval']['wordsim353']['pairs'] > 0
+  assert 'words_per_sec' in records[-1]
+
+
+def test_sharded_step_matches_single_device(tiny_config):
+  assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
+  config = tiny_config
+  corpus = word2vec.load_corpus(config)
+  cfg = word2vec.model_config(config, len(corpus.vocab))
+  stream = BlockStream(corpus, StreamConfig(batch=8, length=64, steps=4, window=cfg.window,
+                                            negatives=cfg.negatives, sample=1e-3, seed=0),
+                       epochs=1)
+  blocks = [b for _, b in stream.iterate(StreamState(), prefetch=0)][:3]
+  schedule = word2vec.lr_schedule(config, 100)
+  results = []
+  for n in (1, 8):
+    mesh = mesh_lib.make_mesh(n)
+    state = word2vec.init_state(cfg, 0, mesh)
+    fn = word2vec.make_train_fn(cfg, schedule, mesh)
+    losses = []
+    for b in blocks:
+      dev = mesh_lib.shard_batch(b, mesh, batch_axis=1)
+      if n == 8:
+        assert len(dev['tokens'].sharding.device_set) == 8
+      state, m = fn(state, dev)
+      losses.append(float(m['loss_sum']))
+    results.append((jax.device_get(state.params), losses))
+  (p1, l1), (p8, l8) = results
+  np.testing.assert_allclose(l8, l1, rtol=1e-5)
+  for k in p1:
+    np.testing.assert_allclose(p8[k], p1[k], rtol=1e-4, atol=1e-6)
+
+
+class _StopAfter:
+  """Stands in for StopSignal: reports a signal after `n` loop iterations."""
+
+  def __init__(self, n):
+    self.n, self.seen = n, 0
+
+  def __call__(self, *a, **k):
+    outer = self
+
+    class Ctx:
+      signum = signal.SIGTERM
+
+      @property
+      def requested(self):
+        outer.seen += 1
+        return outer.seen > outer.n
+
+      def __enter__(self):
+        return self
+
+      def __exit__(self, *exc):
+        return False
+    return Ctx()
+
+
+def test_resume_reproduces_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+  config = tiny_config
+  config.epochs = 2
+  full = word2vec.train_and_evaluate(config, str(tmp_path / 'full'))
+  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', _StopAfter(5))
+  part = word2vec.train_and_evaluate(config, str(tmp_path / 'cut'))
+  assert part['stopped_by_signal'] and part['steps'] == 6 * config.steps_per_call
+  monkeypatch.undo()
+  resumed = word2vec.train_and_evaluate(config, str(tmp_path / 'cut'))
+  assert resumed['steps'] == full['steps']
+  n = full['vocab_size']
+  a, da = restore_params(str(tmp_path / 'full'), config, n)
+  b, db = restore_params(str(tmp_path / 'cut'), config, n)
+  assert da == db
+  for k in a.params:
+    np.testing.assert_array_equal(np.asarray(a.params[k]), np.asarray(b.params[k]))
+  assert resumed['eval'] == full['eval']
+
+
+def test_keeps_newest_checkpoints(tiny_config, tmp_path):
+  tiny_config.keep_checkpoints = 2
+  tiny_config.checkpoint_every_steps = 4
+  word2vec.train_and_evaluate(tiny_config, str(tmp_path))
+  steps = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
+  assert len(steps) == 2 and steps[-1] == json.load(open(tmp_path / 'eval.json'))['steps']
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+  tiny_config.epochs = 1
+  word2vec.train_and_evaluate(tiny_config, str(tmp_path))
+  ckpt_dir = tmp_path / 'checkpoints'
+  before = {d: sorted(os.listdir(ckpt_dir / d)) for d in os.listdir(ckpt_dir)}
+  last = max(int(d) for d in before)
+  mtime = os.path.getmtime(ckpt_dir / str(last))
+  tiny_config.epochs = 3  # continue training...
+  tiny_config.learning_rate = 1e30  # ...with a step size that overflows
+  with pytest.raises(NonFiniteLossError, match=f'last good checkpoint \\(step {last}\\)'):
+    word2vec.train_and_evaluate(tiny_config, str(tmp_path))
+  after = {d: sorted(os.listdir(ckpt_dir / d)) for d in os.listdir(ckpt_dir)}
+  assert after == before
+  assert os.path.getmtime(ckpt_dir / str(last)) == mtime
+
+
+def _train_cmd(workdir, *overrides):
+  return [sys.executable, os.path.join(ROOT, 'train.py'), '--config',
+          os.path.join(ROOT, 'configs', 'skipgram.py'), '--workdir', str(workdir),
+          '--config.progress=False', '--config.model.dim=16', '--config.num_devices=1',
+          *overrides]
+
+
+def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):
+  proc = subprocess.Popen(
+      _train_cmd(tmp_path, '--config.epochs=1000', '--config.data.kind=text',
+                 '--config.data.path=gensim:lee_background.cor',
+                 '--config.checkpoint_every_steps=100000000'),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+    time.sleep(0.2)
+  assert metrics.exists(), proc.communicate(timeout=5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=60)
+  assert proc.returncode == 0, err
+  assert 'stopped by signal' in err
+  steps = [int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit()]
+  assert len(steps) == 1 and steps[0] > 0
+
+
+@pytest.mark.parametrize('setup, overrides, message', [
+    ('missing', ['--config.data.kind=text', '--config.data.path=/no/such/corpus.txt'],
+     'no such file or directory: /no/such/corpus.txt'),
+    ('empty', ['--config.data.kind=text'], 'is empty: no words found'),
+    ('tiny', ['--config.data.kind=text', '--config.vocab.min_count=1'],
+     'only 3 in-vocabulary tokens, not more than model.window=5'),
+    ('rare', ['--config.data.kind=text', '--config.vocab.min_count=50'],
+     'vocabulary of .* is empty: no word occurs at least min_count=50'),
+    (None, ['--config.model.dimm=3'], 'dimm.*Did you mean "dim"'),
+    (None, ['--config.batch_size=0'], 'config.batch_size: must be >= 1'),
+    (None, ['--config.model.mode=glove'], "config.model.mode: must be 'skipgram' or 'cbow'"),
+])
+def test_bad_input_is_one_line_error(tmp_path, setup, overrides, message):
+  corpus = tmp_path / 'corpus.txt'
+  if setup == 'empty':
+    corpus.write_text('\n  \n', encoding='utf-8')
+  elif setup == 'tiny':
+    corpus.write_text('just three words\n', encoding='utf-8')
+  elif setup == 'rare':
+    corpus.write_text('the cat sat on the mat\n' * 3, encoding='utf-8')
+  if setup in ('empty', 'tiny', 'rare'):
+    overrides = overrides + [f'--config.data.path={corpus}']
+  res = subprocess.run(_train_cmd(tmp_path / 'w', *overrides), cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+  assert res.returncode == 2, res.stderr
+  lines = [l for l in res.stderr.strip().split('\n') if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith('error: '), res.stderr
+  import re
+  assert re.search(message, lines[0]), lines[0]

@@ -1,0 +1,221 @@
+"""Reading text documents from local files and TFDS, behind one interface.
+
+`read_documents(spec)` yields documents (strings) from
+
+* plain text: one sentence or document per line (`kind='text'`), or
+  paragraphs separated by blank lines (`kind='text', unit='paragraph'`),
+  or a whole file as one document (`unit='file'`);
+* JSONL: one JSON object per line, the text under `field`;
+* TSV: one record per line, the text in column `field` (a header name when
+  the file has a header row, or a 0-based column index);
+* TFDS: a prepared catalogue dataset read with `tfds.data_source`
+  (array_record, no TensorFlow needed), text under `field`;
+* a MediaWiki XML dump (`kind='wiki'`, `.xml` or `.xml.bz2`): one document
+  per article, markup stripped with gensim's `filter_wiki`, redirects skipped.
+
+`path` may be a file, a directory (every `*.txt`/`*.jsonl`/`*.tsv` file in
+it, sorted), a glob, a comma-separated list of those, or `gensim:NAME` for a
+file of gensim's bundled test data (e.g. `gensim:lee_background.cor`).
+
+Text files are decoded as UTF-8 (a BOM is dropped, CRLF line ends are
+normalised). Bytes that are not UTF-8 raise a `DataError` naming the file and
+line, unless `encoding` names the file's real encoding (e.g. 'latin-1') or
+`encoding_fallback` names one to use for files that are not valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Iterator, Optional, Sequence
+
+from translearn_jax.errors import DataError
+
+TEXT_KINDS = ('text', 'jsonl', 'tsv', 'tfds', 'wiki')
+_DIR_SUFFIX = {'text': ('.txt', '.cor', '.text'), 'jsonl': ('.jsonl', '.json'),
+               'tsv': ('.tsv',), 'wiki': ('.xml', '.xml.bz2', '.bz2')}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSpec:
+  """Where documents come from; mirrors the `data` block of a config."""
+  kind: str = 'text'
+  path: str = ''
+  field: str = 'text'           # JSONL key, TSV column (name or index), TFDS feature
+  unit: str = 'line'            # text only: 'line', 'paragraph' or 'file'
+  encoding: str = 'utf-8'
+  encoding_fallback: str = ''   # e.g. 'latin-1'; '' means: raise on bad bytes
+  split: str = 'train'          # TFDS split
+  data_dir: str = ''            # TFDS data_dir ('' = TFDS default)
+
+  @classmethod
+  def from_config(cls, cfg) -> 'TextSpec':
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in dict(cfg).items() if k in names})
+
+
+def resolve_paths(path: str, kind: str = 'text') -> list[str]:
+  """Expands a path spec into a sorted list of existing files."""
+  if not path:
+    raise DataError('data.path is empty: give a file, a directory or a glob')
+  files: list[str] = []
+  for part in [p.strip() for p in path.split(',') if p.strip()]:
+    if part.startswith('gensim:'):
+      files.append(_gensim_datapath(part[len('gensim:'):]))
+    elif os.path.isdir(part):
+      found = sorted(os.path.join(part, f) for f in os.listdir(part)
+                     if f.endswith(_DIR_SUFFIX.get(kind, ())))
+      if not found:
+        raise DataError(f'no {kind} files ({", ".join(_DIR_SUFFIX.get(kind, ()))}) '
+                        f'in directory {part}')
+      files.extend(found)
+    elif any(c in part for c in '*?['):
+      found = sorted(glob.glob(part))
+      if not found:
+        raise DataError(f'no file matches {part}')
+      files.extend(found)
+    elif os.path.isfile(part):
+      files.append(part)
+    else:
+      raise DataError(f'no such file or directory: {part}')
+  return files
+
+
+def _gensim_datapath(name: str) -> str:
+  try:
+    from gensim.test.utils import datapath
+  except ImportError as e:  # pragma: no cover - gensim is a dependency
+    raise DataError(f'gensim:{name} needs gensim installed') from e
+  p = datapath(name)
+  if not os.path.isfile(p):
+    raise DataError(f'gensim ships no test file named {name!r} (looked for {p})')
+  return p
+
+
+def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
+                 fallback: str = '') -> str:
+  """Decodes a whole file; a bad byte raises naming the file and line."""
+  enc = 'utf-8-sig' if encoding.lower().replace('_', '-') in ('utf-8', 'utf8') else encoding
+  try:
+    text = data.decode(enc)
+  except UnicodeDecodeError as e:
+    if fallback:
+      text = data.decode(fallback)
+    else:
+      line = data.count(b'\n', 0, e.start) + 1
+      raise DataError(
+          f'{path}:{line}: bytes are not valid {encoding} ({e.reason} at byte '
+          f'{e.start}); set data.encoding (e.g. latin-1) or data.encoding_fallback'
+      ) from None
+  except LookupError:
+    raise DataError(f'unknown encoding {encoding!r} (data.encoding)') from None
+  if text.startswith('\ufeff'):
+    text = text[1:]
+  return text.replace('\r\n', '\n').replace('\r', '\n')
+
+
+def read_text(path: str, encoding: str = 'utf-8', fallback: str = '') -> str:
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise DataError(f'cannot read {path}: {e.strerror}') from None
+  return decode_bytes(data, path, encoding, fallback)
+
+
+def _split_units(text: str, unit: str) -> Iterator[str]:
+  if unit == 'line':
+    yield from text.split('\n')
+  elif unit == 'paragraph':
+    para: list[str] = []
+    for line in text.split('\n'):
+      if line.strip():
+        para.append(line)
+      elif para:
+        yield ' '.join(para)
+        para = []
+    if para:
+      yield ' '.join(para)
+  elif unit == 'file':
+    yield text
+  else:
+    raise DataError(f"data.unit must be 'line', 'paragraph' or 'file', got {unit!r}")
+
+
+def _jsonl_docs(path: str, text: str, field: str) -> Iterator[str]:
+  for n, line in enumerate(text.split('\n'), 1):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f'{path}:{n}: invalid JSON ({e.msg})') from None
+    if not isinstance(obj, dict) or field not in obj:
+      raise DataError(f'{path}:{n}: no field {field!r} (data.field)')
+    value = obj[field]
+    if not isinstance(value, str):
+      raise DataError(f'{path}:{n}: field {field!r} is {type(value).__name__}, not text')
+    yield value
+
+
+def _tsv_docs(path: str, text: str, field: str) -> Iterator[str]:
+  lines = text.split('\n')
+  if field.isdigit():
+    col, start = int(field), 0
+  else:
+    header = lines[0].split('\t') if lines else []
+    if field not in header:
+      raise DataError(f'{path}:1: no column named {field!r} in header {header} (data.field)')
+    col, start = header.index(field), 1
+  for n, line in enumerate(lines[start:], start + 1):
+    if not line.strip():
+      continue
+    cols = line.split('\t')
+    if col >= len(cols):
+      raise DataError(f'{path}:{n}: has {len(cols)} columns, needs column {col}')
+    yield cols[col]
+
+
+def _wiki_docs(path: str) -> Iterator[str]:
+  import bz2
+  from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+  opener = bz2.open if path.endswith('.bz2') else open
+  try:
+    with opener(path, 'rb') as f:
+      for _, text, _ in extract_pages(f):
+        body = filter_wiki(text)
+        if body.strip() and not body.lstrip().upper().startswith('#REDIRECT'):
+          yield body
+  except (OSError, EOFError) as e:
+    raise DataError(f'cannot read wiki dump {path}: {e}') from None
+  except Exception as e:  # XML parse errors
+    raise DataError(f'{path}: not a MediaWiki XML dump ({e})') from None
+
+
+def read_documents(spec: TextSpec) -> Iterator[str]:
+  """Yields the documents named by `spec`, in a deterministic order."""
+  if spec.kind not in TEXT_KINDS:
+    raise DataError(f'data.kind must be one of {TEXT_KINDS}, got {spec.kind!r}')
+  if spec.kind == 'tfds':
+    from translearn_jax.data import tfds_source
+    yield from tfds_source.read_text_field(spec.path, spec.split, spec.field,
+                                           spec.data_dir or None)
+    return
+  for path in resolve_paths(spec.path, spec.kind):
+    if spec.kind == 'wiki':
+      yield from _wiki_docs(path)
+      continue
+    text = read_text(path, spec.encoding, spec.encoding_fallback)
+    if spec.kind == 'text':
+      yield from _split_units(text, spec.unit)
+    elif spec.kind == 'jsonl':
+      yield from _jsonl_docs(path, text, spec.field)
+    else:
+      yield from _tsv_docs(path, text, spec.field)
+
+
+def read_many(specs: Sequence[TextSpec]) -> Iterator[str]:
+  for spec in specs:
+    yield from read_documents(spec)

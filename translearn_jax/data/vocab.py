@@ -1,0 +1,135 @@
+"""Word tokenisation, word vocabularies, and corpora encoded as id arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Iterable, Optional
+
+import numpy as np
+
+from translearn_jax.errors import DataError
+
+# Letters/digits, keeping inner apostrophes ("don't", "o'clock").
+_WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
+
+
+def tokenize(text: str, lowercase: bool = True) -> list[str]:
+  """Splits text into word tokens (punctuation dropped)."""
+  if lowercase:
+    text = text.lower()
+  return _WORD_RE.findall(text)
+
+
+@dataclasses.dataclass
+class EncodedCorpus:
+  """A corpus as one flat id array plus a per-token segment (document) id."""
+  ids: np.ndarray        # int32 (N,), ids into `vocab`
+  segments: np.ndarray   # int32 (N,), non-decreasing document index
+  vocab: 'Vocabulary'
+  raw_words: int         # tokens read before out-of-vocabulary ones were dropped
+  num_documents: int
+
+
+class Vocabulary:
+  """Words sorted by descending count (ties by word); id = rank."""
+
+  def __init__(self, words: list[str], counts: np.ndarray):
+    if len(words) != len(counts):
+      raise ValueError('words and counts differ in length')
+    self.words = list(words)
+    self.counts = np.asarray(counts, np.int64)
+    self.index = {w: i for i, w in enumerate(self.words)}
+    if len(self.index) != len(self.words):
+      raise DataError('vocabulary has duplicate words')
+
+  def __len__(self) -> int:
+    return len(self.words)
+
+  def __contains__(self, word: str) -> bool:
+    return word in self.index
+
+  def get(self, word: str, default: int = -1) -> int:
+    return self.index.get(word, default)
+
+  @classmethod
+  def from_counts(cls, counts: dict[str, int], min_count: int = 1,
+                  max_size: Optional[int] = None, source: str = 'corpus') -> 'Vocabulary':
+    items = sorted(((c, w) for w, c in counts.items() if c >= min_count),
+                   key=lambda cw: (-cw[0], cw[1]))
+    if max_size:
+      items = items[:max_size]
+    if not items:
+      raise DataError(
+          f'vocabulary of {source} is empty: no word occurs at least '
+          f'min_count={min_count} times ({len(counts)} distinct words, most frequent '
+          f'{max(counts.values()) if counts else 0} times); lower vocab.min_count')
+    return cls([w for _, w in items], np.array([c for c, _ in items], np.int64))
+
+  def save(self, path: str) -> None:
+    """Writes `word<TAB>count` lines atomically."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      for w, c in zip(self.words, self.counts):
+        f.write(f'{w}\t{int(c)}\n')
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> 'Vocabulary':
+    words, counts = [], []
+    try:
+      f = open(path, encoding='utf-8')
+    except OSError as e:
+      raise DataError(f'cannot read vocabulary {path}: {e.strerror}') from None
+    with f:
+      for n, line in enumerate(f, 1):
+        parts = line.rstrip('\n').split('\t')
+        if len(parts) != 2 or not parts[1].isdigit():
+          raise DataError(f'{path}:{n}: expected "word<TAB>count"')
+        words.append(parts[0])
+        counts.append(int(parts[1]))
+    return cls(words, np.array(counts, np.int64))
+
+
+def encode_corpus(documents: Iterable[str], min_count: int = 5,
+                  max_size: Optional[int] = None, lowercase: bool = True,
+                  max_document_words: int = 10000, source: str = 'corpus',
+                  vocab: Optional[Vocabulary] = None) -> EncodedCorpus:
+  """Tokenises documents in one pass and encodes them against a vocabulary.
+
+  Words are given provisional ids in order of first appearance; the
+  vocabulary (built here unless given) is then applied with one vectorised
+  remap, dropping out-of-vocabulary words as word2vec does. Documents longer
+  than `max_document_words` are split (gensim's limit is 10,000).
+  """
+  provisional: dict[str, int] = {}
+  chunks, seg_chunks = [], []
+  raw = 0
+  n_docs = 0
+  for doc in documents:
+    toks = tokenize(doc, lowercase)
+    if not toks:
+      continue
+    ids = np.fromiter((provisional.setdefault(t, len(provisional)) for t in toks),
+                      np.int32, len(toks))
+    raw += len(toks)
+    for start in range(0, len(ids), max_document_words):
+      part = ids[start:start + max_document_words]
+      chunks.append(part)
+      seg_chunks.append(np.full(len(part), n_docs, np.int32))
+      n_docs += 1
+  if raw == 0:
+    raise DataError(f'{source} is empty: no words found')
+  flat = np.concatenate(chunks)
+  segs = np.concatenate(seg_chunks)
+  words = list(provisional)  # insertion order == provisional id
+  if vocab is None:
+    counts = np.bincount(flat, minlength=len(words))
+    vocab = Vocabulary.from_counts(dict(zip(words, counts.tolist())), min_count,
+                                   max_size, source)
+  remap = np.array([vocab.get(w) for w in words], np.int32)
+  final = remap[flat]
+  keep = final >= 0
+  return EncodedCorpus(ids=final[keep], segments=segs[keep], vocab=vocab, raw_words=raw,
+                       num_documents=n_docs)

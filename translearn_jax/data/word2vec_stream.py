@@ -1,0 +1,186 @@
+"""Host-side input pipeline for skip-gram/CBOW: subsampled token blocks.
+
+Per epoch, every token is kept with word2vec's probability
+`(sqrt(f/(s·N)) + 1) · s·N/f` (f: the word's count, N: corpus tokens, s:
+`sample`); the kept stream is cut into blocks of `steps × batch × length`
+tokens, each with a reduced window per position (uniform in `1..window`) and
+`K` negatives per position drawn from the unigram^0.75 table.
+
+Everything random is drawn from `np.random.default_rng([seed, epoch])` (keep
+decisions) and `[seed, epoch, block]` (windows, negatives), so a block depends
+only on its position: resuming from `(epoch, block)` reproduces the
+uninterrupted stream exactly. A background thread prepares the next blocks
+while the device trains on the current one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Iterator, Optional
+
+import numpy as np
+
+from translearn_jax.data.vocab import EncodedCorpus
+from translearn_jax.errors import DataError
+
+NEG_TABLE_SIZE = 10_000_000
+
+
+def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
+  """word2vec.c / gensim frequent-word subsampling keep probability."""
+  counts = np.asarray(counts, np.float64)
+  if sample <= 0:
+    return np.ones_like(counts)
+  threshold = sample * counts.sum()
+  p = (np.sqrt(counts / threshold) + 1.0) * threshold / counts
+  return np.minimum(p, 1.0)
+
+
+def negative_table(counts: np.ndarray, power: float = 0.75,
+                   size: int = NEG_TABLE_SIZE) -> np.ndarray:
+  """word2vec's unigram^power table: id i fills a share ∝ count_i^power."""
+  weights = np.asarray(counts, np.float64) ** power
+  cdf = np.cumsum(weights) / weights.sum()
+  positions = (np.arange(size) + 0.5) / size
+  return np.searchsorted(cdf, positions).astype(np.int32).clip(0, len(counts) - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+  batch: int           # rows per step (global, all processes)
+  length: int          # tokens per row
+  steps: int           # steps per host→device call (scanned on device)
+  window: int
+  negatives: int
+  sample: float
+  seed: int
+
+
+@dataclasses.dataclass
+class StreamState:
+  epoch: int = 0
+  block: int = 0
+
+  def to_dict(self):
+    return {'epoch': self.epoch, 'block': self.block}
+
+
+class BlockStream:
+  """Iterates over `(state_after, block)`; `block` is a dict of numpy arrays.
+
+  Arrays have a leading `steps` axis: tokens/segment/window `(S, B, L)`,
+  negatives `(S, B, L, K)`. Only this process's rows `[row_start, row_stop)`
+  of the global batch are produced (multi-host data loading).
+  """
+
+  def __init__(self, corpus: EncodedCorpus, cfg: StreamConfig, epochs: int,
+               row_start: int = 0, row_stop: Optional[int] = None):
+    if len(corpus.ids) < 2:
+      raise DataError(f'corpus has {len(corpus.ids)} in-vocabulary token(s); '
+                      'skip-gram/CBOW need at least 2')
+    self.corpus, self.cfg, self.epochs = corpus, cfg, epochs
+    self.row_start, self.row_stop = row_start, (cfg.batch if row_stop is None else row_stop)
+    self.keep_p = keep_probabilities(corpus.vocab.counts, cfg.sample)
+    self.neg_table = negative_table(corpus.vocab.counts)
+    self.block_tokens = cfg.steps * cfg.batch * cfg.length
+    self._epoch_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+  # -- sizes ---------------------------------------------------------------
+  def expected_kept_per_epoch(self) -> float:
+    return float(np.sum(self.keep_p[self.corpus.ids]))
+
+  def estimated_total_steps(self) -> int:
+    blocks = int(np.ceil(self.expected_kept_per_epoch() / self.block_tokens))
+    return max(1, blocks * self.cfg.steps * self.epochs)
+
+  # -- epoch / block generation ---------------------------------------------
+  def _kept(self, epoch: int):
+    if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+      rng = np.random.default_rng([self.cfg.seed, epoch])
+      ids = self.corpus.ids
+      keep = rng.random(len(ids), dtype=np.float32) < self.keep_p[ids]
+      self._epoch_cache = (epoch, ids[keep], self.corpus.segments[keep])
+    return self._epoch_cache[1], self._epoch_cache[2]
+
+  def num_blocks(self, epoch: int) -> int:
+    ids, _ = self._kept(epoch)
+    return max(1, -(-len(ids) // self.block_tokens))
+
+  def make_block(self, epoch: int, block: int) -> dict[str, np.ndarray]:
+    cfg = self.cfg
+    ids, segs = self._kept(epoch)
+    lo = block * self.block_tokens
+    tok = ids[lo:lo + self.block_tokens]
+    seg = segs[lo:lo + self.block_tokens]
+    n = len(tok)
+    if n < self.block_tokens:  # last block of the epoch: pad
+      tok = np.concatenate([tok, np.zeros(self.block_tokens - n, np.int32)])
+      seg = np.concatenate([seg, np.full(self.block_tokens - n, -1, np.int32)])
+    shape = (cfg.steps, cfg.batch, cfg.length)
+    rows = slice(self.row_start, self.row_stop)
+    tok = tok.reshape(shape)[:, rows]
+    seg = seg.reshape(shape)[:, rows]
+    rng = np.random.default_rng([cfg.seed, epoch, block, 1])
+    window = rng.integers(1, cfg.window + 1, size=shape, dtype=np.int32)[:, rows]
+    neg_idx = rng.integers(0, len(self.neg_table), size=shape + (cfg.negatives,))
+    negatives = self.neg_table[neg_idx[:, rows]]
+    return {'tokens': np.ascontiguousarray(tok), 'segment': np.ascontiguousarray(seg),
+            'window': np.ascontiguousarray(window), 'negatives': negatives}
+
+  def positions(self, start: StreamState) -> Iterator[tuple[int, int]]:
+    epoch, block = start.epoch, start.block
+    while epoch < self.epochs:
+      if block >= self.num_blocks(epoch):
+        epoch, block = epoch + 1, 0
+        continue
+      yield epoch, block
+      block += 1
+
+  def iterate(self, start: StreamState, prefetch: int = 2
+              ) -> Iterator[tuple[StreamState, dict[str, np.ndarray]]]:
+    """Yields `(state after this block, block)`, prepared in a thread."""
+    def produce():
+      for epoch, block in self.positions(start):
+        yield StreamState(epoch, block + 1), self.make_block(epoch, block)
+    if prefetch <= 0:
+      yield from produce()
+      return
+    yield from _threaded(produce(), prefetch)
+
+
+_DONE = object()
+
+
+def _threaded(gen, size: int):
+  q: queue.Queue = queue.Queue(maxsize=size)
+  stop = threading.Event()
+
+  def worker():
+    try:
+      for item in gen:
+        if stop.is_set():
+          return
+        q.put(item)
+      q.put(_DONE)
+    except BaseException as e:  # surfaced in the consumer
+      q.put(e)
+
+  t = threading.Thread(target=worker, daemon=True)
+  t.start()
+  try:
+    while True:
+      item = q.get()
+      if item is _DONE:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+    while not q.empty():
+      try:
+        q.get_nowait()
+      except queue.Empty:
+        break

@@ -1,0 +1,21 @@
+"""Error types with messages meant for people.
+
+Every error raised for bad input (a file, a line, a config field) is a
+`TranslearnError`; `train.py` prints its message on one line and exits 2.
+"""
+
+
+class TranslearnError(Exception):
+  """Base class: a problem the user can fix, with a one-line message."""
+
+
+class DataError(TranslearnError):
+  """A data file or dataset is missing, empty, or malformed."""
+
+
+class ConfigError(TranslearnError):
+  """A config field has a bad value or does not exist."""
+
+
+class NonFiniteLossError(TranslearnError):
+  """Training produced a NaN/Inf loss; the last good checkpoint is kept."""

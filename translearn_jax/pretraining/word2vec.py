@@ -1,0 +1,236 @@
+"""Skip-gram / CBOW pretraining: `train_and_evaluate(config, workdir)`.
+
+Run through `train.py --config configs/skipgram.py` (or `configs/cbow.py`).
+Writes to `workdir`: `checkpoints/` (orbax), `vocab.tsv`, `metrics.jsonl`,
+`tb/` (TensorBoard), `eval.json`, and the vectors in word2vec format when
+`export.format` is set.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from translearn_jax.data import readers
+from translearn_jax.data.vocab import EncodedCorpus, Vocabulary, encode_corpus
+from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.evaluation import word_vectors
+from translearn_jax.export.word2vec_format import save_word2vec
+from translearn_jax.models import word2vec as w2v
+from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.loop import train_loop
+from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.training.state import TrainState
+
+
+def _require(cond: bool, field: str, msg: str) -> None:
+  if not cond:
+    raise ConfigError(f'config.{field}: {msg}')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  for field in ('batch_size', 'seq_length', 'steps_per_call', 'epochs',
+                'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints'):
+    _require(int(config[field]) >= 1, field, f'must be >= 1, got {config[field]}')
+  _require(config.learning_rate > 0, 'learning_rate', f'must be > 0, got {config.learning_rate}')
+  _require(config.sample >= 0, 'sample', f'must be >= 0, got {config.sample}')
+  _require(config.vocab.min_count >= 1, 'vocab.min_count', 'must be >= 1')
+  _require(config.model.mode in (w2v.SKIPGRAM, w2v.CBOW), 'model.mode',
+           f"must be 'skipgram' or 'cbow', got {config.model.mode!r}")
+  for f in ('dim', 'window', 'negatives'):
+    _require(config.model[f] >= 1, f'model.{f}', f'must be >= 1, got {config.model[f]}')
+  _require(config.export.format in ('', 'text', 'binary'), 'export.format',
+           f"must be '', 'text' or 'binary', got {config.export.format!r}")
+
+
+def load_corpus(config) -> EncodedCorpus:
+  spec = readers.TextSpec.from_config(config.data)
+  t0 = time.perf_counter()
+  corpus = encode_corpus(readers.read_documents(spec), min_count=config.vocab.min_count,
+                         max_size=config.vocab.max_size or None,
+                         lowercase=config.data.lowercase, source=spec.path or spec.kind)
+  if len(corpus.ids) <= config.model.window:
+    raise DataError(
+        f'{spec.path}: only {len(corpus.ids)} in-vocabulary tokens, not more than '
+        f'model.window={config.model.window}: too small to train a context window')
+  info('corpus %s: %d documents, %d words, %d in vocabulary (%d types) in %.1fs',
+               spec.path, corpus.num_documents, corpus.raw_words, len(corpus.ids),
+               len(corpus.vocab), time.perf_counter() - t0)
+  return corpus
+
+
+def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
+  m = config.model
+  return w2v.Word2VecConfig(vocab_size=vocab_size, dim=m.dim, window=m.window,
+                            negatives=m.negatives, mode=m.mode)
+
+
+def lr_schedule(config, total_steps: int) -> optax.Schedule:
+  """word2vec's linear decay from α0 to α0·min_learning_rate_ratio."""
+  return optax.linear_schedule(config.learning_rate,
+                               config.learning_rate * config.min_learning_rate_ratio,
+                               total_steps)
+
+
+def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh) -> TrainState:
+  model = w2v.Word2Vec(cfg)
+  dummy = {k: jnp.zeros((1, 2), jnp.int32) for k in ('tokens', 'segment', 'window')}
+  dummy['negatives'] = jnp.zeros((1, 2, cfg.negatives), jnp.int32)
+
+  def init(rng):
+    params = model.init(rng, dummy)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state={},
+                      rng=jax.random.fold_in(rng, 1))
+
+  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(seed))
+
+
+def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh):
+  """Jitted `(state, blocks) -> (state, metric sums)`; scans the steps axis."""
+  repl = mesh_lib.replicated(mesh)
+
+  def replicate(x):  # gather the (sparse) row updates, not a dense table
+    return jax.lax.with_sharding_constraint(x, repl)
+
+  def one_step(state: TrainState, batch):
+    lr = schedule(state.step)
+    params, loss, pairs = w2v.sparse_sgd_step(state.params, batch, lr, cfg,
+                                              constrain=replicate)
+    return state.replace(step=state.step + 1, params=params), (loss, pairs, lr)
+
+  def train_fn(state, blocks):
+    state, (loss, pairs, lr) = jax.lax.scan(one_step, state, blocks)
+    return state, {'loss_sum': loss.sum(), 'loss_count': pairs.sum(),
+                   'learning_rate': lr[-1]}
+
+  return jax.jit(train_fn, donate_argnums=0,
+                 in_shardings=(repl, mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(repl, repl))
+
+
+def embeddings(state: TrainState) -> np.ndarray:
+  return np.asarray(jax.device_get(state.params['in_embed']))
+
+
+def evaluate(config, vocab: Vocabulary, vectors: np.ndarray) -> dict:
+  results: dict[str, Any] = {}
+  for name, path in word_vectors.parse_named_paths(config.eval.similarity):
+    r = word_vectors.evaluate_similarity(vocab.words, vectors, path, name)
+    results[name] = {'spearman': r.spearman, 'pairs': r.pairs_used, 'oov_pairs': r.pairs_oov}
+  if config.eval.analogy:
+    a = word_vectors.evaluate_analogies(vocab.words, vectors, config.eval.analogy,
+                                        restrict=config.eval.analogy_restrict)
+    results['analogy'] = {'accuracy': a.accuracy, 'correct': a.correct,
+                          'answered': a.answered, 'oov_questions': a.oov}
+  return results
+
+
+def format_results(results: dict) -> str:
+  lines = [f'{"benchmark":<14} {"score":>8} {"used":>7} {"OOV":>6}']
+  for name, r in results.items():
+    if 'spearman' in r:
+      lines.append(f'{name:<14} {r["spearman"]:>8.4f} {r["pairs"]:>7d} {r["oov_pairs"]:>6d}'
+                   '   (Spearman rho; pairs)')
+    else:
+      lines.append(f'{name:<14} {r["accuracy"]:>8.4f} {r["answered"]:>7d} '
+                   f'{r["oov_questions"]:>6d}   (3CosAdd accuracy; questions)')
+  return '\n'.join(lines)
+
+
+def _check_vocab(workdir: str, vocab: Vocabulary) -> None:
+  path = os.path.join(workdir, 'vocab.tsv')
+  if os.path.exists(path):
+    saved = Vocabulary.load(path)
+    if saved.words != vocab.words:
+      raise DataError(f'{path}: the checkpoints in {workdir} were trained on a different '
+                      'vocabulary (corpus or vocab settings changed); use a new workdir')
+  elif jax.process_index() == 0:
+    vocab.save(path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Loads the corpus named by `config.data`, then `train_on_corpus`."""
+  validate(config)
+  return train_on_corpus(config, load_corpus(config), workdir)
+
+
+def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
+                    workdir: str) -> dict:
+  """Trains (resuming from `workdir` if it holds checkpoints), evaluates, exports.
+
+  The summary's `wall_seconds`/`wall_words_per_sec` cover everything from
+  model initialisation to the last step (compilation, input pipeline and
+  checkpoints included); `words_per_sec` excludes the first (compiling) call.
+  """
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  t_start = time.perf_counter()
+  vocab = corpus.vocab
+  _check_vocab(workdir, vocab)
+  mesh = mesh_lib.make_mesh(config.num_devices or None)
+  row_start, row_stop = mesh_lib.process_rows(config.batch_size, mesh)
+  cfg = model_config(config, len(vocab))
+  stream = BlockStream(corpus, StreamConfig(
+      batch=config.batch_size, length=config.seq_length, steps=config.steps_per_call,
+      window=cfg.window, negatives=cfg.negatives, sample=config.sample, seed=config.seed),
+      epochs=config.epochs, row_start=row_start, row_stop=row_stop)
+  total_steps = stream.estimated_total_steps()
+  schedule = lr_schedule(config, total_steps)
+  state = init_state(cfg, config.seed, mesh)
+  checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+  data_state = StreamState()
+  if checkpointer.latest_step() is not None:
+    state, saved = checkpointer.restore(state)
+    data_state = StreamState(**saved)
+    info('resumed from step %d (epoch %d, block %d)', int(state.step),
+                 data_state.epoch, data_state.block)
+  train_fn = make_train_fn(cfg, schedule, mesh)
+  words_per_step = corpus.raw_words * config.epochs / total_steps
+  writer = MetricWriter(workdir)
+  try:
+    result = train_loop(
+        state=state,
+        stream=((s.to_dict(), b) for s, b in stream.iterate(data_state, config.prefetch)),
+        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
+                                                      batch_axis=1),
+        checkpointer=checkpointer, writer=writer, total_steps=total_steps,
+        steps_per_call=config.steps_per_call,
+        checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
+        units_per_step=words_per_step, units_name='words',
+        data_state=data_state.to_dict(), progress=config.progress)
+  finally:
+    writer.close()
+    checkpointer.close()
+  wall = time.perf_counter() - t_start
+  summary = {'steps': result.steps, 'wall_seconds': wall,
+             'wall_words_per_sec': result.units_total / wall, 'stopped_by_signal': result.stopped_by_signal,
+             'train_seconds': result.train_seconds,
+             'words_per_sec': (result.units / result.train_seconds
+                               if result.train_seconds > 0 else float('nan')),
+             'corpus_words': corpus.raw_words, 'vocab_size': len(vocab)}
+  if result.stopped_by_signal:
+    return summary
+  vectors = embeddings(result.state)
+  summary['eval'] = evaluate(config, vocab, vectors)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'eval.json.tmp'), 'w') as f:
+      json.dump(summary, f, indent=2)
+    os.replace(os.path.join(workdir, 'eval.json.tmp'), os.path.join(workdir, 'eval.json'))
+    if config.export.format:
+      binary = config.export.format == 'binary'
+      path = os.path.join(workdir, 'vectors.bin' if binary else 'vectors.txt')
+      save_word2vec(path, vocab.words, vectors, binary=binary)
+      summary['exported'] = path
+    print(format_results(summary['eval']))
+  return summary

@@ -1,0 +1,144 @@
+"""The training loop shared by all families.
+
+It owns what every run needs: resume, stepping through a (resumable) input
+stream, metrics, throughput and progress bar, periodic/final checkpoints,
+SIGTERM → checkpoint → exit 0, and stopping on a non-finite loss without
+touching the last good checkpoint. A family supplies the jitted step function
+(`state, device_batch -> state, metric sums`), the stream and the sharding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from translearn_jax.errors import NonFiniteLossError
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.training.preemption import StopSignal
+
+
+@dataclasses.dataclass
+class LoopResult:
+  state: Any
+  data_state: dict
+  steps: int
+  stopped_by_signal: bool
+  train_seconds: float
+  units: float          # words/tokens processed, first (compiling) call excluded
+  units_total: float    # words/tokens processed in this process lifetime
+  last_metrics: dict
+
+
+def _finish(sums: Mapping[str, float]) -> dict:
+  """Metric sums -> means: `X_sum` / `X_count` pairs become `X`."""
+  out = {}
+  for k, v in sums.items():
+    if k.endswith('_sum'):
+      base = k[:-4]
+      denom = sums.get(base + '_count', 1.0)
+      out[base] = v / max(denom, 1e-12)
+    elif not k.endswith('_count'):
+      out[k] = v
+  return out
+
+
+def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarray]]],
+               step_fn: Callable, to_device: Callable, checkpointer: Checkpointer,
+               writer: MetricWriter, total_steps: int, steps_per_call: int,
+               checkpoint_every: int, log_every: int, units_per_step: float,
+               units_name: str = 'words', data_state: Optional[dict] = None,
+               progress: bool = True, extra_metrics: Optional[Callable[[int], dict]] = None
+               ) -> LoopResult:
+  """Runs `step_fn` over `stream` until it ends or a signal arrives.
+
+  Before every checkpoint the parameters are checked to be finite, so a
+  diverged state is never saved over the last good one.
+  """
+  all_finite = jax.jit(lambda params: jax.tree.reduce(
+      lambda a, b: a & b, jax.tree.map(lambda x: jnp.isfinite(x).all(), params)))
+
+  def save(step, state, data_state):
+    if not bool(all_finite(state.params)):
+      raise NonFiniteLossError(
+          f'parameters are not finite at step {step}; run stopped, last good checkpoint '
+          f'(step {checkpointer.latest_step()}) left intact')
+    checkpointer.save(step, state, data_state)
+
+  step = start_step = int(jax.device_get(state.step))
+  last_saved = step
+  data_state = dict(data_state or {})
+  bar = None
+  if progress and jax.process_index() == 0:
+    from tqdm import tqdm
+    bar = tqdm(total=total_steps, initial=min(step, total_steps), unit='step',
+               dynamic_ncols=True, mininterval=1.0)
+  window_sums: dict[str, float] = {}
+  window_start, window_steps = time.perf_counter(), 0
+  train_time, units, first_call = 0.0, 0.0, True
+  last_metrics: dict = {}
+  stopped = False
+  with StopSignal() as stop:
+    for next_data_state, host_batch in stream:
+      t0 = time.perf_counter()
+      state, sums = step_fn(state, to_device(host_batch))
+      sums = {k: float(v) for k, v in jax.device_get(sums).items()}
+      dt = time.perf_counter() - t0
+      if first_call:  # compilation: not counted as training throughput
+        first_call = False
+        window_start = time.perf_counter()
+      else:
+        train_time += dt
+        units += units_per_step * steps_per_call
+        window_steps += steps_per_call
+      step += steps_per_call
+      loss = sums.get('loss_sum', 0.0) / max(sums.get('loss_count', 1.0), 1e-12)
+      if not math.isfinite(loss):
+        if bar:
+          bar.close()
+        raise NonFiniteLossError(
+            f'loss is {loss} in steps {step - steps_per_call + 1}..{step}; run stopped, '
+            f'last good checkpoint (step {checkpointer.latest_step()}) left intact')
+      data_state = next_data_state
+      for k, v in sums.items():  # sums accumulate; other metrics keep the latest value
+        additive = k.endswith(('_sum', '_count'))
+        window_sums[k] = window_sums.get(k, 0.0) + v if additive else v
+      if bar:
+        bar.update(steps_per_call)
+      if step // log_every != (step - steps_per_call) // log_every or step >= total_steps:
+        elapsed = time.perf_counter() - window_start
+        last_metrics = _finish(window_sums)
+        if window_steps and elapsed > 0:
+          last_metrics[f'{units_name}_per_sec'] = units_per_step * window_steps / elapsed
+          last_metrics['steps_per_sec'] = window_steps / elapsed
+        if extra_metrics:
+          last_metrics.update(extra_metrics(step))
+        writer.write(step, last_metrics)
+        if bar:
+          bar.set_postfix({k: f'{v:.4g}' for k, v in last_metrics.items()
+                           if k in ('loss', 'learning_rate', f'{units_name}_per_sec')})
+        window_sums, window_steps, window_start = {}, 0, time.perf_counter()
+      if stop.requested:
+        info('signal %s: checkpointing at step %d and exiting', stop.signum, step)
+        save(step, state, data_state)
+        last_saved = step
+        stopped = True
+        break
+      if step - last_saved >= checkpoint_every:
+        save(step, state, data_state)
+        last_saved = step
+  if bar:
+    bar.close()
+  if not stopped and step != last_saved:
+    save(step, state, data_state)
+  elif not stopped and checkpointer.latest_step() is None:
+    save(step, state, data_state)
+  return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=stopped,
+                    train_seconds=train_time, units=units,
+                    units_total=units_per_step * (step - start_step), last_metrics=last_metrics)

@@ -1,0 +1,49 @@
+"""Metric logging: TensorBoard event files and a JSONL log, process 0 only."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Mapping
+
+import jax
+
+
+class MetricWriter:
+  """Writes scalars to `workdir/tb` (TensorBoard format) and `workdir/metrics.jsonl`."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self._tb = None
+    self._jsonl = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, 'tb'))
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(v) for k, v in scalars.items()}
+    for k, v in clean.items():
+      self._tb.add_scalar(k, v, step)
+    record = {'step': int(step), 'time': time.time(),
+              **{k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()}}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.flush()
+      self._tb.close()
+      self._jsonl.close()
+
+
+def info(msg: str, *args) -> None:
+  """A progress message on stderr (process 0), independent of absl verbosity."""
+  if jax.process_index() == 0:
+    import sys
+    print(msg % args if args else msg, file=sys.stderr, flush=True)
