@@ -17,6 +17,7 @@ from translearn_jax.errors import NonFiniteLossError, TranslearnError
 
 FAMILIES = {
     'word2vec': 'translearn_jax.pretraining.word2vec',
+    'lm': 'translearn_jax.pretraining.lm',
 }
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')

@@ -54,8 +54,8 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
                writer: MetricWriter, total_steps: int, steps_per_call: int,
                checkpoint_every: int, log_every: int, units_per_step: float,
                units_name: str = 'words', data_state: Optional[dict] = None,
-               progress: bool = True, extra_metrics: Optional[Callable[[int], dict]] = None
-               ) -> LoopResult:
+               progress: bool = True, extra_metrics: Optional[Callable[[int], dict]] = None,
+               postprocess: Optional[Callable[[dict], dict]] = None) -> LoopResult:
   """Runs `step_fn` over `stream` until it ends or a signal arrives.
 
   Before every checkpoint the parameters are checked to be finite, so a
@@ -119,10 +119,13 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
           last_metrics['steps_per_sec'] = window_steps / elapsed
         if extra_metrics:
           last_metrics.update(extra_metrics(step))
+        if postprocess:
+          last_metrics = postprocess(last_metrics)
         writer.write(step, last_metrics)
         if bar:
           bar.set_postfix({k: f'{v:.4g}' for k, v in last_metrics.items()
-                           if k in ('loss', 'learning_rate', f'{units_name}_per_sec')})
+                           if k in ('loss', 'learning_rate', f'{units_name}_per_sec',
+                                    'valid_perplexity', 'mfu')})
         window_sums, window_steps, window_start = {}, 0, time.perf_counter()
       if stop.requested:
         info('signal %s: checkpointing at step %d and exiting', stop.signum, step)

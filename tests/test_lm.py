@@ -1,0 +1,325 @@
+"""Language models: causality, KV cache, packing, tokenizer, training, resume, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from translearn_jax.data import readers
+from translearn_jax.data.lm_data import LMState, LMStream, pack, split_documents, unpack
+from translearn_jax.data.tokenizer import EOS, Tokenizer, encode_documents
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.generation import sampling
+from translearn_jax.generation.sample import sample
+from translearn_jax.models import lstm_lm, transformer_lm
+from translearn_jax.pretraining import lm
+from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.training import optimizers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEE = readers.TextSpec(kind='text', path='gensim:lee_background.cor')
+
+
+@pytest.fixture(scope='module')
+def lee_tokenizer():
+  return Tokenizer.train(readers.read_documents(LEE), vocab_size=500)
+
+
+def small_tf(**kw):
+  base = dict(vocab_size=50, d_model=32, num_heads=4, num_layers=2, d_ff=64, max_len=32,
+              dropout=0.0)
+  base.update(kw)
+  return transformer_lm.TransformerConfig(**base)
+
+
+def small_lstm(**kw):
+  base = dict(vocab_size=50, embed_dim=16, hidden_dim=24, num_layers=2)
+  base.update(kw)
+  return lstm_lm.LSTMConfig(**base)
+
+
+def init(model, t=12):
+  return model.init(jax.random.key(0), jnp.zeros((2, t), jnp.int32))['params']
+
+
+@pytest.mark.parametrize('make', [
+    lambda: transformer_lm.TransformerLM(small_tf()),
+    lambda: transformer_lm.TransformerLM(small_tf(positions='learned', tie_embeddings=False)),
+    lambda: lstm_lm.LSTMLM(small_lstm())])
+def test_causality_future_tokens_never_change_past_logits(make):
+  model = make()
+  params = init(model)
+  rng = np.random.default_rng(0)
+  toks = rng.integers(0, 50, (2, 12)).astype(np.int32)
+  base = lm.logits_of(model, params, jnp.asarray(toks))
+  for j in (3, 7, 11):
+    changed = toks.copy()
+    changed[:, j] = (changed[:, j] + 1) % 50
+    out = lm.logits_of(model, params, jnp.asarray(changed))
+    np.testing.assert_allclose(out[:, :j], base[:, :j], atol=1e-5)
+    assert not np.allclose(out[:, j], base[:, j], atol=1e-5)
+
+
+@pytest.mark.parametrize('positions', ['rotary', 'learned'])
+@pytest.mark.parametrize('temperature,top_k,top_p', [(0.0, 0, 1.0), (1.0, 5, 0.9)])
+def test_kv_cache_generation_equals_uncached(positions, temperature, top_k, top_p):
+  cfg = small_tf(positions=positions)
+  params = init(transformer_lm.TransformerLM(cfg))
+  prompts = jnp.asarray([[EOS, 5, 6, 7], [EOS, 9, 0, 0]], jnp.int32)
+  lengths = jnp.asarray([4, 2], jnp.int32)
+  outs = []
+  for cached in (True, False):
+    model = transformer_lm.TransformerLM(cfg.replace(decode=cached))
+    step, init_state = sampling.transformer_step(model, cached)
+    outs.append(np.asarray(sampling.generate(
+        step, init_state(params, 2, 20), prompts, lengths, jax.random.key(3), total_len=20,
+        temperature=temperature, top_k=top_k, top_p=top_p, eos_id=-1)))
+  np.testing.assert_array_equal(outs[0], outs[1])
+  np.testing.assert_array_equal(outs[0][0, :4], [EOS, 5, 6, 7])
+  assert outs[0][1, 1] == 9
+
+
+def test_lstm_generation_matches_teacher_forced_greedy():
+  cfg = small_lstm()
+  model = lstm_lm.LSTMLM(cfg)
+  params = init(model)
+  step, init_state = sampling.lstm_step(model)
+  out = np.asarray(sampling.generate(step, init_state(params, 1, 10),
+                                     jnp.asarray([[EOS, 4]], jnp.int32), jnp.asarray([2]),
+                                     jax.random.key(0), total_len=10, temperature=0.0,
+                                     eos_id=-1))
+  logits = lm.logits_of(model, params, jnp.asarray(out))
+  np.testing.assert_array_equal(np.argmax(logits[0, 1:-1], -1), out[0, 2:])
+
+
+def test_filter_logits_top_k_and_top_p():
+  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+  k2 = sampling.filter_logits(logits, 1.0, 2, 1.0)
+  assert np.isfinite(np.asarray(k2)).tolist() == [[True, True, False, False]]
+  p = sampling.filter_logits(logits, 1.0, 0, 0.75)   # 0.5 + 0.3 reaches 0.75
+  assert np.isfinite(np.asarray(p)).tolist() == [[True, True, False, False]]
+  p1 = sampling.filter_logits(logits, 1.0, 0, 0.4)   # the top token alone
+  assert np.isfinite(np.asarray(p1)).tolist() == [[True, False, False, False]]
+
+
+def test_pack_roundtrip_and_targets_shift():
+  stream = np.arange(103, dtype=np.int32)
+  rows = pack(stream, 10)
+  assert rows.shape == (10, 11)
+  np.testing.assert_array_equal(rows[:, 1:][:-1, -1], rows[1:, 0])  # overlap by one
+  np.testing.assert_array_equal(unpack(rows), stream[:101])
+  with pytest.raises(DataError, match='fewer than one sequence'):
+    pack(np.arange(5, dtype=np.int32), 10)
+
+
+def test_stream_resume_and_shuffle():
+  rows = pack(np.arange(2001, dtype=np.int32), 10)
+  s = LMStream(rows, batch=4, accum=2, epochs=2, seed=1)
+  full = list(s.iterate(LMState()))
+  assert len(full) == s.total_steps == 2 * (200 // 8)
+  resumed = list(LMStream(rows, 4, 2, 2, 1).iterate(full[9][0]))
+  for (a, x), (b, y) in zip(full[10:], resumed):
+    assert a == b
+    np.testing.assert_array_equal(x['tokens'], y['tokens'])
+  first = np.concatenate([b['tokens'].reshape(-1, 11)[:, 0] for st, b in full if st.epoch == 0])
+  assert len(set(first.tolist())) == len(first)  # no row twice in an epoch
+  assert not np.array_equal(first, np.sort(first))  # shuffled
+
+
+def test_split_documents_holds_out_whole_documents():
+  docs = [f'doc {i}' for i in range(40)]
+  train, valid = split_documents(docs, 0.1, seed=0)
+  assert len(valid) == 4 and not set(train) & set(valid) and len(train) + len(valid) == 40
+  assert split_documents(docs, 0.1, seed=0) == (train, valid)
+
+
+@pytest.mark.parametrize('model_type', ['unigram', 'bpe'])
+def test_tokenizer_roundtrip_non_ascii(tmp_path, model_type):
+  text = ['Ça va très bien, naïve façade — Größe über alles.',
+          'Москва и Санкт-Петербург; 東京と大阪; emoji 🙂 ok.',
+          'plain ascii words repeated plain ascii words'] * 20
+  tok = Tokenizer.train(text, vocab_size=400, model_type=model_type)
+  path = str(tmp_path / 'tok.model')
+  tok.save(path)
+  tok2 = Tokenizer.load(path)
+  for s in text[:3] + ['unseen: ΩΨ ŋ ⱥ 🦀']:
+    assert tok2.decode(tok2.encode(s)) == s
+  assert tok2.decode(tok2.encode('ǅ 𝔘')) == 'Dž U'  # NFKC folding, by design
+  exact = Tokenizer.train(text, vocab_size=400, model_type=model_type,
+                          normalization='identity')
+  assert exact.decode(exact.encode('ǅ 𝔘')) == 'ǅ 𝔘'
+  assert tok2.encode_batch(text[:3]) == [tok.encode(t) for t in text[:3]]
+  flat = encode_documents(tok2, text[:2])
+  assert (flat == EOS).sum() == 2 and flat[-1] == EOS
+
+
+def test_tokenizer_bad_paths(tmp_path):
+  with pytest.raises(DataError, match='tokenizer model not found: /no/such.model'):
+    Tokenizer.load('/no/such.model')
+  bad = tmp_path / 'bad.model'
+  bad.write_bytes(b'not a model')
+  with pytest.raises(DataError, match='not a sentencepiece model'):
+    Tokenizer.load(str(bad))
+
+
+def test_uniform_model_perplexity_is_vocab_size():
+  cfg = small_tf(vocab_size=37)
+  model = transformer_lm.TransformerLM(cfg)
+  params = jax.tree.map(jnp.zeros_like, init(model))  # zero logits: uniform
+  mesh = mesh_lib.make_mesh(1)
+  rows = pack(np.random.default_rng(0).integers(0, 37, 500).astype(np.int32), 16)
+  r = lm.evaluate_rows(lm.make_eval_fn(model, mesh), params, rows, 4, mesh)
+  assert r['perplexity'] == pytest.approx(37.0, rel=1e-5)
+  assert r['tokens'] == len(rows) * 16
+
+
+def lm_config(**over):
+  from configs import lm_transformer
+  c = lm_transformer.get_config()
+  c.data.kind, c.data.path = 'text', 'gensim:lee_background.cor'
+  c.tokenizer.vocab_size = 400
+  c.model.d_model, c.model.num_layers, c.model.d_ff, c.model.max_len = 32, 1, 64, 64
+  c.seq_length, c.batch_size, c.epochs = 32, 8, 1
+  c.num_devices, c.progress = 1, False
+  c.log_every_steps, c.checkpoint_every_steps, c.eval_every_steps = 10, 20, 1000
+  c.optim.warmup_steps = 5
+  for k, v in over.items():
+    node = c
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+@pytest.mark.parametrize('arch', ['transformer', 'lstm'])
+def test_loss_decreases_on_real_text(tmp_path, arch):
+  if arch == 'lstm':
+    from configs import lm_lstm
+    c = lm_lstm.get_config()
+    base = lm_config()
+    c.data, c.tokenizer = base.data, base.tokenizer
+    c.model.embed_dim, c.model.hidden_dim, c.model.num_layers = 32, 48, 1
+    c.seq_length, c.batch_size, c.epochs, c.num_devices, c.progress = 32, 8, 1, 1, False
+    c.log_every_steps, c.eval_every_steps = 10, 1000
+  else:
+    c = lm_config()
+  summary = lm.train_and_evaluate(c, str(tmp_path))
+  losses = [json.loads(l)['loss'] for l in open(tmp_path / 'metrics.jsonl')]
+  assert losses[-1] < losses[0] - 1.0, losses
+  assert summary['valid']['perplexity'] < 400  # < vocab size: better than uniform
+  assert os.path.exists(tmp_path / 'tokenizer.model')
+
+
+def test_grad_accumulation_equals_large_batch():
+  cfg = small_tf()
+  model = transformer_lm.TransformerLM(cfg)
+  c = lm_config()
+  mesh = mesh_lib.make_mesh(1)
+  abstract = jax.eval_shape(lambda: init(model))
+  tx, sched = optimizers.adamw(c, 10, abstract)
+  toks = np.random.default_rng(0).integers(0, 50, (4, 13)).astype(np.int32)
+  outs = []
+  for shape in ((1, 4, 13), (2, 2, 13)):
+    state = lm.init_state(model, tx, 0, 12, mesh)
+    fn = lm.make_train_fn(model, tx, sched, mesh)
+    state, m = fn(state, mesh_lib.shard_batch({'tokens': toks.reshape(shape)}, mesh, 1))
+    outs.append((jax.device_get(state.params), float(m['loss_sum'])))
+  assert outs[0][1] == pytest.approx(outs[1][1], rel=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               outs[0][0], outs[1][0])
+
+
+def test_sharded_step_matches_single_device():
+  cfg = small_tf()
+  model = transformer_lm.TransformerLM(cfg)
+  c = lm_config()
+  abstract = jax.eval_shape(lambda: init(model))
+  tx, sched = optimizers.adamw(c, 10, abstract)
+  toks = np.random.default_rng(1).integers(0, 50, (3, 1, 8, 13)).astype(np.int32)
+  results = []
+  for n in (1, 8):
+    mesh = mesh_lib.make_mesh(n)
+    state = lm.init_state(model, tx, 0, 12, mesh)
+    fn = lm.make_train_fn(model, tx, sched, mesh)
+    for b in toks:
+      state, m = fn(state, mesh_lib.shard_batch({'tokens': b}, mesh, 1))
+    results.append((jax.device_get(state.params), float(m['loss_sum'])))
+  assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               results[0][0], results[1][0])
+
+
+class _StopAfter:
+  def __init__(self, n):
+    self.n, self.seen = n, 0
+
+  def __call__(self, *a, **k):
+    outer = self
+
+    class Ctx:
+      signum = 15
+
+      @property
+      def requested(self):
+        outer.seen += 1
+        return outer.seen > outer.n
+
+      def __enter__(self):
+        return self
+
+      def __exit__(self, *e):
+        return False
+    return Ctx()
+
+
+def test_resume_is_exact(tmp_path, monkeypatch):
+  c = lm_config(**{'model.dropout': 0.1})
+  full = lm.train_and_evaluate(c, str(tmp_path / 'full'))
+  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', _StopAfter(7))
+  part = lm.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert part['stopped_by_signal'] and part['steps'] == 8
+  monkeypatch.undo()
+  resumed = lm.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert resumed['steps'] == full['steps']
+  assert resumed['valid'] == full['valid']
+  assert resumed['train_sample'] == full['train_sample']
+
+
+def test_sample_from_run_and_prompt_errors(tmp_path):
+  c = lm_config()
+  lm.train_and_evaluate(c, str(tmp_path))
+  from translearn_jax.generation.sample import load_run
+  config, tok, mcfg, params = load_run(str(tmp_path))
+  texts, _ = sample(mcfg, params, tok, ['The prime minister', 'é'], 10, temperature=0.0)
+  assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+  texts2, _ = sample(mcfg, params, tok, ['The prime minister', 'é'], 10, temperature=0.0,
+                     cached=False)
+  assert texts2 == texts
+  with pytest.raises(ConfigError, match='longer than the model context'):
+    sample(mcfg, params, tok, ['word ' * 100], 5)
+  with pytest.raises(ConfigError, match='exceeds the model context'):
+    sample(mcfg, params, tok, ['word'], 100)
+  with pytest.raises(ConfigError, match='top_p'):
+    sample(mcfg, params, tok, ['word'], 5, top_p=0.0)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (['--config.seq_length=1024'], 'config.seq_length: 1024 is larger than the model maximum '
+                                   'model.max_len=512'),
+    (['--config.tokenizer.path=/no/tok.model'], 'tokenizer model not found: /no/tok.model'),
+])
+def test_lm_bad_input_one_line(tmp_path, overrides, message):
+  cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--config',
+         os.path.join(ROOT, 'configs', 'lm_transformer.py'), '--workdir', str(tmp_path),
+         '--config.num_devices=1', '--config.data.kind=text',
+         '--config.data.path=gensim:lee_background.cor', *overrides]
+  res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert res.returncode == 2, res.stderr
+  err = [l for l in res.stderr.splitlines() if l.startswith('error: ')]
+  assert err and message in err[0], res.stderr

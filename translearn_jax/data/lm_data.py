@@ -1,0 +1,106 @@
+"""Language-model data: documents -> tokenizer -> packed, shuffled sequences.
+
+Documents are tokenised in batches, each followed by EOS, and concatenated
+into one stream that is cut into rows of `seq_len + 1` tokens overlapping by
+one (inputs `row[:-1]`, targets `row[1:]`): no padding anywhere. Rows are
+shuffled per epoch with `default_rng([seed, epoch])`, so a run resumed at
+`(epoch, batch)` sees exactly the batches the uninterrupted run saw.
+
+Held-out data: whole documents (`data.valid_fraction` of them, chosen with the
+seed) or a separate `data.valid_path`; never rows cut from training documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from translearn_jax.errors import DataError
+
+
+def split_documents(docs: Sequence[str], valid_fraction: float, seed: int
+                    ) -> tuple[list[str], list[str]]:
+  """Holds out whole documents for validation (deterministic)."""
+  docs = [d for d in docs if d.strip()]
+  if not docs:
+    raise DataError('no non-empty documents to train on')
+  if valid_fraction <= 0:
+    return docs, []
+  n_valid = max(1, int(round(valid_fraction * len(docs))))
+  if n_valid >= len(docs):
+    raise DataError(f'data.valid_fraction={valid_fraction} leaves no training documents '
+                    f'out of {len(docs)}')
+  held = set(np.random.default_rng([seed, 7]).permutation(len(docs))[:n_valid].tolist())
+  train = [d for i, d in enumerate(docs) if i not in held]
+  valid = [d for i, d in enumerate(docs) if i in held]
+  return train, valid
+
+
+def pack(stream: np.ndarray, seq_len: int, what: str = 'training') -> np.ndarray:
+  """(N, seq_len + 1) rows over a flat token stream, consecutive rows overlapping by 1.
+
+  A view (no copy); the tail that does not fill a row is dropped.
+  """
+  n = (len(stream) - 1) // seq_len
+  if n < 1:
+    raise DataError(f'{what} data has {len(stream)} tokens, fewer than one sequence of '
+                    f'seq_len + 1 = {seq_len + 1}')
+  return np.lib.stride_tricks.as_strided(
+      stream, shape=(n, seq_len + 1), strides=(stream.strides[0] * seq_len, stream.strides[0]),
+      writeable=False)
+
+
+def unpack(rows: np.ndarray) -> np.ndarray:
+  """Inverse of `pack` on the covered prefix."""
+  return np.concatenate([rows[:, :-1].reshape(-1), rows[-1:, -1]])
+
+
+@dataclasses.dataclass
+class LMState:
+  epoch: int = 0
+  batch: int = 0
+
+  def to_dict(self):
+    return {'epoch': self.epoch, 'batch': self.batch}
+
+
+class LMStream:
+  """Batches `(accum, batch, seq_len + 1)` of shuffled rows; this process's rows only."""
+
+  def __init__(self, rows: np.ndarray, batch: int, accum: int, epochs: int, seed: int,
+               row_start: int = 0, row_stop: Optional[int] = None):
+    self.rows, self.batch, self.accum, self.epochs, self.seed = rows, batch, accum, epochs, seed
+    self.row_start, self.row_stop = row_start, (batch if row_stop is None else row_stop)
+    self.per_step = batch * accum
+    if len(rows) < self.per_step:
+      raise DataError(f'{len(rows)} training sequences cannot fill one step of '
+                      f'batch_size × grad_accum = {self.per_step}; lower them or add data')
+    self.batches_per_epoch = len(rows) // self.per_step
+    self._cached_epoch, self._cached_order = None, None
+
+  @property
+  def total_steps(self) -> int:
+    return self.batches_per_epoch * self.epochs
+
+  def _order(self, epoch: int) -> np.ndarray:
+    if self._cached_epoch != epoch:
+      self._cached_order = np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+      self._cached_epoch = epoch
+    return self._cached_order
+
+  def make_batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
+    pick = self._order(epoch)[index * self.per_step:(index + 1) * self.per_step]
+    tokens = self.rows[pick].reshape(self.accum, self.batch, -1)
+    return {'tokens': np.ascontiguousarray(tokens[:, self.row_start:self.row_stop])}
+
+  def iterate(self, start: LMState) -> Iterator[tuple[LMState, dict[str, np.ndarray]]]:
+    """Yields `(state after this batch, batch)` from `start` to the last epoch."""
+    epoch, index = start.epoch, start.batch
+    while epoch < self.epochs:
+      if index >= self.batches_per_epoch:
+        epoch, index = epoch + 1, 0
+        continue
+      yield LMState(epoch, index + 1), self.make_batch(epoch, index)
+      index += 1

@@ -1,0 +1,125 @@
+"""sentencepiece tokenizers: train from any corpus the data layer reads, save, load.
+
+Ids: 0 = <pad>, 1 = <unk>, 2 = <bos>, 3 = <eos>. Training feeds the trainer
+lines (documents are split at newlines, and at `max_sentence_length`), so
+whole-file documents such as novels are not skipped by sentencepiece's
+sentence-length limit. Encoding is batched (`encode_batch`, sentencepiece's
+C++ batch encoder with threads), not a Python loop per line.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from translearn_jax.errors import DataError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+_MAX_SENTENCE_BYTES = 4192
+
+
+def _training_lines(documents: Iterable[str]) -> Iterator[str]:
+  for doc in documents:
+    for line in doc.split('\n'):
+      line = line.strip()
+      while line:
+        if len(line.encode('utf-8')) <= _MAX_SENTENCE_BYTES:
+          yield line
+          break
+        limit = _MAX_SENTENCE_BYTES // 4  # characters: at most 4 bytes each
+        cut = line.rfind(' ', 0, limit)
+        cut = cut if cut > 0 else limit
+        yield line[:cut]
+        line = line[cut:].strip()
+
+
+class Tokenizer:
+  """A loaded sentencepiece model."""
+
+  def __init__(self, model_proto: bytes, path: str = '<memory>'):
+    import sentencepiece as spm
+    self.path = path
+    self.proto = model_proto
+    self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.sp.get_piece_size()
+
+  pad_id, unk_id, bos_id, eos_id = PAD, UNK, BOS, EOS
+
+  def encode(self, text: str) -> list[int]:
+    return self.sp.encode(text)
+
+  def encode_batch(self, texts: Sequence[str], num_threads: int = 0) -> list[list[int]]:
+    return self.sp.encode(list(texts), num_threads=num_threads or os.cpu_count() or 1)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    ids = [int(i) for i in ids]
+    if EOS in ids:
+      ids = ids[:ids.index(EOS)]
+    return self.sp.decode([i for i in ids if i != PAD])
+
+  def save(self, path: str) -> None:
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb') as f:
+      f.write(self.proto)
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> 'Tokenizer':
+    if not os.path.isfile(path):
+      raise DataError(f'tokenizer model not found: {path}')
+    with open(path, 'rb') as f:
+      proto = f.read()
+    try:
+      return cls(proto, path)
+    except Exception as e:
+      raise DataError(f'{path}: not a sentencepiece model ({e})') from None
+
+  @classmethod
+  def train(cls, documents: Iterable[str], vocab_size: int, model_type: str = 'unigram',
+            character_coverage: float = 0.9995, max_lines: int = 2_000_000,
+            seed: int = 0, normalization: str = 'nmt_nfkc') -> 'Tokenizer':
+    """Trains on `documents`; `vocab_size` is an upper bound on tiny corpora.
+
+    Unseen characters fall back to UTF-8 byte pieces, so any text round-trips
+    up to `normalization` ('nmt_nfkc' folds compatibility characters such as
+    'ǅ' -> 'Dž'; 'identity' keeps every character as is).
+    """
+    import sentencepiece as spm
+    if model_type not in ('unigram', 'bpe'):
+      raise DataError(f"tokenizer.model_type must be 'unigram' or 'bpe', got {model_type!r}")
+    lines = list(_training_lines(documents))
+    if not lines:
+      raise DataError('cannot train a tokenizer on an empty corpus')
+    if len(lines) > max_lines:  # deterministic subsample
+      keep = np.random.default_rng(seed).choice(len(lines), max_lines, replace=False)
+      lines = [lines[i] for i in np.sort(keep)]
+    out = io.BytesIO()
+    try:
+      spm.SentencePieceTrainer.train(
+          sentence_iterator=iter(lines), model_writer=out, vocab_size=vocab_size,
+          model_type=model_type, character_coverage=character_coverage,
+          pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+          num_threads=os.cpu_count() or 1, minloglevel=2, byte_fallback=True,
+          normalization_rule_name=normalization,
+          max_sentence_length=_MAX_SENTENCE_BYTES * 4, hard_vocab_limit=False)
+    except RuntimeError as e:
+      raise DataError(f'sentencepiece training failed: {" ".join(str(e).split())}') from None
+    return cls(out.getvalue())
+
+
+def encode_documents(tok: Tokenizer, documents: Sequence[str], batch: int = 4096,
+                     append_eos: bool = True) -> np.ndarray:
+  """Documents -> one flat int32 stream, each document followed by EOS."""
+  parts = []
+  for lo in range(0, len(documents), batch):
+    for ids in tok.encode_batch(documents[lo:lo + batch]):
+      parts.append(np.asarray(ids, np.int32))
+      if append_eos:
+        parts.append(np.array([EOS], np.int32))
+  return np.concatenate(parts) if parts else np.zeros((0,), np.int32)

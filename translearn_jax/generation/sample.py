@@ -1,0 +1,123 @@
+"""Sample from a trained LM run.
+
+  python -m translearn_jax.generation.sample --workdir /tmp/lm_tf \
+      --prompt "The history of" --prompt "In 1900," --max_new_tokens 40 \
+      [--temperature 0.8 --top_k 40 --top_p 0.95 | --temperature 0 (greedy)] [--no_cache]
+
+Reads the run's `config.json`, `tokenizer.model` and newest checkpoint. Each
+prompt is prefixed with EOS (a document boundary, as in training).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from translearn_jax.data.tokenizer import EOS, Tokenizer
+from translearn_jax.errors import ConfigError, DataError, TranslearnError
+from translearn_jax.generation import sampling
+from translearn_jax.training import mesh as mesh_lib
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A finished (or checkpointed) LM run.')
+_PROMPT = flags.DEFINE_multi_string('prompt', [''], 'Prompt text (repeat for a batch).')
+_MAX_NEW = flags.DEFINE_integer('max_new_tokens', 50, 'Tokens to generate per prompt.')
+_TEMP = flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
+_TOP_K = flags.DEFINE_integer('top_k', 0, 'Keep the k most likely tokens (0: all).')
+_TOP_P = flags.DEFINE_float('top_p', 1.0, 'Nucleus mass (1: all).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+_NO_CACHE = flags.DEFINE_bool('no_cache', False, 'Recompute the whole prefix every step.')
+
+
+def load_run(workdir: str):
+  """(config, tokenizer, params) of an LM run directory."""
+  from translearn_jax.pretraining import lm
+  from translearn_jax.training.checkpoint import Checkpointer
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise DataError(f'{path} not found: --workdir must be an LM run directory')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  tok = Tokenizer.load(config.tokenizer.path or os.path.join(workdir, 'tokenizer.model'))
+  ckpt = Checkpointer(workdir)
+  if ckpt.latest_step() is None:
+    raise DataError(f'no checkpoint in {workdir}/checkpoints')
+  mcfg = lm.model_config(config, tok.vocab_size)
+  model = lm.make_model(mcfg)
+  from translearn_jax.training import optimizers
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               jnp.zeros((1, 8), jnp.int32))['params'])
+  tx, _ = optimizers.adamw(config, 1, abstract)
+  template = lm.init_state(model, tx, 0, 8, mesh_lib.make_mesh(1))
+  state, _ = ckpt.restore(template)
+  ckpt.close()
+  return config, tok, mcfg, state.params
+
+
+def encode_prompts(tok: Tokenizer, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  ids = [[EOS] + tok.encode(p) for p in prompts]
+  lengths = np.array([len(x) for x in ids], np.int32)
+  out = np.zeros((len(ids), lengths.max()), np.int32)
+  for i, x in enumerate(ids):
+    out[i, :len(x)] = x
+  return out, lengths
+
+
+def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+           cached: bool = True) -> tuple[list[str], float]:
+  """Continuations of `prompts` and the generation time in seconds."""
+  from translearn_jax.models import transformer_lm
+  sampling.check_sampling(temperature, top_k, top_p)
+  toks, lengths = encode_prompts(tok, prompts)
+  total = int(lengths.max()) + max_new_tokens
+  is_tf = isinstance(mcfg, transformer_lm.TransformerConfig)
+  if is_tf and lengths.max() > mcfg.max_len:
+    raise ConfigError(f'prompt of {lengths.max()} tokens is longer than the model context '
+                      f'(model.max_len={mcfg.max_len})')
+  if is_tf and total > mcfg.max_len:
+    raise ConfigError(f'prompt ({lengths.max()} tokens) + max_new_tokens ({max_new_tokens}) '
+                      f'exceeds the model context (model.max_len={mcfg.max_len})')
+  from translearn_jax.pretraining import lm
+  if is_tf:
+    model = lm.make_model(mcfg.replace(decode=cached))
+    step, init = sampling.transformer_step(model, cached)
+  else:
+    model = lm.make_model(mcfg)
+    step, init = sampling.lstm_step(model)
+  state = init(params, len(prompts), total)
+  t0 = time.perf_counter()
+  out = sampling.generate(step, state, jnp.asarray(toks), jnp.asarray(lengths),
+                          jax.random.key(seed), total_len=total, temperature=temperature,
+                          top_k=top_k, top_p=top_p)
+  out = np.asarray(jax.device_get(out))
+  dt = time.perf_counter() - t0
+  texts = [tok.decode(row[n:].tolist()) for row, n in zip(out, lengths)]
+  return texts, dt
+
+
+def main(argv):
+  del argv
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  try:
+    config, tok, mcfg, params = load_run(_WORKDIR.value)
+    texts, _ = sample(mcfg, params, tok, _PROMPT.value, _MAX_NEW.value, _TEMP.value,
+                      _TOP_K.value, _TOP_P.value, _SEED.value, cached=not _NO_CACHE.value)
+  except TranslearnError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  for prompt, text in zip(_PROMPT.value, texts):
+    print(f'--- {prompt!r}\n{prompt}{" " if prompt else ""}{text}')
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('workdir')
+  app.run(main)

@@ -1,0 +1,126 @@
+"""Batched, jit-compiled sampling from autoregressive models.
+
+`generate` runs one loop for every decoding rule (greedy = temperature 0,
+temperature, top-k, top-p) and every model: a `step_fn(state, buffer, t)`
+returns the logits for position `t + 1` given the tokens up to `t`. Prompts of
+different lengths share the loop: while `t + 1` is inside a row's prompt the
+prompt token is copied instead of sampled (the Flax lm1b sampler's scheme).
+After a row emits EOS it emits PAD.
+
+Step functions provided:
+* `transformer_step(model, params, cached=True)`: one token per step through
+  the KV cache; with `cached=False` the whole buffer is recomputed each step
+  (the reference the cache must equal, and the no-cache speed baseline);
+* `lstm_step(model, params)`: one token per step with the carried (c, h).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from translearn_jax.data.tokenizer import EOS, PAD
+from translearn_jax.errors import ConfigError
+
+
+def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float):
+  """Scaled logits with everything outside top-k / the top-p nucleus at -inf."""
+  logits = logits.astype(jnp.float32) / temperature
+  if top_k > 0:
+    kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if top_p < 1.0:
+    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # keep the smallest prefix whose mass reaches top_p (always the first token)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    cutoff = jnp.min(jnp.where(before < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return logits
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+  if temperature < 0:
+    raise ConfigError(f'temperature must be >= 0, got {temperature}')
+  if top_k < 0:
+    raise ConfigError(f'top_k must be >= 0, got {top_k}')
+  if not 0 < top_p <= 1:
+    raise ConfigError(f'top_p must be in (0, 1], got {top_p}')
+
+
+@functools.partial(jax.jit, static_argnames=('step_fn', 'total_len', 'temperature', 'top_k',
+                                             'top_p', 'eos_id'))
+def generate(step_fn: Callable, state: Any, prompts: jax.Array, prompt_lengths: jax.Array,
+             rng: jax.Array, *, total_len: int, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, eos_id: int = EOS) -> jax.Array:
+  """Returns `(B, total_len)` tokens: the prompts followed by the continuations.
+
+  `prompts` (B, P) are right-padded; every `prompt_lengths` must be >= 1.
+  """
+  b, p = prompts.shape
+  buf = jnp.zeros((b, total_len), jnp.int32).at[:, :p].set(prompts[:, :total_len])
+
+  def body(t, carry):
+    buf, state, done = carry
+    logits, state = step_fn(state, buf, t)
+    if temperature == 0:
+      sampled = jnp.argmax(logits, -1).astype(jnp.int32)
+    else:
+      key = jax.random.fold_in(rng, t)
+      sampled = jax.random.categorical(
+          key, filter_logits(logits, temperature, top_k, top_p)).astype(jnp.int32)
+    in_prompt = t + 1 < prompt_lengths
+    nxt = jnp.where(in_prompt, buf[:, t + 1], jnp.where(done, PAD, sampled))
+    done = done | (~in_prompt & (nxt == eos_id))
+    return buf.at[:, t + 1].set(nxt), state, done
+
+  buf, _, _ = jax.lax.fori_loop(0, total_len - 1, body,
+                                (buf, state, jnp.zeros((b,), bool)))
+  return buf
+
+
+@functools.lru_cache(maxsize=None)
+def transformer_step(model, cached: bool = True):
+  """(step_fn, init_state) for a `TransformerLM`; state = {'params', 'cache'}.
+
+  `model` must be built with `decode=True` when `cached`. Parameters travel in
+  the state (not closed over), so they are arguments of the compiled loop.
+  """
+  if cached:
+    def step(state, buf, t):
+      tok = jax.lax.dynamic_slice_in_dim(buf, t, 1, axis=1)
+      logits, mut = model.apply({'params': state['params'], 'cache': state['cache']}, tok,
+                                mutable=['cache'])
+      return logits[:, 0], {'params': state['params'], 'cache': mut['cache']}
+
+    def init(params, batch: int, total_len: int):
+      dummy = jnp.zeros((batch, total_len), jnp.int32)
+      cache = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy))['cache']
+      return {'params': params, 'cache': jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                                      cache)}
+  else:
+    def step(state, buf, t):
+      logits = model.apply({'params': state['params']}, buf)
+      return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False), state
+
+    def init(params, batch: int, total_len: int):
+      return {'params': params}
+  return step, init
+
+
+@functools.lru_cache(maxsize=None)
+def lstm_step(model):
+  """(step_fn, init_state) for an `LSTMLM`; state = {'params', 'carry'}."""
+  from translearn_jax.models.lstm_lm import initial_carry
+
+  def step(state, buf, t):
+    tok = jax.lax.dynamic_slice_in_dim(buf, t, 1, axis=1)
+    logits, carry = model.apply({'params': state['params']}, tok, state['carry'])
+    return logits[:, 0], {'params': state['params'], 'carry': carry}
+
+  def init(params, batch: int, total_len: int):
+    return {'params': params, 'carry': initial_carry(model.config, batch)}
+  return step, init

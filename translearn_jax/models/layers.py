@@ -1,0 +1,132 @@
+"""Building blocks shared by every Transformer in the project.
+
+One implementation of multi-head attention (self and cross, causal or not,
+rotary or not) with one KV cache for incremental decoding. The LM and, later,
+the seq2seq decoder use these; do not write another.
+
+Dense layers flatten the leading axes into one `(B·T, D)` matmul: on XLA:CPU a
+2-D matmul ran ~2× faster than the same contraction on 3-D activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+NEG_INF = -1e9  # finite: fully masked rows stay NaN-free
+
+
+class Dense(nn.Module):
+  """`x @ kernel + bias` over the last axis, computed as one 2-D matmul."""
+  features: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features),
+                        self.param_dtype)
+    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,),
+                         self.param_dtype).astype(self.dtype)
+    return y.reshape(x.shape[:-1] + (self.features,))
+
+
+def rotary(x: Array, positions: Array, base: float = 10000.0) -> Array:
+  """Rotary position embedding (RoFormer) of `x` (B, T, H, Dh) at `positions` (B, T)."""
+  dh = x.shape[-1]
+  half = dh // 2
+  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[..., None] * freqs          # (B, T, half)
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:2 * half].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+  if dh % 2:
+    out = jnp.concatenate([out, x[..., 2 * half:].astype(jnp.float32)], -1)
+  return out.astype(x.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head dot-product attention with an optional KV cache.
+
+  `__call__(x, context=None, mask=None, positions=None)`:
+  * self-attention when `context` is None, else cross-attention to `context`;
+  * `mask` (B, 1|H, Tq, Tk) bool, True = may attend;
+  * `positions` (B, Tq) for rotary embeddings (self-attention only);
+  * with `decode=True` (self-attention) keys/values are appended to the
+    `cache` collection and queries attend to every cached position up to
+    their own; `mask` then only needs to cover padding of cached keys.
+  """
+  num_heads: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  dropout: float = 0.0
+  deterministic: bool = True
+  use_rotary: bool = False
+  decode: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, context: Optional[Array] = None, mask: Optional[Array] = None,
+               positions: Optional[Array] = None) -> Array:
+    d = x.shape[-1]
+    if d % self.num_heads:
+      raise ValueError(f'd_model {d} is not divisible by num_heads {self.num_heads}')
+    dh = d // self.num_heads
+    dense = lambda name: Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    kv_in = x if context is None else context
+    b, tq = x.shape[:2]
+    q = dense('query')(x).reshape(b, tq, self.num_heads, dh)
+    k = dense('key')(kv_in).reshape(b, kv_in.shape[1], self.num_heads, dh)
+    v = dense('value')(kv_in).reshape(b, kv_in.shape[1], self.num_heads, dh)
+    if self.use_rotary and context is None:
+      q, k = rotary(q, positions), rotary(k, positions)
+    if self.decode and context is None:
+      k, v, mask = self._update_cache(k, v, mask)
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / jnp.sqrt(dh)
+    if mask is not None:
+      scores = jnp.where(mask, scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    if self.dropout > 0 and not self.deterministic:
+      probs = nn.Dropout(self.dropout, deterministic=False)(probs)
+    out = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(b, tq, d)
+    return dense('out')(out)
+
+  def _update_cache(self, k, v, mask):
+    initialized = self.has_variable('cache', 'cached_key')
+    ck = self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
+    cv = self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
+    idx = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
+    if not initialized:  # the init pass only creates the (B, max_len, H, Dh) cache
+      return k, v, mask
+    tq, max_len = k.shape[1], ck.value.shape[1]
+    i = idx.value
+    ck.value = jax.lax.dynamic_update_slice(ck.value, k, (0, i, 0, 0))
+    cv.value = jax.lax.dynamic_update_slice(cv.value, v, (0, i, 0, 0))
+    idx.value = i + tq
+    q_pos = i + jnp.arange(tq)
+    causal = (jnp.arange(max_len)[None, :] <= q_pos[:, None])[None, None]  # (1,1,Tq,max_len)
+    mask = causal if mask is None else (mask & causal)
+    return ck.value, cv.value, mask
+
+
+class MlpBlock(nn.Module):
+  d_ff: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = Dense(self.d_ff, dtype=self.dtype, param_dtype=self.param_dtype, name='wi')(x)
+    h = jax.nn.gelu(h)
+    return Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype, name='wo')(h)
+
+
+def causal_mask(length: int) -> Array:
+  return jnp.tril(jnp.ones((length, length), bool))[None, None]

@@ -1,0 +1,344 @@
+"""Autoregressive LM pretraining (Transformer or LSTM): `train_and_evaluate(config, workdir)`.
+
+Run through `train.py --config configs/lm_transformer.py` (or `lm_lstm.py`).
+Writes to `workdir`: `tokenizer.model` (sentencepiece), `config.json`,
+`checkpoints/`, `metrics.jsonl`, `tb/`, and `eval.json` (held-out loss and
+perplexity). Sample from a finished run with
+`python -m translearn_jax.generation.sample --workdir DIR --prompt "..."`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from translearn_jax.data import readers
+from translearn_jax.data.lm_data import LMState, LMStream, pack, split_documents
+from translearn_jax.data.tokenizer import Tokenizer, encode_documents
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.models import lstm_lm, transformer_lm
+from translearn_jax.training import flops as flops_lib
+from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.training import optimizers
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.loop import train_loop
+from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.training.state import TrainState
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def _require(cond, field, msg):
+  if not cond:
+    raise ConfigError(f'config.{field}: {msg}')
+
+
+def validate(config) -> None:
+  for f in ('batch_size', 'seq_length', 'grad_accum', 'epochs', 'checkpoint_every_steps',
+            'log_every_steps', 'keep_checkpoints', 'eval_every_steps'):
+    _require(int(config[f]) >= 1, f, f'must be >= 1, got {config[f]}')
+  _require(config.model.arch in ('transformer', 'lstm'), 'model.arch',
+           f"must be 'transformer' or 'lstm', got {config.model.arch!r}")
+  _require(config.dtype in DTYPES, 'dtype', f'must be one of {sorted(DTYPES)}')
+  if config.model.arch == 'transformer':
+    _require(config.seq_length <= config.model.max_len, 'seq_length',
+             f'{config.seq_length} is larger than the model maximum '
+             f'model.max_len={config.model.max_len}')
+  _require(0 <= config.data.valid_fraction < 1, 'data.valid_fraction', 'must be in [0, 1)')
+
+
+def model_config(config, vocab_size: int, deterministic: bool = True, decode: bool = False):
+  m = config.model
+  dtype = DTYPES[config.dtype]
+  try:
+    if m.arch == 'transformer':
+      return transformer_lm.TransformerConfig(
+          vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,
+          num_layers=m.num_layers, d_ff=m.d_ff, max_len=m.max_len, dropout=m.dropout,
+          attention_dropout=m.attention_dropout, positions=m.positions,
+          tie_embeddings=m.tie_embeddings, dtype=dtype, deterministic=deterministic,
+          decode=decode)
+    return lstm_lm.LSTMConfig(
+        vocab_size=vocab_size, embed_dim=m.embed_dim, hidden_dim=m.hidden_dim,
+        num_layers=m.num_layers, dropout_embed=m.dropout_embed, dropout_input=m.dropout_input,
+        dropout_hidden=m.dropout_hidden, dropout_output=m.dropout_output,
+        weight_drop=m.weight_drop, tie_embeddings=m.tie_embeddings, dtype=dtype,
+        deterministic=deterministic)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def make_model(mcfg):
+  if isinstance(mcfg, transformer_lm.TransformerConfig):
+    return transformer_lm.TransformerLM(mcfg)
+  return lstm_lm.LSTMLM(mcfg)
+
+
+def logits_of(model, params, tokens, rngs=None):
+  out = model.apply({'params': params}, tokens, rngs=rngs)
+  return out[0] if isinstance(out, tuple) else out
+
+
+def flops_per_token(mcfg, seq_len: int) -> float:
+  if isinstance(mcfg, transformer_lm.TransformerConfig):
+    return transformer_lm.flops_per_token(mcfg, seq_len)
+  return lstm_lm.flops_per_token(mcfg, seq_len)
+
+
+# -- data --------------------------------------------------------------------
+
+def get_tokenizer(config, train_docs, workdir: str) -> Tokenizer:
+  """Explicit path > the run's own saved tokenizer > train a new one (saved)."""
+  saved = os.path.join(workdir, 'tokenizer.model')
+  if config.tokenizer.path:
+    return Tokenizer.load(config.tokenizer.path)
+  if os.path.exists(saved):
+    return Tokenizer.load(saved)
+  t0 = time.perf_counter()
+  tok = Tokenizer.train(train_docs, config.tokenizer.vocab_size, config.tokenizer.model_type,
+                        seed=config.seed, normalization=config.tokenizer.normalization)
+  info('trained %s tokenizer (%d pieces) in %.1fs', config.tokenizer.model_type,
+       tok.vocab_size, time.perf_counter() - t0)
+  if jax.process_index() == 0:
+    tok.save(saved)
+  return tok
+
+
+def load_data(config, workdir: str):
+  spec = readers.TextSpec.from_config(config.data)
+  docs = list(readers.read_documents(spec))
+  if config.data.valid_path:
+    train_docs = [d for d in docs if d.strip()]
+    vspec = readers.TextSpec.from_config({**dict(config.data), 'path': config.data.valid_path})
+    valid_docs = [d for d in readers.read_documents(vspec) if d.strip()]
+  else:
+    train_docs, valid_docs = split_documents(docs, config.data.valid_fraction, config.seed)
+  if not train_docs:
+    raise DataError(f'{spec.path}: no non-empty documents')
+  tok = get_tokenizer(config, train_docs, workdir)
+  t0 = time.perf_counter()
+  train_stream = encode_documents(tok, train_docs)
+  valid_stream = encode_documents(tok, valid_docs) if valid_docs else None
+  info('tokenised %d train / %d held-out documents: %d / %d tokens in %.1fs',
+       len(train_docs), len(valid_docs), len(train_stream),
+       0 if valid_stream is None else len(valid_stream), time.perf_counter() - t0)
+  train_rows = pack(train_stream, config.seq_length, 'training')
+  valid_rows = (pack(valid_stream, config.seq_length, 'held-out')
+                if valid_stream is not None else None)
+  stats = {'train_documents': len(train_docs), 'valid_documents': len(valid_docs),
+           'train_tokens': int(len(train_stream)),
+           'valid_tokens': 0 if valid_stream is None else int(len(valid_stream)),
+           'train_words': sum(len(d.split()) for d in train_docs)}
+  return tok, train_rows, valid_rows, stats
+
+
+# -- steps -------------------------------------------------------------------
+
+def token_nll(logits, targets):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+
+
+def init_state(model, tx, seed: int, seq_len: int, mesh) -> TrainState:
+  def init(rng):
+    params = model.init({'params': rng}, jnp.zeros((1, seq_len), jnp.int32))['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=jax.random.fold_in(rng, 1))
+  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(seed))
+
+
+def make_train_fn(model, tx, schedule, mesh):
+  """Jitted `(state, {'tokens': (A, B, T+1)}) -> (state, metric sums)`.
+
+  The A micro-batches are scanned; their summed gradients are divided by the
+  total token count, so accumulation equals one large batch.
+  """
+  repl = mesh_lib.replicated(mesh)
+
+  def train_fn(state: TrainState, batch):
+    tokens = batch['tokens']
+    step_rng = jax.random.fold_in(state.rng, state.step)
+
+    def micro(carry, xs):
+      i, toks = xs
+      def loss_fn(params):
+        logits = logits_of(model, params, toks[:, :-1],
+                           rngs={'dropout': jax.random.fold_in(step_rng, i)})
+        return jnp.sum(token_nll(logits, toks[:, 1:]))
+      loss, grads = jax.value_and_grad(loss_fn)(state.params)
+      g_acc, l_acc = carry
+      return (jax.tree.map(jnp.add, g_acc, grads), l_acc + loss), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    accum = tokens.shape[0]
+    (grads, loss), _ = jax.lax.scan(micro, (zeros, jnp.zeros(())),
+                                    (jnp.arange(accum), tokens))
+    count = tokens.shape[0] * tokens.shape[1] * (tokens.shape[2] - 1)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new, {'loss_sum': loss, 'loss_count': jnp.asarray(count, jnp.float32),
+                 'learning_rate': schedule(state.step), 'grad_norm': optax.tree.norm(grads)}
+
+  return jax.jit(train_fn, donate_argnums=0,
+                 in_shardings=(repl, mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(repl, repl))
+
+
+def make_eval_fn(model, mesh):
+  repl = mesh_lib.replicated(mesh)
+
+  def eval_fn(params, tokens, weights):
+    logits = logits_of(model, params, tokens[:, :-1])
+    nll = token_nll(logits, tokens[:, 1:])
+    return jnp.sum(nll * weights[:, None]), jnp.sum(weights) * nll.shape[1]
+
+  return jax.jit(eval_fn, in_shardings=(repl, mesh_lib.batch_sharding(mesh),
+                                        mesh_lib.batch_sharding(mesh)),
+                 out_shardings=(repl, repl))
+
+
+def evaluate_rows(eval_fn, params, rows: np.ndarray, batch: int, mesh,
+                  max_rows: int = 0) -> dict:
+  """Mean token NLL and perplexity over `rows` (padded to whole batches)."""
+  if max_rows:
+    rows = rows[:max_rows]
+  total, count = 0.0, 0.0
+  for lo in range(0, len(rows), batch):
+    chunk = np.asarray(rows[lo:lo + batch])
+    w = np.ones(len(chunk), np.float32)
+    if len(chunk) < batch:
+      pad = batch - len(chunk)
+      chunk = np.concatenate([chunk, np.zeros((pad, chunk.shape[1]), chunk.dtype)])
+      w = np.concatenate([w, np.zeros(pad, np.float32)])
+    dev = mesh_lib.shard_batch({'t': chunk, 'w': w}, mesh)
+    s, c = eval_fn(params, dev['t'], dev['w'])
+    total += float(s)
+    count += float(c)
+  loss = total / max(count, 1.0)
+  return {'loss': loss, 'perplexity': math.exp(min(loss, 700.0)), 'tokens': int(count)}
+
+
+# -- run ---------------------------------------------------------------------
+
+def build(config, workdir: str):
+  """Everything a run, a resume, or the sampler needs, from config + workdir."""
+  tok, train_rows, valid_rows, stats = load_data(config, workdir)
+  mesh = mesh_lib.make_mesh(config.num_devices or None)
+  return tok, train_rows, valid_rows, stats, mesh
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  tok, train_rows, valid_rows, stats, mesh = build(config, workdir)
+  row_start, row_stop = mesh_lib.process_rows(config.batch_size, mesh)
+  stream = LMStream(train_rows, config.batch_size, config.grad_accum, config.epochs,
+                    config.seed, row_start, row_stop)
+  total_steps = stream.total_steps
+  train_cfg = model_config(config, tok.vocab_size, deterministic=False)
+  eval_cfg = train_cfg.replace(deterministic=True)
+  model, eval_model = make_model(train_cfg), make_model(eval_cfg)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               jnp.zeros((1, 8), jnp.int32))['params'])
+  tx, schedule = optimizers.adamw(config, total_steps, abstract)
+  state = init_state(model, tx, config.seed, 8, mesh)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  info('%s LM: %.2fM parameters, %d steps of %d tokens', config.model.arch, n_params / 1e6,
+       total_steps, config.batch_size * config.grad_accum * config.seq_length)
+  checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+  data_state = LMState()
+  if checkpointer.latest_step() is not None:
+    state, saved = checkpointer.restore(state)
+    data_state = LMState(**saved)
+    info('resumed from step %d (epoch %d, batch %d)', int(state.step), data_state.epoch,
+         data_state.batch)
+  train_fn = make_train_fn(model, tx, schedule, mesh)
+  eval_fn = make_eval_fn(eval_model, mesh)
+  tokens_per_step = config.batch_size * config.grad_accum * config.seq_length
+  fpt = flops_per_token(train_cfg, config.seq_length)
+  peak = flops_lib.peak_flops(dtype=config.dtype, override=config.peak_flops_per_device)
+  if peak is None:
+    info('peak FLOP/s of device kind %r (%s) unknown: MFU not reported '
+         '(set config.peak_flops_per_device)', jax.devices()[0].device_kind, config.dtype)
+  holder = {'state': state}
+
+  def extra(step: int) -> dict:
+    out = {}
+    if valid_rows is not None and (step % config.eval_every_steps < config.log_every_steps
+                                   or step >= total_steps):
+      r = evaluate_rows(eval_fn, holder['state'].params, valid_rows, config.batch_size, mesh,
+                        config.eval_max_rows)
+      out = {'valid_loss': r['loss'], 'valid_perplexity': r['perplexity']}
+    return out
+
+  def step_fn(state, batch):
+    state, sums = train_fn(state, batch)
+    holder['state'] = state
+    return state, sums
+
+  writer = MetricWriter(workdir)
+
+  def add_mfu(metrics):
+    if 'tokens_per_sec' in metrics:
+      metrics['model_tflops_per_sec'] = fpt * metrics['tokens_per_sec'] / 1e12
+      u = flops_lib.mfu(fpt, metrics['tokens_per_sec'], mesh.devices.size, peak)
+      if u is not None:
+        metrics['mfu'] = u
+    if 'loss' in metrics:
+      metrics['perplexity'] = math.exp(min(metrics['loss'], 700.0))
+    return metrics
+
+  t_start = time.perf_counter()
+  try:
+    result = train_loop(
+        state=state, stream=((s.to_dict(), b) for s, b in stream.iterate(data_state)),
+        step_fn=step_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
+                                                     batch_axis=1),
+        checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
+        checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
+        units_per_step=tokens_per_step, units_name='tokens', data_state=data_state.to_dict(),
+        progress=config.progress, extra_metrics=extra, postprocess=add_mfu)
+  finally:
+    writer.close()
+    checkpointer.close()
+  summary: dict[str, Any] = {
+      'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
+      'wall_seconds': time.perf_counter() - t_start,
+      'tokens_per_sec': result.units / result.train_seconds if result.train_seconds else None,
+      'parameters': n_params, 'flops_per_token': fpt, **stats}
+  if summary['tokens_per_sec']:
+    summary['mfu'] = flops_lib.mfu(fpt, summary['tokens_per_sec'], mesh.devices.size, peak)
+  if result.stopped_by_signal:
+    return summary
+  if valid_rows is not None:
+    summary['valid'] = evaluate_rows(eval_fn, result.state.params, valid_rows,
+                                     config.batch_size, mesh)
+  train_eval = evaluate_rows(eval_fn, result.state.params, train_rows, config.batch_size, mesh,
+                             max_rows=max(len(valid_rows) if valid_rows is not None else 0,
+                                          config.batch_size))
+  summary['train_sample'] = train_eval
+  if jax.process_index() == 0:
+    tmp = os.path.join(workdir, 'eval.json.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(summary, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, 'eval.json'))
+    v = summary.get('valid')
+    print(f'{config.model.arch} LM: {result.steps} steps, '
+          f'train-sample ppl {train_eval["perplexity"]:.2f}'
+          + (f', held-out ppl {v["perplexity"]:.2f} over {v["tokens"]} tokens' if v else '')
+          + (f', {summary["tokens_per_sec"]:.0f} tokens/s' if summary['tokens_per_sec'] else ''))
+  return summary
