@@ -11,7 +11,8 @@ The larger run reported in the README (98 novels, whole novels held out):
   python train.py --config configs/lm_transformer.py --workdir /tmp/lm_novels \
     --config.data.kind=text --config.data.path=../shared/data/english_novels \
     --config.data.unit=file --config.tokenizer.vocab_size=8000 \
-    --config.model.d_model=256 --config.model.num_layers=4 --config.model.d_ff=1024
+    --config.model.d_model=256 --config.model.num_layers=4 --config.model.d_ff=1024 \
+    --config.epochs=1 --config.max_steps=1200 --config.eval_max_rows=512
 
 Sample from it:  python -m translearn_jax.generation.sample --workdir /tmp/lm_tf --prompt "The"
 """
@@ -58,6 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 16                 # sequences per micro-batch (global)
   config.grad_accum = 1                  # micro-batches per optimiser step
   config.epochs = 2
+  config.max_steps = 0                   # stop after this many steps (0: all epochs)
   config.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (params fp32)
 
   config.optim = ml_collections.ConfigDict()

@@ -10,6 +10,7 @@ perplexity). Sample from a finished run with
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -44,6 +45,7 @@ def _require(cond, field, msg):
 
 
 def validate(config) -> None:
+  _require(config.max_steps >= 0, 'max_steps', f'must be >= 0, got {config.max_steps}')
   for f in ('batch_size', 'seq_length', 'grad_accum', 'epochs', 'checkpoint_every_steps',
             'log_every_steps', 'keep_checkpoints', 'eval_every_steps'):
     _require(int(config[f]) >= 1, f, f'must be >= 1, got {config[f]}')
@@ -249,6 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   stream = LMStream(train_rows, config.batch_size, config.grad_accum, config.epochs,
                     config.seed, row_start, row_stop)
   total_steps = stream.total_steps
+  if config.max_steps:
+    total_steps = min(total_steps, config.max_steps)
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   eval_cfg = train_cfg.replace(deterministic=True)
   model, eval_model = make_model(train_cfg), make_model(eval_cfg)
@@ -305,7 +309,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t_start = time.perf_counter()
   try:
     result = train_loop(
-        state=state, stream=((s.to_dict(), b) for s, b in stream.iterate(data_state)),
+        state=state,
+        stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
+                                max(total_steps - int(state.step), 0)),
         step_fn=step_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
                                                      batch_axis=1),
         checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
