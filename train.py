@@ -18,6 +18,7 @@ from translearn_jax.errors import NonFiniteLossError, TranslearnError
 FAMILIES = {
     'word2vec': 'translearn_jax.pretraining.word2vec',
     'lm': 'translearn_jax.pretraining.lm',
+    'classify': 'translearn_jax.downstream.classification',
 }
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')

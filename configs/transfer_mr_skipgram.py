@@ -1,0 +1,66 @@
+"""MR sentence polarity with a bag-of-embeddings classifier initialised from skip-gram vectors.
+
+Pretrained vectors: any word2vec file; by default the ones the README's first
+command writes (`/tmp/skipgram/vectors.txt`). The README's results use vectors
+trained on the 98 novels:
+
+  python train.py --config configs/skipgram.py --workdir runs/sg_novels \
+    --config.data.kind=text --config.data.path=../shared/data/english_novels \
+    --config.data.unit=paragraph --config.epochs=1
+  python train.py --config configs/transfer_mr_skipgram.py --workdir runs/mr_sg \
+    --config.pretrained.path=runs/sg_novels/vectors.txt --config.compare_scratch=True
+
+MR has no official split: a stratified 80/10/10 split with `data.split_seed`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.family = 'classify'
+  config.seed = 0                        # the seed of a single run
+  config.seeds = 5                       # seeds per strategy with compare_scratch
+  config.compare_scratch = False         # scratch + every strategy in transfer.strategies
+
+  config.data = ml_collections.ConfigDict()
+  config.data.kind = 'mr'                # 'mr' | 'tsv' | 'jsonl'
+  config.data.path = '../shared/data/rt_polarity'
+  config.data.text_field = 'sentence'    # tsv/jsonl
+  config.data.label_field = 'label'      # tsv/jsonl
+  config.data.encoding = 'utf-8'         # tsv/jsonl (MR is read as Latin-1)
+  config.data.split = '0.8,0.1,0.1'      # train/dev/test fractions (stratified)
+  config.data.split_seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.type = 'bag_of_embeddings'  # 'bag_of_embeddings' | 'lm_encoder'
+  config.model.dim = 100                 # must equal the pretrained vectors' size
+  config.model.dropout = 0.5
+  config.model.pooling = 'mean'          # lm_encoder: 'mean' | 'max' | 'last'
+  config.model.max_tokens = 64           # longer texts are truncated
+
+  config.pretrained = ml_collections.ConfigDict()
+  config.pretrained.kind = 'word2vec'    # 'word2vec' | 'lm' | 'none'
+  config.pretrained.path = '/tmp/skipgram/vectors.txt'
+  config.pretrained.binary = False       # word2vec binary format
+  config.pretrained.remap_init = 'mean'  # rows of words missing from the source: 'mean' | 'random' | 'init'
+
+  config.graft = ml_collections.ConfigDict()
+  config.graft.rules = 'embedding=>backbone/embed/embedding'  # 'src_regex=>target; ...'
+
+  config.transfer = ml_collections.ConfigDict()
+  config.transfer.strategy = 'finetune'  # single run: finetune | feature_extraction | discriminative | gradual_unfreezing
+  config.transfer.strategies = 'feature_extraction,finetune,discriminative,gradual_unfreezing'
+  config.transfer.groups = 'head=^head/,embed=^backbone/'  # top (depth 0) first
+  config.transfer.learning_rate = 3e-3   # peak LR (depth 0)
+  config.transfer.schedule = 'slanted_triangular'  # | 'cosine' | 'linear' | 'constant'
+  config.transfer.warmup_steps = 0       # cosine/linear/constant only
+  config.transfer.factor = 0.38          # discriminative LR per depth (ULMFiT 1/2.6)
+  config.transfer.unfreeze_every = 170   # gradual unfreezing: steps per group (~1 epoch)
+  config.transfer.weight_decay = 0.0
+  config.transfer.grad_clip = 1.0
+
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 10
+  config.train.batch_size = 50
+  return config

@@ -1,0 +1,110 @@
+"""Downstream classification with transfer, end to end on small real-text tasks."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from translearn_jax.data import readers
+from translearn_jax.downstream import classification
+from translearn_jax.export.word2vec_format import save_word2vec
+from translearn_jax.transfer import graft as g
+
+
+@pytest.fixture(scope='module')
+def topic_task(tmp_path_factory):
+  """Lee-corpus sentences labelled by whether they mention a person-ish word."""
+  d = tmp_path_factory.mktemp('task')
+  docs = list(readers.read_documents(readers.TextSpec(kind='text',
+                                                      path='gensim:lee_background.cor')))
+  sents = [s.strip() for doc in docs for s in doc.split('. ') if len(s.split()) > 4][:1200]
+  keys = {'he', 'she', 'his', 'her', 'minister', 'president', 'mr'}
+  rows = ['sentence\tlabel'] + [f'{s}\t{int(bool(keys & set(s.lower().split())))}'
+                                for s in sents]
+  (d / 'task.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+  return str(d / 'task.tsv')
+
+
+def base_config(task_path, vectors_path):
+  from configs import transfer_mr_skipgram
+  c = transfer_mr_skipgram.get_config()
+  c.data.kind, c.data.path = 'tsv', task_path
+  c.model.dim = 16
+  c.pretrained.path = vectors_path
+  c.train.epochs, c.train.batch_size = 3, 32
+  c.transfer.unfreeze_every = 20
+  return c
+
+
+@pytest.fixture(scope='module')
+def vectors(tmp_path_factory, topic_task):
+  """Made-up 16-d vectors for the task's words (deterministic)."""
+  from translearn_jax.downstream.classification import word_vocab
+  words = word_vocab([l.split('\t')[0] for l in open(topic_task).read().splitlines()[1:]])[2:]
+  rng = np.random.default_rng(0)
+  path = str(tmp_path_factory.mktemp('vec') / 'v.txt')
+  save_word2vec(path, words[:300], rng.normal(size=(300, 16)).astype(np.float32))
+  return path, words[:300]
+
+
+def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors):
+  c = base_config(topic_task, vectors[0])
+  c.compare_scratch, c.seeds = True, 2
+  c.transfer.strategies = 'feature_extraction,finetune'
+  summary = classification.train_and_evaluate(c, str(tmp_path))
+  rows = {r['strategy']: r for r in summary['rows']}
+  assert set(rows) == {'scratch', 'feature_extraction', 'finetune'}
+  assert all(r['seeds'] == 2 and 0.0 <= r['test_mean'] <= 1.0 for r in rows.values())
+  assert 'gain_mean' in rows['finetune'] and 'gain_mean' not in rows['scratch']
+  saved = json.load(open(tmp_path / 'results.json'))
+  assert [r['strategy'] for r in saved['rows']] == [r['strategy'] for r in summary['rows']]
+  report = json.load(open(tmp_path / 'graft_report_finetune.json'))
+  assert report['grafted'][0][1] == 'backbone/embed/embedding'
+  assert report['remapped']['backbone/embed/embedding']['found'] == 300
+
+
+def test_frozen_backbone_is_bit_identical_after_training(topic_task, vectors):
+  c = base_config(topic_task, vectors[0])
+  setup = classification.Setup(c)
+  grafted, _ = setup.init_params(0, 'feature_extraction')
+  r = classification.run_once(setup, 'feature_extraction', 0)
+  np.testing.assert_array_equal(np.asarray(r['params']['backbone']['embed']['embedding']),
+                                np.asarray(grafted['backbone']['embed']['embedding']))
+  assert not np.array_equal(np.asarray(r['params']['head']['kernel']),
+                            np.asarray(grafted['head']['kernel']))
+  assert r['report'].frozen == ['backbone/embed/embedding']
+  # The grafted rows are the pretrained vectors of the same words.
+  words, vecs = vectors[1], np.loadtxt(vectors[0], skiprows=1, usecols=range(1, 17),
+                                         comments=None, dtype=np.float32)
+  row = setup.vocab.index(words[5])
+  np.testing.assert_allclose(np.asarray(grafted['backbone']['embed']['embedding'])[row],
+                             vecs[5], rtol=1e-6)
+
+
+def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
+  from tests.test_lm import lm_config
+  from translearn_jax.pretraining import lm
+  lm_dir = str(tmp_path / 'lm')
+  lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
+  from configs import transfer_mr_lm
+  c = transfer_mr_lm.get_config()
+  c.data.kind, c.data.path = 'tsv', topic_task
+  c.pretrained.path = lm_dir
+  c.train.epochs, c.train.batch_size = 2, 32
+  c.model.max_tokens = 65
+  with pytest.raises(Exception, match='max_tokens=65 exceeds the pretrained LM context'):
+    classification.Setup(c)
+  c.model.max_tokens = 48
+  c.transfer.groups = (r'head=^head/,top=^backbone/(block_0|ln_final)/,'
+                       r'embed=^backbone/(embed|pos_embed)')
+  c.transfer.strategy = 'discriminative'
+  setup = classification.Setup(c)
+  params, report = setup.init_params(0, 'discriminative')
+  src = setup.source['params']
+  np.testing.assert_array_equal(np.asarray(params['backbone']['block_0']['attn']['query']['kernel']),
+                                np.asarray(src['block_0']['attn']['query']['kernel']))
+  assert set(report.created) == {'head/kernel', 'head/bias'}
+  r = classification.run_once(setup, 'discriminative', 0)
+  assert 0.0 <= r['test'] <= 1.0

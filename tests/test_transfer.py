@@ -1,0 +1,177 @@
+"""Transfer: graft rules, vocabulary remap, strategies (freezing, LR groups, unfreezing)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import shared_data
+from translearn_jax.data import labelled
+from translearn_jax.errors import ConfigError
+from translearn_jax.transfer import graft as g
+from translearn_jax.transfer import strategies as st
+
+
+def target_tree():
+  return {'backbone': {'embed': {'embedding': jnp.zeros((4, 3))},
+                      'block_0': {'kernel': jnp.zeros((3, 3)), 'bias': jnp.zeros(3)}},
+          'head': {'kernel': jnp.zeros((3, 2)), 'bias': jnp.zeros(2)}}
+
+
+def source_tree():
+  return {'embed': {'embedding': jnp.arange(12.0).reshape(4, 3)},
+          'block_0': {'kernel': jnp.full((3, 3), 7.0), 'bias': jnp.ones(3)},
+          'ln_final': {'scale': jnp.ones(3)}}
+
+
+def test_graft_lands_values_where_rules_say_and_reports():
+  rules = g.parse_rules(r'(embed|block_0)/(.*)=>backbone/\1/\2; nothing/.*=>head/kernel')
+  out, report = g.graft(target_tree(), source_tree(), rules)
+  np.testing.assert_array_equal(out['backbone']['embed']['embedding'],
+                                np.arange(12.0).reshape(4, 3))
+  np.testing.assert_array_equal(out['backbone']['block_0']['kernel'], np.full((3, 3), 7.0))
+  np.testing.assert_array_equal(out['head']['kernel'], np.zeros((3, 2)))
+  assert sorted(t for _, t, _ in report.grafted) == [
+      'backbone/block_0/bias', 'backbone/block_0/kernel', 'backbone/embed/embedding']
+  assert set(report.created) == {'head/kernel', 'head/bias'}
+  assert report.unused_source == ['ln_final/scale']
+  assert report.unmatched_rules == ['nothing/.*=>head/kernel']
+
+
+def test_graft_shape_mismatch_names_both_paths_and_shapes():
+  src = source_tree()
+  src['block_0']['kernel'] = jnp.zeros((3, 5))
+  with pytest.raises(g.GraftError, match=r'source block_0/kernel \(3, 5\) vs target '
+                                         r'backbone/block_0/kernel \(3, 3\)'):
+    g.graft(target_tree(), src, g.parse_rules(r'block_0/(.*)=>backbone/block_0/\1'))
+
+
+def test_graft_missing_target_path_is_an_error():
+  with pytest.raises(g.GraftError, match='backbone/nope/kernel, which the target does not have'):
+    g.graft(target_tree(), source_tree(), g.parse_rules(r'block_0/kernel=>backbone/nope/kernel'))
+  with pytest.raises(ConfigError, match='must look like'):
+    g.parse_rules('no arrow here')
+
+
+def test_vocabulary_remap_moves_the_right_rows():
+  src = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], np.float32)
+  src_vocab = ['the', 'cat', 'sat']
+  tgt_vocab = ['<pad>', 'sat', 'dog', 'the']
+  init = np.full((4, 2), -9.0, np.float32)
+  out, stats = g.remap_rows(src, src_vocab, tgt_vocab, init, init='mean')
+  np.testing.assert_array_equal(out[1], [3, 3])
+  np.testing.assert_array_equal(out[3], [1, 1])
+  np.testing.assert_array_equal(out[2], [2, 2])   # mean of the source rows
+  assert stats['found'] == 2 and stats['missing'] == 2
+  assert stats['missing_examples'] == ['<pad>', 'dog']
+  kept, _ = g.remap_rows(src, src_vocab, tgt_vocab, init, init='init')
+  np.testing.assert_array_equal(kept[2], [-9, -9])
+  tree, report = g.graft({'e': jnp.zeros((4, 2))}, {'w': src}, [('w', 'e')],
+                         vocab_remap={'e': (src_vocab, tgt_vocab)})
+  np.testing.assert_array_equal(tree['e'][1], [3, 3])
+  assert report.remapped['e']['found'] == 2
+
+
+GROUPS = st.parse_groups(r'head=^head/,block=^backbone/block_0/,embed=^backbone/embed/')
+
+
+def run_steps(strategy, n, **kw):
+  params = target_tree()
+  params = jax.tree.map(lambda x: x + 0.5, params)
+  cfg = st.StrategyConfig(strategy=strategy, learning_rate=0.1, schedule='constant',
+                          grad_clip=0.0, **kw)
+  tx, plan = st.build(cfg, params, GROUPS, total_steps=100)
+  state = tx.init(params)
+  history = [params]
+  for i in range(n):
+    grads = jax.tree.map(lambda x: jnp.ones_like(x) * (1 + i), params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    history.append(params)
+  return history, state, plan
+
+
+def test_feature_extraction_freezes_bitwise_and_keeps_no_state():
+  history, state, plan = run_steps('feature_extraction', 3)
+  first, last = history[0], history[-1]
+  for path in (('backbone', 'embed', 'embedding'), ('backbone', 'block_0', 'kernel')):
+    a, b = first, last
+    for k in path:
+      a, b = a[k], b[k]
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not np.array_equal(first['head']['kernel'], last['head']['kernel'])
+  # Optimiser state: only the head's Adam moments exist.
+  sizes = sum(x.size for x in jax.tree.leaves(state) if hasattr(x, 'size') and x.ndim > 0)
+  head_size = 3 * 2 + 2
+  assert sizes == 2 * head_size
+  params = target_tree()
+  assert st.frozen_paths(params, GROUPS, plan) == [
+      'backbone/block_0/bias', 'backbone/block_0/kernel', 'backbone/embed/embedding']
+
+
+def test_discriminative_lr_per_group_step_sizes():
+  history, _, plan = run_steps('discriminative', 1, factor=0.5)
+  # Adam's first step moves each parameter by lr (the sign of the gradient).
+  delta = jax.tree.map(lambda a, b: np.abs(np.asarray(b) - np.asarray(a)), history[0],
+                       history[1])
+  np.testing.assert_allclose(delta['head']['kernel'], 0.1, rtol=1e-4)
+  np.testing.assert_allclose(delta['backbone']['block_0']['kernel'], 0.05, rtol=1e-4)
+  np.testing.assert_allclose(delta['backbone']['embed']['embedding'], 0.025, rtol=1e-4)
+  assert plan == {'head': (0, 1.0, 0), 'block': (1, 0.5, 0), 'embed': (2, 0.25, 0)}
+
+
+def test_gradual_unfreezing_on_schedule_with_fresh_adam():
+  history, state, plan = run_steps('gradual_unfreezing', 7, unfreeze_every=3, factor=1.0)
+  changed = lambda t, path: not np.array_equal(
+      np.asarray(_get(history[t], path)), np.asarray(_get(history[t - 1], path)))
+  head, block, embed = ('head', 'kernel'), ('backbone', 'block_0', 'kernel'), (
+      'backbone', 'embed', 'embedding')
+  assert [changed(t, head) for t in range(1, 8)] == [True] * 7
+  assert [changed(t, block) for t in range(1, 8)] == [False] * 3 + [True] * 4
+  assert [changed(t, embed) for t in range(1, 8)] == [False] * 6 + [True]
+  # The first update after unfreezing is a full lr step (Adam count started at 0).
+  np.testing.assert_allclose(np.abs(np.asarray(_get(history[4], block)) -
+                                    np.asarray(_get(history[3], block))), 0.1, rtol=1e-4)
+  assert plan['embed'] == (2, 1.0, 6)
+
+
+def _get(tree, path):
+  for k in path:
+    tree = tree[k]
+  return tree
+
+
+def test_uncovered_parameters_are_listed():
+  params = target_tree()
+  with pytest.raises(ConfigError, match=r"no pattern matches \['backbone/block_0/bias', "
+                                        r"'backbone/block_0/kernel'\]"):
+    st.build(st.StrategyConfig(), params, st.parse_groups('head=^head/,e=embed'), 10)
+
+
+def test_slanted_triangular_shape():
+  s = st.slanted_triangular(1.0, 100, cut_frac=0.1, ratio=32)
+  assert float(s(0)) == pytest.approx(1 / 32)
+  assert float(s(10)) == pytest.approx(1.0)
+  assert float(s(5)) == pytest.approx((1 + 0.5 * 31) / 32)
+  assert float(s(100)) == pytest.approx(1 / 32)
+  assert float(s(55)) == pytest.approx((1 + 0.5 * 31) / 32)
+
+
+def test_mr_reader_handles_latin1_and_split_is_stratified():
+  data = labelled.read_mr(shared_data('rt_polarity'))
+  assert len(data.texts) == 10662 and data.labels.sum() == 5331
+  assert any('\u00e9' in t for t in data.texts)  # Latin-1 é decoded, not mangled
+  tr, dv, te = labelled.split_indices(data.labels, (0.8, 0.1, 0.1), seed=0)
+  assert len(set(tr) | set(dv) | set(te)) == 10662
+  assert not (set(tr) & set(dv)) and not (set(dv) & set(te))
+  assert abs(data.labels[te].mean() - 0.5) < 0.01
+
+
+def test_labelled_tsv_and_errors(tmp_path):
+  p = tmp_path / 'd.tsv'
+  p.write_text('sentence\tlabel\ngood\t1\nbad\t0\nok\t1\n', encoding='utf-8')
+  d = labelled.read_fields('tsv', str(p), 'sentence', 'label')
+  assert d.texts == ['good', 'bad', 'ok'] and d.labels.tolist() == [1, 0, 1]
+  with pytest.raises(Exception, match="no column 'text'"):
+    labelled.read_fields('tsv', str(p), 'text', 'label')

@@ -1,0 +1,111 @@
+"""Labelled text for downstream classification, and reproducible splits.
+
+* MR sentence polarity (`kind='mr'`): a directory with `rt-polarity.pos` /
+  `rt-polarity.neg`, one sentence a line, Latin-1 encoded (Pang & Lee 2005).
+  It has no official split; `split_indices` makes a stratified, seeded
+  train/dev/test split (80/10/10 by default).
+* Any TSV/JSONL file (`kind='tsv'|'jsonl'`) with a text field and a label
+  field (GLUE SST-2's `sentence`/`label` columns, for instance).
+
+Labels are strings mapped to ids in sorted order (`label_names`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from translearn_jax.data import readers
+from translearn_jax.errors import DataError
+
+
+@dataclasses.dataclass
+class LabelledText:
+  texts: list
+  labels: np.ndarray       # int32 ids into label_names
+  label_names: list
+  source: str
+
+  def subset(self, idx) -> 'LabelledText':
+    return LabelledText([self.texts[i] for i in idx], self.labels[idx], self.label_names,
+                        self.source)
+
+
+def read_mr(directory: str) -> LabelledText:
+  texts, labels = [], []
+  for name, label in (('rt-polarity.neg', 0), ('rt-polarity.pos', 1)):
+    path = os.path.join(directory, name)
+    lines = [l for l in readers.read_text(path, encoding='latin-1').split('\n') if l.strip()]
+    if not lines:
+      raise DataError(f'{path}: no sentences')
+    texts.extend(lines)
+    labels.extend([label] * len(lines))
+  return LabelledText(texts, np.asarray(labels, np.int32), ['negative', 'positive'], directory)
+
+
+def read_fields(kind: str, path: str, text_field: str, label_field: str,
+                encoding: str = 'utf-8') -> LabelledText:
+  texts, raw = [], []
+  for p in readers.resolve_paths(path, kind):
+    text = readers.read_text(p, encoding)
+    lines = text.split('\n')
+    if kind == 'jsonl':
+      for n, line in enumerate(lines, 1):
+        if not line.strip():
+          continue
+        try:
+          obj = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise DataError(f'{p}:{n}: invalid JSON ({e.msg})') from None
+        for f in (text_field, label_field):
+          if f not in obj:
+            raise DataError(f'{p}:{n}: no field {f!r}')
+        texts.append(str(obj[text_field]))
+        raw.append(str(obj[label_field]))
+    elif kind == 'tsv':
+      header = lines[0].split('\t')
+      for f in (text_field, label_field):
+        if f not in header:
+          raise DataError(f'{p}:1: no column {f!r} in header {header}')
+      ti, li = header.index(text_field), header.index(label_field)
+      for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+          continue
+        cols = line.split('\t')
+        if len(cols) <= max(ti, li):
+          raise DataError(f'{p}:{n}: {len(cols)} columns, expected {len(header)}')
+        texts.append(cols[ti])
+        raw.append(cols[li].strip())
+    else:
+      raise DataError(f"labelled data kind must be 'mr', 'tsv' or 'jsonl', got {kind!r}")
+  if not texts:
+    raise DataError(f'{path}: no labelled examples')
+  names = sorted(set(raw))
+  ids = {n: i for i, n in enumerate(names)}
+  return LabelledText(texts, np.asarray([ids[r] for r in raw], np.int32), names, path)
+
+
+def read_labelled(cfg) -> LabelledText:
+  if cfg.kind == 'mr':
+    return read_mr(cfg.path)
+  return read_fields(cfg.kind, cfg.path, cfg.text_field, cfg.label_field,
+                     cfg.get('encoding', 'utf-8'))
+
+
+def split_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0
+                  ) -> tuple[np.ndarray, ...]:
+  """Stratified, seeded split into len(fractions) disjoint index sets."""
+  if abs(sum(fractions) - 1.0) > 1e-6:
+    raise DataError(f'split fractions {fractions} do not sum to 1')
+  rng = np.random.default_rng([seed, 11])
+  parts = [[] for _ in fractions]
+  for c in np.unique(labels):
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    bounds = np.round(np.cumsum(fractions) * len(idx)).astype(int)
+    for k, (lo, hi) in enumerate(zip(np.r_[0, bounds[:-1]], bounds)):
+      parts[k].extend(idx[lo:hi])
+  return tuple(np.sort(np.asarray(p, np.int64)) for p in parts)

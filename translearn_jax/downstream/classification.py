@@ -1,0 +1,259 @@
+"""Text classification with transfer: `train_and_evaluate(config, workdir)`.
+
+One run trains the downstream model with `config.transfer.strategy` from the
+pretrained tree named by `config.pretrained`. With
+`config.compare_scratch=True` it trains, for each of `config.seeds` seeds, the
+same model from scratch and with every strategy in
+`config.transfer.strategies`, and prints test accuracy mean ± 95% CI per
+strategy (and the gain over scratch). Model selection: the epoch with the best
+dev accuracy; its test accuracy is reported.
+
+Pretrained sources (`config.pretrained.kind`):
+* `word2vec`: a vector file (text or binary); rows are remapped by word into
+  the downstream vocabulary (words of the training split);
+* `lm`: an LM run directory (its config.json, tokenizer.model, newest
+  checkpoint); the classifier reuses its tokenizer and architecture;
+* `none`: scratch only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from translearn_jax.data import labelled
+from translearn_jax.data.tokenizer import EOS, PAD
+from translearn_jax.data.vocab import tokenize
+from translearn_jax.downstream import models
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.export.word2vec_format import load_word2vec
+from translearn_jax.training.metrics import info
+from translearn_jax.transfer import graft as graft_lib
+from translearn_jax.transfer import strategies
+
+UNK = 1
+
+
+# -- pretrained sources and inputs -----------------------------------------------------
+
+def load_source(config) -> dict:
+  """{'params', 'vocab' (token strings or None), 'lm_config', 'tokenizer'}."""
+  p = config.pretrained
+  if p.kind == 'none':
+    return {'params': None}
+  if p.kind == 'word2vec':
+    words, vecs = load_word2vec(p.path, binary=p.binary)
+    return {'params': {'embedding': vecs}, 'vocab': words}
+  if p.kind == 'lm':
+    from translearn_jax.generation.sample import load_run
+    lm_config, tok, mcfg, params = load_run(p.path)
+    return {'params': jax.device_get(params), 'lm_config': mcfg, 'tokenizer': tok,
+            'vocab': [tok.sp.id_to_piece(i) for i in range(tok.vocab_size)]}
+  raise ConfigError(f"pretrained.kind must be 'word2vec', 'lm' or 'none', got {p.kind!r}")
+
+
+def word_vocab(texts, min_count: int = 1) -> list[str]:
+  counts = Counter(w for t in texts for w in tokenize(t))
+  return ['<pad>', '<unk>'] + sorted((w for w, c in counts.items() if c >= min_count),
+                                     key=lambda w: (-counts[w], w))
+
+
+def encode_words(texts, vocab: list[str], max_tokens: int):
+  index = {w: i for i, w in enumerate(vocab)}
+  toks = np.zeros((len(texts), max_tokens), np.int32)
+  for r, t in enumerate(texts):
+    ids = [index.get(w, UNK) for w in tokenize(t)][:max_tokens]
+    toks[r, :len(ids)] = ids
+  return toks, (toks != 0)
+
+
+def encode_pieces(texts, tokenizer, max_tokens: int):
+  """sentencepiece ids, each text prefixed with EOS (a document start, as in LM training)."""
+  toks = np.zeros((len(texts), max_tokens), np.int32)
+  mask = np.zeros((len(texts), max_tokens), bool)
+  for r, ids in enumerate(tokenizer.encode_batch(list(texts))):
+    ids = ([EOS] + ids)[:max_tokens]
+    toks[r, :len(ids)] = ids
+    mask[r, :len(ids)] = True
+  return toks, mask
+
+
+class Setup:
+  """Data, model and pretrained source shared by every (strategy, seed) run."""
+
+  def __init__(self, config):
+    self.config = config
+    data = labelled.read_labelled(config.data)
+    fr = tuple(float(x) for x in config.data.split.split(','))
+    tr, dv, te = labelled.split_indices(data.labels, fr, config.data.split_seed)
+    self.splits = {'train': data.subset(tr), 'dev': data.subset(dv), 'test': data.subset(te)}
+    self.num_classes = len(data.label_names)
+    self.source = load_source(config)
+    m = config.model
+    if m.type == 'bag_of_embeddings':
+      self.vocab = word_vocab(self.splits['train'].texts)
+      self.model = models.BagOfEmbeddings(len(self.vocab), m.dim, self.num_classes, m.dropout)
+      enc = lambda t: encode_words(t, self.vocab, m.max_tokens)
+      self.vocab_remap = ({'backbone/embed/embedding': (self.source['vocab'], self.vocab)}
+                          if self.source['params'] is not None else {})
+    elif m.type == 'lm_encoder':
+      if 'lm_config' not in self.source:
+        raise ConfigError("model.type='lm_encoder' needs pretrained.kind='lm' (its "
+                          'architecture and tokenizer)')
+      max_len = getattr(self.source['lm_config'], 'max_len', None)
+      if max_len is not None and m.max_tokens > max_len:
+        raise ConfigError(f'config.model.max_tokens={m.max_tokens} exceeds the pretrained '
+                          f'LM context (its model.max_len={max_len})')
+      self.model = models.EncoderClassifier(self.source['lm_config'], self.num_classes,
+                                            m.pooling, m.dropout)
+      enc = lambda t: encode_pieces(t, self.source['tokenizer'], m.max_tokens)
+      self.vocab_remap = {}
+    else:
+      raise ConfigError(f"model.type must be 'bag_of_embeddings' or 'lm_encoder', got {m.type!r}")
+    self.inputs = {k: (*enc(v.texts), v.labels) for k, v in self.splits.items()}
+    self.rules = graft_lib.parse_rules(config.graft.rules)
+    self.groups = strategies.parse_groups(config.transfer.groups)
+    self._eval = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m))
+
+  def init_params(self, seed: int, strategy: str):
+    toks, mask, _ = self.inputs['train']
+    params = self.model.init(jax.random.key(seed), toks[:2], mask[:2])['params']
+    if strategy == 'scratch' or self.source['params'] is None:
+      return params, None
+    params, report = graft_lib.graft(params, self.source['params'], self.rules,
+                                     vocab_remap=self.vocab_remap,
+                                     remap_init=self.config.pretrained.remap_init, seed=seed)
+    return params, report
+
+  def accuracy(self, params, split: str, batch: int = 512) -> float:
+    toks, mask, labels = self.inputs[split]
+    correct = 0
+    for lo in range(0, len(labels), batch):
+      logits = self._eval(params, toks[lo:lo + batch], mask[lo:lo + batch])
+      correct += int((np.asarray(jnp.argmax(logits, -1)) == labels[lo:lo + batch]).sum())
+    return correct / len(labels)
+
+
+def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
+  t = config.transfer
+  return strategies.StrategyConfig(
+      strategy='finetune' if strategy == 'scratch' else strategy,
+      learning_rate=t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
+      factor=t.factor, unfreeze_every=t.unfreeze_every, weight_decay=t.weight_decay,
+      grad_clip=t.grad_clip)
+
+
+def run_once(setup: Setup, strategy: str, seed: int) -> dict:
+  """Trains one model; returns dev/test accuracy at the best dev epoch."""
+  config = setup.config
+  params, report = setup.init_params(seed, strategy)
+  toks, mask, labels = setup.inputs['train']
+  bs = config.train.batch_size
+  steps_per_epoch = len(labels) // bs
+  if steps_per_epoch < 1:
+    raise DataError(f'{len(labels)} training examples cannot fill one batch of {bs}')
+  total = steps_per_epoch * config.train.epochs
+  tx, plan = strategies.build(strategy_config(config, strategy), params, setup.groups, total)
+  if report is not None:
+    report.frozen = strategies.frozen_paths(params, setup.groups, plan)
+  opt_state = tx.init(params)
+  model = setup.model
+
+  @jax.jit
+  def step(params, opt_state, t, m, y, rng):
+    def loss_fn(p):
+      logits = model.apply({'params': p}, t, m, deterministic=False, rngs={'dropout': rng})
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  rng = jax.random.key(seed + 1000)
+  best = {'dev': -1.0}
+  for epoch in range(config.train.epochs):
+    order = np.random.default_rng([seed, epoch]).permutation(len(labels))
+    for i in range(steps_per_epoch):
+      idx = order[i * bs:(i + 1) * bs]
+      params, opt_state, loss = step(params, opt_state, toks[idx], mask[idx], labels[idx],
+                                     jax.random.fold_in(rng, epoch * steps_per_epoch + i))
+    if not np.isfinite(float(loss)):
+      raise DataError(f'{strategy} seed {seed}: loss became {float(loss)} in epoch {epoch}')
+    dev = setup.accuracy(params, 'dev')
+    if dev > best['dev']:
+      best = {'dev': dev, 'test': setup.accuracy(params, 'test'), 'epoch': epoch + 1}
+  best.update(strategy=strategy, seed=seed, params=params, report=report, plan=plan)
+  return best
+
+
+def summarise(results: list[dict]) -> list[dict]:
+  by = {}
+  for r in results:
+    by.setdefault(r['strategy'], []).append(r)
+  scratch = by.get('scratch')
+  rows = []
+  for strategy, rs in by.items():
+    test = [r['test'] for r in rs]
+    m, h = mean_ci(test)
+    row = {'strategy': strategy, 'seeds': len(rs), 'test_mean': m, 'test_ci95': h,
+           'dev_mean': mean_ci([r['dev'] for r in rs])[0], 'test': test}
+    if scratch and strategy != 'scratch':
+      paired = {r['seed']: r['test'] for r in scratch}
+      gains = [r['test'] - paired[r['seed']] for r in rs if r['seed'] in paired]
+      row['gain_mean'], row['gain_ci95'] = mean_ci(gains)
+    rows.append(row)
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  out = [f'{"strategy":<20} {"seeds":>5} {"test acc (mean ± 95% CI)":>26} '
+         f'{"gain vs scratch (paired)":>26}']
+  for r in rows:
+    gain = (f'{100 * r["gain_mean"]:+.2f} ± {100 * r["gain_ci95"]:.2f}'
+            if 'gain_mean' in r else '')
+    out.append(f'{r["strategy"]:<20} {r["seeds"]:>5} '
+               f'{100 * r["test_mean"]:>17.2f} ± {100 * r["test_ci95"]:.2f} {gain:>26}')
+  return '\n'.join(out)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.perf_counter()
+  setup = Setup(config)
+  info('%s: %d train / %d dev / %d test examples, %d classes', config.data.path,
+       *(len(setup.splits[k].labels) for k in ('train', 'dev', 'test')), setup.num_classes)
+  if config.compare_scratch:
+    runs = [('scratch', s) for s in range(config.seeds)]
+    names = [s.strip() for s in config.transfer.strategies.split(',') if s.strip()]
+    runs += [(name, s) for name in names for s in range(config.seeds)]
+  else:
+    runs = [(config.transfer.strategy, config.seed)]
+  results = []
+  for strategy, seed in runs:
+    r = run_once(setup, strategy, seed)
+    info('%-20s seed %d: dev %.4f test %.4f (epoch %d)', strategy, seed, r['dev'], r['test'],
+         r['epoch'])
+    if r['report'] is not None and seed == runs[0][1] and jax.process_index() == 0:
+      r['report'].save(os.path.join(workdir, f'graft_report_{strategy}.json'))
+      if strategy == runs[-1][0] or not config.compare_scratch:
+        print(r['report'].summary())
+    results.append(r)
+  rows = summarise(results)
+  summary = {'rows': rows, 'seconds': time.perf_counter() - t0,
+             'data': {k: len(v.labels) for k, v in setup.splits.items()},
+             'pretrained': dict(config.pretrained)}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'results.json.tmp'), 'w') as f:
+      json.dump(summary, f, indent=2, default=str)
+    os.replace(os.path.join(workdir, 'results.json.tmp'), os.path.join(workdir, 'results.json'))
+    print(format_table(rows))
+  return summary

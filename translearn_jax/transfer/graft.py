@@ -1,0 +1,177 @@
+"""Grafting pretrained parameter trees into downstream models.
+
+A graft takes a pretrained tree (from an orbax checkpoint of any run, or from
+a word2vec vector file) and places its leaves into a freshly initialised
+downstream tree by explicit rules: `(source_regex, target_template)` pairs over
+'/'-joined paths, the template using the regex groups (`\\1`). The first rule
+that matches a source path decides its target. Every decision is checked and
+reported:
+
+* a target path that does not exist, or a shape/dtype mismatch, raises a
+  `GraftError` naming both paths and shapes (never a silent skip);
+* rules that matched no source leaf, and target leaves left at their
+  initialisation ("created"), are listed in the `GraftReport`;
+* embedding matrices whose rows are indexed by different vocabularies are
+  remapped by token string (`remap_rows`): rows of tokens missing from the
+  source are initialised (mean of the source rows, or random) and counted.
+
+The report is printed and saved as JSON beside the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from translearn_jax.errors import ConfigError, TranslearnError
+
+
+class GraftError(TranslearnError):
+  """A rule maps a source leaf somewhere it cannot go."""
+
+
+@dataclasses.dataclass
+class GraftReport:
+  grafted: list = dataclasses.field(default_factory=list)      # (source, target, shape)
+  created: list = dataclasses.field(default_factory=list)      # target paths left at init
+  unmatched_rules: list = dataclasses.field(default_factory=list)
+  unused_source: list = dataclasses.field(default_factory=list)
+  remapped: dict = dataclasses.field(default_factory=dict)     # target -> remap stats
+  frozen: list = dataclasses.field(default_factory=list)       # filled by the strategy
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def summary(self) -> str:
+    lines = [f'graft: {len(self.grafted)} leaves grafted, {len(self.created)} created '
+             f'(left at init), {len(self.unused_source)} source leaves unused, '
+             f'{len(self.unmatched_rules)} rules matched nothing, {len(self.frozen)} frozen']
+    for tgt, st in self.remapped.items():
+      lines.append(f'  {tgt}: vocabulary remap {st["found"]}/{st["target_rows"]} rows from '
+                   f'the source, {st["missing"]} initialised ({st["init"]})')
+    for rule in self.unmatched_rules:
+      lines.append(f'  rule matched nothing: {rule}')
+    if self.created:
+      lines.append('  created: ' + ', '.join(self.created[:12]) +
+                   (' ...' if len(self.created) > 12 else ''))
+    return '\n'.join(lines)
+
+  def save(self, path: str) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(self.to_dict(), f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def parse_rules(spec: str) -> list[tuple[str, str]]:
+  """'src_regex=>target_template; ...' -> [(src, tgt)]."""
+  rules = []
+  for part in [p.strip() for p in spec.split(';') if p.strip()]:
+    if '=>' not in part:
+      raise ConfigError(f'graft rule {part!r} must look like "source_regex=>target_path"')
+    src, tgt = (s.strip() for s in part.split('=>', 1))
+    try:
+      re.compile(src)
+    except re.error as e:
+      raise ConfigError(f'graft rule {part!r}: bad regular expression: {e}') from None
+    rules.append((src, tgt))
+  return rules
+
+
+def flatten(tree) -> dict[str, Any]:
+  return {'/'.join(map(str, k)): v for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def unflatten(flat: dict[str, Any]):
+  return traverse_util.unflatten_dict({tuple(k.split('/')): v for k, v in flat.items()})
+
+
+def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Sequence[str],
+               target_init: np.ndarray, init: str = 'mean', seed: int = 0
+               ) -> tuple[np.ndarray, dict]:
+  """Rows of `source` re-indexed by `target_vocab` (matched by token string).
+
+  Target tokens absent from the source get: 'mean' (the mean source row),
+  'random' (normal with the source rows' per-dimension std), or 'init' (keep
+  the target's own initialisation).
+  """
+  if source.shape[1] != target_init.shape[1]:
+    raise GraftError(f'embedding widths differ: source {source.shape} vs target '
+                     f'{target_init.shape}')
+  index = {w: i for i, w in enumerate(source_vocab)}
+  src_rows = np.array([index.get(w, -1) for w in target_vocab])
+  found = src_rows >= 0
+  out = np.array(target_init, dtype=source.dtype, copy=True)
+  out[found] = source[src_rows[found]]
+  missing = ~found
+  if init == 'mean':
+    out[missing] = source.mean(0)
+  elif init == 'random':
+    rng = np.random.default_rng(seed)
+    out[missing] = rng.normal(0, source.std(0), (missing.sum(), source.shape[1]))
+  elif init != 'init':
+    raise ConfigError(f"vocabulary remap init must be 'mean', 'random' or 'init', got {init!r}")
+  stats = {'target_rows': int(len(target_vocab)), 'found': int(found.sum()),
+           'missing': int(missing.sum()), 'init': init,
+           'missing_examples': [target_vocab[i] for i in np.flatnonzero(missing)[:10]]}
+  return out, stats
+
+
+def graft(target_params, source_params, rules: Sequence[tuple[str, str]], *,
+          vocab_remap: Optional[dict] = None, remap_init: str = 'mean', seed: int = 0
+          ) -> tuple[Any, GraftReport]:
+  """Places source leaves into `target_params` by `rules`.
+
+  `vocab_remap` maps a target path to `(source_vocab, target_vocab)`: that
+  leaf's rows are remapped by token instead of copied (its shapes may then
+  differ in the number of rows).
+  """
+  vocab_remap = vocab_remap or {}
+  src, tgt = flatten(source_params), flatten(target_params)
+  compiled = [(re.compile(s), t, f'{s}=>{t}') for s, t in rules]
+  report = GraftReport()
+  used_rules, written = set(), {}
+  for spath, value in src.items():
+    for rx, template, name in compiled:
+      m = rx.fullmatch(spath)
+      if not m:
+        continue
+      used_rules.add(name)
+      tpath = m.expand(template)
+      if tpath not in tgt:
+        near = [p for p in tgt if p.rsplit('/', 1)[-1] == tpath.rsplit('/', 1)[-1]][:5]
+        raise GraftError(f'rule {name}: source {spath} {tuple(np.shape(value))} maps to '
+                         f'{tpath}, which the target does not have (targets ending alike: '
+                         f'{near})')
+      if tpath in written:
+        raise GraftError(f'rule {name}: {spath} and {written[tpath]} both map to {tpath}')
+      target_leaf = tgt[tpath]
+      if tpath in vocab_remap:
+        src_vocab, tgt_vocab = vocab_remap[tpath]
+        new, stats = remap_rows(np.asarray(value), src_vocab, tgt_vocab,
+                                np.asarray(target_leaf), remap_init, seed)
+        report.remapped[tpath] = stats
+        value = new
+      elif np.shape(value) != np.shape(target_leaf):
+        raise GraftError(f'shape mismatch: source {spath} {tuple(np.shape(value))} vs target '
+                         f'{tpath} {tuple(np.shape(target_leaf))}')
+      s_dtype, t_dtype = np.asarray(value).dtype, np.dtype(target_leaf.dtype)
+      if s_dtype != t_dtype and not (np.issubdtype(s_dtype, np.floating) and
+                                     np.issubdtype(t_dtype, np.floating)):
+        raise GraftError(f'dtype mismatch: source {spath} {s_dtype} vs target {tpath} {t_dtype}')
+      tgt[tpath] = jax.numpy.asarray(value, dtype=t_dtype)
+      written[tpath] = spath
+      report.grafted.append((spath, tpath, tuple(np.shape(value))))
+      break
+    else:
+      report.unused_source.append(spath)
+  report.unmatched_rules = [name for _, _, name in compiled if name not in used_rules]
+  report.created = [p for p in tgt if p not in written]
+  return unflatten(tgt), report

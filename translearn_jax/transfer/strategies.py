@@ -1,0 +1,140 @@
+"""Fine-tuning strategies as optax transformations over named layer groups.
+
+Layer groups are `(name, regex)` pairs over '/'-joined parameter paths,
+ordered from the top of the network (the task head, depth 0) down to the
+embeddings; the first matching pattern labels a parameter, and a parameter no
+pattern covers is an error listing it. Strategies:
+
+* `finetune`: every group trains with the same learning rate;
+* `feature_extraction`: only depth 0 (the head) trains; the rest is frozen;
+* `discriminative`: group at depth d trains with `lr · factor**d` (ULMFiT:
+  factor 1/2.6);
+* `gradual_unfreezing`: the group at depth d starts training at step
+  `d · unfreeze_every` (ULMFiT's "one more group every epoch"); combined with
+  the discriminative factor when `factor != 1`.
+
+Frozen groups use `optax.set_to_zero()` and carry no optimiser state at all.
+Groups waiting to unfreeze are wrapped in `optax.conditionally_mask`, whose
+inner AdamW does not advance (its step count starts at 0 when the group
+unfreezes) — one compiled program for the whole schedule. Schedules:
+`slanted_triangular` (Howard & Ruder 2018: cut_frac 0.1, ratio 32), `cosine`,
+`linear`, `constant`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from translearn_jax.errors import ConfigError
+from translearn_jax.training import optimizers
+
+STRATEGIES = ('finetune', 'feature_extraction', 'discriminative', 'gradual_unfreezing')
+FROZEN = '__frozen__'
+
+
+def slanted_triangular(peak: float, total_steps: int, cut_frac: float = 0.1,
+                       ratio: float = 32.0) -> optax.Schedule:
+  """ULMFiT's STLR: a short linear rise to `peak`, a long linear decay to peak/ratio."""
+  cut = max(1, int(total_steps * cut_frac))
+
+  def schedule(step):
+    t = jnp.asarray(step, jnp.float32)
+    p = jnp.where(t < cut, t / cut, 1.0 - (t - cut) / max(cut * (1.0 / cut_frac - 1.0), 1.0))
+    p = jnp.clip(p, 0.0, 1.0)
+    return peak * (1.0 + p * (ratio - 1.0)) / ratio
+  return schedule
+
+
+def make_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int = 0
+                  ) -> optax.Schedule:
+  if kind == 'slanted_triangular':
+    return slanted_triangular(peak, total_steps)
+  return optimizers.lr_schedule(kind, peak, total_steps, warmup_steps)
+
+
+def parse_groups(spec: str) -> list[tuple[str, str]]:
+  """'head=^head/,top=backbone/block_1/,...' (top first) -> [(name, regex)]."""
+  groups = []
+  for part in [p.strip() for p in spec.split(',') if p.strip()]:
+    name, sep, rx = part.partition('=')
+    if not sep or not name or not rx:
+      raise ConfigError(f'transfer.groups entry {part!r} must look like name=regex')
+    try:
+      re.compile(rx)
+    except re.error as e:
+      raise ConfigError(f'transfer.groups entry {part!r}: bad regex: {e}') from None
+    groups.append((name.strip(), rx.strip()))
+  if not groups:
+    raise ConfigError('transfer.groups is empty')
+  return groups
+
+
+def group_labels(params, groups: Sequence[tuple[str, str]]):
+  """Tree of group names (first matching regex); uncovered parameters raise."""
+  return optimizers.match_tree(params, [(rx, name) for name, rx in groups],
+                               field='transfer.groups', require_all=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategyConfig:
+  strategy: str = 'finetune'
+  learning_rate: float = 1e-3
+  schedule: str = 'slanted_triangular'
+  warmup_steps: int = 0
+  factor: float = 1.0 / 2.6          # discriminative LR per depth
+  unfreeze_every: int = 100          # steps between unfreezing groups
+  weight_decay: float = 0.0
+  no_decay: str = 'bias,scale'
+  grad_clip: float = 1.0
+
+  def __post_init__(self):
+    if self.strategy not in STRATEGIES:
+      raise ConfigError(f'transfer strategy must be one of {STRATEGIES}, got {self.strategy!r}')
+
+
+def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_steps: int
+          ) -> tuple[optax.GradientTransformation, dict]:
+  """The optimiser for `cfg.strategy`, and {group: (depth, lr multiplier, start step | None)}."""
+  labels = group_labels(params, groups)
+  names = [n for n, _ in groups]
+  plan: dict[str, tuple] = {}
+  transforms = {}
+  no_decay = [p.strip() for p in cfg.no_decay.split(',') if p.strip()]
+
+  def decay_mask(p):
+    return optimizers.match_tree(p, [(rx, False) for rx in no_decay], default=True)
+
+  for depth, name in enumerate(names):
+    if cfg.strategy == 'feature_extraction' and depth > 0:
+      transforms[name] = optax.set_to_zero()
+      plan[name] = (depth, 0.0, None)
+      continue
+    mult = cfg.factor ** depth if cfg.strategy in ('discriminative', 'gradual_unfreezing') \
+        else 1.0
+    if cfg.strategy == 'gradual_unfreezing' and cfg.factor == 1.0:
+      mult = 1.0
+    start = depth * cfg.unfreeze_every if cfg.strategy == 'gradual_unfreezing' else 0
+    remaining = max(total_steps - start, 1)
+    sched = make_schedule(cfg.schedule, cfg.learning_rate * mult, remaining, cfg.warmup_steps)
+    inner = optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-8, weight_decay=cfg.weight_decay,
+                        mask=decay_mask)
+    if start > 0:
+      inner = optax.conditionally_mask(inner, lambda count, s=start: count >= s)
+    transforms[name] = inner
+    plan[name] = (depth, mult, start)
+  tx = optax.partition(transforms, labels)
+  if cfg.grad_clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+  return tx, plan
+
+
+def frozen_paths(params, groups, plan) -> list[str]:
+  labels = group_labels(params, groups)
+  flat = jax.tree_util.tree_flatten_with_path(labels)[0]
+  return [optimizers.path_str(p) for p, name in flat if plan[name][1] == 0.0]
