@@ -19,6 +19,7 @@ FAMILIES = {
     'word2vec': 'translearn_jax.pretraining.word2vec',
     'lm': 'translearn_jax.pretraining.lm',
     'classify': 'translearn_jax.downstream.classification',
+    'tag': 'translearn_jax.downstream.tagging',
 }
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')

@@ -84,7 +84,7 @@ def test_frozen_backbone_is_bit_identical_after_training(topic_task, vectors):
 
 
 def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
-  from tests.test_lm import lm_config
+  from test_lm import lm_config
   from translearn_jax.pretraining import lm
   lm_dir = str(tmp_path / 'lm')
   lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
@@ -108,3 +108,66 @@ def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
   assert set(report.created) == {'head/kernel', 'head/bias'}
   r = classification.run_once(setup, 'discriminative', 0)
   assert 0.0 <= r['test'] <= 1.0
+
+
+def test_span_f1_matches_seqeval_on_conll_test():
+  from seqeval.metrics import f1_score, precision_score, recall_score
+  from conftest import shared_data
+  from translearn_jax.data import conll
+  gold = conll.read_conll(shared_data('conll2003', 'test.txt')).tags
+  rng = np.random.default_rng(0)
+  kinds = ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC', 'B-ORG', 'I-ORG', 'I-MISC']
+  pred = [[t if rng.random() > 0.15 else kinds[rng.integers(len(kinds))] for t in s]
+          for s in gold]
+  ours = conll.span_f1(gold, pred)
+  assert ours['f1'] == pytest.approx(f1_score(gold, pred), abs=1e-12)
+  assert ours['precision'] == pytest.approx(precision_score(gold, pred), abs=1e-12)
+  assert ours['recall'] == pytest.approx(recall_score(gold, pred), abs=1e-12)
+  assert conll.span_f1(gold, gold)['f1'] == 1.0
+  assert 0.3 < ours['f1'] < 0.95
+
+
+def test_bio_spans_and_conll_errors(tmp_path):
+  from translearn_jax.data import conll
+  assert conll.bio_spans(['B-PER', 'I-PER', 'O', 'I-LOC', 'I-LOC', 'B-LOC', 'I-ORG']) == {
+      ('PER', 0, 2), ('LOC', 3, 5), ('LOC', 5, 6), ('ORG', 6, 7)}
+  p = tmp_path / 'bad.txt'
+  p.write_text('-DOCSTART- O\n\nEU B-ORG\nrejects X-BAD\n', encoding='utf-8')
+  with pytest.raises(Exception, match=r'bad\.txt:4: tag .X-BAD. is not O, B-X or I-X'):
+    conll.read_conll(str(p))
+
+
+def test_ner_tagger_learns_from_lm_run(tmp_path):
+  """A tiny CoNLL-format task made from the LM's own data: tag capitalised words."""
+  from test_lm import lm_config
+  from translearn_jax.downstream import tagging
+  from translearn_jax.pretraining import lm
+  lm_dir = str(tmp_path / 'lm')
+  lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
+  docs = list(readers.read_documents(readers.TextSpec(kind='text',
+                                                      path='gensim:lee_background.cor')))
+  words = ' '.join(docs).split()
+  blocks = []
+  for i in range(0, 3000, 10):
+    sent = words[i:i + 10]
+    tags, prev = [], False
+    for w in sent:
+      cap = w[:1].isupper()
+      tags.append(('I-NAME' if prev else 'B-NAME') if cap else 'O')
+      prev = cap
+    blocks.append('\n'.join(f'{w} {t}' for w, t in zip(sent, tags)))
+  for name, part in (('train', blocks[:200]), ('dev', blocks[200:250]), ('test', blocks[250:])):
+    (tmp_path / f'{name}.txt').write_text('\n\n'.join(part) + '\n', encoding='utf-8')
+  from configs import transfer_conll_lm
+  c = transfer_conll_lm.get_config()
+  c.data.train_path, c.data.dev_path, c.data.test_path = (
+      str(tmp_path / f'{n}.txt') for n in ('train', 'dev', 'test'))
+  c.pretrained.path = lm_dir
+  c.model.max_tokens = 48
+  c.transfer.groups = (r'head=^head/,top=^backbone/(block_0|ln_final)/,'
+                       r'embed=^backbone/(embed|pos_embed)')
+  c.train.epochs, c.train.batch_size = 10, 16
+  c.transfer.learning_rate = 1e-2
+  summary = tagging.train_and_evaluate(c, str(tmp_path / 'ner'))
+  # All-'O' scores 0; capitalisation is learnable from the pieces.
+  assert summary['rows'][0]['test_mean'] > 0.6

@@ -214,8 +214,8 @@ def summarise(results: list[dict]) -> list[dict]:
   return rows
 
 
-def format_table(rows: list[dict]) -> str:
-  out = [f'{"strategy":<20} {"seeds":>5} {"test acc (mean ± 95% CI)":>26} '
+def format_table(rows: list[dict], metric: str = 'test acc') -> str:
+  out = [f'{"strategy":<20} {"seeds":>5} {metric + " (mean ± 95% CI)":>26} '
          f'{"gain vs scratch (paired)":>26}']
   for r in rows:
     gain = (f'{100 * r["gain_mean"]:+.2f} ± {100 * r["gain_ci95"]:.2f}'

@@ -1,0 +1,29 @@
+"""CoNLL-2003 NER with a token-classification head over a pretrained LM body.
+
+`pretrained.path` is an LM run directory (tokenizer + architecture reused).
+Entity-level span F1 on the test set at the best dev epoch.
+
+  python train.py --config configs/lm_transformer.py --workdir /tmp/lm_tf
+  python train.py --config configs/transfer_conll_lm.py --workdir /tmp/conll_lm \
+    --config.compare_scratch=True
+"""
+
+import ml_collections
+
+from configs import transfer_mr_lm
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = transfer_mr_lm.get_config()
+  config.family = 'tag'
+  config.data = ml_collections.ConfigDict()
+  config.data.train_path = '../shared/data/conll2003/train.txt'
+  config.data.dev_path = '../shared/data/conll2003/valid.txt'
+  config.data.test_path = '../shared/data/conll2003/test.txt'
+  config.model.max_tokens = 128
+  config.transfer.strategies = 'finetune,discriminative'
+  config.transfer.learning_rate = 2e-3
+  config.train.epochs = 3
+  config.train.batch_size = 32
+  config.seeds = 3
+  return config

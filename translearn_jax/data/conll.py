@@ -1,0 +1,83 @@
+"""CoNLL-style sequence-tagging files and BIO spans.
+
+Reads one token per line with its tag in the last column (`token ... TAG`),
+sentences separated by blank lines, `-DOCSTART-` lines skipped: the CoNLL-2003
+layout and its common variants. Malformed lines raise a `DataError` naming the
+file and line.
+
+`bio_spans` extracts entity spans the way conlleval/seqeval do by default: an
+`I-X` that does not continue an open `X` chunk starts a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from translearn_jax.data import readers
+from translearn_jax.errors import DataError
+
+
+@dataclasses.dataclass
+class TaggedCorpus:
+  sentences: list      # list[list[str]]
+  tags: list           # list[list[str]]
+  path: str
+
+
+def read_conll(path: str, encoding: str = 'utf-8') -> TaggedCorpus:
+  real = readers.resolve_paths(path)[0]
+  text = readers.read_text(real, encoding)
+  sentences, tags, words, labels = [], [], [], []
+  for n, line in enumerate(text.split('\n'), 1):
+    parts = line.split()
+    if not parts:
+      if words:
+        sentences.append(words)
+        tags.append(labels)
+        words, labels = [], []
+      continue
+    if parts[0] == '-DOCSTART-':
+      continue
+    if len(parts) < 2:
+      raise DataError(f'{real}:{n}: expected "token ... TAG", got {line!r}')
+    tag = parts[-1]
+    if tag != 'O' and not (len(tag) > 2 and tag[:2] in ('B-', 'I-')):
+      raise DataError(f'{real}:{n}: tag {tag!r} is not O, B-X or I-X')
+    words.append(parts[0])
+    labels.append(tag)
+  if words:
+    sentences.append(words)
+    tags.append(labels)
+  if not sentences:
+    raise DataError(f'{real}: no sentences')
+  return TaggedCorpus(sentences, tags, real)
+
+
+def bio_spans(tags) -> set:
+  """{(type, start, end_exclusive)} of the chunks in one tag sequence."""
+  spans, start, kind = set(), None, None
+  for i, tag in enumerate(list(tags) + ['O']):
+    prefix, _, t = tag.partition('-')
+    continues = prefix == 'I' and kind == t
+    if start is not None and not continues:
+      spans.add((kind, start, i))
+      start, kind = None, None
+    if prefix in ('B', 'I') and not continues:
+      start, kind = i, t
+  return spans
+
+
+def span_f1(gold: list, pred: list) -> dict:
+  """Micro precision/recall/F1 over entity spans (conlleval convention)."""
+  tp = n_gold = n_pred = 0
+  for g, p in zip(gold, pred):
+    if len(g) != len(p):
+      raise ValueError(f'gold and predicted sequences differ in length: {len(g)} vs {len(p)}')
+    gs, ps = bio_spans(g), bio_spans(p)
+    tp += len(gs & ps)
+    n_gold += len(gs)
+    n_pred += len(ps)
+  precision = tp / n_pred if n_pred else 0.0
+  recall = tp / n_gold if n_gold else 0.0
+  f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+  return {'precision': precision, 'recall': recall, 'f1': f1, 'gold': n_gold, 'pred': n_pred}
