@@ -49,8 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.graft.rules = 'embedding=>backbone/embed/embedding'  # 'src_regex=>target; ...'
 
   config.transfer = ml_collections.ConfigDict()
-  config.transfer.strategy = 'finetune'  # single run: finetune | feature_extraction | discriminative | gradual_unfreezing
-  config.transfer.strategies = 'feature_extraction,finetune,discriminative,gradual_unfreezing'
+  config.transfer.strategy = 'finetune'  # single run: finetune | feature_extraction | discriminative | gradual_unfreezing | linear_probe_logistic | linear_probe_svm
+  config.transfer.strategies = ('feature_extraction,finetune,discriminative,gradual_unfreezing,'
+                                'linear_probe_logistic,linear_probe_svm')
   config.transfer.groups = 'head=^head/,embed=^backbone/'  # top (depth 0) first
   config.transfer.learning_rate = 3e-3   # peak LR (depth 0)
   config.transfer.schedule = 'slanted_triangular'  # | 'cosine' | 'linear' | 'constant'

@@ -171,3 +171,11 @@ def test_ner_tagger_learns_from_lm_run(tmp_path):
   summary = tagging.train_and_evaluate(c, str(tmp_path / 'ner'))
   # All-'O' scores 0; capitalisation is learnable from the pieces.
   assert summary['rows'][0]['test_mean'] > 0.6
+
+
+def test_linear_probe_strategy_uses_frozen_pretrained_features(topic_task, vectors):
+  c = base_config(topic_task, vectors[0])
+  setup = classification.Setup(c)
+  r = classification.run_once(setup, 'linear_probe_svm', 0)
+  assert 0.0 <= r['test'] <= 1.0 and r['l2'] > 0
+  assert r['report'].frozen == ['backbone/embed/embedding']

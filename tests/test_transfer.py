@@ -175,3 +175,20 @@ def test_labelled_tsv_and_errors(tmp_path):
   assert d.texts == ['good', 'bad', 'ok'] and d.labels.tolist() == [1, 0, 1]
   with pytest.raises(Exception, match="no column 'text'"):
     labelled.read_fields('tsv', str(p), 'text', 'label')
+
+
+@pytest.mark.parametrize('kind', ['logistic', 'svm'])
+def test_linear_probe_separates_and_picks_l2_on_dev(kind):
+  from translearn_jax.transfer import probes
+  rng = np.random.default_rng(0)
+  centers = rng.normal(size=(3, 5)) * 3
+  def make(n):
+    y = rng.integers(0, 3, n)
+    return centers[y] + rng.normal(size=(n, 5)), y
+  (xt, yt), (xd, yd), (xs, ys) = make(300), make(100), make(100)
+  best = probes.probe({'train': xt, 'dev': xd, 'test': xs},
+                      {'train': yt, 'dev': yd, 'test': ys}, 3, kind)
+  assert best['test'] > 0.9 and best['l2'] in (1e-4, 1e-3, 1e-2, 1e-1)
+  # A huge penalty collapses the weights: chance-level predictions.
+  w, b = probes.fit(*probes.standardise(xt)[:1], yt, 3, kind, l2=1e3)
+  assert float(jnp.abs(w).max()) < 1e-2

@@ -39,6 +39,7 @@ from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.export.word2vec_format import load_word2vec
 from translearn_jax.training.metrics import info
 from translearn_jax.transfer import graft as graft_lib
+from translearn_jax.transfer import probes
 from translearn_jax.transfer import strategies
 
 UNK = 1
@@ -153,8 +154,31 @@ def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
       grad_clip=t.grad_clip)
 
 
+PROBES = {'linear_probe_logistic': 'logistic', 'linear_probe_svm': 'svm'}
+
+
+def run_probe(setup: Setup, strategy: str, seed: int) -> dict:
+  """A linear probe on the frozen pretrained backbone's pooled features."""
+  params, report = setup.init_params(seed, strategy)
+  if report is None:
+    raise ConfigError(f'{strategy} needs a pretrained source (pretrained.kind)')
+  report.frozen = [p for p in graft_lib.flatten(params) if p.startswith('backbone/')]
+  feats = jax.jit(lambda p, t, m: setup.model.apply({'params': p}, t, m,
+                                                     return_features=True))
+  features, labels = {}, {}
+  for split, (toks, mask, y) in setup.inputs.items():
+    features[split] = np.concatenate([np.asarray(feats(params, toks[i:i + 512], mask[i:i + 512]))
+                                      for i in range(0, len(y), 512)])
+    labels[split] = y
+  best = probes.probe(features, labels, setup.num_classes, PROBES[strategy])
+  best.update(strategy=strategy, seed=seed, params=params, report=report, plan={}, epoch=0)
+  return best
+
+
 def run_once(setup: Setup, strategy: str, seed: int) -> dict:
   """Trains one model; returns dev/test accuracy at the best dev epoch."""
+  if strategy in PROBES:
+    return run_probe(setup, strategy, seed)
   config = setup.config
   params, report = setup.init_params(seed, strategy)
   toks, mask, labels = setup.inputs['train']

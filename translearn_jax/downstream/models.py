@@ -37,10 +37,12 @@ class BagOfEmbeddings(nn.Module):
   dropout: float = 0.5
 
   @nn.compact
-  def __call__(self, tokens, mask, deterministic: bool = True):
+  def __call__(self, tokens, mask, deterministic: bool = True, return_features: bool = False):
     x = _EmbeddingBackbone(self.vocab_size, self.dim, name='backbone')(tokens)
     m = mask[..., None].astype(x.dtype)
     pooled = (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    if return_features:
+      return pooled
     pooled = nn.Dropout(self.dropout)(pooled, deterministic=deterministic)
     return layers.Dense(self.num_classes, name='head')(pooled)
 
@@ -64,12 +66,14 @@ class EncoderClassifier(nn.Module):
   dropout: float = 0.1
 
   @nn.compact
-  def __call__(self, tokens, mask, deterministic: bool = True):
+  def __call__(self, tokens, mask, deterministic: bool = True, return_features: bool = False):
     cfg = self.lm_config.replace(deterministic=deterministic)
     if isinstance(cfg, transformer_lm.TransformerConfig):
       h = transformer_lm.TransformerLM(cfg, name='backbone')(tokens, return_hidden=True)
     else:
       h, _ = lstm_lm.LSTMLM(cfg, name='backbone')(tokens, return_hidden=True)
     pooled = pool(h.astype(jnp.float32), mask, self.pooling)
+    if return_features:
+      return pooled
     pooled = nn.Dropout(self.dropout)(pooled, deterministic=deterministic)
     return layers.Dense(self.num_classes, name='head')(pooled)
