@@ -20,6 +20,7 @@ def get_config():
   config.model.pooling = 'mean'
   config.model.dropout = 0.1
   config.model.max_tokens = 80
+  config.model.lora_rank = 0             # > 0 adds LoRA adapters (strategy 'lora' trains only them + head)
   config.pretrained.kind = 'lm'
   config.pretrained.path = '/tmp/lm_tf'
   config.graft.rules = r'(.*)=>backbone/\1'

@@ -179,3 +179,60 @@ def test_linear_probe_strategy_uses_frozen_pretrained_features(topic_task, vecto
   r = classification.run_once(setup, 'linear_probe_svm', 0)
   assert 0.0 <= r['test'] <= 1.0 and r['l2'] > 0
   assert r['report'].frozen == ['backbone/embed/embedding']
+
+
+def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_path, topic_task):
+  from test_lm import lm_config
+  from translearn_jax.models import transformer_lm
+  from translearn_jax.pretraining import lm
+  import jax.numpy as jnp
+  # 1. A LoRA model with grafted weights computes the pretrained model's function.
+  cfg = transformer_lm.TransformerConfig(vocab_size=40, d_model=16, num_heads=2, num_layers=1,
+                                         d_ff=32, max_len=16)
+  toks = jnp.asarray(np.random.default_rng(0).integers(0, 40, (2, 9)), jnp.int32)
+  plain = transformer_lm.TransformerLM(cfg)
+  p_plain = plain.init(jax.random.key(0), toks)['params']
+  lora = transformer_lm.TransformerLM(cfg.replace(lora_rank=4))
+  p_lora, report = g.graft(lora.init(jax.random.key(1), toks)['params'], p_plain,
+                           g.parse_rules('(.*)=>\\1'))
+  assert sorted(report.created) == sorted(
+      f'block_0/attn/{n}/lora_{x}' for n in ('query', 'value') for x in 'ab')
+  np.testing.assert_allclose(lora.apply({'params': p_lora}, toks),
+                             plain.apply({'params': p_plain}, toks), atol=1e-6)
+  # 2. Strategy 'lora' in a classifier: the backbone stays bit-identical.
+  lm_dir = str(tmp_path / 'lm')
+  lm.train_and_evaluate(lm_config(**{'max_steps': 5}), lm_dir)
+  from configs import transfer_mr_lm
+  c = transfer_mr_lm.get_config()
+  c.data.kind, c.data.path, c.pretrained.path = 'tsv', topic_task, lm_dir
+  c.model.max_tokens, c.model.lora_rank = 48, 2
+  c.train.epochs, c.train.batch_size = 1, 32
+  c.transfer.groups = r'head=^head/,body=^backbone/'
+  setup = classification.Setup(c)
+  start, _ = setup.init_params(0, 'lora')
+  r = classification.run_once(setup, 'lora', 0)
+  flat0, flat1 = g.flatten(start), g.flatten(r['params'])
+  for path in flat0:
+    same = np.array_equal(np.asarray(flat0[path]), np.asarray(flat1[path]))
+    assert same == (path.startswith('backbone/') and '/lora_' not in path), path
+  assert 'backbone/block_0/attn/query/kernel' in r['report'].frozen
+  assert not any('lora_' in p for p in r['report'].frozen)
+
+
+@pytest.mark.parametrize('config_name', ['transfer_mr_lm', 'transfer_conll_lm'])
+def test_train_py_runs_transfer_configs_with_clear_errors(tmp_path, config_name):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  res = subprocess.run(
+      [sys.executable, os.path.join(root, 'train.py'), '--config',
+       os.path.join(root, 'configs', f'{config_name}.py'), '--workdir', str(tmp_path),
+       '--config.pretrained.path=/no/such/run', '--config.data.kind=tsv'] if config_name ==
+      'transfer_mr_lm' else
+      [sys.executable, os.path.join(root, 'train.py'), '--config',
+       os.path.join(root, 'configs', f'{config_name}.py'), '--workdir', str(tmp_path),
+       '--config.pretrained.path=/no/such/run', f'--config.data.train_path={tmp_path}/x.txt'],
+      capture_output=True, text=True, timeout=300, cwd=root)
+  assert res.returncode == 2, res.stderr
+  err = [l for l in res.stderr.splitlines() if l.startswith('error: ')]
+  assert err, res.stderr

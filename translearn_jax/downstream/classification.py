@@ -115,7 +115,14 @@ class Setup:
       if max_len is not None and m.max_tokens > max_len:
         raise ConfigError(f'config.model.max_tokens={m.max_tokens} exceeds the pretrained '
                           f'LM context (its model.max_len={max_len})')
-      self.model = models.EncoderClassifier(self.source['lm_config'], self.num_classes,
+      lm_cfg = self.source['lm_config']
+      if m.get('lora_rank', 0):
+        if not hasattr(lm_cfg, 'lora_rank'):
+          raise ConfigError('config.model.lora_rank: LoRA adapters exist for Transformer '
+                            'backbones only')
+        lm_cfg = lm_cfg.replace(lora_rank=m.lora_rank)
+      self.source['lm_config'] = lm_cfg
+      self.model = models.EncoderClassifier(lm_cfg, self.num_classes,
                                             m.pooling, m.dropout)
       enc = lambda t: encode_pieces(t, self.source['tokenizer'], m.max_tokens)
       self.vocab_remap = {}

@@ -26,16 +26,6 @@ from translearn_jax.errors import ConfigError, DataError, TranslearnError
 from translearn_jax.generation import sampling
 from translearn_jax.training import mesh as mesh_lib
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A finished (or checkpointed) LM run.')
-_PROMPT = flags.DEFINE_multi_string('prompt', [''], 'Prompt text (repeat for a batch).')
-_MAX_NEW = flags.DEFINE_integer('max_new_tokens', 50, 'Tokens to generate per prompt.')
-_TEMP = flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
-_TOP_K = flags.DEFINE_integer('top_k', 0, 'Keep the k most likely tokens (0: all).')
-_TOP_P = flags.DEFINE_float('top_p', 1.0, 'Nucleus mass (1: all).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
-_NO_CACHE = flags.DEFINE_bool('no_cache', False, 'Recompute the whole prefix every step.')
-
-
 def load_run(workdir: str):
   """(config, tokenizer, params) of an LM run directory."""
   from translearn_jax.pretraining import lm
@@ -103,21 +93,35 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
   return texts, dt
 
 
+def _define_flags():
+  """CLI flags, defined only when run as a program (importers keep their own flags)."""
+  flags.DEFINE_string('workdir', None, 'A finished (or checkpointed) LM run.')
+  flags.DEFINE_multi_string('prompt', [''], 'Prompt text (repeat for a batch).')
+  flags.DEFINE_integer('max_new_tokens', 50, 'Tokens to generate per prompt.')
+  flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
+  flags.DEFINE_integer('top_k', 0, 'Keep the k most likely tokens (0: all).')
+  flags.DEFINE_float('top_p', 1.0, 'Nucleus mass (1: all).')
+  flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+  flags.DEFINE_bool('no_cache', False, 'Recompute the whole prefix every step.')
+  flags.mark_flag_as_required('workdir')
+
+
 def main(argv):
   del argv
+  f = flags.FLAGS
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   try:
-    config, tok, mcfg, params = load_run(_WORKDIR.value)
-    texts, _ = sample(mcfg, params, tok, _PROMPT.value, _MAX_NEW.value, _TEMP.value,
-                      _TOP_K.value, _TOP_P.value, _SEED.value, cached=not _NO_CACHE.value)
+    config, tok, mcfg, params = load_run(f.workdir)
+    texts, _ = sample(mcfg, params, tok, f.prompt, f.max_new_tokens, f.temperature, f.top_k,
+                      f.top_p, f.seed, cached=not f.no_cache)
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  for prompt, text in zip(_PROMPT.value, texts):
+  for prompt, text in zip(f.prompt, texts):
     print(f'--- {prompt!r}\n{prompt}{" " if prompt else ""}{text}')
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('workdir')
+  _define_flags()
   app.run(main)

@@ -21,18 +21,33 @@ NEG_INF = -1e9  # finite: fully masked rows stay NaN-free
 
 
 class Dense(nn.Module):
-  """`x @ kernel + bias` over the last axis, computed as one 2-D matmul."""
+  """`x @ kernel + bias` over the last axis, computed as one 2-D matmul.
+
+  With `lora_rank > 0` a low-rank update `(x @ lora_a) @ lora_b · alpha/rank`
+  is added (LoRA, Hu et al. 2021); `lora_b` starts at zero, so a LoRA layer
+  computes exactly what the plain layer does until it is trained.
+  """
   features: int
   use_bias: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.xavier_uniform()
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features),
                         self.param_dtype)
-    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+    flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
+    y = jnp.dot(flat, kernel.astype(self.dtype))
+    if self.lora_rank > 0:
+      a = self.param('lora_a', nn.initializers.normal(1.0 / self.lora_rank),
+                     (x.shape[-1], self.lora_rank), self.param_dtype)
+      b = self.param('lora_b', nn.initializers.zeros, (self.lora_rank, self.features),
+                     self.param_dtype)
+      y = y + (flat @ a.astype(self.dtype)) @ b.astype(self.dtype) * (
+          self.lora_alpha / self.lora_rank)
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,),
                          self.param_dtype).astype(self.dtype)
@@ -71,6 +86,7 @@ class MultiHeadAttention(nn.Module):
   deterministic: bool = True
   use_rotary: bool = False
   decode: bool = False
+  lora_rank: int = 0           # LoRA on the query and value projections
 
   @nn.compact
   def __call__(self, x: Array, context: Optional[Array] = None, mask: Optional[Array] = None,
@@ -79,7 +95,8 @@ class MultiHeadAttention(nn.Module):
     if d % self.num_heads:
       raise ValueError(f'd_model {d} is not divisible by num_heads {self.num_heads}')
     dh = d // self.num_heads
-    dense = lambda name: Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    dense = lambda name: Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+                               lora_rank=self.lora_rank if name in ('query', 'value') else 0)
     kv_in = x if context is None else context
     b, tq = x.shape[:2]
     q = dense('query')(x).reshape(b, tq, self.num_heads, dh)

@@ -35,6 +35,7 @@ class TransformerConfig:
   param_dtype: Any = jnp.float32
   deterministic: bool = True
   decode: bool = False
+  lora_rank: int = 0               # > 0: LoRA adapters on attention query/value
 
   def __post_init__(self):
     if self.positions not in ('rotary', 'learned'):
@@ -58,7 +59,8 @@ class DecoderBlock(nn.Module):
     h = layers.MultiHeadAttention(
         cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         dropout=cfg.attention_dropout, deterministic=cfg.deterministic,
-        use_rotary=cfg.positions == 'rotary', decode=cfg.decode, name='attn')(
+        use_rotary=cfg.positions == 'rotary', decode=cfg.decode, lora_rank=cfg.lora_rank,
+        name='attn')(
             h, mask=mask, positions=positions)
     x = x + drop(h)
     h = nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='ln_mlp')(x)

@@ -11,7 +11,9 @@ pattern covers is an error listing it. Strategies:
   factor 1/2.6);
 * `gradual_unfreezing`: the group at depth d starts training at step
   `d · unfreeze_every` (ULMFiT's "one more group every epoch"); combined with
-  the discriminative factor when `factor != 1`.
+  the discriminative factor when `factor != 1`;
+* `lora`: like feature extraction, but parameters whose path matches
+  `LORA_PATTERN` (the low-rank adapters of `layers.Dense`) train too.
 
 Frozen groups use `optax.set_to_zero()` and carry no optimiser state at all.
 Groups waiting to unfreeze are wrapped in `optax.conditionally_mask`, whose
@@ -34,8 +36,9 @@ import optax
 from translearn_jax.errors import ConfigError
 from translearn_jax.training import optimizers
 
-STRATEGIES = ('finetune', 'feature_extraction', 'discriminative', 'gradual_unfreezing')
-FROZEN = '__frozen__'
+STRATEGIES = ('finetune', 'feature_extraction', 'discriminative', 'gradual_unfreezing', 'lora')
+LORA_PATTERN = r'/lora_(a|b)$'
+LORA_GROUP = '__lora__'
 
 
 def slanted_triangular(peak: float, total_steps: int, cut_frac: float = 0.1,
@@ -101,8 +104,13 @@ class StrategyConfig:
 def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_steps: int
           ) -> tuple[optax.GradientTransformation, dict]:
   """The optimiser for `cfg.strategy`, and {group: (depth, lr multiplier, start step | None)}."""
+  if cfg.strategy == 'lora':
+    groups = [(LORA_GROUP, LORA_PATTERN)] + list(groups)
+    if not any(re.search(LORA_PATTERN, p) for p in optimizers.param_paths(params)):
+      raise ConfigError("strategy 'lora' but the model has no LoRA parameters "
+                        '(set model.lora_rank > 0)')
   labels = group_labels(params, groups)
-  names = [n for n, _ in groups]
+  names = [n for n, _ in groups if n != LORA_GROUP]
   plan: dict[str, tuple] = {}
   transforms = {}
   no_decay = [p.strip() for p in cfg.no_decay.split(',') if p.strip()]
@@ -110,8 +118,13 @@ def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_
   def decay_mask(p):
     return optimizers.match_tree(p, [(rx, False) for rx in no_decay], default=True)
 
+  if cfg.strategy == 'lora':
+    transforms[LORA_GROUP] = optax.adamw(
+        make_schedule(cfg.schedule, cfg.learning_rate, total_steps, cfg.warmup_steps),
+        weight_decay=cfg.weight_decay)
+    plan[LORA_GROUP] = (0, 1.0, 0)
   for depth, name in enumerate(names):
-    if cfg.strategy == 'feature_extraction' and depth > 0:
+    if cfg.strategy in ('feature_extraction', 'lora') and depth > 0:
       transforms[name] = optax.set_to_zero()
       plan[name] = (depth, 0.0, None)
       continue
@@ -135,6 +148,8 @@ def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_
 
 
 def frozen_paths(params, groups, plan) -> list[str]:
+  if LORA_GROUP in plan:
+    groups = [(LORA_GROUP, LORA_PATTERN)] + list(groups)
   labels = group_labels(params, groups)
   flat = jax.tree_util.tree_flatten_with_path(labels)[0]
   return [optimizers.path_str(p) for p, name in flat if plan[name][1] == 0.0]
