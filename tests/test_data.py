@@ -116,3 +116,14 @@ def test_vocab_save_load_roundtrip(tmp_path):
   v.save(str(tmp_path / 'v.tsv'))
   w = Vocabulary.load(str(tmp_path / 'v.tsv'))
   assert w.words == v.words and w.counts.tolist() == v.counts.tolist()
+
+
+def test_tfds_prepared_dataset_reads_without_tensorflow(tmp_path):
+  from tfds_tiny_text.tiny_text_dataset_builder import TEXTS, Builder
+  Builder(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  out = docs(kind='tfds', path='tiny_text', data_dir=str(tmp_path), field='text')
+  assert out == TEXTS
+  with pytest.raises(DataError, match="record 0 has no feature 'body'"):
+    docs(kind='tfds', path='tiny_text', data_dir=str(tmp_path), field='body')
+  import sys
+  assert 'tensorflow' not in sys.modules  # TFDS ran on its own
