@@ -18,6 +18,7 @@ from translearn_jax.errors import NonFiniteLossError, TranslearnError
 FAMILIES = {
     'word2vec': 'translearn_jax.pretraining.word2vec',
     'lm': 'translearn_jax.pretraining.lm',
+    'seq2seq': 'translearn_jax.pretraining.seq2seq',
     'classify': 'translearn_jax.downstream.classification',
     'tag': 'translearn_jax.downstream.tagging',
 }

@@ -42,6 +42,8 @@ def main():
   ap.add_argument('--kind', default='text')
   ap.add_argument('--unit', default='paragraph', help="text unit: 'line', 'paragraph', 'file'")
   ap.add_argument('--epochs', type=int, default=1)
+  ap.add_argument('--mode', default='skipgram', choices=['skipgram', 'cbow'],
+                  help='cbow: CBOW with mean of contexts, alpha 0.05 (word2vec defaults)')
   ap.add_argument('--workers', type=int, default=2)
   ap.add_argument('--wordsim', default=os.path.join(SHARED, 'word_eval', 'EN-WS-353-ALL.txt'))
   ap.add_argument('--simlex', default=os.path.join(SHARED, 'word_eval', 'EN-SIMLEX-999.txt'))
@@ -62,6 +64,9 @@ def main():
   config = skipgram.get_config()
   config.data.kind, config.data.path, config.data.unit = args.kind, args.corpus, args.unit
   config.epochs = args.epochs
+  config.model.mode = args.mode
+  alpha = 0.025 if args.mode == 'skipgram' else 0.05
+  config.learning_rate = alpha
   config.progress = False
   config.export.format = ''
   config.eval.similarity = f'wordsim353={args.wordsim},simlex999={args.simlex}'
@@ -95,8 +100,9 @@ def main():
     for d in docs:
       toks = tokenize(d)
       sentences.extend(toks[i:i + 10000] for i in range(0, len(toks), 10000))
-    model = Word2Vec(sg=1, negative=5, window=5, vector_size=100, min_count=5, sample=1e-3,
-                     alpha=0.025, min_alpha=0.025 * 1e-4, workers=args.workers, seed=1)
+    model = Word2Vec(sg=int(args.mode == 'skipgram'), cbow_mean=1, negative=5, window=5,
+                     vector_size=100, min_count=5, sample=1e-3, alpha=alpha,
+                     min_alpha=alpha * 1e-4, workers=args.workers, seed=1)
     model.build_vocab(sentences)
     g_prep = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -111,7 +117,7 @@ def main():
         'vocab': len(words)}
 
   print(f'\ncorpus: {args.corpus} ({len(docs)} documents, {corpus.raw_words:,} words, '
-        f'read in {read_s:.1f}s), epochs={args.epochs}, skip-gram neg=5 window=5 dim=100 '
+        f'read in {read_s:.1f}s), epochs={args.epochs}, {args.mode} neg=5 window=5 dim=100 '
         'min_count=5 sample=1e-3')
   print(f'{"":<10} {"words/s":>10} {"train s":>8} {"prep s":>7} {"vocab":>7} '
         f'{"WS-353":>7} {"SimLex":>7}')

@@ -166,9 +166,17 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
   in_embed, out_embed = params['in_embed'], params['out_embed']
   dim = in_embed.shape[1]
   in_ids, in_w, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode)
-  in_rows = in_embed[in_ids]
   out_rows = out_embed[out_ids]                      # (B, L, M, D)
-  h = _hidden(in_rows, in_w)                         # (B, L, D)
+  if cfg.mode == SKIPGRAM:
+    h = in_embed[in_ids]                             # (B, L, D)
+  else:
+    # CBOW: each token's input row is gathered once; the context sums are
+    # shifted copies of the block (not 2W gathers per token).
+    tok_rows = in_embed[batch['tokens']]
+    mask = (in_w > 0).astype(tok_rows.dtype)         # (B, L, 2W)
+    count = jnp.maximum(mask.sum(-1, keepdims=True), 1.0)
+    h = sum(mask[..., j:j + 1] * _shift(tok_rows, o, 0.0)
+            for j, o in enumerate(offsets(cfg.window))) / count
   scores = jnp.einsum('bld,blmd->blm', h, out_rows)
   prob = jax.nn.sigmoid(scores)
   # d(loss)/d(score) for -log σ(±score): σ(score) - label.
@@ -177,11 +185,13 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
   loss = jnp.sum(weight * jnp.logaddexp(0.0, (1.0 - 2.0 * label) * scores))
   dh = jnp.einsum('blm,blmd->bld', g, out_rows)
   d_out = g[..., None] * h[:, :, None, :]
-  if in_w is None:
-    d_in = dh
-  else:  # CBOW: every valid context row receives the full error (word2vec)
-    d_in = (in_w > 0).astype(dh.dtype)[..., None] * dh[:, :, None, :]
-  new_in = in_embed.at[constrain(in_ids.reshape(-1))].add(
+  if cfg.mode == SKIPGRAM:
+    rows_in, d_in = in_ids, dh
+  else:  # every valid context row receives the full error (word2vec): shift it back
+    rows_in = batch['tokens']
+    d_in = sum(_shift(mask[..., j:j + 1] * dh, -o, 0.0)
+               for j, o in enumerate(offsets(cfg.window)))
+  new_in = in_embed.at[constrain(rows_in.reshape(-1))].add(
       constrain((-lr * d_in).reshape(-1, dim).astype(in_embed.dtype)))
   new_out = out_embed.at[constrain(out_ids.reshape(-1))].add(
       constrain((-lr * d_out).reshape(-1, dim).astype(out_embed.dtype)))

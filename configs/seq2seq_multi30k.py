@@ -1,0 +1,81 @@
+"""English→German translation on Multi30k with an encoder-decoder Transformer.
+
+  python train.py --config configs/seq2seq_multi30k.py --workdir /tmp/mt
+
+Reads ../shared/data/multi30k (or the files given on the command line);
+reports BLEU and chrF (sacrebleu, detokenised) on val and test_2016_flickr.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.family = 'seq2seq'
+  config.seed = 0
+
+  d = '../shared/data/multi30k/'
+  config.data = ml_collections.ConfigDict()
+  config.data.kind = 'text'              # 'text' (aligned files) | 'tsv' | 'jsonl' | 'tfds'
+  config.data.train_source = d + 'train.en'
+  config.data.train_target = d + 'train.de'
+  config.data.valid_source = d + 'val.en'
+  config.data.valid_target = d + 'val.de'
+  config.data.test_source = d + 'test_2016_flickr.en'
+  config.data.test_target = d + 'test_2016_flickr.de'
+  config.data.train_path = ''            # tsv/jsonl files of pairs
+  config.data.valid_path = ''
+  config.data.test_path = ''
+  config.data.source_field = 'source'    # tsv/jsonl field (TFDS: language code, e.g. 'en')
+  config.data.target_field = 'target'
+  config.data.path = ''                  # TFDS dataset name
+  config.data.train_split = 'train'
+  config.data.valid_split = 'validation'
+  config.data.test_split = 'test'
+  config.data.data_dir = ''
+
+  config.tokenizer = ml_collections.ConfigDict()
+  config.tokenizer.path = ''             # shared sentencepiece model ('' = train on both sides)
+  config.tokenizer.vocab_size = 8000
+  config.tokenizer.model_type = 'unigram'
+
+  config.model = ml_collections.ConfigDict()
+  config.model.d_model = 256
+  config.model.num_heads = 4
+  config.model.encoder_layers = 3
+  config.model.decoder_layers = 3
+  config.model.d_ff = 1024
+  config.model.dropout = 0.1
+  config.model.share_embeddings = True
+
+  config.max_source_len = 48             # pieces; longer training pairs are dropped
+  config.max_target_len = 48
+  config.label_smoothing = 0.1
+  config.batch_size = 64
+  config.epochs = 10
+  config.max_steps = 0
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 1e-3
+  config.optim.schedule = 'cosine'
+  config.optim.warmup_steps = 400
+  config.optim.end_lr_ratio = 0.05
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.98
+  config.optim.eps = 1e-9
+  config.optim.weight_decay = 0.01
+  config.optim.grad_clip = 1.0
+  config.optim.no_decay = 'bias,scale,embed,pos_embed'
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.metric = 'bleu'            # 'bleu' (+ chrF) | 'rouge'
+  config.eval.beam = 4                   # 1 = greedy
+  config.eval.length_penalty = 0.6       # GNMT alpha
+  config.eval.max_examples = 0           # 0: the whole split
+
+  config.num_devices = 0
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.log_every_steps = 50
+  config.progress = True
+  return config

@@ -1,0 +1,145 @@
+"""Encoder-decoder: decoding (greedy, beam, cache), masks, BLEU, training, data errors."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import shared_data
+from translearn_jax.data import parallel
+from translearn_jax.data.tokenizer import BOS, PAD
+from translearn_jax.errors import DataError
+from translearn_jax.generation import seq2seq_decode as dec
+from translearn_jax.models import seq2seq as s2s
+from translearn_jax.pretraining import seq2seq
+
+
+def tiny(**kw):
+  base = dict(vocab_size=30, d_model=16, num_heads=2, encoder_layers=1, decoder_layers=2,
+              d_ff=32, max_len=12, dropout=0.0)
+  base.update(kw)
+  return s2s.Seq2SeqConfig(**base)
+
+
+@pytest.fixture(scope='module')
+def model_and_params():
+  cfg = tiny()
+  m = s2s.Seq2Seq(cfg)
+  src = jnp.asarray(np.random.default_rng(0).integers(4, 30, (3, 7)), jnp.int32).at[1, 5:].set(0)
+  p = m.init(jax.random.key(0), src, jnp.zeros((3, 12), jnp.int32))['params']
+  p = jax.tree.map(lambda x: x * 20 if x.ndim == 2 else x, p)  # peaky, varied outputs
+  return cfg, m, p, src
+
+
+def test_beam_one_equals_greedy(model_and_params):
+  cfg, _, p, src = model_and_params
+  dm = s2s.Seq2Seq(cfg.replace(decode=True))
+  g = np.asarray(dec.greedy(dm, p, src, 12))
+  b1 = np.asarray(dec.beam_search(dm, p, src, 12, beam=1, alpha=0.0))
+  np.testing.assert_array_equal(g, b1)
+  b4 = np.asarray(dec.beam_search(dm, p, src, 12, beam=4))
+  assert b4.shape == g.shape and not np.isin(b4, [BOS]).any()
+
+
+def test_cached_decoding_equals_uncached(model_and_params):
+  cfg, m, p, src = model_and_params
+  g = dec.greedy(s2s.Seq2Seq(cfg.replace(decode=True)), p, src, 12)
+  tin = jnp.concatenate([jnp.full((3, 1), BOS), g[:, :-1]], 1)
+  logits = m.apply({'params': p}, src, tin).at[..., jnp.array([PAD, BOS])].set(-1e9)
+  full = np.asarray(jnp.argmax(logits, -1))
+  g = np.asarray(g)
+  real = np.cumsum(g == 3, 1) - (g == 3) == 0  # up to and including EOS
+  np.testing.assert_array_equal(g[real], full[real])
+
+
+def test_padding_never_changes_outputs(model_and_params):
+  cfg, m, p, src = model_and_params
+  tin = jnp.asarray(np.random.default_rng(1).integers(4, 30, (3, 6)), jnp.int32)
+  base = m.apply({'params': p}, src, tin)
+  padded = jnp.concatenate([src, jnp.zeros((3, 4), jnp.int32)], 1)
+  np.testing.assert_allclose(m.apply({'params': p}, padded, tin), base, atol=1e-4)
+  # changing what sits under padding changes nothing either
+  junk = src.at[1, 5:].set(17)
+  assert not np.allclose(m.apply({'params': p}, junk, tin)[1], base[1], atol=1e-4)
+  np.testing.assert_allclose(m.apply({'params': p}, junk, tin)[0], base[0], atol=1e-5)
+
+
+def test_bleu_of_references_is_100():
+  refs = ['Ein Mann fährt Fahrrad .', 'Zwei Hunde spielen im Schnee.']
+  assert seq2seq.score(refs, refs, 'bleu')['bleu'] == pytest.approx(100.0)
+  assert seq2seq.score(refs, refs, 'bleu')['chrf'] == pytest.approx(100.0)
+  assert seq2seq.score(['x y z', 'q'], refs, 'bleu')['bleu'] < 5
+
+
+def test_misaligned_and_empty_lines_are_named(tmp_path):
+  a, b = tmp_path / 'a.en', tmp_path / 'b.de'
+  a.write_text('one\ntwo\nthree\n', encoding='utf-8')
+  b.write_text('eins\nzwei\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'a\.en has 3 lines, .*b\.de has 2'):
+    parallel.read_aligned(str(a), str(b))
+  b.write_text('eins\n\ndrei\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'b\.de:2: empty line'):
+    parallel.read_aligned(str(a), str(b))
+
+
+def test_unknown_language_pair_in_tfds(tmp_path):
+  from tfds_tiny_text.tiny_text_dataset_builder import Builder
+  Builder(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  with pytest.raises(DataError, match="no feature 'en'.*language codes"):
+    parallel.read_tfds_pairs('tiny_text', 'train', 'en', 'de', str(tmp_path))
+
+
+def s2s_config(tmp_path, pairs_src, pairs_tgt, **over):
+  from configs import seq2seq_multi30k
+  c = seq2seq_multi30k.get_config()
+  c.data.train_source, c.data.train_target = pairs_src, pairs_tgt
+  c.data.valid_source, c.data.valid_target = pairs_src, pairs_tgt
+  c.data.test_source = c.data.test_target = ''
+  c.tokenizer.vocab_size = 400
+  c.model.d_model, c.model.num_heads, c.model.d_ff = 64, 4, 128
+  c.model.encoder_layers = c.model.decoder_layers = 2
+  c.model.dropout = 0.0
+  c.max_source_len = c.max_target_len = 96  # a 400-piece vocabulary is nearly characters
+  c.batch_size, c.num_devices, c.progress = 32, 1, False
+  c.optim.warmup_steps, c.optim.learning_rate = 20, 3e-3
+  c.label_smoothing = 0.0
+  c.eval.beam = 1
+  c.log_every_steps = 50
+  for k, v in over.items():
+    node = c
+    *ps, leaf = k.split('.')
+    for q in ps:
+      node = node[q]
+    node[leaf] = v
+  return c
+
+
+def _write_pairs(tmp_path, n=32):
+  src = open(shared_data('multi30k', 'train.en'), encoding='utf-8').read().split('\n')[:n]
+  tgt = open(shared_data('multi30k', 'train.de'), encoding='utf-8').read().split('\n')[:n]
+  (tmp_path / 's.en').write_text('\n'.join(src) + '\n', encoding='utf-8')
+  (tmp_path / 't.de').write_text('\n'.join(tgt) + '\n', encoding='utf-8')
+  return str(tmp_path / 's.en'), str(tmp_path / 't.de')
+
+
+def test_tiny_model_overfits_32_multi30k_pairs(tmp_path):
+  s, t = _write_pairs(tmp_path)
+  c = s2s_config(tmp_path, s, t, epochs=300)
+  summary = seq2seq.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert summary['valid']['bleu'] > 90, summary['valid_samples']
+
+
+def test_resume_is_exact(tmp_path, monkeypatch):
+  from test_lm import _StopAfter
+  s, t = _write_pairs(tmp_path, n=64)
+  c = s2s_config(tmp_path, s, t, epochs=6, **{'model.dropout': 0.1, 'eval.max_examples': 16})
+  full = seq2seq.train_and_evaluate(c, str(tmp_path / 'full'))
+  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', _StopAfter(4))
+  part = seq2seq.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert part['stopped_by_signal'] and part['steps'] == 5
+  monkeypatch.undo()
+  resumed = seq2seq.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert resumed['valid'] == full['valid'] and resumed['steps'] == full['steps']

@@ -1,0 +1,115 @@
+"""Parallel text (translation, summarisation pairs) behind one interface.
+
+* two aligned plain-text files, one sentence a line (`kind='text'`,
+  `source_path` + `target_path`): a different number of lines, or an empty
+  line on either side, is an error naming the file and line;
+* TSV / JSONL pairs (`kind='tsv'|'jsonl'`, `path`, `source_field`,
+  `target_field`), e.g. (document, summary) files;
+* a prepared TFDS translation dataset (`kind='tfds'`, `path`=name,
+  `source_field`/`target_field` = the language codes), read without TensorFlow.
+
+`length_filter` drops pairs whose token counts fall outside the limits and
+says how many it dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from translearn_jax.data import readers
+from translearn_jax.errors import DataError
+
+
+def _lines(path: str, encoding: str = 'utf-8') -> list[str]:
+  text = readers.read_text(readers.resolve_paths(path)[0], encoding)
+  lines = text.split('\n')
+  if lines and lines[-1] == '':
+    lines = lines[:-1]
+  return lines
+
+
+def read_aligned(source_path: str, target_path: str, encoding: str = 'utf-8'
+                 ) -> list[tuple[str, str]]:
+  src, tgt = _lines(source_path, encoding), _lines(target_path, encoding)
+  if len(src) != len(tgt):
+    raise DataError(f'misaligned parallel files: {source_path} has {len(src)} lines, '
+                    f'{target_path} has {len(tgt)}')
+  for n, (s, t) in enumerate(zip(src, tgt), 1):
+    for path, line in ((source_path, s), (target_path, t)):
+      if not line.strip():
+        raise DataError(f'{path}:{n}: empty line in parallel text')
+  if not src:
+    raise DataError(f'{source_path}: no lines')
+  return list(zip(src, tgt))
+
+
+def read_pairs_fields(kind: str, path: str, source_field: str, target_field: str,
+                      encoding: str = 'utf-8') -> list[tuple[str, str]]:
+  pairs = []
+  for p in readers.resolve_paths(path, kind):
+    lines = readers.read_text(p, encoding).split('\n')
+    if kind == 'jsonl':
+      for n, line in enumerate(lines, 1):
+        if not line.strip():
+          continue
+        try:
+          obj = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise DataError(f'{p}:{n}: invalid JSON ({e.msg})') from None
+        for f in (source_field, target_field):
+          if not isinstance(obj.get(f), str) or not obj[f].strip():
+            raise DataError(f'{p}:{n}: field {f!r} missing or empty')
+        pairs.append((obj[source_field], obj[target_field]))
+    else:
+      header = lines[0].split('\t')
+      for f in (source_field, target_field):
+        if f not in header:
+          raise DataError(f'{p}:1: no column {f!r} in header {header}')
+      si, ti = header.index(source_field), header.index(target_field)
+      for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+          continue
+        cols = line.split('\t')
+        if len(cols) <= max(si, ti) or not cols[si].strip() or not cols[ti].strip():
+          raise DataError(f'{p}:{n}: missing or empty source/target column')
+        pairs.append((cols[si], cols[ti]))
+  if not pairs:
+    raise DataError(f'{path}: no pairs')
+  return pairs
+
+
+def read_tfds_pairs(name: str, split: str, source_field: str, target_field: str,
+                    data_dir: Optional[str] = None) -> list[tuple[str, str]]:
+  from translearn_jax.data import tfds_source
+  src = tfds_source.open_source(name, split, data_dir)
+  out = []
+  for i in range(len(src)):
+    rec = src[i]
+    for f in (source_field, target_field):
+      if f not in rec:
+        raise DataError(f'TFDS {name!r} record {i} has no feature {f!r} (has {sorted(rec)}); '
+                        'set data.source_field / data.target_field (language codes)')
+    dec = lambda v: v.decode('utf-8') if isinstance(v, bytes) else str(v)
+    out.append((dec(rec[source_field]), dec(rec[target_field])))
+  return out
+
+
+def read_split(cfg, split: str) -> list[tuple[str, str]]:
+  """Pairs of `split` ('train', 'valid', 'test') as the `data` config names them."""
+  if cfg.kind == 'text':
+    return read_aligned(cfg[f'{split}_source'], cfg[f'{split}_target'])
+  if cfg.kind in ('tsv', 'jsonl'):
+    return read_pairs_fields(cfg.kind, cfg[f'{split}_path'], cfg.source_field,
+                             cfg.target_field)
+  if cfg.kind == 'tfds':
+    return read_tfds_pairs(cfg.path, cfg[f'{split}_split'], cfg.source_field,
+                           cfg.target_field, cfg.data_dir or None)
+  raise DataError(f"data.kind must be 'text', 'tsv', 'jsonl' or 'tfds', got {cfg.kind!r}")
+
+
+def length_filter(src_ids, tgt_ids, max_source: int, max_target: int, min_len: int = 1):
+  """Indices of pairs within the limits (target counted with its EOS)."""
+  keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
+          if min_len <= len(s) <= max_source and min_len <= len(t) + 1 <= max_target]
+  return keep

@@ -1,0 +1,123 @@
+"""Greedy and beam-search decoding for `Seq2Seq`, batched and jit-compiled.
+
+Both encode the source once and run the decoder one token per step through
+the KV cache (`decode=True` config). Outputs are `(B, max_len)` target ids
+without the leading BOS, EOS included, PAD after it.
+
+Beam search keeps `beam` alive hypotheses and `beam` finished ones per
+example; at each step the best `2·beam` extensions are split into finished
+(ended with EOS among the best `beam`, scored `logp / ((5 + len) / 6) ** alpha`,
+GNMT's length penalty) and alive (the best `beam` that did not end). The result is the best
+finished hypothesis, or the best alive one when none finished. With `beam=1`
+and `alpha=0` it returns exactly the greedy output.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from translearn_jax.data.tokenizer import BOS, EOS, PAD
+
+NEG = -1e9
+
+
+def _cache(model, params, source, max_len):
+  dummy = jnp.zeros((source.shape[0], max_len), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), source, dummy))['cache']
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def _step(model, params, cache, encoded, src_mask, tok):
+  logits, mut = model.apply({'params': params, 'cache': cache}, encoded, src_mask, tok[:, None],
+                            method='decode', mutable=['cache'])
+  logits = logits[:, 0].at[:, jnp.array([PAD, BOS])].set(NEG)  # never generated
+  return jax.nn.log_softmax(logits), mut['cache']
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'max_len'))
+def greedy(model, params, source, max_len: int):
+  """`model` must have `decode=True`."""
+  encoded, src_mask = model.apply({'params': params}, source, method='encode')
+  b = source.shape[0]
+  cache = _cache(model, params, source, max_len)
+
+  def body(t, carry):
+    out, cache, tok, done = carry
+    logp, cache = _step(model, params, cache, encoded, src_mask, tok)
+    nxt = jnp.where(done, PAD, jnp.argmax(logp, -1).astype(jnp.int32))
+    done = done | (nxt == EOS)
+    return out.at[:, t].set(nxt), cache, nxt, done
+
+  out = jnp.zeros((b, max_len), jnp.int32)
+  out, _, _, _ = jax.lax.fori_loop(0, max_len, body, (out, cache, jnp.full((b,), BOS, jnp.int32),
+                                                      jnp.zeros((b,), bool)))
+  return out
+
+
+def _length_penalty(length, alpha):
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'beam', 'alpha'))
+def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float = 0.6):
+  b = source.shape[0]
+  k = beam
+  encoded, src_mask = model.apply({'params': params}, source, method='encode')
+  rep = lambda x: jnp.repeat(x, k, axis=0)
+  encoded, src_mask = rep(encoded), rep(src_mask)
+  cache = _cache(model, params, rep(source), max_len)
+  seqs = jnp.zeros((b, k, max_len), jnp.int32)
+  # Only beam 0 is live at the start, so the first step does not pick duplicates.
+  logp = jnp.tile(jnp.array([0.0] + [NEG] * (k - 1)), (b, 1))
+  fin_seqs = jnp.zeros((b, k, max_len), jnp.int32)
+  fin_scores = jnp.full((b, k), NEG)
+  last = jnp.full((b, k), BOS, jnp.int32)
+
+  def reorder(tree, idx):  # idx: (b, k) beams to keep, per example
+    def f(x):
+      if x.ndim == 0 or x.shape[0] != b * k:
+        return x
+      y = x.reshape((b, k) + x.shape[1:])
+      return jnp.take_along_axis(y, idx.reshape((b, k) + (1,) * (y.ndim - 2)), axis=1
+                                 ).reshape(x.shape)
+    return jax.tree.map(f, tree)
+
+  def body(t, carry):
+    seqs, logp, fin_seqs, fin_scores, last, cache = carry
+    step_logp, cache = _step(model, params, cache, encoded, src_mask, last.reshape(-1))
+    v = step_logp.shape[-1]
+    cand = (logp[..., None] + step_logp.reshape(b, k, v)).reshape(b, k * v)
+    top_logp, top_idx = jax.lax.top_k(cand, 2 * k)
+    src_beam, tok = top_idx // v, (top_idx % v).astype(jnp.int32)
+    top_seqs = jnp.take_along_axis(seqs, src_beam[..., None], axis=1).at[:, :, t].set(tok)
+    # An EOS extension finishes a hypothesis only when it ranks among the best k
+    # (fairseq's rule); this makes beam 1 (alpha 0) exactly greedy.
+    is_eos = tok == EOS
+    new_eos = is_eos & (jnp.arange(2 * k) < k)[None, :]
+    # finished: merge new EOS hypotheses with the old finished set
+    new_fin = jnp.where(new_eos, top_logp / _length_penalty(t + 1.0, alpha), NEG)
+    all_scores = jnp.concatenate([fin_scores, new_fin], 1)
+    all_seqs = jnp.concatenate([fin_seqs, top_seqs], 1)
+    fin_scores, keep = jax.lax.top_k(all_scores, k)
+    fin_seqs = jnp.take_along_axis(all_seqs, keep[..., None], axis=1)
+    # alive: the best k that did not end
+    alive_logp = jnp.where(is_eos, NEG, top_logp)
+    logp, keep = jax.lax.top_k(alive_logp, k)
+    seqs = jnp.take_along_axis(top_seqs, keep[..., None], axis=1)
+    beams = jnp.take_along_axis(src_beam, keep, axis=1)
+    cache = reorder(cache, beams)
+    last = jnp.take_along_axis(tok, keep, axis=1)
+    return seqs, logp, fin_seqs, fin_scores, last, cache
+
+  seqs, logp, fin_seqs, fin_scores, _, _ = jax.lax.fori_loop(
+      0, max_len, body, (seqs, logp, fin_seqs, fin_scores, last, cache))
+  has_fin = fin_scores[:, 0] > NEG / 2
+  alive_scores = logp / _length_penalty(float(max_len), alpha)
+  best_alive = jnp.take_along_axis(seqs, jnp.argmax(alive_scores, 1)[:, None, None], 1)[:, 0]
+  best = jnp.where(has_fin[:, None], fin_seqs[:, 0], best_alive)
+  # PAD after the first EOS
+  after = jnp.cumsum(best == EOS, axis=1) - (best == EOS)
+  return jnp.where(after > 0, PAD, best)

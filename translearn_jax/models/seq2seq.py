@@ -1,0 +1,139 @@
+"""Encoder-decoder Transformer (pre-norm) built from `layers`.
+
+Attention and the KV cache are the ones in `layers.MultiHeadAttention` (shared
+with the LM). Parameters: `embed` (shared by encoder, decoder and output when
+`share_embeddings`; otherwise `embed`, `target_embed` and `head`),
+`encoder/block_{i}`, `decoder/block_{i}` (`self_attn`, `cross_attn`, `mlp`),
+learned positions `encoder/pos_embed`, `decoder/pos_embed`.
+
+`__call__(source, target_in)` -> logits; `encode(source)` and
+`decode(encoded, source_mask, target_in)` for incremental decoding (the
+decoder's self-attention uses the cache when the config has `decode=True`).
+Padding id is 0; padded source positions are never attended to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from translearn_jax.models import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+  vocab_size: int
+  d_model: int = 256
+  num_heads: int = 4
+  encoder_layers: int = 3
+  decoder_layers: int = 3
+  d_ff: int = 1024
+  max_len: int = 128
+  dropout: float = 0.1
+  share_embeddings: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  deterministic: bool = True
+  decode: bool = False
+
+  def replace(self, **kw) -> 'Seq2SeqConfig':
+    return dataclasses.replace(self, **kw)
+
+
+class _Block(nn.Module):
+  cfg: Seq2SeqConfig
+  cross: bool
+
+  @nn.compact
+  def __call__(self, x, self_mask, encoded=None, cross_mask=None):
+    cfg = self.cfg
+    drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=cfg.deterministic)
+    ln = lambda name: nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
+    attn = lambda name, decode: layers.MultiHeadAttention(
+        cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+        deterministic=cfg.deterministic, decode=decode, name=name)
+    x = x + drop(attn('self_attn', cfg.decode and self.cross)(ln('ln_self')(x), mask=self_mask))
+    if self.cross:
+      x = x + drop(attn('cross_attn', False)(ln('ln_cross')(x), context=encoded,
+                                             mask=cross_mask))
+    h = layers.MlpBlock(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                        name='mlp')(ln('ln_mlp')(x))
+    return x + drop(h)
+
+
+def _check_len(n, cfg, what):
+  if n > cfg.max_len:
+    raise ValueError(f'{what} length {n} exceeds model.max_len={cfg.max_len}')
+
+
+class Seq2Seq(nn.Module):
+  config: Seq2SeqConfig
+
+  def setup(self):
+    cfg = self.config
+    init = nn.initializers.normal(0.02)
+    self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype,
+                          param_dtype=cfg.param_dtype, embedding_init=init)
+    if not cfg.share_embeddings:
+      self.target_embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype,
+                                   param_dtype=cfg.param_dtype, embedding_init=init)
+      self.head = layers.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
+                               param_dtype=cfg.param_dtype)
+    self.enc_pos = self.param('encoder_pos_embed', init, (cfg.max_len, cfg.d_model),
+                              cfg.param_dtype)
+    self.dec_pos = self.param('decoder_pos_embed', init, (cfg.max_len, cfg.d_model),
+                              cfg.param_dtype)
+    self.encoder = [_Block(cfg, cross=False, name=f'encoder_block_{i}')
+                    for i in range(cfg.encoder_layers)]
+    self.decoder = [_Block(cfg, cross=True, name=f'decoder_block_{i}')
+                    for i in range(cfg.decoder_layers)]
+    self.enc_ln = nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    self.dec_ln = nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    self.drop = nn.Dropout(cfg.dropout)
+    # The decoder position lives in the cache beside the keys/values (not needed,
+    # and not present, when only encoding).
+    self.cache_ready = cfg.decode and self.has_variable('cache', 'position')
+    if cfg.decode and (self.cache_ready or self.is_mutable_collection('cache')):
+      self.position = self.variable('cache', 'position', lambda: jnp.zeros((), jnp.int32))
+
+  def encode(self, source):
+    cfg = self.config
+    _check_len(source.shape[1], cfg, 'source')
+    src_mask = source > 0
+    x = self.embed(source) + self.enc_pos[:source.shape[1]].astype(cfg.dtype)
+    x = self.drop(x, deterministic=cfg.deterministic)
+    attn_mask = src_mask[:, None, None, :]
+    for block in self.encoder:
+      x = block(x, attn_mask)
+    return self.enc_ln(x), src_mask
+
+  def decode(self, encoded, src_mask, target_in):
+    cfg = self.config
+    b, t = target_in.shape
+    emb = self.embed if cfg.share_embeddings else self.target_embed
+    if cfg.decode:
+      start = self.position.value if self.cache_ready else 0
+      if self.cache_ready:
+        self.position.value = start + t
+      self_mask = None
+    else:
+      _check_len(t, cfg, 'target')
+      start = 0
+      self_mask = layers.causal_mask(t)
+    pos = jax.lax.dynamic_slice_in_dim(self.dec_pos, start, t, axis=0)
+    x = emb(target_in) + pos.astype(cfg.dtype)
+    x = self.drop(x, deterministic=cfg.deterministic)
+    cross_mask = src_mask[:, None, None, :]
+    for block in self.decoder:
+      x = block(x, self_mask, encoded, cross_mask)
+    x = self.dec_ln(x).reshape(b * t, -1)
+    logits = self.embed.attend(x) if cfg.share_embeddings else self.head(x)
+    return logits.reshape(b, t, -1).astype(jnp.float32)
+
+  def __call__(self, source, target_in):
+    encoded, src_mask = self.encode(source)
+    return self.decode(encoded, src_mask, target_in)

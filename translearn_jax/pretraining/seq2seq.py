@@ -1,0 +1,229 @@
+"""Encoder-decoder pretraining (translation, summarisation): `train_and_evaluate(config, workdir)`.
+
+Data: `translearn_jax.data.parallel` (aligned text files, TSV/JSONL pairs, TFDS).
+One sentencepiece model is trained on both sides (saved as
+`workdir/tokenizer.model`). Pairs are length-filtered and padded to
+`max_source_len` / `max_target_len`; each stored row is
+`[source | BOS target | target EOS]`, so the LM batch stream (shuffled,
+resumable, sharded) serves unchanged. Loss: label-smoothed cross-entropy over
+real target tokens. Evaluation: greedy or beam-search decoding, then BLEU and
+chrF (sacrebleu) on detokenised text, or ROUGE (rouge-score) when
+`eval.metric='rouge'`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from translearn_jax.data import parallel
+from translearn_jax.data.lm_data import LMState, LMStream
+from translearn_jax.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.generation import seq2seq_decode
+from translearn_jax.models import seq2seq as s2s
+from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.training import optimizers
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.loop import train_loop
+from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.training.state import TrainState
+
+
+def model_config(config, vocab_size, deterministic=True, decode=False) -> s2s.Seq2SeqConfig:
+  m = config.model
+  return s2s.Seq2SeqConfig(
+      vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,
+      encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers, d_ff=m.d_ff,
+      max_len=max(config.max_source_len, config.max_target_len), dropout=m.dropout,
+      share_embeddings=m.share_embeddings, deterministic=deterministic, decode=decode)
+
+
+def get_tokenizer(config, pairs, workdir) -> Tokenizer:
+  saved = os.path.join(workdir, 'tokenizer.model')
+  if config.tokenizer.path:
+    return Tokenizer.load(config.tokenizer.path)
+  if os.path.exists(saved):
+    return Tokenizer.load(saved)
+  tok = Tokenizer.train([s for p in pairs for s in p], config.tokenizer.vocab_size,
+                        config.tokenizer.model_type, seed=config.seed)
+  if jax.process_index() == 0:
+    tok.save(saved)
+  return tok
+
+
+def encode_pairs(tok: Tokenizer, pairs, max_src: int, max_tgt: int, filter_long: bool):
+  """(rows (N, S + 2T), kept indices); rows = [src | BOS tgt | tgt EOS], 0-padded."""
+  src = tok.encode_batch([p[0] for p in pairs])
+  tgt = tok.encode_batch([p[1] for p in pairs])
+  if filter_long:
+    keep = parallel.length_filter(src, tgt, max_src, max_tgt)
+  else:
+    keep = list(range(len(pairs)))
+  rows = np.zeros((len(keep), max_src + 2 * max_tgt), np.int32)
+  for r, i in enumerate(keep):
+    s = src[i][:max_src]
+    t = tgt[i][:max_tgt - 1]
+    rows[r, :len(s)] = s
+    rows[r, max_src:max_src + len(t) + 1] = [BOS] + t
+    rows[r, max_src + max_tgt:max_src + max_tgt + len(t) + 1] = t + [EOS]
+  return rows, keep
+
+
+def split_rows(tokens, max_src, max_tgt):
+  return tokens[..., :max_src], tokens[..., max_src:max_src + max_tgt], tokens[..., max_src + max_tgt:]
+
+
+def make_train_fn(model, tx, schedule, mesh, max_src, max_tgt, smoothing):
+  repl = mesh_lib.replicated(mesh)
+
+  def train_fn(state, batch):
+    rows = batch['tokens'][0]  # (B, S + 2T); no accumulation axis used here
+    src, tin, tout = split_rows(rows, max_src, max_tgt)
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      logits = model.apply({'params': params}, src, tin, rngs={'dropout': rng})
+      v = logits.shape[-1]
+      labels = optax.smooth_labels(jax.nn.one_hot(tout, v), smoothing)
+      nll = optax.softmax_cross_entropy(logits, labels)
+      w = (tout > 0).astype(jnp.float32)
+      return jnp.sum(nll * w), jnp.sum(w)
+
+    (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+            {'loss_sum': loss, 'loss_count': count, 'learning_rate': schedule(state.step)})
+
+  return jax.jit(train_fn, donate_argnums=0,
+                 in_shardings=(repl, mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(repl, repl))
+
+
+def translate(decode_model, params, tok: Tokenizer, rows, max_src, max_tgt, beam: int,
+              alpha: float, batch: int = 64) -> list[str]:
+  out = []
+  for lo in range(0, len(rows), batch):
+    src = rows[lo:lo + batch, :max_src]
+    n = len(src)
+    if n < batch:
+      src = np.concatenate([src, np.zeros((batch - n, max_src), src.dtype)])
+      src[n:, 0] = EOS  # keep padding rows non-empty
+    if beam <= 1:
+      ids = seq2seq_decode.greedy(decode_model, params, jnp.asarray(src), max_tgt)
+    else:
+      ids = seq2seq_decode.beam_search(decode_model, params, jnp.asarray(src), max_tgt,
+                                       beam=beam, alpha=alpha)
+    out.extend(tok.decode(r.tolist()) for r in np.asarray(ids)[:n])
+  return out
+
+
+def score(hyps, refs, metric: str) -> dict:
+  if metric == 'bleu':
+    import sacrebleu
+    return {'bleu': sacrebleu.corpus_bleu(hyps, [refs]).score,
+            'chrf': sacrebleu.corpus_chrf(hyps, [refs]).score}
+  if metric == 'rouge':
+    from rouge_score import rouge_scorer
+    sc = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
+    agg = {k: 0.0 for k in ('rouge1', 'rouge2', 'rougeL')}
+    for h, r in zip(hyps, refs):
+      s = sc.score(r, h)
+      for k in agg:
+        agg[k] += s[k].fmeasure
+    return {k: 100 * v / max(len(hyps), 1) for k, v in agg.items()}
+  raise ConfigError(f"eval.metric must be 'bleu' or 'rouge', got {metric!r}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  splits = {s: parallel.read_split(config.data, s) for s in ('train', 'valid', 'test')
+            if config.data.get(f'{s}_source') or config.data.get(f'{s}_path')
+            or (config.data.kind == 'tfds' and config.data.get(f'{s}_split'))}
+  if 'train' not in splits:
+    raise ConfigError('config.data names no training pairs')
+  tok = get_tokenizer(config, splits['train'], workdir)
+  ms, mt = config.max_source_len, config.max_target_len
+  train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True)
+  info('seq2seq: %d training pairs (%d dropped by length), vocab %d', len(kept),
+       len(splits['train']) - len(kept), tok.vocab_size)
+  mesh = mesh_lib.make_mesh(config.num_devices or None)
+  row_start, row_stop = mesh_lib.process_rows(config.batch_size, mesh)
+  stream = LMStream(train_rows, config.batch_size, 1, config.epochs, config.seed,
+                    row_start, row_stop)
+  total_steps = min(stream.total_steps, config.max_steps) if config.max_steps else \
+      stream.total_steps
+  train_cfg = model_config(config, tok.vocab_size, deterministic=False)
+  model = s2s.Seq2Seq(train_cfg)
+  dummy_s, dummy_t = jnp.zeros((1, ms), jnp.int32), jnp.zeros((1, mt), jnp.int32)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_s, dummy_t)['params'])
+  tx, schedule = optimizers.adamw(config, total_steps, abstract)
+
+  def init(rng):
+    params = model.init({'params': rng}, dummy_s, dummy_t)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=jax.random.fold_in(rng, 1))
+
+  state = jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(config.seed))
+  checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+  data_state = LMState()
+  if checkpointer.latest_step() is not None:
+    state, saved = checkpointer.restore(state)
+    data_state = LMState(**saved)
+    info('resumed from step %d', int(state.step))
+  train_fn = make_train_fn(model, tx, schedule, mesh, ms, mt, config.label_smoothing)
+  writer = MetricWriter(workdir)
+  t0 = time.perf_counter()
+  try:
+    result = train_loop(
+        state=state,
+        stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
+                                max(total_steps - int(state.step), 0)),
+        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
+                                                      batch_axis=1),
+        checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
+        checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
+        units_per_step=config.batch_size * mt, units_name='target_tokens',
+        data_state=data_state.to_dict(), progress=config.progress)
+  finally:
+    writer.close()
+    checkpointer.close()
+  summary: dict[str, Any] = {'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
+                             'train_pairs': len(kept), 'wall_seconds': time.perf_counter() - t0}
+  if result.stopped_by_signal:
+    return summary
+  decode_model = s2s.Seq2Seq(train_cfg.replace(deterministic=True, decode=True))
+  for split in ('valid', 'test'):
+    if split not in splits:
+      continue
+    pairs = splits[split][:config.eval.max_examples or None]
+    rows, _ = encode_pairs(tok, pairs, ms, mt, filter_long=False)
+    hyps = translate(decode_model, result.state.params, tok, rows, ms, mt, config.eval.beam,
+                     config.eval.length_penalty)
+    summary[split] = score(hyps, [p[1] for p in pairs], config.eval.metric)
+    summary[split]['examples'] = len(pairs)
+    summary[f'{split}_samples'] = [{'source': p[0], 'reference': p[1], 'output': h}
+                                   for p, h in list(zip(pairs, hyps))[:5]]
+  if jax.process_index() == 0:
+    tmp = os.path.join(workdir, 'eval.json.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(summary, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, os.path.join(workdir, 'eval.json'))
+    print(json.dumps({k: v for k, v in summary.items() if k in ('steps', 'valid', 'test')}))
+  return summary
