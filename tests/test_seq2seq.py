@@ -143,3 +143,32 @@ def test_resume_is_exact(tmp_path, monkeypatch):
   monkeypatch.undo()
   resumed = seq2seq.train_and_evaluate(c, str(tmp_path / 'cut'))
   assert resumed['valid'] == full['valid'] and resumed['steps'] == full['steps']
+
+
+def test_summarisation_config_on_made_up_pairs(tmp_path):
+  rng = np.random.default_rng(0)
+  words = 'river stone forest light cloud market harbour engine garden letter'.split()
+  rows = []
+  for _ in range(64):
+    doc = [words[i] for i in rng.integers(0, len(words), 8)]
+    rows.append({'document': ' '.join(doc), 'summary': ' '.join(doc[:2])})  # the lead
+  for name, part in (('train', rows[:48]), ('valid', rows[48:])):
+    (tmp_path / f'{name}.jsonl').write_text('\n'.join(json.dumps(r) for r in part) + '\n',
+                                            encoding='utf-8')
+  from configs import seq2seq_summarize
+  c = seq2seq_summarize.get_config()
+  c.data.train_path, c.data.valid_path = str(tmp_path / 'train.jsonl'), str(tmp_path /
+                                                                            'valid.jsonl')
+  c.tokenizer.vocab_size = 300
+  c.model.d_model, c.model.d_ff, c.model.encoder_layers, c.model.decoder_layers = 64, 128, 1, 1
+  c.max_source_len, c.max_target_len, c.batch_size = 64, 24, 16
+  c.epochs, c.num_devices, c.progress, c.optim.warmup_steps = 100, 1, False, 10
+  c.optim.learning_rate = 3e-3
+  c.eval.beam = 2
+  summary = seq2seq.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert set(summary['valid']) >= {'rouge1', 'rouge2', 'rougeL'}
+  assert summary['valid']['rouge1'] > 50  # copying the lead is learnable
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text('{"document": "a b", "summary": ""}\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r"bad\.jsonl:1: field 'summary' missing or empty"):
+    parallel.read_pairs_fields('jsonl', str(bad), 'document', 'summary')

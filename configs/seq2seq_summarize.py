@@ -1,0 +1,27 @@
+"""Summarisation with the encoder-decoder on any (document, summary) JSONL or TSV file.
+
+  python train.py --config configs/seq2seq_summarize.py --workdir /tmp/summ \
+    --config.data.train_path=train.jsonl --config.data.valid_path=valid.jsonl \
+    [--config.data.kind=tsv] [--config.data.source_field=document --config.data.target_field=summary]
+
+Reports ROUGE-1/2/L F-measures (rouge-score, stemmed) on the held-out files.
+"""
+
+from configs import seq2seq_multi30k
+
+
+def get_config():
+  config = seq2seq_multi30k.get_config()
+  config.data.kind = 'jsonl'
+  for split in ('train', 'valid', 'test'):
+    config.data[f'{split}_source'] = ''
+    config.data[f'{split}_target'] = ''
+    config.data[f'{split}_path'] = ''
+  config.data.source_field = 'document'
+  config.data.target_field = 'summary'
+  config.max_source_len = 256
+  config.max_target_len = 64
+  config.batch_size = 16
+  config.eval.metric = 'rouge'
+  config.eval.beam = 4
+  return config
