@@ -41,3 +41,28 @@ def tiny_config():
   config.eval.analogy = ''
   config.export.format = ''
   return config
+
+
+class StopAfter:
+  """Stands in for `training.loop.StopSignal`: reports SIGTERM after `n` loop iterations."""
+
+  def __init__(self, n):
+    self.n, self.seen = n, 0
+
+  def __call__(self, *a, **k):
+    outer = self
+
+    class Ctx:
+      signum = 15
+
+      @property
+      def requested(self):
+        outer.seen += 1
+        return outer.seen > outer.n
+
+      def __enter__(self):
+        return self
+
+      def __exit__(self, *exc):
+        return False
+    return Ctx()

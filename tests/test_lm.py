@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import StopAfter
+
 from translearn_jax.data import readers
 from translearn_jax.data.lm_data import LMState, LMStream, pack, split_documents, unpack
 from translearn_jax.data.tokenizer import EOS, Tokenizer, encode_documents
@@ -255,33 +257,10 @@ def test_sharded_step_matches_single_device():
                results[0][0], results[1][0])
 
 
-class _StopAfter:
-  def __init__(self, n):
-    self.n, self.seen = n, 0
-
-  def __call__(self, *a, **k):
-    outer = self
-
-    class Ctx:
-      signum = 15
-
-      @property
-      def requested(self):
-        outer.seen += 1
-        return outer.seen > outer.n
-
-      def __enter__(self):
-        return self
-
-      def __exit__(self, *e):
-        return False
-    return Ctx()
-
-
 def test_resume_is_exact(tmp_path, monkeypatch):
   c = lm_config(**{'model.dropout': 0.1})
   full = lm.train_and_evaluate(c, str(tmp_path / 'full'))
-  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', _StopAfter(7))
+  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(7))
   part = lm.train_and_evaluate(c, str(tmp_path / 'cut'))
   assert part['stopped_by_signal'] and part['steps'] == 8
   monkeypatch.undo()

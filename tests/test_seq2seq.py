@@ -133,11 +133,11 @@ def test_tiny_model_overfits_32_multi30k_pairs(tmp_path):
 
 
 def test_resume_is_exact(tmp_path, monkeypatch):
-  from test_lm import _StopAfter
+  from conftest import StopAfter
   s, t = _write_pairs(tmp_path, n=64)
   c = s2s_config(tmp_path, s, t, epochs=6, **{'model.dropout': 0.1, 'eval.max_examples': 16})
   full = seq2seq.train_and_evaluate(c, str(tmp_path / 'full'))
-  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', _StopAfter(4))
+  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(4))
   part = seq2seq.train_and_evaluate(c, str(tmp_path / 'cut'))
   assert part['stopped_by_signal'] and part['steps'] == 5
   monkeypatch.undo()

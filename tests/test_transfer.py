@@ -173,7 +173,7 @@ def test_labelled_tsv_and_errors(tmp_path):
   p.write_text('sentence\tlabel\ngood\t1\nbad\t0\nok\t1\n', encoding='utf-8')
   d = labelled.read_fields('tsv', str(p), 'sentence', 'label')
   assert d.texts == ['good', 'bad', 'ok'] and d.labels.tolist() == [1, 0, 1]
-  with pytest.raises(Exception, match="no column 'text'"):
+  with pytest.raises(Exception, match="no column named 'text'"):
     labelled.read_fields('tsv', str(p), 'text', 'label')
 
 

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import StopAfter
+
 from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
 from translearn_jax.errors import NonFiniteLossError
 from translearn_jax.pretraining import word2vec
@@ -74,36 +76,11 @@ def test_sharded_step_matches_single_device(tiny_config):
     np.testing.assert_allclose(p8[k], p1[k], rtol=1e-4, atol=1e-6)
 
 
-class _StopAfter:
-  """Stands in for StopSignal: reports a signal after `n` loop iterations."""
-
-  def __init__(self, n):
-    self.n, self.seen = n, 0
-
-  def __call__(self, *a, **k):
-    outer = self
-
-    class Ctx:
-      signum = signal.SIGTERM
-
-      @property
-      def requested(self):
-        outer.seen += 1
-        return outer.seen > outer.n
-
-      def __enter__(self):
-        return self
-
-      def __exit__(self, *exc):
-        return False
-    return Ctx()
-
-
 def test_resume_reproduces_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
   config = tiny_config
   config.epochs = 2
   full = word2vec.train_and_evaluate(config, str(tmp_path / 'full'))
-  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', _StopAfter(5))
+  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(5))
   part = word2vec.train_and_evaluate(config, str(tmp_path / 'cut'))
   assert part['stopped_by_signal'] and part['steps'] == 6 * config.steps_per_call
   monkeypatch.undo()

@@ -13,7 +13,6 @@ Labels are strings mapped to ids in sorted order (`label_names`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Optional
 
@@ -49,39 +48,12 @@ def read_mr(directory: str) -> LabelledText:
 
 def read_fields(kind: str, path: str, text_field: str, label_field: str,
                 encoding: str = 'utf-8') -> LabelledText:
+  if kind not in ('tsv', 'jsonl'):
+    raise DataError(f"labelled data kind must be 'mr', 'tsv' or 'jsonl', got {kind!r}")
   texts, raw = [], []
-  for p in readers.resolve_paths(path, kind):
-    text = readers.read_text(p, encoding)
-    lines = text.split('\n')
-    if kind == 'jsonl':
-      for n, line in enumerate(lines, 1):
-        if not line.strip():
-          continue
-        try:
-          obj = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(f'{p}:{n}: invalid JSON ({e.msg})') from None
-        for f in (text_field, label_field):
-          if f not in obj:
-            raise DataError(f'{p}:{n}: no field {f!r}')
-        texts.append(str(obj[text_field]))
-        raw.append(str(obj[label_field]))
-    elif kind == 'tsv':
-      header = lines[0].split('\t')
-      for f in (text_field, label_field):
-        if f not in header:
-          raise DataError(f'{p}:1: no column {f!r} in header {header}')
-      ti, li = header.index(text_field), header.index(label_field)
-      for n, line in enumerate(lines[1:], 2):
-        if not line.strip():
-          continue
-        cols = line.split('\t')
-        if len(cols) <= max(ti, li):
-          raise DataError(f'{p}:{n}: {len(cols)} columns, expected {len(header)}')
-        texts.append(cols[ti])
-        raw.append(cols[li].strip())
-    else:
-      raise DataError(f"labelled data kind must be 'mr', 'tsv' or 'jsonl', got {kind!r}")
+  for _, _, rec in readers.iter_records(path, kind, [text_field, label_field], encoding):
+    texts.append(rec[text_field])
+    raw.append(rec[label_field].strip())
   if not texts:
     raise DataError(f'{path}: no labelled examples')
   names = sorted(set(raw))

@@ -14,7 +14,6 @@ says how many it dropped.
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 from translearn_jax.data import readers
@@ -47,33 +46,11 @@ def read_aligned(source_path: str, target_path: str, encoding: str = 'utf-8'
 def read_pairs_fields(kind: str, path: str, source_field: str, target_field: str,
                       encoding: str = 'utf-8') -> list[tuple[str, str]]:
   pairs = []
-  for p in readers.resolve_paths(path, kind):
-    lines = readers.read_text(p, encoding).split('\n')
-    if kind == 'jsonl':
-      for n, line in enumerate(lines, 1):
-        if not line.strip():
-          continue
-        try:
-          obj = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(f'{p}:{n}: invalid JSON ({e.msg})') from None
-        for f in (source_field, target_field):
-          if not isinstance(obj.get(f), str) or not obj[f].strip():
-            raise DataError(f'{p}:{n}: field {f!r} missing or empty')
-        pairs.append((obj[source_field], obj[target_field]))
-    else:
-      header = lines[0].split('\t')
-      for f in (source_field, target_field):
-        if f not in header:
-          raise DataError(f'{p}:1: no column {f!r} in header {header}')
-      si, ti = header.index(source_field), header.index(target_field)
-      for n, line in enumerate(lines[1:], 2):
-        if not line.strip():
-          continue
-        cols = line.split('\t')
-        if len(cols) <= max(si, ti) or not cols[si].strip() or not cols[ti].strip():
-          raise DataError(f'{p}:{n}: missing or empty source/target column')
-        pairs.append((cols[si], cols[ti]))
+  for file, n, rec in readers.iter_records(path, kind, [source_field, target_field], encoding):
+    for f in (source_field, target_field):
+      if not rec[f].strip():
+        raise DataError(f'{file}:{n}: field {f!r} missing or empty')
+    pairs.append((rec[source_field], rec[target_field]))
   if not pairs:
     raise DataError(f'{path}: no pairs')
   return pairs

@@ -144,38 +144,49 @@ def _split_units(text: str, unit: str) -> Iterator[str]:
     raise DataError(f"data.unit must be 'line', 'paragraph' or 'file', got {unit!r}")
 
 
-def _jsonl_docs(path: str, text: str, field: str) -> Iterator[str]:
-  for n, line in enumerate(text.split('\n'), 1):
-    if not line.strip():
-      continue
-    try:
-      obj = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise DataError(f'{path}:{n}: invalid JSON ({e.msg})') from None
-    if not isinstance(obj, dict) or field not in obj:
-      raise DataError(f'{path}:{n}: no field {field!r} (data.field)')
-    value = obj[field]
-    if not isinstance(value, str):
-      raise DataError(f'{path}:{n}: field {field!r} is {type(value).__name__}, not text')
-    yield value
+def iter_records(path: str, kind: str, fields: Sequence[str], encoding: str = 'utf-8',
+                 fallback: str = '') -> Iterator[tuple[str, int, dict]]:
+  """`(file, line number, {field: text})` for each JSONL object / TSV row of `path`.
 
-
-def _tsv_docs(path: str, text: str, field: str) -> Iterator[str]:
-  lines = text.split('\n')
-  if field.isdigit():
-    col, start = int(field), 0
-  else:
-    header = lines[0].split('\t') if lines else []
-    if field not in header:
-      raise DataError(f'{path}:1: no column named {field!r} in header {header} (data.field)')
-    col, start = header.index(field), 1
-  for n, line in enumerate(lines[start:], start + 1):
-    if not line.strip():
-      continue
-    cols = line.split('\t')
-    if col >= len(cols):
-      raise DataError(f'{path}:{n}: has {len(cols)} columns, needs column {col}')
-    yield cols[col]
+  JSONL: every field must be present; non-string values (e.g. integer labels)
+  are turned into text. TSV: fields are header names, or 0-based column
+  indices when every field is a number (the file then has no header). Blank
+  lines are skipped; anything else malformed raises naming the file and line.
+  """
+  for file in resolve_paths(path, kind):
+    lines = read_text(file, encoding, fallback).split('\n')
+    if kind == 'jsonl':
+      for n, line in enumerate(lines, 1):
+        if not line.strip():
+          continue
+        try:
+          obj = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise DataError(f'{file}:{n}: invalid JSON ({e.msg})') from None
+        missing = [f for f in fields if not isinstance(obj, dict) or f not in obj]
+        if missing:
+          raise DataError(f'{file}:{n}: no field {missing[0]!r}')
+        yield file, n, {f: obj[f] if isinstance(obj[f], str) else json.dumps(obj[f])
+                        for f in fields}
+    elif kind == 'tsv':
+      if all(f.isdigit() for f in fields):
+        cols, start = {f: int(f) for f in fields}, 0
+      else:
+        header = lines[0].split('\t') if lines else []
+        for f in fields:
+          if f not in header:
+            raise DataError(f'{file}:1: no column named {f!r} in header {header}')
+        cols, start = {f: header.index(f) for f in fields}, 1
+      for n, line in enumerate(lines[start:], start + 1):
+        if not line.strip():
+          continue
+        row = line.split('\t')
+        need = max(cols.values())
+        if need >= len(row):
+          raise DataError(f'{file}:{n}: has {len(row)} columns, needs column {need}')
+        yield file, n, {f: row[c] for f, c in cols.items()}
+    else:
+      raise DataError(f"records need kind 'jsonl' or 'tsv', got {kind!r}")
 
 
 def _wiki_docs(path: str) -> Iterator[str]:
@@ -203,17 +214,16 @@ def read_documents(spec: TextSpec) -> Iterator[str]:
     yield from tfds_source.read_text_field(spec.path, spec.split, spec.field,
                                            spec.data_dir or None)
     return
+  if spec.kind in ('jsonl', 'tsv'):
+    for _, _, rec in iter_records(spec.path, spec.kind, [spec.field], spec.encoding,
+                                  spec.encoding_fallback):
+      yield rec[spec.field]
+    return
   for path in resolve_paths(spec.path, spec.kind):
     if spec.kind == 'wiki':
       yield from _wiki_docs(path)
-      continue
-    text = read_text(path, spec.encoding, spec.encoding_fallback)
-    if spec.kind == 'text':
-      yield from _split_units(text, spec.unit)
-    elif spec.kind == 'jsonl':
-      yield from _jsonl_docs(path, text, spec.field)
     else:
-      yield from _tsv_docs(path, text, spec.field)
+      yield from _split_units(read_text(path, spec.encoding, spec.encoding_fallback), spec.unit)
 
 
 def read_many(specs: Sequence[TextSpec]) -> Iterator[str]:
