@@ -1,8 +1,8 @@
 """Skip-gram with negative sampling.
 
-Offline default (gensim's bundled Lee news corpus, ~60k words; about a minute
-on 2 CPU cores; prints WordSim-353 / SimLex-999 ρ and analogy accuracy — low,
-as expected from so little text):
+Offline default (the Wikipedia excerpt gensim ships, ~480k words, 5 epochs;
+under a minute on 2 CPU cores; prints WordSim-353 / SimLex-999 ρ and analogy
+accuracy — measured 0.223 / 0.120 / 1.1%, low as expected from so little text):
 
   python train.py --config configs/skipgram.py --workdir /tmp/skipgram
 
