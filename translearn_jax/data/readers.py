@@ -29,7 +29,7 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 from translearn_jax.errors import DataError
 

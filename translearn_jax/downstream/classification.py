@@ -18,11 +18,9 @@ Pretrained sources (`config.pretrained.kind`):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import Counter
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,13 +29,13 @@ import numpy as np
 import optax
 
 from translearn_jax.data import labelled
-from translearn_jax.data.tokenizer import EOS, PAD
+from translearn_jax.data.tokenizer import EOS
 from translearn_jax.data.vocab import tokenize
 from translearn_jax.downstream import models
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.export.word2vec_format import load_word2vec
-from translearn_jax.training.metrics import info
+from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import probes
 from translearn_jax.transfer import strategies
@@ -283,8 +281,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'data': {k: len(v.labels) for k, v in setup.splits.items()},
              'pretrained': dict(config.pretrained)}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'results.json.tmp'), 'w') as f:
-      json.dump(summary, f, indent=2, default=str)
-    os.replace(os.path.join(workdir, 'results.json.tmp'), os.path.join(workdir, 'results.json'))
+    write_json(os.path.join(workdir, 'results.json'), summary)
     print(format_table(rows))
   return summary

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from translearn_jax.models import layers, lstm_lm, transformer_lm

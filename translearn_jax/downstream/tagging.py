@@ -13,7 +13,6 @@ Seeds, strategies and the scratch comparison work as in classification.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -29,7 +28,7 @@ from translearn_jax.data.tokenizer import EOS
 from translearn_jax.downstream import classification
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import layers, lstm_lm, transformer_lm
-from translearn_jax.training.metrics import info
+from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import strategies
 
@@ -196,9 +195,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0, 'metric': 'span F1',
              'truncated_test_words': truncated, 'pretrained': dict(config.pretrained)}
   if jax.process_index() == 0:
-    tmp = os.path.join(workdir, 'results.json.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(summary, f, indent=2, default=str)
-    os.replace(tmp, os.path.join(workdir, 'results.json'))
+    write_json(os.path.join(workdir, 'results.json'), summary)
     print(classification.format_table(rows, metric='test span F1'))
   return summary

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
 import os
 import time
@@ -33,7 +32,7 @@ from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import train_loop
-from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -338,10 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                           config.batch_size))
   summary['train_sample'] = train_eval
   if jax.process_index() == 0:
-    tmp = os.path.join(workdir, 'eval.json.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(summary, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, 'eval.json'))
+    write_json(os.path.join(workdir, 'eval.json'), summary)
     v = summary.get('valid')
     print(f'{config.model.arch} LM: {result.steps} steps, '
           f'train-sample ppl {train_eval["perplexity"]:.2f}'

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import math
 import os
 import time
 from typing import Any
@@ -29,15 +28,15 @@ import optax
 
 from translearn_jax.data import parallel
 from translearn_jax.data.lm_data import LMState, LMStream
-from translearn_jax.data.tokenizer import BOS, EOS, PAD, Tokenizer
-from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.data.tokenizer import BOS, EOS, Tokenizer
+from translearn_jax.errors import ConfigError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import train_loop
-from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState
 
 
@@ -221,9 +220,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary[f'{split}_samples'] = [{'source': p[0], 'reference': p[1], 'output': h}
                                    for p, h in list(zip(pairs, hyps))[:5]]
   if jax.process_index() == 0:
-    tmp = os.path.join(workdir, 'eval.json.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(summary, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, os.path.join(workdir, 'eval.json'))
+    write_json(os.path.join(workdir, 'eval.json'), summary)
     print(json.dumps({k: v for k, v in summary.items() if k in ('steps', 'valid', 'test')}))
   return summary

@@ -9,7 +9,6 @@ Writes to `workdir`: `checkpoints/` (orbax), `vocab.tsv`, `metrics.jsonl`,
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -30,7 +29,7 @@ from translearn_jax.models import word2vec as w2v
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import train_loop
-from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState
 
 
@@ -224,9 +223,7 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   vectors = embeddings(result.state)
   summary['eval'] = evaluate(config, vocab, vectors)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'eval.json.tmp'), 'w') as f:
-      json.dump(summary, f, indent=2)
-    os.replace(os.path.join(workdir, 'eval.json.tmp'), os.path.join(workdir, 'eval.json'))
+    write_json(os.path.join(workdir, 'eval.json'), summary)
     if config.export.format:
       binary = config.export.format == 'binary'
       path = os.path.join(workdir, 'vectors.bin' if binary else 'vectors.txt')

@@ -47,3 +47,14 @@ def info(msg: str, *args) -> None:
   if jax.process_index() == 0:
     import sys
     print(msg % args if args else msg, file=sys.stderr, flush=True)
+
+
+def write_json(path: str, obj) -> None:
+  """Writes `obj` as JSON to a temporary file, then renames it over `path`.
+
+  A reader never sees a half-written file, and an existing one survives a crash.
+  """
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=2, default=str, ensure_ascii=False)
+  os.replace(tmp, path)

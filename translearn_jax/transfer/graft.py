@@ -21,8 +21,6 @@ The report is printed and saved as JSON beside the run.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 from typing import Any, Optional, Sequence
 
@@ -31,6 +29,7 @@ import numpy as np
 from flax import traverse_util
 
 from translearn_jax.errors import ConfigError, TranslearnError
+from translearn_jax.training.metrics import write_json
 
 
 class GraftError(TranslearnError):
@@ -64,10 +63,7 @@ class GraftReport:
     return '\n'.join(lines)
 
   def save(self, path: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(self.to_dict(), f, indent=2, default=str)
-    os.replace(tmp, path)
+    write_json(path, self.to_dict())
 
 
 def parse_rules(spec: str) -> list[tuple[str, str]]:
