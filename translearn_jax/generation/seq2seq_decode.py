@@ -1,7 +1,9 @@
 """Greedy and beam-search decoding for `Seq2Seq`, batched and jit-compiled.
 
 Both encode the source once and run the decoder one token per step through
-the KV cache (`decode=True` config). Outputs are `(B, max_len)` target ids
+the KV cache (`decode=True` config): the first step projects the encoder output
+into the cross-attention cache, every later step passes `encoded=None` and
+reuses it. Outputs are `(B, max_len)` target ids
 without the leading BOS, EOS included, PAD after it.
 
 Beam search keeps `beam` alive hypotheses and `beam` finished ones per
@@ -44,16 +46,16 @@ def greedy(model, params, source, max_len: int):
   b = source.shape[0]
   cache = _cache(model, params, source, max_len)
 
-  def body(t, carry):
+  def body(t, carry, enc=None):
     out, cache, tok, done = carry
-    logp, cache = _step(model, params, cache, encoded, src_mask, tok)
+    logp, cache = _step(model, params, cache, enc, src_mask, tok)
     nxt = jnp.where(done, PAD, jnp.argmax(logp, -1).astype(jnp.int32))
     done = done | (nxt == EOS)
     return out.at[:, t].set(nxt), cache, nxt, done
 
   out = jnp.zeros((b, max_len), jnp.int32)
-  out, _, _, _ = jax.lax.fori_loop(0, max_len, body, (out, cache, jnp.full((b,), BOS, jnp.int32),
-                                                      jnp.zeros((b,), bool)))
+  carry = body(0, (out, cache, jnp.full((b,), BOS, jnp.int32), jnp.zeros((b,), bool)), encoded)
+  out, _, _, _ = jax.lax.fori_loop(1, max_len, body, carry)
   return out
 
 
@@ -77,17 +79,18 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
   last = jnp.full((b, k), BOS, jnp.int32)
 
   def reorder(tree, idx):  # idx: (b, k) beams to keep, per example
-    def f(x):
-      if x.ndim == 0 or x.shape[0] != b * k:
+    def f(path, x):
+      # cross-attention keys/values are the same for every beam of an example
+      if x.ndim == 0 or x.shape[0] != b * k or 'cross_' in jax.tree_util.keystr(path):
         return x
       y = x.reshape((b, k) + x.shape[1:])
       return jnp.take_along_axis(y, idx.reshape((b, k) + (1,) * (y.ndim - 2)), axis=1
                                  ).reshape(x.shape)
-    return jax.tree.map(f, tree)
+    return jax.tree_util.tree_map_with_path(f, tree)
 
-  def body(t, carry):
+  def body(t, carry, enc=None):
     seqs, logp, fin_seqs, fin_scores, last, cache = carry
-    step_logp, cache = _step(model, params, cache, encoded, src_mask, last.reshape(-1))
+    step_logp, cache = _step(model, params, cache, enc, src_mask, last.reshape(-1))
     v = step_logp.shape[-1]
     cand = (logp[..., None] + step_logp.reshape(b, k, v)).reshape(b, k * v)
     top_logp, top_idx = jax.lax.top_k(cand, 2 * k)
@@ -112,8 +115,8 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
     last = jnp.take_along_axis(tok, keep, axis=1)
     return seqs, logp, fin_seqs, fin_scores, last, cache
 
-  seqs, logp, fin_seqs, fin_scores, _, _ = jax.lax.fori_loop(
-      0, max_len, body, (seqs, logp, fin_seqs, fin_scores, last, cache))
+  carry = body(0, (seqs, logp, fin_seqs, fin_scores, last, cache), encoded)
+  seqs, logp, fin_seqs, fin_scores, _, _ = jax.lax.fori_loop(1, max_len, body, carry)
   has_fin = fin_scores[:, 0] > NEG / 2
   alive_scores = logp / _length_penalty(float(max_len), alpha)
   best_alive = jnp.take_along_axis(seqs, jnp.argmax(alive_scores, 1)[:, None, None], 1)[:, 0]

@@ -7,8 +7,11 @@ with the LM). Parameters: `embed` (shared by encoder, decoder and output when
 learned positions `encoder/pos_embed`, `decoder/pos_embed`.
 
 `__call__(source, target_in)` -> logits; `encode(source)` and
-`decode(encoded, source_mask, target_in)` for incremental decoding (the
-decoder's self-attention uses the cache when the config has `decode=True`).
+`decode(encoded, source_mask, target_in)` for incremental decoding. With
+`decode=True` the decoder's self-attention keys/values accumulate in the
+`cache` collection, and the cross-attention keys/values of the encoder output
+are stored there by the first step; later steps pass `encoded=None` and reuse
+them.
 Padding id is 0; padded source positions are never attended to.
 """
 
@@ -53,13 +56,14 @@ class _Block(nn.Module):
     cfg = self.cfg
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=cfg.deterministic)
     ln = lambda name: nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
-    attn = lambda name, decode: layers.MultiHeadAttention(
+    attn = lambda name, cross: layers.MultiHeadAttention(
         cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        deterministic=cfg.deterministic, decode=decode, name=name)
-    x = x + drop(attn('self_attn', cfg.decode and self.cross)(ln('ln_self')(x), mask=self_mask))
+        deterministic=cfg.deterministic, decode=cfg.decode and self.cross, cross=cross,
+        name=name)
+    x = x + drop(attn('self_attn', False)(ln('ln_self')(x), mask=self_mask))
     if self.cross:
-      x = x + drop(attn('cross_attn', False)(ln('ln_cross')(x), context=encoded,
-                                             mask=cross_mask))
+      x = x + drop(attn('cross_attn', True)(ln('ln_cross')(x), context=encoded,
+                                            mask=cross_mask))
     h = layers.MlpBlock(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                         name='mlp')(ln('ln_mlp')(x))
     return x + drop(h)
@@ -114,6 +118,8 @@ class Seq2Seq(nn.Module):
   def decode(self, encoded, src_mask, target_in):
     cfg = self.config
     b, t = target_in.shape
+    if encoded is None and not cfg.decode:
+      raise ValueError('decode(encoded=None) reuses cached cross-attention: needs decode=True')
     emb = self.embed if cfg.share_embeddings else self.target_embed
     if cfg.decode:
       start = self.position.value if self.cache_ready else 0
