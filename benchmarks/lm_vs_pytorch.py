@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import matmul_peak, optim_config  # noqa: E402
 from translearn_jax.generation import sampling  # noqa: E402
 from translearn_jax.models import transformer_lm  # noqa: E402
 from translearn_jax.pretraining import lm  # noqa: E402
@@ -35,24 +35,6 @@ from translearn_jax.training import mesh as mesh_lib  # noqa: E402
 from translearn_jax.training import optimizers  # noqa: E402
 
 V, D, H, L, F, T, B = 8000, 256, 4, 4, 1024, 128, 16
-
-
-def matmul_peak(n=2048, reps=10) -> float:
-  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)).astype(np.float32))
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  t0 = time.perf_counter()
-  for _ in range(reps):
-    r = f(a)
-  r.block_until_ready()
-  return 2 * n ** 3 * reps / (time.perf_counter() - t0)
-
-
-def optim_config():
-  c = ml_collections.ConfigDict()
-  c.optim = dict(learning_rate=1e-3, schedule='constant', warmup_steps=0, end_lr_ratio=1.0,
-                 b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.01, grad_clip=1.0, no_decay='')
-  return c
 
 
 def ours(tokens: np.ndarray, warmup: int, steps: int) -> float:

@@ -24,7 +24,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
 
 from configs import skipgram  # noqa: E402
 from translearn_jax.data import readers  # noqa: E402

@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.max_source_len = 48             # pieces; longer training pairs are dropped
   config.max_target_len = 48
+  config.length_buckets = '12,16,20,24,32'  # batch boundaries in pieces ('' = pad all to the max)
   config.label_smoothing = 0.1
   config.batch_size = 64
   config.epochs = 10
@@ -71,7 +72,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.metric = 'bleu'            # 'bleu' (+ chrF) | 'rouge'
   config.eval.beam = 4                   # 1 = greedy
   config.eval.length_penalty = 0.6       # GNMT alpha
-  config.eval.max_examples = 0           # 0: the whole split
+  config.eval.max_examples = 0
+  config.eval.every_steps = 0            # >0: score the valid split during training
+  config.eval.during_beam = 1            # decoding used for those scores (1 = greedy)
+  config.eval.during_max_examples = 0    # 0: the whole valid split
 
   config.num_devices = 0
   config.checkpoint_every_steps = 1000

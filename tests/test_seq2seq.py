@@ -172,3 +172,19 @@ def test_summarisation_config_on_made_up_pairs(tmp_path):
   bad.write_text('{"document": "a b", "summary": ""}\n', encoding='utf-8')
   with pytest.raises(DataError, match=r"bad\.jsonl:1: field 'summary' missing or empty"):
     parallel.read_pairs_fields('jsonl', str(bad), 'document', 'summary')
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.6, 1.5])
+def test_early_stopping_changes_no_output(alpha):
+  cfg = tiny()
+  src = jnp.asarray(np.random.default_rng(0).integers(4, 30, (8, 7)), jnp.int32).at[1, 5:].set(0)
+  p = s2s.Seq2Seq(cfg).init(jax.random.key(0), src, jnp.zeros((8, 12), jnp.int32))['params']
+  p = jax.tree.map(lambda x: x * 5 if x.ndim == 2 else x, p)
+  p['embed']['embedding'] = p['embed']['embedding'].at[3].mul(4.0)  # EOS comes early
+  dm = s2s.Seq2Seq(cfg.replace(decode=True))
+  g = np.asarray(dec.greedy(dm, p, src, 12))
+  assert ((g == 3).any(1) & (g[:, -1] == PAD)).all()  # every row stops early
+  np.testing.assert_array_equal(g, dec.greedy(dm, p, src, 12, early_stop=False))
+  np.testing.assert_array_equal(dec.beam_search(dm, p, src, 12, beam=3, alpha=alpha),
+                                dec.beam_search(dm, p, src, 12, beam=3, alpha=alpha,
+                                                early_stop=False))

@@ -66,7 +66,26 @@ class LMState:
     return {'epoch': self.epoch, 'batch': self.batch}
 
 
-class LMStream:
+class EpochBatches:
+  """Resumable iteration over `epochs` × `batches_per_epoch` batches from `make_batch`."""
+  epochs: int
+  batches_per_epoch: int
+
+  def make_batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def iterate(self, start: LMState) -> Iterator[tuple[LMState, dict[str, np.ndarray]]]:
+    """Yields `(state after this batch, batch)` from `start` to the last epoch."""
+    epoch, index = start.epoch, start.batch
+    while epoch < self.epochs:
+      if index >= self.batches_per_epoch:
+        epoch, index = epoch + 1, 0
+        continue
+      yield LMState(epoch, index + 1), self.make_batch(epoch, index)
+      index += 1
+
+
+class LMStream(EpochBatches):
   """Batches `(accum, batch, seq_len + 1)` of shuffled rows; this process's rows only."""
 
   def __init__(self, rows: np.ndarray, batch: int, accum: int, epochs: int, seed: int,
@@ -94,13 +113,3 @@ class LMStream:
     pick = self._order(epoch)[index * self.per_step:(index + 1) * self.per_step]
     tokens = self.rows[pick].reshape(self.accum, self.batch, -1)
     return {'tokens': np.ascontiguousarray(tokens[:, self.row_start:self.row_stop])}
-
-  def iterate(self, start: LMState) -> Iterator[tuple[LMState, dict[str, np.ndarray]]]:
-    """Yields `(state after this batch, batch)` from `start` to the last epoch."""
-    epoch, index = start.epoch, start.batch
-    while epoch < self.epochs:
-      if index >= self.batches_per_epoch:
-        epoch, index = epoch + 1, 0
-        continue
-      yield LMState(epoch, index + 1), self.make_batch(epoch, index)
-      index += 1

@@ -39,9 +39,9 @@ def _step(model, params, cache, encoded, src_mask, tok):
   return jax.nn.log_softmax(logits), mut['cache']
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_len'))
-def greedy(model, params, source, max_len: int):
-  """`model` must have `decode=True`."""
+@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'early_stop'))
+def greedy(model, params, source, max_len: int, early_stop: bool = True):
+  """`model` must have `decode=True`. `early_stop=False` runs all `max_len` steps."""
   encoded, src_mask = model.apply({'params': params}, source, method='encode')
   b = source.shape[0]
   cache = _cache(model, params, source, max_len)
@@ -55,16 +55,22 @@ def greedy(model, params, source, max_len: int):
 
   out = jnp.zeros((b, max_len), jnp.int32)
   carry = body(0, (out, cache, jnp.full((b,), BOS, jnp.int32), jnp.zeros((b,), bool)), encoded)
-  out, _, _, _ = jax.lax.fori_loop(1, max_len, body, carry)
+  # stop as soon as every row has produced EOS
+  _, (out, _, _, _) = jax.lax.while_loop(
+      lambda c: (c[0] < max_len) & ~(early_stop & jnp.all(c[1][3])),
+      lambda c: (c[0] + 1, body(c[0], c[1])), (1, carry))
   return out
 
 
 def _length_penalty(length, alpha):
+  if alpha < 0:
+    raise ValueError(f'length penalty alpha must be >= 0, got {alpha}')
   return ((5.0 + length) / 6.0) ** alpha
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'beam', 'alpha'))
-def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float = 0.6):
+@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'beam', 'alpha', 'early_stop'))
+def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float = 0.6,
+                early_stop: bool = True):
   b = source.shape[0]
   k = beam
   encoded, src_mask = model.apply({'params': params}, source, method='encode')
@@ -115,8 +121,19 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
     last = jnp.take_along_axis(tok, keep, axis=1)
     return seqs, logp, fin_seqs, fin_scores, last, cache
 
+  def unfinished(carry):
+    # Exact early stop: an alive hypothesis can only lose log-probability, and
+    # its length penalty is at most that of max_len, so its best possible final
+    # score is logp / lp(max_len). Once that is below the worst kept finished
+    # score for every example, no later step can change the result.
+    _, logp, _, fin_scores, _, _ = carry
+    bound = jnp.max(logp, 1) / _length_penalty(float(max_len), alpha)
+    return jnp.any(bound > fin_scores[:, -1]) | (not early_stop)
+
   carry = body(0, (seqs, logp, fin_seqs, fin_scores, last, cache), encoded)
-  seqs, logp, fin_seqs, fin_scores, _, _ = jax.lax.fori_loop(1, max_len, body, carry)
+  _, (seqs, logp, fin_seqs, fin_scores, _, _) = jax.lax.while_loop(
+      lambda c: (c[0] < max_len) & unfinished(c[1]),
+      lambda c: (c[0] + 1, body(c[0], c[1])), (1, carry))
   has_fin = fin_scores[:, 0] > NEG / 2
   alive_scores = logp / _length_penalty(float(max_len), alpha)
   best_alive = jnp.take_along_axis(seqs, jnp.argmax(alive_scores, 1)[:, None, None], 1)[:, 0]

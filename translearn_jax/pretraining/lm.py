@@ -33,7 +33,7 @@ from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import train_loop
 from translearn_jax.training.metrics import MetricWriter, info, write_json
-from translearn_jax.training.state import TrainState
+from translearn_jax.training.state import TrainState, init_train_state
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -150,11 +150,7 @@ def token_nll(logits, targets):
 
 
 def init_state(model, tx, seed: int, seq_len: int, mesh) -> TrainState:
-  def init(rng):
-    params = model.init({'params': rng}, jnp.zeros((1, seq_len), jnp.int32))['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.fold_in(rng, 1))
-  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(seed))
+  return init_train_state(model, tx, seed, mesh, jnp.zeros((1, seq_len), jnp.int32))
 
 
 def make_train_fn(model, tx, schedule, mesh):

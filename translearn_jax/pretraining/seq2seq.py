@@ -2,13 +2,15 @@
 
 Data: `translearn_jax.data.parallel` (aligned text files, TSV/JSONL pairs, TFDS).
 One sentencepiece model is trained on both sides (saved as
-`workdir/tokenizer.model`). Pairs are length-filtered and padded to
-`max_source_len` / `max_target_len`; each stored row is
-`[source | BOS target | target EOS]`, so the LM batch stream (shuffled,
-resumable, sharded) serves unchanged. Loss: label-smoothed cross-entropy over
-real target tokens. Evaluation: greedy or beam-search decoding, then BLEU and
-chrF (sacrebleu) on detokenised text, or ROUGE (rouge-score) when
-`eval.metric='rouge'`.
+`workdir/tokenizer.model`). Pairs are length-filtered to `max_source_len` /
+`max_target_len` and batched by length (`length_buckets`, see
+`data.bucketing`): each batch is padded only to its bucket's boundary.
+Loss: label-smoothed cross-entropy over real target tokens; throughput is
+counted in real (non-padding) target tokens. Evaluation: greedy or beam-search
+decoding (sources sorted by length, decoding stops when every hypothesis is
+finished), then BLEU and chrF (sacrebleu) on detokenised text, or ROUGE
+(rouge-score) when `eval.metric='rouge'`; `eval.every_steps` also scores the
+validation split during training (the BLEU-vs-steps curve in metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 import optax
 
 from translearn_jax.data import parallel
-from translearn_jax.data.lm_data import LMState, LMStream
+from translearn_jax.data.bucketing import BucketStream, parse_boundaries
+from translearn_jax.data.lm_data import LMState
 from translearn_jax.data.tokenizer import BOS, EOS, Tokenizer
 from translearn_jax.errors import ConfigError
 from translearn_jax.generation import seq2seq_decode
@@ -37,7 +40,7 @@ from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import train_loop
 from translearn_jax.training.metrics import MetricWriter, info, write_json
-from translearn_jax.training.state import TrainState
+from translearn_jax.training.state import TrainState, init_train_state
 
 
 def model_config(config, vocab_size, deterministic=True, decode=False) -> s2s.Seq2SeqConfig:
@@ -84,12 +87,24 @@ def split_rows(tokens, max_src, max_tgt):
   return tokens[..., :max_src], tokens[..., max_src:max_src + max_tgt], tokens[..., max_src + max_tgt:]
 
 
-def make_train_fn(model, tx, schedule, mesh, max_src, max_tgt, smoothing):
+def pair_arrays(rows, max_src, max_tgt) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Rows from `encode_pairs` -> ({source, target_in, target_out}, length each row needs)."""
+  src, tin, tout = split_rows(rows, max_src, max_tgt)
+  lengths = np.maximum((src > 0).sum(1), (tout > 0).sum(1))
+  return {'source': src, 'target_in': tin, 'target_out': tout}, lengths
+
+
+def init_state(model, tx, seed: int, mesh, max_src: int, max_tgt: int) -> TrainState:
+  return init_train_state(model, tx, seed, mesh, jnp.zeros((1, max_src), jnp.int32),
+                          jnp.zeros((1, max_tgt), jnp.int32))
+
+
+def make_train_fn(model, tx, schedule, mesh, smoothing):
   repl = mesh_lib.replicated(mesh)
 
   def train_fn(state, batch):
-    rows = batch['tokens'][0]  # (B, S + 2T); no accumulation axis used here
-    src, tin, tout = split_rows(rows, max_src, max_tgt)
+    # (1, B, L_bucket) each; the leading accumulation axis is not used here
+    src, tin, tout = batch['source'][0], batch['target_in'][0], batch['target_out'][0]
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
@@ -112,22 +127,33 @@ def make_train_fn(model, tx, schedule, mesh, max_src, max_tgt, smoothing):
                  out_shardings=(repl, repl))
 
 
-def translate(decode_model, params, tok: Tokenizer, rows, max_src, max_tgt, beam: int,
-              alpha: float, batch: int = 64) -> list[str]:
-  out = []
-  for lo in range(0, len(rows), batch):
-    src = rows[lo:lo + batch, :max_src]
-    n = len(src)
-    if n < batch:
-      src = np.concatenate([src, np.zeros((batch - n, max_src), src.dtype)])
-      src[n:, 0] = EOS  # keep padding rows non-empty
+def translate(decode_model, params, tok: Tokenizer, sources: np.ndarray, max_tgt: int,
+              beam: int, alpha: float, batch: int = 64) -> list[str]:
+  """Decodes (N, max_src) 0-padded source ids; batches of similar length, output in input order."""
+  lengths = (sources > 0).sum(1)
+  order = np.argsort(-lengths, kind='stable')
+  out: list[str] = [''] * len(sources)
+  for lo in range(0, len(sources), batch):
+    idx = order[lo:lo + batch]
+    width = min(sources.shape[1], -(-max(int(lengths[idx].max()), 1) // 8) * 8)
+    src = np.zeros((batch, width), np.int32)  # fixed batch: one compilation per width
+    src[:len(idx)] = sources[idx, :width]
+    src[len(idx):, 0] = EOS  # keep padding rows non-empty
     if beam <= 1:
       ids = seq2seq_decode.greedy(decode_model, params, jnp.asarray(src), max_tgt)
     else:
       ids = seq2seq_decode.beam_search(decode_model, params, jnp.asarray(src), max_tgt,
                                        beam=beam, alpha=alpha)
-    out.extend(tok.decode(r.tolist()) for r in np.asarray(ids)[:n])
+    for i, r in zip(idx, np.asarray(ids)[:len(idx)]):
+      out[i] = tok.decode(r.tolist())
   return out
+
+
+def evaluate_split(decode_model, params, tok, pairs, config, beam: int) -> tuple[dict, list]:
+  ms, mt = config.max_source_len, config.max_target_len
+  rows, _ = encode_pairs(tok, pairs, ms, mt, filter_long=False)
+  hyps = translate(decode_model, params, tok, rows[:, :ms], mt, beam, config.eval.length_penalty)
+  return dict(score(hyps, [p[1] for p in pairs], config.eval.metric), examples=len(pairs)), hyps
 
 
 def score(hyps, refs, metric: str) -> dict:
@@ -164,8 +190,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
        len(splits['train']) - len(kept), tok.vocab_size)
   mesh = mesh_lib.make_mesh(config.num_devices or None)
   row_start, row_stop = mesh_lib.process_rows(config.batch_size, mesh)
-  stream = LMStream(train_rows, config.batch_size, 1, config.epochs, config.seed,
-                    row_start, row_stop)
+  arrays, lengths = pair_arrays(train_rows, ms, mt)
+  boundaries = parse_boundaries(config.length_buckets, max(ms, mt))
+  stream = BucketStream(arrays, lengths, boundaries, config.batch_size, config.epochs,
+                        config.seed, row_start, row_stop)
+  info('length buckets %s: %s pairs', boundaries, stream.bucket_sizes)
   total_steps = min(stream.total_steps, config.max_steps) if config.max_steps else \
       stream.total_steps
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
@@ -174,19 +203,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_s, dummy_t)['params'])
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
 
-  def init(rng):
-    params = model.init({'params': rng}, dummy_s, dummy_t)['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.fold_in(rng, 1))
-
-  state = jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(config.seed))
+  state = init_state(model, tx, config.seed, mesh, ms, mt)
   checkpointer = Checkpointer(workdir, config.keep_checkpoints)
   data_state = LMState()
   if checkpointer.latest_step() is not None:
     state, saved = checkpointer.restore(state)
     data_state = LMState(**saved)
     info('resumed from step %d', int(state.step))
-  train_fn = make_train_fn(model, tx, schedule, mesh, ms, mt, config.label_smoothing)
+  train_fn = make_train_fn(model, tx, schedule, mesh, config.label_smoothing)
+  decode_model = s2s.Seq2Seq(train_cfg.replace(deterministic=True, decode=True))
+  holder = {'state': state}
+
+  def step_fn(state, batch):
+    state, sums = train_fn(state, batch)
+    holder['state'] = state
+    return state, sums
+
+  def extra(step: int) -> dict:
+    every = config.eval.every_steps
+    if not every or 'valid' not in splits or step % every >= config.log_every_steps:
+      return {}
+    pairs = splits['valid'][:config.eval.during_max_examples or None]
+    scores, _ = evaluate_split(decode_model, holder['state'].params, tok, pairs, config,
+                               config.eval.during_beam)
+    return {f'valid_{k}': v for k, v in scores.items() if k != 'examples'}
+
   writer = MetricWriter(workdir)
   t0 = time.perf_counter()
   try:
@@ -194,29 +235,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state=state,
         stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
                                 max(total_steps - int(state.step), 0)),
-        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
-                                                      batch_axis=1),
+        step_fn=step_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
+                                                     batch_axis=1),
         checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
         checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
-        units_per_step=config.batch_size * mt, units_name='target_tokens',
-        data_state=data_state.to_dict(), progress=config.progress)
+        units_per_step=0, units_key='loss_count', units_name='target_tokens',
+        data_state=data_state.to_dict(), progress=config.progress, extra_metrics=extra)
   finally:
     writer.close()
     checkpointer.close()
-  summary: dict[str, Any] = {'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
-                             'train_pairs': len(kept), 'wall_seconds': time.perf_counter() - t0}
+  summary: dict[str, Any] = {
+      'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
+      'train_pairs': len(kept), 'wall_seconds': time.perf_counter() - t0,
+      'target_tokens_per_sec': result.units / result.train_seconds if result.train_seconds
+      else None}
   if result.stopped_by_signal:
     return summary
-  decode_model = s2s.Seq2Seq(train_cfg.replace(deterministic=True, decode=True))
   for split in ('valid', 'test'):
     if split not in splits:
       continue
     pairs = splits[split][:config.eval.max_examples or None]
-    rows, _ = encode_pairs(tok, pairs, ms, mt, filter_long=False)
-    hyps = translate(decode_model, result.state.params, tok, rows, ms, mt, config.eval.beam,
-                     config.eval.length_penalty)
-    summary[split] = score(hyps, [p[1] for p in pairs], config.eval.metric)
-    summary[split]['examples'] = len(pairs)
+    summary[split], hyps = evaluate_split(decode_model, result.state.params, tok, pairs, config,
+                                          config.eval.beam)
     summary[f'{split}_samples'] = [{'source': p[0], 'reference': p[1], 'output': h}
                                    for p, h in list(zip(pairs, hyps))[:5]]
   if jax.process_index() == 0:

@@ -55,8 +55,12 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
                checkpoint_every: int, log_every: int, units_per_step: float,
                units_name: str = 'words', data_state: Optional[dict] = None,
                progress: bool = True, extra_metrics: Optional[Callable[[int], dict]] = None,
-               postprocess: Optional[Callable[[dict], dict]] = None) -> LoopResult:
+               postprocess: Optional[Callable[[dict], dict]] = None,
+               units_key: Optional[str] = None) -> LoopResult:
   """Runs `step_fn` over `stream` until it ends or a signal arrives.
+
+  Throughput counts `units_per_step` per step, or, with `units_key`, the value
+  the step returns under that key (e.g. real, non-padding tokens).
 
   Before every checkpoint the parameters are checked to be finite, so a
   diverged state is never saved over the last good one.
@@ -71,7 +75,7 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
           f'(step {checkpointer.latest_step()}) left intact')
     checkpointer.save(step, state, data_state)
 
-  step = start_step = int(jax.device_get(state.step))
+  step = int(jax.device_get(state.step))
   last_saved = step
   data_state = dict(data_state or {})
   bar = None
@@ -80,8 +84,8 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
     bar = tqdm(total=total_steps, initial=min(step, total_steps), unit='step',
                dynamic_ncols=True, mininterval=1.0)
   window_sums: dict[str, float] = {}
-  window_start, window_steps = time.perf_counter(), 0
-  train_time, units, first_call = 0.0, 0.0, True
+  window_start, window_steps, window_units = time.perf_counter(), 0, 0.0
+  train_time, units, units_all, first_call = 0.0, 0.0, 0.0, True
   last_metrics: dict = {}
   stopped = False
   with StopSignal() as stop:
@@ -90,13 +94,16 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
       state, sums = step_fn(state, to_device(host_batch))
       sums = {k: float(v) for k, v in jax.device_get(sums).items()}
       dt = time.perf_counter() - t0
+      step_units = sums[units_key] if units_key else units_per_step * steps_per_call
+      units_all += step_units
       if first_call:  # compilation: not counted as training throughput
         first_call = False
         window_start = time.perf_counter()
       else:
         train_time += dt
-        units += units_per_step * steps_per_call
+        units += step_units
         window_steps += steps_per_call
+        window_units += step_units
       step += steps_per_call
       loss = sums.get('loss_sum', 0.0) / max(sums.get('loss_count', 1.0), 1e-12)
       if not math.isfinite(loss):
@@ -115,7 +122,7 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
         elapsed = time.perf_counter() - window_start
         last_metrics = _finish(window_sums)
         if window_steps and elapsed > 0:
-          last_metrics[f'{units_name}_per_sec'] = units_per_step * window_steps / elapsed
+          last_metrics[f'{units_name}_per_sec'] = window_units / elapsed
           last_metrics['steps_per_sec'] = window_steps / elapsed
         if extra_metrics:
           last_metrics.update(extra_metrics(step))
@@ -127,6 +134,7 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
                            if k in ('loss', 'learning_rate', f'{units_name}_per_sec',
                                     'valid_perplexity', 'mfu')})
         window_sums, window_steps, window_start = {}, 0, time.perf_counter()
+        window_units = 0.0
       if stop.requested:
         info('signal %s: checkpointing at step %d and exiting', stop.signum, step)
         save(step, state, data_state)
@@ -144,4 +152,4 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
     save(step, state, data_state)
   return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=stopped,
                     train_seconds=train_time, units=units,
-                    units_total=units_per_step * (step - start_step), last_metrics=last_metrics)
+                    units_total=units_all, last_metrics=last_metrics)

@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -19,3 +20,14 @@ class TrainState(flax.struct.PyTreeNode):
   params: Any
   opt_state: Any
   rng: jax.Array
+
+
+def init_train_state(model, tx, seed: int, mesh, *dummy_inputs) -> TrainState:
+  """Fresh state (params from `model.init(rng, *dummy_inputs)`), replicated over `mesh`."""
+  from translearn_jax.training import mesh as mesh_lib
+
+  def init(rng):
+    params = model.init({'params': rng}, *dummy_inputs)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=jax.random.fold_in(rng, 1))
+  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(seed))
