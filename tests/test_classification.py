@@ -108,6 +108,29 @@ def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
   assert set(report.created) == {'head/kernel', 'head/bias'}
   r = classification.run_once(setup, 'discriminative', 0)
   assert 0.0 <= r['test'] <= 1.0
+  # trimming a batch to its longest real row changes no prediction, for every pooling
+  toks, mask, _ = setup.inputs['dev']
+  mask = mask & (np.arange(mask.shape[1]) < np.arange(len(mask))[:, None] % 20 + 1)
+  toks = np.where(mask, toks, 0)  # rows of 1..20 real pieces, padded to 48
+  w = classification.trimmed_width(mask)
+  assert w < toks.shape[1] and w % 16 == 0 and mask[:, w:].sum() == 0
+  for pooling in ('mean', 'last', 'max'):
+    m = classification.models.EncoderClassifier(setup.source['lm_config'], 2, pooling, 0.0)
+    full = m.apply({'params': r['params']}, toks, mask)
+    np.testing.assert_allclose(m.apply({'params': r['params']}, toks[:, :w], mask[:, :w]),
+                               full, rtol=1e-5, atol=1e-5)
+
+
+def test_length_grouped_batches_cover_each_example_once():
+  lengths = np.random.default_rng(0).integers(1, 60, 1000)
+  batches = classification.length_grouped_batches(lengths, 32, np.random.default_rng(1), 5)
+  flat = np.concatenate(batches)
+  assert len(batches) == 1000 // 32 and all(len(b) == 32 for b in batches)
+  assert len(set(flat.tolist())) == len(flat)
+  spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+  assert spread < 15  # similar lengths in a batch (random batches: ~55)
+  again = classification.length_grouped_batches(lengths, 32, np.random.default_rng(2), 5)
+  assert not np.array_equal(np.concatenate(again), flat)
 
 
 def test_span_f1_matches_seqeval_on_conll_test():

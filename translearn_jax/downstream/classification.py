@@ -143,11 +143,42 @@ class Setup:
 
   def accuracy(self, params, split: str, batch: int = 512) -> float:
     toks, mask, labels = self.inputs[split]
+    order = np.argsort(mask.sum(1), kind='stable')
     correct = 0
     for lo in range(0, len(labels), batch):
-      logits = self._eval(params, toks[lo:lo + batch], mask[lo:lo + batch])
-      correct += int((np.asarray(jnp.argmax(logits, -1)) == labels[lo:lo + batch]).sum())
+      idx = order[lo:lo + batch]
+      w = trimmed_width(mask[idx])
+      logits = self._eval(params, toks[idx, :w], mask[idx, :w])
+      correct += int((np.asarray(jnp.argmax(logits, -1)) == labels[idx]).sum())
     return correct / len(labels)
+
+
+def trimmed_width(mask: np.ndarray, multiple: int = 16) -> int:
+  """Columns a batch needs: its longest real row, rounded up (few distinct shapes to compile).
+
+  Exact for every classifier here: padding is masked out of pooling, and the
+  LM encoder's causal attention never lets a position see later (padded) ones.
+  """
+  need = max(int(mask.sum(1).max()), 1)
+  return min(mask.shape[1], -(-need // multiple) * multiple)
+
+
+def length_grouped_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator,
+                           chunk: int = 50) -> list[np.ndarray]:
+  """Full batches of shuffled examples with similar lengths.
+
+  The shuffled order is cut into chunks of `chunk` batches, each chunk is sorted
+  by length and cut into batches, and the batch order is shuffled: batches stay
+  random in content but need little padding.
+  """
+  order = rng.permutation(len(lengths))
+  n = len(order) // batch * batch
+  batches = []
+  for lo in range(0, n, batch * chunk):
+    part = order[lo:min(lo + batch * chunk, n)]
+    part = part[np.argsort(lengths[part], kind='stable')]
+    batches += [part[i:i + batch] for i in range(0, len(part), batch)]
+  return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
@@ -209,11 +240,13 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
 
   rng = jax.random.key(seed + 1000)
   best = {'dev': -1.0}
+  lengths = mask.sum(1)
   for epoch in range(config.train.epochs):
-    order = np.random.default_rng([seed, epoch]).permutation(len(labels))
-    for i in range(steps_per_epoch):
-      idx = order[i * bs:(i + 1) * bs]
-      params, opt_state, loss = step(params, opt_state, toks[idx], mask[idx], labels[idx],
+    batches = length_grouped_batches(lengths, bs, np.random.default_rng([seed, epoch]))
+    for i, idx in enumerate(batches):
+      w = trimmed_width(mask[idx])
+      params, opt_state, loss = step(params, opt_state, toks[idx, :w], mask[idx, :w],
+                                     labels[idx],
                                      jax.random.fold_in(rng, epoch * steps_per_epoch + i))
     if not np.isfinite(float(loss)):
       raise DataError(f'{strategy} seed {seed}: loss became {float(loss)} in epoch {epoch}')
