@@ -21,6 +21,7 @@ FAMILIES = {
     'seq2seq': 'translearn_jax.pretraining.seq2seq',
     'classify': 'translearn_jax.downstream.classification',
     'tag': 'translearn_jax.downstream.tagging',
+    'zero_shot': 'translearn_jax.fusion.zero_shot',
 }
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')

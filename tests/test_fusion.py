@@ -1,0 +1,120 @@
+"""Fusion: gradient reversal, task mixing, zero-shot classification."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from translearn_jax.errors import ConfigError
+from translearn_jax.export.word2vec_format import save_word2vec
+from translearn_jax.fusion import gradient_reversal as grl
+from translearn_jax.fusion import mixing, zero_shot
+
+
+def test_gradient_reversal_negates_the_gradient_exactly():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32)
+  w = jnp.asarray(np.random.default_rng(1).normal(size=(3,)), jnp.float32)
+  f = lambda x: jnp.sum(jnp.tanh(x @ w) ** 2)
+  lam = jnp.float32(0.37)
+  np.testing.assert_array_equal(grl.grad_reverse(x, lam), x)
+  g = jax.grad(f)(x)
+  g_rev, g_lam = jax.grad(lambda x, l: f(grl.grad_reverse(x, l)), argnums=(0, 1))(x, lam)
+  np.testing.assert_array_equal(g_rev, -lam * g)
+  assert float(g_lam) == 0.0
+  # under jit, and only the path through the reversal is negated
+  h = jax.jit(jax.grad(lambda x: f(grl.grad_reverse(x, 1.0)) + jnp.sum(x)))(x)
+  np.testing.assert_allclose(h, -g + 1.0, rtol=1e-6)
+  assert float(grl.dann_lambda(0.0)) == 0.0 and 0.99 < float(grl.dann_lambda(1.0)) < 1.0
+
+
+@pytest.mark.parametrize('mode,temperature,expected', [
+    ('proportional', 1.0, [0.7, 0.2, 0.1]),
+    ('temperature', 2.0, np.sqrt([7, 2, 1]) / np.sqrt([7, 2, 1]).sum()),
+    ('equal', 1.0, [1 / 3] * 3),
+])
+def test_mixing_sampler_proportions(mode, temperature, expected):
+  s = mixing.TaskSampler([7000, 2000, 1000], mode, temperature, seed=3)
+  np.testing.assert_allclose(s.probs, expected, rtol=1e-12)
+  draws = s.tasks(0, 20000)
+  freq = np.bincount(draws, minlength=3) / len(draws)
+  np.testing.assert_allclose(freq, expected, atol=0.015)
+  # a pure function of (seed, step): resuming at any step repeats the sequence
+  np.testing.assert_array_equal(s.tasks(500, 600), draws[500:600])
+  assert not np.array_equal(mixing.TaskSampler([7000, 2000, 1000], mode, temperature,
+                                               seed=4).tasks(0, 200), draws[:200])
+
+
+def test_mixing_errors():
+  with pytest.raises(ConfigError, match='mixing mode'):
+    mixing.task_probabilities([1, 2], 'sqrt')
+  with pytest.raises(ConfigError, match='positive counts'):
+    mixing.task_probabilities([3, 0], 'equal')
+  with pytest.raises(ConfigError, match='temperature'):
+    mixing.task_probabilities([3, 1], 'temperature', 0.0)
+
+
+def hand_built_vectors():
+  words = ['good', 'great', 'bad', 'awful', 'movie', 'plot', 'the']
+  v = np.array([[1, 0, 0], [0.9, 0.1, 0], [-1, 0, 0], [-0.9, 0, 0.1],
+                [0, 1, 0], [0, 0.5, 0.5], [0, 0, 1]], np.float32)
+  return words, v
+
+
+def test_embedding_zero_shot_with_known_answer():
+  words, v = hand_built_vectors()
+  texts = ['The movie was GOOD', 'an awful plot', 'great great movie', 'bad', 'zzz qqq']
+  pred, unknown = zero_shot.embedding_predict(texts, ['bad awful', 'good great'], words, v,
+                                              fallback=1)
+  np.testing.assert_array_equal(pred, [1, 0, 1, 0, 1])
+  assert unknown == 1
+  with pytest.raises(ConfigError, match='no word of'):
+    zero_shot.embedding_predict(texts, ['bad', 'xyzzy'], words, v)
+  assert zero_shot.parse_label_map('negative=a b;positive=c', ['negative', 'positive'],
+                                   'x') == ['a b', 'c']
+  with pytest.raises(ConfigError, match="missing \\['positive'\\]"):
+    zero_shot.parse_label_map('negative=a', ['negative', 'positive'], 'zero_shot.descriptions')
+
+
+def test_continuation_logprobs_match_a_full_forward_pass():
+  from translearn_jax.models import transformer_lm
+  cfg = transformer_lm.TransformerConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=1,
+                                         d_ff=32, max_len=16, dropout=0.0)
+  model = transformer_lm.TransformerLM(cfg)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))['params']
+  rng = np.random.default_rng(0)
+  prefixes = [rng.integers(4, 50, n).tolist() for n in (1, 5, 14, 30)]  # 30: cut from the left
+  conts = [rng.integers(4, 50, n).tolist() for n in (3, 1, 4, 2)]
+  got = zero_shot.continuation_logprobs(model, params, prefixes, conts, max_len=16, batch=3)
+  for p, c, g in zip(prefixes, conts, got):
+    p = p[max(0, len(p) + len(c) - 16):]
+    seq = jnp.asarray([p + c])
+    logp = jax.nn.log_softmax(model.apply({'params': params}, seq[:, :-1]), -1)[0]
+    want = sum(float(logp[len(p) - 1 + j, c[j]]) for j in range(len(c)))
+    assert g == pytest.approx(want, abs=1e-4)
+  with pytest.raises(ConfigError, match='does not fit'):
+    zero_shot.continuation_logprobs(model, params, [[1]], [list(range(4, 20))], max_len=16)
+
+
+def test_train_py_zero_shot_on_made_up_data(tmp_path):
+  from configs import zero_shot_mr
+  import train
+  words, v = hand_built_vectors()
+  save_word2vec(str(tmp_path / 'v.txt'), words, v)
+  texts = ['good movie', 'great plot', 'the good', 'bad movie', 'awful plot', 'bad bad'] * 5
+  rows = ['sentence\tlabel'] + [f'{t}\t{"pos" if i % 6 < 3 else "neg"}'
+                                for i, t in enumerate(texts)]
+  (tmp_path / 'd.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+  c = zero_shot_mr.get_config()
+  c.data.kind, c.data.path, c.eval_split = 'tsv', str(tmp_path / 'd.tsv'), 'all'
+  c.zero_shot.methods, c.zero_shot.vectors_path = 'embedding', str(tmp_path / 'v.txt')
+  c.zero_shot.descriptions = 'neg=bad awful;pos=good great'
+  out = train.run(c, str(tmp_path / 'run'))
+  acc = {r['method']: r['accuracy'] for r in out['rows']}
+  assert acc == {'majority class': 0.5, 'embedding similarity': 1.0}
+  saved = json.loads((tmp_path / 'run' / 'zero_shot.json').read_text())
+  assert saved['class_counts'] == [15, 15]
+  c.zero_shot.descriptions = 'negative=bad;positive=good'
+  with pytest.raises(ConfigError, match='labels of the data are'):
+    train.run(c, str(tmp_path / 'run2'))
