@@ -22,6 +22,8 @@ FAMILIES = {
     'classify': 'translearn_jax.downstream.classification',
     'tag': 'translearn_jax.downstream.tagging',
     'zero_shot': 'translearn_jax.fusion.zero_shot',
+    'curves': 'translearn_jax.evaluation.learning_curves',
+    'search': 'translearn_jax.transfer.search',
 }
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')

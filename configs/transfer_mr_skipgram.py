@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.transfer.warmup_steps = 0       # cosine/linear/constant only
   config.transfer.factor = 0.38          # discriminative LR per depth (ULMFiT 1/2.6)
   config.transfer.unfreeze_every = 170   # gradual unfreezing: steps per group (~1 epoch)
+  config.transfer.freeze_bottom = 0      # the lowest k groups stay frozen (any strategy)
   config.transfer.weight_decay = 0.0
   config.transfer.grad_clip = 1.0
 

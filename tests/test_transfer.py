@@ -121,6 +121,17 @@ def test_discriminative_lr_per_group_step_sizes():
   assert plan == {'head': (0, 1.0, 0), 'block': (1, 0.5, 0), 'embed': (2, 0.25, 0)}
 
 
+def test_freeze_bottom_keeps_the_lowest_groups_frozen():
+  history, _, plan = run_steps('discriminative', 2, factor=0.5, freeze_bottom=1)
+  assert plan['embed'] == (2, 0.0, None) and plan['block'] == (1, 0.5, 0)
+  np.testing.assert_array_equal(history[2]['backbone']['embed']['embedding'],
+                                history[0]['backbone']['embed']['embedding'])
+  assert not np.array_equal(history[2]['backbone']['block_0']['kernel'],
+                            history[0]['backbone']['block_0']['kernel'])
+  with pytest.raises(ConfigError, match='freeze_bottom=3'):
+    run_steps('finetune', 1, freeze_bottom=3)
+
+
 def test_gradual_unfreezing_on_schedule_with_fresh_adam():
   history, state, plan = run_steps('gradual_unfreezing', 7, unfreeze_every=3, factor=1.0)
   changed = lambda t, path: not np.array_equal(

@@ -186,7 +186,8 @@ def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
   return strategies.StrategyConfig(
       strategy='finetune' if strategy == 'scratch' else strategy,
       learning_rate=t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
-      factor=t.factor, unfreeze_every=t.unfreeze_every, weight_decay=t.weight_decay,
+      factor=t.factor, unfreeze_every=t.unfreeze_every,
+      freeze_bottom=t.get('freeze_bottom', 0), weight_decay=t.weight_decay,
       grad_clip=t.grad_clip)
 
 
@@ -211,6 +212,19 @@ def run_probe(setup: Setup, strategy: str, seed: int) -> dict:
   return best
 
 
+def make_step(model, tx):
+  """`(params, opt_state, tokens, mask, labels, rng) -> (params, opt_state, loss)`, not jitted
+  (callers jit it, or vmap it over seeds first)."""
+  def step(params, opt_state, t, m, y, rng):
+    def loss_fn(p):
+      logits = model.apply({'params': p}, t, m, deterministic=False, rngs={'dropout': rng})
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return step
+
+
 def run_once(setup: Setup, strategy: str, seed: int) -> dict:
   """Trains one model; returns dev/test accuracy at the best dev epoch."""
   if strategy in PROBES:
@@ -227,16 +241,7 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
   if report is not None:
     report.frozen = strategies.frozen_paths(params, setup.groups, plan)
   opt_state = tx.init(params)
-  model = setup.model
-
-  @jax.jit
-  def step(params, opt_state, t, m, y, rng):
-    def loss_fn(p):
-      logits = model.apply({'params': p}, t, m, deterministic=False, rngs={'dropout': rng})
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  step = jax.jit(make_step(setup.model, tx))
 
   rng = jax.random.key(seed + 1000)
   best = {'dev': -1.0}

@@ -15,6 +15,9 @@ pattern covers is an error listing it. Strategies:
 * `lora`: like feature extraction, but parameters whose path matches
   `LORA_PATTERN` (the low-rank adapters of `layers.Dense`) train too.
 
+`freeze_bottom = k` additionally freezes the k lowest groups under any
+strategy (the "frozen depth" knob: e.g. fine-tune only the top layers).
+
 Frozen groups use `optax.set_to_zero()` and carry no optimiser state at all.
 Groups waiting to unfreeze are wrapped in `optax.conditionally_mask`, whose
 inner AdamW does not advance (its step count starts at 0 when the group
@@ -92,6 +95,7 @@ class StrategyConfig:
   warmup_steps: int = 0
   factor: float = 1.0 / 2.6          # discriminative LR per depth
   unfreeze_every: int = 100          # steps between unfreezing groups
+  freeze_bottom: int = 0             # the lowest k groups stay frozen (any strategy)
   weight_decay: float = 0.0
   no_decay: str = 'bias,scale'
   grad_clip: float = 1.0
@@ -123,8 +127,12 @@ def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_
         make_schedule(cfg.schedule, cfg.learning_rate, total_steps, cfg.warmup_steps),
         weight_decay=cfg.weight_decay)
     plan[LORA_GROUP] = (0, 1.0, 0)
+  if not 0 <= cfg.freeze_bottom < len(names):
+    raise ConfigError(f'transfer.freeze_bottom={cfg.freeze_bottom} must leave at least the top '
+                      f'group trainable (there are {len(names)} groups: {names})')
   for depth, name in enumerate(names):
-    if cfg.strategy in ('feature_extraction', 'lora') and depth > 0:
+    frozen_below = depth >= len(names) - cfg.freeze_bottom
+    if (cfg.strategy in ('feature_extraction', 'lora') and depth > 0) or frozen_below:
       transforms[name] = optax.set_to_zero()
       plan[name] = (depth, 0.0, None)
       continue

@@ -1,0 +1,25 @@
+"""Learning curves on MR: scratch vs transfer from skip-gram vectors at label budgets.
+
+  python train.py --config configs/curves_mr_skipgram.py --workdir /tmp/curves \
+    --config.pretrained.path=runs/sg_novels/vectors.txt
+
+Same model, data split and strategies as configs/transfer_mr_skipgram.py; the
+seeds of each (strategy, budget) cell train together under jax.vmap. Writes
+curves.json / curves.csv / curves.png.
+"""
+
+from configs import transfer_mr_skipgram
+
+
+def get_config():
+  config = transfer_mr_skipgram.get_config()
+  config.family = 'curves'
+  config.seeds = 5
+  config.curve = dict(
+      budgets='50,100,200,500,1000,2000,4000,all',
+      strategies='finetune,feature_extraction',
+      epochs=10,             # passes over the labelled subset ...
+      min_steps=150,         # ... but at least this many steps (small budgets)
+      time_sequential=True,  # also run one cell seed by seed: vmap speed-up
+      title='MR: scratch vs skip-gram transfer')
+  return config

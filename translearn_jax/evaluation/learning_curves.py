@@ -1,0 +1,284 @@
+"""Learning curves of transfer: test accuracy against the number of labelled examples.
+
+For every strategy (always including `scratch`) and label budget, `seeds`
+models are trained on seeded, stratified subsets of the training split of a
+classification config (`downstream.classification.Setup`), all seeds in one
+compiled program: parameters, optimiser states and batches are stacked on a
+leading seed axis and the step is `jax.jit(jax.vmap(step))`. Every run takes
+`max(curve.min_steps, ceil(curve.epochs · budget / batch))` steps, then is
+scored on the test split (no early stopping on the large dev split, which a
+low-budget user would not have).
+
+Transfer metrics per (strategy, budget):
+* gain: transferred − scratch accuracy, paired by seed, mean ± 95% CI;
+* negative transfer: the whole CI of the gain lies below zero;
+* data efficiency: the labels scratch needs to reach the strategy's mean
+  accuracy, read off the scratch curve (linear in log-budget between measured
+  budgets; `None` when scratch never reaches it within the budgets measured).
+
+Outputs in the workdir: `curves.json`, `curves.csv`, `curves.png`. With
+`curve.time_sequential`, one (strategy, budget) cell is also run seed by seed
+to report the wall-clock speed-up of vmapping.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from translearn_jax.downstream import classification
+from translearn_jax.errors import ConfigError
+from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.training.metrics import info, write_json
+from translearn_jax.transfer import strategies
+
+
+def stratified_subset(labels: np.ndarray, budget: int, seed: int) -> np.ndarray:
+  """`budget` indices with class proportions as in `labels` (at least one per class)."""
+  if budget >= len(labels):
+    return np.arange(len(labels))
+  rng = np.random.default_rng([seed, budget, 5])
+  classes = np.unique(labels)
+  if budget < len(classes):
+    raise ConfigError(f'label budget {budget} is smaller than the {len(classes)} classes')
+  counts = np.array([(labels == c).sum() for c in classes])
+  share = np.maximum(1, np.floor(budget * counts / counts.sum()).astype(int))
+  while share.sum() < budget:  # hand out the remainder to the largest classes
+    share[np.argmax(counts / share)] += 1
+  while share.sum() > budget:
+    share[np.argmax(share)] -= 1
+  picks = [rng.choice(np.flatnonzero(labels == c), k, replace=False)
+           for c, k in zip(classes, share)]
+  return np.sort(np.concatenate(picks))
+
+
+def batch_plan(n: int, batch: int, steps: int, seed: int, budget: int) -> np.ndarray:
+  """(steps, batch) positions into a subset of size n: reshuffled every pass."""
+  rng = np.random.default_rng([seed, budget, 9])
+  out, pool = [], np.zeros(0, np.int64)
+  while len(out) < steps:
+    if len(pool) < batch:
+      pool = np.concatenate([pool, rng.permutation(n)])
+    out.append(pool[:batch])
+    pool = pool[batch:]
+  return np.stack(out)
+
+
+def stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree, i):
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+class CurveRunner:
+  """Trains the seeds of one (strategy, budget) cell, vmapped or one after another."""
+
+  def __init__(self, setup: classification.Setup, config):
+    self.setup, self.config = setup, config
+    toks, mask, labels = setup.inputs['train']
+    self.toks, self.mask, self.labels = toks, mask, labels
+    model = setup.model
+    self._logits = jax.jit(jax.vmap(lambda p, t, m: model.apply({'params': p}, t, m),
+                                    in_axes=(0, None, None)))
+
+  def steps_for(self, budget: int, batch: int) -> int:
+    c = self.config.curve
+    return max(c.min_steps, math.ceil(c.epochs * budget / batch))
+
+  def run(self, strategy: str, budget: int, seeds: Sequence[int], vmapped: bool = True
+          ) -> tuple[np.ndarray, float, list]:
+    """(test accuracy per seed, seconds, final params per seed)."""
+    t0 = time.perf_counter()
+    setup = self.setup
+    bs = min(self.config.train.batch_size, budget)
+    steps = self.steps_for(budget, bs)
+    subsets = [stratified_subset(self.labels, budget, s) for s in seeds]
+    plans = [sub[batch_plan(len(sub), bs, steps, s, budget)] for s, sub in zip(seeds, subsets)]
+    inits = [setup.init_params(s, strategy)[0] for s in seeds]
+    tx, _ = strategies.build(classification.strategy_config(self.config, strategy), inits[0],
+                             setup.groups, steps)
+    step = classification.make_step(setup.model, tx)
+    rng_of = lambda s, i: jax.random.fold_in(jax.random.key(s + 1000), i)
+
+    def inputs(i, which):
+      idx = np.stack([plans[k][i] for k in which])            # (S, bs)
+      w = classification.trimmed_width(self.mask[np.concatenate([p[i] for p in plans])])
+      return self.toks[idx, :w], self.mask[idx, :w], self.labels[idx]
+
+    if vmapped:
+      params = stack(inits)
+      opt_state = jax.vmap(tx.init)(params)
+      f = jax.jit(jax.vmap(step))
+      for i in range(steps):
+        t, m, y = inputs(i, range(len(seeds)))
+        rngs = jnp.stack([rng_of(s, i) for s in seeds])
+        params, opt_state, loss = f(params, opt_state, t, m, y, rngs)
+      finals = [unstack(params, k) for k in range(len(seeds))]
+    else:
+      f = jax.jit(step)
+      finals = []
+      for k, s in enumerate(seeds):
+        params, opt_state = inits[k], tx.init(inits[k])
+        for i in range(steps):
+          t, m, y = inputs(i, range(len(seeds)))  # same widths as the vmapped run
+          params, opt_state, loss = f(params, opt_state, t[k], m[k], y[k], rng_of(s, i))
+        finals.append(params)
+    accs = self.accuracy(stack(finals), 'test')
+    return accs, time.perf_counter() - t0, finals
+
+  def accuracy(self, stacked_params, split: str, batch: int = 512) -> np.ndarray:
+    toks, mask, labels = self.setup.inputs[split]
+    correct = 0
+    for lo in range(0, len(labels), batch):
+      logits = self._logits(stacked_params, toks[lo:lo + batch], mask[lo:lo + batch])
+      correct = correct + (np.asarray(jnp.argmax(logits, -1)) == labels[lo:lo + batch]).sum(1)
+    return correct / len(labels)
+
+
+def scratch_labels_to_match(acc: float, budgets: Sequence[int], scratch_means: Sequence[float]
+                            ) -> Optional[float]:
+  """Smallest budget at which the scratch curve reaches `acc` (log-linear interpolation)."""
+  if scratch_means[0] >= acc:
+    return float(budgets[0])
+  for (b0, a0), (b1, a1) in zip(zip(budgets, scratch_means), zip(budgets[1:], scratch_means[1:])):
+    if a1 >= acc > a0:
+      frac = (acc - a0) / (a1 - a0)
+      return float(math.exp(math.log(b0) + frac * (math.log(b1) - math.log(b0))))
+  return None
+
+
+def transfer_metrics(results: dict, budgets: Sequence[int]) -> list[dict]:
+  """Rows per (strategy, budget) with mean ± CI, paired gain, flags and data efficiency."""
+  scratch_means = [float(np.mean(results[('scratch', b)])) for b in budgets]
+  rows = []
+  for (strategy, budget), accs in results.items():
+    m, h = mean_ci(list(map(float, accs)))
+    row = {'strategy': strategy, 'budget': budget, 'seeds': len(accs), 'mean': m, 'ci95': h,
+           'accuracies': list(map(float, accs))}
+    if strategy != 'scratch':
+      gains = np.asarray(accs) - np.asarray(results[('scratch', budget)])
+      gm, gh = mean_ci(list(map(float, gains)))
+      need = scratch_labels_to_match(m, budgets, scratch_means)
+      row.update(gain_mean=gm, gain_ci95=gh, negative_transfer=bool(gm + gh < 0),
+                 scratch_labels_to_match=need,
+                 data_efficiency=(need / budget) if need is not None else None)
+    rows.append(row)
+  return rows
+
+
+def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
+  keys = ['strategy', 'budget', 'seeds', 'mean', 'ci95', 'gain_mean', 'gain_ci95',
+          'negative_transfer', 'scratch_labels_to_match', 'data_efficiency']
+  tmp = os.path.join(workdir, 'curves.csv.tmp')
+  with open(tmp, 'w', newline='') as f:
+    w = csv.DictWriter(f, keys, extrasaction='ignore')
+    w.writeheader()
+    w.writerows(rows)
+  os.replace(tmp, os.path.join(workdir, 'curves.csv'))
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for strategy in dict.fromkeys(r['strategy'] for r in rows):
+    rs = sorted((r for r in rows if r['strategy'] == strategy), key=lambda r: r['budget'])
+    x = [r['budget'] for r in rs]
+    m = np.array([100 * r['mean'] for r in rs])
+    h = np.array([100 * r['ci95'] for r in rs])
+    ax.plot(x, m, marker='o', label=strategy)
+    ax.fill_between(x, m - h, m + h, alpha=0.2)
+  ax.set_xscale('log')
+  ax.set_xlabel('labelled training examples')
+  ax.set_ylabel('test accuracy % (mean ± 95% CI)')
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  tmp = os.path.join(workdir, 'curves.tmp.png')
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, os.path.join(workdir, 'curves.png'))
+
+
+def parse_budgets(spec: str, n_train: int) -> list[int]:
+  out = []
+  for part in spec.split(','):
+    part = part.strip()
+    if not part:
+      continue
+    try:
+      b = n_train if part == 'all' else int(part)
+    except ValueError:
+      raise ConfigError(f"curve.budgets: {part!r} is neither an integer nor 'all'") from None
+    if b <= 0:
+      raise ConfigError(f'curve.budgets: budgets must be positive, got {b}')
+    out.append(min(b, n_train))
+  if not out:
+    raise ConfigError('curve.budgets is empty')
+  return sorted(set(out))
+
+
+def format_rows(rows: list[dict]) -> str:
+  out = [f'{"strategy":<20} {"labels":>6} {"acc % (95% CI)":>16} {"gain (paired)":>16} '
+         f'{"scratch needs":>13}']
+  for r in rows:
+    gain = (f'{100 * r["gain_mean"]:+.2f} ± {100 * r["gain_ci95"]:.2f}' +
+            (' NEG' if r['negative_transfer'] else '')) if 'gain_mean' in r else ''
+    need = r.get('scratch_labels_to_match', '')
+    need = '' if r['strategy'] == 'scratch' else ('> max' if need is None else f'{need:,.0f}')
+    out.append(f'{r["strategy"]:<20} {r["budget"]:>6} {100 * r["mean"]:>8.2f} ± '
+               f'{100 * r["ci95"]:<5.2f} {gain:>16} {need:>13}')
+  return '\n'.join(out)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.perf_counter()
+  setup = classification.Setup(config)
+  runner = CurveRunner(setup, config)
+  budgets = parse_budgets(config.curve.budgets, len(runner.labels))
+  names = ['scratch'] + [s.strip() for s in config.curve.strategies.split(',')
+                         if s.strip() and s.strip() != 'scratch']
+  for s in names:
+    if s in classification.PROBES:
+      raise ConfigError(f'curve.strategies: {s} is a probe, not a trained strategy')
+  seeds = list(range(config.seeds))
+  results, seconds = {}, {}
+  for strategy in names:
+    for budget in budgets:
+      accs, secs, _ = runner.run(strategy, budget, seeds)
+      results[(strategy, budget)], seconds[(strategy, budget)] = accs, secs
+      info('%-20s %6d labels: %.4f ± %.4f over %d seeds (%.1f s)', strategy, budget,
+           accs.mean(), accs.std(), len(seeds), secs)
+  rows = transfer_metrics(results, budgets)
+  summary = {'rows': rows, 'budgets': budgets, 'seeds': len(seeds),
+             'seconds': time.perf_counter() - t0}
+  if config.curve.time_sequential:
+    strategy = names[-1]
+    budget = budgets[len(budgets) // 2]
+    seq_accs, seq_secs, _ = runner.run(strategy, budget, seeds, vmapped=False)
+    vm_accs, vm_secs, _ = runner.run(strategy, budget, seeds, vmapped=True)  # compiled again
+    summary['vmap_timing'] = {
+        'strategy': strategy, 'budget': budget, 'seeds': len(seeds),
+        'sequential_seconds': seq_secs, 'vmapped_seconds': vm_secs,
+        'speedup': seq_secs / vm_secs,
+        'max_accuracy_difference': float(np.abs(seq_accs - vm_accs).max())}
+  if jax.process_index() == 0:
+    write_json(os.path.join(workdir, 'curves.json'), summary)
+    save_outputs(rows, workdir, config.curve.title)
+    print(format_rows(rows))
+    if 'vmap_timing' in summary:
+      t = summary['vmap_timing']
+      print(f'vmap over {t["seeds"]} seeds ({t["strategy"]}, {t["budget"]} labels): '
+            f'{t["vmapped_seconds"]:.1f} s vs {t["sequential_seconds"]:.1f} s one by one '
+            f'({t["speedup"]:.2f}x)')
+  return summary
