@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.vocab = ml_collections.ConfigDict()
   config.vocab.min_count = 5             # drop words seen fewer times
   config.vocab.max_size = 0              # keep at most this many words (0: no limit)
+  # Continued (e.g. target-domain) pretraining: start from another word2vec run's
+  # tables. The vocabulary is this corpus's plus every word of that run's.
+  config.init_from = ''                  # a word2vec run directory ('' = random init)
 
   config.model = ml_collections.ConfigDict()
   config.model.mode = 'skipgram'         # 'skipgram' | 'cbow'

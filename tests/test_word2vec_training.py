@@ -14,7 +14,7 @@ import pytest
 from conftest import StopAfter
 
 from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
-from translearn_jax.errors import NonFiniteLossError
+from translearn_jax.errors import DataError, NonFiniteLossError
 from translearn_jax.pretraining import word2vec
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import preemption
@@ -174,3 +174,40 @@ def test_bad_input_is_one_line_error(tmp_path, setup, overrides, message):
   assert len(lines) == 1 and lines[0].startswith('error: '), res.stderr
   import re
   assert re.search(message, lines[0]), lines[0]
+
+
+def test_continued_pretraining_starts_from_another_run(tiny_config, tmp_path):
+  """init_from: union vocabulary, source rows copied for both tables, then trained on."""
+  from translearn_jax.data.vocab import Vocabulary
+  from translearn_jax.training.checkpoint import Checkpointer
+  src_dir, dst_dir = str(tmp_path / 'src'), str(tmp_path / 'dst')
+  word2vec.train_and_evaluate(tiny_config, src_dir)
+  c = tiny_config.copy_and_resolve_references()
+  c.data.path = 'gensim:lee.cor'  # another corpus: a different vocabulary
+  c.data.encoding = 'latin-1'
+  c.init_from = src_dir
+  c.epochs = 1
+  src_vocab = Vocabulary.load(f'{src_dir}/vocab.tsv')
+  cfg = word2vec.model_config(c, 1)
+  corpus = word2vec.load_corpus(c)
+  union = word2vec.union_vocabulary(corpus.vocab, src_vocab)
+  assert union.words[:len(corpus.vocab)] == corpus.vocab.words
+  assert set(src_vocab.words) <= set(union.words) and (union.counts[len(corpus.vocab):] == 0).all()
+  import dataclasses
+  state, stats = word2vec.init_from_run(c, dataclasses.replace(cfg, vocab_size=len(union)),
+                                        union, 0, mesh_lib.make_mesh(1))
+  ck = Checkpointer(src_dir)
+  src_state, _ = ck.restore(word2vec.init_state(dataclasses.replace(cfg, vocab_size=len(src_vocab)),
+                                                0, mesh_lib.make_mesh(1)))
+  ck.close()
+  for name in ('in_embed', 'out_embed'):
+    for w in ('the', 'government', src_vocab.words[-1]):
+      np.testing.assert_array_equal(np.asarray(state.params[name])[union.index[w]],
+                                    np.asarray(src_state.params[name])[src_vocab.index[w]])
+  assert stats['in_embed']['found'] == len(src_vocab)
+  out = word2vec.train_and_evaluate(c, dst_dir)
+  assert out['vocab_size'] == len(union)
+  bad = c.copy_and_resolve_references()
+  bad.init_from = str(tmp_path / 'nowhere')
+  with pytest.raises(DataError, match='vocab.tsv not found'):
+    word2vec.train_and_evaluate(bad, str(tmp_path / 'dst2'))

@@ -34,7 +34,8 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
   if sample <= 0:
     return np.ones_like(counts)
   threshold = sample * counts.sum()
-  p = (np.sqrt(counts / threshold) + 1.0) * threshold / counts
+  safe = np.maximum(counts, 1.0)  # words absent from the corpus (count 0) are never drawn
+  p = (np.sqrt(safe / threshold) + 1.0) * threshold / safe
   return np.minimum(p, 1.0)
 
 

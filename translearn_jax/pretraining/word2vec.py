@@ -8,6 +8,7 @@ Writes to `workdir`: `checkpoints/` (orbax), `vocab.tsv`, `metrics.jsonl`,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -31,6 +32,7 @@ from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import train_loop
 from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState
+from translearn_jax.transfer.graft import remap_rows
 
 
 def _require(cond: bool, field: str, msg: str) -> None:
@@ -161,7 +163,55 @@ def _check_vocab(workdir: str, vocab: Vocabulary) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Loads the corpus named by `config.data`, then `train_on_corpus`."""
   validate(config)
-  return train_on_corpus(config, load_corpus(config), workdir)
+  corpus = load_corpus(config)
+  if config.get('init_from'):
+    src_vocab = Vocabulary.load(_run_file(config.init_from, 'vocab.tsv'))
+    corpus = dataclasses.replace(corpus, vocab=union_vocabulary(corpus.vocab, src_vocab))
+  return train_on_corpus(config, corpus, workdir)
+
+
+def _run_file(run_dir: str, name: str) -> str:
+  path = os.path.join(run_dir, name)
+  if not os.path.exists(path):
+    raise DataError(f'config.init_from: {path} not found (init_from must be a word2vec run '
+                    'directory)')
+  return path
+
+
+def union_vocabulary(vocab: Vocabulary, source: Vocabulary) -> Vocabulary:
+  """`vocab`'s words (ids unchanged) then the source's other words with count 0.
+
+  Words with count 0 are never subsampled in or drawn as negatives; they keep
+  their source vectors, so continued training never loses coverage.
+  """
+  extra = [w for w in source.words if w not in vocab]
+  return Vocabulary(vocab.words + extra,
+                    np.concatenate([vocab.counts, np.zeros(len(extra), np.int64)]))
+
+
+def init_from_run(config, cfg: w2v.Word2VecConfig, vocab: Vocabulary, seed: int, mesh
+                  ) -> tuple[TrainState, dict]:
+  """Fresh state whose rows of both tables come from the run `config.init_from`."""
+  run = config.init_from
+  src_vocab = Vocabulary.load(_run_file(run, 'vocab.tsv'))
+  src = Checkpointer(run)
+  if src.latest_step() is None:
+    raise DataError(f'config.init_from: no checkpoint in {run}/checkpoints')
+  template = init_state(dataclasses.replace(cfg, vocab_size=len(src_vocab)), seed, mesh)
+  try:
+    src_state, _ = src.restore(template)
+  except Exception as e:  # orbax: shape/structure mismatch
+    raise DataError(f'config.init_from: cannot restore {run} with model.dim={cfg.dim} '
+                    f'({type(e).__name__}: {str(e).splitlines()[0][:200]})') from None
+  finally:
+    src.close()
+  state = init_state(cfg, seed, mesh)
+  params, stats = {}, {}
+  for name in ('in_embed', 'out_embed'):
+    rows, stats[name] = remap_rows(np.asarray(src_state.params[name]), src_vocab.words,
+                                   vocab.words, np.asarray(state.params[name]), init='init')
+    params[name] = jax.device_put(rows, mesh_lib.replicated(mesh))
+  return state.replace(params=params), stats
 
 
 def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
@@ -186,8 +236,13 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       epochs=config.epochs, row_start=row_start, row_stop=row_stop)
   total_steps = stream.estimated_total_steps()
   schedule = lr_schedule(config, total_steps)
-  state = init_state(cfg, config.seed, mesh)
   checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+  if config.get('init_from') and checkpointer.latest_step() is None:
+    state, remap = init_from_run(config, cfg, vocab, config.seed, mesh)
+    info('init_from %s: %d of %d words found', config.init_from,
+         remap['in_embed']['found'], len(vocab))
+  else:
+    state = init_state(cfg, config.seed, mesh)
   data_state = StreamState()
   if checkpointer.latest_step() is not None:
     state, saved = checkpointer.restore(state)
