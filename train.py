@@ -24,6 +24,7 @@ FAMILIES = {
     'zero_shot': 'translearn_jax.fusion.zero_shot',
     'curves': 'translearn_jax.evaluation.learning_curves',
     'search': 'translearn_jax.transfer.search',
+    'dann': 'translearn_jax.fusion.domain_adaptation',
 }
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')

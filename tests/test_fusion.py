@@ -118,3 +118,50 @@ def test_train_py_zero_shot_on_made_up_data(tmp_path):
   c.zero_shot.descriptions = 'negative=bad;positive=good'
   with pytest.raises(ConfigError, match='labels of the data are'):
     train.run(c, str(tmp_path / 'run2'))
+
+
+def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
+  import train
+  from configs import dann_mr
+  from translearn_jax.fusion import domain_adaptation as da
+  rng = np.random.default_rng(0)
+  pos, neg, topic_a, topic_b = ['good', 'great'], ['bad', 'awful'], ['film', 'plot'], ['game', 'team']
+  def texts(n, topic, long):
+    out = []
+    for i in range(n):
+      words = list(rng.choice(topic, 6 if long else 2)) + list(rng.choice(pos if i % 2 else neg, 2))
+      out.append((' '.join(words), 'pos' if i % 2 else 'neg'))
+    return out
+  src = texts(60, topic_a, True)
+  tgt = texts(80, topic_b, False)
+  (tmp_path / 's.tsv').write_text('text\tlabel\n' + ''.join(f'{t}\t{l}\n' for t, l in src))
+  (tmp_path / 't.tsv').write_text('sentence\tlabel\n' + ''.join(
+      f'{t}\t{"positive" if l == "pos" else "negative"}\n' for t, l in tgt))
+  words = pos + neg + topic_a + topic_b
+  save_word2vec(str(tmp_path / 'v.txt'), words, rng.normal(size=(len(words), 8)))
+  c = dann_mr.get_config()
+  c.source_data.kind, c.source_data.path = 'tsv', str(tmp_path / 's.tsv')
+  c.data.kind, c.data.path = 'tsv', str(tmp_path / 't.tsv')
+  c.pretrained.path, c.model.dim, c.seeds = str(tmp_path / 'v.txt'), 8, 2
+  c.train.steps, c.train.batch_size = 30, 8
+  out = train.run(c, str(tmp_path / 'run'))
+  rows = {r['condition']: r for r in out['rows']}
+  assert set(rows) == {'no adaptation', 'DANN'} and rows['DANN']['seeds'] == 2
+  assert 'gain_mean' in rows['DANN'] and (tmp_path / 'run' / 'dann.json').exists()
+  # the step with lambda = 0 gives the task parameters the gradient of the task loss alone
+  setup = da.DannSetup(c)
+  params, _ = setup.init(0)
+  import optax
+  tx = optax.sgd(1.0)
+  toks, mask, lab = setup.src_inputs
+  tt, tm, _ = setup.tgt_inputs['train']
+  batch = ((toks[:8], mask[:8], lab[:8]), (tt[:8], tm[:8]), 5, jax.random.key(0))
+  p0, _, _ = da.make_step(setup, tx, 0.0, 30)(params, tx.init(params), *batch)
+  p1, _, _ = da.make_step(setup, tx, 1.0, 30)(params, tx.init(params), *batch)
+  np.testing.assert_array_equal(p0['task']['head']['kernel'], p1['task']['head']['kernel'])
+  np.testing.assert_array_equal(p0['domain']['out']['kernel'], p1['domain']['out']['kernel'])
+  assert not np.allclose(p0['task']['backbone']['embed']['embedding'],
+                         p1['task']['backbone']['embed']['embedding'])
+  c.dann.label_mapping = 'neg=negative'
+  with pytest.raises(ConfigError, match='unmapped'):
+    da.DannSetup(c)

@@ -36,14 +36,17 @@ class BagOfEmbeddings(nn.Module):
   dropout: float = 0.5
 
   @nn.compact
-  def __call__(self, tokens, mask, deterministic: bool = True, return_features: bool = False):
+  def __call__(self, tokens, mask, deterministic: bool = True, return_features: bool = False,
+               with_features: bool = False):
+    """Logits; the pooled features instead (`return_features`) or as well (`with_features`)."""
     x = _EmbeddingBackbone(self.vocab_size, self.dim, name='backbone')(tokens)
     m = mask[..., None].astype(x.dtype)
     pooled = (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
     if return_features:
       return pooled
-    pooled = nn.Dropout(self.dropout)(pooled, deterministic=deterministic)
-    return layers.Dense(self.num_classes, name='head')(pooled)
+    h = nn.Dropout(self.dropout)(pooled, deterministic=deterministic)
+    logits = layers.Dense(self.num_classes, name='head')(h)
+    return (logits, pooled) if with_features else logits
 
 
 def pool(h, mask, how: str):
