@@ -31,14 +31,25 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
   return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
-def timed_steps(step: Callable[[int], object], warmup: int, steps: int,
-                sync: Callable[[], None] = lambda: None) -> float:
-  """Seconds for `steps` calls of `step(i)` after `warmup` untimed ones."""
-  for i in range(warmup):
-    step(i)
-  sync()
-  t0 = time.perf_counter()
-  for i in range(steps):
-    step(warmup + i)
-  sync()
-  return time.perf_counter() - t0
+def interleaved(runners: dict[str, tuple[Callable[[int], object], Callable[[], None]]],
+                warmup: int, rounds: int, steps: int) -> dict[str, list[float]]:
+  """Seconds per round for each runner, the runners taking turns round by round.
+
+  `runners[name] = (step(i), sync())`. Alternating short rounds exposes every
+  runner to the same slow and fast phases of a noisy machine, so the ratio of
+  their per-round times (take the median) is far steadier than the ratio of two
+  long back-to-back runs.
+  """
+  for step, sync in runners.values():
+    for i in range(warmup):
+      step(i)
+    sync()
+  out: dict[str, list[float]] = {name: [] for name in runners}
+  for r in range(rounds):
+    for name, (step, sync) in runners.items():
+      t0 = time.perf_counter()
+      for i in range(steps):
+        step(warmup + r * steps + i)
+      sync()
+      out[name].append(time.perf_counter() - t0)
+  return out

@@ -1,7 +1,7 @@
 """Encoder-decoder training throughput: ours vs `torch.nn.Transformer`, same run; beam search.
 
   pip install -e '.[bench]'     # torch==2.13.0 (CPU wheel)
-  python benchmarks/seq2seq_throughput.py [--steps 20] [--json out.json] [--skip-torch]
+  python benchmarks/seq2seq_throughput.py [--rounds 8 --steps 4] [--json out.json] [--skip-torch]
 
 Model (both): 3 encoder + 3 decoder pre-norm layers, d_model 256, 4 heads,
 d_ff 1024, GELU, learned positions, one embedding shared by source, target and
@@ -11,7 +11,9 @@ Batch 32 pairs padded to 32 source / 32 target positions with random real
 lengths 8..32 (padding masked in both: `src_key_padding_mask` /
 `memory_key_padding_mask` and a causal `tgt_mask` in PyTorch). Throughput is
 real (non-padding) target tokens per second; timed steps exclude warm-up and
-compilation. Both use all cores.
+compilation. Both use all cores. The two take turns in short rounds and the
+ratio is the median of the per-round ratios (this machine's speed drifts by
+±20% over a minute; back-to-back runs gave ratios from 0.88 to 1.20).
 
 Decoding (ours): sentences/s of greedy and beam-4 search (length penalty 0.6)
 over 64 sources, max 32 target tokens. The weights are random, so hypotheses
@@ -33,7 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import optim_config, timed_steps  # noqa: E402
+from benchmarks.common import interleaved, optim_config  # noqa: E402
 from translearn_jax.data.tokenizer import BOS, EOS  # noqa: E402
 from translearn_jax.generation import seq2seq_decode  # noqa: E402
 from translearn_jax.models import seq2seq as s2s  # noqa: E402
@@ -68,7 +70,8 @@ def model_config(**kw) -> s2s.Seq2SeqConfig:
                            share_embeddings=True, **kw)
 
 
-def ours(batches, warmup: int, steps: int) -> tuple[float, float]:
+def ours(batches):
+  """(step(i), sync(), last loss) of our model, compiled and ready."""
   model = s2s.Seq2Seq(model_config(deterministic=False))
   mesh = mesh_lib.make_mesh(1)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, S), jnp.int32),
@@ -77,19 +80,18 @@ def ours(batches, warmup: int, steps: int) -> tuple[float, float]:
   state = seq2seq.init_state(model, tx, 0, mesh, S, T)
   fn = seq2seq.make_train_fn(model, tx, sched, mesh, SMOOTHING)
   dev = [mesh_lib.shard_batch({k: v[None] for k, v in b.items()}, mesh, 1) for b in batches]
-  box = {'state': state, 'm': None, 'tokens': 0.0}
+  box = {'state': state, 'm': None}
 
   def step(i):
     box['state'], box['m'] = fn(box['state'], dev[i % len(dev)])
 
-  seconds = timed_steps(step, warmup, steps, lambda: jax.block_until_ready(box['state']))
-  tokens = sum((batches[(warmup + i) % len(batches)]['target_out'] > 0).sum()
-               for i in range(steps))
-  m = box['m']
-  return tokens / seconds, float(m['loss_sum']) / float(m['loss_count'])
+  def loss():
+    return float(box['m']['loss_sum']) / float(box['m']['loss_count'])
+  return step, lambda: jax.block_until_ready(box['state']), loss
 
 
-def torch_s2s(batches, warmup: int, steps: int) -> tuple[float, float]:
+def torch_s2s(batches):
+  """(step(i), sync(), last loss) of the equivalent torch.nn.Transformer model."""
   import torch
   from torch import nn
   torch.manual_seed(0)
@@ -131,11 +133,7 @@ def torch_s2s(batches, warmup: int, steps: int) -> tuple[float, float]:
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     box['loss'] = loss.detach()
-
-  seconds = timed_steps(step, warmup, steps)
-  tokens = sum((batches[(warmup + i) % len(batches)]['target_out'] > 0).sum()
-               for i in range(steps))
-  return tokens / seconds, float(box['loss'])
+  return step, lambda: None, lambda: float(box['loss'])
 
 
 def decoding(n: int = 64, beam: int = 4) -> dict[str, float]:
@@ -158,31 +156,39 @@ def decoding(n: int = 64, beam: int = 4) -> dict[str, float]:
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument('--steps', type=int, default=20)
+  ap.add_argument('--rounds', type=int, default=8)
+  ap.add_argument('--steps', type=int, default=4, help='steps per round')
   ap.add_argument('--warmup', type=int, default=3)
   ap.add_argument('--json', default='')
   ap.add_argument('--skip-torch', action='store_true')
   args = ap.parse_args()
   batches = make_batches(8)
-  ours_tps, ours_loss = ours(batches, args.warmup, args.steps)
-  torch_tps = torch_loss = None
+  tokens_per_step = np.mean([(b['target_out'] > 0).sum() for b in batches])
+  runners = {'ours': ours(batches)}
   if not args.skip_torch:
-    torch_tps, torch_loss = torch_s2s(batches, args.warmup, args.steps)
+    runners['torch'] = torch_s2s(batches)
+  times = interleaved({k: v[:2] for k, v in runners.items()}, args.warmup, args.rounds,
+                      args.steps)
+  tps = {k: tokens_per_step * args.steps * args.rounds / sum(t) for k, t in times.items()}
   dec = decoding()
   print(f'\nmodel: {L}+{L} layers, d_model {D}, {H} heads, d_ff {F}, vocab {V}, '
         f'src/tgt {S}/{T} (real lengths 8..32), batch {B}, fp32, AdamW, label smoothing '
-        f'{SMOOTHING}; {args.steps} timed steps; {os.cpu_count()} CPU cores')
+        f'{SMOOTHING}; {args.rounds} interleaved rounds of {args.steps} steps; '
+        f'{os.cpu_count()} CPU cores')
   print(f'{"":<8} {"target tokens/s":>16} {"loss":>7}')
-  print(f'{"ours":<8} {ours_tps:>16,.0f} {ours_loss:>7.3f}')
-  if torch_tps:
-    print(f'{"torch":<8} {torch_tps:>16,.0f} {torch_loss:>7.3f}')
-    print(f'ratio ours/torch target tokens/s: {ours_tps / torch_tps:.3f}')
+  for k in runners:
+    print(f'{k:<8} {tps[k]:>16,.0f} {runners[k][2]():>7.3f}')
+  out = {'ours_tokens_per_s': tps['ours'],
+         **{f'{k}_sentences_per_s': v for k, v in dec.items()}}
+  if 'torch' in tps:
+    per_round = np.array(times['torch']) / np.array(times['ours'])
+    ratio = float(np.median(per_round))
+    print(f'ratio ours/torch target tokens/s: {ratio:.3f} (median of {args.rounds} rounds; '
+          f'range {per_round.min():.2f}-{per_round.max():.2f})')
+    out.update(torch_tokens_per_s=tps['torch'], ratio=ratio,
+               ratio_per_round=per_round.tolist())
   print('decoding (ours, 64 sources, max 32 tokens): ' +
         ', '.join(f'{k} {v:,.1f} sentences/s' for k, v in dec.items()))
-  out = {'ours_tokens_per_s': ours_tps,
-         **{f'{k}_sentences_per_s': v for k, v in dec.items()}}
-  if torch_tps:
-    out.update(torch_tokens_per_s=torch_tps, ratio=ours_tps / torch_tps)
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(out, f, indent=2)

@@ -188,3 +188,17 @@ def test_early_stopping_changes_no_output(alpha):
   np.testing.assert_array_equal(dec.beam_search(dm, p, src, 12, beam=3, alpha=alpha),
                                 dec.beam_search(dm, p, src, 12, beam=3, alpha=alpha,
                                                 early_stop=False))
+
+
+@pytest.mark.parametrize('smoothing', [0.0, 0.1, 0.3])
+def test_smoothed_cross_entropy_equals_optax_with_one_hot(smoothing):
+  import optax
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.normal(size=(3, 5, 11)) * 3, jnp.float32)
+  y = jnp.asarray(rng.integers(0, 11, (3, 5)))
+  want = optax.softmax_cross_entropy(z, optax.smooth_labels(jax.nn.one_hot(y, 11), smoothing))
+  np.testing.assert_allclose(seq2seq.smoothed_cross_entropy(z, y, smoothing), want, rtol=1e-5)
+  g = jax.grad(lambda z: seq2seq.smoothed_cross_entropy(z, y, smoothing).sum())(z)
+  g_want = jax.grad(lambda z: optax.softmax_cross_entropy(
+      z, optax.smooth_labels(jax.nn.one_hot(y, 11), smoothing)).sum())(z)
+  np.testing.assert_allclose(g, g_want, rtol=1e-5, atol=1e-6)
