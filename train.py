@@ -25,6 +25,7 @@ FAMILIES = {
     'curves': 'translearn_jax.evaluation.learning_curves',
     'search': 'translearn_jax.transfer.search',
     'dann': 'translearn_jax.fusion.domain_adaptation',
+    'multitask': 'translearn_jax.fusion.multitask',
 }
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')

@@ -160,13 +160,8 @@ def test_bio_spans_and_conll_errors(tmp_path):
     conll.read_conll(str(p))
 
 
-def test_ner_tagger_learns_from_lm_run(tmp_path):
-  """A tiny CoNLL-format task made from the LM's own data: tag capitalised words."""
-  from test_lm import lm_config
-  from translearn_jax.downstream import tagging
-  from translearn_jax.pretraining import lm
-  lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
+def make_conll_task(tmp_path):
+  """A tiny CoNLL-format task made from the Lee corpus: tag capitalised words."""
   docs = list(readers.read_documents(readers.TextSpec(kind='text',
                                                       path='gensim:lee_background.cor')))
   words = ' '.join(docs).split()
@@ -181,10 +176,18 @@ def test_ner_tagger_learns_from_lm_run(tmp_path):
     blocks.append('\n'.join(f'{w} {t}' for w, t in zip(sent, tags)))
   for name, part in (('train', blocks[:200]), ('dev', blocks[200:250]), ('test', blocks[250:])):
     (tmp_path / f'{name}.txt').write_text('\n\n'.join(part) + '\n', encoding='utf-8')
+  return tuple(str(tmp_path / f'{n}.txt') for n in ('train', 'dev', 'test'))
+
+
+def test_ner_tagger_learns_from_lm_run(tmp_path):
+  from test_lm import lm_config
+  from translearn_jax.downstream import tagging
+  from translearn_jax.pretraining import lm
+  lm_dir = str(tmp_path / 'lm')
+  lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
   from configs import transfer_conll_lm
   c = transfer_conll_lm.get_config()
-  c.data.train_path, c.data.dev_path, c.data.test_path = (
-      str(tmp_path / f'{n}.txt') for n in ('train', 'dev', 'test'))
+  c.data.train_path, c.data.dev_path, c.data.test_path = make_conll_task(tmp_path)
   c.pretrained.path = lm_dir
   c.model.max_tokens = 48
   c.transfer.groups = (r'head=^head/,top=^backbone/(block_0|ln_final)/,'

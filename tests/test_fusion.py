@@ -165,3 +165,42 @@ def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
   c.dann.label_mapping = 'neg=negative'
   with pytest.raises(ConfigError, match='unmapped'):
     da.DannSetup(c)
+
+
+def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
+  import train
+  from configs import multitask as mt_config
+  from test_classification import make_conll_task
+  from test_lm import lm_config
+  from translearn_jax.fusion import multitask
+  from translearn_jax.pretraining import lm
+  lm_dir = str(tmp_path / 'lm')
+  lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
+  rows = ['sentence\tlabel'] + [f'{"good fine nice" if i % 2 else "bad poor sad"} film {i}\t{i % 2}'
+                                for i in range(200)]
+  (tmp_path / 'mr.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+  c = mt_config.get_config()
+  c.pretrained_lm = lm_dir
+  c.mr.data.kind, c.mr.data.path = 'tsv', str(tmp_path / 'mr.tsv')
+  c.mr.model.max_tokens = 32
+  c.ner.data.train_path, c.ner.data.dev_path, c.ner.data.test_path = make_conll_task(tmp_path)
+  c.ner.model.max_tokens = 48
+  c.lm_data.kind, c.lm_data.path = 'text', 'gensim:lee_background.cor'
+  c.multitask.steps, c.multitask.batch_size, c.multitask.lm_seq_len = 40, 8, 32
+  c.log_every_steps = 10
+  out = train.run(c, str(tmp_path / 'run'))
+  assert sum(out['steps_per_task'].values()) == 40 and min(out['steps_per_task'].values()) > 0
+  assert set(out['results']) == {'mr_test_accuracy', 'ner_test_f1', 'lm_valid_perplexity'}
+  logged = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
+  assert len(logged) == 4 and all('lm_steps' in m for m in logged)
+  assert any('ner_loss' in m for m in logged) and any('mr_loss' in m for m in logged)
+  # a head whose task is never drawn is never moved; the shared backbone is
+  mt = multitask.MultiTask(c)
+  monkeypatch.setattr(multitask.TaskSampler, 'task_at', lambda self, s: 0)  # always 'mr'
+  init = mt.init_params(0)
+  params, draws = multitask.train(mt, 0, 5)
+  assert draws == {'mr': 5, 'ner': 0, 'lm': 0}
+  for a, b in zip(jax.tree.leaves(init['heads']['ner']), jax.tree.leaves(params['heads']['ner'])):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(jax.tree.leaves(init['backbone'])[0],
+                            jax.tree.leaves(params['backbone'])[0])

@@ -212,14 +212,17 @@ def run_probe(setup: Setup, strategy: str, seed: int) -> dict:
   return best
 
 
+def classification_loss(model, params, tokens, mask, labels, rng):
+  logits = model.apply({'params': params}, tokens, mask, deterministic=False,
+                       rngs={'dropout': rng})
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
 def make_step(model, tx):
   """`(params, opt_state, tokens, mask, labels, rng) -> (params, opt_state, loss)`, not jitted
   (callers jit it, or vmap it over seeds first)."""
   def step(params, opt_state, t, m, y, rng):
-    def loss_fn(p):
-      logits = model.apply({'params': p}, t, m, deterministic=False, rngs={'dropout': rng})
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    loss, grads = jax.value_and_grad(classification_loss, argnums=1)(model, params, t, m, y, rng)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
   return step

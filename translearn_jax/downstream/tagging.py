@@ -125,6 +125,16 @@ class Setup:
     return conll.span_f1(self.corpora[split].tags, self.predict(params, split))['f1']
 
 
+def tagging_loss(model, params, tokens, mask, positions, tags, rng):
+  """Mean cross-entropy of the tags predicted at each word's last piece (-1: no loss)."""
+  logits = model.apply({'params': params}, tokens, mask, deterministic=False,
+                       rngs={'dropout': rng})
+  at = jnp.take_along_axis(logits, jnp.maximum(positions, 0)[..., None], axis=1)
+  valid = (positions >= 0) & (tags >= 0)
+  nll = optax.softmax_cross_entropy_with_integer_labels(at, jnp.maximum(tags, 0))
+  return jnp.sum(nll * valid) / jnp.maximum(valid.sum(), 1)
+
+
 def run_once(setup: Setup, strategy: str, seed: int) -> dict:
   config = setup.config
   params, report = setup.init_params(seed, strategy)
@@ -143,13 +153,7 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
 
   @jax.jit
   def step(params, opt_state, t, m, p, y, rng):
-    def loss_fn(prm):
-      logits = model.apply({'params': prm}, t, m, deterministic=False, rngs={'dropout': rng})
-      at = jnp.take_along_axis(logits, jnp.maximum(p, 0)[..., None], axis=1)
-      valid = (p >= 0) & (y >= 0)
-      nll = optax.softmax_cross_entropy_with_integer_labels(at, jnp.maximum(y, 0))
-      return jnp.sum(nll * valid) / jnp.maximum(valid.sum(), 1)
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    loss, grads = jax.value_and_grad(tagging_loss, argnums=1)(model, params, t, m, p, y, rng)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 

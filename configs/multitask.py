@@ -1,0 +1,44 @@
+"""Multi-task learning: MR sentiment + CoNLL NER + language modelling on one LM backbone.
+
+  python train.py --config configs/lm_transformer.py --workdir /tmp/lm_tf
+  python train.py --config configs/multitask.py --workdir /tmp/mtl \
+    --config.pretrained_lm=/tmp/lm_tf [--config.multitask.mixing=temperature]
+
+`mr` and `ner` are the configs of configs/transfer_mr_lm.py and
+configs/transfer_conll_lm.py (override any of their fields as
+--config.mr.FIELD / --config.ner.FIELD); `lm_data` is the LM task's corpus
+(default: the movie reviews, in-domain text for MR). Per-task losses and step
+counts go to metrics.jsonl / TensorBoard; test metrics to multitask.json.
+"""
+
+import ml_collections
+
+from configs import transfer_conll_lm, transfer_mr_lm
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.family = 'multitask'
+  config.seed = 0
+  config.pretrained_lm = '/tmp/lm_tf'      # the shared backbone's LM run
+  config.mr = transfer_mr_lm.get_config()
+  config.ner = transfer_conll_lm.get_config()
+  config.mr.pretrained.path = config.get_ref('pretrained_lm')
+  config.ner.pretrained.path = config.get_ref('pretrained_lm')
+  config.lm_data = dict(kind='jsonl', path='../shared/data/movie_reviews/reviews.jsonl',
+                        field='text', unit='line', encoding='utf-8', encoding_fallback='',
+                        split='train', data_dir='', valid_fraction=0.05)
+  config.multitask = dict(
+      tasks='mr,ner,lm',
+      mixing='temperature',        # 'proportional' | 'temperature' | 'equal'
+      temperature=2.0,
+      init='pretrained',           # 'pretrained' (graft the LM run) | 'scratch'
+      steps=1500,
+      batch_size=32,
+      learning_rate=1e-3,
+      schedule='slanted_triangular',
+      weight_decay=0.0,
+      lm_seq_len=64,
+      lm_eval_rows=512)
+  config.log_every_steps = 50
+  return config
