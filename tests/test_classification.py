@@ -49,7 +49,7 @@ def vectors(tmp_path_factory, topic_task):
   return path, words[:300]
 
 
-def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors):
+def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypatch):
   c = base_config(topic_task, vectors[0])
   c.compare_scratch, c.seeds = True, 2
   c.transfer.strategies = 'feature_extraction,finetune'
@@ -63,6 +63,23 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors):
   report = json.load(open(tmp_path / 'graft_report_finetune.json'))
   assert report['grafted'][0][1] == 'backbone/embed/embedding'
   assert report['remapped']['backbone/embed/embedding']['found'] == 300
+  # runs.jsonl: seed-major order; a restart with more seeds runs only the new ones
+  recs = [json.loads(l) for l in open(tmp_path / 'runs.jsonl')]
+  assert [(r['strategy'], r['seed']) for r in recs] == [
+      (n, s) for s in (0, 1) for n in ('scratch', 'feature_extraction', 'finetune')]
+  ran = []
+  real = classification.run_once
+  monkeypatch.setattr(classification, 'run_once',
+                      lambda setup, st, seed: ran.append((st, seed)) or real(setup, st, seed))
+  c.seeds = 3
+  again = classification.train_and_evaluate(c, str(tmp_path))
+  assert ran == [('scratch', 2), ('feature_extraction', 2), ('finetune', 2)]
+  old = {r['strategy']: r['test'] for r in summary['rows']}
+  new = {r['strategy']: r['test'][:2] for r in again['rows']}
+  assert old == new and all(r['seeds'] == 3 for r in again['rows'])
+  c.transfer.learning_rate = 0.1  # a different comparison must not reuse these records
+  with pytest.raises(Exception, match='recorded by a different config'):
+    classification.train_and_evaluate(c, str(tmp_path))
 
 
 def test_frozen_backbone_is_bit_identical_after_training(topic_task, vectors):

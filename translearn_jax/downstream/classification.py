@@ -32,6 +32,7 @@ from translearn_jax.data import labelled
 from translearn_jax.data.tokenizer import EOS
 from translearn_jax.data.vocab import tokenize
 from translearn_jax.downstream import models
+from translearn_jax.downstream import runs as runs_lib
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.export.word2vec_format import load_word2vec
@@ -301,22 +302,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   setup = Setup(config)
   info('%s: %d train / %d dev / %d test examples, %d classes', config.data.path,
        *(len(setup.splits[k].labels) for k in ('train', 'dev', 'test')), setup.num_classes)
-  if config.compare_scratch:
-    runs = [('scratch', s) for s in range(config.seeds)]
-    names = [s.strip() for s in config.transfer.strategies.split(',') if s.strip()]
-    runs += [(name, s) for name in names for s in range(config.seeds)]
-  else:
-    runs = [(config.transfer.strategy, config.seed)]
-  results = []
-  for strategy, seed in runs:
-    r = run_once(setup, strategy, seed)
-    info('%-20s seed %d: dev %.4f test %.4f (epoch %d)', strategy, seed, r['dev'], r['test'],
-         r['epoch'])
-    if r['report'] is not None and seed == runs[0][1] and jax.process_index() == 0:
-      r['report'].save(os.path.join(workdir, f'graft_report_{strategy}.json'))
-      if strategy == runs[-1][0] or not config.compare_scratch:
+
+  def on_result(r):
+    if r['report'] is not None and r['seed'] == 0 and jax.process_index() == 0:
+      r['report'].save(os.path.join(workdir, f'graft_report_{r["strategy"]}.json'))
+      if not config.compare_scratch:
         print(r['report'].summary())
-    results.append(r)
+
+  results = runs_lib.run_all(config, workdir, lambda st, seed: run_once(setup, st, seed),
+                             on_result)
   rows = summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0,
              'data': {k: len(v.labels) for k, v in setup.splits.items()},

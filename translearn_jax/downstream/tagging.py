@@ -26,6 +26,7 @@ import optax
 from translearn_jax.data import conll
 from translearn_jax.data.tokenizer import EOS
 from translearn_jax.downstream import classification
+from translearn_jax.downstream import runs as runs_lib
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import layers, lstm_lm, transformer_lm
 from translearn_jax.training.metrics import info, write_json
@@ -182,19 +183,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   info('CoNLL: %d/%d/%d sentences, %d tags; %d test words beyond model.max_tokens',
        *(len(setup.corpora[k].sentences) for k in ('train', 'dev', 'test')),
        len(setup.tag_names), truncated)
-  if config.compare_scratch:
-    names = [s.strip() for s in config.transfer.strategies.split(',') if s.strip()]
-    runs = [(n, s) for n in ['scratch'] + names for s in range(config.seeds)]
-  else:
-    runs = [(config.transfer.strategy, config.seed)]
-  results = []
-  for strategy, seed in runs:
-    r = run_once(setup, strategy, seed)
-    info('%-20s seed %d: dev F1 %.4f test F1 %.4f (epoch %d)', strategy, seed, r['dev'],
-         r['test'], r['epoch'])
-    if r['report'] is not None and jax.process_index() == 0:
-      r['report'].save(os.path.join(workdir, f'graft_report_{strategy}.json'))
-    results.append(r)
+
+  def on_result(r):
+    if r['report'] is not None and r['seed'] == 0 and jax.process_index() == 0:
+      r['report'].save(os.path.join(workdir, f'graft_report_{r["strategy"]}.json'))
+
+  results = runs_lib.run_all(config, workdir, lambda st, seed: run_once(setup, st, seed),
+                             on_result)
   rows = classification.summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0, 'metric': 'span F1',
              'truncated_test_words': truncated, 'pretrained': dict(config.pretrained)}

@@ -1,0 +1,88 @@
+"""The seeds × strategies runs of a transfer comparison, resumable.
+
+`run_list` orders the runs seed-major (scratch and every strategy for seed 0,
+then seed 1, ...), so a comparison stopped early still holds complete,
+paired seeds. `run_all` appends each finished run to `workdir/runs.jsonl`
+and, when restarted in the same workdir, skips the runs recorded there — a
+long comparison killed by a time limit loses at most the run in progress.
+Records carry a fingerprint of the config (without the run list fields); a
+workdir holding runs of a different config is an error, never a silent mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Callable
+
+import jax
+
+from translearn_jax.errors import ConfigError
+from translearn_jax.training.metrics import info
+
+LIST_FIELDS = ('seeds', 'compare_scratch', 'seed')
+
+
+def run_list(config) -> list[tuple[str, int]]:
+  if not config.compare_scratch:
+    return [(config.transfer.strategy, config.seed)]
+  names = ['scratch'] + [s.strip() for s in config.transfer.strategies.split(',')
+                         if s.strip() and s.strip() != 'scratch']
+  return [(n, s) for s in range(config.seeds) for n in names]
+
+
+def fingerprint(config) -> str:
+  d = json.loads(config.to_json_best_effort())
+  for k in LIST_FIELDS:
+    d.pop(k, None)
+  d.get('transfer', {}).pop('strategies', None)
+  d.get('transfer', {}).pop('strategy', None)
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_done(path: str, fp: str) -> dict[tuple[str, int], dict]:
+  done = {}
+  if not os.path.exists(path):
+    return done
+  with open(path) as f:
+    for n, line in enumerate(f, 1):
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError:
+        info('%s:%d: unreadable line (a run cut off while writing) ignored', path, n)
+        continue
+      if rec.get('config') != fp:
+        raise ConfigError(f'{path}:{n}: recorded by a different config; use a new --workdir '
+                          'or delete the file to start the comparison over')
+      done[(rec['strategy'], rec['seed'])] = rec
+  return done
+
+
+def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
+            on_result: Callable[[dict], None] = lambda r: None) -> list[dict]:
+  """Results of `run_fn(strategy, seed)` for every run of `run_list(config)`."""
+  path = os.path.join(workdir, 'runs.jsonl')
+  fp = fingerprint(config)
+  done = load_done(path, fp)
+  results = []
+  for strategy, seed in run_list(config):
+    if (strategy, seed) in done:
+      rec = done[(strategy, seed)]
+      info('%-20s seed %d: dev %.4f test %.4f (recorded in runs.jsonl)', strategy, seed,
+           rec['dev'], rec['test'])
+      results.append({**rec, 'params': None, 'report': None, 'plan': {}})
+      continue
+    r = run_fn(strategy, seed)
+    info('%-20s seed %d: dev %.4f test %.4f (epoch %d)', strategy, seed, r['dev'], r['test'],
+         r['epoch'])
+    on_result(r)
+    if jax.process_index() == 0:
+      rec = {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
+             'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp}
+      with open(path, 'a') as f:
+        f.write(json.dumps(rec) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
+    results.append(r)
+  return results
