@@ -60,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.grad_accum = 1                  # micro-batches per optimiser step
   config.epochs = 2
   config.max_steps = 0                   # stop after this many steps (0: all epochs)
+  # Continued pretraining (e.g. on target-domain text, ULMFiT's middle stage):
+  # start from another LM run's parameters and tokenizer (same config.model).
+  config.init_from = ''
   config.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (params fp32)
 
   config.optim = ml_collections.ConfigDict()

@@ -302,3 +302,28 @@ def test_lm_bad_input_one_line(tmp_path, overrides, message):
   assert res.returncode == 2, res.stderr
   err = [l for l in res.stderr.splitlines() if l.startswith('error: ')]
   assert err and message in err[0], res.stderr
+
+
+def test_continued_pretraining_from_another_lm_run(tmp_path):
+  """init_from: the source's tokenizer and parameters, fresh optimiser; architecture checked."""
+  import optax
+  from translearn_jax.generation.sample import load_run
+  src = str(tmp_path / 'src')
+  lm.train_and_evaluate(lm_config(max_steps=10), src)
+  c = lm_config(**{'max_steps': 4, 'data.path': 'gensim:lee.cor', 'data.encoding': 'latin-1'})
+  c.init_from = src
+  model = lm.make_model(lm.model_config(c, 400, deterministic=False))
+  mesh = mesh_lib.make_mesh(1)
+  _, src_tok, _, src_params = load_run(src)
+  fresh = lm.init_state(model, optax.sgd(0.1), 0, 8, mesh)
+  state = lm.init_from_run(src, fresh, lm.model_config(c, src_tok.vocab_size), mesh)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(src_params)):
+    np.testing.assert_array_equal(a, b)
+  out = lm.train_and_evaluate(c, str(tmp_path / 'dst'))
+  assert out['steps'] == 4
+  dst_tok = load_run(str(tmp_path / 'dst'))[1]
+  assert dst_tok.encode('The government said') == src_tok.encode('The government said')
+  bad = lm_config(**{'model.d_model': 48})
+  bad.init_from = src
+  with pytest.raises(ConfigError, match='different architecture'):
+    lm.train_and_evaluate(bad, str(tmp_path / 'bad'))

@@ -9,6 +9,8 @@ perplexity). Sample from a finished run with
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import itertools
 import math
@@ -105,6 +107,12 @@ def get_tokenizer(config, train_docs, workdir: str) -> Tokenizer:
     return Tokenizer.load(config.tokenizer.path)
   if os.path.exists(saved):
     return Tokenizer.load(saved)
+  if config.get('init_from'):  # continued pretraining keeps the source's pieces
+    from translearn_jax.generation.sample import load_run
+    tok = load_run(config.init_from)[1]
+    if jax.process_index() == 0:
+      tok.save(saved)
+    return tok
   t0 = time.perf_counter()
   tok = Tokenizer.train(train_docs, config.tokenizer.vocab_size, config.tokenizer.model_type,
                         seed=config.seed, normalization=config.tokenizer.normalization)
@@ -235,6 +243,26 @@ def build(config, workdir: str):
   return tok, train_rows, valid_rows, stats, mesh
 
 
+def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh) -> TrainState:
+  """`state` with the parameters of the LM run `run_dir` (same architecture required).
+
+  The ULMFiT middle stage: an LM pretrained on general text continues training
+  on target-domain text; the optimiser state and step count start fresh.
+  """
+  from translearn_jax.generation.sample import load_run
+  _, _, src_cfg, src_params = load_run(run_dir)
+  ignore = ('dropout', 'attention_dropout', 'dropout_embed', 'dropout_input', 'dropout_hidden',
+            'dropout_output', 'weight_drop', 'deterministic', 'decode', 'dtype')
+  a, b = dataclasses.asdict(src_cfg), dataclasses.asdict(train_cfg)
+  if type(src_cfg) is not type(train_cfg) or any(
+      a[k] != b[k] for k in a if k not in ignore):
+    diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b)
+            if k not in ignore and a.get(k) != b.get(k)}
+    raise ConfigError(f'config.init_from: {run_dir} has a different architecture '
+                      f'(source vs this config: {diff}); set config.model to match it')
+  return state.replace(params=jax.device_put(src_params, mesh_lib.replicated(mesh)))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
   os.makedirs(workdir, exist_ok=True)
@@ -265,6 +293,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data_state = LMState(**saved)
     info('resumed from step %d (epoch %d, batch %d)', int(state.step), data_state.epoch,
          data_state.batch)
+  elif config.get('init_from'):
+    state = init_from_run(config.init_from, state, train_cfg, mesh)
+    info('initialised from %s (continued pretraining; fresh optimiser)', config.init_from)
   train_fn = make_train_fn(model, tx, schedule, mesh)
   eval_fn = make_eval_fn(eval_model, mesh)
   tokens_per_step = config.batch_size * config.grad_accum * config.seq_length
