@@ -85,3 +85,18 @@ def test_import_errors_name_the_line(tmp_path):
     load_word2vec(str(p))
   with pytest.raises(DataError, match='cannot read'):
     load_word2vec(str(tmp_path / 'missing.txt'))
+
+
+def test_paired_comparison_of_two_result_files(tmp_path, capsys):
+  import json
+  from translearn_jax.evaluation import compare
+  rows = lambda t: {'rows': [{'strategy': 'scratch', 'test': [0.5, 0.5, 0.5]},
+                             {'strategy': 'finetune', 'test': t}]}
+  (tmp_path / 'a.json').write_text(json.dumps(rows([0.70, 0.72, 0.71])))
+  (tmp_path / 'b.json').write_text(json.dumps(rows([0.75, 0.76, 0.74])))
+  assert compare.main([str(tmp_path / 'a.json'), str(tmp_path / 'b.json')]) == 0
+  out = capsys.readouterr().out
+  assert 'B - A per seed: +5.00 +4.00 +3.00' in out and 'mean +4.00 ± 2.48' in out
+  assert compare.main([str(tmp_path / 'a.json'), str(tmp_path / 'b.json'),
+                       '--strategy', 'lora']) == 2
+  assert "no strategy 'lora'" in capsys.readouterr().err

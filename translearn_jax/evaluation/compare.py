@@ -1,0 +1,62 @@
+"""Seed-paired comparison of one strategy across two transfer runs (e.g. adapted vs not).
+
+  python -m translearn_jax.evaluation.compare runs/A/results.json runs/B/results.json \
+      [--strategy finetune] [--other-strategy finetune]
+
+Both files are `results.json` of `train.py` comparisons (classification or
+tagging) over the same seeds; prints B − A per seed and its mean ± 95% CI, so
+"does domain adaptation help?" is answered with the same pairing as
+"does transfer help?".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from translearn_jax.errors import DataError
+from translearn_jax.evaluation.stats import mean_ci
+
+
+def per_seed(path: str, strategy: str) -> list[float]:
+  try:
+    with open(path) as f:
+      rows = json.load(f)['rows']
+  except (OSError, KeyError, json.JSONDecodeError) as e:
+    raise DataError(f'{path}: not a results.json of a transfer comparison ({e})') from None
+  for r in rows:
+    if r['strategy'] == strategy:
+      return list(r['test'])
+  raise DataError(f'{path}: no strategy {strategy!r} (has {[r["strategy"] for r in rows]})')
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+  if len(a) != len(b):
+    raise DataError(f'the runs have different numbers of seeds ({len(a)} vs {len(b)})')
+  diff = [y - x for x, y in zip(a, b)]
+  m, h = mean_ci(diff)
+  return {'a_mean': mean_ci(a)[0], 'b_mean': mean_ci(b)[0], 'diff': diff, 'mean': m, 'ci95': h}
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('a')
+  ap.add_argument('b')
+  ap.add_argument('--strategy', default='finetune')
+  ap.add_argument('--other-strategy', default='', help='strategy in B (default: --strategy)')
+  args = ap.parse_args(argv)
+  try:
+    r = paired(per_seed(args.a, args.strategy),
+               per_seed(args.b, args.other_strategy or args.strategy))
+  except DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'A {100 * r["a_mean"]:.2f}  B {100 * r["b_mean"]:.2f}  B - A per seed: '
+        + ' '.join(f'{100 * d:+.2f}' for d in r['diff'])
+        + f'  mean {100 * r["mean"]:+.2f} ± {100 * r["ci95"]:.2f} (95% CI, {len(r["diff"])} seeds)')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
