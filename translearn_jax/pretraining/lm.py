@@ -243,14 +243,7 @@ def build(config, workdir: str):
   return tok, train_rows, valid_rows, stats, mesh
 
 
-def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh) -> TrainState:
-  """`state` with the parameters of the LM run `run_dir` (same architecture required).
-
-  The ULMFiT middle stage: an LM pretrained on general text continues training
-  on target-domain text; the optimiser state and step count start fresh.
-  """
-  from translearn_jax.generation.sample import load_run
-  _, _, src_cfg, src_params = load_run(run_dir)
+def check_same_architecture(src_cfg, train_cfg, run_dir: str) -> None:
   ignore = ('dropout', 'attention_dropout', 'dropout_embed', 'dropout_input', 'dropout_hidden',
             'dropout_output', 'weight_drop', 'deterministic', 'decode', 'dtype')
   a, b = dataclasses.asdict(src_cfg), dataclasses.asdict(train_cfg)
@@ -260,11 +253,27 @@ def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh) -> TrainStat
             if k not in ignore and a.get(k) != b.get(k)}
     raise ConfigError(f'config.init_from: {run_dir} has a different architecture '
                       f'(source vs this config: {diff}); set config.model to match it')
+
+
+def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh) -> TrainState:
+  """`state` with the parameters of the LM run `run_dir` (same architecture required).
+
+  The ULMFiT middle stage: an LM pretrained on general text continues training
+  on target-domain text; the optimiser state and step count start fresh.
+  """
+  from translearn_jax.generation.sample import load_run
+  _, _, src_cfg, src_params = load_run(run_dir)
+  check_same_architecture(src_cfg, train_cfg, run_dir)
   return state.replace(params=jax.device_put(src_params, mesh_lib.replicated(mesh)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
+  if config.get('init_from'):  # fail before reading and tokenising the corpus
+    from translearn_jax.generation.sample import load_run
+    _, src_tok, src_cfg, _ = load_run(config.init_from)
+    check_same_architecture(src_cfg, model_config(config, src_tok.vocab_size),
+                            config.init_from)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
