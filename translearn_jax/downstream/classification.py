@@ -304,10 +304,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
        *(len(setup.splits[k].labels) for k in ('train', 'dev', 'test')), setup.num_classes)
 
   def on_result(r):
-    if r['report'] is not None and r['seed'] == 0 and jax.process_index() == 0:
-      r['report'].save(os.path.join(workdir, f'graft_report_{r["strategy"]}.json'))
-      if not config.compare_scratch:
-        print(r['report'].summary())
+    if r['report'] is not None and not config.compare_scratch and jax.process_index() == 0:
+      print(r['report'].summary())
 
   results = runs_lib.run_all(config, workdir, lambda st, seed: run_once(setup, st, seed),
                              on_result)

@@ -61,12 +61,17 @@ def load_done(path: str, fp: str) -> dict[tuple[str, int], dict]:
 
 def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
             on_result: Callable[[dict], None] = lambda r: None) -> list[dict]:
-  """Results of `run_fn(strategy, seed)` for every run of `run_list(config)`."""
+  """Results of `run_fn(strategy, seed)` for every run of `run_list(config)`.
+
+  The graft report of each strategy's first seed is saved as
+  `graft_report_<strategy>.json`.
+  """
   path = os.path.join(workdir, 'runs.jsonl')
   fp = fingerprint(config)
   done = load_done(path, fp)
+  runs = run_list(config)
   results = []
-  for strategy, seed in run_list(config):
+  for strategy, seed in runs:
     if (strategy, seed) in done:
       rec = done[(strategy, seed)]
       info('%-20s seed %d: dev %.4f test %.4f (recorded in runs.jsonl)', strategy, seed,
@@ -76,6 +81,8 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
     r = run_fn(strategy, seed)
     info('%-20s seed %d: dev %.4f test %.4f (epoch %d)', strategy, seed, r['dev'], r['test'],
          r['epoch'])
+    if r['report'] is not None and seed == runs[0][1] and jax.process_index() == 0:
+      r['report'].save(os.path.join(workdir, f'graft_report_{strategy}.json'))
     on_result(r)
     if jax.process_index() == 0:
       rec = {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),

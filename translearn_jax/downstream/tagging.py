@@ -183,13 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   info('CoNLL: %d/%d/%d sentences, %d tags; %d test words beyond model.max_tokens',
        *(len(setup.corpora[k].sentences) for k in ('train', 'dev', 'test')),
        len(setup.tag_names), truncated)
-
-  def on_result(r):
-    if r['report'] is not None and r['seed'] == 0 and jax.process_index() == 0:
-      r['report'].save(os.path.join(workdir, f'graft_report_{r["strategy"]}.json'))
-
-  results = runs_lib.run_all(config, workdir, lambda st, seed: run_once(setup, st, seed),
-                             on_result)
+  results = runs_lib.run_all(config, workdir, lambda st, seed: run_once(setup, st, seed))
   rows = classification.summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0, 'metric': 'span F1',
              'truncated_test_words': truncated, 'pretrained': dict(config.pretrained)}

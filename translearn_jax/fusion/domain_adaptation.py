@@ -33,6 +33,7 @@ import optax
 from translearn_jax.data import labelled
 from translearn_jax.downstream import classification, models
 from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.export.word2vec_format import load_word2vec
 from translearn_jax.fusion.gradient_reversal import dann_lambda, grad_reverse
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import graft as graft_lib
@@ -69,8 +70,7 @@ class DannSetup:
     self.src_inputs = (*enc(src.texts, m.source_max_tokens), src.labels)
     self.tgt_inputs = {k: (*enc(v.texts, m.max_tokens), v.labels)
                        for k, v in self.target.items()}
-    words, vecs = classification.load_word2vec(config.pretrained.path,
-                                               binary=config.pretrained.binary)
+    words, vecs = load_word2vec(config.pretrained.path, binary=config.pretrained.binary)
     self.pretrained = {'embedding': vecs}
     self.remap = {'backbone/embed/embedding': (words, self.vocab)}
     self.rules = graft_lib.parse_rules(config.graft.rules)
@@ -145,8 +145,9 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float) -> dict:
   step = jax.jit(make_step(setup, tx, lambda_max, steps))
   rng = np.random.default_rng([seed, 23])
   key = jax.random.key(seed + 1000)
-  trim = lambda toks, mask, idx: (toks[idx, :classification.trimmed_width(mask[idx])],
-                                  mask[idx, :classification.trimmed_width(mask[idx])])
+  def trim(toks, mask, idx):
+    w = classification.trimmed_width(mask[idx])
+    return toks[idx, :w], mask[idx, :w]
   aux = None
   for t in range(steps):
     si = rng.choice(len(s_lab), bs, replace=False)

@@ -162,10 +162,17 @@ def translate(decode_model, params, tok: Tokenizer, sources: np.ndarray, max_tgt
   return out
 
 
-def evaluate_split(decode_model, params, tok, pairs, config, beam: int) -> tuple[dict, list]:
-  ms, mt = config.max_source_len, config.max_target_len
-  rows, _ = encode_pairs(tok, pairs, ms, mt, filter_long=False)
-  hyps = translate(decode_model, params, tok, rows[:, :ms], mt, beam, config.eval.length_penalty)
+def encode_sources(tok: Tokenizer, pairs, config) -> np.ndarray:
+  """(N, max_source_len) 0-padded source ids of evaluation pairs (none dropped)."""
+  rows, _ = encode_pairs(tok, pairs, config.max_source_len, config.max_target_len,
+                         filter_long=False)
+  return rows[:, :config.max_source_len]
+
+
+def evaluate_split(decode_model, params, tok, pairs, sources, config, beam: int
+                   ) -> tuple[dict, list]:
+  hyps = translate(decode_model, params, tok, sources, config.max_target_len, beam,
+                   config.eval.length_penalty)
   return dict(score(hyps, [p[1] for p in pairs], config.eval.metric), examples=len(pairs)), hyps
 
 
@@ -232,12 +239,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     holder['state'] = state
     return state, sums
 
+  eval_sources: dict[str, np.ndarray] = {}
+
   def extra(step: int) -> dict:
     every = config.eval.every_steps
     if not every or 'valid' not in splits or step % every >= config.log_every_steps:
       return {}
     pairs = splits['valid'][:config.eval.during_max_examples or None]
-    scores, _ = evaluate_split(decode_model, holder['state'].params, tok, pairs, config,
+    if 'during' not in eval_sources:  # encoded once, not at every evaluation
+      eval_sources['during'] = encode_sources(tok, pairs, config)
+    scores, _ = evaluate_split(decode_model, holder['state'].params, tok, pairs,
+                               eval_sources['during'], config,
                                config.eval.during_beam)
     return {f'valid_{k}': v for k, v in scores.items() if k != 'examples'}
 
@@ -268,7 +280,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if split not in splits:
       continue
     pairs = splits[split][:config.eval.max_examples or None]
-    summary[split], hyps = evaluate_split(decode_model, result.state.params, tok, pairs, config,
+    summary[split], hyps = evaluate_split(decode_model, result.state.params, tok, pairs,
+                                          encode_sources(tok, pairs, config), config,
                                           config.eval.beam)
     summary[f'{split}_samples'] = [{'source': p[0], 'reference': p[1], 'output': h}
                                    for p, h in list(zip(pairs, hyps))[:5]]
