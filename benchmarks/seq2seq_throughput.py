@@ -15,6 +15,14 @@ compilation. Both use all cores. The two take turns in short rounds and the
 ratio is the median of the per-round ratios (this machine's speed drifts by
 ±20% over a minute; back-to-back runs gave ratios from 0.88 to 1.20).
 
+`ours_packed` trains on the same pairs packed (`data.packing`) into batches of
+the same shape (32 rows of 32/32 positions), several pairs a row, attention kept
+within each pair: the same FLOPs per step as the padded batch, more of them on
+real tokens. `ratio` in the JSON is ours_packed / torch (our training pipeline's
+throughput); `ratio_padded` is ours on the identical padded batches / torch
+(model for model). Throughputs count the real target tokens of the steps each
+runner timed.
+
 Decoding (ours): sentences/s of greedy and beam-4 search (length penalty 0.6)
 over 64 sources, max 32 target tokens. The weights are random, so hypotheses
 rarely end early: these are close to worst-case (every step runs).
@@ -36,6 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import interleaved, optim_config  # noqa: E402
+from translearn_jax.data.packing import PackStream  # noqa: E402
 from translearn_jax.data.tokenizer import BOS, EOS  # noqa: E402
 from translearn_jax.generation import seq2seq_decode  # noqa: E402
 from translearn_jax.models import seq2seq as s2s  # noqa: E402
@@ -68,6 +77,15 @@ def model_config(**kw) -> s2s.Seq2SeqConfig:
   return s2s.Seq2SeqConfig(vocab_size=V, d_model=D, num_heads=H, encoder_layers=L,
                            decoder_layers=L, d_ff=F, max_len=max(S, T), dropout=0.0,
                            share_embeddings=True, **kw)
+
+
+def packed_batches(batches) -> list[dict[str, np.ndarray]]:
+  """The same pairs packed into (B, S)/(B, T) rows (`data.packing`), last partial batch dropped."""
+  cat = lambda k: np.concatenate([b[k] for b in batches])
+  stream = PackStream(cat('source'), cat('target_in'), cat('target_out'), rows=B, epochs=1,
+                      seed=0)
+  return [{k: v[0] for k, v in stream.make_batch(0, i).items()}
+          for i in range(len(stream.plans[0]) - 1)]
 
 
 def ours(batches):
@@ -162,31 +180,40 @@ def main():
   ap.add_argument('--json', default='')
   ap.add_argument('--skip-torch', action='store_true')
   args = ap.parse_args()
-  batches = make_batches(8)
-  tokens_per_step = np.mean([(b['target_out'] > 0).sum() for b in batches])
-  runners = {'ours': ours(batches)}
+  batches = make_batches(12)
+  data = {'ours': batches, 'ours_packed': packed_batches(batches), 'torch': batches}
+  runners = {'ours': ours(batches), 'ours_packed': ours(data['ours_packed'])}
   if not args.skip_torch:
     runners['torch'] = torch_s2s(batches)
   times = interleaved({k: v[:2] for k, v in runners.items()}, args.warmup, args.rounds,
                       args.steps)
-  tps = {k: tokens_per_step * args.steps * args.rounds / sum(t) for k, t in times.items()}
+  # real target tokens of the steps each runner timed (it cycles over its batches)
+  tokens = {k: np.array([sum((data[k][i % len(data[k])]['target_out'] > 0).sum()
+                              for i in range(args.warmup + r * args.steps,
+                                             args.warmup + (r + 1) * args.steps))
+                          for r in range(args.rounds)], np.float64) for k in runners}
+  tps = {k: tokens[k].sum() / sum(t) for k, t in times.items()}
   dec = decoding()
   print(f'\nmodel: {L}+{L} layers, d_model {D}, {H} heads, d_ff {F}, vocab {V}, '
         f'src/tgt {S}/{T} (real lengths 8..32), batch {B}, fp32, AdamW, label smoothing '
         f'{SMOOTHING}; {args.rounds} interleaved rounds of {args.steps} steps; '
         f'{os.cpu_count()} CPU cores')
-  print(f'{"":<8} {"target tokens/s":>16} {"loss":>7}')
+  fill = np.mean([(b['target_out'] > 0).mean() for b in data['ours_packed']])
+  print(f'packed: the same pairs in {B}-row batches, {fill:.0%} of target positions real '
+        f'(padded: {np.mean([(b["target_out"] > 0).mean() for b in batches]):.0%})')
+  print(f'{"":<12} {"target tokens/s":>16} {"loss":>7}')
   for k in runners:
-    print(f'{k:<8} {tps[k]:>16,.0f} {runners[k][2]():>7.3f}')
-  out = {'ours_tokens_per_s': tps['ours'],
+    print(f'{k:<12} {tps[k]:>16,.0f} {runners[k][2]():>7.3f}')
+  out = {'ours_tokens_per_s': tps['ours_packed'], 'ours_padded_tokens_per_s': tps['ours'],
          **{f'{k}_sentences_per_s': v for k, v in dec.items()}}
   if 'torch' in tps:
-    per_round = np.array(times['torch']) / np.array(times['ours'])
-    ratio = float(np.median(per_round))
-    print(f'ratio ours/torch target tokens/s: {ratio:.3f} (median of {args.rounds} rounds; '
-          f'range {per_round.min():.2f}-{per_round.max():.2f})')
-    out.update(torch_tokens_per_s=tps['torch'], ratio=ratio,
-               ratio_per_round=per_round.tolist())
+    for k, key in (('ours', 'ratio_padded'), ('ours_packed', 'ratio')):
+      per_round = (tokens[k] / np.array(times[k])) / (tokens['torch'] / np.array(times['torch']))
+      ratio = float(np.median(per_round))
+      print(f'ratio {k}/torch target tokens/s: {ratio:.3f} (median of {args.rounds} rounds; '
+            f'range {per_round.min():.2f}-{per_round.max():.2f})')
+      out.update({key: ratio, f'{key}_per_round': per_round.tolist()})
+    out['torch_tokens_per_s'] = tps['torch']
   print('decoding (ours, 64 sources, max 32 tokens): ' +
         ', '.join(f'{k} {v:,.1f} sentences/s' for k, v in dec.items()))
   if args.json:

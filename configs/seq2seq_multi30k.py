@@ -51,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_source_len = 48             # pieces; longer training pairs are dropped
   config.max_target_len = 48
   config.length_buckets = '12,16,20,24,32'  # batch boundaries in pieces ('' = pad all to the max)
+  config.packing = False                 # True: pack several pairs into each of batch_size
+                                         # rows of max_*_len pieces (replaces length_buckets)
   config.label_smoothing = 0.1
   config.batch_size = 64
   config.epochs = 10

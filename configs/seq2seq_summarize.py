@@ -22,6 +22,7 @@ def get_config():
   config.max_source_len = 256
   config.max_target_len = 64
   config.length_buckets = '32,64,128,192'
+  config.packing = False                 # True: several (document, summary) pairs per row
   config.batch_size = 16
   config.eval.metric = 'rouge'
   config.eval.beam = 4

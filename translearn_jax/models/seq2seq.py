@@ -6,7 +6,9 @@ with the LM). Parameters: `embed` (shared by encoder, decoder and output when
 `encoder/block_{i}`, `decoder/block_{i}` (`self_attn`, `cross_attn`, `mlp`),
 learned positions `encoder/pos_embed`, `decoder/pos_embed`.
 
-`__call__(source, target_in)` -> logits; `encode(source)` and
+`__call__(source, target_in)` -> logits (with `source_segments`,
+`source_positions`, `target_segments`, `target_positions` for packed rows, see
+`data.packing`); `encode(source)` and
 `decode(encoded, source_mask, target_in)` for incremental decoding. With
 `decode=True` the decoder's self-attention keys/values accumulate in the
 `cache` collection, and the cross-attention keys/values of the encoder output
@@ -74,6 +76,17 @@ def _check_len(n, cfg, what):
     raise ValueError(f'{what} length {n} exceeds model.max_len={cfg.max_len}')
 
 
+def _positions(table, length, positions, cfg):
+  """Learned position vectors: the first `length` rows, or rows `positions` (B, T)."""
+  pos = table[:length] if positions is None else jnp.take(table, positions, axis=0)
+  return pos.astype(cfg.dtype)
+
+
+def _same_segment(query_segments, key_segments):
+  """(B, 1, Tq, Tk) True where query and key belong to the same packed pair."""
+  return (query_segments[:, :, None] == key_segments[:, None, :])[:, None]
+
+
 class Seq2Seq(nn.Module):
   config: Seq2SeqConfig
 
@@ -104,18 +117,22 @@ class Seq2Seq(nn.Module):
     if cfg.decode and (self.cache_ready or self.is_mutable_collection('cache')):
       self.position = self.variable('cache', 'position', lambda: jnp.zeros((), jnp.int32))
 
-  def encode(self, source):
+  def encode(self, source, segments=None, positions=None):
+    """(encoded, source mask); `segments`/`positions` (B, S) for packed rows."""
     cfg = self.config
     _check_len(source.shape[1], cfg, 'source')
     src_mask = source > 0
-    x = self.embed(source) + self.enc_pos[:source.shape[1]].astype(cfg.dtype)
+    x = self.embed(source) + _positions(self.enc_pos, source.shape[1], positions, cfg)
     x = self.drop(x, deterministic=cfg.deterministic)
     attn_mask = src_mask[:, None, None, :]
+    if segments is not None:
+      attn_mask = attn_mask & _same_segment(segments, segments)
     for block in self.encoder:
       x = block(x, attn_mask)
     return self.enc_ln(x), src_mask
 
-  def decode(self, encoded, src_mask, target_in):
+  def decode(self, encoded, src_mask, target_in, source_segments=None, target_segments=None,
+             target_positions=None):
     cfg = self.config
     b, t = target_in.shape
     if encoded is None and not cfg.decode:
@@ -130,16 +147,30 @@ class Seq2Seq(nn.Module):
       _check_len(t, cfg, 'target')
       start = 0
       self_mask = layers.causal_mask(t)
-    pos = jax.lax.dynamic_slice_in_dim(self.dec_pos, start, t, axis=0)
-    x = emb(target_in) + pos.astype(cfg.dtype)
+    if target_positions is None:
+      pos = jax.lax.dynamic_slice_in_dim(self.dec_pos, start, t, axis=0).astype(cfg.dtype)
+    else:
+      pos = _positions(self.dec_pos, t, target_positions, cfg)
+    x = emb(target_in) + pos
     x = self.drop(x, deterministic=cfg.deterministic)
     cross_mask = src_mask[:, None, None, :]
+    if (source_segments is None) != (target_segments is None):
+      raise ValueError('packed decoding needs both source_segments and target_segments')
+    if target_segments is not None:
+      if cfg.decode:
+        raise ValueError('packed rows are for training; incremental decoding takes one pair a row')
+      self_mask = self_mask & _same_segment(target_segments, target_segments)
+      cross_mask = cross_mask & _same_segment(target_segments, source_segments)
     for block in self.decoder:
       x = block(x, self_mask, encoded, cross_mask)
     x = self.dec_ln(x).reshape(b * t, -1)
     logits = self.embed.attend(x) if cfg.share_embeddings else self.head(x)
     return logits.reshape(b, t, -1).astype(jnp.float32)
 
-  def __call__(self, source, target_in):
-    encoded, src_mask = self.encode(source)
-    return self.decode(encoded, src_mask, target_in)
+  def __call__(self, source, target_in, source_segments=None, source_positions=None,
+               target_segments=None, target_positions=None):
+    """Logits (B, T, V). The optional segment/position arrays describe packed rows
+    (`data.packing`): attention stays within a segment, positions restart per pair."""
+    encoded, src_mask = self.encode(source, source_segments, source_positions)
+    return self.decode(encoded, src_mask, target_in, source_segments, target_segments,
+                       target_positions)

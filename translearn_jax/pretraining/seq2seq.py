@@ -4,7 +4,10 @@ Data: `translearn_jax.data.parallel` (aligned text files, TSV/JSONL pairs, TFDS)
 One sentencepiece model is trained on both sides (saved as
 `workdir/tokenizer.model`). Pairs are length-filtered to `max_source_len` /
 `max_target_len` and batched by length (`length_buckets`, see
-`data.bucketing`): each batch is padded only to its bucket's boundary.
+`data.bucketing`): each batch is padded only to its bucket's boundary; or,
+with `packing=True`, several pairs share each of the `batch_size` rows
+(`data.packing`; attention stays within a pair, so nothing is padded but the
+end of a row).
 Loss: label-smoothed cross-entropy over real target tokens; throughput is
 counted in real (non-padding) target tokens. Evaluation: greedy or beam-search
 decoding (sources sorted by length, decoding stops when every hypothesis is
@@ -30,6 +33,7 @@ import optax
 
 from translearn_jax.data import parallel
 from translearn_jax.data.bucketing import BucketStream, parse_boundaries
+from translearn_jax.data.packing import PackStream
 from translearn_jax.data.lm_data import LMState
 from translearn_jax.data.tokenizer import BOS, EOS, Tokenizer
 from translearn_jax.errors import ConfigError
@@ -114,16 +118,20 @@ def smoothed_cross_entropy(logits, labels, smoothing: float):
   return lse - (1.0 - smoothing) * picked - smoothing * jnp.mean(z, axis=-1)
 
 
+PACKED_KEYS = ('source_segments', 'source_positions', 'target_segments', 'target_positions')
+
+
 def make_train_fn(model, tx, schedule, mesh, smoothing):
   repl = mesh_lib.replicated(mesh)
 
   def train_fn(state, batch):
     # (1, B, L_bucket) each; the leading accumulation axis is not used here
     src, tin, tout = batch['source'][0], batch['target_in'][0], batch['target_out'][0]
+    packed = {k: batch[k][0] for k in PACKED_KEYS if k in batch}  # packed rows (data.packing)
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
-      logits = model.apply({'params': params}, src, tin, rngs={'dropout': rng})
+      logits = model.apply({'params': params}, src, tin, **packed, rngs={'dropout': rng})
       nll = smoothed_cross_entropy(logits, tout, smoothing)
       w = (tout > 0).astype(jnp.float32)
       return jnp.sum(nll * w), jnp.sum(w)
@@ -211,10 +219,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = mesh_lib.make_mesh(config.num_devices or None)
   row_start, row_stop = mesh_lib.process_rows(config.batch_size, mesh)
   arrays, lengths = pair_arrays(train_rows, ms, mt)
-  boundaries = parse_boundaries(config.length_buckets, max(ms, mt))
-  stream = BucketStream(arrays, lengths, boundaries, config.batch_size, config.epochs,
-                        config.seed, row_start, row_stop)
-  info('length buckets %s: %s pairs', boundaries, stream.bucket_sizes)
+  if config.get('packing', False):
+    stream = PackStream(arrays['source'], arrays['target_in'], arrays['target_out'],
+                        config.batch_size, config.epochs, config.seed, row_start, row_stop)
+    fill = stream.fill()
+    info('packing: %d rows of %d/%d pieces a batch, %.1f pairs a row on average; '
+         'fill %.0f%% source, %.0f%% target', config.batch_size, ms, mt,
+         len(kept) * config.epochs / (stream.total_steps * config.batch_size),
+         100 * fill['source'], 100 * fill['target'])
+  else:
+    boundaries = parse_boundaries(config.length_buckets, max(ms, mt))
+    stream = BucketStream(arrays, lengths, boundaries, config.batch_size, config.epochs,
+                          config.seed, row_start, row_stop)
+    info('length buckets %s: %s pairs', boundaries, stream.bucket_sizes)
   total_steps = min(stream.total_steps, config.max_steps) if config.max_steps else \
       stream.total_steps
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
