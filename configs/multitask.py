@@ -9,6 +9,10 @@ configs/transfer_conll_lm.py (override any of their fields as
 --config.mr.FIELD / --config.ner.FIELD); `lm_data` is the LM task's corpus
 (default: the movie reviews, in-domain text for MR). Per-task losses and step
 counts go to metrics.jsonl / TensorBoard; test metrics to multitask.json.
+With --config.compare_single=True --config.seeds=N every seed also trains each
+task alone for the steps it got in the multi-task run (same batches, same
+initialisation): per-task mean ± 95% CI and the paired difference go to
+compare.json (resumable: rerun the command in the same workdir).
 """
 
 import ml_collections
@@ -20,6 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = 'multitask'
   config.seed = 0
+  config.compare_single = False           # True: multi-task vs each task alone (equal
+  config.seeds = 3                        #   per-task steps), seeds 0..seeds-1, resumable
   config.pretrained_lm = '/tmp/lm_tf'      # the shared backbone's LM run
   config.mr = transfer_mr_lm.get_config()
   config.ner = transfer_conll_lm.get_config()

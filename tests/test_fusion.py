@@ -204,3 +204,32 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(jax.tree.leaves(init['backbone'])[0],
                             jax.tree.leaves(params['backbone'])[0])
+  # the single-task baseline trains what the multi-task run trains when only that task is drawn
+  alone, draws_alone = multitask.train(mt, 0, 5, only='mr')
+  assert draws_alone == {'mr': 5} and set(alone['heads']) == {'mr'}
+  for a, b in zip(jax.tree.leaves(alone['backbone']) + jax.tree.leaves(alone['heads']['mr']),
+                  jax.tree.leaves(params['backbone']) + jax.tree.leaves(params['heads']['mr'])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  monkeypatch.undo()
+
+  # multi-task vs single task over seeds: equal per-task steps, paired table, resumable
+  c.multitask.tasks, c.multitask.steps = 'mr,lm', 6
+  c.compare_single, c.seeds = True, 2
+  out = train.run(c, str(tmp_path / 'cmp'))
+  recs = [json.loads(l) for l in (tmp_path / 'cmp' / 'runs.jsonl').read_text().splitlines()]
+  assert [(r['strategy'], r['seed']) for r in recs] == [
+      ('multitask', 0), ('single_mr', 0), ('single_lm', 0),
+      ('multitask', 1), ('single_mr', 1), ('single_lm', 1)]
+  for seed in (0, 1):
+    multi = recs[3 * seed]['steps_per_task']
+    assert recs[3 * seed + 1]['steps_per_task'] == {'mr': multi['mr']}
+    assert recs[3 * seed + 2]['steps_per_task'] == {'lm': multi['lm']}
+  rows = {r['task']: r for r in out['rows']}
+  assert set(rows) == {'mr', 'lm'} and len(rows['mr']['diff']) == 2
+  assert rows['mr']['multitask'][1] == 100 * recs[3]['results']['mr_test_accuracy']
+  np.testing.assert_allclose(rows['lm']['diff'][0], recs[0]['results']['lm_valid_perplexity']
+                             - recs[2]['results']['lm_valid_perplexity'])
+  # rerun in the same workdir: every run is read back, none retrained
+  monkeypatch.setattr(multitask, 'train', lambda *a, **k: pytest.fail('retrained a recorded run'))
+  again = train.run(c, str(tmp_path / 'cmp'))
+  assert again['table'] == out['table']

@@ -18,13 +18,21 @@ parameter without a gradient is skipped). One jitted step per task.
 Logged every `log_every_steps` (metrics.jsonl / TensorBoard): per-task mean
 loss and how many steps each task got. At the end: MR test accuracy, NER test
 span F1, LM held-out perplexity, written to `multitask.json`.
+
+`compare_single=True` (with `seeds`): the measured question — does sharing
+help? Each seed runs the multi-task model and then each task alone for the
+number of steps it got in the multi-task run, on the same batches from the same
+initialisation; `compare.json` and the printed table give per-task means ± 95%
+CI and the seed-paired difference (`compare_single`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +43,9 @@ import optax
 from translearn_jax.data import readers
 from translearn_jax.data.lm_data import pack, split_documents
 from translearn_jax.data.tokenizer import EOS
-from translearn_jax.downstream import classification, tagging
+from translearn_jax.downstream import classification, runs, tagging
 from translearn_jax.errors import ConfigError
+from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.fusion.mixing import TaskSampler
 from translearn_jax.models import transformer_lm
 from translearn_jax.training.metrics import MetricWriter, info, write_json
@@ -89,10 +98,10 @@ class MultiTask:
       return len(self.setups['ner'].inputs['train'][0])
     return len(self.lm.rows)
 
-  def init_params(self, seed: int):
+  def init_params(self, seed: int, names: Optional[Sequence[str]] = None):
     strategy = 'scratch' if self.config.multitask.init == 'scratch' else 'finetune'
     heads, backbone = {}, None
-    for t in self.names:
+    for t in (self.names if names is None else names):
       if t == 'lm':
         continue
       p, _ = self.setups[t].init_params(seed, strategy)
@@ -138,14 +147,15 @@ class MultiTask:
       return {'tokens': toks[idx], 'mask': mask[idx], 'positions': pos[idx], 'tags': tags[idx]}
     return {'tokens': self.lm.rows[idx]}
 
-  def evaluate(self, params) -> dict:
+  def evaluate(self, params, names: Optional[Sequence[str]] = None) -> dict:
+    names = self.names if names is None else names
     out = {}
     full = lambda t: {'backbone': params['backbone'], 'head': params['heads'][t]}
-    if 'mr' in self.names:
+    if 'mr' in names:
       out['mr_test_accuracy'] = self.setups['mr'].accuracy(full('mr'), 'test')
-    if 'ner' in self.names:
+    if 'ner' in names:
       out['ner_test_f1'] = self.setups['ner'].f1(full('ner'), 'test')
-    if 'lm' in self.names and self.lm.valid_rows is not None:
+    if 'lm' in names and self.lm.valid_rows is not None:
       model = transformer_lm.TransformerLM(self.lm_config.replace(deterministic=True))
       f = jax.jit(lambda b, r: optax.softmax_cross_entropy_with_integer_labels(
           model.apply({'params': b}, r[:, :-1]).astype(jnp.float32), r[:, 1:]).sum())
@@ -155,10 +165,18 @@ class MultiTask:
     return out
 
 
-def train(mt: MultiTask, seed: int, steps: int, writer=None) -> tuple[dict, dict]:
-  """(final params, per-task step counts)."""
+def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str] = None
+          ) -> tuple[dict, dict]:
+  """(final params, per-task step counts).
+
+  With `only=task`, that task alone (its head and the backbone) trains for
+  `steps` steps on the batches it draws in the multi-task run (same order, same
+  initialisation, same schedule shape over its own steps): the single-task
+  baseline of `compare_single`.
+  """
   c = mt.config.multitask
-  params = mt.init_params(seed)
+  names = mt.names if only is None else [only]
+  params = mt.init_params(seed, names)
 
   def adamw():
     sched = strategies.make_schedule(c.schedule, c.learning_rate, steps)
@@ -184,13 +202,13 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None) -> tuple[dict, dict
       return b, h, ob, oh, value
     return step
 
-  steps_fn = {t: make_step(t) for t in mt.names}
+  steps_fn = {t: make_step(t) for t in names}
   sampler = TaskSampler(mt.sizes, c.mixing, c.temperature, seed)
-  draws = {t: 0 for t in mt.names}
-  window = {t: [] for t in mt.names}
+  draws = {t: 0 for t in names}
+  window = {t: [] for t in names}
   key = jax.random.key(seed + 3000)
   for s in range(steps):
-    task = mt.names[sampler.task_at(s)]
+    task = only or mt.names[sampler.task_at(s)]
     bs = mt.config.multitask.batch_size
     batch = mt.batch(task, draws[task], bs, seed)
     draws[task] += 1
@@ -203,10 +221,87 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None) -> tuple[dict, dict
     window[task].append(float(value))
     if writer is not None and ((s + 1) % mt.config.log_every_steps == 0 or s + 1 == steps):
       metrics = {f'{t}_loss': float(np.mean(v)) for t, v in window.items() if v}
-      metrics.update({f'{t}_steps': draws[t] for t in mt.names})
+      metrics.update({f'{t}_steps': draws[t] for t in names})
       writer.write(s + 1, metrics)
-      window = {t: [] for t in mt.names}
+      window = {t: [] for t in names}
   return params, draws
+
+
+METRICS = {'mr': ('mr_test_accuracy', 'MR test accuracy %', 100.0, True),
+           'ner': ('ner_test_f1', 'NER test span F1', 100.0, True),
+           'lm': ('lm_valid_perplexity', 'LM held-out perplexity', 1.0, False)}
+
+
+def compare_single(mt: MultiTask, config, workdir: str) -> dict:
+  """Multi-task vs each task alone at equal per-task steps, over `config.seeds` seeds.
+
+  Per seed: the multi-task run, then every task alone for as many steps as it
+  got in that run (on the same batches; see `train(only=...)`). Runs are
+  appended to `runs.jsonl` as they finish and skipped when the command is
+  rerun in the same workdir (`downstream.runs`' resume rules). Reports, per
+  task, both means ± 95% CI and the seed-paired difference multi − single.
+  """
+  path = os.path.join(workdir, 'runs.jsonl')
+  fp = runs.fingerprint(config)
+  done = runs.load_done(path, fp)
+  records: dict[tuple[str, int], dict] = {}
+
+  def run(name: str, seed: int, fn) -> dict:
+    if (name, seed) in done:
+      info('%-12s seed %d: recorded in runs.jsonl', name, seed)
+      return done[(name, seed)]
+    t0 = time.perf_counter()
+    results, draws = fn()
+    rec = {'strategy': name, 'seed': seed, 'results': results, 'steps_per_task': draws,
+           'seconds': time.perf_counter() - t0, 'config': fp}
+    info('%-12s seed %d: %s (steps %s, %.0f s)', name, seed,
+         ' '.join(f'{k}={v:.4f}' for k, v in results.items()), draws, rec['seconds'])
+    if jax.process_index() == 0:
+      with open(path, 'a') as f:
+        f.write(json.dumps(rec) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
+    return rec
+
+  def trained(seed, steps, only=None):
+    def fn():
+      params, draws = train(mt, seed, steps, only=only)
+      return mt.evaluate(params, None if only is None else [only]), draws
+    return fn
+
+  for seed in range(config.seeds):
+    multi = run('multitask', seed, trained(seed, config.multitask.steps))
+    records[('multitask', seed)] = multi
+    for t in mt.names:
+      steps = multi['steps_per_task'][t]
+      records[(f'single_{t}', seed)] = run(f'single_{t}', seed, trained(seed, steps, only=t))
+
+  seeds = list(range(config.seeds))
+  rows = []
+  for t in mt.names:
+    key, label, scale, higher = METRICS[t]
+    if t == 'lm' and key not in records[('multitask', 0)]['results']:
+      continue
+    m = [records[('multitask', s)]['results'][key] * scale for s in seeds]
+    o = [records[(f'single_{t}', s)]['results'][key] * scale for s in seeds]
+    diff = [a - b for a, b in zip(m, o)]
+    rows.append({'task': t, 'metric': label, 'higher_is_better': higher,
+                 'steps': [records[('multitask', s)]['steps_per_task'][t] for s in seeds],
+                 'multitask': m, 'single': o, 'multitask_mean_ci': mean_ci(m),
+                 'single_mean_ci': mean_ci(o), 'diff': diff, 'diff_mean_ci': mean_ci(diff)})
+  lines = [f'{"metric":<26} {"multi-task":>16} {"single task":>16} {"multi − single (paired)":>24}']
+  for r in rows:
+    f = lambda mc: f'{mc[0]:.2f} ± {mc[1]:.2f}'
+    lines.append(f'{r["metric"]:<26} {f(r["multitask_mean_ci"]):>16} '
+                 f'{f(r["single_mean_ci"]):>16} {f(r["diff_mean_ci"]):>24}')
+  table = '\n'.join(lines)
+  summary = {'tasks': mt.names, 'seeds': len(seeds), 'mixing': config.multitask.mixing,
+             'steps': config.multitask.steps, 'rows': rows, 'table': table}
+  if jax.process_index() == 0:
+    write_json(os.path.join(workdir, 'compare.json'), summary)
+    print(f'multi-task vs single task at equal per-task steps, {len(seeds)} seeds '
+          f'(mean ± 95% CI):\n{table}')
+  return summary
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -217,6 +312,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   probs = TaskSampler(mt.sizes, c.mixing, c.temperature).probs
   info('multi-task: %s', ', '.join(f'{t} ({n} examples, p={p:.3f})'
                                    for t, n, p in zip(mt.names, mt.sizes, probs)))
+  if config.get('compare_single', False):
+    if config.seeds < 1:
+      raise ConfigError(f'seeds must be >= 1, got {config.seeds}')
+    return compare_single(mt, config, workdir)
   writer = MetricWriter(workdir)
   try:
     params, draws = train(mt, config.seed, c.steps, writer)
