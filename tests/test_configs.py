@@ -1,0 +1,58 @@
+"""Every config builds, names a family train.py runs, and the commands in the docs name real fields."""
+
+import importlib
+import os
+import re
+
+import pytest
+
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs'))
+               if f.endswith('.py') and f != '__init__.py')
+
+
+def load(name):
+  return importlib.import_module(f'configs.{name}').get_config()
+
+
+def has_field(config, dotted: str) -> bool:
+  node = config
+  for part in dotted.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def documented_commands(text: str):
+  """(config name, [overridden fields]) of each `python train.py --config configs/X.py ...`."""
+  text = re.sub(r'\\\n\s*', ' ', text)  # join continued lines
+  for line in text.splitlines():
+    for cmd in line.split('python train.py')[1:]:
+      m = re.search(r'--config[ =]configs/(\w+)\.py', cmd)
+      if m:
+        yield m.group(1), re.findall(r'--config\.([\w.]+)=', cmd)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_config_builds_and_its_family_exists(name):
+  config = load(name)
+  assert config.get('family') in train.FAMILIES, (name, config.get('family'))
+
+
+def test_commands_in_config_docstrings_and_readme_name_real_fields():
+  sources = [os.path.join(ROOT, 'configs', f'{n}.py') for n in NAMES]
+  sources.append(os.path.join(ROOT, 'README.md'))
+  checked = 0
+  for path in sources:
+    with open(path, encoding='utf-8') as f:
+      text = f.read()
+    for name, fields in documented_commands(text):
+      assert name in NAMES, f'{path}: a command runs configs/{name}.py, which does not exist'
+      config = load(name)
+      for field in fields:
+        assert has_field(config, field), f'{path}: configs/{name}.py has no field {field!r}'
+        checked += 1
+  assert checked > 50
