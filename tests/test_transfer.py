@@ -110,6 +110,33 @@ def test_feature_extraction_freezes_bitwise_and_keeps_no_state():
       'backbone/block_0/bias', 'backbone/block_0/kernel', 'backbone/embed/embedding']
 
 
+def test_frozen_leaves_get_no_gradient_computed_and_no_clipping_share():
+  params = jax.tree.map(lambda x: x + 0.5, target_tree())
+  tokens = jnp.array([0, 2, 3])
+
+  def loss(p, tokens):  # embed -> block_0 -> head
+    h = jnp.take(p['backbone']['embed']['embedding'], tokens, axis=0)
+    h = jnp.tanh(h @ p['backbone']['block_0']['kernel'] + p['backbone']['block_0']['bias'])
+    return jnp.sum((h @ p['head']['kernel'] + p['head']['bias']) ** 2)
+
+  _, plan = st.build(st.StrategyConfig(strategy='feature_extraction'), params, GROUPS, 10)
+  frozen = st.frozen_mask(params, GROUPS, plan)
+  assert frozen['backbone']['embed']['embedding'] and not frozen['head']['kernel']
+  value, grads = st.value_and_grad(loss, frozen)(params, tokens)
+  full_value, full = jax.value_and_grad(loss)(params, tokens)
+  assert value == full_value
+  np.testing.assert_array_equal(grads['head']['kernel'], full['head']['kernel'])
+  for leaf in jax.tree.leaves(grads['backbone']):
+    assert not np.asarray(leaf).any()
+  assert np.asarray(full['backbone']['block_0']['kernel']).any()
+  # nothing is differentiated through the frozen body: no scatter-add into the
+  # embedding table and only the head's matmul in the backward pass
+  text = str(jax.make_jaxpr(st.value_and_grad(loss, frozen))(params, tokens))
+  full_text = str(jax.make_jaxpr(jax.value_and_grad(loss))(params, tokens))
+  assert 'scatter-add' in full_text and 'scatter-add' not in text
+  assert text.count('dot_general') < full_text.count('dot_general')
+
+
 def test_discriminative_lr_per_group_step_sizes():
   history, _, plan = run_steps('discriminative', 1, factor=0.5)
   # Adam's first step moves each parameter by lr (the sign of the gradient).

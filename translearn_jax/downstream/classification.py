@@ -219,11 +219,15 @@ def classification_loss(model, params, tokens, mask, labels, rng):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def make_step(model, tx):
+def make_step(model, tx, frozen=None):
   """`(params, opt_state, tokens, mask, labels, rng) -> (params, opt_state, loss)`, not jitted
-  (callers jit it, or vmap it over seeds first)."""
+  (callers jit it, or vmap it over seeds first). `frozen`: `strategies.frozen_mask`, whose
+  leaves get no gradient computed."""
+  grad_fn = strategies.value_and_grad(
+      lambda p, t, m, y, rng: classification_loss(model, p, t, m, y, rng), frozen)
+
   def step(params, opt_state, t, m, y, rng):
-    loss, grads = jax.value_and_grad(classification_loss, argnums=1)(model, params, t, m, y, rng)
+    loss, grads = grad_fn(params, t, m, y, rng)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
   return step
@@ -244,8 +248,10 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
   tx, plan = strategies.build(strategy_config(config, strategy), params, setup.groups, total)
   if report is not None:
     report.frozen = strategies.frozen_paths(params, setup.groups, plan)
+  params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   opt_state = tx.init(params)
-  step = jax.jit(make_step(setup.model, tx))
+  step = jax.jit(make_step(setup.model, tx, strategies.frozen_mask(params, setup.groups, plan)),
+                 donate_argnums=(0, 1))
 
   rng = jax.random.key(seed + 1000)
   best = {'dev': -1.0}

@@ -13,6 +13,7 @@ Seeds, strategies and the scratch comparison work as in classification.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -149,12 +150,16 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
                               setup.groups, total)
   if report is not None:
     report.frozen = strategies.frozen_paths(params, setup.groups, plan)
+  params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   opt_state = tx.init(params)
   model = setup.model
+  grad_fn = strategies.value_and_grad(
+      lambda params, t, m, p, y, rng: tagging_loss(model, params, t, m, p, y, rng),
+      strategies.frozen_mask(params, setup.groups, plan))
 
-  @jax.jit
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, t, m, p, y, rng):
-    loss, grads = jax.value_and_grad(tagging_loss, argnums=1)(model, params, t, m, p, y, rng)
+    loss, grads = grad_fn(params, t, m, p, y, rng)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 

@@ -105,9 +105,10 @@ class CurveRunner:
     subsets = [stratified_subset(self.labels, budget, s) for s in seeds]
     plans = [sub[batch_plan(len(sub), bs, steps, s, budget)] for s, sub in zip(seeds, subsets)]
     inits = [setup.init_params(s, strategy)[0] for s in seeds]
-    tx, _ = strategies.build(classification.strategy_config(self.config, strategy), inits[0],
-                             setup.groups, steps)
-    step = classification.make_step(setup.model, tx)
+    tx, plan = strategies.build(classification.strategy_config(self.config, strategy),
+                                inits[0], setup.groups, steps)
+    step = classification.make_step(setup.model, tx,
+                                    strategies.frozen_mask(inits[0], setup.groups, plan))
     rng_of = lambda s, i: jax.random.fold_in(jax.random.key(s + 1000), i)
 
     def inputs(i, which):
@@ -118,17 +119,18 @@ class CurveRunner:
     if vmapped:
       params = stack(inits)
       opt_state = jax.vmap(tx.init)(params)
-      f = jax.jit(jax.vmap(step))
+      f = jax.jit(jax.vmap(step), donate_argnums=(0, 1))
       for i in range(steps):
         t, m, y = inputs(i, range(len(seeds)))
         rngs = jnp.stack([rng_of(s, i) for s in seeds])
         params, opt_state, loss = f(params, opt_state, t, m, y, rngs)
       finals = [unstack(params, k) for k in range(len(seeds))]
     else:
-      f = jax.jit(step)
+      f = jax.jit(step, donate_argnums=(0, 1))
       finals = []
       for k, s in enumerate(seeds):
-        params, opt_state = inits[k], tx.init(inits[k])
+        params = jax.tree.map(jnp.copy, inits[k])  # own buffers: the step donates them
+        opt_state = tx.init(params)
         for i in range(steps):
           t, m, y = inputs(i, range(len(seeds)))  # same widths as the vmapped run
           params, opt_state, loss = f(params, opt_state, t[k], m[k], y[k], rng_of(s, i))

@@ -141,8 +141,9 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float) -> dict:
   steps = config.train.steps
   sched = optax.linear_schedule(config.train.learning_rate, 0.0, steps)
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched))
+  params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   opt_state = tx.init(params)
-  step = jax.jit(make_step(setup, tx, lambda_max, steps))
+  step = jax.jit(make_step(setup, tx, lambda_max, steps), donate_argnums=(0, 1))
   rng = np.random.default_rng([seed, 23])
   key = jax.random.key(seed + 1000)
   def trim(toks, mask, idx):

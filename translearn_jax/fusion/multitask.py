@@ -28,6 +28,7 @@ CI and the seed-paired difference (`compare_single`).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -176,7 +177,8 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str]
   """
   c = mt.config.multitask
   names = mt.names if only is None else [only]
-  params = mt.init_params(seed, names)
+  # own buffers (the init may share the pretrained arrays): the steps donate them
+  params = jax.tree.map(jnp.copy, mt.init_params(seed, names))
 
   def adamw():
     sched = strategies.make_schedule(c.schedule, c.learning_rate, steps)
@@ -191,7 +193,7 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str]
     loss = mt.loss_fn(task)
     has_head = task in tx_h
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2, 3))  # updated in place
     def step(b, h, ob, oh, batch, rng):
       value, (gb, gh) = jax.value_and_grad(loss, argnums=(0, 1))(b, h, batch, rng)
       ub, ob = tx_b.update(gb, ob, b)

@@ -155,6 +155,30 @@ def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_
   return tx, plan
 
 
+def frozen_mask(params, groups, plan):
+  """Tree of bools over `params`: True where the strategy never trains the leaf."""
+  paths = set(frozen_paths(params, groups, plan))
+  return jax.tree_util.tree_map_with_path(lambda p, _: optimizers.path_str(p) in paths, params)
+
+
+def value_and_grad(fn, frozen=None):
+  """`jax.value_and_grad(fn)` over `fn(params, ...)`'s params, skipping frozen leaves.
+
+  Frozen leaves (`frozen_mask`) enter `fn` through `stop_gradient`: autodiff
+  computes nothing for them or for what only they feed (a frozen backbone under
+  a trained head costs its forward pass only; a frozen embedding table gets no
+  scatter-add), their gradient is zero, and — as for PyTorch parameters with
+  `requires_grad=False` — they do not count in global-norm clipping.
+  """
+  if frozen is None:
+    return jax.value_and_grad(fn)
+
+  def trainable_only(params, *args):
+    params = jax.tree.map(lambda f, x: jax.lax.stop_gradient(x) if f else x, frozen, params)
+    return fn(params, *args)
+  return jax.value_and_grad(trainable_only)
+
+
 def frozen_paths(params, groups, plan) -> list[str]:
   if LORA_GROUP in plan:
     groups = [(LORA_GROUP, LORA_PATTERN)] + list(groups)
