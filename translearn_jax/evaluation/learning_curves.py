@@ -107,23 +107,31 @@ class CurveRunner:
     inits = [setup.init_params(s, strategy)[0] for s in seeds]
     tx, plan = strategies.build(classification.strategy_config(self.config, strategy),
                                 inits[0], setup.groups, steps)
-    step = classification.make_step(setup.model, tx,
-                                    strategies.frozen_mask(inits[0], setup.groups, plan))
-    rng_of = lambda s, i: jax.random.fold_in(jax.random.key(s + 1000), i)
+    train_step = classification.make_step(setup.model, tx,
+                                          strategies.frozen_mask(inits[0], setup.groups, plan))
+
+    def step(params, opt_state, t, m, y, seed, i):  # dropout key derived on the device
+      rng = jax.random.fold_in(jax.random.key(seed + 1000), i)
+      return train_step(params, opt_state, t, m, y, rng)
+
+    # one width per step for all seeds (the vmapped batch is one array); the
+    # sequential peer uses the same widths, so both compute the same thing
+    widths = [classification.trimmed_width(self.mask[np.concatenate([p[i] for p in plans])])
+              for i in range(steps)]
 
     def inputs(i, which):
-      idx = np.stack([plans[k][i] for k in which])            # (S, bs)
-      w = classification.trimmed_width(self.mask[np.concatenate([p[i] for p in plans])])
+      idx = np.stack([plans[k][i] for k in which])            # (len(which), bs)
+      w = widths[i]
       return self.toks[idx, :w], self.mask[idx, :w], self.labels[idx]
 
     if vmapped:
       params = stack(inits)
       opt_state = jax.vmap(tx.init)(params)
-      f = jax.jit(jax.vmap(step), donate_argnums=(0, 1))
+      f = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, 0, None)), donate_argnums=(0, 1))
+      seed_arr = np.asarray(seeds, np.int32)
       for i in range(steps):
         t, m, y = inputs(i, range(len(seeds)))
-        rngs = jnp.stack([rng_of(s, i) for s in seeds])
-        params, opt_state, loss = f(params, opt_state, t, m, y, rngs)
+        params, opt_state, loss = f(params, opt_state, t, m, y, seed_arr, np.int32(i))
       finals = [unstack(params, k) for k in range(len(seeds))]
     else:
       f = jax.jit(step, donate_argnums=(0, 1))
@@ -132,8 +140,9 @@ class CurveRunner:
         params = jax.tree.map(jnp.copy, inits[k])  # own buffers: the step donates them
         opt_state = tx.init(params)
         for i in range(steps):
-          t, m, y = inputs(i, range(len(seeds)))  # same widths as the vmapped run
-          params, opt_state, loss = f(params, opt_state, t[k], m[k], y[k], rng_of(s, i))
+          t, m, y = inputs(i, [k])
+          params, opt_state, loss = f(params, opt_state, t[0], m[0], y[0], np.int32(s),
+                                      np.int32(i))
         finals.append(params)
     accs = self.accuracy(stack(finals), 'test')
     return accs, time.perf_counter() - t0, finals
