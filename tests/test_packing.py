@@ -82,6 +82,8 @@ def test_first_fit_respects_both_widths():
       members = [i for i, row in batch if row == r]
       assert src_len[members].sum() <= 8 and tgt_len[members].sum() <= 8
   assert sorted(i for batch in batches for i, _ in batch) == list(range(5))
+  with pytest.raises(DataError, match='pair 1 needs 9/1 source/target positions'):
+    first_fit(np.array([1, 9]), np.array([1, 1]), np.arange(2), 2, 8, 8)
 
 
 def test_resume_and_process_slices():

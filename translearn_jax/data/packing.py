@@ -45,6 +45,11 @@ def first_fit(src_len: np.ndarray, tgt_len: np.ndarray, order: np.ndarray, rows:
   closed and the waiting pairs open the next one. Every pair is placed once.
   """
   lookahead = rows if lookahead is None else lookahead
+  too_long = np.flatnonzero((src_len > src_width) | (tgt_len > tgt_width))
+  if len(too_long):
+    i = int(too_long[0])
+    raise DataError(f'pair {i} needs {int(src_len[i])}/{int(tgt_len[i])} source/target '
+                    f'positions, more than a row holds ({src_width}/{tgt_width})')
   batches, current, waiting = [], [], []
   room_s = np.full(rows, src_width, np.int64)
   room_t = np.full(rows, tgt_width, np.int64)
