@@ -55,6 +55,9 @@ def main():
           t[vmapped].append(secs)
           accs[vmapped] = acc
       diff = float(np.abs(accs[True] - accs[False]).max())
+      if diff > 1e-6:
+        raise SystemExit(f'{strategy} at {budget} labels: vmapped and one-by-one accuracies '
+                         f'differ by {diff}: the two modes do not train the same models')
       steps = runner.steps_for(budget, min(config.train.batch_size, budget))
       row = {'strategy': strategy, 'budget': budget, 'steps': steps,
              'vmapped_s': float(np.median(t[True])), 'sequential_s': float(np.median(t[False])),

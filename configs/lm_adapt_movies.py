@@ -29,7 +29,7 @@ from configs import lm_transformer
 
 def get_config():
   config = lm_transformer.get_config()
-  config.init_from = '/tmp/lm_pe'        # the general-domain LM run to continue
+  config.init_from = 'runs/lm_pe'        # the general-domain LM run to continue (stage 1)
   config.data.kind = 'jsonl'
   config.data.path = '../shared/data/movie_reviews/reviews.jsonl'
   config.data.field = 'text'

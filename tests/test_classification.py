@@ -77,6 +77,15 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
   old = {r['strategy']: r['test'] for r in summary['rows']}
   new = {r['strategy']: r['test'][:2] for r in again['rows']}
   assert old == new and all(r['seeds'] == 3 for r in again['rows'])
+  # a frozen-group run recorded before runs.VERSION 2 is run again; other old records are kept
+  recs = [json.loads(l) for l in open(tmp_path / 'runs.jsonl')]
+  for r in recs:
+    if r['seed'] == 0:
+      r.pop('version')
+  (tmp_path / 'runs.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
+  ran.clear()
+  classification.train_and_evaluate(c, str(tmp_path))
+  assert ran == [('feature_extraction', 0)]
   c.transfer.learning_rate = 0.1  # a different comparison must not reuse these records
   with pytest.raises(Exception, match='recorded by a different config'):
     classification.train_and_evaluate(c, str(tmp_path))

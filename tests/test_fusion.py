@@ -213,7 +213,7 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
   monkeypatch.undo()
 
   # multi-task vs single task over seeds: equal per-task steps, paired table, resumable
-  c.multitask.tasks, c.multitask.steps = 'mr,lm', 6
+  c.multitask.tasks, c.multitask.steps, c.multitask.mixing = 'mr,lm', 6, 'equal'
   c.compare_single, c.seeds = True, 2
   out = train.run(c, str(tmp_path / 'cmp'))
   recs = [json.loads(l) for l in (tmp_path / 'cmp' / 'runs.jsonl').read_text().splitlines()]

@@ -14,9 +14,11 @@ so a packed pair computes exactly what it computes alone.
 `PackStream` (resumable like `BucketStream`): per epoch the pairs are shuffled
 (deterministic from `[seed, epoch]`) and placed first-fit into the `rows` rows
 of the current batch; a pair that fits in no row waits while later pairs fill
-the gaps, and the batch closes when `rows` pairs are waiting. Every pair is
-trained on exactly once per epoch; the epoch's last batch may be partly
-empty. All batches have one shape `(1, rows, width)` (one compilation).
+the gaps, and the batch closes when more than `rows` pairs are waiting. Every
+pair is trained on exactly once per epoch; the epoch's last batch may be partly
+empty. All batches have one shape, `(1, rows, width)` globally (each process
+gets its rows `[row_start, row_stop)`): one compilation. Planning is a Python
+loop over pairs × epochs (~0.2 s per epoch of Multi30k's 29k pairs).
 The batch counts of all epochs are planned up front, so `total_steps` is known
 before training starts.
 """

@@ -7,6 +7,8 @@ and, when restarted in the same workdir, skips the runs recorded there — a
 long comparison killed by a time limit loses at most the run in progress.
 Records carry a fingerprint of the config (without the run list fields); a
 workdir holding runs of a different config is an error, never a silent mix.
+Records also carry `VERSION`; a frozen-group run recorded before version 2
+(which changed how frozen parameters train) is run again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ from translearn_jax.errors import ConfigError
 from translearn_jax.training.metrics import info
 
 LIST_FIELDS = ('seeds', 'compare_scratch', 'seed')
+# Version 2: frozen parameters get no gradient and no share in gradient clipping
+# (`strategies.value_and_grad`). Runs recorded before it by a strategy with frozen
+# groups trained differently and are run again rather than mixed in.
+VERSION = 2
+
+
+def recorded_before_frozen_change(rec: dict, config) -> bool:
+  frozen = rec['strategy'] in ('feature_extraction', 'lora') or (
+      'transfer' in config and config.transfer.get('freeze_bottom', 0) > 0)
+  return frozen and rec.get('version', 1) < 2
 
 
 def run_list(config) -> list[tuple[str, int]]:
@@ -72,6 +84,10 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
   runs = run_list(config)
   results = []
   for strategy, seed in runs:
+    if (strategy, seed) in done and recorded_before_frozen_change(done[(strategy, seed)], config):
+      info('%-20s seed %d: recorded before frozen parameters stopped counting in gradient '
+           'clipping; run again', strategy, seed)
+      del done[(strategy, seed)]
     if (strategy, seed) in done:
       rec = done[(strategy, seed)]
       info('%-20s seed %d: dev %.4f test %.4f (recorded in runs.jsonl)', strategy, seed,
@@ -86,7 +102,8 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
     on_result(r)
     if jax.process_index() == 0:
       rec = {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
-             'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp}
+             'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
+             'version': VERSION}
       with open(path, 'a') as f:
         f.write(json.dumps(rec) + '\n')
         f.flush()

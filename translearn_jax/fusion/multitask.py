@@ -100,15 +100,18 @@ class MultiTask:
     return len(self.lm.rows)
 
   def init_params(self, seed: int, names: Optional[Sequence[str]] = None):
+    """Backbone + the heads of `names` (default: all tasks). The backbone is the one
+    the full task list starts from, whatever subset is asked for, so a single-task
+    baseline starts where the multi-task run does."""
     strategy = 'scratch' if self.config.multitask.init == 'scratch' else 'finetune'
     heads, backbone = {}, None
     for t in (self.names if names is None else names):
-      if t == 'lm':
-        continue
-      p, _ = self.setups[t].init_params(seed, strategy)
-      heads[t] = p['head']
-      backbone = p['backbone'] if backbone is None else backbone
-    if backbone is None:  # LM task only
+      if t != 'lm':
+        heads[t] = self.setups[t].init_params(seed, strategy)[0]['head']
+    first = next((t for t in self.names if t != 'lm'), None)
+    if first is not None:
+      backbone = self.setups[first].init_params(seed, strategy)[0]['backbone']
+    else:  # LM task only
       backbone = self.lm_model.init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))['params']
       if strategy != 'scratch':
         backbone = jax.tree.map(jnp.asarray, self.source['params'])
@@ -168,24 +171,34 @@ class MultiTask:
 
 def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str] = None
           ) -> tuple[dict, dict]:
-  """(final params, per-task step counts).
+  """(final params, per-task step counts) of `steps` multi-task steps.
 
-  With `only=task`, that task alone (its head and the backbone) trains for
-  `steps` steps on the batches it draws in the multi-task run (same order, same
-  initialisation, same schedule shape over its own steps): the single-task
-  baseline of `compare_single`.
+  Step s trains the task `TaskSampler.task_at(s)` draws. The backbone's LR
+  schedule spans all the steps it takes; each head's spans the steps its task
+  gets (a head's optimiser only counts those, so a schedule sized to `steps`
+  would leave a rarely drawn head near its peak LR).
+
+  With `only=task`: the single-task baseline of `compare_single` — that task
+  alone (its head and the backbone) trains on exactly the multi-task steps that
+  drew it: the same batches, dropout keys and initialisation, with the
+  backbone's schedule spanning those steps as a single-task run's would.
   """
   c = mt.config.multitask
-  names = mt.names if only is None else [only]
+  sampler = TaskSampler(mt.sizes, c.mixing, c.temperature, seed)
+  order = [mt.names[sampler.task_at(s)] for s in range(steps)]
+  if only is None:
+    names, run_steps = mt.names, list(range(steps))
+  else:
+    names, run_steps = [only], [s for s, t in enumerate(order) if t == only]
   # own buffers (the init may share the pretrained arrays): the steps donate them
   params = jax.tree.map(jnp.copy, mt.init_params(seed, names))
 
-  def adamw():
-    sched = strategies.make_schedule(c.schedule, c.learning_rate, steps)
+  def adamw(n):
+    sched = strategies.make_schedule(c.schedule, c.learning_rate, max(n, 1))
     return optax.chain(optax.clip_by_global_norm(1.0),
                        optax.adamw(sched, weight_decay=c.weight_decay))
-  tx_b = adamw()
-  tx_h = {t: adamw() for t in params['heads']}
+  tx_b = adamw(len(run_steps))
+  tx_h = {t: adamw(order.count(t)) for t in params['heads']}
   opt_b = tx_b.init(params['backbone'])
   opt_h = {t: tx_h[t].init(h) for t, h in params['heads'].items()}
 
@@ -205,12 +218,11 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str]
     return step
 
   steps_fn = {t: make_step(t) for t in names}
-  sampler = TaskSampler(mt.sizes, c.mixing, c.temperature, seed)
   draws = {t: 0 for t in names}
   window = {t: [] for t in names}
   key = jax.random.key(seed + 3000)
-  for s in range(steps):
-    task = only or mt.names[sampler.task_at(s)]
+  for n, s in enumerate(run_steps):
+    task = order[s]
     bs = mt.config.multitask.batch_size
     batch = mt.batch(task, draws[task], bs, seed)
     draws[task] += 1
@@ -221,24 +233,26 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str]
     if task in opt_h:
       opt_h[task] = oh
     window[task].append(float(value))
-    if writer is not None and ((s + 1) % mt.config.log_every_steps == 0 or s + 1 == steps):
+    if writer is not None and ((n + 1) % mt.config.log_every_steps == 0
+                               or n + 1 == len(run_steps)):
       metrics = {f'{t}_loss': float(np.mean(v)) for t, v in window.items() if v}
       metrics.update({f'{t}_steps': draws[t] for t in names})
-      writer.write(s + 1, metrics)
+      writer.write(n + 1, metrics)
       window = {t: [] for t in names}
   return params, draws
 
 
 METRICS = {'mr': ('mr_test_accuracy', 'MR test accuracy %', 100.0, True),
            'ner': ('ner_test_f1', 'NER test span F1', 100.0, True),
-           'lm': ('lm_valid_perplexity', 'LM held-out perplexity', 1.0, False)}
+           'lm': ('lm_valid_perplexity', 'LM perplexity (lower=better)', 1.0, False)}
 
 
 def compare_single(mt: MultiTask, config, workdir: str) -> dict:
   """Multi-task vs each task alone at equal per-task steps, over `config.seeds` seeds.
 
-  Per seed: the multi-task run, then every task alone for as many steps as it
-  got in that run (on the same batches; see `train(only=...)`). Runs are
+  Per seed: the multi-task run, then every task alone on exactly the steps that
+  drew it in that run (same batches, dropout keys, initialisation and head
+  schedule; see `train(only=...)`). Runs are
   appended to `runs.jsonl` as they finish and skipped when the command is
   rerun in the same workdir (`downstream.runs`' resume rules). Reports, per
   task, both means ± 95% CI and the seed-paired difference multi − single.
@@ -265,18 +279,24 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
         os.fsync(f.fileno())
     return rec
 
-  def trained(seed, steps, only=None):
+  steps = config.multitask.steps
+
+  def trained(seed, only=None):
     def fn():
       params, draws = train(mt, seed, steps, only=only)
       return mt.evaluate(params, None if only is None else [only]), draws
     return fn
 
   for seed in range(config.seeds):
-    multi = run('multitask', seed, trained(seed, config.multitask.steps))
-    records[('multitask', seed)] = multi
+    sampler = TaskSampler(mt.sizes, config.multitask.mixing, config.multitask.temperature, seed)
+    drawn = set(sampler.tasks(0, steps).tolist())
+    if len(drawn) < len(mt.names):
+      missing = [t for i, t in enumerate(mt.names) if i not in drawn]
+      raise ConfigError(f'multitask.steps={steps}: seed {seed} never draws {missing}; '
+                        'raise the steps')
+    records[('multitask', seed)] = run('multitask', seed, trained(seed))
     for t in mt.names:
-      steps = multi['steps_per_task'][t]
-      records[(f'single_{t}', seed)] = run(f'single_{t}', seed, trained(seed, steps, only=t))
+      records[(f'single_{t}', seed)] = run(f'single_{t}', seed, trained(seed, only=t))
 
   seeds = list(range(config.seeds))
   rows = []

@@ -169,6 +169,9 @@ def value_and_grad(fn, frozen=None):
   a trained head costs its forward pass only; a frozen embedding table gets no
   scatter-add), their gradient is zero, and — as for PyTorch parameters with
   `requires_grad=False` — they do not count in global-norm clipping.
+  Only never-trained leaves are skipped: under gradual unfreezing, a group
+  waiting for its start step still gets gradients (masked out of its update)
+  and counts in clipping until it thaws.
   """
   if frozen is None:
     return jax.value_and_grad(fn)
