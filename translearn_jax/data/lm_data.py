@@ -67,9 +67,13 @@ class LMState:
 
 
 class EpochBatches:
-  """Resumable iteration over `epochs` × `batches_per_epoch` batches from `make_batch`."""
+  """Resumable iteration over `epochs` epochs of `batches_in(epoch)` batches from `make_batch`."""
   epochs: int
   batches_per_epoch: int
+
+  def batches_in(self, epoch: int) -> int:
+    """Batches of `epoch` (the same for every epoch unless a subclass plans each one)."""
+    return self.batches_per_epoch
 
   def make_batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
     raise NotImplementedError
@@ -78,7 +82,7 @@ class EpochBatches:
     """Yields `(state after this batch, batch)` from `start` to the last epoch."""
     epoch, index = start.epoch, start.batch
     while epoch < self.epochs:
-      if index >= self.batches_per_epoch:
+      if index >= self.batches_in(epoch):
         epoch, index = epoch + 1, 0
         continue
       yield LMState(epoch, index + 1), self.make_batch(epoch, index)

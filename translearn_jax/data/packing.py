@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from translearn_jax.data.lm_data import EpochBatches, LMState
+from translearn_jax.data.lm_data import EpochBatches
 from translearn_jax.errors import DataError
 
 KEYS = ('source', 'source_segments', 'source_positions', 'target_in', 'target_out',
@@ -113,8 +113,7 @@ class PackStream(EpochBatches):
     self.rows, self.epochs, self.seed = rows, epochs, seed
     self.src_width, self.tgt_width = source.shape[1], target_out.shape[1]
     self.row_start, self.row_stop = row_start, (rows if row_stop is None else row_stop)
-    self.plans = [self._plan(e) for e in range(epochs)]
-    self.batches_per_epoch = max(len(p) for p in self.plans) if self.plans else 0
+    self.plans = [self._plan(e) for e in range(epochs)]  # batch counts differ by epoch
 
   def _plan(self, epoch: int) -> list[list[tuple[int, int]]]:
     order = np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
@@ -125,15 +124,8 @@ class PackStream(EpochBatches):
   def total_steps(self) -> int:
     return sum(len(p) for p in self.plans)
 
-  def iterate(self, start):
-    """As `EpochBatches.iterate`, with each epoch's own batch count."""
-    epoch, index = start.epoch, start.batch
-    while epoch < self.epochs:
-      if index >= len(self.plans[epoch]):
-        epoch, index = epoch + 1, 0
-        continue
-      yield LMState(epoch, index + 1), self.make_batch(epoch, index)
-      index += 1
+  def batches_in(self, epoch: int) -> int:
+    return len(self.plans[epoch])
 
   def make_batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
     out = {k: np.zeros((self.rows, self.src_width if k.startswith('source')

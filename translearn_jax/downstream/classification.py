@@ -223,14 +223,8 @@ def make_step(model, tx, frozen=None):
   """`(params, opt_state, tokens, mask, labels, rng) -> (params, opt_state, loss)`, not jitted
   (callers jit it, or vmap it over seeds first). `frozen`: `strategies.frozen_mask`, whose
   leaves get no gradient computed."""
-  grad_fn = strategies.value_and_grad(
-      lambda p, t, m, y, rng: classification_loss(model, p, t, m, y, rng), frozen)
-
-  def step(params, opt_state, t, m, y, rng):
-    loss, grads = grad_fn(params, t, m, y, rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-  return step
+  return strategies.make_train_step(
+      lambda p, t, m, y, rng: classification_loss(model, p, t, m, y, rng), tx, frozen)
 
 
 def run_once(setup: Setup, strategy: str, seed: int) -> dict:

@@ -71,6 +71,17 @@ def load_done(path: str, fp: str) -> dict[tuple[str, int], dict]:
   return done
 
 
+def append_record(path: str, rec: dict) -> None:
+  """Appends one finished run to `runs.jsonl`, synced, so a kill loses at most a partial line
+  (which `load_done` skips). Only process 0 writes."""
+  if jax.process_index() != 0:
+    return
+  with open(path, 'a') as f:
+    f.write(json.dumps(rec) + '\n')
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
             on_result: Callable[[dict], None] = lambda r: None) -> list[dict]:
   """Results of `run_fn(strategy, seed)` for every run of `run_list(config)`.
@@ -100,13 +111,8 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
     if r['report'] is not None and seed == runs[0][1] and jax.process_index() == 0:
       r['report'].save(os.path.join(workdir, f'graft_report_{strategy}.json'))
     on_result(r)
-    if jax.process_index() == 0:
-      rec = {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
-             'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
-             'version': VERSION}
-      with open(path, 'a') as f:
-        f.write(json.dumps(rec) + '\n')
-        f.flush()
-        os.fsync(f.fileno())
+    append_record(path, {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
+                         'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
+                         'version': VERSION})
     results.append(r)
   return results

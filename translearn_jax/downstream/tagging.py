@@ -13,7 +13,6 @@ Seeds, strategies and the scratch comparison work as in classification.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -153,15 +152,9 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
   params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   opt_state = tx.init(params)
   model = setup.model
-  grad_fn = strategies.value_and_grad(
-      lambda params, t, m, p, y, rng: tagging_loss(model, params, t, m, p, y, rng),
-      strategies.frozen_mask(params, setup.groups, plan))
-
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, t, m, p, y, rng):
-    loss, grads = grad_fn(params, t, m, p, y, rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  step = jax.jit(strategies.make_train_step(
+      lambda params, t, m, p, y, rng: tagging_loss(model, params, t, m, p, y, rng), tx,
+      strategies.frozen_mask(params, setup.groups, plan)), donate_argnums=(0, 1))
 
   rng = jax.random.key(seed + 2000)
   best = {'dev': -1.0}

@@ -29,7 +29,6 @@ CI and the seed-paired difference (`compare_single`).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -104,13 +103,13 @@ class MultiTask:
     the full task list starts from, whatever subset is asked for, so a single-task
     baseline starts where the multi-task run does."""
     strategy = 'scratch' if self.config.multitask.init == 'scratch' else 'finetune'
-    heads, backbone = {}, None
-    for t in (self.names if names is None else names):
-      if t != 'lm':
-        heads[t] = self.setups[t].init_params(seed, strategy)[0]['head']
+    names = self.names if names is None else names
     first = next((t for t in self.names if t != 'lm'), None)
+    inits = {t: self.setups[t].init_params(seed, strategy)[0]
+             for t in self.names if t != 'lm' and (t in names or t == first)}
+    heads = {t: inits[t]['head'] for t in names if t != 'lm'}
     if first is not None:
-      backbone = self.setups[first].init_params(seed, strategy)[0]['backbone']
+      backbone = inits[first]['backbone']
     else:  # LM task only
       backbone = self.lm_model.init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))['params']
       if strategy != 'scratch':
@@ -272,11 +271,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
            'seconds': time.perf_counter() - t0, 'config': fp}
     info('%-12s seed %d: %s (steps %s, %.0f s)', name, seed,
          ' '.join(f'{k}={v:.4f}' for k, v in results.items()), draws, rec['seconds'])
-    if jax.process_index() == 0:
-      with open(path, 'a') as f:
-        f.write(json.dumps(rec) + '\n')
-        f.flush()
-        os.fsync(f.fileno())
+    runs.append_record(path, rec)
     return rec
 
   steps = config.multitask.steps

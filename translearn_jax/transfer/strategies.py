@@ -182,6 +182,19 @@ def value_and_grad(fn, frozen=None):
   return jax.value_and_grad(trainable_only)
 
 
+def make_train_step(loss_fn, tx, frozen=None):
+  """`(params, opt_state, *batch) -> (params, opt_state, loss)`: one `tx` step on
+  `loss_fn(params, *batch)`, frozen leaves skipped (`value_and_grad`). Not jitted:
+  callers jit it (donating params and optimiser state), or vmap it first."""
+  grad_fn = value_and_grad(loss_fn, frozen)
+
+  def step(params, opt_state, *batch):
+    loss, grads = grad_fn(params, *batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return step
+
+
 def frozen_paths(params, groups, plan) -> list[str]:
   if LORA_GROUP in plan:
     groups = [(LORA_GROUP, LORA_PATTERN)] + list(groups)
