@@ -14,10 +14,13 @@ The three stages of LM-based domain adaptation for MR sentence polarity:
   python train.py --config configs/transfer_mr_lm.py --workdir runs/mr_from_lm_pe \
     --config.pretrained.path=runs/lm_pe --config.compare_scratch=True --config.seeds=5 ...
   python train.py --config configs/transfer_mr_lm.py --workdir runs/mr_from_lm_pe_movies \
-    --config.pretrained.path=runs/lm_pe_movies --config.compare_scratch=True --config.seeds=5 ...
+    --config.pretrained.path=runs/lm_pe_movies --config.compare_scratch=True --config.seeds=5 \
+    --config.with_scratch=False ...
   python -m translearn_jax.evaluation.compare runs/mr_from_lm_pe/results.json \
     runs/mr_from_lm_pe_movies/results.json --strategy finetune
 
+(`with_scratch=False` in the second: stage 2 keeps stage 1's tokenizer and
+architecture, so its scratch runs would repeat the first's seed for seed.)
 `init_from` reuses the source run's tokenizer and parameters (the model fields
 below must match its architecture: checked before any data is read) with a
 fresh optimiser; the learning rate is lower than for pretraining from scratch.

@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0                        # the seed of a single run
   config.seeds = 5                       # seeds per strategy with compare_scratch
   config.compare_scratch = False         # scratch + every strategy in transfer.strategies
+  config.with_scratch = True             # False: the strategies only (another workdir has scratch)
 
   config.data = ml_collections.ConfigDict()
   config.data.kind = 'mr'                # 'mr' | 'tsv' | 'jsonl'

@@ -86,6 +86,15 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
   ran.clear()
   classification.train_and_evaluate(c, str(tmp_path))
   assert ran == [('feature_extraction', 0)]
+  # with_scratch=False: the strategies alone (the scratch baseline lives in another workdir)
+  from translearn_jax.downstream import runs
+  c.with_scratch = False
+  assert runs.run_list(c) == [(n, s) for s in range(3) for n in ('feature_extraction', 'finetune')]
+  assert runs.fingerprint(c) == recs[0]['config']
+  c.transfer.strategies = 'scratch'
+  with pytest.raises(Exception, match='nothing to run'):
+    runs.run_list(c)
+  c.with_scratch, c.transfer.strategies = True, 'feature_extraction,finetune'
   c.transfer.learning_rate = 0.1  # a different comparison must not reuse these records
   with pytest.raises(Exception, match='recorded by a different config'):
     classification.train_and_evaluate(c, str(tmp_path))
@@ -218,11 +227,22 @@ def test_ner_tagger_learns_from_lm_run(tmp_path):
   c.model.max_tokens = 48
   c.transfer.groups = (r'head=^head/,top=^backbone/(block_0|ln_final)/,'
                        r'embed=^backbone/(embed|pos_embed)')
-  c.train.epochs, c.train.batch_size = 10, 16
+  c.train.epochs, c.train.batch_size = 10, 8
   c.transfer.learning_rate = 1e-2
   summary = tagging.train_and_evaluate(c, str(tmp_path / 'ner'))
   # All-'O' scores 0; capitalisation is learnable from the pieces.
   assert summary['rows'][0]['test_mean'] > 0.6
+  # prediction in length-sorted, trimmed batches == the full-width model, in corpus order
+  c.model.max_tokens = 64
+  setup = tagging.Setup(c)
+  params, _ = setup.init_params(1, 'finetune')
+  toks, mask, pos, _ = setup.inputs['test']
+  assert classification.trimmed_width(mask[np.argsort(mask.sum(1))[:7]]) < toks.shape[1]
+  full = np.asarray(setup._eval(params, toks, mask))
+  want = [[setup.tag_names[full[r, q]] if q >= 0 else 'O'
+           for q in pos[r, :len(s)]] for r, s in enumerate(setup.corpora['test'].sentences)]
+  assert len({t for s in want for t in s}) > 1  # an untrained head still varies by position
+  assert setup.predict(params, 'test', batch=7) == want
 
 
 def test_linear_probe_strategy_uses_frozen_pretrained_features(topic_task, vectors):

@@ -23,7 +23,7 @@ import jax
 from translearn_jax.errors import ConfigError
 from translearn_jax.training.metrics import info
 
-LIST_FIELDS = ('seeds', 'compare_scratch', 'seed')
+LIST_FIELDS = ('seeds', 'compare_scratch', 'seed', 'with_scratch')
 # Version 2: frozen parameters get no gradient and no share in gradient clipping
 # (`strategies.value_and_grad`). Runs recorded before it by a strategy with frozen
 # groups trained differently and are run again rather than mixed in.
@@ -39,8 +39,13 @@ def recorded_before_frozen_change(rec: dict, config) -> bool:
 def run_list(config) -> list[tuple[str, int]]:
   if not config.compare_scratch:
     return [(config.transfer.strategy, config.seed)]
-  names = ['scratch'] + [s.strip() for s in config.transfer.strategies.split(',')
-                         if s.strip() and s.strip() != 'scratch']
+  names = [s.strip() for s in config.transfer.strategies.split(',')
+           if s.strip() and s.strip() != 'scratch']
+  if config.get('with_scratch', True):
+    names = ['scratch'] + names
+  elif not names:
+    raise ConfigError('config.with_scratch=False and no strategy in config.transfer.strategies: '
+                      'nothing to run')
   return [(n, s) for s in range(config.seeds) for n in names]
 
 

@@ -8,7 +8,9 @@ loss. Predictions are
 decoded to BIO tags and scored with entity-level span F1 (conlleval
 convention; `translearn_jax.data.conll.span_f1`, checked against seqeval in the
 tests). Words cut off by `model.max_tokens` are predicted 'O' and counted.
-Seeds, strategies and the scratch comparison work as in classification.
+Seeds, strategies and the scratch comparison work as in classification,
+including its length-grouped batches trimmed to their longest sentence (exact:
+the causal body never lets a real position see the padding after it).
 """
 
 from __future__ import annotations
@@ -112,14 +114,17 @@ class Setup:
     return graft_lib.graft(params, self.source['params'], self.rules, seed=seed)
 
   def predict(self, params, split: str, batch: int = 256) -> list:
+    """BIO tags per sentence, in corpus order (batches of similar length, trimmed)."""
     toks, mask, pos, _ = self.inputs[split]
-    out = []
+    order = np.argsort(mask.sum(1), kind='stable')
+    out = [None] * len(toks)
     for lo in range(0, len(toks), batch):
-      pred = np.asarray(self._eval(params, toks[lo:lo + batch], mask[lo:lo + batch]))
-      for r in range(len(pred)):
-        words = len(self.corpora[split].sentences[lo + r])
-        p = pos[lo + r, :words]
-        out.append([self.tag_names[pred[r, q]] if q >= 0 else 'O' for q in p])
+      idx = order[lo:lo + batch]
+      w = classification.trimmed_width(mask[idx])
+      pred = np.asarray(self._eval(params, toks[idx, :w], mask[idx, :w]))
+      for r, i in enumerate(idx):
+        p = pos[i, :len(self.corpora[split].sentences[i])]
+        out[i] = [self.tag_names[pred[r, q]] if q >= 0 else 'O' for q in p]
     return out
 
   def f1(self, params, split: str) -> float:
@@ -158,11 +163,13 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
 
   rng = jax.random.key(seed + 2000)
   best = {'dev': -1.0}
+  lengths = mask.sum(1)
   for epoch in range(config.train.epochs):
-    order = np.random.default_rng([seed, epoch]).permutation(len(toks))
-    for i in range(steps_per_epoch):
-      idx = order[i * bs:(i + 1) * bs]
-      params, opt_state, loss = step(params, opt_state, toks[idx], mask[idx], pos[idx],
+    batches = classification.length_grouped_batches(lengths, bs,
+                                                    np.random.default_rng([seed, epoch]))
+    for i, idx in enumerate(batches):
+      w = classification.trimmed_width(mask[idx])
+      params, opt_state, loss = step(params, opt_state, toks[idx, :w], mask[idx, :w], pos[idx],
                                      tags[idx], jax.random.fold_in(rng, epoch * 10**6 + i))
     if not np.isfinite(float(loss)):
       raise DataError(f'{strategy} seed {seed}: loss became {float(loss)} in epoch {epoch}')
