@@ -6,6 +6,14 @@ Entity-level span F1 on the test set at the best dev epoch.
   python train.py --config configs/lm_transformer.py --workdir /tmp/lm_tf
   python train.py --config configs/transfer_conll_lm.py --workdir /tmp/conll_lm \
     --config.compare_scratch=True
+
+The README's CoNLL table: the 4-layer pretrain_en LM of configs/lm_adapt_movies.py
+(stage 1, `runs/lm_pe`), five seeds, layer groups for its depth:
+
+  python train.py --config configs/transfer_conll_lm.py --workdir runs/conll_from_lm_pe \
+    --config.pretrained.path=runs/lm_pe --config.compare_scratch=True --config.seeds=5 \
+    --config.transfer.strategies=finetune,feature_extraction \
+    "--config.transfer.groups=head=^head/,top=^backbone/(block_3|ln_final)/,block_2=^backbone/block_2/,block_1=^backbone/block_1/,block_0=^backbone/block_0/,embed=^backbone/(embed|pos_embed)"
 """
 
 import ml_collections

@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.encoding = 'utf-8'         # tsv/jsonl (MR is read as Latin-1)
   config.data.split = '0.8,0.1,0.1'      # train/dev/test fractions (stratified)
   config.data.split_seed = 0
+  config.data.dev_path = ''              # tsv/jsonl: with test_path, a predefined split
+  config.data.test_path = ''             #   (data.path is then the training file; split unused)
 
   config.model = ml_collections.ConfigDict()
   config.model.type = 'bag_of_embeddings'  # 'bag_of_embeddings' | 'lm_encoder'

@@ -308,3 +308,32 @@ def test_train_py_runs_transfer_configs_with_clear_errors(tmp_path, config_name)
   assert res.returncode == 2, res.stderr
   err = [l for l in res.stderr.splitlines() if l.startswith('error: ')]
   assert err, res.stderr
+
+
+def test_predefined_split_files_share_the_training_label_ids(tmp_path):
+  import ml_collections
+  from translearn_jax.data import labelled
+  (tmp_path / 'train.tsv').write_text('sentence\tlabel\ngood film \tpos\nbad film \tneg\n'
+                                      'fine film \tpos\n', encoding='utf-8')
+  (tmp_path / 'dev.tsv').write_text('sentence\tlabel\nlovely \tpos\n', encoding='utf-8')
+  (tmp_path / 'test.tsv').write_text('sentence\tlabel\ngreat \tpos\npoor \tneg\n',
+                                     encoding='utf-8')
+  cfg = ml_collections.ConfigDict(dict(
+      kind='tsv', path=str(tmp_path / 'train.tsv'), dev_path=str(tmp_path / 'dev.tsv'),
+      test_path=str(tmp_path / 'test.tsv'), text_field='sentence', label_field='label',
+      split='0.8,0.1,0.1', split_seed=0))
+  s = labelled.read_splits(cfg)
+  assert s['train'].label_names == ['neg', 'pos'] and s['test'].label_names == ['neg', 'pos']
+  # dev holds only 'pos' (id 0 among its own labels): ids come from the training file
+  assert s['dev'].labels.tolist() == [1] and s['test'].labels.tolist() == [1, 0]
+  assert s['test'].texts == ['great ', 'poor '] and len(s['train'].texts) == 3
+  (tmp_path / 'dev.tsv').write_text('sentence\tlabel\nmeh \tneutral\n', encoding='utf-8')
+  with pytest.raises(Exception, match=r"dev\.tsv: label\(s\) \['neutral'\] do not occur"):
+    labelled.read_splits(cfg)
+  cfg.dev_path = ''
+  with pytest.raises(Exception, match='dev_path and config.data.test_path go together'):
+    labelled.read_splits(cfg)
+  # neither: the training file is cut by the fractions, stratified
+  cfg.test_path, cfg.split = '', '0.34,0.33,0.33'
+  s = labelled.read_splits(cfg)
+  assert sorted(sum((s[k].texts for k in s), [])) == ['bad film ', 'fine film ', 'good film ']

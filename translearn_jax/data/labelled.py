@@ -5,7 +5,11 @@
   It has no official split; `split_indices` makes a stratified, seeded
   train/dev/test split (80/10/10 by default).
 * Any TSV/JSONL file (`kind='tsv'|'jsonl'`) with a text field and a label
-  field (GLUE SST-2's `sentence`/`label` columns, for instance).
+  field (GLUE SST-2's `sentence`/`label` columns, for instance), split the
+  same way — or, with `dev_path` and `test_path`, three files of a predefined
+  split (`path` is then the training file).
+
+`read_splits(cfg)` gives the train/dev/test splits either way.
 
 Labels are strings mapped to ids in sorted order (`label_names`).
 """
@@ -18,7 +22,7 @@ import os
 import numpy as np
 
 from translearn_jax.data import readers
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass
@@ -80,3 +84,39 @@ def split_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0
     for k, (lo, hi) in enumerate(zip(np.r_[0, bounds[:-1]], bounds)):
       parts[k].extend(idx[lo:hi])
   return tuple(np.sort(np.asarray(p, np.int64)) for p in parts)
+
+
+def read_splits(cfg) -> dict[str, LabelledText]:
+  """{'train', 'dev', 'test'}: `cfg.path` cut by the `cfg.split` fractions
+  (stratified, `cfg.split_seed`), or, when `cfg.dev_path` and `cfg.test_path`
+  are set, the three files of a predefined split (label ids from the training
+  file's labels; a dev/test label absent from it is an error naming the file)."""
+  dev_path, test_path = cfg.get('dev_path', ''), cfg.get('test_path', '')
+  if bool(dev_path) != bool(test_path):
+    raise ConfigError('config.data.dev_path and config.data.test_path go together: set both '
+                      '(a predefined split; data.path is the training file) or neither '
+                      f'(data.split fractions); got dev_path={dev_path!r}, test_path={test_path!r}')
+  if not dev_path:
+    data = read_labelled(cfg)
+    try:
+      fractions = tuple(float(x) for x in cfg.split.split(','))
+    except ValueError:
+      raise ConfigError(f'config.data.split must be train,dev,test fractions, got '
+                        f'{cfg.split!r}') from None
+    tr, dv, te = split_indices(data.labels, fractions, cfg.split_seed)
+    return {'train': data.subset(tr), 'dev': data.subset(dv), 'test': data.subset(te)}
+  if cfg.kind == 'mr':
+    raise ConfigError("config.data.kind='mr' has no predefined split: leave data.dev_path and "
+                      'data.test_path empty')
+  train = read_labelled(cfg)
+  out = {'train': train}
+  for name, path in (('dev', dev_path), ('test', test_path)):
+    part = read_fields(cfg.kind, path, cfg.text_field, cfg.label_field,
+                       cfg.get('encoding', 'utf-8'))
+    unknown = sorted(set(part.label_names) - set(train.label_names))
+    if unknown:
+      raise DataError(f'{path}: label(s) {unknown} do not occur in the training file {cfg.path} '
+                      f'(its labels: {train.label_names})')
+    ids = np.asarray([train.label_names.index(n) for n in part.label_names], np.int32)
+    out[name] = LabelledText(part.texts, ids[part.labels], train.label_names, path)
+  return out

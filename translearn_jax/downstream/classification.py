@@ -93,11 +93,8 @@ class Setup:
 
   def __init__(self, config):
     self.config = config
-    data = labelled.read_labelled(config.data)
-    fr = tuple(float(x) for x in config.data.split.split(','))
-    tr, dv, te = labelled.split_indices(data.labels, fr, config.data.split_seed)
-    self.splits = {'train': data.subset(tr), 'dev': data.subset(dv), 'test': data.subset(te)}
-    self.num_classes = len(data.label_names)
+    self.splits = labelled.read_splits(config.data)
+    self.num_classes = len(self.splits['train'].label_names)
     self.source = load_source(config)
     m = config.model
     if m.type == 'bag_of_embeddings':
@@ -260,6 +257,8 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
     if not np.isfinite(float(loss)):
       raise DataError(f'{strategy} seed {seed}: loss became {float(loss)} in epoch {epoch}')
     dev = setup.accuracy(params, 'dev')
+    info('%-20s seed %d epoch %d/%d: last loss %.4f, dev accuracy %.4f',
+         strategy, seed, epoch + 1, config.train.epochs, float(loss), dev)
     if dev > best['dev']:
       best = {'dev': dev, 'test': setup.accuracy(params, 'test'), 'epoch': epoch + 1}
   best.update(strategy=strategy, seed=seed, params=params, report=report, plan=plan)

@@ -174,6 +174,8 @@ def run_once(setup: Setup, strategy: str, seed: int) -> dict:
     if not np.isfinite(float(loss)):
       raise DataError(f'{strategy} seed {seed}: loss became {float(loss)} in epoch {epoch}')
     dev = setup.f1(params, 'dev')
+    info('%-20s seed %d epoch %d/%d: last loss %.4f, dev span F1 %.4f',
+         strategy, seed, epoch + 1, config.train.epochs, float(loss), dev)
     if dev > best['dev']:
       best = {'dev': dev, 'test': setup.f1(params, 'test'), 'epoch': epoch + 1}
   best.update(strategy=strategy, seed=seed, params=params, report=report, plan=plan)

@@ -52,15 +52,13 @@ class DannSetup:
   def __init__(self, config):
     self.config = config
     src = labelled.read_labelled(config.source_data)
-    tgt = labelled.read_labelled(config.data)
+    self.target = labelled.read_splits(config.data)
+    tgt = self.target['train']
     if src.label_names != tgt.label_names:
       mapping = parse_label_mapping(config.dann.label_mapping, src.label_names, tgt.label_names)
       src = labelled.LabelledText(src.texts, np.asarray([mapping[i] for i in src.labels],
                                                         np.int32), tgt.label_names, src.source)
-    fr = tuple(float(x) for x in config.data.split.split(','))
-    tr, dv, te = labelled.split_indices(tgt.labels, fr, config.data.split_seed)
     self.source = src
-    self.target = {'train': tgt.subset(tr), 'dev': tgt.subset(dv), 'test': tgt.subset(te)}
     self.num_classes = len(tgt.label_names)
     self.vocab = classification.word_vocab(src.texts + self.target['train'].texts)
     m = config.model

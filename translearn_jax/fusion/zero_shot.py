@@ -160,19 +160,17 @@ def accuracy_row(name: str, pred: np.ndarray, labels: np.ndarray, **extra) -> di
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
-  data = labelled.read_labelled(config.data)
+  names = ('train', 'dev', 'test')
+  if config.eval_split != 'all' and config.eval_split not in names:
+    raise ConfigError(f"config.eval_split must be 'all' or one of {names}, got "
+                      f'{config.eval_split!r}')
+  splits = labelled.read_splits(config.data)
+  data = splits['train']  # label names
   if config.eval_split == 'all':
-    idx = np.arange(len(data.labels))
+    texts = [t for n in names for t in splits[n].texts]
+    labels = np.concatenate([splits[n].labels for n in names])
   else:
-    names = ('train', 'dev', 'test')
-    if config.eval_split not in names:
-      raise ConfigError(f"config.eval_split must be 'all' or one of {names}, got "
-                        f'{config.eval_split!r}')
-    fr = tuple(float(x) for x in config.data.split.split(','))
-    idx = labelled.split_indices(data.labels, fr, config.data.split_seed)[
-        names.index(config.eval_split)]
-  split = data.subset(idx)
-  texts, labels = split.texts, split.labels
+    texts, labels = splits[config.eval_split].texts, splits[config.eval_split].labels
   counts = np.bincount(labels, minlength=len(data.label_names))
   majority = int(np.argmax(counts))
   rows = [accuracy_row('majority class', np.full_like(labels, majority), labels)]
