@@ -64,10 +64,12 @@ def read_fields(kind: str, path: str, text_field: str, label_field: str,
   return LabelledText(texts, np.asarray([ids[r] for r in raw], np.int32), names, path)
 
 
-def read_labelled(cfg) -> LabelledText:
+def read_labelled(cfg, path: str | None = None) -> LabelledText:
+  """The examples of `path` (default `cfg.path`) read as `cfg` says."""
+  path = cfg.path if path is None else path
   if cfg.kind == 'mr':
-    return read_mr(cfg.path)
-  return read_fields(cfg.kind, cfg.path, cfg.text_field, cfg.label_field,
+    return read_mr(path)
+  return read_fields(cfg.kind, path, cfg.text_field, cfg.label_field,
                      cfg.get('encoding', 'utf-8'))
 
 
@@ -111,8 +113,7 @@ def read_splits(cfg) -> dict[str, LabelledText]:
   train = read_labelled(cfg)
   out = {'train': train}
   for name, path in (('dev', dev_path), ('test', test_path)):
-    part = read_fields(cfg.kind, path, cfg.text_field, cfg.label_field,
-                       cfg.get('encoding', 'utf-8'))
+    part = read_labelled(cfg, path)
     unknown = sorted(set(part.label_names) - set(train.label_names))
     if unknown:
       raise DataError(f'{path}: label(s) {unknown} do not occur in the training file {cfg.path} '

@@ -165,13 +165,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ConfigError(f"config.eval_split must be 'all' or one of {names}, got "
                       f'{config.eval_split!r}')
   splits = labelled.read_splits(config.data)
-  data = splits['train']  # label names
+  label_names = splits['train'].label_names
   if config.eval_split == 'all':
     texts = [t for n in names for t in splits[n].texts]
     labels = np.concatenate([splits[n].labels for n in names])
   else:
     texts, labels = splits[config.eval_split].texts, splits[config.eval_split].labels
-  counts = np.bincount(labels, minlength=len(data.label_names))
+  counts = np.bincount(labels, minlength=len(label_names))
   majority = int(np.argmax(counts))
   rows = [accuracy_row('majority class', np.full_like(labels, majority), labels)]
   methods = [m.strip() for m in config.zero_shot.methods.split(',') if m.strip()]
@@ -179,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if method == 'embedding':
       from translearn_jax.export.word2vec_format import load_word2vec
       words, vecs = load_word2vec(config.zero_shot.vectors_path, binary=config.zero_shot.binary)
-      desc = parse_label_map(config.zero_shot.descriptions, data.label_names,
+      desc = parse_label_map(config.zero_shot.descriptions, label_names,
                              'zero_shot.descriptions')
       pred, unknown = embedding_predict(texts, desc, words, vecs, fallback=majority)
       rows.append(accuracy_row('embedding similarity', pred, labels,
@@ -188,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       from translearn_jax.generation.sample import load_run
       from translearn_jax.pretraining import lm
       _, tok, mcfg, params = load_run(config.zero_shot.lm_path)
-      verbs = parse_label_map(config.zero_shot.verbalisations, data.label_names,
+      verbs = parse_label_map(config.zero_shot.verbalisations, label_names,
                               'zero_shot.verbalisations')
       max_len = getattr(mcfg, 'max_len', None) or config.zero_shot.max_tokens
       max_len = min(max_len, config.zero_shot.max_tokens)
@@ -199,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                labels, verbalisations=verbs, prior=prior.tolist()))
     else:
       raise ConfigError(f"zero_shot.methods: unknown method {method!r} ('embedding', 'lm')")
-  summary = {'rows': rows, 'label_names': data.label_names, 'eval_split': config.eval_split,
+  summary = {'rows': rows, 'label_names': label_names, 'eval_split': config.eval_split,
              'class_counts': counts.tolist(), 'seconds': time.perf_counter() - t0}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'zero_shot.json'), summary)
