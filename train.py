@@ -19,13 +19,13 @@ FAMILIES = {
     'word2vec': 'translearn_jax.pretraining.word2vec',
     'lm': 'translearn_jax.pretraining.lm',
     'seq2seq': 'translearn_jax.pretraining.seq2seq',
-    'classify': 'translearn_jax.downstream.classification',
-    'tag': 'translearn_jax.downstream.tagging',
-    'zero_shot': 'translearn_jax.fusion.zero_shot',
-    'curves': 'translearn_jax.evaluation.learning_curves',
-    'search': 'translearn_jax.transfer.search',
-    'dann': 'translearn_jax.fusion.domain_adaptation',
-    'multitask': 'translearn_jax.fusion.multitask',
+    'classify': 'translearn_jax.experiments.classification',
+    'tag': 'translearn_jax.experiments.tagging',
+    'zero_shot': 'translearn_jax.experiments.zero_shot',
+    'curves': 'translearn_jax.experiments.learning_curves',
+    'search': 'translearn_jax.experiments.search',
+    'dann': 'translearn_jax.experiments.dann',
+    'multitask': 'translearn_jax.experiments.multitask',
 }
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')

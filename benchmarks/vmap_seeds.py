@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from configs import curves_mr_skipgram  # noqa: E402
 from translearn_jax.downstream import classification  # noqa: E402
-from translearn_jax.evaluation import learning_curves as lc  # noqa: E402
+from translearn_jax.experiments import learning_curves as lc  # noqa: E402
 
 
 def main():

@@ -123,7 +123,7 @@ def test_train_py_zero_shot_on_made_up_data(tmp_path):
 def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
   import train
   from configs import dann_mr
-  from translearn_jax.fusion import domain_adaptation as da
+  from translearn_jax.experiments import dann as da
   rng = np.random.default_rng(0)
   pos, neg, topic_a, topic_b = ['good', 'great'], ['bad', 'awful'], ['film', 'plot'], ['game', 'team']
   def texts(n, topic, long):
@@ -172,7 +172,7 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
   from configs import multitask as mt_config
   from test_classification import make_conll_task
   from test_lm import lm_config
-  from translearn_jax.fusion import multitask
+  from translearn_jax.experiments import multitask
   from translearn_jax.pretraining import lm
   lm_dir = str(tmp_path / 'lm')
   lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)

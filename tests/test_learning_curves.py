@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from test_classification import base_config, topic_task, vectors  # noqa: F401 (fixtures)
-from translearn_jax.downstream import classification
+from translearn_jax.downstream import classification as task
 from translearn_jax.errors import ConfigError
-from translearn_jax.evaluation import learning_curves as lc
+from translearn_jax.experiments import learning_curves as lc
 
 
 def curve_config(task, vecs):
@@ -23,7 +23,7 @@ def curve_config(task, vecs):
 
 def test_vmapped_seeds_equal_seeds_one_by_one(topic_task, vectors):  # noqa: F811
   c = curve_config(topic_task, vectors)
-  runner = lc.CurveRunner(classification.Setup(c), c)
+  runner = lc.CurveRunner(task.Setup(c), c)
   for strategy in ('scratch', 'feature_extraction'):
     acc_v, _, par_v = runner.run(strategy, 120, [0, 1, 2], vmapped=True)
     acc_s, _, par_s = runner.run(strategy, 120, [0, 1, 2], vmapped=False)
@@ -93,7 +93,7 @@ def test_strategy_search_respects_its_budget_and_ranks_on_dev(tmp_path, topic_ta
                                                               monkeypatch):
   import train
   from configs import search_mr_skipgram
-  from translearn_jax.transfer import search
+  from translearn_jax.experiments import search
   c = search_mr_skipgram.get_config()
   base = base_config(topic_task, vectors[0])
   c.data, c.model, c.pretrained, c.train = base.data, base.model, base.pretrained, base.train
@@ -115,5 +115,5 @@ def test_strategy_search_respects_its_budget_and_ranks_on_dev(tmp_path, topic_ta
   assert (tmp_path / 'search.json').exists()
   # time budget: with ~0 seconds only the first trial runs
   c.search.trials, c.search.seconds = 0, 1e-3
-  trials, _ = search.search(classification.Setup(c), c)
+  trials, _ = search.search(task.Setup(c), c)
   assert len(trials) == 1

@@ -18,6 +18,7 @@ from translearn_jax.data.tokenizer import EOS, Tokenizer, encode_documents
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.generation import sampling
 from translearn_jax.generation.sample import sample
+from translearn_jax.models import lm as lm_models
 from translearn_jax.models import lstm_lm, transformer_lm
 from translearn_jax.pretraining import lm
 from translearn_jax.training import mesh as mesh_lib
@@ -58,11 +59,11 @@ def test_causality_future_tokens_never_change_past_logits(make):
   params = init(model)
   rng = np.random.default_rng(0)
   toks = rng.integers(0, 50, (2, 12)).astype(np.int32)
-  base = lm.logits_of(model, params, jnp.asarray(toks))
+  base = lm_models.logits(model, params, jnp.asarray(toks))
   for j in (3, 7, 11):
     changed = toks.copy()
     changed[:, j] = (changed[:, j] + 1) % 50
-    out = lm.logits_of(model, params, jnp.asarray(changed))
+    out = lm_models.logits(model, params, jnp.asarray(changed))
     np.testing.assert_allclose(out[:, :j], base[:, :j], atol=1e-5)
     assert not np.allclose(out[:, j], base[:, j], atol=1e-5)
 
@@ -95,7 +96,7 @@ def test_lstm_generation_matches_teacher_forced_greedy():
                                      jnp.asarray([[EOS, 4]], jnp.int32), jnp.asarray([2]),
                                      jax.random.key(0), total_len=10, temperature=0.0,
                                      eos_id=-1))
-  logits = lm.logits_of(model, params, jnp.asarray(out))
+  logits = lm_models.logits(model, params, jnp.asarray(out))
   np.testing.assert_array_equal(np.argmax(logits[0, 1:-1], -1), out[0, 2:])
 
 
@@ -312,7 +313,7 @@ def test_continued_pretraining_from_another_lm_run(tmp_path):
   lm.train_and_evaluate(lm_config(max_steps=10), src)
   c = lm_config(**{'max_steps': 4, 'data.path': 'gensim:lee.cor', 'data.encoding': 'latin-1'})
   c.init_from = src
-  model = lm.make_model(lm.model_config(c, 400, deterministic=False))
+  model = lm_models.make(lm.model_config(c, 400, deterministic=False))
   mesh = mesh_lib.make_mesh(1)
   _, src_tok, _, src_params = load_run(src)
   fresh = lm.init_state(model, optax.sgd(0.1), 0, 8, mesh)

@@ -5,8 +5,12 @@ The split makes transfer a subtree graft: pretrained weights go under
 
 * `BagOfEmbeddings`: embedding → masked average → dropout → dense (the
   baseline that skip-gram vectors initialise);
-* `EncoderClassifier`: a pretrained LM body (Transformer or LSTM) → pooling
-  over real tokens ('mean', 'max', or 'last') → dropout → dense.
+* `EncoderClassifier`: a pretrained LM body (any `models.lm` architecture) →
+  pooling over real tokens ('mean', 'max', or 'last') → dropout → dense;
+* `TokenTagger`: the LM body's state at every position → dropout → dense.
+
+LM-bodied models see their backbone only through `models.lm` (`make`,
+`hidden`): embed → contextual states, whatever the architecture.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from translearn_jax.models import layers, lstm_lm, transformer_lm
+from translearn_jax.errors import ConfigError
+from translearn_jax.models import layers
+from translearn_jax.models import lm as lm_models
 
 
 class _EmbeddingBackbone(nn.Module):
@@ -62,7 +68,7 @@ def pool(h, mask, how: str):
 
 
 class EncoderClassifier(nn.Module):
-  lm_config: Any              # TransformerConfig or LSTMConfig (deterministic set by caller)
+  lm_config: Any              # a `models.lm` architecture config
   num_classes: int
   pooling: str = 'mean'
   dropout: float = 0.1
@@ -70,12 +76,42 @@ class EncoderClassifier(nn.Module):
   @nn.compact
   def __call__(self, tokens, mask, deterministic: bool = True, return_features: bool = False):
     cfg = self.lm_config.replace(deterministic=deterministic)
-    if isinstance(cfg, transformer_lm.TransformerConfig):
-      h = transformer_lm.TransformerLM(cfg, name='backbone')(tokens, return_hidden=True)
-    else:
-      h, _ = lstm_lm.LSTMLM(cfg, name='backbone')(tokens, return_hidden=True)
+    h = lm_models.hidden(lm_models.make(cfg, name='backbone'), tokens)
     pooled = pool(h.astype(jnp.float32), mask, self.pooling)
     if return_features:
       return pooled
     pooled = nn.Dropout(self.dropout)(pooled, deterministic=deterministic)
     return layers.Dense(self.num_classes, name='head')(pooled)
+
+
+class TokenTagger(nn.Module):
+  lm_config: Any              # a `models.lm` architecture config
+  num_tags: int
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, tokens, mask, deterministic: bool = True):
+    del mask  # causal LM body: padding after the sentence never reaches real positions
+    cfg = self.lm_config.replace(deterministic=deterministic)
+    h = lm_models.hidden(lm_models.make(cfg, name='backbone'), tokens)
+    h = nn.Dropout(self.dropout)(h.astype(jnp.float32), deterministic=deterministic)
+    return layers.Dense(self.num_tags, name='head')(h)
+
+
+def lm_backbone_config(source, model_cfg):
+  """The architecture of an LM-bodied task model: the source LM's, with the task's
+  `model.max_tokens` checked against its context and `model.lora_rank` applied."""
+  if source.model_config is None or not source.is_lm:
+    raise ConfigError("an LM-bodied task model needs pretrained.kind='lm' (the run gives the "
+                      'architecture and tokenizer; scratch runs use the same)')
+  cfg = source.model_config
+  context = lm_models.context_len(cfg)
+  if context is not None and model_cfg.max_tokens > context:
+    raise ConfigError(f'config.model.max_tokens={model_cfg.max_tokens} exceeds the pretrained '
+                      f'LM context (its model.max_len={context})')
+  if model_cfg.get('lora_rank', 0):
+    if not hasattr(cfg, 'lora_rank'):
+      raise ConfigError('config.model.lora_rank: LoRA adapters exist for Transformer '
+                        'backbones only')
+    cfg = cfg.replace(lora_rank=model_cfg.lora_rank)
+  return cfg

@@ -14,29 +14,23 @@ Two ways, both reading only a pretrained source:
   domain-conditional PMI, Holtzman et al. 2021), which removes the LM's
   preference for one verbalisation regardless of the text.
 
-`train_and_evaluate(config, workdir)` runs the configured methods on the
-configured split and reports accuracy (± 95% CI) next to the majority-class
-baseline of that split.
+`experiments.zero_shot` runs the configured methods on the configured split
+and reports accuracy (± 95% CI) next to the majority-class baseline.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from translearn_jax.data import labelled
 from translearn_jax.data.tokenizer import EOS, Tokenizer
 from translearn_jax.data.vocab import tokenize
 from translearn_jax.errors import ConfigError
-from translearn_jax.evaluation.stats import mean_ci
-from translearn_jax.training.metrics import info, write_json
+from translearn_jax.models import lm as lm_models
 
 
 def parse_label_map(spec: str, label_names: Sequence[str], what: str) -> list[str]:
@@ -91,11 +85,9 @@ def embedding_predict(texts: Sequence[str], descriptions: Sequence[str], words: 
 
 @functools.lru_cache(maxsize=None)
 def _token_logp_fn(model):
-  from translearn_jax.pretraining import lm
-
   @jax.jit
   def f(params, tokens):
-    logits = lm.logits_of(model, params, tokens[:, :-1]).astype(jnp.float32)
+    logits = lm_models.logits(model, params, tokens[:, :-1]).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, -1)
     return jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
   return f
@@ -146,71 +138,3 @@ def lm_scores(model, params, tok: Tokenizer, texts: Sequence[str],
   scores = continuation_logprobs(model, params, prefixes, conts, max_len, batch).reshape(n, c)
   prior = continuation_logprobs(model, params, [[EOS]] * c, verb_ids, max_len, batch)
   return scores, prior
-
-
-# -- entry point -----------------------------------------------------------------
-
-def accuracy_row(name: str, pred: np.ndarray, labels: np.ndarray, **extra) -> dict:
-  correct = (pred == labels).astype(np.float64)
-  m, h = mean_ci(correct.tolist())
-  return {'method': name, 'accuracy': m, 'ci95': h, 'examples': len(labels),
-          'predicted_counts': np.bincount(pred, minlength=labels.max() + 1).tolist(), **extra}
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  os.makedirs(workdir, exist_ok=True)
-  t0 = time.perf_counter()
-  names = ('train', 'dev', 'test')
-  if config.eval_split != 'all' and config.eval_split not in names:
-    raise ConfigError(f"config.eval_split must be 'all' or one of {names}, got "
-                      f'{config.eval_split!r}')
-  splits = labelled.read_splits(config.data)
-  label_names = splits['train'].label_names
-  if config.eval_split == 'all':
-    texts = [t for n in names for t in splits[n].texts]
-    labels = np.concatenate([splits[n].labels for n in names])
-  else:
-    texts, labels = splits[config.eval_split].texts, splits[config.eval_split].labels
-  counts = np.bincount(labels, minlength=len(label_names))
-  majority = int(np.argmax(counts))
-  rows = [accuracy_row('majority class', np.full_like(labels, majority), labels)]
-  methods = [m.strip() for m in config.zero_shot.methods.split(',') if m.strip()]
-  for method in methods:
-    if method == 'embedding':
-      from translearn_jax.export.word2vec_format import load_word2vec
-      words, vecs = load_word2vec(config.zero_shot.vectors_path, binary=config.zero_shot.binary)
-      desc = parse_label_map(config.zero_shot.descriptions, label_names,
-                             'zero_shot.descriptions')
-      pred, unknown = embedding_predict(texts, desc, words, vecs, fallback=majority)
-      rows.append(accuracy_row('embedding similarity', pred, labels,
-                               texts_without_known_words=unknown))
-    elif method == 'lm':
-      from translearn_jax.generation.sample import load_run
-      from translearn_jax.pretraining import lm
-      _, tok, mcfg, params = load_run(config.zero_shot.lm_path)
-      verbs = parse_label_map(config.zero_shot.verbalisations, label_names,
-                              'zero_shot.verbalisations')
-      max_len = getattr(mcfg, 'max_len', None) or config.zero_shot.max_tokens
-      max_len = min(max_len, config.zero_shot.max_tokens)
-      scores, prior = lm_scores(lm.make_model(mcfg), params, tok, texts, verbs, max_len)
-      rows.append(accuracy_row('LM verbalisation', np.argmax(scores, 1), labels,
-                               verbalisations=verbs))
-      rows.append(accuracy_row('LM verbalisation, calibrated', np.argmax(scores - prior, 1),
-                               labels, verbalisations=verbs, prior=prior.tolist()))
-    else:
-      raise ConfigError(f"zero_shot.methods: unknown method {method!r} ('embedding', 'lm')")
-  summary = {'rows': rows, 'label_names': label_names, 'eval_split': config.eval_split,
-             'class_counts': counts.tolist(), 'seconds': time.perf_counter() - t0}
-  if jax.process_index() == 0:
-    write_json(os.path.join(workdir, 'zero_shot.json'), summary)
-    print(format_rows(rows))
-  info('zero-shot done in %.0f s', summary['seconds'])
-  return summary
-
-
-def format_rows(rows: list[dict]) -> str:
-  out = [f'{"method":<32} {"accuracy % (95% CI)":>22} {"examples":>9}']
-  for r in rows:
-    out.append(f'{r["method"]:<32} {100 * r["accuracy"]:>13.2f} ± {100 * r["ci95"]:.2f} '
-               f'{r["examples"]:>9}')
-  return '\n'.join(out)

@@ -10,45 +10,24 @@ prompt is prefixed with EOS (a document boundary, as in training).
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 
 from translearn_jax.data.tokenizer import EOS, Tokenizer
-from translearn_jax.errors import ConfigError, DataError, TranslearnError
+from translearn_jax.errors import ConfigError, TranslearnError
 from translearn_jax.generation import sampling
-from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.models import lm as lm_models
+from translearn_jax.transfer import sources
 
 def load_run(workdir: str):
-  """(config, tokenizer, params) of an LM run directory."""
-  from translearn_jax.pretraining import lm
-  from translearn_jax.training.checkpoint import Checkpointer
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise DataError(f'{path} not found: --workdir must be an LM run directory')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  tok = Tokenizer.load(config.tokenizer.path or os.path.join(workdir, 'tokenizer.model'))
-  ckpt = Checkpointer(workdir)
-  if ckpt.latest_step() is None:
-    raise DataError(f'no checkpoint in {workdir}/checkpoints')
-  mcfg = lm.model_config(config, tok.vocab_size)
-  model = lm.make_model(mcfg)
-  from translearn_jax.training import optimizers
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                               jnp.zeros((1, 8), jnp.int32))['params'])
-  tx, _ = optimizers.adamw(config, 1, abstract)
-  template = lm.init_state(model, tx, 0, 8, mesh_lib.make_mesh(1))
-  state, _ = ckpt.restore(template)
-  ckpt.close()
-  return config, tok, mcfg, state.params
+  """(config, tokenizer, model config, params) of an LM run directory."""
+  src = sources.load('lm', workdir, field='workdir')
+  return src.run_config, src.tokenizer, src.model_config, src.params
 
 
 def encode_prompts(tok: Tokenizer, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -64,24 +43,18 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
            cached: bool = True) -> tuple[list[str], float]:
   """Continuations of `prompts` and the generation time in seconds."""
-  from translearn_jax.models import transformer_lm
   sampling.check_sampling(temperature, top_k, top_p)
   toks, lengths = encode_prompts(tok, prompts)
   total = int(lengths.max()) + max_new_tokens
-  is_tf = isinstance(mcfg, transformer_lm.TransformerConfig)
-  if is_tf and lengths.max() > mcfg.max_len:
+  context = lm_models.context_len(mcfg)
+  if context is not None and lengths.max() > context:
     raise ConfigError(f'prompt of {lengths.max()} tokens is longer than the model context '
-                      f'(model.max_len={mcfg.max_len})')
-  if is_tf and total > mcfg.max_len:
+                      f'(model.max_len={context})')
+  if context is not None and total > context:
     raise ConfigError(f'prompt ({lengths.max()} tokens) + max_new_tokens ({max_new_tokens}) '
-                      f'exceeds the model context (model.max_len={mcfg.max_len})')
-  from translearn_jax.pretraining import lm
-  if is_tf:
-    model = lm.make_model(mcfg.replace(decode=cached))
-    step, init = sampling.transformer_step(model, cached)
-  else:
-    model = lm.make_model(mcfg)
-    step, init = sampling.lstm_step(model)
+                      f'exceeds the model context (model.max_len={context})')
+  model = lm_models.make(mcfg.replace(decode=cached))
+  step, init = sampling.STEPS[type(mcfg).arch](model, cached)
   state = init(params, len(prompts), total)
   t0 = time.perf_counter()
   out = sampling.generate(step, state, jnp.asarray(toks), jnp.asarray(lengths),

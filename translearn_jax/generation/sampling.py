@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from translearn_jax.data.tokenizer import EOS, PAD
 from translearn_jax.errors import ConfigError
+from translearn_jax.models.lstm_lm import initial_carry
 
 
 def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float):
@@ -112,9 +113,10 @@ def transformer_step(model, cached: bool = True):
 
 
 @functools.lru_cache(maxsize=None)
-def lstm_step(model):
-  """(step_fn, init_state) for an `LSTMLM`; state = {'params', 'carry'}."""
-  from translearn_jax.models.lstm_lm import initial_carry
+def lstm_step(model, cached: bool = True):
+  """(step_fn, init_state) for an `LSTMLM`; state = {'params', 'carry'} (the carry is
+  the recurrent cache: `cached` changes nothing)."""
+  del cached
 
   def step(state, buf, t):
     tok = jax.lax.dynamic_slice_in_dim(buf, t, 1, axis=1)
@@ -124,3 +126,7 @@ def lstm_step(model):
   def init(params, batch: int, total_len: int):
     return {'params': params, 'carry': initial_carry(model.config, batch)}
   return step, init
+
+
+# `model.arch` -> its (step_fn, init_state) builder.
+STEPS = {'transformer': transformer_step, 'lstm': lstm_step}

@@ -15,7 +15,7 @@ in continues the sequence (generation, or truncated BPTT across batches).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -26,6 +26,7 @@ from translearn_jax.models import layers
 
 @dataclasses.dataclass(frozen=True)
 class LSTMConfig:
+  arch: ClassVar[str] = 'lstm'
   vocab_size: int
   embed_dim: int = 400
   hidden_dim: int = 1150

@@ -49,6 +49,17 @@ class Seq2SeqConfig:
     return dataclasses.replace(self, **kw)
 
 
+def config_from(config, vocab_size: int, deterministic: bool = True, decode: bool = False
+                ) -> Seq2SeqConfig:
+  """The model config of a seq2seq run's ConfigDict (`model.*`, `max_*_len`)."""
+  m = config.model
+  return Seq2SeqConfig(
+      vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,
+      encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers, d_ff=m.d_ff,
+      max_len=max(config.max_source_len, config.max_target_len), dropout=m.dropout,
+      share_embeddings=m.share_embeddings, deterministic=deterministic, decode=decode)
+
+
 class _Block(nn.Module):
   cfg: Seq2SeqConfig
   cross: bool

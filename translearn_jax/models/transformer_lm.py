@@ -10,7 +10,7 @@ projection is not tied to the embedding.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -21,6 +21,7 @@ from translearn_jax.models import layers
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
+  arch: ClassVar[str] = 'transformer'
   vocab_size: int
   d_model: int = 256
   num_heads: int = 4

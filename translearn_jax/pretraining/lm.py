@@ -9,8 +9,6 @@ perplexity). Sample from a finished run with
 
 from __future__ import annotations
 
-import dataclasses
-
 import functools
 import itertools
 import math
@@ -28,7 +26,7 @@ from translearn_jax.data import readers
 from translearn_jax.data.lm_data import LMState, LMStream, pack, split_documents
 from translearn_jax.data.tokenizer import Tokenizer, encode_documents
 from translearn_jax.errors import ConfigError, DataError
-from translearn_jax.models import lstm_lm, transformer_lm
+from translearn_jax.models import lm as lm_models
 from translearn_jax.training import flops as flops_lib
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
@@ -36,8 +34,9 @@ from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import train_loop
 from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
+from translearn_jax.transfer import sources
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = lm_models.DTYPES
 
 
 def _require(cond, field, msg):
@@ -61,41 +60,8 @@ def validate(config) -> None:
 
 
 def model_config(config, vocab_size: int, deterministic: bool = True, decode: bool = False):
-  m = config.model
-  dtype = DTYPES[config.dtype]
-  try:
-    if m.arch == 'transformer':
-      return transformer_lm.TransformerConfig(
-          vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,
-          num_layers=m.num_layers, d_ff=m.d_ff, max_len=m.max_len, dropout=m.dropout,
-          attention_dropout=m.attention_dropout, positions=m.positions,
-          tie_embeddings=m.tie_embeddings, dtype=dtype, deterministic=deterministic,
-          decode=decode)
-    return lstm_lm.LSTMConfig(
-        vocab_size=vocab_size, embed_dim=m.embed_dim, hidden_dim=m.hidden_dim,
-        num_layers=m.num_layers, dropout_embed=m.dropout_embed, dropout_input=m.dropout_input,
-        dropout_hidden=m.dropout_hidden, dropout_output=m.dropout_output,
-        weight_drop=m.weight_drop, tie_embeddings=m.tie_embeddings, dtype=dtype,
-        deterministic=deterministic)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-
-
-def make_model(mcfg):
-  if isinstance(mcfg, transformer_lm.TransformerConfig):
-    return transformer_lm.TransformerLM(mcfg)
-  return lstm_lm.LSTMLM(mcfg)
-
-
-def logits_of(model, params, tokens, rngs=None):
-  out = model.apply({'params': params}, tokens, rngs=rngs)
-  return out[0] if isinstance(out, tuple) else out
-
-
-def flops_per_token(mcfg, seq_len: int) -> float:
-  if isinstance(mcfg, transformer_lm.TransformerConfig):
-    return transformer_lm.flops_per_token(mcfg, seq_len)
-  return lstm_lm.flops_per_token(mcfg, seq_len)
+  """The LM architecture config of this run's `config.model` (see `models.lm`)."""
+  return lm_models.config_from(config.model, vocab_size, config.dtype, deterministic, decode)
 
 
 # -- data --------------------------------------------------------------------
@@ -108,8 +74,8 @@ def get_tokenizer(config, train_docs, workdir: str) -> Tokenizer:
   if os.path.exists(saved):
     return Tokenizer.load(saved)
   if config.get('init_from'):  # continued pretraining keeps the source's pieces
-    from translearn_jax.generation.sample import load_run
-    tok = load_run(config.init_from)[1]
+    tok = sources.run_tokenizer(config.init_from, sources.run_config(config.init_from,
+                                                                     'init_from'))
     if jax.process_index() == 0:
       tok.save(saved)
     return tok
@@ -176,7 +142,7 @@ def make_train_fn(model, tx, schedule, mesh):
     def micro(carry, xs):
       i, toks = xs
       def loss_fn(params):
-        logits = logits_of(model, params, toks[:, :-1],
+        logits = lm_models.logits(model, params, toks[:, :-1],
                            rngs={'dropout': jax.random.fold_in(step_rng, i)})
         return jnp.sum(token_nll(logits, toks[:, 1:]))
       loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -204,7 +170,7 @@ def make_eval_fn(model, mesh):
   repl = mesh_lib.replicated(mesh)
 
   def eval_fn(params, tokens, weights):
-    logits = logits_of(model, params, tokens[:, :-1])
+    logits = lm_models.logits(model, params, tokens[:, :-1])
     nll = token_nll(logits, tokens[:, 1:])
     return jnp.sum(nll * weights[:, None]), jnp.sum(weights) * nll.shape[1]
 
@@ -244,13 +210,8 @@ def build(config, workdir: str):
 
 
 def check_same_architecture(src_cfg, train_cfg, run_dir: str) -> None:
-  ignore = ('dropout', 'attention_dropout', 'dropout_embed', 'dropout_input', 'dropout_hidden',
-            'dropout_output', 'weight_drop', 'deterministic', 'decode', 'dtype')
-  a, b = dataclasses.asdict(src_cfg), dataclasses.asdict(train_cfg)
-  if type(src_cfg) is not type(train_cfg) or any(
-      a[k] != b[k] for k in a if k not in ignore):
-    diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b)
-            if k not in ignore and a.get(k) != b.get(k)}
+  diff = lm_models.architecture_diff(src_cfg, train_cfg)
+  if diff:
     raise ConfigError(f'config.init_from: {run_dir} has a different architecture '
                       f'(source vs this config: {diff}); set config.model to match it')
 
@@ -261,19 +222,20 @@ def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh) -> TrainStat
   The ULMFiT middle stage: an LM pretrained on general text continues training
   on target-domain text; the optimiser state and step count start fresh.
   """
-  from translearn_jax.generation.sample import load_run
-  _, _, src_cfg, src_params = load_run(run_dir)
-  check_same_architecture(src_cfg, train_cfg, run_dir)
-  return state.replace(params=jax.device_put(src_params, mesh_lib.replicated(mesh)))
+  src = sources.load('lm', run_dir, field='init_from')
+  check_same_architecture(src.model_config, train_cfg, run_dir)
+  return state.replace(params=jax.device_put(src.params, mesh_lib.replicated(mesh)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
   if config.get('init_from'):  # fail before reading and tokenising the corpus
-    from translearn_jax.generation.sample import load_run
-    _, src_tok, src_cfg, _ = load_run(config.init_from)
-    check_same_architecture(src_cfg, model_config(config, src_tok.vocab_size),
-                            config.init_from)
+    src_config = sources.run_config(config.init_from, 'init_from')
+    if src_config.get('family') != 'lm':
+      raise ConfigError(f'config.init_from: {config.init_from} is not an LM run')
+    src_tok = sources.run_tokenizer(config.init_from, src_config)
+    check_same_architecture(model_config(src_config, src_tok.vocab_size),
+                            model_config(config, src_tok.vocab_size), config.init_from)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -287,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     total_steps = min(total_steps, config.max_steps)
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   eval_cfg = train_cfg.replace(deterministic=True)
-  model, eval_model = make_model(train_cfg), make_model(eval_cfg)
+  model, eval_model = lm_models.make(train_cfg), lm_models.make(eval_cfg)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                jnp.zeros((1, 8), jnp.int32))['params'])
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
@@ -308,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_fn = make_train_fn(model, tx, schedule, mesh)
   eval_fn = make_eval_fn(eval_model, mesh)
   tokens_per_step = config.batch_size * config.grad_accum * config.seq_length
-  fpt = flops_per_token(train_cfg, config.seq_length)
+  fpt = lm_models.flops_per_token(train_cfg, config.seq_length)
   peak = flops_lib.peak_flops(dtype=config.dtype, override=config.peak_flops_per_device)
   if peak is None:
     info('peak FLOP/s of device kind %r (%s) unknown: MFU not reported '

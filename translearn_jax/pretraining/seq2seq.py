@@ -48,12 +48,7 @@ from translearn_jax.training.state import TrainState, init_train_state
 
 
 def model_config(config, vocab_size, deterministic=True, decode=False) -> s2s.Seq2SeqConfig:
-  m = config.model
-  return s2s.Seq2SeqConfig(
-      vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,
-      encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers, d_ff=m.d_ff,
-      max_len=max(config.max_source_len, config.max_target_len), dropout=m.dropout,
-      share_embeddings=m.share_embeddings, deterministic=deterministic, decode=decode)
+  return s2s.config_from(config, vocab_size, deterministic, decode)
 
 
 def get_tokenizer(config, pairs, workdir) -> Tokenizer:

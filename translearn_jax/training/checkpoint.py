@@ -12,6 +12,7 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -44,6 +45,22 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['data'])
+
+  def restore_params(self, step: Optional[int] = None):
+    """Only `state.params` of a checkpoint, as numpy arrays: no template, no optimiser.
+
+    Shapes and dtypes come from the checkpoint's own metadata (orbax partial restore).
+    """
+    step = self.latest_step() if step is None else step
+    path = os.path.join(self.directory, str(step), 'state')
+    with ocp.PyTreeCheckpointer() as ckptr:
+      meta = ckptr.metadata(path)
+      tree = meta.item_metadata.tree if hasattr(meta, 'item_metadata') else meta.tree
+      abstract = {'params': jax.tree.map(lambda m: np.empty(0, m.dtype), tree['params'])}
+      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+      restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+          item=abstract, restore_args=restore_args, partial_restore=True))
+    return restored['params']
 
   def close(self) -> None:
     self.manager.wait_until_finished()

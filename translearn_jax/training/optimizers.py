@@ -1,16 +1,30 @@
-"""Optimisers, schedules and parameter selection by '/'-joined path patterns.
+"""The one optimiser builder: AdamW over parameter groups chosen by path regexes.
 
-Weight-decay masks (and, later, freezing and per-group learning rates) select
-parameters with regular expressions over paths like
-`decoder/block_0/attn/query/kernel`: the first matching pattern wins.
+In the spirit of big_vision's `optax.make(config, params)`: `make(optim, params,
+total_steps, groups)` builds the optimiser of every run here — pretraining,
+every fine-tuning strategy, multi-task heads and backbone, DANN. Parameters are
+selected by regular expressions over '/'-joined paths like
+`decoder/block_0/attn/query/kernel` (first matching pattern wins). Each `Group`
+gives its parameters
+* a learning-rate multiplier (`lr_mult`; `None` = frozen: `optax.set_to_zero`,
+  no optimiser state at all),
+* a start step (`start`: the group's schedule and Adam count begin there —
+  gradual unfreezing — through `optax.conditionally_mask`, one compiled
+  program for the whole run).
+The weight-decay mask is `optim.no_decay` (path patterns exempt from decay);
+the schedule is `optim.schedule` with `optim.warmup_steps`, spanning the steps a
+group trains; global-norm clipping (`optim.grad_clip`) comes first.
+A strategy (`transfer.strategies`) is a table of groups, not a new builder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from translearn_jax.errors import ConfigError
@@ -56,9 +70,28 @@ def match_tree(params, patterns: Sequence[tuple[str, Any]], default=None,
   return tree
 
 
-def lr_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int,
+def slanted_triangular(peak: float, total_steps: int, cut_frac: float = 0.1,
+                       ratio: float = 32.0) -> optax.Schedule:
+  """ULMFiT's STLR: a short linear rise to `peak`, a long linear decay to peak/ratio."""
+  cut = max(1, int(total_steps * cut_frac))
+
+  def schedule(step):
+    t = jnp.asarray(step, jnp.float32)
+    p = jnp.where(t < cut, t / cut, 1.0 - (t - cut) / max(cut * (1.0 / cut_frac - 1.0), 1.0))
+    p = jnp.clip(p, 0.0, 1.0)
+    return peak * (1.0 + p * (ratio - 1.0)) / ratio
+  return schedule
+
+
+SCHEDULES = ('cosine', 'linear', 'constant', 'slanted_triangular')
+
+
+def lr_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int = 0,
                 end_ratio: float = 0.0) -> optax.Schedule:
-  """Linear warmup to `peak`, then 'cosine', 'linear' or 'constant'."""
+  """Linear warmup to `peak`, then 'cosine', 'linear' or 'constant'; or ULMFiT's
+  'slanted_triangular' (its own rise; warmup unused)."""
+  if kind == 'slanted_triangular':
+    return slanted_triangular(peak, total_steps)
   total_steps = max(total_steps, warmup_steps + 1)
   end = peak * end_ratio
   if kind == 'cosine':
@@ -71,24 +104,91 @@ def lr_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int,
   if kind == 'constant':
     return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup_steps, 1)),
                                  optax.constant_schedule(peak)], [warmup_steps])
-  raise ConfigError(f"optim.schedule must be 'cosine', 'linear' or 'constant', got {kind!r}")
+  raise ConfigError(f'optim.schedule must be one of {SCHEDULES}, got {kind!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """Parameters whose path matches `pattern` (first matching group wins)."""
+  name: str
+  pattern: str
+  lr_mult: Optional[float] = 1.0   # None: frozen (no update, no optimiser state)
+  start: int = 0                   # first step the group trains
+
+
+# Defaults of the AdamW fields an `optim` config may leave out.
+DEFAULTS = {'warmup_steps': 0, 'end_lr_ratio': 0.0, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
+            'weight_decay': 0.0, 'grad_clip': 0.0, 'no_decay': 'bias,scale',
+            'schedule': 'cosine'}
+
+
+def _get(optim, name):
+  value = optim.get(name, None) if hasattr(optim, 'get') else getattr(optim, name, None)
+  return DEFAULTS[name] if value is None else value
+
+
+def decay_mask(params, no_decay: str):
+  patterns = [p.strip() for p in no_decay.split(',') if p.strip()]
+  return match_tree(params, [(p, False) for p in patterns], default=True, field='optim.no_decay')
+
+
+def group_labels(params, groups: Sequence[Group], field: str = 'groups'):
+  """Tree of group names (first matching pattern); an uncovered parameter is an error."""
+  return match_tree(params, [(g.pattern, g.name) for g in groups], field=field,
+                    require_all=True)
+
+
+def make(optim, params, total_steps: int, groups: Optional[Sequence[Group]] = None,
+         field: str = 'groups') -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimiser, schedule of the base learning rate) for `params`.
+
+  `optim` (a ConfigDict or any object with these fields; missing ones take
+  `DEFAULTS`): learning_rate, schedule, warmup_steps, end_lr_ratio, b1, b2, eps,
+  weight_decay, grad_clip, no_decay. Without `groups`, every parameter trains
+  with the base schedule (one AdamW, no partition). `params` may be abstract
+  (`jax.eval_shape`): only paths are read.
+  """
+  decay_mask(params, _get(optim, 'no_decay'))  # a bad pattern fails here, not in the step
+  peak, kind = _get(optim, 'learning_rate'), _get(optim, 'schedule')
+  warmup, end_ratio = _get(optim, 'warmup_steps'), _get(optim, 'end_lr_ratio')
+  clip = _get(optim, 'grad_clip')
+
+  def adamw(mult: float, steps: int):
+    sched = lr_schedule(kind, peak * mult, steps, warmup, end_ratio)
+    return optax.adamw(sched, b1=_get(optim, 'b1'), b2=_get(optim, 'b2'), eps=_get(optim, 'eps'),
+                       weight_decay=_get(optim, 'weight_decay'),
+                       mask=lambda p: decay_mask(p, _get(optim, 'no_decay'))), sched
+
+  base_schedule = lr_schedule(kind, peak, total_steps, warmup, end_ratio)
+  if not groups:
+    tx, _ = adamw(1.0, total_steps)
+    return optax.chain(optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
+                       tx), base_schedule
+  names = [g.name for g in groups]
+  if len(set(names)) != len(names):
+    raise ConfigError(f'{field}: group names repeat: {names}')
+  transforms = {}
+  for g in groups:
+    if g.lr_mult is None:
+      transforms[g.name] = optax.set_to_zero()
+      continue
+    inner, _ = adamw(g.lr_mult, max(total_steps - g.start, 1))
+    if g.start > 0:
+      inner = optax.conditionally_mask(inner, lambda count, s=g.start: count >= s)
+    transforms[g.name] = inner
+  tx = optax.partition(transforms, group_labels(params, groups, field))
+  if clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+  return tx, base_schedule
+
+
+def frozen_mask(params, groups: Sequence[Group], field: str = 'groups'):
+  """Tree of bools over `params`: True where the group is frozen (never trained)."""
+  frozen = {g.name: g.lr_mult is None for g in groups}
+  return jax.tree.map(lambda name: frozen[name], group_labels(params, groups, field))
 
 
 def adamw(config, total_steps: int, params) -> tuple[optax.GradientTransformation,
                                                      optax.Schedule]:
-  """AdamW with clipping and a decay mask from `config.optim`.
-
-  `optim.no_decay` is a comma-separated list of path patterns exempt from
-  weight decay (biases, norms and embeddings by default).
-  """
-  o = config.optim
-  schedule = lr_schedule(o.schedule, o.learning_rate, total_steps, o.warmup_steps,
-                         o.end_lr_ratio)
-  no_decay = [p.strip() for p in o.no_decay.split(',') if p.strip()]
-  mask = match_tree(params, [(p, False) for p in no_decay], default=True,
-                    field='optim.no_decay')
-  tx = optax.chain(
-      optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(),
-      optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
-                  mask=mask))
-  return tx, schedule
+  """The pretraining optimiser: `make(config.optim, params, total_steps)`."""
+  return make(config.optim, params, total_steps)

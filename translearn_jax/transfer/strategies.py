@@ -1,4 +1,4 @@
-"""Fine-tuning strategies as optax transformations over named layer groups.
+"""Fine-tuning strategies as group tables for the one optimiser builder (`optimizers.make`).
 
 Layer groups are `(name, regex)` pairs over '/'-joined parameter paths,
 ordered from the top of the network (the task head, depth 0) down to the
@@ -18,9 +18,10 @@ pattern covers is an error listing it. Strategies:
 `freeze_bottom = k` additionally freezes the k lowest groups under any
 strategy (the "frozen depth" knob: e.g. fine-tune only the top layers).
 
-Frozen groups use `optax.set_to_zero()` and carry no optimiser state at all.
-Groups waiting to unfreeze are wrapped in `optax.conditionally_mask`, whose
-inner AdamW does not advance (its step count starts at 0 when the group
+`rules` turns a strategy into `optimizers.Group`s (learning-rate multiplier,
+`None` for frozen, start step); `build` hands them to `optimizers.make`, where
+frozen groups carry no optimiser state at all and groups waiting to unfreeze
+do not advance their AdamW (its step count starts at 0 when the group
 unfreezes) — one compiled program for the whole schedule. Schedules:
 `slanted_triangular` (Howard & Ruder 2018: cut_frac 0.1, ratio 32), `cosine`,
 `linear`, `constant`.
@@ -33,7 +34,6 @@ import re
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from translearn_jax.errors import ConfigError
@@ -44,23 +44,11 @@ LORA_PATTERN = r'/lora_(a|b)$'
 LORA_GROUP = '__lora__'
 
 
-def slanted_triangular(peak: float, total_steps: int, cut_frac: float = 0.1,
-                       ratio: float = 32.0) -> optax.Schedule:
-  """ULMFiT's STLR: a short linear rise to `peak`, a long linear decay to peak/ratio."""
-  cut = max(1, int(total_steps * cut_frac))
-
-  def schedule(step):
-    t = jnp.asarray(step, jnp.float32)
-    p = jnp.where(t < cut, t / cut, 1.0 - (t - cut) / max(cut * (1.0 / cut_frac - 1.0), 1.0))
-    p = jnp.clip(p, 0.0, 1.0)
-    return peak * (1.0 + p * (ratio - 1.0)) / ratio
-  return schedule
+slanted_triangular = optimizers.slanted_triangular
 
 
 def make_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int = 0
                   ) -> optax.Schedule:
-  if kind == 'slanted_triangular':
-    return slanted_triangular(peak, total_steps)
   return optimizers.lr_schedule(kind, peak, total_steps, warmup_steps)
 
 
@@ -105,35 +93,26 @@ class StrategyConfig:
       raise ConfigError(f'transfer strategy must be one of {STRATEGIES}, got {self.strategy!r}')
 
 
-def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_steps: int
-          ) -> tuple[optax.GradientTransformation, dict]:
-  """The optimiser for `cfg.strategy`, and {group: (depth, lr multiplier, start step | None)}."""
+def rules(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_steps: int
+          ) -> tuple[list[optimizers.Group], dict]:
+  """The strategy as a table of `optimizers.Group`s, and its plan
+  {group: (depth, lr multiplier, start step | None)}."""
+  table: list[optimizers.Group] = []
+  plan: dict[str, tuple] = {}
   if cfg.strategy == 'lora':
-    groups = [(LORA_GROUP, LORA_PATTERN)] + list(groups)
     if not any(re.search(LORA_PATTERN, p) for p in optimizers.param_paths(params)):
       raise ConfigError("strategy 'lora' but the model has no LoRA parameters "
                         '(set model.lora_rank > 0)')
-  labels = group_labels(params, groups)
-  names = [n for n, _ in groups if n != LORA_GROUP]
-  plan: dict[str, tuple] = {}
-  transforms = {}
-  no_decay = [p.strip() for p in cfg.no_decay.split(',') if p.strip()]
-
-  def decay_mask(p):
-    return optimizers.match_tree(p, [(rx, False) for rx in no_decay], default=True)
-
-  if cfg.strategy == 'lora':
-    transforms[LORA_GROUP] = optax.adamw(
-        make_schedule(cfg.schedule, cfg.learning_rate, total_steps, cfg.warmup_steps),
-        weight_decay=cfg.weight_decay)
+    table.append(optimizers.Group(LORA_GROUP, LORA_PATTERN, 1.0, 0))
     plan[LORA_GROUP] = (0, 1.0, 0)
+  names = [n for n, _ in groups]
   if not 0 <= cfg.freeze_bottom < len(names):
     raise ConfigError(f'transfer.freeze_bottom={cfg.freeze_bottom} must leave at least the top '
                       f'group trainable (there are {len(names)} groups: {names})')
-  for depth, name in enumerate(names):
+  for depth, (name, rx) in enumerate(groups):
     frozen_below = depth >= len(names) - cfg.freeze_bottom
     if (cfg.strategy in ('feature_extraction', 'lora') and depth > 0) or frozen_below:
-      transforms[name] = optax.set_to_zero()
+      table.append(optimizers.Group(name, rx, None))
       plan[name] = (depth, 0.0, None)
       continue
     mult = cfg.factor ** depth if cfg.strategy in ('discriminative', 'gradual_unfreezing') \
@@ -141,17 +120,16 @@ def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_
     if cfg.strategy == 'gradual_unfreezing' and cfg.factor == 1.0:
       mult = 1.0
     start = depth * cfg.unfreeze_every if cfg.strategy == 'gradual_unfreezing' else 0
-    remaining = max(total_steps - start, 1)
-    sched = make_schedule(cfg.schedule, cfg.learning_rate * mult, remaining, cfg.warmup_steps)
-    inner = optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-8, weight_decay=cfg.weight_decay,
-                        mask=decay_mask)
-    if start > 0:
-      inner = optax.conditionally_mask(inner, lambda count, s=start: count >= s)
-    transforms[name] = inner
+    table.append(optimizers.Group(name, rx, mult, start))
     plan[name] = (depth, mult, start)
-  tx = optax.partition(transforms, labels)
-  if cfg.grad_clip > 0:
-    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+  return table, plan
+
+
+def build(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_steps: int
+          ) -> tuple[optax.GradientTransformation, dict]:
+  """The optimiser for `cfg.strategy` (`optimizers.make` over its group table), and its plan."""
+  table, plan = rules(cfg, params, groups, total_steps)
+  tx, _ = optimizers.make(cfg, params, total_steps, table, field='transfer.groups')
   return tx, plan
 
 

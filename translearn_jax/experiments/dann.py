@@ -33,10 +33,11 @@ import optax
 from translearn_jax.data import labelled
 from translearn_jax.downstream import classification, models
 from translearn_jax.evaluation.stats import mean_ci
-from translearn_jax.export.word2vec_format import load_word2vec
 from translearn_jax.fusion.gradient_reversal import dann_lambda, grad_reverse
+from translearn_jax.training import optimizers
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import graft as graft_lib
+from translearn_jax.transfer import sources
 
 
 class DomainHead(nn.Module):
@@ -68,9 +69,10 @@ class DannSetup:
     self.src_inputs = (*enc(src.texts, m.source_max_tokens), src.labels)
     self.tgt_inputs = {k: (*enc(v.texts, m.max_tokens), v.labels)
                        for k, v in self.target.items()}
-    words, vecs = load_word2vec(config.pretrained.path, binary=config.pretrained.binary)
-    self.pretrained = {'embedding': vecs}
-    self.remap = {'backbone/embed/embedding': (words, self.vocab)}
+    src = sources.load('word2vec', config.pretrained.path, binary=config.pretrained.binary,
+                       field='pretrained.path')
+    self.pretrained = src.params
+    self.remap = {'backbone/embed/embedding': (src.vocab, self.vocab)}
     self.rules = graft_lib.parse_rules(config.graft.rules)
     self._logits = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m))
 
@@ -137,8 +139,8 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float) -> dict:
   s_toks, s_mask, s_lab = setup.src_inputs
   t_toks, t_mask, _ = setup.tgt_inputs['train']
   steps = config.train.steps
-  sched = optax.linear_schedule(config.train.learning_rate, 0.0, steps)
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched))
+  tx, _ = optimizers.make({'learning_rate': config.train.learning_rate, 'schedule': 'linear',
+                           'grad_clip': 1.0, 'no_decay': ''}, None, steps)
   params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   opt_state = tx.init(params)
   step = jax.jit(make_step(setup, tx, lambda_max, steps), donate_argnums=(0, 1))

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from translearn_jax.downstream import classification
+from translearn_jax.downstream import classification as task
+from translearn_jax.experiments import classification
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.training.metrics import info, write_json
@@ -83,7 +84,7 @@ def unstack(tree, i):
 class CurveRunner:
   """Trains the seeds of one (strategy, budget) cell, vmapped or one after another."""
 
-  def __init__(self, setup: classification.Setup, config):
+  def __init__(self, setup: task.Setup, config):
     self.setup, self.config = setup, config
     toks, mask, labels = setup.inputs['train']
     self.toks, self.mask, self.labels = toks, mask, labels
@@ -116,7 +117,7 @@ class CurveRunner:
 
     # one width per step for all seeds (the vmapped batch is one array); the
     # sequential peer uses the same widths, so both compute the same thing
-    widths = [classification.trimmed_width(self.mask[np.concatenate([p[i] for p in plans])])
+    widths = [task.trimmed_width(self.mask[np.concatenate([p[i] for p in plans])])
               for i in range(steps)]
 
     def inputs(i, which):
@@ -254,7 +255,7 @@ def format_rows(rows: list[dict]) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
-  setup = classification.Setup(config)
+  setup = task.Setup(config)
   runner = CurveRunner(setup, config)
   budgets = parse_budgets(config.curve.budgets, len(runner.labels))
   names = ['scratch'] + [s.strip() for s in config.curve.strategies.split(',')

@@ -31,7 +31,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from translearn_jax.downstream import classification
+from translearn_jax.downstream import classification as task
+from translearn_jax.experiments import classification
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.training.metrics import info, write_json
@@ -130,8 +131,8 @@ def describe(cand: dict) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
-  setup = classification.Setup(config)
-  if setup.source['params'] is None:
+  setup = task.Setup(config)
+  if setup.source.params is None:
     raise ConfigError('strategy search needs a pretrained source (pretrained.kind)')
   trials, seconds = search(setup, config)
   ranking = sorted(trials, key=lambda t: -t['dev'])

@@ -43,13 +43,15 @@ import optax
 from translearn_jax.data import readers
 from translearn_jax.data.lm_data import pack, split_documents
 from translearn_jax.data.tokenizer import EOS
-from translearn_jax.downstream import classification, runs, tagging
+from translearn_jax.downstream import classification, tagging
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.experiments import runs
 from translearn_jax.fusion.mixing import TaskSampler
-from translearn_jax.models import transformer_lm
+from translearn_jax.models import lm as lm_models
 from translearn_jax.training.metrics import MetricWriter, info, write_json
-from translearn_jax.transfer import strategies
+from translearn_jax.training import optimizers
+from translearn_jax.transfer import sources
 
 TASKS = ('mr', 'ner', 'lm')
 
@@ -81,14 +83,18 @@ class MultiTask:
     if 'ner' in names:
       self.setups['ner'] = tagging.Setup(config.ner)
     any_setup = next(iter(self.setups.values()), None)
-    source = any_setup.source if any_setup else classification.load_source(config.mr)
+    if any_setup:
+      source = any_setup.source
+    else:
+      p = config.mr.pretrained
+      source = sources.load(p.kind, p.path, field='mr.pretrained.path')
     self.source = source
-    self.lm_config = source['lm_config']
-    if not isinstance(self.lm_config, transformer_lm.TransformerConfig):
-      raise ConfigError('multi-task learning is implemented for Transformer LM backbones')
-    self.lm_model = transformer_lm.TransformerLM(self.lm_config.replace(deterministic=False))
+    self.lm_config = source.model_config
+    if self.lm_config is None:
+      raise ConfigError("multi-task learning needs an LM backbone (mr.pretrained.kind='lm')")
+    self.lm_model = lm_models.make(self.lm_config.replace(deterministic=False))
     if 'lm' in names:
-      self.lm = LMTask(config.lm_data, source['tokenizer'], config.multitask.lm_seq_len)
+      self.lm = LMTask(config.lm_data, source.tokenizer, config.multitask.lm_seq_len)
     self.sizes = [self._size(t) for t in names]
 
   def _size(self, task: str) -> int:
@@ -113,7 +119,7 @@ class MultiTask:
     else:  # LM task only
       backbone = self.lm_model.init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))['params']
       if strategy != 'scratch':
-        backbone = jax.tree.map(jnp.asarray, self.source['params'])
+        backbone = jax.tree.map(jnp.asarray, self.source.params)
     return {'backbone': backbone, 'heads': heads}
 
   def loss_fn(self, task: str):
@@ -130,7 +136,7 @@ class MultiTask:
     def lm_loss(b, h, batch, rng):
       del h
       rows = batch['tokens']
-      logits = self.lm_model.apply({'params': b}, rows[:, :-1], rngs={'dropout': rng})
+      logits = lm_models.logits(self.lm_model, b, rows[:, :-1], rngs={'dropout': rng})
       return optax.softmax_cross_entropy_with_integer_labels(
           logits.astype(jnp.float32), rows[:, 1:]).mean()
     return lm_loss
@@ -159,9 +165,9 @@ class MultiTask:
     if 'ner' in names:
       out['ner_test_f1'] = self.setups['ner'].f1(full('ner'), 'test')
     if 'lm' in names and self.lm.valid_rows is not None:
-      model = transformer_lm.TransformerLM(self.lm_config.replace(deterministic=True))
+      model = lm_models.make(self.lm_config.replace(deterministic=True))
       f = jax.jit(lambda b, r: optax.softmax_cross_entropy_with_integer_labels(
-          model.apply({'params': b}, r[:, :-1]).astype(jnp.float32), r[:, 1:]).sum())
+          lm_models.logits(model, b, r[:, :-1]).astype(jnp.float32), r[:, 1:]).sum())
       rows = self.lm.valid_rows[:self.config.multitask.lm_eval_rows or None]
       total = sum(float(f(params['backbone'], rows[i:i + 32])) for i in range(0, len(rows), 32))
       out['lm_valid_perplexity'] = math.exp(total / (len(rows) * (rows.shape[1] - 1)))
@@ -192,10 +198,11 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str]
   # own buffers (the init may share the pretrained arrays): the steps donate them
   params = jax.tree.map(jnp.copy, mt.init_params(seed, names))
 
+  optim = {'learning_rate': c.learning_rate, 'schedule': c.schedule,
+           'weight_decay': c.weight_decay, 'grad_clip': 1.0, 'no_decay': ''}
+
   def adamw(n):
-    sched = strategies.make_schedule(c.schedule, c.learning_rate, max(n, 1))
-    return optax.chain(optax.clip_by_global_norm(1.0),
-                       optax.adamw(sched, weight_decay=c.weight_decay))
+    return optimizers.make(optim, None, max(n, 1))[0]
   tx_b = adamw(len(run_steps))
   tx_h = {t: adamw(order.count(t)) for t in params['heads']}
   opt_b = tx_b.init(params['backbone'])

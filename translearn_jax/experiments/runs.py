@@ -21,6 +21,7 @@ from typing import Callable
 import jax
 
 from translearn_jax.errors import ConfigError
+from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.training.metrics import info
 
 LIST_FIELDS = ('seeds', 'compare_scratch', 'seed', 'with_scratch')
@@ -121,3 +122,33 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
                          'version': VERSION})
     results.append(r)
   return results
+
+
+def summarise(results: list[dict]) -> list[dict]:
+  by = {}
+  for r in results:
+    by.setdefault(r['strategy'], []).append(r)
+  scratch = by.get('scratch')
+  rows = []
+  for strategy, rs in by.items():
+    test = [r['test'] for r in rs]
+    m, h = mean_ci(test)
+    row = {'strategy': strategy, 'seeds': len(rs), 'test_mean': m, 'test_ci95': h,
+           'dev_mean': mean_ci([r['dev'] for r in rs])[0], 'test': test}
+    if scratch and strategy != 'scratch':
+      paired = {r['seed']: r['test'] for r in scratch}
+      gains = [r['test'] - paired[r['seed']] for r in rs if r['seed'] in paired]
+      row['gain_mean'], row['gain_ci95'] = mean_ci(gains)
+    rows.append(row)
+  return rows
+
+
+def format_table(rows: list[dict], metric: str = 'test acc') -> str:
+  out = [f'{"strategy":<20} {"seeds":>5} {metric + " (mean ± 95% CI)":>26} '
+         f'{"gain vs scratch (paired)":>26}']
+  for r in rows:
+    gain = (f'{100 * r["gain_mean"]:+.2f} ± {100 * r["gain_ci95"]:.2f}'
+            if 'gain_mean' in r else '')
+    out.append(f'{r["strategy"]:<20} {r["seeds"]:>5} '
+               f'{100 * r["test_mean"]:>17.2f} ± {100 * r["test_ci95"]:.2f} {gain:>26}')
+  return '\n'.join(out)

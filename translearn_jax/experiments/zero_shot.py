@@ -1,0 +1,91 @@
+"""Zero-shot classification (no labelled training example): `train_and_evaluate(config, workdir)`.
+
+Runs the methods of `fusion.zero_shot` (`zero_shot.methods`: `embedding`, `lm`)
+on the configured split (`eval_split`) and reports accuracy (± 95% CI) next to
+the majority-class baseline of that split, in `zero_shot.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from translearn_jax.data import labelled
+from translearn_jax.errors import ConfigError
+from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.fusion import zero_shot as zs
+from translearn_jax.models import lm as lm_models
+from translearn_jax.training.metrics import info, write_json
+from translearn_jax.transfer import sources
+
+
+# -- entry point -----------------------------------------------------------------
+
+def accuracy_row(name: str, pred: np.ndarray, labels: np.ndarray, **extra) -> dict:
+  correct = (pred == labels).astype(np.float64)
+  m, h = mean_ci(correct.tolist())
+  return {'method': name, 'accuracy': m, 'ci95': h, 'examples': len(labels),
+          'predicted_counts': np.bincount(pred, minlength=labels.max() + 1).tolist(), **extra}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.perf_counter()
+  names = ('train', 'dev', 'test')
+  if config.eval_split != 'all' and config.eval_split not in names:
+    raise ConfigError(f"config.eval_split must be 'all' or one of {names}, got "
+                      f'{config.eval_split!r}')
+  splits = labelled.read_splits(config.data)
+  label_names = splits['train'].label_names
+  if config.eval_split == 'all':
+    texts = [t for n in names for t in splits[n].texts]
+    labels = np.concatenate([splits[n].labels for n in names])
+  else:
+    texts, labels = splits[config.eval_split].texts, splits[config.eval_split].labels
+  counts = np.bincount(labels, minlength=len(label_names))
+  majority = int(np.argmax(counts))
+  rows = [accuracy_row('majority class', np.full_like(labels, majority), labels)]
+  methods = [m.strip() for m in config.zero_shot.methods.split(',') if m.strip()]
+  for method in methods:
+    if method == 'embedding':
+      src = sources.load('word2vec', config.zero_shot.vectors_path,
+                         binary=config.zero_shot.binary, field='zero_shot.vectors_path')
+      words, vecs = src.vocab, src.params['embedding']
+      desc = zs.parse_label_map(config.zero_shot.descriptions, label_names,
+                             'zero_shot.descriptions')
+      pred, unknown = zs.embedding_predict(texts, desc, words, vecs, fallback=majority)
+      rows.append(accuracy_row('embedding similarity', pred, labels,
+                               texts_without_known_words=unknown))
+    elif method == 'lm':
+      src = sources.load('lm', config.zero_shot.lm_path, field='zero_shot.lm_path')
+      tok, mcfg, params = src.tokenizer, src.model_config, src.params
+      verbs = zs.parse_label_map(config.zero_shot.verbalisations, label_names,
+                              'zero_shot.verbalisations')
+      max_len = min(lm_models.context_len(mcfg) or config.zero_shot.max_tokens,
+                    config.zero_shot.max_tokens)
+      scores, prior = zs.lm_scores(lm_models.make(mcfg), params, tok, texts, verbs, max_len)
+      rows.append(accuracy_row('LM verbalisation', np.argmax(scores, 1), labels,
+                               verbalisations=verbs))
+      rows.append(accuracy_row('LM verbalisation, calibrated', np.argmax(scores - prior, 1),
+                               labels, verbalisations=verbs, prior=prior.tolist()))
+    else:
+      raise ConfigError(f"zero_shot.methods: unknown method {method!r} ('embedding', 'lm')")
+  summary = {'rows': rows, 'label_names': label_names, 'eval_split': config.eval_split,
+             'class_counts': counts.tolist(), 'seconds': time.perf_counter() - t0}
+  if jax.process_index() == 0:
+    write_json(os.path.join(workdir, 'zero_shot.json'), summary)
+    print(format_rows(rows))
+  info('zero-shot done in %.0f s', summary['seconds'])
+  return summary
+
+
+def format_rows(rows: list[dict]) -> str:
+  out = [f'{"method":<32} {"accuracy % (95% CI)":>22} {"examples":>9}']
+  for r in rows:
+    out.append(f'{r["method"]:<32} {100 * r["accuracy"]:>13.2f} ± {100 * r["ci95"]:.2f} '
+               f'{r["examples"]:>9}')
+  return '\n'.join(out)

@@ -1,0 +1,134 @@
+"""The one loader of pretrained sources: a word-vectors file or any run directory of this project.
+
+`load(kind, path)` returns a `Source`: the parameters (a tree of numpy arrays),
+what is needed to use them — the vocabulary (token strings by row) and the
+tokenizer — and the model config of the architecture that made them.
+
+Kinds:
+* `word2vec`: a vectors file (word2vec text, or binary with `binary=True`);
+  params `{'embedding': (V, D)}`;
+* `run` (or `lm`, `seq2seq`, `word2vec_run`, which also check the family):
+  a run directory of this project (`config.json`, its tokenizer or vocabulary,
+  `checkpoints/`). Only the parameters of the newest checkpoint are read
+  (orbax partial restore of `state/params`, shapes and dtypes taken from the
+  checkpoint's own metadata): no model, optimiser or template is built.
+* `none`: nothing (scratch).
+
+Errors name the pretrained-path field given as `field` (default `init.path`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+import ml_collections
+
+from translearn_jax.data.tokenizer import Tokenizer
+from translearn_jax.data.vocab import Vocabulary
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.export.word2vec_format import load_word2vec
+from translearn_jax.models import lm as lm_models
+from translearn_jax.models import seq2seq as s2s_models
+from translearn_jax.training.checkpoint import Checkpointer
+
+KINDS = ('none', 'word2vec', 'run', 'lm', 'seq2seq', 'word2vec_run')
+RUN_FAMILIES = {'lm': 'lm', 'seq2seq': 'seq2seq', 'word2vec_run': 'word2vec'}
+
+
+@dataclasses.dataclass
+class Source:
+  kind: str                                  # 'none', 'word2vec', 'lm', 'seq2seq', 'word2vec_run'
+  path: str = ''
+  params: Any = None                         # tree of numpy arrays (None: scratch)
+  vocab: Optional[list[str]] = None          # token string of each embedding row
+  tokenizer: Optional[Tokenizer] = None      # sentencepiece model of a run that has one
+  model_config: Any = None                   # architecture config dataclass (runs)
+  run_config: Optional[ml_collections.ConfigDict] = None   # the run's config.json
+
+  @property
+  def is_lm(self) -> bool:
+    return self.kind == 'lm'
+
+
+def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.path'
+         ) -> Source:
+  if kind == 'none':
+    return Source('none')
+  if kind not in KINDS:
+    raise ConfigError(f'{field.rsplit(".", 1)[0]}.kind: must be one of {KINDS}, got {kind!r}')
+  if not path:
+    raise ConfigError(f'config.{field}: empty; set it to a {kind} '
+                      f'{"file" if kind == "word2vec" else "run directory"}')
+  if kind == 'word2vec':
+    words, vecs = load_word2vec(path, binary=binary)
+    return Source('word2vec', path, {'embedding': vecs}, vocab=words)
+  src = load_run(path, field=field)
+  want = RUN_FAMILIES.get(kind)
+  if want and RUN_FAMILIES[src.kind] != want:
+    raise ConfigError(f'config.{field}: {path} is a {RUN_FAMILIES[src.kind]} run, not a '
+                      f'{want} run')
+  return src
+
+
+def run_config(path: str, field: str = 'init.path') -> ml_collections.ConfigDict:
+  cfg_path = os.path.join(path, 'config.json')
+  if not os.path.isdir(path):
+    raise DataError(f'config.{field}: {path} is not a run directory')
+  if not os.path.exists(cfg_path):
+    raise DataError(f'config.{field}: {cfg_path} not found (not a run directory of this '
+                    'project)')
+  try:
+    with open(cfg_path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise DataError(f'config.{field}: cannot read {cfg_path}: {e}') from None
+
+
+def run_tokenizer(path: str, config) -> Tokenizer:
+  tok_path = (config.get('tokenizer', {}) or {}).get('path') or os.path.join(path,
+                                                                             'tokenizer.model')
+  return Tokenizer.load(tok_path)
+
+
+def restore_params(path: str, field: str = 'init.path'):
+  """The newest checkpoint's parameters of the run `path`, as numpy arrays."""
+  ckpt = Checkpointer(path)
+  try:
+    if ckpt.latest_step() is None:
+      raise DataError(f'config.{field}: no checkpoint in {path}/checkpoints')
+    return ckpt.restore_params()
+  finally:
+    ckpt.close()
+
+
+def load_run(path: str, field: str = 'init.path') -> Source:
+  if os.path.isdir(path) and not os.path.exists(os.path.join(path, 'config.json')) and \
+      os.path.exists(os.path.join(path, 'vocab.tsv')):
+    config, family = ml_collections.ConfigDict({'family': 'word2vec'}), 'word2vec'
+  else:
+    config = run_config(path, field)
+    family = config.get('family')
+  if family == 'lm':
+    tok = run_tokenizer(path, config)
+    mcfg = lm_models.config_from(config.model, tok.vocab_size, config.get('dtype', 'float32'))
+    return Source('lm', path, restore_params(path, field), tokenizer=tok, model_config=mcfg,
+                  vocab=[tok.sp.id_to_piece(i) for i in range(tok.vocab_size)],
+                  run_config=config)
+  if family == 'seq2seq':
+    tok = run_tokenizer(path, config)
+    mcfg = s2s_models.config_from(config, tok.vocab_size)
+    return Source('seq2seq', path, restore_params(path, field), tokenizer=tok,
+                  model_config=mcfg, vocab=[tok.sp.id_to_piece(i) for i in range(tok.vocab_size)],
+                  run_config=config)
+  if family == 'word2vec':
+    vocab_path = os.path.join(path, 'vocab.tsv')
+    if not os.path.exists(vocab_path):
+      raise DataError(f'config.{field}: {vocab_path} not found (a word2vec run saves it)')
+    vocab = Vocabulary.load(vocab_path)
+    return Source('word2vec_run', path, restore_params(path, field), vocab=list(vocab.words),
+                  run_config=config)
+  raise DataError(f'config.{field}: {path} is a run of family {family!r}; transfer reads '
+                  "'lm', 'seq2seq' and 'word2vec' runs")
