@@ -2,7 +2,8 @@
 
 Reads one token per line with its tag in the last column (`token ... TAG`),
 sentences separated by blank lines, `-DOCSTART-` lines skipped: the CoNLL-2003
-layout and its common variants. Malformed lines raise a `DataError` naming the
+layout and its common variants. A path may be a directory: every regular file
+in it is read, in sorted order. Malformed lines raise a `DataError` naming the
 file and line.
 
 `bio_spans` extracts entity spans the way conlleval/seqeval do by default: an
@@ -25,10 +26,21 @@ class TaggedCorpus:
 
 
 def read_conll(path: str, encoding: str = 'utf-8') -> TaggedCorpus:
-  real = readers.resolve_paths(path)[0]
-  text = readers.read_text(real, encoding)
-  sentences, tags, words, labels = [], [], [], []
-  for n, line in enumerate(text.split('\n'), 1):
+  """The sentences of `path`: a file, a glob, a comma-separated list, or a
+  directory, whose every regular file is read (sorted by name; a directory
+  without files is an error). A sentence never spans two files."""
+  files = readers.resolve_paths(path, 'conll')
+  sentences, tags = [], []
+  for file in files:
+    _read_conll_file(file, encoding, sentences, tags)
+  if not sentences:
+    raise DataError(f'{files[0] if len(files) == 1 else path}: no sentences')
+  return TaggedCorpus(sentences, tags, files[0] if len(files) == 1 else path)
+
+
+def _read_conll_file(file: str, encoding: str, sentences: list, tags: list) -> None:
+  words, labels = [], []
+  for n, line in enumerate(readers.read_text(file, encoding).split('\n'), 1):
     parts = line.split()
     if not parts:
       if words:
@@ -39,18 +51,15 @@ def read_conll(path: str, encoding: str = 'utf-8') -> TaggedCorpus:
     if parts[0] == '-DOCSTART-':
       continue
     if len(parts) < 2:
-      raise DataError(f'{real}:{n}: expected "token ... TAG", got {line!r}')
+      raise DataError(f'{file}:{n}: expected "token ... TAG", got {line!r}')
     tag = parts[-1]
     if tag != 'O' and not (len(tag) > 2 and tag[:2] in ('B-', 'I-')):
-      raise DataError(f'{real}:{n}: tag {tag!r} is not O, B-X or I-X')
+      raise DataError(f'{file}:{n}: tag {tag!r} is not O, B-X or I-X')
     words.append(parts[0])
     labels.append(tag)
   if words:
     sentences.append(words)
     tags.append(labels)
-  if not sentences:
-    raise DataError(f'{real}: no sentences')
-  return TaggedCorpus(sentences, tags, real)
 
 
 def bio_spans(tags) -> set:

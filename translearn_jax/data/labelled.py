@@ -11,7 +11,10 @@
 
 `read_splits(cfg)` gives the train/dev/test splits either way.
 
-Labels are strings mapped to ids in sorted order (`label_names`).
+Labels are strings mapped to ids in sorted order (`label_names`); in JSONL
+they may also be numbers or booleans (read as their JSON text), while the text
+field must be a string. A malformed row (wrong TSV column count, a null text,
+an empty label) is a `DataError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -54,9 +57,13 @@ def read_fields(kind: str, path: str, text_field: str, label_field: str,
   if kind not in ('tsv', 'jsonl'):
     raise DataError(f"labelled data kind must be 'mr', 'tsv' or 'jsonl', got {kind!r}")
   texts, raw = [], []
-  for _, _, rec in readers.iter_records(path, kind, [text_field, label_field], encoding):
+  for file, n, rec in readers.iter_records(path, kind, [text_field, label_field], encoding,
+                                           label_fields=[label_field]):
+    label = rec[label_field].strip()
+    if not label:
+      raise DataError(f'{file}:{n}: empty label (field {label_field!r})')
     texts.append(rec[text_field])
-    raw.append(rec[label_field].strip())
+    raw.append(label)
   if not texts:
     raise DataError(f'{path}: no labelled examples')
   names = sorted(set(raw))

@@ -1,10 +1,13 @@
 """Parallel text (translation, summarisation pairs) behind one interface.
 
 * two aligned plain-text files, one sentence a line (`kind='text'`,
-  `source_path` + `target_path`): a different number of lines, or an empty
-  line on either side, is an error naming the file and line;
+  `source_path` + `target_path`): a different number of lines, an empty
+  line on either side, or a path naming several files (a directory, a glob)
+  is an error naming the file (and line);
 * TSV / JSONL pairs (`kind='tsv'|'jsonl'`, `path`, `source_field`,
-  `target_field`), e.g. (document, summary) files;
+  `target_field`), e.g. (document, summary) files, read strictly by
+  `readers.iter_records` (both fields must be strings; TSV column counts
+  must match the header);
 * a prepared TFDS translation dataset (`kind='tfds'`, `path`=name,
   `source_field`/`target_field` = the language codes), read without TensorFlow.
 
@@ -21,7 +24,11 @@ from translearn_jax.errors import DataError
 
 
 def _lines(path: str, encoding: str = 'utf-8') -> list[str]:
-  text = readers.read_text(readers.resolve_paths(path)[0], encoding)
+  files = readers.resolve_paths(path)
+  if len(files) != 1:
+    raise DataError(f'{path}: aligned parallel text needs one file per side, this names '
+                    f'{len(files)} ({files[0]}, ...)')
+  text = readers.read_text(files[0], encoding)
   lines = text.split('\n')
   if lines and lines[-1] == '':
     lines = lines[:-1]

@@ -17,6 +17,11 @@
 it, sorted), a glob, a comma-separated list of those, or `gensim:NAME` for a
 file of gensim's bundled test data (e.g. `gensim:lee_background.cor`).
 
+JSONL and TSV files are checked strictly: a text field must be a JSON string
+(null, numbers, lists and objects raise), every TSV row must have as many
+columns as the header, and an empty file raises; each error names the file
+and line.
+
 Text files are decoded as UTF-8 (a BOM is dropped, CRLF line ends are
 normalised). Bytes that are not UTF-8 raise a `DataError` naming the file and
 line, unless `encoding` names the file's real encoding (e.g. 'latin-1') or
@@ -34,8 +39,9 @@ from typing import Iterator, Sequence
 from translearn_jax.errors import DataError
 
 TEXT_KINDS = ('text', 'jsonl', 'tsv', 'tfds', 'wiki')
+# Files a directory contributes, by kind; None: every regular file.
 _DIR_SUFFIX = {'text': ('.txt', '.cor', '.text'), 'jsonl': ('.jsonl', '.json'),
-               'tsv': ('.tsv',), 'wiki': ('.xml', '.xml.bz2', '.bz2')}
+               'tsv': ('.tsv',), 'wiki': ('.xml', '.xml.bz2', '.bz2'), 'conll': None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +71,13 @@ def resolve_paths(path: str, kind: str = 'text') -> list[str]:
     if part.startswith('gensim:'):
       files.append(_gensim_datapath(part[len('gensim:'):]))
     elif os.path.isdir(part):
+      suffixes = _DIR_SUFFIX.get(kind, ())
       found = sorted(os.path.join(part, f) for f in os.listdir(part)
-                     if f.endswith(_DIR_SUFFIX.get(kind, ())))
+                     if (suffixes is None or f.endswith(suffixes))
+                     and os.path.isfile(os.path.join(part, f)))
       if not found:
-        raise DataError(f'no {kind} files ({", ".join(_DIR_SUFFIX.get(kind, ()))}) '
-                        f'in directory {part}')
+        what = 'files' if suffixes is None else f'{kind} files ({", ".join(suffixes)})'
+        raise DataError(f'no {what} in directory {part}')
       files.extend(found)
     elif any(c in part for c in '*?['):
       found = sorted(glob.glob(part))
@@ -145,48 +153,102 @@ def _split_units(text: str, unit: str) -> Iterator[str]:
 
 
 def iter_records(path: str, kind: str, fields: Sequence[str], encoding: str = 'utf-8',
-                 fallback: str = '') -> Iterator[tuple[str, int, dict]]:
+                 fallback: str = '', label_fields: Sequence[str] = ()
+                 ) -> Iterator[tuple[str, int, dict]]:
   """`(file, line number, {field: text})` for each JSONL object / TSV row of `path`.
 
-  JSONL: every field must be present; non-string values (e.g. integer labels)
-  are turned into text. TSV: fields are header names, or 0-based column
-  indices when every field is a number (the file then has no header). Blank
-  lines are skipped; anything else malformed raises naming the file and line.
+  JSONL: each line is an object holding every field; a field's value must be
+  a string, except that fields in `label_fields` may also hold a number or a
+  boolean (turned into text, e.g. 1 -> '1'). TSV: fields are header names, or
+  0-based column indices when every field is a number (the file then has no
+  header); every row must have as many columns as the header (headerless: as
+  the first row). Blank lines are skipped; an empty file, and anything
+  malformed, raises naming the file and line.
   """
+  if kind not in ('jsonl', 'tsv'):
+    raise DataError(f"records need kind 'jsonl' or 'tsv', got {kind!r}")
   for file in resolve_paths(path, kind):
     lines = read_text(file, encoding, fallback).split('\n')
+    if not any(line.strip() for line in lines):
+      what = 'a header row naming' if kind == 'tsv' and not _by_index(fields) else 'records with'
+      raise DataError(f'{file}:1: empty file (expected {what} field(s) {list(fields)})')
     if kind == 'jsonl':
-      for n, line in enumerate(lines, 1):
-        if not line.strip():
-          continue
-        try:
-          obj = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(f'{file}:{n}: invalid JSON ({e.msg})') from None
-        missing = [f for f in fields if not isinstance(obj, dict) or f not in obj]
-        if missing:
-          raise DataError(f'{file}:{n}: no field {missing[0]!r}')
-        yield file, n, {f: obj[f] if isinstance(obj[f], str) else json.dumps(obj[f])
-                        for f in fields}
-    elif kind == 'tsv':
-      if all(f.isdigit() for f in fields):
-        cols, start = {f: int(f) for f in fields}, 0
-      else:
-        header = lines[0].split('\t') if lines else []
-        for f in fields:
-          if f not in header:
-            raise DataError(f'{file}:1: no column named {f!r} in header {header}')
-        cols, start = {f: header.index(f) for f in fields}, 1
-      for n, line in enumerate(lines[start:], start + 1):
-        if not line.strip():
-          continue
-        row = line.split('\t')
-        need = max(cols.values())
-        if need >= len(row):
-          raise DataError(f'{file}:{n}: has {len(row)} columns, needs column {need}')
-        yield file, n, {f: row[c] for f, c in cols.items()}
+      yield from _jsonl_records(file, lines, fields, label_fields)
     else:
-      raise DataError(f"records need kind 'jsonl' or 'tsv', got {kind!r}")
+      yield from _tsv_records(file, lines, fields)
+
+
+def _by_index(fields: Sequence[str]) -> bool:
+  return all(f.isdigit() for f in fields)
+
+
+def _json_kind(v) -> str:
+  if v is None:
+    return 'null'
+  if isinstance(v, bool):
+    return f'a boolean ({json.dumps(v)})'
+  if isinstance(v, (int, float)):
+    return f'a number ({v!r})'
+  return {list: 'a list', dict: 'an object'}.get(type(v), type(v).__name__)
+
+
+def _jsonl_records(file, lines, fields, label_fields):
+  for n, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f'{file}:{n}: invalid JSON ({e.msg})') from None
+    if not isinstance(obj, dict):
+      raise DataError(f'{file}:{n}: expected a JSON object with field(s) {list(fields)}, '
+                      f'got {_json_kind(obj)}')
+    rec = {}
+    for f in fields:
+      if f not in obj:
+        raise DataError(f'{file}:{n}: no field {f!r}')
+      v = obj[f]
+      if isinstance(v, str):
+        rec[f] = v
+      elif f in label_fields and isinstance(v, (int, float)):
+        rec[f] = json.dumps(v)
+      else:
+        want = 'a string or a number' if f in label_fields else 'a string'
+        raise DataError(f'{file}:{n}: field {f!r} is {_json_kind(v)}, expected {want}')
+    yield file, n, rec
+
+
+def _tsv_records(file, lines, fields):
+  if _by_index(fields):
+    cols, start, ncols, ref = {f: int(f) for f in fields}, 0, None, None
+  else:
+    header = lines[0].split('\t')
+    for f in fields:
+      if f not in header:
+        raise DataError(f'{file}:1: no column named {f!r} in header {header}')
+      if header.count(f) > 1:
+        raise DataError(f'{file}:1: column {f!r} appears {header.count(f)} times in header '
+                        f'{header}')
+    cols, start, ncols, ref = {f: header.index(f) for f in fields}, 1, len(header), 'the header'
+  seen = False
+  for n, line in enumerate(lines[start:], start + 1):
+    if not line.strip():
+      continue
+    row = line.split('\t')
+    if ncols is None:
+      need = max(cols.values())
+      if need >= len(row):
+        raise DataError(f'{file}:{n}: has {len(row)} columns, needs column {need}')
+      ncols, ref = len(row), f'line {n}'
+    if len(row) != ncols:
+      hint = ' (a tab inside a field?)' if len(row) > ncols else ''
+      raise DataError(f'{file}:{n}: has {len(row)} tab-separated columns but {ref} has '
+                      f'{ncols}{hint}')
+    seen = True
+    yield file, n, {f: row[c] for f, c in cols.items()}
+  if not seen:
+    raise DataError(f'{file}:{start + 1}: no rows after the header (expected rows with '
+                    f'column(s) {list(fields)})')
 
 
 def _wiki_docs(path: str) -> Iterator[str]:
