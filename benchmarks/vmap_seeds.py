@@ -40,7 +40,7 @@ def main():
   args = ap.parse_args()
   config = curves_mr_skipgram.get_config()
   config.pretrained.path = args.vectors
-  setup = classification.Setup(config)
+  setup = classification.ClassificationTask(config)
   runner = lc.CurveRunner(setup, config)
   budgets = lc.parse_budgets(args.budgets, len(runner.labels))
   seeds = list(range(args.seeds))

@@ -6,8 +6,10 @@
 
 `mr` and `ner` are the configs of configs/transfer_mr_lm.py and
 configs/transfer_conll_lm.py (override any of their fields as
---config.mr.FIELD / --config.ner.FIELD); `lm_data` is the LM task's corpus
-(default: the movie reviews, in-domain text for MR). Per-task losses and step
+--config.mr.FIELD / --config.ner.FIELD); `lm` is the language-modelling task
+(`lm.data`: its corpus, default the movie reviews, in-domain text for MR). Each
+task named in `multitask.tasks` is a sub-config whose `family` says which task
+it is (`classify`, `tag`, `language_model`). Per-task losses and step
 counts go to metrics.jsonl / TensorBoard; test metrics to multitask.json.
 With --config.compare_single=True --config.seeds=N every seed also trains each
 task alone for the steps it got in the multi-task run (same batches, same
@@ -31,9 +33,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.ner = transfer_conll_lm.get_config()
   config.mr.pretrained.path = config.get_ref('pretrained_lm')
   config.ner.pretrained.path = config.get_ref('pretrained_lm')
-  config.lm_data = dict(kind='jsonl', path='../shared/data/movie_reviews/reviews.jsonl',
+  config.lm = ml_collections.ConfigDict()
+  config.lm.family = 'language_model'
+  config.lm.data = dict(kind='jsonl', path='../shared/data/movie_reviews/reviews.jsonl',
                         field='text', unit='line', encoding='utf-8', encoding_fallback='',
                         split='train', data_dir='', valid_fraction=0.05)
+  config.lm.seq_len = 64                  # tokens per LM row
+  config.lm.eval_rows = 512               # held-out rows scored (0: all)
   config.multitask = dict(
       tasks='mr,ner,lm',
       mixing='temperature',        # 'proportional' | 'temperature' | 'equal'
@@ -43,8 +49,6 @@ def get_config() -> ml_collections.ConfigDict:
       batch_size=32,
       learning_rate=1e-3,
       schedule='slanted_triangular',
-      weight_decay=0.0,
-      lm_seq_len=64,
-      lm_eval_rows=512)
+      weight_decay=0.0)
   config.log_every_steps = 50
   return config

@@ -10,6 +10,7 @@ import pytest
 from translearn_jax.data import readers
 from translearn_jax.downstream import classification as task
 from translearn_jax.downstream import models as task_models
+from translearn_jax.downstream import task as task_lib
 from translearn_jax.experiments import classification
 from translearn_jax.export.word2vec_format import save_word2vec
 from translearn_jax.transfer import graft as g
@@ -72,7 +73,7 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
   ran = []
   real = classification.run_once
   monkeypatch.setattr(classification, 'run_once',
-                      lambda setup, st, seed: ran.append((st, seed)) or real(setup, st, seed))
+                      lambda setup, st, seed, *a: ran.append((st, seed)) or real(setup, st, seed, *a))
   c.seeds = 3
   again = classification.train_and_evaluate(c, str(tmp_path))
   assert ran == [('scratch', 2), ('feature_extraction', 2), ('finetune', 2)]
@@ -102,11 +103,11 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
     classification.train_and_evaluate(c, str(tmp_path))
 
 
-def test_frozen_backbone_is_bit_identical_after_training(topic_task, vectors):
+def test_frozen_backbone_is_bit_identical_after_training(tmp_path, topic_task, vectors):
   c = base_config(topic_task, vectors[0])
-  setup = task.Setup(c)
+  setup = task.ClassificationTask(c)
   grafted, _ = setup.init_params(0, 'feature_extraction')
-  r = classification.run_once(setup, 'feature_extraction', 0)
+  r = classification.run_once(setup, 'feature_extraction', 0, c, str(tmp_path / 'run'))
   np.testing.assert_array_equal(np.asarray(r['params']['backbone']['embed']['embedding']),
                                 np.asarray(grafted['backbone']['embed']['embedding']))
   assert not np.array_equal(np.asarray(r['params']['head']['kernel']),
@@ -132,24 +133,24 @@ def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
   c.train.epochs, c.train.batch_size = 2, 32
   c.model.max_tokens = 65
   with pytest.raises(Exception, match='max_tokens=65 exceeds the pretrained LM context'):
-    task.Setup(c)
+    task.ClassificationTask(c)
   c.model.max_tokens = 48
   c.transfer.groups = (r'head=^head/,top=^backbone/(block_0|ln_final)/,'
                        r'embed=^backbone/(embed|pos_embed)')
   c.transfer.strategy = 'discriminative'
-  setup = task.Setup(c)
+  setup = task.ClassificationTask(c)
   params, report = setup.init_params(0, 'discriminative')
   src = setup.source.params
   np.testing.assert_array_equal(np.asarray(params['backbone']['block_0']['attn']['query']['kernel']),
                                 np.asarray(src['block_0']['attn']['query']['kernel']))
   assert set(report.created) == {'head/kernel', 'head/bias'}
-  r = classification.run_once(setup, 'discriminative', 0)
+  r = classification.run_once(setup, 'discriminative', 0, c, str(tmp_path / 'run'))
   assert 0.0 <= r['test'] <= 1.0
   # trimming a batch to its longest real row changes no prediction, for every pooling
   toks, mask, _ = setup.inputs['dev']
   mask = mask & (np.arange(mask.shape[1]) < np.arange(len(mask))[:, None] % 20 + 1)
   toks = np.where(mask, toks, 0)  # rows of 1..20 real pieces, padded to 48
-  w = task.trimmed_width(mask)
+  w = task_lib.trimmed_width(mask)
   assert w < toks.shape[1] and w % 16 == 0 and mask[:, w:].sum() == 0
   for pooling in ('mean', 'last', 'max'):
     m = task_models.EncoderClassifier(setup.source.model_config, 2, pooling, 0.0)
@@ -160,13 +161,13 @@ def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
 
 def test_length_grouped_batches_cover_each_example_once():
   lengths = np.random.default_rng(0).integers(1, 60, 1000)
-  batches = task.length_grouped_batches(lengths, 32, np.random.default_rng(1), 5)
+  batches = task_lib.length_grouped_batches(lengths, 32, np.random.default_rng(1), 5)
   flat = np.concatenate(batches)
   assert len(batches) == 1000 // 32 and all(len(b) == 32 for b in batches)
   assert len(set(flat.tolist())) == len(flat)
   spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
   assert spread < 15  # similar lengths in a batch (random batches: ~55)
-  again = task.length_grouped_batches(lengths, 32, np.random.default_rng(2), 5)
+  again = task_lib.length_grouped_batches(lengths, 32, np.random.default_rng(2), 5)
   assert not np.array_equal(np.concatenate(again), flat)
 
 
@@ -237,10 +238,10 @@ def test_ner_tagger_learns_from_lm_run(tmp_path):
   assert summary['rows'][0]['test_mean'] > 0.6
   # prediction in length-sorted, trimmed batches == the full-width model, in corpus order
   c.model.max_tokens = 64
-  setup = tagging_task.Setup(c)
+  setup = tagging_task.TaggingTask(c)
   params, _ = setup.init_params(1, 'finetune')
   toks, mask, pos, _ = setup.inputs['test']
-  assert task.trimmed_width(mask[np.argsort(mask.sum(1))[:7]]) < toks.shape[1]
+  assert task_lib.trimmed_width(mask[np.argsort(mask.sum(1))[:7]]) < toks.shape[1]
   full = np.asarray(setup._eval(params, toks, mask))
   want = [[setup.tag_names[full[r, q]] if q >= 0 else 'O'
            for q in pos[r, :len(s)]] for r, s in enumerate(setup.corpora['test'].sentences)]
@@ -248,10 +249,10 @@ def test_ner_tagger_learns_from_lm_run(tmp_path):
   assert setup.predict(params, 'test', batch=7) == want
 
 
-def test_linear_probe_strategy_uses_frozen_pretrained_features(topic_task, vectors):
+def test_linear_probe_strategy_uses_frozen_pretrained_features(tmp_path, topic_task, vectors):
   c = base_config(topic_task, vectors[0])
-  setup = task.Setup(c)
-  r = classification.run_once(setup, 'linear_probe_svm', 0)
+  setup = task.ClassificationTask(c)
+  r = classification.run_once(setup, 'linear_probe_svm', 0, c, str(tmp_path / 'run'))
   assert 0.0 <= r['test'] <= 1.0 and r['l2'] > 0
   assert r['report'].frozen == ['backbone/embed/embedding']
 
@@ -283,9 +284,9 @@ def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_pat
   c.model.max_tokens, c.model.lora_rank = 48, 2
   c.train.epochs, c.train.batch_size = 1, 32
   c.transfer.groups = r'head=^head/,body=^backbone/'
-  setup = task.Setup(c)
+  setup = task.ClassificationTask(c)
   start, _ = setup.init_params(0, 'lora')
-  r = classification.run_once(setup, 'lora', 0)
+  r = classification.run_once(setup, 'lora', 0, c, str(tmp_path / 'run'))
   flat0, flat1 = g.flatten(start), g.flatten(r['params'])
   for path in flat0:
     same = np.array_equal(np.asarray(flat0[path]), np.asarray(flat1[path]))

@@ -185,8 +185,8 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
   c.mr.model.max_tokens = 32
   c.ner.data.train_path, c.ner.data.dev_path, c.ner.data.test_path = make_conll_task(tmp_path)
   c.ner.model.max_tokens = 48
-  c.lm_data.kind, c.lm_data.path = 'text', 'gensim:lee_background.cor'
-  c.multitask.steps, c.multitask.batch_size, c.multitask.lm_seq_len = 40, 8, 32
+  c.lm.data.kind, c.lm.data.path = 'text', 'gensim:lee_background.cor'
+  c.multitask.steps, c.multitask.batch_size, c.lm.seq_len = 40, 8, 32
   c.log_every_steps = 10
   out = train.run(c, str(tmp_path / 'run'))
   assert sum(out['steps_per_task'].values()) == 40 and min(out['steps_per_task'].values()) > 0
@@ -198,14 +198,14 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
   mt = multitask.MultiTask(c)
   monkeypatch.setattr(multitask.TaskSampler, 'task_at', lambda self, s: 0)  # always 'mr'
   init = mt.init_params(0)
-  params, draws = multitask.train(mt, 0, 5)
+  params, draws = multitask.train(mt, 0, 5, str(tmp_path / 'mt'))
   assert draws == {'mr': 5, 'ner': 0, 'lm': 0}
   for a, b in zip(jax.tree.leaves(init['heads']['ner']), jax.tree.leaves(params['heads']['ner'])):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(jax.tree.leaves(init['backbone'])[0],
                             jax.tree.leaves(params['backbone'])[0])
   # the single-task baseline trains what the multi-task run trains when only that task is drawn
-  alone, draws_alone = multitask.train(mt, 0, 5, only='mr')
+  alone, draws_alone = multitask.train(mt, 0, 5, str(tmp_path / 'alone'), only='mr')
   assert draws_alone == {'mr': 5} and set(alone['heads']) == {'mr'}
   for a, b in zip(jax.tree.leaves(alone['backbone']) + jax.tree.leaves(alone['heads']['mr']),
                   jax.tree.leaves(params['backbone']) + jax.tree.leaves(params['heads']['mr'])):

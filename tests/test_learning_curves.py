@@ -23,7 +23,7 @@ def curve_config(task, vecs):
 
 def test_vmapped_seeds_equal_seeds_one_by_one(topic_task, vectors):  # noqa: F811
   c = curve_config(topic_task, vectors)
-  runner = lc.CurveRunner(task.Setup(c), c)
+  runner = lc.CurveRunner(task.ClassificationTask(c), c)
   for strategy in ('scratch', 'feature_extraction'):
     acc_v, _, par_v = runner.run(strategy, 120, [0, 1, 2], vmapped=True)
     acc_s, _, par_s = runner.run(strategy, 120, [0, 1, 2], vmapped=False)
@@ -115,5 +115,5 @@ def test_strategy_search_respects_its_budget_and_ranks_on_dev(tmp_path, topic_ta
   assert (tmp_path / 'search.json').exists()
   # time budget: with ~0 seconds only the first trial runs
   c.search.trials, c.search.seconds = 0, 1e-3
-  trials, _ = search.search(task.Setup(c), c)
+  trials, _ = search.search(task.ClassificationTask(c), c, str(tmp_path))
   assert len(trials) == 1

@@ -1,6 +1,6 @@
 """Text classification as a task: inputs, model, initialisation from a source, loss, accuracy.
 
-`Setup(config)` reads the labelled splits (`config.data`), loads the pretrained
+`ClassificationTask(config)` (a `downstream.task.Task`) reads the labelled splits (`config.data`), loads the pretrained
 source (`config.pretrained`, through `transfer.sources`), builds the model and
 encodes every split; runners (`experiments.classification`, learning curves,
 strategy search, multi-task) train it. Pretrained sources:
@@ -24,6 +24,7 @@ from translearn_jax.data import labelled
 from translearn_jax.data.tokenizer import EOS
 from translearn_jax.data.vocab import tokenize
 from translearn_jax.downstream import models
+from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import ConfigError
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
@@ -60,8 +61,12 @@ def encode_pieces(texts, tokenizer, max_tokens: int):
   return toks, mask
 
 
-class Setup:
-  """Data, model and pretrained source shared by every (strategy, seed) run."""
+class ClassificationTask(Task):
+  """Labelled texts → one class each; metric: accuracy. Shared by every (strategy, seed) run."""
+  name = 'classification'
+  metric = 'accuracy'
+  eval_split = 'test'
+  dropout_seed_offset = 1000
 
   def __init__(self, config):
     self.config = config
@@ -90,6 +95,8 @@ class Setup:
     self.rules = graft_lib.parse_rules(config.graft.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
     self._eval = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m))
+    self._features = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m,
+                                                               return_features=True))
 
   def init_params(self, seed: int, strategy: str):
     toks, mask, _ = self.inputs['train']
@@ -101,6 +108,32 @@ class Setup:
                                      remap_init=self.config.pretrained.remap_init, seed=seed)
     return params, report
 
+  def num_examples(self, split: str = 'train') -> int:
+    return len(self.inputs[split][2])
+
+  def epoch_batches(self, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
+    lengths = self.inputs['train'][1].sum(1)
+    return length_grouped_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
+
+  def batch(self, idx: np.ndarray, split: str = 'train') -> dict[str, np.ndarray]:
+    toks, mask, labels = self.inputs[split]
+    w = trimmed_width(mask[idx])
+    return {'tokens': toks[idx, :w], 'mask': mask[idx, :w], 'labels': labels[idx]}
+
+  def loss(self, params, batch: dict, rng):
+    return classification_loss(self.model, params, batch['tokens'], batch['mask'],
+                               batch['labels'], rng)
+
+  def evaluate(self, params, split: str) -> float:
+    return self.accuracy(params, split)
+
+  def features(self, params, split: str, batch: int = 512) -> np.ndarray:
+    """Pooled backbone features of every example of `split` (linear probes)."""
+    toks, mask, _ = self.inputs[split]
+    return np.concatenate([np.asarray(self._features(params, toks[i:i + batch],
+                                                     mask[i:i + batch]))
+                           for i in range(0, len(toks), batch)])
+
   def accuracy(self, params, split: str, batch: int = 512) -> float:
     toks, mask, labels = self.inputs[split]
     order = np.argsort(mask.sum(1), kind='stable')
@@ -111,34 +144,6 @@ class Setup:
       logits = self._eval(params, toks[idx, :w], mask[idx, :w])
       correct += int((np.asarray(jnp.argmax(logits, -1)) == labels[idx]).sum())
     return correct / len(labels)
-
-
-def trimmed_width(mask: np.ndarray, multiple: int = 16) -> int:
-  """Columns a batch needs: its longest real row, rounded up (few distinct shapes to compile).
-
-  Exact for every classifier here: padding is masked out of pooling, and the
-  LM encoder's causal attention never lets a position see later (padded) ones.
-  """
-  need = max(int(mask.sum(1).max()), 1)
-  return min(mask.shape[1], -(-need // multiple) * multiple)
-
-
-def length_grouped_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator,
-                           chunk: int = 50) -> list[np.ndarray]:
-  """Full batches of shuffled examples with similar lengths.
-
-  The shuffled order is cut into chunks of `chunk` batches, each chunk is sorted
-  by length and cut into batches, and the batch order is shuffled: batches stay
-  random in content but need little padding.
-  """
-  order = rng.permutation(len(lengths))
-  n = len(order) // batch * batch
-  batches = []
-  for lo in range(0, n, batch * chunk):
-    part = order[lo:min(lo + batch * chunk, n)]
-    part = part[np.argsort(lengths[part], kind='stable')]
-    batches += [part[i:i + batch] for i in range(0, len(part), batch)]
-  return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def classification_loss(model, params, tokens, mask, labels, rng):

@@ -23,7 +23,8 @@ import optax
 
 from translearn_jax.data import conll
 from translearn_jax.data.tokenizer import EOS
-from translearn_jax.downstream import classification, models
+from translearn_jax.downstream import models
+from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import DataError
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
@@ -57,7 +58,12 @@ def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_to
   return toks, mask, pos, tags
 
 
-class Setup:
+class TaggingTask(Task):
+  """CoNLL sentences → one BIO tag per word; metric: entity span F1."""
+  name = 'tagging'
+  metric = 'f1'                            # entity span F1
+  eval_split = 'test'
+  dropout_seed_offset = 2000
 
   def __init__(self, config):
     self.config = config
@@ -84,6 +90,26 @@ class Setup:
       return params, None
     return graft_lib.graft(params, self.source.params, self.rules, seed=seed)
 
+  def num_examples(self, split: str = 'train') -> int:
+    return len(self.inputs[split][0])
+
+  def epoch_batches(self, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
+    lengths = self.inputs['train'][1].sum(1)
+    return length_grouped_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
+
+  def batch(self, idx: np.ndarray, split: str = 'train') -> dict[str, np.ndarray]:
+    toks, mask, pos, tags = self.inputs[split]
+    w = trimmed_width(mask[idx])
+    return {'tokens': toks[idx, :w], 'mask': mask[idx, :w], 'positions': pos[idx],
+            'tags': tags[idx]}
+
+  def loss(self, params, batch: dict, rng):
+    return tagging_loss(self.model, params, batch['tokens'], batch['mask'], batch['positions'],
+                        batch['tags'], rng)
+
+  def evaluate(self, params, split: str) -> float:
+    return self.f1(params, split)
+
   def predict(self, params, split: str, batch: int = 256) -> list:
     """BIO tags per sentence, in corpus order (batches of similar length, trimmed)."""
     toks, mask, pos, _ = self.inputs[split]
@@ -91,7 +117,7 @@ class Setup:
     out = [None] * len(toks)
     for lo in range(0, len(toks), batch):
       idx = order[lo:lo + batch]
-      w = classification.trimmed_width(mask[idx])
+      w = trimmed_width(mask[idx])
       pred = np.asarray(self._eval(params, toks[idx, :w], mask[idx, :w]))
       for r, i in enumerate(idx):
         p = pos[i, :len(self.corpora[split].sentences[i])]

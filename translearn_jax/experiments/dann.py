@@ -20,6 +20,7 @@ report gives target test accuracy (mean ± 95% CI) and the paired gain.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -34,8 +35,13 @@ from translearn_jax.data import labelled
 from translearn_jax.downstream import classification, models
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.fusion.gradient_reversal import dann_lambda, grad_reverse
+from translearn_jax.downstream.task import trimmed_width
+from translearn_jax.errors import NonFiniteLossError
 from translearn_jax.training import optimizers
-from translearn_jax.training.metrics import info, write_json
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.loop import train_loop
+from translearn_jax.training.state import TrainState
+from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
 
@@ -132,7 +138,8 @@ def make_step(setup: DannSetup, tx, lambda_max: float, total_steps: int):
   return step
 
 
-def run_once(setup: DannSetup, seed: int, lambda_max: float) -> dict:
+def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> dict:
+  """One DANN (or, with `lambda_max=0`, no-adaptation) run on the shared loop in `run_dir`."""
   config = setup.config
   params, report = setup.init(seed)
   bs = config.train.batch_size
@@ -142,23 +149,57 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float) -> dict:
   tx, _ = optimizers.make({'learning_rate': config.train.learning_rate, 'schedule': 'linear',
                            'grad_clip': 1.0, 'no_decay': ''}, None, steps)
   params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
-  opt_state = tx.init(params)
-  step = jax.jit(make_step(setup, tx, lambda_max, steps), donate_argnums=(0, 1))
-  rng = np.random.default_rng([seed, 23])
-  key = jax.random.key(seed + 1000)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.key(seed + 1000))
+  inner = make_step(setup, tx, lambda_max, steps)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def step(state, batch):
+    params, opt_state, (task_loss, d_loss, d_acc) = inner(
+        state.params, state.opt_state, batch['source'], batch['target'], state.step,
+        jax.random.fold_in(state.rng, state.step))
+    return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+            {'loss_sum': task_loss + d_loss, 'loss_count': jnp.ones(()), 'task_loss': task_loss,
+             'domain_loss': d_loss, 'domain_accuracy': d_acc})
+
   def trim(toks, mask, idx):
-    w = classification.trimmed_width(mask[idx])
+    w = trimmed_width(mask[idx])
     return toks[idx, :w], mask[idx, :w]
-  aux = None
-  for t in range(steps):
-    si = rng.choice(len(s_lab), bs, replace=False)
-    ti = rng.choice(len(t_toks), bs, replace=False)
-    params, opt_state, aux = step(params, opt_state, (*trim(s_toks, s_mask, si), s_lab[si]),
-                                  trim(t_toks, t_mask, ti), t, jax.random.fold_in(key, t))
-  task_loss, d_loss, d_acc = (float(x) for x in aux)
+
+  def stream(position):
+    rng = np.random.default_rng([seed, 23])
+    for t in range(steps):
+      si = rng.choice(len(s_lab), bs, replace=False)
+      ti = rng.choice(len(t_toks), bs, replace=False)
+      if t >= position.get('step', 0):   # resumed: the draws before it are replayed, unused
+        yield {'step': t + 1}, {'source': (*trim(s_toks, s_mask, si), s_lab[si]),
+                                'target': trim(t_toks, t_mask, ti)}
+
+  label = f'{"DANN" if lambda_max else "no adaptation"} seed {seed}'
+  checkpointer = Checkpointer(run_dir, max_to_keep=2)
+  position = {}
+  if checkpointer.latest_step() is not None:
+    state, position = checkpointer.restore(state)
+  writer = MetricWriter(run_dir)
+  try:
+    result = train_loop(
+        state=state, stream=stream(position), step_fn=step, to_device=lambda b: b,
+        checkpointer=checkpointer, writer=writer, total_steps=steps, steps_per_call=1,
+        checkpoint_every=max(steps // 4, 1), log_every=config.get('log_every_steps', 0) or steps,
+        units_per_step=bs, units_name='examples', data_state=position,
+        progress=config.get('progress', False))
+  except NonFiniteLossError as e:
+    raise NonFiniteLossError(f'{label}: {e}') from None
+  finally:
+    writer.close()
+    checkpointer.close()
+  m = result.last_metrics
+  params = result.state.params
   return {'seed': seed, 'lambda_max': lambda_max, 'test': setup.accuracy(params, 'test'),
-          'dev': setup.accuracy(params, 'dev'), 'final_task_loss': task_loss,
-          'final_domain_loss': d_loss, 'final_domain_accuracy': d_acc, 'report': report}
+          'dev': setup.accuracy(params, 'dev'), 'final_task_loss': m.get('task_loss'),
+          'final_domain_loss': m.get('domain_loss'),
+          'final_domain_accuracy': m.get('domain_accuracy'), 'report': report,
+          'stopped': result.stopped_by_signal}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -171,7 +212,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {name: [] for name in conditions}
   for seed in range(config.seeds):
     for name, lam in conditions.items():
-      r = run_once(setup, seed, lam)
+      r = run_once(setup, seed, lam,
+                   os.path.join(workdir, 'runs', f'{name.replace(" ", "_")}-seed{seed}'))
+      if r['stopped']:
+        return {'stopped_by_signal': True}
       results[name].append(r)
       info('%-14s seed %d: target test %.4f, domain acc %.3f', name, seed, r['test'],
            r['final_domain_accuracy'])

@@ -34,8 +34,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from translearn_jax.downstream import classification as task
-from translearn_jax.experiments import classification
+from translearn_jax.downstream.classification import ClassificationTask
+from translearn_jax.downstream.task import trimmed_width
+from translearn_jax.experiments import classification, finetune
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.training.metrics import info, write_json
@@ -84,7 +85,7 @@ def unstack(tree, i):
 class CurveRunner:
   """Trains the seeds of one (strategy, budget) cell, vmapped or one after another."""
 
-  def __init__(self, setup: task.Setup, config):
+  def __init__(self, setup: ClassificationTask, config):
     self.setup, self.config = setup, config
     toks, mask, labels = setup.inputs['train']
     self.toks, self.mask, self.labels = toks, mask, labels
@@ -106,33 +107,34 @@ class CurveRunner:
     subsets = [stratified_subset(self.labels, budget, s) for s in seeds]
     plans = [sub[batch_plan(len(sub), bs, steps, s, budget)] for s, sub in zip(seeds, subsets)]
     inits = [setup.init_params(s, strategy)[0] for s in seeds]
-    tx, plan = strategies.build(classification.strategy_config(self.config, strategy),
+    tx, plan = strategies.build(finetune.strategy_config(self.config, strategy),
                                 inits[0], setup.groups, steps)
-    train_step = classification.make_step(setup.model, tx,
-                                          strategies.frozen_mask(inits[0], setup.groups, plan))
+    train_step = strategies.make_train_step(
+        setup.loss, tx, strategies.frozen_mask(inits[0], setup.groups, plan))
 
-    def step(params, opt_state, t, m, y, seed, i):  # dropout key derived on the device
-      rng = jax.random.fold_in(jax.random.key(seed + 1000), i)
-      return train_step(params, opt_state, t, m, y, rng)
+    def step(params, opt_state, batch, seed, i):  # dropout key derived on the device
+      rng = jax.random.fold_in(jax.random.key(seed + setup.dropout_seed_offset), i)
+      return train_step(params, opt_state, batch, rng)
 
     # one width per step for all seeds (the vmapped batch is one array); the
     # sequential peer uses the same widths, so both compute the same thing
-    widths = [task.trimmed_width(self.mask[np.concatenate([p[i] for p in plans])])
+    widths = [trimmed_width(self.mask[np.concatenate([p[i] for p in plans])])
               for i in range(steps)]
 
     def inputs(i, which):
       idx = np.stack([plans[k][i] for k in which])            # (len(which), bs)
       w = widths[i]
-      return self.toks[idx, :w], self.mask[idx, :w], self.labels[idx]
+      return {'tokens': self.toks[idx, :w], 'mask': self.mask[idx, :w],
+              'labels': self.labels[idx]}
 
     if vmapped:
       params = stack(inits)
       opt_state = jax.vmap(tx.init)(params)
-      f = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, 0, None)), donate_argnums=(0, 1))
+      f = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, None)), donate_argnums=(0, 1))
       seed_arr = np.asarray(seeds, np.int32)
       for i in range(steps):
-        t, m, y = inputs(i, range(len(seeds)))
-        params, opt_state, loss = f(params, opt_state, t, m, y, seed_arr, np.int32(i))
+        params, opt_state, loss = f(params, opt_state, inputs(i, range(len(seeds))), seed_arr,
+                                    np.int32(i))
       finals = [unstack(params, k) for k in range(len(seeds))]
     else:
       f = jax.jit(step, donate_argnums=(0, 1))
@@ -141,9 +143,8 @@ class CurveRunner:
         params = jax.tree.map(jnp.copy, inits[k])  # own buffers: the step donates them
         opt_state = tx.init(params)
         for i in range(steps):
-          t, m, y = inputs(i, [k])
-          params, opt_state, loss = f(params, opt_state, t[0], m[0], y[0], np.int32(s),
-                                      np.int32(i))
+          batch = {key: v[0] for key, v in inputs(i, [k]).items()}
+          params, opt_state, loss = f(params, opt_state, batch, np.int32(s), np.int32(i))
         finals.append(params)
     accs = self.accuracy(stack(finals), 'test')
     return accs, time.perf_counter() - t0, finals
@@ -255,7 +256,7 @@ def format_rows(rows: list[dict]) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
-  setup = task.Setup(config)
+  setup = ClassificationTask(config)
   runner = CurveRunner(setup, config)
   budgets = parse_budgets(config.curve.budgets, len(runner.labels))
   names = ['scratch'] + [s.strip() for s in config.curve.strategies.split(',')

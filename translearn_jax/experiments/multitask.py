@@ -1,9 +1,11 @@
 """Multi-task learning: one shared LM backbone, one head per task, a task-mixing sampler.
 
-Tasks (any subset, `multitask.tasks`):
-* `mr`: sentence classification (`downstream.classification`, `lm_encoder` model);
-* `ner`: CoNLL tagging (`downstream.tagging`);
-* `lm`: next-token prediction on a text corpus (the backbone's own tied output).
+Tasks (`multitask.tasks`: names of sub-configs, each with a `family`):
+`classify` → `downstream.classification.ClassificationTask` (`lm_encoder`
+model), `tag` → `downstream.tagging.TaggingTask`, `language_model` →
+`downstream.language_model.LanguageModelTask` (next-token prediction through
+the backbone's own tied output). The shipped config names them `mr`, `ner`
+and `lm`; nothing here depends on the names.
 
 Parameters: `{'backbone': shared LM body, 'heads': {'mr': ..., 'ner': ...}}`
 (the LM task has no head of its own). The backbone is grafted from the
@@ -13,7 +15,10 @@ freshly initialised. At every step `fusion.mixing.TaskSampler` picks one task
 that task's batch updates the backbone and its own head. The backbone has one
 AdamW; each head has its own AdamW that only steps when its task is drawn
 (so an idle head is not moved by stale momentum, as in PyTorch where a
-parameter without a gradient is skipped). One jitted step per task.
+parameter without a gradient is skipped). One jitted step per task, on the
+shared loop (`training.loop`): checkpoints, exact resume, metrics, SIGTERM
+and the non-finite guard, in `workdir` (or `workdir/runs/<name>-seed<k>` for
+the runs of `compare_single`).
 
 Logged every `log_every_steps` (metrics.jsonl / TensorBoard): per-task mean
 loss and how many steps each task got. At the end: MR test accuracy, NER test
@@ -29,7 +34,6 @@ CI and the seed-paired difference (`compare_single`).
 from __future__ import annotations
 
 import functools
-import math
 import os
 import time
 from typing import Optional, Sequence
@@ -40,143 +44,79 @@ import ml_collections
 import numpy as np
 import optax
 
-from translearn_jax.data import readers
-from translearn_jax.data.lm_data import pack, split_documents
-from translearn_jax.data.tokenizer import EOS
-from translearn_jax.downstream import classification, tagging
-from translearn_jax.errors import ConfigError
+from translearn_jax.downstream.classification import ClassificationTask
+from translearn_jax.downstream.language_model import LanguageModelTask
+from translearn_jax.downstream.tagging import TaggingTask
+from translearn_jax.errors import ConfigError, NonFiniteLossError
 from translearn_jax.evaluation.stats import mean_ci
-from translearn_jax.experiments import runs
+from translearn_jax.experiments import finetune, runs
 from translearn_jax.fusion.mixing import TaskSampler
-from translearn_jax.models import lm as lm_models
-from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training import optimizers
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.loop import train_loop
+from translearn_jax.training.metrics import MetricWriter, info, write_json
+from translearn_jax.training.state import TrainState
 from translearn_jax.transfer import sources
 
-TASKS = ('mr', 'ner', 'lm')
-
-
-class LMTask:
-  """Packed rows of a text corpus in the backbone's tokenizer, with held-out documents."""
-
-  def __init__(self, config, tokenizer, seq_len: int):
-    spec = readers.TextSpec.from_config(config)
-    docs = list(readers.read_documents(spec))
-    train, valid = split_documents(docs, config.valid_fraction, 0)
-    enc = lambda ds: np.concatenate([np.asarray([EOS] + ids, np.int32)
-                                     for ids in tokenizer.encode_batch(ds)])
-    self.rows = np.asarray(pack(enc(train), seq_len))
-    self.valid_rows = np.asarray(pack(enc(valid), seq_len, 'held-out')) if valid else None
+# sub-config `family` -> the task it builds (the backbone's LM source is given to all)
+TASK_FAMILIES = {
+    'classify': lambda c, src: ClassificationTask(c),
+    'tag': lambda c, src: TaggingTask(c),
+    'language_model': lambda c, src: LanguageModelTask(c.data, src, c.seq_len, c.eval_rows),
+}
 
 
 class MultiTask:
   def __init__(self, config):
     self.config = config
     names = [t.strip() for t in config.multitask.tasks.split(',') if t.strip()]
-    bad = [t for t in names if t not in TASKS]
-    if bad or not names:
-      raise ConfigError(f'multitask.tasks: unknown {bad} (known: {TASKS})')
+    if not names:
+      raise ConfigError('config.multitask.tasks is empty')
+    for n in names:
+      if n not in config or 'family' not in config[n]:
+        raise ConfigError(f'config.multitask.tasks: {n!r} is not a sub-config with a family '
+                          f'({sorted(TASK_FAMILIES)})')
+      if config[n].family not in TASK_FAMILIES:
+        raise ConfigError(f'config.{n}.family: must be one of {sorted(TASK_FAMILIES)}, got '
+                          f'{config[n].family!r}')
     self.names = names
-    self.setups = {}
-    if 'mr' in names:
-      self.setups['mr'] = classification.Setup(config.mr)
-    if 'ner' in names:
-      self.setups['ner'] = tagging.Setup(config.ner)
-    any_setup = next(iter(self.setups.values()), None)
-    if any_setup:
-      source = any_setup.source
-    else:
-      p = config.mr.pretrained
-      source = sources.load(p.kind, p.path, field='mr.pretrained.path')
-    self.source = source
-    self.lm_config = source.model_config
-    if self.lm_config is None:
-      raise ConfigError("multi-task learning needs an LM backbone (mr.pretrained.kind='lm')")
-    self.lm_model = lm_models.make(self.lm_config.replace(deterministic=False))
-    if 'lm' in names:
-      self.lm = LMTask(config.lm_data, source.tokenizer, config.multitask.lm_seq_len)
-    self.sizes = [self._size(t) for t in names]
-
-  def _size(self, task: str) -> int:
-    if task == 'mr':
-      return len(self.setups['mr'].inputs['train'][2])
-    if task == 'ner':
-      return len(self.setups['ner'].inputs['train'][0])
-    return len(self.lm.rows)
+    self.source = sources.load('lm', config.pretrained_lm, field='pretrained_lm')
+    self.tasks = {n: TASK_FAMILIES[config[n].family](config[n], self.source) for n in names}
+    self.sizes = [self.tasks[n].num_examples('train') for n in names]
 
   def init_params(self, seed: int, names: Optional[Sequence[str]] = None):
     """Backbone + the heads of `names` (default: all tasks). The backbone is the one
-    the full task list starts from, whatever subset is asked for, so a single-task
-    baseline starts where the multi-task run does."""
+    the full task list starts from (the first task's initialisation), whatever subset
+    is asked for, so a single-task baseline starts where the multi-task run does."""
     strategy = 'scratch' if self.config.multitask.init == 'scratch' else 'finetune'
     names = self.names if names is None else names
-    first = next((t for t in self.names if t != 'lm'), None)
-    inits = {t: self.setups[t].init_params(seed, strategy)[0]
-             for t in self.names if t != 'lm' and (t in names or t == first)}
-    heads = {t: inits[t]['head'] for t in names if t != 'lm'}
-    if first is not None:
-      backbone = inits[first]['backbone']
-    else:  # LM task only
-      backbone = self.lm_model.init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))['params']
-      if strategy != 'scratch':
-        backbone = jax.tree.map(jnp.asarray, self.source.params)
-    return {'backbone': backbone, 'heads': heads}
-
-  def loss_fn(self, task: str):
-    if task == 'mr':
-      model = self.setups['mr'].model
-      return lambda b, h, batch, rng: classification.classification_loss(
-          model, {'backbone': b, 'head': h}, batch['tokens'], batch['mask'], batch['labels'], rng)
-    if task == 'ner':
-      model = self.setups['ner'].model
-      return lambda b, h, batch, rng: tagging.tagging_loss(
-          model, {'backbone': b, 'head': h}, batch['tokens'], batch['mask'], batch['positions'],
-          batch['tags'], rng)
-
-    def lm_loss(b, h, batch, rng):
-      del h
-      rows = batch['tokens']
-      logits = lm_models.logits(self.lm_model, b, rows[:, :-1], rngs={'dropout': rng})
-      return optax.softmax_cross_entropy_with_integer_labels(
-          logits.astype(jnp.float32), rows[:, 1:]).mean()
-    return lm_loss
+    first = self.names[0]
+    inits = {t: self.tasks[t].init_params(seed, strategy)[0]
+             for t in self.names if t in names or t == first}
+    heads = {t: inits[t]['head'] for t in names if 'head' in inits[t]}
+    return {'backbone': inits[first]['backbone'], 'heads': heads}
 
   def batch(self, task: str, draw: int, bs: int, seed: int) -> dict:
     """The `draw`-th batch of `task` (epoch-wise reshuffled, deterministic)."""
-    n = self._size(task)
+    n = self.tasks[task].num_examples('train')
     per_epoch = max(n // bs, 1)
     epoch, i = divmod(draw, per_epoch)
-    idx = np.random.default_rng([seed, TASKS.index(task), epoch]).permutation(n)[i * bs:(i + 1) * bs]
-    if task == 'mr':
-      toks, mask, labels = self.setups['mr'].inputs['train']
-      w = classification.trimmed_width(mask[idx])
-      return {'tokens': toks[idx, :w], 'mask': mask[idx, :w], 'labels': labels[idx]}
-    if task == 'ner':
-      toks, mask, pos, tags = self.setups['ner'].inputs['train']
-      return {'tokens': toks[idx], 'mask': mask[idx], 'positions': pos[idx], 'tags': tags[idx]}
-    return {'tokens': self.lm.rows[idx]}
+    order = np.random.default_rng([seed, self.names.index(task), epoch]).permutation(n)
+    return self.tasks[task].batch(order[i * bs:(i + 1) * bs])
 
   def evaluate(self, params, names: Optional[Sequence[str]] = None) -> dict:
-    names = self.names if names is None else names
     out = {}
-    full = lambda t: {'backbone': params['backbone'], 'head': params['heads'][t]}
-    if 'mr' in names:
-      out['mr_test_accuracy'] = self.setups['mr'].accuracy(full('mr'), 'test')
-    if 'ner' in names:
-      out['ner_test_f1'] = self.setups['ner'].f1(full('ner'), 'test')
-    if 'lm' in names and self.lm.valid_rows is not None:
-      model = lm_models.make(self.lm_config.replace(deterministic=True))
-      f = jax.jit(lambda b, r: optax.softmax_cross_entropy_with_integer_labels(
-          lm_models.logits(model, b, r[:, :-1]).astype(jnp.float32), r[:, 1:]).sum())
-      rows = self.lm.valid_rows[:self.config.multitask.lm_eval_rows or None]
-      total = sum(float(f(params['backbone'], rows[i:i + 32])) for i in range(0, len(rows), 32))
-      out['lm_valid_perplexity'] = math.exp(total / (len(rows) * (rows.shape[1] - 1)))
+    for t in self.names if names is None else names:
+      task = self.tasks[t]
+      if task.num_examples(task.eval_split):
+        full = {'backbone': params['backbone'], 'head': params['heads'].get(t)}
+        out[f'{t}_{task.eval_split}_{task.metric}'] = task.evaluate(full, task.eval_split)
     return out
 
 
-def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str] = None
-          ) -> tuple[dict, dict]:
-  """(final params, per-task step counts) of `steps` multi-task steps.
+def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str] = None,
+          log_every: int = 50, progress: bool = False) -> tuple[dict, dict]:
+  """(final params, per-task step counts) of `steps` multi-task steps, on the shared loop.
 
   Step s trains the task `TaskSampler.task_at(s)` draws. The backbone's LR
   schedule spans all the steps it takes; each head's spans the steps its task
@@ -197,7 +137,6 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str]
     names, run_steps = [only], [s for s, t in enumerate(order) if t == only]
   # own buffers (the init may share the pretrained arrays): the steps donate them
   params = jax.tree.map(jnp.copy, mt.init_params(seed, names))
-
   optim = {'learning_rate': c.learning_rate, 'schedule': c.schedule,
            'weight_decay': c.weight_decay, 'grad_clip': 1.0, 'no_decay': ''}
 
@@ -205,52 +144,81 @@ def train(mt: MultiTask, seed: int, steps: int, writer=None, only: Optional[str]
     return optimizers.make(optim, None, max(n, 1))[0]
   tx_b = adamw(len(run_steps))
   tx_h = {t: adamw(order.count(t)) for t in params['heads']}
-  opt_b = tx_b.init(params['backbone'])
-  opt_h = {t: tx_h[t].init(h) for t, h in params['heads'].items()}
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state={'backbone': tx_b.init(params['backbone']),
+                                'heads': {t: tx_h[t].init(h) for t, h in params['heads'].items()}},
+                     rng=jax.random.key(seed + 3000))
 
   def make_step(task):
-    loss = mt.loss_fn(task)
+    loss_fn = mt.tasks[task].loss
     has_head = task in tx_h
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1, 2, 3))  # updated in place
-    def step(b, h, ob, oh, batch, rng):
+    def loss(b, h, batch, rng):
+      return loss_fn({'backbone': b, 'head': h}, batch, rng)
+
+    @functools.partial(jax.jit, donate_argnums=0)  # updated in place
+    def step(state, batch, s):
+      rng = jax.random.fold_in(state.rng, s)   # the multi-task step's key, also when `only`
+      b, ob = state.params['backbone'], state.opt_state['backbone']
+      h = state.params['heads'].get(task, {})
       value, (gb, gh) = jax.value_and_grad(loss, argnums=(0, 1))(b, h, batch, rng)
       ub, ob = tx_b.update(gb, ob, b)
-      b = optax.apply_updates(b, ub)
+      params = {'backbone': optax.apply_updates(b, ub), 'heads': dict(state.params['heads'])}
+      opt_state = {'backbone': ob, 'heads': dict(state.opt_state['heads'])}
       if has_head:
-        uh, oh = tx_h[task].update(gh, oh, h)
-        h = optax.apply_updates(h, uh)
-      return b, h, ob, oh, value
+        uh, oh = tx_h[task].update(gh, state.opt_state['heads'][task], h)
+        params['heads'][task] = optax.apply_updates(h, uh)
+        opt_state['heads'][task] = oh
+      return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+              {f'{task}_loss_sum': value, 'loss_sum': value})
     return step
 
   steps_fn = {t: make_step(t) for t in names}
-  draws = {t: 0 for t in names}
-  window = {t: [] for t in names}
-  key = jax.random.key(seed + 3000)
-  for n, s in enumerate(run_steps):
-    task = order[s]
-    bs = mt.config.multitask.batch_size
-    batch = mt.batch(task, draws[task], bs, seed)
-    draws[task] += 1
-    h, oh = params['heads'].get(task, {}), opt_h.get(task, ())
-    b, h, opt_b, oh, value = steps_fn[task](params['backbone'], h, opt_b, oh, batch,
-                                             jax.random.fold_in(key, s))
-    params = {'backbone': b, 'heads': {**params['heads'], **({task: h} if task in tx_h else {})}}
-    if task in opt_h:
-      opt_h[task] = oh
-    window[task].append(float(value))
-    if writer is not None and ((n + 1) % mt.config.log_every_steps == 0
-                               or n + 1 == len(run_steps)):
-      metrics = {f'{t}_loss': float(np.mean(v)) for t, v in window.items() if v}
-      metrics.update({f'{t}_steps': draws[t] for t in names})
-      writer.write(n + 1, metrics)
-      window = {t: [] for t in names}
-  return params, draws
+
+  def step_fn(state, item):
+    task, s, batch, draws = item
+    state, sums = steps_fn[task](state, batch, np.int32(s))
+    return state, {**sums, f'{task}_loss_count': 1.0, 'loss_count': 1.0,
+                   **{f'{t}_steps': float(d) for t, d in draws.items()}}
+
+  def stream(position):
+    draws = dict(position.get('draws', {t: 0 for t in names}))
+    bs = c.batch_size
+    for n in range(position.get('n', 0), len(run_steps)):
+      s = run_steps[n]
+      task = order[s]
+      batch = mt.batch(task, draws[task], bs, seed)
+      draws[task] += 1
+      yield {'n': n + 1, 'draws': dict(draws)}, (task, s, batch, dict(draws))
+
+  checkpointer = Checkpointer(run_dir, max_to_keep=2)
+  position = {}
+  if checkpointer.latest_step() is not None:
+    state, position = checkpointer.restore(state)
+    info('multi-task%s seed %d: resumed at step %d', f' ({only} alone)' if only else '', seed,
+         int(state.step))
+  writer = MetricWriter(run_dir)
+  try:
+    result = train_loop(
+        state=state, stream=stream(position), step_fn=step_fn, to_device=lambda b: b,
+        checkpointer=checkpointer, writer=writer, total_steps=len(run_steps), steps_per_call=1,
+        checkpoint_every=max(len(run_steps) // 4, 1), log_every=log_every,
+        units_per_step=c.batch_size, units_name='examples', data_state=position,
+        progress=progress)
+  except NonFiniteLossError as e:
+    raise NonFiniteLossError(f'multi-task{f" ({only} alone)" if only else ""} seed {seed}: '
+                             f'{e}') from None
+  finally:
+    writer.close()
+    checkpointer.close()
+  draws = dict(result.data_state.get('draws', position.get('draws', {t: 0 for t in names})))
+  if result.stopped_by_signal:
+    raise StoppedBySignal()
+  return result.state.params, draws
 
 
-METRICS = {'mr': ('mr_test_accuracy', 'MR test accuracy %', 100.0, True),
-           'ner': ('ner_test_f1', 'NER test span F1', 100.0, True),
-           'lm': ('lm_valid_perplexity', 'LM perplexity (lower=better)', 1.0, False)}
+class StoppedBySignal(Exception):
+  """SIGTERM arrived during a multi-task run; it checkpointed and the command can be rerun."""
 
 
 def compare_single(mt: MultiTask, config, workdir: str) -> dict:
@@ -260,7 +228,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
   drew it in that run (same batches, dropout keys, initialisation and head
   schedule; see `train(only=...)`). Runs are
   appended to `runs.jsonl` as they finish and skipped when the command is
-  rerun in the same workdir (`downstream.runs`' resume rules). Reports, per
+  rerun in the same workdir (`experiments.runs`' resume rules). Reports, per
   task, both means ± 95% CI and the seed-paired difference multi − single.
   """
   path = os.path.join(workdir, 'runs.jsonl')
@@ -273,19 +241,21 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
       info('%-12s seed %d: recorded in runs.jsonl', name, seed)
       return done[(name, seed)]
     t0 = time.perf_counter()
-    results, draws = fn()
+    results, draws = fn(runs.run_dir(workdir, name, seed))
     rec = {'strategy': name, 'seed': seed, 'results': results, 'steps_per_task': draws,
            'seconds': time.perf_counter() - t0, 'config': fp}
     info('%-12s seed %d: %s (steps %s, %.0f s)', name, seed,
          ' '.join(f'{k}={v:.4f}' for k, v in results.items()), draws, rec['seconds'])
     runs.append_record(path, rec)
+    finetune.discard_checkpoints(runs.run_dir(workdir, name, seed))
     return rec
 
   steps = config.multitask.steps
 
   def trained(seed, only=None):
-    def fn():
-      params, draws = train(mt, seed, steps, only=only)
+    def fn(run_dir):
+      params, draws = train(mt, seed, steps, run_dir, only=only,
+                            log_every=config.get('log_every_steps', 50))
       return mt.evaluate(params, None if only is None else [only]), draws
     return fn
 
@@ -303,8 +273,12 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
   seeds = list(range(config.seeds))
   rows = []
   for t in mt.names:
-    key, label, scale, higher = METRICS[t]
-    if t == 'lm' and key not in records[('multitask', 0)]['results']:
+    task = mt.tasks[t]
+    key = f'{t}_{task.eval_split}_{task.metric}'
+    scale, higher = task.scale, task.higher_is_better
+    label = (f'{t} {task.eval_split} {task.metric}{" %" if scale == 100 else ""}'
+             f'{"" if higher else " (lower=better)"}')
+    if key not in records[('multitask', 0)]['results']:
       continue
     m = [records[('multitask', s)]['results'][key] * scale for s in seeds]
     o = [records[(f'single_{t}', s)]['results'][key] * scale for s in seeds]
@@ -340,11 +314,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.seeds < 1:
       raise ConfigError(f'seeds must be >= 1, got {config.seeds}')
     return compare_single(mt, config, workdir)
-  writer = MetricWriter(workdir)
   try:
-    params, draws = train(mt, config.seed, c.steps, writer)
-  finally:
-    writer.close()
+    params, draws = train(mt, config.seed, c.steps, workdir,
+                          log_every=config.get('log_every_steps', 50),
+                          progress=config.get('progress', False))
+  except StoppedBySignal:
+    return {'stopped_by_signal': True, 'tasks': mt.names}
   results = mt.evaluate(params)
   summary = {'tasks': mt.names, 'sizes': mt.sizes, 'mixing': c.mixing,
              'probabilities': probs.tolist(), 'steps_per_task': draws, 'results': results,

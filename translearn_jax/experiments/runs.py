@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from typing import Callable
 
 import jax
@@ -88,12 +89,21 @@ def append_record(path: str, rec: dict) -> None:
     os.fsync(f.fileno())
 
 
-def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
-            on_result: Callable[[dict], None] = lambda r: None) -> list[dict]:
-  """Results of `run_fn(strategy, seed)` for every run of `run_list(config)`.
+def run_dir(workdir: str, strategy: str, seed: int) -> str:
+  """Where one run of a comparison keeps its checkpoints and metrics while it trains."""
+  return os.path.join(workdir, 'runs', f'{strategy}-seed{seed}')
 
-  The graft report of each strategy's first seed is saved as
-  `graft_report_<strategy>.json`.
+
+def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
+            on_result: Callable[[dict], None] = lambda r: None) -> list[dict]:
+  """Results of `run_fn(strategy, seed, run_dir)` for every run of `run_list(config)`.
+
+  A run stopped by a signal (its result has `stopped=True`) has checkpointed in
+  its `run_dir`; the comparison stops there and resumes that run when the command
+  is given again. A finished run is appended to `runs.jsonl`, then its
+  checkpoints are removed. The graft report of each strategy's first seed is
+  saved as `graft_report_<strategy>.json`. The returned list holds the finished
+  runs; `stopped_by_signal(results)` tells whether the comparison was cut short.
   """
   path = os.path.join(workdir, 'runs.jsonl')
   fp = fingerprint(config)
@@ -111,7 +121,12 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
            rec['dev'], rec['test'])
       results.append({**rec, 'params': None, 'report': None, 'plan': {}})
       continue
-    r = run_fn(strategy, seed)
+    rdir = run_dir(workdir, strategy, seed)
+    r = run_fn(strategy, seed, rdir)
+    if r.get('stopped'):
+      info('%-20s seed %d: stopped by a signal; checkpoint kept in %s', strategy, seed, rdir)
+      results.append(r)
+      break
     info('%-20s seed %d: dev %.4f test %.4f (epoch %d)', strategy, seed, r['dev'], r['test'],
          r['epoch'])
     if r['report'] is not None and seed == runs[0][1] and jax.process_index() == 0:
@@ -120,13 +135,20 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int], dict],
     append_record(path, {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
                          'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
                          'version': VERSION})
+    shutil.rmtree(os.path.join(rdir, 'checkpoints'), ignore_errors=True)
     results.append(r)
   return results
+
+
+def stopped_by_signal(results: list[dict]) -> bool:
+  return bool(results) and bool(results[-1].get('stopped'))
 
 
 def summarise(results: list[dict]) -> list[dict]:
   by = {}
   for r in results:
+    if r.get('stopped'):
+      continue
     by.setdefault(r['strategy'], []).append(r)
   scratch = by.get('scratch')
   rows = []

@@ -31,8 +31,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from translearn_jax.downstream import classification as task
-from translearn_jax.experiments import classification
+from translearn_jax.downstream.classification import ClassificationTask
+from translearn_jax.experiments import classification, finetune
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.training.metrics import info, write_json
@@ -94,16 +94,14 @@ def trial_config(config, cand: dict) -> ml_collections.ConfigDict:
   return c
 
 
-def run_trial(setup, config, cand: dict, seed: int) -> dict:
-  original = setup.config
-  setup.config = trial_config(config, cand)
-  try:
-    return classification.run_once(setup, cand['strategy'], seed)
-  finally:
-    setup.config = original
+def run_trial(setup, config, cand: dict, seed: int, run_dir: str) -> dict:
+  """One trial on the shared loop in `run_dir` (its checkpoints are removed once it ends)."""
+  r = classification.run_once(setup, cand['strategy'], seed, trial_config(config, cand), run_dir)
+  finetune.discard_checkpoints(run_dir)
+  return r
 
 
-def search(setup, config) -> tuple[list[dict], float]:
+def search(setup, config, workdir: str) -> tuple[list[dict], float]:
   """(trials with their dev accuracy, seconds); respects `search.trials` and `search.seconds`."""
   s = config.search
   cands = candidates(config, len(setup.groups))
@@ -116,7 +114,8 @@ def search(setup, config) -> tuple[list[dict], float]:
         info('search: time budget %.0f s reached after %d trials', s.seconds, len(trials))
         break
     ts = time.perf_counter()
-    r = run_trial(setup, config, cand, config.seed)
+    r = run_trial(setup, config, cand, config.seed,
+                  os.path.join(workdir, 'trials', f'{len(trials)}-seed{config.seed}'))
     trials.append({'candidate': cand, 'dev': r['dev'], 'seconds': time.perf_counter() - ts})
     info('trial %2d %-60s dev %.4f (%.0f s)', len(trials), describe(cand), r['dev'],
          trials[-1]['seconds'])
@@ -131,17 +130,20 @@ def describe(cand: dict) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
-  setup = task.Setup(config)
+  setup = ClassificationTask(config)
   if setup.source.params is None:
     raise ConfigError('strategy search needs a pretrained source (pretrained.kind)')
-  trials, seconds = search(setup, config)
+  trials, seconds = search(setup, config, workdir)
   ranking = sorted(trials, key=lambda t: -t['dev'])
   best = ranking[0]['candidate']
   final = {'candidate': best, 'test': [], 'scratch_test': []}
   for seed in range(config.search.final_seeds):
-    final['test'].append(run_trial(setup, config, best, seed)['test'])
+    final['test'].append(run_trial(setup, config, best, seed,
+                                   os.path.join(workdir, 'final', f'best-seed{seed}'))['test'])
     # scratch with the config's own settings (the search tuned the transfer, not scratch)
-    final['scratch_test'].append(run_trial(setup, config, {'strategy': 'scratch'}, seed)['test'])
+    final['scratch_test'].append(run_trial(
+        setup, config, {'strategy': 'scratch'}, seed,
+        os.path.join(workdir, 'final', f'scratch-seed{seed}'))['test'])
   final['test_mean'], final['test_ci95'] = mean_ci(final['test'])
   final['scratch_mean'], final['scratch_ci95'] = mean_ci(final['scratch_test'])
   gains = np.subtract(final['test'], final['scratch_test']).tolist()

@@ -31,7 +31,7 @@ from translearn_jax.training import flops as flops_lib
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
-from translearn_jax.training.loop import train_loop
+from translearn_jax.training.loop import Every, train_loop
 from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
 from translearn_jax.transfer import sources
@@ -275,21 +275,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if peak is None:
     info('peak FLOP/s of device kind %r (%s) unknown: MFU not reported '
          '(set config.peak_flops_per_device)', jax.devices()[0].device_kind, config.dtype)
-  holder = {'state': state}
+  def held_out(step: int, state) -> dict:
+    r = evaluate_rows(eval_fn, state.params, valid_rows, config.batch_size, mesh,
+                      config.eval_max_rows)
+    return {'valid_loss': r['loss'], 'valid_perplexity': r['perplexity']}
 
-  def extra(step: int) -> dict:
-    out = {}
-    if valid_rows is not None and (step % config.eval_every_steps < config.log_every_steps
-                                   or step >= total_steps):
-      r = evaluate_rows(eval_fn, holder['state'].params, valid_rows, config.batch_size, mesh,
-                        config.eval_max_rows)
-      out = {'valid_loss': r['loss'], 'valid_perplexity': r['perplexity']}
-    return out
-
-  def step_fn(state, batch):
-    state, sums = train_fn(state, batch)
-    holder['state'] = state
-    return state, sums
+  hooks = [Every(config.eval_every_steps, held_out, at_end=True)] if valid_rows is not None \
+      else []
 
   writer = MetricWriter(workdir)
 
@@ -309,12 +301,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state=state,
         stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
                                 max(total_steps - int(state.step), 0)),
-        step_fn=step_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
+        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
                                                      batch_axis=1),
         checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
         checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
         units_per_step=tokens_per_step, units_name='tokens', data_state=data_state.to_dict(),
-        progress=config.progress, extra_metrics=extra, postprocess=add_mfu)
+        progress=config.progress, hooks=hooks, postprocess=add_mfu)
   finally:
     writer.close()
     checkpointer.close()

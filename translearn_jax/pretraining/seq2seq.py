@@ -42,7 +42,7 @@ from translearn_jax.models import seq2seq as s2s
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
-from translearn_jax.training.loop import train_loop
+from translearn_jax.training.loop import Every, train_loop
 from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
 
@@ -244,26 +244,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     info('resumed from step %d', int(state.step))
   train_fn = make_train_fn(model, tx, schedule, mesh, config.label_smoothing)
   decode_model = s2s.Seq2Seq(train_cfg.replace(deterministic=True, decode=True))
-  holder = {'state': state}
-
-  def step_fn(state, batch):
-    state, sums = train_fn(state, batch)
-    holder['state'] = state
-    return state, sums
-
   eval_sources: dict[str, np.ndarray] = {}
 
-  def extra(step: int) -> dict:
-    every = config.eval.every_steps
-    if not every or 'valid' not in splits or step % every >= config.log_every_steps:
-      return {}
+  def during(step: int, state) -> dict:
     pairs = splits['valid'][:config.eval.during_max_examples or None]
     if 'during' not in eval_sources:  # encoded once, not at every evaluation
       eval_sources['during'] = encode_sources(tok, pairs, config)
-    scores, _ = evaluate_split(decode_model, holder['state'].params, tok, pairs,
-                               eval_sources['during'], config,
-                               config.eval.during_beam)
+    scores, _ = evaluate_split(decode_model, state.params, tok, pairs, eval_sources['during'],
+                               config, config.eval.during_beam)
     return {f'valid_{k}': v for k, v in scores.items() if k != 'examples'}
+
+  hooks = [Every(config.eval.every_steps, during)] if 'valid' in splits else []
 
   writer = MetricWriter(workdir)
   t0 = time.perf_counter()
@@ -272,12 +263,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state=state,
         stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
                                 max(total_steps - int(state.step), 0)),
-        step_fn=step_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
+        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
                                                      batch_axis=1),
         checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
         checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
         units_per_step=0, units_key='loss_count', units_name='target_tokens',
-        data_state=data_state.to_dict(), progress=config.progress, extra_metrics=extra)
+        data_state=data_state.to_dict(), progress=config.progress, hooks=hooks)
   finally:
     writer.close()
     checkpointer.close()

@@ -4,7 +4,9 @@ It owns what every run needs: resume, stepping through a (resumable) input
 stream, metrics, throughput and progress bar, periodic/final checkpoints,
 SIGTERM → checkpoint → exit 0, and stopping on a non-finite loss without
 touching the last good checkpoint. A family supplies the jitted step function
-(`state, device_batch -> state, metric sums`), the stream and the sharding.
+(`state, device_batch -> state, metric sums`), the stream and the sharding;
+periodic work that needs the train state (held-out evaluation, model
+selection) is a `Hook`, called with the state after every `every`-th step.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,37 @@ class LoopResult:
   last_metrics: dict
 
 
+class Hook:
+  """Periodic work that sees the state: `hook(step, state) -> metrics` after each step that
+  is a multiple of `every` (and after the last step if `at_end`). Its `state_dict()` is saved
+  with each checkpoint and handed back through `load_state_dict` on resume, so a hook that
+  keeps a record (the best epoch so far) resumes exactly."""
+  every: int = 0
+  at_end: bool = False
+
+  def __call__(self, step: int, state) -> dict:
+    return {}
+
+  def state_dict(self) -> dict:
+    return {}
+
+  def load_state_dict(self, d: dict) -> None:
+    del d
+
+
+class Every(Hook):
+  """`fn(step, state) -> metrics` every `every` steps (0: never), and at the end if `at_end`."""
+
+  def __init__(self, every: int, fn: Callable[[int, Any], dict], at_end: bool = False):
+    self.every, self.fn, self.at_end = every, fn, at_end
+
+  def __call__(self, step: int, state) -> dict:
+    return self.fn(step, state)
+
+
+HOOKS_KEY = '_hooks'  # where hook records live in a checkpoint's data-state JSON
+
+
 def _finish(sums: Mapping[str, float]) -> dict:
   """Metric sums -> means: `X_sum` / `X_count` pairs become `X`."""
   out = {}
@@ -54,13 +87,15 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
                writer: MetricWriter, total_steps: int, steps_per_call: int,
                checkpoint_every: int, log_every: int, units_per_step: float,
                units_name: str = 'words', data_state: Optional[dict] = None,
-               progress: bool = True, extra_metrics: Optional[Callable[[int], dict]] = None,
+               progress: bool = True,
                postprocess: Optional[Callable[[dict], dict]] = None,
-               units_key: Optional[str] = None) -> LoopResult:
+               units_key: Optional[str] = None, hooks: Sequence[Hook] = ()) -> LoopResult:
   """Runs `step_fn` over `stream` until it ends or a signal arrives.
 
   Throughput counts `units_per_step` per step, or, with `units_key`, the value
-  the step returns under that key (e.g. real, non-padding tokens).
+  the step returns under that key (e.g. real, non-padding tokens). `hooks` run
+  after the steps they ask for, before that step's metrics are written and its
+  checkpoint is taken; their metrics join the step's record.
 
   Before every checkpoint the parameters are checked to be finite, so a
   diverged state is never saved over the last good one.
@@ -73,11 +108,19 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
       raise NonFiniteLossError(
           f'parameters are not finite at step {step}; run stopped, last good checkpoint '
           f'(step {checkpointer.latest_step()}) left intact')
-    checkpointer.save(step, state, data_state)
+    checkpointer.save(step, state, with_hooks(data_state))
 
   step = int(jax.device_get(state.step))
   last_saved = step
   data_state = dict(data_state or {})
+  records = data_state.pop(HOOKS_KEY, None)
+  if records:  # resumed: hooks continue from their saved records
+    for i, h in enumerate(hooks):
+      h.load_state_dict(records.get(str(i), {}))
+
+  def with_hooks(data_state):
+    records = {str(i): h.state_dict() for i, h in enumerate(hooks)}
+    return {**data_state, HOOKS_KEY: records} if any(records.values()) else data_state
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm import tqdm
@@ -118,14 +161,19 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
         window_sums[k] = window_sums.get(k, 0.0) + v if additive else v
       if bar:
         bar.update(steps_per_call)
+      hook_metrics = {}
+      for h in hooks:
+        if (h.every and step // h.every != (step - steps_per_call) // h.every) or (
+            h.at_end and step >= total_steps):
+          hook_metrics.update(h(step, state))
       if step // log_every != (step - steps_per_call) // log_every or step >= total_steps:
         elapsed = time.perf_counter() - window_start
         last_metrics = _finish(window_sums)
         if window_steps and elapsed > 0:
           last_metrics[f'{units_name}_per_sec'] = window_units / elapsed
           last_metrics['steps_per_sec'] = window_steps / elapsed
-        if extra_metrics:
-          last_metrics.update(extra_metrics(step))
+        last_metrics.update(hook_metrics)
+        hook_metrics = {}
         if postprocess:
           last_metrics = postprocess(last_metrics)
         writer.write(step, last_metrics)
@@ -135,6 +183,8 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
                                     'valid_perplexity', 'mfu')})
         window_sums, window_steps, window_start = {}, 0, time.perf_counter()
         window_units = 0.0
+      if hook_metrics:  # a hook ran between two logging steps
+        writer.write(step, hook_metrics)
       if stop.requested:
         info('signal %s: checkpointing at step %d and exiting', stop.signum, step)
         save(step, state, data_state)

@@ -1,0 +1,80 @@
+"""What every downstream task is to a runner: data, model, initialisation, loss, evaluation.
+
+A `Task` (classification, tagging, language modelling) owns its encoded
+splits and its model (`{'backbone': ..., 'head': ...}` parameters), and
+supplies
+* `init_params(seed, strategy)`: fresh parameters, grafted from the task's
+  pretrained source unless `strategy == 'scratch'` (with the graft report);
+* `epoch_batches(seed, epoch, batch_size)`: the epoch's training batches as
+  index arrays (deterministic in seed and epoch, so a run resumes exactly);
+* `batch(idx, split)`: the arrays of those examples, trimmed to the columns
+  they need;
+* `loss(params, batch, rng)`: the mean training loss (pure, jit-able);
+* `evaluate(params, split)`: the task's metric (`metric`, `higher_is_better`).
+
+Runners (fine-tuning, multi-task, learning curves, strategy search) only use
+this interface; nothing switches on which task it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class Task:
+  name: str = 'task'
+  metric: str = 'metric'
+  higher_is_better: bool = True
+  scale: float = 100.0                     # shown as metric × scale (100: a percentage)
+  eval_split: str = 'test'                 # the split a finished model is scored on
+  model: Any = None
+  groups: Sequence[tuple[str, str]] = ()
+  dropout_seed_offset: int = 1000          # dropout key of seed s: key(s + offset)
+
+  def num_examples(self, split: str = 'train') -> int:
+    raise NotImplementedError
+
+  def init_params(self, seed: int, strategy: str):
+    raise NotImplementedError
+
+  def epoch_batches(self, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
+    raise NotImplementedError
+
+  def batch(self, idx: np.ndarray, split: str = 'train') -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def loss(self, params, batch: dict, rng):
+    raise NotImplementedError
+
+  def evaluate(self, params, split: str) -> float:
+    raise NotImplementedError
+
+
+def trimmed_width(mask: np.ndarray, multiple: int = 16) -> int:
+  """Columns a batch needs: its longest real row, rounded up (few distinct shapes to compile).
+
+  Exact for every model here: padding is masked out of pooling, and a causal
+  LM body never lets a position see later (padded) ones.
+  """
+  need = max(int(mask.sum(1).max()), 1)
+  return min(mask.shape[1], -(-need // multiple) * multiple)
+
+
+def length_grouped_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator,
+                           chunk: int = 50) -> list[np.ndarray]:
+  """Full batches of shuffled examples with similar lengths.
+
+  The shuffled order is cut into chunks of `chunk` batches, each chunk is sorted
+  by length and cut into batches, and the batch order is shuffled: batches stay
+  random in content but need little padding.
+  """
+  order = rng.permutation(len(lengths))
+  n = len(order) // batch * batch
+  batches = []
+  for lo in range(0, n, batch * chunk):
+    part = order[lo:min(lo + batch * chunk, n)]
+    part = part[np.argsort(lengths[part], kind='stable')]
+    batches += [part[i:i + batch] for i in range(0, len(part), batch)]
+  return [batches[i] for i in rng.permutation(len(batches))]

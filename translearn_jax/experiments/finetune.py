@@ -1,0 +1,140 @@
+"""One fine-tuning run of any `downstream.task.Task` with a transfer strategy, on the shared loop.
+
+`finetune(task, strategy, seed, config, run_dir)` builds the strategy's
+optimiser (`transfer.strategies` → `training.optimizers.make`), then trains
+through `training.loop.train_loop`, so every fine-tuning run has what
+pretraining runs have: orbax checkpoints in `run_dir/checkpoints` (each epoch
+by default) with exact resume (state, data position and the best epoch so
+far), TensorBoard + `metrics.jsonl`, a progress bar, SIGTERM → checkpoint →
+stop, and the non-finite guard (exit 3, naming the strategy and seed).
+
+Model selection: after each epoch `BestEpoch` evaluates the dev split; the
+epoch with the best dev metric is kept and its test metric reported. Batches
+are the task's `epoch_batches(seed, epoch)`; dropout keys are
+`fold_in(key(seed + task.dropout_seed_offset), step)`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+
+from translearn_jax.errors import DataError, NonFiniteLossError
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.loop import Hook, train_loop
+from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.training.state import TrainState
+from translearn_jax.transfer import strategies
+
+
+def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
+  t = config.transfer
+  return strategies.StrategyConfig(
+      strategy='finetune' if strategy == 'scratch' else strategy,
+      learning_rate=t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
+      factor=t.factor, unfreeze_every=t.unfreeze_every,
+      freeze_bottom=t.get('freeze_bottom', 0), weight_decay=t.weight_decay,
+      grad_clip=t.grad_clip)
+
+
+class BestEpoch(Hook):
+  """After each epoch: the dev metric; the test metric of the best dev epoch so far."""
+
+  def __init__(self, task, steps_per_epoch: int, label: str):
+    self.task, self.every, self.label = task, steps_per_epoch, label
+    self.best = {'dev': None, 'test': None, 'epoch': 0}
+
+  def better(self, dev: float) -> bool:
+    best = self.best['dev']
+    return best is None or (dev > best if self.task.higher_is_better else dev < best)
+
+  def __call__(self, step: int, state) -> dict:
+    epoch = step // self.every
+    dev = self.task.evaluate(state.params, 'dev')
+    info('%s epoch %d: dev %s %.4f', self.label, epoch, self.task.metric, dev)
+    if self.better(dev):
+      self.best = {'dev': dev, 'test': self.task.evaluate(state.params, 'test'), 'epoch': epoch}
+    return {f'dev_{self.task.metric}': dev}
+
+  def state_dict(self) -> dict:
+    return dict(self.best)
+
+  def load_state_dict(self, d: dict) -> None:
+    self.best = dict(d)
+
+
+def epoch_stream(task, seed: int, batch_size: int, epochs: int, position: dict):
+  """(data position after the batch, batch) from `position` on; deterministic per epoch."""
+  for epoch in range(position.get('epoch', 0), epochs):
+    batches = task.epoch_batches(seed, epoch, batch_size)
+    start = position.get('batch', 0) if epoch == position.get('epoch', 0) else 0
+    for i in range(start, len(batches)):
+      after = {'epoch': epoch, 'batch': i + 1} if i + 1 < len(batches) else \
+          {'epoch': epoch + 1, 'batch': 0}
+      yield after, task.batch(batches[i])
+
+
+def make_step(task, tx, frozen):
+  """Jitted `(state, batch) -> (state, metric sums)`; donates the state."""
+  inner = strategies.make_train_step(task.loss, tx, frozen)
+
+  def step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    params, opt_state, loss = inner(state.params, state.opt_state, batch, rng)
+    return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+            {'loss_sum': loss, 'loss_count': jnp.ones((), jnp.float32)})
+  return jax.jit(step, donate_argnums=0)
+
+
+def finetune(task, strategy: str, seed: int, config, run_dir: str) -> dict:
+  """Trains one model; returns the best dev epoch's {'dev', 'test', 'epoch'} and the run's
+  params, graft report, strategy plan and whether a signal stopped it."""
+  label = f'{strategy} seed {seed}'
+  params, report = task.init_params(seed, strategy)
+  train = config.train
+  bs = train.batch_size
+  steps_per_epoch = task.num_examples('train') // bs
+  if steps_per_epoch < 1:
+    raise DataError(f'{task.num_examples("train")} training examples cannot fill one batch '
+                    f'of train.batch_size={bs}')
+  total = steps_per_epoch * train.epochs
+  tx, plan = strategies.build(strategy_config(config, strategy), params, task.groups, total)
+  if report is not None:
+    report.frozen = strategies.frozen_paths(params, task.groups, plan)
+  frozen = strategies.frozen_mask(params, task.groups, plan)
+  params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.key(seed + task.dropout_seed_offset))
+  best = BestEpoch(task, steps_per_epoch, label)
+  checkpointer = Checkpointer(run_dir, max_to_keep=config.get('keep_checkpoints', 2))
+  position = {}
+  if checkpointer.latest_step() is not None:
+    state, position = checkpointer.restore(state)
+    info('%s: resumed at step %d', label, int(state.step))
+  writer = MetricWriter(run_dir)
+  try:
+    result = train_loop(
+        state=state, stream=epoch_stream(task, seed, bs, train.epochs, position),
+        step_fn=make_step(task, tx, frozen), to_device=lambda b: b,
+        checkpointer=checkpointer, writer=writer, total_steps=total, steps_per_call=1,
+        checkpoint_every=train.get('checkpoint_every_steps', 0) or steps_per_epoch,
+        log_every=train.get('log_every_steps', 0) or steps_per_epoch, units_per_step=bs,
+        units_name='examples', data_state=position, progress=config.get('progress', False),
+        hooks=[best])
+  except NonFiniteLossError as e:
+    raise NonFiniteLossError(f'{label}: {e}') from None
+  finally:
+    writer.close()
+    checkpointer.close()
+  out = dict(best.best)
+  out.update(strategy=strategy, seed=seed, params=result.state.params, report=report, plan=plan,
+             stopped=result.stopped_by_signal)
+  return out
+
+
+def discard_checkpoints(run_dir: str) -> None:
+  """A finished, recorded run's checkpoints are not needed to resume the comparison."""
+  shutil.rmtree(os.path.join(run_dir, 'checkpoints'), ignore_errors=True)
