@@ -314,19 +314,26 @@ def test_sigterm_raises_outside_deferred_sections():
     preemption.uninstall()
 
 
-def test_sigterm_during_startup_exits_zero_untrained(tmp_path):
+@pytest.mark.parametrize('trigger', ['.lock', 'vocab.tsv'])
+def test_sigterm_during_startup_exits_zero_untrained(tmp_path, trigger):
+  """SIGTERM once the lock is taken (before the family: stops at once) or once the
+  family wrote its vocabulary (deferred: the loop returns before its first step)."""
   proc = subprocess.Popen(train_cmd('skipgram', tmp_path), cwd=ROOT, env=env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 60
-  while time.time() < deadline and not (tmp_path / '.lock').exists():
-    time.sleep(0.02)
+  while time.time() < deadline and not (tmp_path / trigger).exists():
+    time.sleep(0.005)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err
   assert 'stopped by signal' in err and 'Traceback' not in err, err
-  assert not any(d.isdigit() for d in os.listdir(tmp_path / 'checkpoints')) \
-      if (tmp_path / 'checkpoints').exists() else True
+  if trigger == 'vocab.tsv' and 'no checkpoint saved' not in err:
+    pytest.skip(f'the signal came after the first step (machine busy): {err}')
+  ckpts = tmp_path / 'checkpoints'
+  assert not ckpts.exists() or not any(d.isdigit() for d in os.listdir(ckpts))
   assert not (tmp_path / '.lock').exists()
+  if trigger == 'vocab.tsv':
+    assert 'arrived before training' in err and not (tmp_path / 'metrics.jsonl').read_text()
 
 
 # -- kill -9 and resume ------------------------------------------------------------
@@ -350,7 +357,7 @@ def test_kill9_then_resume_equals_uninterrupted_run(tmp_path, reference_runs, na
   rng = random.Random(seed)
   records = len(metric_records(reference_runs[name]))
   margin = {'skipgram': 8, 'lm_transformer': 4}[name]  # log intervals left to train
-  target, jitter = rng.randrange(1, records - margin), rng.uniform(0.0, 0.03)
+  target, jitter = rng.randrange(1, records - margin), rng.uniform(0.0, 0.25)
   proc = subprocess.Popen(train_cmd(name, tmp_path), cwd=ROOT, env=env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   metrics = tmp_path / 'metrics.jsonl'

@@ -25,6 +25,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 from typing import Any, Optional
@@ -61,6 +62,14 @@ def _disk_full(e: BaseException) -> bool:
       return True
     e = e.__cause__ or e.__context__
   return False
+
+
+class _DiskFullFilter(logging.Filter):
+  """Drops orbax's multi-line ENOSPC tracebacks: `save` reports a full disk in one line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (_disk_full(exc) or 'No space left on device' in record.getMessage())
 
 
 def _first_line(e: BaseException) -> str:
@@ -146,6 +155,8 @@ class Checkpointer:
     data = dict(data_state)
     if loop_state is not None:
       data[LOOP_KEY] = loop_state
+    quiet = _DiskFullFilter()
+    logging.getLogger('absl').addFilter(quiet)
     with preemption.deferred():
       try:
         self.manager.save(step, args=ocp.args.Composite(
@@ -163,6 +174,8 @@ class Checkpointer:
             f'disk full while saving checkpoint step {step} in {self.directory}; the partial '
             f'save was removed' + (f', last good checkpoint is step {last}' if last is not None
                                    else '') + '; free space and rerun to resume') from None
+      finally:
+        logging.getLogger('absl').removeFilter(quiet)
     self._verified.add(step)
 
   def _write_manifest(self, step: int) -> None:

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from translearn_jax.errors import NonFiniteLossError
+from translearn_jax.training import preemption
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.metrics import MetricWriter, info
-from translearn_jax.training import preemption
 from translearn_jax.training.preemption import StopSignal
 
 
