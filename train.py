@@ -2,18 +2,23 @@
 
   python train.py --config configs/skipgram.py --workdir /tmp/run [--config.FIELD=VALUE ...]
 
-Bad input (a missing file, an unknown config field, an empty corpus, ...)
+Bad input (a missing file, an unknown config field, an empty corpus, a
+workdir in use by another run or holding a run of another config, ...)
 prints one line `error: ...` and exits 2; a non-finite loss exits 3 and keeps
-the last good checkpoint; SIGTERM checkpoints and exits 0.
+the last good checkpoint. SIGTERM exits 0 in every phase: during training it
+checkpoints first; see `translearn_jax/training/preemption.py` for the rest.
 """
 
+import contextlib
 import importlib
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from translearn_jax.errors import NonFiniteLossError, TranslearnError
+from translearn_jax.training import preemption
 
 FAMILIES = {
     'word2vec': 'translearn_jax.pretraining.word2vec',
@@ -37,11 +42,25 @@ config_flags.DEFINE_config_file('config', None, 'A config file under configs/.',
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+# Families whose training goes through `training.loop.train_loop`: a SIGTERM
+# waits for the loop's next safe point (or the end of the run), see preemption.
+LOOP_FAMILIES = ('word2vec', 'lm', 'seq2seq')
+
+
 def run(config, workdir: str) -> dict:
+  """Validates `config`, takes `workdir` (lock, resume check, config.json), runs the family."""
+  from translearn_jax.training import workdir as workdir_lib
   family = config.get('family')
   if family not in FAMILIES:
     raise TranslearnError(f'config.family: unknown family {family!r}; known: {sorted(FAMILIES)}')
-  return importlib.import_module(FAMILIES[family]).train_and_evaluate(config, workdir)
+  workdir_lib.validate_fields(config)
+  workdir_lib.check_directory(workdir)
+  import jax
+  with workdir_lib.open_workdir(config, workdir, primary=jax.process_index() == 0):
+    module = importlib.import_module(FAMILIES[family])
+    with (preemption.deferred(raise_at_end=False) if family in LOOP_FAMILIES
+          else contextlib.nullcontext()):
+      return module.train_and_evaluate(config, workdir)
 
 
 def main(argv):
@@ -67,8 +86,16 @@ def main(argv):
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  if summary.get('stopped_by_signal'):
-    print(f'stopped by signal at step {summary["steps"]}; checkpoint saved', file=sys.stderr)
+  if summary.get('stopped_by_signal') and 'steps' in summary:
+    saved = os.path.isdir(os.path.join(_WORKDIR.value, 'checkpoints', str(summary['steps'])))
+    print(f'stopped by signal at step {summary["steps"]}; '
+          + ('checkpoint saved' if saved else 'no checkpoint saved'), file=sys.stderr)
+  elif summary.get('stopped_by_signal'):
+    print('stopped by signal; the run in progress checkpointed in its folder; rerun the '
+          'command to resume', file=sys.stderr)
+  elif preemption.received() is not None:
+    print(f'signal {preemption.received()} arrived after training; outputs written',
+          file=sys.stderr)
 
 
 def _parse_flags(argv):
@@ -86,4 +113,10 @@ def _parse_flags(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  preemption.install()
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except preemption.Preempted as e:
+    print(f'stopped by signal {e.signum} outside a training loop; work finished so far is '
+          'kept in the workdir', file=sys.stderr)
+    sys.exit(0)

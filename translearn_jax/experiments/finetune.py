@@ -63,7 +63,8 @@ class BestEpoch(Hook):
     return dict(self.best)
 
   def load_state_dict(self, d: dict) -> None:
-    self.best = dict(d)
+    if d:
+      self.best = dict(d)
 
 
 def epoch_stream(task, seed: int, batch_size: int, epochs: int, position: dict):

@@ -3,7 +3,10 @@
 It owns what every run needs: resume, stepping through a (resumable) input
 stream, metrics, throughput and progress bar, periodic/final checkpoints,
 SIGTERM → checkpoint → exit 0, and stopping on a non-finite loss without
-touching the last good checkpoint. A family supplies the jitted step function
+touching the last good checkpoint. On resume from step S, `metrics.jsonl`
+records after S are dropped and the open logging window is restored from the
+checkpoint, so the file ends up as an uninterrupted run's (wall-clock fields
+aside). A family supplies the jitted step function
 (`state, device_batch -> state, metric sums`), the stream and the sharding;
 periodic work that needs the train state (held-out evaluation, model
 selection) is a `Hook`, called with the state after every `every`-th step.
@@ -21,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from translearn_jax.errors import NonFiniteLossError
+from translearn_jax.training import preemption
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.metrics import MetricWriter, info
 from translearn_jax.training.preemption import StopSignal
@@ -66,9 +70,6 @@ class Every(Hook):
     return self.fn(step, state)
 
 
-HOOKS_KEY = '_hooks'  # where hook records live in a checkpoint's data-state JSON
-
-
 def _finish(sums: Mapping[str, float]) -> dict:
   """Metric sums -> means: `X_sum` / `X_count` pairs become `X`."""
   out = {}
@@ -80,6 +81,14 @@ def _finish(sums: Mapping[str, float]) -> dict:
     elif not k.endswith('_count'):
       out[k] = v
   return out
+
+
+def last_good(checkpointer: Checkpointer) -> str:
+  """'last good checkpoint (step N) left intact', naming only a verified step."""
+  step = checkpointer.last_good_step()
+  if step is None:
+    return 'no checkpoint was saved yet'
+  return f'last good checkpoint (step {step}) left intact'
 
 
 def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarray]]],
@@ -98,7 +107,8 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   checkpoint is taken; their metrics join the step's record.
 
   Before every checkpoint the parameters are checked to be finite, so a
-  diverged state is never saved over the last good one.
+  diverged state is never saved over the last good one. A SIGTERM recorded
+  before the loop (see `preemption`) returns at once, untrained and unsaved.
   """
   all_finite = jax.jit(lambda params: jax.tree.reduce(
       lambda a, b: a & b, jax.tree.map(lambda x: jnp.isfinite(x).all(), params)))
@@ -106,27 +116,29 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   def save(step, state, data_state):
     if not bool(all_finite(state.params)):
       raise NonFiniteLossError(
-          f'parameters are not finite at step {step}; run stopped, last good checkpoint '
-          f'(step {checkpointer.latest_step()}) left intact')
-    checkpointer.save(step, state, with_hooks(data_state))
+          f'parameters are not finite at step {step}; run stopped, {last_good(checkpointer)}')
+    checkpointer.save(step, state, data_state, loop_state={
+        'window_sums': window_sums, 'hooks': {str(i): h.state_dict() for i, h in enumerate(hooks)}})
 
   step = int(jax.device_get(state.step))
   last_saved = step
   data_state = dict(data_state or {})
-  records = data_state.pop(HOOKS_KEY, None)
-  if records:  # resumed: hooks continue from their saved records
-    for i, h in enumerate(hooks):
-      h.load_state_dict(records.get(str(i), {}))
-
-  def with_hooks(data_state):
-    records = {str(i): h.state_dict() for i, h in enumerate(hooks)}
-    return {**data_state, HOOKS_KEY: records} if any(records.values()) else data_state
+  writer.drop_after(step)
+  if preemption.received() is not None:
+    info('signal %s arrived before training: exiting without training', preemption.received())
+    return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=True,
+                      train_seconds=0.0, units=0.0, units_total=0.0, last_metrics={})
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm import tqdm
     bar = tqdm(total=total_steps, initial=min(step, total_steps), unit='step',
                dynamic_ncols=True, mininterval=1.0)
   window_sums: dict[str, float] = {}
+  resumed = checkpointer.loop_state(step)
+  if resumed:  # the logging window the checkpoint was taken in, and the hooks' records
+    window_sums = dict(resumed.get('window_sums', {}))
+    for i, h in enumerate(hooks):
+      h.load_state_dict(resumed.get('hooks', {}).get(str(i), {}))
   window_start, window_steps, window_units = time.perf_counter(), 0, 0.0
   train_time, units, units_all, first_call = 0.0, 0.0, 0.0, True
   last_metrics: dict = {}
@@ -154,7 +166,7 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
           bar.close()
         raise NonFiniteLossError(
             f'loss is {loss} in steps {step - steps_per_call + 1}..{step}; run stopped, '
-            f'last good checkpoint (step {checkpointer.latest_step()}) left intact')
+            f'{last_good(checkpointer)}')
       data_state = next_data_state
       for k, v in sums.items():  # sums accumulate; other metrics keep the latest value
         additive = k.endswith(('_sum', '_count'))

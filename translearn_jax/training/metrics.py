@@ -12,17 +12,45 @@ import jax
 
 
 class MetricWriter:
-  """Writes scalars to `workdir/tb` (TensorBoard format) and `workdir/metrics.jsonl`."""
+  """Writes scalars to `workdir/tb` (TensorBoard format) and `workdir/metrics.jsonl`.
+
+  A resumed run calls `drop_after(step)` first, so `metrics.jsonl` holds each
+  step once, like an uninterrupted run's. TensorBoard event files are only
+  appended to: after a resume they may hold a step twice (TensorBoard shows
+  the later value).
+  """
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
     self._tb = None
     self._jsonl = None
+    self._path = os.path.join(workdir, 'metrics.jsonl')
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, 'tb'))
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      self._jsonl = open(self._path, 'a', encoding='utf-8')
+
+  def drop_after(self, step: int) -> None:
+    """Removes `metrics.jsonl` records of steps after `step` (and cut-off lines), atomically."""
+    if not self.enabled or not os.path.getsize(self._path):
+      return
+    with open(self._path, encoding='utf-8') as f:
+      lines = f.readlines()
+    keep = []
+    for line in lines:
+      try:
+        rec = json.loads(line)
+      except ValueError:
+        continue
+      if line.endswith('\n') and isinstance(rec, dict) and rec.get('step', 0) <= step:
+        keep.append(line)
+    if len(keep) == len(lines):
+      return
+    from translearn_jax.training.workdir import atomic_write
+    self._jsonl.close()
+    atomic_write(self._path, ''.join(keep))
+    self._jsonl = open(self._path, 'a', encoding='utf-8')
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:

@@ -1,0 +1,418 @@
+"""Run safety: workdir lock, resume validation, checkpoint integrity, kill -9, SIGTERM."""
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from translearn_jax.errors import ConfigError, TranslearnError
+from translearn_jax.training import preemption
+from translearn_jax.training import workdir as workdir_lib
+from translearn_jax.training.checkpoint import DAMAGED, MANIFEST, Checkpointer
+from translearn_jax.training.loop import last_good
+from translearn_jax.training.metrics import MetricWriter
+from translearn_jax.training.state import TrainState
+
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WALL_CLOCK = ('time', 'mfu', 'model_tflops_per_sec')
+
+W2V = {'progress': False, 'model.dim': 16, 'num_devices': 1, 'data.kind': 'text',
+       'data.path': 'gensim:lee_background.cor', 'epochs': 3, 'batch_size': 8,
+       'seq_length': 64, 'steps_per_call': 4, 'checkpoint_every_steps': 12,
+       'log_every_steps': 8, 'keep_checkpoints': 3, 'eval.analogy': '', 'export.format': ''}
+LM = {'progress': False, 'data.kind': 'text', 'data.path': 'gensim:lee_background.cor',
+      'tokenizer.vocab_size': 400, 'model.d_model': 32, 'model.num_layers': 1,
+      'model.d_ff': 64, 'model.max_len': 64, 'model.dropout': 0.1, 'seq_length': 32,
+      'batch_size': 8, 'epochs': 1, 'max_steps': 80, 'num_devices': 1,
+      'log_every_steps': 5, 'checkpoint_every_steps': 7, 'eval_every_steps': 1000,
+      'eval_max_rows': 16, 'optim.warmup_steps': 5}
+CONFIGS = {'skipgram': W2V, 'lm_transformer': LM}
+
+
+def make_config(name, **over):
+  """The config `train.py --config configs/NAME.py` builds with the same overrides."""
+  import importlib
+  config = importlib.import_module(f'configs.{name}').get_config()
+  for k, v in {**CONFIGS[name], **over}.items():
+    node = config
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return config
+
+
+def train_cmd(name, workdir, **over):
+  args = [f'--config.{k}={v}' for k, v in {**CONFIGS[name], **over}.items()]
+  return [sys.executable, os.path.join(ROOT, 'train.py'), '--config',
+          os.path.join(ROOT, 'configs', f'{name}.py'), '--workdir', str(workdir), *args]
+
+
+def env():
+  return {**os.environ, 'PYTHONPATH': ROOT}
+
+
+def run_cmd(cmd, timeout=120):
+  return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def one_error_line(res):
+  lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith('error: '), res.stderr
+  return lines[0]
+
+
+def metric_records(workdir):
+  out = {}
+  for line in open(os.path.join(workdir, 'metrics.jsonl')):
+    rec = json.loads(line)
+    out[rec['step']] = {k: v for k, v in rec.items()
+                        if k not in WALL_CLOCK and not k.endswith('_per_sec')}
+  return out
+
+
+def newest_params(workdir):
+  """Raw arrays of the newest checkpoint, restored without a template."""
+  import orbax.checkpoint as ocp
+  step = max(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+  tree = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(step), 'state'))
+  return step, tree['params']
+
+
+# -- workdir -------------------------------------------------------------------
+
+def test_workdir_that_is_a_file_is_one_line_error(tmp_path):
+  f = tmp_path / 'file'
+  f.write_text('x')
+  res = run_cmd(train_cmd('skipgram', f))
+  assert res.returncode == 2
+  assert 'is a file, not a directory' in one_error_line(res)
+
+
+def test_held_lock_refused_naming_holder_stale_lock_taken_over(tmp_path, capsys):
+  wd = tmp_path / 'w'
+  wd.mkdir()
+  holder = {'pid': os.getpid(), 'host': socket.gethostname(), 'start_time': '2024-01-01 10:00'}
+  (wd / '.lock').write_text(json.dumps(holder))
+  before = (wd / '.lock').read_bytes()
+  res = run_cmd(train_cmd('skipgram', wd))
+  assert res.returncode == 2
+  line = one_error_line(res)
+  assert 'in use by another run' in line and f'pid {os.getpid()}' in line, line
+  assert (wd / '.lock').read_bytes() == before and not (wd / 'checkpoints').exists()
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  (wd / '.lock').write_text(json.dumps({**holder, 'pid': dead.pid}))
+  capsys.readouterr()
+  with workdir_lib.lock(str(wd)) as me:
+    assert json.loads((wd / '.lock').read_text()) == me and me['pid'] == os.getpid()
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'no longer alive' in err[0] and f'pid {dead.pid}' in err[0]
+  assert not (wd / '.lock').exists()
+  with pytest.raises(RuntimeError):  # released on exceptions too
+    with workdir_lib.lock(str(wd)):
+      raise RuntimeError
+  assert not (wd / '.lock').exists()
+
+
+def test_resume_with_changed_architecture_is_refused(tmp_path):
+  wd = tmp_path / 'w'
+  with workdir_lib.open_workdir(make_config('lm_transformer'), str(wd)):
+    pass
+  saved = (wd / 'config.json').read_bytes()
+  # config.json alone is no resume: any config may take the workdir over
+  with workdir_lib.open_workdir(make_config('lm_transformer', seed=5), str(wd)):
+    pass
+  assert json.loads((wd / 'config.json').read_text())['seed'] == 5
+  with workdir_lib.open_workdir(make_config('lm_transformer'), str(wd)):
+    pass
+  assert (wd / 'config.json').read_bytes() == saved
+  (wd / 'checkpoints' / '8').mkdir(parents=True)  # now it holds a run
+  res = run_cmd(train_cmd('lm_transformer', wd, **{'model.d_model': 48}))
+  assert res.returncode == 2
+  line = one_error_line(res)
+  assert 'model.d_model 32 → 48' in line and 'seed' not in line, line
+  assert (wd / 'config.json').read_bytes() == saved
+  with pytest.raises(ConfigError, match='model.d_model 32 → 48; seed 0 → 1'):
+    with workdir_lib.open_workdir(make_config('lm_transformer', seed=1,
+                                              **{'model.d_model': 48}), str(wd)):
+      pass
+  assert (wd / 'config.json').read_bytes() == saved
+  more = make_config('lm_transformer', max_steps=160, log_every_steps=10, eval_max_rows=0)
+  with workdir_lib.open_workdir(more, str(wd)):
+    pass
+  assert json.loads((wd / 'config.json').read_text())['max_steps'] == 160
+
+
+def test_resume_allow_list():
+  old = {'seed': 0, 'seeds': 3, 'compare_scratch': True, 'transfer': {'strategies': 'a,b',
+         'lr': 1.0}, 'train': {'log_every_steps': 5, 'steps': 10, 'dropout': 0.1},
+         'keep_checkpoints': 3, 'num_devices': 0, 'eval_every_epochs': 1}
+  new = json.loads(json.dumps(old))
+  new.update(seeds=5, compare_scratch=False, keep_checkpoints=1, num_devices=8,
+             eval_every_epochs=2)
+  new['transfer']['strategies'] = 'a'
+  new['train'].update(log_every_steps=50, steps=20)
+  assert workdir_lib.config_changes(old, new)[0] == []
+  new['transfer']['lr'] = 2.0
+  new['train']['dropout'] = 0.2
+  new['extra'] = 1
+  forbidden, _ = workdir_lib.config_changes(old, new)
+  assert forbidden == ['extra <absent> → 1', 'train.dropout 0.1 → 0.2', 'transfer.lr 1.0 → 2.0']
+
+
+@pytest.mark.parametrize('field, value', [('model.dropout', 1.5), ('model.dropout', -0.5),
+                                          ('model.attention_dropout', 1.0)])
+def test_dropout_out_of_range_names_the_field(tmp_path, field, value):
+  with pytest.raises(ConfigError, match=rf'^config\.{field}: must be in \[0, 1\), got {value}$'):
+    train.run(make_config('lm_transformer', **{field: value}), str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
+# -- checkpoints -----------------------------------------------------------------
+
+def small_state(step):
+  return TrainState(step=jnp.asarray(step, jnp.int32),
+                    params={'w': jnp.arange(4000, dtype=jnp.float32).reshape(40, 100) * step,
+                            'b': jnp.full((7,), float(step))}, opt_state={},
+                    rng=jax.random.key(0))
+
+
+def saved_steps(tmp_path, steps=(10, 20, 30)):
+  ck = Checkpointer(str(tmp_path))
+  for s in steps:
+    ck.save(s, small_state(s), {'pos': s})
+  ck.close()
+  return os.path.join(str(tmp_path), 'checkpoints')
+
+
+def array_file(step_dir):
+  d = os.path.join(step_dir, 'state', 'ocdbt.process_0', 'd')
+  return max((os.path.join(d, f) for f in os.listdir(d)), key=os.path.getsize)
+
+
+def damage(step_dir, how):
+  if how == 'truncate':
+    p = array_file(step_dir)
+    with open(p, 'r+b') as f:
+      f.truncate(os.path.getsize(p) // 2)
+  elif how == 'flip':
+    p = array_file(step_dir)
+    b = bytearray(open(p, 'rb').read())
+    b[len(b) // 2] ^= 0x01
+    open(p, 'wb').write(bytes(b))
+  elif how == 'delete':
+    files = json.load(open(os.path.join(step_dir, MANIFEST)))['files']
+    os.remove(os.path.join(step_dir, sorted(files)[-1]))
+  elif how == 'metadata':
+    os.remove(os.path.join(step_dir, 'state', '_METADATA'))
+
+
+@pytest.mark.parametrize('how', ['truncate', 'flip', 'delete', 'metadata', 'stray'])
+def test_damaged_newest_checkpoint_falls_back(tmp_path, capsys, how):
+  ckpts = saved_steps(tmp_path)
+  if how == 'stray':
+    os.makedirs(os.path.join(ckpts, '99999'))
+    bad = 99999
+  else:
+    damage(os.path.join(ckpts, '30'), how)
+    bad = 30
+  os.makedirs(os.path.join(ckpts, '40.orbax-checkpoint-tmp-123'))
+  capsys.readouterr()
+  ck = Checkpointer(str(tmp_path))
+  state, data = ck.restore(small_state(0))
+  ck.close()
+  want = 30 if how == 'stray' else 20
+  assert int(state.step) == want and data == {'pos': want}
+  np.testing.assert_array_equal(state.params['w'], small_state(want).params['w'])
+  assert ck.last_good_step() == want
+  assert os.path.isdir(os.path.join(str(tmp_path), DAMAGED, str(bad)))
+  assert sorted(os.listdir(ckpts)) == sorted({'10', '20', '30'} - {str(bad)})
+  err = [l for l in capsys.readouterr().err.splitlines() if 'warning' in l]
+  assert len(err) == 2 and sum('orbax-checkpoint-tmp' in l for l in err) == 1, err
+  assert sum(f'step {bad} is damaged' in l for l in err) == 1, err
+
+
+def test_all_checkpoints_damaged_is_one_error(tmp_path):
+  ckpts = saved_steps(tmp_path, (10, 20))
+  damage(os.path.join(ckpts, '20'), 'flip')
+  damage(os.path.join(ckpts, '10'), 'truncate')
+  ck = Checkpointer(str(tmp_path))
+  with pytest.raises(TranslearnError, match='no intact checkpoint') as e:
+    ck.restore(small_state(0))
+  assert '\n' not in str(e.value)
+  assert sorted(os.listdir(os.path.join(str(tmp_path), DAMAGED))) == ['10', '20']
+  assert last_good(ck) == 'no checkpoint was saved yet'
+
+
+def test_disk_full_during_save_is_one_error(tmp_path, monkeypatch):
+  ck = Checkpointer(str(tmp_path))
+  ck.save(5, small_state(5), {})
+  tmp = os.path.join(ck.directory, '10.orbax-checkpoint-tmp-99')
+
+  def full(step, args, force):
+    os.makedirs(os.path.join(tmp, 'state'))
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(ck.manager, 'save', full)
+  with pytest.raises(TranslearnError, match='disk full while saving checkpoint step 10') as e:
+    ck.save(10, small_state(10), {})
+  assert '\n' not in str(e.value) and 'last good checkpoint is step 5' in str(e.value)
+  assert not os.path.exists(tmp)
+  ck.close()
+
+
+def test_metrics_after_resume_drop_later_steps(tmp_path):
+  w = MetricWriter(str(tmp_path))
+  for s in (4, 8, 12):
+    w.write(s, {'loss': float(s)})
+  w._jsonl.write('{"step": 16, "lo')  # cut off by a kill
+  w._jsonl.flush()
+  w.drop_after(8)
+  w.write(12, {'loss': 1.0})
+  w.close()
+  recs = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  assert [(r['step'], r['loss']) for r in recs] == [(4, 4.0), (8, 8.0), (12, 1.0)]
+
+
+# -- SIGTERM ---------------------------------------------------------------------
+
+def test_sigterm_raises_outside_deferred_sections():
+  preemption.install()
+  try:
+    with pytest.raises(preemption.Preempted):
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)
+    preemption.install()
+    with pytest.raises(preemption.Preempted):
+      with preemption.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        inside = preemption.received()
+    assert inside == signal.SIGTERM
+    preemption.install()
+    with preemption.deferred(raise_at_end=False):
+      with preemption.StopSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert stop.requested and stop.signum == signal.SIGTERM
+  finally:
+    preemption.uninstall()
+
+
+@pytest.mark.parametrize('trigger', ['.lock', 'vocab.tsv'])
+def test_sigterm_during_startup_exits_zero_untrained(tmp_path, trigger):
+  """SIGTERM once the lock is taken (before the family: stops at once) or once the
+  family wrote its vocabulary (deferred: the loop returns before its first step)."""
+  proc = subprocess.Popen(train_cmd('skipgram', tmp_path), cwd=ROOT, env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 60
+  while time.time() < deadline and not (tmp_path / trigger).exists():
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  assert 'stopped by signal' in err and 'Traceback' not in err, err
+  if trigger == 'vocab.tsv' and 'no checkpoint saved' not in err:
+    pytest.skip(f'the signal came after the first step (machine busy): {err}')
+  ckpts = tmp_path / 'checkpoints'
+  assert not ckpts.exists() or not any(d.isdigit() for d in os.listdir(ckpts))
+  assert not (tmp_path / '.lock').exists()
+  if trigger == 'vocab.tsv':
+    assert 'arrived before training' in err and not (tmp_path / 'metrics.jsonl').read_text()
+
+
+# -- kill -9 and resume ------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def reference_runs(tmp_path_factory):
+  """Uninterrupted runs, in this process, of the configs the kill tests use."""
+  out = {}
+  for name in CONFIGS:
+    wd = str(tmp_path_factory.mktemp(f'ref_{name}'))
+    train.run(make_config(name), wd)
+    out[name] = wd
+  return out
+
+
+@pytest.mark.parametrize('name', ['skipgram', 'lm_transformer'])
+def test_kill9_then_resume_equals_uninterrupted_run(tmp_path, reference_runs, name):
+  """SIGKILL after a random number of metrics records (+ a random few ms), so at any
+  point of training, now and then during a checkpoint write."""
+  seed = random.randrange(1 << 30)
+  rng = random.Random(seed)
+  records = len(metric_records(reference_runs[name]))
+  margin = {'skipgram': 8, 'lm_transformer': 4}[name]  # log intervals left to train
+  target, jitter = rng.randrange(1, records - margin), rng.uniform(0.0, 0.25)
+  proc = subprocess.Popen(train_cmd(name, tmp_path), cwd=ROOT, env=env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = tmp_path / 'metrics.jsonl'
+  deadline = time.time() + 90
+  while time.time() < deadline and proc.poll() is None and not (
+      metrics.exists() and metrics.read_bytes().count(b'\n') >= target):
+    time.sleep(0.002)
+  time.sleep(jitter)
+  proc.kill()
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, f'finished before the kill (seed {seed})'
+  print(f'seed {seed}: killed after {target} records + {jitter * 1e3:.0f} ms: '
+        f'{sorted(os.listdir(tmp_path / "checkpoints"))}')
+  summary = train.run(make_config(name), str(tmp_path))
+  assert not summary['stopped_by_signal']
+  ref = reference_runs[name]
+  step_a, pa = newest_params(ref)
+  step_b, pb = newest_params(str(tmp_path))
+  assert step_a == step_b
+  jax.tree.map(np.testing.assert_array_equal, pa, pb)
+  assert metric_records(str(tmp_path)) == metric_records(ref)
+  assert json.load(open(os.path.join(ref, 'config.json'))) == \
+      json.load(open(tmp_path / 'config.json'))
+
+
+def test_damaged_run_resumes_from_older_step_and_completes(tmp_path, reference_runs):
+  """The finished reference run, its newest step flipped, a stray step and an orbax
+  tmp dir added: a rerun falls back a step, retrains it, and ends where the reference did;
+  a SIGTERM during its final evaluation lets the outputs finish (exit 0 in train.py)."""
+  ref = reference_runs['skipgram']
+  wd = str(tmp_path / 'w')
+  shutil.copytree(ref, wd)
+  ckpts = os.path.join(wd, 'checkpoints')
+  newest = max(int(d) for d in os.listdir(ckpts))
+  damage(os.path.join(ckpts, str(newest)), 'flip')
+  os.makedirs(os.path.join(ckpts, '99999'))
+  os.makedirs(os.path.join(ckpts, f'{newest}.orbax-checkpoint-tmp-5'))
+  os.remove(os.path.join(wd, 'eval.json'))
+  from translearn_jax.pretraining import word2vec
+  evaluate = word2vec.evaluate
+
+  def evaluate_then_sigterm(*a):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+    return evaluate(*a)
+  preemption.install()
+  try:
+    word2vec.evaluate = evaluate_then_sigterm
+    summary = train.run(make_config('skipgram'), wd)
+    assert preemption.received() == signal.SIGTERM
+  finally:
+    word2vec.evaluate = evaluate
+    preemption.uninstall()
+  assert summary['steps'] == newest and not summary['stopped_by_signal']
+  assert os.path.exists(os.path.join(wd, 'eval.json'))
+  assert sorted(os.listdir(os.path.join(wd, DAMAGED))) == sorted([str(newest), '99999'])
+  jax.tree.map(np.testing.assert_array_equal, newest_params(ref)[1], newest_params(wd)[1])
+  assert metric_records(wd) == metric_records(ref)

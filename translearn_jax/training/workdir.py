@@ -1,0 +1,326 @@
+"""Run safety for a workdir: one run at a time, resumes that match, atomic config.json.
+
+`open_workdir(config, workdir)` (used by `train.py`'s `run`) checks the
+directory, takes `workdir/.lock`, compares a resumed run's config with the
+saved `config.json` (`RESUME_MAY_CHANGE` lists what a resume may change) and
+only then writes `config.json` atomically. Every problem is a one-line
+`TranslearnError`.
+
+The lock is a JSON file (pid, host, start time) created atomically: written
+to a temporary file and hard-linked to `.lock` (`os.link` fails if it
+exists), so the lock never exists half-written; where links are unsupported,
+`O_CREAT|O_EXCL` creates it. Creation by link/O_EXCL is atomic on local and
+network file systems, unlike `flock` (not honoured by every network file
+system), and the file names its holder. A lock left by a killed run (same
+host, pid no longer alive) is taken over with a warning; a lock of another
+host is never guessed stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fnmatch
+import json
+import os
+import socket
+import time
+from typing import Any, Iterator, Optional
+
+from translearn_jax.errors import ConfigError, TranslearnError
+from translearn_jax.training import preemption
+
+LOCK = '.lock'
+CONFIG = 'config.json'
+
+# Config fields a resumed run may change: they set how long it runs, how
+# often it logs/evaluates/checkpoints, where it runs, and which runs of a
+# comparison are made; none changes what a step computes. Any other
+# difference is an error. A pattern 'a.b' matches that dotted path; '**.x'
+# matches a last path component `x` at any depth (fnmatch wildcards allowed).
+RESUME_MAY_CHANGE = (
+    # total budget
+    'max_steps', 'epochs', 'steps', 'train.steps', 'train.epochs',
+    # cadence
+    '**.*_every_steps', '**.log_every*', '**.eval_every*', '**.checkpoint_every*',
+    '**.keep_checkpoints', '**.eval_max_rows',
+    # where and how it runs
+    '**.num_devices', '**.peak_flops_per_device', '**.progress',
+    # the runs of a comparison
+    'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies',
+)
+
+_ABSENT = '<absent>'
+
+
+def may_change(path: str) -> bool:
+  """Whether a resume may change the config field `path` (see `RESUME_MAY_CHANGE`)."""
+  name = path.rsplit('.', 1)[-1]
+  for pattern in RESUME_MAY_CHANGE:
+    if pattern.startswith('**.'):
+      if fnmatch.fnmatchcase(name, pattern[3:]):
+        return True
+    elif fnmatch.fnmatchcase(path, pattern):
+      return True
+  return False
+
+
+def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}; lists and scalars are leaves."""
+  if isinstance(tree, dict):
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+      out.update(flatten(v, f'{prefix}{k}.'))
+    return out if out or not prefix else {prefix[:-1]: {}}
+  return {prefix[:-1]: tree}
+
+
+def config_dict(config) -> dict:
+  """The config as the JSON that `config.json` holds."""
+  return json.loads(config.to_json_best_effort())
+
+
+def validate_fields(config) -> None:
+  """Generic checks every family shares: dropout rates in [0, 1)."""
+  for path, v in flatten(config_dict(config)).items():
+    name = path.rsplit('.', 1)[-1]
+    if ('dropout' in name or name == 'weight_drop') and isinstance(v, (int, float)) \
+        and not isinstance(v, bool) and not 0 <= v < 1:
+      raise ConfigError(f'config.{path}: must be in [0, 1), got {v}')
+
+
+def _show(v: Any) -> str:
+  return _ABSENT if v is _ABSENT else json.dumps(v, ensure_ascii=False)
+
+
+def config_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
+  """(forbidden, allowed) differences between two configs, as 'path old → new'."""
+  a, b = flatten(old), flatten(new)
+  forbidden, allowed = [], []
+  for path in sorted(set(a) | set(b)):
+    va, vb = a.get(path, _ABSENT), b.get(path, _ABSENT)
+    if va == vb:
+      continue
+    (allowed if may_change(path) else forbidden).append(f'{path} {_show(va)} → {_show(vb)}')
+  return forbidden, allowed
+
+
+def is_resume(workdir: str) -> bool:
+  """A workdir holds earlier work: a checkpoint step or a `runs.jsonl`."""
+  if os.path.exists(os.path.join(workdir, 'runs.jsonl')):
+    return True
+  ckpt = os.path.join(workdir, 'checkpoints')
+  try:
+    return any(n.isdigit() and os.path.isdir(os.path.join(ckpt, n)) for n in os.listdir(ckpt))
+  except OSError:
+    return False
+
+
+def atomic_write(path: str, text: str) -> None:
+  """Writes `text` to a temporary file in the same directory, fsyncs it, renames it over `path`."""
+  d = os.path.dirname(os.path.abspath(path))
+  tmp = os.path.join(d, f'.{os.path.basename(path)}.tmp{os.getpid()}')
+  try:
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+  fsync_dir(d)
+
+
+def fsync_dir(d: str) -> None:
+  """Makes a rename in directory `d` durable (best effort)."""
+  with contextlib.suppress(OSError):
+    fd = os.open(d, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+
+# -- the lock ------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  try:  # a killed child not yet reaped is a zombie: dead
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except (OSError, IndexError):
+    return True
+
+
+def read_lock(workdir: str) -> Optional[dict]:
+  """The holder recorded in `workdir/.lock`, {} if unreadable, None if there is no lock."""
+  try:
+    with open(os.path.join(workdir, LOCK), encoding='utf-8') as f:
+      holder = json.load(f)
+    return holder if isinstance(holder, dict) else {}
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    return {}
+
+
+def held_by_other(workdir: str) -> bool:
+  """Whether another live process holds `workdir`'s lock (then leave its files alone)."""
+  holder = read_lock(workdir)
+  if not holder:
+    return False
+  if holder.get('host') != socket.gethostname():
+    return True
+  pid = holder.get('pid')
+  return isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid)
+
+
+def _describe(holder: dict) -> str:
+  return (f'pid {holder.get("pid")} on host {holder.get("host")}, started '
+          f'{holder.get("start_time")}')
+
+
+def _create(path: str, text: str) -> bool:
+  """Creates `path` holding `text` unless it exists; True if created."""
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  try:
+    os.link(tmp, path)
+    return True
+  except FileExistsError:
+    return False
+  except OSError as e:  # no hard links here: O_EXCL, then the content
+    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+      raise
+    try:
+      fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      f.write(text)
+    return True
+  finally:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+
+
+def _take_over(path: str, stale: dict) -> None:
+  """Moves the stale lock aside, unless another run replaced it meanwhile (then puts it back)."""
+  aside = f'{path}.stale{os.getpid()}'
+  try:
+    os.rename(path, aside)
+  except FileNotFoundError:
+    return
+  moved = {}
+  with contextlib.suppress(OSError, ValueError):
+    with open(aside, encoding='utf-8') as f:
+      moved = json.load(f)
+  if moved != stale:  # a live run's lock, taken over a moment ago: give it back
+    with contextlib.suppress(OSError):
+      os.rename(aside, path)
+    return
+  os.unlink(aside)
+
+
+@contextlib.contextmanager
+def lock(workdir: str) -> Iterator[dict]:
+  """Holds `workdir/.lock` for the duration of the block (released on exceptions too)."""
+  path = os.path.join(workdir, LOCK)
+  me = {'pid': os.getpid(), 'host': socket.gethostname(),
+        'start_time': time.strftime('%Y-%m-%d %H:%M:%S %z'), 'time': time.time()}
+  text = json.dumps(me)
+  with preemption.deferred(raise_at_end=False):  # a signal now is raised inside the block
+    for _ in range(3):
+      try:
+        if _create(path, text):
+          break
+      except OSError as e:
+        raise TranslearnError(f'--workdir {workdir}: cannot create {LOCK}: '
+                              f'{e.strerror or e}') from None
+      holder = read_lock(workdir)
+      if holder is None:
+        continue  # released meanwhile
+      if not holder:
+        raise TranslearnError(f'--workdir {workdir}: unreadable lock {path}; if no run uses '
+                              'this workdir, delete it')
+      same_host = holder.get('host') == socket.gethostname()
+      pid = holder.get('pid')
+      if same_host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+        from translearn_jax.training.metrics import info
+        info('warning: %s: taking over the lock of a run that is no longer alive (%s)',
+             workdir, _describe(holder))
+        _take_over(path, holder)
+        continue
+      raise TranslearnError(f'--workdir {workdir} is in use by another run ({_describe(holder)}); '
+                            f'wait for it to finish, or delete {path} if it is gone')
+    else:
+      raise TranslearnError(f'--workdir {workdir}: could not take {path}; retry')
+  try:
+    yield me
+  finally:
+    with preemption.deferred(raise_at_end=False):
+      if read_lock(workdir) == me:
+        with contextlib.suppress(OSError):
+          os.unlink(path)
+
+
+# -- the whole check -------------------------------------------------------------
+
+def check_directory(workdir: str) -> None:
+  """Creates `workdir` if needed; a file or an unwritable directory is an error."""
+  if not workdir:
+    raise TranslearnError('--workdir: must not be empty')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise TranslearnError(f'--workdir {workdir}: is a file, not a directory')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise TranslearnError(f'--workdir {workdir}: cannot create it: {e.strerror or e}') from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise TranslearnError(f'--workdir {workdir}: not writable')
+
+
+def check_resume(config, workdir: str) -> None:
+  """Raises if `workdir` holds a run whose `config.json` differs in computation-changing fields."""
+  from translearn_jax.training.metrics import info
+  path = os.path.join(workdir, CONFIG)
+  if not is_resume(workdir) or not os.path.exists(path):
+    return
+  try:
+    with open(path, encoding='utf-8') as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    info('warning: %s unreadable (%s); cannot compare it with this config, replacing it',
+         path, ' '.join(str(e).split())[:200])
+    return
+  forbidden, allowed = config_changes(old, config_dict(config))
+  if forbidden:
+    raise ConfigError(f'--workdir {workdir} holds a run of another config; changed: '
+                      f'{"; ".join(forbidden)} (use a new --workdir, or the old values)')
+  if allowed:
+    info('resuming %s with changed settings: %s', workdir, '; '.join(allowed))
+
+
+@contextlib.contextmanager
+def open_workdir(config, workdir: str, primary: bool = True) -> Iterator[None]:
+  """Checks and locks `workdir`, validates a resume, writes `config.json`; unlocks at the end.
+
+  Only the `primary` process (process 0) locks and writes; every process checks.
+  """
+  check_directory(workdir)
+  with (lock(workdir) if primary else contextlib.nullcontext()):
+    with preemption.deferred():  # raises a SIGTERM that came while locking, once unlockable
+      check_resume(config, workdir)
+      if primary:
+        atomic_write(os.path.join(workdir, CONFIG), config.to_json_best_effort(indent=2))
+    yield
