@@ -17,6 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from translearn_jax import config_fields
 from translearn_jax.errors import NonFiniteLossError, TranslearnError
 from translearn_jax.training import preemption
 
@@ -53,6 +54,7 @@ def run(config, workdir: str) -> dict:
   family = config.get('family')
   if family not in FAMILIES:
     raise TranslearnError(f'config.family: unknown family {family!r}; known: {sorted(FAMILIES)}')
+  config_fields.check(config)
   workdir_lib.validate_fields(config)
   workdir_lib.check_directory(workdir)
   import jax
@@ -100,6 +102,12 @@ def main(argv):
 
 def _parse_flags(argv):
   """absl flag parsing with a one-line error for bad config overrides."""
+  for a in argv[1:]:
+    name = a[len('--config.'):].split('=', 1)[0] if a.startswith('--config.') else None
+    new = config_fields.renamed(name) if name else None
+    if new:
+      print(f'error: --config.{name} was renamed: use --config.{new}', file=sys.stderr)
+      sys.exit(2)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

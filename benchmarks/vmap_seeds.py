@@ -39,7 +39,7 @@ def main():
   ap.add_argument('--json', default='')
   args = ap.parse_args()
   config = curves_mr_skipgram.get_config()
-  config.pretrained.path = args.vectors
+  config.init.path = args.vectors
   setup = classification.ClassificationTask(config)
   runner = lc.CurveRunner(setup, config)
   budgets = lc.parse_budgets(args.budgets, len(runner.labels))

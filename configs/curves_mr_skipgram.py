@@ -1,7 +1,7 @@
 """Learning curves on MR: scratch vs transfer from skip-gram vectors at label budgets.
 
   python train.py --config configs/curves_mr_skipgram.py --workdir /tmp/curves \
-    --config.pretrained.path=runs/sg_novels/vectors.txt
+    --config.init.path=runs/sg_novels/vectors.txt
 
 Same model, data split and strategies as configs/transfer_mr_skipgram.py; the
 seeds of each (strategy, budget) cell train together under jax.vmap. Writes

@@ -1,7 +1,7 @@
 """Adversarial domain adaptation (DANN): full movie reviews (labelled) -> MR sentences.
 
   python train.py --config configs/dann_mr.py --workdir /tmp/dann \
-    --config.pretrained.path=runs/sg_pretrain_en/vectors.txt
+    --config.init.path=runs/sg_pretrain_en/vectors.txt
 
 Source: the 2,000 labelled full-length reviews of ../shared/data/movie_reviews.
 Target: MR sentences (../shared/data/rt_polarity); only the texts of its train
@@ -24,5 +24,5 @@ def get_config():
                      label_mapping='neg=negative,pos=positive')  # source label -> target label
   config.train.steps = 600
   config.train.batch_size = 32
-  config.train.learning_rate = 3e-3
+  config.optim.learning_rate = 3e-3      # Adam, linear decay to 0
   return config

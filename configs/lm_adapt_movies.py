@@ -12,9 +12,9 @@ The three stages of LM-based domain adaptation for MR sentence polarity:
     --config.init_from=runs/lm_pe
   # 3. MR classifiers from each LM (same seeds; compare with evaluation.compare)
   python train.py --config configs/transfer_mr_lm.py --workdir runs/mr_from_lm_pe \
-    --config.pretrained.path=runs/lm_pe --config.compare_scratch=True --config.seeds=5 ...
+    --config.init.path=runs/lm_pe --config.compare_scratch=True --config.seeds=5 ...
   python train.py --config configs/transfer_mr_lm.py --workdir runs/mr_from_lm_pe_movies \
-    --config.pretrained.path=runs/lm_pe_movies --config.compare_scratch=True --config.seeds=5 \
+    --config.init.path=runs/lm_pe_movies --config.compare_scratch=True --config.seeds=5 \
     --config.with_scratch=False ...
   python -m translearn_jax.evaluation.compare runs/mr_from_lm_pe/results.json \
     runs/mr_from_lm_pe_movies/results.json --strategy finetune

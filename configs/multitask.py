@@ -2,7 +2,7 @@
 
   python train.py --config configs/lm_transformer.py --workdir /tmp/lm_tf
   python train.py --config configs/multitask.py --workdir /tmp/mtl \
-    --config.pretrained_lm=/tmp/lm_tf [--config.multitask.mixing=temperature]
+    --config.init.path=/tmp/lm_tf [--config.multitask.mixing=temperature]
 
 `mr` and `ner` are the configs of configs/transfer_mr_lm.py and
 configs/transfer_conll_lm.py (override any of their fields as
@@ -28,11 +28,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.compare_single = False           # True: multi-task vs each task alone (equal
   config.seeds = 3                        #   per-task steps), seeds 0..seeds-1, resumable
-  config.pretrained_lm = '/tmp/lm_tf'      # the shared backbone's LM run
+  config.init = ml_collections.ConfigDict()
+  config.init.kind = 'lm'
+  config.init.path = '/tmp/lm_tf'        # the shared backbone's LM run
   config.mr = transfer_mr_lm.get_config()
   config.ner = transfer_conll_lm.get_config()
-  config.mr.pretrained.path = config.get_ref('pretrained_lm')
-  config.ner.pretrained.path = config.get_ref('pretrained_lm')
+  config.mr.init.path = config.init.get_ref('path')
+  config.ner.init.path = config.init.get_ref('path')
   config.lm = ml_collections.ConfigDict()
   config.lm.family = 'language_model'
   config.lm.data = dict(kind='jsonl', path='../shared/data/movie_reviews/reviews.jsonl',
@@ -44,11 +46,13 @@ def get_config() -> ml_collections.ConfigDict:
       tasks='mr,ner,lm',
       mixing='temperature',        # 'proportional' | 'temperature' | 'equal'
       temperature=2.0,
-      init='pretrained',           # 'pretrained' (graft the LM run) | 'scratch'
-      steps=1500,
-      batch_size=32,
-      learning_rate=1e-3,
-      schedule='slanted_triangular',
-      weight_decay=0.0)
-  config.log_every_steps = 50
+      init='pretrained')           # 'pretrained' (graft the LM run) | 'scratch'
+  config.train = ml_collections.ConfigDict()
+  config.train.steps = 1500              # multi-task steps (each trains one drawn task)
+  config.train.batch_size = 32
+  config.train.log_every_steps = 50
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 1e-3      # backbone and every head
+  config.optim.schedule = 'slanted_triangular'
+  config.optim.weight_decay = 0.0
   return config

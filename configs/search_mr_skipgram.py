@@ -1,7 +1,7 @@
 """Strategy search on MR from skip-gram vectors: the strategy and its knobs chosen on dev.
 
   python train.py --config configs/search_mr_skipgram.py --workdir /tmp/search \
-    --config.pretrained.path=runs/sg_novels/vectors.txt [--config.search.trials=12] \
+    --config.init.path=runs/sg_novels/vectors.txt [--config.search.trials=12] \
     [--config.search.seconds=600]
 
 Writes search.json (every trial, the ranking, the retrained best vs scratch).
@@ -16,7 +16,7 @@ def get_config():
   config.search = dict(
       strategies=('finetune,discriminative,gradual_unfreezing,feature_extraction,'
                   'linear_probe_logistic,linear_probe_svm'),
-      lr_multipliers='1,0.3,3',     # × transfer.learning_rate
+      lr_multipliers='1,0.3,3',     # × optim.learning_rate
       freeze_bottom='0,1',          # frozen depth (lowest groups kept frozen)
       factors='0.38,0.6',           # discriminative: LR factor per depth
       unfreeze_every='85,170',      # gradual unfreezing: steps per group

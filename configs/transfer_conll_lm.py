@@ -1,6 +1,6 @@
 """CoNLL-2003 NER with a token-classification head over a pretrained LM body.
 
-`pretrained.path` is an LM run directory (tokenizer + architecture reused).
+`init.path` is an LM run directory (tokenizer + architecture reused).
 Entity-level span F1 on the test set at the best dev epoch.
 
   python train.py --config configs/lm_transformer.py --workdir /tmp/lm_tf
@@ -11,7 +11,7 @@ The README's CoNLL table: the 4-layer pretrain_en LM of configs/lm_adapt_movies.
 (stage 1, `runs/lm_pe`), five seeds, layer groups for its depth:
 
   python train.py --config configs/transfer_conll_lm.py --workdir runs/conll_from_lm_pe \
-    --config.pretrained.path=runs/lm_pe --config.compare_scratch=True --config.seeds=5 \
+    --config.init.path=runs/lm_pe --config.compare_scratch=True --config.seeds=5 \
     --config.transfer.strategies=finetune,feature_extraction \
     "--config.transfer.groups=head=^head/,top=^backbone/(block_3|ln_final)/,block_2=^backbone/block_2/,block_1=^backbone/block_1/,block_0=^backbone/block_0/,embed=^backbone/(embed|pos_embed)"
 """
@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.test_path = '../shared/data/conll2003/test.txt'
   config.model.max_tokens = 128
   config.transfer.strategies = 'finetune,discriminative'
-  config.transfer.learning_rate = 2e-3
+  config.optim.learning_rate = 2e-3
   config.train.epochs = 3
   config.train.batch_size = 32
   config.seeds = 3

@@ -1,6 +1,6 @@
 """MR sentence polarity with a classifier whose body is a pretrained LM (ULMFiT-style).
 
-`pretrained.path` is an LM run directory (configs/lm_transformer.py or
+`init.path` is an LM run directory (configs/lm_transformer.py or
 lm_lstm.py); its tokenizer and architecture are reused, every backbone leaf is
 grafted (`(.*)=>backbone/\\1`) and the head is created. Layer groups are listed
 top first for discriminative LRs and gradual unfreezing; adjust them to the
@@ -21,12 +21,12 @@ def get_config():
   config.model.dropout = 0.1
   config.model.max_tokens = 80
   config.model.lora_rank = 0             # > 0 adds LoRA adapters (strategy 'lora' trains only them + head)
-  config.pretrained.kind = 'lm'
-  config.pretrained.path = '/tmp/lm_tf'
-  config.graft.rules = r'(.*)=>backbone/\1'
+  config.init.kind = 'lm'
+  config.init.path = '/tmp/lm_tf'
+  config.init.rules = r'(.*)=>backbone/\1'
   config.transfer.groups = (r'head=^head/,block_1=^backbone/(block_1|ln_final)/,'
                             r'block_0=^backbone/block_0/,embed=^backbone/(embed|pos_embed)')
-  config.transfer.learning_rate = 1e-3
+  config.optim.learning_rate = 1e-3
   config.transfer.unfreeze_every = 170
   config.train.epochs = 4
   config.train.batch_size = 32

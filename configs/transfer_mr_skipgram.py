@@ -8,7 +8,7 @@ trained on the 98 novels:
     --config.data.kind=text --config.data.path=../shared/data/english_novels \
     --config.data.unit=paragraph --config.epochs=1
   python train.py --config configs/transfer_mr_skipgram.py --workdir runs/mr_sg \
-    --config.pretrained.path=runs/sg_novels/vectors.txt --config.compare_scratch=True
+    --config.init.path=runs/sg_novels/vectors.txt --config.compare_scratch=True
 
 MR has no official split: a stratified 80/10/10 split with `data.split_seed`.
 """
@@ -42,28 +42,28 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.pooling = 'mean'          # lm_encoder: 'mean' | 'max' | 'last'
   config.model.max_tokens = 64           # longer texts are truncated
 
-  config.pretrained = ml_collections.ConfigDict()
-  config.pretrained.kind = 'word2vec'    # 'word2vec' | 'lm' | 'none'
-  config.pretrained.path = '/tmp/skipgram/vectors.txt'
-  config.pretrained.binary = False       # word2vec binary format
-  config.pretrained.remap_init = 'mean'  # rows of words missing from the source: 'mean' | 'random' | 'init'
-
-  config.graft = ml_collections.ConfigDict()
-  config.graft.rules = 'embedding=>backbone/embed/embedding'  # 'src_regex=>target; ...'
+  config.init = ml_collections.ConfigDict()   # the pretrained source (transfer.sources)
+  config.init.kind = 'word2vec'          # 'word2vec' | 'lm' | 'none'
+  config.init.path = '/tmp/skipgram/vectors.txt'
+  config.init.binary = False             # word2vec binary format
+  config.init.remap_init = 'mean'        # rows of words missing from the source: 'mean' | 'random' | 'init'
+  config.init.rules = 'embedding=>backbone/embed/embedding'  # graft: 'src_regex=>target; ...'
 
   config.transfer = ml_collections.ConfigDict()
   config.transfer.strategy = 'finetune'  # single run: finetune | feature_extraction | discriminative | gradual_unfreezing | linear_probe_logistic | linear_probe_svm
   config.transfer.strategies = ('feature_extraction,finetune,discriminative,gradual_unfreezing,'
                                 'linear_probe_logistic,linear_probe_svm')
   config.transfer.groups = 'head=^head/,embed=^backbone/'  # top (depth 0) first
-  config.transfer.learning_rate = 3e-3   # peak LR (depth 0)
-  config.transfer.schedule = 'slanted_triangular'  # | 'cosine' | 'linear' | 'constant'
-  config.transfer.warmup_steps = 0       # cosine/linear/constant only
   config.transfer.factor = 0.38          # discriminative LR per depth (ULMFiT 1/2.6)
   config.transfer.unfreeze_every = 170   # gradual unfreezing: steps per group (~1 epoch)
   config.transfer.freeze_bottom = 0      # the lowest k groups stay frozen (any strategy)
-  config.transfer.weight_decay = 0.0
-  config.transfer.grad_clip = 1.0
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 3e-3      # peak LR (depth 0)
+  config.optim.schedule = 'slanted_triangular'  # | 'cosine' | 'linear' | 'constant'
+  config.optim.warmup_steps = 0          # cosine/linear/constant only
+  config.optim.weight_decay = 0.0
+  config.optim.grad_clip = 1.0
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 10

@@ -10,7 +10,7 @@ test = GLUE's 872-sentence dev set, read as a predefined split
   python train.py --config configs/skipgram.py --workdir runs/sg_pretrain_en \
     --config.data.kind=text --config.data.path=$PE --config.epochs=5
   python train.py --config configs/transfer_sst2_skipgram.py --workdir runs/sst2_from_sg_pe \
-    --config.pretrained.path=runs/sg_pretrain_en/vectors.txt --config.compare_scratch=True
+    --config.init.path=runs/sg_pretrain_en/vectors.txt --config.compare_scratch=True
 """
 
 from configs import transfer_mr_skipgram

@@ -35,7 +35,7 @@ def base_config(task_path, vectors_path):
   c = transfer_mr_skipgram.get_config()
   c.data.kind, c.data.path = 'tsv', task_path
   c.model.dim = 16
-  c.pretrained.path = vectors_path
+  c.init.path = vectors_path
   c.train.epochs, c.train.batch_size = 3, 32
   c.transfer.unfreeze_every = 20
   return c
@@ -98,7 +98,7 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
   with pytest.raises(Exception, match='nothing to run'):
     runs.run_list(c)
   c.with_scratch, c.transfer.strategies = True, 'feature_extraction,finetune'
-  c.transfer.learning_rate = 0.1  # a different comparison must not reuse these records
+  c.optim.learning_rate = 0.1  # a different comparison must not reuse these records
   with pytest.raises(Exception, match='recorded by a different config'):
     classification.train_and_evaluate(c, str(tmp_path))
 
@@ -129,7 +129,7 @@ def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
   from configs import transfer_mr_lm
   c = transfer_mr_lm.get_config()
   c.data.kind, c.data.path = 'tsv', topic_task
-  c.pretrained.path = lm_dir
+  c.init.path = lm_dir
   c.train.epochs, c.train.batch_size = 2, 32
   c.model.max_tokens = 65
   with pytest.raises(Exception, match='max_tokens=65 exceeds the pretrained LM context'):
@@ -227,12 +227,12 @@ def test_ner_tagger_learns_from_lm_run(tmp_path):
   from configs import transfer_conll_lm
   c = transfer_conll_lm.get_config()
   c.data.train_path, c.data.dev_path, c.data.test_path = make_conll_task(tmp_path)
-  c.pretrained.path = lm_dir
+  c.init.path = lm_dir
   c.model.max_tokens = 48
   c.transfer.groups = (r'head=^head/,top=^backbone/(block_0|ln_final)/,'
                        r'embed=^backbone/(embed|pos_embed)')
   c.train.epochs, c.train.batch_size = 10, 8
-  c.transfer.learning_rate = 1e-2
+  c.optim.learning_rate = 1e-2
   summary = tagging.train_and_evaluate(c, str(tmp_path / 'ner'))
   # All-'O' scores 0; capitalisation is learnable from the pieces.
   assert summary['rows'][0]['test_mean'] > 0.6
@@ -280,7 +280,7 @@ def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_pat
   lm.train_and_evaluate(lm_config(**{'max_steps': 5}), lm_dir)
   from configs import transfer_mr_lm
   c = transfer_mr_lm.get_config()
-  c.data.kind, c.data.path, c.pretrained.path = 'tsv', topic_task, lm_dir
+  c.data.kind, c.data.path, c.init.path = 'tsv', topic_task, lm_dir
   c.model.max_tokens, c.model.lora_rank = 48, 2
   c.train.epochs, c.train.batch_size = 1, 32
   c.transfer.groups = r'head=^head/,body=^backbone/'
@@ -303,11 +303,11 @@ def test_train_py_runs_transfer_configs_with_clear_errors(tmp_path, config_name)
   res = subprocess.run(
       [sys.executable, os.path.join(root, 'train.py'), '--config',
        os.path.join(root, 'configs', f'{config_name}.py'), '--workdir', str(tmp_path),
-       '--config.pretrained.path=/no/such/run', '--config.data.kind=tsv'] if config_name ==
+       '--config.init.path=/no/such/run', '--config.data.kind=tsv'] if config_name ==
       'transfer_mr_lm' else
       [sys.executable, os.path.join(root, 'train.py'), '--config',
        os.path.join(root, 'configs', f'{config_name}.py'), '--workdir', str(tmp_path),
-       '--config.pretrained.path=/no/such/run', f'--config.data.train_path={tmp_path}/x.txt'],
+       '--config.init.path=/no/such/run', f'--config.data.train_path={tmp_path}/x.txt'],
       capture_output=True, text=True, timeout=300, cwd=root)
   assert res.returncode == 2, res.stderr
   err = [l for l in res.stderr.splitlines() if l.startswith('error: ')]

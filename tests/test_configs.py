@@ -56,3 +56,26 @@ def test_commands_in_config_docstrings_and_readme_name_real_fields():
         assert has_field(config, field), f'{path}: configs/{name}.py has no field {field!r}'
         checked += 1
   assert checked > 50
+
+
+def test_old_field_spellings_name_their_new_field():
+  import subprocess
+  import sys
+  from translearn_jax import config_fields
+  from translearn_jax.errors import ConfigError
+  from configs import transfer_mr_skipgram
+  assert config_fields.renamed('pretrained.path') == 'init.path'
+  assert config_fields.renamed('mr.transfer.learning_rate') == 'mr.optim.learning_rate'
+  assert config_fields.renamed('optim.learning_rate') is None
+  c = transfer_mr_skipgram.get_config()
+  config_fields.check(c)  # the shipped configs use the new spelling
+  c.graft = {'rules': 'x=>y'}
+  with pytest.raises(ConfigError, match=r'config\.graft\.rules is now config\.init\.rules'):
+    config_fields.check(c)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, 'train.py', '--config', 'configs/transfer_mr_skipgram.py',
+                        '--workdir', '/tmp/unused', '--config.pretrained.path=v.txt'],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1] == (
+      'error: --config.pretrained.path was renamed: use --config.init.path')

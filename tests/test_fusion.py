@@ -108,7 +108,7 @@ def test_train_py_zero_shot_on_made_up_data(tmp_path):
   (tmp_path / 'd.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
   c = zero_shot_mr.get_config()
   c.data.kind, c.data.path, c.eval_split = 'tsv', str(tmp_path / 'd.tsv'), 'all'
-  c.zero_shot.methods, c.zero_shot.vectors_path = 'embedding', str(tmp_path / 'v.txt')
+  c.init.kind, c.init.path = 'word2vec', str(tmp_path / 'v.txt')
   c.zero_shot.descriptions = 'neg=bad awful;pos=good great'
   out = train.run(c, str(tmp_path / 'run'))
   acc = {r['method']: r['accuracy'] for r in out['rows']}
@@ -142,7 +142,7 @@ def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
   c = dann_mr.get_config()
   c.source_data.kind, c.source_data.path = 'tsv', str(tmp_path / 's.tsv')
   c.data.kind, c.data.path = 'tsv', str(tmp_path / 't.tsv')
-  c.pretrained.path, c.model.dim, c.seeds = str(tmp_path / 'v.txt'), 8, 2
+  c.init.path, c.model.dim, c.seeds = str(tmp_path / 'v.txt'), 8, 2
   c.train.steps, c.train.batch_size = 30, 8
   out = train.run(c, str(tmp_path / 'run'))
   rows = {r['condition']: r for r in out['rows']}
@@ -180,14 +180,14 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
                                 for i in range(200)]
   (tmp_path / 'mr.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
   c = mt_config.get_config()
-  c.pretrained_lm = lm_dir
+  c.init.path = lm_dir
   c.mr.data.kind, c.mr.data.path = 'tsv', str(tmp_path / 'mr.tsv')
   c.mr.model.max_tokens = 32
   c.ner.data.train_path, c.ner.data.dev_path, c.ner.data.test_path = make_conll_task(tmp_path)
   c.ner.model.max_tokens = 48
   c.lm.data.kind, c.lm.data.path = 'text', 'gensim:lee_background.cor'
-  c.multitask.steps, c.multitask.batch_size, c.lm.seq_len = 40, 8, 32
-  c.log_every_steps = 10
+  c.train.steps, c.train.batch_size, c.lm.seq_len = 40, 8, 32
+  c.train.log_every_steps = 10
   out = train.run(c, str(tmp_path / 'run'))
   assert sum(out['steps_per_task'].values()) == 40 and min(out['steps_per_task'].values()) > 0
   assert set(out['results']) == {'mr_test_accuracy', 'ner_test_f1', 'lm_valid_perplexity'}
@@ -213,7 +213,7 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
   monkeypatch.undo()
 
   # multi-task vs single task over seeds: equal per-task steps, paired table, resumable
-  c.multitask.tasks, c.multitask.steps, c.multitask.mixing = 'mr,lm', 6, 'equal'
+  c.multitask.tasks, c.train.steps, c.multitask.mixing = 'mr,lm', 6, 'equal'
   c.compare_single, c.seeds = True, 2
   out = train.run(c, str(tmp_path / 'cmp'))
   recs = [json.loads(l) for l in (tmp_path / 'cmp' / 'runs.jsonl').read_text().splitlines()]

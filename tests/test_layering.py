@@ -16,7 +16,7 @@ PKG = ROOT / 'translearn_jax'
 
 # Lower rank = lower layer. Keep in sync with ARCHITECTURE.md.
 RANKS = {
-    'errors': 0,
+    'errors': 0, 'config_fields': 0.5,
     'data': 1, 'models': 1, 'export': 1,
     'training': 2, 'evaluation': 2,
     'transfer': 3,

@@ -96,7 +96,7 @@ def test_strategy_search_respects_its_budget_and_ranks_on_dev(tmp_path, topic_ta
   from translearn_jax.experiments import search
   c = search_mr_skipgram.get_config()
   base = base_config(topic_task, vectors[0])
-  c.data, c.model, c.pretrained, c.train = base.data, base.model, base.pretrained, base.train
+  c.data, c.model, c.init, c.train = base.data, base.model, base.init, base.train
   c.train.epochs = 1
   c.transfer.unfreeze_every = base.transfer.unfreeze_every
   c.search.trials, c.search.final_seeds = 3, 2

@@ -1,7 +1,7 @@
 """Text classification as a task: inputs, model, initialisation from a source, loss, accuracy.
 
 `ClassificationTask(config)` (a `downstream.task.Task`) reads the labelled splits (`config.data`), loads the pretrained
-source (`config.pretrained`, through `transfer.sources`), builds the model and
+source (`config.init`, through `transfer.sources`), builds the model and
 encodes every split; runners (`experiments.classification`, learning curves,
 strategy search, multi-task) train it. Pretrained sources:
 * `word2vec`: a vector file (text or binary); rows are remapped by word into
@@ -72,9 +72,9 @@ class ClassificationTask(Task):
     self.config = config
     self.splits = labelled.read_splits(config.data)
     self.num_classes = len(self.splits['train'].label_names)
-    p = config.pretrained
+    p = config.init
     self.source = sources.load(p.kind, p.path, binary=p.get('binary', False),
-                               field='pretrained.path')
+                               field='init.path')
     m = config.model
     if m.type == 'bag_of_embeddings':
       self.vocab = word_vocab(self.splits['train'].texts)
@@ -92,7 +92,7 @@ class ClassificationTask(Task):
     else:
       raise ConfigError(f"model.type must be 'bag_of_embeddings' or 'lm_encoder', got {m.type!r}")
     self.inputs = {k: (*enc(v.texts), v.labels) for k, v in self.splits.items()}
-    self.rules = graft_lib.parse_rules(config.graft.rules)
+    self.rules = graft_lib.parse_rules(config.init.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
     self._eval = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m))
     self._features = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m,
@@ -105,7 +105,7 @@ class ClassificationTask(Task):
       return params, None
     params, report = graft_lib.graft(params, self.source.params, self.rules,
                                      vocab_remap=self.vocab_remap,
-                                     remap_init=self.config.pretrained.remap_init, seed=seed)
+                                     remap_init=self.config.init.remap_init, seed=seed)
     return params, report
 
   def num_examples(self, split: str = 'train') -> int:

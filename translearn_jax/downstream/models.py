@@ -102,7 +102,7 @@ def lm_backbone_config(source, model_cfg):
   """The architecture of an LM-bodied task model: the source LM's, with the task's
   `model.max_tokens` checked against its context and `model.lora_rank` applied."""
   if source.model_config is None or not source.is_lm:
-    raise ConfigError("an LM-bodied task model needs pretrained.kind='lm' (the run gives the "
+    raise ConfigError("an LM-bodied task model needs init.kind='lm' (the run gives the "
                       'architecture and tokenizer; scratch runs use the same)')
   cfg = source.model_config
   context = lm_models.context_len(cfg)

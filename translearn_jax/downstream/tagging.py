@@ -73,13 +73,13 @@ class TaggingTask(Task):
     names = sorted({t for s in self.corpora['train'].tags for t in s})
     self.tag_names = ['O'] + [t for t in names if t != 'O']
     self.tag_index = {t: i for i, t in enumerate(self.tag_names)}
-    p = config.pretrained
-    self.source = sources.load(p.kind, p.path, field='pretrained.path')
+    p = config.init
+    self.source = sources.load(p.kind, p.path, field='init.path')
     lm_cfg = models.lm_backbone_config(self.source, config.model)
     self.model = models.TokenTagger(lm_cfg, len(self.tag_names), config.model.dropout)
     self.inputs = {k: encode_tagged(c, self.source.tokenizer, self.tag_index,
                                     config.model.max_tokens) for k, c in self.corpora.items()}
-    self.rules = graft_lib.parse_rules(config.graft.rules)
+    self.rules = graft_lib.parse_rules(config.init.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
     self._eval = jax.jit(lambda p, t, m: jnp.argmax(self.model.apply({'params': p}, t, m), -1))
 

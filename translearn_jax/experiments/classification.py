@@ -1,7 +1,7 @@
 """Text classification with transfer: `train_and_evaluate(config, workdir)`.
 
 One run trains the downstream model with `config.transfer.strategy` from the
-pretrained tree named by `config.pretrained`. With
+pretrained tree named by `config.init`. With
 `config.compare_scratch=True` it trains, for each of `config.seeds` seeds, the
 same model from scratch and with every strategy in
 `config.transfer.strategies`, and prints test accuracy mean ± 95% CI per
@@ -10,7 +10,7 @@ dev accuracy; its test accuracy is reported. Each fine-tuning run trains on the
 shared loop (`experiments.finetune`) in `workdir/runs/<strategy>-seed<k>/`
 (checkpoints, metrics, exact resume); finished runs go to `runs.jsonl`.
 
-Pretrained sources (`config.pretrained.kind`):
+Pretrained sources (`config.init.kind`):
 * `word2vec`: a vector file (text or binary); rows are remapped by word into
   the downstream vocabulary (words of the training split);
 * `lm`: an LM run directory (its config.json, tokenizer.model, newest
@@ -42,7 +42,7 @@ def run_probe(task: ClassificationTask, strategy: str, seed: int) -> dict:
   """A linear probe on the frozen pretrained backbone's pooled features."""
   params, report = task.init_params(seed, strategy)
   if report is None:
-    raise ConfigError(f'{strategy} needs a pretrained source (pretrained.kind)')
+    raise ConfigError(f'{strategy} needs a pretrained source (init.kind)')
   report.frozen = [p for p in graft_lib.flatten(params) if p.startswith('backbone/')]
   features = {split: task.features(params, split) for split in task.inputs}
   labels = {split: y for split, (_, _, y) in task.inputs.items()}
@@ -75,7 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rows = runs_lib.summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0,
              'data': {k: len(v.labels) for k, v in task.splits.items()},
-             'pretrained': dict(config.pretrained),
+             'pretrained': dict(config.init),
              'stopped_by_signal': runs_lib.stopped_by_signal(results)}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'results.json'), summary)

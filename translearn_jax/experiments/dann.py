@@ -75,18 +75,18 @@ class DannSetup:
     self.src_inputs = (*enc(src.texts, m.source_max_tokens), src.labels)
     self.tgt_inputs = {k: (*enc(v.texts, m.max_tokens), v.labels)
                        for k, v in self.target.items()}
-    src = sources.load('word2vec', config.pretrained.path, binary=config.pretrained.binary,
-                       field='pretrained.path')
+    src = sources.load('word2vec', config.init.path, binary=config.init.binary,
+                       field='init.path')
     self.pretrained = src.params
     self.remap = {'backbone/embed/embedding': (src.vocab, self.vocab)}
-    self.rules = graft_lib.parse_rules(config.graft.rules)
+    self.rules = graft_lib.parse_rules(config.init.rules)
     self._logits = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m))
 
   def init(self, seed: int):
     toks, mask, _ = self.src_inputs
     task = self.model.init(jax.random.key(seed), toks[:2, :8], mask[:2, :8])['params']
     task, report = graft_lib.graft(task, self.pretrained, self.rules, vocab_remap=self.remap,
-                                   remap_init=self.config.pretrained.remap_init, seed=seed)
+                                   remap_init=self.config.init.remap_init, seed=seed)
     dom = self.domain.init(jax.random.key(seed + 7), jnp.zeros((1, self.config.model.dim))
                            )['params']
     return {'task': task, 'domain': dom}, report
@@ -146,7 +146,7 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
   s_toks, s_mask, s_lab = setup.src_inputs
   t_toks, t_mask, _ = setup.tgt_inputs['train']
   steps = config.train.steps
-  tx, _ = optimizers.make({'learning_rate': config.train.learning_rate, 'schedule': 'linear',
+  tx, _ = optimizers.make({'learning_rate': config.optim.learning_rate, 'schedule': 'linear',
                            'grad_clip': 1.0, 'no_decay': ''}, None, steps)
   params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),

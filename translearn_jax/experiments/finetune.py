@@ -31,13 +31,13 @@ from translearn_jax.transfer import strategies
 
 
 def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
-  t = config.transfer
+  t, o = config.transfer, config.optim
   return strategies.StrategyConfig(
       strategy='finetune' if strategy == 'scratch' else strategy,
-      learning_rate=t.learning_rate, schedule=t.schedule, warmup_steps=t.warmup_steps,
+      learning_rate=o.learning_rate, schedule=o.schedule, warmup_steps=o.warmup_steps,
       factor=t.factor, unfreeze_every=t.unfreeze_every,
-      freeze_bottom=t.get('freeze_bottom', 0), weight_decay=t.weight_decay,
-      grad_clip=t.grad_clip)
+      freeze_bottom=t.get('freeze_bottom', 0), weight_decay=o.weight_decay,
+      grad_clip=o.grad_clip)
 
 
 class BestEpoch(Hook):

@@ -9,7 +9,7 @@ and `lm`; nothing here depends on the names.
 
 Parameters: `{'backbone': shared LM body, 'heads': {'mr': ..., 'ner': ...}}`
 (the LM task has no head of its own). The backbone is grafted from the
-pretrained LM run (`pretrained.path`) or, with `multitask.init='scratch'`,
+pretrained LM run (`init.path`) or, with `multitask.init='scratch'`,
 freshly initialised. At every step `fusion.mixing.TaskSampler` picks one task
 (proportional / temperature / equal mixing over the tasks' training sizes);
 that task's batch updates the backbone and its own head. The backbone has one
@@ -20,7 +20,7 @@ shared loop (`training.loop`): checkpoints, exact resume, metrics, SIGTERM
 and the non-finite guard, in `workdir` (or `workdir/runs/<name>-seed<k>` for
 the runs of `compare_single`).
 
-Logged every `log_every_steps` (metrics.jsonl / TensorBoard): per-task mean
+Logged every `train.log_every_steps` (metrics.jsonl / TensorBoard): per-task mean
 loss and how many steps each task got. At the end: MR test accuracy, NER test
 span F1, LM held-out perplexity, written to `multitask.json`.
 
@@ -80,7 +80,7 @@ class MultiTask:
         raise ConfigError(f'config.{n}.family: must be one of {sorted(TASK_FAMILIES)}, got '
                           f'{config[n].family!r}')
     self.names = names
-    self.source = sources.load('lm', config.pretrained_lm, field='pretrained_lm')
+    self.source = sources.load('lm', config.init.path, field='init.path')
     self.tasks = {n: TASK_FAMILIES[config[n].family](config[n], self.source) for n in names}
     self.sizes = [self.tasks[n].num_examples('train') for n in names]
 
@@ -137,8 +137,9 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
     names, run_steps = [only], [s for s, t in enumerate(order) if t == only]
   # own buffers (the init may share the pretrained arrays): the steps donate them
   params = jax.tree.map(jnp.copy, mt.init_params(seed, names))
-  optim = {'learning_rate': c.learning_rate, 'schedule': c.schedule,
-           'weight_decay': c.weight_decay, 'grad_clip': 1.0, 'no_decay': ''}
+  o = mt.config.optim
+  optim = {'learning_rate': o.learning_rate, 'schedule': o.schedule,
+           'weight_decay': o.weight_decay, 'grad_clip': 1.0, 'no_decay': ''}
 
   def adamw(n):
     return optimizers.make(optim, None, max(n, 1))[0]
@@ -183,7 +184,7 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
 
   def stream(position):
     draws = dict(position.get('draws', {t: 0 for t in names}))
-    bs = c.batch_size
+    bs = mt.config.train.batch_size
     for n in range(position.get('n', 0), len(run_steps)):
       s = run_steps[n]
       task = order[s]
@@ -203,7 +204,7 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
         state=state, stream=stream(position), step_fn=step_fn, to_device=lambda b: b,
         checkpointer=checkpointer, writer=writer, total_steps=len(run_steps), steps_per_call=1,
         checkpoint_every=max(len(run_steps) // 4, 1), log_every=log_every,
-        units_per_step=c.batch_size, units_name='examples', data_state=position,
+        units_per_step=mt.config.train.batch_size, units_name='examples', data_state=position,
         progress=progress)
   except NonFiniteLossError as e:
     raise NonFiniteLossError(f'multi-task{f" ({only} alone)" if only else ""} seed {seed}: '
@@ -250,12 +251,12 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
     finetune.discard_checkpoints(runs.run_dir(workdir, name, seed))
     return rec
 
-  steps = config.multitask.steps
+  steps = config.train.steps
 
   def trained(seed, only=None):
     def fn(run_dir):
       params, draws = train(mt, seed, steps, run_dir, only=only,
-                            log_every=config.get('log_every_steps', 50))
+                            log_every=config.train.log_every_steps)
       return mt.evaluate(params, None if only is None else [only]), draws
     return fn
 
@@ -264,7 +265,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
     drawn = set(sampler.tasks(0, steps).tolist())
     if len(drawn) < len(mt.names):
       missing = [t for i, t in enumerate(mt.names) if i not in drawn]
-      raise ConfigError(f'multitask.steps={steps}: seed {seed} never draws {missing}; '
+      raise ConfigError(f'train.steps={steps}: seed {seed} never draws {missing}; '
                         'raise the steps')
     records[('multitask', seed)] = run('multitask', seed, trained(seed))
     for t in mt.names:
@@ -294,7 +295,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
                  f'{f(r["single_mean_ci"]):>16} {f(r["diff_mean_ci"]):>24}')
   table = '\n'.join(lines)
   summary = {'tasks': mt.names, 'seeds': len(seeds), 'mixing': config.multitask.mixing,
-             'steps': config.multitask.steps, 'rows': rows, 'table': table}
+             'steps': config.train.steps, 'rows': rows, 'table': table}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'compare.json'), summary)
     print(f'multi-task vs single task at equal per-task steps, {len(seeds)} seeds '
@@ -315,8 +316,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise ConfigError(f'seeds must be >= 1, got {config.seeds}')
     return compare_single(mt, config, workdir)
   try:
-    params, draws = train(mt, config.seed, c.steps, workdir,
-                          log_every=config.get('log_every_steps', 50),
+    params, draws = train(mt, config.seed, config.train.steps, workdir,
+                          log_every=config.train.log_every_steps,
                           progress=config.get('progress', False))
   except StoppedBySignal:
     return {'stopped_by_signal': True, 'tasks': mt.names}

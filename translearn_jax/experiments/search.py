@@ -58,7 +58,7 @@ def candidates(config, n_groups: int) -> list[dict[str, Any]]:
             if 0 <= int(x) < n_groups]
   factors = _floats(s.factors, 'search.factors')
   unfreeze = [int(x) for x in _floats(s.unfreeze_every, 'search.unfreeze_every')]
-  base_lr = config.transfer.learning_rate
+  base_lr = config.optim.learning_rate
   grids = {}
   for n in names:
     if n in classification.PROBES:
@@ -88,7 +88,9 @@ def candidates(config, n_groups: int) -> list[dict[str, Any]]:
 
 def trial_config(config, cand: dict) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(config.to_dict())
-  for k in ('learning_rate', 'freeze_bottom', 'factor', 'unfreeze_every'):
+  if 'learning_rate' in cand:
+    c.optim.learning_rate = cand['learning_rate']
+  for k in ('freeze_bottom', 'factor', 'unfreeze_every'):
     if k in cand:
       c.transfer[k] = cand[k]
   return c
@@ -132,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   setup = ClassificationTask(config)
   if setup.source.params is None:
-    raise ConfigError('strategy search needs a pretrained source (pretrained.kind)')
+    raise ConfigError('strategy search needs a pretrained source (init.kind)')
   trials, seconds = search(setup, config, workdir)
   ranking = sorted(trials, key=lambda t: -t['dev'])
   best = ranking[0]['candidate']

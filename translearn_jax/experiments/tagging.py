@@ -34,7 +34,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       lambda st, seed, run_dir: finetune.finetune(task, st, seed, config, run_dir))
   rows = runs_lib.summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0, 'metric': 'span F1',
-             'truncated_test_words': truncated, 'pretrained': dict(config.pretrained),
+             'truncated_test_words': truncated, 'pretrained': dict(config.init),
              'stopped_by_signal': runs_lib.stopped_by_signal(results)}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'results.json'), summary)

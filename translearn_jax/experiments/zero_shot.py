@@ -1,7 +1,7 @@
 """Zero-shot classification (no labelled training example): `train_and_evaluate(config, workdir)`.
 
-Runs the methods of `fusion.zero_shot` (`zero_shot.methods`: `embedding`, `lm`)
-on the configured split (`eval_split`) and reports accuracy (± 95% CI) next to
+Runs the method of `fusion.zero_shot` that the source (`init.kind`) supports —
+`word2vec`: embedding similarity; `lm`: verbalisation scoring — on the configured split (`eval_split`) and reports accuracy (± 95% CI) next to
 the majority-class baseline of that split, in `zero_shot.json`.
 """
 
@@ -49,31 +49,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   counts = np.bincount(labels, minlength=len(label_names))
   majority = int(np.argmax(counts))
   rows = [accuracy_row('majority class', np.full_like(labels, majority), labels)]
-  methods = [m.strip() for m in config.zero_shot.methods.split(',') if m.strip()]
-  for method in methods:
-    if method == 'embedding':
-      src = sources.load('word2vec', config.zero_shot.vectors_path,
-                         binary=config.zero_shot.binary, field='zero_shot.vectors_path')
-      words, vecs = src.vocab, src.params['embedding']
-      desc = zs.parse_label_map(config.zero_shot.descriptions, label_names,
-                             'zero_shot.descriptions')
-      pred, unknown = zs.embedding_predict(texts, desc, words, vecs, fallback=majority)
-      rows.append(accuracy_row('embedding similarity', pred, labels,
-                               texts_without_known_words=unknown))
-    elif method == 'lm':
-      src = sources.load('lm', config.zero_shot.lm_path, field='zero_shot.lm_path')
-      tok, mcfg, params = src.tokenizer, src.model_config, src.params
-      verbs = zs.parse_label_map(config.zero_shot.verbalisations, label_names,
-                              'zero_shot.verbalisations')
-      max_len = min(lm_models.context_len(mcfg) or config.zero_shot.max_tokens,
-                    config.zero_shot.max_tokens)
-      scores, prior = zs.lm_scores(lm_models.make(mcfg), params, tok, texts, verbs, max_len)
-      rows.append(accuracy_row('LM verbalisation', np.argmax(scores, 1), labels,
-                               verbalisations=verbs))
-      rows.append(accuracy_row('LM verbalisation, calibrated', np.argmax(scores - prior, 1),
-                               labels, verbalisations=verbs, prior=prior.tolist()))
-    else:
-      raise ConfigError(f"zero_shot.methods: unknown method {method!r} ('embedding', 'lm')")
+  kind = config.init.kind
+  if kind == 'word2vec':
+    src = sources.load('word2vec', config.init.path, binary=config.init.binary)
+    desc = zs.parse_label_map(config.zero_shot.descriptions, label_names,
+                              'zero_shot.descriptions')
+    pred, unknown = zs.embedding_predict(texts, desc, src.vocab, src.params['embedding'],
+                                         fallback=majority)
+    rows.append(accuracy_row('embedding similarity', pred, labels,
+                             texts_without_known_words=unknown))
+  elif kind == 'lm':
+    src = sources.load('lm', config.init.path)
+    verbs = zs.parse_label_map(config.zero_shot.verbalisations, label_names,
+                               'zero_shot.verbalisations')
+    max_len = min(lm_models.context_len(src.model_config) or config.zero_shot.max_tokens,
+                  config.zero_shot.max_tokens)
+    scores, prior = zs.lm_scores(lm_models.make(src.model_config), src.params, src.tokenizer,
+                                 texts, verbs, max_len)
+    rows.append(accuracy_row('LM verbalisation', np.argmax(scores, 1), labels,
+                             verbalisations=verbs))
+    rows.append(accuracy_row('LM verbalisation, calibrated', np.argmax(scores - prior, 1),
+                             labels, verbalisations=verbs, prior=prior.tolist()))
+  else:
+    raise ConfigError(f"config.init.kind: zero-shot reads 'word2vec' (embedding similarity) "
+                      f"or 'lm' (verbalisations), got {kind!r}")
   summary = {'rows': rows, 'label_names': label_names, 'eval_split': config.eval_split,
              'class_counts': counts.tolist(), 'seconds': time.perf_counter() - t0}
   if jax.process_index() == 0:

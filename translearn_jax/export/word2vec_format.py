@@ -58,7 +58,7 @@ def load_word2vec(path: str, binary: bool = False, option: str = 'binary'
   and exactly `dim` numbers; a binary file must be exactly as long as its
   header implies; NaN/Inf values raise. Errors name the file and the row; when
   the file would parse in the other format the message says to flip `option`
-  (the setting that chose `binary`, e.g. 'config.pretrained.binary').
+  (the setting that chose `binary`, e.g. 'config.init.binary').
   """
   try:
     with open(path, 'rb') as f:

@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 
 from translearn_jax.errors import TranslearnError
 from translearn_jax.training import preemption
+from translearn_jax.training.files import atomic_write
 from translearn_jax.training import workdir as workdir_lib
 from translearn_jax.training.metrics import info
 
@@ -190,8 +191,8 @@ class Checkpointer:
         if rel == MANIFEST or rel.startswith(f'.{MANIFEST}'):
           continue
         files[rel] = {'size': os.path.getsize(path), 'sha256': _sha256(path)}
-    workdir_lib.atomic_write(os.path.join(d, MANIFEST),
-                             json.dumps({'step': step, 'files': files}, indent=1))
+    atomic_write(os.path.join(d, MANIFEST),
+                 json.dumps({'step': step, 'files': files}, indent=1))
 
   def _remove_partial(self, step: int) -> None:
     if not self._primary:

@@ -10,6 +10,8 @@ from typing import Mapping
 
 import jax
 
+from translearn_jax.training.files import atomic_write
+
 
 class MetricWriter:
   """Writes scalars to `workdir/tb` (TensorBoard format) and `workdir/metrics.jsonl`.
@@ -47,7 +49,6 @@ class MetricWriter:
         keep.append(line)
     if len(keep) == len(lines):
       return
-    from translearn_jax.training.workdir import atomic_write
     self._jsonl.close()
     atomic_write(self._path, ''.join(keep))
     self._jsonl = open(self._path, 'a', encoding='utf-8')

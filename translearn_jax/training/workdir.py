@@ -29,6 +29,8 @@ from typing import Any, Iterator, Optional
 
 from translearn_jax.errors import ConfigError, TranslearnError
 from translearn_jax.training import preemption
+from translearn_jax.training.files import atomic_write
+from translearn_jax.training.metrics import info
 
 LOCK = '.lock'
 CONFIG = 'config.json'
@@ -114,33 +116,6 @@ def is_resume(workdir: str) -> bool:
     return any(n.isdigit() and os.path.isdir(os.path.join(ckpt, n)) for n in os.listdir(ckpt))
   except OSError:
     return False
-
-
-def atomic_write(path: str, text: str) -> None:
-  """Writes `text` to a temporary file in the same directory, fsyncs it, renames it over `path`."""
-  d = os.path.dirname(os.path.abspath(path))
-  tmp = os.path.join(d, f'.{os.path.basename(path)}.tmp{os.getpid()}')
-  try:
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
-  fsync_dir(d)
-
-
-def fsync_dir(d: str) -> None:
-  """Makes a rename in directory `d` durable (best effort)."""
-  with contextlib.suppress(OSError):
-    fd = os.open(d, os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
 
 
 # -- the lock ------------------------------------------------------------------
@@ -256,7 +231,6 @@ def lock(workdir: str) -> Iterator[dict]:
       same_host = holder.get('host') == socket.gethostname()
       pid = holder.get('pid')
       if same_host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
-        from translearn_jax.training.metrics import info
         info('warning: %s: taking over the lock of a run that is no longer alive (%s)',
              workdir, _describe(holder))
         _take_over(path, holder)
@@ -292,7 +266,6 @@ def check_directory(workdir: str) -> None:
 
 def check_resume(config, workdir: str) -> None:
   """Raises if `workdir` holds a run whose `config.json` differs in computation-changing fields."""
-  from translearn_jax.training.metrics import info
   path = os.path.join(workdir, CONFIG)
   if not is_resume(workdir) or not os.path.exists(path):
     return

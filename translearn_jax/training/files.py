@@ -1,0 +1,33 @@
+"""Crash-safe file writes: a file is either its old or its new content, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def fsync_dir(d: str) -> None:
+  """Makes a rename in directory `d` durable (best effort)."""
+  with contextlib.suppress(OSError):
+    fd = os.open(d, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+
+def atomic_write(path: str, text: str) -> None:
+  """Writes `text` to a temporary file in the same directory, fsyncs it, renames it over `path`."""
+  d = os.path.dirname(os.path.abspath(path))
+  tmp = os.path.join(d, f'.{os.path.basename(path)}.tmp{os.getpid()}')
+  try:
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+  fsync_dir(d)
