@@ -30,6 +30,15 @@ from translearn_jax.export.word2vec_format import save_word2vec  # noqa: E402
 MR = '../shared/data/rt_polarity'
 
 
+def setf(c, new: str, old: str, value):
+  """Sets field `new`, or `old` in a checkout from before the #12 rename."""
+  node, name = c, (old if old in c else new)
+  *parents, leaf = name.split('.')
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
 def set_source(c, path):
   (c.init if 'init' in c else c.pretrained).path = path
 
@@ -43,7 +52,8 @@ def main():
   res = {}
   c = skipgram.get_config()
   c.data.kind, c.data.path = 'text', 'gensim:lee_background.cor'
-  c.epochs, c.progress, c.eval.analogy = 2, False, ''
+  setf(c, 'train.epochs', 'epochs', 2)
+  c.progress, c.eval.analogy = False, ''
   train.run(c, f'{out}/sg')
   res['skipgram_vectors_sha256'] = hashlib.sha256(open(f'{out}/sg/vectors.txt', 'rb').read()
                                                   ).hexdigest()
@@ -64,7 +74,8 @@ def main():
   c.seeds, c.train.steps = 1, 60
   res['dann'] = [row['test'] for row in train.run(c, f'{out}/dann')['rows']]
   c = lm_transformer.get_config()
-  c.max_steps, c.progress = 30, False
+  setf(c, 'train.steps', 'max_steps', 30)
+  c.progress = False
   res['lm_valid_loss'] = train.run(c, f'{out}/lm')['valid']['loss']
   print(json.dumps(res))
 

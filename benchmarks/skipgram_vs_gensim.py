@@ -62,15 +62,15 @@ def main():
 
   config = skipgram.get_config()
   config.data.kind, config.data.path, config.data.unit = args.kind, args.corpus, args.unit
-  config.epochs = args.epochs
+  config.train.epochs = args.epochs
   config.model.mode = args.mode
   alpha = 0.025 if args.mode == 'skipgram' else 0.05
-  config.learning_rate = alpha
+  config.optim.learning_rate = alpha
   config.progress = False
   config.export.format = ''
   config.eval.similarity = f'wordsim353={args.wordsim},simlex999={args.simlex}'
   config.eval.analogy = ''
-  config.checkpoint_every_steps = 10**9
+  config.train.checkpoint_every_steps = 10**9
   for item in args.override:
     key, _, value = item.partition('=')
     node = config
@@ -124,7 +124,7 @@ def main():
   for name, r in rows:
     print(f'{name:<10} {r["words_per_s"]:>10,.0f} {r["seconds"]:>8.1f} {r["prep_seconds"]:>7.1f} '
           f'{r["vocab"]:>7} {r["wordsim353"]:>7.4f} {r["simlex999"]:>7.4f}')
-  out = {'corpus': args.corpus, 'corpus_words': corpus.raw_words, 'epochs': args.epochs,
+  out = {'corpus': args.corpus, 'corpus_words': corpus.raw_words, 'train.epochs': args.epochs,
          'ours_words_per_s': ours['words_per_s'], 'ours_wordsim353': ours['wordsim353'],
          'ours_simlex999': ours['simlex999']}
   if gensim:

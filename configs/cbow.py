@@ -9,5 +9,5 @@ from configs import skipgram
 def get_config():
   config = skipgram.get_config()
   config.model.mode = 'cbow'
-  config.learning_rate = 0.05            # word2vec's CBOW default
+  config.optim.learning_rate = 0.05            # word2vec's CBOW default
   return config

@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.weight_drop = 0.2         # DropConnect on W_hh
   config.model.tie_embeddings = True
   config.model.max_len = 100000          # unused by the LSTM (no positional limit)
-  config.seq_length = 64
+  config.train.seq_length = 64
   config.optim.learning_rate = 3e-3
   config.optim.b2 = 0.99
   config.optim.no_decay = 'bias,embed'

@@ -12,7 +12,7 @@ The larger run reported in the README (98 novels, whole novels held out):
     --config.data.kind=text --config.data.path=../shared/data/english_novels \
     --config.data.unit=file --config.tokenizer.vocab_size=8000 \
     --config.model.d_model=256 --config.model.num_layers=4 --config.model.d_ff=1024 \
-    --config.epochs=1 --config.max_steps=1200 --config.eval_max_rows=512
+    --config.train.epochs=1 --config.train.steps=1200 --config.train.eval_max_rows=512
 
 Sample from it:  python -m translearn_jax.generation.sample --workdir /tmp/lm_tf --prompt "The"
 """
@@ -55,14 +55,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.positions = 'rotary'      # 'rotary' | 'learned'
   config.model.tie_embeddings = True
 
-  config.seq_length = 128                # tokens per training sequence
-  config.batch_size = 16                 # sequences per micro-batch (global)
-  config.grad_accum = 1                  # micro-batches per optimiser step
-  config.epochs = 2
-  config.max_steps = 0                   # stop after this many steps (0: all epochs)
+  config.train = ml_collections.ConfigDict()
+  config.train.seq_length = 128          # tokens per training sequence
+  config.train.batch_size = 16           # sequences per micro-batch (global)
+  config.train.grad_accum = 1            # micro-batches per optimiser step
+  config.train.epochs = 2
+  config.train.steps = 0             # stop after this many steps (0: all epochs)
   # Continued pretraining (e.g. on target-domain text, ULMFiT's middle stage):
   # start from another LM run's parameters and tokenizer (same config.model).
-  config.init_from = ''
+  config.init = ml_collections.ConfigDict()
+  config.init.kind = 'lm'                # init.path: an LM run to continue ('' = scratch)
+  config.init.path = ''
   config.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (params fp32)
 
   config.optim = ml_collections.ConfigDict()
@@ -79,10 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.num_devices = 0                 # devices in the data mesh (0: all)
   config.peak_flops_per_device = 0.0     # for MFU where the device is not in the table
-  config.checkpoint_every_steps = 500
-  config.keep_checkpoints = 3
-  config.log_every_steps = 25
-  config.eval_every_steps = 200          # held-out perplexity during training
-  config.eval_max_rows = 256             # rows used by in-training evaluation (0: all)
+  config.train.checkpoint_every_steps = 500
+  config.train.keep_checkpoints = 3
+  config.train.log_every_steps = 25
+  config.train.eval_every_steps = 200    # held-out perplexity during training
+  config.train.eval_max_rows = 256       # rows used by in-training evaluation (0: all)
   config.progress = True
   return config

@@ -54,9 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.packing = False                 # True: pack several pairs into each of batch_size
                                          # rows of max_*_len pieces (replaces length_buckets)
   config.label_smoothing = 0.1
-  config.batch_size = 64
-  config.epochs = 10
-  config.max_steps = 0
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64
+  config.train.epochs = 10
+  config.train.steps = 0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3
@@ -80,8 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.during_max_examples = 0    # 0: the whole valid split
 
   config.num_devices = 0
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
-  config.log_every_steps = 50
+  config.train.checkpoint_every_steps = 1000
+  config.train.keep_checkpoints = 3
+  config.train.log_every_steps = 50
   config.progress = True
   return config

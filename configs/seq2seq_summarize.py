@@ -23,7 +23,7 @@ def get_config():
   config.max_target_len = 64
   config.length_buckets = '32,64,128,192'
   config.packing = False                 # True: several (document, summary) pairs per row
-  config.batch_size = 16
+  config.train.batch_size = 16
   config.eval.metric = 'rouge'
   config.eval.beam = 4
   return config

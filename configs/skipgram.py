@@ -10,7 +10,7 @@ The 98 novels (~13.9M words), one epoch, paragraphs as segments:
 
   python train.py --config configs/skipgram.py --workdir /tmp/sg_novels \
     --config.data.path=../shared/data/english_novels --config.data.unit=paragraph \
-    --config.epochs=1 --config.eval.similarity=wordsim353=../shared/data/word_eval/EN-WS-353-ALL.txt,simlex999=../shared/data/word_eval/EN-SIMLEX-999.txt
+    --config.train.epochs=1 --config.eval.similarity=wordsim353=../shared/data/word_eval/EN-WS-353-ALL.txt,simlex999=../shared/data/word_eval/EN-SIMLEX-999.txt
 """
 
 import ml_collections
@@ -37,7 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.vocab.max_size = 0              # keep at most this many words (0: no limit)
   # Continued (e.g. target-domain) pretraining: start from another word2vec run's
   # tables. The vocabulary is this corpus's plus every word of that run's.
-  config.init_from = ''                  # a word2vec run directory ('' = random init)
+  config.init = ml_collections.ConfigDict()
+  config.init.kind = 'word2vec_run'      # init.path: a word2vec run to continue ('' = scratch)
+  config.init.path = ''                 # a word2vec run directory ('' = random init)
 
   config.model = ml_collections.ConfigDict()
   config.model.mode = 'skipgram'         # 'skipgram' | 'cbow'
@@ -46,18 +48,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.negatives = 5             # negatives per center word
 
   config.sample = 1e-3                   # frequent-word subsampling threshold (0: off)
-  config.epochs = 5                      # passes over the corpus
-  config.learning_rate = 0.025           # α0 (word2vec: 0.025 skip-gram, 0.05 CBOW)
-  config.min_learning_rate_ratio = 1e-4  # linear decay to α0 · this
-  config.batch_size = 2                  # rows per step (global; divisible by #devices)
-  config.seq_length = 256                # subsampled tokens per row
-  config.steps_per_call = 64             # steps scanned in one jitted call
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 5                # passes over the corpus
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 0.025     # α0 (word2vec: 0.025 skip-gram, 0.05 CBOW)
+  config.optim.end_lr_ratio = 1e-4       # linear decay to α0 · this
+  config.train.batch_size = 2            # rows per step (global; divisible by #devices)
+  config.train.seq_length = 256          # subsampled tokens per row
+  config.train.steps_per_call = 64       # steps scanned in one jitted call
   config.num_devices = 0                 # devices in the data mesh (0: all)
-  config.prefetch = 2                    # blocks prepared ahead in a host thread
+  config.train.prefetch = 2              # blocks prepared ahead in a host thread
 
-  config.checkpoint_every_steps = 2000   # save every N steps (and at the end)
-  config.keep_checkpoints = 3            # keep the newest N
-  config.log_every_steps = 200           # metrics to TensorBoard + metrics.jsonl
+  config.train.checkpoint_every_steps = 2000  # save every N steps (and at the end)
+  config.train.keep_checkpoints = 3      # keep the newest N
+  config.train.log_every_steps = 200     # metrics to TensorBoard + metrics.jsonl
   config.progress = True                 # tqdm progress bar
 
   config.eval = ml_collections.ConfigDict()

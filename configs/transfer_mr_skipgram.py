@@ -6,7 +6,7 @@ trained on the 98 novels:
 
   python train.py --config configs/skipgram.py --workdir runs/sg_novels \
     --config.data.kind=text --config.data.path=../shared/data/english_novels \
-    --config.data.unit=paragraph --config.epochs=1
+    --config.data.unit=paragraph --config.train.epochs=1
   python train.py --config configs/transfer_mr_skipgram.py --workdir runs/mr_sg \
     --config.init.path=runs/sg_novels/vectors.txt --config.compare_scratch=True
 

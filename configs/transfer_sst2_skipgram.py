@@ -8,7 +8,7 @@ test = GLUE's 872-sentence dev set, read as a predefined split
 
   PE=../shared/data/pretrain_en; PE=$PE/abc_news.txt,$PE/brown.txt,$PE/state_union.txt,$PE/webtext.txt
   python train.py --config configs/skipgram.py --workdir runs/sg_pretrain_en \
-    --config.data.kind=text --config.data.path=$PE --config.epochs=5
+    --config.data.kind=text --config.data.path=$PE --config.train.epochs=5
   python train.py --config configs/transfer_sst2_skipgram.py --workdir runs/sst2_from_sg_pe \
     --config.init.path=runs/sg_pretrain_en/vectors.txt --config.compare_scratch=True
 """

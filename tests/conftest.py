@@ -30,14 +30,14 @@ def tiny_config():
   config.data.kind = 'text'
   config.data.path = 'gensim:lee_background.cor'
   config.model.dim = 16
-  config.epochs = 1
-  config.batch_size = 8
-  config.seq_length = 64
-  config.steps_per_call = 4
+  config.train.epochs = 1
+  config.train.batch_size = 8
+  config.train.seq_length = 64
+  config.train.steps_per_call = 4
   config.num_devices = 1
   config.progress = False
-  config.checkpoint_every_steps = 8
-  config.log_every_steps = 8
+  config.train.checkpoint_every_steps = 8
+  config.train.log_every_steps = 8
   config.eval.analogy = ''
   config.export.format = ''
   return config

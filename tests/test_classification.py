@@ -125,7 +125,7 @@ def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
   from test_lm import lm_config
   from translearn_jax.pretraining import lm
   lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
+  lm.train_and_evaluate(lm_config(**{'train.steps': 10}), lm_dir)
   from configs import transfer_mr_lm
   c = transfer_mr_lm.get_config()
   c.data.kind, c.data.path = 'tsv', topic_task
@@ -223,7 +223,7 @@ def test_ner_tagger_learns_from_lm_run(tmp_path):
   from translearn_jax.experiments import tagging
   from translearn_jax.pretraining import lm
   lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
+  lm.train_and_evaluate(lm_config(**{'train.steps': 10}), lm_dir)
   from configs import transfer_conll_lm
   c = transfer_conll_lm.get_config()
   c.data.train_path, c.data.dev_path, c.data.test_path = make_conll_task(tmp_path)
@@ -277,7 +277,7 @@ def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_pat
                              plain.apply({'params': p_plain}, toks), atol=1e-6)
   # 2. Strategy 'lora' in a classifier: the backbone stays bit-identical.
   lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'max_steps': 5}), lm_dir)
+  lm.train_and_evaluate(lm_config(**{'train.steps': 5}), lm_dir)
   from configs import transfer_mr_lm
   c = transfer_mr_lm.get_config()
   c.data.kind, c.data.path, c.init.path = 'tsv', topic_task, lm_dir

@@ -175,7 +175,7 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
   from translearn_jax.experiments import multitask
   from translearn_jax.pretraining import lm
   lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'max_steps': 10}), lm_dir)
+  lm.train_and_evaluate(lm_config(**{'train.steps': 10}), lm_dir)
   rows = ['sentence\tlabel'] + [f'{"good fine nice" if i % 2 else "bad poor sad"} film {i}\t{i % 2}'
                                 for i in range(200)]
   (tmp_path / 'mr.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')

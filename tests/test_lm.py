@@ -187,15 +187,16 @@ def lm_config(**over):
   c.data.kind, c.data.path = 'text', 'gensim:lee_background.cor'
   c.tokenizer.vocab_size = 400
   c.model.d_model, c.model.num_layers, c.model.d_ff, c.model.max_len = 32, 1, 64, 64
-  c.seq_length, c.batch_size, c.epochs = 32, 8, 1
+  c.train.seq_length, c.train.batch_size, c.train.epochs = 32, 8, 1
   c.num_devices, c.progress = 1, False
-  c.log_every_steps, c.checkpoint_every_steps, c.eval_every_steps = 10, 20, 1000
+  c.train.log_every_steps, c.train.checkpoint_every_steps, c.train.eval_every_steps = 10, 20, 1000
   c.optim.warmup_steps = 5
   for k, v in over.items():
     node = c
     *parents, leaf = k.split('.')
     for p in parents:
       node = node[p]
+    assert leaf in node, f'no config field {k}'
     node[leaf] = v
   return c
 
@@ -208,8 +209,8 @@ def test_loss_decreases_on_real_text(tmp_path, arch):
     base = lm_config()
     c.data, c.tokenizer = base.data, base.tokenizer
     c.model.embed_dim, c.model.hidden_dim, c.model.num_layers = 32, 48, 1
-    c.seq_length, c.batch_size, c.epochs, c.num_devices, c.progress = 32, 8, 1, 1, False
-    c.log_every_steps, c.eval_every_steps = 10, 1000
+    c.train.seq_length, c.train.batch_size, c.train.epochs, c.num_devices, c.progress = 32, 8, 1, 1, False
+    c.train.log_every_steps, c.train.eval_every_steps = 10, 1000
   else:
     c = lm_config()
   summary = lm.train_and_evaluate(c, str(tmp_path))
@@ -290,7 +291,7 @@ def test_sample_from_run_and_prompt_errors(tmp_path):
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (['--config.seq_length=1024'], 'config.seq_length: 1024 is larger than the model maximum '
+    (['--config.train.seq_length=1024'], 'config.train.seq_length: 1024 is larger than the model maximum '
                                    'model.max_len=512'),
     (['--config.tokenizer.path=/no/tok.model'], 'tokenizer model not found: /no/tok.model'),
 ])
@@ -310,9 +311,9 @@ def test_continued_pretraining_from_another_lm_run(tmp_path):
   import optax
   from translearn_jax.generation.sample import load_run
   src = str(tmp_path / 'src')
-  lm.train_and_evaluate(lm_config(max_steps=10), src)
-  c = lm_config(**{'max_steps': 4, 'data.path': 'gensim:lee.cor', 'data.encoding': 'latin-1'})
-  c.init_from = src
+  lm.train_and_evaluate(lm_config(**{'train.steps': 10}), src)
+  c = lm_config(**{'train.steps': 4, 'data.path': 'gensim:lee.cor', 'data.encoding': 'latin-1'})
+  c.init.path = src
   model = lm_models.make(lm.model_config(c, 400, deterministic=False))
   mesh = mesh_lib.make_mesh(1)
   _, src_tok, _, src_params = load_run(src)
@@ -325,6 +326,6 @@ def test_continued_pretraining_from_another_lm_run(tmp_path):
   dst_tok = load_run(str(tmp_path / 'dst'))[1]
   assert dst_tok.encode('The government said') == src_tok.encode('The government said')
   bad = lm_config(**{'model.d_model': 48})
-  bad.init_from = src
+  bad.init.path = src
   with pytest.raises(ConfigError, match='different architecture'):
     lm.train_and_evaluate(bad, str(tmp_path / 'bad'))

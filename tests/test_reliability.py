@@ -30,15 +30,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WALL_CLOCK = ('time', 'mfu', 'model_tflops_per_sec')
 
 W2V = {'progress': False, 'model.dim': 16, 'num_devices': 1, 'data.kind': 'text',
-       'data.path': 'gensim:lee_background.cor', 'epochs': 3, 'batch_size': 8,
-       'seq_length': 64, 'steps_per_call': 4, 'checkpoint_every_steps': 12,
-       'log_every_steps': 8, 'keep_checkpoints': 3, 'eval.analogy': '', 'export.format': ''}
+       'data.path': 'gensim:lee_background.cor', 'train.epochs': 3, 'train.batch_size': 8,
+       'train.seq_length': 64, 'train.steps_per_call': 4, 'train.checkpoint_every_steps': 12,
+       'train.log_every_steps': 8, 'train.keep_checkpoints': 3, 'eval.analogy': '',
+       'export.format': ''}
 LM = {'progress': False, 'data.kind': 'text', 'data.path': 'gensim:lee_background.cor',
       'tokenizer.vocab_size': 400, 'model.d_model': 32, 'model.num_layers': 1,
-      'model.d_ff': 64, 'model.max_len': 64, 'model.dropout': 0.1, 'seq_length': 32,
-      'batch_size': 8, 'epochs': 1, 'max_steps': 80, 'num_devices': 1,
-      'log_every_steps': 5, 'checkpoint_every_steps': 7, 'eval_every_steps': 1000,
-      'eval_max_rows': 16, 'optim.warmup_steps': 5}
+      'model.d_ff': 64, 'model.max_len': 64, 'model.dropout': 0.1, 'train.seq_length': 32,
+      'train.batch_size': 8, 'train.epochs': 1, 'train.steps': 80, 'num_devices': 1,
+      'train.log_every_steps': 5, 'train.checkpoint_every_steps': 7,
+      'train.eval_every_steps': 1000,
+      'train.eval_max_rows': 16, 'optim.warmup_steps': 5}
 CONFIGS = {'skipgram': W2V, 'lm_transformer': LM}
 
 
@@ -51,6 +53,7 @@ def make_config(name, **over):
     *parents, leaf = k.split('.')
     for p in parents:
       node = node[p]
+    assert leaf in node, f'no config field {k}'
     node[leaf] = v
   return config
 
@@ -153,10 +156,11 @@ def test_resume_with_changed_architecture_is_refused(tmp_path):
                                               **{'model.d_model': 48}), str(wd)):
       pass
   assert (wd / 'config.json').read_bytes() == saved
-  more = make_config('lm_transformer', max_steps=160, log_every_steps=10, eval_max_rows=0)
+  more = make_config('lm_transformer', **{'train.steps': 160, 'train.log_every_steps': 10,
+                                          'train.eval_max_rows': 0})
   with workdir_lib.open_workdir(more, str(wd)):
     pass
-  assert json.loads((wd / 'config.json').read_text())['max_steps'] == 160
+  assert json.loads((wd / 'config.json').read_text())['train']['steps'] == 160
 
 
 def test_resume_allow_list():

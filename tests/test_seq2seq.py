@@ -103,16 +103,17 @@ def s2s_config(tmp_path, pairs_src, pairs_tgt, **over):
   c.model.encoder_layers = c.model.decoder_layers = 2
   c.model.dropout = 0.0
   c.max_source_len = c.max_target_len = 96  # a 400-piece vocabulary is nearly characters
-  c.batch_size, c.num_devices, c.progress = 32, 1, False
+  c.train.batch_size, c.num_devices, c.progress = 32, 1, False
   c.optim.warmup_steps, c.optim.learning_rate = 20, 3e-3
   c.label_smoothing = 0.0
   c.eval.beam = 1
-  c.log_every_steps = 50
+  c.train.log_every_steps = 50
   for k, v in over.items():
     node = c
     *ps, leaf = k.split('.')
     for q in ps:
       node = node[q]
+    assert leaf in node, f'no config field {k}'
     node[leaf] = v
   return c
 
@@ -128,7 +129,7 @@ def _write_pairs(tmp_path, n=32):
 def test_tiny_model_overfits_32_multi30k_pairs(tmp_path):
   s, t = _write_pairs(tmp_path)
   # packed rows (data.packing): the 32 pairs share 8 rows of 96 pieces, several a row
-  c = s2s_config(tmp_path, s, t, epochs=300, packing=True, batch_size=8)
+  c = s2s_config(tmp_path, s, t, packing=True, **{'train.epochs': 300, 'train.batch_size': 8})
   summary = seq2seq.train_and_evaluate(c, str(tmp_path / 'run'))
   assert summary['valid']['bleu'] > 90, summary['valid_samples']
 
@@ -136,7 +137,8 @@ def test_tiny_model_overfits_32_multi30k_pairs(tmp_path):
 def test_resume_is_exact(tmp_path, monkeypatch):
   from conftest import StopAfter
   s, t = _write_pairs(tmp_path, n=64)
-  c = s2s_config(tmp_path, s, t, epochs=6, **{'model.dropout': 0.1, 'eval.max_examples': 16})
+  c = s2s_config(tmp_path, s, t, **{'train.epochs': 6, 'model.dropout': 0.1,
+                                    'eval.max_examples': 16})
   full = seq2seq.train_and_evaluate(c, str(tmp_path / 'full'))
   monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(4))
   part = seq2seq.train_and_evaluate(c, str(tmp_path / 'cut'))
@@ -162,8 +164,8 @@ def test_summarisation_config_on_made_up_pairs(tmp_path):
                                                                             'valid.jsonl')
   c.tokenizer.vocab_size = 300
   c.model.d_model, c.model.d_ff, c.model.encoder_layers, c.model.decoder_layers = 64, 128, 1, 1
-  c.max_source_len, c.max_target_len, c.batch_size = 64, 24, 16
-  c.epochs, c.num_devices, c.progress, c.optim.warmup_steps = 100, 1, False, 10
+  c.max_source_len, c.max_target_len, c.train.batch_size = 64, 24, 16
+  c.train.epochs, c.num_devices, c.progress, c.optim.warmup_steps = 100, 1, False, 10
   c.optim.learning_rate = 3e-3
   c.eval.beam = 2
   summary = seq2seq.train_and_evaluate(c, str(tmp_path / 'run'))

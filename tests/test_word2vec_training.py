@@ -36,8 +36,8 @@ def restore_params(workdir, config, vocab_size):
 def test_loss_decreases_on_real_text(tiny_config, tmp_path, mode):
   config = tiny_config
   config.model.mode = mode
-  config.learning_rate = 0.025 if mode == 'skipgram' else 0.05
-  config.epochs = 3
+  config.optim.learning_rate = 0.025 if mode == 'skipgram' else 0.05
+  config.train.epochs = 3
   summary = word2vec.train_and_evaluate(config, str(tmp_path))
   records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   losses = [r['loss'] for r in records]
@@ -78,11 +78,11 @@ def test_sharded_step_matches_single_device(tiny_config):
 
 def test_resume_reproduces_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
   config = tiny_config
-  config.epochs = 2
+  config.train.epochs = 2
   full = word2vec.train_and_evaluate(config, str(tmp_path / 'full'))
   monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(5))
   part = word2vec.train_and_evaluate(config, str(tmp_path / 'cut'))
-  assert part['stopped_by_signal'] and part['steps'] == 6 * config.steps_per_call
+  assert part['stopped_by_signal'] and part['steps'] == 6 * config.train.steps_per_call
   monkeypatch.undo()
   resumed = word2vec.train_and_evaluate(config, str(tmp_path / 'cut'))
   assert resumed['steps'] == full['steps']
@@ -96,22 +96,22 @@ def test_resume_reproduces_uninterrupted_run(tiny_config, tmp_path, monkeypatch)
 
 
 def test_keeps_newest_checkpoints(tiny_config, tmp_path):
-  tiny_config.keep_checkpoints = 2
-  tiny_config.checkpoint_every_steps = 4
+  tiny_config.train.keep_checkpoints = 2
+  tiny_config.train.checkpoint_every_steps = 4
   word2vec.train_and_evaluate(tiny_config, str(tmp_path))
   steps = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
   assert len(steps) == 2 and steps[-1] == json.load(open(tmp_path / 'eval.json'))['steps']
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
-  tiny_config.epochs = 1
+  tiny_config.train.epochs = 1
   word2vec.train_and_evaluate(tiny_config, str(tmp_path))
   ckpt_dir = tmp_path / 'checkpoints'
   before = {d: sorted(os.listdir(ckpt_dir / d)) for d in os.listdir(ckpt_dir)}
   last = max(int(d) for d in before)
   mtime = os.path.getmtime(ckpt_dir / str(last))
-  tiny_config.epochs = 3  # continue training...
-  tiny_config.learning_rate = 1e30  # ...with a step size that overflows
+  tiny_config.train.epochs = 3  # continue training...
+  tiny_config.optim.learning_rate = 1e30  # ...with a step size that overflows
   with pytest.raises(NonFiniteLossError, match=f'last good checkpoint \\(step {last}\\)'):
     word2vec.train_and_evaluate(tiny_config, str(tmp_path))
   after = {d: sorted(os.listdir(ckpt_dir / d)) for d in os.listdir(ckpt_dir)}
@@ -128,9 +128,9 @@ def _train_cmd(workdir, *overrides):
 
 def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):
   proc = subprocess.Popen(
-      _train_cmd(tmp_path, '--config.epochs=1000', '--config.data.kind=text',
+      _train_cmd(tmp_path, '--config.train.epochs=1000', '--config.data.kind=text',
                  '--config.data.path=gensim:lee_background.cor',
-                 '--config.checkpoint_every_steps=100000000'),
+                 '--config.train.checkpoint_every_steps=100000000'),
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   metrics = tmp_path / 'metrics.jsonl'
   deadline = time.time() + 120
@@ -154,7 +154,7 @@ def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):
     ('rare', ['--config.data.kind=text', '--config.vocab.min_count=50'],
      'vocabulary of .* is empty: no word occurs at least min_count=50'),
     (None, ['--config.model.dimm=3'], 'dimm.*Did you mean "dim"'),
-    (None, ['--config.batch_size=0'], 'config.batch_size: must be >= 1'),
+    (None, ['--config.train.batch_size=0'], 'config.train.batch_size: must be >= 1'),
     (None, ['--config.model.mode=glove'], "config.model.mode: must be 'skipgram' or 'cbow'"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, setup, overrides, message):
@@ -185,8 +185,8 @@ def test_continued_pretraining_starts_from_another_run(tiny_config, tmp_path):
   c = tiny_config.copy_and_resolve_references()
   c.data.path = 'gensim:lee.cor'  # another corpus: a different vocabulary
   c.data.encoding = 'latin-1'
-  c.init_from = src_dir
-  c.epochs = 1
+  c.init.path = src_dir
+  c.train.epochs = 1
   src_vocab = Vocabulary.load(f'{src_dir}/vocab.tsv')
   cfg = word2vec.model_config(c, 1)
   corpus = word2vec.load_corpus(c)
@@ -208,6 +208,6 @@ def test_continued_pretraining_starts_from_another_run(tiny_config, tmp_path):
   out = word2vec.train_and_evaluate(c, dst_dir)
   assert out['vocab_size'] == len(union)
   bad = c.copy_and_resolve_references()
-  bad.init_from = str(tmp_path / 'nowhere')
+  bad.init.path = str(tmp_path / 'nowhere')
   with pytest.raises(DataError, match='vocab.tsv not found'):
     word2vec.train_and_evaluate(bad, str(tmp_path / 'dst2'))

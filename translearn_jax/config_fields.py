@@ -3,7 +3,7 @@
 Every family spells the same idea the same way:
 * `optim.*`: learning_rate, schedule, warmup_steps, weight_decay, grad_clip (+ b1, b2,
   eps, end_lr_ratio, no_decay where a family exposes them);
-* `train.*`: batch_size, steps or epochs, eval and checkpoint cadence;
+* `train.*`: batch_size, steps or epochs, sequence length, eval and checkpoint cadence;
 * `init.*`: kind, path (and binary, remap_init, rules) of any pretrained source;
 * `data.*`: the files and fields to read.
 
@@ -43,9 +43,22 @@ RENAMED = {
 }
 
 
+# Top-level fields of the pretraining families (matched only at the top level: the
+# same names are right inside `train.*`).
+RENAMED_TOP = {f: f'train.{f}' for f in (
+    'batch_size', 'seq_length', 'grad_accum', 'epochs', 'checkpoint_every_steps',
+    'log_every_steps', 'eval_every_steps', 'keep_checkpoints', 'eval_max_rows',
+    'steps_per_call', 'prefetch')}
+RENAMED_TOP.update({'max_steps': 'train.steps', 'init_from': 'init.path',
+                    'learning_rate': 'optim.learning_rate',
+                    'min_learning_rate_ratio': 'optim.end_lr_ratio'})
+
+
 def renamed(field: str) -> str | None:
   """The new name of `field` (a dotted path, possibly inside a sub-config such as
   `mr.pretrained.path`), or None when it is not an old spelling."""
+  if field in RENAMED_TOP:
+    return RENAMED_TOP[field]
   parts = field.split('.')
   for i in range(len(parts)):
     tail = '.'.join(parts[i:])

@@ -37,7 +37,7 @@ import numpy as np
 from translearn_jax.downstream.classification import ClassificationTask
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.experiments import classification, finetune
-from translearn_jax.errors import ConfigError
+from translearn_jax.errors import ConfigError, NonFiniteLossError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import strategies
@@ -132,9 +132,12 @@ class CurveRunner:
       opt_state = jax.vmap(tx.init)(params)
       f = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, None)), donate_argnums=(0, 1))
       seed_arr = np.asarray(seeds, np.int32)
+      finite = jnp.ones(len(seeds), bool)  # accumulated on the device: no sync per step
       for i in range(steps):
         params, opt_state, loss = f(params, opt_state, inputs(i, range(len(seeds))), seed_arr,
                                     np.int32(i))
+        finite = finite & jnp.isfinite(loss)
+      self._check_finite(np.asarray(finite), strategy, budget, seeds)
       finals = [unstack(params, k) for k in range(len(seeds))]
     else:
       f = jax.jit(step, donate_argnums=(0, 1))
@@ -142,12 +145,22 @@ class CurveRunner:
       for k, s in enumerate(seeds):
         params = jax.tree.map(jnp.copy, inits[k])  # own buffers: the step donates them
         opt_state = tx.init(params)
+        finite = jnp.ones((), bool)
         for i in range(steps):
           batch = {key: v[0] for key, v in inputs(i, [k]).items()}
           params, opt_state, loss = f(params, opt_state, batch, np.int32(s), np.int32(i))
+          finite = finite & jnp.isfinite(loss)
+        self._check_finite(np.asarray(finite)[None], strategy, budget, [s])
         finals.append(params)
     accs = self.accuracy(stack(finals), 'test')
     return accs, time.perf_counter() - t0, finals
+
+  @staticmethod
+  def _check_finite(finite: np.ndarray, strategy: str, budget: int, seeds) -> None:
+    bad = [s for s, ok in zip(seeds, finite) if not ok]
+    if bad:
+      raise NonFiniteLossError(f'learning curve {strategy}, {budget} labels: the loss became '
+                               f'non-finite for seed(s) {bad}')
 
   def accuracy(self, stacked_params, split: str, batch: int = 512) -> np.ndarray:
     toks, mask, labels = self.setup.inputs[split]

@@ -31,6 +31,7 @@ from translearn_jax.training import flops as flops_lib
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, train_loop
 from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
@@ -45,16 +46,16 @@ def _require(cond, field, msg):
 
 
 def validate(config) -> None:
-  _require(config.max_steps >= 0, 'max_steps', f'must be >= 0, got {config.max_steps}')
+  _require(config.train.steps >= 0, 'train.steps', f'must be >= 0, got {config.train.steps}')
   for f in ('batch_size', 'seq_length', 'grad_accum', 'epochs', 'checkpoint_every_steps',
             'log_every_steps', 'keep_checkpoints', 'eval_every_steps'):
-    _require(int(config[f]) >= 1, f, f'must be >= 1, got {config[f]}')
+    _require(int(config.train[f]) >= 1, f'train.{f}', f'must be >= 1, got {config.train[f]}')
   _require(config.model.arch in ('transformer', 'lstm'), 'model.arch',
            f"must be 'transformer' or 'lstm', got {config.model.arch!r}")
   _require(config.dtype in DTYPES, 'dtype', f'must be one of {sorted(DTYPES)}')
   if config.model.arch == 'transformer':
-    _require(config.seq_length <= config.model.max_len, 'seq_length',
-             f'{config.seq_length} is larger than the model maximum '
+    _require(config.train.seq_length <= config.model.max_len, 'train.seq_length',
+             f'{config.train.seq_length} is larger than the model maximum '
              f'model.max_len={config.model.max_len}')
   _require(0 <= config.data.valid_fraction < 1, 'data.valid_fraction', 'must be in [0, 1)')
 
@@ -73,9 +74,9 @@ def get_tokenizer(config, train_docs, workdir: str) -> Tokenizer:
     return Tokenizer.load(config.tokenizer.path)
   if os.path.exists(saved):
     return Tokenizer.load(saved)
-  if config.get('init_from'):  # continued pretraining keeps the source's pieces
-    tok = sources.run_tokenizer(config.init_from, sources.run_config(config.init_from,
-                                                                     'init_from'))
+  if config.init.path:  # continued pretraining keeps the source's pieces
+    tok = sources.run_tokenizer(config.init.path, sources.run_config(config.init.path,
+                                                                     'init.path'))
     if jax.process_index() == 0:
       tok.save(saved)
     return tok
@@ -107,8 +108,8 @@ def load_data(config, workdir: str):
   info('tokenised %d train / %d held-out documents: %d / %d tokens in %.1fs',
        len(train_docs), len(valid_docs), len(train_stream),
        0 if valid_stream is None else len(valid_stream), time.perf_counter() - t0)
-  train_rows = pack(train_stream, config.seq_length, 'training')
-  valid_rows = (pack(valid_stream, config.seq_length, 'held-out')
+  train_rows = pack(train_stream, config.train.seq_length, 'training')
+  valid_rows = (pack(valid_stream, config.train.seq_length, 'held-out')
                 if valid_stream is not None else None)
   stats = {'train_documents': len(train_docs), 'valid_documents': len(valid_docs),
            'train_tokens': int(len(train_stream)),
@@ -212,7 +213,7 @@ def build(config, workdir: str):
 def check_same_architecture(src_cfg, train_cfg, run_dir: str) -> None:
   diff = lm_models.architecture_diff(src_cfg, train_cfg)
   if diff:
-    raise ConfigError(f'config.init_from: {run_dir} has a different architecture '
+    raise ConfigError(f'config.init.path: {run_dir} has a different architecture '
                       f'(source vs this config: {diff}); set config.model to match it')
 
 
@@ -222,31 +223,31 @@ def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh) -> TrainStat
   The ULMFiT middle stage: an LM pretrained on general text continues training
   on target-domain text; the optimiser state and step count start fresh.
   """
-  src = sources.load('lm', run_dir, field='init_from')
+  src = sources.load('lm', run_dir, field='init.path')
   check_same_architecture(src.model_config, train_cfg, run_dir)
   return state.replace(params=jax.device_put(src.params, mesh_lib.replicated(mesh)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
-  if config.get('init_from'):  # fail before reading and tokenising the corpus
-    src_config = sources.run_config(config.init_from, 'init_from')
+  if config.init.path:  # fail before reading and tokenising the corpus
+    src_config = sources.run_config(config.init.path, 'init.path')
     if src_config.get('family') != 'lm':
-      raise ConfigError(f'config.init_from: {config.init_from} is not an LM run')
-    src_tok = sources.run_tokenizer(config.init_from, src_config)
+      raise ConfigError(f'config.init.path: {config.init.path} is not an LM run')
+    src_tok = sources.run_tokenizer(config.init.path, src_config)
     check_same_architecture(model_config(src_config, src_tok.vocab_size),
-                            model_config(config, src_tok.vocab_size), config.init_from)
+                            model_config(config, src_tok.vocab_size), config.init.path)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
   tok, train_rows, valid_rows, stats, mesh = build(config, workdir)
-  row_start, row_stop = mesh_lib.process_rows(config.batch_size, mesh)
-  stream = LMStream(train_rows, config.batch_size, config.grad_accum, config.epochs,
+  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
+  t = config.train
+  stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs,
                     config.seed, row_start, row_stop)
   total_steps = stream.total_steps
-  if config.max_steps:
-    total_steps = min(total_steps, config.max_steps)
+  if config.train.steps:
+    total_steps = min(total_steps, config.train.steps)
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   eval_cfg = train_cfg.replace(deterministic=True)
   model, eval_model = lm_models.make(train_cfg), lm_models.make(eval_cfg)
@@ -256,31 +257,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = init_state(model, tx, config.seed, 8, mesh)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   info('%s LM: %.2fM parameters, %d steps of %d tokens', config.model.arch, n_params / 1e6,
-       total_steps, config.batch_size * config.grad_accum * config.seq_length)
-  checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+       total_steps, config.train.batch_size * config.train.grad_accum * config.train.seq_length)
+  checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
   data_state = LMState()
   if checkpointer.latest_step() is not None:
     state, saved = checkpointer.restore(state)
     data_state = LMState(**saved)
     info('resumed from step %d (epoch %d, batch %d)', int(state.step), data_state.epoch,
          data_state.batch)
-  elif config.get('init_from'):
-    state = init_from_run(config.init_from, state, train_cfg, mesh)
-    info('initialised from %s (continued pretraining; fresh optimiser)', config.init_from)
+  elif config.init.path:
+    state = init_from_run(config.init.path, state, train_cfg, mesh)
+    info('initialised from %s (continued pretraining; fresh optimiser)', config.init.path)
   train_fn = make_train_fn(model, tx, schedule, mesh)
   eval_fn = make_eval_fn(eval_model, mesh)
-  tokens_per_step = config.batch_size * config.grad_accum * config.seq_length
-  fpt = lm_models.flops_per_token(train_cfg, config.seq_length)
+  tokens_per_step = config.train.batch_size * config.train.grad_accum * config.train.seq_length
+  fpt = lm_models.flops_per_token(train_cfg, config.train.seq_length)
   peak = flops_lib.peak_flops(dtype=config.dtype, override=config.peak_flops_per_device)
   if peak is None:
     info('peak FLOP/s of device kind %r (%s) unknown: MFU not reported '
          '(set config.peak_flops_per_device)', jax.devices()[0].device_kind, config.dtype)
   def held_out(step: int, state) -> dict:
-    r = evaluate_rows(eval_fn, state.params, valid_rows, config.batch_size, mesh,
-                      config.eval_max_rows)
+    r = evaluate_rows(eval_fn, state.params, valid_rows, config.train.batch_size, mesh,
+                      config.train.eval_max_rows)
     return {'valid_loss': r['loss'], 'valid_perplexity': r['perplexity']}
 
-  hooks = [Every(config.eval_every_steps, held_out, at_end=True)] if valid_rows is not None \
+  hooks = [Every(config.train.eval_every_steps, held_out, at_end=True)] if valid_rows is not None \
       else []
 
   writer = MetricWriter(workdir)
@@ -304,7 +305,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
                                                      batch_axis=1),
         checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
-        checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
+        checkpoint_every=config.train.checkpoint_every_steps,
+        log_every=config.train.log_every_steps,
         units_per_step=tokens_per_step, units_name='tokens', data_state=data_state.to_dict(),
         progress=config.progress, hooks=hooks, postprocess=add_mfu)
   finally:
@@ -321,10 +323,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return summary
   if valid_rows is not None:
     summary['valid'] = evaluate_rows(eval_fn, result.state.params, valid_rows,
-                                     config.batch_size, mesh)
-  train_eval = evaluate_rows(eval_fn, result.state.params, train_rows, config.batch_size, mesh,
+                                     config.train.batch_size, mesh)
+  train_eval = evaluate_rows(eval_fn, result.state.params, train_rows, config.train.batch_size,
+                             mesh,
                              max_rows=max(len(valid_rows) if valid_rows is not None else 0,
-                                          config.batch_size))
+                                          config.train.batch_size))
   summary['train_sample'] = train_eval
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'eval.json'), summary)

@@ -5,7 +5,7 @@ One sentencepiece model is trained on both sides (saved as
 `workdir/tokenizer.model`). Pairs are length-filtered to `max_source_len` /
 `max_target_len` and batched by length (`length_buckets`, see
 `data.bucketing`): each batch is padded only to its bucket's boundary; or,
-with `packing=True`, several pairs share each of the `batch_size` rows
+with `packing=True`, several pairs share each of the `train.batch_size` rows
 (`data.packing`; attention stays within a pair, so nothing is padded but the
 end of a row).
 Loss: label-smoothed cross-entropy over real target tokens; throughput is
@@ -42,6 +42,7 @@ from translearn_jax.models import seq2seq as s2s
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, train_loop
 from translearn_jax.training.metrics import MetricWriter, info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
@@ -199,8 +200,7 @@ def score(hyps, refs, metric: str) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
   splits = {s: parallel.read_split(config.data, s) for s in ('train', 'valid', 'test')
             if config.data.get(f'{s}_source') or config.data.get(f'{s}_path')
             or (config.data.kind == 'tfds' and config.data.get(f'{s}_split'))}
@@ -212,22 +212,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   info('seq2seq: %d training pairs (%d dropped by length), vocab %d', len(kept),
        len(splits['train']) - len(kept), tok.vocab_size)
   mesh = mesh_lib.make_mesh(config.num_devices or None)
-  row_start, row_stop = mesh_lib.process_rows(config.batch_size, mesh)
+  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   arrays, lengths = pair_arrays(train_rows, ms, mt)
   if config.get('packing', False):
     stream = PackStream(arrays['source'], arrays['target_in'], arrays['target_out'],
-                        config.batch_size, config.epochs, config.seed, row_start, row_stop)
+                        config.train.batch_size, config.train.epochs, config.seed, row_start,
+                        row_stop)
     fill = stream.fill()
     info('packing: %d rows of %d/%d pieces a batch, %.1f pairs a row on average; '
-         'fill %.0f%% source, %.0f%% target', config.batch_size, ms, mt,
-         len(kept) * config.epochs / (stream.total_steps * config.batch_size),
+         'fill %.0f%% source, %.0f%% target', config.train.batch_size, ms, mt,
+         len(kept) * config.train.epochs / (stream.total_steps * config.train.batch_size),
          100 * fill['source'], 100 * fill['target'])
   else:
     boundaries = parse_boundaries(config.length_buckets, max(ms, mt))
-    stream = BucketStream(arrays, lengths, boundaries, config.batch_size, config.epochs,
+    stream = BucketStream(arrays, lengths, boundaries, config.train.batch_size, config.train.epochs,
                           config.seed, row_start, row_stop)
     info('length buckets %s: %s pairs', boundaries, stream.bucket_sizes)
-  total_steps = min(stream.total_steps, config.max_steps) if config.max_steps else \
+  total_steps = min(stream.total_steps, config.train.steps) if config.train.steps else \
       stream.total_steps
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   model = s2s.Seq2Seq(train_cfg)
@@ -236,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
 
   state = init_state(model, tx, config.seed, mesh, ms, mt)
-  checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+  checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
   data_state = LMState()
   if checkpointer.latest_step() is not None:
     state, saved = checkpointer.restore(state)
@@ -266,7 +267,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
                                                      batch_axis=1),
         checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
-        checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
+        checkpoint_every=config.train.checkpoint_every_steps,
+        log_every=config.train.log_every_steps,
         units_per_step=0, units_key='loss_count', units_name='target_tokens',
         data_state=data_state.to_dict(), progress=config.progress, hooks=hooks)
   finally:

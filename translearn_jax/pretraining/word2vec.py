@@ -43,8 +43,10 @@ def _require(cond: bool, field: str, msg: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   for field in ('batch_size', 'seq_length', 'steps_per_call', 'epochs',
                 'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints'):
-    _require(int(config[field]) >= 1, field, f'must be >= 1, got {config[field]}')
-  _require(config.learning_rate > 0, 'learning_rate', f'must be > 0, got {config.learning_rate}')
+    _require(int(config.train[field]) >= 1, f'train.{field}',
+             f'must be >= 1, got {config.train[field]}')
+  _require(config.optim.learning_rate > 0, 'optim.learning_rate',
+           f'must be > 0, got {config.optim.learning_rate}')
   _require(config.sample >= 0, 'sample', f'must be >= 0, got {config.sample}')
   _require(config.vocab.min_count >= 1, 'vocab.min_count', 'must be >= 1')
   _require(config.model.mode in (w2v.SKIPGRAM, w2v.CBOW), 'model.mode',
@@ -79,8 +81,8 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:
   """word2vec's linear decay from α0 to α0·min_learning_rate_ratio."""
-  return optax.linear_schedule(config.learning_rate,
-                               config.learning_rate * config.min_learning_rate_ratio,
+  return optax.linear_schedule(config.optim.learning_rate,
+                               config.optim.learning_rate * config.optim.end_lr_ratio,
                                total_steps)
 
 
@@ -164,8 +166,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Loads the corpus named by `config.data`, then `train_on_corpus`."""
   validate(config)
   corpus = load_corpus(config)
-  if config.get('init_from'):
-    src_vocab = Vocabulary.load(_run_file(config.init_from, 'vocab.tsv'))
+  if config.init.path:
+    src_vocab = Vocabulary.load(_run_file(config.init.path, 'vocab.tsv'))
     corpus = dataclasses.replace(corpus, vocab=union_vocabulary(corpus.vocab, src_vocab))
   return train_on_corpus(config, corpus, workdir)
 
@@ -173,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _run_file(run_dir: str, name: str) -> str:
   path = os.path.join(run_dir, name)
   if not os.path.exists(path):
-    raise DataError(f'config.init_from: {path} not found (init_from must be a word2vec run '
+    raise DataError(f'config.init.path: {path} not found (init.path must be a word2vec run '
                     'directory)')
   return path
 
@@ -191,17 +193,17 @@ def union_vocabulary(vocab: Vocabulary, source: Vocabulary) -> Vocabulary:
 
 def init_from_run(config, cfg: w2v.Word2VecConfig, vocab: Vocabulary, seed: int, mesh
                   ) -> tuple[TrainState, dict]:
-  """Fresh state whose rows of both tables come from the run `config.init_from`."""
-  run = config.init_from
+  """Fresh state whose rows of both tables come from the run `config.init.path`."""
+  run = config.init.path
   src_vocab = Vocabulary.load(_run_file(run, 'vocab.tsv'))
   src = Checkpointer(run)
   if src.latest_step() is None:
-    raise DataError(f'config.init_from: no checkpoint in {run}/checkpoints')
+    raise DataError(f'config.init.path: no checkpoint in {run}/checkpoints')
   template = init_state(dataclasses.replace(cfg, vocab_size=len(src_vocab)), seed, mesh)
   try:
     src_state, _ = src.restore(template)
   except Exception as e:  # orbax: shape/structure mismatch
-    raise DataError(f'config.init_from: cannot restore {run} with model.dim={cfg.dim} '
+    raise DataError(f'config.init.path: cannot restore {run} with model.dim={cfg.dim} '
                     f'({type(e).__name__}: {str(e).splitlines()[0][:200]})') from None
   finally:
     src.close()
@@ -228,18 +230,19 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   vocab = corpus.vocab
   _check_vocab(workdir, vocab)
   mesh = mesh_lib.make_mesh(config.num_devices or None)
-  row_start, row_stop = mesh_lib.process_rows(config.batch_size, mesh)
+  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   cfg = model_config(config, len(vocab))
   stream = BlockStream(corpus, StreamConfig(
-      batch=config.batch_size, length=config.seq_length, steps=config.steps_per_call,
+      batch=config.train.batch_size, length=config.train.seq_length,
+      steps=config.train.steps_per_call,
       window=cfg.window, negatives=cfg.negatives, sample=config.sample, seed=config.seed),
-      epochs=config.epochs, row_start=row_start, row_stop=row_stop)
+      epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
   total_steps = stream.estimated_total_steps()
   schedule = lr_schedule(config, total_steps)
-  checkpointer = Checkpointer(workdir, config.keep_checkpoints)
-  if config.get('init_from') and checkpointer.latest_step() is None:
+  checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
+  if config.init.path and checkpointer.latest_step() is None:
     state, remap = init_from_run(config, cfg, vocab, config.seed, mesh)
-    info('init_from %s: %d of %d words found', config.init_from,
+    info('init.path %s: %d of %d words found', config.init.path,
          remap['in_embed']['found'], len(vocab))
   else:
     state = init_state(cfg, config.seed, mesh)
@@ -250,17 +253,18 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
     info('resumed from step %d (epoch %d, block %d)', int(state.step),
                  data_state.epoch, data_state.block)
   train_fn = make_train_fn(cfg, schedule, mesh)
-  words_per_step = corpus.raw_words * config.epochs / total_steps
+  words_per_step = corpus.raw_words * config.train.epochs / total_steps
   writer = MetricWriter(workdir)
   try:
     result = train_loop(
         state=state,
-        stream=((s.to_dict(), b) for s, b in stream.iterate(data_state, config.prefetch)),
+        stream=((s.to_dict(), b) for s, b in stream.iterate(data_state, config.train.prefetch)),
         step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
                                                       batch_axis=1),
         checkpointer=checkpointer, writer=writer, total_steps=total_steps,
-        steps_per_call=config.steps_per_call,
-        checkpoint_every=config.checkpoint_every_steps, log_every=config.log_every_steps,
+        steps_per_call=config.train.steps_per_call,
+        checkpoint_every=config.train.checkpoint_every_steps,
+        log_every=config.train.log_every_steps,
         units_per_step=words_per_step, units_name='words',
         data_state=data_state.to_dict(), progress=config.progress)
   finally:
