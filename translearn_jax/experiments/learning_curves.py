@@ -1,5 +1,8 @@
 """Learning curves of transfer: test accuracy against the number of labelled examples.
 
+(Over 300 lines: the vmapped curve runner, the transfer metrics over its cells and
+the CSV/PNG outputs form one experiment.)
+
 For every strategy (always including `scratch`) and label budget, `seeds`
 models are trained on seeded, stratified subsets of the training split of a
 classification config (`downstream.classification.Setup`), all seeds in one

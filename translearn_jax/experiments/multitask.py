@@ -1,5 +1,8 @@
 """Multi-task learning: one shared LM backbone, one head per task, a task-mixing sampler.
 
+(Over 300 lines: the multi-task run and its single-task comparison share the
+step, batch and evaluation code that a split would have to pass between files.)
+
 Tasks (`multitask.tasks`: names of sub-configs, each with a `family`):
 `classify` → `downstream.classification.ClassificationTask` (`lm_encoder`
 model), `tag` → `downstream.tagging.TaggingTask`, `language_model` →

@@ -5,6 +5,11 @@ Writes to `workdir`: `tokenizer.model` (sentencepiece), `config.json`,
 `checkpoints/`, `metrics.jsonl`, `tb/`, and `eval.json` (held-out loss and
 perplexity). Sample from a finished run with
 `python -m translearn_jax.generation.sample --workdir DIR --prompt "..."`.
+
+Over 300 lines because it is the whole LM family in one place — validation, data
+(tokenizer, packing, held-out documents), the jitted train/eval steps with
+gradient accumulation, continued pretraining and the run — each piece used only
+here; the model and its factory live in `models/`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ temporary directory and renames it on success, so a crash mid-save never
 leaves a half-written step; a leftover `*.orbax-checkpoint-tmp*` directory is
 removed (with a warning) when the workdir is opened again.
 
+(Over 300 lines: saving, verifying, setting aside and restoring are one
+protocol over one directory layout; splitting them would spread it.)
+
 Orbax does not check the bytes of array chunks (a flipped byte restores as a
 wrong value), so after each save `translearn_manifest.json` records the size
 and sha256 of every file of the step (written atomically, after orbax's

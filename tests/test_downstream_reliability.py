@@ -1,0 +1,83 @@
+"""Downstream runners: a diverging run stops with `NonFiniteLossError` (train.py: exit 3)
+naming the run; a fine-tuning comparison killed with SIGKILL mid-run resumes to the result
+of an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import train
+from test_classification import base_config, topic_task, vectors  # noqa: F401 (fixtures)
+from translearn_jax.errors import NonFiniteLossError
+
+
+def diverging(task, vecs):
+  c = base_config(task, vecs[0])
+  c.optim.learning_rate = 1e30   # Adam moves every weight by ~1e30: the loss overflows
+  c.optim.grad_clip = 0.0
+  c.train.epochs = 1
+  return c
+
+
+def test_finetune_comparison_names_strategy_and_seed(tmp_path, topic_task, vectors):  # noqa: F811
+  c = diverging(topic_task, vectors)
+  c.compare_scratch, c.seeds, c.transfer.strategies = True, 1, 'finetune'
+  with pytest.raises(NonFiniteLossError, match=r'^scratch seed 0: loss is (nan|inf)'):
+    train.run(c, str(tmp_path / 'cmp'))
+
+
+def test_learning_curve_names_strategy_budget_and_seeds(tmp_path, topic_task, vectors):  # noqa: F811
+  c = diverging(topic_task, vectors)
+  c.family, c.seeds = 'curves', 2
+  c.curve = dict(budgets='64', strategies='finetune', epochs=1, min_steps=4,
+                 time_sequential=False, title='t')
+  with pytest.raises(NonFiniteLossError,
+                     match=r'^learning curve scratch, 64 labels: the loss became non-finite '
+                           r'for seed\(s\) \[0, 1\]'):
+    train.run(c, str(tmp_path / 'curves'))
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def comparison_cmd(task, vecs, workdir):
+  return [sys.executable, 'train.py', '--config', 'configs/transfer_mr_skipgram.py',
+          '--workdir', str(workdir), '--config.data.kind=tsv', f'--config.data.path={task}',
+          '--config.model.dim=16', f'--config.init.path={vecs[0]}', '--config.train.epochs=3',
+          '--config.train.batch_size=32', '--config.transfer.unfreeze_every=20',
+          '--config.compare_scratch=True', '--config.seeds=1',
+          '--config.transfer.strategies=finetune']
+
+
+def test_kill9_mid_finetuning_then_resume_equals_uninterrupted(tmp_path, topic_task,  # noqa: F811
+                                                             vectors):  # noqa: F811
+  env = {**os.environ, 'PYTHONPATH': ROOT}
+  ref = subprocess.run(comparison_cmd(topic_task, vectors, tmp_path / 'ref'), cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert ref.returncode == 0, ref.stderr
+  work = tmp_path / 'killed'
+  proc = subprocess.Popen(comparison_cmd(topic_task, vectors, work), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpts = work / 'runs' / 'finetune-seed0' / 'checkpoints'
+  deadline = time.time() + 240
+  while time.time() < deadline and not (ckpts.exists() and any(
+      p.name.isdigit() for p in ckpts.iterdir())):
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)   # mid-way through the second run (after epoch 1)
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  recs = [json.loads(l) for l in (work / 'runs.jsonl').read_text().splitlines()]
+  assert [r['strategy'] for r in recs] == ['scratch']   # the finetune run was cut off
+  again = subprocess.run(comparison_cmd(topic_task, vectors, work), cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr
+  want = {r['strategy']: r['test'] for r in json.loads((tmp_path / 'ref' / 'results.json')
+                                                         .read_text())['rows']}
+  got = {r['strategy']: r['test'] for r in json.loads((work / 'results.json').read_text())['rows']}
+  assert got == want
+  assert not ckpts.exists()   # a recorded run's checkpoints are removed
