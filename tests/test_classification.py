@@ -246,14 +246,14 @@ def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_pat
                                          d_ff=32, max_len=16)
   toks = jnp.asarray(np.random.default_rng(0).integers(0, 40, (2, 9)), jnp.int32)
   plain = transformer_lm.TransformerLM(cfg)
-  p_plain = plain.init(jax.random.key(0), toks)['params']
+  p_plain = jax.jit(plain.init)(jax.random.key(0), toks)['params']
   lora = transformer_lm.TransformerLM(cfg.replace(lora_rank=4))
-  p_lora, report = g.graft(lora.init(jax.random.key(1), toks)['params'], p_plain,
+  p_lora, report = g.graft(jax.jit(lora.init)(jax.random.key(1), toks)['params'], p_plain,
                            g.parse_rules('(.*)=>\\1'))
   assert sorted(report.created) == sorted(
       f'block_0/attn/{n}/lora_{x}' for n in ('query', 'value') for x in 'ab')
-  np.testing.assert_allclose(lora.apply({'params': p_lora}, toks),
-                             plain.apply({'params': p_plain}, toks), atol=1e-6)
+  np.testing.assert_allclose(jax.jit(lora.apply)({'params': p_lora}, toks),
+                             jax.jit(plain.apply)({'params': p_plain}, toks), atol=1e-6)
   # 2. Strategy 'lora' in a classifier: the backbone stays bit-identical.
   lm_dir = tiny_lm_run
   from configs import transfer_mr_lm

@@ -148,7 +148,12 @@ def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
   out = train.run(c, str(tmp_path / 'run'))
   rows = {r['condition']: r for r in out['rows']}
   assert set(rows) == {'no adaptation', 'DANN'} and rows['DANN']['seeds'] == 2
-  assert 'gain_mean' in rows['DANN'] and (tmp_path / 'run' / 'dann.json').exists()
+  assert rows['DANN']['gain_mean'] == pytest.approx(
+      np.mean(np.subtract(rows['DANN']['test'], rows['no adaptation']['test'])))
+  assert 'gain_mean' not in rows['no adaptation']
+  saved = json.loads((tmp_path / 'run' / 'dann.json').read_text())
+  assert [(r['condition'], r['test']) for r in saved['rows']] == [
+      (r['condition'], r['test']) for r in out['rows']]
   # the step with lambda = 0 gives the task parameters the gradient of the task loss alone
   setup = da.DannSetup(c)
   params, _ = setup.init(0)
