@@ -1,14 +1,37 @@
-"""Test setup: 8 virtual CPU devices (set before JAX is imported) and shared fixtures."""
+"""Test setup: 8 virtual CPU devices (set before JAX is imported) and shared fixtures.
 
+Expensive inputs are session fixtures, built once per pytest process (with
+`-n 2 --dist loadfile`, once per worker that runs a test needing them) and
+used read-only: `tiny_lm_run` (a small trained Transformer LM run directory),
+`topic_task` (a labelled TSV made from the Lee corpus), `vectors` (a vectors
+file for its words) and `conll_task` (CoNLL-format files). A test that must
+change a run directory copies it to its own tmp_path first.
+
+Each process also gets a fresh, private JAX compilation cache (deleted at
+exit): the runners build a new jitted step per run, so e.g. the ten
+fine-tuning runs of one comparison would otherwise compile the same program
+ten times. Subprocesses (train.py) do not use it.
+"""
+
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+_XLA_CACHE = tempfile.mkdtemp(prefix='translearn_jax_test_xla_cache_')
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', _XLA_CACHE)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data'))
@@ -66,3 +89,102 @@ class StopAfter:
       def __exit__(self, *exc):
         return False
     return Ctx()
+
+
+# -- shared inputs (session-scoped, read-only) -----------------------------------
+
+def lm_config(**over):
+  from configs import lm_transformer
+  c = lm_transformer.get_config()
+  c.data.kind, c.data.path = 'text', 'gensim:lee_background.cor'
+  c.tokenizer.vocab_size = 400
+  c.model.d_model, c.model.num_layers, c.model.d_ff, c.model.max_len = 32, 1, 64, 64
+  c.train.seq_length, c.train.batch_size, c.train.epochs = 32, 8, 1
+  c.num_devices, c.progress = 1, False
+  c.train.log_every_steps, c.train.checkpoint_every_steps, c.train.eval_every_steps = 10, 20, 1000
+  c.optim.warmup_steps = 5
+  for k, v in over.items():
+    node = c
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = node[p]
+    assert leaf in node, f'no config field {k}'
+    node[leaf] = v
+  return c
+
+
+def _snapshot(directory):
+  """{relative path: (size, mtime)} of every file under `directory`."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for f in files:
+      st = os.stat(os.path.join(root, f))
+      out[os.path.relpath(os.path.join(root, f), directory)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+@pytest.fixture(scope='session')
+def tiny_lm_run(tmp_path_factory):
+  """A small Transformer LM run directory (lm_config: 1 layer × 32, max_len 64, a
+  400-piece tokenizer, 10 steps): what the LM-transfer tests graft, fine-tune,
+  sample from and continue pretraining. Read-only: its files must not change."""
+  from translearn_jax.pretraining import lm
+  lm_dir = str(tmp_path_factory.mktemp('tiny_lm_run'))
+  lm.train_and_evaluate(lm_config(**{'train.steps': 10}), lm_dir)
+  before = _snapshot(lm_dir)
+  yield lm_dir
+  assert _snapshot(lm_dir) == before, 'a test changed the shared tiny_lm_run (copy it first)'
+
+
+@pytest.fixture(scope='session')
+def topic_task(tmp_path_factory):
+  """Lee-corpus sentences labelled by whether they mention a person-ish word."""
+  from translearn_jax.data import readers
+  d = tmp_path_factory.mktemp('task')
+  docs = list(readers.read_documents(readers.TextSpec(kind='text',
+                                                      path='gensim:lee_background.cor')))
+  sents = [s.strip() for doc in docs for s in doc.split('. ') if len(s.split()) > 4][:1200]
+  keys = {'he', 'she', 'his', 'her', 'minister', 'president', 'mr'}
+  rows = ['sentence\tlabel'] + [f'{s}\t{int(bool(keys & set(s.lower().split())))}'
+                                for s in sents]
+  (d / 'task.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+  return str(d / 'task.tsv')
+
+
+@pytest.fixture(scope='session')
+def vectors(tmp_path_factory, topic_task):
+  """Made-up 16-d vectors for the task's words (deterministic): (path, words)."""
+  import numpy as np
+  from translearn_jax.downstream.classification import word_vocab
+  from translearn_jax.export.word2vec_format import save_word2vec
+  words = word_vocab([l.split('\t')[0] for l in open(topic_task).read().splitlines()[1:]])[2:]
+  rng = np.random.default_rng(0)
+  path = str(tmp_path_factory.mktemp('vec') / 'v.txt')
+  save_word2vec(path, words[:300], rng.normal(size=(300, 16)).astype(np.float32))
+  return path, words[:300]
+
+
+def make_conll_task(tmp_path):
+  """A tiny CoNLL-format task made from the Lee corpus: tag capitalised words."""
+  from translearn_jax.data import readers
+  docs = list(readers.read_documents(readers.TextSpec(kind='text',
+                                                      path='gensim:lee_background.cor')))
+  words = ' '.join(docs).split()
+  blocks = []
+  for i in range(0, 3000, 10):
+    sent = words[i:i + 10]
+    tags, prev = [], False
+    for w in sent:
+      cap = w[:1].isupper()
+      tags.append(('I-NAME' if prev else 'B-NAME') if cap else 'O')
+      prev = cap
+    blocks.append('\n'.join(f'{w} {t}' for w, t in zip(sent, tags)))
+  for name, part in (('train', blocks[:200]), ('dev', blocks[200:250]), ('test', blocks[250:])):
+    (tmp_path / f'{name}.txt').write_text('\n\n'.join(part) + '\n', encoding='utf-8')
+  return tuple(str(tmp_path / f'{n}.txt') for n in ('train', 'dev', 'test'))
+
+
+@pytest.fixture(scope='session')
+def conll_task(tmp_path_factory):
+  """(train, dev, test) paths of `make_conll_task`."""
+  return make_conll_task(tmp_path_factory.mktemp('conll'))

@@ -2,32 +2,18 @@
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
 import pytest
 
-from translearn_jax.data import readers
 from translearn_jax.downstream import classification as task
 from translearn_jax.downstream import models as task_models
 from translearn_jax.downstream import task as task_lib
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.experiments import classification
-from translearn_jax.export.word2vec_format import save_word2vec
 from translearn_jax.transfer import graft as g
-
-
-@pytest.fixture(scope='module')
-def topic_task(tmp_path_factory):
-  """Lee-corpus sentences labelled by whether they mention a person-ish word."""
-  d = tmp_path_factory.mktemp('task')
-  docs = list(readers.read_documents(readers.TextSpec(kind='text',
-                                                      path='gensim:lee_background.cor')))
-  sents = [s.strip() for doc in docs for s in doc.split('. ') if len(s.split()) > 4][:1200]
-  keys = {'he', 'she', 'his', 'her', 'minister', 'president', 'mr'}
-  rows = ['sentence\tlabel'] + [f'{s}\t{int(bool(keys & set(s.lower().split())))}'
-                                for s in sents]
-  (d / 'task.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
-  return str(d / 'task.tsv')
 
 
 def base_config(task_path, vectors_path):
@@ -41,17 +27,6 @@ def base_config(task_path, vectors_path):
   return c
 
 
-@pytest.fixture(scope='module')
-def vectors(tmp_path_factory, topic_task):
-  """Made-up 16-d vectors for the task's words (deterministic)."""
-  from translearn_jax.downstream.classification import word_vocab
-  words = word_vocab([l.split('\t')[0] for l in open(topic_task).read().splitlines()[1:]])[2:]
-  rng = np.random.default_rng(0)
-  path = str(tmp_path_factory.mktemp('vec') / 'v.txt')
-  save_word2vec(path, words[:300], rng.normal(size=(300, 16)).astype(np.float32))
-  return path, words[:300]
-
-
 def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypatch):
   c = base_config(topic_task, vectors[0])
   c.compare_scratch, c.seeds = True, 2
@@ -59,8 +34,17 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
   summary = classification.train_and_evaluate(c, str(tmp_path))
   rows = {r['strategy']: r for r in summary['rows']}
   assert set(rows) == {'scratch', 'feature_extraction', 'finetune'}
-  assert all(r['seeds'] == 2 and 0.0 <= r['test_mean'] <= 1.0 for r in rows.values())
-  assert 'gain_mean' in rows['finetune'] and 'gain_mean' not in rows['scratch']
+  assert all(r['seeds'] == 2 and len(r['test']) == 2 for r in rows.values())
+  # test accuracies over the 120 test examples; the table's means and paired gains
+  assert summary['data']['test'] == 120
+  for r in rows.values():
+    np.testing.assert_allclose(np.asarray(r['test']) * 120, np.round(np.asarray(r['test']) * 120),
+                               atol=1e-9)
+    assert r['test_mean'] == pytest.approx(np.mean(r['test']))
+  for name in ('feature_extraction', 'finetune'):
+    assert rows[name]['gain_mean'] == pytest.approx(
+        np.mean(np.subtract(rows[name]['test'], rows['scratch']['test'])))
+  assert 'gain_mean' not in rows['scratch']
   saved = json.load(open(tmp_path / 'results.json'))
   assert [r['strategy'] for r in saved['rows']] == [r['strategy'] for r in summary['rows']]
   report = json.load(open(tmp_path / 'graft_report_finetune.json'))
@@ -95,11 +79,11 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
   assert runs.run_list(c) == [(n, s) for s in range(3) for n in ('feature_extraction', 'finetune')]
   assert runs.fingerprint(c) == recs[0]['config']
   c.transfer.strategies = 'scratch'
-  with pytest.raises(Exception, match='nothing to run'):
+  with pytest.raises(ConfigError, match='nothing to run'):
     runs.run_list(c)
   c.with_scratch, c.transfer.strategies = True, 'feature_extraction,finetune'
   c.optim.learning_rate = 0.1  # a different comparison must not reuse these records
-  with pytest.raises(Exception, match='recorded by a different config'):
+  with pytest.raises(ConfigError, match='recorded by a different config'):
     classification.train_and_evaluate(c, str(tmp_path))
 
 
@@ -121,18 +105,15 @@ def test_frozen_backbone_is_bit_identical_after_training(tmp_path, topic_task, v
                              vecs[5], rtol=1e-6)
 
 
-def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
-  from test_lm import lm_config
-  from translearn_jax.pretraining import lm
-  lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'train.steps': 10}), lm_dir)
+def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task, tiny_lm_run):
+  lm_dir = tiny_lm_run
   from configs import transfer_mr_lm
   c = transfer_mr_lm.get_config()
   c.data.kind, c.data.path = 'tsv', topic_task
   c.init.path = lm_dir
   c.train.epochs, c.train.batch_size = 2, 32
   c.model.max_tokens = 65
-  with pytest.raises(Exception, match='max_tokens=65 exceeds the pretrained LM context'):
+  with pytest.raises(ConfigError, match='max_tokens=65 exceeds the pretrained LM context'):
     task.ClassificationTask(c)
   c.model.max_tokens = 48
   c.transfer.groups = (r'head=^head/,top=^backbone/(block_0|ln_final)/,'
@@ -145,7 +126,14 @@ def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
                                 np.asarray(src['block_0']['attn']['query']['kernel']))
   assert set(report.created) == {'head/kernel', 'head/bias'}
   r = classification.run_once(setup, 'discriminative', 0, c, str(tmp_path / 'run'))
-  assert 0.0 <= r['test'] <= 1.0
+  # model selection: the best of the logged per-epoch dev accuracies (the first on ties);
+  # the last one is the returned (final) parameters' dev accuracy
+  logged = [json.loads(l) for l in open(tmp_path / 'run' / 'metrics.jsonl')]
+  devs = [m['dev_accuracy'] for m in logged if 'dev_accuracy' in m]
+  assert len(devs) == 2 and r['dev'] == max(devs) and r['epoch'] == 1 + devs.index(max(devs))
+  assert devs[-1] == setup.evaluate(r['params'], 'dev')
+  if r['epoch'] == 2:
+    assert r['test'] == setup.evaluate(r['params'], 'test')
   # trimming a batch to its longest real row changes no prediction, for every pooling
   toks, mask, _ = setup.inputs['dev']
   mask = mask & (np.arange(mask.shape[1]) < np.arange(len(mask))[:, None] % 20 + 1)
@@ -154,9 +142,9 @@ def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task):
   assert w < toks.shape[1] and w % 16 == 0 and mask[:, w:].sum() == 0
   for pooling in ('mean', 'last', 'max'):
     m = task_models.EncoderClassifier(setup.source.model_config, 2, pooling, 0.0)
-    full = m.apply({'params': r['params']}, toks, mask)
-    np.testing.assert_allclose(m.apply({'params': r['params']}, toks[:, :w], mask[:, :w]),
-                               full, rtol=1e-5, atol=1e-5)
+    apply = jax.jit(lambda t, k: m.apply({'params': r['params']}, t, k))
+    full = apply(toks, mask)
+    np.testing.assert_allclose(apply(toks[:, :w], mask[:, :w]), full, rtol=1e-5, atol=1e-5)
 
 
 def test_length_grouped_batches_cover_each_example_once():
@@ -194,39 +182,17 @@ def test_bio_spans_and_conll_errors(tmp_path):
       ('PER', 0, 2), ('LOC', 3, 5), ('LOC', 5, 6), ('ORG', 6, 7)}
   p = tmp_path / 'bad.txt'
   p.write_text('-DOCSTART- O\n\nEU B-ORG\nrejects X-BAD\n', encoding='utf-8')
-  with pytest.raises(Exception, match=r'bad\.txt:4: tag .X-BAD. is not O, B-X or I-X'):
+  with pytest.raises(DataError, match=r'bad\.txt:4: tag .X-BAD. is not O, B-X or I-X'):
     conll.read_conll(str(p))
 
 
-def make_conll_task(tmp_path):
-  """A tiny CoNLL-format task made from the Lee corpus: tag capitalised words."""
-  docs = list(readers.read_documents(readers.TextSpec(kind='text',
-                                                      path='gensim:lee_background.cor')))
-  words = ' '.join(docs).split()
-  blocks = []
-  for i in range(0, 3000, 10):
-    sent = words[i:i + 10]
-    tags, prev = [], False
-    for w in sent:
-      cap = w[:1].isupper()
-      tags.append(('I-NAME' if prev else 'B-NAME') if cap else 'O')
-      prev = cap
-    blocks.append('\n'.join(f'{w} {t}' for w, t in zip(sent, tags)))
-  for name, part in (('train', blocks[:200]), ('dev', blocks[200:250]), ('test', blocks[250:])):
-    (tmp_path / f'{name}.txt').write_text('\n\n'.join(part) + '\n', encoding='utf-8')
-  return tuple(str(tmp_path / f'{n}.txt') for n in ('train', 'dev', 'test'))
-
-
-def test_ner_tagger_learns_from_lm_run(tmp_path):
-  from test_lm import lm_config
+def test_ner_tagger_learns_from_lm_run(tmp_path, tiny_lm_run, conll_task):
   from translearn_jax.downstream import tagging as tagging_task
   from translearn_jax.experiments import tagging
-  from translearn_jax.pretraining import lm
-  lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'train.steps': 10}), lm_dir)
+  lm_dir = tiny_lm_run
   from configs import transfer_conll_lm
   c = transfer_conll_lm.get_config()
-  c.data.train_path, c.data.dev_path, c.data.test_path = make_conll_task(tmp_path)
+  c.data.train_path, c.data.dev_path, c.data.test_path = conll_task
   c.init.path = lm_dir
   c.model.max_tokens = 48
   c.transfer.groups = (r'head=^head/,top=^backbone/(block_0|ln_final)/,'
@@ -252,32 +218,44 @@ def test_ner_tagger_learns_from_lm_run(tmp_path):
 def test_linear_probe_strategy_uses_frozen_pretrained_features(tmp_path, topic_task, vectors):
   c = base_config(topic_task, vectors[0])
   setup = task.ClassificationTask(c)
+  from translearn_jax.transfer import probes
   r = classification.run_once(setup, 'linear_probe_svm', 0, c, str(tmp_path / 'run'))
-  assert 0.0 <= r['test'] <= 1.0 and r['l2'] > 0
   assert r['report'].frozen == ['backbone/embed/embedding']
+  # the embedding is the grafted one: the file's vectors for its 300 words
+  emb = np.asarray(r['params']['backbone']['embed']['embedding'])
+  words, vecs = vectors[1], np.loadtxt(vectors[0], skiprows=1, usecols=range(1, 17),
+                                         comments=None, dtype=np.float32)
+  np.testing.assert_array_equal(emb[[setup.vocab.index(w) for w in words]], vecs)
+  # features = each example's mean word vector (numpy); the result = an SVM probe on them
+  feats, labels = {}, {}
+  for split, (toks, mask, y) in setup.inputs.items():
+    m = mask[..., None].astype(np.float32)
+    want = (emb[toks] * m).sum(1) / np.maximum(m.sum(1), 1.0)
+    feats[split], labels[split] = setup.features(r['params'], split), y
+    np.testing.assert_allclose(feats[split], want, rtol=1e-5, atol=1e-6)
+  best = probes.probe(feats, labels, 2, 'svm')
+  assert (r['dev'], r['test'], r['l2']) == (best['dev'], best['test'], best['l2'])
 
 
-def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_path, topic_task):
-  from test_lm import lm_config
+def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_path, topic_task,
+                                                                        tiny_lm_run):
   from translearn_jax.models import transformer_lm
-  from translearn_jax.pretraining import lm
   import jax.numpy as jnp
   # 1. A LoRA model with grafted weights computes the pretrained model's function.
   cfg = transformer_lm.TransformerConfig(vocab_size=40, d_model=16, num_heads=2, num_layers=1,
                                          d_ff=32, max_len=16)
   toks = jnp.asarray(np.random.default_rng(0).integers(0, 40, (2, 9)), jnp.int32)
   plain = transformer_lm.TransformerLM(cfg)
-  p_plain = plain.init(jax.random.key(0), toks)['params']
+  p_plain = jax.jit(plain.init)(jax.random.key(0), toks)['params']
   lora = transformer_lm.TransformerLM(cfg.replace(lora_rank=4))
-  p_lora, report = g.graft(lora.init(jax.random.key(1), toks)['params'], p_plain,
+  p_lora, report = g.graft(jax.jit(lora.init)(jax.random.key(1), toks)['params'], p_plain,
                            g.parse_rules('(.*)=>\\1'))
   assert sorted(report.created) == sorted(
       f'block_0/attn/{n}/lora_{x}' for n in ('query', 'value') for x in 'ab')
-  np.testing.assert_allclose(lora.apply({'params': p_lora}, toks),
-                             plain.apply({'params': p_plain}, toks), atol=1e-6)
+  np.testing.assert_allclose(jax.jit(lora.apply)({'params': p_lora}, toks),
+                             jax.jit(plain.apply)({'params': p_plain}, toks), atol=1e-6)
   # 2. Strategy 'lora' in a classifier: the backbone stays bit-identical.
-  lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'train.steps': 5}), lm_dir)
+  lm_dir = tiny_lm_run
   from configs import transfer_mr_lm
   c = transfer_mr_lm.get_config()
   c.data.kind, c.data.path, c.init.path = 'tsv', topic_task, lm_dir
@@ -295,8 +273,12 @@ def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_pat
   assert not any('lora_' in p for p in r['report'].frozen)
 
 
-@pytest.mark.parametrize('config_name', ['transfer_mr_lm', 'transfer_conll_lm'])
-def test_train_py_runs_transfer_configs_with_clear_errors(tmp_path, config_name):
+@pytest.mark.parametrize('config_name, message', [
+    # the default data.path read as TSV: a directory without .tsv files (or absent)
+    ('transfer_mr_lm', r'error: no (tsv files \(\.tsv\) in directory|such file or directory:) '
+                       r'\S*rt_polarity$'),
+    ('transfer_conll_lm', r'error: no such file or directory: \S*/x\.txt$')], ids=['mr', 'conll'])
+def test_train_py_runs_transfer_configs_with_clear_errors(tmp_path, config_name, message):
   import subprocess
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -311,7 +293,7 @@ def test_train_py_runs_transfer_configs_with_clear_errors(tmp_path, config_name)
       capture_output=True, text=True, timeout=300, cwd=root)
   assert res.returncode == 2, res.stderr
   err = [l for l in res.stderr.splitlines() if l.startswith('error: ')]
-  assert err, res.stderr
+  assert len(err) == 1 and re.match(message, err[0]), res.stderr
 
 
 def test_predefined_split_files_share_the_training_label_ids(tmp_path):
@@ -332,10 +314,10 @@ def test_predefined_split_files_share_the_training_label_ids(tmp_path):
   assert s['dev'].labels.tolist() == [1] and s['test'].labels.tolist() == [1, 0]
   assert s['test'].texts == ['great ', 'poor '] and len(s['train'].texts) == 3
   (tmp_path / 'dev.tsv').write_text('sentence\tlabel\nmeh \tneutral\n', encoding='utf-8')
-  with pytest.raises(Exception, match=r"dev\.tsv: label\(s\) \['neutral'\] do not occur"):
+  with pytest.raises(DataError, match=r"dev\.tsv: label\(s\) \['neutral'\] do not occur"):
     labelled.read_splits(cfg)
   cfg.dev_path = ''
-  with pytest.raises(Exception, match='dev_path and config.data.test_path go together'):
+  with pytest.raises(ConfigError, match='dev_path and config.data.test_path go together'):
     labelled.read_splits(cfg)
   # neither: the training file is cut by the fractions, stratified
   cfg.test_path, cfg.split = '', '0.34,0.33,0.33'

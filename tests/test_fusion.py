@@ -82,15 +82,16 @@ def test_continuation_logprobs_match_a_full_forward_pass():
   cfg = transformer_lm.TransformerConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=1,
                                          d_ff=32, max_len=16, dropout=0.0)
   model = transformer_lm.TransformerLM(cfg)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))['params']
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))['params']
   rng = np.random.default_rng(0)
   prefixes = [rng.integers(4, 50, n).tolist() for n in (1, 5, 14, 30)]  # 30: cut from the left
   conts = [rng.integers(4, 50, n).tolist() for n in (3, 1, 4, 2)]
   got = zero_shot.continuation_logprobs(model, params, prefixes, conts, max_len=16, batch=3)
+  forward = jax.jit(lambda seq: jax.nn.log_softmax(model.apply({'params': params}, seq), -1))
   for p, c, g in zip(prefixes, conts, got):
     p = p[max(0, len(p) + len(c) - 16):]
     seq = jnp.asarray([p + c])
-    logp = jax.nn.log_softmax(model.apply({'params': params}, seq[:, :-1]), -1)[0]
+    logp = forward(seq[:, :-1])[0]
     want = sum(float(logp[len(p) - 1 + j, c[j]]) for j in range(len(c)))
     assert g == pytest.approx(want, abs=1e-4)
   with pytest.raises(ConfigError, match='does not fit'):
@@ -147,7 +148,12 @@ def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
   out = train.run(c, str(tmp_path / 'run'))
   rows = {r['condition']: r for r in out['rows']}
   assert set(rows) == {'no adaptation', 'DANN'} and rows['DANN']['seeds'] == 2
-  assert 'gain_mean' in rows['DANN'] and (tmp_path / 'run' / 'dann.json').exists()
+  assert rows['DANN']['gain_mean'] == pytest.approx(
+      np.mean(np.subtract(rows['DANN']['test'], rows['no adaptation']['test'])))
+  assert 'gain_mean' not in rows['no adaptation']
+  saved = json.loads((tmp_path / 'run' / 'dann.json').read_text())
+  assert [(r['condition'], r['test']) for r in saved['rows']] == [
+      (r['condition'], r['test']) for r in out['rows']]
   # the step with lambda = 0 gives the task parameters the gradient of the task loss alone
   setup = da.DannSetup(c)
   params, _ = setup.init(0)
@@ -167,15 +173,12 @@ def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
     da.DannSetup(c)
 
 
-def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
+def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch, tiny_lm_run,
+                                                     conll_task):
   import train
   from configs import multitask as mt_config
-  from test_classification import make_conll_task
-  from test_lm import lm_config
   from translearn_jax.experiments import multitask
-  from translearn_jax.pretraining import lm
-  lm_dir = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'train.steps': 10}), lm_dir)
+  lm_dir = tiny_lm_run
   rows = ['sentence\tlabel'] + [f'{"good fine nice" if i % 2 else "bad poor sad"} film {i}\t{i % 2}'
                                 for i in range(200)]
   (tmp_path / 'mr.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
@@ -183,7 +186,7 @@ def test_multitask_shared_backbone_heads_and_sampler(tmp_path, monkeypatch):
   c.init.path = lm_dir
   c.mr.data.kind, c.mr.data.path = 'tsv', str(tmp_path / 'mr.tsv')
   c.mr.model.max_tokens = 32
-  c.ner.data.train_path, c.ner.data.dev_path, c.ner.data.test_path = make_conll_task(tmp_path)
+  c.ner.data.train_path, c.ner.data.dev_path, c.ner.data.test_path = conll_task
   c.ner.model.max_tokens = 48
   c.lm.data.kind, c.lm.data.path = 'text', 'gensim:lee_background.cor'
   c.train.steps, c.train.batch_size, c.lm.seq_len = 40, 8, 32

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from test_classification import base_config, topic_task, vectors  # noqa: F401 (fixtures)
+from test_classification import base_config
 from translearn_jax.downstream import classification as task
 from translearn_jax.errors import ConfigError
 from translearn_jax.experiments import learning_curves as lc
@@ -21,7 +21,7 @@ def curve_config(task, vecs):
   return c
 
 
-def test_vmapped_seeds_equal_seeds_one_by_one(topic_task, vectors):  # noqa: F811
+def test_vmapped_seeds_equal_seeds_one_by_one(topic_task, vectors):
   c = curve_config(topic_task, vectors)
   runner = lc.CurveRunner(task.ClassificationTask(c), c)
   for strategy in ('scratch', 'feature_extraction'):
@@ -73,7 +73,7 @@ def test_transfer_metrics_on_known_curves():
   assert lc.scratch_labels_to_match(0.8, budgets, [0.55, 0.7, 0.9]) == pytest.approx(316.2, 0.01)
 
 
-def test_train_py_writes_curves_files(tmp_path, topic_task, vectors):  # noqa: F811
+def test_train_py_writes_curves_files(tmp_path, topic_task, vectors):
   import train
   c = curve_config(topic_task, vectors)
   out = train.run(c, str(tmp_path))
@@ -82,14 +82,22 @@ def test_train_py_writes_curves_files(tmp_path, topic_task, vectors):  # noqa: F
   with open(tmp_path / 'curves.csv') as f:
     rows = list(csv.DictReader(f))
   assert {r['strategy'] for r in rows} == {'scratch', 'finetune', 'feature_extraction'}
-  assert all(0.0 <= float(r['mean']) <= 1.0 for r in rows)
+  # each row: 3 seeds' test accuracies (over 120 examples), their mean, as in the CSV
+  csv_mean = {(r['strategy'], int(r['budget'])): float(r['mean']) for r in rows}
+  for r in saved['rows']:
+    accs = np.asarray(r['accuracies'])
+    assert len(accs) == 3 and np.allclose(accs * 120, np.round(accs * 120), atol=1e-9)
+    assert r['mean'] == pytest.approx(accs.mean())
+    assert csv_mean[(r['strategy'], r['budget'])] == pytest.approx(r['mean'])
   png = (tmp_path / 'curves.png').read_bytes()
   assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
   t = out['vmap_timing']
-  assert t['max_accuracy_difference'] == 0.0 and t['speedup'] > 0
+  assert t['max_accuracy_difference'] == 0.0
+  assert (t['strategy'], t['budget'], t['seeds']) == ('feature_extraction', 120, 3)
+  assert t['speedup'] == pytest.approx(t['sequential_seconds'] / t['vmapped_seconds'])
 
 
-def test_strategy_search_respects_its_budget_and_ranks_on_dev(tmp_path, topic_task, vectors,  # noqa: F811
+def test_strategy_search_respects_its_budget_and_ranks_on_dev(tmp_path, topic_task, vectors,
                                                               monkeypatch):
   import train
   from configs import search_mr_skipgram

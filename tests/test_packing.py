@@ -109,11 +109,11 @@ def test_packed_rows_compute_what_each_pair_computes_alone():
   src, tin, tout = pairs(n=12, width=6, longest=3)
   batch = PackStream(src, tin, tout, rows=3, epochs=1, seed=0).make_batch(0, 0)
   b = {k: jnp.asarray(v[0]) for k, v in batch.items()}
-  params = model.init(jax.random.key(1), src[:1], tin[:1])['params']
-  packed = model.apply({'params': params}, b['source'], b['target_in'],
-                       b['source_segments'], b['source_positions'], b['target_segments'],
-                       b['target_positions'])
-  alone = model.apply({'params': params}, jnp.asarray(src), jnp.asarray(tin))
+  params = jax.jit(model.init)(jax.random.key(1), src[:1], tin[:1])['params']
+  apply = jax.jit(lambda *a: model.apply({'params': params}, *a))
+  packed = apply(b['source'], b['target_in'], b['source_segments'], b['source_positions'],
+                 b['target_segments'], b['target_positions'])
+  alone = apply(jnp.asarray(src), jnp.asarray(tin))
   checked = 0
   for r in range(3):
     for seg in range(1, int(b['target_segments'][r].max()) + 1):
@@ -144,6 +144,6 @@ def test_packed_decoding_is_refused():
   cfg = s2s.Seq2SeqConfig(vocab_size=30, d_model=16, num_heads=2, encoder_layers=1,
                           decoder_layers=1, d_ff=32, max_len=12, dropout=0.0)
   x = jnp.ones((1, 4), jnp.int32)
-  params = s2s.Seq2Seq(cfg).init(jax.random.key(0), x, x)['params']
+  params = jax.jit(s2s.Seq2Seq(cfg).init)(jax.random.key(0), x, x)['params']
   with pytest.raises(ValueError, match='both source_segments and target_segments'):
     s2s.Seq2Seq(cfg).apply({'params': params}, x, x, source_segments=x)

@@ -127,9 +127,9 @@ def test_held_lock_refused_naming_holder_stale_lock_taken_over(tmp_path, capsys)
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and 'no longer alive' in err[0] and f'pid {dead.pid}' in err[0]
   assert not (wd / '.lock').exists()
-  with pytest.raises(RuntimeError):  # released on exceptions too
+  with pytest.raises(RuntimeError, match='failed inside the lock'):  # released then too
     with workdir_lib.lock(str(wd)):
-      raise RuntimeError
+      raise RuntimeError('failed inside the lock')
   assert not (wd / '.lock').exists()
 
 
@@ -298,11 +298,11 @@ def test_metrics_after_resume_drop_later_steps(tmp_path):
 def test_sigterm_raises_outside_deferred_sections():
   preemption.install()
   try:
-    with pytest.raises(preemption.Preempted):
+    with pytest.raises(preemption.Preempted, match=f'^signal {int(signal.SIGTERM)}$'):
       os.kill(os.getpid(), signal.SIGTERM)
       time.sleep(5)
     preemption.install()
-    with pytest.raises(preemption.Preempted):
+    with pytest.raises(preemption.Preempted, match=f'^signal {int(signal.SIGTERM)}$'):
       with preemption.deferred():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)

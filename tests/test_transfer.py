@@ -8,7 +8,7 @@ import pytest
 
 from conftest import shared_data
 from translearn_jax.data import labelled
-from translearn_jax.errors import ConfigError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.transfer import graft as g
 from translearn_jax.transfer import strategies as st
 
@@ -211,7 +211,7 @@ def test_labelled_tsv_and_errors(tmp_path):
   p.write_text('sentence\tlabel\ngood\t1\nbad\t0\nok\t1\n', encoding='utf-8')
   d = labelled.read_fields('tsv', str(p), 'sentence', 'label')
   assert d.texts == ['good', 'bad', 'ok'] and d.labels.tolist() == [1, 0, 1]
-  with pytest.raises(Exception, match="no column named 'text'"):
+  with pytest.raises(DataError, match=r"d\.tsv:1: no column named 'text'"):
     labelled.read_fields('tsv', str(p), 'text', 'label')
 
 
