@@ -12,7 +12,7 @@ import time
 import pytest
 
 import train
-from test_classification import base_config, topic_task, vectors  # noqa: F401 (fixtures)
+from test_classification import base_config
 from translearn_jax.errors import NonFiniteLossError
 
 
