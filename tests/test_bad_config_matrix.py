@@ -1,0 +1,105 @@
+"""Bad input across families through the one entry point (`train.run`): each case is one
+`TranslearnError` (train.py: one `error:` line, exit 2) whose message names the culprit —
+the config field, or the file — and nothing is trained."""
+
+import os
+
+import pytest
+
+import train
+from translearn_jax.errors import ConfigError, DataError, TranslearnError
+
+# (case, config, overrides, error class, message regex). In overrides and regexes,
+# {task} / {vectors} / {lm} / {missing} stand for a labelled TSV, a vectors file, an
+# LM run and a path that does not exist.
+CASES = [
+    ('w2v corpus missing', 'skipgram', {'data.kind': 'text', 'data.path': '{missing}'}, DataError, r'{missing}'),
+    ('w2v dim 0', 'skipgram', {'model.dim': 0}, ConfigError, r'config\.model\.dim'),
+    ('w2v batch 0', 'skipgram', {'train.batch_size': 0}, ConfigError, r'config\.train\.batch_size'),
+    ('w2v lr 0', 'skipgram', {'optim.learning_rate': 0.0}, ConfigError, r'config\.optim\.learning_rate'),
+    ('w2v mode', 'skipgram', {'model.mode': 'glove'}, ConfigError, r'config\.model\.mode'),
+    ('w2v export', 'skipgram', {'export.format': 'xml'}, ConfigError, r'config\.export\.format'),
+    ('w2v min_count', 'skipgram', {'vocab.min_count': 0}, ConfigError, r'config\.vocab\.min_count'),
+    ('w2v sample', 'skipgram', {'sample': -1.0}, ConfigError, r'config\.sample'),
+    ('w2v window', 'skipgram', {'model.window': 0}, ConfigError, r'config\.model\.window'),
+    ('w2v steps_per_call', 'skipgram', {'train.steps_per_call': 0}, ConfigError, r'config\.train\.steps_per_call'),
+    ('lm arch', 'lm_transformer', {'model.arch': 'gru'}, ConfigError, r'config\.model\.arch'),
+    ('lm dtype', 'lm_transformer', {'dtype': 'float16'}, ConfigError, r'config\.dtype'),
+    ('lm seq > max_len', 'lm_transformer', {'train.seq_length': 1024}, ConfigError, r'config\.train\.seq_length'),
+    ('lm valid fraction', 'lm_transformer', {'data.valid_fraction': 1.5}, ConfigError, r'config\.data\.valid_fraction'),
+    ('lm steps < 0', 'lm_transformer', {'train.steps': -1}, ConfigError, r'config\.train\.steps'),
+    ('lm grad_accum 0', 'lm_transformer', {'train.grad_accum': 0}, ConfigError, r'config\.train\.grad_accum'),
+    ('lm dropout 1.5', 'lm_transformer', {'model.dropout': 1.5}, ConfigError, r'config\.model\.dropout'),
+    ('lm attention dropout', 'lm_transformer', {'model.attention_dropout': -0.1}, ConfigError, r'config\.model\.attention_dropout'),
+    ('lm init run missing', 'lm_transformer', {'init.path': '{missing}'}, DataError, r'config\.init\.path'),
+    ('lm init not an LM', 'lm_transformer', {'init.path': '{tmp}'}, DataError, r'config\.init\.path'),
+    ('lm corpus missing', 'lm_transformer', {'data.kind': 'text', 'data.path': '{missing}'}, DataError, r'{missing}'),
+    ('lm heads', 'lm_transformer', {'model.d_model': 30}, ConfigError, r'model\.d_model=30'),
+    ('lstm weight drop', 'lm_lstm', {'model.weight_drop': 1.0}, ConfigError, r'config\.model\.weight_drop'),
+    ('s2s source missing', 'seq2seq_multi30k', {'data.train_source': '{missing}'}, DataError, r'{missing}'),
+    ('s2s dropout', 'seq2seq_multi30k', {'model.dropout': -0.5}, ConfigError, r'config\.model\.dropout'),
+    ('clf data missing', 'transfer_mr_skipgram', {'data.kind': 'tsv', 'data.path': '{missing}'}, DataError, r'{missing}'),
+    ('clf vectors missing', 'transfer_mr_skipgram', {'init.path': '{missing}'}, DataError, r'{missing}'),
+    ('clf init kind', 'transfer_mr_skipgram', {'init.kind': 'glove'}, ConfigError, r'init\.kind'),
+    ('clf model type', 'transfer_mr_skipgram', {'model.type': 'cnn'}, ConfigError, r'model\.type'),
+    ('clf strategy', 'transfer_mr_skipgram', {'transfer.strategy': 'magic'}, ConfigError, r'magic'),
+    ('clf groups', 'transfer_mr_skipgram', {'transfer.groups': 'nogroup'}, ConfigError, r'transfer\.groups'),
+    ('clf groups uncovered', 'transfer_mr_skipgram', {'transfer.groups': 'head=^head/'}, ConfigError, r'transfer\.groups: no pattern matches'),
+    ('clf schedule', 'transfer_mr_skipgram', {'optim.schedule': 'step'}, ConfigError, r'optim\.schedule'),
+    ('clf batch too big', 'transfer_mr_skipgram', {'train.batch_size': 100000}, DataError, r'train\.batch_size=100000'),
+    ('clf dropout', 'transfer_mr_skipgram', {'model.dropout': 1.0}, ConfigError, r'config\.model\.dropout'),
+    ('clf lm encoder without LM', 'transfer_mr_skipgram', {'model.type': 'lm_encoder'}, ConfigError, r"init\.kind='lm'"),
+    ('clf freeze all', 'transfer_mr_skipgram', {'transfer.freeze_bottom': 5}, ConfigError, r'transfer\.freeze_bottom'),
+    ('lm-clf max_tokens', 'transfer_mr_lm', {'init.path': '{lm}', 'model.max_tokens': 4096}, ConfigError, r'config\.model\.max_tokens=4096'),
+    ('lm-clf run missing', 'transfer_mr_lm', {'init.path': '{missing}'}, DataError, r'config\.init\.path'),
+    ('tag data missing', 'transfer_conll_lm', {'init.path': '{lm}', 'data.train_path': '{missing}'}, DataError, r'{missing}'),
+    ('zs init kind', 'zero_shot_mr', {'init.kind': 'none'}, ConfigError, r'config\.init\.kind'),
+    ('zs eval split', 'zero_shot_mr', {'eval_split': 'valid'}, ConfigError, r'config\.eval_split'),
+    ('zs descriptions', 'zero_shot_mr', {'zero_shot.descriptions': 'negative=bad'}, ConfigError, r'zero_shot\.descriptions'),
+    ('dann vectors missing', 'dann_mr', {'init.path': '{missing}'}, DataError, r'{missing}'),
+    ('multitask tasks', 'multitask', {'init.path': '{lm}', 'multitask.tasks': 'lm,nope'}, ConfigError, r'multitask\.tasks'),
+    ('multitask run missing', 'multitask', {'init.path': '{missing}'}, DataError, r'config\.init\.path'),
+    ('curves probe', 'curves_mr_skipgram', {'curve.strategies': 'linear_probe_svm'}, ConfigError, r'curve\.strategies'),
+    ('search no source', 'search_mr_skipgram', {'init.kind': 'none'}, ConfigError, r'pretrained source'),
+    ('unknown family', 'skipgram', {'family': 'nope'}, TranslearnError, r'config\.family'),
+]
+
+
+def substitute(value, paths):
+  return value.format(**paths) if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize('case, name, over, error, pattern', CASES, ids=[c[0] for c in CASES])
+def test_bad_config_is_one_error_naming_the_culprit(tmp_path, topic_task, vectors, tiny_lm_run,
+                                                    case, name, over, error, pattern):
+  import importlib
+  paths = {'task': topic_task, 'vectors': vectors[0], 'lm': tiny_lm_run,
+           'missing': str(tmp_path / 'no_such_file'), 'tmp': str(tmp_path / 'other')}
+  os.makedirs(paths['tmp'])
+  c = importlib.import_module(f'configs.{name}').get_config()
+  defaults = {'transfer_mr_skipgram': {'data.kind': 'tsv', 'data.path': '{task}', 'model.dim': 16,
+                                      'init.path': '{vectors}'}}
+  for base in ('transfer_mr_skipgram', 'curves_mr_skipgram', 'search_mr_skipgram', 'dann_mr'):
+    defaults.setdefault(base, defaults['transfer_mr_skipgram'])
+  defaults['dann_mr'] = {**defaults['transfer_mr_skipgram'], 'dann.label_mapping': '0=0,1=1',
+                        'source_data': {'kind': 'tsv', 'path': '{task}', 'text_field': 'sentence',
+                                        'label_field': 'label', 'encoding': 'utf-8'}}
+  defaults['transfer_mr_lm'] = {'data.kind': 'tsv', 'data.path': '{task}'}
+  defaults['zero_shot_mr'] = {'data.kind': 'tsv', 'data.path': '{task}', 'init.path': '{vectors}'}
+  for k, v in {**defaults.get(name, {}), **over}.items():
+    node = c
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = node[p]
+    assert leaf in node, f'no config field {k}'
+    node[leaf] = ({key: substitute(x, paths) for key, x in v.items()} if isinstance(v, dict)
+                  else substitute(v, paths))
+  workdir = tmp_path / 'run'
+  with pytest.raises(error, match=substitute(pattern, paths)) as info:
+    train.run(c, str(workdir))
+  assert '\n' not in str(info.value)                      # one line
+  assert not (workdir / 'checkpoints').exists()           # nothing trained
+
+
+def test_matrix_has_at_least_40_cases_across_families():
+  assert len(CASES) >= 40 and len({c[1] for c in CASES}) >= 10
