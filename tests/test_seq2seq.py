@@ -218,3 +218,45 @@ def test_smoothed_cross_entropy_equals_optax_with_one_hot(smoothing):
   g_want = jax.grad(lambda z: optax.softmax_cross_entropy(
       z, optax.smooth_labels(jax.nn.one_hot(y, 11), smoothing)).sum())(z)
   np.testing.assert_allclose(g, g_want, rtol=1e-5, atol=1e-6)
+
+
+def test_kill9_then_resume_equals_uninterrupted(tmp_path):
+  """SIGKILL of a `train.py` seq2seq run after its first checkpoint (now and then during a
+  later checkpoint write); the rerun ends with the uninterrupted run's scores and steps."""
+  import signal
+  import subprocess
+  import sys
+  import time
+  import train
+  from configs import seq2seq_multi30k
+  s, t = _write_pairs(tmp_path, n=64)
+  c = s2s_config(tmp_path, s, t, **{'train.epochs': 6, 'model.dropout': 0.1,
+                                    'eval.max_examples': 16, 'train.checkpoint_every_steps': 2})
+  full = train.run(c, str(tmp_path / 'full'))
+  default = seq2seq_multi30k.get_config().to_dict()
+
+  def overrides(d, ref, prefix=''):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        yield from overrides(v, ref.get(k, {}), f'{prefix}{k}.')
+      elif ref.get(k) != v:
+        yield f'--config.{prefix}{k}={v}'
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cut = tmp_path / 'cut'
+  proc = subprocess.Popen([sys.executable, 'train.py', '--config', 'configs/seq2seq_multi30k.py',
+                           '--workdir', str(cut), *overrides(c.to_dict(), default)],
+                          cwd=root, env={**os.environ, 'PYTHONPATH': root},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None and not (
+      (cut / 'checkpoints').exists() and any(p.name.isdigit()
+                                             for p in (cut / 'checkpoints').iterdir())):
+    time.sleep(0.01)
+  proc.kill()
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, 'the run finished before the kill'
+  saved = [int(p.name) for p in (cut / 'checkpoints').iterdir() if p.name.isdigit()]
+  assert saved and 0 < max(saved) < full['steps']   # the rerun resumes mid-way
+  resumed = train.run(c, str(cut))
+  assert resumed['steps'] == full['steps'] and resumed['valid'] == full['valid']
