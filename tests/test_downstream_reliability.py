@@ -13,7 +13,7 @@ import pytest
 
 import train
 from test_classification import base_config
-from translearn_jax.errors import NonFiniteLossError
+from translearn_jax.errors import DataError, NonFiniteLossError
 
 
 def diverging(task, vecs):
@@ -81,3 +81,30 @@ def test_kill9_mid_finetuning_then_resume_equals_uninterrupted(tmp_path, topic_t
   got = {r['strategy']: r['test'] for r in json.loads((work / 'results.json').read_text())['rows']}
   assert got == want
   assert not ckpts.exists()   # a recorded run's checkpoints are removed
+
+
+def test_restored_source_with_nan_names_the_leaf(tmp_path):
+  import jax.numpy as jnp
+  import numpy as np
+  from translearn_jax.data.vocab import Vocabulary
+  from translearn_jax.training.checkpoint import Checkpointer
+  from translearn_jax.training.state import TrainState
+  from translearn_jax.transfer import sources
+  run = tmp_path / 'w2v_run'
+  table = np.ones((3, 4), np.float32)
+  table[1, 2] = np.nan
+  state = TrainState(step=jnp.zeros((), jnp.int32),
+                     params={'in_embed': jnp.asarray(table), 'out_embed': jnp.zeros((3, 4))},
+                     opt_state={}, rng=jax_key())
+  ck = Checkpointer(str(run))
+  ck.save(1, state, {})
+  ck.close()
+  Vocabulary(['a', 'b', 'c'], np.array([3, 2, 1])).save(str(run / 'vocab.tsv'))
+  with pytest.raises(DataError, match=r"config\.init\.path: .*w2v_run holds non-finite "
+                                      r"parameters in \['in_embed'\]"):
+    sources.load('word2vec_run', str(run))
+
+
+def jax_key():
+  import jax
+  return jax.random.key(0)

@@ -11,7 +11,8 @@ Kinds:
   a run directory of this project (`config.json`, its tokenizer or vocabulary,
   `checkpoints/`). Only the parameters of the newest checkpoint are read
   (orbax partial restore of `state/params`, shapes and dtypes taken from the
-  checkpoint's own metadata): no model, optimiser or template is built.
+  checkpoint's own metadata): no model, optimiser or template is built. A
+  restored tree holding NaN/Inf is an error naming the leaves.
 * `none`: nothing (scratch).
 
 Errors name the pretrained-path field given as `field` (default `init.path`).
@@ -24,7 +25,9 @@ import json
 import os
 from typing import Any, Optional
 
+import jax
 import ml_collections
+import numpy as np
 
 from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.data.vocab import Vocabulary
@@ -33,6 +36,7 @@ from translearn_jax.export.word2vec_format import load_word2vec
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.optimizers import param_paths
 
 KINDS = ('none', 'word2vec', 'run', 'lm', 'seq2seq', 'word2vec_run')
 RUN_FAMILIES = {'lm': 'lm', 'seq2seq': 'seq2seq', 'word2vec_run': 'word2vec'}
@@ -99,9 +103,15 @@ def restore_params(path: str, field: str = 'init.path'):
   try:
     if ckpt.latest_step() is None:
       raise DataError(f'config.{field}: no checkpoint in {path}/checkpoints')
-    return ckpt.restore_params()
+    params = ckpt.restore_params()
   finally:
     ckpt.close()
+  bad = [p for p, x in zip(param_paths(params), jax.tree.leaves(params))
+         if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all()]
+  if bad:
+    raise DataError(f'config.{field}: {path} holds non-finite parameters in {bad[:5]}'
+                    f'{" and more" if len(bad) > 5 else ""}')
+  return params
 
 
 def load_run(path: str, field: str = 'init.path') -> Source:
