@@ -420,3 +420,28 @@ def test_damaged_run_resumes_from_older_step_and_completes(tmp_path, reference_r
   assert sorted(os.listdir(os.path.join(wd, DAMAGED))) == sorted([str(newest), '99999'])
   jax.tree.map(np.testing.assert_array_equal, newest_params(ref)[1], newest_params(wd)[1])
   assert metric_records(wd) == metric_records(ref)
+
+
+def test_sigterm_where_python_cannot_raise_is_recorded_not_printed(monkeypatch):
+  """A SIGTERM landing in a finaliser or a GC callback (where `Preempted` cannot
+  propagate) must not print a traceback; it stays recorded for the next safe point."""
+  import sys
+  from translearn_jax.training import preemption
+  seen, hook = [], sys.unraisablehook
+  monkeypatch.setattr(preemption, '_previous_unraisable', seen.append)
+  preemption.install()
+
+  class Finalised:
+    def __init__(self, exc):
+      self.exc = exc
+
+    def __del__(self):
+      raise self.exc
+
+  try:
+    Finalised(preemption.Preempted(15))
+    Finalised(ValueError('not ours'))
+  finally:
+    preemption.uninstall()
+    sys.unraisablehook = hook
+  assert [type(u.exc_value) for u in seen] == [ValueError]

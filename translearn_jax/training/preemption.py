@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Iterator, Optional
 
@@ -51,6 +52,19 @@ def _handle(signum, frame):
     raise Preempted(signum)
 
 
+def _quiet_unraisable(unraisable) -> None:
+  """A `Preempted` raised where Python cannot propagate it (a garbage-collection
+  callback, a finaliser) is dropped silently: the signal is recorded in `_received`
+  and acted on at the next safe point (the training loop, or the end of a deferred
+  section). Anything else goes to the previous hook."""
+  if isinstance(unraisable.exc_value, Preempted):
+    return
+  _previous_unraisable(unraisable)
+
+
+_previous_unraisable = sys.unraisablehook
+
+
 def install(signals=(signal.SIGTERM,)) -> None:
   """Process-wide handler (main thread only); see the module docstring."""
   global _received
@@ -59,6 +73,7 @@ def install(signals=(signal.SIGTERM,)) -> None:
     for s in signals:
       if s not in _installed:
         _installed[s] = signal.signal(s, _handle)
+    sys.unraisablehook = _quiet_unraisable
 
 
 def uninstall() -> None:
@@ -67,6 +82,7 @@ def uninstall() -> None:
   for s, h in list(_installed.items()):
     signal.signal(s, h)
     del _installed[s]
+  sys.unraisablehook = _previous_unraisable
   _received = None
 
 
