@@ -103,14 +103,20 @@ def lm_config(**over):
   c.num_devices, c.progress = 1, False
   c.train.log_every_steps, c.train.checkpoint_every_steps, c.train.eval_every_steps = 10, 20, 1000
   c.optim.warmup_steps = 5
-  for k, v in over.items():
-    node = c
+  return set_fields(c, over)
+
+
+def set_fields(config, fields: dict):
+  """`config` with each dotted field of `fields` set (a field the config lacks fails:
+  a misspelt override must not pass silently as a new field)."""
+  for k, v in fields.items():
+    node = config
     *parents, leaf = k.split('.')
     for p in parents:
       node = node[p]
     assert leaf in node, f'no config field {k}'
     node[leaf] = v
-  return c
+  return config
 
 
 def _snapshot(directory):

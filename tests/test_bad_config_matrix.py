@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from conftest import set_fields
 import train
 from translearn_jax.errors import ConfigError, DataError, TranslearnError
 
@@ -86,14 +87,9 @@ def test_bad_config_is_one_error_naming_the_culprit(tmp_path, topic_task, vector
                                         'label_field': 'label', 'encoding': 'utf-8'}}
   defaults['transfer_mr_lm'] = {'data.kind': 'tsv', 'data.path': '{task}'}
   defaults['zero_shot_mr'] = {'data.kind': 'tsv', 'data.path': '{task}', 'init.path': '{vectors}'}
-  for k, v in {**defaults.get(name, {}), **over}.items():
-    node = c
-    *parents, leaf = k.split('.')
-    for p in parents:
-      node = node[p]
-    assert leaf in node, f'no config field {k}'
-    node[leaf] = ({key: substitute(x, paths) for key, x in v.items()} if isinstance(v, dict)
-                  else substitute(v, paths))
+  set_fields(c, {k: ({key: substitute(x, paths) for key, x in v.items()}
+                     if isinstance(v, dict) else substitute(v, paths))
+                 for k, v in {**defaults.get(name, {}), **over}.items()})
   workdir = tmp_path / 'run'
   with pytest.raises(error, match=substitute(pattern, paths)) as info:
     train.run(c, str(workdir))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import set_fields
 from translearn_jax.errors import ConfigError, TranslearnError
 from translearn_jax.training import preemption
 from translearn_jax.training import workdir as workdir_lib
@@ -48,14 +49,7 @@ def make_config(name, **over):
   """The config `train.py --config configs/NAME.py` builds with the same overrides."""
   import importlib
   config = importlib.import_module(f'configs.{name}').get_config()
-  for k, v in {**CONFIGS[name], **over}.items():
-    node = config
-    *parents, leaf = k.split('.')
-    for p in parents:
-      node = node[p]
-    assert leaf in node, f'no config field {k}'
-    node[leaf] = v
-  return config
+  return set_fields(config, {**CONFIGS[name], **over})
 
 
 def train_cmd(name, workdir, **over):

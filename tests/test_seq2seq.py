@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import shared_data
+from conftest import set_fields, shared_data
 from translearn_jax.data import parallel
 from translearn_jax.data.tokenizer import BOS, PAD
 from translearn_jax.errors import DataError
@@ -109,14 +109,7 @@ def s2s_config(tmp_path, pairs_src, pairs_tgt, **over):
   c.label_smoothing = 0.0
   c.eval.beam = 1
   c.train.log_every_steps = 50
-  for k, v in over.items():
-    node = c
-    *ps, leaf = k.split('.')
-    for q in ps:
-      node = node[q]
-    assert leaf in node, f'no config field {k}'
-    node[leaf] = v
-  return c
+  return set_fields(c, over)
 
 
 def _write_pairs(tmp_path, n=32):
