@@ -9,6 +9,7 @@ import pytest
 from conftest import shared_data
 from translearn_jax.data import labelled
 from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.training import optimizers
 from translearn_jax.transfer import graft as g
 from translearn_jax.transfer import strategies as st
 
@@ -188,7 +189,7 @@ def test_uncovered_parameters_are_listed():
 
 
 def test_slanted_triangular_shape():
-  s = st.slanted_triangular(1.0, 100, cut_frac=0.1, ratio=32)
+  s = optimizers.slanted_triangular(1.0, 100, cut_frac=0.1, ratio=32)
   assert float(s(0)) == pytest.approx(1 / 32)
   assert float(s(10)) == pytest.approx(1.0)
   assert float(s(5)) == pytest.approx((1 + 0.5 * 31) / 32)

@@ -16,9 +16,6 @@ are the task's `epoch_batches(seed, epoch)`; dropout keys are
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import jax
 import jax.numpy as jnp
 
@@ -134,8 +131,3 @@ def finetune(task, strategy: str, seed: int, config, run_dir: str) -> dict:
   out.update(strategy=strategy, seed=seed, params=result.state.params, report=report, plan=plan,
              stopped=result.stopped_by_signal)
   return out
-
-
-def discard_checkpoints(run_dir: str) -> None:
-  """A finished, recorded run's checkpoints are not needed to resume the comparison."""
-  shutil.rmtree(os.path.join(run_dir, 'checkpoints'), ignore_errors=True)

@@ -52,7 +52,7 @@ from translearn_jax.downstream.language_model import LanguageModelTask
 from translearn_jax.downstream.tagging import TaggingTask
 from translearn_jax.errors import ConfigError, NonFiniteLossError
 from translearn_jax.evaluation.stats import mean_ci
-from translearn_jax.experiments import finetune, runs
+from translearn_jax.experiments import runs
 from translearn_jax.fusion.mixing import TaskSampler
 from translearn_jax.training import optimizers
 from translearn_jax.training.checkpoint import Checkpointer
@@ -251,7 +251,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
     info('%-12s seed %d: %s (steps %s, %.0f s)', name, seed,
          ' '.join(f'{k}={v:.4f}' for k, v in results.items()), draws, rec['seconds'])
     runs.append_record(path, rec)
-    finetune.discard_checkpoints(runs.run_dir(workdir, name, seed))
+    runs.discard_checkpoints(runs.run_dir(workdir, name, seed))
     return rec
 
   steps = config.train.steps

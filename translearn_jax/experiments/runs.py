@@ -94,6 +94,11 @@ def run_dir(workdir: str, strategy: str, seed: int) -> str:
   return os.path.join(workdir, 'runs', f'{strategy}-seed{seed}')
 
 
+def discard_checkpoints(run_dir: str) -> None:
+  """A finished, recorded run's checkpoints are not needed to resume the comparison."""
+  shutil.rmtree(os.path.join(run_dir, 'checkpoints'), ignore_errors=True)
+
+
 def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
             on_result: Callable[[dict], None] = lambda r: None) -> list[dict]:
   """Results of `run_fn(strategy, seed, run_dir)` for every run of `run_list(config)`.
@@ -135,7 +140,7 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
     append_record(path, {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
                          'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
                          'version': VERSION})
-    shutil.rmtree(os.path.join(rdir, 'checkpoints'), ignore_errors=True)
+    discard_checkpoints(rdir)
     results.append(r)
   return results
 

@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from translearn_jax.downstream.classification import ClassificationTask
-from translearn_jax.experiments import classification, finetune
+from translearn_jax.experiments import classification, runs
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.training.metrics import info, write_json
@@ -99,7 +99,7 @@ def trial_config(config, cand: dict) -> ml_collections.ConfigDict:
 def run_trial(setup, config, cand: dict, seed: int, run_dir: str) -> dict:
   """One trial on the shared loop in `run_dir` (its checkpoints are removed once it ends)."""
   r = classification.run_once(setup, cand['strategy'], seed, trial_config(config, cand), run_dir)
-  finetune.discard_checkpoints(run_dir)
+  runs.discard_checkpoints(run_dir)
   return r
 
 

@@ -44,14 +44,6 @@ LORA_PATTERN = r'/lora_(a|b)$'
 LORA_GROUP = '__lora__'
 
 
-slanted_triangular = optimizers.slanted_triangular
-
-
-def make_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int = 0
-                  ) -> optax.Schedule:
-  return optimizers.lr_schedule(kind, peak, total_steps, warmup_steps)
-
-
 def parse_groups(spec: str) -> list[tuple[str, str]]:
   """'head=^head/,top=backbone/block_1/,...' (top first) -> [(name, regex)]."""
   groups = []
@@ -71,8 +63,8 @@ def parse_groups(spec: str) -> list[tuple[str, str]]:
 
 def group_labels(params, groups: Sequence[tuple[str, str]]):
   """Tree of group names (first matching regex); uncovered parameters raise."""
-  return optimizers.match_tree(params, [(rx, name) for name, rx in groups],
-                               field='transfer.groups', require_all=True)
+  return optimizers.group_labels(params, [optimizers.Group(n, rx) for n, rx in groups],
+                                 'transfer.groups')
 
 
 @dataclasses.dataclass(frozen=True)
