@@ -25,6 +25,7 @@ FAMILIES = {
     'word2vec': 'translearn_jax.pretraining.word2vec',
     'lm': 'translearn_jax.pretraining.lm',
     'seq2seq': 'translearn_jax.pretraining.seq2seq',
+    'mlm': 'translearn_jax.pretraining.mlm',
     'classify': 'translearn_jax.experiments.classification',
     'tag': 'translearn_jax.experiments.tagging',
     'zero_shot': 'translearn_jax.experiments.zero_shot',
@@ -45,7 +46,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 # Families whose training goes through `training.loop.train_loop`: a SIGTERM
 # waits for the loop's next safe point (or the end of the run), see preemption.
-LOOP_FAMILIES = ('word2vec', 'lm', 'seq2seq')
+LOOP_FAMILIES = ('word2vec', 'lm', 'seq2seq', 'mlm')
 
 
 def run(config, workdir: str) -> dict:

@@ -90,7 +90,8 @@ class EpochBatches:
 
 
 class LMStream(EpochBatches):
-  """Batches `(accum, batch, seq_len + 1)` of shuffled rows; this process's rows only."""
+  """Batches `(accum, batch, *row shape)` of shuffled rows (LM rows: `seq_len + 1` tokens;
+  masked-LM rows: `(3, width)`, see `mlm_data`); this process's rows only."""
 
   def __init__(self, rows: np.ndarray, batch: int, accum: int, epochs: int, seed: int,
                row_start: int = 0, row_stop: Optional[int] = None):
@@ -115,5 +116,5 @@ class LMStream(EpochBatches):
 
   def make_batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
     pick = self._order(epoch)[index * self.per_step:(index + 1) * self.per_step]
-    tokens = self.rows[pick].reshape(self.accum, self.batch, -1)
+    tokens = self.rows[pick].reshape(self.accum, self.batch, *self.rows.shape[1:])
     return {'tokens': np.ascontiguousarray(tokens[:, self.row_start:self.row_stop])}

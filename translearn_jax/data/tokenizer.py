@@ -1,6 +1,8 @@
 """sentencepiece tokenizers: train from any corpus the data layer reads, save, load.
 
-Ids: 0 = <pad>, 1 = <unk>, 2 = <bos>, 3 = <eos>. Training feeds the trainer
+Ids: 0 = <pad>, 1 = <unk>, 2 = <bos>, 3 = <eos>, then any `special_pieces`
+asked for at training (a masked-LM run adds `<mask>` as id 4; its rows read
+`<bos> … <eos>`, BERT's [CLS] … [SEP]). Training feeds the trainer
 lines (documents are split at newlines, and at `max_sentence_length`), so
 whole-file documents such as novels are not skipped by sentencepiece's
 sentence-length limit. Encoding is batched (`encode_batch`, sentencepiece's
@@ -18,6 +20,8 @@ import numpy as np
 from translearn_jax.errors import DataError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
+MASK_PIECE = '<mask>'
+SPECIAL_PIECES = (MASK_PIECE, '<cls>', '<sep>')   # user-defined pieces that are not text
 _MAX_SENTENCE_BYTES = 4192
 
 
@@ -51,6 +55,20 @@ class Tokenizer:
 
   pad_id, unk_id, bos_id, eos_id = PAD, UNK, BOS, EOS
 
+  @property
+  def mask_id(self) -> int:
+    i = self.sp.piece_to_id(MASK_PIECE)
+    if i == self.unk_id:
+      raise DataError(f'{self.path}: the tokenizer has no {MASK_PIECE} piece (train it with '
+                      f'special_pieces=({MASK_PIECE!r},), as a masked-LM run does)')
+    return i
+
+  def special_ids(self) -> list[int]:
+    """Ids of pieces that never stand for text: pad, unk, bos, eos, user-defined specials."""
+    sp = self.sp
+    return [i for i in range(self.vocab_size)
+            if sp.is_control(i) or sp.is_unknown(i) or sp.id_to_piece(i) in SPECIAL_PIECES]
+
   def encode(self, text: str) -> list[int]:
     return self.sp.encode(text)
 
@@ -83,7 +101,8 @@ class Tokenizer:
   @classmethod
   def train(cls, documents: Iterable[str], vocab_size: int, model_type: str = 'unigram',
             character_coverage: float = 0.9995, max_lines: int = 2_000_000,
-            seed: int = 0, normalization: str = 'nmt_nfkc') -> 'Tokenizer':
+            seed: int = 0, normalization: str = 'nmt_nfkc',
+            special_pieces: Sequence[str] = ()) -> 'Tokenizer':
     """Trains on `documents`; `vocab_size` is an upper bound on tiny corpora.
 
     Unseen characters fall back to UTF-8 byte pieces, so any text round-trips
@@ -107,7 +126,8 @@ class Tokenizer:
           pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
           num_threads=os.cpu_count() or 1, minloglevel=2, byte_fallback=True,
           normalization_rule_name=normalization,
-          max_sentence_length=_MAX_SENTENCE_BYTES * 4, hard_vocab_limit=False)
+          max_sentence_length=_MAX_SENTENCE_BYTES * 4, hard_vocab_limit=False,
+          **({'user_defined_symbols': list(special_pieces)} if special_pieces else {}))
     except RuntimeError as e:
       raise DataError(f'sentencepiece training failed: {" ".join(str(e).split())}') from None
     return cls(out.getvalue())

@@ -6,8 +6,8 @@ encodes every split; runners (`experiments.classification`, learning curves,
 strategy search, multi-task) train it. Pretrained sources:
 * `word2vec`: a vector file (text or binary); rows are remapped by word into
   the downstream vocabulary (words of the training split);
-* `lm`: an LM run directory; the classifier reuses its tokenizer and
-  architecture (`model.type='lm_encoder'`);
+* `lm` / `mlm`: an LM or masked-LM encoder run directory; the classifier
+  reuses its tokenizer and architecture (`model.type='lm_encoder'`);
 * `none`: scratch only.
 """
 
@@ -21,11 +21,12 @@ import numpy as np
 import optax
 
 from translearn_jax.data import labelled
-from translearn_jax.data.tokenizer import EOS
+from translearn_jax.data.tokenizer import BOS, EOS
 from translearn_jax.data.vocab import tokenize
 from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import ConfigError
+from translearn_jax.models import lm as lm_models
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
 from translearn_jax.transfer import strategies
@@ -50,12 +51,13 @@ def encode_words(texts, vocab: list[str], max_tokens: int):
   return toks, (toks != 0)
 
 
-def encode_pieces(texts, tokenizer, max_tokens: int):
-  """sentencepiece ids, each text prefixed with EOS (a document start, as in LM training)."""
+def encode_pieces(texts, tokenizer, max_tokens: int, causal: bool = True):
+  """sentencepiece ids of each text, framed as the body was pretrained: a causal LM's
+  `<eos> text` (a document start), a masked-LM encoder's `<bos> text <eos>` ([CLS] … [SEP])."""
   toks = np.zeros((len(texts), max_tokens), np.int32)
   mask = np.zeros((len(texts), max_tokens), bool)
   for r, ids in enumerate(tokenizer.encode_batch(list(texts))):
-    ids = ([EOS] + ids)[:max_tokens]
+    ids = ([EOS] + ids)[:max_tokens] if causal else [BOS] + ids[:max_tokens - 2] + [EOS]
     toks[r, :len(ids)] = ids
     mask[r, :len(ids)] = True
   return toks, mask
@@ -87,7 +89,8 @@ class ClassificationTask(Task):
       self.source.model_config = lm_cfg
       self.model = models.EncoderClassifier(lm_cfg, self.num_classes,
                                             m.pooling, m.dropout)
-      enc = lambda t: encode_pieces(t, self.source.tokenizer, m.max_tokens)
+      causal = lm_models.is_causal(lm_cfg)
+      enc = lambda t: encode_pieces(t, self.source.tokenizer, m.max_tokens, causal)
       self.vocab_remap = {}
     else:
       raise ConfigError(f"model.type must be 'bag_of_embeddings' or 'lm_encoder', got {m.type!r}")

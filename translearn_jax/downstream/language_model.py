@@ -34,8 +34,10 @@ class LanguageModelTask(Task):
   dropout_seed_offset = 3000
 
   def __init__(self, data_config, source, seq_len: int, eval_rows: int = 0):
-    if source.model_config is None or not source.is_lm:
-      raise ConfigError('the language-modelling task needs an LM source (an LM run)')
+    if source.model_config is None or source.kind != 'lm' or \
+        not lm_models.is_causal(source.model_config):
+      raise ConfigError('the language-modelling task needs a causal LM source (an LM run, '
+                        f"init.kind='lm'), got a {source.kind!r} source")
     self.source = source
     docs = list(readers.read_documents(readers.TextSpec.from_config(data_config)))
     train, valid = split_documents(docs, data_config.valid_fraction, 0)

@@ -5,9 +5,10 @@ The split makes transfer a subtree graft: pretrained weights go under
 
 * `BagOfEmbeddings`: embedding → masked average → dropout → dense (the
   baseline that skip-gram vectors initialise);
-* `EncoderClassifier`: a pretrained LM body (any `models.lm` architecture) →
-  pooling over real tokens ('mean', 'max', or 'last') → dropout → dense;
-* `TokenTagger`: the LM body's state at every position → dropout → dense.
+* `EncoderClassifier`: a pretrained body (any `models.lm` architecture: a
+  causal LM or a masked-LM encoder) → pooling over real tokens ('mean', 'max',
+  'last', or 'cls': the first position, BERT's [CLS]) → dropout → dense;
+* `TokenTagger`: the body's state at every position → dropout → dense.
 
 LM-bodied models see their backbone only through `models.lm` (`make`,
 `hidden`): embed → contextual states, whatever the architecture.
@@ -61,10 +62,12 @@ def pool(h, mask, how: str):
     return (h * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
   if how == 'max':
     return jnp.where(m > 0, h, -1e9).max(1)
+  if how == 'cls':
+    return h[:, 0]
   if how == 'last':
     last = jnp.maximum(mask.sum(1).astype(jnp.int32) - 1, 0)
     return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
-  raise ValueError(f"pooling must be 'mean', 'max' or 'last', got {how!r}")
+  raise ValueError(f"pooling must be 'mean', 'max', 'last' or 'cls', got {how!r}")
 
 
 class EncoderClassifier(nn.Module):
@@ -76,7 +79,7 @@ class EncoderClassifier(nn.Module):
   @nn.compact
   def __call__(self, tokens, mask, deterministic: bool = True, return_features: bool = False):
     cfg = self.lm_config.replace(deterministic=deterministic)
-    h = lm_models.hidden(lm_models.make(cfg, name='backbone'), tokens)
+    h = lm_models.hidden(lm_models.make(cfg, name='backbone'), tokens, mask)
     pooled = pool(h.astype(jnp.float32), mask, self.pooling)
     if return_features:
       return pooled
@@ -91,19 +94,19 @@ class TokenTagger(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, mask, deterministic: bool = True):
-    del mask  # causal LM body: padding after the sentence never reaches real positions
     cfg = self.lm_config.replace(deterministic=deterministic)
-    h = lm_models.hidden(lm_models.make(cfg, name='backbone'), tokens)
+    h = lm_models.hidden(lm_models.make(cfg, name='backbone'), tokens, mask)
     h = nn.Dropout(self.dropout)(h.astype(jnp.float32), deterministic=deterministic)
     return layers.Dense(self.num_tags, name='head')(h)
 
 
 def lm_backbone_config(source, model_cfg):
-  """The architecture of an LM-bodied task model: the source LM's, with the task's
-  `model.max_tokens` checked against its context and `model.lora_rank` applied."""
-  if source.model_config is None or not source.is_lm:
-    raise ConfigError("an LM-bodied task model needs init.kind='lm' (the run gives the "
-                      'architecture and tokenizer; scratch runs use the same)')
+  """The architecture of an LM-bodied task model: the source's (a causal LM or a
+  masked-LM encoder run), with the task's `model.max_tokens` checked against its
+  context and `model.lora_rank` applied."""
+  if source.model_config is None or not source.is_backbone:
+    raise ConfigError("an LM-bodied task model needs init.kind='lm' or 'mlm' (the run gives "
+                      'the architecture and tokenizer; scratch runs use the same)')
   cfg = source.model_config
   context = lm_models.context_len(cfg)
   if context is not None and model_cfg.max_tokens > context:

@@ -1,16 +1,18 @@
 """Sequence tagging (NER) over a pretrained LM body, as a task: inputs, model, loss, span F1.
 
-Words are split into the LM's sentencepiece pieces (each word encoded on its
-own, so piece boundaries follow word boundaries); the tag of a word is
-predicted at its last piece — with a causal (left-to-right) LM body that is the
-first position that has seen the whole word — and the other pieces carry no
-loss. Predictions are
+Words are split into the body's sentencepiece pieces (each word encoded on its
+own, so piece boundaries follow word boundaries). With a causal (left-to-right)
+LM body the tag of a word is predicted at its last piece, the first position
+that has seen the whole word (rows `<eos> pieces…`); with a bidirectional
+masked-LM encoder it is predicted at the word's first piece, as BERT taggers
+do, with the whole sentence in view (rows `<bos> pieces… <eos>`). The other
+pieces carry no loss. Predictions are
 decoded to BIO tags and scored with entity-level span F1 (conlleval
 convention; `translearn_jax.data.conll.span_f1`, checked against seqeval in the
 tests). Words cut off by `model.max_tokens` are predicted 'O' and counted.
 Runners (`experiments.tagging`, multi-task) train it in length-grouped batches
-trimmed to their longest sentence (exact: the causal body never lets a real
-position see the padding after it).
+trimmed to their longest sentence (exact: a causal body never lets a real
+position see the padding after it, an encoder attends only to real positions).
 """
 
 from __future__ import annotations
@@ -22,17 +24,22 @@ import numpy as np
 import optax
 
 from translearn_jax.data import conll
-from translearn_jax.data.tokenizer import EOS
+from translearn_jax.data.tokenizer import BOS, EOS
 from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import DataError
+from translearn_jax.models import lm as lm_models
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
 from translearn_jax.transfer import strategies
 
 
-def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_tokens: int):
-  """(tokens, mask, last-piece positions (-1: truncated), tag ids) arrays."""
+def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_tokens: int,
+                  causal: bool = True):
+  """(tokens, mask, predicting position of each word (-1: truncated), tag ids) arrays.
+
+  causal: `<eos>` + pieces, each word at its last piece; otherwise `<bos>` +
+  pieces + `<eos>`, each word at its first piece (the `<eos>` always kept)."""
   flat = [w for s in corpus.sentences for w in s]
   pieces = tokenizer.encode_batch(flat)
   n, w_max = len(corpus.sentences), max(len(s) for s in corpus.sentences)
@@ -42,17 +49,19 @@ def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_to
   tags = np.full((n, w_max), -1, np.int32)
   k = 0
   for r, (words, labels) in enumerate(zip(corpus.sentences, corpus.tags)):
-    seq = [EOS]
+    seq = [EOS] if causal else [BOS]
+    room = max_tokens if causal else max_tokens - 1
     for j, (word, label) in enumerate(zip(words, labels)):
       p = pieces[k] or [tokenizer.unk_id]
       k += 1
       if label not in tag_index:
         raise DataError(f'{corpus.path}: tag {label!r} does not occur in the training data')
       tags[r, j] = tag_index[label]
+      at = len(seq) + len(p) - 1 if causal else len(seq)
       seq.extend(p)
-      if len(seq) <= max_tokens:
-        pos[r, j] = len(seq) - 1
-    seq = seq[:max_tokens]
+      if at < room:
+        pos[r, j] = at
+    seq = seq[:room] + ([] if causal else [EOS])
     toks[r, :len(seq)] = seq
     mask[r, :len(seq)] = True
   return toks, mask, pos, tags
@@ -77,8 +86,10 @@ class TaggingTask(Task):
     self.source = sources.load(p.kind, p.path, field='init.path')
     lm_cfg = models.lm_backbone_config(self.source, config.model)
     self.model = models.TokenTagger(lm_cfg, len(self.tag_names), config.model.dropout)
+    causal = lm_models.is_causal(lm_cfg)
     self.inputs = {k: encode_tagged(c, self.source.tokenizer, self.tag_index,
-                                    config.model.max_tokens) for k, c in self.corpora.items()}
+                                    config.model.max_tokens, causal)
+                   for k, c in self.corpora.items()}
     self.rules = graft_lib.parse_rules(config.init.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
     self._eval = jax.jit(lambda p, t, m: jnp.argmax(self.model.apply({'params': p}, t, m), -1))
@@ -129,7 +140,7 @@ class TaggingTask(Task):
 
 
 def tagging_loss(model, params, tokens, mask, positions, tags, rng):
-  """Mean cross-entropy of the tags predicted at each word's last piece (-1: no loss)."""
+  """Mean cross-entropy of the tags predicted at each word's position (-1: no loss)."""
   logits = model.apply({'params': params}, tokens, mask, deterministic=False,
                        rngs={'dropout': rng})
   at = jnp.take_along_axis(logits, jnp.maximum(positions, 0)[..., None], axis=1)

@@ -55,8 +55,9 @@ class Task:
 def trimmed_width(mask: np.ndarray, multiple: int = 16) -> int:
   """Columns a batch needs: its longest real row, rounded up (few distinct shapes to compile).
 
-  Exact for every model here: padding is masked out of pooling, and a causal
-  LM body never lets a position see later (padded) ones.
+  Exact for every model here: padding is masked out of pooling, a causal LM
+  body never lets a position see later (padded) ones, and an encoder body
+  attends only to real positions.
   """
   need = max(int(mask.sum(1).max()), 1)
   return min(mask.shape[1], -(-need // multiple) * multiple)

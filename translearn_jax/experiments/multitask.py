@@ -83,7 +83,11 @@ class MultiTask:
         raise ConfigError(f'config.{n}.family: must be one of {sorted(TASK_FAMILIES)}, got '
                           f'{config[n].family!r}')
     self.names = names
-    self.source = sources.load('lm', config.init.path, field='init.path')
+    kind = config.init.get('kind', 'lm')
+    if kind not in sources.BACKBONE_KINDS:
+      raise ConfigError(f'config.init.kind: the shared backbone is an LM or masked-LM run '
+                        f'({sources.BACKBONE_KINDS}), got {kind!r}')
+    self.source = sources.load(kind, config.init.path, field='init.path')
     self.tasks = {n: TASK_FAMILIES[config[n].family](config[n], self.source) for n in names}
     self.sizes = [self.tasks[n].num_examples('train') for n in names]
 

@@ -18,6 +18,11 @@ import jax.numpy as jnp
 
 Array = jax.Array
 NEG_INF = -1e9  # finite: fully masked rows stay NaN-free
+ACTIVATIONS = {
+    'gelu': lambda x: jax.nn.gelu(x, approximate=False),   # erf (BERT, RoBERTa)
+    'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
+    'relu': jax.nn.relu,
+}
 
 
 class Dense(nn.Module):
@@ -167,11 +172,12 @@ class MlpBlock(nn.Module):
   d_ff: int
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  activation: str = 'gelu_tanh'            # a key of ACTIVATIONS
 
   @nn.compact
   def __call__(self, x):
     h = Dense(self.d_ff, dtype=self.dtype, param_dtype=self.param_dtype, name='wi')(x)
-    h = jax.nn.gelu(h)
+    h = ACTIVATIONS[self.activation](h)
     return Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype, name='wo')(h)
 
 

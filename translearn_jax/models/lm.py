@@ -9,8 +9,12 @@ architecture it holds:
   the architecture's frozen config dataclass (bad values → `ConfigError`);
 * `make(cfg, **kw)`: the linen module (`name='backbone'` inside task models);
 * `logits(model, params, tokens)`: next-token logits (B, T, V);
-* `hidden(module, tokens)`: contextual states (B, T, D), for use inside a
-  compact task model (the backbone interface: embed → contextual states);
+* `hidden(module, tokens, mask)`: contextual states (B, T, D), for use inside
+  a compact task model (the backbone interface: embed → contextual states;
+  `mask` marks real positions, which a bidirectional body needs and a causal
+  one ignores);
+* `is_causal(cfg)`: left-to-right (next-token logits, sampling, last-piece
+  tagging) or bidirectional (`encoder`: masked-LM logits, first-piece tagging);
 * `flops_per_token(cfg, seq_len)`, `context_len(cfg)` (None: unbounded).
 """
 
@@ -22,7 +26,7 @@ from typing import Any, Callable, Optional
 import jax.numpy as jnp
 
 from translearn_jax.errors import ConfigError
-from translearn_jax.models import lstm_lm, transformer_lm
+from translearn_jax.models import encoder, lstm_lm, transformer_lm
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -34,6 +38,7 @@ class Arch:
   flops_per_token: Callable   # (config, seq_len) -> float
   fields: dict                # config dataclass field <- `model.<field>` of a ConfigDict
   bounded_context: bool       # positions limited by `max_len`
+  causal: bool = True         # False: bidirectional (a masked-LM encoder)
 
 
 ARCHS = {
@@ -49,6 +54,12 @@ ARCHS = {
                         'dropout_input', 'dropout_hidden', 'dropout_output', 'weight_drop',
                         'tie_embeddings')},
         bounded_context=False),
+    'encoder': Arch(
+        encoder.EncoderConfig, encoder.Encoder, encoder.flops_per_token,
+        {f: f for f in ('d_model', 'num_heads', 'num_layers', 'd_ff', 'max_len', 'dropout',
+                        'attention_dropout', 'positions', 'position_offset', 'norm',
+                        'activation', 'layer_norm_eps', 'type_vocab_size', 'tie_embeddings')},
+        bounded_context=True, causal=False),
 }
 # Fields that never change the parameter tree (regularisation, numerics, mode).
 NON_ARCHITECTURAL = ('dropout', 'attention_dropout', 'dropout_embed', 'dropout_input',
@@ -69,6 +80,10 @@ def config_from(model_cfg, vocab_size: int, dtype: str = 'float32', deterministi
                       f'got {model_cfg.arch!r}')
   if dtype not in DTYPES:
     raise ConfigError(f'config.dtype: must be one of {sorted(DTYPES)}, got {dtype!r}')
+  missing = [src for src in arch.fields.values() if src not in model_cfg]
+  if missing:
+    raise ConfigError(f'config.model: the {model_cfg.arch!r} architecture needs the fields '
+                      f'{missing}')
   kw = {dst: model_cfg[src] for dst, src in arch.fields.items()}
   try:
     return arch.config_class(vocab_size=vocab_size, dtype=DTYPES[dtype],
@@ -86,10 +101,19 @@ def logits(model, params, tokens, rngs=None):
   return out[0] if isinstance(out, tuple) else out   # recurrent models also return a carry
 
 
-def hidden(module, tokens):
-  """Contextual states (B, T, D) of `module` (made by `make`) inside a compact module."""
+def hidden(module, tokens, mask=None):
+  """Contextual states (B, T, D) of `module` (made by `make`) inside a compact module.
+
+  `mask` (B, T) marks real positions: a bidirectional body attends only to
+  them; a causal body needs no mask (padding follows the real positions)."""
+  if not arch_of(module.config).causal:
+    return module(tokens, mask=mask, return_hidden=True)
   out = module(tokens, return_hidden=True)
   return out[0] if isinstance(out, tuple) else out
+
+
+def is_causal(cfg) -> bool:
+  return arch_of(cfg).causal
 
 
 def flops_per_token(cfg, seq_len: int) -> float:

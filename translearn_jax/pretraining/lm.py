@@ -72,7 +72,7 @@ def model_config(config, vocab_size: int, deterministic: bool = True, decode: bo
 
 # -- data --------------------------------------------------------------------
 
-def get_tokenizer(config, train_docs, workdir: str) -> Tokenizer:
+def get_tokenizer(config, train_docs, workdir: str, special_pieces=()) -> Tokenizer:
   """Explicit path > the run's own saved tokenizer > train a new one (saved)."""
   saved = os.path.join(workdir, 'tokenizer.model')
   if config.tokenizer.path:
@@ -87,7 +87,8 @@ def get_tokenizer(config, train_docs, workdir: str) -> Tokenizer:
     return tok
   t0 = time.perf_counter()
   tok = Tokenizer.train(train_docs, config.tokenizer.vocab_size, config.tokenizer.model_type,
-                        seed=config.seed, normalization=config.tokenizer.normalization)
+                        seed=config.seed, normalization=config.tokenizer.normalization,
+                        special_pieces=special_pieces)
   info('trained %s tokenizer (%d pieces) in %.1fs', config.tokenizer.model_type,
        tok.vocab_size, time.perf_counter() - t0)
   if jax.process_index() == 0:
@@ -215,6 +216,26 @@ def build(config, workdir: str):
   return tok, train_rows, valid_rows, stats, mesh
 
 
+def throughput_metrics(config, fpt: float, mesh, perplexity: bool = True):
+  """(peak FLOP/s per device or None, a metrics postprocessor adding model TFLOP/s, MFU
+  and, with `perplexity`, exp(loss))."""
+  peak = flops_lib.peak_flops(dtype=config.dtype, override=config.peak_flops_per_device)
+  if peak is None:
+    info('peak FLOP/s of device kind %r (%s) unknown: MFU not reported '
+         '(set config.peak_flops_per_device)', jax.devices()[0].device_kind, config.dtype)
+
+  def add(metrics):
+    if 'tokens_per_sec' in metrics:
+      metrics['model_tflops_per_sec'] = fpt * metrics['tokens_per_sec'] / 1e12
+      u = flops_lib.mfu(fpt, metrics['tokens_per_sec'], mesh.devices.size, peak)
+      if u is not None:
+        metrics['mfu'] = u
+    if perplexity and 'loss' in metrics:
+      metrics['perplexity'] = math.exp(min(metrics['loss'], 700.0))
+    return metrics
+  return peak, add
+
+
 def check_same_architecture(src_cfg, train_cfg, run_dir: str) -> None:
   diff = lm_models.architecture_diff(src_cfg, train_cfg)
   if diff:
@@ -222,13 +243,14 @@ def check_same_architecture(src_cfg, train_cfg, run_dir: str) -> None:
                       f'(source vs this config: {diff}); set config.model to match it')
 
 
-def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh) -> TrainState:
+def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh, kind: str = 'lm'
+                  ) -> TrainState:
   """`state` with the parameters of the LM run `run_dir` (same architecture required).
 
   The ULMFiT middle stage: an LM pretrained on general text continues training
   on target-domain text; the optimiser state and step count start fresh.
   """
-  src = sources.load('lm', run_dir, field='init.path')
+  src = sources.load(kind, run_dir, field='init.path')
   check_same_architecture(src.model_config, train_cfg, run_dir)
   return state.replace(params=jax.device_put(src.params, mesh_lib.replicated(mesh)))
 
@@ -277,10 +299,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_fn = make_eval_fn(eval_model, mesh)
   tokens_per_step = config.train.batch_size * config.train.grad_accum * config.train.seq_length
   fpt = lm_models.flops_per_token(train_cfg, config.train.seq_length)
-  peak = flops_lib.peak_flops(dtype=config.dtype, override=config.peak_flops_per_device)
-  if peak is None:
-    info('peak FLOP/s of device kind %r (%s) unknown: MFU not reported '
-         '(set config.peak_flops_per_device)', jax.devices()[0].device_kind, config.dtype)
+  peak, add_mfu = throughput_metrics(config, fpt, mesh)
+
   def held_out(step: int, state) -> dict:
     r = evaluate_rows(eval_fn, state.params, valid_rows, config.train.batch_size, mesh,
                       config.train.eval_max_rows)
@@ -290,16 +310,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       else []
 
   writer = MetricWriter(workdir)
-
-  def add_mfu(metrics):
-    if 'tokens_per_sec' in metrics:
-      metrics['model_tflops_per_sec'] = fpt * metrics['tokens_per_sec'] / 1e12
-      u = flops_lib.mfu(fpt, metrics['tokens_per_sec'], mesh.devices.size, peak)
-      if u is not None:
-        metrics['mfu'] = u
-    if 'loss' in metrics:
-      metrics['perplexity'] = math.exp(min(metrics['loss'], 700.0))
-    return metrics
 
   t_start = time.perf_counter()
   try:

@@ -11,6 +11,10 @@ reported:
   `GraftError` naming both paths and shapes (never a silent skip);
 * rules that matched no source leaf, and target leaves left at their
   initialisation ("created"), are listed in the `GraftReport`;
+* a rule with an empty target (`mlm/.*=>`) leaves the source leaves it
+  matches out on purpose (big_vision's `dont_load`), e.g. a masked-LM run's
+  prediction head; they are listed as "dropped", apart from leaves no rule
+  placed ("unused");
 * embedding matrices whose rows are indexed by different vocabularies are
   remapped by token string (`remap_rows`): rows of tokens missing from the
   source are initialised (mean of the source rows, or random) and counted.
@@ -42,6 +46,7 @@ class GraftReport:
   created: list = dataclasses.field(default_factory=list)      # target paths left at init
   unmatched_rules: list = dataclasses.field(default_factory=list)
   unused_source: list = dataclasses.field(default_factory=list)
+  dropped: list = dataclasses.field(default_factory=list)      # source leaves left out by rule
   remapped: dict = dataclasses.field(default_factory=dict)     # target -> remap stats
   frozen: list = dataclasses.field(default_factory=list)       # filled by the strategy
 
@@ -51,6 +56,7 @@ class GraftReport:
   def summary(self) -> str:
     lines = [f'graft: {len(self.grafted)} leaves grafted, {len(self.created)} created '
              f'(left at init), {len(self.unused_source)} source leaves unused, '
+             f'{len(self.dropped)} dropped by rule, '
              f'{len(self.unmatched_rules)} rules matched nothing, {len(self.frozen)} frozen']
     for tgt, st in self.remapped.items():
       lines.append(f'  {tgt}: vocabulary remap {st["found"]}/{st["target_rows"]} rows from '
@@ -67,7 +73,7 @@ class GraftReport:
 
 
 def parse_rules(spec: str) -> list[tuple[str, str]]:
-  """'src_regex=>target_template; ...' -> [(src, tgt)]."""
+  """'src_regex=>target_template; ...' -> [(src, tgt)] (an empty template drops the leaves)."""
   rules = []
   for part in [p.strip() for p in spec.split(';') if p.strip()]:
     if '=>' not in part:
@@ -140,6 +146,9 @@ def graft(target_params, source_params, rules: Sequence[tuple[str, str]], *,
       if not m:
         continue
       used_rules.add(name)
+      if not template:
+        report.dropped.append(spath)
+        break
       tpath = m.expand(template)
       if tpath not in tgt:
         near = [p for p in tgt if p.rsplit('/', 1)[-1] == tpath.rsplit('/', 1)[-1]][:5]

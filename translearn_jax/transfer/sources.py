@@ -7,7 +7,7 @@ tokenizer — and the model config of the architecture that made them.
 Kinds:
 * `word2vec`: a vectors file (word2vec text, or binary with `binary=True`);
   params `{'embedding': (V, D)}`;
-* `run` (or `lm`, `seq2seq`, `word2vec_run`, which also check the family):
+* `run` (or `lm`, `mlm`, `seq2seq`, `word2vec_run`, which also check the family):
   a run directory of this project (`config.json`, its tokenizer or vocabulary,
   `checkpoints/`). Only the parameters of the newest checkpoint are read
   (orbax partial restore of `state/params`, shapes and dtypes taken from the
@@ -38,13 +38,14 @@ from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.optimizers import param_paths
 
-KINDS = ('none', 'word2vec', 'run', 'lm', 'seq2seq', 'word2vec_run')
-RUN_FAMILIES = {'lm': 'lm', 'seq2seq': 'seq2seq', 'word2vec_run': 'word2vec'}
+KINDS = ('none', 'word2vec', 'run', 'lm', 'mlm', 'seq2seq', 'word2vec_run')
+RUN_FAMILIES = {'lm': 'lm', 'mlm': 'mlm', 'seq2seq': 'seq2seq', 'word2vec_run': 'word2vec'}
+BACKBONE_KINDS = ('lm', 'mlm')               # sources a task model can use as its body
 
 
 @dataclasses.dataclass
 class Source:
-  kind: str                                  # 'none', 'word2vec', 'lm', 'seq2seq', 'word2vec_run'
+  kind: str                       # 'none', 'word2vec', 'lm', 'mlm', 'seq2seq', 'word2vec_run'
   path: str = ''
   params: Any = None                         # tree of numpy arrays (None: scratch)
   vocab: Optional[list[str]] = None          # token string of each embedding row
@@ -53,8 +54,9 @@ class Source:
   run_config: Optional[ml_collections.ConfigDict] = None   # the run's config.json
 
   @property
-  def is_lm(self) -> bool:
-    return self.kind == 'lm'
+  def is_backbone(self) -> bool:
+    """A contextual body for task models: a causal LM or a masked-LM encoder run."""
+    return self.kind in BACKBONE_KINDS
 
 
 def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.path'
@@ -121,10 +123,10 @@ def load_run(path: str, field: str = 'init.path') -> Source:
   else:
     config = run_config(path, field)
     family = config.get('family')
-  if family == 'lm':
+  if family in BACKBONE_KINDS:
     tok = run_tokenizer(path, config)
     mcfg = lm_models.config_from(config.model, tok.vocab_size, config.get('dtype', 'float32'))
-    return Source('lm', path, restore_params(path, field), tokenizer=tok, model_config=mcfg,
+    return Source(family, path, restore_params(path, field), tokenizer=tok, model_config=mcfg,
                   vocab=[tok.sp.id_to_piece(i) for i in range(tok.vocab_size)],
                   run_config=config)
   if family == 'seq2seq':
@@ -141,4 +143,4 @@ def load_run(path: str, field: str = 'init.path') -> Source:
     return Source('word2vec_run', path, restore_params(path, field), vocab=list(vocab.words),
                   run_config=config)
   raise DataError(f'config.{field}: {path} is a run of family {family!r}; transfer reads '
-                  "'lm', 'seq2seq' and 'word2vec' runs")
+                  "'lm', 'mlm', 'seq2seq' and 'word2vec' runs")

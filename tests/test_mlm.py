@@ -1,0 +1,313 @@
+"""Masked-LM encoders: masking, packing, architecture, training, resume, transfer into tasks."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import StopAfter, set_fields
+from translearn_jax.data import masking
+from translearn_jax.data.mlm_data import Packer
+from translearn_jax.data.tokenizer import BOS, EOS
+from translearn_jax.errors import ConfigError
+from translearn_jax.models import encoder as enc
+from translearn_jax.models import lm as lm_models
+from translearn_jax.pretraining import mlm
+
+
+def mlm_config(**over):
+  from configs import mlm_encoder
+  c = mlm_encoder.get_config()
+  c.data.kind, c.data.path = 'text', 'gensim:lee_background.cor'
+  c.tokenizer.vocab_size = 400
+  c.model.d_model, c.model.num_layers, c.model.d_ff, c.model.max_len = 32, 1, 64, 64
+  c.train.seq_length, c.train.batch_size, c.train.epochs = 32, 8, 1
+  c.num_devices, c.progress = 1, False
+  c.train.log_every_steps, c.train.checkpoint_every_steps, c.train.eval_every_steps = 10, 20, 1000
+  c.optim.warmup_steps = 5
+  return set_fields(c, over)
+
+
+@pytest.fixture(scope='module')
+def tiny_mlm_run(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp('tiny_mlm_run'))
+  summary = mlm.train_and_evaluate(mlm_config(**{'train.steps': 12}), d)
+  return d, summary
+
+
+# -- masking -------------------------------------------------------------------
+
+def test_masking_statistics_on_a_large_batch():
+  """15% of eligible pieces chosen; 80/10/10 mask/random/keep; specials and padding never."""
+  v, mask_id, special = 500, 4, [0, 1, 2, 3, 4]
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(5, v, (256, 128)).astype(np.int32)
+  tokens[:, 0], tokens[:, 60], tokens[:, 61] = BOS, EOS, BOS      # specials inside rows
+  segments = np.ones_like(tokens)
+  segments[:, 100:] = 0                                            # padding
+  tokens[:, 100:] = 0
+  is_special = jnp.asarray(masking.special_table(v, special))
+  normal = jnp.asarray(np.arange(5, v, dtype=np.int32))
+  sel = masking.select(jax.random.key(1), jnp.asarray(tokens),
+                       jnp.asarray((segments > 0) & ~np.isin(tokens, special)), 0.15)
+  sel = np.asarray(sel)
+  eligible = (segments > 0) & ~np.isin(tokens, special)
+  assert not sel[~eligible].any()
+  frac = sel.sum() / eligible.sum()
+  assert abs(frac - 0.15) < 0.005, frac                  # 25k eligible: sd ~0.0023
+  out = np.asarray(masking.corrupt(jax.random.key(2), jnp.asarray(tokens), jnp.asarray(sel),
+                                   mask_id, normal))
+  assert (out[~sel] == tokens[~sel]).all()               # unchosen positions untouched
+  chosen_out, chosen_in = out[sel], tokens[sel]
+  masked = (chosen_out == mask_id).mean()
+  kept = (chosen_out == chosen_in).mean()
+  randomised = 1 - masked - kept
+  assert abs(masked - 0.8) < 0.015 and abs(kept - 0.1 - 1 / 495 * 0.1) < 0.01
+  assert abs(randomised - 0.1) < 0.01
+  assert not np.isin(chosen_out[chosen_out != mask_id], special).any()  # random: never special
+
+
+def test_whole_word_masking_takes_every_piece_of_a_word():
+  pieces = ['<pad>', '<unk>', '<s>', '</s>', '<mask>', '\u2581the', 'ing', '\u2581go', 's']
+  starts = masking.word_start_table(pieces, [0, 1, 2, 3, 4])
+  row = np.array([[2, 5, 7, 6, 8, 5, 7, 6, 3]] * 4000, np.int32)     # <s> the go-ing-s ... </s>
+  eligible = ~np.isin(row, [0, 1, 2, 3, 4])
+  sel = np.asarray(masking.select(jax.random.key(0), jnp.asarray(row), jnp.asarray(eligible),
+                                  0.3, jnp.asarray(starts)))
+  # the word "go ing s" at 2..4 and at 6..8 (minus the trailing </s>): all or nothing
+  assert (sel[:, 2] == sel[:, 3]).all() and (sel[:, 3] == sel[:, 4]).all()
+  assert (sel[:, 6] == sel[:, 7]).all()
+  assert abs(sel[:, 2].mean() - 0.3) < 0.03 and not sel[:, 8].any()
+  assert (sel[:, 1] != sel[:, 2]).any()                 # words are drawn independently
+
+
+def test_prediction_slots_cover_every_chosen_position():
+  rng = np.random.default_rng(3)
+  sel = rng.random((64, 128)) < 0.15
+  pos, w = masking.prediction_slots(jax.random.key(0), jnp.asarray(sel),
+                                    masking.num_slots(128, 0.15))
+  pos, w = np.asarray(pos), np.asarray(w)
+  for r in range(64):
+    assert set(pos[r][w[r] > 0]) == set(np.flatnonzero(sel[r]))
+  assert masking.num_slots(128, 0.15) == 39
+
+
+# -- packing and the encoder ------------------------------------------------------
+
+def test_packer_keeps_every_piece_and_cuts_long_documents():
+  docs = [list(range(10, 10 + n)) for n in (5, 30, 3, 70, 9)]
+  p = Packer(width=24, min_piece=4)
+  for d in docs:
+    p.add(d)
+  rows = p.rows()
+  assert rows.shape[1:] == (3, 24)
+  got = []  # segments in order; a document's parts follow one another
+  for r in rows:
+    for s in range(1, r[1].max() + 1):
+      at = r[1] == s
+      seg = r[0][at]
+      assert seg[0] == BOS and seg[-1] == EOS and (r[2][at] == np.arange(at.sum())).all()
+      got.extend(seg[1:-1].tolist())
+  assert got == [t for d in docs for t in d]
+  assert ((rows[:, 1] == 0) == (rows[:, 0] == 0)).all()   # padding exactly where segment 0
+
+
+@pytest.mark.parametrize('norm,positions', [('post', 'learned'), ('pre', 'rotary')])
+def test_attention_never_crosses_a_packing_boundary(norm, positions):
+  cfg = enc.EncoderConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=2, d_ff=32,
+                          max_len=32, norm=norm, positions=positions, type_vocab_size=2)
+  model = enc.Encoder(cfg)
+  docs = [[7, 8, 9, 10], [11, 12, 13, 14, 15, 16], [17, 18]]
+  p = Packer(width=24, min_piece=1)
+  for d in docs:
+    p.add(d)
+  row = p.rows()
+  assert len(row) == 1
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
+  packed = model.apply({'params': params}, jnp.asarray(row[:, 0]), segments=jnp.asarray(row[:, 1]),
+                       positions=jnp.asarray(row[:, 2]))
+  for s, d in enumerate(docs, 1):
+    alone = model.apply({'params': params}, jnp.asarray([[BOS] + d + [EOS]]))
+    np.testing.assert_allclose(packed[0][row[0, 1] == s], alone[0], rtol=1e-4, atol=1e-5)
+  # and the segments do matter: without them the first document's logits change
+  merged = model.apply({'params': params}, jnp.asarray(row[:, 0]))
+  assert not np.allclose(merged[0][row[0, 1] == 1], packed[0][row[0, 1] == 1], atol=1e-3)
+
+
+def test_padding_does_not_change_real_positions_and_predict_at_matches():
+  cfg = enc.EncoderConfig(vocab_size=40, d_model=16, num_heads=2, num_layers=1, d_ff=32,
+                          max_len=16)
+  model = enc.Encoder(cfg)
+  params = model.init(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))['params']
+  toks = jnp.asarray([[2, 9, 10, 11, 3, 0, 0, 0]])
+  full = model.apply({'params': params}, toks)
+  short = model.apply({'params': params}, toks[:, :5])
+  np.testing.assert_allclose(full[:, :5], short, rtol=1e-5, atol=1e-5)
+  at = model.apply({'params': params}, toks, predict_at=jnp.asarray([[3, 1]]))
+  np.testing.assert_allclose(at[0], full[0, jnp.asarray([3, 1])], rtol=1e-5, atol=1e-5)
+  assert set(params) == {'embed', 'pos_embed', 'embed_ln', 'block_0', 'mlm'}
+  assert set(params['mlm']) == {'dense', 'ln', 'bias'}          # tied decoder: no 'decoder'
+
+
+def test_bert_base_parameter_count():
+  """configs/bert_base.py built abstractly: BERT-base with its MLM head (HF
+  BertForMaskedLM, tied decoder, no pooler) has 109,514,298 parameters."""
+  from configs import bert_base
+  c = bert_base.get_config()
+  mcfg = lm_models.config_from(c.model, c.tokenizer.vocab_size)
+  shapes = jax.eval_shape(lambda: lm_models.make(mcfg).init(
+      jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+  assert n == 109_514_298
+  assert shapes['pos_embed'].shape == (512, 768) and shapes['type_embed']['embedding'].shape == (2, 768)
+
+
+def test_activation_and_eps_are_what_the_config_says():
+  x = jnp.linspace(-3, 3, 7)
+  np.testing.assert_allclose(
+      enc.layers.ACTIVATIONS['gelu'](x), 0.5 * x * (1 + jax.scipy.special.erf(x / np.sqrt(2))),
+      rtol=1e-5, atol=1e-7)
+  assert not np.allclose(enc.layers.ACTIVATIONS['gelu'](x), enc.layers.ACTIVATIONS['gelu_tanh'](x),
+                         atol=1e-5)
+  with pytest.raises(ValueError, match='model.norm must be one of'):
+    enc.EncoderConfig(vocab_size=10, norm='sandwich')
+  # the LayerNorm epsilon reaches every LayerNorm: same params, other eps, other states
+  cfg = enc.EncoderConfig(vocab_size=30, d_model=8, num_heads=2, num_layers=1, d_ff=16,
+                          max_len=8, layer_norm_eps=1e-12)
+  toks = jnp.asarray([[2, 7, 8, 3]])
+  params = enc.Encoder(cfg).init(jax.random.key(0), toks)['params']
+  a = enc.Encoder(cfg).apply({'params': params}, toks, return_hidden=True)
+  b = enc.Encoder(cfg.replace(layer_norm_eps=0.5)).apply({'params': params}, toks,
+                                                         return_hidden=True)
+  assert not np.allclose(a, b, atol=1e-3)
+
+
+# -- training -----------------------------------------------------------------------
+
+def test_tiny_encoder_overfits_a_handful_of_sentences(tmp_path):
+  text = tmp_path / 'few.txt'
+  text.write_text('\n'.join(['the cat sat on the mat by the door',
+                             'a dog ran in the park after the ball',
+                             'she reads old books in the quiet library'] * 40) + '\n')
+  c = mlm_config(**{'data.path': str(text), 'data.valid_path': str(text),
+                    'data.valid_fraction': 0.0, 'tokenizer.vocab_size': 320,
+                    'model.dropout': 0.0, 'model.attention_dropout': 0.0,
+                    'model.d_model': 64, 'model.d_ff': 128, 'model.num_layers': 2,
+                    'train.epochs': 400, 'train.steps': 300, 'train.batch_size': 4,
+                    'optim.learning_rate': 3e-3, 'optim.warmup_steps': 20,
+                    'mlm.mask_rate': 0.15})
+  s = mlm.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert s['valid']['accuracy'] > 0.9, s['valid']
+  assert s['valid']['loss'] < 0.5
+
+
+def test_run_reports_and_resume_is_exact(tmp_path, monkeypatch, tiny_mlm_run):
+  _, first = tiny_mlm_run
+  assert first['valid']['masked_tokens'] > 0 and first['tokens_seen'] == 12 * 8 * 32
+  c = mlm_config(**{'model.dropout': 0.1, 'train.steps': 16, 'mlm.whole_word': True})
+  full = mlm.train_and_evaluate(c, str(tmp_path / 'full'))
+  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(5))
+  part = mlm.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert part['stopped_by_signal'] and part['steps'] == 6
+  monkeypatch.undo()
+  resumed = mlm.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert resumed['steps'] == 16
+  assert resumed['valid'] == full['valid'] and resumed['train_sample'] == full['train_sample']
+  records = [json.loads(l) for l in open(tmp_path / 'full' / 'metrics.jsonl')]
+  assert any('valid_accuracy' in r for r in records) and any('accuracy' in r for r in records)
+
+
+def test_bad_mlm_config_is_one_error(tmp_path):
+  with pytest.raises(ConfigError, match='config.mlm.mask_rate'):
+    mlm.train_and_evaluate(mlm_config(**{'mlm.mask_rate': 1.5}), str(tmp_path / 'a'))
+  with pytest.raises(ConfigError, match="trains an 'encoder'"):
+    mlm.train_and_evaluate(mlm_config(**{'model.arch': 'transformer'}), str(tmp_path / 'b'))
+
+
+# -- transfer -----------------------------------------------------------------------
+
+def test_graft_into_classifier_and_tagger(tmp_path, tiny_mlm_run, topic_task, conll_task):
+  from configs import transfer_conll_mlm, transfer_mr_mlm
+  from translearn_jax.downstream.classification import ClassificationTask
+  from translearn_jax.downstream.tagging import TaggingTask
+  run, _ = tiny_mlm_run
+  c = transfer_mr_mlm.get_config()
+  set_fields(c, {'init.path': run, 'data.kind': 'tsv', 'data.path': topic_task,
+                 'model.max_tokens': 48,
+                 'transfer.groups': r'head=^head/,body=^backbone/'})
+  task = ClassificationTask(c)
+  toks, mask, _ = task.inputs['train']
+  n = mask.sum(1)
+  assert (toks[:, 0] == BOS).all() and (toks[np.arange(len(n)), n - 1] == EOS).all()
+  params, report = task.init_params(0, 'finetune')
+  assert sorted(report.created) == ['head/bias', 'head/kernel']
+  assert report.dropped and all(p.startswith('mlm/') for p in report.dropped)
+  assert not report.unused_source
+  src = task.source.params
+  np.testing.assert_array_equal(params['backbone']['embed']['embedding'],
+                                src['embed']['embedding'])
+
+  t = transfer_conll_mlm.get_config()
+  set_fields(t, {'init.path': run, 'data.train_path': conll_task[0],
+                 'data.dev_path': conll_task[1], 'data.test_path': conll_task[2],
+                 'model.max_tokens': 48})
+  tagger = TaggingTask(t)
+  tparams, treport = tagger.init_params(0, 'finetune')
+  assert sorted(treport.created) == ['head/bias', 'head/kernel'] and treport.dropped
+  # bidirectional: a tag depends on the words after it
+  toks, mask, pos, _ = tagger.inputs['test']
+  out = tagger.model.apply({'params': tparams}, toks[:1], mask[:1])
+  later = toks[:1].copy()
+  last = int(pos[0][pos[0] >= 0].max())
+  later[0, last] = (later[0, last] + 1) % 400 or 5
+  out2 = tagger.model.apply({'params': tparams}, later, mask[:1])
+  assert not np.allclose(out[0, pos[0][0]], out2[0, pos[0][0]])
+
+
+def test_tagger_predicts_at_each_words_first_piece():
+  from translearn_jax.data.conll import TaggedCorpus
+  from translearn_jax.downstream.tagging import encode_tagged
+
+  class Tok:
+    unk_id = 1
+    def encode_batch(self, words):          # 'unbelievable' -> 3 pieces, others 1
+      table = {'unbelievable': [20, 21, 22], 'news': [30], 'from': [31], 'Reuters': [40, 41]}
+      return [table[w] for w in words]
+
+  corpus = TaggedCorpus(path='x', sentences=[['unbelievable', 'news', 'from', 'Reuters']],
+                        tags=[['O', 'O', 'O', 'B-ORG']])
+  idx = {'O': 0, 'B-ORG': 1}
+  toks, mask, pos, tags = encode_tagged(corpus, Tok(), idx, 16, causal=False)
+  assert toks[0, :9].tolist() == [BOS, 20, 21, 22, 30, 31, 40, 41, EOS]
+  assert pos[0].tolist() == [1, 4, 5, 6] and tags[0].tolist() == [0, 0, 0, 1]
+  toks, _, pos, _ = encode_tagged(corpus, Tok(), idx, 16, causal=True)
+  assert toks[0, :8].tolist() == [EOS, 20, 21, 22, 30, 31, 40, 41]
+  assert pos[0].tolist() == [3, 4, 5, 7]
+  # truncation keeps <eos>; a word whose first piece is cut is -1
+  toks, mask, pos, _ = encode_tagged(corpus, Tok(), idx, 7, causal=False)
+  assert toks[0].tolist() == [BOS, 20, 21, 22, 30, 31, EOS] and pos[0].tolist() == [1, 4, 5, -1]
+
+
+def test_finetune_strategies_run_on_an_encoder(tmp_path, tiny_mlm_run, topic_task):
+  """Gradual unfreezing (with discriminative LRs), LoRA and a linear probe, unchanged,
+  on an encoder backbone (one epoch on the topic task; fine-tuning itself runs in
+  the graft and reliability tests)."""
+  from configs import transfer_mr_mlm
+  from translearn_jax.experiments import classification
+  run, _ = tiny_mlm_run
+  c = transfer_mr_mlm.get_config()
+  set_fields(c, {'init.path': run, 'data.kind': 'tsv', 'data.path': topic_task,
+                 'model.max_tokens': 48, 'model.lora_rank': 4, 'train.epochs': 1,
+                 'compare_scratch': True, 'with_scratch': False, 'seeds': 1,
+                 'transfer.strategies': 'gradual_unfreezing,lora,linear_probe_logistic',
+                 'transfer.factor': 0.5,
+                 'transfer.groups': r'head=^head/,block_0=^backbone/block_0/,'
+                                    r'embed=^backbone/(embed|pos_embed|embed_ln)',
+                 'transfer.unfreeze_every': 5})
+  out = classification.train_and_evaluate(c, str(tmp_path))
+  got = {r['strategy'] for r in out['rows']}
+  assert got == {'gradual_unfreezing', 'lora', 'linear_probe_logistic'}
+  assert all(r['test_mean'] > 0.5 for r in out['rows']), out['rows']

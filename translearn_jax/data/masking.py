@@ -1,0 +1,81 @@
+"""Dynamic masking for the masked-LM objective (BERT), as pure `jnp` functions run inside the step.
+
+Every step draws its own mask from the step's key (`fold_in(rng, step)`), so
+each pass over a row masks other positions (RoBERTa's dynamic masking) and a
+resumed run draws exactly what the uninterrupted one drew.
+
+* `select`: each eligible position (a real, non-special piece) is chosen with
+  probability `rate` (15%); with `word_starts` whole words are chosen instead
+  (the draw at a word's first piece decides all its pieces: whole-word masking);
+* `corrupt`: of the chosen positions 80% become `<mask>`, 10% a random
+  non-special piece, 10% stay as they are (`split`);
+* `prediction_slots`: the (B, K) positions the loss is computed at — the
+  chosen ones, padded with weight 0 — so the vocabulary projection runs on K
+  positions instead of T (K ≈ 2 × rate × T: a row with more chosen positions
+  than K, about 1 in 10⁶ at 15% of 128, drops the excess at random).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def special_table(vocab_size: int, special_ids) -> np.ndarray:
+  table = np.zeros(vocab_size, bool)
+  table[np.asarray(list(special_ids), np.int64)] = True
+  return table
+
+
+def word_start_table(pieces, special_ids) -> np.ndarray:
+  """True for pieces that begin a word (sentencepiece '▁' prefix) and for special pieces."""
+  table = np.array([p.startswith('\u2581') for p in pieces], bool)
+  table[np.asarray(list(special_ids), np.int64)] = True
+  return table
+
+
+def num_slots(seq_len: int, rate: float) -> int:
+  """K prediction slots per row: twice the expected count, at least 4 (and at most T)."""
+  return int(min(seq_len, max(4, math.ceil(2 * rate * seq_len))))
+
+
+def select(rng, tokens, eligible, rate: float, word_starts=None):
+  """(B, T) bool: the positions to predict."""
+  u = jax.random.uniform(rng, tokens.shape)
+  if word_starts is not None:
+    t = tokens.shape[1]
+    starts = jnp.where(word_starts[tokens], jnp.arange(t), 0)
+    first = jax.lax.cummax(starts, axis=1)          # each position's word start
+    u = jnp.take_along_axis(u, first, axis=1)
+  return (u < rate) & eligible
+
+
+def corrupt(rng, tokens, selected, mask_id: int, normal_ids, split=(0.8, 0.1, 0.1)):
+  """Inputs with the selected positions replaced: `<mask>` / random piece / kept."""
+  k_kind, k_tok = jax.random.split(rng)
+  u = jax.random.uniform(k_kind, tokens.shape)
+  random_tok = normal_ids[jax.random.randint(k_tok, tokens.shape, 0, normal_ids.shape[0])]
+  out = jnp.where(selected & (u < split[0]), mask_id, tokens)
+  return jnp.where(selected & (u >= split[0]) & (u < split[0] + split[1]), random_tok, out)
+
+
+def prediction_slots(rng, selected, k: int):
+  """(positions (B, K), weights (B, K)): the selected positions first (a random K of them
+  when more are selected), then unselected ones with weight 0."""
+  score = selected.astype(jnp.float32) * 2.0 + jax.random.uniform(rng, selected.shape)
+  _, pos = jax.lax.top_k(score, k)
+  return pos, jnp.take_along_axis(selected, pos, axis=1).astype(jnp.float32)
+
+
+def mask_batch(rng, tokens, segments, *, rate: float, mask_id: int, is_special, normal_ids,
+               k: int, word_starts=None):
+  """One row batch's MLM example: (inputs, slot positions, slot targets, slot weights)."""
+  k_sel, k_cor, k_slot = jax.random.split(rng, 3)
+  eligible = (segments > 0) & ~is_special[tokens]
+  selected = select(k_sel, tokens, eligible, rate, word_starts)
+  inputs = corrupt(k_cor, tokens, selected, mask_id, normal_ids)
+  pos, weights = prediction_slots(k_slot, selected, k)
+  return inputs, pos, jnp.take_along_axis(tokens, pos, axis=1), weights

@@ -1,0 +1,93 @@
+"""Masked-LM rows: documents packed into fixed-width rows, attention kept inside each document.
+
+Each document becomes one or more *segments* `<bos> pieces… <eos>` ([CLS] …
+[SEP]) placed one after another in rows of `width` positions. A row carries
+three planes (`ROW_PLANES`): the piece ids, the segment id of each position
+(1, 2, … within the row; 0 = padding) and the position inside its segment
+(restarting at 0). The encoder (`models.encoder`) lets a position attend only
+to its own segment, so no attention crosses documents and a packed document
+is encoded exactly as it would be alone.
+
+A document longer than the space left in a row is cut: the part that fits
+goes in (when at least `min_piece` pieces fit, else the row is closed), the
+rest starts the next row as a new segment. Rows waste only the tails shorter
+than `min_piece` + 2. Packing is deterministic and done once; rows are then
+shuffled per epoch by `lm_data.LMStream` (rows of shape (3, width)).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from translearn_jax.data.tokenizer import BOS, EOS
+from translearn_jax.errors import DataError
+
+ROW_PLANES = ('tokens', 'segments', 'positions')
+
+
+class Packer:
+  """Adds documents (piece id lists) to rows of `width`; `rows()` → (N, 3, width) int32."""
+
+  def __init__(self, width: int, min_piece: int = 8, bos: int = BOS, eos: int = EOS):
+    if width < min_piece + 2:
+      raise DataError(f'row width {width} is too small for a segment of {min_piece} pieces '
+                      'plus <bos>/<eos>')
+    self.width, self.min_piece, self.bos, self.eos = width, min_piece, bos, eos
+    self._done: list[np.ndarray] = []
+    self._new_row()
+    self.documents = 0
+    self.pieces = 0
+
+  def _new_row(self):
+    self._row = np.zeros((3, self.width), np.int32)
+    self._fill, self._segment = 0, 0
+
+  def _close_row(self):
+    if self._fill:
+      self._done.append(self._row)
+    self._new_row()
+
+  def add(self, ids: Sequence[int]) -> None:
+    rest = np.asarray(ids, np.int32)
+    if not len(rest):
+      return
+    self.documents += 1
+    self.pieces += len(rest)
+    while len(rest):
+      space = self.width - self._fill
+      take = min(len(rest), space - 2)
+      if take < len(rest) and take < self.min_piece:
+        self._close_row()
+        continue
+      seg = np.concatenate([[self.bos], rest[:take], [self.eos]]).astype(np.int32)
+      lo, hi = self._fill, self._fill + len(seg)
+      self._segment += 1
+      self._row[0, lo:hi] = seg
+      self._row[1, lo:hi] = self._segment
+      self._row[2, lo:hi] = np.arange(len(seg))
+      self._fill = hi
+      rest = rest[take:]
+      if self.width - self._fill < self.min_piece + 2:
+        self._close_row()
+
+  def rows(self) -> np.ndarray:
+    self._close_row()
+    if not self._done:
+      return np.zeros((0, 3, self.width), np.int32)
+    return np.stack(self._done)
+
+
+def pack_documents(tokenizer, documents: Iterable[str], width: int, min_piece: int = 8,
+                   batch: int = 4096) -> tuple[np.ndarray, dict]:
+  """(rows (N, 3, width), stats) of `documents` encoded with `tokenizer` and packed."""
+  packer = Packer(width, min_piece)
+  docs = list(documents)
+  for lo in range(0, len(docs), batch):
+    for ids in tokenizer.encode_batch(docs[lo:lo + batch]):
+      packer.add(ids)
+  rows = packer.rows()
+  real = int((rows[:, 1] > 0).sum())
+  return rows, {'documents': packer.documents, 'pieces': packer.pieces, 'rows': len(rows),
+                'fill': real / max(rows.size // 3, 1)}

@@ -1,0 +1,324 @@
+"""Masked-LM encoder pretraining (BERT / RoBERTa style): `train_and_evaluate(config, workdir)`.
+
+Run through `train.py --config configs/mlm_encoder.py`. Documents are read
+(`config.data`, whole documents held out by `data.valid_fraction` or from
+`data.valid_path`), tokenised with a sentencepiece model that has a `<mask>`
+piece, and packed into rows of `train.seq_length` positions with attention
+kept inside each document (`data.mlm_data`). Every step masks its rows afresh
+on the device (`data.masking`: `mlm.mask_rate` of the real pieces, 80/10/10
+mask/random/keep, optionally whole words) and trains the encoder
+(`models.encoder`, `model.arch='encoder'`) to predict the original pieces
+there; the vocabulary projection runs only at the K prediction slots.
+
+Reported (metrics.jsonl / TensorBoard, and `eval.json` at the end): MLM loss
+and masked-token accuracy on training batches and on held-out documents
+(masked with a fixed key, so every evaluation scores the same positions),
+tokens/s, model TFLOP/s and MFU. Checkpoints, exact resume, the progress bar,
+SIGTERM and the non-finite guard come from `training.loop`.
+
+Writes to `workdir`: `tokenizer.model`, `config.json`, `checkpoints/`,
+`metrics.jsonl`, `tb/`, `eval.json`. Transfer from the run: `init.kind='mlm'`
+(the downstream configs `configs/transfer_*_mlm.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from translearn_jax.data import masking, readers
+from translearn_jax.data.lm_data import LMState, LMStream, split_documents
+from translearn_jax.data.mlm_data import pack_documents
+from translearn_jax.data.tokenizer import MASK_PIECE
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.models import lm as lm_models
+from translearn_jax.pretraining import lm as lm_pretraining
+from translearn_jax.training import flops as flops_lib
+from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.training import optimizers
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.files import atomic_write
+from translearn_jax.training.loop import Every, train_loop
+from translearn_jax.training.metrics import MetricWriter, info, write_json
+from translearn_jax.training.state import TrainState, init_train_state
+from translearn_jax.transfer import sources
+
+
+def _require(cond, field, msg):
+  if not cond:
+    raise ConfigError(f'config.{field}: {msg}')
+
+
+def validate(config) -> None:
+  _require(config.train.steps >= 0, 'train.steps', f'must be >= 0, got {config.train.steps}')
+  for f in ('batch_size', 'seq_length', 'grad_accum', 'epochs', 'checkpoint_every_steps',
+            'log_every_steps', 'keep_checkpoints', 'eval_every_steps'):
+    _require(int(config.train[f]) >= 1, f'train.{f}', f'must be >= 1, got {config.train[f]}')
+  _require(config.model.arch == 'encoder', 'model.arch',
+           f"a masked-LM run trains an 'encoder', got {config.model.arch!r}")
+  _require(config.dtype in lm_models.DTYPES, 'dtype', f'must be one of {sorted(lm_models.DTYPES)}')
+  _require(config.train.seq_length <= config.model.max_len, 'train.seq_length',
+           f'{config.train.seq_length} is larger than the model maximum '
+           f'model.max_len={config.model.max_len}')
+  _require(config.train.seq_length >= 12, 'train.seq_length',
+           f'must be >= 12 (a segment of 8 pieces plus <bos>/<eos>), got '
+           f'{config.train.seq_length}')
+  _require(0 < config.mlm.mask_rate < 1, 'mlm.mask_rate',
+           f'must be in (0, 1), got {config.mlm.mask_rate}')
+  _require(config.mlm.max_predictions >= 0, 'mlm.max_predictions', 'must be >= 0 (0: auto)')
+  _require(0 <= config.data.valid_fraction < 1, 'data.valid_fraction', 'must be in [0, 1)')
+
+
+def model_config(config, vocab_size: int, deterministic: bool = True):
+  return lm_models.config_from(config.model, vocab_size, config.dtype, deterministic)
+
+
+# -- data --------------------------------------------------------------------
+
+def load_data(config, workdir: str):
+  """(tokenizer, train rows, held-out rows or None, stats); rows (N, 3, seq_length)."""
+  spec = readers.TextSpec.from_config(config.data)
+  docs = list(readers.read_documents(spec))
+  if config.data.valid_path:
+    train_docs = [d for d in docs if d.strip()]
+    vspec = readers.TextSpec.from_config({**dict(config.data), 'path': config.data.valid_path})
+    valid_docs = [d for d in readers.read_documents(vspec) if d.strip()]
+  else:
+    train_docs, valid_docs = split_documents(docs, config.data.valid_fraction, config.seed)
+  if not train_docs:
+    raise DataError(f'{spec.path}: no non-empty documents')
+  tok = lm_pretraining.get_tokenizer(config, train_docs, workdir, special_pieces=(MASK_PIECE,))
+  tok.mask_id  # a tokenizer without <mask> (tokenizer.path) fails here, naming the file
+  t0 = time.perf_counter()
+  width = config.train.seq_length
+  train_rows, train_stats = pack_documents(tok, train_docs, width)
+  valid_rows, valid_stats = (pack_documents(tok, valid_docs, width) if valid_docs
+                             else (None, {'pieces': 0, 'rows': 0, 'documents': 0}))
+  info('packed %d train / %d held-out documents into %d / %d rows of %d (%.0f%% filled) '
+       'in %.1fs', len(train_docs), len(valid_docs), len(train_rows),
+       0 if valid_rows is None else len(valid_rows), width, 100 * train_stats['fill'],
+       time.perf_counter() - t0)
+  if not len(train_rows):
+    raise DataError(f'{spec.path}: the training documents encode to no pieces')
+  stats = {'train_documents': len(train_docs), 'valid_documents': len(valid_docs),
+           'train_tokens': train_stats['pieces'], 'valid_tokens': valid_stats['pieces'],
+           'train_rows': len(train_rows), 'row_fill': train_stats['fill'],
+           'train_words': sum(len(d.split()) for d in train_docs)}
+  return tok, train_rows, valid_rows, stats
+
+
+# -- masking and steps ---------------------------------------------------------
+
+class Masker:
+  """The run's masking: `(rng, tokens, segments) -> (inputs, slots, targets, weights)`."""
+
+  def __init__(self, vocab_size: int, special_ids, mask_id: int, rate: float, k: int,
+               word_starts=None):
+    self.is_special = jnp.asarray(masking.special_table(vocab_size, special_ids))
+    self.normal_ids = jnp.asarray(np.setdiff1d(np.arange(vocab_size),
+                                               list(special_ids)).astype(np.int32))
+    self.word_starts = None if word_starts is None else jnp.asarray(word_starts)
+    self.rate, self.mask_id, self.k = float(rate), int(mask_id), int(k)
+
+  @classmethod
+  def for_run(cls, tokenizer, config) -> 'Masker':
+    special, v = tokenizer.special_ids(), tokenizer.vocab_size
+    rate = float(config.mlm.mask_rate)
+    starts = (masking.word_start_table([tokenizer.sp.id_to_piece(i) for i in range(v)], special)
+              if config.mlm.whole_word else None)
+    return cls(v, special, tokenizer.mask_id, rate,
+               config.mlm.max_predictions or masking.num_slots(config.train.seq_length, rate),
+               starts)
+
+  def __call__(self, rng, tokens, segments):
+    return masking.mask_batch(rng, tokens, segments, rate=self.rate, mask_id=self.mask_id,
+                              is_special=self.is_special, normal_ids=self.normal_ids, k=self.k,
+                              word_starts=self.word_starts)
+
+
+def mlm_sums(model, params, rows, masker, mask_rng, rngs=None):
+  """(summed NLL, (correct, count)) of one (B, 3, T) row batch masked with `mask_rng`."""
+  tokens, segments, positions = rows[:, 0], rows[:, 1], rows[:, 2]
+  inputs, slots, targets, weights = masker(mask_rng, tokens, segments)
+  logits = model.apply({'params': params}, inputs, segments=segments, positions=positions,
+                       predict_at=slots, rngs=rngs)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+  return jnp.sum(nll * weights), (correct, jnp.sum(weights))
+
+
+def make_train_fn(model, tx, schedule, mesh, masker):
+  """Jitted `(state, {'tokens': (A, B, 3, T)}) -> (state, metric sums)`; the A
+  micro-batches are scanned and the summed gradient divided by all their masked
+  positions, so accumulation equals one large batch."""
+  repl = mesh_lib.replicated(mesh)
+
+  def train_fn(state: TrainState, batch):
+    step_rng = jax.random.fold_in(state.rng, state.step)
+
+    def micro(carry, xs):
+      i, rows = xs
+      k_mask, k_drop = jax.random.split(jax.random.fold_in(step_rng, i))
+      (loss, (correct, count)), grads = jax.value_and_grad(
+          lambda p: mlm_sums(model, p, rows, masker, k_mask, {'dropout': k_drop}),
+          has_aux=True)(state.params)
+      g, l, c, n = carry
+      return (jax.tree.map(jnp.add, g, grads), l + loss, c + correct, n + count), None
+
+    rows = batch['tokens']
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grads, loss, correct, count), _ = jax.lax.scan(
+        micro, (zeros, 0.0, 0.0, 0.0), (jnp.arange(rows.shape[0]), rows))
+    grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        opt_state=opt_state)
+    return new, {'loss_sum': loss, 'loss_count': count, 'accuracy_sum': correct,
+                 'accuracy_count': count, 'learning_rate': schedule(state.step),
+                 'grad_norm': optax.tree.norm(grads)}
+
+  return jax.jit(train_fn, donate_argnums=0,
+                 in_shardings=(repl, mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(repl, repl))
+
+
+def make_eval_fn(model, mesh, masker):
+  repl = mesh_lib.replicated(mesh)
+
+  def eval_fn(params, rows, key):
+    loss, (correct, count) = mlm_sums(model, params, rows, masker, key)
+    return loss, correct, count
+
+  return jax.jit(eval_fn, in_shardings=(repl, mesh_lib.batch_sharding(mesh), repl),
+                 out_shardings=(repl, repl, repl))
+
+
+def evaluate_rows(eval_fn, params, rows: np.ndarray, batch: int, mesh, seed: int,
+                  max_rows: int = 0) -> dict:
+  """Masked-LM loss and accuracy over `rows`, masked with keys fixed by `seed` and the
+  batch index (the same positions at every evaluation). Padding rows mask nothing."""
+  if max_rows:
+    rows = rows[:max_rows]
+  total, correct, count = 0.0, 0.0, 0.0
+  base = jax.random.key(seed + 17)
+  for b, lo in enumerate(range(0, len(rows), batch)):
+    chunk = np.asarray(rows[lo:lo + batch])
+    if len(chunk) < batch:
+      chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:],
+                                              chunk.dtype)])
+    dev = mesh_lib.shard_batch({'r': chunk}, mesh)
+    s, c, n = eval_fn(params, dev['r'], jax.random.fold_in(base, b))
+    total, correct, count = total + float(s), correct + float(c), count + float(n)
+  return {'loss': total / max(count, 1.0), 'accuracy': correct / max(count, 1.0),
+          'masked_tokens': int(count)}
+
+
+# -- run ---------------------------------------------------------------------
+
+def _check_source(config):
+  src_config = sources.run_config(config.init.path, 'init.path')
+  if src_config.get('family') != 'mlm':
+    raise ConfigError(f'config.init.path: {config.init.path} is not a masked-LM (mlm) run')
+  tok = sources.run_tokenizer(config.init.path, src_config)
+  lm_pretraining.check_same_architecture(model_config(src_config, tok.vocab_size),
+                                         model_config(config, tok.vocab_size), config.init.path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  validate(config)
+  if config.init.path:  # fail before reading and tokenising the corpus
+    _check_source(config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
+  tok, train_rows, valid_rows, stats = load_data(config, workdir)
+  mesh = mesh_lib.make_mesh(config.num_devices or None)
+  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
+  t = config.train
+  stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs, config.seed,
+                    row_start, row_stop)
+  total_steps = min(stream.total_steps, t.steps) if t.steps else stream.total_steps
+  train_cfg = model_config(config, tok.vocab_size, deterministic=False)
+  model = lm_models.make(train_cfg)
+  eval_model = lm_models.make(train_cfg.replace(deterministic=True))
+  masker = Masker.for_run(tok, config)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               jnp.zeros((1, 8), jnp.int32))['params'])
+  tx, schedule = optimizers.adamw(config, total_steps, abstract)
+  state = init_train_state(model, tx, config.seed, mesh, jnp.zeros((1, 8), jnp.int32))
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  tokens_per_step = t.batch_size * t.grad_accum * t.seq_length
+  info('MLM encoder: %.2fM parameters, %d steps of %d positions, %d prediction slots per row',
+       n_params / 1e6, total_steps, tokens_per_step, masker.k)
+  checkpointer = Checkpointer(workdir, t.keep_checkpoints)
+  data_state = LMState()
+  if checkpointer.latest_step() is not None:
+    state, saved = checkpointer.restore(state)
+    data_state = LMState(**saved)
+    info('resumed from step %d (epoch %d, batch %d)', int(state.step), data_state.epoch,
+         data_state.batch)
+  elif config.init.path:
+    state = lm_pretraining.init_from_run(config.init.path, state, train_cfg, mesh, kind='mlm')
+    info('initialised from %s (continued pretraining; fresh optimiser)', config.init.path)
+  train_fn = make_train_fn(model, tx, schedule, mesh, masker)
+  eval_fn = make_eval_fn(eval_model, mesh, masker)
+  fpt = lm_models.arch_of(train_cfg).flops_per_token(train_cfg, t.seq_length,
+                                                    masker.k / t.seq_length)
+  peak, add_mfu = lm_pretraining.throughput_metrics(config, fpt, mesh, perplexity=False)
+
+  def held_out(step: int, state) -> dict:
+    r = evaluate_rows(eval_fn, state.params, valid_rows, t.batch_size, mesh, config.seed,
+                      t.eval_max_rows)
+    return {'valid_loss': r['loss'], 'valid_accuracy': r['accuracy']}
+
+  hooks = [Every(t.eval_every_steps, held_out, at_end=True)] if valid_rows is not None else []
+  writer = MetricWriter(workdir)
+  t_start = time.perf_counter()
+  try:
+    result = train_loop(
+        state=state,
+        stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
+                                max(total_steps - int(state.step), 0)),
+        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
+                                                     batch_axis=1),
+        checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
+        checkpoint_every=t.checkpoint_every_steps, log_every=t.log_every_steps,
+        units_per_step=tokens_per_step, units_name='tokens', data_state=data_state.to_dict(),
+        progress=config.progress, hooks=hooks, postprocess=add_mfu)
+  finally:
+    writer.close()
+    checkpointer.close()
+  summary: dict[str, Any] = {
+      'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
+      'wall_seconds': time.perf_counter() - t_start,
+      'tokens_seen': result.steps * tokens_per_step,
+      'tokens_per_sec': result.units / result.train_seconds if result.train_seconds else None,
+      'parameters': n_params, 'flops_per_token': fpt, 'prediction_slots': masker.k, **stats}
+  if summary['tokens_per_sec']:
+    summary['mfu'] = flops_lib.mfu(fpt, summary['tokens_per_sec'], mesh.devices.size, peak)
+  if result.stopped_by_signal:
+    return summary
+  if valid_rows is not None:
+    summary['valid'] = evaluate_rows(eval_fn, result.state.params, valid_rows, t.batch_size,
+                                     mesh, config.seed)
+  summary['train_sample'] = evaluate_rows(
+      eval_fn, result.state.params, train_rows, t.batch_size, mesh, config.seed,
+      max_rows=max(len(valid_rows) if valid_rows is not None else 0, t.batch_size))
+  if jax.process_index() == 0:
+    write_json(os.path.join(workdir, 'eval.json'), summary)
+    v, tr = summary.get('valid'), summary['train_sample']
+    print(f'MLM encoder: {result.steps} steps, train-sample masked accuracy '
+          f'{tr["accuracy"]:.4f} (loss {tr["loss"]:.3f})'
+          + (f', held-out {v["accuracy"]:.4f} (loss {v["loss"]:.3f}) over {v["masked_tokens"]} '
+             'masked pieces' if v else '')
+          + (f', {summary["tokens_per_sec"]:.0f} tokens/s' if summary['tokens_per_sec'] else ''))
+  return summary
