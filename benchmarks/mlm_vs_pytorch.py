@@ -71,7 +71,7 @@ def ours(data: np.ndarray):
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                jnp.zeros((1, T), jnp.int32))['params'])
   tx, sched = optimizers.adamw(optim_config(), 10 ** 6, abstract)
-  masker = mlm.Masker(V, SPECIAL, MASK, RATE, masking.num_slots(T, RATE))
+  masker = masking.Masker(V, SPECIAL, MASK, RATE, masking.num_slots(T, RATE))
   box = {'state': init_train_state(model, tx, 0, mesh, jnp.zeros((1, T), jnp.int32))}
   fn = mlm.make_train_fn(model, tx, sched, mesh, masker)
   batches = [mesh_lib.shard_batch({'tokens': d[None]}, mesh, 1) for d in data]
@@ -94,6 +94,7 @@ def torch_mlm(data: np.ndarray):
     def __init__(self):
       super().__init__()
       self.embed = nn.Embedding(V, D)
+      nn.init.normal_(self.embed.weight, std=0.02)   # as ours (and BERT): the decoder is tied
       self.pos = nn.Parameter(torch.randn(T, D) * 0.02)
       self.embed_ln = nn.LayerNorm(D, eps=1e-12)
       self.drop = nn.Dropout(0.1)

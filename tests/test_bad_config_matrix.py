@@ -37,6 +37,13 @@ CASES = [
     ('lm corpus missing', 'lm_transformer', {'data.kind': 'text', 'data.path': '{missing}'}, DataError, r'{missing}'),
     ('lm heads', 'lm_transformer', {'model.d_model': 30}, ConfigError, r'model\.d_model=30'),
     ('lstm weight drop', 'lm_lstm', {'model.weight_drop': 1.0}, ConfigError, r'config\.model\.weight_drop'),
+    ('mlm mask rate', 'mlm_encoder', {'mlm.mask_rate': 0.0}, ConfigError, r'config\.mlm\.mask_rate'),
+    ('mlm arch', 'mlm_encoder', {'model.arch': 'lstm'}, ConfigError, r'config\.model\.arch'),
+    ('mlm norm', 'mlm_encoder', {'model.norm': 'sandwich'}, ConfigError, r'model\.norm'),
+    ('mlm seq > max_len', 'mlm_encoder', {'train.seq_length': 1024}, ConfigError, r'config\.train\.seq_length'),
+    ('mlm tokenizer without <mask>', 'mlm_encoder', {'data.kind': 'text', 'data.path': '{task}', 'tokenizer.path': '{lm}/tokenizer.model'}, DataError, r'{lm}/tokenizer\.model: the tokenizer has no <mask>'),
+    ('mlm init is an LM run', 'mlm_encoder', {'init.path': '{lm}'}, ConfigError, r'config\.init\.path: .* is not a masked-LM'),
+    ('mlm-clf source is an LM run', 'transfer_mr_mlm', {'init.path': '{lm}'}, ConfigError, r'config\.init\.path: .* is a lm run, not a mlm run'),
     ('s2s source missing', 'seq2seq_multi30k', {'data.train_source': '{missing}'}, DataError, r'{missing}'),
     ('s2s dropout', 'seq2seq_multi30k', {'model.dropout': -0.5}, ConfigError, r'config\.model\.dropout'),
     ('clf data missing', 'transfer_mr_skipgram', {'data.kind': 'tsv', 'data.path': '{missing}'}, DataError, r'{missing}'),
@@ -86,6 +93,7 @@ def test_bad_config_is_one_error_naming_the_culprit(tmp_path, topic_task, vector
                         'source_data': {'kind': 'tsv', 'path': '{task}', 'text_field': 'sentence',
                                         'label_field': 'label', 'encoding': 'utf-8'}}
   defaults['transfer_mr_lm'] = {'data.kind': 'tsv', 'data.path': '{task}'}
+  defaults['transfer_mr_mlm'] = defaults['transfer_mr_lm']
   defaults['zero_shot_mr'] = {'data.kind': 'tsv', 'data.path': '{task}', 'init.path': '{vectors}'}
   set_fields(c, {k: ({key: substitute(x, paths) for key, x in v.items()}
                      if isinstance(v, dict) else substitute(v, paths))

@@ -70,6 +70,34 @@ def prediction_slots(rng, selected, k: int):
   return pos, jnp.take_along_axis(selected, pos, axis=1).astype(jnp.float32)
 
 
+class Masker:
+  """A tokenizer's masking: `(rng, tokens, segments) -> (inputs, slots, targets, weights)`."""
+
+  def __init__(self, vocab_size: int, special_ids, mask_id: int, rate: float, k: int,
+               word_starts=None):
+    self.is_special = jnp.asarray(special_table(vocab_size, special_ids))
+    self.normal_ids = jnp.asarray(np.setdiff1d(np.arange(vocab_size),
+                                               list(special_ids)).astype(np.int32))
+    self.word_starts = None if word_starts is None else jnp.asarray(word_starts)
+    self.rate, self.mask_id, self.k = float(rate), int(mask_id), int(k)
+
+  @classmethod
+  def for_tokenizer(cls, tokenizer, seq_len: int, rate: float = 0.15, whole_word: bool = False,
+                    max_predictions: int = 0) -> 'Masker':
+    """Specials, `<mask>` and word starts from a sentencepiece `Tokenizer`; K slots per row
+    `max_predictions` (0: `num_slots(seq_len, rate)`)."""
+    special, v = tokenizer.special_ids(), tokenizer.vocab_size
+    starts = (word_start_table([tokenizer.sp.id_to_piece(i) for i in range(v)], special)
+              if whole_word else None)
+    return cls(v, special, tokenizer.mask_id, rate,
+               max_predictions or num_slots(seq_len, rate), starts)
+
+  def __call__(self, rng, tokens, segments):
+    return mask_batch(rng, tokens, segments, rate=self.rate, mask_id=self.mask_id,
+                      is_special=self.is_special, normal_ids=self.normal_ids, k=self.k,
+                      word_starts=self.word_starts)
+
+
 def mask_batch(rng, tokens, segments, *, rate: float, mask_id: int, is_special, normal_ids,
                k: int, word_starts=None):
   """One row batch's MLM example: (inputs, slot positions, slot targets, slot weights)."""

@@ -39,6 +39,7 @@ from translearn_jax.data import masking, readers
 from translearn_jax.data.lm_data import LMState, LMStream, split_documents
 from translearn_jax.data.mlm_data import pack_documents
 from translearn_jax.data.tokenizer import MASK_PIECE
+from translearn_jax.downstream.masked_lm import mlm_sums
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.pretraining import lm as lm_pretraining
@@ -116,47 +117,9 @@ def load_data(config, workdir: str):
   return tok, train_rows, valid_rows, stats
 
 
-# -- masking and steps ---------------------------------------------------------
+# -- steps -------------------------------------------------------------------
 
-class Masker:
-  """The run's masking: `(rng, tokens, segments) -> (inputs, slots, targets, weights)`."""
-
-  def __init__(self, vocab_size: int, special_ids, mask_id: int, rate: float, k: int,
-               word_starts=None):
-    self.is_special = jnp.asarray(masking.special_table(vocab_size, special_ids))
-    self.normal_ids = jnp.asarray(np.setdiff1d(np.arange(vocab_size),
-                                               list(special_ids)).astype(np.int32))
-    self.word_starts = None if word_starts is None else jnp.asarray(word_starts)
-    self.rate, self.mask_id, self.k = float(rate), int(mask_id), int(k)
-
-  @classmethod
-  def for_run(cls, tokenizer, config) -> 'Masker':
-    special, v = tokenizer.special_ids(), tokenizer.vocab_size
-    rate = float(config.mlm.mask_rate)
-    starts = (masking.word_start_table([tokenizer.sp.id_to_piece(i) for i in range(v)], special)
-              if config.mlm.whole_word else None)
-    return cls(v, special, tokenizer.mask_id, rate,
-               config.mlm.max_predictions or masking.num_slots(config.train.seq_length, rate),
-               starts)
-
-  def __call__(self, rng, tokens, segments):
-    return masking.mask_batch(rng, tokens, segments, rate=self.rate, mask_id=self.mask_id,
-                              is_special=self.is_special, normal_ids=self.normal_ids, k=self.k,
-                              word_starts=self.word_starts)
-
-
-def mlm_sums(model, params, rows, masker, mask_rng, rngs=None):
-  """(summed NLL, (correct, count)) of one (B, 3, T) row batch masked with `mask_rng`."""
-  tokens, segments, positions = rows[:, 0], rows[:, 1], rows[:, 2]
-  inputs, slots, targets, weights = masker(mask_rng, tokens, segments)
-  logits = model.apply({'params': params}, inputs, segments=segments, positions=positions,
-                       predict_at=slots, rngs=rngs)
-  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
-  return jnp.sum(nll * weights), (correct, jnp.sum(weights))
-
-
-def make_train_fn(model, tx, schedule, mesh, masker):
+def make_train_fn(model, tx, schedule, mesh, masker: masking.Masker):
   """Jitted `(state, {'tokens': (A, B, 3, T)}) -> (state, metric sums)`; the A
   micro-batches are scanned and the summed gradient divided by all their masked
   positions, so accumulation equals one large batch."""
@@ -250,7 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   model = lm_models.make(train_cfg)
   eval_model = lm_models.make(train_cfg.replace(deterministic=True))
-  masker = Masker.for_run(tok, config)
+  masker = masking.Masker.for_tokenizer(tok, t.seq_length, config.mlm.mask_rate,
+                                        config.mlm.whole_word, config.mlm.max_predictions)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                jnp.zeros((1, 8), jnp.int32))['params'])
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
