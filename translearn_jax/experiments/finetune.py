@@ -75,8 +75,13 @@ def epoch_stream(task, seed: int, batch_size: int, epochs: int, position: dict):
       yield after, task.batch(batches[i])
 
 
-def make_step(task, tx, frozen):
-  """Jitted `(state, batch) -> (state, metric sums)`; donates the state."""
+def make_step(task, tx, frozen, stacked: bool = False):
+  """Jitted `(state, batch) -> (state, metric sums)`; donates the state.
+
+  `stacked`: the params, optimiser states, keys, batches and metrics carry a
+  leading axis of runs (the seeds of a learning curve) trained together under
+  `jax.vmap`; the step count is shared.
+  """
   inner = strategies.make_train_step(task.loss, tx, frozen)
 
   def step(state: TrainState, batch):
@@ -84,6 +89,9 @@ def make_step(task, tx, frozen):
     params, opt_state, loss = inner(state.params, state.opt_state, batch, rng)
     return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
             {'loss_sum': loss, 'loss_count': jnp.ones((), jnp.float32)})
+  if stacked:
+    axes = TrainState(step=None, params=0, opt_state=0, rng=0)
+    step = jax.vmap(step, in_axes=(axes, 0), out_axes=(axes, 0))
   return jax.jit(step, donate_argnums=0)
 
 
