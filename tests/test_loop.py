@@ -60,3 +60,40 @@ def test_nonfinite_loss_of_one_stacked_run_names_it_and_the_step(monkeypatch, sy
                            r'this run keeps no checkpoints$') as e:
     stacked_run(monkeypatch, sync_every_step, diverge_at=6)
   assert e.value.runs == [1]
+
+
+def test_run_resumes_names_the_run_in_errors_and_closes_its_files(tmp_path, capsys):
+  @jax.jit
+  def step_fn(state, batch):
+    w = state.params['w'] + batch['x']
+    return state.replace(step=state.step + 1, params={'w': w}), {
+        'loss_sum': w.sum(), 'loss_count': jnp.ones(())}
+
+  def train(run, state, xs, start):
+    return run.train(
+        state=state,
+        stream=(({'i': start + i + 1}, {'x': np.float32(x)}) for i, x in enumerate(xs)),
+        step_fn=step_fn, to_device=lambda b: b, total_steps=start + len(xs), steps_per_call=1,
+        checkpoint_every=2, log_every=2, units_per_step=8, units_name='examples', progress=False)
+
+  fresh = TrainState(step=jnp.zeros((), jnp.int32), params={'w': jnp.zeros(2)}, opt_state={},
+                     rng=jax.random.key(0))
+  with loop.Run(str(tmp_path), keep=2, label='toy seed 0') as run:
+    assert not run.resuming
+    state, position = run.restore(fresh)
+    assert position == {}
+    result = train(run, state, [1, 2, 3, 4], 0)
+    summary = run.summary(result)
+  assert summary['steps'] == 4 and summary['stopped_by_signal'] is False
+  assert summary['examples_per_sec'] > 0 and summary['wall_seconds'] >= summary['train_seconds']
+  assert run.writer._jsonl.closed
+  with loop.Run(str(tmp_path), keep=2, label='toy seed 0') as run:
+    assert run.resuming
+    state, position = run.restore(fresh)
+    assert int(state.step) == 4 and position == {'i': 4}
+    np.testing.assert_array_equal(state.params['w'], [10.0, 10.0])
+    with pytest.raises(NonFiniteLossError, match=r'^toy seed 0: loss is nan in steps 6\.\.6; run '
+                                                 r'stopped, last good checkpoint \(step 4\)'):
+      train(run, state, [1, np.nan], 4)
+  assert 'toy seed 0: resumed at step 4 (i 4)' in capsys.readouterr().err
+  assert run.writer._jsonl.closed

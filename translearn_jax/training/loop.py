@@ -10,6 +10,8 @@ aside). A family supplies the jitted step function
 (`state, device_batch -> state, metric sums`), the stream and the sharding;
 periodic work that needs the train state (held-out evaluation, model
 selection) is a `Hook`, called with the state after every `every`-th step.
+`Run` is what every runner wraps around the loop: a run directory's
+checkpointer and metric writer, resume, closing, and the run's summary.
 
 Runs too short to checkpoint (the seeds of a learning-curve cell, stacked
 under `jax.vmap`) use the same loop without a checkpointer or writer, and
@@ -45,6 +47,7 @@ class LoopResult:
   units: float          # words/tokens processed, first (compiling) call excluded
   units_total: float    # words/tokens processed in this process lifetime
   last_metrics: dict
+  units_name: str = 'words'
 
 
 class Hook:
@@ -166,7 +169,8 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   if preemption.received() is not None:
     info('signal %s arrived before training: exiting without training', preemption.received())
     return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=True,
-                      train_seconds=0.0, units=0.0, units_total=0.0, last_metrics={})
+                      train_seconds=0.0, units=0.0, units_total=0.0, last_metrics={},
+                      units_name=units_name)
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm import tqdm
@@ -273,5 +277,69 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
       step != last_saved or checkpointer.latest_step() is None):
     save(step, state, data_state)
   return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=stopped,
-                    train_seconds=train_time, units=units,
-                    units_total=units_all, last_metrics=last_metrics)
+                    train_seconds=train_time, units=units, units_total=units_all,
+                    last_metrics=last_metrics, units_name=units_name)
+
+
+class Run:
+  """A run directory on the loop: `with Run(workdir, keep, label) as run:` opens its
+  `Checkpointer` (keeping `keep` steps) and `MetricWriter`, and closes both on leaving.
+
+  `run.restore(state)` resumes from the newest checkpoint, `run.train(...)` is
+  `train_loop` with the two (a non-finite loss is re-raised with `label` in
+  front, naming the run), and `run.summary(result)` the run's record.
+  """
+
+  def __init__(self, workdir: str, keep: int = 2, label: str = ''):
+    self.label = label
+    self.start = time.perf_counter()
+    self.checkpointer = Checkpointer(workdir, max_to_keep=keep)
+    try:
+      self.writer = MetricWriter(workdir)
+    except BaseException:
+      self.checkpointer.close()
+      raise
+
+  def __enter__(self) -> 'Run':
+    return self
+
+  def __exit__(self, *exc) -> bool:
+    try:
+      self.writer.close()
+    finally:
+      self.checkpointer.close()
+    return False
+
+  @property
+  def resuming(self) -> bool:
+    """Whether the directory holds a checkpoint to resume from."""
+    return self.checkpointer.latest_step() is not None
+
+  def restore(self, state: Any) -> tuple[Any, dict]:
+    """(state, data position) of the newest checkpoint, or (`state`, {}) in a fresh directory."""
+    if not self.resuming:
+      return state, {}
+    state, position = self.checkpointer.restore(state)
+    where = ', '.join(f'{k} {v}' for k, v in position.items())
+    info('%sresumed at step %d%s', f'{self.label}: ' if self.label else '',
+         int(jax.device_get(state.step)), f' ({where})' if where else '')
+    return state, position
+
+  def train(self, **loop_args) -> LoopResult:
+    """`train_loop(checkpointer=..., writer=..., **loop_args)`."""
+    try:
+      return train_loop(checkpointer=self.checkpointer, writer=self.writer, **loop_args)
+    except NonFiniteLossError as e:
+      if not self.label:
+        raise
+      raise NonFiniteLossError(f'{self.label}: {e}', runs=e.runs) from None
+
+  def summary(self, result: LoopResult) -> dict:
+    """steps, whether a signal stopped the run, wall seconds since the run was opened,
+    training seconds and units per second over them (compilation excluded; None before
+    any timed step)."""
+    return {'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
+            'wall_seconds': time.perf_counter() - self.start,
+            'train_seconds': result.train_seconds,
+            f'{result.units_name}_per_sec': (result.units / result.train_seconds
+                                             if result.train_seconds > 0 else None)}
