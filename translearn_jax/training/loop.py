@@ -15,7 +15,7 @@ checkpointer and metric writer, resume, closing, and the run's summary.
 
 Runs too short to checkpoint (the seeds of a learning-curve cell, stacked
 under `jax.vmap`) use the same loop without a checkpointer or writer, and
-with `sync_every_step=False`, so the host never waits for a step.
+with `sync_every_step=False`, so the host does not wait for each step.
 """
 
 from __future__ import annotations
