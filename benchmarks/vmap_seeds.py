@@ -4,7 +4,7 @@
       [--budgets 1000,all] [--seeds 5] [--repeats 3] [--json out.json]
 
 For each strategy (scratch, finetune, feature_extraction) and label budget,
-`evaluation.learning_curves.CurveRunner` trains the seeds of one cell twice:
+`experiments.learning_curves.CurveRunner` trains the seeds of one cell twice:
 all seeds in one compiled, vmapped program, and seed by seed with one compiled
 step (the peer). Times are whole cells as a user sees them (compilation,
 training, test scoring); the two alternate `--repeats` times and the medians

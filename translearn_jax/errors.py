@@ -18,4 +18,12 @@ class ConfigError(TranslearnError):
 
 
 class NonFiniteLossError(TranslearnError):
-  """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
+  """Training produced a NaN/Inf loss; the last good checkpoint is kept.
+
+  `runs`: for a step over several runs stacked by `jax.vmap` (the seeds of a
+  learning curve), the positions of those whose loss was not finite.
+  """
+
+  def __init__(self, message: str = '', runs=()):
+    super().__init__(message)
+    self.runs = list(runs)

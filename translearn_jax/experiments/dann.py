@@ -36,12 +36,10 @@ from translearn_jax.downstream import classification, models
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.fusion.gradient_reversal import dann_lambda, grad_reverse
 from translearn_jax.downstream.task import trimmed_width
-from translearn_jax.errors import NonFiniteLossError
 from translearn_jax.training import optimizers
-from translearn_jax.training.checkpoint import Checkpointer
-from translearn_jax.training.loop import train_loop
+from translearn_jax.training.loop import Run
 from translearn_jax.training.state import TrainState
-from translearn_jax.training.metrics import MetricWriter, info, write_json
+from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
 
@@ -175,24 +173,14 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
         yield {'step': t + 1}, {'source': (*trim(s_toks, s_mask, si), s_lab[si]),
                                 'target': trim(t_toks, t_mask, ti)}
 
-  label = f'{"DANN" if lambda_max else "no adaptation"} seed {seed}'
-  checkpointer = Checkpointer(run_dir, max_to_keep=2)
-  position = {}
-  if checkpointer.latest_step() is not None:
-    state, position = checkpointer.restore(state)
-  writer = MetricWriter(run_dir)
-  try:
-    result = train_loop(
+  with Run(run_dir, keep=2, label=f'{"DANN" if lambda_max else "no adaptation"} seed {seed}'
+           ) as run:
+    state, position = run.restore(state)
+    result = run.train(
         state=state, stream=stream(position), step_fn=step, to_device=lambda b: b,
-        checkpointer=checkpointer, writer=writer, total_steps=steps, steps_per_call=1,
-        checkpoint_every=max(steps // 4, 1), log_every=config.get('log_every_steps', 0) or steps,
-        units_per_step=bs, units_name='examples', data_state=position,
-        progress=config.get('progress', False))
-  except NonFiniteLossError as e:
-    raise NonFiniteLossError(f'{label}: {e}') from None
-  finally:
-    writer.close()
-    checkpointer.close()
+        total_steps=steps, steps_per_call=1, checkpoint_every=max(steps // 4, 1),
+        log_every=config.get('log_every_steps', 0) or steps, units_per_step=bs,
+        units_name='examples', data_state=position, progress=config.get('progress', False))
   m = result.last_metrics
   params = result.state.params
   return {'seed': seed, 'lambda_max': lambda_max, 'test': setup.accuracy(params, 'test'),

@@ -19,10 +19,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from translearn_jax.errors import DataError, NonFiniteLossError
-from translearn_jax.training.checkpoint import Checkpointer
-from translearn_jax.training.loop import Hook, train_loop
-from translearn_jax.training.metrics import MetricWriter, info
+from translearn_jax.errors import DataError
+from translearn_jax.training.loop import Hook, Run
+from translearn_jax.training.metrics import info
 from translearn_jax.training.state import TrainState
 from translearn_jax.transfer import strategies
 
@@ -75,8 +74,13 @@ def epoch_stream(task, seed: int, batch_size: int, epochs: int, position: dict):
       yield after, task.batch(batches[i])
 
 
-def make_step(task, tx, frozen):
-  """Jitted `(state, batch) -> (state, metric sums)`; donates the state."""
+def make_step(task, tx, frozen, stacked: bool = False):
+  """Jitted `(state, batch) -> (state, metric sums)`; donates the state.
+
+  `stacked`: the params, optimiser states, keys, batches and metrics carry a
+  leading axis of runs (the seeds of a learning curve) trained together under
+  `jax.vmap`; the step count is shared.
+  """
   inner = strategies.make_train_step(task.loss, tx, frozen)
 
   def step(state: TrainState, batch):
@@ -84,6 +88,9 @@ def make_step(task, tx, frozen):
     params, opt_state, loss = inner(state.params, state.opt_state, batch, rng)
     return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
             {'loss_sum': loss, 'loss_count': jnp.ones((), jnp.float32)})
+  if stacked:
+    axes = TrainState(step=None, params=0, opt_state=0, rng=0)
+    step = jax.vmap(step, in_axes=(axes, 0), out_axes=(axes, 0))
   return jax.jit(step, donate_argnums=0)
 
 
@@ -107,26 +114,16 @@ def finetune(task, strategy: str, seed: int, config, run_dir: str) -> dict:
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                      rng=jax.random.key(seed + task.dropout_seed_offset))
   best = BestEpoch(task, steps_per_epoch, label)
-  checkpointer = Checkpointer(run_dir, max_to_keep=config.get('keep_checkpoints', 2))
-  position = {}
-  if checkpointer.latest_step() is not None:
-    state, position = checkpointer.restore(state)
-    info('%s: resumed at step %d', label, int(state.step))
-  writer = MetricWriter(run_dir)
-  try:
-    result = train_loop(
+  with Run(run_dir, keep=config.get('keep_checkpoints', 2), label=label) as run:
+    state, position = run.restore(state)
+    result = run.train(
         state=state, stream=epoch_stream(task, seed, bs, train.epochs, position),
-        step_fn=make_step(task, tx, frozen), to_device=lambda b: b,
-        checkpointer=checkpointer, writer=writer, total_steps=total, steps_per_call=1,
+        step_fn=make_step(task, tx, frozen), to_device=lambda b: b, total_steps=total,
+        steps_per_call=1,
         checkpoint_every=train.get('checkpoint_every_steps', 0) or steps_per_epoch,
         log_every=train.get('log_every_steps', 0) or steps_per_epoch, units_per_step=bs,
         units_name='examples', data_state=position, progress=config.get('progress', False),
         hooks=[best])
-  except NonFiniteLossError as e:
-    raise NonFiniteLossError(f'{label}: {e}') from None
-  finally:
-    writer.close()
-    checkpointer.close()
   out = dict(best.best)
   out.update(strategy=strategy, seed=seed, params=result.state.params, report=report, plan=plan,
              stopped=result.stopped_by_signal)

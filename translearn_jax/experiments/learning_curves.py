@@ -5,9 +5,13 @@ the CSV/PNG outputs form one experiment.)
 
 For every strategy (always including `scratch`) and label budget, `seeds`
 models are trained on seeded, stratified subsets of the training split of a
-classification config (`downstream.classification.Setup`), all seeds in one
-compiled program: parameters, optimiser states and batches are stacked on a
-leading seed axis and the step is `jax.jit(jax.vmap(step))`. Every run takes
+classification config (`downstream.classification.ClassificationTask`), all
+seeds in one compiled program: parameters, optimiser states, dropout keys and
+batches are stacked on a leading seed axis and the step is fine-tuning's
+under `jax.vmap` (`finetune.make_step(stacked=True)`). It runs on the shared
+loop (`training.loop.train_loop`) without checkpoints and without waiting for
+each step: the losses are checked once at the end, and a non-finite one
+names its strategy, budget and seeds (exit 3). Every run takes
 `max(curve.min_steps, ceil(curve.epochs · budget / batch))` steps, then is
 scored on the test split (no early stopping on the large dev split, which a
 low-budget user would not have).
@@ -42,7 +46,9 @@ from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.experiments import classification, finetune
 from translearn_jax.errors import ConfigError, NonFiniteLossError
 from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.training.loop import train_loop
 from translearn_jax.training.metrics import info, write_json
+from translearn_jax.training.state import TrainState
 from translearn_jax.transfer import strategies
 
 
@@ -112,12 +118,8 @@ class CurveRunner:
     inits = [setup.init_params(s, strategy)[0] for s in seeds]
     tx, plan = strategies.build(finetune.strategy_config(self.config, strategy),
                                 inits[0], setup.groups, steps)
-    train_step = strategies.make_train_step(
-        setup.loss, tx, strategies.frozen_mask(inits[0], setup.groups, plan))
-
-    def step(params, opt_state, batch, seed, i):  # dropout key derived on the device
-      rng = jax.random.fold_in(jax.random.key(seed + setup.dropout_seed_offset), i)
-      return train_step(params, opt_state, batch, rng)
+    step = finetune.make_step(setup, tx, strategies.frozen_mask(inits[0], setup.groups, plan),
+                              stacked=vmapped)
 
     # one width per step for all seeds (the vmapped batch is one array); the
     # sequential peer uses the same widths, so both compute the same thing
@@ -126,44 +128,40 @@ class CurveRunner:
 
     def inputs(i, which):
       idx = np.stack([plans[k][i] for k in which])            # (len(which), bs)
+      idx = idx if vmapped else idx[0]
       w = widths[i]
       return {'tokens': self.toks[idx, :w], 'mask': self.mask[idx, :w],
               'labels': self.labels[idx]}
 
+    def train(which):  # the seeds at positions `which`, stacked on a leading axis when vmapped
+      keys = [jax.random.key(seeds[k] + setup.dropout_seed_offset) for k in which]
+      if vmapped:
+        params, rng = stack([inits[k] for k in which]), stack(keys)
+        opt_state = jax.vmap(tx.init)(params)
+      else:
+        params, rng = jax.tree.map(jnp.copy, inits[which[0]]), keys[0]  # own buffers: donated
+        opt_state = tx.init(params)
+      state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                         rng=rng)
+      try:
+        return train_loop(
+            state=state, stream=(({}, inputs(i, which)) for i in range(steps)), step_fn=step,
+            to_device=lambda b: b, checkpointer=None, writer=None, total_steps=steps,
+            steps_per_call=1, checkpoint_every=steps, log_every=steps,
+            units_per_step=bs * len(which), units_name='examples', progress=False,
+            sync_every_step=False).state.params
+      except NonFiniteLossError as e:
+        bad = [seeds[which[r]] for r in e.runs] if vmapped else [seeds[which[0]]]
+        raise NonFiniteLossError(f'learning curve {strategy}, {budget} labels: the loss became '
+                                 f'non-finite for seed(s) {bad} ({e})', runs=e.runs) from None
+
     if vmapped:
-      params = stack(inits)
-      opt_state = jax.vmap(tx.init)(params)
-      f = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, None)), donate_argnums=(0, 1))
-      seed_arr = np.asarray(seeds, np.int32)
-      finite = jnp.ones(len(seeds), bool)  # accumulated on the device: no sync per step
-      for i in range(steps):
-        params, opt_state, loss = f(params, opt_state, inputs(i, range(len(seeds))), seed_arr,
-                                    np.int32(i))
-        finite = finite & jnp.isfinite(loss)
-      self._check_finite(np.asarray(finite), strategy, budget, seeds)
+      params = train(list(range(len(seeds))))
       finals = [unstack(params, k) for k in range(len(seeds))]
     else:
-      f = jax.jit(step, donate_argnums=(0, 1))
-      finals = []
-      for k, s in enumerate(seeds):
-        params = jax.tree.map(jnp.copy, inits[k])  # own buffers: the step donates them
-        opt_state = tx.init(params)
-        finite = jnp.ones((), bool)
-        for i in range(steps):
-          batch = {key: v[0] for key, v in inputs(i, [k]).items()}
-          params, opt_state, loss = f(params, opt_state, batch, np.int32(s), np.int32(i))
-          finite = finite & jnp.isfinite(loss)
-        self._check_finite(np.asarray(finite)[None], strategy, budget, [s])
-        finals.append(params)
+      finals = [train([k]) for k in range(len(seeds))]
     accs = self.accuracy(stack(finals), 'test')
     return accs, time.perf_counter() - t0, finals
-
-  @staticmethod
-  def _check_finite(finite: np.ndarray, strategy: str, budget: int, seeds) -> None:
-    bad = [s for s, ok in zip(seeds, finite) if not ok]
-    if bad:
-      raise NonFiniteLossError(f'learning curve {strategy}, {budget} labels: the loss became '
-                               f'non-finite for seed(s) {bad}')
 
   def accuracy(self, stacked_params, split: str, batch: int = 512) -> np.ndarray:
     toks, mask, labels = self.setup.inputs[split]

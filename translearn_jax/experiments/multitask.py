@@ -50,14 +50,13 @@ import optax
 from translearn_jax.downstream.classification import ClassificationTask
 from translearn_jax.downstream.language_model import LanguageModelTask
 from translearn_jax.downstream.tagging import TaggingTask
-from translearn_jax.errors import ConfigError, NonFiniteLossError
+from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.experiments import runs
 from translearn_jax.fusion.mixing import TaskSampler
 from translearn_jax.training import optimizers
-from translearn_jax.training.checkpoint import Checkpointer
-from translearn_jax.training.loop import train_loop
-from translearn_jax.training.metrics import MetricWriter, info, write_json
+from translearn_jax.training.loop import Run
+from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState
 from translearn_jax.transfer import sources
 
@@ -199,26 +198,15 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
       draws[task] += 1
       yield {'n': n + 1, 'draws': dict(draws)}, (task, s, batch, dict(draws))
 
-  checkpointer = Checkpointer(run_dir, max_to_keep=2)
-  position = {}
-  if checkpointer.latest_step() is not None:
-    state, position = checkpointer.restore(state)
-    info('multi-task%s seed %d: resumed at step %d', f' ({only} alone)' if only else '', seed,
-         int(state.step))
-  writer = MetricWriter(run_dir)
-  try:
-    result = train_loop(
+  with Run(run_dir, keep=2,
+           label=f'multi-task{f" ({only} alone)" if only else ""} seed {seed}') as run:
+    state, position = run.restore(state)
+    result = run.train(
         state=state, stream=stream(position), step_fn=step_fn, to_device=lambda b: b,
-        checkpointer=checkpointer, writer=writer, total_steps=len(run_steps), steps_per_call=1,
+        total_steps=len(run_steps), steps_per_call=1,
         checkpoint_every=max(len(run_steps) // 4, 1), log_every=log_every,
         units_per_step=mt.config.train.batch_size, units_name='examples', data_state=position,
         progress=progress)
-  except NonFiniteLossError as e:
-    raise NonFiniteLossError(f'multi-task{f" ({only} alone)" if only else ""} seed {seed}: '
-                             f'{e}') from None
-  finally:
-    writer.close()
-    checkpointer.close()
   draws = dict(result.data_state.get('draws', position.get('draws', {t: 0 for t in names})))
   if result.stopped_by_signal:
     raise StoppedBySignal()

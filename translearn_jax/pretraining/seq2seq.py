@@ -22,7 +22,6 @@ import functools
 import itertools
 import json
 import os
-import time
 from typing import Any
 
 import jax
@@ -41,10 +40,9 @@ from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
-from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.files import atomic_write
-from translearn_jax.training.loop import Every, train_loop
-from translearn_jax.training.metrics import MetricWriter, info, write_json
+from translearn_jax.training.loop import Every, Run
+from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
 
 
@@ -237,13 +235,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
 
   state = init_state(model, tx, config.seed, mesh, ms, mt)
-  checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
-  data_state = LMState()
-  if checkpointer.latest_step() is not None:
-    state, saved = checkpointer.restore(state)
-    data_state = LMState(**saved)
-    info('resumed from step %d', int(state.step))
-  train_fn = make_train_fn(model, tx, schedule, mesh, config.label_smoothing)
   decode_model = s2s.Seq2Seq(train_cfg.replace(deterministic=True, decode=True))
   eval_sources: dict[str, np.ndarray] = {}
 
@@ -257,28 +248,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   hooks = [Every(config.eval.every_steps, during)] if 'valid' in splits else []
 
-  writer = MetricWriter(workdir)
-  t0 = time.perf_counter()
-  try:
-    result = train_loop(
+  with Run(workdir, config.train.keep_checkpoints) as run:
+    state, saved = run.restore(state)
+    data_state = LMState(**saved)
+    result = run.train(
         state=state,
         stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
                                 max(total_steps - int(state.step), 0)),
-        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
-                                                     batch_axis=1),
-        checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
+        step_fn=make_train_fn(model, tx, schedule, mesh, config.label_smoothing),
+        to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh, batch_axis=1),
+        total_steps=total_steps, steps_per_call=1,
         checkpoint_every=config.train.checkpoint_every_steps,
         log_every=config.train.log_every_steps,
         units_per_step=0, units_key='loss_count', units_name='target_tokens',
         data_state=data_state.to_dict(), progress=config.progress, hooks=hooks)
-  finally:
-    writer.close()
-    checkpointer.close()
-  summary: dict[str, Any] = {
-      'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
-      'train_pairs': len(kept), 'wall_seconds': time.perf_counter() - t0,
-      'target_tokens_per_sec': result.units / result.train_seconds if result.train_seconds
-      else None}
+  summary: dict[str, Any] = dict(run.summary(result), train_pairs=len(kept))
   if result.stopped_by_signal:
     return summary
   for split in ('valid', 'test'):

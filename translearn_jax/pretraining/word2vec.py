@@ -29,8 +29,8 @@ from translearn_jax.export.word2vec_format import save_word2vec
 from translearn_jax.models import word2vec as w2v
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.checkpoint import Checkpointer
-from translearn_jax.training.loop import train_loop
-from translearn_jax.training.metrics import MetricWriter, info, write_json
+from translearn_jax.training.loop import Run
+from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState
 from translearn_jax.transfer.graft import remap_rows
 
@@ -226,7 +226,6 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   """
   validate(config)
   os.makedirs(workdir, exist_ok=True)
-  t_start = time.perf_counter()
   vocab = corpus.vocab
   _check_vocab(workdir, vocab)
   mesh = mesh_lib.make_mesh(config.num_devices or None)
@@ -239,44 +238,28 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
   total_steps = stream.estimated_total_steps()
   schedule = lr_schedule(config, total_steps)
-  checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
-  if config.init.path and checkpointer.latest_step() is None:
-    state, remap = init_from_run(config, cfg, vocab, config.seed, mesh)
-    info('init.path %s: %d of %d words found', config.init.path,
-         remap['in_embed']['found'], len(vocab))
-  else:
-    state = init_state(cfg, config.seed, mesh)
-  data_state = StreamState()
-  if checkpointer.latest_step() is not None:
-    state, saved = checkpointer.restore(state)
+  with Run(workdir, config.train.keep_checkpoints) as run:
+    if config.init.path and not run.resuming:
+      state, remap = init_from_run(config, cfg, vocab, config.seed, mesh)
+      info('init.path %s: %d of %d words found', config.init.path,
+           remap['in_embed']['found'], len(vocab))
+    else:
+      state = init_state(cfg, config.seed, mesh)
+    state, saved = run.restore(state)
     data_state = StreamState(**saved)
-    info('resumed from step %d (epoch %d, block %d)', int(state.step),
-                 data_state.epoch, data_state.block)
-  train_fn = make_train_fn(cfg, schedule, mesh)
-  words_per_step = corpus.raw_words * config.train.epochs / total_steps
-  writer = MetricWriter(workdir)
-  try:
-    result = train_loop(
+    result = run.train(
         state=state,
         stream=((s.to_dict(), b) for s, b in stream.iterate(data_state, config.train.prefetch)),
-        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
-                                                      batch_axis=1),
-        checkpointer=checkpointer, writer=writer, total_steps=total_steps,
-        steps_per_call=config.train.steps_per_call,
+        step_fn=make_train_fn(cfg, schedule, mesh),
+        to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh, batch_axis=1),
+        total_steps=total_steps, steps_per_call=config.train.steps_per_call,
         checkpoint_every=config.train.checkpoint_every_steps,
         log_every=config.train.log_every_steps,
-        units_per_step=words_per_step, units_name='words',
+        units_per_step=corpus.raw_words * config.train.epochs / total_steps, units_name='words',
         data_state=data_state.to_dict(), progress=config.progress)
-  finally:
-    writer.close()
-    checkpointer.close()
-  wall = time.perf_counter() - t_start
-  summary = {'steps': result.steps, 'wall_seconds': wall,
-             'wall_words_per_sec': result.units_total / wall, 'stopped_by_signal': result.stopped_by_signal,
-             'train_seconds': result.train_seconds,
-             'words_per_sec': (result.units / result.train_seconds
-                               if result.train_seconds > 0 else float('nan')),
-             'corpus_words': corpus.raw_words, 'vocab_size': len(vocab)}
+  summary = run.summary(result)
+  summary.update(wall_words_per_sec=result.units_total / summary['wall_seconds'],
+                 corpus_words=corpus.raw_words, vocab_size=len(vocab))
   if result.stopped_by_signal:
     return summary
   vectors = embeddings(result.state)

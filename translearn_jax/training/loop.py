@@ -10,13 +10,20 @@ aside). A family supplies the jitted step function
 (`state, device_batch -> state, metric sums`), the stream and the sharding;
 periodic work that needs the train state (held-out evaluation, model
 selection) is a `Hook`, called with the state after every `every`-th step.
+`Run` is what every runner wraps around the loop: a run directory's
+checkpointer and metric writer, resume, closing, and the run's summary.
+
+Runs too short to checkpoint (the seeds of a learning-curve cell, stacked
+under `jax.vmap`) use the same loop without a checkpointer or writer, and
+with `sync_every_step=False`, so the host does not wait for each step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 import time
+import types
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import jax
@@ -40,6 +47,7 @@ class LoopResult:
   units: float          # words/tokens processed, first (compiling) call excluded
   units_total: float    # words/tokens processed in this process lifetime
   last_metrics: dict
+  units_name: str = 'words'
 
 
 class Hook:
@@ -70,35 +78,56 @@ class Every(Hook):
     return self.fn(step, state)
 
 
-def _finish(sums: Mapping[str, float]) -> dict:
+def _mean(total, count):
+  """total / count (a float, or per-run values for a step over stacked runs)."""
+  m = total / np.maximum(count, 1e-12)
+  return float(m) if np.ndim(m) == 0 else m
+
+
+def _finish(sums: Mapping[str, Any]) -> dict:
   """Metric sums -> means: `X_sum` / `X_count` pairs become `X`."""
   out = {}
   for k, v in sums.items():
     if k.endswith('_sum'):
       base = k[:-4]
-      denom = sums.get(base + '_count', 1.0)
-      out[base] = v / max(denom, 1e-12)
+      out[base] = _mean(v, sums.get(base + '_count', 1.0))
     elif not k.endswith('_count'):
       out[k] = v
   return out
 
 
-def last_good(checkpointer: Checkpointer) -> str:
+def last_good(checkpointer: Optional[Checkpointer]) -> str:
   """'last good checkpoint (step N) left intact', naming only a verified step."""
+  if checkpointer is None:
+    return 'this run keeps no checkpoints'
   step = checkpointer.last_good_step()
   if step is None:
     return 'no checkpoint was saved yet'
   return f'last good checkpoint (step {step}) left intact'
 
 
+def _host(sums: Mapping[str, Any]) -> dict:
+  """Fetched metric sums as floats (numpy float64 vectors for a step over stacked runs)."""
+  return {k: float(v) if np.ndim(v) == 0 else np.asarray(v, np.float64) for k, v in sums.items()}
+
+
+def _loss(sums: Mapping[str, Any]):
+  return _mean(sums.get('loss_sum', 0.0), sums.get('loss_count', 1.0))
+
+
+# stands in for `StopSignal` in a run without checkpoints: a signal is not caught
+_NO_STOP = types.SimpleNamespace(requested=False, signum=None)
+
+
 def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarray]]],
-               step_fn: Callable, to_device: Callable, checkpointer: Checkpointer,
-               writer: MetricWriter, total_steps: int, steps_per_call: int,
+               step_fn: Callable, to_device: Callable, checkpointer: Optional[Checkpointer],
+               writer: Optional[MetricWriter], total_steps: int, steps_per_call: int,
                checkpoint_every: int, log_every: int, units_per_step: float,
                units_name: str = 'words', data_state: Optional[dict] = None,
                progress: bool = True,
                postprocess: Optional[Callable[[dict], dict]] = None,
-               units_key: Optional[str] = None, hooks: Sequence[Hook] = ()) -> LoopResult:
+               units_key: Optional[str] = None, hooks: Sequence[Hook] = (),
+               sync_every_step: bool = True) -> LoopResult:
   """Runs `step_fn` over `stream` until it ends or a signal arrives.
 
   Throughput counts `units_per_step` per step, or, with `units_key`, the value
@@ -109,6 +138,18 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   Before every checkpoint the parameters are checked to be finite, so a
   diverged state is never saved over the last good one. A SIGTERM recorded
   before the loop (see `preemption`) returns at once, untrained and unsaved.
+
+  `checkpointer=None`: nothing is resumed or saved, and a SIGTERM is not
+  caught (it is left to `preemption`: nothing could be kept). `writer=None`:
+  metrics are only returned (`last_metrics`).
+
+  `sync_every_step=False`: the host does not wait for each step; the steps'
+  metrics stay on the device until the next logging step, checkpoint or the
+  end (and the first, compiling, call), are fetched together and checked for
+  a non-finite loss one by one. A step over runs stacked by `jax.vmap` may
+  return one value per run (vectors; then pass no writer and no progress
+  bar): the error's `runs` lists the runs whose loss was not finite in any
+  step fetched with it.
   """
   all_finite = jax.jit(lambda params: jax.tree.reduce(
       lambda a, b: a & b, jax.tree.map(lambda x: jnp.isfinite(x).all(), params)))
@@ -123,18 +164,20 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   step = int(jax.device_get(state.step))
   last_saved = step
   data_state = dict(data_state or {})
-  writer.drop_after(step)
+  if writer is not None:
+    writer.drop_after(step)
   if preemption.received() is not None:
     info('signal %s arrived before training: exiting without training', preemption.received())
     return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=True,
-                      train_seconds=0.0, units=0.0, units_total=0.0, last_metrics={})
+                      train_seconds=0.0, units=0.0, units_total=0.0, last_metrics={},
+                      units_name=units_name)
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm import tqdm
     bar = tqdm(total=total_steps, initial=min(step, total_steps), unit='step',
                dynamic_ncols=True, mininterval=1.0)
-  window_sums: dict[str, float] = {}
-  resumed = checkpointer.loop_state(step)
+  window_sums: dict[str, Any] = {}
+  resumed = checkpointer.loop_state(step) if checkpointer is not None else None
   if resumed:  # the logging window the checkpoint was taken in, and the hooks' records
     window_sums = dict(resumed.get('window_sums', {}))
     for i, h in enumerate(hooks):
@@ -143,34 +186,53 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   train_time, units, units_all, first_call = 0.0, 0.0, 0.0, True
   last_metrics: dict = {}
   stopped = False
-  with StopSignal() as stop:
+  pending: list[tuple[int, Any]] = []  # (step count after it, its metric sums on the device)
+
+  def fetch():
+    """Waits for the pending steps' metrics; accounts them in order, or raises at the
+    first non-finite loss."""
+    nonlocal window_steps, window_units, units, units_all
+    if not pending:
+      return
+    on_device = [x for _, x in pending]
+    fetched = [(s, _host(x)) for (s, _), x in zip(pending, jax.device_get(on_device))]
+    pending.clear()
+    for s, sums in fetched:
+      loss = _loss(sums)
+      if not np.isfinite(loss).all():
+        if bar:
+          bar.close()
+        runs = np.flatnonzero(~np.all([np.isfinite(_loss(x)) for _, x in fetched], axis=0))
+        raise NonFiniteLossError(
+            f'loss is {loss} in steps {s - steps_per_call + 1}..{s}; run stopped, '
+            f'{last_good(checkpointer)}', runs=runs.tolist() if np.ndim(loss) else ())
+      step_units = sums[units_key] if units_key else units_per_step * steps_per_call
+      units_all += step_units
+      if not first_call:  # compilation: not counted as training throughput
+        units += step_units
+        window_steps += steps_per_call
+        window_units += step_units
+      for k, v in sums.items():  # sums accumulate; other metrics keep the latest value
+        additive = k.endswith(('_sum', '_count'))
+        window_sums[k] = window_sums.get(k, 0.0) + v if additive else v
+
+  with StopSignal() if checkpointer is not None else contextlib.nullcontext(_NO_STOP) as stop:
     for next_data_state, host_batch in stream:
       t0 = time.perf_counter()
       state, sums = step_fn(state, to_device(host_batch))
-      sums = {k: float(v) for k, v in jax.device_get(sums).items()}
+      step += steps_per_call
+      data_state = next_data_state
+      pending.append((step, sums))
+      log_now = step // log_every != (step - steps_per_call) // log_every or step >= total_steps
+      save_now = checkpointer is not None and step - last_saved >= checkpoint_every
+      if sync_every_step or first_call or log_now or save_now:
+        fetch()
       dt = time.perf_counter() - t0
-      step_units = sums[units_key] if units_key else units_per_step * steps_per_call
-      units_all += step_units
-      if first_call:  # compilation: not counted as training throughput
+      if first_call:
         first_call = False
         window_start = time.perf_counter()
       else:
         train_time += dt
-        units += step_units
-        window_steps += steps_per_call
-        window_units += step_units
-      step += steps_per_call
-      loss = sums.get('loss_sum', 0.0) / max(sums.get('loss_count', 1.0), 1e-12)
-      if not math.isfinite(loss):
-        if bar:
-          bar.close()
-        raise NonFiniteLossError(
-            f'loss is {loss} in steps {step - steps_per_call + 1}..{step}; run stopped, '
-            f'{last_good(checkpointer)}')
-      data_state = next_data_state
-      for k, v in sums.items():  # sums accumulate; other metrics keep the latest value
-        additive = k.endswith(('_sum', '_count'))
-        window_sums[k] = window_sums.get(k, 0.0) + v if additive else v
       if bar:
         bar.update(steps_per_call)
       hook_metrics = {}
@@ -178,7 +240,7 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
         if (h.every and step // h.every != (step - steps_per_call) // h.every) or (
             h.at_end and step >= total_steps):
           hook_metrics.update(h(step, state))
-      if step // log_every != (step - steps_per_call) // log_every or step >= total_steps:
+      if log_now:
         elapsed = time.perf_counter() - window_start
         last_metrics = _finish(window_sums)
         if window_steps and elapsed > 0:
@@ -188,30 +250,96 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
         hook_metrics = {}
         if postprocess:
           last_metrics = postprocess(last_metrics)
-        writer.write(step, last_metrics)
+        if writer is not None:
+          writer.write(step, last_metrics)
         if bar:
           bar.set_postfix({k: f'{v:.4g}' for k, v in last_metrics.items()
                            if k in ('loss', 'learning_rate', f'{units_name}_per_sec',
                                     'valid_perplexity', 'mfu')})
         window_sums, window_steps, window_start = {}, 0, time.perf_counter()
         window_units = 0.0
-      if hook_metrics:  # a hook ran between two logging steps
+      if hook_metrics and writer is not None:  # a hook ran between two logging steps
         writer.write(step, hook_metrics)
       if stop.requested:
         info('signal %s: checkpointing at step %d and exiting', stop.signum, step)
+        fetch()
         save(step, state, data_state)
         last_saved = step
         stopped = True
         break
-      if step - last_saved >= checkpoint_every:
+      if save_now:
         save(step, state, data_state)
         last_saved = step
   if bar:
     bar.close()
-  if not stopped and step != last_saved:
-    save(step, state, data_state)
-  elif not stopped and checkpointer.latest_step() is None:
+  fetch()  # steps not fetched yet (sync_every_step=False)
+  if checkpointer is not None and not stopped and (
+      step != last_saved or checkpointer.latest_step() is None):
     save(step, state, data_state)
   return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=stopped,
-                    train_seconds=train_time, units=units,
-                    units_total=units_all, last_metrics=last_metrics)
+                    train_seconds=train_time, units=units, units_total=units_all,
+                    last_metrics=last_metrics, units_name=units_name)
+
+
+class Run:
+  """A run directory on the loop: `with Run(workdir, keep, label) as run:` opens its
+  `Checkpointer` (keeping `keep` steps) and `MetricWriter`, and closes both on leaving.
+
+  `run.restore(state)` resumes from the newest checkpoint, `run.train(...)` is
+  `train_loop` with the two (a non-finite loss is re-raised with `label` in
+  front, naming the run), and `run.summary(result)` the run's record.
+  """
+
+  def __init__(self, workdir: str, keep: int = 2, label: str = ''):
+    self.label = label
+    self.start = time.perf_counter()
+    self.checkpointer = Checkpointer(workdir, max_to_keep=keep)
+    try:
+      self.writer = MetricWriter(workdir)
+    except BaseException:
+      self.checkpointer.close()
+      raise
+
+  def __enter__(self) -> 'Run':
+    return self
+
+  def __exit__(self, *exc) -> bool:
+    try:
+      self.writer.close()
+    finally:
+      self.checkpointer.close()
+    return False
+
+  @property
+  def resuming(self) -> bool:
+    """Whether the directory holds a checkpoint to resume from."""
+    return self.checkpointer.latest_step() is not None
+
+  def restore(self, state: Any) -> tuple[Any, dict]:
+    """(state, data position) of the newest checkpoint, or (`state`, {}) in a fresh directory."""
+    if not self.resuming:
+      return state, {}
+    state, position = self.checkpointer.restore(state)
+    where = ', '.join(f'{k} {v}' for k, v in position.items())
+    info('%sresumed at step %d%s', f'{self.label}: ' if self.label else '',
+         int(jax.device_get(state.step)), f' ({where})' if where else '')
+    return state, position
+
+  def train(self, **loop_args) -> LoopResult:
+    """`train_loop(checkpointer=..., writer=..., **loop_args)`."""
+    try:
+      return train_loop(checkpointer=self.checkpointer, writer=self.writer, **loop_args)
+    except NonFiniteLossError as e:
+      if not self.label:
+        raise
+      raise NonFiniteLossError(f'{self.label}: {e}', runs=e.runs) from None
+
+  def summary(self, result: LoopResult) -> dict:
+    """steps, whether a signal stopped the run, wall seconds since the run was opened,
+    training seconds and units per second over them (compilation excluded; None before
+    any timed step)."""
+    return {'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
+            'wall_seconds': time.perf_counter() - self.start,
+            'train_seconds': result.train_seconds,
+            f'{result.units_name}_per_sec': (result.units / result.train_seconds
+                                             if result.train_seconds > 0 else None)}

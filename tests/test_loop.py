@@ -1,0 +1,99 @@
+"""training.loop without checkpoints or a writer, not waiting for each step (the
+learning-curve seeds under vmap): one fetch per logging window, the same metrics as a
+loop that waits for every step, and a non-finite loss names the stacked run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import StopAfter
+from translearn_jax.errors import NonFiniteLossError
+from translearn_jax.training import loop
+from translearn_jax.training.state import TrainState
+
+
+def stacked_run(monkeypatch, sync_every_step, diverge_at=None, steps=10):
+  """Three runs stacked on a leading axis; run 1's loss is NaN from step `diverge_at` on.
+  Returns (loop result, how often the loop fetched from the device)."""
+  fetches = []
+  real_get = jax.device_get
+  monkeypatch.setattr(jax, 'device_get', lambda x: fetches.append(1) or real_get(x))
+  bad = -1 if diverge_at is None else diverge_at
+
+  @jax.jit
+  def step_fn(state, batch):
+    w = state.params['w'] + batch['x']
+    loss = jnp.where((jnp.arange(3) == 1) & (state.step + 1 >= bad) & (bad > 0), jnp.nan, w)
+    return state.replace(step=state.step + 1, params={'w': w}), {
+        'loss_sum': loss, 'loss_count': jnp.ones(3)}
+
+  state = TrainState(step=jnp.zeros((), jnp.int32), params={'w': jnp.zeros(3)}, opt_state={},
+                     rng=jax.random.key(0))
+  stream = (({}, {'x': np.float32(i + 1) * np.ones(3, np.float32)}) for i in range(steps))
+  result = loop.train_loop(
+      state=state, stream=stream, step_fn=step_fn, to_device=lambda b: b, checkpointer=None,
+      writer=None, total_steps=steps, steps_per_call=1, checkpoint_every=steps,
+      log_every=steps, units_per_step=1, progress=False, sync_every_step=sync_every_step)
+  return result, len(fetches)
+
+
+def test_unsynced_loop_fetches_once_per_window_with_the_same_metrics(monkeypatch):
+  # no checkpointer: a signal is left to `preemption`, the loop does not stop on it
+  monkeypatch.setattr(loop, 'StopSignal', StopAfter(0))
+  lazy, lazy_fetches = stacked_run(monkeypatch, sync_every_step=False)
+  eager, eager_fetches = stacked_run(monkeypatch, sync_every_step=True)
+  # the step count, the first (compiling) call and the logging step at the end
+  assert lazy_fetches == 3 and eager_fetches == 1 + 10
+  assert lazy.steps == eager.steps == 10 and not lazy.stopped_by_signal
+  np.testing.assert_array_equal(lazy.state.params['w'], np.full(3, 55.0))
+  # per-run mean losses over steps 1..10 (w after step k is k(k+1)/2); equal in both modes
+  want = np.mean([k * (k + 1) / 2 for k in range(1, 11)])
+  np.testing.assert_array_equal(lazy.last_metrics['loss'], np.full(3, want))
+  np.testing.assert_array_equal(lazy.last_metrics['loss'], eager.last_metrics['loss'])
+
+
+@pytest.mark.parametrize('sync_every_step', [False, True])
+def test_nonfinite_loss_of_one_stacked_run_names_it_and_the_step(monkeypatch, sync_every_step):
+  with pytest.raises(NonFiniteLossError,
+                     match=r'^loss is \[21\. +nan +21\.\] in steps 6\.\.6; run stopped, '
+                           r'this run keeps no checkpoints$') as e:
+    stacked_run(monkeypatch, sync_every_step, diverge_at=6)
+  assert e.value.runs == [1]
+
+
+def test_run_resumes_names_the_run_in_errors_and_closes_its_files(tmp_path, capsys):
+  @jax.jit
+  def step_fn(state, batch):
+    w = state.params['w'] + batch['x']
+    return state.replace(step=state.step + 1, params={'w': w}), {
+        'loss_sum': w.sum(), 'loss_count': jnp.ones(())}
+
+  def train(run, state, xs, start):
+    return run.train(
+        state=state,
+        stream=(({'i': start + i + 1}, {'x': np.float32(x)}) for i, x in enumerate(xs)),
+        step_fn=step_fn, to_device=lambda b: b, total_steps=start + len(xs), steps_per_call=1,
+        checkpoint_every=2, log_every=2, units_per_step=8, units_name='examples', progress=False)
+
+  fresh = TrainState(step=jnp.zeros((), jnp.int32), params={'w': jnp.zeros(2)}, opt_state={},
+                     rng=jax.random.key(0))
+  with loop.Run(str(tmp_path), keep=2, label='toy seed 0') as run:
+    assert not run.resuming
+    state, position = run.restore(fresh)
+    assert position == {}
+    result = train(run, state, [1, 2, 3, 4], 0)
+    summary = run.summary(result)
+  assert summary['steps'] == 4 and summary['stopped_by_signal'] is False
+  assert summary['examples_per_sec'] > 0 and summary['wall_seconds'] >= summary['train_seconds']
+  assert run.writer._jsonl.closed
+  with loop.Run(str(tmp_path), keep=2, label='toy seed 0') as run:
+    assert run.resuming
+    state, position = run.restore(fresh)
+    assert int(state.step) == 4 and position == {'i': 4}
+    np.testing.assert_array_equal(state.params['w'], [10.0, 10.0])
+    with pytest.raises(NonFiniteLossError, match=r'^toy seed 0: loss is nan in steps 6\.\.6; run '
+                                                 r'stopped, last good checkpoint \(step 4\)'):
+      train(run, state, [1, np.nan], 4)
+  assert 'toy seed 0: resumed at step 4 (i 4)' in capsys.readouterr().err
+  assert run.writer._jsonl.closed
