@@ -341,3 +341,35 @@ def test_masked_lm_task_keeps_the_head_apart_and_learns(tiny_mlm_run):
   assert task.evaluate(params, 'valid') > before + 0.02
   with pytest.raises(ConfigError, match='needs a masked-LM encoder source'):
     MaskedLMTask(data, sources.Source('lm', model_config=src.model_config), 32)
+
+
+def test_multitask_and_learning_curves_take_an_encoder(tmp_path, tiny_mlm_run, conll_task):
+  """configs/multitask_mlm.py (MR + NER heads + the masked-LM task on one encoder) and the
+  vmapped learning-curve runner, each on the tiny MLM run."""
+  import train
+  from configs import curves_mr_skipgram, multitask_mlm, transfer_mr_mlm
+  run, _ = tiny_mlm_run
+  rows = ['sentence\tlabel'] + [f'{"good fine nice" if i % 2 else "bad poor sad"} film {i}\t{i % 2}'
+                                for i in range(200)]
+  (tmp_path / 'mr.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+  c = multitask_mlm.get_config()
+  set_fields(c, {'init.path': run, 'mr.data.kind': 'tsv', 'mr.data.path': str(tmp_path / 'mr.tsv'),
+                 'mr.model.max_tokens': 32, 'ner.data.train_path': conll_task[0],
+                 'ner.data.dev_path': conll_task[1], 'ner.data.test_path': conll_task[2],
+                 'ner.model.max_tokens': 48, 'lm.seq_len': 32, 'lm.eval_rows': 32,
+                 'train.steps': 24, 'train.batch_size': 8, 'train.log_every_steps': 12})
+  c.lm.data.kind, c.lm.data.path = 'text', 'gensim:lee_background.cor'
+  out = train.run(c, str(tmp_path / 'mt'))
+  assert min(out['steps_per_task'].values()) > 0
+  assert set(out['results']) == {'mr_test_accuracy', 'ner_test_f1', 'lm_valid_accuracy'}
+  assert 0.0 < out['results']['lm_valid_accuracy'] < 1.0
+
+  cv = curves_mr_skipgram.get_config()
+  m = transfer_mr_mlm.get_config()
+  cv.model, cv.init = m.model, m.init
+  set_fields(cv, {'init.path': run, 'data.kind': 'tsv', 'data.path': str(tmp_path / 'mr.tsv'),
+                  'model.max_tokens': 32, 'transfer.groups': r'head=^head/,body=^backbone/',
+                  'seeds': 2, 'curve.budgets': '40', 'curve.strategies': 'finetune',
+                  'curve.epochs': 1, 'curve.min_steps': 6, 'curve.time_sequential': False})
+  res = train.run(cv, str(tmp_path / 'curves'))
+  assert {(r['strategy'], r['budget']) for r in res['rows']} == {('scratch', 40), ('finetune', 40)}

@@ -7,7 +7,9 @@ Tasks (`multitask.tasks`: names of sub-configs, each with a `family`):
 `classify` → `downstream.classification.ClassificationTask` (`lm_encoder`
 model), `tag` → `downstream.tagging.TaggingTask`, `language_model` →
 `downstream.language_model.LanguageModelTask` (next-token prediction through
-the backbone's own tied output). The shipped config names them `mr`, `ner`
+the backbone's own tied output), `masked_lm` → `downstream.masked_lm.MaskedLMTask`
+(the MLM objective of an encoder backbone, `init.kind='mlm'`; its MLM head is the
+task's head). The shipped config names them `mr`, `ner`
 and `lm`; nothing here depends on the names.
 
 Parameters: `{'backbone': shared LM body, 'heads': {'mr': ..., 'ner': ...}}`
@@ -49,6 +51,7 @@ import optax
 
 from translearn_jax.downstream.classification import ClassificationTask
 from translearn_jax.downstream.language_model import LanguageModelTask
+from translearn_jax.downstream.masked_lm import MaskedLMTask
 from translearn_jax.downstream.tagging import TaggingTask
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import mean_ci
@@ -65,6 +68,8 @@ TASK_FAMILIES = {
     'classify': lambda c, src: ClassificationTask(c),
     'tag': lambda c, src: TaggingTask(c),
     'language_model': lambda c, src: LanguageModelTask(c.data, src, c.seq_len, c.eval_rows),
+    'masked_lm': lambda c, src: MaskedLMTask(c.data, src, c.seq_len, c.eval_rows,
+                                             c.get('mask_rate', 0.15)),
 }
 
 

@@ -19,7 +19,6 @@ import itertools
 import math
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +34,9 @@ from translearn_jax.models import lm as lm_models
 from translearn_jax.training import flops as flops_lib
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
-from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.files import atomic_write
-from translearn_jax.training.loop import Every, train_loop
-from translearn_jax.training.metrics import MetricWriter, info, write_json
+from translearn_jax.training.loop import Every, Run
+from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
 from translearn_jax.transfer import sources
 
@@ -236,6 +234,38 @@ def throughput_metrics(config, fpt: float, mesh, perplexity: bool = True):
   return peak, add
 
 
+def run_rows(config, workdir: str, *, state: TrainState, stream: LMStream, total_steps: int,
+               train_fn, mesh, hooks, fpt: float, init_fn, perplexity: bool):
+  """A row family's run (LM, masked LM) on the shared loop: resume from `workdir`, or
+  `init_fn(state)` when `config.init.path` names a source; `total_steps` steps of
+  `train_fn` over `stream`; metrics with tokens/s, model TFLOP/s and MFU.
+  Returns (loop result, summary)."""
+  t = config.train
+  tokens_per_step = t.batch_size * t.grad_accum * t.seq_length
+  peak, add_metrics = throughput_metrics(config, fpt, mesh, perplexity)
+  with Run(workdir, t.keep_checkpoints) as run:
+    state, saved = run.restore(state)
+    if not run.resuming and config.init.path:
+      state = init_fn(state)
+      info('initialised from %s (continued pretraining; fresh optimiser)', config.init.path)
+    data_state = LMState(**saved)
+    result = run.train(
+        state=state,
+        stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
+                                max(total_steps - int(state.step), 0)),
+        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
+                                                     batch_axis=1),
+        total_steps=total_steps, steps_per_call=1, checkpoint_every=t.checkpoint_every_steps,
+        log_every=t.log_every_steps, units_per_step=tokens_per_step, units_name='tokens',
+        data_state=data_state.to_dict(), progress=config.progress, hooks=hooks,
+        postprocess=add_metrics)
+  summary = {**run.summary(result), 'tokens_seen': result.steps * tokens_per_step,
+             'flops_per_token': fpt}
+  if summary['tokens_per_sec']:
+    summary['mfu'] = flops_lib.mfu(fpt, summary['tokens_per_sec'], mesh.devices.size, peak)
+  return result, summary
+
+
 def check_same_architecture(src_cfg, train_cfg, run_dir: str) -> None:
   diff = lm_models.architecture_diff(src_cfg, train_cfg)
   if diff:
@@ -285,21 +315,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   info('%s LM: %.2fM parameters, %d steps of %d tokens', config.model.arch, n_params / 1e6,
        total_steps, config.train.batch_size * config.train.grad_accum * config.train.seq_length)
-  checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
-  data_state = LMState()
-  if checkpointer.latest_step() is not None:
-    state, saved = checkpointer.restore(state)
-    data_state = LMState(**saved)
-    info('resumed from step %d (epoch %d, batch %d)', int(state.step), data_state.epoch,
-         data_state.batch)
-  elif config.init.path:
-    state = init_from_run(config.init.path, state, train_cfg, mesh)
-    info('initialised from %s (continued pretraining; fresh optimiser)', config.init.path)
   train_fn = make_train_fn(model, tx, schedule, mesh)
   eval_fn = make_eval_fn(eval_model, mesh)
-  tokens_per_step = config.train.batch_size * config.train.grad_accum * config.train.seq_length
   fpt = lm_models.flops_per_token(train_cfg, config.train.seq_length)
-  peak, add_mfu = throughput_metrics(config, fpt, mesh)
 
   def held_out(step: int, state) -> dict:
     r = evaluate_rows(eval_fn, state.params, valid_rows, config.train.batch_size, mesh,
@@ -308,32 +326,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   hooks = [Every(config.train.eval_every_steps, held_out, at_end=True)] if valid_rows is not None \
       else []
-
-  writer = MetricWriter(workdir)
-
-  t_start = time.perf_counter()
-  try:
-    result = train_loop(
-        state=state,
-        stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
-                                max(total_steps - int(state.step), 0)),
-        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
-                                                     batch_axis=1),
-        checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
-        checkpoint_every=config.train.checkpoint_every_steps,
-        log_every=config.train.log_every_steps,
-        units_per_step=tokens_per_step, units_name='tokens', data_state=data_state.to_dict(),
-        progress=config.progress, hooks=hooks, postprocess=add_mfu)
-  finally:
-    writer.close()
-    checkpointer.close()
-  summary: dict[str, Any] = {
-      'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
-      'wall_seconds': time.perf_counter() - t_start,
-      'tokens_per_sec': result.units / result.train_seconds if result.train_seconds else None,
-      'parameters': n_params, 'flops_per_token': fpt, **stats}
-  if summary['tokens_per_sec']:
-    summary['mfu'] = flops_lib.mfu(fpt, summary['tokens_per_sec'], mesh.devices.size, peak)
+  result, summary = run_rows(
+      config, workdir, state=state, stream=stream, total_steps=total_steps, train_fn=train_fn,
+      mesh=mesh, hooks=hooks, fpt=fpt, perplexity=True,
+      init_fn=lambda state: init_from_run(config.init.path, state, train_cfg, mesh))
+  summary.update(parameters=n_params, **stats)
   if result.stopped_by_signal:
     return summary
   if valid_rows is not None:

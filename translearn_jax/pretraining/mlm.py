@@ -23,11 +23,8 @@ Writes to `workdir`: `tokenizer.model`, `config.json`, `checkpoints/`,
 
 from __future__ import annotations
 
-import functools
-import itertools
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,20 +33,18 @@ import numpy as np
 import optax
 
 from translearn_jax.data import masking, readers
-from translearn_jax.data.lm_data import LMState, LMStream, split_documents
+from translearn_jax.data.lm_data import LMStream, split_documents
 from translearn_jax.data.mlm_data import pack_documents
 from translearn_jax.data.tokenizer import MASK_PIECE
 from translearn_jax.downstream.masked_lm import mlm_sums
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.pretraining import lm as lm_pretraining
-from translearn_jax.training import flops as flops_lib
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
-from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.files import atomic_write
-from translearn_jax.training.loop import Every, train_loop
-from translearn_jax.training.metrics import MetricWriter, info, write_json
+from translearn_jax.training.loop import Every
+from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
 from translearn_jax.transfer import sources
 
@@ -223,21 +218,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tokens_per_step = t.batch_size * t.grad_accum * t.seq_length
   info('MLM encoder: %.2fM parameters, %d steps of %d positions, %d prediction slots per row',
        n_params / 1e6, total_steps, tokens_per_step, masker.k)
-  checkpointer = Checkpointer(workdir, t.keep_checkpoints)
-  data_state = LMState()
-  if checkpointer.latest_step() is not None:
-    state, saved = checkpointer.restore(state)
-    data_state = LMState(**saved)
-    info('resumed from step %d (epoch %d, batch %d)', int(state.step), data_state.epoch,
-         data_state.batch)
-  elif config.init.path:
-    state = lm_pretraining.init_from_run(config.init.path, state, train_cfg, mesh, kind='mlm')
-    info('initialised from %s (continued pretraining; fresh optimiser)', config.init.path)
   train_fn = make_train_fn(model, tx, schedule, mesh, masker)
   eval_fn = make_eval_fn(eval_model, mesh, masker)
   fpt = lm_models.arch_of(train_cfg).flops_per_token(train_cfg, t.seq_length,
                                                     masker.k / t.seq_length)
-  peak, add_mfu = lm_pretraining.throughput_metrics(config, fpt, mesh, perplexity=False)
 
   def held_out(step: int, state) -> dict:
     r = evaluate_rows(eval_fn, state.params, valid_rows, t.batch_size, mesh, config.seed,
@@ -245,30 +229,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {'valid_loss': r['loss'], 'valid_accuracy': r['accuracy']}
 
   hooks = [Every(t.eval_every_steps, held_out, at_end=True)] if valid_rows is not None else []
-  writer = MetricWriter(workdir)
-  t_start = time.perf_counter()
-  try:
-    result = train_loop(
-        state=state,
-        stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
-                                max(total_steps - int(state.step), 0)),
-        step_fn=train_fn, to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh,
-                                                     batch_axis=1),
-        checkpointer=checkpointer, writer=writer, total_steps=total_steps, steps_per_call=1,
-        checkpoint_every=t.checkpoint_every_steps, log_every=t.log_every_steps,
-        units_per_step=tokens_per_step, units_name='tokens', data_state=data_state.to_dict(),
-        progress=config.progress, hooks=hooks, postprocess=add_mfu)
-  finally:
-    writer.close()
-    checkpointer.close()
-  summary: dict[str, Any] = {
-      'steps': result.steps, 'stopped_by_signal': result.stopped_by_signal,
-      'wall_seconds': time.perf_counter() - t_start,
-      'tokens_seen': result.steps * tokens_per_step,
-      'tokens_per_sec': result.units / result.train_seconds if result.train_seconds else None,
-      'parameters': n_params, 'flops_per_token': fpt, 'prediction_slots': masker.k, **stats}
-  if summary['tokens_per_sec']:
-    summary['mfu'] = flops_lib.mfu(fpt, summary['tokens_per_sec'], mesh.devices.size, peak)
+  result, summary = lm_pretraining.run_rows(
+      config, workdir, state=state, stream=stream, total_steps=total_steps, train_fn=train_fn,
+      mesh=mesh, hooks=hooks, fpt=fpt, perplexity=False,
+      init_fn=lambda state: lm_pretraining.init_from_run(config.init.path, state, train_cfg,
+                                                         mesh, kind='mlm'))
+  summary.update(parameters=n_params, prediction_slots=masker.k, **stats)
   if result.stopped_by_signal:
     return summary
   if valid_rows is not None:
