@@ -24,29 +24,15 @@ Transfer from the run: configs/transfer_conll_mlm.py, configs/transfer_mr_mlm.py
 
 import ml_collections
 
+from configs import lm_transformer
+
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  # data, tokenizer, train, dtype, devices: as the causal LM's (configs/lm_transformer.py)
+  config = lm_transformer.get_config()
   config.family = 'mlm'                  # which pretraining family train.py runs
-  config.seed = 0                        # init, masking, dropout, shuffling, held-out split
-
-  config.data = ml_collections.ConfigDict()
-  config.data.kind = 'wiki'              # 'text' | 'jsonl' | 'tsv' | 'tfds' | 'wiki'
-  config.data.path = 'gensim:enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'
-  config.data.field = 'text'             # JSONL key / TSV column / TFDS feature
-  config.data.unit = 'line'              # text: 'line' | 'paragraph' | 'file' per document
-  config.data.encoding = 'utf-8'
-  config.data.encoding_fallback = ''
-  config.data.split = 'train'            # TFDS split
-  config.data.data_dir = ''              # TFDS data_dir
   config.data.valid_fraction = 0.05      # documents held out for MLM loss/accuracy
-  config.data.valid_path = ''            # or a separate held-out corpus (same kind)
-
-  config.tokenizer = ml_collections.ConfigDict()
   config.tokenizer.path = ''             # an existing sentencepiece model with <mask> ('' = train)
-  config.tokenizer.vocab_size = 4000
-  config.tokenizer.model_type = 'unigram'  # 'unigram' | 'bpe'
-  config.tokenizer.normalization = 'nmt_nfkc'
 
   config.model = ml_collections.ConfigDict()
   config.model.arch = 'encoder'
@@ -70,37 +56,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.mlm.whole_word = False          # mask whole words (all pieces of a chosen word)
   config.mlm.max_predictions = 0         # prediction slots per row (0: 2 × rate × seq_length)
 
-  config.train = ml_collections.ConfigDict()
   config.train.seq_length = 128          # positions per packed row
-  config.train.batch_size = 16           # rows per micro-batch (global)
-  config.train.grad_accum = 1            # micro-batches per optimiser step
-  config.train.epochs = 2
-  config.train.steps = 0                 # stop after this many steps (0: all epochs)
-  config.train.checkpoint_every_steps = 500
-  config.train.keep_checkpoints = 3
-  config.train.log_every_steps = 25
   config.train.eval_every_steps = 200    # held-out MLM loss/accuracy during training
-  config.train.eval_max_rows = 256       # rows used by in-training evaluation (0: all)
-
   # Continued pretraining: start from another MLM run's parameters and tokenizer.
-  config.init = ml_collections.ConfigDict()
   config.init.kind = 'mlm'
-  config.init.path = ''
-  config.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (params fp32)
 
-  config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3      # peak
   config.optim.schedule = 'linear'       # after warmup: 'cosine' | 'linear' | 'constant'
   config.optim.warmup_steps = 100
   config.optim.end_lr_ratio = 0.0        # final LR = peak × this
-  config.optim.b1 = 0.9
-  config.optim.b2 = 0.98
   config.optim.eps = 1e-6
-  config.optim.weight_decay = 0.01
-  config.optim.grad_clip = 1.0           # global-norm clipping (0: off)
-  config.optim.no_decay = 'bias,scale,embed,pos_embed'  # path patterns without weight decay
-
-  config.num_devices = 0                 # devices in the data mesh (0: all)
-  config.peak_flops_per_device = 0.0     # for MFU where the device is not in the table
-  config.progress = True
   return config

@@ -94,8 +94,18 @@ class StopAfter:
 # -- shared inputs (session-scoped, read-only) -----------------------------------
 
 def lm_config(**over):
+  """configs/lm_transformer.py shrunk to seconds (Lee corpus, 1 layer × 32, 400 pieces)."""
   from configs import lm_transformer
-  c = lm_transformer.get_config()
+  return _tiny_rows(lm_transformer.get_config(), over)
+
+
+def mlm_config(**over):
+  """configs/mlm_encoder.py shrunk like `lm_config`."""
+  from configs import mlm_encoder
+  return _tiny_rows(mlm_encoder.get_config(), over)
+
+
+def _tiny_rows(c, over):
   c.data.kind, c.data.path = 'text', 'gensim:lee_background.cor'
   c.tokenizer.vocab_size = 400
   c.model.d_model, c.model.num_layers, c.model.d_ff, c.model.max_len = 32, 1, 64, 64

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import StopAfter, set_fields
+from conftest import StopAfter, mlm_config, set_fields
 from translearn_jax.data import masking
 from translearn_jax.data.mlm_data import Packer
 from translearn_jax.data.tokenizer import BOS, EOS
@@ -15,19 +15,6 @@ from translearn_jax.errors import ConfigError
 from translearn_jax.models import encoder as enc
 from translearn_jax.models import lm as lm_models
 from translearn_jax.pretraining import mlm
-
-
-def mlm_config(**over):
-  from configs import mlm_encoder
-  c = mlm_encoder.get_config()
-  c.data.kind, c.data.path = 'text', 'gensim:lee_background.cor'
-  c.tokenizer.vocab_size = 400
-  c.model.d_model, c.model.num_layers, c.model.d_ff, c.model.max_len = 32, 1, 64, 64
-  c.train.seq_length, c.train.batch_size, c.train.epochs = 32, 8, 1
-  c.num_devices, c.progress = 1, False
-  c.train.log_every_steps, c.train.checkpoint_every_steps, c.train.eval_every_steps = 10, 20, 1000
-  c.optim.warmup_steps = 5
-  return set_fields(c, over)
 
 
 @pytest.fixture(scope='module')
@@ -221,7 +208,7 @@ def test_run_reports_and_resume_is_exact(tmp_path, monkeypatch, tiny_mlm_run):
 def test_bad_mlm_config_is_one_error(tmp_path):
   with pytest.raises(ConfigError, match='config.mlm.mask_rate'):
     mlm.train_and_evaluate(mlm_config(**{'mlm.mask_rate': 1.5}), str(tmp_path / 'a'))
-  with pytest.raises(ConfigError, match="trains an 'encoder'"):
+  with pytest.raises(ConfigError, match=r"model.arch: must be one of \('encoder',\) for a mlm run"):
     mlm.train_and_evaluate(mlm_config(**{'model.arch': 'transformer'}), str(tmp_path / 'b'))
 
 

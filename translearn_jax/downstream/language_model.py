@@ -20,7 +20,7 @@ import optax
 from translearn_jax.data import readers
 from translearn_jax.data.lm_data import pack, split_documents
 from translearn_jax.data.tokenizer import EOS
-from translearn_jax.downstream.task import Task
+from translearn_jax.downstream.task import Task, shuffled_batches
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
 
@@ -65,9 +65,7 @@ class LanguageModelTask(Task):
     return {'backbone': backbone}, None
 
   def epoch_batches(self, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
-    order = np.random.default_rng([seed, epoch]).permutation(len(self.rows['train']))
-    return [order[i:i + batch_size]
-            for i in range(0, len(order) // batch_size * batch_size, batch_size)]
+    return shuffled_batches(len(self.rows['train']), batch_size, seed, epoch)
 
   def batch(self, idx: np.ndarray, split: str = 'train') -> dict[str, np.ndarray]:
     return {'tokens': self.rows[split][idx]}

@@ -20,7 +20,7 @@ import optax
 from translearn_jax.data import masking, readers
 from translearn_jax.data.lm_data import split_documents
 from translearn_jax.data.mlm_data import pack_documents
-from translearn_jax.downstream.task import Task
+from translearn_jax.downstream.task import Task, shuffled_batches
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
 
@@ -84,9 +84,7 @@ class MaskedLMTask(Task):
     return self.split(full), None
 
   def epoch_batches(self, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
-    order = np.random.default_rng([seed, epoch]).permutation(len(self.rows['train']))
-    return [order[i:i + batch_size]
-            for i in range(0, len(order) // batch_size * batch_size, batch_size)]
+    return shuffled_batches(len(self.rows['train']), batch_size, seed, epoch)
 
   def batch(self, idx: np.ndarray, split: str = 'train') -> dict[str, np.ndarray]:
     return {'rows': self.rows[split][idx]}

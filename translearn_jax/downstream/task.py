@@ -63,6 +63,12 @@ def trimmed_width(mask: np.ndarray, multiple: int = 16) -> int:
   return min(mask.shape[1], -(-need // multiple) * multiple)
 
 
+def shuffled_batches(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+  """The full batches of a permutation of `n` examples, deterministic in (seed, epoch)."""
+  order = np.random.default_rng([seed, epoch]).permutation(n)
+  return [order[i:i + batch] for i in range(0, n // batch * batch, batch)]
+
+
 def length_grouped_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator,
                            chunk: int = 50) -> list[np.ndarray]:
   """Full batches of shuffled examples with similar lengths.

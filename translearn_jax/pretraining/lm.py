@@ -48,19 +48,25 @@ def _require(cond, field, msg):
     raise ConfigError(f'config.{field}: {msg}')
 
 
-def validate(config) -> None:
+def validate_rows(config, archs) -> None:
+  """Checks a row family (LM, masked LM) shares: train.*, the architecture among `archs`,
+  dtype, sequence length within a bounded model's `max_len`, data.valid_fraction."""
   _require(config.train.steps >= 0, 'train.steps', f'must be >= 0, got {config.train.steps}')
   for f in ('batch_size', 'seq_length', 'grad_accum', 'epochs', 'checkpoint_every_steps',
             'log_every_steps', 'keep_checkpoints', 'eval_every_steps'):
     _require(int(config.train[f]) >= 1, f'train.{f}', f'must be >= 1, got {config.train[f]}')
-  _require(config.model.arch in ('transformer', 'lstm'), 'model.arch',
-           f"must be 'transformer' or 'lstm', got {config.model.arch!r}")
+  _require(config.model.arch in archs, 'model.arch',
+           f'must be one of {archs} for a {config.family} run, got {config.model.arch!r}')
   _require(config.dtype in DTYPES, 'dtype', f'must be one of {sorted(DTYPES)}')
-  if config.model.arch == 'transformer':
+  if lm_models.ARCHS[config.model.arch].bounded_context:
     _require(config.train.seq_length <= config.model.max_len, 'train.seq_length',
              f'{config.train.seq_length} is larger than the model maximum '
              f'model.max_len={config.model.max_len}')
   _require(0 <= config.data.valid_fraction < 1, 'data.valid_fraction', 'must be in [0, 1)')
+
+
+def validate(config) -> None:
+  validate_rows(config, ('transformer', 'lstm'))
 
 
 def model_config(config, vocab_size: int, deterministic: bool = True, decode: bool = False):
@@ -94,7 +100,9 @@ def get_tokenizer(config, train_docs, workdir: str, special_pieces=()) -> Tokeni
   return tok
 
 
-def load_data(config, workdir: str):
+def read_documents(config) -> tuple[list[str], list[str]]:
+  """(training, held-out) documents: `data.valid_path`'s, or whole documents held out by
+  `data.valid_fraction` with the seed."""
   spec = readers.TextSpec.from_config(config.data)
   docs = list(readers.read_documents(spec))
   if config.data.valid_path:
@@ -105,6 +113,11 @@ def load_data(config, workdir: str):
     train_docs, valid_docs = split_documents(docs, config.data.valid_fraction, config.seed)
   if not train_docs:
     raise DataError(f'{spec.path}: no non-empty documents')
+  return train_docs, valid_docs
+
+
+def load_data(config, workdir: str):
+  train_docs, valid_docs = read_documents(config)
   tok = get_tokenizer(config, train_docs, workdir)
   t0 = time.perf_counter()
   train_stream = encode_documents(tok, train_docs)

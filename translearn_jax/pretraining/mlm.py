@@ -32,8 +32,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from translearn_jax.data import masking, readers
-from translearn_jax.data.lm_data import LMStream, split_documents
+from translearn_jax.data import masking
+from translearn_jax.data.lm_data import LMStream
 from translearn_jax.data.mlm_data import pack_documents
 from translearn_jax.data.tokenizer import MASK_PIECE
 from translearn_jax.downstream.masked_lm import mlm_sums
@@ -55,23 +55,13 @@ def _require(cond, field, msg):
 
 
 def validate(config) -> None:
-  _require(config.train.steps >= 0, 'train.steps', f'must be >= 0, got {config.train.steps}')
-  for f in ('batch_size', 'seq_length', 'grad_accum', 'epochs', 'checkpoint_every_steps',
-            'log_every_steps', 'keep_checkpoints', 'eval_every_steps'):
-    _require(int(config.train[f]) >= 1, f'train.{f}', f'must be >= 1, got {config.train[f]}')
-  _require(config.model.arch == 'encoder', 'model.arch',
-           f"a masked-LM run trains an 'encoder', got {config.model.arch!r}")
-  _require(config.dtype in lm_models.DTYPES, 'dtype', f'must be one of {sorted(lm_models.DTYPES)}')
-  _require(config.train.seq_length <= config.model.max_len, 'train.seq_length',
-           f'{config.train.seq_length} is larger than the model maximum '
-           f'model.max_len={config.model.max_len}')
+  lm_pretraining.validate_rows(config, ('encoder',))
   _require(config.train.seq_length >= 12, 'train.seq_length',
            f'must be >= 12 (a segment of 8 pieces plus <bos>/<eos>), got '
            f'{config.train.seq_length}')
   _require(0 < config.mlm.mask_rate < 1, 'mlm.mask_rate',
            f'must be in (0, 1), got {config.mlm.mask_rate}')
   _require(config.mlm.max_predictions >= 0, 'mlm.max_predictions', 'must be >= 0 (0: auto)')
-  _require(0 <= config.data.valid_fraction < 1, 'data.valid_fraction', 'must be in [0, 1)')
 
 
 def model_config(config, vocab_size: int, deterministic: bool = True):
@@ -82,16 +72,7 @@ def model_config(config, vocab_size: int, deterministic: bool = True):
 
 def load_data(config, workdir: str):
   """(tokenizer, train rows, held-out rows or None, stats); rows (N, 3, seq_length)."""
-  spec = readers.TextSpec.from_config(config.data)
-  docs = list(readers.read_documents(spec))
-  if config.data.valid_path:
-    train_docs = [d for d in docs if d.strip()]
-    vspec = readers.TextSpec.from_config({**dict(config.data), 'path': config.data.valid_path})
-    valid_docs = [d for d in readers.read_documents(vspec) if d.strip()]
-  else:
-    train_docs, valid_docs = split_documents(docs, config.data.valid_fraction, config.seed)
-  if not train_docs:
-    raise DataError(f'{spec.path}: no non-empty documents')
+  train_docs, valid_docs = lm_pretraining.read_documents(config)
   tok = lm_pretraining.get_tokenizer(config, train_docs, workdir, special_pieces=(MASK_PIECE,))
   tok.mask_id  # a tokenizer without <mask> (tokenizer.path) fails here, naming the file
   t0 = time.perf_counter()
@@ -104,7 +85,7 @@ def load_data(config, workdir: str):
        0 if valid_rows is None else len(valid_rows), width, 100 * train_stats['fill'],
        time.perf_counter() - t0)
   if not len(train_rows):
-    raise DataError(f'{spec.path}: the training documents encode to no pieces')
+    raise DataError(f'{config.data.path}: the training documents encode to no pieces')
   stats = {'train_documents': len(train_docs), 'valid_documents': len(valid_docs),
            'train_tokens': train_stats['pieces'], 'valid_tokens': valid_stats['pieces'],
            'train_rows': len(train_rows), 'row_fill': train_stats['fill'],
