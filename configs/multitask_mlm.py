@@ -23,6 +23,6 @@ def get_config():
   config.ner.init.path = config.init.get_ref('path')
   config.lm.family = 'masked_lm'
   config.lm.seq_len = 128                # positions per packed row
-  config.lm.mask_rate = 0.15
+  config.lm.mask_rate = 0.15            # (leave it out: the MLM run's own rate)
   config.optim.learning_rate = 5e-4
   return config

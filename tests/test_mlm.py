@@ -69,6 +69,47 @@ def test_whole_word_masking_takes_every_piece_of_a_word():
   assert (sel[:, 1] != sel[:, 2]).any()                 # words are drawn independently
 
 
+def test_selection_beyond_the_slots_is_neither_scored_nor_corrupted():
+  """K smaller than the chosen count (BERT's max_predictions): the excess positions are
+  left as they are, so every altered input position has a loss on it."""
+  v = 300
+  tokens = jnp.asarray(np.random.default_rng(0).integers(5, v, (64, 128)), jnp.int32)
+  segments = jnp.ones_like(tokens)
+  inputs, pos, targets, w = masking.mask_batch(
+      jax.random.key(0), tokens, segments, rate=0.3, mask_id=4,
+      is_special=jnp.asarray(masking.special_table(v, range(5))),
+      normal_ids=jnp.arange(5, v, dtype=jnp.int32), k=20)
+  inputs, pos, w = map(np.asarray, (inputs, pos, w))
+  assert (w.sum(1) == 20).all()                       # ~38 chosen per row, 20 kept
+  for r in range(64):
+    changed = set(np.flatnonzero(inputs[r] != np.asarray(tokens)[r]))
+    assert changed <= set(pos[r][w[r] > 0])
+  assert (np.asarray(targets) == np.take_along_axis(np.asarray(tokens), pos, 1)).all()
+
+
+def test_masker_of_a_real_tokenizer_never_picks_specials(tiny_mlm_run):
+  from translearn_jax.transfer import sources
+  tok = sources.load('mlm', tiny_mlm_run[0]).tokenizer
+  masker = masking.Masker.for_tokenizer(tok, 32, rate=0.5, whole_word=True)
+  ids = tok.encode_batch(['the minister said on Tuesday that talks would resume'] * 16)
+  row = [BOS] + ids[0][:30] + [EOS]
+  tokens = jnp.asarray([row] * 16, jnp.int32)
+  inputs, pos, targets, w = masker(jax.random.key(1), tokens, jnp.ones_like(tokens))
+  picked = np.asarray(targets)[np.asarray(w) > 0]
+  assert len(picked) and not np.isin(picked, tok.special_ids()).any()
+  assert tok.mask_id in np.asarray(inputs)
+  starts = masking.word_start_table([tok.sp.id_to_piece(i) for i in range(tok.vocab_size)],
+                                    tok.special_ids())
+  # whole words: a chosen continuation piece always comes with its word's first piece
+  sel = np.zeros(tokens.shape, bool)
+  np.put_along_axis(sel, np.asarray(pos), np.asarray(w) > 0, axis=1)
+  for r in range(16):
+    for t in range(1, len(row)):
+      if sel[r, t] and not starts[row[t]]:
+        first = max(i for i in range(t + 1) if starts[row[i]])
+        assert sel[r, first]
+
+
 def test_prediction_slots_cover_every_chosen_position():
   rng = np.random.default_rng(3)
   sel = rng.random((64, 128)) < 0.15
@@ -150,6 +191,63 @@ def test_bert_base_parameter_count():
   assert shapes['pos_embed'].shape == (512, 768) and shapes['type_embed']['embedding'].shape == (2, 768)
 
 
+def _np_bert(params, cfg, tokens, types, positions):
+  """Hugging Face BertForMaskedLM / RobertaForMaskedLM's forward pass in NumPy (post-LN,
+  two-pass LayerNorm, exact GELU, tied decoder + bias), from our parameter tree."""
+  from scipy.special import erf
+  p = jax.tree.map(np.asarray, params)
+  gelu = lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2)))
+  def ln(x, q):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + cfg.layer_norm_eps) * q['scale'] + q['bias']
+  dense = lambda x, q: x @ q['kernel'] + q['bias']
+  h = (p['embed']['embedding'][tokens] + p['pos_embed'][positions + cfg.position_offset]
+       + p['type_embed']['embedding'][types])
+  h = ln(h, p['embed_ln'])
+  pad = tokens == cfg.pad_id
+  n, dh = cfg.num_heads, cfg.d_model // cfg.num_heads
+  for i in range(cfg.num_layers):
+    q = p[f'block_{i}']
+    heads = lambda x: x.reshape(x.shape[0], -1, n, dh).transpose(0, 2, 1, 3)
+    qq, kk, vv = (heads(dense(h, q['attn'][k])) for k in ('query', 'key', 'value'))
+    scores = qq @ kk.transpose(0, 1, 3, 2) / np.sqrt(dh)
+    scores = np.where(pad[:, None, None, :], -1e9, scores)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    ctx = (probs @ vv).transpose(0, 2, 1, 3).reshape(h.shape)
+    h = ln(h + dense(ctx, q['attn']['out']), q['ln_attn'])
+    h = ln(h + dense(gelu(dense(h, q['mlp']['wi'])), q['mlp']['wo']), q['ln_mlp'])
+  t = ln(gelu(dense(h, p['mlm']['dense'])), p['mlm']['ln'])
+  return t @ p['embed']['embedding'].T + p['mlm']['bias']
+
+
+@pytest.mark.parametrize('flavour', ['bert', 'roberta'])
+def test_encoder_computes_what_bert_and_roberta_compute(flavour):
+  """BERT (pad 0, positions from 0, 2 token types, eps 1e-12) and RoBERTa (pad 1,
+  positions from padding_idx + 1 = 2, one token type, eps 1e-5) against a NumPy
+  reference of Hugging Face's forward pass, padding included."""
+  kw = (dict(pad_id=0, position_offset=0, type_vocab_size=2, layer_norm_eps=1e-12)
+        if flavour == 'bert' else dict(pad_id=1, position_offset=2, type_vocab_size=1,
+                                       layer_norm_eps=1e-5))
+  cfg = enc.EncoderConfig(vocab_size=60, d_model=16, num_heads=4, num_layers=2, d_ff=32,
+                          max_len=12, **kw)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(5, 60, (3, 10))
+  tokens[1, 7:] = cfg.pad_id                            # a padded row
+  types = (np.arange(10) >= 5).astype(np.int32)[None].repeat(3, 0) * (cfg.type_vocab_size > 1)
+  positions = np.broadcast_to(np.arange(10), (3, 10))   # RoBERTa: cumsum of non-pad (= arange)
+  model = enc.Encoder(cfg)
+  params = model.init(jax.random.key(1), jnp.asarray(tokens))['params']
+  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape),
+                        params)                         # LayerNorm scales/biases off 1/0
+  ours = np.asarray(model.apply({'params': params}, jnp.asarray(tokens),
+                                token_types=jnp.asarray(types)))
+  ref = _np_bert(params, cfg, tokens, types, positions)
+  real = tokens != cfg.pad_id
+  np.testing.assert_allclose(ours[real], ref[real], rtol=2e-4, atol=2e-4)
+
+
 def test_activation_and_eps_are_what_the_config_says():
   x = jnp.linspace(-3, 3, 7)
   np.testing.assert_allclose(
@@ -159,7 +257,7 @@ def test_activation_and_eps_are_what_the_config_says():
                          atol=1e-5)
   with pytest.raises(ValueError, match='model.norm must be one of'):
     enc.EncoderConfig(vocab_size=10, norm='sandwich')
-  # the LayerNorm epsilon reaches every LayerNorm: same params, other eps, other states
+  # the LayerNorm epsilon reaches the LayerNorms: same params, other eps, other states
   cfg = enc.EncoderConfig(vocab_size=30, d_model=8, num_heads=2, num_layers=1, d_ff=16,
                           max_len=8, layer_norm_eps=1e-12)
   toks = jnp.asarray([[2, 7, 8, 3]])
@@ -257,23 +355,25 @@ def test_tagger_predicts_at_each_words_first_piece():
   from translearn_jax.downstream.tagging import encode_tagged
 
   class Tok:
-    unk_id = 1
-    def encode_batch(self, words):          # 'unbelievable' -> 3 pieces, others 1
-      table = {'unbelievable': [20, 21, 22], 'news': [30], 'from': [31], 'Reuters': [40, 41]}
+    unk_id, bos_id, eos_id, bare_space_id = 1, BOS, EOS, 9
+    def encode_batch(self, words):          # 'unbelievable' -> 3 pieces; 'a' -> '▁' + 'a'
+      table = {'unbelievable': [20, 21, 22], 'news': [30], 'from': [31], 'Reuters': [40, 41],
+               'a': [9, 50]}
       return [table[w] for w in words]
 
-  corpus = TaggedCorpus(path='x', sentences=[['unbelievable', 'news', 'from', 'Reuters']],
-                        tags=[['O', 'O', 'O', 'B-ORG']])
+  corpus = TaggedCorpus(path='x', sentences=[['unbelievable', 'news', 'from', 'a', 'Reuters']],
+                        tags=[['O', 'O', 'O', 'O', 'B-ORG']])
   idx = {'O': 0, 'B-ORG': 1}
   toks, mask, pos, tags = encode_tagged(corpus, Tok(), idx, 16, causal=False)
-  assert toks[0, :9].tolist() == [BOS, 20, 21, 22, 30, 31, 40, 41, EOS]
-  assert pos[0].tolist() == [1, 4, 5, 6] and tags[0].tolist() == [0, 0, 0, 1]
+  assert toks[0, :11].tolist() == [BOS, 20, 21, 22, 30, 31, 9, 50, 40, 41, EOS]
+  # first pieces; for 'a' the piece after the lone '▁'
+  assert pos[0].tolist() == [1, 4, 5, 7, 8] and tags[0].tolist() == [0, 0, 0, 0, 1]
   toks, _, pos, _ = encode_tagged(corpus, Tok(), idx, 16, causal=True)
-  assert toks[0, :8].tolist() == [EOS, 20, 21, 22, 30, 31, 40, 41]
-  assert pos[0].tolist() == [3, 4, 5, 7]
+  assert toks[0, :10].tolist() == [EOS, 20, 21, 22, 30, 31, 9, 50, 40, 41]
+  assert pos[0].tolist() == [3, 4, 5, 7, 9]
   # truncation keeps <eos>; a word whose first piece is cut is -1
   toks, mask, pos, _ = encode_tagged(corpus, Tok(), idx, 7, causal=False)
-  assert toks[0].tolist() == [BOS, 20, 21, 22, 30, 31, EOS] and pos[0].tolist() == [1, 4, 5, -1]
+  assert toks[0].tolist() == [BOS, 20, 21, 22, 30, 31, EOS] and pos[0].tolist() == [1, 4, 5, -1, -1]
 
 
 def test_finetune_strategies_run_on_an_encoder(tmp_path, tiny_mlm_run, topic_task):

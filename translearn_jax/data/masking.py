@@ -11,8 +11,12 @@ resumed run draws exactly what the uninterrupted one drew.
   non-special piece, 10% stay as they are (`split`);
 * `prediction_slots`: the (B, K) positions the loss is computed at — the
   chosen ones, padded with weight 0 — so the vocabulary projection runs on K
-  positions instead of T (K ≈ 2 × rate × T: a row with more chosen positions
-  than K, about 1 in 10⁶ at 15% of 128, drops the excess at random).
+  positions instead of T. A row with more chosen positions than K keeps a
+  random K of them and leaves the rest unchosen (not corrupted either, so
+  no input position is altered without a loss on it): with the default
+  K = 2 × rate × T that is about 1 row in 10⁶ at 15% of 128; BERT's fixed
+  `max_predictions` = 20 of 128 (`configs/bert_base.py`) caps like BERT's own
+  data pipeline.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ def mask_batch(rng, tokens, segments, *, rate: float, mask_id: int, is_special, 
   k_sel, k_cor, k_slot = jax.random.split(rng, 3)
   eligible = (segments > 0) & ~is_special[tokens]
   selected = select(k_sel, tokens, eligible, rate, word_starts)
-  inputs = corrupt(k_cor, tokens, selected, mask_id, normal_ids)
   pos, weights = prediction_slots(k_slot, selected, k)
+  rows = jnp.arange(tokens.shape[0])[:, None]
+  slotted = jnp.zeros_like(selected).at[rows, pos].set(weights > 0)
+  inputs = corrupt(k_cor, tokens, selected & slotted, mask_id, normal_ids)
   return inputs, pos, jnp.take_along_axis(tokens, pos, axis=1), weights

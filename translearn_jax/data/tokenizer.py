@@ -2,7 +2,9 @@
 
 Ids: 0 = <pad>, 1 = <unk>, 2 = <bos>, 3 = <eos>, then any `special_pieces`
 asked for at training (a masked-LM run adds `<mask>` as id 4; its rows read
-`<bos> … <eos>`, BERT's [CLS] … [SEP]). Training feeds the trainer
+`<bos> … <eos>`, BERT's [CLS] … [SEP]). `special_ids()` counts `<mask>`,
+`<cls>` and `<sep>` as special; sentencepiece matches a user-defined piece
+inside text too, so a literal "<mask>" in a corpus encodes to the mask id. Training feeds the trainer
 lines (documents are split at newlines, and at `max_sentence_length`), so
 whole-file documents such as novels are not skipped by sentencepiece's
 sentence-length limit. Encoding is batched (`encode_batch`, sentencepiece's
@@ -54,6 +56,13 @@ class Tokenizer:
     return self.sp.get_piece_size()
 
   pad_id, unk_id, bos_id, eos_id = PAD, UNK, BOS, EOS
+
+  @property
+  def bare_space_id(self) -> int:
+    """The id of the lone word-boundary piece '▁' (-1 if the model has none): words encoded
+    on their own often start with it, before the piece that carries the word."""
+    i = self.sp.piece_to_id('\u2581')
+    return -1 if i == self.unk_id else i
 
   @property
   def mask_id(self) -> int:

@@ -21,7 +21,6 @@ import numpy as np
 import optax
 
 from translearn_jax.data import labelled
-from translearn_jax.data.tokenizer import BOS, EOS
 from translearn_jax.data.vocab import tokenize
 from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
@@ -56,8 +55,9 @@ def encode_pieces(texts, tokenizer, max_tokens: int, causal: bool = True):
   `<eos> text` (a document start), a masked-LM encoder's `<bos> text <eos>` ([CLS] … [SEP])."""
   toks = np.zeros((len(texts), max_tokens), np.int32)
   mask = np.zeros((len(texts), max_tokens), bool)
+  bos, eos = tokenizer.bos_id, tokenizer.eos_id
   for r, ids in enumerate(tokenizer.encode_batch(list(texts))):
-    ids = ([EOS] + ids)[:max_tokens] if causal else [BOS] + ids[:max_tokens - 2] + [EOS]
+    ids = ([eos] + ids)[:max_tokens] if causal else [bos] + ids[:max_tokens - 2] + [eos]
     toks[r, :len(ids)] = ids
     mask[r, :len(ids)] = True
   return toks, mask

@@ -45,7 +45,8 @@ class MaskedLMTask(Task):
   dropout_seed_offset = 4000
 
   def __init__(self, data_config, source, seq_len: int, eval_rows: int = 0,
-               mask_rate: float = 0.15):
+               mask_rate: float | None = None):
+    """`mask_rate` None: the source run's `mlm.mask_rate` (its `mlm.whole_word` always)."""
     if source.model_config is None or source.kind != 'mlm' or \
         lm_models.is_causal(source.model_config):
       raise ConfigError('the masked-LM task needs a masked-LM encoder source (an mlm run, '
@@ -57,7 +58,10 @@ class MaskedLMTask(Task):
     if valid:
       self.rows['valid'] = pack_documents(source.tokenizer, valid, seq_len)[0]
     self.eval_rows = eval_rows
-    self.masker = masking.Masker.for_tokenizer(source.tokenizer, seq_len, mask_rate)
+    run_mlm = (source.run_config or {}).get('mlm', {}) or {}
+    rate = run_mlm.get('mask_rate', 0.15) if mask_rate is None else mask_rate
+    self.masker = masking.Masker.for_tokenizer(source.tokenizer, seq_len, rate,
+                                               bool(run_mlm.get('whole_word', False)))
     self.model = lm_models.make(source.model_config.replace(deterministic=False))
     eval_model = lm_models.make(source.model_config.replace(deterministic=True))
     self.groups = [('head', '^head/'), ('backbone', '^backbone/')]

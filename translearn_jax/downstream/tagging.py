@@ -4,8 +4,8 @@ Words are split into the body's sentencepiece pieces (each word encoded on its
 own, so piece boundaries follow word boundaries). With a causal (left-to-right)
 LM body the tag of a word is predicted at its last piece, the first position
 that has seen the whole word (rows `<eos> pieces…`); with a bidirectional
-masked-LM encoder it is predicted at the word's first piece, as BERT taggers
-do, with the whole sentence in view (rows `<bos> pieces… <eos>`). The other
+masked-LM encoder it is predicted at the word's first piece (its second when
+the first is a lone '▁'), as BERT taggers do, with the whole sentence in view (rows `<bos> pieces… <eos>`). The other
 pieces carry no loss. Predictions are
 decoded to BIO tags and scored with entity-level span F1 (conlleval
 convention; `translearn_jax.data.conll.span_f1`, checked against seqeval in the
@@ -24,7 +24,6 @@ import numpy as np
 import optax
 
 from translearn_jax.data import conll
-from translearn_jax.data.tokenizer import BOS, EOS
 from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import DataError
@@ -39,7 +38,10 @@ def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_to
   """(tokens, mask, predicting position of each word (-1: truncated), tag ids) arrays.
 
   causal: `<eos>` + pieces, each word at its last piece; otherwise `<bos>` +
-  pieces + `<eos>`, each word at its first piece (the `<eos>` always kept)."""
+  pieces + `<eos>`, each word at its first piece — its second when the first is
+  a lone '▁', which carries no word — and the `<eos>` always kept."""
+  bos, eos = tokenizer.bos_id, tokenizer.eos_id
+  bare = getattr(tokenizer, 'bare_space_id', -1)
   flat = [w for s in corpus.sentences for w in s]
   pieces = tokenizer.encode_batch(flat)
   n, w_max = len(corpus.sentences), max(len(s) for s in corpus.sentences)
@@ -49,7 +51,7 @@ def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_to
   tags = np.full((n, w_max), -1, np.int32)
   k = 0
   for r, (words, labels) in enumerate(zip(corpus.sentences, corpus.tags)):
-    seq = [EOS] if causal else [BOS]
+    seq = [eos] if causal else [bos]
     room = max_tokens if causal else max_tokens - 1
     for j, (word, label) in enumerate(zip(words, labels)):
       p = pieces[k] or [tokenizer.unk_id]
@@ -57,11 +59,11 @@ def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_to
       if label not in tag_index:
         raise DataError(f'{corpus.path}: tag {label!r} does not occur in the training data')
       tags[r, j] = tag_index[label]
-      at = len(seq) + len(p) - 1 if causal else len(seq)
+      at = len(seq) + len(p) - 1 if causal else len(seq) + int(len(p) > 1 and p[0] == bare)
       seq.extend(p)
       if at < room:
         pos[r, j] = at
-    seq = seq[:room] + ([] if causal else [EOS])
+    seq = seq[:room] + ([] if causal else [eos])
     toks[r, :len(seq)] = seq
     mask[r, :len(seq)] = True
   return toks, mask, pos, tags

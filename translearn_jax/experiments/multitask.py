@@ -69,7 +69,7 @@ TASK_FAMILIES = {
     'tag': lambda c, src: TaggingTask(c),
     'language_model': lambda c, src: LanguageModelTask(c.data, src, c.seq_len, c.eval_rows),
     'masked_lm': lambda c, src: MaskedLMTask(c.data, src, c.seq_len, c.eval_rows,
-                                             c.get('mask_rate', 0.15)),
+                                             c.get('mask_rate')),
 }
 
 

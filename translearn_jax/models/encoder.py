@@ -1,14 +1,19 @@
 """Bidirectional Transformer encoder with a masked-LM head (BERT / RoBERTa style).
 
 Every architectural constant BERT or RoBERTa fix is a field of
-`EncoderConfig`, so their checkpoints can be loaded exactly:
+`EncoderConfig` (checked against a NumPy BERT/RoBERTa forward pass with
+Hugging Face's semantics in `tests/test_mlm.py`), so their weights compute the
+same function once renamed into this tree (the converter is issue #15's):
 
 * `norm`: 'post' (BERT/RoBERTa: `LN(x + sublayer(x))`, with a LayerNorm on the
   summed embeddings) or 'pre' (`x + sublayer(LN(x))`, with a final LayerNorm);
 * `positions`: 'learned' (a table of `max_len + position_offset` rows; RoBERTa
   numbers positions from `position_offset = 2`) or 'rotary';
 * `activation`: 'gelu' (exact, erf: BERT), 'gelu_tanh', 'relu';
-* `layer_norm_eps` (BERT 1e-12, RoBERTa 1e-5);
+* `layer_norm_eps` (BERT 1e-12, RoBERTa 1e-5), LayerNorm variance computed in
+  two passes as PyTorch does (E[x²]−E[x]² loses precision at eps 1e-12);
+* `pad_id`: the padding id a row without `mask`/`segments` is read with
+  (RoBERTa: 1);
 * `type_vocab_size`: token-type (segment A/B) embeddings (BERT 2, RoBERTa 1, 0: none);
 * the MLM head: `dense → activation → LayerNorm → decoder`, the decoder tied to
   the word embeddings (`tie_embeddings`) plus a per-token bias, as in both.
@@ -88,6 +93,12 @@ class EncoderConfig:
     return dataclasses.replace(self, **kw)
 
 
+def layer_norm(cfg: EncoderConfig, name: str) -> nn.LayerNorm:
+  """LayerNorm with the config's eps and the two-pass variance PyTorch computes."""
+  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_fast_variance=False, dtype=cfg.dtype,
+                      param_dtype=cfg.param_dtype, name=name)
+
+
 def segment_mask(segments: jax.Array) -> jax.Array:
   """(B, 1, T, T) True where query and key share a non-zero segment id."""
   same = segments[:, :, None] == segments[:, None, :]
@@ -101,8 +112,7 @@ class EncoderBlock(nn.Module):
   def __call__(self, x, mask, positions):
     cfg = self.config
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=cfg.deterministic)
-    ln = lambda name: nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype,
-                                   param_dtype=cfg.param_dtype, name=name)
+    ln = lambda name: layer_norm(cfg, name)
     attn = layers.MultiHeadAttention(
         cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         dropout=cfg.attention_dropout, deterministic=cfg.deterministic,
@@ -126,8 +136,7 @@ class MLMHead(nn.Module):
     h = layers.Dense(cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                      name='dense')(h)
     h = layers.ACTIVATIONS[cfg.activation](h)
-    h = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     name='ln')(h)
+    h = layer_norm(cfg, 'ln')(h)
     flat = h.reshape(-1, h.shape[-1])
     if embedding is not None:
       logits = jnp.dot(flat, embedding.astype(cfg.dtype).T)
@@ -171,15 +180,13 @@ class Encoder(nn.Module):
                        param_dtype=cfg.param_dtype, embedding_init=nn.initializers.normal(0.02),
                        name='type_embed')(types).astype(cfg.dtype)
     if cfg.norm == 'post':
-      x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                       name='embed_ln')(x)
+      x = layer_norm(cfg, 'embed_ln')(x)
     x = nn.Dropout(cfg.dropout)(x, deterministic=cfg.deterministic)
     attn_mask = segment_mask(segments)
     for i in range(cfg.num_layers):
       x = EncoderBlock(cfg, name=f'block_{i}')(x, attn_mask, positions)
     if cfg.norm == 'pre':
-      x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                       name='ln_final')(x)
+      x = layer_norm(cfg, 'ln_final')(x)
     if return_hidden:
       return x
     if predict_at is not None:

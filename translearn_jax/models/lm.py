@@ -8,7 +8,8 @@ architecture it holds:
 * `config_from(model_cfg, vocab_size, ...)`: a `ConfigDict`'s `model` fields →
   the architecture's frozen config dataclass (bad values → `ConfigError`);
 * `make(cfg, **kw)`: the linen module (`name='backbone'` inside task models);
-* `logits(model, params, tokens)`: next-token logits (B, T, V);
+* `logits(model, params, tokens)`: next-token logits (B, T, V) of a causal
+  LM, masked-LM logits of an encoder;
 * `hidden(module, tokens, mask)`: contextual states (B, T, D), for use inside
   a compact task model (the backbone interface: embed → contextual states;
   `mask` marks real positions, which a bidirectional body needs and a causal
@@ -39,6 +40,7 @@ class Arch:
   fields: dict                # config dataclass field <- `model.<field>` of a ConfigDict
   bounded_context: bool       # positions limited by `max_len`
   causal: bool = True         # False: bidirectional (a masked-LM encoder)
+  optional: tuple = ()        # fields a ConfigDict may leave out (the dataclass default)
 
 
 ARCHS = {
@@ -58,13 +60,14 @@ ARCHS = {
         encoder.EncoderConfig, encoder.Encoder, encoder.flops_per_token,
         {f: f for f in ('d_model', 'num_heads', 'num_layers', 'd_ff', 'max_len', 'dropout',
                         'attention_dropout', 'positions', 'position_offset', 'norm',
-                        'activation', 'layer_norm_eps', 'type_vocab_size', 'tie_embeddings')},
-        bounded_context=True, causal=False),
+                        'activation', 'layer_norm_eps', 'type_vocab_size', 'tie_embeddings',
+                        'pad_id')},
+        bounded_context=True, causal=False, optional=('pad_id',)),
 }
 # Fields that never change the parameter tree (regularisation, numerics, mode).
 NON_ARCHITECTURAL = ('dropout', 'attention_dropout', 'dropout_embed', 'dropout_input',
                      'dropout_hidden', 'dropout_output', 'weight_drop', 'deterministic',
-                     'decode', 'dtype', 'param_dtype')
+                     'decode', 'dtype', 'param_dtype', 'pad_id')
 
 
 def arch_of(cfg) -> Arch:
@@ -80,11 +83,12 @@ def config_from(model_cfg, vocab_size: int, dtype: str = 'float32', deterministi
                       f'got {model_cfg.arch!r}')
   if dtype not in DTYPES:
     raise ConfigError(f'config.dtype: must be one of {sorted(DTYPES)}, got {dtype!r}')
-  missing = [src for src in arch.fields.values() if src not in model_cfg]
+  missing = [src for src in arch.fields.values()
+             if src not in model_cfg and src not in arch.optional]
   if missing:
     raise ConfigError(f'config.model: the {model_cfg.arch!r} architecture needs the fields '
                       f'{missing}')
-  kw = {dst: model_cfg[src] for dst, src in arch.fields.items()}
+  kw = {dst: model_cfg[src] for dst, src in arch.fields.items() if src in model_cfg}
   try:
     return arch.config_class(vocab_size=vocab_size, dtype=DTYPES[dtype],
                              deterministic=deterministic, decode=decode, **kw)

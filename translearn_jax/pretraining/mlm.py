@@ -61,7 +61,9 @@ def validate(config) -> None:
            f'{config.train.seq_length}')
   _require(0 < config.mlm.mask_rate < 1, 'mlm.mask_rate',
            f'must be in (0, 1), got {config.mlm.mask_rate}')
-  _require(config.mlm.max_predictions >= 0, 'mlm.max_predictions', 'must be >= 0 (0: auto)')
+  _require(0 <= config.mlm.max_predictions <= config.train.seq_length, 'mlm.max_predictions',
+           f'must be in [0, train.seq_length={config.train.seq_length}] (0: auto), got '
+           f'{config.mlm.max_predictions}')
 
 
 def model_config(config, vocab_size: int, deterministic: bool = True):

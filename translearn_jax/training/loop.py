@@ -16,6 +16,10 @@ checkpointer and metric writer, resume, closing, and the run's summary.
 Runs too short to checkpoint (the seeds of a learning-curve cell, stacked
 under `jax.vmap`) use the same loop without a checkpointer or writer, and
 with `sync_every_step=False`, so the host does not wait for each step.
+
+(Over 300 lines: the loop is one function on purpose — resume, logging
+windows, hooks, checkpoints, signals and the non-finite guard share its state
+— and `Run` is the few lines every runner wraps around it.)
 """
 
 from __future__ import annotations
