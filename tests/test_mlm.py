@@ -377,9 +377,9 @@ def test_tagger_predicts_at_each_words_first_piece():
 
 
 def test_finetune_strategies_run_on_an_encoder(tmp_path, tiny_mlm_run, topic_task):
-  """Gradual unfreezing (with discriminative LRs), LoRA and a linear probe, unchanged,
-  on an encoder backbone (one epoch on the topic task; fine-tuning itself runs in
-  the graft and reliability tests)."""
+  """LoRA and a linear probe, unchanged, on an encoder backbone (one epoch on the topic
+  task; strategies are group tables over parameter paths, which the encoder's share
+  with the LM's)."""
   from configs import transfer_mr_mlm
   from translearn_jax.experiments import classification
   run, _ = tiny_mlm_run
@@ -387,14 +387,14 @@ def test_finetune_strategies_run_on_an_encoder(tmp_path, tiny_mlm_run, topic_tas
   set_fields(c, {'init.path': run, 'data.kind': 'tsv', 'data.path': topic_task,
                  'model.max_tokens': 48, 'model.lora_rank': 4, 'train.epochs': 1,
                  'compare_scratch': True, 'with_scratch': False, 'seeds': 1,
-                 'transfer.strategies': 'gradual_unfreezing,lora,linear_probe_logistic',
+                 'transfer.strategies': 'lora,linear_probe_logistic',
                  'transfer.factor': 0.5,
                  'transfer.groups': r'head=^head/,block_0=^backbone/block_0/,'
                                     r'embed=^backbone/(embed|pos_embed|embed_ln)',
                  'transfer.unfreeze_every': 5})
   out = classification.train_and_evaluate(c, str(tmp_path))
   got = {r['strategy'] for r in out['rows']}
-  assert got == {'gradual_unfreezing', 'lora', 'linear_probe_logistic'}
+  assert got == {'lora', 'linear_probe_logistic'}
   assert all(r['test_mean'] > 0.5 for r in out['rows']), out['rows']
 
 
@@ -430,8 +430,8 @@ def test_masked_lm_task_keeps_the_head_apart_and_learns(tiny_mlm_run):
     MaskedLMTask(data, sources.Source('lm', model_config=src.model_config), 32)
 
 
-def test_multitask_and_learning_curves_take_an_encoder(tmp_path, tiny_mlm_run, conll_task):
-  """configs/multitask_mlm.py (MR + NER heads + the masked-LM task on one encoder) and the
+def test_multitask_and_learning_curves_take_an_encoder(tmp_path, tiny_mlm_run):
+  """configs/multitask_mlm.py (an MR head + the masked-LM task on one encoder) and the
   vmapped learning-curve runner, each on the tiny MLM run."""
   import train
   from configs import curves_mr_skipgram, multitask_mlm, transfer_mr_mlm
@@ -441,14 +441,14 @@ def test_multitask_and_learning_curves_take_an_encoder(tmp_path, tiny_mlm_run, c
   (tmp_path / 'mr.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
   c = multitask_mlm.get_config()
   set_fields(c, {'init.path': run, 'mr.data.kind': 'tsv', 'mr.data.path': str(tmp_path / 'mr.tsv'),
-                 'mr.model.max_tokens': 32, 'ner.data.train_path': conll_task[0],
-                 'ner.data.dev_path': conll_task[1], 'ner.data.test_path': conll_task[2],
-                 'ner.model.max_tokens': 48, 'lm.seq_len': 32, 'lm.eval_rows': 32,
-                 'train.steps': 24, 'train.batch_size': 8, 'train.log_every_steps': 12})
+                 'mr.model.max_tokens': 32, 'lm.seq_len': 32, 'lm.eval_rows': 32,
+                 'multitask.tasks': 'mr,lm', 'multitask.mixing': 'equal', 'train.steps': 12,
+                 'train.batch_size': 8,
+                 'train.log_every_steps': 6})
   c.lm.data.kind, c.lm.data.path = 'text', 'gensim:lee_background.cor'
   out = train.run(c, str(tmp_path / 'mt'))
   assert min(out['steps_per_task'].values()) > 0
-  assert set(out['results']) == {'mr_test_accuracy', 'ner_test_f1', 'lm_valid_accuracy'}
+  assert set(out['results']) == {'mr_test_accuracy', 'lm_valid_accuracy'}
   assert 0.0 < out['results']['lm_valid_accuracy'] < 1.0
 
   cv = curves_mr_skipgram.get_config()

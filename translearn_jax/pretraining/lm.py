@@ -63,6 +63,7 @@ def validate_rows(config, archs) -> None:
              f'{config.train.seq_length} is larger than the model maximum '
              f'model.max_len={config.model.max_len}')
   _require(0 <= config.data.valid_fraction < 1, 'data.valid_fraction', 'must be in [0, 1)')
+  lm_models.config_from(config.model, 8, config.dtype)   # bad model fields: before any data
 
 
 def validate(config) -> None:
