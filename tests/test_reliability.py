@@ -172,6 +172,11 @@ def test_resume_allow_list():
   new['extra'] = 1
   forbidden, _ = workdir_lib.config_changes(old, new)
   assert forbidden == ['extra <absent> → 1', 'train.dropout 0.1 → 0.2', 'transfer.lr 1.0 → 2.0']
+  # a field added later (ADDED_FIELDS) is, when absent from an old run, its listed value
+  old_run, today = {'model': {'d_model': 8}}, {'model': {'d_model': 8, 'pad_id': 0}}
+  assert workdir_lib.config_changes(old_run, today) == ([], [])
+  today['model']['pad_id'] = 1
+  assert workdir_lib.config_changes(old_run, today)[0] == ['model.pad_id 0 → 1']
 
 
 @pytest.mark.parametrize('field, value', [('model.dropout', 1.5), ('model.dropout', -0.5),

@@ -95,12 +95,23 @@ def _show(v: Any) -> str:
   return _ABSENT if v is _ABSENT else json.dumps(v, ensure_ascii=False)
 
 
+# Fields added to a family after runs of it existed, with the value those runs
+# computed with: a `config.json` without the field equals one that has it at
+# this value (so adding a field does not make older run directories unresumable).
+ADDED_FIELDS = {
+    'model.pad_id': 0,          # masked-LM encoders (issue #14): this project's pad id
+}
+
+
 def config_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
-  """(forbidden, allowed) differences between two configs, as 'path old → new'."""
+  """(forbidden, allowed) differences between two configs, as 'path old → new'.
+  A field of `ADDED_FIELDS` missing from `old` counts as its listed value."""
   a, b = flatten(old), flatten(new)
   forbidden, allowed = [], []
   for path in sorted(set(a) | set(b)):
     va, vb = a.get(path, _ABSENT), b.get(path, _ABSENT)
+    if va is _ABSENT and path in ADDED_FIELDS and path in b:
+      va = ADDED_FIELDS[path]
     if va == vb:
       continue
     (allowed if may_change(path) else forbidden).append(f'{path} {_show(va)} → {_show(vb)}')
