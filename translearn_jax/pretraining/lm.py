@@ -280,6 +280,18 @@ def run_rows(config, workdir: str, *, state: TrainState, stream: LMStream, total
   return result, summary
 
 
+def check_source(config, family: str, what: str) -> None:
+  """Continued pretraining: `config.init.path` is a run of `family` with this config's
+  architecture (checked before any data is read)."""
+  src_config = sources.run_config(config.init.path, 'init.path')
+  if src_config.get('family') != family:
+    raise ConfigError(f'config.init.path: {config.init.path} is not {what}')
+  tok = sources.run_tokenizer(config.init.path, src_config)
+  check_same_architecture(lm_models.config_from(src_config.model, tok.vocab_size),
+                          lm_models.config_from(config.model, tok.vocab_size),
+                          config.init.path)
+
+
 def check_same_architecture(src_cfg, train_cfg, run_dir: str) -> None:
   diff = lm_models.architecture_diff(src_cfg, train_cfg)
   if diff:
@@ -302,12 +314,7 @@ def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh, kind: str = 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
   if config.init.path:  # fail before reading and tokenising the corpus
-    src_config = sources.run_config(config.init.path, 'init.path')
-    if src_config.get('family') != 'lm':
-      raise ConfigError(f'config.init.path: {config.init.path} is not an LM run')
-    src_tok = sources.run_tokenizer(config.init.path, src_config)
-    check_same_architecture(model_config(src_config, src_tok.vocab_size),
-                            model_config(config, src_tok.vocab_size), config.init.path)
+    check_source(config, 'lm', 'an LM run')
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))

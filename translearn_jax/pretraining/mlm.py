@@ -46,7 +46,6 @@ from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
-from translearn_jax.transfer import sources
 
 
 def _require(cond, field, msg):
@@ -165,19 +164,10 @@ def evaluate_rows(eval_fn, params, rows: np.ndarray, batch: int, mesh, seed: int
 
 # -- run ---------------------------------------------------------------------
 
-def _check_source(config):
-  src_config = sources.run_config(config.init.path, 'init.path')
-  if src_config.get('family') != 'mlm':
-    raise ConfigError(f'config.init.path: {config.init.path} is not a masked-LM (mlm) run')
-  tok = sources.run_tokenizer(config.init.path, src_config)
-  lm_pretraining.check_same_architecture(model_config(src_config, tok.vocab_size),
-                                         model_config(config, tok.vocab_size), config.init.path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
   if config.init.path:  # fail before reading and tokenising the corpus
-    _check_source(config)
+    lm_pretraining.check_source(config, 'mlm', 'a masked-LM (mlm) run')
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
