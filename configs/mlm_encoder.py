@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.type_vocab_size = 0       # token-type embeddings (BERT 2; 0: none)
   config.model.tie_embeddings = True     # MLM decoder tied to the word embeddings (+ bias)
   config.model.pad_id = 0                # padding id (this project's tokenizers: 0; RoBERTa: 1)
+  config.model.pooler = False            # BERT's pooler (dense + tanh on [CLS]; pooling='pooler')
 
   config.mlm = ml_collections.ConfigDict()
   config.mlm.mask_rate = 0.15            # share of real pieces predicted (80/10/10 mask/random/keep)

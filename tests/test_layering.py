@@ -20,7 +20,7 @@ RANKS = {
     'data': 1, 'models': 1, 'export': 1,
     'training': 2, 'evaluation': 2,
     'transfer': 3,
-    'generation': 4, 'downstream': 4, 'fusion': 4,
+    'generation': 4, 'downstream': 4, 'fusion': 4, 'convert': 4,
     'pretraining': 5,
     'experiments': 6,
 }

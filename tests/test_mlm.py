@@ -98,8 +98,7 @@ def test_masker_of_a_real_tokenizer_never_picks_specials(tiny_mlm_run):
   picked = np.asarray(targets)[np.asarray(w) > 0]
   assert len(picked) and not np.isin(picked, tok.special_ids()).any()
   assert tok.mask_id in np.asarray(inputs)
-  starts = masking.word_start_table([tok.sp.id_to_piece(i) for i in range(tok.vocab_size)],
-                                    tok.special_ids())
+  starts = tok.word_start_flags()
   # whole words: a chosen continuation piece always comes with its word's first piece
   sel = np.zeros(tokens.shape, bool)
   np.put_along_axis(sel, np.asarray(pos), np.asarray(w) > 0, axis=1)
@@ -360,6 +359,7 @@ def test_tagger_predicts_at_each_words_first_piece():
       table = {'unbelievable': [20, 21, 22], 'news': [30], 'from': [31], 'Reuters': [40, 41],
                'a': [9, 50]}
       return [table[w] for w in words]
+    encode_words = encode_batch
 
   corpus = TaggedCorpus(path='x', sentences=[['unbelievable', 'news', 'from', 'a', 'Reuters']],
                         tags=[['O', 'O', 'O', 'O', 'B-ORG']])

@@ -88,11 +88,10 @@ class Masker:
   @classmethod
   def for_tokenizer(cls, tokenizer, seq_len: int, rate: float = 0.15, whole_word: bool = False,
                     max_predictions: int = 0) -> 'Masker':
-    """Specials, `<mask>` and word starts from a sentencepiece `Tokenizer`; K slots per row
-    `max_predictions` (0: `num_slots(seq_len, rate)`)."""
+    """Specials, `<mask>` and word starts from the tokenizer (sentencepiece or HF); K slots
+    per row `max_predictions` (0: `num_slots(seq_len, rate)`)."""
     special, v = tokenizer.special_ids(), tokenizer.vocab_size
-    starts = (word_start_table([tokenizer.sp.id_to_piece(i) for i in range(v)], special)
-              if whole_word else None)
+    starts = tokenizer.word_start_flags() if whole_word else None
     return cls(v, special, tokenizer.mask_id, rate,
                max_predictions or num_slots(seq_len, rate), starts)
 

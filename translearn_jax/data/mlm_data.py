@@ -82,7 +82,7 @@ class Packer:
 def pack_documents(tokenizer, documents: Iterable[str], width: int, min_piece: int = 8,
                    batch: int = 4096) -> tuple[np.ndarray, dict]:
   """(rows (N, 3, width), stats) of `documents` encoded with `tokenizer` and packed."""
-  packer = Packer(width, min_piece)
+  packer = Packer(width, min_piece, tokenizer.bos_id, tokenizer.eos_id)
   docs = list(documents)
   for lo in range(0, len(docs), batch):
     for ids in tokenizer.encode_batch(docs[lo:lo + batch]):

@@ -43,7 +43,15 @@ def _training_lines(documents: Iterable[str]) -> Iterator[str]:
 
 
 class Tokenizer:
-  """A loaded sentencepiece model."""
+  """A loaded sentencepiece model.
+
+  The tokenizer interface every family uses (`hf_tokenizer.HFTokenizer` has the
+  same): `vocab_size`, `pad_id`/`unk_id`/`bos_id`/`eos_id`/`mask_id`,
+  `special_ids()`, `id_to_piece`, `word_start_flags()`, `encode`,
+  `encode_batch`, `encode_words`, `decode`, `save`, `file_name`.
+  """
+
+  file_name = 'tokenizer.model'
 
   def __init__(self, model_proto: bytes, path: str = '<memory>'):
     import sentencepiece as spm
@@ -72,6 +80,15 @@ class Tokenizer:
                       f'special_pieces=({MASK_PIECE!r},), as a masked-LM run does)')
     return i
 
+  def id_to_piece(self, i: int) -> str:
+    return self.sp.id_to_piece(int(i))
+
+  def word_start_flags(self) -> np.ndarray:
+    """(V,) True for pieces that begin a word ('▁' prefix) and for special pieces."""
+    from translearn_jax.data.masking import word_start_table
+    return word_start_table([self.sp.id_to_piece(i) for i in range(self.vocab_size)],
+                            self.special_ids())
+
   def special_ids(self) -> list[int]:
     """Ids of pieces that never stand for text: pad, unk, bos, eos, user-defined specials."""
     sp = self.sp
@@ -83,6 +100,10 @@ class Tokenizer:
 
   def encode_batch(self, texts: Sequence[str], num_threads: int = 0) -> list[list[int]]:
     return self.sp.encode(list(texts), num_threads=num_threads or os.cpu_count() or 1)
+
+  def encode_words(self, words: Sequence[str]) -> list[list[int]]:
+    """The pieces of each word (encoded on its own: piece boundaries follow word boundaries)."""
+    return self.encode_batch(words)
 
   def decode(self, ids: Sequence[int]) -> str:
     ids = [int(i) for i in ids]
@@ -142,13 +163,22 @@ class Tokenizer:
     return cls(out.getvalue())
 
 
+def load_tokenizer(path: str):
+  """A sentencepiece `.model` file, or a Hugging Face `tokenizer.json` (or a directory with one)."""
+  if path.endswith('.json') or (os.path.isdir(path) and
+                                os.path.isfile(os.path.join(path, 'tokenizer.json'))):
+    from translearn_jax.data.hf_tokenizer import HFTokenizer
+    return HFTokenizer.load(path)
+  return Tokenizer.load(path)
+
+
 def encode_documents(tok: Tokenizer, documents: Sequence[str], batch: int = 4096,
                      append_eos: bool = True) -> np.ndarray:
-  """Documents -> one flat int32 stream, each document followed by EOS."""
+  """Documents -> one flat int32 stream, each document followed by the tokenizer's EOS."""
   parts = []
   for lo in range(0, len(documents), batch):
     for ids in tok.encode_batch(documents[lo:lo + batch]):
       parts.append(np.asarray(ids, np.int32))
       if append_eos:
-        parts.append(np.array([EOS], np.int32))
+        parts.append(np.array([tok.eos_id], np.int32))
   return np.concatenate(parts) if parts else np.zeros((0,), np.int32)

@@ -19,7 +19,6 @@ import optax
 
 from translearn_jax.data import readers
 from translearn_jax.data.lm_data import pack, split_documents
-from translearn_jax.data.tokenizer import EOS
 from translearn_jax.downstream.task import Task, shuffled_batches
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
@@ -42,7 +41,7 @@ class LanguageModelTask(Task):
     docs = list(readers.read_documents(readers.TextSpec.from_config(data_config)))
     train, valid = split_documents(docs, data_config.valid_fraction, 0)
     tok = source.tokenizer
-    enc = lambda ds: np.concatenate([np.asarray([EOS] + ids, np.int32)
+    enc = lambda ds: np.concatenate([np.asarray([tok.eos_id] + ids, np.int32)
                                      for ids in tok.encode_batch(ds)])
     self.rows = {'train': np.asarray(pack(enc(train), seq_len))}
     if valid:

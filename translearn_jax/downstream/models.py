@@ -7,7 +7,8 @@ The split makes transfer a subtree graft: pretrained weights go under
   baseline that skip-gram vectors initialise);
 * `EncoderClassifier`: a pretrained body (any `models.lm` architecture: a
   causal LM or a masked-LM encoder) → pooling over real tokens ('mean', 'max',
-  'last', or 'cls': the first position, BERT's [CLS]) → dropout → dense;
+  'last', 'cls': the first position, BERT's [CLS], or 'pooler': BERT's pooled
+  [CLS], `tanh(dense(·))`, from a backbone with `model.pooler`) → dropout → dense;
 * `TokenTagger`: the body's state at every position → dropout → dense.
 
 LM-bodied models see their backbone only through `models.lm` (`make`,
@@ -67,7 +68,7 @@ def pool(h, mask, how: str):
   if how == 'last':
     last = jnp.maximum(mask.sum(1).astype(jnp.int32) - 1, 0)
     return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
-  raise ValueError(f"pooling must be 'mean', 'max', 'last' or 'cls', got {how!r}")
+  raise ValueError(f"pooling must be 'mean', 'max', 'last', 'cls' or 'pooler', got {how!r}")
 
 
 class EncoderClassifier(nn.Module):
@@ -79,8 +80,12 @@ class EncoderClassifier(nn.Module):
   @nn.compact
   def __call__(self, tokens, mask, deterministic: bool = True, return_features: bool = False):
     cfg = self.lm_config.replace(deterministic=deterministic)
-    h = lm_models.hidden(lm_models.make(cfg, name='backbone'), tokens, mask)
-    pooled = pool(h.astype(jnp.float32), mask, self.pooling)
+    body = lm_models.make(cfg, name='backbone')
+    if self.pooling == 'pooler':
+      _, pooled = lm_models.hidden(body, tokens, mask, pooled=True)
+      pooled = pooled.astype(jnp.float32)
+    else:
+      pooled = pool(lm_models.hidden(body, tokens, mask).astype(jnp.float32), mask, self.pooling)
     if return_features:
       return pooled
     pooled = nn.Dropout(self.dropout)(pooled, deterministic=deterministic)

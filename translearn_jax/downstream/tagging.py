@@ -43,7 +43,7 @@ def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_to
   bos, eos = tokenizer.bos_id, tokenizer.eos_id
   bare = getattr(tokenizer, 'bare_space_id', -1)
   flat = [w for s in corpus.sentences for w in s]
-  pieces = tokenizer.encode_batch(flat)
+  pieces = tokenizer.encode_words(flat)
   n, w_max = len(corpus.sentences), max(len(s) for s in corpus.sentences)
   toks = np.zeros((n, max_tokens), np.int32)
   mask = np.zeros((n, max_tokens), bool)

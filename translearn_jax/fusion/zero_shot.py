@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from translearn_jax.data.tokenizer import EOS, Tokenizer
+from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.data.vocab import tokenize
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
@@ -133,8 +133,9 @@ def lm_scores(model, params, tok: Tokenizer, texts: Sequence[str],
   text_ids = tok.encode_batch(list(texts))
   verb_ids = tok.encode_batch(list(verbalisations))
   n, c = len(texts), len(verbalisations)
-  prefixes = [[EOS] + t for t in text_ids for _ in range(c)]
+  eos = tok.eos_id
+  prefixes = [[eos] + t for t in text_ids for _ in range(c)]
   conts = [v for _ in range(n) for v in verb_ids]
   scores = continuation_logprobs(model, params, prefixes, conts, max_len, batch).reshape(n, c)
-  prior = continuation_logprobs(model, params, [[EOS]] * c, verb_ids, max_len, batch)
+  prior = continuation_logprobs(model, params, [[eos]] * c, verb_ids, max_len, batch)
   return scores, prior

@@ -4,7 +4,7 @@
       --prompt "The history of" --prompt "In 1900," --max_new_tokens 40 \
       [--temperature 0.8 --top_k 40 --top_p 0.95 | --temperature 0 (greedy)] [--no_cache]
 
-Reads the run's `config.json`, `tokenizer.model` and newest checkpoint. Each
+Reads the run's `config.json`, tokenizer and newest checkpoint. Each
 prompt is prefixed with EOS (a document boundary, as in training).
 """
 
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from translearn_jax.data.tokenizer import EOS, Tokenizer
+from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import ConfigError, TranslearnError
 from translearn_jax.generation import sampling
 from translearn_jax.models import lm as lm_models
@@ -31,7 +31,7 @@ def load_run(workdir: str):
 
 
 def encode_prompts(tok: Tokenizer, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-  ids = [[EOS] + tok.encode(p) for p in prompts]
+  ids = [[tok.eos_id] + tok.encode(p) for p in prompts]
   lengths = np.array([len(x) for x in ids], np.int32)
   out = np.zeros((len(ids), lengths.max()), np.int32)
   for i, x in enumerate(ids):
@@ -59,7 +59,7 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
   t0 = time.perf_counter()
   out = sampling.generate(step, state, jnp.asarray(toks), jnp.asarray(lengths),
                           jax.random.key(seed), total_len=total, temperature=temperature,
-                          top_k=top_k, top_p=top_p)
+                          top_k=top_k, top_p=top_p, eos_id=tok.eos_id)
   out = np.asarray(jax.device_get(out))
   dt = time.perf_counter() - t0
   texts = [tok.decode(row[n:].tolist()) for row, n in zip(out, lengths)]

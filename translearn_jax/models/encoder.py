@@ -20,7 +20,7 @@ same function once renamed into this tree (the converter is issue #15's):
 
 Parameters: `embed/embedding`, `pos_embed`, `type_embed/embedding`,
 `embed_ln` (post-norm), `block_{i}/{attn,ln_attn,mlp,ln_mlp}`, `ln_final`
-(pre-norm), and the MLM head under `mlm/` (`dense`, `ln`, `bias`, and `decoder`
+(pre-norm), `pooler` (with `pooler=True`), and the MLM head under `mlm/` (`dense`, `ln`, `bias`, and `decoder`
 when not tied) — the head is not part of the backbone a downstream task
 grafts (graft rule `mlm/.*=>`).
 
@@ -31,6 +31,9 @@ return_hidden=False, predict_at=None)`:
   row's real positions (`mask`, default `tokens != pad_id`);
 * `positions` restart at 0 in each packed document (default `0..T-1`);
 * `return_hidden`: the contextual states (B, T, D), the backbone interface;
+  `return_hidden='pooled'`: (states, BERT's pooled output (B, D)) — the
+  `pooler` (`tanh(dense(state at position 0))`, `pooler=True`) is part of the
+  backbone, so an imported BERT keeps it;
 * `predict_at` (B, K) positions: MLM logits only there (B, K, V), so the
   vocabulary projection runs on the ~15% masked positions, not on all T.
 """
@@ -69,6 +72,7 @@ class EncoderConfig:
   type_vocab_size: int = 0         # token-type embeddings (BERT 2, RoBERTa 1; 0: none)
   tie_embeddings: bool = True      # MLM decoder = word embeddings (+ bias)
   pad_id: int = 0
+  pooler: bool = False             # BERT's pooler: tanh(dense(state at position 0))
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   deterministic: bool = True
@@ -187,6 +191,14 @@ class Encoder(nn.Module):
       x = EncoderBlock(cfg, name=f'block_{i}')(x, attn_mask, positions)
     if cfg.norm == 'pre':
       x = layer_norm(cfg, 'ln_final')(x)
+    pooled = None
+    if cfg.pooler:  # always built, so every tree of a pooler model has its parameters
+      pooled = jnp.tanh(layers.Dense(cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                                     name='pooler')(x[:, 0]))
+    if return_hidden == 'pooled':
+      if pooled is None:
+        raise ValueError("pooling 'pooler' needs an encoder with model.pooler=True (BERT's)")
+      return x, pooled
     if return_hidden:
       return x
     if predict_at is not None:

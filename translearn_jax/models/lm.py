@@ -48,8 +48,9 @@ ARCHS = {
         transformer_lm.TransformerConfig, transformer_lm.TransformerLM,
         transformer_lm.flops_per_token,
         {f: f for f in ('d_model', 'num_heads', 'num_layers', 'd_ff', 'max_len', 'dropout',
-                        'attention_dropout', 'positions', 'tie_embeddings')},
-        bounded_context=True),
+                        'attention_dropout', 'positions', 'tie_embeddings', 'layer_norm_eps',
+                        'activation')},
+        bounded_context=True, optional=('layer_norm_eps', 'activation')),
     'lstm': Arch(
         lstm_lm.LSTMConfig, lstm_lm.LSTMLM, lstm_lm.flops_per_token,
         {f: f for f in ('embed_dim', 'hidden_dim', 'num_layers', 'dropout_embed',
@@ -61,8 +62,8 @@ ARCHS = {
         {f: f for f in ('d_model', 'num_heads', 'num_layers', 'd_ff', 'max_len', 'dropout',
                         'attention_dropout', 'positions', 'position_offset', 'norm',
                         'activation', 'layer_norm_eps', 'type_vocab_size', 'tie_embeddings',
-                        'pad_id')},
-        bounded_context=True, causal=False, optional=('pad_id',)),
+                        'pad_id', 'pooler')},
+        bounded_context=True, causal=False, optional=('pad_id', 'pooler')),
 }
 # Fields that never change the parameter tree (regularisation, numerics, mode).
 NON_ARCHITECTURAL = ('dropout', 'attention_dropout', 'dropout_embed', 'dropout_input',
@@ -76,7 +77,10 @@ def arch_of(cfg) -> Arch:
 
 def config_from(model_cfg, vocab_size: int, dtype: str = 'float32', deterministic: bool = True,
                 decode: bool = False):
-  """The architecture config of `model_cfg.arch` from a ConfigDict's `model` fields."""
+  """The architecture config of `model_cfg.arch` from a ConfigDict's `model` fields.
+
+  `vocab_size` is the tokenizer's; a `model.vocab_size` field (an imported
+  checkpoint whose embedding table has rows beyond its tokenizer's ids) overrides it."""
   arch = ARCHS.get(model_cfg.arch)
   if arch is None:
     raise ConfigError(f'config.model.arch: must be one of {sorted(ARCHS)}, '
@@ -89,6 +93,11 @@ def config_from(model_cfg, vocab_size: int, dtype: str = 'float32', deterministi
     raise ConfigError(f'config.model: the {model_cfg.arch!r} architecture needs the fields '
                       f'{missing}')
   kw = {dst: model_cfg[src] for dst, src in arch.fields.items() if src in model_cfg}
+  if model_cfg.get('vocab_size'):
+    if model_cfg.vocab_size < vocab_size:
+      raise ConfigError(f'config.model.vocab_size={model_cfg.vocab_size} is smaller than the '
+                        f"tokenizer's {vocab_size} ids")
+    vocab_size = model_cfg.vocab_size
   try:
     return arch.config_class(vocab_size=vocab_size, dtype=DTYPES[dtype],
                              deterministic=deterministic, decode=decode, **kw)
@@ -105,13 +114,16 @@ def logits(model, params, tokens, rngs=None):
   return out[0] if isinstance(out, tuple) else out   # recurrent models also return a carry
 
 
-def hidden(module, tokens, mask=None):
+def hidden(module, tokens, mask=None, pooled: bool = False):
   """Contextual states (B, T, D) of `module` (made by `make`) inside a compact module.
 
   `mask` (B, T) marks real positions: a bidirectional body attends only to
-  them; a causal body needs no mask (padding follows the real positions)."""
+  them; a causal body needs no mask (padding follows the real positions).
+  `pooled`: (states, the body's own pooled output (B, D)) — BERT's pooler."""
   if not arch_of(module.config).causal:
-    return module(tokens, mask=mask, return_hidden=True)
+    return module(tokens, mask=mask, return_hidden='pooled' if pooled else True)
+  if pooled:
+    raise ConfigError("pooling 'pooler' needs a masked-LM encoder with model.pooler=True")
   out = module(tokens, return_hidden=True)
   return out[0] if isinstance(out, tuple) else out
 

@@ -32,6 +32,8 @@ class TransformerConfig:
   attention_dropout: float = 0.0
   positions: str = 'rotary'        # 'rotary' | 'learned'
   tie_embeddings: bool = True
+  layer_norm_eps: float = 1e-6     # GPT-2: 1e-5
+  activation: str = 'gelu_tanh'    # MLP activation, a key of layers.ACTIVATIONS (GPT-2: gelu_tanh)
   dtype: Any = jnp.float32         # compute dtype (bfloat16 for mixed precision)
   param_dtype: Any = jnp.float32
   deterministic: bool = True
@@ -41,12 +43,20 @@ class TransformerConfig:
   def __post_init__(self):
     if self.positions not in ('rotary', 'learned'):
       raise ValueError(f"model.positions must be 'rotary' or 'learned', got {self.positions!r}")
+    if self.activation not in layers.ACTIVATIONS:
+      raise ValueError(f'model.activation must be one of {sorted(layers.ACTIVATIONS)}, '
+                       f'got {self.activation!r}')
     if self.d_model % self.num_heads:
       raise ValueError(f'model.d_model={self.d_model} is not divisible by '
                        f'model.num_heads={self.num_heads}')
 
   def replace(self, **kw) -> 'TransformerConfig':
     return dataclasses.replace(self, **kw)
+
+
+def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                      name=name)
 
 
 class DecoderBlock(nn.Module):
@@ -56,7 +66,7 @@ class DecoderBlock(nn.Module):
   def __call__(self, x, mask, positions):
     cfg = self.config
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=cfg.deterministic)
-    h = nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='ln_attn')(x)
+    h = layer_norm(cfg, 'ln_attn')(x)
     h = layers.MultiHeadAttention(
         cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         dropout=cfg.attention_dropout, deterministic=cfg.deterministic,
@@ -64,8 +74,9 @@ class DecoderBlock(nn.Module):
         name='attn')(
             h, mask=mask, positions=positions)
     x = x + drop(h)
-    h = nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='ln_mlp')(x)
-    h = layers.MlpBlock(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='mlp')(h)
+    h = layer_norm(cfg, 'ln_mlp')(x)
+    h = layers.MlpBlock(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                        activation=cfg.activation, name='mlp')(h)
     return x + drop(h)
 
 
@@ -101,7 +112,7 @@ class TransformerLM(nn.Module):
     x = nn.Dropout(cfg.dropout)(x, deterministic=cfg.deterministic)
     for i in range(cfg.num_layers):
       x = DecoderBlock(cfg, name=f'block_{i}')(x, mask, positions)
-    x = nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='ln_final')(x)
+    x = layer_norm(cfg, 'ln_final')(x)
     if return_hidden:
       return x
     if cfg.tie_embeddings:

@@ -28,7 +28,7 @@ import optax
 
 from translearn_jax.data import readers
 from translearn_jax.data.lm_data import LMState, LMStream, pack, split_documents
-from translearn_jax.data.tokenizer import Tokenizer, encode_documents
+from translearn_jax.data.tokenizer import Tokenizer, encode_documents, load_tokenizer
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.training import flops as flops_lib
@@ -78,17 +78,19 @@ def model_config(config, vocab_size: int, deterministic: bool = True, decode: bo
 # -- data --------------------------------------------------------------------
 
 def get_tokenizer(config, train_docs, workdir: str, special_pieces=()) -> Tokenizer:
-  """Explicit path > the run's own saved tokenizer > train a new one (saved)."""
+  """Explicit path (sentencepiece `.model` or HF `tokenizer.json`) > the run's own saved
+  tokenizer > the continued source's > train a new sentencepiece model (saved)."""
   saved = os.path.join(workdir, 'tokenizer.model')
   if config.tokenizer.path:
-    return Tokenizer.load(config.tokenizer.path)
-  if os.path.exists(saved):
-    return Tokenizer.load(saved)
+    return load_tokenizer(config.tokenizer.path)
+  for name in sources.TOKENIZER_FILES:
+    if os.path.exists(os.path.join(workdir, name)):
+      return load_tokenizer(os.path.join(workdir, name))
   if config.init.path:  # continued pretraining keeps the source's pieces
     tok = sources.run_tokenizer(config.init.path, sources.run_config(config.init.path,
                                                                      'init.path'))
     if jax.process_index() == 0:
-      tok.save(saved)
+      tok.save(os.path.join(workdir, tok.file_name))
     return tok
   t0 = time.perf_counter()
   tok = Tokenizer.train(train_docs, config.tokenizer.vocab_size, config.tokenizer.model_type,

@@ -100,6 +100,9 @@ def _show(v: Any) -> str:
 # this value (so adding a field does not make older run directories unresumable).
 ADDED_FIELDS = {
     'model.pad_id': 0,          # masked-LM encoders (issue #14): this project's pad id
+    'model.pooler': False,      # masked-LM encoders (issue #15): BERT's pooler
+    'model.layer_norm_eps': 1e-6,       # Transformer LMs (issue #15): flax's default
+    'model.activation': 'gelu_tanh',    # Transformer LMs (issue #15)
 }
 
 

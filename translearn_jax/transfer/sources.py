@@ -29,7 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from translearn_jax.data.tokenizer import Tokenizer
+from translearn_jax.data.tokenizer import Tokenizer, load_tokenizer
 from translearn_jax.data.vocab import Vocabulary
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.export.word2vec_format import load_word2vec
@@ -41,6 +41,7 @@ from translearn_jax.training.optimizers import param_paths
 KINDS = ('none', 'word2vec', 'run', 'lm', 'mlm', 'seq2seq', 'word2vec_run')
 RUN_FAMILIES = {'lm': 'lm', 'mlm': 'mlm', 'seq2seq': 'seq2seq', 'word2vec_run': 'word2vec'}
 BACKBONE_KINDS = ('lm', 'mlm')               # sources a task model can use as its body
+TOKENIZER_FILES = ('tokenizer.model', 'tokenizer.json')   # sentencepiece, Hugging Face
 
 
 @dataclasses.dataclass
@@ -49,7 +50,7 @@ class Source:
   path: str = ''
   params: Any = None                         # tree of numpy arrays (None: scratch)
   vocab: Optional[list[str]] = None          # token string of each embedding row
-  tokenizer: Optional[Tokenizer] = None      # sentencepiece model of a run that has one
+  tokenizer: Optional[Tokenizer] = None      # the run's tokenizer (sentencepiece or HF)
   model_config: Any = None                   # architecture config dataclass (runs)
   run_config: Optional[ml_collections.ConfigDict] = None   # the run's config.json
 
@@ -93,10 +94,16 @@ def run_config(path: str, field: str = 'init.path') -> ml_collections.ConfigDict
     raise DataError(f'config.{field}: cannot read {cfg_path}: {e}') from None
 
 
-def run_tokenizer(path: str, config) -> Tokenizer:
-  tok_path = (config.get('tokenizer', {}) or {}).get('path') or os.path.join(path,
-                                                                             'tokenizer.model')
-  return Tokenizer.load(tok_path)
+def run_tokenizer(path: str, config):
+  """The run's tokenizer: `tokenizer.path` of its config, else its `tokenizer.model`
+  (sentencepiece) or `tokenizer.json` (Hugging Face, e.g. an imported checkpoint's)."""
+  tok_path = (config.get('tokenizer', {}) or {}).get('path')
+  if tok_path:
+    return load_tokenizer(tok_path)
+  for name in TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(path, name)):
+      return load_tokenizer(os.path.join(path, name))
+  raise DataError(f'{path}: no tokenizer ({" or ".join(TOKENIZER_FILES)}) in the run directory')
 
 
 def restore_params(path: str, field: str = 'init.path'):
@@ -127,13 +134,13 @@ def load_run(path: str, field: str = 'init.path') -> Source:
     tok = run_tokenizer(path, config)
     mcfg = lm_models.config_from(config.model, tok.vocab_size, config.get('dtype', 'float32'))
     return Source(family, path, restore_params(path, field), tokenizer=tok, model_config=mcfg,
-                  vocab=[tok.sp.id_to_piece(i) for i in range(tok.vocab_size)],
+                  vocab=[tok.id_to_piece(i) for i in range(tok.vocab_size)],
                   run_config=config)
   if family == 'seq2seq':
     tok = run_tokenizer(path, config)
     mcfg = s2s_models.config_from(config, tok.vocab_size)
     return Source('seq2seq', path, restore_params(path, field), tokenizer=tok,
-                  model_config=mcfg, vocab=[tok.sp.id_to_piece(i) for i in range(tok.vocab_size)],
+                  model_config=mcfg, vocab=[tok.id_to_piece(i) for i in range(tok.vocab_size)],
                   run_config=config)
   if family == 'word2vec':
     vocab_path = os.path.join(path, 'vocab.tsv')

@@ -1,0 +1,398 @@
+"""Hugging Face import/export, checked against `transformers` itself (issue #15).
+
+Tiny randomly initialised GPT-2, BERT and RoBERTa models are built with
+`transformers`, their weights drawn at a scale where a wrong transpose, split,
+offset or epsilon moves the logits by far more than the tolerance, and saved
+with `save_pretrained`; tokenizers are trained here with `tokenizers` on a
+made-up corpus and saved the same way.
+"""
+
+import json
+import os
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+tf = pytest.importorskip('transformers')
+from tokenizers import (Tokenizer, decoders, models, normalizers,  # noqa: E402
+                        pre_tokenizers, processors, trainers)
+
+from translearn_jax import convert  # noqa: E402
+from translearn_jax.convert import __main__ as convert_cli  # noqa: E402
+from translearn_jax.convert import safetensors_io  # noqa: E402
+from translearn_jax.errors import DataError  # noqa: E402
+from translearn_jax.models import lm as lm_models  # noqa: E402
+from translearn_jax.transfer import sources  # noqa: E402
+
+WORDS = ('the river ran past old stone mills while children counted boats and merchants '
+         'argued over the price of grain under a grey sky Anna Berlin quietly').split()
+TEXTS = ['The river ran past old stone mills.', 'Anna counted boats in Berlin, quietly!',
+         'merchants argued over grain']
+
+
+def corpus(n=400, seed=0):
+  rng = np.random.default_rng(seed)
+  return [' '.join(rng.choice(WORDS, rng.integers(4, 14))).capitalize() + '.' for _ in range(n)]
+
+
+def byte_bpe(specials, roberta=False):
+  tk = Tokenizer(models.BPE())
+  tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tk.decoder = decoders.ByteLevel()
+  tk.train_from_iterator(corpus(), trainers.BpeTrainer(
+      vocab_size=400, special_tokens=specials, show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  if roberta:
+    tk.post_processor = processors.RobertaProcessing(('</s>', tk.token_to_id('</s>')),
+                                                     ('<s>', tk.token_to_id('<s>')))
+  return tk
+
+
+def wordpiece():
+  tk = Tokenizer(models.WordPiece(unk_token='[UNK]'))
+  tk.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tk.decoder = decoders.WordPiece()
+  tk.train_from_iterator(corpus(), trainers.WordPieceTrainer(
+      vocab_size=200, show_progress=False,
+      special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']))
+  cls_, sep = tk.token_to_id('[CLS]'), tk.token_to_id('[SEP]')
+  tk.post_processor = processors.TemplateProcessing(
+      single='[CLS] $A [SEP]', pair='[CLS] $A [SEP] $B:1 [SEP]:1',
+      special_tokens=[('[CLS]', cls_), ('[SEP]', sep)])
+  return tk
+
+
+def randomize(model, std=0.2, seed=0):
+  """Every weight N(0, std) (LayerNorm scales around 1): far from HF's tiny init."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      scale = name.endswith('weight') and p.dim() == 1     # LayerNorm weights
+      p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if scale else 0.0))
+  return model.eval()
+
+
+def make_gpt2(d, tie=True):
+  tk = byte_bpe(['<|endoftext|>'])
+  eot = tk.token_to_id('<|endoftext|>')
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<|endoftext|>',
+                                    eos_token='<|endoftext|>', unk_token='<|endoftext|>')
+  cfg = tf.GPT2Config(vocab_size=tk.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2,
+                      n_head=4, bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=tie)
+  m = randomize(tf.GPT2LMHeadModel(cfg))
+  m.save_pretrained(d)
+  fast.save_pretrained(d)
+  return m, fast
+
+
+def make_bert(d, cls=None):
+  tk = wordpiece()
+  fast = tf.BertTokenizerFast(tokenizer_object=tk)
+  cfg = tf.BertConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                      pad_token_id=tk.token_to_id('[PAD]'))
+  m = randomize((cls or tf.BertForMaskedLM)(cfg))
+  m.save_pretrained(d)
+  fast.save_pretrained(d)
+  return m, fast
+
+
+def make_roberta(d):
+  tk = byte_bpe(['<s>', '<pad>', '</s>', '<unk>', '<mask>'], roberta=True)
+  fast = tf.RobertaTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>',
+                                 sep_token='</s>', cls_token='<s>', unk_token='<unk>',
+                                 pad_token='<pad>', mask_token='<mask>')
+  cfg = tf.RobertaConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=66,
+                         pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+                         layer_norm_eps=1e-5)
+  m = randomize(tf.RobertaForMaskedLM(cfg))
+  m.save_pretrained(d)
+  fast.save_pretrained(d)
+  return m, fast
+
+
+@pytest.fixture(scope='module')
+def hf_models(tmp_path_factory):
+  """{name: (hf dir, torch model, HF tokenizer, imported run dir)}."""
+  root = tmp_path_factory.mktemp('hf')
+  out = {}
+  for name, make in (('gpt2', make_gpt2), ('bert', make_bert), ('roberta', make_roberta)):
+    d, run = str(root / name), str(root / f'run_{name}')
+    model, fast = make(d)
+    report = convert.import_hf(d, run)
+    assert report['model_type'] == name and not report['unused_tensors']
+    out[name] = (d, model, fast, run)
+  return out
+
+
+def padded_batch(tok, texts, frame):
+  ids = [frame(tok.encode(t)) for t in texts]
+  width = max(map(len, ids))
+  toks = np.full((len(ids), width), tok.pad_id, np.int32)
+  mask = np.zeros((len(ids), width), bool)
+  for r, x in enumerate(ids):
+    toks[r, :len(x)], mask[r, :len(x)] = x, True
+  return toks, mask
+
+
+def torch_out(model, toks, mask, **kw):
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(toks, dtype=torch.long),
+                 attention_mask=torch.tensor(mask.astype(np.int64)), output_hidden_states=True,
+                 **kw)
+
+
+# -- import: the same function as transformers -------------------------------------
+
+def test_gpt2_import_same_logits_and_states_batched_with_padding(hf_models):
+  d, model, fast, run = hf_models['gpt2']
+  src = sources.load('lm', run)
+  assert src.model_config.layer_norm_eps == 1e-5 and src.model_config.positions == 'learned'
+  tok = src.tokenizer
+  toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.eos_id] + x)
+  ref = torch_out(model, toks, mask)
+  net = lm_models.make(src.model_config)
+  logits = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks)))
+  states = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks), return_hidden=True))
+  assert np.abs(ref.logits.numpy()).max() > 1.0       # weights large enough to matter
+  np.testing.assert_allclose(logits[mask], ref.logits.numpy()[mask], atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(states[mask], ref.hidden_states[-1].numpy()[mask], atol=1e-4,
+                             rtol=1e-4)
+
+
+def test_gpt2_greedy_generation_equals_transformers_generate(hf_models):
+  from translearn_jax.generation import sample
+  d, model, fast, run = hf_models['gpt2']
+  config, tok, mcfg, params = sample.load_run(run)
+  prompts = ['The river', 'Anna counted boats in']
+  for cached in (True, False):
+    for prompt in prompts:
+      [text], _ = sample.sample(mcfg, params, tok, [prompt], 12, temperature=0, cached=cached)
+      ids = [tok.eos_id] + tok.encode(prompt)
+      with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                             use_cache=cached, pad_token_id=tok.eos_id)
+      new = out[0, len(ids):].tolist()
+      assert text == tok.decode(new)
+      assert text == fast.decode(new[:new.index(tok.eos_id)] if tok.eos_id in new else new)
+
+
+def test_encoder_import_same_mlm_logits_and_states(hf_models):
+  for name in ('bert', 'roberta'):
+    d, model, fast, run = hf_models[name]
+    src = sources.load('mlm', run)
+    cfg, tok = src.model_config, src.tokenizer
+    assert cfg.position_offset == (2 if name == 'roberta' else 0) and cfg.pad_id == tok.pad_id
+    toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.bos_id] + x + [tok.eos_id])
+    ref = torch_out(model, toks, mask)
+    net = lm_models.make(cfg)
+    logits = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks),
+                                  mask=jnp.asarray(mask)))
+    states = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks),
+                                  mask=jnp.asarray(mask), return_hidden=True))
+    assert np.abs(ref.logits.numpy()).max() > 1.0
+    np.testing.assert_allclose(logits[mask], ref.logits.numpy()[mask], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(states[mask], ref.hidden_states[-1].numpy()[mask], atol=1e-4,
+                               rtol=1e-4)
+    # without an explicit mask the model's own pad id marks the padding
+    own = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks)))
+    np.testing.assert_allclose(own[mask], logits[mask], atol=1e-5)
+
+
+def test_bert_pooler_kept_or_dropped(tmp_path):
+  d = str(tmp_path / 'bert_pt')
+  model, _ = make_bert(d, cls=tf.BertForPreTraining)
+  report = convert.import_hf(d, str(tmp_path / 'kept'))
+  assert report['unused_tensors'] == ['cls.seq_relationship.bias', 'cls.seq_relationship.weight']
+  src = sources.load('mlm', str(tmp_path / 'kept'))
+  assert src.model_config.pooler and 'pooler' in src.params
+  tok = src.tokenizer
+  toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.bos_id] + x + [tok.eos_id])
+  _, pooled = lm_models.make(src.model_config).apply(
+      {'params': src.params}, jnp.asarray(toks), mask=jnp.asarray(mask), return_hidden='pooled')
+  with torch.no_grad():
+    ref = model.bert(input_ids=torch.tensor(toks, dtype=torch.long),
+                     attention_mask=torch.tensor(mask.astype(np.int64))).pooler_output
+  np.testing.assert_allclose(np.asarray(pooled), ref.numpy(), atol=1e-4, rtol=1e-4)
+  report = convert.import_hf(d, str(tmp_path / 'dropped'), drop_pooler=True)
+  assert report['absent_groups'] == ['pooler']
+  assert 'bert.pooler.dense.weight' in report['unused_tensors']
+  src = sources.load('mlm', str(tmp_path / 'dropped'))
+  assert not src.model_config.pooler and 'pooler' not in src.params
+
+
+def test_tokenizers_give_transformers_ids(hf_models):
+  from translearn_jax.downstream.classification import encode_pieces
+  for name in ('gpt2', 'bert', 'roberta'):
+    d, _, fast, run = hf_models[name]
+    tok = sources.load('run', run).tokenizer
+    text = TEXTS + ['Unseen wörds: zebra-crossings, 1999!']
+    for t in text:
+      assert tok.encode(t) == fast(t, add_special_tokens=False)['input_ids'], (name, t)
+    assert tok.encode_batch(text) == [fast(t, add_special_tokens=False)['input_ids']
+                                      for t in text]
+    if name != 'gpt2':    # an encoder's rows are framed as the checkpoint's own tokenizer does
+      toks, mask = encode_pieces(text, tok, 40, causal=False)
+      for r, t in enumerate(text):
+        assert toks[r][mask[r]].tolist() == fast(t)['input_ids'], (name, t)
+      assert tok.mask_id == fast.mask_token_id and tok.pad_id == fast.pad_token_id
+    assert tok.decode(tok.encode(TEXTS[0])).strip().lower() == TEXTS[0].lower()
+
+
+# -- export: transformers loads what a run of this project wrote ---------------------
+
+def _lm_run(tmp_path):
+  from conftest import lm_config
+  from translearn_jax.pretraining import lm
+  run = str(tmp_path / 'lm')
+  lm.train_and_evaluate(lm_config(**{'train.steps': 3, 'model.positions': 'learned',
+                                     'model.num_layers': 2}), run)
+  return run
+
+
+def test_export_lm_run_as_gpt2_loads_in_transformers(tmp_path):
+  run = _lm_run(tmp_path)
+  out = str(tmp_path / 'hf')
+  convert.export_hf(run, out)
+  src = sources.load('lm', run)
+  model = tf.AutoModelForCausalLM.from_pretrained(out).eval()
+  assert type(model).__name__ == 'GPT2LMHeadModel'
+  toks = np.asarray([[src.tokenizer.eos_id] + src.tokenizer.encode('the minister said today')])
+  ours = np.asarray(lm_models.make(src.model_config).apply({'params': src.params},
+                                                           jnp.asarray(toks)))
+  ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
+  np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_export_of_what_hf_cannot_compute_is_one_clear_error(hf_models, tmp_path):
+  from translearn_jax.convert import hf
+  src = sources.load('lm', hf_models['gpt2'][3])
+  with pytest.raises(DataError, match="GPT-2 has learned absolute positions; this run has "
+                                      "model.positions='rotary'"):
+    hf.GPT2.hf_config(src.model_config.replace(positions='rotary'), src.tokenizer)
+  enc = sources.load('mlm', hf_models['bert'][3])
+  with pytest.raises(DataError, match="bert is a post-LN encoder with learned positions; this "
+                                      "run has model.norm='pre'"):
+    hf.BERT.hf_config(enc.model_config.replace(norm='pre'), enc.tokenizer)
+  lora = dict(enc.params, block_0=dict(enc.params['block_0'], lora_a=np.zeros(2)))
+  from translearn_jax.transfer import graft
+  with pytest.raises(DataError, match=r"parameters \['block_0/lora_a'\] have no bert "
+                                      'counterpart'):
+    hf.export_tensors(hf.BERT, enc.model_config, graft.flatten(lora))
+
+
+def test_export_mlm_run_as_bert_loads_in_transformers(tmp_path):
+  from conftest import mlm_config
+  from translearn_jax.pretraining import mlm
+  run = str(tmp_path / 'mlm')
+  mlm.train_and_evaluate(mlm_config(**{'train.steps': 3}), run)
+  out = str(tmp_path / 'hf')
+  convert.export_hf(run, out)
+  src = sources.load('mlm', run)
+  model = tf.AutoModelForMaskedLM.from_pretrained(out).eval()
+  assert type(model).__name__ == 'BertForMaskedLM'
+  tok = src.tokenizer
+  toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.bos_id] + x + [tok.eos_id])
+  ours = np.asarray(lm_models.make(src.model_config).apply(
+      {'params': src.params}, jnp.asarray(toks), mask=jnp.asarray(mask)))
+  ref = torch_out(model, toks, mask).logits.numpy()
+  np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=1e-4)
+
+
+def test_import_then_export_is_bit_identical(hf_models, tmp_path):
+  for name in ('gpt2', 'bert', 'roberta'):
+    d, _, _, run = hf_models[name]
+    out = str(tmp_path / name)
+    convert.export_hf(run, out)
+    a, b = safetensors_io.read_weights(d), safetensors_io.read_weights(out)
+    assert sorted(a) == sorted(b), name
+    for k in a:
+      assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), (name, k)
+    ca, cb = (json.load(open(os.path.join(p, 'config.json'))) for p in (d, out))
+    for k in ('vocab_size', 'hidden_size', 'n_embd', 'num_hidden_layers', 'n_layer',
+              'max_position_embeddings', 'n_positions', 'layer_norm_eps', 'layer_norm_epsilon',
+              'pad_token_id', 'type_vocab_size'):
+      assert ca.get(k) == cb.get(k), (name, k)
+
+
+# -- bad input: one line each, nothing written ---------------------------------------
+
+def _cli_error(capsys, *argv):
+  assert convert_cli.main(list(argv)) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith('error: ') and '\n' not in err, err
+  return err
+
+
+def test_bad_input_gives_one_clear_line(hf_models, tmp_path, capsys):
+  d = hf_models['bert'][0]
+  bin_only = tmp_path / 'bin'
+  bin_only.mkdir()
+  shutil.copy(os.path.join(d, 'config.json'), bin_only)
+  (bin_only / 'pytorch_model.bin').write_bytes(b'\x80\x02}q\x00.')
+  err = _cli_error(capsys, 'import-hf', str(bin_only), str(tmp_path / 'r1'))
+  assert 'only pytorch_model.bin found' in err and 'safe_serialization=True' in err
+
+  unknown = tmp_path / 'unknown'
+  shutil.copytree(d, unknown)
+  conf = json.load(open(unknown / 'config.json'))
+  (unknown / 'config.json').write_text(json.dumps({**conf, 'model_type': 'llama'}))
+  assert "model_type='llama' is not supported" in _cli_error(
+      capsys, 'import-hf', str(unknown), str(tmp_path / 'r2'))
+  (unknown / 'config.json').write_text(json.dumps({**conf, 'rope_scaling': {'type': 'x'}}))
+  assert "config key 'rope_scaling' is unknown" in _cli_error(
+      capsys, 'import-hf', str(unknown), str(tmp_path / 'r2'))
+
+  truncated = tmp_path / 'truncated'
+  shutil.copytree(d, truncated)
+  w = truncated / 'model.safetensors'
+  w.write_bytes(w.read_bytes()[:-100])
+  err = _cli_error(capsys, 'import-hf', str(truncated), str(tmp_path / 'r3'))
+  assert str(w) in err and 'truncated' in err
+
+  mismatch = tmp_path / 'mismatch'
+  shutil.copytree(d, mismatch)
+  (mismatch / 'config.json').write_text(json.dumps({**conf, 'intermediate_size': 48}))
+  err = _cli_error(capsys, 'import-hf', str(mismatch), str(tmp_path / 'r4'))
+  assert 'tensor bert.encoder.layer.0.intermediate.dense.weight has shape (64, 32)' in err
+  assert 'the config implies (48, 32)' in err
+  assert not any(os.path.exists(tmp_path / f'r{i}') for i in range(1, 5))
+
+  # an existing target is never overwritten
+  run = hf_models['bert'][3]
+  before = sorted(os.listdir(run))
+  assert 'already exists' in _cli_error(capsys, 'import-hf', d, run)
+  assert sorted(os.listdir(run)) == before
+
+
+# -- transfer from an imported checkpoint --------------------------------------------
+
+def test_graft_from_imported_bert_into_classifier_and_tagger(hf_models, topic_task, conll_task):
+  from configs import transfer_conll_mlm, transfer_mr_mlm
+  from conftest import set_fields
+  from translearn_jax.downstream.classification import ClassificationTask
+  from translearn_jax.downstream.tagging import TaggingTask
+  d, model, fast, run = hf_models['bert']
+  c = set_fields(transfer_mr_mlm.get_config(), {
+      'init.path': run, 'data.kind': 'tsv', 'data.path': topic_task, 'model.max_tokens': 48,
+      'transfer.groups': r'head=^head/,body=^backbone/'})
+  task = ClassificationTask(c)
+  toks, mask, _ = task.inputs['train']
+  first = np.nonzero(mask[0])[0]
+  assert toks[0, first[0]] == fast.cls_token_id and toks[0, first[-1]] == fast.sep_token_id
+  params, report = task.init_params(0, 'finetune')
+  assert sorted(report.created) == ['head/bias', 'head/kernel']
+  assert report.dropped and all(p.startswith('mlm/') for p in report.dropped)
+  np.testing.assert_array_equal(params['backbone']['embed']['embedding'],
+                                task.source.params['embed']['embedding'])
+  t = set_fields(transfer_conll_mlm.get_config(), {
+      'init.path': run, 'data.train_path': conll_task[0], 'data.dev_path': conll_task[1],
+      'data.test_path': conll_task[2], 'model.max_tokens': 48})
+  tagger = TaggingTask(t)
+  _, treport = tagger.init_params(0, 'finetune')
+  assert sorted(treport.created) == ['head/bias', 'head/kernel']

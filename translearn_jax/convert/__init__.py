@@ -1,0 +1,188 @@
+"""Hugging Face model directories ⇄ run directories of this project.
+
+  python -m translearn_jax.convert import-hf HF_DIR RUN_DIR [--drop_pooler]
+  python -m translearn_jax.convert export-hf RUN_DIR HF_DIR
+
+`import_hf` writes a run directory that every consumer of runs accepts (the
+sampler, transfer configs with `init.kind='lm'|'mlm'`, multi-task, zero-shot,
+continued pretraining): `config.json` (family, `model` fields, where it came
+from), the checkpoint's own tokenizer (`tokenizer.json` + its special tokens),
+`checkpoints/0` (the parameters, orbax) and `import_report.json` (tensors
+imported, optional groups absent, tensors unused). `export_hf` writes
+`config.json`, `model.safetensors` and the tokenizer, which `transformers`
+loads with `from_pretrained`: LM runs as GPT-2, encoder runs as BERT (or
+RoBERTa when positions are offset). Both write into a temporary directory
+renamed into place at the end, and refuse an existing non-empty target, so
+nothing already written is lost or left half-written. Supported architectures
+and their options: `convert.hf`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import ml_collections
+import numpy as np
+
+from translearn_jax.convert import hf, safetensors_io
+from translearn_jax.data.hf_tokenizer import HFTokenizer
+from translearn_jax.data.tokenizer import Tokenizer
+from translearn_jax.errors import DataError
+from translearn_jax.models import lm as lm_models
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.transfer import graft, sources
+
+
+def _fresh_target(path: str, what: str) -> str:
+  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+    raise DataError(f'{what} {path} already exists and is not empty; choose a new directory '
+                    '(nothing was overwritten)')
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f'.{os.path.basename(os.path.abspath(path))}.tmp{os.getpid()}')
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  return tmp
+
+
+def _publish(tmp: str, path: str) -> None:
+  if os.path.isdir(path):
+    os.rmdir(path)          # empty (checked by _fresh_target)
+  os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict:
+  if not os.path.isfile(path):
+    raise DataError(f'{path} not found (not a Hugging Face model directory)')
+  try:
+    with open(path, encoding='utf-8') as f:
+      out = json.load(f)
+  except ValueError as e:
+    raise DataError(f'{path}: not JSON ({e})') from None
+  if not isinstance(out, dict):
+    raise DataError(f'{path}: not a JSON object')
+  return out
+
+
+def _hf_tokenizer(hf_dir: str) -> HFTokenizer:
+  path = os.path.join(hf_dir, HFTokenizer.file_name)
+  if not os.path.isfile(path):
+    slow = [n for n in ('vocab.txt', 'vocab.json', 'merges.txt', 'spiece.model')
+            if os.path.isfile(os.path.join(hf_dir, n))]
+    hint = (f' (it has {", ".join(slow)}: write tokenizer.json with transformers: '
+            "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR))") if slow else ''
+    raise DataError(f'{hf_dir}: no {HFTokenizer.file_name}{hint}')
+  return HFTokenizer.load(path)
+
+
+def _expected_shapes(cfg) -> dict[str, tuple]:
+  model = lm_models.make(cfg)
+  tokens = np.zeros((1, 4), np.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens))['params']
+  return {k: tuple(v.shape) for k, v in graft.flatten(shapes).items()}
+
+
+def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
+  """Converts the Hugging Face model in `hf_dir` into the run directory `run_dir`;
+  returns the import report."""
+  if not os.path.isdir(hf_dir):
+    raise DataError(f'{hf_dir} is not a directory')
+  cfg_path = os.path.join(hf_dir, 'config.json')
+  conf = _read_json(cfg_path)
+  arch = hf.arch_for(conf, cfg_path)
+  tensors = safetensors_io.read_weights(hf_dir)
+  tok = _hf_tokenizer(hf_dir)
+  fields = arch.model_fields(conf)
+  model_cd = ml_collections.ConfigDict(fields)
+  cfg = lm_models.config_from(model_cd, tok.vocab_size)
+  expected = _expected_shapes(cfg)
+  flat, report = hf.import_tensors(arch, cfg, tensors, expected, hf_dir,
+                                   drop=('pooler',) if drop_pooler else ())
+  if 'pooler' in report['absent_groups']:
+    model_cd.pooler = False
+  absent = tuple(f'{g}/' for g in report['absent_groups'])
+  lacking = sorted(k for k in expected if k not in flat and not k.startswith(absent))
+  if lacking:
+    raise DataError(f'{hf_dir}: no tensor maps onto parameters {lacking[:5]}')
+  report.update({'from': os.path.abspath(hf_dir), 'model_type': arch.model_type,
+                 'family': arch.family, 'parameters': int(sum(x.size for x in flat.values()))})
+  run_config = {
+      'family': arch.family, 'model': model_cd.to_dict(), 'dtype': 'float32',
+      'tokenizer': {'path': ''},
+      'imported': {'format': 'huggingface', 'model_type': arch.model_type,
+                   'architectures': conf.get('architectures', []),
+                   'from': os.path.abspath(hf_dir)}}
+  tmp = _fresh_target(run_dir, 'RUN_DIR')
+  try:
+    with open(os.path.join(tmp, 'config.json'), 'w') as f:
+      json.dump(run_config, f, indent=2)
+    tok.save(os.path.join(tmp, tok.file_name))
+    with open(os.path.join(tmp, 'import_report.json'), 'w') as f:
+      json.dump(report, f, indent=2)
+    ckpt = Checkpointer(tmp)
+    try:
+      ckpt.save(0, {'params': graft.unflatten(flat)}, {})
+    finally:
+      ckpt.close()
+    _publish(tmp, run_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return report
+
+
+def export_hf(run_dir: str, hf_dir: str) -> dict:
+  """Writes the LM or encoder run `run_dir` as a Hugging Face model directory `hf_dir`;
+  returns {'model_type', 'architectures', 'tensors'}."""
+  src = sources.load_run(run_dir, field='run_dir')
+  if src.kind not in ('lm', 'mlm'):
+    raise DataError(f'{run_dir}: a {src.kind} run; export-hf writes LM and encoder runs')
+  cfg = src.model_config
+  kind = type(cfg).arch
+  if kind == 'transformer':
+    arch = hf.GPT2
+  elif kind == 'encoder':
+    arch = hf.BERT if cfg.position_offset == 0 else hf.ROBERTA
+  else:
+    raise DataError(f'{run_dir}: model.arch={kind!r} has no Hugging Face counterpart here '
+                    '(export-hf writes Transformer LMs as GPT-2 and encoders as BERT/RoBERTa)')
+  flat = {k: np.asarray(v, np.float32) for k, v in graft.flatten(src.params).items()}
+  if kind == 'encoder' and not cfg.type_vocab_size:   # BERT always adds a token-type row
+    flat['type_embed/embedding'] = np.zeros((1, cfg.d_model), np.float32)
+    cfg = cfg.replace(type_vocab_size=1)
+  conf = arch.hf_config(cfg, src.tokenizer)
+  base_model = kind == 'encoder' and not any(k.startswith('mlm/') for k in flat)
+  tensors = hf.export_tensors(arch, cfg, flat)
+  if base_model:   # no MLM head: the bare encoder (BertModel), names without the prefix
+    tensors = {k[len(arch.prefix):]: v for k, v in tensors.items()}
+    conf['architectures'] = [{'bert': 'BertModel', 'roberta': 'RobertaModel'}[arch.model_type]]
+  tmp = _fresh_target(hf_dir, 'HF_DIR')
+  try:
+    with open(os.path.join(tmp, 'config.json'), 'w') as f:
+      json.dump(conf, f, indent=2)
+    safetensors_io.write_weights(os.path.join(tmp, safetensors_io.WEIGHTS), tensors)
+    _export_tokenizer(src.tokenizer, tmp, cfg)
+    _publish(tmp, hf_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return {'model_type': arch.model_type, 'architectures': conf['architectures'],
+          'tensors': len(tensors)}
+
+
+def _export_tokenizer(tok, directory: str, cfg) -> None:
+  if isinstance(tok, HFTokenizer):
+    tok.save(os.path.join(directory, tok.file_name))
+    conf = {f'{r}_token': p for r, p in tok.specials.items()}
+  elif isinstance(tok, Tokenizer):
+    tok.save(os.path.join(directory, tok.file_name))   # sentencepiece model, as trained
+    conf = {}
+  else:
+    raise DataError(f'cannot export a tokenizer of type {type(tok).__name__}')
+  conf.update({'tokenizer_class': 'PreTrainedTokenizerFast',
+               'model_max_length': lm_models.context_len(cfg) or 1_000_000})
+  with open(os.path.join(directory, 'tokenizer_config.json'), 'w') as f:
+    json.dump(conf, f, indent=2)

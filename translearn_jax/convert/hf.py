@@ -1,0 +1,374 @@
+"""Hugging Face checkpoints ⇄ this project's run directories, by explicit name tables.
+
+Each supported `model_type` is an `HFArch`: how its `config.json` maps onto a
+`models.lm` architecture config (every field read or known to leave the forward
+pass unchanged; any other key, or a value the model cannot compute, is an
+error naming it) and a table of `Entry`s, one per tensor: the Hugging Face
+name, the parameter path here, whether it is a `torch.nn.Linear` weight
+(stored (out, in), transposed into a (in, out) kernel) and, for fused tensors
+(GPT-2's `c_attn`), which slice of the last axis it is. Import and export read
+the same table in opposite directions, so a round trip is bit-identical.
+
+| model_type | here | notes |
+|---|---|---|
+| gpt2 | `transformer` LM (learned positions, pre-LN) | `c_attn` split into q/k/v; Conv1D weights are (in, out) |
+| bert | `encoder` (post-LN), `pooler` kept unless dropped | NSP head unused |
+| roberta | `encoder`, `position_offset = pad_token_id + 1` | |
+
+The seq2seq family (Marian, BART) is not converted yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Optional
+
+import numpy as np
+
+from translearn_jax.errors import DataError
+
+ACT_IN = {'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh',
+          'gelu_fast': 'gelu_tanh', 'relu': 'relu'}
+ACT_OUT = {'gelu': 'gelu', 'gelu_tanh': 'gelu_new', 'relu': 'relu'}
+
+# Keys of any `PretrainedConfig` (this and older transformers versions) that do not
+# change the forward pass: bookkeeping, generation defaults, label maps.
+GENERIC_KEYS = {
+    '_name_or_path', 'architectures', 'model_type', 'transformers_version', 'dtype',
+    'torch_dtype', 'use_bfloat16', 'id2label', 'label2id', 'num_labels', 'problem_type',
+    'return_dict', 'output_attentions', 'output_hidden_states', 'torchscript', 'use_cache',
+    'chunk_size_feed_forward', 'pruned_heads', 'tie_encoder_decoder', 'is_encoder_decoder',
+    'finetuning_task', 'task_specific_params', 'tokenizer_class', 'prefix',
+    'bos_token_id', 'eos_token_id', 'pad_token_id', 'sep_token_id', 'decoder_start_token_id',
+    'max_length', 'min_length', 'do_sample', 'early_stopping', 'num_beams', 'num_beam_groups',
+    'diversity_penalty', 'temperature', 'top_k', 'top_p', 'typical_p', 'repetition_penalty',
+    'length_penalty', 'no_repeat_ngram_size', 'encoder_no_repeat_ngram_size', 'bad_words_ids',
+    'num_return_sequences', 'output_scores', 'return_dict_in_generate', 'forced_bos_token_id',
+    'forced_eos_token_id', 'remove_invalid_values', 'exponential_decay_length_penalty',
+    'suppress_tokens', 'begin_suppress_tokens', 'cross_attention_hidden_size',
+    'initializer_range', 'gradient_checkpointing', 'classifier_dropout', 'use_return_dict',
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  hf: str                         # name without the base-model prefix when `body`
+  ours: str                       # parameter path, '/'-separated
+  linear: bool = False            # torch Linear weight (out, in) ⇄ kernel (in, out)
+  part: Optional[tuple[int, int]] = None   # (i, n): the i-th of n slices of the last axis
+  body: bool = True               # under the base-model prefix ('transformer.', 'bert.')
+  group: str = ''                 # optional group ('mlm', 'pooler'): absent → not imported
+
+
+@dataclasses.dataclass(frozen=True)
+class HFArch:
+  model_type: str
+  family: str                     # this project's run family
+  prefix: str                     # base-model prefix of body tensors in *LMHead/*ForMaskedLM files
+  known_keys: frozenset           # config keys read or known not to change the function
+  required: dict                  # {config key: value the model computes with}
+  model_fields: Callable          # hf config dict -> `model` fields (ConfigDict-able)
+  entries: Callable               # architecture config -> list[Entry]
+  hf_config: Callable             # (architecture config, tokenizer) -> config.json dict
+  unused: tuple = ()              # regexes of tensors that are no weights of their own:
+                                  # buffers, and aliases of tied ones (listed as ignored)
+
+
+def _get(conf: dict, key: str, default=None):
+  v = conf.get(key, default)
+  if v is None:
+    raise DataError(f'config.json: missing {key!r}')
+  return v
+
+
+def _activation(conf: dict, key: str) -> str:
+  act = conf.get(key, 'gelu')
+  if act not in ACT_IN:
+    raise DataError(f'config.json: {key}={act!r} is not supported (supported: '
+                    f'{sorted(ACT_IN)})')
+  return ACT_IN[act]
+
+
+def _ln(hf: str, ours: str, **kw) -> list[Entry]:
+  return [Entry(f'{hf}.weight', f'{ours}/scale', **kw), Entry(f'{hf}.bias', f'{ours}/bias', **kw)]
+
+
+def _linear(hf: str, ours: str, **kw) -> list[Entry]:
+  return [Entry(f'{hf}.weight', f'{ours}/kernel', linear=True, **kw),
+          Entry(f'{hf}.bias', f'{ours}/bias', **kw)]
+
+
+def _dropout(conf: dict, key: str) -> float:
+  return float(conf.get(key, 0.1) or 0.0)
+
+
+# -- GPT-2 --------------------------------------------------------------------------
+
+def _gpt2_fields(c: dict) -> dict:
+  d = _get(c, 'n_embd')
+  return dict(arch='transformer', vocab_size=_get(c, 'vocab_size'), d_model=d,
+              num_heads=_get(c, 'n_head'), num_layers=_get(c, 'n_layer'),
+              d_ff=c.get('n_inner') or 4 * d, max_len=_get(c, 'n_positions'),
+              dropout=_dropout(c, 'resid_pdrop'), attention_dropout=_dropout(c, 'attn_pdrop'),
+              positions='learned', tie_embeddings=bool(c.get('tie_word_embeddings', True)),
+              layer_norm_eps=float(c.get('layer_norm_epsilon', 1e-5)),
+              activation=_activation(c, 'activation_function'))
+
+
+def _gpt2_entries(cfg) -> list[Entry]:
+  out = [Entry('wte.weight', 'embed/embedding'), Entry('wpe.weight', 'pos_embed')]
+  for i in range(cfg.num_layers):
+    h, b = f'h.{i}', f'block_{i}'
+    out += _ln(f'{h}.ln_1', f'{b}/ln_attn') + _ln(f'{h}.ln_2', f'{b}/ln_mlp')
+    for j, name in enumerate(('query', 'key', 'value')):
+      out += [Entry(f'{h}.attn.c_attn.weight', f'{b}/attn/{name}/kernel', part=(j, 3)),
+              Entry(f'{h}.attn.c_attn.bias', f'{b}/attn/{name}/bias', part=(j, 3))]
+    for hf, ours in (('attn.c_proj', 'attn/out'), ('mlp.c_fc', 'mlp/wi'),
+                     ('mlp.c_proj', 'mlp/wo')):   # Conv1D: weights are already (in, out)
+      out += [Entry(f'{h}.{hf}.weight', f'{b}/{ours}/kernel'),
+              Entry(f'{h}.{hf}.bias', f'{b}/{ours}/bias')]
+  out += _ln('ln_f', 'ln_final')
+  if not cfg.tie_embeddings:
+    out.append(Entry('lm_head.weight', 'head/kernel', linear=True, body=False))
+  return out
+
+
+def _gpt2_config(cfg, tok) -> dict:
+  if cfg.positions != 'learned':
+    raise DataError(f"GPT-2 has learned absolute positions; this run has "
+                    f"model.positions={cfg.positions!r}, which GPT-2 cannot compute")
+  return {
+      'model_type': 'gpt2', 'architectures': ['GPT2LMHeadModel'],
+      'vocab_size': cfg.vocab_size, 'n_positions': cfg.max_len, 'n_embd': cfg.d_model,
+      'n_layer': cfg.num_layers, 'n_head': cfg.num_heads, 'n_inner': cfg.d_ff,
+      'activation_function': ACT_OUT[cfg.activation], 'resid_pdrop': cfg.dropout,
+      'embd_pdrop': cfg.dropout, 'attn_pdrop': cfg.attention_dropout,
+      'layer_norm_epsilon': cfg.layer_norm_eps, 'initializer_range': 0.02,
+      'scale_attn_weights': True, 'scale_attn_by_inverse_layer_idx': False,
+      'reorder_and_upcast_attn': False, 'add_cross_attention': False,
+      'tie_word_embeddings': cfg.tie_embeddings, 'use_cache': True,
+      'bos_token_id': tok.eos_id, 'eos_token_id': tok.eos_id, 'dtype': 'float32'}
+
+
+GPT2 = HFArch(
+    'gpt2', 'lm', 'transformer.',
+    frozenset({'vocab_size', 'n_positions', 'n_ctx', 'n_embd', 'n_layer', 'n_head', 'n_inner',
+               'activation_function', 'resid_pdrop', 'embd_pdrop', 'attn_pdrop',
+               'layer_norm_epsilon', 'scale_attn_weights', 'scale_attn_by_inverse_layer_idx',
+               'reorder_and_upcast_attn', 'add_cross_attention', 'tie_word_embeddings',
+               'summary_type', 'summary_use_proj', 'summary_activation',
+               'summary_proj_to_labels', 'summary_first_dropout'}),
+    {'scale_attn_weights': True, 'scale_attn_by_inverse_layer_idx': False,
+     'add_cross_attention': False},
+    _gpt2_fields, _gpt2_entries, _gpt2_config,
+    unused=(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$',))
+
+
+# -- BERT / RoBERTa -----------------------------------------------------------------
+
+def _encoder_fields(c: dict, offset: int) -> dict:
+  return dict(arch='encoder', vocab_size=_get(c, 'vocab_size'), d_model=_get(c, 'hidden_size'),
+              num_heads=_get(c, 'num_attention_heads'), num_layers=_get(c, 'num_hidden_layers'),
+              d_ff=_get(c, 'intermediate_size'),
+              max_len=_get(c, 'max_position_embeddings') - offset,
+              dropout=_dropout(c, 'hidden_dropout_prob'),
+              attention_dropout=_dropout(c, 'attention_probs_dropout_prob'),
+              positions='learned', position_offset=offset, norm='post',
+              activation=_activation(c, 'hidden_act'),
+              layer_norm_eps=float(c.get('layer_norm_eps', 1e-12)),
+              type_vocab_size=int(c.get('type_vocab_size', 2)),
+              tie_embeddings=bool(c.get('tie_word_embeddings', True)),
+              pad_id=int(c.get('pad_token_id') or 0), pooler=True)
+
+
+def _roberta_fields(c: dict) -> dict:
+  return _encoder_fields(c, int(_get(c, 'pad_token_id', 1)) + 1)
+
+
+def _encoder_entries(head: str) -> Callable:
+  """BERT's (`head='bert'`: `cls.predictions.*`) or RoBERTa's (`lm_head.*`) table."""
+  def entries(cfg) -> list[Entry]:
+    out = [Entry('embeddings.word_embeddings.weight', 'embed/embedding'),
+           Entry('embeddings.position_embeddings.weight', 'pos_embed')]
+    if cfg.type_vocab_size:
+      out.append(Entry('embeddings.token_type_embeddings.weight', 'type_embed/embedding'))
+    out += _ln('embeddings.LayerNorm', 'embed_ln')
+    for i in range(cfg.num_layers):
+      h, b = f'encoder.layer.{i}', f'block_{i}'
+      for name in ('query', 'key', 'value'):
+        out += _linear(f'{h}.attention.self.{name}', f'{b}/attn/{name}')
+      out += _linear(f'{h}.attention.output.dense', f'{b}/attn/out')
+      out += _ln(f'{h}.attention.output.LayerNorm', f'{b}/ln_attn')
+      out += _linear(f'{h}.intermediate.dense', f'{b}/mlp/wi')
+      out += _linear(f'{h}.output.dense', f'{b}/mlp/wo')
+      out += _ln(f'{h}.output.LayerNorm', f'{b}/ln_mlp')
+    if cfg.pooler:
+      out += _linear('pooler.dense', 'pooler', group='pooler')
+    kw = dict(body=False, group='mlm')
+    if head == 'bert':
+      out += _linear('cls.predictions.transform.dense', 'mlm/dense', **kw)
+      out += _ln('cls.predictions.transform.LayerNorm', 'mlm/ln', **kw)
+      out.append(Entry('cls.predictions.bias', 'mlm/bias', **kw))
+      decoder = 'cls.predictions.decoder.weight'
+    else:
+      out += _linear('lm_head.dense', 'mlm/dense', **kw)
+      out += _ln('lm_head.layer_norm', 'mlm/ln', **kw)
+      out.append(Entry('lm_head.bias', 'mlm/bias', **kw))
+      decoder = 'lm_head.decoder.weight'
+    if not cfg.tie_embeddings:
+      out.append(Entry(decoder, 'mlm/decoder/kernel', linear=True, **kw))
+    return out
+  return entries
+
+
+def _encoder_config(model_type: str) -> Callable:
+  def config(cfg, tok) -> dict:
+    if cfg.norm != 'post' or cfg.positions != 'learned':
+      raise DataError(f'{model_type} is a post-LN encoder with learned positions; this run has '
+                      f'model.norm={cfg.norm!r}, model.positions={cfg.positions!r}')
+    offset = 0 if model_type == 'bert' else cfg.pad_id + 1
+    if cfg.position_offset != offset:
+      raise DataError(f'{model_type} numbers positions from {offset} (pad_token_id + 1 for '
+                      f'RoBERTa); this run has model.position_offset={cfg.position_offset}')
+    arch = {'bert': 'BertForMaskedLM', 'roberta': 'RobertaForMaskedLM'}[model_type]
+    return {
+        'model_type': model_type, 'architectures': [arch], 'vocab_size': cfg.vocab_size,
+        'hidden_size': cfg.d_model, 'num_attention_heads': cfg.num_heads,
+        'num_hidden_layers': cfg.num_layers, 'intermediate_size': cfg.d_ff,
+        'max_position_embeddings': cfg.max_len + offset, 'hidden_act': ACT_OUT[cfg.activation],
+        'hidden_dropout_prob': cfg.dropout, 'attention_probs_dropout_prob':
+        cfg.attention_dropout, 'layer_norm_eps': cfg.layer_norm_eps,
+        'type_vocab_size': max(cfg.type_vocab_size, 1), 'initializer_range': 0.02,
+        'tie_word_embeddings': cfg.tie_embeddings, 'pad_token_id': cfg.pad_id,
+        'bos_token_id': tok.bos_id, 'eos_token_id': tok.eos_id,
+        'position_embedding_type': 'absolute', 'is_decoder': False,
+        'add_cross_attention': False, 'use_cache': True, 'dtype': 'float32'}
+  return config
+
+
+_ENCODER_KEYS = frozenset({
+    'vocab_size', 'hidden_size', 'num_attention_heads', 'num_hidden_layers',
+    'intermediate_size', 'max_position_embeddings', 'hidden_act', 'hidden_dropout_prob',
+    'attention_probs_dropout_prob', 'layer_norm_eps', 'type_vocab_size', 'tie_word_embeddings',
+    'position_embedding_type', 'is_decoder', 'add_cross_attention'})
+_ENCODER_REQUIRED = {'position_embedding_type': 'absolute', 'is_decoder': False,
+                     'add_cross_attention': False}
+_ENCODER_UNUSED = (r'(bert\.|roberta\.)?embeddings\.position_ids$',
+                   r'cls\.predictions\.decoder\.bias$', r'lm_head\.decoder\.bias$')
+
+BERT = HFArch('bert', 'mlm', 'bert.', _ENCODER_KEYS, _ENCODER_REQUIRED,
+              lambda c: _encoder_fields(c, 0), _encoder_entries('bert'), _encoder_config('bert'),
+              unused=_ENCODER_UNUSED)
+ROBERTA = HFArch('roberta', 'mlm', 'roberta.', _ENCODER_KEYS, _ENCODER_REQUIRED,
+                 _roberta_fields, _encoder_entries('roberta'), _encoder_config('roberta'),
+                 unused=_ENCODER_UNUSED)
+
+ARCHS = {a.model_type: a for a in (GPT2, BERT, ROBERTA)}
+
+
+def arch_for(conf: dict, path: str) -> HFArch:
+  """The `HFArch` of a config.json dict, after checking every key it holds."""
+  mt = conf.get('model_type')
+  if mt not in ARCHS:
+    raise DataError(f'{path}: model_type={mt!r} is not supported (supported: {sorted(ARCHS)}; '
+                    'the seq2seq family is not converted yet)')
+  arch = ARCHS[mt]
+  for key, value in conf.items():
+    if key not in arch.known_keys and key not in GENERIC_KEYS:
+      raise DataError(f'{path}: config key {key!r} is unknown to the {mt} converter; it may '
+                      'change the model, so nothing was converted')
+  for key, want in arch.required.items():
+    if key in conf and conf[key] != want:
+      raise DataError(f'{path}: {key}={conf[key]!r} is not supported (only {want!r})')
+  return arch
+
+
+# -- tensors ------------------------------------------------------------------------
+
+def hf_name(arch: HFArch, e: Entry) -> str:
+  return arch.prefix + e.hf if e.body else e.hf
+
+
+def import_tensors(arch: HFArch, cfg, tensors: dict[str, np.ndarray], expected: dict,
+                   path: str, drop: tuple = ()) -> tuple[dict, dict]:
+  """({our path: array}, report) from the Hugging Face `tensors`.
+
+  `expected`: {our path: shape} of the target tree. Body tensors are found with
+  or without the base-model prefix. Groups in `drop`, and optional groups
+  whose tensors are all absent, are left out (listed in the report).
+  """
+  names = set(tensors)
+  with_prefix = any(n.startswith(arch.prefix) for n in names)
+  def lookup(e: Entry) -> str:
+    return hf_name(arch, e) if (e.body and with_prefix) or not e.body else e.hf
+  entries = arch.entries(cfg)
+  groups = {e.group for e in entries if e.group}
+  absent_groups = sorted(g for g in groups if g in drop or not any(
+      lookup(e) in names for e in entries if e.group == g))
+  out: dict[str, np.ndarray] = {}
+  missing, used = [], set()
+  for e in entries:
+    if e.group in absent_groups:
+      continue
+    key = lookup(e)
+    if key not in tensors:
+      missing.append(key)
+      continue
+    used.add(key)
+    x = np.asarray(tensors[key])
+    if not np.issubdtype(x.dtype, np.floating):
+      raise DataError(f'{path}: tensor {key} has dtype {x.dtype}, not floating point')
+    x = x.astype(np.float32)
+    if e.linear:
+      x = x.T
+    if e.part is not None:
+      i, n = e.part
+      if x.shape[-1] % n:
+        raise DataError(f'{path}: tensor {key} of shape {tensors[key].shape} cannot be split '
+                        f'into {n} along its last axis')
+      x = np.split(x, n, axis=-1)[i]
+    want = expected.get(e.ours)
+    if want is not None and tuple(x.shape) != tuple(want):
+      shape = tuple(tensors[key].shape)
+      raise DataError(f'{path}: tensor {key} has shape {shape}, the config implies '
+                      f'{_hf_shape(e, want)} (parameter {e.ours})')
+    out[e.ours] = x
+  if missing:
+    raise DataError(f'{path}: missing tensors {missing[:5]}'
+                    f'{f" and {len(missing) - 5} more" if len(missing) > 5 else ""}')
+  leftover = sorted(names - used)
+  unused = [n for n in leftover if not any(re.search(p, n) for p in arch.unused)]
+  buffers = [n for n in leftover if n not in unused]
+  report = {'imported': len(out), 'absent_groups': absent_groups,
+            'unused_tensors': unused, 'ignored_buffers': buffers}
+  return out, report
+
+
+def _hf_shape(e: Entry, ours: tuple) -> tuple:
+  shape = tuple(ours)
+  if e.part is not None:
+    shape = shape[:-1] + (shape[-1] * e.part[1],)
+  return shape[::-1] if e.linear else shape
+
+
+def export_tensors(arch: HFArch, cfg, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """{Hugging Face name: array} of our flat parameters; every parameter must be mapped."""
+  entries = [e for e in arch.entries(cfg) if e.ours in flat or not e.group]
+  unmapped = sorted(set(flat) - {e.ours for e in entries})
+  if unmapped:
+    raise DataError(f'parameters {unmapped[:5]} have no {arch.model_type} counterpart '
+                    '(e.g. LoRA adapters: merge them first)')
+  parts: dict[str, list] = {}
+  for e in entries:
+    if e.ours not in flat:
+      raise DataError(f'the run has no parameter {e.ours} ({hf_name(arch, e)} needs it)')
+    parts.setdefault(hf_name(arch, e), []).append(e)
+  out = {}
+  for name, es in parts.items():
+    es = sorted(es, key=lambda e: e.part[0] if e.part else 0)
+    x = np.concatenate([np.asarray(flat[e.ours]) for e in es], axis=-1) if es[0].part else \
+        np.asarray(flat[es[0].ours])
+    out[name] = np.ascontiguousarray(x.T if es[0].linear else x)
+  return out
+

@@ -1,0 +1,255 @@
+"""Hugging Face `tokenizer.json` tokenizers (byte-level BPE, WordPiece, Unigram) behind the
+interface of this project's sentencepiece `Tokenizer`.
+
+An imported checkpoint (GPT-2, BERT, RoBERTa, ...) keeps its own tokenizer: the
+`tokenizers` library runs `tokenizer.json` exactly as `transformers`' fast
+tokenizers do, and the special tokens come from the `tokenizer_config.json` /
+`special_tokens_map.json` beside it, else from the post-processor's template,
+else from the usual names. Roles map onto this project's ids:
+
+* `bos_id`: the row opener — `[CLS]`/`<s>` (`cls_token`), else `bos_token`;
+* `eos_id`: the document/row end — `[SEP]`/`</s>` (`sep_token`), else `eos_token`;
+* `pad_id`: `pad_token`, else `eos_id` (GPT-2 has no padding token; padded
+  positions are always masked here, so any id serves);
+* `unk_id`: `unk_token`, else `eos_id` (byte-level BPE never needs one);
+* `mask_id`: `mask_token` (an error naming the file when there is none).
+
+`encode*` never add special tokens: callers frame rows themselves (`<bos> text
+<eos>` for encoders, `<eos> text` for causal LMs), as they do with sentencepiece.
+`encode_words` encodes words as they appear inside running text (byte-level BPE:
+with the leading space, RoBERTa's `add_prefix_space` convention).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from translearn_jax.errors import DataError
+
+ROLES = ('bos', 'eos', 'unk', 'pad', 'cls', 'sep', 'mask')
+CONFIG_FILES = ('tokenizer_config.json', 'special_tokens_map.json')
+_USUAL = {'pad': ('[PAD]', '<pad>'), 'unk': ('[UNK]', '<unk>'), 'cls': ('[CLS]', '<s>'),
+          'sep': ('[SEP]', '</s>'), 'mask': ('[MASK]', '<mask>'),
+          'bos': ('<s>', '<|endoftext|>'), 'eos': ('</s>', '<|endoftext|>')}
+
+
+def _content(v) -> Optional[str]:
+  if isinstance(v, dict):
+    v = v.get('content')
+  return v if isinstance(v, str) and v else None
+
+
+def _template_specials(post: Optional[dict]) -> dict[str, str]:
+  """cls/sep from a post-processor (BertProcessing, RobertaProcessing, TemplateProcessing)."""
+  if not post:
+    return {}
+  kind = post.get('type')
+  if kind in ('BertProcessing', 'RobertaProcessing'):
+    return {'cls': post['cls'][0], 'sep': post['sep'][0]}
+  if kind == 'TemplateProcessing':
+    single = [p for p in post.get('single', [])]
+    toks = [p['SpecialToken']['id'] for p in single if 'SpecialToken' in p]
+    seq_at = next((i for i, p in enumerate(single) if 'Sequence' in p), None)
+    out = {}
+    if seq_at is not None:
+      before = [p['SpecialToken']['id'] for p in single[:seq_at] if 'SpecialToken' in p]
+      after = [p['SpecialToken']['id'] for p in single[seq_at + 1:] if 'SpecialToken' in p]
+      if before:
+        out['cls'] = before[0]
+      if after:
+        out['sep'] = after[-1]
+    return out if toks else {}
+  if kind == 'Sequence':
+    out = {}
+    for p in post.get('processors', []):
+      out.update(_template_specials(p))
+    return out
+  return {}
+
+
+class HFTokenizer:
+  """A `tokenizers.Tokenizer` loaded from `tokenizer.json`, with its special-token roles."""
+
+  file_name = 'tokenizer.json'
+
+  def __init__(self, tokenizer_json: str, specials: dict[str, str], path: str = '<memory>'):
+    import tokenizers
+    self.path = path
+    self.json = tokenizer_json
+    try:
+      self.tk = tokenizers.Tokenizer.from_str(tokenizer_json)
+    except Exception as e:  # the Rust side raises a bare Exception
+      raise DataError(f'{path}: not a Hugging Face tokenizer.json ({e})') from None
+    self.spec = json.loads(tokenizer_json)
+    self.specials = {}
+    for role, piece in specials.items():
+      i = self.tk.token_to_id(piece)
+      if i is None:
+        raise DataError(f'{path}: special token {role}_token={piece!r} is not in the vocabulary')
+      self.specials[role] = piece
+    self._ids = {r: self.tk.token_to_id(p) for r, p in self.specials.items()}
+
+  # -- ids ------------------------------------------------------------------------
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tk.get_vocab_size(with_added_tokens=True)
+
+  def _role(self, *roles) -> Optional[int]:
+    return next((self._ids[r] for r in roles if r in self._ids), None)
+
+  @property
+  def bos_id(self) -> int:
+    i = self._role('cls', 'bos', 'eos')
+    if i is None:
+      raise DataError(f'{self.path}: the tokenizer names no cls/bos/eos token')
+    return i
+
+  @property
+  def eos_id(self) -> int:
+    i = self._role('sep', 'eos', 'bos')
+    if i is None:
+      raise DataError(f'{self.path}: the tokenizer names no sep/eos/bos token')
+    return i
+
+  @property
+  def pad_id(self) -> int:
+    i = self._role('pad')
+    return self.eos_id if i is None else i
+
+  @property
+  def unk_id(self) -> int:
+    i = self._role('unk')
+    return self.eos_id if i is None else i
+
+  @property
+  def mask_id(self) -> int:
+    i = self._role('mask')
+    if i is None:
+      raise DataError(f'{self.path}: the tokenizer has no mask token (mask_token)')
+    return i
+
+  bare_space_id = -1              # no lone word-boundary piece
+
+  def special_ids(self) -> list[int]:
+    """Ids of special added tokens and of every role token: never text."""
+    ids = {i for i, t in self.tk.get_added_tokens_decoder().items() if t.special}
+    ids.update(self._ids.values())
+    return sorted(ids)
+
+  def id_to_piece(self, i: int) -> str:
+    return self.tk.id_to_token(int(i))
+
+  def _byte_level(self) -> bool:
+    def has(node):
+      if not node:
+        return False
+      if node.get('type') == 'ByteLevel':
+        return True
+      return any(has(p) for p in node.get('pretokenizers', []) or [])
+    return has(self.spec.get('pre_tokenizer'))
+
+  def word_start_flags(self) -> np.ndarray:
+    """(V,) True for pieces that begin a word (whole-word masking) and for special pieces."""
+    model = self.spec.get('model', {})
+    pieces = [self.id_to_piece(i) or '' for i in range(self.vocab_size)]
+    if model.get('type') == 'WordPiece':
+      prefix = model.get('continuing_subword_prefix') or '##'
+      flags = np.array([not p.startswith(prefix) for p in pieces], bool)
+    elif self._byte_level():
+      flags = np.array([p.startswith('\u0120') for p in pieces], bool)   # 'Ġ': a space byte
+    else:
+      flags = np.array([p.startswith('\u2581') for p in pieces], bool)   # Metaspace '▁'
+    flags[self.special_ids()] = True
+    return flags
+
+  # -- text -----------------------------------------------------------------------
+
+  def encode(self, text: str) -> list[int]:
+    return self.tk.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str], num_threads: int = 0) -> list[list[int]]:
+    return [e.ids for e in self.tk.encode_batch(list(texts), add_special_tokens=False)]
+
+  def encode_words(self, words: Sequence[str]) -> list[list[int]]:
+    """The pieces of each word as inside running text (byte-level BPE: after a space)."""
+    if self._byte_level():
+      return self.encode_batch([' ' + w for w in words])
+    return self.encode_batch(words)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """Text of `ids` up to the first `eos_id` (a leading one is a row opener, skipped)."""
+    ids = [int(i) for i in ids]
+    eos = self.eos_id
+    if ids and ids[0] == eos:
+      ids = ids[1:]
+    if eos in ids:
+      ids = ids[:ids.index(eos)]
+    return self.tk.decode(ids, skip_special_tokens=True)
+
+  # -- files ----------------------------------------------------------------------
+
+  def save(self, path: str) -> None:
+    """Writes `tokenizer.json` at `path` and the special-token roles beside it
+    (`tokenizer_config.json`), each to a temporary name first."""
+    _write(path, self.json)
+    _write(os.path.join(os.path.dirname(path) or '.', 'tokenizer_config.json'),
+           json.dumps({f'{r}_token': p for r, p in self.specials.items()}, indent=1))
+
+  @classmethod
+  def load(cls, path: str) -> 'HFTokenizer':
+    """`path`: a `tokenizer.json` file, or a directory holding one."""
+    if os.path.isdir(path):
+      path = os.path.join(path, cls.file_name)
+    if not os.path.isfile(path):
+      raise DataError(f'tokenizer file not found: {path}')
+    with open(path, encoding='utf-8') as f:
+      text = f.read()
+    try:
+      spec = json.loads(text)
+    except ValueError as e:
+      raise DataError(f'{path}: not JSON ({e})') from None
+    return cls(text, special_tokens(os.path.dirname(path), spec), path)
+
+
+def _write(path: str, text: str) -> None:
+  tmp = f'{path}.tmp{os.getpid()}'
+  try:
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def special_tokens(directory: str, spec: dict) -> dict[str, str]:
+  """{role: token} from the tokenizer config files in `directory`, else the tokenizer's
+  post-processor, else the usual names among its added tokens."""
+  found: dict[str, str] = {}
+  for name in CONFIG_FILES:
+    p = os.path.join(directory, name)
+    if not os.path.isfile(p):
+      continue
+    try:
+      with open(p, encoding='utf-8') as f:
+        conf = json.load(f)
+    except ValueError as e:
+      raise DataError(f'{p}: not JSON ({e})') from None
+    for role in ROLES:
+      v = _content(conf.get(f'{role}_token'))
+      if v and role not in found:
+        found[role] = v
+  for role, v in _template_specials(spec.get('post_processor')).items():
+    found.setdefault(role, v)
+  if not found:
+    added = {t['content'] for t in spec.get('added_tokens', [])}
+    for role, names in _USUAL.items():
+      v = next((n for n in names if n in added), None)
+      if v:
+        found[role] = v
+  return found
