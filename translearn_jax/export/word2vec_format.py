@@ -13,8 +13,8 @@ row widths or size do not match the chosen format raises naming the file and
 row (and says so when the other format would fit), as do NaN/Inf values.
 `load_vectors` reads any of them, by name or detected (`format='auto'`), and
 keeps only the first row of a word that occurs twice (released files have
-such repeats), with a warning. Text rows are parsed in blocks by numpy, so a
-400k x 100 file loads in seconds.
+had such repeats), with a warning. Text rows are parsed in blocks by one
+`np.fromstring` each, not value by value in Python.
 Files are written to a temporary name and renamed, so an existing export is
 never left half-overwritten.
 """
@@ -93,7 +93,8 @@ def load_vectors(path: str, format: str = 'auto', option: str = 'binary'
   only when asked for: a binary file read as text says to set `option`=True.
 
   Duplicates: a word that occurs again keeps its first row (gensim's rule;
-  released files such as glove.840B repeat a few words); later rows are
+  released files have repeated words, e.g. fastText's cc.ja.300.vec before
+  its 2018 fix, and a garbled entry of a GloVe release); later rows are
   dropped with a warning naming the first repeat's line.
   """
   if format not in FORMATS:
