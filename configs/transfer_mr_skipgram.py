@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.init = ml_collections.ConfigDict()   # the pretrained source (transfer.sources)
   config.init.kind = 'word2vec'          # 'word2vec' | 'lm' | 'none'
   config.init.path = '/tmp/skipgram/vectors.txt'
-  config.init.binary = False             # word2vec binary format
+  config.init.binary = False             # word2vec binary; else text: word2vec, fastText, GloVe
   config.init.remap_init = 'mean'        # rows of words missing from the source: 'mean' | 'random' | 'init'
   config.init.rules = 'embedding=>backbone/embed/embedding'  # graft: 'src_regex=>target; ...'
 

@@ -1,24 +1,36 @@
-"""word2vec text and binary vector files (the formats gensim and word2vec.c read).
+"""Word-vector files: word2vec text and binary, fastText `.vec`, GloVe.
 
-Text: a header line `<count> <dim>`, then `word v1 ... vD` per line.
-Binary: the same header, then per word `word<space>` + D little-endian
-float32 + `\\n` (word2vec.c layout; the newline is optional when reading).
-`load_word2vec` is strict about both: a file whose header, row widths or size
-do not match the chosen format raises naming the file and row (and says so
-when the other format would fit), as do NaN/Inf values. Files are written to
-a temporary name and renamed, so an existing export is never left
-half-overwritten.
+word2vec text: a header line `<count> <dim>`, then `word v1 ... vD` per line.
+fastText `.vec` files are word2vec text (rows end in a space, which is
+ignored; the first word is often `</s>`).
+word2vec binary: the same header, then per word `word<space>` + D
+little-endian float32 + `\\n` (word2vec.c layout; the newline is optional when
+reading).
+GloVe: word2vec text without the header; the width is that of line 1.
+
+`load_word2vec` reads the two word2vec formats strictly: a file whose header,
+row widths or size do not match the chosen format raises naming the file and
+row (and says so when the other format would fit), as do NaN/Inf values.
+`load_vectors` reads any of them, by name or detected (`format='auto'`), and
+keeps only the first row of a word that occurs twice (released files have
+had such repeats), with a warning. Text rows are parsed in blocks by one
+`np.fromstring` each, not value by value in Python.
+Files are written to a temporary name and renamed, so an existing export is
+never left half-overwritten.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
 
 from translearn_jax.errors import DataError
+
+FORMATS = ('auto', 'word2vec', 'fasttext', 'glove', 'word2vec_binary')
 
 
 def _check(words: Sequence[str], vectors: np.ndarray) -> None:
@@ -55,11 +67,59 @@ def load_word2vec(path: str, binary: bool = False, option: str = 'binary'
   """The words and float32 vectors of a word2vec text or binary file.
 
   Strict: the header must be two positive integers; a text row must be a word
-  and exactly `dim` numbers; a binary file must be exactly as long as its
-  header implies; NaN/Inf values raise. Errors name the file and the row; when
-  the file would parse in the other format the message says to flip `option`
-  (the setting that chose `binary`, e.g. 'config.init.binary').
+  and exactly `dim` numbers (trailing whitespace is ignored); a binary file
+  must be exactly as long as its header implies; NaN/Inf values raise. Errors
+  name the file and the row; when the file would parse in the other format
+  the message says to flip `option` (the setting that chose `binary`, e.g.
+  'config.init.binary'). Every row is returned, repeated words included.
   """
+  words, vecs, _ = _read(path, 'word2vec_binary' if binary else 'word2vec', option)
+  return words, vecs
+
+
+def load_vectors(path: str, format: str = 'auto', option: str = 'binary'
+                 ) -> tuple[list[str], np.ndarray]:
+  """The words and float32 vectors of a word-vectors file in one of `FORMATS`.
+
+  'word2vec' (text; 'fasttext' names the same format) and 'word2vec_binary'
+  are read as `load_word2vec` reads them. 'glove' is headerless text: the
+  width D is the count of numbers on line 1 and every line must be a word and
+  exactly D numbers, else an error names the line. A GloVe line with more
+  fields, whose field before the last D is not a number, holds a word with
+  spaces (glove.840B has '. . .'): the word is the leading fields joined by
+  single spaces. 'auto' reads word2vec text when line 1 is two integers (a
+  header; so a width-1 GloVe file starting with an integer word is not
+  supported) and GloVe when it is a word and numbers. Binary files are read
+  only when asked for: a binary file read as text says to set `option`=True.
+
+  Duplicates: a word that occurs again keeps its first row (gensim's rule;
+  released files have repeated words, e.g. fastText's cc.ja.300.vec before
+  its 2018 fix, and a garbled entry of a GloVe release); later rows are
+  dropped with a warning naming the first repeat's line.
+  """
+  if format not in FORMATS:
+    raise ValueError(f'vector file format must be one of {FORMATS}, got {format!r}')
+  words, vecs, first_line = _read(path, format, option)
+  if len(set(words)) == len(words):
+    return words, vecs
+  first = {}
+  for i, w in enumerate(words):
+    first.setdefault(w, i)
+  keep = list(first.values())
+  i = next(i for i, w in enumerate(words) if first[w] != i)
+  where = (lambda r: f'row {r + 1}') if first_line is None else (lambda r: f'line {r + first_line}')
+  warnings.warn(f'{path}: {len(words) - len(keep)} rows repeat an earlier word and are dropped '
+                f'(first: {words[i]!r} at {where(i)}, first seen at {where(first[words[i]])})',
+                stacklevel=2)
+  return [words[i] for i in keep], vecs[keep]
+
+
+def detect_format(path: str) -> str:
+  """'word2vec' or 'glove': how `load_vectors(path, 'auto')` reads `path`."""
+  return _with_buffer(path, lambda buf: _detect(path, buf))
+
+
+def _with_buffer(path, fn):
   try:
     with open(path, 'rb') as f:
       size = os.fstat(f.fileno()).st_size
@@ -67,7 +127,7 @@ def load_word2vec(path: str, binary: bool = False, option: str = 'binary'
   except (OSError, ValueError) as e:
     raise DataError(f'cannot read {path}: {getattr(e, "strerror", None) or e}') from None
   try:
-    return _load(path, buf, binary, option)
+    return fn(buf)
   finally:
     if isinstance(buf, mmap.mmap):
       try:
@@ -76,7 +136,17 @@ def load_word2vec(path: str, binary: bool = False, option: str = 'binary'
         pass
 
 
-def _load(path, buf, binary, option):
+def _read(path, fmt, option):
+  """(words, vectors, line number of row 1 or None for binary) of `path` read as `fmt`."""
+  return _with_buffer(path, lambda buf: _load(path, buf, fmt, option))
+
+
+def _load(path, buf, fmt, option):
+  if fmt == 'auto':
+    fmt = _detect(path, buf)
+  if fmt == 'glove':
+    return _load_glove(path, buf)
+  binary = fmt == 'word2vec_binary'
   count, dim, start = _header(path, buf)
   if binary and _first_row_is_text(buf, start, dim):
     raise DataError(f'{path}: {option}=True but row 1 reads as a word and {dim} numbers: '
@@ -97,7 +167,57 @@ def _load(path, buf, binary, option):
     i = int(np.argmax(bad))
     raise DataError(f'{path}: row {i + 1} ({words[i]!r}) has a non-finite value '
                     f'({vecs[i][~np.isfinite(vecs[i])][0]})')
-  return words, vecs
+  return words, vecs, None if binary else 2
+
+
+def _first_line(path, buf) -> bytes:
+  """Line 1 without its line end; an empty file raises."""
+  if not len(buf):
+    raise DataError(f'{path}: empty file (expected a "<count> <dim>" header, or GloVe lines '
+                    '"word v1 ... vD")')
+  end = buf.find(b'\n')
+  return bytes(buf[:len(buf) if end < 0 else end]).rstrip()
+
+
+def _is_header(fields) -> bool:
+  return len(fields) == 2 and all(f.lstrip(b'+-').isdigit() for f in fields)
+
+
+def _glove_width(fields) -> int:
+  """How many fields after the first end line 1 as numbers (the GloVe width)."""
+  dim = 0
+  for f in reversed(fields[1:]):
+    try:
+      float(f)
+    except ValueError:
+      break
+    dim += 1
+  return dim
+
+
+def _detect(path, buf) -> str:
+  line = _first_line(path, buf)
+  fields = line.split(b' ')
+  if _is_header(fields):
+    return 'word2vec'
+  if _glove_width(fields):
+    return 'glove'
+  raise DataError(f'{path}:1: neither a "<count> <dim>" header (word2vec, fastText) nor a '
+                  f'word and numbers (GloVe): {line[:60].decode("utf-8", "replace")!r}')
+
+
+def _load_glove(path, buf):
+  line = _first_line(path, buf)
+  fields = line.split(b' ')
+  if _is_header(fields):
+    raise DataError(f'{path}:1: a "<count> <dim>" header: this is a word2vec or fastText file, '
+                    "not GloVe (format 'word2vec' or 'auto' reads it)")
+  dim = _glove_width(fields)
+  if not dim:
+    raise DataError(f'{path}:1: expected a word and numbers (GloVe), got '
+                    f'{line[:60].decode("utf-8", "replace")!r}')
+  words, vecs, _ = _parse_rows(path, buf, 0, dim, first_line=1, glove=True)
+  return words, vecs, 1
 
 
 def _header(path, buf) -> tuple[int, int, int]:
@@ -110,7 +230,8 @@ def _header(path, buf) -> tuple[int, int, int]:
   parts = line.split()
   if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
     return int(parts[0]), int(parts[1]), end + 1
-  hint = ' (a GloVe-style file without a header? prepend "<count> <dim>")' if len(parts) > 2 else ''
+  hint = (" (a GloVe file, which has no header? format 'glove' or 'auto' reads it)"
+          if len(parts) > 2 else '')
   raise DataError(f'{path}:1: expected a "<count> <dim>" header of two positive integers, '
                   f'got {line[:60].decode("utf-8", "replace")!r}{hint}')
 
@@ -129,42 +250,128 @@ def _first_row_is_text(buf, start: int, dim: int) -> bool:
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
+_BLOCK = 1 << 22                 # bytes of text rows parsed by one np.fromstring
+_SPACE = b' \t\n\r\x0b\x0c'
 
 
 def _parse_text(path, buf, pos, count, dim):
-  words, vecs = [], np.empty((count, dim), np.float32)
-  size = len(buf)
-  for i in range(count):
-    line_no = i + 2
-    if pos >= size:
-      raise DataError(f'{path}:{line_no}: file ends after {i} of the {count} vectors '
-                      'its header announces')
-    end = buf.find(b'\n', pos)
-    end = size if end < 0 else end
-    try:
-      line = bytes(buf[pos:end]).decode('utf-8')
-    except UnicodeDecodeError as e:
-      raise DataError(f'{path}:{line_no}: row {i + 1} is not UTF-8 text (byte {pos + e.start})'
-                      ) from None
-    pos = end + 1
-    parts = line.rstrip().split(' ')
-    if len(parts) != dim + 1 or not parts[0]:
-      raise DataError(f'{path}:{line_no}: expected a word and {dim} numbers, got '
-                      f'{len(parts) - 1} numbers after {parts[0][:40]!r} (row {i + 1})')
-    try:
-      row = np.array(parts[1:], np.float64)
-    except ValueError:
-      raise DataError(f'{path}:{line_no}: row {i + 1} ({parts[0]!r}): not a number in the '
-                      'vector') from None
-    bad = ~(np.abs(row) <= _F32_MAX)  # NaN, Inf, or Inf once cast to float32
-    if bad.any():
-      raise DataError(f'{path}:{line_no}: row {i + 1} ({parts[0]!r}) has a non-finite value '
-                      f'({parts[1 + int(np.argmax(bad))]}; float32 holds up to {_F32_MAX:.4g})')
-    words.append(parts[0])
-    vecs[i] = row
-  if bytes(buf[pos:]).strip():
+  words, vecs, more = _parse_rows(path, buf, pos, dim, first_line=2, limit=count)
+  if len(words) < count:
+    raise DataError(f'{path}:{len(words) + 2}: file ends after {len(words)} of the {count} '
+                    'vectors its header announces')
+  if more:
     raise DataError(f'{path}:{count + 2}: more rows than the {count} its header announces')
   return words, vecs
+
+
+def _parse_rows(path, buf, pos, dim, first_line, limit=None, glove=False):
+  """Text rows `word v1 ... vD` from byte `pos`, up to `limit` rows.
+
+  Returns (words, (n, dim) float32 vectors, whether text is left after row
+  `limit`); blank lines at the end are ignored. Rows are split in blocks of
+  about 4 MiB and a block's numbers parsed by one `np.fromstring`; a block
+  where that fails is read row by row (`_parse_row`), which raises naming the
+  first bad line. `first_line`: the line number of the first row; `glove`:
+  rows of other widths may hold words with spaces, and messages name lines
+  only (word2vec text names rows too).
+  """
+  size = len(buf)
+  while size > pos and buf[size - 1] in _SPACE:
+    size -= 1
+  words, blocks, n = [], [], 0
+  while pos < size and (limit is None or n < limit):
+    nl = buf.find(b'\n', pos + _BLOCK, size) if pos + _BLOCK < size else -1
+    end = size if nl < 0 else nl
+    lines = bytes(buf[pos:end]).split(b'\n')
+    if limit is not None and n + len(lines) > limit:
+      lines = lines[:limit - n]
+      end = pos + sum(len(x) + 1 for x in lines) - 1
+    w, v = _parse_block(path, lines, dim, first_line + n, pos, glove)
+    words += w
+    blocks.append(v)
+    n += len(lines)
+    pos = end + 1
+  vecs = np.concatenate(blocks) if len(blocks) > 1 else (
+      blocks[0] if blocks else np.empty((0, dim), np.float32))
+  return words, vecs, pos < size
+
+
+def _parse_block(path, lines, dim, line_no, offset, glove):
+  """The rows `lines` (line `line_no` first, at byte `offset`), parsed in bulk."""
+  rows = [x.rstrip() for x in lines]
+  regular = [x.count(b' ') == dim for x in rows]
+  n_regular = sum(regular)
+  if n_regular < len(rows) and not glove:
+    return _parse_slowly(path, lines, dim, line_no, offset, glove)
+  heads = [x.partition(b' ') for x, r in zip(rows, regular) if r]
+  numbers = b' '.join([h[2] for h in heads])
+  # np.fromstring takes any run of whitespace as one separator: with single
+  # spaces only, each row holds exactly `dim` fields and the count checks them.
+  if numbers[:1] == b' ' or any(s in numbers for s in (b'  ', b'\t', b'\r', b'\x0b', b'\x0c')):
+    return _parse_slowly(path, lines, dim, line_no, offset, glove)
+  try:
+    words = b'\n'.join([h[0] for h in heads]).decode('utf-8').split('\n') if heads else []
+    vals = np.fromstring(numbers, np.float32, sep=' ')
+  except ValueError:  # UnicodeDecodeError included
+    return _parse_slowly(path, lines, dim, line_no, offset, glove)
+  if vals.size != len(heads) * dim or not all(words) or not np.isfinite(vals).all():
+    return _parse_slowly(path, lines, dim, line_no, offset, glove)
+  vals = vals.reshape(len(heads), dim)
+  if n_regular == len(rows):
+    return words, vals
+  # GloVe rows of another width: words with spaces, or errors (in line order,
+  # since every regular row parsed).
+  out_words, out, k = [], np.empty((len(rows), dim), np.float32), 0
+  for i, (raw, r) in enumerate(zip(lines, regular)):
+    if r:
+      out_words.append(words[k])
+      out[i] = vals[k]
+      k += 1
+    else:
+      out_words.append(_parse_row(path, raw, out[i], line_no + i, offset, glove))
+    offset += len(raw) + 1
+  return out_words, out
+
+
+def _parse_slowly(path, lines, dim, line_no, offset, glove):
+  words, vecs = [], np.empty((len(lines), dim), np.float32)
+  for i, raw in enumerate(lines):
+    words.append(_parse_row(path, raw, vecs[i], line_no + i, offset, glove))
+    offset += len(raw) + 1
+  return words, vecs
+
+
+def _parse_row(path, raw, out, line_no, offset, glove):
+  """Parses one text row (bytes, line `line_no` at byte `offset`) into `out`; its word."""
+  dim = len(out)
+  row = '' if glove else f' (row {line_no - 1})'
+  try:
+    line = raw.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise DataError(f'{path}:{line_no}: {"line" if glove else f"row {line_no - 1}"} is not '
+                    f'UTF-8 text (byte {offset + e.start})') from None
+  parts = line.rstrip().split(' ')
+  word, nums = parts[0], parts[1:]
+  if glove and len(nums) > dim and word:
+    try:
+      float(parts[-dim - 1])
+    except ValueError:  # a word with spaces: every field before the last `dim`
+      word, nums = ' '.join(parts[:-dim]), parts[-dim:]
+  if len(nums) != dim or not word:
+    width = f'{dim} numbers (the width of line 1)' if glove else f'{dim} numbers'
+    raise DataError(f'{path}:{line_no}: expected a word and {width}, got {len(nums)} numbers '
+                    f'after {word[:40]!r}{row}')
+  who = repr(word) if glove else f'row {line_no - 1} ({word!r})'
+  try:
+    vals = np.array(nums, np.float64)
+  except ValueError:
+    raise DataError(f'{path}:{line_no}: {who}: not a number in the vector') from None
+  bad = ~(np.abs(vals) <= _F32_MAX)  # NaN, Inf, or Inf once cast to float32
+  if bad.any():
+    raise DataError(f'{path}:{line_no}: {who} has a non-finite value '
+                    f'({nums[int(np.argmax(bad))]}; float32 holds up to {_F32_MAX:.4g})')
+  out[:] = vals
+  return word
 
 
 def _parse_binary(path, buf, pos, count, dim):

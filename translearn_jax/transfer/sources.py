@@ -5,8 +5,10 @@ what is needed to use them — the vocabulary (token strings by row) and the
 tokenizer — and the model config of the architecture that made them.
 
 Kinds:
-* `word2vec`: a vectors file (word2vec text, or binary with `binary=True`);
-  params `{'embedding': (V, D)}`;
+* `word2vec`: a word-vectors file: word2vec text, fastText `.vec` or GloVe
+  (told apart by line 1: a `<count> <dim>` header or not), or word2vec binary
+  with `binary=True` (`export.word2vec_format.load_vectors`; a word repeated
+  in the file keeps its first row); params `{'embedding': (V, D)}`;
 * `run` (or `lm`, `mlm`, `seq2seq`, `word2vec_run`, which also check the family):
   a run directory of this project (`config.json`, its tokenizer or vocabulary,
   `checkpoints/`). Only the parameters of the newest checkpoint are read
@@ -32,7 +34,7 @@ import numpy as np
 from translearn_jax.data.tokenizer import Tokenizer, load_tokenizer
 from translearn_jax.data.vocab import Vocabulary
 from translearn_jax.errors import ConfigError, DataError
-from translearn_jax.export.word2vec_format import load_word2vec
+from translearn_jax.export.word2vec_format import load_vectors
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
@@ -70,7 +72,8 @@ def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.
     raise ConfigError(f'config.{field}: empty; set it to a {kind} '
                       f'{"file" if kind == "word2vec" else "run directory"}')
   if kind == 'word2vec':
-    words, vecs = load_word2vec(path, binary=binary)
+    words, vecs = load_vectors(path, 'word2vec_binary' if binary else 'auto',
+                               option=f'config.{field.rsplit(".", 1)[0]}.binary')
     return Source('word2vec', path, {'embedding': vecs}, vocab=words)
   src = load_run(path, field=field)
   want = RUN_FAMILIES.get(kind)
