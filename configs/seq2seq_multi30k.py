@@ -47,6 +47,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.d_ff = 1024
   config.model.dropout = 0.1
   config.model.share_embeddings = True
+  config.model.norm = 'pre'              # 'pre' (+ final LayerNorms) | 'post' (BART, Marian)
+  config.model.positions = 'learned'     # 'learned' | 'sinusoidal' (Marian)
+  config.model.position_offset = 0       # learned-table row of position p is p + this (BART: 2)
+  config.model.scale_embedding = False   # token embeddings x sqrt(d_model) (Marian)
+  config.model.embed_ln = False          # LayerNorm after embeddings + positions (BART)
+  config.model.final_logits_bias = False  # a bias on the output logits (BART, Marian)
+  config.model.activation = 'gelu_tanh'  # MLP: 'gelu_tanh' | 'gelu' (erf, BART) | 'relu' | 'silu'
+  config.model.layer_norm_eps = 1e-6     # BART, Marian: 1e-5
 
   config.max_source_len = 48             # pieces; longer training pairs are dropped
   config.max_target_len = 48

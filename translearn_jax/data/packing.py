@@ -92,15 +92,15 @@ def first_fit(src_len: np.ndarray, tgt_len: np.ndarray, order: np.ndarray, rows:
 class PackStream(EpochBatches):
   """Shuffled, resumable packed batches `{KEYS: (1, rows, width)}`.
 
-  source, target_in, target_out: (N, width) 0-padded, left-aligned rows of one
-  pair each (as `pretraining.seq2seq.pair_arrays` makes them). Only rows
+  source, target_in, target_out: (N, width) `pad_id`-padded, left-aligned rows of
+  one pair each (as `pretraining.seq2seq.pair_arrays` makes them). Only rows
   `[row_start, row_stop)` of every global batch are returned (this process's
   share).
   """
 
   def __init__(self, source: np.ndarray, target_in: np.ndarray, target_out: np.ndarray,
                rows: int, epochs: int, seed: int, row_start: int = 0,
-               row_stop: Optional[int] = None):
+               row_stop: Optional[int] = None, pad_id: int = 0):
     n = len(source)
     if not (len(target_in) == len(target_out) == n):
       raise ValueError(f'source has {n} pairs, target_in {len(target_in)}, '
@@ -108,8 +108,9 @@ class PackStream(EpochBatches):
     if n == 0:
       raise DataError('no training pairs to pack')
     self.source, self.target_in, self.target_out = source, target_in, target_out
-    self.src_len = (source > 0).sum(1)
-    self.tgt_len = (target_out > 0).sum(1)
+    self.pad_id = pad_id
+    self.src_len = (source != pad_id).sum(1)
+    self.tgt_len = (target_out != pad_id).sum(1)
     self.rows, self.epochs, self.seed = rows, epochs, seed
     self.src_width, self.tgt_width = source.shape[1], target_out.shape[1]
     self.row_start, self.row_stop = row_start, (rows if row_stop is None else row_stop)
@@ -128,8 +129,9 @@ class PackStream(EpochBatches):
     return len(self.plans[epoch])
 
   def make_batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
-    out = {k: np.zeros((self.rows, self.src_width if k.startswith('source')
-                        else self.tgt_width), np.int32) for k in KEYS}
+    out = {k: np.full((self.rows, self.src_width if k.startswith('source') else self.tgt_width),
+                      self.pad_id if k in ('source', 'target_in', 'target_out') else 0, np.int32)
+           for k in KEYS}
     fill_s = np.zeros(self.rows, np.int64)
     fill_t = np.zeros(self.rows, np.int64)
     seg = np.zeros(self.rows, np.int64)

@@ -4,7 +4,11 @@ Both encode the source once and run the decoder one token per step through
 the KV cache (`decode=True` config): the first step projects the encoder output
 into the cross-attention cache, every later step passes `encoded=None` and
 reuses it. Outputs are `(B, max_len)` target ids
-without the leading BOS, EOS included, PAD after it.
+without the leading start token, EOS included, PAD after it. The ids are the
+model config's: decoding starts from `decoder_start_id` (this project: BOS;
+BART: `</s>`), ends at `eos_id`, fills with `pad_id`, and never produces
+`suppress_ids` (this project: PAD and BOS; an imported checkpoint: what its
+`bad_words_ids` bans, usually nothing).
 
 Beam search keeps `beam` alive hypotheses and `beam` finished ones per
 example; at each step the best `2·beam` extensions are split into finished
@@ -21,8 +25,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from translearn_jax.data.tokenizer import BOS, EOS, PAD
-
 NEG = -1e9
 
 
@@ -35,13 +37,16 @@ def _cache(model, params, source, max_len):
 def _step(model, params, cache, encoded, src_mask, tok):
   logits, mut = model.apply({'params': params, 'cache': cache}, encoded, src_mask, tok[:, None],
                             method='decode', mutable=['cache'])
-  logits = logits[:, 0].at[:, jnp.array([PAD, BOS])].set(NEG)  # never generated
+  logits = logits[:, 0]
+  if model.config.suppress_ids:                                 # never generated
+    logits = logits.at[:, jnp.array(model.config.suppress_ids)].set(NEG)
   return jax.nn.log_softmax(logits), mut['cache']
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_len', 'early_stop'))
 def greedy(model, params, source, max_len: int, early_stop: bool = True):
   """`model` must have `decode=True`. `early_stop=False` runs all `max_len` steps."""
+  cfg = model.config
   encoded, src_mask = model.apply({'params': params}, source, method='encode')
   b = source.shape[0]
   cache = _cache(model, params, source, max_len)
@@ -49,12 +54,13 @@ def greedy(model, params, source, max_len: int, early_stop: bool = True):
   def body(t, carry, enc=None):
     out, cache, tok, done = carry
     logp, cache = _step(model, params, cache, enc, src_mask, tok)
-    nxt = jnp.where(done, PAD, jnp.argmax(logp, -1).astype(jnp.int32))
-    done = done | (nxt == EOS)
+    nxt = jnp.where(done, cfg.pad_id, jnp.argmax(logp, -1).astype(jnp.int32))
+    done = done | (nxt == cfg.eos_id)
     return out.at[:, t].set(nxt), cache, nxt, done
 
-  out = jnp.zeros((b, max_len), jnp.int32)
-  carry = body(0, (out, cache, jnp.full((b,), BOS, jnp.int32), jnp.zeros((b,), bool)), encoded)
+  out = jnp.full((b, max_len), cfg.pad_id, jnp.int32)
+  start = jnp.full((b,), cfg.decoder_start_id, jnp.int32)
+  carry = body(0, (out, cache, start, jnp.zeros((b,), bool)), encoded)
   # stop as soon as every row has produced EOS
   _, (out, _, _, _) = jax.lax.while_loop(
       lambda c: (c[0] < max_len) & ~(early_stop & jnp.all(c[1][3])),
@@ -71,18 +77,19 @@ def _length_penalty(length, alpha):
 @functools.partial(jax.jit, static_argnames=('model', 'max_len', 'beam', 'alpha', 'early_stop'))
 def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float = 0.6,
                 early_stop: bool = True):
+  cfg = model.config
   b = source.shape[0]
   k = beam
   encoded, src_mask = model.apply({'params': params}, source, method='encode')
   rep = lambda x: jnp.repeat(x, k, axis=0)
   encoded, src_mask = rep(encoded), rep(src_mask)
   cache = _cache(model, params, rep(source), max_len)
-  seqs = jnp.zeros((b, k, max_len), jnp.int32)
+  seqs = jnp.full((b, k, max_len), cfg.pad_id, jnp.int32)
   # Only beam 0 is live at the start, so the first step does not pick duplicates.
   logp = jnp.tile(jnp.array([0.0] + [NEG] * (k - 1)), (b, 1))
-  fin_seqs = jnp.zeros((b, k, max_len), jnp.int32)
+  fin_seqs = jnp.full((b, k, max_len), cfg.pad_id, jnp.int32)
   fin_scores = jnp.full((b, k), NEG)
-  last = jnp.full((b, k), BOS, jnp.int32)
+  last = jnp.full((b, k), cfg.decoder_start_id, jnp.int32)
 
   def reorder(tree, idx):  # idx: (b, k) beams to keep, per example
     def f(path, x):
@@ -104,7 +111,7 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
     top_seqs = jnp.take_along_axis(seqs, src_beam[..., None], axis=1).at[:, :, t].set(tok)
     # An EOS extension finishes a hypothesis only when it ranks among the best k
     # (fairseq's rule); this makes beam 1 (alpha 0) exactly greedy.
-    is_eos = tok == EOS
+    is_eos = tok == cfg.eos_id
     new_eos = is_eos & (jnp.arange(2 * k) < k)[None, :]
     # finished: merge new EOS hypotheses with the old finished set
     new_fin = jnp.where(new_eos, top_logp / _length_penalty(t + 1.0, alpha), NEG)
@@ -139,5 +146,5 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
   best_alive = jnp.take_along_axis(seqs, jnp.argmax(alive_scores, 1)[:, None, None], 1)[:, 0]
   best = jnp.where(has_fin[:, None], fin_seqs[:, 0], best_alive)
   # PAD after the first EOS
-  after = jnp.cumsum(best == EOS, axis=1) - (best == EOS)
-  return jnp.where(after > 0, PAD, best)
+  eos = best == cfg.eos_id
+  return jnp.where(jnp.cumsum(eos, axis=1) - eos > 0, cfg.pad_id, best)

@@ -22,6 +22,7 @@ ACTIVATIONS = {
     'gelu': lambda x: jax.nn.gelu(x, approximate=False),   # erf (BERT, RoBERTa)
     'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
     'relu': jax.nn.relu,
+    'silu': jax.nn.silu,        # x·sigmoid(x): Marian's 'swish'
 }
 
 

@@ -34,7 +34,7 @@ from translearn_jax.data import parallel
 from translearn_jax.data.bucketing import BucketStream, parse_boundaries
 from translearn_jax.data.packing import PackStream
 from translearn_jax.data.lm_data import LMState
-from translearn_jax.data.tokenizer import BOS, EOS, Tokenizer
+from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import ConfigError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s
@@ -64,20 +64,21 @@ def get_tokenizer(config, pairs, workdir) -> Tokenizer:
 
 
 def encode_pairs(tok: Tokenizer, pairs, max_src: int, max_tgt: int, filter_long: bool):
-  """(rows (N, S + 2T), kept indices); rows = [src | BOS tgt | tgt EOS], 0-padded."""
+  """(rows (N, S + 2T), kept indices); rows = [src | BOS tgt | tgt EOS], padded with the
+  tokenizer's pad id (ids of `tok`: this project's BOS, EOS, PAD)."""
   src = tok.encode_batch([p[0] for p in pairs])
   tgt = tok.encode_batch([p[1] for p in pairs])
   if filter_long:
     keep = parallel.length_filter(src, tgt, max_src, max_tgt)
   else:
     keep = list(range(len(pairs)))
-  rows = np.zeros((len(keep), max_src + 2 * max_tgt), np.int32)
+  rows = np.full((len(keep), max_src + 2 * max_tgt), tok.pad_id, np.int32)
   for r, i in enumerate(keep):
     s = src[i][:max_src]
     t = tgt[i][:max_tgt - 1]
     rows[r, :len(s)] = s
-    rows[r, max_src:max_src + len(t) + 1] = [BOS] + t
-    rows[r, max_src + max_tgt:max_src + max_tgt + len(t) + 1] = t + [EOS]
+    rows[r, max_src:max_src + len(t) + 1] = [tok.bos_id] + t
+    rows[r, max_src + max_tgt:max_src + max_tgt + len(t) + 1] = t + [tok.eos_id]
   return rows, keep
 
 
@@ -85,10 +86,11 @@ def split_rows(tokens, max_src, max_tgt):
   return tokens[..., :max_src], tokens[..., max_src:max_src + max_tgt], tokens[..., max_src + max_tgt:]
 
 
-def pair_arrays(rows, max_src, max_tgt) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def pair_arrays(rows, max_src, max_tgt, pad_id: int = 0
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Rows from `encode_pairs` -> ({source, target_in, target_out}, length each row needs)."""
   src, tin, tout = split_rows(rows, max_src, max_tgt)
-  lengths = np.maximum((src > 0).sum(1), (tout > 0).sum(1))
+  lengths = np.maximum((src != pad_id).sum(1), (tout != pad_id).sum(1))
   return {'source': src, 'target_in': tin, 'target_out': tout}, lengths
 
 
@@ -127,7 +129,7 @@ def make_train_fn(model, tx, schedule, mesh, smoothing):
     def loss_fn(params):
       logits = model.apply({'params': params}, src, tin, **packed, rngs={'dropout': rng})
       nll = smoothed_cross_entropy(logits, tout, smoothing)
-      w = (tout > 0).astype(jnp.float32)
+      w = (tout != model.config.pad_id).astype(jnp.float32)
       return jnp.sum(nll * w), jnp.sum(w)
 
     (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -144,16 +146,17 @@ def make_train_fn(model, tx, schedule, mesh, smoothing):
 
 def translate(decode_model, params, tok: Tokenizer, sources: np.ndarray, max_tgt: int,
               beam: int, alpha: float, batch: int = 64) -> list[str]:
-  """Decodes (N, max_src) 0-padded source ids; batches of similar length, output in input order."""
-  lengths = (sources > 0).sum(1)
+  """Decodes (N, max_src) padded source ids; batches of similar length, output in input order."""
+  cfg = decode_model.config
+  lengths = (sources != cfg.pad_id).sum(1)
   order = np.argsort(-lengths, kind='stable')
   out: list[str] = [''] * len(sources)
   for lo in range(0, len(sources), batch):
     idx = order[lo:lo + batch]
     width = min(sources.shape[1], -(-max(int(lengths[idx].max()), 1) // 8) * 8)
-    src = np.zeros((batch, width), np.int32)  # fixed batch: one compilation per width
+    src = np.full((batch, width), cfg.pad_id, np.int32)  # fixed batch: one compilation a width
     src[:len(idx)] = sources[idx, :width]
-    src[len(idx):, 0] = EOS  # keep padding rows non-empty
+    src[len(idx):, 0] = cfg.eos_id  # keep padding rows non-empty
     if beam <= 1:
       ids = seq2seq_decode.greedy(decode_model, params, jnp.asarray(src), max_tgt)
     else:
@@ -165,7 +168,7 @@ def translate(decode_model, params, tok: Tokenizer, sources: np.ndarray, max_tgt
 
 
 def encode_sources(tok: Tokenizer, pairs, config) -> np.ndarray:
-  """(N, max_source_len) 0-padded source ids of evaluation pairs (none dropped)."""
+  """(N, max_source_len) padded source ids of evaluation pairs (none dropped)."""
   rows, _ = encode_pairs(tok, pairs, config.max_source_len, config.max_target_len,
                          filter_long=False)
   return rows[:, :config.max_source_len]
@@ -211,11 +214,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
        len(splits['train']) - len(kept), tok.vocab_size)
   mesh = mesh_lib.make_mesh(config.num_devices or None)
   row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
-  arrays, lengths = pair_arrays(train_rows, ms, mt)
+  arrays, lengths = pair_arrays(train_rows, ms, mt, tok.pad_id)
   if config.get('packing', False):
     stream = PackStream(arrays['source'], arrays['target_in'], arrays['target_out'],
                         config.train.batch_size, config.train.epochs, config.seed, row_start,
-                        row_stop)
+                        row_stop, pad_id=tok.pad_id)
     fill = stream.fill()
     info('packing: %d rows of %d/%d pieces a batch, %.1f pairs a row on average; '
          'fill %.0f%% source, %.0f%% target', config.train.batch_size, ms, mt,

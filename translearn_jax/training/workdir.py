@@ -102,7 +102,13 @@ ADDED_FIELDS = {
     'model.pad_id': 0,          # masked-LM encoders (issue #14): this project's pad id
     'model.pooler': False,      # masked-LM encoders (issue #15): BERT's pooler
     'model.layer_norm_eps': 1e-6,       # Transformer LMs (issue #15): flax's default
-    'model.activation': 'gelu_tanh',    # Transformer LMs (issue #15)
+    'model.activation': 'gelu_tanh',    # Transformer LMs (issue #15); seq2seq too
+    'model.norm': 'pre',                # seq2seq (issue #15): BART/Marian options
+    'model.positions': 'learned',
+    'model.position_offset': 0,
+    'model.scale_embedding': False,
+    'model.embed_ln': False,
+    'model.final_logits_bias': False,
 }
 
 
