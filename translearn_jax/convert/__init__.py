@@ -5,16 +5,22 @@
 
 `import_hf` writes a run directory that every consumer of runs accepts (the
 sampler, transfer configs with `init.kind='lm'|'mlm'`, multi-task, zero-shot,
-continued pretraining): `config.json` (family, `model` fields, where it came
-from), the checkpoint's own tokenizer (`tokenizer.json` + its special tokens),
+continued pretraining; seq2seq runs: `transfer.sources.load('seq2seq', ...)`
+and `generation.seq2seq_decode`): `config.json` (family, `model` fields —
+seq2seq runs also `max_source_len`/`max_target_len` —, where it came from),
+the checkpoint's own tokenizer (`tokenizer.json` + its special tokens),
 `checkpoints/0` (the parameters, orbax) and `import_report.json` (tensors
 imported, optional groups absent, tensors unused). `export_hf` writes
-`config.json`, `model.safetensors` and the tokenizer, which `transformers`
-loads with `from_pretrained`: LM runs as GPT-2, encoder runs as BERT (or
-RoBERTa when positions are offset). Both write into a temporary directory
-renamed into place at the end, and refuse an existing non-empty target, so
-nothing already written is lost or left half-written. Supported architectures
-and their options: `convert.hf`.
+`config.json`, `model.safetensors` and the tokenizer (seq2seq runs also
+`generation_config.json`: start/end/pad ids and the never-generated ids as
+`bad_words_ids`), which `transformers` loads with `from_pretrained`: LM runs as
+GPT-2, encoder runs as BERT (or RoBERTa when positions are offset), post-LN
+seq2seq runs as BART (or Marian with sinusoidal positions). Importing reads
+`bad_words_ids`/`suppress_tokens` from `generation_config.json` as well.
+Both write into a temporary directory renamed into place at the end, and
+refuse an existing non-empty target, so nothing already written is lost or
+left half-written. Supported architectures and their options: `convert.hf`,
+`convert.hf_seq2seq`.
 """
 
 from __future__ import annotations
@@ -27,13 +33,20 @@ import jax
 import ml_collections
 import numpy as np
 
-from translearn_jax.convert import hf, safetensors_io
+from translearn_jax.convert import hf, hf_seq2seq, safetensors_io
 from translearn_jax.data.hf_tokenizer import HFTokenizer
 from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import DataError
 from translearn_jax.models import lm as lm_models
+from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.transfer import graft, sources
+
+
+GENERATION_CONFIG = 'generation_config.json'
+BANNED_KEYS = ('bad_words_ids', 'suppress_tokens')   # read from generation_config.json too
+GENERATION_KEYS = ('bos_token_id', 'eos_token_id', 'pad_token_id', 'decoder_start_token_id',
+                   'forced_eos_token_id') + BANNED_KEYS
 
 
 def _fresh_target(path: str, what: str) -> str:
@@ -67,8 +80,13 @@ def _read_json(path: str) -> dict:
   return out
 
 
-def _hf_tokenizer(hf_dir: str) -> HFTokenizer:
+def _hf_tokenizer(hf_dir: str, model_type: str) -> HFTokenizer:
   path = os.path.join(hf_dir, HFTokenizer.file_name)
+  if not os.path.isfile(path) and model_type == 'marian':
+    raise DataError(f'{hf_dir}: no {HFTokenizer.file_name}; Marian checkpoints tokenize with '
+                    'two sentencepiece models (source.spm, target.spm) numbered by vocab.json, '
+                    'which have no tokenizer.json form and which a run (one tokenizer) cannot '
+                    'hold, so nothing was converted')
   if not os.path.isfile(path):
     slow = [n for n in ('vocab.txt', 'vocab.json', 'merges.txt', 'spiece.model')
             if os.path.isfile(os.path.join(hf_dir, n))]
@@ -79,9 +97,12 @@ def _hf_tokenizer(hf_dir: str) -> HFTokenizer:
 
 
 def _expected_shapes(cfg) -> dict[str, tuple]:
-  model = lm_models.make(cfg)
   tokens = np.zeros((1, 4), np.int32)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens))['params']
+  if isinstance(cfg, s2s_models.Seq2SeqConfig):
+    model, args = s2s_models.Seq2Seq(cfg), (tokens, tokens)
+  else:
+    model, args = lm_models.make(cfg), (tokens,)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args))['params']
   return {k: tuple(v.shape) for k, v in graft.flatten(shapes).items()}
 
 
@@ -94,23 +115,33 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
   conf = _read_json(cfg_path)
   arch = hf.arch_for(conf, cfg_path)
   tensors = safetensors_io.read_weights(hf_dir)
-  tok = _hf_tokenizer(hf_dir)
-  fields = arch.model_fields(conf)
+  tok = _hf_tokenizer(hf_dir, arch.model_type)
+  gen_path = os.path.join(hf_dir, GENERATION_CONFIG)
+  gen = _read_json(gen_path) if os.path.isfile(gen_path) else {}
+  fields = arch.model_fields({**conf, **{k: gen[k] for k in BANNED_KEYS if k in gen}})
   model_cd = ml_collections.ConfigDict(fields)
-  cfg = lm_models.config_from(model_cd, tok.vocab_size)
+  lengths = {}                 # seq2seq runs: max_source_len, max_target_len
+  if arch.family == 'seq2seq':
+    n = hf_seq2seq.max_len(conf)
+    lengths = {'max_source_len': n, 'max_target_len': n}
+    cfg = s2s_models.config_from(ml_collections.ConfigDict({'model': fields, **lengths}),
+                                 tok.vocab_size)
+  else:
+    cfg = lm_models.config_from(model_cd, tok.vocab_size)
   expected = _expected_shapes(cfg)
   flat, report = hf.import_tensors(arch, cfg, tensors, expected, hf_dir,
                                    drop=('pooler',) if drop_pooler else ())
-  if 'pooler' in report['absent_groups']:
-    model_cd.pooler = False
-  absent = tuple(f'{g}/' for g in report['absent_groups'])
-  lacking = sorted(k for k in expected if k not in flat and not k.startswith(absent))
+  for group in ('pooler', 'final_logits_bias'):   # optional groups that are model fields
+    if group in report['absent_groups']:
+      model_cd[group] = False
+  absent = report['absent_groups']
+  lacking = sorted(k for k in expected if k not in flat and k.split('/')[0] not in absent)
   if lacking:
     raise DataError(f'{hf_dir}: no tensor maps onto parameters {lacking[:5]}')
   report.update({'from': os.path.abspath(hf_dir), 'model_type': arch.model_type,
                  'family': arch.family, 'parameters': int(sum(x.size for x in flat.values()))})
   run_config = {
-      'family': arch.family, 'model': model_cd.to_dict(), 'dtype': 'float32',
+      'family': arch.family, 'model': model_cd.to_dict(), **lengths, 'dtype': 'float32',
       'tokenizer': {'path': ''},
       'imported': {'format': 'huggingface', 'model_type': arch.model_type,
                    'architectures': conf.get('architectures', []),
@@ -135,12 +166,20 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
 
 
 def export_hf(run_dir: str, hf_dir: str) -> dict:
-  """Writes the LM or encoder run `run_dir` as a Hugging Face model directory `hf_dir`;
-  returns {'model_type', 'architectures', 'tensors'}."""
+  """Writes the LM, encoder or seq2seq run `run_dir` as a Hugging Face model directory
+  `hf_dir`; returns {'model_type', 'architectures', 'tensors'}."""
   src = sources.load_run(run_dir, field='run_dir')
-  if src.kind not in ('lm', 'mlm'):
-    raise DataError(f'{run_dir}: a {src.kind} run; export-hf writes LM and encoder runs')
+  if src.kind not in ('lm', 'mlm', 'seq2seq'):
+    raise DataError(f'{run_dir}: a {src.kind} run; export-hf writes LM, encoder and seq2seq '
+                    'runs')
   cfg = src.model_config
+  flat = {k: np.asarray(v, np.float32) for k, v in graft.flatten(src.params).items()}
+  if src.kind == 'seq2seq':
+    arch = hf_seq2seq.arch_of(cfg)
+    conf = arch.hf_config(cfg, src.tokenizer)
+    cfg, flat = hf_seq2seq.export_flat(cfg, flat)
+    return _write_hf(hf_dir, conf, hf.export_tensors(arch, cfg, flat), src.tokenizer,
+                     cfg.max_len, arch)
   kind = type(cfg).arch
   if kind == 'transformer':
     arch = hf.GPT2
@@ -149,7 +188,6 @@ def export_hf(run_dir: str, hf_dir: str) -> dict:
   else:
     raise DataError(f'{run_dir}: model.arch={kind!r} has no Hugging Face counterpart here '
                     '(export-hf writes Transformer LMs as GPT-2 and encoders as BERT/RoBERTa)')
-  flat = {k: np.asarray(v, np.float32) for k, v in graft.flatten(src.params).items()}
   if kind == 'encoder' and not cfg.type_vocab_size:   # BERT always adds a token-type row
     flat['type_embed/embedding'] = np.zeros((1, cfg.d_model), np.float32)
     cfg = cfg.replace(type_vocab_size=1)
@@ -159,12 +197,19 @@ def export_hf(run_dir: str, hf_dir: str) -> dict:
   if base_model:   # no MLM head: the bare encoder (BertModel), names without the prefix
     tensors = {k[len(arch.prefix):]: v for k, v in tensors.items()}
     conf['architectures'] = [{'bert': 'BertModel', 'roberta': 'RobertaModel'}[arch.model_type]]
+  return _write_hf(hf_dir, conf, tensors, src.tokenizer, lm_models.context_len(cfg), arch)
+
+
+def _write_hf(hf_dir: str, conf: dict, tensors: dict, tok, max_length, arch) -> dict:
   tmp = _fresh_target(hf_dir, 'HF_DIR')
   try:
     with open(os.path.join(tmp, 'config.json'), 'w') as f:
-      json.dump(conf, f, indent=2)
+      json.dump({k: v for k, v in conf.items() if k not in BANNED_KEYS}, f, indent=2)
     safetensors_io.write_weights(os.path.join(tmp, safetensors_io.WEIGHTS), tensors)
-    _export_tokenizer(src.tokenizer, tmp, cfg)
+    _export_tokenizer(tok, tmp, max_length)
+    if conf.get('is_encoder_decoder'):   # what generate() reads (transformers 5: only there)
+      with open(os.path.join(tmp, GENERATION_CONFIG), 'w') as f:
+        json.dump({k: conf[k] for k in GENERATION_KEYS if k in conf}, f, indent=2)
     _publish(tmp, hf_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -173,7 +218,7 @@ def export_hf(run_dir: str, hf_dir: str) -> dict:
           'tensors': len(tensors)}
 
 
-def _export_tokenizer(tok, directory: str, cfg) -> None:
+def _export_tokenizer(tok, directory: str, max_length) -> None:
   if isinstance(tok, HFTokenizer):
     tok.save(os.path.join(directory, tok.file_name))
     conf = {f'{r}_token': p for r, p in tok.specials.items()}
@@ -183,6 +228,6 @@ def _export_tokenizer(tok, directory: str, cfg) -> None:
   else:
     raise DataError(f'cannot export a tokenizer of type {type(tok).__name__}')
   conf.update({'tokenizer_class': 'PreTrainedTokenizerFast',
-               'model_max_length': lm_models.context_len(cfg) or 1_000_000})
+               'model_max_length': max_length or 1_000_000})
   with open(os.path.join(directory, 'tokenizer_config.json'), 'w') as f:
     json.dump(conf, f, indent=2)

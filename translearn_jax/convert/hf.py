@@ -1,9 +1,9 @@
 """Hugging Face checkpoints ⇄ this project's run directories, by explicit name tables.
 
 Each supported `model_type` is an `HFArch`: how its `config.json` maps onto a
-`models.lm` architecture config (every field read or known to leave the forward
-pass unchanged; any other key, or a value the model cannot compute, is an
-error naming it) and a table of `Entry`s, one per tensor: the Hugging Face
+`models.lm` (or `models.seq2seq`) architecture config (every field read or
+known to leave the forward pass unchanged; any other key, or a value the model
+cannot compute, is an error naming it) and a table of `Entry`s, one per tensor: the Hugging Face
 name, the parameter path here, whether it is a `torch.nn.Linear` weight
 (stored (out, in), transposed into a (in, out) kernel) and, for fused tensors
 (GPT-2's `c_attn`), which slice of the last axis it is. Import and export read
@@ -14,8 +14,7 @@ the same table in opposite directions, so a round trip is bit-identical.
 | gpt2 | `transformer` LM (learned positions, pre-LN) | `c_attn` split into q/k/v; Conv1D weights are (in, out) |
 | bert | `encoder` (post-LN), `pooler` kept unless dropped | NSP head unused |
 | roberta | `encoder`, `position_offset = pad_token_id + 1` | |
-
-The seq2seq family (Marian, BART) is not converted yet.
+| bart, marian | `seq2seq` (post-LN) | tables in `convert.hf_seq2seq`, registered in `ARCHS` there |
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ import numpy as np
 from translearn_jax.errors import DataError
 
 ACT_IN = {'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh',
-          'gelu_fast': 'gelu_tanh', 'relu': 'relu'}
-ACT_OUT = {'gelu': 'gelu', 'gelu_tanh': 'gelu_new', 'relu': 'relu'}
+          'gelu_fast': 'gelu_tanh', 'relu': 'relu', 'silu': 'silu', 'swish': 'silu'}
+ACT_OUT = {'gelu': 'gelu', 'gelu_tanh': 'gelu_new', 'relu': 'relu', 'silu': 'silu'}
 
 # Keys of any `PretrainedConfig` (this and older transformers versions) that do not
 # change the forward pass: bookkeeping, generation defaults, label maps.
@@ -271,8 +270,7 @@ def arch_for(conf: dict, path: str) -> HFArch:
   """The `HFArch` of a config.json dict, after checking every key it holds."""
   mt = conf.get('model_type')
   if mt not in ARCHS:
-    raise DataError(f'{path}: model_type={mt!r} is not supported (supported: {sorted(ARCHS)}; '
-                    'the seq2seq family is not converted yet)')
+    raise DataError(f'{path}: model_type={mt!r} is not supported (supported: {sorted(ARCHS)})')
   arch = ARCHS[mt]
   for key, value in conf.items():
     if key not in arch.known_keys and key not in GENERIC_KEYS:

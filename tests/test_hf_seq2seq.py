@@ -1,0 +1,274 @@
+"""Hugging Face BART and Marian import/export, checked against `transformers` (issue #15).
+
+Tiny random `BartForConditionalGeneration` and `MarianMTModel`s are built with
+`transformers` (weights N(0, 0.2), `final_logits_bias` included, so a wrong
+transpose, offset, scale, norm placement or epsilon moves the logits by far
+more than the tolerance) and saved with `save_pretrained`, with a byte-level BPE
+tokenizer trained here on a made-up corpus.
+"""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+tf = pytest.importorskip('transformers')
+from test_hf_convert import TEXTS, _cli_error, byte_bpe  # noqa: E402
+
+from translearn_jax import convert  # noqa: E402
+from translearn_jax.convert import hf, hf_seq2seq, safetensors_io  # noqa: E402
+from translearn_jax.data import tokenizer as sp_tokenizer  # noqa: E402
+from translearn_jax.errors import DataError  # noqa: E402
+from translearn_jax.generation import seq2seq_decode as dec  # noqa: E402
+from translearn_jax.models import seq2seq as s2s  # noqa: E402
+from translearn_jax.transfer import sources  # noqa: E402
+
+TARGETS = ['Old mills ran.', 'Anna counted the grey boats and the price of grain',
+           'quietly']
+SPECIALS = ['<s>', '<pad>', '</s>', '<unk>', '<mask>']
+
+
+def randomize(model, std=0.2, seed=0):
+  """Every weight N(0, std) (LayerNorm scales around 1) and a random final_logits_bias;
+  Marian's fixed sinusoidal positions are left alone (they are not in the file)."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if 'embed_positions' in name and isinstance(model, tf.MarianMTModel):
+        continue
+      scale = name.endswith('weight') and p.dim() == 1
+      p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if scale else 0.0))
+    model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape, generator=g) * std)
+  return model.eval()
+
+
+def make_bart(d):
+  tk = byte_bpe(SPECIALS, roberta=True)
+  fast = tf.BartTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>',
+                              sep_token='</s>', cls_token='<s>', unk_token='<unk>',
+                              pad_token='<pad>', mask_token='<mask>')
+  cfg = tf.BartConfig(vocab_size=tk.get_vocab_size(), d_model=32, encoder_layers=2,
+                      decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                      encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=40,
+                      pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+                      forced_eos_token_id=None)
+  m = randomize(tf.BartForConditionalGeneration(cfg))
+  m.save_pretrained(d)
+  fast.save_pretrained(d)
+  return m, fast
+
+
+def make_marian(d):
+  """Marian's architecture (sinusoidal positions, scaled embeddings, swish, no embedding
+  LayerNorm, pad as decoder start, pad banned) with a tokenizer.json tokenizer."""
+  tk = byte_bpe(SPECIALS, roberta=True)
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token='</s>', unk_token='<unk>',
+                                    pad_token='<pad>')
+  cfg = tf.MarianConfig(vocab_size=tk.get_vocab_size(), d_model=32, encoder_layers=2,
+                        decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+                        encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=40,
+                        activation_function='swish', scale_embedding=True, pad_token_id=1,
+                        eos_token_id=2, decoder_start_token_id=1, forced_eos_token_id=None)
+  m = randomize(tf.MarianMTModel(cfg), seed=1)
+  m.generation_config.bad_words_ids = [[1]]        # as opus-mt's: never generate <pad>
+  m.save_pretrained(d)
+  fast.save_pretrained(d)
+  return m, fast
+
+
+@pytest.fixture(scope='module')
+def hf_s2s(tmp_path_factory):
+  """{name: (hf dir, torch model, HF tokenizer, imported run dir)}."""
+  root = tmp_path_factory.mktemp('hf_s2s')
+  out = {}
+  for name, make in (('bart', make_bart), ('marian', make_marian)):
+    d, run = str(root / name), str(root / f'run_{name}')
+    model, fast = make(d)
+    report = convert.import_hf(d, run)
+    assert report['model_type'] == name and report['family'] == 'seq2seq'
+    assert not report['unused_tensors'] and not report['absent_groups']
+    out[name] = (d, model, fast, run)
+  return out
+
+
+def rows(ids, pad):
+  width = max(map(len, ids))
+  toks = np.full((len(ids), width), pad, np.int32)
+  mask = np.zeros((len(ids), width), bool)
+  for r, x in enumerate(ids):
+    toks[r, :len(x)], mask[r, :len(x)] = x, True
+  return toks, mask
+
+
+def batch(name, tok, cfg):
+  """Padded sources (BART: <s> text </s>; Marian: text </s>) and decoder inputs."""
+  bos = [tok.bos_id] if name == 'bart' else []
+  src = rows([bos + tok.encode(t) + [tok.eos_id] for t in TEXTS], cfg.pad_id)
+  tin = rows([[cfg.decoder_start_id] + bos + tok.encode(t) for t in TARGETS], cfg.pad_id)
+  return src, tin
+
+
+def reference(model, src, tin):
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(src[0], dtype=torch.long),
+                 attention_mask=torch.tensor(src[1].astype(np.int64)),
+                 decoder_input_ids=torch.tensor(tin[0], dtype=torch.long),
+                 decoder_attention_mask=torch.tensor(tin[1].astype(np.int64))).logits.numpy()
+
+
+def test_defaults_are_this_projects_ids():
+  cfg = s2s.Seq2SeqConfig(vocab_size=8)
+  assert (cfg.pad_id, cfg.decoder_start_id, cfg.eos_id) == (
+      sp_tokenizer.PAD, sp_tokenizer.BOS, sp_tokenizer.EOS)
+  assert cfg.suppress_ids == (sp_tokenizer.PAD, sp_tokenizer.BOS)
+
+
+@pytest.mark.parametrize('name', ['bart', 'marian'])
+def test_import_same_logits_batched_with_padding(hf_s2s, name):
+  d, model, fast, run = hf_s2s[name]
+  src = sources.load('seq2seq', run)
+  cfg, tok = src.model_config, src.tokenizer
+  want = dict(bart=dict(positions='learned', position_offset=2, embed_ln=True, pad_id=1,
+                        decoder_start_id=2, eos_id=2, suppress_ids=(), activation='gelu'),
+              marian=dict(positions='sinusoidal', position_offset=0, embed_ln=False, pad_id=1,
+                          decoder_start_id=1, eos_id=2, suppress_ids=(1,), activation='silu',
+                          scale_embedding=True))[name]
+  assert {k: getattr(cfg, k) for k in want} == want
+  assert cfg.norm == 'post' and cfg.final_logits_bias and cfg.layer_norm_eps == 1e-5
+  s, t = batch(name, tok, cfg)
+  assert (~s[1]).any() and (~t[1]).any()          # padded sources and targets
+  ref = reference(model, s, t)
+  ours = np.asarray(s2s.Seq2Seq(cfg).apply({'params': src.params}, jnp.asarray(s[0]),
+                                           jnp.asarray(t[0])))
+  assert np.abs(ref).max() > 1.0                   # weights large enough to matter
+  diff = np.abs(ours[t[1]] - ref[t[1]]).max()
+  assert diff < 1e-4, diff
+
+
+def uncached_greedy(cfg, params, source, steps):
+  """Greedy decoding with the full (uncached) forward pass over a fixed-width target:
+  causal attention makes position t depend on positions <= t only."""
+  model = s2s.Seq2Seq(cfg)
+  apply = jax.jit(lambda s, t: model.apply({'params': params}, s, t))
+  b = source.shape[0]
+  tin = np.full((b, steps), cfg.pad_id, np.int32)
+  tin[:, 0] = cfg.decoder_start_id
+  out = np.full((b, steps), cfg.pad_id, np.int32)
+  done = np.zeros(b, bool)
+  for t in range(steps):
+    logits = np.array(apply(source, jnp.asarray(tin))[:, t])
+    logits[:, list(cfg.suppress_ids)] = -np.inf
+    nxt = np.where(done, cfg.pad_id, logits.argmax(-1))
+    done |= nxt == cfg.eos_id
+    out[:, t] = nxt
+    if t + 1 < steps:
+      tin[:, t + 1] = nxt
+  return out
+
+
+@pytest.mark.parametrize('name', ['bart', 'marian'])
+def test_greedy_decoding_equals_transformers_generate(hf_s2s, name):
+  d, model, fast, run = hf_s2s[name]
+  src = sources.load('seq2seq', run)
+  cfg, tok = src.model_config, src.tokenizer
+  (s, smask), _ = batch(name, tok, cfg)
+  steps = 16
+  cached = np.asarray(dec.greedy(s2s.Seq2Seq(cfg.replace(decode=True)), src.params,
+                                 jnp.asarray(s), steps))
+  uncached = uncached_greedy(cfg, src.params, jnp.asarray(s), steps)
+  np.testing.assert_array_equal(cached, uncached)
+  lengths = np.argmax(np.concatenate([cached, np.full((len(s), 1), cfg.eos_id)], 1)
+                      == cfg.eos_id, 1)
+  assert lengths.max() >= 5                        # real sequences, not an immediate EOS
+  for use_cache in (True, False):
+    with torch.no_grad():
+      ref = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
+                           attention_mask=torch.tensor(smask.astype(np.int64)),
+                           max_new_tokens=steps, num_beams=1, do_sample=False,
+                           use_cache=use_cache).numpy()
+    assert (ref[:, 0] == cfg.decoder_start_id).all()
+    ref = ref[:, 1:]
+    np.testing.assert_array_equal(cached[:, :ref.shape[1]], ref)
+    assert (cached[:, ref.shape[1]:] == cfg.pad_id).all()
+  for r, text in enumerate(tok.decode(row) for row in cached):   # same text as transformers'
+    assert text == fast.decode(cached[r][:lengths[r]], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize('name', ['bart', 'marian'])
+def test_import_then_export_is_bit_identical(hf_s2s, tmp_path, name):
+  d, _, _, run = hf_s2s[name]
+  out = str(tmp_path / name)
+  convert.export_hf(run, out)
+  a, b = safetensors_io.read_weights(d), safetensors_io.read_weights(out)
+  assert sorted(a) == sorted(b)
+  for k in a:
+    assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+  ca, cb = (json.load(open(os.path.join(p, 'config.json'))) for p in (d, out))
+  for k in ('model_type', 'vocab_size', 'd_model', 'encoder_layers', 'decoder_layers',
+            'encoder_attention_heads', 'encoder_ffn_dim', 'max_position_embeddings',
+            'activation_function', 'scale_embedding', 'pad_token_id', 'eos_token_id',
+            'decoder_start_token_id'):
+    assert ca.get(k) == cb.get(k), k
+  ga, gb = (json.load(open(os.path.join(p, 'generation_config.json'))) for p in (d, out))
+  for k in ('decoder_start_token_id', 'eos_token_id', 'pad_token_id', 'bad_words_ids'):
+    assert ga.get(k) == gb.get(k), k
+
+
+def test_post_ln_run_exported_as_bart_gives_transformers_the_same_logits(tmp_path):
+  from test_seq2seq import _write_pairs, s2s_config
+  from translearn_jax.pretraining import seq2seq
+  s, t = _write_pairs(tmp_path)
+  c = s2s_config(tmp_path, s, t, **{
+      'train.steps': 3, 'train.batch_size': 8,
+      'data.valid_source': '', 'data.valid_target': '', 'model.d_model': 32,
+      'model.d_ff': 64, 'model.norm': 'post', 'model.embed_ln': True,
+      'model.final_logits_bias': True, 'model.activation': 'gelu',
+      'model.layer_norm_eps': 1e-5, 'length_buckets': ''})
+  run = str(tmp_path / 'run')
+  seq2seq.train_and_evaluate(c, run)
+  out = str(tmp_path / 'hf')
+  assert convert.export_hf(run, out)['architectures'] == ['BartForConditionalGeneration']
+  src = sources.load('seq2seq', run)
+  cfg, tok = src.model_config, src.tokenizer
+  assert cfg.position_offset == 0 and np.abs(src.params['final_logits_bias']).max() > 0
+  model = tf.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+  assert type(model).__name__ == 'BartForConditionalGeneration'
+  sx = rows([tok.encode(x) for x in TEXTS], tok.pad_id)
+  tx = rows([[tok.bos_id] + tok.encode(x) for x in TARGETS], tok.pad_id)
+  ours = np.asarray(s2s.Seq2Seq(cfg).apply({'params': src.params}, jnp.asarray(sx[0]),
+                                           jnp.asarray(tx[0])))
+  ref = reference(model, sx, tx)
+  np.testing.assert_allclose(ours[tx[1]], ref[tx[1]], atol=1e-4, rtol=1e-4)
+
+
+def test_bad_seq2seq_input_gives_one_clear_line(hf_s2s, tmp_path, capsys):
+  d = hf_s2s['bart'][0]
+  conf = json.load(open(os.path.join(d, 'config.json')))
+  bad = tmp_path / 'bad'
+  shutil.copytree(d, bad)
+  (bad / 'config.json').write_text(json.dumps({**conf, 'rope_theta': 10000.0}))
+  assert "config key 'rope_theta' is unknown to the bart converter" in _cli_error(
+      capsys, 'import-hf', str(bad), str(tmp_path / 'r1'))
+  (bad / 'config.json').write_text(json.dumps({**conf, 'decoder_attention_heads': 2}))
+  assert 'encoder_attention_heads=4 and decoder_attention_heads=2 differ' in _cli_error(
+      capsys, 'import-hf', str(bad), str(tmp_path / 'r2'))
+  (bad / 'config.json').write_text(json.dumps({**conf, 'normalize_before': True}))
+  assert 'normalize_before=True is not supported' in _cli_error(
+      capsys, 'import-hf', str(bad), str(tmp_path / 'r3'))
+  marian = tmp_path / 'marian'
+  shutil.copytree(hf_s2s['marian'][0], marian)
+  os.remove(marian / 'tokenizer.json')
+  err = _cli_error(capsys, 'import-hf', str(marian), str(tmp_path / 'r4'))
+  assert 'source.spm, target.spm' in err and 'nothing was converted' in err
+  assert not any(os.path.exists(tmp_path / f'r{i}') for i in range(1, 5))
+  # a pre-LN run (this project's default) has no BART/Marian counterpart
+  src = sources.load('seq2seq', hf_s2s['bart'][3])
+  with pytest.raises(DataError, match="bart needs model.norm='post'.*this run has "
+                                      "model.norm='pre'"):
+    hf_seq2seq.BART.hf_config(src.model_config.replace(norm='pre'), src.tokenizer)
+  assert hf.arch_for(conf, 'config.json') is hf_seq2seq.BART
