@@ -1,19 +1,25 @@
-"""Hugging Face BART and Marian checkpoints ⇄ seq2seq runs, by the name tables of `convert.hf`.
+"""Hugging Face BART, mBART and Marian checkpoints ⇄ seq2seq runs, by the name tables of
+`convert.hf`.
 
-Both are post-LN encoder-decoders with one embedding table shared by the
-encoder, the decoder and the output layer, and a `final_logits_bias`; they map
-onto `models.seq2seq.Seq2Seq` with these options (nothing is special-cased
-here; the model computes every one of them):
+All three are encoder-decoders with one embedding table shared by the encoder,
+the decoder and the output layer, and a `final_logits_bias`; they map onto
+`models.seq2seq.Seq2Seq` with these options (nothing is special-cased here;
+the model computes every one of them):
 
-| model_type | positions | embeddings | activation | notes |
+| model_type | norm | positions | embeddings | activation |
 |---|---|---|---|---|
-| bart | learned, `position_offset = 2` | `embed_ln` (`layernorm_embedding`), scaled if `scale_embedding` | `activation_function` (gelu) | |
-| marian | sinusoidal (sin \\| cos halves; not stored in the file) | × sqrt(d_model) if `scale_embedding` | `swish` → `silu` | tokenizer: see below |
+| bart | post | learned, `position_offset = 2` | `embed_ln` (`layernorm_embedding`) | `activation_function` (gelu) |
+| mbart | pre (+ final `layer_norm`s) | learned, `position_offset = 2` | `embed_ln` | `activation_function` (gelu) |
+| marian | post | sinusoidal (sin \\| cos halves; not stored in the file) | — | `swish` → `silu` |
 
-LayerNorm ε is 1e-5 (`torch.nn.LayerNorm`'s default; neither config has a
-key for it). Ids come from `config.json`: `pad_token_id` (source padding),
-`eos_token_id`, `decoder_start_token_id` (BART: `</s>`; Marian: the pad id),
-and the single-token `bad_words_ids` / `suppress_tokens` (of `config.json` or
+Token embeddings are × sqrt(d_model) when `scale_embedding` (Marian, mBART
+checkpoints).
+
+LayerNorm ε is 1e-5 (`torch.nn.LayerNorm`'s default; no config has a key for
+it). Ids come from `config.json`: `pad_token_id` (source padding),
+`eos_token_id`, `decoder_start_token_id` (BART: `</s>`; Marian: the pad id;
+when null, `bos_token_id`, as `generate` does), and the single-token
+`bad_words_ids` / `suppress_tokens` (of `config.json` or
 `generation_config.json`) become the ids the decoder never generates (opus-mt
 bans its pad id; BART bans nothing).
 Generation settings that are no part of the model (`forced_bos_token_id`,
@@ -23,20 +29,21 @@ applied by `generation.seq2seq_decode`.
 Separate encoder/decoder head counts or FFN sizes, untied output layers and
 Marian's separate source/target embeddings are errors naming the key.
 
-Tokenizers: a BART directory's `tokenizer.json` (byte-level BPE) is imported
-with the checkpoint. Marian checkpoints (Helsinki-NLP opus-mt) ship two
+Tokenizers: a BART or mBART directory's `tokenizer.json` is imported with the
+checkpoint. Marian checkpoints (Helsinki-NLP opus-mt) ship two
 sentencepiece models (`source.spm`, `target.spm`) numbered by `vocab.json`;
 they have no `tokenizer.json` form and a run has one tokenizer, so such a
 directory is an error (a Marian directory that does hold a `tokenizer.json`
 imports).
 
-Export: a seq2seq run with `model.norm='post'` is written as BART (learned
-positions; `model.embed_ln=True`; `position_offset` 0 or 2: a run numbered
-from 0 gets BART's two leading rows as zeros, which it never reads; no
-`final_logits_bias` is written as zeros) or as Marian (sinusoidal positions,
-no `embed_ln`). LayerNorm ε must be 1e-5 and the embeddings shared. This
-project's default pre-LN model has no counterpart: BART and Marian are
-post-LN, and mBART (pre-LN) always has `layernorm_embedding`.
+Export: a seq2seq run with learned positions and `model.embed_ln=True` is
+written as BART (`model.norm='post'`) or mBART (`'pre'`); `position_offset` 0
+or 2: a run numbered from 0 gets the two leading rows as zeros, which it
+never reads; no `final_logits_bias` is written as zeros. A post-LN run with
+sinusoidal positions and no `embed_ln` is written as Marian. LayerNorm ε must
+be 1e-5 and the embeddings shared. This project's default model (pre-LN, no
+`embed_ln`, ε 1e-6) has no Hugging Face counterpart: the error names the
+fields to set before training.
 """
 
 from __future__ import annotations
@@ -78,8 +85,10 @@ def _suppressed(c: dict) -> list[int]:
   return sorted(int(i) for i in out)
 
 
-def _fields(c: dict, marian: bool) -> dict:
+def _fields(c: dict, model_type: str) -> dict:
+  marian = model_type == 'marian'
   vocab = int(hf._get(c, 'vocab_size'))
+  start = c.get('decoder_start_token_id')
   if marian and int(c.get('decoder_vocab_size') or vocab) != vocab:
     raise DataError(f"config.json: decoder_vocab_size={c['decoder_vocab_size']} differs from "
                     f'vocab_size={vocab} (separate target vocabularies are not supported)')
@@ -89,13 +98,15 @@ def _fields(c: dict, marian: bool) -> dict:
       d_ff=_same(c, 'encoder_ffn_dim', 'decoder_ffn_dim'),
       encoder_layers=int(hf._get(c, 'encoder_layers')),
       decoder_layers=int(hf._get(c, 'decoder_layers')),
-      dropout=hf._dropout(c, 'dropout'), share_embeddings=True, norm='post',
+      dropout=hf._dropout(c, 'dropout'), share_embeddings=True,
+      norm='pre' if model_type == 'mbart' else 'post',
       positions='sinusoidal' if marian else 'learned',
       position_offset=0 if marian else BART_OFFSET,
       scale_embedding=bool(c.get('scale_embedding', False)), embed_ln=not marian,
       final_logits_bias=True, activation=hf._activation(c, 'activation_function'),
       layer_norm_eps=LN_EPS, pad_id=_id(c, 'pad_token_id'), eos_id=_id(c, 'eos_token_id'),
-      decoder_start_id=_id(c, 'decoder_start_token_id'), suppress_ids=_suppressed(c))
+      decoder_start_id=_id(c, 'bos_token_id' if start is None else 'decoder_start_token_id'),
+      suppress_ids=_suppressed(c))
 
 
 def max_len(conf: dict) -> int:
@@ -127,6 +138,8 @@ def _entries(cfg) -> list[Entry]:
         out += hf._ln(f'{h}.encoder_attn_layer_norm', f'{b}/ln_cross')
       out += hf._linear(f'{h}.fc1', f'{b}/mlp/wi') + hf._linear(f'{h}.fc2', f'{b}/mlp/wo')
       out += hf._ln(f'{h}.final_layer_norm', f'{b}/ln_mlp')
+    if cfg.norm == 'pre':                                   # mBART
+      out += hf._ln(f'{side}.layer_norm', f'{side[:3]}_ln')
   if cfg.final_logits_bias:
     out.append(Entry('final_logits_bias', 'final_logits_bias', body=False,
                      group='final_logits_bias'))
@@ -136,16 +149,18 @@ def _entries(cfg) -> list[Entry]:
 def _hf_config(model_type: str):
   def config(cfg, tok) -> dict:
     marian = model_type == 'marian'
-    want = dict(norm='post', positions='sinusoidal' if marian else 'learned',
-                embed_ln=not marian, share_embeddings=True, layer_norm_eps=LN_EPS)
+    want = dict(norm='pre' if model_type == 'mbart' else 'post',
+                positions='sinusoidal' if marian else 'learned', embed_ln=not marian,
+                share_embeddings=True, layer_norm_eps=LN_EPS)
     bad = [f'model.{k}={getattr(cfg, k)!r}' for k, v in want.items() if getattr(cfg, k) != v]
     if cfg.position_offset not in ((0,) if marian else (0, BART_OFFSET)):
       bad.append(f'model.position_offset={cfg.position_offset}')
     if bad:
       need = ', '.join(f'model.{k}={v!r}' for k, v in want.items())
-      raise DataError(f'{model_type} needs {need}; this run has {", ".join(bad)} (BART and '
-                      'Marian are post-LN; no Hugging Face class matches the others)')
-    arch = 'MarianMTModel' if marian else 'BartForConditionalGeneration'
+      raise DataError(f'{model_type} needs {need}; this run has {", ".join(bad)} (no '
+                      'Hugging Face class matches it: set these fields before training)')
+    arch = {'bart': 'BartForConditionalGeneration', 'marian': 'MarianMTModel',
+            'mbart': 'MBartForConditionalGeneration'}[model_type]
     out = {
         'model_type': model_type, 'architectures': [arch], 'vocab_size': cfg.vocab_size,
         'd_model': cfg.d_model, 'encoder_layers': cfg.encoder_layers,
@@ -183,7 +198,9 @@ def export_flat(cfg, flat: dict) -> tuple:
 
 def arch_of(cfg) -> HFArch:
   """The architecture a seq2seq run is exported as (its checks are in `hf_config`)."""
-  return MARIAN if cfg.positions == 'sinusoidal' else BART
+  if cfg.positions == 'sinusoidal':
+    return MARIAN
+  return MBART if cfg.norm == 'pre' else BART
 
 
 _KEYS = frozenset({
@@ -196,20 +213,24 @@ _KEYS = frozenset({
     # keys of fairseq-converted configs that `transformers` ignores; checked by `required`
     'add_bias_logits', 'add_final_layer_norm', 'normalize_before', 'normalize_embedding',
     'static_position_embeddings', 'extra_pos_embeddings'})
-_REQUIRED = {'is_decoder': False, 'add_bias_logits': False, 'add_final_layer_norm': False,
-             'normalize_before': False, 'tie_word_embeddings': True}
+_REQUIRED = {'is_decoder': False, 'add_bias_logits': False, 'tie_word_embeddings': True}
 # aliases of the shared table (tied), and positions some writers store though they are fixed
 _UNUSED = (r'^(model\.)?(encoder|decoder)\.embed_tokens\.weight$', r'^lm_head\.weight$')
 
+_LEARNED = dict(normalize_embedding=True, static_position_embeddings=False,
+                extra_pos_embeddings=BART_OFFSET)
 BART = HFArch('bart', 'seq2seq', 'model.', _KEYS,
-              dict(_REQUIRED, normalize_embedding=True, static_position_embeddings=False,
-                   extra_pos_embeddings=BART_OFFSET),
-              lambda c: _fields(c, marian=False), _entries, _hf_config('bart'), unused=_UNUSED)
+              dict(_REQUIRED, normalize_before=False, add_final_layer_norm=False, **_LEARNED),
+              lambda c: _fields(c, 'bart'), _entries, _hf_config('bart'), unused=_UNUSED)
+MBART = HFArch('mbart', 'seq2seq', 'model.', _KEYS,
+               dict(_REQUIRED, normalize_before=True, add_final_layer_norm=True, **_LEARNED),
+               lambda c: _fields(c, 'mbart'), _entries, _hf_config('mbart'), unused=_UNUSED)
 MARIAN = HFArch('marian', 'seq2seq', 'model.',
                 _KEYS | {'decoder_vocab_size', 'share_encoder_decoder_embeddings'},
-                dict(_REQUIRED, normalize_embedding=False, static_position_embeddings=True,
+                dict(_REQUIRED, normalize_before=False, add_final_layer_norm=False,
+                     normalize_embedding=False, static_position_embeddings=True,
                      share_encoder_decoder_embeddings=True),
-                lambda c: _fields(c, marian=True), _entries, _hf_config('marian'),
+                lambda c: _fields(c, 'marian'), _entries, _hf_config('marian'),
                 unused=_UNUSED + (r'^(model\.)?(encoder|decoder)\.embed_positions\.weight$',))
 
-hf.ARCHS.update({a.model_type: a for a in (BART, MARIAN)})
+hf.ARCHS.update({a.model_type: a for a in (BART, MBART, MARIAN)})
