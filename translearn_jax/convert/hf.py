@@ -14,7 +14,7 @@ the same table in opposite directions, so a round trip is bit-identical.
 | gpt2 | `transformer` LM (learned positions, pre-LN) | `c_attn` split into q/k/v; Conv1D weights are (in, out) |
 | bert | `encoder` (post-LN), `pooler` kept unless dropped | NSP head unused |
 | roberta | `encoder`, `position_offset = pad_token_id + 1` | |
-| bart, marian | `seq2seq` (post-LN) | tables in `convert.hf_seq2seq`, registered in `ARCHS` there |
+| bart, mbart, marian | `seq2seq` | tables in `convert.hf_seq2seq`, registered in `ARCHS` there |
 """
 
 from __future__ import annotations
