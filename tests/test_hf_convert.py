@@ -204,12 +204,19 @@ def test_encoder_import_same_mlm_logits_and_states(hf_models):
     np.testing.assert_allclose(own[mask], logits[mask], atol=1e-5)
 
 
-def test_bert_pooler_kept_or_dropped(tmp_path):
-  d = str(tmp_path / 'bert_pt')
+@pytest.fixture(scope='module')
+def bert_pretraining(tmp_path_factory):
+  """A BertForPreTraining directory (pooler + NSP head), imported: (hf dir, model, report, run)."""
+  root = tmp_path_factory.mktemp('bert_pt')
+  d, run = str(root / 'hf'), str(root / 'run')
   model, _ = make_bert(d, cls=tf.BertForPreTraining)
-  report = convert.import_hf(d, str(tmp_path / 'kept'))
+  return d, model, convert.import_hf(d, run), run
+
+
+def test_bert_pooler_kept_or_dropped(bert_pretraining, tmp_path):
+  d, model, report, run = bert_pretraining
   assert report['unused_tensors'] == ['cls.seq_relationship.bias', 'cls.seq_relationship.weight']
-  src = sources.load('mlm', str(tmp_path / 'kept'))
+  src = sources.load('mlm', run)
   assert src.model_config.pooler and 'pooler' in src.params
   tok = src.tokenizer
   toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.bos_id] + x + [tok.eos_id])
@@ -372,15 +379,19 @@ def test_bad_input_gives_one_clear_line(hf_models, tmp_path, capsys):
 
 # -- transfer from an imported checkpoint --------------------------------------------
 
-def test_graft_from_imported_bert_into_classifier_and_tagger(hf_models, topic_task, conll_task):
-  from configs import transfer_conll_mlm, transfer_mr_mlm
+def test_transfer_configs_fine_tune_an_imported_bert(bert_pretraining, topic_task, conll_task,
+                                                      tmp_path):
+  """configs/transfer_mr_hf_bert.py end to end (BERT's pooler, its tokenizer's [CLS]/[SEP],
+  the graft report) and the CoNLL config's tagger graft, on the imported tiny BERT."""
+  from configs import transfer_conll_hf_bert, transfer_mr_hf_bert
   from conftest import set_fields
   from translearn_jax.downstream.classification import ClassificationTask
   from translearn_jax.downstream.tagging import TaggingTask
-  d, model, fast, run = hf_models['bert']
-  c = set_fields(transfer_mr_mlm.get_config(), {
-      'init.path': run, 'data.kind': 'tsv', 'data.path': topic_task, 'model.max_tokens': 48,
-      'transfer.groups': r'head=^head/,body=^backbone/'})
+  from translearn_jax.experiments import classification
+  d, model, _, run = bert_pretraining
+  fast = tf.AutoTokenizer.from_pretrained(d)
+  c = set_fields(transfer_mr_hf_bert.get_config(), {
+      'init.path': run, 'data.kind': 'tsv', 'data.path': topic_task, 'model.max_tokens': 48})
   task = ClassificationTask(c)
   toks, mask, _ = task.inputs['train']
   first = np.nonzero(mask[0])[0]
@@ -388,11 +399,14 @@ def test_graft_from_imported_bert_into_classifier_and_tagger(hf_models, topic_ta
   params, report = task.init_params(0, 'finetune')
   assert sorted(report.created) == ['head/bias', 'head/kernel']
   assert report.dropped and all(p.startswith('mlm/') for p in report.dropped)
-  np.testing.assert_array_equal(params['backbone']['embed']['embedding'],
-                                task.source.params['embed']['embedding'])
-  t = set_fields(transfer_conll_mlm.get_config(), {
+  np.testing.assert_array_equal(params['backbone']['pooler']['kernel'],
+                                task.source.params['pooler']['kernel'])
+  set_fields(c, {'train.epochs': 1, 'seeds': 1, 'transfer.strategies': 'finetune',
+                 'optim.learning_rate': 1e-3})
+  out = classification.train_and_evaluate(c, str(tmp_path / 'mr'))
+  assert [r['strategy'] for r in out['rows']] == ['finetune']
+  t = set_fields(transfer_conll_hf_bert.get_config(), {
       'init.path': run, 'data.train_path': conll_task[0], 'data.dev_path': conll_task[1],
       'data.test_path': conll_task[2], 'model.max_tokens': 48})
-  tagger = TaggingTask(t)
-  _, treport = tagger.init_params(0, 'finetune')
+  _, treport = TaggingTask(t).init_params(0, 'finetune')
   assert sorted(treport.created) == ['head/bias', 'head/kernel']
