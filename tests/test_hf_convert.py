@@ -89,6 +89,24 @@ def make_gpt2(d, tie=True):
   return m, fast
 
 
+def make_neox(d, tie=False):
+  """A GPT-NeoX LM with this project's rotary layout (full rotary, sequential residual)."""
+  tk = byte_bpe(['<|endoftext|>'])
+  eot = tk.token_to_id('<|endoftext|>')
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<|endoftext|>',
+                                    eos_token='<|endoftext|>', unk_token='<|endoftext|>')
+  cfg = tf.GPTNeoXConfig(
+      vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      intermediate_size=64, max_position_embeddings=64, use_parallel_residual=False,
+      rope_parameters={'rope_theta': 10000.0, 'partial_rotary_factor': 1.0,
+                       'rope_type': 'default'},
+      tie_word_embeddings=tie, bos_token_id=eot, eos_token_id=eot, hidden_act='gelu_new')
+  m = randomize(tf.GPTNeoXForCausalLM(cfg))
+  m.save_pretrained(d)
+  fast.save_pretrained(d)
+  return m, fast
+
+
 def make_bert(d, cls=None):
   tk = wordpiece()
   fast = tf.BertTokenizerFast(tokenizer_object=tk)
@@ -121,7 +139,8 @@ def hf_models(tmp_path_factory):
   """{name: (hf dir, torch model, HF tokenizer, imported run dir)}."""
   root = tmp_path_factory.mktemp('hf')
   out = {}
-  for name, make in (('gpt2', make_gpt2), ('bert', make_bert), ('roberta', make_roberta)):
+  for name, make in (('gpt2', make_gpt2), ('gpt_neox', make_neox), ('bert', make_bert),
+                     ('roberta', make_roberta)):
     d, run = str(root / name), str(root / f'run_{name}')
     model, fast = make(d)
     report = convert.import_hf(d, run)
@@ -149,10 +168,12 @@ def torch_out(model, toks, mask, **kw):
 
 # -- import: the same function as transformers -------------------------------------
 
-def test_gpt2_import_same_logits_and_states_batched_with_padding(hf_models):
-  d, model, fast, run = hf_models['gpt2']
+@pytest.mark.parametrize('name,positions', [('gpt2', 'learned'), ('gpt_neox', 'rotary')])
+def test_causal_lm_import_same_logits_and_states_batched_with_padding(hf_models, name,
+                                                                      positions):
+  d, model, fast, run = hf_models[name]
   src = sources.load('lm', run)
-  assert src.model_config.layer_norm_eps == 1e-5 and src.model_config.positions == 'learned'
+  assert src.model_config.layer_norm_eps == 1e-5 and src.model_config.positions == positions
   tok = src.tokenizer
   toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.eos_id] + x)
   ref = torch_out(model, toks, mask)
@@ -165,9 +186,10 @@ def test_gpt2_import_same_logits_and_states_batched_with_padding(hf_models):
                              rtol=1e-4)
 
 
-def test_gpt2_greedy_generation_equals_transformers_generate(hf_models):
+@pytest.mark.parametrize('name', ['gpt2', 'gpt_neox'])
+def test_greedy_generation_equals_transformers_generate(hf_models, name):
   from translearn_jax.generation import sample
-  d, model, fast, run = hf_models['gpt2']
+  d, model, fast, run = hf_models[name]
   config, tok, mcfg, params = sample.load_run(run)
   prompts = ['The river', 'Anna counted boats in']
   for cached in (True, False):
@@ -253,22 +275,19 @@ def test_tokenizers_give_transformers_ids(hf_models):
 
 # -- export: transformers loads what a run of this project wrote ---------------------
 
-def _lm_run(tmp_path):
+@pytest.mark.parametrize('positions,hf_class', [('learned', 'GPT2LMHeadModel'),
+                                                 ('rotary', 'GPTNeoXForCausalLM')])
+def test_export_lm_run_loads_in_transformers(tmp_path, positions, hf_class):
   from conftest import lm_config
   from translearn_jax.pretraining import lm
   run = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'train.steps': 3, 'model.positions': 'learned',
+  lm.train_and_evaluate(lm_config(**{'train.steps': 2, 'model.positions': positions,
                                      'model.num_layers': 2}), run)
-  return run
-
-
-def test_export_lm_run_as_gpt2_loads_in_transformers(tmp_path):
-  run = _lm_run(tmp_path)
   out = str(tmp_path / 'hf')
   convert.export_hf(run, out)
   src = sources.load('lm', run)
   model = tf.AutoModelForCausalLM.from_pretrained(out).eval()
-  assert type(model).__name__ == 'GPT2LMHeadModel'
+  assert type(model).__name__ == hf_class
   toks = np.asarray([[src.tokenizer.eos_id] + src.tokenizer.encode('the minister said today')])
   ours = np.asarray(lm_models.make(src.model_config).apply({'params': src.params},
                                                            jnp.asarray(toks)))
@@ -312,7 +331,7 @@ def test_export_mlm_run_as_bert_loads_in_transformers(tmp_path):
 
 
 def test_import_then_export_is_bit_identical(hf_models, tmp_path):
-  for name in ('gpt2', 'bert', 'roberta'):
+  for name in ('gpt2', 'gpt_neox', 'bert', 'roberta'):
     d, _, _, run = hf_models[name]
     out = str(tmp_path / name)
     convert.export_hf(run, out)
@@ -322,6 +341,7 @@ def test_import_then_export_is_bit_identical(hf_models, tmp_path):
       assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), (name, k)
     ca, cb = (json.load(open(os.path.join(p, 'config.json'))) for p in (d, out))
     for k in ('vocab_size', 'hidden_size', 'n_embd', 'num_hidden_layers', 'n_layer',
+              'intermediate_size', 'tie_word_embeddings', 'use_parallel_residual',
               'max_position_embeddings', 'n_positions', 'layer_norm_eps', 'layer_norm_epsilon',
               'pad_token_id', 'type_vocab_size'):
       assert ca.get(k) == cb.get(k), (name, k)
@@ -402,6 +422,7 @@ def test_transfer_configs_fine_tune_an_imported_bert(bert_pretraining, topic_tas
   np.testing.assert_array_equal(params['backbone']['pooler']['kernel'],
                                 task.source.params['pooler']['kernel'])
   set_fields(c, {'train.epochs': 1, 'seeds': 1, 'transfer.strategies': 'finetune',
+                 'train.batch_size': 64,
                  'optim.learning_rate': 1e-3})
   out = classification.train_and_evaluate(c, str(tmp_path / 'mr'))
   assert [r['strategy'] for r in out['rows']] == ['finetune']

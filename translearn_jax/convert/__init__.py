@@ -10,8 +10,9 @@ from), the checkpoint's own tokenizer (`tokenizer.json` + its special tokens),
 `checkpoints/0` (the parameters, orbax) and `import_report.json` (tensors
 imported, optional groups absent, tensors unused). `export_hf` writes
 `config.json`, `model.safetensors` and the tokenizer, which `transformers`
-loads with `from_pretrained`: LM runs as GPT-2, encoder runs as BERT (or
-RoBERTa when positions are offset). Both write into a temporary directory
+loads with `from_pretrained`: Transformer LM runs as GPT-2 (learned positions)
+or GPT-NeoX (rotary), encoder runs as BERT (or RoBERTa when positions are
+offset). Both write into a temporary directory
 renamed into place at the end, and refuse an existing non-empty target, so
 nothing already written is lost or left half-written. Supported architectures
 and their options: `convert.hf`.
@@ -143,12 +144,12 @@ def export_hf(run_dir: str, hf_dir: str) -> dict:
   cfg = src.model_config
   kind = type(cfg).arch
   if kind == 'transformer':
-    arch = hf.GPT2
+    arch = hf.GPT2 if cfg.positions == 'learned' else hf.GPT_NEOX
   elif kind == 'encoder':
     arch = hf.BERT if cfg.position_offset == 0 else hf.ROBERTA
   else:
     raise DataError(f'{run_dir}: model.arch={kind!r} has no Hugging Face counterpart here '
-                    '(export-hf writes Transformer LMs as GPT-2 and encoders as BERT/RoBERTa)')
+                    '(export-hf writes Transformer LMs as GPT-2/GPT-NeoX, encoders as BERT/RoBERTa)')
   flat = {k: np.asarray(v, np.float32) for k, v in graft.flatten(src.params).items()}
   if kind == 'encoder' and not cfg.type_vocab_size:   # BERT always adds a token-type row
     flat['type_embed/embedding'] = np.zeros((1, cfg.d_model), np.float32)
