@@ -293,6 +293,26 @@ def test_export_lm_run_loads_in_transformers(tmp_path, positions, hf_class):
                                                            jnp.asarray(toks)))
   ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
   np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+  check_exported_tokenizer(src.tokenizer, out)
+
+
+SAMPLES = ['The minister said on Tuesday that talks would resume.', '  extra   spaces here ',
+           'Ünïcödé ǅ text, 1999 — “quotes”', 'zqxj unseenword']
+
+
+def check_exported_tokenizer(tok, out):
+  """transformers' tokenizer of the export gives the run's sentencepiece ids (and the
+  tokenizer.json itself does on a literal user-defined piece inside text, which
+  transformers splits off as an added token first)."""
+  from translearn_jax.data.hf_tokenizer import HFTokenizer
+  fast = tf.AutoTokenizer.from_pretrained(out)
+  for t in SAMPLES:
+    assert fast(t, add_special_tokens=False)['input_ids'] == tok.encode(t), t
+  twin = HFTokenizer.load(out)
+  for t in SAMPLES + ['a<mask>b', 'the <mask> of']:
+    assert twin.encode(t) == tok.encode(t), t
+  assert (fast.pad_token_id, fast.eos_token_id) == (tok.pad_id, tok.eos_id)
+  return fast
 
 
 def test_export_of_what_hf_cannot_compute_is_one_clear_error(hf_models, tmp_path):
@@ -328,6 +348,9 @@ def test_export_mlm_run_as_bert_loads_in_transformers(tmp_path):
       {'params': src.params}, jnp.asarray(toks), mask=jnp.asarray(mask)))
   ref = torch_out(model, toks, mask).logits.numpy()
   np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=1e-4)
+  fast = check_exported_tokenizer(tok, out)
+  assert fast(SAMPLES[0])['input_ids'] == [tok.bos_id] + tok.encode(SAMPLES[0]) + [tok.eos_id]
+  assert fast.mask_token_id == tok.mask_id
 
 
 def test_import_then_export_is_bit_identical(hf_models, tmp_path):

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from translearn_jax.convert import hf, safetensors_io
-from translearn_jax.data.hf_tokenizer import HFTokenizer
+from translearn_jax.data.hf_tokenizer import HFTokenizer, from_sentencepiece
 from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import DataError
 from translearn_jax.models import lm as lm_models
@@ -178,9 +178,11 @@ def _export_tokenizer(tok, directory: str, cfg) -> None:
   if isinstance(tok, HFTokenizer):
     tok.save(os.path.join(directory, tok.file_name))
     conf = {f'{r}_token': p for r, p in tok.specials.items()}
-  elif isinstance(tok, Tokenizer):
-    tok.save(os.path.join(directory, tok.file_name))   # sentencepiece model, as trained
-    conf = {}
+  elif isinstance(tok, Tokenizer):   # sentencepiece: its tokenizer.json twin + the model
+    tok.save(os.path.join(directory, tok.file_name))
+    twin = from_sentencepiece(tok, encoder=not lm_models.is_causal(cfg))
+    twin.save(os.path.join(directory, twin.file_name))
+    conf = {f'{r}_token': p for r, p in twin.specials.items()}
   else:
     raise DataError(f'cannot export a tokenizer of type {type(tok).__name__}')
   conf.update({'tokenizer_class': 'PreTrainedTokenizerFast',
