@@ -19,7 +19,7 @@ from configs import transfer_mr_lm
 
 def get_config():
   config = transfer_mr_lm.get_config()
-  config.model.pooling = 'cls'           # 'cls' | 'mean' | 'max'
+  config.model.pooling = 'cls'           # 'cls' | 'mean' | 'max' | 'pooler' (BERT's, model.pooler)
   config.init.kind = 'mlm'
   config.init.path = '/tmp/mlm'
   config.init.rules = r'mlm/.*=>;(.*)=>backbone/\1'

@@ -89,6 +89,24 @@ def make_gpt2(d, tie=True):
   return m, fast
 
 
+def make_neox(d, tie=False):
+  """A GPT-NeoX LM with this project's rotary layout (full rotary, sequential residual)."""
+  tk = byte_bpe(['<|endoftext|>'])
+  eot = tk.token_to_id('<|endoftext|>')
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<|endoftext|>',
+                                    eos_token='<|endoftext|>', unk_token='<|endoftext|>')
+  cfg = tf.GPTNeoXConfig(
+      vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      intermediate_size=64, max_position_embeddings=64, use_parallel_residual=False,
+      rope_parameters={'rope_theta': 10000.0, 'partial_rotary_factor': 1.0,
+                       'rope_type': 'default'},
+      tie_word_embeddings=tie, bos_token_id=eot, eos_token_id=eot, hidden_act='gelu_new')
+  m = randomize(tf.GPTNeoXForCausalLM(cfg))
+  m.save_pretrained(d)
+  fast.save_pretrained(d)
+  return m, fast
+
+
 def make_bert(d, cls=None):
   tk = wordpiece()
   fast = tf.BertTokenizerFast(tokenizer_object=tk)
@@ -121,7 +139,8 @@ def hf_models(tmp_path_factory):
   """{name: (hf dir, torch model, HF tokenizer, imported run dir)}."""
   root = tmp_path_factory.mktemp('hf')
   out = {}
-  for name, make in (('gpt2', make_gpt2), ('bert', make_bert), ('roberta', make_roberta)):
+  for name, make in (('gpt2', make_gpt2), ('gpt_neox', make_neox), ('bert', make_bert),
+                     ('roberta', make_roberta)):
     d, run = str(root / name), str(root / f'run_{name}')
     model, fast = make(d)
     report = convert.import_hf(d, run)
@@ -149,10 +168,12 @@ def torch_out(model, toks, mask, **kw):
 
 # -- import: the same function as transformers -------------------------------------
 
-def test_gpt2_import_same_logits_and_states_batched_with_padding(hf_models):
-  d, model, fast, run = hf_models['gpt2']
+@pytest.mark.parametrize('name,positions', [('gpt2', 'learned'), ('gpt_neox', 'rotary')])
+def test_causal_lm_import_same_logits_and_states_batched_with_padding(hf_models, name,
+                                                                      positions):
+  d, model, fast, run = hf_models[name]
   src = sources.load('lm', run)
-  assert src.model_config.layer_norm_eps == 1e-5 and src.model_config.positions == 'learned'
+  assert src.model_config.layer_norm_eps == 1e-5 and src.model_config.positions == positions
   tok = src.tokenizer
   toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.eos_id] + x)
   ref = torch_out(model, toks, mask)
@@ -165,9 +186,10 @@ def test_gpt2_import_same_logits_and_states_batched_with_padding(hf_models):
                              rtol=1e-4)
 
 
-def test_gpt2_greedy_generation_equals_transformers_generate(hf_models):
+@pytest.mark.parametrize('name', ['gpt2', 'gpt_neox'])
+def test_greedy_generation_equals_transformers_generate(hf_models, name):
   from translearn_jax.generation import sample
-  d, model, fast, run = hf_models['gpt2']
+  d, model, fast, run = hf_models[name]
   config, tok, mcfg, params = sample.load_run(run)
   prompts = ['The river', 'Anna counted boats in']
   for cached in (True, False):
@@ -204,12 +226,19 @@ def test_encoder_import_same_mlm_logits_and_states(hf_models):
     np.testing.assert_allclose(own[mask], logits[mask], atol=1e-5)
 
 
-def test_bert_pooler_kept_or_dropped(tmp_path):
-  d = str(tmp_path / 'bert_pt')
+@pytest.fixture(scope='module')
+def bert_pretraining(tmp_path_factory):
+  """A BertForPreTraining directory (pooler + NSP head), imported: (hf dir, model, report, run)."""
+  root = tmp_path_factory.mktemp('bert_pt')
+  d, run = str(root / 'hf'), str(root / 'run')
   model, _ = make_bert(d, cls=tf.BertForPreTraining)
-  report = convert.import_hf(d, str(tmp_path / 'kept'))
+  return d, model, convert.import_hf(d, run), run
+
+
+def test_bert_pooler_kept_or_dropped(bert_pretraining, tmp_path):
+  d, model, report, run = bert_pretraining
   assert report['unused_tensors'] == ['cls.seq_relationship.bias', 'cls.seq_relationship.weight']
-  src = sources.load('mlm', str(tmp_path / 'kept'))
+  src = sources.load('mlm', run)
   assert src.model_config.pooler and 'pooler' in src.params
   tok = src.tokenizer
   toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.bos_id] + x + [tok.eos_id])
@@ -246,27 +275,44 @@ def test_tokenizers_give_transformers_ids(hf_models):
 
 # -- export: transformers loads what a run of this project wrote ---------------------
 
-def _lm_run(tmp_path):
+@pytest.mark.parametrize('positions,hf_class', [('learned', 'GPT2LMHeadModel'),
+                                                 ('rotary', 'GPTNeoXForCausalLM')])
+def test_export_lm_run_loads_in_transformers(tmp_path, positions, hf_class):
   from conftest import lm_config
   from translearn_jax.pretraining import lm
   run = str(tmp_path / 'lm')
-  lm.train_and_evaluate(lm_config(**{'train.steps': 3, 'model.positions': 'learned',
+  lm.train_and_evaluate(lm_config(**{'train.steps': 2, 'model.positions': positions,
                                      'model.num_layers': 2}), run)
-  return run
-
-
-def test_export_lm_run_as_gpt2_loads_in_transformers(tmp_path):
-  run = _lm_run(tmp_path)
   out = str(tmp_path / 'hf')
   convert.export_hf(run, out)
   src = sources.load('lm', run)
   model = tf.AutoModelForCausalLM.from_pretrained(out).eval()
-  assert type(model).__name__ == 'GPT2LMHeadModel'
+  assert type(model).__name__ == hf_class
   toks = np.asarray([[src.tokenizer.eos_id] + src.tokenizer.encode('the minister said today')])
   ours = np.asarray(lm_models.make(src.model_config).apply({'params': src.params},
                                                            jnp.asarray(toks)))
   ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
   np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+  check_exported_tokenizer(src.tokenizer, out)
+
+
+SAMPLES = ['The minister said on Tuesday that talks would resume.', '  extra   spaces here ',
+           'Ünïcödé ǅ text, 1999 — “quotes”', 'zqxj unseenword']
+
+
+def check_exported_tokenizer(tok, out):
+  """transformers' tokenizer of the export gives the run's sentencepiece ids (and the
+  tokenizer.json itself does on a literal user-defined piece inside text, which
+  transformers splits off as an added token first)."""
+  from translearn_jax.data.hf_tokenizer import HFTokenizer
+  fast = tf.AutoTokenizer.from_pretrained(out)
+  for t in SAMPLES:
+    assert fast(t, add_special_tokens=False)['input_ids'] == tok.encode(t), t
+  twin = HFTokenizer.load(out)
+  for t in SAMPLES + ['a<mask>b', 'the <mask> of']:
+    assert twin.encode(t) == tok.encode(t), t
+  assert (fast.pad_token_id, fast.eos_token_id) == (tok.pad_id, tok.eos_id)
+  return fast
 
 
 def test_export_of_what_hf_cannot_compute_is_one_clear_error(hf_models, tmp_path):
@@ -302,10 +348,13 @@ def test_export_mlm_run_as_bert_loads_in_transformers(tmp_path):
       {'params': src.params}, jnp.asarray(toks), mask=jnp.asarray(mask)))
   ref = torch_out(model, toks, mask).logits.numpy()
   np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=1e-4)
+  fast = check_exported_tokenizer(tok, out)
+  assert fast(SAMPLES[0])['input_ids'] == [tok.bos_id] + tok.encode(SAMPLES[0]) + [tok.eos_id]
+  assert fast.mask_token_id == tok.mask_id
 
 
 def test_import_then_export_is_bit_identical(hf_models, tmp_path):
-  for name in ('gpt2', 'bert', 'roberta'):
+  for name in ('gpt2', 'gpt_neox', 'bert', 'roberta'):
     d, _, _, run = hf_models[name]
     out = str(tmp_path / name)
     convert.export_hf(run, out)
@@ -315,6 +364,7 @@ def test_import_then_export_is_bit_identical(hf_models, tmp_path):
       assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), (name, k)
     ca, cb = (json.load(open(os.path.join(p, 'config.json'))) for p in (d, out))
     for k in ('vocab_size', 'hidden_size', 'n_embd', 'num_hidden_layers', 'n_layer',
+              'intermediate_size', 'tie_word_embeddings', 'use_parallel_residual',
               'max_position_embeddings', 'n_positions', 'layer_norm_eps', 'layer_norm_epsilon',
               'pad_token_id', 'type_vocab_size'):
       assert ca.get(k) == cb.get(k), (name, k)
@@ -372,15 +422,19 @@ def test_bad_input_gives_one_clear_line(hf_models, tmp_path, capsys):
 
 # -- transfer from an imported checkpoint --------------------------------------------
 
-def test_graft_from_imported_bert_into_classifier_and_tagger(hf_models, topic_task, conll_task):
-  from configs import transfer_conll_mlm, transfer_mr_mlm
+def test_transfer_configs_fine_tune_an_imported_bert(bert_pretraining, topic_task, conll_task,
+                                                      tmp_path):
+  """configs/transfer_mr_hf_bert.py end to end (BERT's pooler, its tokenizer's [CLS]/[SEP],
+  the graft report) and the CoNLL config's tagger graft, on the imported tiny BERT."""
+  from configs import transfer_conll_hf_bert, transfer_mr_hf_bert
   from conftest import set_fields
   from translearn_jax.downstream.classification import ClassificationTask
   from translearn_jax.downstream.tagging import TaggingTask
-  d, model, fast, run = hf_models['bert']
-  c = set_fields(transfer_mr_mlm.get_config(), {
-      'init.path': run, 'data.kind': 'tsv', 'data.path': topic_task, 'model.max_tokens': 48,
-      'transfer.groups': r'head=^head/,body=^backbone/'})
+  from translearn_jax.experiments import classification
+  d, model, _, run = bert_pretraining
+  fast = tf.AutoTokenizer.from_pretrained(d)
+  c = set_fields(transfer_mr_hf_bert.get_config(), {
+      'init.path': run, 'data.kind': 'tsv', 'data.path': topic_task, 'model.max_tokens': 48})
   task = ClassificationTask(c)
   toks, mask, _ = task.inputs['train']
   first = np.nonzero(mask[0])[0]
@@ -388,11 +442,15 @@ def test_graft_from_imported_bert_into_classifier_and_tagger(hf_models, topic_ta
   params, report = task.init_params(0, 'finetune')
   assert sorted(report.created) == ['head/bias', 'head/kernel']
   assert report.dropped and all(p.startswith('mlm/') for p in report.dropped)
-  np.testing.assert_array_equal(params['backbone']['embed']['embedding'],
-                                task.source.params['embed']['embedding'])
-  t = set_fields(transfer_conll_mlm.get_config(), {
+  np.testing.assert_array_equal(params['backbone']['pooler']['kernel'],
+                                task.source.params['pooler']['kernel'])
+  set_fields(c, {'train.epochs': 1, 'seeds': 1, 'transfer.strategies': 'finetune',
+                 'train.batch_size': 64,
+                 'optim.learning_rate': 1e-3})
+  out = classification.train_and_evaluate(c, str(tmp_path / 'mr'))
+  assert [r['strategy'] for r in out['rows']] == ['finetune']
+  t = set_fields(transfer_conll_hf_bert.get_config(), {
       'init.path': run, 'data.train_path': conll_task[0], 'data.dev_path': conll_task[1],
       'data.test_path': conll_task[2], 'model.max_tokens': 48})
-  tagger = TaggingTask(t)
-  _, treport = tagger.init_params(0, 'finetune')
+  _, treport = TaggingTask(t).init_params(0, 'finetune')
   assert sorted(treport.created) == ['head/bias', 'head/kernel']

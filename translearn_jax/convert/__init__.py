@@ -13,9 +13,10 @@ the checkpoint's own tokenizer (`tokenizer.json` + its special tokens),
 imported, optional groups absent, tensors unused). `export_hf` writes
 `config.json`, `model.safetensors` and the tokenizer (seq2seq runs also
 `generation_config.json`: start/end/pad ids and the never-generated ids as
-`bad_words_ids`), which `transformers` loads with `from_pretrained`: LM runs as
-GPT-2, encoder runs as BERT (or RoBERTa when positions are offset), post-LN
-seq2seq runs as BART (or Marian with sinusoidal positions). Importing reads
+`bad_words_ids`), which `transformers` loads with `from_pretrained`:
+Transformer LM runs as GPT-2 (learned positions) or GPT-NeoX (rotary), encoder
+runs as BERT (or RoBERTa when positions are offset), seq2seq runs as BART
+(post-LN), mBART (pre-LN) or Marian (sinusoidal positions). Importing reads
 `bad_words_ids`/`suppress_tokens` from `generation_config.json` as well.
 Both write into a temporary directory renamed into place at the end, and
 refuse an existing non-empty target, so nothing already written is lost or
@@ -34,7 +35,7 @@ import ml_collections
 import numpy as np
 
 from translearn_jax.convert import hf, hf_seq2seq, safetensors_io
-from translearn_jax.data.hf_tokenizer import HFTokenizer
+from translearn_jax.data.hf_tokenizer import HFTokenizer, from_sentencepiece
 from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import DataError
 from translearn_jax.models import lm as lm_models
@@ -182,12 +183,12 @@ def export_hf(run_dir: str, hf_dir: str) -> dict:
                      cfg.max_len, arch)
   kind = type(cfg).arch
   if kind == 'transformer':
-    arch = hf.GPT2
+    arch = hf.GPT2 if cfg.positions == 'learned' else hf.GPT_NEOX
   elif kind == 'encoder':
     arch = hf.BERT if cfg.position_offset == 0 else hf.ROBERTA
   else:
     raise DataError(f'{run_dir}: model.arch={kind!r} has no Hugging Face counterpart here '
-                    '(export-hf writes Transformer LMs as GPT-2 and encoders as BERT/RoBERTa)')
+                    '(export-hf writes Transformer LMs as GPT-2/GPT-NeoX, encoders as BERT/RoBERTa)')
   if kind == 'encoder' and not cfg.type_vocab_size:   # BERT always adds a token-type row
     flat['type_embed/embedding'] = np.zeros((1, cfg.d_model), np.float32)
     cfg = cfg.replace(type_vocab_size=1)
@@ -197,16 +198,20 @@ def export_hf(run_dir: str, hf_dir: str) -> dict:
   if base_model:   # no MLM head: the bare encoder (BertModel), names without the prefix
     tensors = {k[len(arch.prefix):]: v for k, v in tensors.items()}
     conf['architectures'] = [{'bert': 'BertModel', 'roberta': 'RobertaModel'}[arch.model_type]]
-  return _write_hf(hf_dir, conf, tensors, src.tokenizer, lm_models.context_len(cfg), arch)
+  return _write_hf(hf_dir, conf, tensors, src.tokenizer, lm_models.context_len(cfg), arch,
+                   encoder=not lm_models.is_causal(cfg))
 
 
-def _write_hf(hf_dir: str, conf: dict, tensors: dict, tok, max_length, arch) -> dict:
+def _write_hf(hf_dir: str, conf: dict, tensors: dict, tok, max_length, arch,
+              encoder: bool = False) -> dict:
+  """Writes config.json, the weights, the tokenizer (`encoder`: with masked-LM row
+  framing) and, for encoder-decoders, generation_config.json, atomically."""
   tmp = _fresh_target(hf_dir, 'HF_DIR')
   try:
     with open(os.path.join(tmp, 'config.json'), 'w') as f:
       json.dump({k: v for k, v in conf.items() if k not in BANNED_KEYS}, f, indent=2)
     safetensors_io.write_weights(os.path.join(tmp, safetensors_io.WEIGHTS), tensors)
-    _export_tokenizer(tok, tmp, max_length)
+    _export_tokenizer(tok, tmp, max_length, encoder)
     if conf.get('is_encoder_decoder'):   # what generate() reads (transformers 5: only there)
       with open(os.path.join(tmp, GENERATION_CONFIG), 'w') as f:
         json.dump({k: conf[k] for k in GENERATION_KEYS if k in conf}, f, indent=2)
@@ -218,13 +223,15 @@ def _write_hf(hf_dir: str, conf: dict, tensors: dict, tok, max_length, arch) -> 
           'tensors': len(tensors)}
 
 
-def _export_tokenizer(tok, directory: str, max_length) -> None:
+def _export_tokenizer(tok, directory: str, max_length, encoder: bool) -> None:
   if isinstance(tok, HFTokenizer):
     tok.save(os.path.join(directory, tok.file_name))
     conf = {f'{r}_token': p for r, p in tok.specials.items()}
-  elif isinstance(tok, Tokenizer):
-    tok.save(os.path.join(directory, tok.file_name))   # sentencepiece model, as trained
-    conf = {}
+  elif isinstance(tok, Tokenizer):   # sentencepiece: its tokenizer.json twin + the model
+    tok.save(os.path.join(directory, tok.file_name))
+    twin = from_sentencepiece(tok, encoder=encoder)
+    twin.save(os.path.join(directory, twin.file_name))
+    conf = {f'{r}_token': p for r, p in twin.specials.items()}
   else:
     raise DataError(f'cannot export a tokenizer of type {type(tok).__name__}')
   conf.update({'tokenizer_class': 'PreTrainedTokenizerFast',

@@ -3,8 +3,8 @@
 Each supported `model_type` is an `HFArch`: how its `config.json` maps onto a
 `models.lm` (or `models.seq2seq`) architecture config (every field read or
 known to leave the forward pass unchanged; any other key, or a value the model
-cannot compute, is an error naming it) and a table of `Entry`s, one per tensor: the Hugging Face
-name, the parameter path here, whether it is a `torch.nn.Linear` weight
+cannot compute, is an error naming it) and a table of `Entry`s, one per tensor:
+the Hugging Face name, the parameter path here, whether it is a `torch.nn.Linear` weight
 (stored (out, in), transposed into a (in, out) kernel) and, for fused tensors
 (GPT-2's `c_attn`), which slice of the last axis it is. Import and export read
 the same table in opposite directions, so a round trip is bit-identical.
@@ -12,6 +12,7 @@ the same table in opposite directions, so a round trip is bit-identical.
 | model_type | here | notes |
 |---|---|---|
 | gpt2 | `transformer` LM (learned positions, pre-LN) | `c_attn` split into q/k/v; Conv1D weights are (in, out) |
+| gpt_neox | `transformer` LM (rotary, pre-LN, sequential residual) | `query_key_value` interleaved per head; full rotary, base 10000 |
 | bert | `encoder` (post-LN), `pooler` kept unless dropped | NSP head unused |
 | roberta | `encoder`, `position_offset = pad_token_id + 1` | |
 | bart, mbart, marian | `seq2seq` | tables in `convert.hf_seq2seq`, registered in `ARCHS` there |
@@ -56,8 +57,10 @@ class Entry:
   ours: str                       # parameter path, '/'-separated
   linear: bool = False            # torch Linear weight (out, in) ⇄ kernel (in, out)
   part: Optional[tuple[int, int]] = None   # (i, n): the i-th of n slices of the last axis
+  heads: int = 0                  # with `part`: the last axis is (heads, n, head size) (GPT-NeoX)
   body: bool = True               # under the base-model prefix ('transformer.', 'bert.')
   group: str = ''                 # optional group ('mlm', 'pooler'): absent → not imported
+  aliases: tuple = ()             # other names the tensor has had (read on import)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +167,86 @@ GPT2 = HFArch(
     unused=(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$',))
 
 
+# -- GPT-NeoX (rotary Transformer LMs) ----------------------------------------------
+
+def _rope(c: dict) -> dict:
+  rope = dict(c.get('rope_parameters') or {})
+  rope.setdefault('rope_theta', c.get('rope_theta', c.get('rotary_emb_base', 10000.0)))
+  rope.setdefault('partial_rotary_factor', c.get('rotary_pct', 1.0))
+  return rope
+
+
+def _neox_fields(c: dict) -> dict:
+  rope = _rope(c)
+  for key, want in (('rope_theta', 10000.0), ('partial_rotary_factor', 1.0),
+                    ('rope_type', 'default')):
+    if key in rope and rope[key] != want:
+      raise DataError(f'config.json: {key}={rope[key]!r} is not supported (only {want!r}: '
+                      'rotary over whole heads, base 10000)')
+  if not c.get('attention_bias', True):
+    raise DataError('config.json: attention_bias=False is not supported (only True)')
+  return dict(arch='transformer', vocab_size=_get(c, 'vocab_size'), d_model=_get(c, 'hidden_size'),
+              num_heads=_get(c, 'num_attention_heads'), num_layers=_get(c, 'num_hidden_layers'),
+              d_ff=_get(c, 'intermediate_size'), max_len=_get(c, 'max_position_embeddings'),
+              dropout=float(c.get('hidden_dropout', 0.0) or 0.0),
+              attention_dropout=float(c.get('attention_dropout', 0.0) or 0.0),
+              positions='rotary', tie_embeddings=bool(c.get('tie_word_embeddings', False)),
+              layer_norm_eps=float(c.get('layer_norm_eps', 1e-5)),
+              activation=_activation(c, 'hidden_act'))
+
+
+def _neox_entries(cfg) -> list[Entry]:
+  out = [Entry('embed_in.weight', 'embed/embedding')]
+  for i in range(cfg.num_layers):
+    h, b = f'layers.{i}', f'block_{i}'
+    out += _ln(f'{h}.input_layernorm', f'{b}/ln_attn')
+    out += _ln(f'{h}.post_attention_layernorm', f'{b}/ln_mlp')
+    for j, name in enumerate(('query', 'key', 'value')):
+      out += [Entry(f'{h}.attention.query_key_value.weight', f'{b}/attn/{name}/kernel',
+                    linear=True, part=(j, 3), heads=cfg.num_heads),
+              Entry(f'{h}.attention.query_key_value.bias', f'{b}/attn/{name}/bias',
+                    part=(j, 3), heads=cfg.num_heads)]
+    out += _linear(f'{h}.attention.dense', f'{b}/attn/out')
+    out += _linear(f'{h}.mlp.dense_h_to_4h', f'{b}/mlp/wi')
+    out += _linear(f'{h}.mlp.dense_4h_to_h', f'{b}/mlp/wo')
+  out += _ln('final_layer_norm', 'ln_final')
+  if not cfg.tie_embeddings:
+    out.append(Entry('embed_out.weight', 'head/kernel', linear=True, body=False,
+                     aliases=('lm_head.weight',)))
+  return out
+
+
+def _neox_config(cfg, tok) -> dict:
+  if cfg.positions != 'rotary':
+    raise DataError(f'GPT-NeoX has rotary positions; this run has '
+                    f'model.positions={cfg.positions!r} (export it as GPT-2)')
+  return {
+      'model_type': 'gpt_neox', 'architectures': ['GPTNeoXForCausalLM'],
+      'vocab_size': cfg.vocab_size, 'hidden_size': cfg.d_model,
+      'num_hidden_layers': cfg.num_layers, 'num_attention_heads': cfg.num_heads,
+      'intermediate_size': cfg.d_ff, 'hidden_act': ACT_OUT[cfg.activation],
+      'max_position_embeddings': cfg.max_len, 'layer_norm_eps': cfg.layer_norm_eps,
+      'hidden_dropout': cfg.dropout, 'attention_dropout': cfg.attention_dropout,
+      'use_parallel_residual': False, 'attention_bias': True,
+      'rope_parameters': {'rope_theta': 10000.0, 'partial_rotary_factor': 1.0,
+                          'rope_type': 'default'},
+      'rotary_pct': 1.0, 'rotary_emb_base': 10000,
+      'tie_word_embeddings': cfg.tie_embeddings, 'initializer_range': 0.02, 'use_cache': True,
+      'bos_token_id': tok.eos_id, 'eos_token_id': tok.eos_id, 'dtype': 'float32'}
+
+
+GPT_NEOX = HFArch(
+    'gpt_neox', 'lm', 'gpt_neox.',
+    frozenset({'vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads',
+               'intermediate_size', 'hidden_act', 'max_position_embeddings', 'layer_norm_eps',
+               'hidden_dropout', 'attention_dropout', 'use_parallel_residual', 'attention_bias',
+               'rope_parameters', 'rope_theta', 'rotary_pct', 'rotary_emb_base', 'rope_scaling',
+               'tie_word_embeddings', 'is_decoder'}),
+    {'use_parallel_residual': False, 'rope_scaling': None, 'is_decoder': False},
+    _neox_fields, _neox_entries, _neox_config,
+    unused=(r'(gpt_neox\.)?layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)$',))
+
+
 # -- BERT / RoBERTa -----------------------------------------------------------------
 
 def _encoder_fields(c: dict, offset: int) -> dict:
@@ -263,7 +346,7 @@ ROBERTA = HFArch('roberta', 'mlm', 'roberta.', _ENCODER_KEYS, _ENCODER_REQUIRED,
                  _roberta_fields, _encoder_entries('roberta'), _encoder_config('roberta'),
                  unused=_ENCODER_UNUSED)
 
-ARCHS = {a.model_type: a for a in (GPT2, BERT, ROBERTA)}
+ARCHS = {a.model_type: a for a in (GPT2, GPT_NEOX, BERT, ROBERTA)}
 
 
 def arch_for(conf: dict, path: str) -> HFArch:
@@ -299,7 +382,8 @@ def import_tensors(arch: HFArch, cfg, tensors: dict[str, np.ndarray], expected: 
   names = set(tensors)
   with_prefix = any(n.startswith(arch.prefix) for n in names)
   def lookup(e: Entry) -> str:
-    return hf_name(arch, e) if (e.body and with_prefix) or not e.body else e.hf
+    name = hf_name(arch, e) if (e.body and with_prefix) or not e.body else e.hf
+    return next((a for a in e.aliases if a in names and name not in names), name)
   entries = arch.entries(cfg)
   groups = {e.group for e in entries if e.group}
   absent_groups = sorted(g for g in groups if g in drop or not any(
@@ -322,10 +406,14 @@ def import_tensors(arch: HFArch, cfg, tensors: dict[str, np.ndarray], expected: 
       x = x.T
     if e.part is not None:
       i, n = e.part
-      if x.shape[-1] % n:
+      if x.shape[-1] % (n * max(e.heads, 1)):
         raise DataError(f'{path}: tensor {key} of shape {tensors[key].shape} cannot be split '
                         f'into {n} along its last axis')
-      x = np.split(x, n, axis=-1)[i]
+      if e.heads:
+        lead = x.shape[:-1]
+        x = x.reshape(lead + (e.heads, n, -1))[..., i, :].reshape(lead + (-1,))
+      else:
+        x = np.split(x, n, axis=-1)[i]
     want = expected.get(e.ours)
     if want is not None and tuple(x.shape) != tuple(want):
       shape = tuple(tensors[key].shape)
@@ -365,8 +453,12 @@ def export_tensors(arch: HFArch, cfg, flat: dict[str, np.ndarray]) -> dict[str, 
   out = {}
   for name, es in parts.items():
     es = sorted(es, key=lambda e: e.part[0] if e.part else 0)
-    x = np.concatenate([np.asarray(flat[e.ours]) for e in es], axis=-1) if es[0].part else \
-        np.asarray(flat[es[0].ours])
+    xs = [np.asarray(flat[e.ours]) for e in es]
+    if es[0].heads:    # interleave per head: (..., heads, n, head size)
+      h, lead = es[0].heads, xs[0].shape[:-1]
+      x = np.stack([a.reshape(lead + (h, -1)) for a in xs], axis=-2).reshape(lead + (-1,))
+    else:
+      x = np.concatenate(xs, axis=-1) if es[0].part else xs[0]
     out[name] = np.ascontiguousarray(x.T if es[0].linear else x)
   return out
 

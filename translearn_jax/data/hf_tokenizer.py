@@ -216,6 +216,84 @@ class HFTokenizer:
     return cls(text, special_tokens(os.path.dirname(path), spec), path)
 
 
+def from_sentencepiece(tok, encoder: bool = False) -> HFTokenizer:
+  """The `tokenizer.json` equivalent of a sentencepiece `Tokenizer` (an exported run's, so
+  that `transformers` loads it): the model's own pieces and scores (Unigram, or BPE with
+  merges ranked by piece score), normalisation (its precompiled charsmap, whitespace
+  rules, dummy prefix), byte fallback and user-defined pieces, following
+  `transformers`' SpmConverter; `encoder` adds the `<bos> $A <eos>` framing of
+  masked-LM rows as the post-processor."""
+  import re
+  from sentencepiece import sentencepiece_model_pb2
+  from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
+                          pre_tokenizers, processors)
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(tok.proto)
+  spec, trainer = proto.normalizer_spec, proto.trainer_spec
+  pieces = [(p.piece, p.score) for p in proto.pieces]
+  user_defined = [p.piece for p in proto.pieces if p.type == 4]
+  if trainer.model_type == 1:          # unigram
+    tk = Tokenizer(models.Unigram(pieces, unk_id=trainer.unk_id,
+                                  byte_fallback=trainer.byte_fallback))
+  elif trainer.model_type == 2:        # bpe
+    vocab = {p: i for i, (p, _) in enumerate(pieces)}
+    normal = {p.piece: (p.score, i) for i, p in enumerate(proto.pieces) if p.type == 1}
+    ranked = sorted((-normal[t][0], normal[t][1], t[:k], t[k:]) for t in normal
+                    for k in range(1, len(t)) if t[:k] in normal and t[k:] in normal)
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[(a, b) for _, _, a, b in ranked],
+                              unk_token=trainer.unk_piece, fuse_unk=True,
+                              byte_fallback=trainer.byte_fallback,
+                              ignore_merges=bool(user_defined)))
+  else:
+    raise DataError(f'{tok.path}: sentencepiece model type {trainer.model_type} has no '
+                    'tokenizer.json equivalent here (unigram and bpe do)')
+  norm = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap \
+      else []
+  if spec.remove_extra_whitespaces:
+    norm += [normalizers.Replace(Regex(r'\A +| +\z'), ''),
+             normalizers.Replace(Regex(' {2,}'), ' ')]
+  if spec.escape_whitespaces:
+    norm.append(normalizers.Replace(' ', '\u2581'))
+  if spec.add_dummy_prefix:   # text that starts with '▁' keeps its own and gets the prefix
+    norm.append(normalizers.Replace(Regex('\\A\u2581'), '\u2581\u2581'))
+  tk.normalizer = normalizers.Sequence(norm)
+  pre = []
+  if spec.add_dummy_prefix:
+    pre.append(pre_tokenizers.Metaspace(replacement='\u2581', prepend_scheme='always',
+                                        split=False))
+  if user_defined:
+    pattern = '|'.join(re.escape(p) for p in sorted(user_defined, key=len, reverse=True))
+    pre.append(pre_tokenizers.Split(Regex(pattern), behavior='isolated'))
+  if pre:
+    tk.pre_tokenizer = pre_tokenizers.Sequence(pre)
+  dec = [decoders.Replace('\u2581', ' ')]
+  if trainer.byte_fallback:
+    dec.append(decoders.ByteFallback())
+  if spec.add_dummy_prefix:
+    dec += [decoders.Fuse(), decoders.Strip(content=' ', left=1)]
+  elif trainer.byte_fallback:
+    dec.append(decoders.Fuse())
+  tk.decoder = decoders.Sequence(dec)
+  piece = tok.id_to_piece
+  specials = {'pad': piece(tok.pad_id), 'unk': piece(tok.unk_id), 'bos': piece(tok.bos_id),
+              'eos': piece(tok.eos_id)}
+  try:
+    specials['mask'] = piece(tok.mask_id)
+  except DataError:
+    pass
+  # control pieces only: user-defined ones (<mask>) stay in the model, matched by the Split
+  # above inside text as sentencepiece does
+  tk.add_special_tokens([AddedToken(piece(i), special=True, normalized=False)
+                         for i in tok.special_ids() if piece(i) not in user_defined])
+  if encoder:
+    specials.update(cls=specials['bos'], sep=specials['eos'])
+    tk.post_processor = processors.TemplateProcessing(
+        single=f'{specials["bos"]} $A {specials["eos"]}',
+        pair=f'{specials["bos"]} $A {specials["eos"]} $B:1 {specials["eos"]}:1',
+        special_tokens=[(specials['bos'], tok.bos_id), (specials['eos'], tok.eos_id)])
+  return HFTokenizer(tk.to_str(), specials, tok.path)
+
+
 def _write(path: str, text: str) -> None:
   tmp = f'{path}.tmp{os.getpid()}'
   try:

@@ -4,7 +4,8 @@
 source (`config.init`, through `transfer.sources`), builds the model and
 encodes every split; runners (`experiments.classification`, learning curves,
 strategy search, multi-task) train it. Pretrained sources:
-* `word2vec`: a vector file (text or binary); rows are remapped by word into
+* `word2vec`: a vectors file (word2vec text or binary, GloVe, fastText
+  `.vec`); rows are remapped by word into
   the downstream vocabulary (words of the training split);
 * `lm` / `mlm`: an LM or masked-LM encoder run directory; the classifier
   reuses its tokenizer and architecture (`model.type='lm_encoder'`);

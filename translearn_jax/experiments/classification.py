@@ -11,7 +11,8 @@ shared loop (`experiments.finetune`) in `workdir/runs/<strategy>-seed<k>/`
 (checkpoints, metrics, exact resume); finished runs go to `runs.jsonl`.
 
 Pretrained sources (`config.init.kind`):
-* `word2vec`: a vector file (text or binary); rows are remapped by word into
+* `word2vec`: a vectors file (word2vec text or binary, GloVe, fastText
+  `.vec`); rows are remapped by word into
   the downstream vocabulary (words of the training split);
 * `lm`: an LM run directory (its config.json, tokenizer.model, newest
   checkpoint); the classifier reuses its tokenizer and architecture;
