@@ -204,6 +204,26 @@ def test_greedy_generation_equals_transformers_generate(hf_models, name):
       assert text == fast.decode(new[:new.index(tok.eos_id)] if tok.eos_id in new else new)
 
 
+def test_zero_shot_scores_of_an_imported_gpt2_are_transformers_log_probs(hf_models):
+  """Zero-shot LM scoring (fusion.zero_shot) on the imported GPT-2: log p(verbalisation |
+  <|endoftext|> text), the verbalisation encoded after a space as inside running text."""
+  from translearn_jax.fusion import zero_shot
+  d, model, fast, run = hf_models['gpt2']
+  src = sources.load('lm', run)
+  verbs = ['It was great.', 'It was awful.']
+  scores, prior = zero_shot.lm_scores(lm_models.make(src.model_config), src.params,
+                                      src.tokenizer, TEXTS[:2], verbs, max_len=64)
+  eot = fast.eos_token_id
+  for i, text in enumerate(TEXTS[:2]):
+    for j, verb in enumerate(verbs):
+      prefix, cont = [eot] + fast.encode(text), fast.encode(' ' + verb)
+      with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([prefix + cont])).logits[0], -1).numpy()
+      want = sum(logp[len(prefix) - 1 + k, t] for k, t in enumerate(cont))
+      np.testing.assert_allclose(scores[i, j], want, rtol=1e-4, atol=1e-3)
+  assert prior.shape == (2,) and np.isfinite(prior).all()
+
+
 def test_encoder_import_same_mlm_logits_and_states(hf_models):
   for name in ('bert', 'roberta'):
     d, model, fast, run = hf_models[name]

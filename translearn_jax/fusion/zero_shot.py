@@ -131,7 +131,7 @@ def lm_scores(model, params, tok: Tokenizer, texts: Sequence[str],
               ) -> tuple[np.ndarray, np.ndarray]:
   """((N, C) log p(verbalisation_c | EOS text_n), (C,) log p(verbalisation_c | EOS))."""
   text_ids = tok.encode_batch(list(texts))
-  verb_ids = tok.encode_batch(list(verbalisations))
+  verb_ids = tok.encode_words(list(verbalisations))   # as text that follows text
   n, c = len(texts), len(verbalisations)
   eos = tok.eos_id
   prefixes = [[eos] + t for t in text_ids for _ in range(c)]
