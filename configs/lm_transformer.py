@@ -61,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.seq_length = 128          # tokens per training sequence
   config.train.batch_size = 16           # sequences per micro-batch (global)
   config.train.grad_accum = 1            # micro-batches per optimiser step
+  config.train.loss_chunk = 0            # > 0: cross-entropy this many positions at a time (large vocabularies)
   config.train.epochs = 2
   config.train.steps = 0             # stop after this many steps (0: all epochs)
   # Continued pretraining (e.g. on target-domain text, ULMFiT's middle stage):

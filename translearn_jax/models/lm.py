@@ -128,6 +128,22 @@ def hidden(module, tokens, mask=None, pooled: bool = False):
   return out[0] if isinstance(out, tuple) else out
 
 
+def hidden_states(model, params, tokens, rngs=None):
+  """The final states (B, T, D) of a causal Transformer LM made by `make` (before the
+  output projection; `output_projection` gives it)."""
+  return model.apply({'params': params}, tokens, return_hidden=True, rngs=rngs)
+
+
+def output_projection(cfg, params):
+  """(kernel (D, V), bias or None) of a Transformer LM's vocabulary projection: the
+  transposed embedding when tied, else `head`."""
+  if type(cfg).arch != 'transformer':
+    raise ConfigError(f'no separable output projection for model.arch={type(cfg).arch!r}')
+  if cfg.tie_embeddings:
+    return params['embed']['embedding'].T, None
+  return params['head']['kernel'], None
+
+
 def is_causal(cfg) -> bool:
   return arch_of(cfg).causal
 

@@ -33,6 +33,7 @@ from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.training import flops as flops_lib
 from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.training import losses
 from translearn_jax.training import optimizers
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, Run
@@ -63,6 +64,10 @@ def validate_rows(config, archs) -> None:
              f'{config.train.seq_length} is larger than the model maximum '
              f'model.max_len={config.model.max_len}')
   _require(0 <= config.data.valid_fraction < 1, 'data.valid_fraction', 'must be in [0, 1)')
+  chunk = config.train.get('loss_chunk', 0)
+  _require(chunk >= 0, 'train.loss_chunk', f'must be >= 0 (0: plain), got {chunk}')
+  _require(not chunk or config.model.arch == 'transformer', 'train.loss_chunk',
+           f"the chunked loss exists for model.arch='transformer', not {config.model.arch!r}")
   lm_models.config_from(config.model, 8, config.dtype)   # bad model fields: before any data
 
 
@@ -148,11 +153,13 @@ def init_state(model, tx, seed: int, seq_len: int, mesh) -> TrainState:
   return init_train_state(model, tx, seed, mesh, jnp.zeros((1, seq_len), jnp.int32))
 
 
-def make_train_fn(model, tx, schedule, mesh):
+def make_train_fn(model, tx, schedule, mesh, loss_chunk: int = 0):
   """Jitted `(state, {'tokens': (A, B, T+1)}) -> (state, metric sums)`.
 
   The A micro-batches are scanned; their summed gradients are divided by the
-  total token count, so accumulation equals one large batch.
+  total token count, so accumulation equals one large batch. `loss_chunk` > 0:
+  the cross-entropy is computed that many positions at a time from the final
+  states (`training.losses.chunked_softmax_xent`), never holding all B·T·V logits.
   """
   repl = mesh_lib.replicated(mesh)
 
@@ -163,8 +170,13 @@ def make_train_fn(model, tx, schedule, mesh):
     def micro(carry, xs):
       i, toks = xs
       def loss_fn(params):
-        logits = lm_models.logits(model, params, toks[:, :-1],
-                           rngs={'dropout': jax.random.fold_in(step_rng, i)})
+        rngs = {'dropout': jax.random.fold_in(step_rng, i)}
+        if loss_chunk:
+          hidden = lm_models.hidden_states(model, params, toks[:, :-1], rngs=rngs)
+          kernel, bias = lm_models.output_projection(model.config, params)
+          return losses.chunked_softmax_xent(hidden, kernel, toks[:, 1:], bias=bias,
+                                             chunk=loss_chunk)
+        logits = lm_models.logits(model, params, toks[:, :-1], rngs=rngs)
         return jnp.sum(token_nll(logits, toks[:, 1:]))
       loss, grads = jax.value_and_grad(loss_fn)(state.params)
       g_acc, l_acc = carry
@@ -338,7 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   info('%s LM: %.2fM parameters, %d steps of %d tokens', config.model.arch, n_params / 1e6,
        total_steps, config.train.batch_size * config.train.grad_accum * config.train.seq_length)
-  train_fn = make_train_fn(model, tx, schedule, mesh)
+  train_fn = make_train_fn(model, tx, schedule, mesh, config.train.get('loss_chunk', 0))
   eval_fn = make_eval_fn(eval_model, mesh)
   fpt = lm_models.flops_per_token(train_cfg, config.train.seq_length)
 

@@ -109,6 +109,7 @@ ADDED_FIELDS = {
     'model.scale_embedding': False,
     'model.embed_ln': False,
     'model.final_logits_bias': False,
+    'train.loss_chunk': 0,              # LMs (issue #18): the plain cross-entropy
 }
 
 

@@ -1,0 +1,66 @@
+"""The chunked cross-entropy equals the plain one, value and gradients (issue #18)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from translearn_jax.errors import ConfigError
+from translearn_jax.training.losses import chunked_softmax_xent
+
+
+def plain(hidden, kernel, targets, weights, bias):
+  logits = hidden @ kernel + (0 if bias is None else bias)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  return jnp.sum(nll * weights)
+
+
+@pytest.mark.parametrize('chunk', [1, 7, 64, 1000])
+@pytest.mark.parametrize('with_bias', [False, True])
+def test_chunked_loss_and_gradients_equal_the_plain_ones(chunk, with_bias):
+  k = jax.random.split(jax.random.key(0), 5)
+  hidden = jax.random.normal(k[0], (3, 21, 16))          # 63 rows: chunks do not divide it
+  kernel = jax.random.normal(k[1], (16, 50)) * 0.5
+  targets = jax.random.randint(k[2], (3, 21), 0, 50)
+  weights = (jax.random.uniform(k[3], (3, 21)) > 0.3).astype(jnp.float32)
+  bias = jax.random.normal(k[4], (50,)) if with_bias else None
+  want, want_g = jax.value_and_grad(lambda h, w: plain(h, w, targets, weights, bias),
+                                    argnums=(0, 1))(hidden, kernel)
+  got, got_g = jax.value_and_grad(
+      lambda h, w: chunked_softmax_xent(h, w, targets, weights, bias, chunk=chunk),
+      argnums=(0, 1))(hidden, kernel)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for a, b in zip(got_g, want_g):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert float(got) > 0
+
+
+def test_chunks_bound_the_logits_held_for_the_backward_pass():
+  """Only (chunk, V) logits blocks exist inside the scan: no residual of (rows, V)."""
+  hidden = jnp.ones((512, 8))
+  kernel = jnp.ones((8, 1000))
+  targets = jnp.zeros((512,), jnp.int32)
+  f = lambda h: chunked_softmax_xent(h, kernel, targets, chunk=32)
+  jaxpr = str(jax.make_jaxpr(jax.grad(f))(hidden))
+  assert 'f32[32,1000]' in jaxpr and 'f32[512,1000]' not in jaxpr
+
+
+def test_lm_training_with_the_chunked_loss_equals_the_plain_loss(tmp_path):
+  """Three LM steps with `train.loss_chunk` give the parameters the plain loss gives (the
+  wiring; Adam hides a loss scale, which the test above checks)."""
+  from conftest import lm_config
+  from translearn_jax.pretraining import lm
+  from translearn_jax.transfer import sources
+  params = {}
+  for chunk in (0, 48):
+    cfg = lm_config(**{'train.steps': 3, 'train.loss_chunk': chunk})
+    lm.train_and_evaluate(cfg, str(tmp_path / f'c{chunk}'))
+    params[chunk] = sources.load('lm', str(tmp_path / f'c{chunk}')).params
+  init = jax.tree.leaves(params[0])
+  for a, b in zip(jax.tree.leaves(params[48]), init):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ConfigError, match="config.train.loss_chunk: the chunked loss exists for "
+                                       "model.arch='transformer', not 'lstm'"):
+    lm.train_and_evaluate(lm_config(**{'train.loss_chunk': 8, 'model.arch': 'lstm'}),
+                          str(tmp_path / 'lstm'))
