@@ -56,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.tie_embeddings = True
   config.model.layer_norm_eps = 1e-6     # GPT-2: 1e-5
   config.model.activation = 'gelu_tanh'  # MLP: 'gelu_tanh' (GPT-2) | 'gelu' (erf) | 'relu'
+  config.model.attention_impl = 'einsum'  # 'einsum' | 'dot_product' (jax.nn.dot_product_attention) | 'xla' | 'cudnn' (GPU flash)
 
   config.train = ml_collections.ConfigDict()
   config.train.seq_length = 128          # tokens per training sequence

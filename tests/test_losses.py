@@ -64,3 +64,40 @@ def test_lm_training_with_the_chunked_loss_equals_the_plain_loss(tmp_path):
                                        "model.arch='transformer', not 'lstm'"):
     lm.train_and_evaluate(lm_config(**{'train.loss_chunk': 8, 'model.arch': 'lstm'}),
                           str(tmp_path / 'lstm'))
+
+
+# -- fused attention (jax.nn.dot_product_attention) ----------------------------------
+
+@pytest.mark.parametrize('arch', ['transformer', 'encoder'])
+def test_dot_product_attention_equals_ours_with_gradients(arch):
+  """`model.attention_impl='xla'` (JAX's dot_product_attention) computes today's attention:
+  causal for the LM, padding-masked for the encoder; outputs and parameter gradients."""
+  from translearn_jax.models import encoder, transformer_lm
+  if arch == 'transformer':
+    cfg = transformer_lm.TransformerConfig(vocab_size=50, d_model=32, num_heads=4,
+                                           num_layers=2, d_ff=64, max_len=16)
+    make = transformer_lm.TransformerLM
+  else:
+    cfg = encoder.EncoderConfig(vocab_size=50, d_model=32, num_heads=4, num_layers=2, d_ff=64,
+                                max_len=16, pad_id=0)
+    make = encoder.Encoder
+  tokens = jax.random.randint(jax.random.key(1), (3, 12), 1, 50).at[1, 7:].set(0)
+  params = make(cfg).init(jax.random.key(0), tokens)['params']
+
+  def loss(p, impl):
+    out = make(cfg.replace(attention_impl=impl)).apply({'params': p}, tokens)
+    keep = (tokens != 0)[..., None]
+    return jnp.sum(jnp.where(keep, out, 0.0) ** 2) / 100, out
+
+  (l0, out0), g0 = jax.value_and_grad(loss, has_aux=True)(params, 'einsum')
+  (l1, out1), g1 = jax.value_and_grad(loss, has_aux=True)(params, 'xla')
+  keep = np.asarray(tokens != 0)
+  np.testing.assert_allclose(np.asarray(out1)[keep], np.asarray(out0)[keep], atol=2e-5,
+                             rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+  jaxprs = {impl: str(jax.make_jaxpr(lambda p: loss(p, impl)[0])(params))
+            for impl in ('einsum', 'xla')}
+  assert jaxprs['einsum'] != jaxprs['xla']        # the fused path really ran
+  with pytest.raises(ValueError, match="model.attention_impl must be one of"):
+    cfg.replace(attention_impl='flash')

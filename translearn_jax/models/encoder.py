@@ -78,12 +78,16 @@ class EncoderConfig:
   deterministic: bool = True
   decode: bool = False             # unused (no incremental decoding); kept for the LM interface
   lora_rank: int = 0               # > 0: LoRA adapters on attention query/value
+  attention_impl: str = 'einsum'   # 'einsum' | 'dot_product' | 'xla' | 'cudnn'
 
   def __post_init__(self):
     if self.norm not in NORMS:
       raise ValueError(f'model.norm must be one of {NORMS}, got {self.norm!r}')
     if self.positions not in POSITIONS:
       raise ValueError(f'model.positions must be one of {POSITIONS}, got {self.positions!r}')
+    if self.attention_impl not in layers.ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f'model.attention_impl must be one of '
+                       f'{sorted(layers.ATTENTION_IMPLEMENTATIONS)}, got {self.attention_impl!r}')
     if self.activation not in layers.ACTIVATIONS:
       raise ValueError(f'model.activation must be one of {sorted(layers.ACTIVATIONS)}, '
                        f'got {self.activation!r}')
@@ -120,7 +124,8 @@ class EncoderBlock(nn.Module):
     attn = layers.MultiHeadAttention(
         cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         dropout=cfg.attention_dropout, deterministic=cfg.deterministic,
-        use_rotary=cfg.positions == 'rotary', lora_rank=cfg.lora_rank, name='attn')
+        use_rotary=cfg.positions == 'rotary', lora_rank=cfg.lora_rank,
+        implementation=cfg.attention_impl, name='attn')
     mlp = layers.MlpBlock(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                           activation=cfg.activation, name='mlp')
     if cfg.norm == 'pre':

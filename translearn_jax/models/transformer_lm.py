@@ -39,10 +39,14 @@ class TransformerConfig:
   deterministic: bool = True
   decode: bool = False
   lora_rank: int = 0               # > 0: LoRA adapters on attention query/value
+  attention_impl: str = 'einsum'   # 'einsum' | 'dot_product' | 'xla' | 'cudnn' (layers.ATTENTION_IMPLEMENTATIONS)
 
   def __post_init__(self):
     if self.positions not in ('rotary', 'learned'):
       raise ValueError(f"model.positions must be 'rotary' or 'learned', got {self.positions!r}")
+    if self.attention_impl not in layers.ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f'model.attention_impl must be one of '
+                       f'{sorted(layers.ATTENTION_IMPLEMENTATIONS)}, got {self.attention_impl!r}')
     if self.activation not in layers.ACTIVATIONS:
       raise ValueError(f'model.activation must be one of {sorted(layers.ACTIVATIONS)}, '
                        f'got {self.activation!r}')
@@ -71,7 +75,7 @@ class DecoderBlock(nn.Module):
         cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         dropout=cfg.attention_dropout, deterministic=cfg.deterministic,
         use_rotary=cfg.positions == 'rotary', decode=cfg.decode, lora_rank=cfg.lora_rank,
-        name='attn')(
+        implementation=cfg.attention_impl, name='attn')(
             h, mask=mask, positions=positions)
     x = x + drop(h)
     h = layer_norm(cfg, 'ln_mlp')(x)

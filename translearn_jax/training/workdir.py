@@ -110,6 +110,7 @@ ADDED_FIELDS = {
     'model.embed_ln': False,
     'model.final_logits_bias': False,
     'train.loss_chunk': 0,              # LMs (issue #18): the plain cross-entropy
+    'model.attention_impl': 'einsum',   # LM/encoder (issue #18): this project's attention
 }
 
 
