@@ -1,4 +1,5 @@
-"""The chunked cross-entropy equals the plain one, value and gradients (issue #18)."""
+"""Accelerator paths of issue #18: the chunked cross-entropy and fused attention equal the plain
+ones (values and gradients), GPT-2 small builds at its size, the MFU benchmark runs."""
 
 import jax
 import jax.numpy as jnp
@@ -101,3 +102,29 @@ def test_dot_product_attention_equals_ours_with_gradients(arch):
   assert jaxprs['einsum'] != jaxprs['xla']        # the fused path really ran
   with pytest.raises(ValueError, match="model.attention_impl must be one of"):
     cfg.replace(attention_impl='flash')
+
+
+# -- GPT-2 small and the accelerator benchmark ---------------------------------------
+
+def test_gpt2_small_config_has_gpt2_smalls_parameter_count():
+  """configs/gpt2_small.py built abstractly: OpenAI's GPT-2 small has 124,439,808 parameters
+  (tied 50,257 x 768 table, 1,024 positions)."""
+  from configs import gpt2_small
+  from translearn_jax.models import lm as lm_models
+  c = gpt2_small.get_config()
+  cfg = lm_models.config_from(c.model, c.tokenizer.vocab_size, c.dtype)
+  model = lm_models.make(cfg)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                             jnp.zeros((1, 8), jnp.int32))['params'])
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == 124_439_808
+  assert (c.train.seq_length, c.dtype, c.train.loss_chunk) == (1024, 'bfloat16', 1024)
+
+
+def test_accelerator_benchmark_runs_on_cpu(tmp_path):
+  import json
+  from benchmarks import accelerator_mfu
+  out = accelerator_mfu.main(['--steps', '2', '--batch', '2', '--seq', '32',
+                              '--json', str(tmp_path / 'o.json')])
+  saved = json.loads((tmp_path / 'o.json').read_text())
+  assert saved == out and out['tokens_per_s'] > 0 and out['seq'] == 32
+  assert out['memory_per_device_bytes'] > 0 and np.isfinite(out['final_loss'])
