@@ -25,6 +25,7 @@ def get_config():
   config.model.layer_norm_eps = 1e-5
   config.model.activation = 'gelu_tanh'
   config.model.attention_impl = 'dot_product'
+  config.model.remat = 'full'
   config.model.dropout = 0.1
   config.model.vocab_size = 50257        # GPT-2's table (rows beyond the tokenizer's stay unused)
   config.tokenizer.vocab_size = 50257

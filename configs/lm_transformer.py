@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.layer_norm_eps = 1e-6     # GPT-2: 1e-5
   config.model.activation = 'gelu_tanh'  # MLP: 'gelu_tanh' (GPT-2) | 'gelu' (erf) | 'relu'
   config.model.attention_impl = 'einsum'  # 'einsum' | 'dot_product' (jax.nn.dot_product_attention) | 'xla' | 'cudnn' (GPU flash)
+  config.model.remat = 'none'            # activation checkpointing per block: 'none' | 'full' | 'dots'
 
   config.train = ml_collections.ConfigDict()
   config.train.seq_length = 128          # tokens per training sequence

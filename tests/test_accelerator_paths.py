@@ -128,3 +128,80 @@ def test_accelerator_benchmark_runs_on_cpu(tmp_path):
   saved = json.loads((tmp_path / 'o.json').read_text())
   assert saved == out and out['tokens_per_s'] > 0 and out['seq'] == 32
   assert out['memory_per_device_bytes'] > 0 and np.isfinite(out['final_loss'])
+
+
+# -- activation checkpointing ---------------------------------------------------------
+
+def _residuals(f, *args):
+  """[(dtype, shape, source)] of what `f`'s backward pass keeps, from JAX's own listing
+  (`print_saved_residuals`); the differentiated arguments themselves are left out."""
+  import contextlib
+  import io
+  import re
+  from jax.ad_checkpoint import print_saved_residuals
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    print_saved_residuals(f, *args)
+  out = []
+  for line in buf.getvalue().splitlines():
+    m = re.match(r'(\w+)\[([\d,]*)\] (.*)', line)
+    if m and 'from the argument' not in m.group(3):
+      out.append((m.group(1), tuple(int(x) for x in m.group(2).split(',') if x), m.group(3)))
+  return out
+
+
+def _nbytes(res):
+  size = {'f32': 4, 'bf16': 2, 'bool': 1, 'i32': 4, 'u32': 4, 'f16': 2}
+  return sum(int(np.prod(s)) * size.get(d, 4) for d, s, _ in res)
+
+
+def test_gpt2_small_residuals_with_remat_and_fused_attention():
+  """GPT-2 small at T=1024 (bf16, chunked loss): plain, the backward pass keeps ~2.6 GiB
+  per sequence, fp32 (1, 12, T, T) attention scores among it; with `model.remat='full'`
+  and `jax.nn.dot_product_attention` at most 0.25 GiB and no (B, heads, T, T) float."""
+  from translearn_jax.models import lm as lm_models
+  from translearn_jax.models import transformer_lm
+
+  def residuals(remat, attention):
+    cfg = transformer_lm.TransformerConfig(
+        vocab_size=50257, d_model=768, num_heads=12, num_layers=12, d_ff=3072, max_len=1024,
+        positions='learned', dropout=0.0, dtype=jnp.bfloat16, remat=remat,
+        attention_impl=attention, deterministic=False)
+    model = transformer_lm.TransformerLM(cfg)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               jnp.zeros((1, 8), jnp.int32))['params'])
+
+    def loss(p, t):
+      h = model.apply({'params': p}, t[:, :-1], return_hidden=True)
+      kernel, bias = lm_models.output_projection(cfg, p)
+      return chunked_softmax_xent(h, kernel, t[:, 1:], bias=bias, chunk=1024)
+    return _residuals(loss, params, jax.ShapeDtypeStruct((1, 1025), jnp.int32))
+
+  scores = lambda res: [r for r in res if r[1] == (1, 12, 1024, 1024) and r[0] != 'bool']
+  plain = residuals('none', 'einsum')
+  assert _nbytes(plain) > 2 * 2 ** 30 and scores(plain)
+  fused = residuals('full', 'dot_product')
+  assert _nbytes(fused) <= 0.25 * 2 ** 30, _nbytes(fused) / 2 ** 30
+  assert not scores(fused)
+
+
+@pytest.mark.parametrize('policy', ['full', 'dots'])
+def test_remat_computes_the_same_loss_and_gradients(policy):
+  from translearn_jax.models import transformer_lm
+  cfg = transformer_lm.TransformerConfig(vocab_size=50, d_model=32, num_heads=4, num_layers=2,
+                                         d_ff=64, max_len=16, dropout=0.1, deterministic=False)
+  tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 50)
+  params = transformer_lm.TransformerLM(cfg).init(jax.random.key(0), tokens)['params']
+
+  def loss(p, remat):
+    logits = transformer_lm.TransformerLM(cfg.replace(remat=remat)).apply(
+        {'params': p}, tokens, rngs={'dropout': jax.random.key(3)})
+    return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:]).sum()
+
+  l0, g0 = jax.value_and_grad(loss)(params, 'none')
+  l1, g1 = jax.value_and_grad(loss)(params, policy)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)    # recomputation reassociates
+  assert len(_residuals(lambda p: loss(p, policy), params)) < len(
+      _residuals(lambda p: loss(p, 'none'), params))

@@ -79,6 +79,7 @@ class EncoderConfig:
   decode: bool = False             # unused (no incremental decoding); kept for the LM interface
   lora_rank: int = 0               # > 0: LoRA adapters on attention query/value
   attention_impl: str = 'einsum'   # 'einsum' | 'dot_product' | 'xla' | 'cudnn'
+  remat: str = 'none'              # 'none' | 'full' | 'dots' (layers.REMAT_POLICIES)
 
   def __post_init__(self):
     if self.norm not in NORMS:
@@ -88,6 +89,9 @@ class EncoderConfig:
     if self.attention_impl not in layers.ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f'model.attention_impl must be one of '
                        f'{sorted(layers.ATTENTION_IMPLEMENTATIONS)}, got {self.attention_impl!r}')
+    if self.remat not in layers.REMAT_POLICIES:
+      raise ValueError(f'model.remat must be one of {sorted(layers.REMAT_POLICIES)}, '
+                       f'got {self.remat!r}')
     if self.activation not in layers.ACTIVATIONS:
       raise ValueError(f'model.activation must be one of {sorted(layers.ACTIVATIONS)}, '
                        f'got {self.activation!r}')
@@ -192,8 +196,9 @@ class Encoder(nn.Module):
       x = layer_norm(cfg, 'embed_ln')(x)
     x = nn.Dropout(cfg.dropout)(x, deterministic=cfg.deterministic)
     attn_mask = segment_mask(segments)
+    block = layers.remat(EncoderBlock, cfg.remat)
     for i in range(cfg.num_layers):
-      x = EncoderBlock(cfg, name=f'block_{i}')(x, attn_mask, positions)
+      x = block(cfg, name=f'block_{i}')(x, attn_mask, positions)
     if cfg.norm == 'pre':
       x = layer_norm(cfg, 'ln_final')(x)
     pooled = None

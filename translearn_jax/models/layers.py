@@ -22,6 +22,18 @@ NEG_INF = -1e9  # finite: fully masked rows stay NaN-free
 # which also serves cached decoding and attention dropout; 'dot_product': JAX's choice;
 # 'xla'; 'cudnn': the fused flash kernel on NVIDIA GPUs)
 ATTENTION_IMPLEMENTATIONS = {'einsum': None, 'dot_product': None, 'xla': 'xla', 'cudnn': 'cudnn'}
+# model.remat -> what a rematerialised block keeps for the backward pass ('none': everything,
+# no remat; 'full': only its input; 'dots': also matmul outputs without batch dimensions,
+# i.e. the projections, recomputing attention scores and elementwise work)
+REMAT_POLICIES = {'none': None, 'full': jax.checkpoint_policies.nothing_saveable,
+                  'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def remat(block_cls, policy: str):
+  """`block_cls`, rematerialised by the `REMAT_POLICIES[policy]` (itself for 'none')."""
+  if policy == 'none':
+    return block_cls
+  return nn.remat(block_cls, policy=REMAT_POLICIES[policy], prevent_cse=True)
 ACTIVATIONS = {
     'gelu': lambda x: jax.nn.gelu(x, approximate=False),   # erf (BERT, RoBERTa)
     'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),

@@ -49,8 +49,9 @@ ARCHS = {
         transformer_lm.flops_per_token,
         {f: f for f in ('d_model', 'num_heads', 'num_layers', 'd_ff', 'max_len', 'dropout',
                         'attention_dropout', 'positions', 'tie_embeddings', 'layer_norm_eps',
-                        'activation', 'attention_impl')},
-        bounded_context=True, optional=('layer_norm_eps', 'activation', 'attention_impl')),
+                        'activation', 'attention_impl', 'remat')},
+        bounded_context=True,
+        optional=('layer_norm_eps', 'activation', 'attention_impl', 'remat')),
     'lstm': Arch(
         lstm_lm.LSTMConfig, lstm_lm.LSTMLM, lstm_lm.flops_per_token,
         {f: f for f in ('embed_dim', 'hidden_dim', 'num_layers', 'dropout_embed',
@@ -62,13 +63,14 @@ ARCHS = {
         {f: f for f in ('d_model', 'num_heads', 'num_layers', 'd_ff', 'max_len', 'dropout',
                         'attention_dropout', 'positions', 'position_offset', 'norm',
                         'activation', 'layer_norm_eps', 'type_vocab_size', 'tie_embeddings',
-                        'pad_id', 'pooler', 'attention_impl')},
-        bounded_context=True, causal=False, optional=('pad_id', 'pooler', 'attention_impl')),
+                        'pad_id', 'pooler', 'attention_impl', 'remat')},
+        bounded_context=True, causal=False,
+        optional=('pad_id', 'pooler', 'attention_impl', 'remat')),
 }
 # Fields that never change the parameter tree (regularisation, numerics, mode).
 NON_ARCHITECTURAL = ('dropout', 'attention_dropout', 'dropout_embed', 'dropout_input',
                      'dropout_hidden', 'dropout_output', 'weight_drop', 'deterministic',
-                     'decode', 'dtype', 'param_dtype', 'pad_id', 'attention_impl')
+                     'decode', 'dtype', 'param_dtype', 'pad_id', 'attention_impl', 'remat')
 
 
 def arch_of(cfg) -> Arch:

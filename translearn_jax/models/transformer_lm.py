@@ -40,6 +40,7 @@ class TransformerConfig:
   decode: bool = False
   lora_rank: int = 0               # > 0: LoRA adapters on attention query/value
   attention_impl: str = 'einsum'   # 'einsum' | 'dot_product' | 'xla' | 'cudnn' (layers.ATTENTION_IMPLEMENTATIONS)
+  remat: str = 'none'              # 'none' | 'full' | 'dots' (layers.REMAT_POLICIES)
 
   def __post_init__(self):
     if self.positions not in ('rotary', 'learned'):
@@ -47,6 +48,9 @@ class TransformerConfig:
     if self.attention_impl not in layers.ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f'model.attention_impl must be one of '
                        f'{sorted(layers.ATTENTION_IMPLEMENTATIONS)}, got {self.attention_impl!r}')
+    if self.remat not in layers.REMAT_POLICIES:
+      raise ValueError(f'model.remat must be one of {sorted(layers.REMAT_POLICIES)}, '
+                       f'got {self.remat!r}')
     if self.activation not in layers.ACTIVATIONS:
       raise ValueError(f'model.activation must be one of {sorted(layers.ACTIVATIONS)}, '
                        f'got {self.activation!r}')
@@ -114,8 +118,9 @@ class TransformerLM(nn.Module):
                        cfg.param_dtype)
       x = x + jnp.take(pos, positions, axis=0).astype(cfg.dtype)
     x = nn.Dropout(cfg.dropout)(x, deterministic=cfg.deterministic)
+    block = layers.remat(DecoderBlock, cfg.remat)
     for i in range(cfg.num_layers):
-      x = DecoderBlock(cfg, name=f'block_{i}')(x, mask, positions)
+      x = block(cfg, name=f'block_{i}')(x, mask, positions)
     x = layer_norm(cfg, 'ln_final')(x)
     if return_hidden:
       return x

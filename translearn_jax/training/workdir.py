@@ -47,7 +47,7 @@ RESUME_MAY_CHANGE = (
     '**.*_every_steps', '**.log_every*', '**.eval_every*', '**.checkpoint_every*',
     '**.keep_checkpoints', '**.eval_max_rows',
     # where and how it runs
-    '**.num_devices', '**.peak_flops_per_device', '**.progress',
+    '**.num_devices', '**.peak_flops_per_device', '**.progress', 'model.remat',
     # the runs of a comparison
     'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies',
 )
@@ -111,6 +111,7 @@ ADDED_FIELDS = {
     'model.final_logits_bias': False,
     'train.loss_chunk': 0,              # LMs (issue #18): the plain cross-entropy
     'model.attention_impl': 'einsum',   # LM/encoder (issue #18): this project's attention
+    'model.remat': 'none',              # LM/encoder (issue #18): no rematerialisation
 }
 
 
