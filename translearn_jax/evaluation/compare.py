@@ -16,7 +16,7 @@ import json
 import sys
 
 from translearn_jax.errors import DataError
-from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.evaluation.stats import fmt, mean_ci
 
 
 def per_seed(path: str, strategy: str) -> list[float]:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     return 2
   print(f'A {100 * r["a_mean"]:.2f}  B {100 * r["b_mean"]:.2f}  B - A per seed: '
         + ' '.join(f'{100 * d:+.2f}' for d in r['diff'])
-        + f'  mean {100 * r["mean"]:+.2f} ± {100 * r["ci95"]:.2f} (95% CI, {len(r["diff"])} seeds)')
+        + f'  mean {fmt(r["mean"], r["ci95"], sign=True)} (95% CI, {len(r["diff"])} seeds)')
   return 0
 
 

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 from scipy import stats
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-  """(mean, half-width of the t confidence interval); half-width nan for n < 2."""
+def mean_ci(values: Sequence[float], confidence: float = 0.95
+            ) -> tuple[Optional[float], Optional[float]]:
+  """(mean, half-width of the t confidence interval); the half-width is None for n < 2
+  (one seed has no interval) and both are None for n = 0."""
   n = len(values)
   if n == 0:
-    return float('nan'), float('nan')
+    return None, None
   mean = sum(values) / n
   if n < 2:
-    return mean, float('nan')
+    return mean, None
   sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
   return mean, stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+
+
+def fmt(mean: Optional[float], ci: Optional[float], scale: float = 100.0, sign: bool = False
+        ) -> str:
+  """'57.06 ± 1.49' (`scale`d, `sign`: '+14.11'); just the mean when there is no interval
+  (a single seed), '–' when there is no value."""
+  if mean is None:
+    return '–'
+  m = f'{scale * mean:+.2f}' if sign else f'{scale * mean:.2f}'
+  return m if ci is None else f'{m} ± {scale * ci:.2f}'

@@ -33,7 +33,7 @@ import optax
 
 from translearn_jax.data import labelled
 from translearn_jax.downstream import classification, models
-from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.fusion.gradient_reversal import dann_lambda, grad_reverse
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.training import optimizers
@@ -226,8 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f'{"condition":<14} {"target test acc % (95% CI)":>28} {"gain (paired)":>16} '
           f'{"domain acc":>10}')
     for r in rows:
-      gain = (f'{100 * r["gain_mean"]:+.2f} ± {100 * r["gain_ci95"]:.2f}'
-              if 'gain_mean' in r else '')
-      print(f'{r["condition"]:<14} {100 * r["test_mean"]:>19.2f} ± {100 * r["test_ci95"]:.2f} '
+      gain = fmt(r['gain_mean'], r['gain_ci95'], sign=True) if 'gain_mean' in r else ''
+      print(f'{r["condition"]:<14} {fmt(r["test_mean"], r["test_ci95"]):>28} '
             f'{gain:>16} {r["final_domain_accuracy"]:>10.3f}')
   return summary

@@ -45,7 +45,7 @@ from translearn_jax.downstream.classification import ClassificationTask
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.experiments import classification, finetune
 from translearn_jax.errors import ConfigError, NonFiniteLossError
-from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.training.loop import train_loop
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState
@@ -196,7 +196,8 @@ def transfer_metrics(results: dict, budgets: Sequence[int]) -> list[dict]:
       gains = np.asarray(accs) - np.asarray(results[('scratch', budget)])
       gm, gh = mean_ci(list(map(float, gains)))
       need = scratch_labels_to_match(m, budgets, scratch_means)
-      row.update(gain_mean=gm, gain_ci95=gh, negative_transfer=bool(gm + gh < 0),
+      row.update(gain_mean=gm, gain_ci95=gh,
+                 negative_transfer=gh is not None and bool(gm + gh < 0),
                  scratch_labels_to_match=need,
                  data_efficiency=(need / budget) if need is not None else None)
     rows.append(row)
@@ -220,9 +221,9 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
     rs = sorted((r for r in rows if r['strategy'] == strategy), key=lambda r: r['budget'])
     x = [r['budget'] for r in rs]
     m = np.array([100 * r['mean'] for r in rs])
-    h = np.array([100 * r['ci95'] for r in rs])
+    h = np.array([100 * (r['ci95'] or 0.0) for r in rs])     # one seed: no band
     ax.plot(x, m, marker='o', label=strategy)
-    ax.fill_between(x, m - h, m + h, alpha=0.2)
+    ax.fill_between(x, np.clip(m - h, 0, 100), np.clip(m + h, 0, 100), alpha=0.2)
   ax.set_xscale('log')
   ax.set_xlabel('labelled training examples')
   ax.set_ylabel('test accuracy % (mean ± 95% CI)')
@@ -258,12 +259,12 @@ def format_rows(rows: list[dict]) -> str:
   out = [f'{"strategy":<20} {"labels":>6} {"acc % (95% CI)":>16} {"gain (paired)":>16} '
          f'{"scratch needs":>13}']
   for r in rows:
-    gain = (f'{100 * r["gain_mean"]:+.2f} ± {100 * r["gain_ci95"]:.2f}' +
+    gain = (fmt(r['gain_mean'], r['gain_ci95'], sign=True) +
             (' NEG' if r['negative_transfer'] else '')) if 'gain_mean' in r else ''
     need = r.get('scratch_labels_to_match', '')
     need = '' if r['strategy'] == 'scratch' else ('> max' if need is None else f'{need:,.0f}')
-    out.append(f'{r["strategy"]:<20} {r["budget"]:>6} {100 * r["mean"]:>8.2f} ± '
-               f'{100 * r["ci95"]:<5.2f} {gain:>16} {need:>13}')
+    out.append(f'{r["strategy"]:<20} {r["budget"]:>6} {fmt(r["mean"], r["ci95"]):>16} '
+               f'{gain:>16} {need:>13}')
   return '\n'.join(out)
 
 

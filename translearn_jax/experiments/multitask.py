@@ -54,7 +54,7 @@ from translearn_jax.downstream.language_model import LanguageModelTask
 from translearn_jax.downstream.masked_lm import MaskedLMTask
 from translearn_jax.downstream.tagging import TaggingTask
 from translearn_jax.errors import ConfigError
-from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.experiments import runs
 from translearn_jax.fusion.mixing import TaskSampler
 from translearn_jax.training import optimizers
@@ -290,7 +290,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
                  'single_mean_ci': mean_ci(o), 'diff': diff, 'diff_mean_ci': mean_ci(diff)})
   lines = [f'{"metric":<26} {"multi-task":>16} {"single task":>16} {"multi − single (paired)":>24}']
   for r in rows:
-    f = lambda mc: f'{mc[0]:.2f} ± {mc[1]:.2f}'
+    f = lambda mc: fmt(mc[0], mc[1], scale=1.0)
     lines.append(f'{r["metric"]:<26} {f(r["multitask_mean_ci"]):>16} '
                  f'{f(r["single_mean_ci"]):>16} {f(r["diff_mean_ci"]):>24}')
   table = '\n'.join(lines)

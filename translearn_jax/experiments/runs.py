@@ -22,7 +22,8 @@ from typing import Callable
 import jax
 
 from translearn_jax.errors import ConfigError
-from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.evaluation.stats import fmt, mean_ci
+from translearn_jax.training import metrics as metrics_lib
 from translearn_jax.training.metrics import info
 
 LIST_FIELDS = ('seeds', 'compare_scratch', 'seed', 'with_scratch')
@@ -84,7 +85,7 @@ def append_record(path: str, rec: dict) -> None:
   if jax.process_index() != 0:
     return
   with open(path, 'a') as f:
-    f.write(json.dumps(rec) + '\n')
+    f.write(metrics_lib.dumps(rec) + '\n')
     f.flush()
     os.fsync(f.fileno())
 
@@ -174,8 +175,7 @@ def format_table(rows: list[dict], metric: str = 'test acc') -> str:
   out = [f'{"strategy":<20} {"seeds":>5} {metric + " (mean ± 95% CI)":>26} '
          f'{"gain vs scratch (paired)":>26}']
   for r in rows:
-    gain = (f'{100 * r["gain_mean"]:+.2f} ± {100 * r["gain_ci95"]:.2f}'
-            if 'gain_mean' in r else '')
+    gain = fmt(r['gain_mean'], r['gain_ci95'], sign=True) if 'gain_mean' in r else ''
     out.append(f'{r["strategy"]:<20} {r["seeds"]:>5} '
-               f'{100 * r["test_mean"]:>17.2f} ± {100 * r["test_ci95"]:.2f} {gain:>26}')
+               f'{fmt(r["test_mean"], r["test_ci95"]):>26} {gain:>26}')
   return '\n'.join(out)

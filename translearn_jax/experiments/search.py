@@ -34,7 +34,7 @@ import numpy as np
 from translearn_jax.downstream.classification import ClassificationTask
 from translearn_jax.experiments import classification, runs
 from translearn_jax.errors import ConfigError
-from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import strategies
 
@@ -160,7 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for i, t in enumerate(ranking):
       print(f'{i + 1:>4}  {100 * t["dev"]:>9.2f}  {describe(t["candidate"])}')
     print(f'best {describe(best)}, retrained on {config.search.final_seeds} seeds: test '
-          f'{100 * final["test_mean"]:.2f} ± {100 * final["test_ci95"]:.2f} vs scratch '
-          f'{100 * final["scratch_mean"]:.2f} ± {100 * final["scratch_ci95"]:.2f} (paired gain '
-          f'{100 * final["gain_mean"]:+.2f} ± {100 * final["gain_ci95"]:.2f})')
+          f'{fmt(final["test_mean"], final["test_ci95"])} vs scratch '
+          f'{fmt(final["scratch_mean"], final["scratch_ci95"])} (paired gain '
+          f'{fmt(final["gain_mean"], final["gain_ci95"], sign=True)})')
   return summary

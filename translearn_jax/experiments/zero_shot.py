@@ -16,7 +16,7 @@ import numpy as np
 
 from translearn_jax.data import labelled
 from translearn_jax.errors import ConfigError
-from translearn_jax.evaluation.stats import mean_ci
+from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.fusion import zero_shot as zs
 from translearn_jax.models import lm as lm_models
 from translearn_jax.training.metrics import info, write_json
@@ -85,6 +85,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def format_rows(rows: list[dict]) -> str:
   out = [f'{"method":<32} {"accuracy % (95% CI)":>22} {"examples":>9}']
   for r in rows:
-    out.append(f'{r["method"]:<32} {100 * r["accuracy"]:>13.2f} ± {100 * r["ci95"]:.2f} '
-               f'{r["examples"]:>9}')
+    out.append(f'{r["method"]:<32} {fmt(r["accuracy"], r["ci95"]):>22} {r["examples"]:>9}')
   return '\n'.join(out)

@@ -61,7 +61,7 @@ class MetricWriter:
       self._tb.add_scalar(k, v, step)
     record = {'step': int(step), 'time': time.time(),
               **{k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()}}
-    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.write(dumps(record) + '\n')
     self._jsonl.flush()
 
   def close(self) -> None:
@@ -78,12 +78,31 @@ def info(msg: str, *args) -> None:
     print(msg % args if args else msg, file=sys.stderr, flush=True)
 
 
+def finite(obj):
+  """`obj` with every NaN/±Inf float (at any depth) replaced by None: strict JSON has no
+  NaN, and readers such as `JSON.parse` or `jq` refuse the bare token."""
+  if isinstance(obj, float):
+    return obj if math.isfinite(obj) else None
+  if isinstance(obj, dict):
+    return {k: finite(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [finite(v) for v in obj]
+  if hasattr(obj, 'dtype') and getattr(obj, 'shape', None) == ():   # numpy / jax scalars
+    return finite(obj.item())
+  return obj
+
+
+def dumps(obj, **kw) -> str:
+  """Strict JSON of `obj` (non-finite floats become null; `default=str` for the rest)."""
+  return json.dumps(finite(obj), allow_nan=False, default=str, **kw)
+
+
 def write_json(path: str, obj) -> None:
-  """Writes `obj` as JSON to a temporary file, then renames it over `path`.
+  """Writes `obj` as strict JSON to a temporary file, then renames it over `path`.
 
   A reader never sees a half-written file, and an existing one survives a crash.
   """
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=2, default=str, ensure_ascii=False)
+    f.write(dumps(obj, indent=2, ensure_ascii=False))
   os.replace(tmp, path)

@@ -1,0 +1,43 @@
+"""Reports: one seed has no interval (never '± nan'); every JSON written is strict (issue #17)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from translearn_jax.evaluation.stats import fmt, mean_ci
+from translearn_jax.experiments.runs import format_table, summarise
+from translearn_jax.training.metrics import MetricWriter, write_json
+
+
+def strict_load(text):
+  def refuse(token):
+    raise ValueError(f'non-strict JSON token {token}')
+  return json.loads(text, parse_constant=refuse)
+
+
+def test_one_seed_has_no_interval_and_prints_none():
+  assert mean_ci([0.7]) == (0.7, None) and mean_ci([]) == (None, None)
+  m, h = mean_ci([0.70, 0.72, 0.74])
+  assert m == pytest.approx(0.72) and h == pytest.approx(0.02 * 4.302653 / 3 ** 0.5, rel=1e-5)
+  assert fmt(0.7, None) == '70.00' and fmt(0.7123, 0.0149) == '71.23 ± 1.49'
+  assert fmt(0.1411, 0.0167, sign=True) == '+14.11 ± 1.67' and fmt(None, None) == '–'
+  rows = summarise([{'strategy': 'scratch', 'seed': 0, 'dev': 0.6, 'test': 0.58},
+                    {'strategy': 'finetune', 'seed': 0, 'dev': 0.7, 'test': 0.72}])
+  table = format_table(rows)
+  assert 'nan' not in table and '72.00' in table and '+14.00' in table
+
+
+def test_json_written_is_strict(tmp_path):
+  path = str(tmp_path / 'eval.json')
+  write_json(path, {'ppl': float('nan'), 'inf': float('inf'), 'ok': 1.5,
+                    'nested': [np.float32('nan'), {'x': -math.inf}], 'ci': mean_ci([0.5])})
+  got = strict_load(open(path).read())
+  assert got == {'ppl': None, 'inf': None, 'ok': 1.5, 'nested': [None, {'x': None}],
+                 'ci': [0.5, None]}
+  w = MetricWriter(str(tmp_path))
+  w.write(1, {'loss': float('nan'), 'lr': 0.1})
+  w.close()
+  rec = strict_load(open(tmp_path / 'metrics.jsonl').read().splitlines()[0])
+  assert rec['loss'] == 'nan' and rec['lr'] == pytest.approx(0.1)   # its documented spelling
