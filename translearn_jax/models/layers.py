@@ -29,6 +29,19 @@ REMAT_POLICIES = {'none': None, 'full': jax.checkpoint_policies.nothing_saveable
                   'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
+def check_options(cfg) -> None:
+  """ValueError naming the `model.*` field when a Transformer config's shared options are bad:
+  `activation`, `attention_impl`, `remat` (those it has) and heads dividing `d_model`."""
+  for field, table in (('activation', ACTIVATIONS), ('attention_impl', ATTENTION_IMPLEMENTATIONS),
+                       ('remat', REMAT_POLICIES)):
+    value = getattr(cfg, field, None)
+    if value is not None and value not in table:
+      raise ValueError(f'model.{field} must be one of {sorted(table)}, got {value!r}')
+  if cfg.d_model % cfg.num_heads:
+    raise ValueError(f'model.d_model={cfg.d_model} is not divisible by '
+                     f'model.num_heads={cfg.num_heads}')
+
+
 def remat(block_cls, policy: str):
   """`block_cls`, rematerialised by the `REMAT_POLICIES[policy]` (itself for 'none')."""
   if policy == 'none':

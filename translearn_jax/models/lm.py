@@ -95,16 +95,23 @@ def config_from(model_cfg, vocab_size: int, dtype: str = 'float32', deterministi
     raise ConfigError(f'config.model: the {model_cfg.arch!r} architecture needs the fields '
                       f'{missing}')
   kw = {dst: model_cfg[src] for dst, src in arch.fields.items() if src in model_cfg}
-  if model_cfg.get('vocab_size'):
-    if model_cfg.vocab_size < vocab_size:
-      raise ConfigError(f'config.model.vocab_size={model_cfg.vocab_size} is smaller than the '
-                        f"tokenizer's {vocab_size} ids")
-    vocab_size = model_cfg.vocab_size
+  vocab_size = table_size(model_cfg, vocab_size)
   try:
     return arch.config_class(vocab_size=vocab_size, dtype=DTYPES[dtype],
                              deterministic=deterministic, decode=decode, **kw)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+
+
+def table_size(model_cfg, vocab_size: int) -> int:
+  """The embedding rows of a model: the tokenizer's `vocab_size`, or `model.vocab_size` when
+  set (an imported checkpoint's table can have rows beyond its tokenizer's ids)."""
+  if model_cfg.get('vocab_size'):
+    if model_cfg.vocab_size < vocab_size:
+      raise ConfigError(f'config.model.vocab_size={model_cfg.vocab_size} is smaller than the '
+                        f"tokenizer's {vocab_size} ids")
+    return model_cfg.vocab_size
+  return vocab_size
 
 
 def make(cfg, **kwargs):

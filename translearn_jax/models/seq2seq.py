@@ -49,6 +49,7 @@ import numpy as np
 
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import layers
+from translearn_jax.models import lm as lm_models
 
 # This project's special ids (`data.tokenizer` PAD, BOS, EOS; models sit beside data,
 # so they are repeated here and checked equal by tests/test_hf_seq2seq.py).
@@ -93,14 +94,9 @@ class Seq2SeqConfig:
       raise ValueError(f'model.norm must be one of {NORMS}, got {self.norm!r}')
     if self.positions not in POSITIONS:
       raise ValueError(f'model.positions must be one of {POSITIONS}, got {self.positions!r}')
-    if self.activation not in layers.ACTIVATIONS:
-      raise ValueError(f'model.activation must be one of {sorted(layers.ACTIVATIONS)}, '
-                       f'got {self.activation!r}')
     if self.position_offset < 0:
       raise ValueError(f'model.position_offset must be >= 0, got {self.position_offset}')
-    if self.d_model % self.num_heads:
-      raise ValueError(f'model.d_model={self.d_model} is not divisible by '
-                       f'model.num_heads={self.num_heads}')
+    layers.check_options(self)
 
   def replace(self, **kw) -> 'Seq2SeqConfig':
     return dataclasses.replace(self, **kw)
@@ -117,11 +113,7 @@ def config_from(config, vocab_size: int, deterministic: bool = True, decode: boo
   kw = {k: m[k] for k in OPTIONAL if k in m}
   if 'suppress_ids' in kw:
     kw['suppress_ids'] = tuple(int(i) for i in kw['suppress_ids'])
-  if m.get('vocab_size'):
-    if m.vocab_size < vocab_size:
-      raise ConfigError(f'config.model.vocab_size={m.vocab_size} is smaller than the '
-                        f"tokenizer's {vocab_size} ids")
-    vocab_size = m.vocab_size
+  vocab_size = lm_models.table_size(m, vocab_size)
   try:
     return Seq2SeqConfig(
         vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,

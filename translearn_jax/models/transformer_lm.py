@@ -45,18 +45,7 @@ class TransformerConfig:
   def __post_init__(self):
     if self.positions not in ('rotary', 'learned'):
       raise ValueError(f"model.positions must be 'rotary' or 'learned', got {self.positions!r}")
-    if self.attention_impl not in layers.ATTENTION_IMPLEMENTATIONS:
-      raise ValueError(f'model.attention_impl must be one of '
-                       f'{sorted(layers.ATTENTION_IMPLEMENTATIONS)}, got {self.attention_impl!r}')
-    if self.remat not in layers.REMAT_POLICIES:
-      raise ValueError(f'model.remat must be one of {sorted(layers.REMAT_POLICIES)}, '
-                       f'got {self.remat!r}')
-    if self.activation not in layers.ACTIVATIONS:
-      raise ValueError(f'model.activation must be one of {sorted(layers.ACTIVATIONS)}, '
-                       f'got {self.activation!r}')
-    if self.d_model % self.num_heads:
-      raise ValueError(f'model.d_model={self.d_model} is not divisible by '
-                       f'model.num_heads={self.num_heads}')
+    layers.check_options(self)
 
   def replace(self, **kw) -> 'TransformerConfig':
     return dataclasses.replace(self, **kw)
