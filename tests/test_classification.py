@@ -174,6 +174,15 @@ def test_span_f1_matches_seqeval_on_conll_test():
   assert ours['recall'] == pytest.approx(recall_score(gold, pred), abs=1e-12)
   assert conll.span_f1(gold, gold)['f1'] == 1.0
   assert 0.3 < ours['f1'] < 0.95
+  # per entity type, as seqeval's classification report
+  from seqeval.metrics import classification_report
+  ref = classification_report(gold, pred, output_dict=True)
+  types = conll.span_scores(gold, pred)['types']
+  assert sorted(types) == ['LOC', 'MISC', 'ORG', 'PER']
+  for t, s in types.items():
+    assert s['f1'] == pytest.approx(ref[t]['f1-score'], abs=1e-12)
+    assert s['precision'] == pytest.approx(ref[t]['precision'], abs=1e-12)
+    assert s['gold'] == ref[t]['support']
 
 
 def test_bio_spans_and_conll_errors(tmp_path):
@@ -202,6 +211,12 @@ def test_ner_tagger_learns_from_lm_run(tmp_path, tiny_lm_run, conll_task):
   summary = tagging.train_and_evaluate(c, str(tmp_path / 'ner'))
   # All-'O' scores 0; capitalisation is learnable from the pieces.
   assert summary['rows'][0]['test_mean'] > 0.6
+  # the best dev epoch's scores per entity type, recorded and summarised
+  name = summary['rows'][0]['entity_types']['NAME']
+  assert name['f1_mean'] == pytest.approx(summary['rows'][0]['test_mean'])   # the one type
+  assert name['gold'] > 0 and name['seeds'] == 1 and name['f1_ci95'] is None
+  rec = json.loads((tmp_path / 'ner' / 'runs.jsonl').read_text().splitlines()[0])
+  assert rec['details']['entity_types']['NAME']['f1'] == pytest.approx(rec['test'])
   # prediction in length-sorted, trimmed batches == the full-width model, in corpus order
   c.model.max_tokens = 64
   setup = tagging_task.TaggingTask(c)

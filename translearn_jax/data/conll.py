@@ -76,17 +76,27 @@ def bio_spans(tags) -> set:
   return spans
 
 
-def span_f1(gold: list, pred: list) -> dict:
-  """Micro precision/recall/F1 over entity spans (conlleval convention)."""
-  tp = n_gold = n_pred = 0
-  for g, p in zip(gold, pred):
-    if len(g) != len(p):
-      raise ValueError(f'gold and predicted sequences differ in length: {len(g)} vs {len(p)}')
-    gs, ps = bio_spans(g), bio_spans(p)
-    tp += len(gs & ps)
-    n_gold += len(gs)
-    n_pred += len(ps)
+def _prf(tp: int, n_gold: int, n_pred: int) -> dict:
   precision = tp / n_pred if n_pred else 0.0
   recall = tp / n_gold if n_gold else 0.0
   f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
   return {'precision': precision, 'recall': recall, 'f1': f1, 'gold': n_gold, 'pred': n_pred}
+
+
+def span_scores(gold: list, pred: list) -> dict:
+  """{'micro': span_f1's scores, 'types': {entity type: the same over its spans}}."""
+  counts: dict[str, list[int]] = {}       # type -> [tp, gold, pred]
+  for g, p in zip(gold, pred):
+    if len(g) != len(p):
+      raise ValueError(f'gold and predicted sequences differ in length: {len(g)} vs {len(p)}')
+    gs, ps = bio_spans(g), bio_spans(p)
+    for spans, k in ((gs & ps, 0), (gs, 1), (ps, 2)):
+      for span in spans:
+        counts.setdefault(span[0], [0, 0, 0])[k] += 1
+  total = [sum(c[k] for c in counts.values()) for k in range(3)]
+  return {'micro': _prf(*total), 'types': {t: _prf(*c) for t, c in sorted(counts.items())}}
+
+
+def span_f1(gold: list, pred: list) -> dict:
+  """Micro precision/recall/F1 over entity spans (conlleval convention)."""
+  return span_scores(gold, pred)['micro']

@@ -140,6 +140,11 @@ class TaggingTask(Task):
   def f1(self, params, split: str) -> float:
     return conll.span_f1(self.corpora[split].tags, self.predict(params, split))['f1']
 
+  def evaluate_with_details(self, params, split: str) -> tuple[float, dict]:
+    """(span F1, {'entity_types': precision/recall/F1/support per entity type})."""
+    scores = conll.span_scores(self.corpora[split].tags, self.predict(params, split))
+    return scores['micro']['f1'], {'entity_types': scores['types']}
+
 
 def tagging_loss(model, params, tokens, mask, positions, tags, rng):
   """Mean cross-entropy of the tags predicted at each word's position (-1: no loss)."""

@@ -52,7 +52,12 @@ class BestEpoch(Hook):
     dev = self.task.evaluate(state.params, 'dev')
     info('%s epoch %d: dev %s %.4f', self.label, epoch, self.task.metric, dev)
     if self.better(dev):
-      self.best = {'dev': dev, 'test': self.task.evaluate(state.params, 'test'), 'epoch': epoch}
+      if hasattr(self.task, 'evaluate_with_details'):   # e.g. NER scores per entity type
+        test, details = self.task.evaluate_with_details(state.params, 'test')
+        self.best = {'dev': dev, 'test': test, 'epoch': epoch, 'details': details}
+      else:
+        self.best = {'dev': dev, 'test': self.task.evaluate(state.params, 'test'),
+                     'epoch': epoch}
     return {f'dev_{self.task.metric}': dev}
 
   def state_dict(self) -> dict:

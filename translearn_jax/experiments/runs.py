@@ -140,7 +140,8 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
     on_result(r)
     append_record(path, {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
                          'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
-                         'version': VERSION})
+                         'version': VERSION,
+                         **({'details': r['details']} if r.get('details') else {})})
     discard_checkpoints(rdir)
     results.append(r)
   return results
@@ -163,12 +164,36 @@ def summarise(results: list[dict]) -> list[dict]:
     m, h = mean_ci(test)
     row = {'strategy': strategy, 'seeds': len(rs), 'test_mean': m, 'test_ci95': h,
            'dev_mean': mean_ci([r['dev'] for r in rs])[0], 'test': test}
+    types = [r['details']['entity_types'] for r in rs
+             if 'entity_types' in (r.get('details') or {})]
+    if types:   # NER: scores per entity type over the seeds that recorded them
+      row['entity_types'] = {}
+      for t in sorted({t for d in types for t in d}):
+        per_seed = [d[t] for d in types if t in d]
+        m_t, h_t = mean_ci([x['f1'] for x in per_seed])
+        row['entity_types'][t] = {
+            'f1_mean': m_t, 'f1_ci95': h_t, 'seeds': len(per_seed), 'gold': per_seed[0]['gold'],
+            'precision_mean': mean_ci([x['precision'] for x in per_seed])[0],
+            'recall_mean': mean_ci([x['recall'] for x in per_seed])[0]}
     if scratch and strategy != 'scratch':
       paired = {r['seed']: r['test'] for r in scratch}
       gains = [r['test'] - paired[r['seed']] for r in rs if r['seed'] in paired]
       row['gain_mean'], row['gain_ci95'] = mean_ci(gains)
     rows.append(row)
   return rows
+
+
+def format_types(rows: list[dict]) -> str:
+  """Per-entity-type test F1 (mean ± 95% CI over seeds) of each strategy ('' if none)."""
+  types = sorted({t for r in rows for t in r.get('entity_types', {})})
+  if not types:
+    return ''
+  out = [f'{"strategy":<20} ' + ' '.join(f'{t + " F1":>16}' for t in types)]
+  for r in rows:
+    e = r.get('entity_types', {})
+    out.append(f'{r["strategy"]:<20} ' + ' '.join(
+        f'{fmt(e[t]["f1_mean"], e[t]["f1_ci95"]) if t in e else "–":>16}' for t in types))
+  return '\n'.join(out)
 
 
 def format_table(rows: list[dict], metric: str = 'test acc') -> str:

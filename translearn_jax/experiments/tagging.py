@@ -39,4 +39,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'results.json'), summary)
     print(runs_lib.format_table(rows, metric='test span F1'))
+    types = runs_lib.format_types(rows)
+    if types:
+      print(types)
   return summary
