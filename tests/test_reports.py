@@ -41,3 +41,19 @@ def test_json_written_is_strict(tmp_path):
   w.close()
   rec = strict_load(open(tmp_path / 'metrics.jsonl').read().splitlines()[0])
   assert rec['loss'] == 'nan' and rec['lr'] == pytest.approx(0.1)   # its documented spelling
+
+
+def test_gain_plot_draws_each_strategy_against_scratch(tmp_path):
+  from translearn_jax.evaluation.plots import gain_plot
+  rows = [{'strategy': 'scratch', 'seeds': 5, 'test_mean': 0.58, 'test_ci95': 0.01},
+          {'strategy': 'finetune', 'seeds': 5, 'gain_mean': 0.14, 'gain_ci95': 0.017},
+          {'strategy': 'feature_extraction', 'seeds': 5, 'gain_mean': -0.2, 'gain_ci95': 0.01},
+          {'strategy': 'lora', 'seeds': 1, 'gain_mean': 0.01, 'gain_ci95': None}]
+  bars = gain_plot(rows, str(tmp_path / 'gains.png'), 'MR: transfer vs scratch')
+  assert [(b[0], round(b[1], 6), b[3]) for b in bars] == [
+      ('finetune (5 seeds)', 14.0, 'tab:green'),
+      ('feature_extraction (5 seeds)', -20.0, 'tab:red'),
+      ('lora (1 seeds)', 1.0, 'tab:grey')]        # one seed: no interval, no verdict
+  assert (tmp_path / 'gains.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert gain_plot(rows[:1], str(tmp_path / 'none.png'), 't') == []
+  assert not (tmp_path / 'none.png').exists()

@@ -29,6 +29,7 @@ import ml_collections
 
 from translearn_jax.downstream.classification import ClassificationTask
 from translearn_jax.errors import ConfigError
+from translearn_jax.evaluation import plots
 from translearn_jax.experiments import finetune
 from translearn_jax.experiments import runs as runs_lib
 from translearn_jax.training.metrics import info, write_json
@@ -81,4 +82,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'results.json'), summary)
     print(runs_lib.format_table(rows))
+    plots.gain_plot(rows, os.path.join(workdir, 'gains.png'),
+                    f'{os.path.basename(os.path.normpath(config.data.path))}: transfer vs scratch')
   return summary

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 
 from translearn_jax.downstream.tagging import TaggingTask
+from translearn_jax.evaluation import plots
 from translearn_jax.experiments import finetune
 from translearn_jax.experiments import runs as runs_lib
 from translearn_jax.training.metrics import info, write_json
@@ -42,4 +43,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     types = runs_lib.format_types(rows)
     if types:
       print(types)
+    plots.gain_plot(rows, os.path.join(workdir, 'gains.png'),
+                    f'{os.path.basename(os.path.dirname(os.path.abspath(config.data.train_path)))}'
+                    ': transfer vs scratch', metric='span F1')
   return summary

@@ -1,0 +1,43 @@
+"""Pictures of measured transfer: each strategy's paired gain over scratch with its 95% CI.
+
+`gain_plot(rows, path, title, metric)` draws the rows of
+`experiments.runs.summarise` (strategies with a `gain_mean`) as horizontal
+bars with CI whiskers around zero (green: CI above zero; red: below; grey:
+crosses zero, or a single seed), written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def gain_plot(rows: list[dict], path: str, title: str, metric: str = 'accuracy'
+              ) -> list[tuple]:
+  """Writes the PNG; returns the bars drawn, (label, gain, CI half-width, colour) top
+  first ([] and nothing written when no row has a gain over scratch)."""
+  rows = [r for r in rows if r.get('gain_mean') is not None]
+  if not rows:
+    return []
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  names = [f'{r["strategy"]} ({r["seeds"]} seeds)' for r in rows]
+  gains = [100 * r['gain_mean'] for r in rows]
+  cis = [100 * (r.get('gain_ci95') or 0.0) for r in rows]
+  colors = ['tab:grey' if r.get('gain_ci95') is None     # one seed: no interval, no verdict
+            else 'tab:green' if g - c > 0 else 'tab:red' if g + c < 0 else 'tab:grey'
+            for r, g, c in zip(rows, gains, cis)]
+  fig, ax = plt.subplots(figsize=(6.4, 0.6 * len(rows) + 1.4))
+  y = list(range(len(rows)))[::-1]
+  ax.barh(y, gains, xerr=cis, color=colors, alpha=0.8, capsize=4)
+  ax.axvline(0, color='black', lw=0.8)
+  ax.set_yticks(y, names)
+  ax.set_xlabel(f'test {metric} gain over scratch, points (paired, 95% CI)')
+  ax.set_title(title)
+  ax.grid(axis='x', alpha=0.3)
+  fig.tight_layout()
+  tmp = f'{path}.tmp.png'
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return list(zip(names, gains, cis, colors))
