@@ -45,6 +45,7 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
     assert rows[name]['gain_mean'] == pytest.approx(
         np.mean(np.subtract(rows[name]['test'], rows['scratch']['test'])))
   assert 'gain_mean' not in rows['scratch']
+  assert (tmp_path / 'gains.png').read_bytes()[:4] == b'\x89PNG'   # the comparison picture
   saved = json.load(open(tmp_path / 'results.json'))
   assert [r['strategy'] for r in saved['rows']] == [r['strategy'] for r in summary['rows']]
   report = json.load(open(tmp_path / 'graft_report_finetune.json'))
