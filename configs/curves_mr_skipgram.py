@@ -21,5 +21,5 @@ def get_config():
       epochs=10,             # passes over the labelled subset ...
       min_steps=150,         # ... but at least this many steps (small budgets)
       time_sequential=True,  # also run one cell seed by seed: vmap speed-up
-      title='MR: scratch vs skip-gram transfer')
+      title='')                          # '' : '<data>: scratch vs <init.kind> transfer'
   return config

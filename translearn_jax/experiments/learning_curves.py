@@ -216,6 +216,7 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for strategy in dict.fromkeys(r['strategy'] for r in rows):
     rs = sorted((r for r in rows if r['strategy'] == strategy), key=lambda r: r['budget'])
@@ -225,6 +226,9 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
     ax.plot(x, m, marker='o', label=strategy)
     ax.fill_between(x, np.clip(m - h, 0, 100), np.clip(m + h, 0, 100), alpha=0.2)
   ax.set_xscale('log')
+  budgets = sorted({r['budget'] for r in rows})
+  ax.set_xticks(budgets, [f'{b:,}' for b in budgets], rotation=45, ha='right')
+  ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # no overlapping minor labels
   ax.set_xlabel('labelled training examples')
   ax.set_ylabel('test accuracy % (mean ± 95% CI)')
   ax.set_title(title)
@@ -302,7 +306,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         'max_accuracy_difference': float(np.abs(seq_accs - vm_accs).max())}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'curves.json'), summary)
-    save_outputs(rows, workdir, config.curve.title)
+    data = os.path.basename(os.path.normpath(str(config.data.get('path', '') or 'data')))
+    save_outputs(rows, workdir, config.curve.title or
+                 f'{data}: scratch vs {config.init.kind} transfer')
     print(format_rows(rows))
     if 'vmap_timing' in summary:
       t = summary['vmap_timing']
