@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.with_scratch = True             # False: the strategies only (another workdir has scratch)
 
   config.data = ml_collections.ConfigDict()
-  config.data.kind = 'mr'                # 'mr' | 'tsv' | 'jsonl'
+  config.data.kind = 'mr'                # 'mr' | 'tsv' | 'jsonl' | 'tfds' (path: e.g. 'glue/sst2')
   config.data.path = '../shared/data/rt_polarity'
   config.data.text_field = 'sentence'    # tsv/jsonl
   config.data.label_field = 'label'      # tsv/jsonl
@@ -34,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.split_seed = 0
   config.data.dev_path = ''              # tsv/jsonl: with test_path, a predefined split
   config.data.test_path = ''             #   (data.path is then the training file; split unused)
+                                         #   tfds: split names, e.g. 'validation'
+  config.data.tfds_split = 'train'       # tfds: the training split
+  config.data.data_dir = ''              # tfds: where the prepared dataset is (TFDS's default if '')
 
   config.model = ml_collections.ConfigDict()
   config.model.type = 'bag_of_embeddings'  # 'bag_of_embeddings' | 'lm_encoder'

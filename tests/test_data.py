@@ -127,3 +127,33 @@ def test_tfds_prepared_dataset_reads_without_tensorflow(tmp_path):
     docs(kind='tfds', path='tiny_text', data_dir=str(tmp_path), field='body')
   import sys
   assert 'tensorflow' not in sys.modules  # TFDS ran on its own
+
+
+def test_tfds_labelled_splits_for_classification(tmp_path):
+  """`data.kind='tfds'` for classification: ClassLabel names kept, predefined TFDS splits,
+  batched reads; an unlabelled split (-1) is one clear error."""
+  import ml_collections
+  from tfds_tiny_labelled.tiny_labelled_dataset_builder import NEG, POS, Builder
+  from translearn_jax.data import labelled
+  Builder(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  cfg = ml_collections.ConfigDict(dict(
+      kind='tfds', path='tiny_labelled', data_dir=str(tmp_path), text_field='sentence',
+      label_field='label', dev_path='validation', test_path='validation', split='0.8,0.1,0.1',
+      split_seed=0))
+  splits = labelled.read_splits(cfg)
+  train = splits['train']
+  assert train.label_names == ['negative', 'positive'] and len(train.texts) == 24
+  assert sorted(zip(train.texts, train.labels.tolist())) == sorted(
+      [(t, 1) for t in POS * 3] + [(t, 0) for t in NEG * 3])
+  dev = splits['dev']
+  assert sorted(zip(dev.texts, dev.labels.tolist())) == sorted(
+      [(t, 1) for t in POS] + [(t, 0) for t in NEG])          # TFDS orders records by key hash
+  cfg.dev_path = cfg.test_path = ''
+  assert sum(len(s.texts) for s in labelled.read_splits(cfg).values()) == 24   # cut by fractions
+  cfg.dev_path, cfg.test_path = 'validation', 'test'
+  with pytest.raises(DataError, match=r"TFDS 'tiny_labelled' split 'test' record \d: label -1 "
+                                      r"is no class of \['negative', 'positive'\]"):
+    labelled.read_splits(cfg)
+  cfg.test_path, cfg.label_field = 'validation', 'polarity'
+  with pytest.raises(DataError, match="TFDS 'tiny_labelled' has no feature 'polarity'"):
+    labelled.read_splits(cfg)

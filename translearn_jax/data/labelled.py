@@ -4,6 +4,11 @@
   `rt-polarity.neg`, one sentence a line, Latin-1 encoded (Pang & Lee 2005).
   It has no official split; `split_indices` makes a stratified, seeded
   train/dev/test split (80/10/10 by default).
+* A prepared TFDS dataset (`kind='tfds'`, `path` its name, e.g. 'glue/sst2';
+  `data_dir` where it is): the `text_field`/`label_field` features of the
+  split `tfds_split` (default 'train'), with `dev_path`/`test_path` naming
+  TFDS splits (e.g. 'validation') for a predefined split; `ClassLabel` ids
+  keep their names. Read through `tfds.data_source` in batches, no TensorFlow.
 * Any TSV/JSONL file (`kind='tsv'|'jsonl'`) with a text field and a label
   field (GLUE SST-2's `sentence`/`label` columns, for instance), split the
   same way — or, with `dev_path` and `test_path`, three files of a predefined
@@ -24,7 +29,7 @@ import os
 
 import numpy as np
 
-from translearn_jax.data import readers
+from translearn_jax.data import readers, tfds_source
 from translearn_jax.errors import ConfigError, DataError
 
 
@@ -55,7 +60,7 @@ def read_mr(directory: str) -> LabelledText:
 def read_fields(kind: str, path: str, text_field: str, label_field: str,
                 encoding: str = 'utf-8') -> LabelledText:
   if kind not in ('tsv', 'jsonl'):
-    raise DataError(f"labelled data kind must be 'mr', 'tsv' or 'jsonl', got {kind!r}")
+    raise DataError(f"labelled data kind must be 'mr', 'tsv', 'jsonl' or 'tfds', got {kind!r}")
   texts, raw = [], []
   for file, n, rec in readers.iter_records(path, kind, [text_field, label_field], encoding,
                                            label_fields=[label_field]):
@@ -71,8 +76,35 @@ def read_fields(kind: str, path: str, text_field: str, label_field: str,
   return LabelledText(texts, np.asarray([ids[r] for r in raw], np.int32), names, path)
 
 
+def read_tfds(name: str, split: str, text_field: str, label_field: str,
+              data_dir: str | None = None) -> LabelledText:
+  """The (text, label) records of a prepared TFDS split; `ClassLabel` names kept."""
+  names = tfds_source.feature_names(name, label_field, data_dir)
+  tfds_source.feature_names(name, text_field, data_dir)     # a missing feature: one error
+  texts, raw = [], []
+  for i, rec in tfds_source.records(name, split, data_dir):
+    label = rec[label_field]
+    if names is not None:
+      if not 0 <= int(label) < len(names):
+        raise DataError(f'TFDS {name!r} split {split!r} record {i}: label {int(label)} is no '
+                        f'class of {names} (an unlabelled split, like GLUE test?)')
+      label = names[int(label)]
+    raw.append(tfds_source.text(label))
+    texts.append(tfds_source.text(rec[text_field]))
+  if not texts:
+    raise DataError(f'TFDS {name!r} split {split!r}: no examples')
+  label_names = names if names is not None else sorted(set(raw))
+  ids = {n: i for i, n in enumerate(label_names)}
+  return LabelledText(texts, np.asarray([ids[r] for r in raw], np.int32), label_names,
+                      f'tfds:{name}/{split}')
+
+
 def read_labelled(cfg, path: str | None = None) -> LabelledText:
-  """The examples of `path` (default `cfg.path`) read as `cfg` says."""
+  """The examples of `path` (default `cfg.path`; for TFDS the split name, default
+  `cfg.tfds_split`) read as `cfg` says."""
+  if cfg.kind == 'tfds':
+    return read_tfds(cfg.path, path or cfg.get('tfds_split', 'train'), cfg.text_field,
+                     cfg.label_field, cfg.get('data_dir') or None)
   path = cfg.path if path is None else path
   if cfg.kind == 'mr':
     return read_mr(path)

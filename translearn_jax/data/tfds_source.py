@@ -37,11 +37,35 @@ def open_source(name: str, split: str, data_dir: Optional[str] = None):
 
 def read_text_field(name: str, split: str, field: str,
                     data_dir: Optional[str] = None) -> Iterator[str]:
-  source = open_source(name, split, data_dir)
-  for i in range(len(source)):
-    record = source[i]
+  for i, record in records(name, split, data_dir):
     if field not in record:
       raise DataError(f'TFDS {name!r} record {i} has no feature {field!r} '
                       f'(has {sorted(record)}); set data.field')
-    value = record[field]
-    yield value.decode('utf-8') if isinstance(value, bytes) else str(value)
+    yield text(record[field])
+
+
+def feature_names(name: str, feature: str, data_dir: Optional[str] = None) -> Optional[list]:
+  """The class names of a `ClassLabel` feature (a `Sequence` of them too), else None."""
+  import tensorflow_datasets as tfds
+  features = tfds.builder(name, data_dir=data_dir, try_gcs=False).info.features
+  if feature not in features:
+    raise DataError(f'TFDS {name!r} has no feature {feature!r} (has {sorted(features)}); '
+                    'set the data field')
+  f = features[feature]
+  f = getattr(f, 'feature', f)            # Sequence(ClassLabel) -> ClassLabel
+  return list(f.names) if hasattr(f, 'names') else None
+
+
+def records(name: str, split: str, data_dir: Optional[str] = None, batch: int = 1024
+            ) -> Iterator[tuple[int, dict]]:
+  """(index, record) of a prepared split, read `batch` records at a time (`__getitems__`)."""
+  source = open_source(name, split, data_dir)
+  n = len(source)
+  for lo in range(0, n, batch):
+    keys = list(range(lo, min(n, lo + batch)))
+    for i, rec in zip(keys, source.__getitems__(keys)):
+      yield i, rec
+
+
+def text(value) -> str:
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)

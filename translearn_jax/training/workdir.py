@@ -112,6 +112,7 @@ ADDED_FIELDS = {
     'train.loss_chunk': 0,              # LMs (issue #18): the plain cross-entropy
     'model.attention_impl': 'einsum',   # LM/encoder (issue #18): this project's attention
     'model.remat': 'none',              # LM/encoder (issue #18): no rematerialisation
+    'data.tfds_split': 'train',         # classification (issue #17): TFDS datasets
 }
 
 
