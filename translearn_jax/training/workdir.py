@@ -48,6 +48,7 @@ RESUME_MAY_CHANGE = (
     '**.keep_checkpoints', '**.eval_max_rows',
     # where and how it runs
     '**.num_devices', '**.peak_flops_per_device', '**.progress',
+    'mesh.*',                   # a checkpoint restores onto another mesh (issue #18)
     # the runs of a comparison
     'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies',
 )
@@ -109,6 +110,10 @@ ADDED_FIELDS = {
     'model.scale_embedding': False,
     'model.embed_ln': False,
     'model.final_logits_bias': False,
+    'mesh.data': -1,            # Transformer LMs (issue #18): the data-parallel mesh
+    'mesh.fsdp': 1,
+    'mesh.tensor': 1,
+    'mesh.rules': '',
 }
 
 
