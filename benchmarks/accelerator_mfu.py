@@ -26,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -51,12 +52,12 @@ def run(steps: int, batch: int, seq: int, attention: str, dtype: str, loss_chunk
       **dims, max_len=seq, dropout=0.0, positions='learned', layer_norm_eps=1e-5,
       attention_impl=attention, dtype=lm.DTYPES[dtype], deterministic=False)
   model = transformer_lm.TransformerLM(cfg)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                               jnp.zeros((1, 8), jnp.int32))['params'])
+  abstract = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0),
+                                                       jnp.zeros((1, 8), jnp.int32))['params']))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract))
   tx, sched = optimizers.adamw(optim_config(6e-4), 10 ** 6, abstract)
   state = lm.init_state(model, tx, 0, 8, mesh)
-  fn = lm.make_train_fn(model, tx, sched, mesh, loss_chunk)
+  fn = lm.make_train_fn(model, tx, sched, mesh, mesh_lib.shardings_of(state), loss_chunk)
   rng = np.random.default_rng(0)
   batches = [mesh_lib.shard_batch({'tokens': rng.integers(
       0, dims['vocab_size'], (1, batch, seq + 1)).astype(np.int32)}, mesh, 1) for _ in range(2)]

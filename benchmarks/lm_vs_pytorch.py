@@ -23,6 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -43,8 +44,8 @@ def ours(tokens: np.ndarray, warmup: int, steps: int) -> float:
                                          deterministic=False)
   model = transformer_lm.TransformerLM(cfg)
   mesh = mesh_lib.make_mesh(1)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                               jnp.zeros((1, T), jnp.int32))['params'])
+  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
+      jax.random.key(0), jnp.zeros((1, T), jnp.int32))['params']))
   tx, sched = optimizers.adamw(optim_config(), 10 ** 6, abstract)
   state = lm.init_state(model, tx, 0, T, mesh)
   fn = lm.make_train_fn(model, tx, sched, mesh)
@@ -108,8 +109,8 @@ def torch_lm(tokens: np.ndarray, warmup: int, steps: int) -> float:
 def generation(new_tokens: int = 96, batch: int = 8) -> dict:
   cfg = transformer_lm.TransformerConfig(vocab_size=V, d_model=D, num_heads=H, num_layers=L,
                                          d_ff=F, max_len=T, dropout=0.0, positions='learned')
-  params = transformer_lm.TransformerLM(cfg).init(jax.random.key(0),
-                                                  jnp.zeros((1, T), jnp.int32))['params']
+  params = nn.unbox(transformer_lm.TransformerLM(cfg).init(
+      jax.random.key(0), jnp.zeros((1, T), jnp.int32))['params'])
   prompts = jnp.full((batch, 1), 3, jnp.int32)
   lengths = jnp.ones((batch,), jnp.int32)
   out = {}

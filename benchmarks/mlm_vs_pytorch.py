@@ -35,6 +35,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -74,8 +75,8 @@ def ours(data: np.ndarray, micro: int = 1):
   rows (gradient accumulation: the same optimiser step on the same 32 rows)."""
   model = encoder.Encoder(config())
   mesh = mesh_lib.make_mesh(1)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                               jnp.zeros((1, T), jnp.int32))['params'])
+  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
+      jax.random.key(0), jnp.zeros((1, T), jnp.int32))['params']))
   tx, sched = optimizers.adamw(optim_config(), 10 ** 6, abstract)
   masker = masking.Masker(V, SPECIAL, MASK, RATE, masking.num_slots(T, RATE))
   box = {'state': init_train_state(model, tx, 0, mesh, jnp.zeros((1, T), jnp.int32))}

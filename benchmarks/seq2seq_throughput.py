@@ -39,6 +39,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -92,8 +93,8 @@ def ours(batches):
   """(step(i), sync(), last loss) of our model, compiled and ready."""
   model = s2s.Seq2Seq(model_config(deterministic=False))
   mesh = mesh_lib.make_mesh(1)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, S), jnp.int32),
-                                               jnp.zeros((1, T), jnp.int32))['params'])
+  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
+      jax.random.key(0), jnp.zeros((1, S), jnp.int32), jnp.zeros((1, T), jnp.int32))['params']))
   tx, sched = optimizers.adamw(optim_config(), 10 ** 6, abstract)
   state = seq2seq.init_state(model, tx, 0, mesh, S, T)
   fn = seq2seq.make_train_fn(model, tx, sched, mesh, SMOOTHING)
@@ -157,8 +158,8 @@ def torch_s2s(batches):
 def decoding(n: int = 64, beam: int = 4) -> dict[str, float]:
   cfg = model_config()
   src = jnp.asarray(make_batches(2, seed=1)[0]['source'].repeat(2, 0)[:n])
-  params = s2s.Seq2Seq(cfg).init(jax.random.key(0), src[:1], jnp.zeros((1, T), jnp.int32)
-                                 )['params']
+  params = nn.unbox(s2s.Seq2Seq(cfg).init(jax.random.key(0), src[:1],
+                                          jnp.zeros((1, T), jnp.int32))['params'])
   dm = s2s.Seq2Seq(cfg.replace(decode=True))
   runs = {'greedy': lambda: seq2seq_decode.greedy(dm, params, src, T),
           f'beam{beam}': lambda: seq2seq_decode.beam_search(dm, params, src, T, beam=beam,

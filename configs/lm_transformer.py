@@ -85,7 +85,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.grad_clip = 1.0           # global-norm clipping (0: off)
   config.optim.no_decay = 'bias,scale,embed,pos_embed'  # path patterns without weight decay
 
-  config.num_devices = 0                 # devices in the data mesh (0: all)
+  config.num_devices = 0                 # devices in the mesh (0: all)
+  # Mesh axes (their product = the devices used; one may be -1: the rest). The batch is
+  # split over data × fsdp; fsdp shards parameters and optimiser state (FSDP); tensor
+  # shards heads, MLP and vocabulary. mesh.rules overrides the logical-axis rules, e.g.
+  # 'vocab=,embed=fsdp' (see translearn_jax/training/mesh.py).
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+  config.mesh.tensor = 1
+  config.mesh.rules = ''
   config.peak_flops_per_device = 0.0     # for MFU where the device is not in the table
   config.train.checkpoint_every_steps = 500
   config.train.keep_checkpoints = 3

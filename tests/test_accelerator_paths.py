@@ -1,6 +1,7 @@
 """Accelerator paths of issue #18: the chunked cross-entropy and fused attention equal the plain
 ones (values and gradients), GPT-2 small builds at its size, the MFU benchmark runs."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,7 +84,7 @@ def test_dot_product_attention_equals_ours_with_gradients(arch):
                                 max_len=16, pad_id=0)
     make = encoder.Encoder
   tokens = jax.random.randint(jax.random.key(1), (3, 12), 1, 50).at[1, 7:].set(0)
-  params = make(cfg).init(jax.random.key(0), tokens)['params']
+  params = nn.unbox(make(cfg).init(jax.random.key(0), tokens)['params'])
 
   def loss(p, impl):
     out = make(cfg.replace(attention_impl=impl)).apply({'params': p}, tokens)
@@ -114,8 +115,8 @@ def test_gpt2_small_config_has_gpt2_smalls_parameter_count():
   c = gpt2_small.get_config()
   cfg = lm_models.config_from(c.model, c.tokenizer.vocab_size, c.dtype)
   model = lm_models.make(cfg)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                             jnp.zeros((1, 8), jnp.int32))['params'])
+  shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0),
+                                                     jnp.zeros((1, 8), jnp.int32))['params']))
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == 124_439_808
   assert (c.train.seq_length, c.dtype, c.train.loss_chunk) == (1024, 'bfloat16', 1024)
 
@@ -168,8 +169,8 @@ def test_gpt2_small_residuals_with_remat_and_fused_attention():
         positions='learned', dropout=0.0, dtype=jnp.bfloat16, remat=remat,
         attention_impl=attention, deterministic=False)
     model = transformer_lm.TransformerLM(cfg)
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                               jnp.zeros((1, 8), jnp.int32))['params'])
+    params = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0),
+                                                       jnp.zeros((1, 8), jnp.int32))['params']))
 
     def loss(p, t):
       h = model.apply({'params': p}, t[:, :-1], return_hidden=True)
@@ -191,7 +192,7 @@ def test_remat_computes_the_same_loss_and_gradients(policy):
   cfg = transformer_lm.TransformerConfig(vocab_size=50, d_model=32, num_heads=4, num_layers=2,
                                          d_ff=64, max_len=16, dropout=0.1, deterministic=False)
   tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 50)
-  params = transformer_lm.TransformerLM(cfg).init(jax.random.key(0), tokens)['params']
+  params = nn.unbox(transformer_lm.TransformerLM(cfg).init(jax.random.key(0), tokens)['params'])
 
   def loss(p, remat):
     logits = transformer_lm.TransformerLM(cfg.replace(remat=remat)).apply(

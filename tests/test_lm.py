@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,7 +48,7 @@ def small_lstm(**kw):
 
 
 def init(model, t=12):
-  return model.init(jax.random.key(0), jnp.zeros((2, t), jnp.int32))['params']
+  return nn.unbox(model.init(jax.random.key(0), jnp.zeros((2, t), jnp.int32))['params'])
 
 
 @pytest.mark.parametrize('make', [

@@ -2,6 +2,7 @@
 
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -151,7 +152,7 @@ def test_attention_never_crosses_a_packing_boundary(norm, positions):
     p.add(d)
   row = p.rows()
   assert len(row) == 1
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
   packed = model.apply({'params': params}, jnp.asarray(row[:, 0]), segments=jnp.asarray(row[:, 1]),
                        positions=jnp.asarray(row[:, 2]))
   for s, d in enumerate(docs, 1):
@@ -166,7 +167,7 @@ def test_padding_does_not_change_real_positions_and_predict_at_matches():
   cfg = enc.EncoderConfig(vocab_size=40, d_model=16, num_heads=2, num_layers=1, d_ff=32,
                           max_len=16)
   model = enc.Encoder(cfg)
-  params = model.init(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))['params']
+  params = nn.unbox(model.init(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))['params'])
   toks = jnp.asarray([[2, 9, 10, 11, 3, 0, 0, 0]])
   full = model.apply({'params': params}, toks)
   short = model.apply({'params': params}, toks[:, :5])
@@ -183,8 +184,8 @@ def test_bert_base_parameter_count():
   from configs import bert_base
   c = bert_base.get_config()
   mcfg = lm_models.config_from(c.model, c.tokenizer.vocab_size)
-  shapes = jax.eval_shape(lambda: lm_models.make(mcfg).init(
-      jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  shapes = jax.eval_shape(lambda: nn.unbox(lm_models.make(mcfg).init(
+      jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']))
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
   assert n == 109_514_298
   assert shapes['pos_embed'].shape == (512, 768) and shapes['type_embed']['embedding'].shape == (2, 768)
@@ -237,7 +238,7 @@ def test_encoder_computes_what_bert_and_roberta_compute(flavour):
   types = (np.arange(10) >= 5).astype(np.int32)[None].repeat(3, 0) * (cfg.type_vocab_size > 1)
   positions = np.broadcast_to(np.arange(10), (3, 10))   # RoBERTa: cumsum of non-pad (= arange)
   model = enc.Encoder(cfg)
-  params = model.init(jax.random.key(1), jnp.asarray(tokens))['params']
+  params = nn.unbox(model.init(jax.random.key(1), jnp.asarray(tokens))['params'])
   params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape),
                         params)                         # LayerNorm scales/biases off 1/0
   ours = np.asarray(model.apply({'params': params}, jnp.asarray(tokens),
@@ -260,7 +261,7 @@ def test_activation_and_eps_are_what_the_config_says():
   cfg = enc.EncoderConfig(vocab_size=30, d_model=8, num_heads=2, num_layers=1, d_ff=16,
                           max_len=8, layer_norm_eps=1e-12)
   toks = jnp.asarray([[2, 7, 8, 3]])
-  params = enc.Encoder(cfg).init(jax.random.key(0), toks)['params']
+  params = nn.unbox(enc.Encoder(cfg).init(jax.random.key(0), toks)['params'])
   a = enc.Encoder(cfg).apply({'params': params}, toks, return_hidden=True)
   b = enc.Encoder(cfg.replace(layer_norm_eps=0.5)).apply({'params': params}, toks,
                                                          return_hidden=True)

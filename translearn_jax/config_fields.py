@@ -5,7 +5,9 @@ Every family spells the same idea the same way:
   eps, end_lr_ratio, no_decay where a family exposes them);
 * `train.*`: batch_size, steps or epochs, sequence length, eval and checkpoint cadence;
 * `init.*`: kind, path (and binary, remap_init, rules) of any pretrained source;
-* `data.*`: the files and fields to read.
+* `data.*`: the files and fields to read;
+* `mesh.*`: data, fsdp, tensor (sizes of the device mesh's axes, -1: the rest) and
+  rules (logical axis -> mesh axes overrides); see `training/mesh.py`.
 
 `RENAMED` maps a field of an older spelling to its name now; `check(config)`
 turns a config (file or overrides) that still uses one into one error naming

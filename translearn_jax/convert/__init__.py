@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -103,7 +104,7 @@ def _expected_shapes(cfg) -> dict[str, tuple]:
     model, args = s2s_models.Seq2Seq(cfg), (tokens, tokens)
   else:
     model, args = lm_models.make(cfg), (tokens,)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args))['params']
+  shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), *args)['params']))
   return {k: tuple(v.shape) for k, v in graft.flatten(shapes).items()}
 
 

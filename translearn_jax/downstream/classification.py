@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,7 +105,7 @@ class ClassificationTask(Task):
 
   def init_params(self, seed: int, strategy: str):
     toks, mask, _ = self.inputs['train']
-    params = self.model.init(jax.random.key(seed), toks[:2], mask[:2])['params']
+    params = nn.unbox(self.model.init(jax.random.key(seed), toks[:2], mask[:2])['params'])
     if strategy == 'scratch' or self.source.params is None:
       return params, None
     params, report = graft_lib.graft(params, self.source.params, self.rules,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +59,8 @@ class LanguageModelTask(Task):
 
   def init_params(self, seed: int, strategy: str):
     if strategy == 'scratch':
-      backbone = self.model.init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))['params']
+      backbone = nn.unbox(self.model.init(jax.random.key(seed),
+                                          jnp.zeros((1, 8), jnp.int32))['params'])
     else:
       backbone = jax.tree.map(jnp.asarray, self.source.params)
     return {'backbone': backbone}, None

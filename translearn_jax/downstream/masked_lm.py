@@ -12,6 +12,7 @@ documents, masked with fixed keys (the same positions at every evaluation).
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,7 +83,8 @@ class MaskedLMTask(Task):
 
   def init_params(self, seed: int, strategy: str):
     if strategy == 'scratch':
-      full = self.model.init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))['params']
+      full = nn.unbox(self.model.init(jax.random.key(seed),
+                                      jnp.zeros((1, 8), jnp.int32))['params'])
     else:
       full = jax.tree.map(jnp.asarray, self.source.params)
     return self.split(full), None

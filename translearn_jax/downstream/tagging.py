@@ -18,6 +18,7 @@ position see the padding after it, an encoder attends only to real positions).
 from __future__ import annotations
 
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,7 +99,7 @@ class TaggingTask(Task):
 
   def init_params(self, seed: int, strategy: str):
     toks, mask = self.inputs['train'][:2]
-    params = self.model.init(jax.random.key(seed), toks[:2], mask[:2])['params']
+    params = nn.unbox(self.model.init(jax.random.key(seed), toks[:2], mask[:2])['params'])
     if strategy == 'scratch':
       return params, None
     return graft_lib.graft(params, self.source.params, self.rules, seed=seed)

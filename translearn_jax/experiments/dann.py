@@ -82,11 +82,11 @@ class DannSetup:
 
   def init(self, seed: int):
     toks, mask, _ = self.src_inputs
-    task = self.model.init(jax.random.key(seed), toks[:2, :8], mask[:2, :8])['params']
+    task = nn.unbox(self.model.init(jax.random.key(seed), toks[:2, :8], mask[:2, :8])['params'])
     task, report = graft_lib.graft(task, self.pretrained, self.rules, vocab_remap=self.remap,
                                    remap_init=self.config.init.remap_init, seed=seed)
-    dom = self.domain.init(jax.random.key(seed + 7), jnp.zeros((1, self.config.model.dim))
-                           )['params']
+    dom = nn.unbox(self.domain.init(jax.random.key(seed + 7),
+                                    jnp.zeros((1, self.config.model.dim)))['params'])
     return {'task': task, 'domain': dom}, report
 
   def accuracy(self, params, split: str, batch: int = 512) -> float:

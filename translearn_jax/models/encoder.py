@@ -96,8 +96,8 @@ class EncoderConfig:
 
 def layer_norm(cfg: EncoderConfig, name: str) -> nn.LayerNorm:
   """LayerNorm with the config's eps and the two-pass variance PyTorch computes."""
-  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_fast_variance=False, dtype=cfg.dtype,
-                      param_dtype=cfg.param_dtype, name=name)
+  return layers.layer_norm(name, cfg.layer_norm_eps, cfg.dtype, cfg.param_dtype,
+                           use_fast_variance=False)
 
 
 def segment_mask(segments: jax.Array) -> jax.Array:
@@ -136,7 +136,7 @@ class MLMHead(nn.Module):
   def __call__(self, h, embedding: Optional[jax.Array]):
     cfg = self.config
     h = layers.Dense(cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     name='dense')(h)
+                     name='dense', axes=('embed', 'mlp'))(h)
     h = layers.ACTIVATIONS[cfg.activation](h)
     h = layer_norm(cfg, 'ln')(h)
     flat = h.reshape(-1, h.shape[-1])
@@ -144,8 +144,10 @@ class MLMHead(nn.Module):
       logits = jnp.dot(flat, embedding.astype(cfg.dtype).T)
     else:
       logits = layers.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                            param_dtype=cfg.param_dtype, name='decoder')(flat)
-    bias = self.param('bias', nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
+                            param_dtype=cfg.param_dtype, name='decoder',
+                            axes=('embed', 'vocab'))(flat)
+    bias = self.param('bias', layers.logical(nn.initializers.zeros, ('vocab',)),
+                      (cfg.vocab_size,), cfg.param_dtype)
     logits = logits + bias.astype(cfg.dtype)
     return logits.reshape(h.shape[:-1] + (cfg.vocab_size,)).astype(jnp.float32)
 
@@ -169,18 +171,19 @@ class Encoder(nn.Module):
       segments = segments.astype(jnp.int32)
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     embedding_init=nn.initializers.normal(0.02), name='embed')
+    embed = layers.embed(cfg.vocab_size, cfg.d_model, nn.initializers.normal(0.02), 'embed',
+                         cfg.dtype, cfg.param_dtype)
     x = embed(tokens).astype(cfg.dtype)
     if cfg.positions == 'learned':
-      table = self.param('pos_embed', nn.initializers.normal(0.02),
+      table = self.param('pos_embed', layers.logical(nn.initializers.normal(0.02),
+                                                     (None, 'embed')),
                          (cfg.max_len + cfg.position_offset, cfg.d_model), cfg.param_dtype)
       x = x + jnp.take(table, positions + cfg.position_offset, axis=0).astype(cfg.dtype)
     if cfg.type_vocab_size:
       types = jnp.zeros_like(tokens) if token_types is None else token_types
-      x = x + nn.Embed(cfg.type_vocab_size, cfg.d_model, dtype=cfg.dtype,
-                       param_dtype=cfg.param_dtype, embedding_init=nn.initializers.normal(0.02),
-                       name='type_embed')(types).astype(cfg.dtype)
+      x = x + layers.embed(cfg.type_vocab_size, cfg.d_model, nn.initializers.normal(0.02),
+                           'type_embed', cfg.dtype, cfg.param_dtype,
+                           axes=(None, 'embed'))(types).astype(cfg.dtype)
     if cfg.norm == 'post':
       x = layer_norm(cfg, 'embed_ln')(x)
     x = nn.Dropout(cfg.dropout)(x, deterministic=cfg.deterministic)
@@ -193,7 +196,7 @@ class Encoder(nn.Module):
     pooled = None
     if cfg.pooler:  # always built, so every tree of a pooler model has its parameters
       pooled = jnp.tanh(layers.Dense(cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                                     name='pooler')(x[:, 0]))
+                                     name='pooler', axes=('embed', 'mlp'))(x[:, 0]))
     if return_hidden == 'pooled':
       if pooled is None:
         raise ValueError("pooling 'pooler' needs an encoder with model.pooler=True (BERT's)")

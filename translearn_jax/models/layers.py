@@ -4,6 +4,13 @@ One implementation of multi-head attention (self and cross, causal or not,
 rotary or not) with one KV cache for incremental decoding. The LM and, later,
 the seq2seq decoder use these; do not write another.
 
+Parameters carry logical axis names (`nn.with_logical_partitioning` on their
+initialisers): `embed` (model width), `heads` (attention heads × head width,
+flattened), `mlp` (feed-forward width), `vocab`, `norm`; `training/mesh.py`
+maps them to mesh axes. `model.init` then returns `nn.Partitioned` boxes;
+`training.state.init_params` (or `nn.unbox`) gives the plain arrays the rest of
+the project uses, and `apply` takes either.
+
 Dense layers flatten the leading axes into one `(B·T, D)` matmul: on XLA:CPU a
 2-D matmul ran ~2× faster than the same contraction on 3-D activations.
 """
@@ -55,12 +62,19 @@ ACTIVATIONS = {
 }
 
 
+def logical(init: Callable, axes: Optional[tuple]) -> Callable:
+  """`init` annotated with the logical axis names `axes` (None: left unannotated)."""
+  return init if axes is None else nn.with_logical_partitioning(init, axes)
+
+
 class Dense(nn.Module):
   """`x @ kernel + bias` over the last axis, computed as one 2-D matmul.
 
   With `lora_rank > 0` a low-rank update `(x @ lora_a) @ lora_b · alpha/rank`
   is added (LoRA, Hu et al. 2021); `lora_b` starts at zero, so a LoRA layer
   computes exactly what the plain layer does until it is trained.
+  `axes` = (input, output) logical axis names of the kernel (None: unannotated);
+  the bias takes the output's, LoRA's `a` the input's and `b` the output's.
   """
   features: int
   use_bias: bool = True
@@ -69,22 +83,26 @@ class Dense(nn.Module):
   kernel_init: Callable = nn.initializers.xavier_uniform()
   lora_rank: int = 0
   lora_alpha: float = 16.0
+  axes: Optional[tuple] = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features),
-                        self.param_dtype)
+    ax_in, ax_out = self.axes if self.axes is not None else (None, None)
+    ann = lambda init, names: logical(init, None if self.axes is None else names)
+    kernel = self.param('kernel', ann(self.kernel_init, (ax_in, ax_out)),
+                        (x.shape[-1], self.features), self.param_dtype)
     flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
     y = jnp.dot(flat, kernel.astype(self.dtype))
     if self.lora_rank > 0:
-      a = self.param('lora_a', nn.initializers.normal(1.0 / self.lora_rank),
+      a = self.param('lora_a', ann(nn.initializers.normal(1.0 / self.lora_rank),
+                                   (ax_in, None)),
                      (x.shape[-1], self.lora_rank), self.param_dtype)
-      b = self.param('lora_b', nn.initializers.zeros, (self.lora_rank, self.features),
-                     self.param_dtype)
+      b = self.param('lora_b', ann(nn.initializers.zeros, (None, ax_out)),
+                     (self.lora_rank, self.features), self.param_dtype)
       y = y + (flat @ a.astype(self.dtype)) @ b.astype(self.dtype) * (
           self.lora_alpha / self.lora_rank)
     if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,),
+      y = y + self.param('bias', ann(nn.initializers.zeros, (ax_out,)), (self.features,),
                          self.param_dtype).astype(self.dtype)
     return y.reshape(x.shape[:-1] + (self.features,))
 
@@ -137,7 +155,8 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f'd_model {d} is not divisible by num_heads {self.num_heads}')
     dh = d // self.num_heads
     dense = lambda name: Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-                               lora_rank=self.lora_rank if name in ('query', 'value') else 0)
+                               lora_rank=self.lora_rank if name in ('query', 'value') else 0,
+                               axes=('heads', 'embed') if name == 'out' else ('embed', 'heads'))
     b, tq = x.shape[:2]
     heads = lambda y: y.reshape(y.shape[0], y.shape[1], self.num_heads, dh)
     q = heads(dense('query')(x))
@@ -218,9 +237,26 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    h = Dense(self.d_ff, dtype=self.dtype, param_dtype=self.param_dtype, name='wi')(x)
+    h = Dense(self.d_ff, dtype=self.dtype, param_dtype=self.param_dtype, name='wi',
+              axes=('embed', 'mlp'))(x)
     h = ACTIVATIONS[self.activation](h)
-    return Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype, name='wo')(h)
+    return Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype, name='wo',
+                 axes=('mlp', 'embed'))(h)
+
+
+def layer_norm(name: Optional[str], epsilon: float, dtype: Any = jnp.float32,
+               param_dtype: Any = jnp.float32, **kw) -> nn.LayerNorm:
+  """A LayerNorm whose scale and bias carry the logical axis `norm`."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name,
+                      scale_init=logical(nn.initializers.ones, ('norm',)),
+                      bias_init=logical(nn.initializers.zeros, ('norm',)), **kw)
+
+
+def embed(num: int, features: int, init: Callable, name: Optional[str], dtype: Any = jnp.float32,
+          param_dtype: Any = jnp.float32, axes: tuple = ('vocab', 'embed')) -> nn.Embed:
+  """An `nn.Embed` whose table carries the logical axes `axes` (rows, width)."""
+  return nn.Embed(num, features, dtype=dtype, param_dtype=param_dtype,
+                  embedding_init=logical(init, axes), name=name)
 
 
 def causal_mask(length: int) -> Array:

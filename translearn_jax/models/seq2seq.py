@@ -165,8 +165,7 @@ class _Block(nn.Module):
 
 
 def _layer_norm(cfg, name=None):
-  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                      name=name)
+  return layers.layer_norm(name, cfg.layer_norm_eps, cfg.dtype, cfg.param_dtype)
 
 
 def _check_len(n, cfg, what):
@@ -194,24 +193,28 @@ class Seq2Seq(nn.Module):
   def setup(self):
     cfg = self.config
     init = nn.initializers.normal(0.02)
-    self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype,
-                          param_dtype=cfg.param_dtype, embedding_init=init)
+    self.embed = layers.embed(cfg.vocab_size, cfg.d_model, init, None, cfg.dtype,
+                              cfg.param_dtype)
     if not cfg.share_embeddings:
-      self.target_embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype,
-                                   param_dtype=cfg.param_dtype, embedding_init=init)
+      self.target_embed = layers.embed(cfg.vocab_size, cfg.d_model, init, None, cfg.dtype,
+                                       cfg.param_dtype)
       self.head = layers.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                               param_dtype=cfg.param_dtype)
+                               param_dtype=cfg.param_dtype, axes=('embed', 'vocab'))
     rows = cfg.max_len + cfg.position_offset
     if cfg.positions == 'learned':
-      self.enc_pos = self.param('encoder_pos_embed', init, (rows, cfg.d_model), cfg.param_dtype)
-      self.dec_pos = self.param('decoder_pos_embed', init, (rows, cfg.d_model), cfg.param_dtype)
+      pos_init = layers.logical(init, (None, 'embed'))
+      self.enc_pos = self.param('encoder_pos_embed', pos_init, (rows, cfg.d_model),
+                                cfg.param_dtype)
+      self.dec_pos = self.param('decoder_pos_embed', pos_init, (rows, cfg.d_model),
+                                cfg.param_dtype)
     else:
       self.enc_pos = self.dec_pos = jnp.asarray(sinusoidal_table(rows, cfg.d_model))
     if cfg.embed_ln:
       self.enc_embed_ln = _layer_norm(cfg, 'encoder_embed_ln')
       self.dec_embed_ln = _layer_norm(cfg, 'decoder_embed_ln')
     if cfg.final_logits_bias:
-      self.logits_bias = self.param('final_logits_bias', nn.initializers.zeros,
+      self.logits_bias = self.param('final_logits_bias',
+                                    layers.logical(nn.initializers.zeros, (None, 'vocab')),
                                     (1, cfg.vocab_size), cfg.param_dtype)
     self.encoder = [_Block(cfg, cross=False, name=f'encoder_block_{i}')
                     for i in range(cfg.encoder_layers)]

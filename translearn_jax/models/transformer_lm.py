@@ -4,7 +4,9 @@ Hyperparameters live in one frozen `TransformerConfig`; training, evaluation
 and decoding use `.replace(deterministic=..., decode=...)` of it, as the Flax
 lm1b example does. Parameters: `embed/embedding`, optional `pos_embed`,
 `block_{i}/{ln_attn,attn,ln_mlp,mlp}`, `ln_final`, and `head` when the output
-projection is not tied to the embedding.
+projection is not tied to the embedding. Every parameter carries logical axis
+names (see `layers`); `init` returns them boxed, `training.state.init_params`
+unboxes.
 """
 
 from __future__ import annotations
@@ -52,8 +54,7 @@ class TransformerConfig:
 
 
 def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                      name=name)
+  return layers.layer_norm(name, cfg.layer_norm_eps, cfg.dtype, cfg.param_dtype)
 
 
 class DecoderBlock(nn.Module):
@@ -88,8 +89,8 @@ class TransformerLM(nn.Module):
     if t > cfg.max_len:
       raise ValueError(f'sequence length {t} exceeds the model maximum model.max_len='
                        f'{cfg.max_len}')
-    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     embedding_init=nn.initializers.normal(0.02), name='embed')
+    embed = layers.embed(cfg.vocab_size, cfg.d_model, nn.initializers.normal(0.02), 'embed',
+                         cfg.dtype, cfg.param_dtype)
     x = embed(tokens).astype(cfg.dtype)
     if cfg.decode:
       is_init = self.has_variable('cache', 'position')
@@ -103,8 +104,9 @@ class TransformerLM(nn.Module):
       mask = layers.causal_mask(t)
     positions = jnp.broadcast_to(start + jnp.arange(t), (b, t))
     if cfg.positions == 'learned':
-      pos = self.param('pos_embed', nn.initializers.normal(0.02), (cfg.max_len, cfg.d_model),
-                       cfg.param_dtype)
+      pos = self.param('pos_embed', layers.logical(nn.initializers.normal(0.02),
+                                                   (None, 'embed')),
+                       (cfg.max_len, cfg.d_model), cfg.param_dtype)
       x = x + jnp.take(pos, positions, axis=0).astype(cfg.dtype)
     x = nn.Dropout(cfg.dropout)(x, deterministic=cfg.deterministic)
     block = layers.remat(DecoderBlock, cfg.remat)
@@ -117,7 +119,7 @@ class TransformerLM(nn.Module):
       logits = embed.attend(x.reshape(b * t, -1)).reshape(b, t, -1)  # 2-D matmul
     else:
       logits = layers.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                            param_dtype=cfg.param_dtype, name='head')(x)
+                            param_dtype=cfg.param_dtype, name='head', axes=('embed', 'vocab'))(x)
     return logits.astype(jnp.float32)
 
 

@@ -20,6 +20,7 @@ import math
 import os
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -73,6 +74,9 @@ def validate_rows(config, archs) -> None:
 
 def validate(config) -> None:
   validate_rows(config, ('transformer', 'lstm'))
+  mesh_lib.rules_from_config(config)
+  mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
+  mesh_lib.process_rows(config.train.batch_size, mesh)
 
 
 def model_config(config, vocab_size: int, deterministic: bool = True, decode: bool = False):
@@ -149,19 +153,25 @@ def token_nll(logits, targets):
   return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
 
 
-def init_state(model, tx, seed: int, seq_len: int, mesh) -> TrainState:
-  return init_train_state(model, tx, seed, mesh, jnp.zeros((1, seq_len), jnp.int32))
+def init_state(model, tx, seed: int, seq_len: int, mesh, rules=None) -> TrainState:
+  """A fresh state placed over `mesh` by the logical-axis `rules` (see `training/mesh.py`)."""
+  return init_train_state(model, tx, seed, mesh, jnp.zeros((1, seq_len), jnp.int32),
+                          rules=rules)
 
 
-def make_train_fn(model, tx, schedule, mesh, loss_chunk: int = 0):
+def make_train_fn(model, tx, schedule, mesh, shardings=None, loss_chunk: int = 0):
   """Jitted `(state, {'tokens': (A, B, T+1)}) -> (state, metric sums)`.
 
   The A micro-batches are scanned; their summed gradients are divided by the
-  total token count, so accumulation equals one large batch. `loss_chunk` > 0:
-  the cross-entropy is computed that many positions at a time from the final
-  states (`training.losses.chunked_softmax_xent`), never holding all B·T·V logits.
+  total token count, so accumulation equals one large batch. `shardings` is the
+  state's (`mesh_lib.shardings_of(state)`; None: replicated): the state keeps it
+  and gradients are placed as their parameters. `loss_chunk` > 0: the
+  cross-entropy is computed that many positions at a time from the final states
+  (`training.losses.chunked_softmax_xent`), never holding all B·T·V logits.
   """
   repl = mesh_lib.replicated(mesh)
+  state_sh = repl if shardings is None else shardings
+  grad_sh = None if shardings is None else shardings.params
 
   def train_fn(state: TrainState, batch):
     tokens = batch['tokens']
@@ -179,10 +189,14 @@ def make_train_fn(model, tx, schedule, mesh, loss_chunk: int = 0):
         logits = lm_models.logits(model, params, toks[:, :-1], rngs=rngs)
         return jnp.sum(token_nll(logits, toks[:, 1:]))
       loss, grads = jax.value_and_grad(loss_fn)(state.params)
+      if grad_sh is not None:
+        grads = jax.lax.with_sharding_constraint(grads, grad_sh)
       g_acc, l_acc = carry
       return (jax.tree.map(jnp.add, g_acc, grads), l_acc + loss), None
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
+    if grad_sh is not None:
+      zeros = jax.lax.with_sharding_constraint(zeros, grad_sh)
     accum = tokens.shape[0]
     (grads, loss), _ = jax.lax.scan(micro, (zeros, jnp.zeros(())),
                                     (jnp.arange(accum), tokens))
@@ -195,11 +209,13 @@ def make_train_fn(model, tx, schedule, mesh, loss_chunk: int = 0):
                  'learning_rate': schedule(state.step), 'grad_norm': optax.tree.norm(grads)}
 
   return jax.jit(train_fn, donate_argnums=0,
-                 in_shardings=(repl, mesh_lib.batch_sharding(mesh, 1)),
-                 out_shardings=(repl, repl))
+                 in_shardings=(state_sh, mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(state_sh, repl))
 
 
-def make_eval_fn(model, mesh):
+def make_eval_fn(model, mesh, param_shardings=None):
+  """Jitted `(params, tokens, weights) -> (nll sum, token count)`; params placed as
+  `param_shardings` (None: replicated)."""
   repl = mesh_lib.replicated(mesh)
 
   def eval_fn(params, tokens, weights):
@@ -207,7 +223,8 @@ def make_eval_fn(model, mesh):
     nll = token_nll(logits, tokens[:, 1:])
     return jnp.sum(nll * weights[:, None]), jnp.sum(weights) * nll.shape[1]
 
-  return jax.jit(eval_fn, in_shardings=(repl, mesh_lib.batch_sharding(mesh),
+  p_sh = repl if param_shardings is None else param_shardings
+  return jax.jit(eval_fn, in_shardings=(p_sh, mesh_lib.batch_sharding(mesh),
                                         mesh_lib.batch_sharding(mesh)),
                  out_shardings=(repl, repl))
 
@@ -238,7 +255,7 @@ def evaluate_rows(eval_fn, params, rows: np.ndarray, batch: int, mesh,
 def build(config, workdir: str):
   """Everything a run, a resume, or the sampler needs, from config + workdir."""
   tok, train_rows, valid_rows, stats = load_data(config, workdir)
-  mesh = mesh_lib.make_mesh(config.num_devices or None)
+  mesh = mesh_lib.mesh_from_config(config)
   return tok, train_rows, valid_rows, stats, mesh
 
 
@@ -322,7 +339,8 @@ def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh, kind: str = 
   """
   src = sources.load(kind, run_dir, field='init.path')
   check_same_architecture(src.model_config, train_cfg, run_dir)
-  return state.replace(params=jax.device_put(src.params, mesh_lib.replicated(mesh)))
+  return state.replace(params=jax.device_put(src.params,
+                                             mesh_lib.shardings_of(state.params)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -343,15 +361,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   eval_cfg = train_cfg.replace(deterministic=True)
   model, eval_model = lm_models.make(train_cfg), lm_models.make(eval_cfg)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                               jnp.zeros((1, 8), jnp.int32))['params'])
+  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
+      jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']))
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
-  state = init_state(model, tx, config.seed, 8, mesh)
+  state = init_state(model, tx, config.seed, 8, mesh, mesh_lib.rules_from_config(config))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   info('%s LM: %.2fM parameters, %d steps of %d tokens', config.model.arch, n_params / 1e6,
        total_steps, config.train.batch_size * config.train.grad_accum * config.train.seq_length)
-  train_fn = make_train_fn(model, tx, schedule, mesh, config.train.get('loss_chunk', 0))
-  eval_fn = make_eval_fn(eval_model, mesh)
+  shardings = mesh_lib.shardings_of(state)
+  train_fn = make_train_fn(model, tx, schedule, mesh, shardings,
+                           config.train.get('loss_chunk', 0))
+  eval_fn = make_eval_fn(eval_model, mesh, shardings.params)
   fpt = lm_models.flops_per_token(train_cfg, config.train.seq_length)
 
   def held_out(step: int, state) -> dict:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -183,8 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_model = lm_models.make(train_cfg.replace(deterministic=True))
   masker = masking.Masker.for_tokenizer(tok, t.seq_length, config.mlm.mask_rate,
                                         config.mlm.whole_word, config.mlm.max_predictions)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                               jnp.zeros((1, 8), jnp.int32))['params'])
+  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
+      jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']))
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
   state = init_train_state(model, tx, config.seed, mesh, jnp.zeros((1, 8), jnp.int32))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))

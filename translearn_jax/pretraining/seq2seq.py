@@ -24,6 +24,7 @@ import json
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -94,9 +95,11 @@ def pair_arrays(rows, max_src, max_tgt, pad_id: int = 0
   return {'source': src, 'target_in': tin, 'target_out': tout}, lengths
 
 
-def init_state(model, tx, seed: int, mesh, max_src: int, max_tgt: int) -> TrainState:
+def init_state(model, tx, seed: int, mesh, max_src: int, max_tgt: int, rules=None
+               ) -> TrainState:
+  """A fresh state placed over `mesh` by the logical-axis `rules` (see `training/mesh.py`)."""
   return init_train_state(model, tx, seed, mesh, jnp.zeros((1, max_src), jnp.int32),
-                          jnp.zeros((1, max_tgt), jnp.int32))
+                          jnp.zeros((1, max_tgt), jnp.int32), rules=rules)
 
 
 def smoothed_cross_entropy(logits, labels, smoothing: float):
@@ -117,8 +120,11 @@ def smoothed_cross_entropy(logits, labels, smoothing: float):
 PACKED_KEYS = ('source_segments', 'source_positions', 'target_segments', 'target_positions')
 
 
-def make_train_fn(model, tx, schedule, mesh, smoothing):
+def make_train_fn(model, tx, schedule, mesh, smoothing, shardings=None):
+  """Jitted `(state, batch) -> (state, metric sums)`; the state placed as `shardings`
+  (`mesh_lib.shardings_of(state)`; None: replicated)."""
   repl = mesh_lib.replicated(mesh)
+  state_sh = repl if shardings is None else shardings
 
   def train_fn(state, batch):
     # (1, B, L_bucket) each; the leading accumulation axis is not used here
@@ -134,14 +140,16 @@ def make_train_fn(model, tx, schedule, mesh, smoothing):
 
     (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
+    if shardings is not None:
+      grads = jax.lax.with_sharding_constraint(grads, shardings.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
             {'loss_sum': loss, 'loss_count': count, 'learning_rate': schedule(state.step)})
 
   return jax.jit(train_fn, donate_argnums=0,
-                 in_shardings=(repl, mesh_lib.batch_sharding(mesh, 1)),
-                 out_shardings=(repl, repl))
+                 in_shardings=(state_sh, mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(state_sh, repl))
 
 
 def translate(decode_model, params, tok: Tokenizer, sources: np.ndarray, max_tgt: int,
@@ -234,7 +242,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   model = s2s.Seq2Seq(train_cfg)
   dummy_s, dummy_t = jnp.zeros((1, ms), jnp.int32), jnp.zeros((1, mt), jnp.int32)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_s, dummy_t)['params'])
+  abstract = jax.eval_shape(
+      lambda: nn.unbox(model.init(jax.random.key(0), dummy_s, dummy_t)['params']))
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
 
   state = init_state(model, tx, config.seed, mesh, ms, mt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -22,12 +23,34 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array
 
 
-def init_train_state(model, tx, seed: int, mesh, *dummy_inputs) -> TrainState:
-  """Fresh state (params from `model.init(rng, *dummy_inputs)`), replicated over `mesh`."""
+def init_params(model, rng, *inputs) -> Any:
+  """`model.init(rng, *inputs)['params']` as plain arrays (logical-axis boxes removed)."""
+  return nn.unbox(model.init(rng, *inputs)['params'])
+
+
+def init_train_state(model, tx, seed: int, mesh, *dummy_inputs, rules=None) -> TrainState:
+  """Fresh state (params from `model.init(rng, *dummy_inputs)`) placed over `mesh`.
+
+  Parameters are placed by their logical axis names and the rules table `rules`
+  (default `mesh.DEFAULT_RULES`; see `training/mesh.py`), the optimiser state
+  mirrors them (Adam's moments sharded as their parameters, counts replicated),
+  step and rng are replicated. Nothing is materialised on one device first: the
+  shardings come from `jax.eval_shape` and the state is built by
+  `jit(init, out_shardings=...)`. The state's params are plain arrays.
+  """
   from translearn_jax.training import mesh as mesh_lib
+  rules = mesh_lib.DEFAULT_RULES if rules is None else rules
 
   def init(rng):
-    params = model.init({'params': rng}, *dummy_inputs)['params']
+    params = init_params(model, {'params': rng}, *dummy_inputs)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=jax.random.fold_in(rng, 1))
-  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(seed))
+
+  key = jax.random.key(seed)
+  boxed = jax.eval_shape(lambda: model.init({'params': key}, *dummy_inputs)['params'])
+  abstract = jax.eval_shape(init, key)
+  p_sh = mesh_lib.param_shardings(boxed, mesh, rules)
+  repl = mesh_lib.replicated(mesh)
+  shardings = TrainState(step=repl, params=p_sh, rng=repl, opt_state=mesh_lib.mirror_shardings(
+      abstract.opt_state, abstract.params, p_sh, mesh))
+  return jax.jit(init, out_shardings=shardings)(key)

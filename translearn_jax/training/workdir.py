@@ -48,6 +48,7 @@ RESUME_MAY_CHANGE = (
     '**.keep_checkpoints', '**.eval_max_rows',
     # where and how it runs
     '**.num_devices', '**.peak_flops_per_device', '**.progress', 'model.remat',
+    'mesh.*',                   # a checkpoint restores onto another mesh (issue #18)
     # the runs of a comparison
     'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies',
 )
@@ -113,6 +114,10 @@ ADDED_FIELDS = {
     'model.attention_impl': 'einsum',   # LM/encoder (issue #18): this project's attention
     'model.remat': 'none',              # LM/encoder (issue #18): no rematerialisation
     'data.tfds_split': 'train',         # classification (issue #17): TFDS datasets
+    'mesh.data': -1,                    # Transformer LMs (issue #18): the data-parallel mesh
+    'mesh.fsdp': 1,
+    'mesh.tensor': 1,
+    'mesh.rules': '',
 }
 
 
