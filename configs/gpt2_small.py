@@ -8,7 +8,8 @@ cross-entropy in chunks of 1,024 positions. Meant for accelerators; on a CPU
 shrink it (`--config.model.num_layers=2 --config.model.d_model=128 ...`).
 
   python train.py --config configs/gpt2_small.py --workdir /tmp/gpt2_small \
-    --config.data.path=../shared/data/pretrain_en --config.train.steps=20000
+    --config.data.kind=text --config.data.path=../shared/data/pretrain_en \
+    --config.train.steps=20000 [--config.mesh.data=1 --config.mesh.fsdp=8]
 """
 
 from configs import lm_transformer

@@ -3,6 +3,7 @@
 import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,8 +178,8 @@ def early_eos_model():
   """A decoding model whose every greedy output row ends (EOS) before the last position."""
   cfg = tiny()
   src = jnp.asarray(np.random.default_rng(0).integers(4, 30, (8, 7)), jnp.int32).at[1, 5:].set(0)
-  p = jax.jit(s2s.Seq2Seq(cfg).init)(jax.random.key(0), src,
-                                     jnp.zeros((8, 12), jnp.int32))['params']
+  p = nn.unbox(jax.jit(s2s.Seq2Seq(cfg).init)(jax.random.key(0), src,
+                                              jnp.zeros((8, 12), jnp.int32))['params'])
   p = jax.tree.map(lambda x: x * 5 if x.ndim == 2 else x, p)
   p['embed']['embedding'] = p['embed']['embedding'].at[3].mul(4.0)  # EOS comes early
   return s2s.Seq2Seq(cfg.replace(decode=True)), p, src

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
+import flax.linen as nn
 from flax import traverse_util
 
 from translearn_jax.errors import ConfigError, TranslearnError
@@ -133,10 +134,11 @@ def graft(target_params, source_params, rules: Sequence[tuple[str, str]], *,
 
   `vocab_remap` maps a target path to `(source_vocab, target_vocab)`: that
   leaf's rows are remapped by token instead of copied (its shapes may then
-  differ in the number of rows).
+  differ in the number of rows). Trees straight from `model.init` (leaves boxed
+  with their logical axis names) are unboxed first; the result is plain.
   """
   vocab_remap = vocab_remap or {}
-  src, tgt = flatten(source_params), flatten(target_params)
+  src, tgt = flatten(nn.unbox(source_params)), flatten(nn.unbox(target_params))
   compiled = [(re.compile(s), t, f'{s}=>{t}') for s, t in rules]
   report = GraftReport()
   used_rules, written = set(), {}
