@@ -474,3 +474,22 @@ def test_transfer_configs_fine_tune_an_imported_bert(bert_pretraining, topic_tas
       'data.test_path': conll_task[2], 'model.max_tokens': 48})
   _, treport = TaggingTask(t).init_params(0, 'finetune')
   assert sorted(treport.created) == ['head/bias', 'head/kernel']
+
+
+def test_tf_era_layer_norm_names_import_the_same(hf_models, tmp_path):
+  """Older BERT files (converted from TensorFlow) name LayerNorm parameters gamma/beta."""
+  from translearn_jax.transfer import graft
+  d, _, _, run = hf_models['bert']
+  old = tmp_path / 'old'
+  shutil.copytree(d, old)
+  tensors = safetensors_io.read_weights(d)
+  renamed = {k.replace('LayerNorm.weight', 'LayerNorm.gamma').replace('LayerNorm.bias',
+                                                                      'LayerNorm.beta'): v
+             for k, v in tensors.items()}
+  assert sum(k.endswith('.gamma') for k in renamed) == 2 * 2 + 2    # 2 per layer, embeddings, head
+  safetensors_io.write_weights(str(old / 'model.safetensors'), renamed)
+  report = convert.import_hf(str(old), str(tmp_path / 'run'))
+  assert not report['unused_tensors']
+  a = graft.flatten(sources.load('mlm', str(tmp_path / 'run')).params)
+  b = graft.flatten(sources.load('mlm', run).params)
+  assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)

@@ -93,7 +93,9 @@ def _activation(conf: dict, key: str) -> str:
 
 
 def _ln(hf: str, ours: str, **kw) -> list[Entry]:
-  return [Entry(f'{hf}.weight', f'{ours}/scale', **kw), Entry(f'{hf}.bias', f'{ours}/bias', **kw)]
+  """A LayerNorm's scale and bias (TF-converted BERT files name them gamma and beta)."""
+  return [Entry(f'{hf}.weight', f'{ours}/scale', aliases=(f'{hf}.gamma',), **kw),
+          Entry(f'{hf}.bias', f'{ours}/bias', aliases=(f'{hf}.beta',), **kw)]
 
 
 def _linear(hf: str, ours: str, **kw) -> list[Entry]:
@@ -382,8 +384,10 @@ def import_tensors(arch: HFArch, cfg, tensors: dict[str, np.ndarray], expected: 
   names = set(tensors)
   with_prefix = any(n.startswith(arch.prefix) for n in names)
   def lookup(e: Entry) -> str:
-    name = hf_name(arch, e) if (e.body and with_prefix) or not e.body else e.hf
-    return next((a for a in e.aliases if a in names and name not in names), name)
+    full = lambda n: arch.prefix + n if e.body and with_prefix else n
+    if full(e.hf) in names:
+      return full(e.hf)
+    return next((full(a) for a in e.aliases if full(a) in names), full(e.hf))
   entries = arch.entries(cfg)
   groups = {e.group for e in entries if e.group}
   absent_groups = sorted(g for g in groups if g in drop or not any(
