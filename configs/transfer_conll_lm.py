@@ -25,9 +25,14 @@ def get_config() -> ml_collections.ConfigDict:
   config = transfer_mr_lm.get_config()
   config.family = 'tag'
   config.data = ml_collections.ConfigDict()
-  config.data.train_path = '../shared/data/conll2003/train.txt'
+  config.data.kind = 'conll'             # 'conll' (files) | 'tfds' (path: the dataset, e.g. 'conll2003')
+  config.data.path = ''                  # tfds: the dataset name
+  config.data.train_path = '../shared/data/conll2003/train.txt'   # tfds: split names
   config.data.dev_path = '../shared/data/conll2003/valid.txt'
   config.data.test_path = '../shared/data/conll2003/test.txt'
+  config.data.tokens_field = 'tokens'    # tfds: the token and tag sequence features
+  config.data.tags_field = 'ner_tags'
+  config.data.data_dir = ''              # tfds: where the prepared dataset is
   config.model.max_tokens = 128
   config.transfer.strategies = 'finetune,discriminative'
   config.optim.learning_rate = 2e-3

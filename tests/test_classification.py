@@ -339,3 +339,23 @@ def test_predefined_split_files_share_the_training_label_ids(tmp_path):
   cfg.test_path, cfg.split = '', '0.34,0.33,0.33'
   s = labelled.read_splits(cfg)
   assert sorted(sum((s[k].texts for k in s), [])) == ['bad film ', 'fine film ', 'good film ']
+
+
+def test_tagging_task_reads_a_tfds_dataset(tmp_path, tiny_lm_run):
+  """`data.kind='tfds'` for tagging: the task builds from TFDS splits (split names in
+  data.*_path) with the tag set of its training split."""
+  from configs import transfer_conll_lm
+  from tfds_tiny_ner.tiny_ner_dataset_builder import TAGS, Builder
+  from translearn_jax.downstream.tagging import TaggingTask
+  Builder(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  c = transfer_conll_lm.get_config()
+  c.data.kind, c.data.path, c.data.data_dir = 'tfds', 'tiny_ner', str(tmp_path)
+  c.data.train_path, c.data.dev_path, c.data.test_path = 'train', 'validation', 'validation'
+  c.init.path, c.model.max_tokens = tiny_lm_run, 32
+  task = TaggingTask(c)
+  assert task.tag_names == ['O'] + sorted(t for t in TAGS if t != 'O')
+  assert len(task.corpora['test'].sentences) == 3
+  c.data.kind = 'iob'
+  with pytest.raises(ConfigError, match="config.data.kind: 'conll' \\(files\\) or 'tfds', "
+                                        "got 'iob'"):
+    TaggingTask(c)

@@ -157,3 +157,16 @@ def test_tfds_labelled_splits_for_classification(tmp_path):
   cfg.test_path, cfg.label_field = 'validation', 'polarity'
   with pytest.raises(DataError, match="TFDS 'tiny_labelled' has no feature 'polarity'"):
     labelled.read_splits(cfg)
+
+
+def test_tfds_tagging_corpus_shaped_like_conll2003(tmp_path):
+  """Tagging reads TFDS token/tag sequences (ClassLabel names), as the CoNLL files."""
+  from tfds_tiny_ner.tiny_ner_dataset_builder import SENTENCES, Builder
+  from translearn_jax.data import conll
+  Builder(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  corpus = conll.read_tfds('tiny_ner', 'validation', data_dir=str(tmp_path))
+  assert sorted(zip(map(tuple, corpus.sentences), map(tuple, corpus.tags))) == sorted(
+      (tuple(w), tuple(t)) for w, t in SENTENCES)
+  assert corpus.path == 'tfds:tiny_ner/validation'
+  with pytest.raises(DataError, match="TFDS 'tiny_ner' has no feature 'labels'"):
+    conll.read_tfds('tiny_ner', 'train', tags_field='labels', data_dir=str(tmp_path))

@@ -57,3 +57,17 @@ def test_gain_plot_draws_each_strategy_against_scratch(tmp_path):
   assert (tmp_path / 'gains.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert gain_plot(rows[:1], str(tmp_path / 'none.png'), 't') == []
   assert not (tmp_path / 'none.png').exists()
+
+
+def test_fields_added_later_keep_recorded_runs_valid():
+  """A comparison's fingerprint ignores a field added after runs were recorded while it holds
+  the value those runs computed with (`ADDED_FIELDS`), and counts it once it differs."""
+  from configs import transfer_conll_lm
+  from translearn_jax.experiments.runs import fingerprint
+  new = transfer_conll_lm.get_config()
+  old = transfer_conll_lm.get_config()
+  for f in ('kind', 'path', 'tokens_field', 'tags_field', 'data_dir'):
+    del old.data[f]                      # how a tagging config looked before TFDS
+  assert fingerprint(new) == fingerprint(old)
+  new.data.kind = 'tfds'
+  assert fingerprint(new) != fingerprint(old)

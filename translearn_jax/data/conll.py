@@ -6,6 +6,9 @@ layout and its common variants. A path may be a directory: every regular file
 in it is read, in sorted order. Malformed lines raise a `DataError` naming the
 file and line.
 
+`read_tfds` reads the same from a prepared TFDS dataset shaped like TFDS's
+`conll2003` (token and tag sequences).
+
 `bio_spans` extracts entity spans the way conlleval/seqeval do by default: an
 `I-X` that does not continue an open `X` chunk starts a new one.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from translearn_jax.data import readers
+from translearn_jax.data import readers, tfds_source
 from translearn_jax.errors import DataError
 
 
@@ -36,6 +39,32 @@ def read_conll(path: str, encoding: str = 'utf-8') -> TaggedCorpus:
   if not sentences:
     raise DataError(f'{files[0] if len(files) == 1 else path}: no sentences')
   return TaggedCorpus(sentences, tags, files[0] if len(files) == 1 else path)
+
+
+def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
+              tags_field: str = 'ner_tags', data_dir: str | None = None) -> TaggedCorpus:
+  """The sentences of a prepared TFDS split shaped like TFDS's `conll2003`: a sequence of
+  token strings and a sequence of tags (`ClassLabel` ids, read as their names, or strings),
+  read in batches through `tfds.data_source` (no TensorFlow). Tags must be BIO."""
+  names = tfds_source.feature_names(name, tags_field, data_dir)
+  tfds_source.feature_names(name, tokens_field, data_dir)   # a missing feature: one error
+  sentences, tags = [], []
+  where = f'TFDS {name!r} split {split!r}'
+  for i, rec in tfds_source.records(name, split, data_dir):
+    words = [tfds_source.text(w) for w in rec[tokens_field]]
+    labels = [names[int(t)] if names is not None else tfds_source.text(t)
+              for t in rec[tags_field]]
+    if len(words) != len(labels):
+      raise DataError(f'{where} record {i}: {len(words)} tokens but {len(labels)} tags')
+    for tag in labels:
+      if tag != 'O' and not (len(tag) > 2 and tag[:2] in ('B-', 'I-')):
+        raise DataError(f'{where} record {i}: tag {tag!r} is not O, B-X or I-X')
+    if words:
+      sentences.append(words)
+      tags.append(labels)
+  if not sentences:
+    raise DataError(f'{where}: no sentences')
+  return TaggedCorpus(sentences, tags, f'tfds:{name}/{split}')
 
 
 def _read_conll_file(file: str, encoding: str, sentences: list, tags: list) -> None:

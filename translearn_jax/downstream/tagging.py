@@ -27,7 +27,7 @@ import optax
 from translearn_jax.data import conll
 from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
@@ -80,8 +80,16 @@ class TaggingTask(Task):
   def __init__(self, config):
     self.config = config
     d = config.data
-    self.corpora = {'train': conll.read_conll(d.train_path), 'dev': conll.read_conll(d.dev_path),
-                    'test': conll.read_conll(d.test_path)}
+    if d.get('kind', 'conll') == 'tfds':   # data.path: the dataset; *_path: its split names
+      read = lambda split: conll.read_tfds(d.path, split, d.get('tokens_field', 'tokens'),
+                                           d.get('tags_field', 'ner_tags'),
+                                           d.get('data_dir') or None)
+    elif d.get('kind', 'conll') == 'conll':
+      read = conll.read_conll
+    else:
+      raise ConfigError(f"config.data.kind: 'conll' (files) or 'tfds', got {d.kind!r}")
+    self.corpora = {'train': read(d.train_path), 'dev': read(d.dev_path),
+                    'test': read(d.test_path)}
     names = sorted({t for s in self.corpora['train'].tags for t in s})
     self.tag_names = ['O'] + [t for t in names if t != 'O']
     self.tag_index = {t: i for i, t in enumerate(self.tag_names)}

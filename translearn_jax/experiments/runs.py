@@ -24,6 +24,7 @@ import jax
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.training import metrics as metrics_lib
+from translearn_jax.training import workdir as workdir_lib
 from translearn_jax.training.metrics import info
 
 LIST_FIELDS = ('seeds', 'compare_scratch', 'seed', 'with_scratch')
@@ -53,11 +54,21 @@ def run_list(config) -> list[tuple[str, int]]:
 
 
 def fingerprint(config) -> str:
+  """A hash of what every run of a comparison shares. A field added to the configs after
+  runs were recorded counts only when it differs from the value those runs computed
+  with (`workdir.ADDED_FIELDS`), so recorded runs stay valid."""
   d = json.loads(config.to_json_best_effort())
   for k in LIST_FIELDS:
     d.pop(k, None)
   d.get('transfer', {}).pop('strategies', None)
   d.get('transfer', {}).pop('strategy', None)
+  for path, default in workdir_lib.ADDED_FIELDS.items():
+    *parents, leaf = path.split('.')
+    node = d
+    for p in parents:
+      node = node.get(p) if isinstance(node, dict) else None
+    if isinstance(node, dict) and leaf in node and node[leaf] == default:
+      del node[leaf]
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -114,6 +114,11 @@ ADDED_FIELDS = {
     'model.attention_impl': 'einsum',   # LM/encoder (issue #18): this project's attention
     'model.remat': 'none',              # LM/encoder (issue #18): no rematerialisation
     'data.tfds_split': 'train',         # classification (issue #17): TFDS datasets
+    'data.data_dir': '',                #   classification and tagging
+    'data.kind': 'conll',               #   tagging: CoNLL files (or 'tfds')
+    'data.path': '',                    #   tagging: the TFDS dataset
+    'data.tokens_field': 'tokens',
+    'data.tags_field': 'ner_tags',
     'mesh.data': -1,                    # Transformer LMs (issue #18): the data-parallel mesh
     'mesh.fsdp': 1,
     'mesh.tensor': 1,
