@@ -79,7 +79,8 @@ def test_wiki_dump_reader():
 
 def test_tfds_missing_dataset_fails_fast(tmp_path):
   t0 = time.perf_counter()
-  with pytest.raises(DataError, match="TFDS dataset 'imdb_reviews' is not prepared"):
+  with pytest.raises(DataError, match="TFDS dataset 'imdb_reviews' is not prepared .*"
+                                      "download_and_prepare\\(file_format='array_record'\\)"):
     docs(kind='tfds', path='imdb_reviews', data_dir=str(tmp_path))
   assert time.perf_counter() - t0 < 30  # TFDS alone would retry downloads for minutes
   with pytest.raises(DataError, match="TFDS has no dataset 'no_such_dataset_xyz'"):

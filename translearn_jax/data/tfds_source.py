@@ -27,8 +27,9 @@ def open_source(name: str, split: str, data_dir: Optional[str] = None):
   if not builder.is_prepared():
     raise DataError(
         f'TFDS dataset {name!r} is not prepared in {builder.data_dir} and will not be '
-        'downloaded here; prepare it (tfds build, file_format=array_record) or set '
-        'data.data_dir to where it is')
+        "downloaded here; prepare it without TensorFlow: python -c \"import tensorflow_datasets "
+        f"as tfds; tfds.builder('{name}').download_and_prepare(file_format='array_record')\" "
+        '(where there is network), or set data.data_dir to where it is')
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:
