@@ -35,6 +35,35 @@ FAMILIES = {
     'multitask': 'translearn_jax.experiments.multitask',
 }
 
+def catalogue() -> str:
+  """The families (`config.family`) and the shipped configs, each with its first docstring
+  line, read with `ast` (nothing is imported): what `--help` lists."""
+  import ast
+  import glob
+  root = os.path.dirname(os.path.abspath(__file__))
+
+  def first_line(path: str) -> str:
+    try:
+      with open(path, encoding='utf-8') as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ''
+    except (OSError, SyntaxError):
+      return ''
+    return doc.strip().split('\n', 1)[0]
+
+  lines = ['', 'Families (config.family):']
+  for family, module in FAMILIES.items():
+    path = os.path.join(root, *module.split('.')) + '.py'
+    lines.append(f'  {family:<10} {first_line(path)}')
+  lines += ['', 'Configs (--config configs/NAME.py; any field: --config.FIELD=VALUE):']
+  for path in sorted(glob.glob(os.path.join(root, 'configs', '*.py'))):
+    name = os.path.basename(path)[:-3]
+    if not name.startswith('_'):
+      lines.append(f'  {name:<24} {first_line(path)}')
+  return '\n'.join(lines)
+
+
+__doc__ += catalogue()
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
                                  'Call jax.distributed.initialize() (multi-host runs).')

@@ -79,3 +79,16 @@ def test_old_field_spellings_name_their_new_field():
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1] == (
       'error: --config.pretrained.path was renamed: use --config.init.path')
+
+
+def test_train_help_lists_families_and_configs():
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, 'train.py', '--help'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode in (0, 1), out.stderr      # absl's --help exits 1 after printing
+  for family in train.FAMILIES:
+    assert f'\n  {family} ' in out.stdout, family
+  for name in NAMES:
+    assert f'\n  {name} ' in out.stdout, name
+  assert 'GPT-2 small (124M parameters)' in out.stdout
