@@ -62,7 +62,7 @@ def catalogue() -> str:
   return '\n'.join(lines)
 
 
-__doc__ += catalogue()
+__doc__ = (__doc__ or "") + catalogue()
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
