@@ -26,9 +26,11 @@ left half-written. Supported architectures and their options: `convert.hf`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from typing import Iterator
 
 import flax.linen as nn
 import jax
@@ -42,6 +44,7 @@ from translearn_jax.errors import DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training.metrics import write_json
 from translearn_jax.transfer import graft, sources
 
 
@@ -51,7 +54,10 @@ GENERATION_KEYS = ('bos_token_id', 'eos_token_id', 'pad_token_id', 'decoder_star
                    'forced_eos_token_id') + BANNED_KEYS
 
 
-def _fresh_target(path: str, what: str) -> str:
+@contextlib.contextmanager
+def _staged(path: str, what: str) -> Iterator[str]:
+  """A temporary directory beside `path`, renamed to `path` when the block succeeds and
+  removed when it fails; an existing non-empty `path` is refused, never overwritten."""
   if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
     raise DataError(f'{what} {path} already exists and is not empty; choose a new directory '
                     '(nothing was overwritten)')
@@ -60,13 +66,14 @@ def _fresh_target(path: str, what: str) -> str:
   tmp = os.path.join(parent, f'.{os.path.basename(os.path.abspath(path))}.tmp{os.getpid()}')
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  return tmp
-
-
-def _publish(tmp: str, path: str) -> None:
-  if os.path.isdir(path):
-    os.rmdir(path)          # empty (checked by _fresh_target)
-  os.replace(tmp, path)
+  try:
+    yield tmp
+    if os.path.isdir(path):
+      os.rmdir(path)          # empty (checked above)
+    os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
 
 
 def _read_json(path: str) -> dict:
@@ -148,22 +155,15 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
       'imported': {'format': 'huggingface', 'model_type': arch.model_type,
                    'architectures': conf.get('architectures', []),
                    'from': os.path.abspath(hf_dir)}}
-  tmp = _fresh_target(run_dir, 'RUN_DIR')
-  try:
-    with open(os.path.join(tmp, 'config.json'), 'w') as f:
-      json.dump(run_config, f, indent=2)
+  with _staged(run_dir, 'RUN_DIR') as tmp:
+    write_json(os.path.join(tmp, 'config.json'), run_config)
     tok.save(os.path.join(tmp, tok.file_name))
-    with open(os.path.join(tmp, 'import_report.json'), 'w') as f:
-      json.dump(report, f, indent=2)
+    write_json(os.path.join(tmp, 'import_report.json'), report)
     ckpt = Checkpointer(tmp)
     try:
       ckpt.save(0, {'params': graft.unflatten(flat)}, {})
     finally:
       ckpt.close()
-    _publish(tmp, run_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return report
 
 
@@ -207,19 +207,14 @@ def _write_hf(hf_dir: str, conf: dict, tensors: dict, tok, max_length, arch,
               encoder: bool = False) -> dict:
   """Writes config.json, the weights, the tokenizer (`encoder`: with masked-LM row
   framing) and, for encoder-decoders, generation_config.json, atomically."""
-  tmp = _fresh_target(hf_dir, 'HF_DIR')
-  try:
-    with open(os.path.join(tmp, 'config.json'), 'w') as f:
-      json.dump({k: v for k, v in conf.items() if k not in BANNED_KEYS}, f, indent=2)
+  with _staged(hf_dir, 'HF_DIR') as tmp:
+    write_json(os.path.join(tmp, 'config.json'),
+               {k: v for k, v in conf.items() if k not in BANNED_KEYS})
     safetensors_io.write_weights(os.path.join(tmp, safetensors_io.WEIGHTS), tensors)
     _export_tokenizer(tok, tmp, max_length, encoder)
     if conf.get('is_encoder_decoder'):   # what generate() reads (transformers 5: only there)
-      with open(os.path.join(tmp, GENERATION_CONFIG), 'w') as f:
-        json.dump({k: conf[k] for k in GENERATION_KEYS if k in conf}, f, indent=2)
-    _publish(tmp, hf_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+      write_json(os.path.join(tmp, GENERATION_CONFIG),
+                 {k: conf[k] for k in GENERATION_KEYS if k in conf})
   return {'model_type': arch.model_type, 'architectures': conf['architectures'],
           'tensors': len(tensors)}
 
@@ -237,5 +232,4 @@ def _export_tokenizer(tok, directory: str, max_length, encoder: bool) -> None:
     raise DataError(f'cannot export a tokenizer of type {type(tok).__name__}')
   conf.update({'tokenizer_class': 'PreTrainedTokenizerFast',
                'model_max_length': max_length or 1_000_000})
-  with open(os.path.join(directory, 'tokenizer_config.json'), 'w') as f:
-    json.dump(conf, f, indent=2)
+  write_json(os.path.join(directory, 'tokenizer_config.json'), conf)

@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from translearn_jax.data import readers
 from translearn_jax.errors import DataError
 
 ROLES = ('bos', 'eos', 'unk', 'pad', 'cls', 'sep', 'mask')
@@ -196,9 +197,10 @@ class HFTokenizer:
   def save(self, path: str) -> None:
     """Writes `tokenizer.json` at `path` and the special-token roles beside it
     (`tokenizer_config.json`), each to a temporary name first."""
-    _write(path, self.json)
-    _write(os.path.join(os.path.dirname(path) or '.', 'tokenizer_config.json'),
-           json.dumps({f'{r}_token': p for r, p in self.specials.items()}, indent=1))
+    readers.write_file(path, self.json.encode('utf-8'))
+    roles = {f'{r}_token': p for r, p in self.specials.items()}
+    readers.write_file(os.path.join(os.path.dirname(path) or '.', 'tokenizer_config.json'),
+               json.dumps(roles, indent=1).encode('utf-8'))
 
   @classmethod
   def load(cls, path: str) -> 'HFTokenizer':
@@ -292,17 +294,6 @@ def from_sentencepiece(tok, encoder: bool = False) -> HFTokenizer:
         pair=f'{specials["bos"]} $A {specials["eos"]} $B:1 {specials["eos"]}:1',
         special_tokens=[(specials['bos'], tok.bos_id), (specials['eos'], tok.eos_id)])
   return HFTokenizer(tk.to_str(), specials, tok.path)
-
-
-def _write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp{os.getpid()}'
-  try:
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def special_tokens(directory: str, spec: dict) -> dict[str, str]:

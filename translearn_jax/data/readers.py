@@ -291,3 +291,17 @@ def read_documents(spec: TextSpec) -> Iterator[str]:
 def read_many(specs: Sequence[TextSpec]) -> Iterator[str]:
   for spec in specs:
     yield from read_documents(spec)
+
+
+def write_file(path: str, data: bytes) -> None:
+  """Writes `data` under a temporary name, then renames it over `path`: an existing file
+  is never left half-written (tokenizers, vocabularies; the data layer cannot use
+  `training.files`, a layer above it)."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

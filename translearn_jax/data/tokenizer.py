@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from translearn_jax.data import readers
 from translearn_jax.errors import DataError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -112,10 +113,7 @@ class Tokenizer:
     return self.sp.decode([i for i in ids if i != PAD])
 
   def save(self, path: str) -> None:
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-      f.write(self.proto)
-    os.replace(tmp, path)
+    readers.write_file(path, self.proto)
 
   @classmethod
   def load(cls, path: str) -> 'Tokenizer':

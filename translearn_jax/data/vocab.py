@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from typing import Iterable, Optional
 
 import numpy as np
 
+from translearn_jax.data import readers
 from translearn_jax.errors import DataError
 
 # Letters/digits, keeping inner apostrophes ("don't", "o'clock").
@@ -69,11 +69,8 @@ class Vocabulary:
 
   def save(self, path: str) -> None:
     """Writes `word<TAB>count` lines atomically."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      for w, c in zip(self.words, self.counts):
-        f.write(f'{w}\t{int(c)}\n')
-    os.replace(tmp, path)
+    readers.write_file(path, ''.join(f'{w}\t{int(c)}\n' for w, c in
+                                     zip(self.words, self.counts)).encode('utf-8'))
 
   @classmethod
   def load(cls, path: str) -> 'Vocabulary':
