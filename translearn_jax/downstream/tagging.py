@@ -34,32 +34,29 @@ from translearn_jax.transfer import sources
 from translearn_jax.transfer import strategies
 
 
-def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_tokens: int,
-                  causal: bool = True):
-  """(tokens, mask, predicting position of each word (-1: truncated), tag ids) arrays.
+def encode_sentences(sentences, tokenizer, max_tokens: int, causal: bool = True):
+  """(tokens, mask, predicting position of each word (-1: truncated)) arrays of word lists.
 
   causal: `<eos>` + pieces, each word at its last piece; otherwise `<bos>` +
   pieces + `<eos>`, each word at its first piece — its second when the first is
-  a lone '▁', which carries no word — and the `<eos>` always kept."""
+  a lone '▁', which carries no word — and the `<eos>` always kept. Training,
+  evaluation (`encode_tagged`) and a saved tagger's predictions
+  (`serving.predict_file`) all encode through this function."""
   bos, eos = tokenizer.bos_id, tokenizer.eos_id
   bare = getattr(tokenizer, 'bare_space_id', -1)
-  flat = [w for s in corpus.sentences for w in s]
-  pieces = tokenizer.encode_words(flat)
-  n, w_max = len(corpus.sentences), max(len(s) for s in corpus.sentences)
+  flat = [w for s in sentences for w in s]
+  pieces = tokenizer.encode_words(flat) if flat else []
+  n, w_max = len(sentences), max((len(s) for s in sentences), default=0)
   toks = np.zeros((n, max_tokens), np.int32)
   mask = np.zeros((n, max_tokens), bool)
   pos = np.full((n, w_max), -1, np.int32)
-  tags = np.full((n, w_max), -1, np.int32)
   k = 0
-  for r, (words, labels) in enumerate(zip(corpus.sentences, corpus.tags)):
+  for r, words in enumerate(sentences):
     seq = [eos] if causal else [bos]
     room = max_tokens if causal else max_tokens - 1
-    for j, (word, label) in enumerate(zip(words, labels)):
+    for j in range(len(words)):
       p = pieces[k] or [tokenizer.unk_id]
       k += 1
-      if label not in tag_index:
-        raise DataError(f'{corpus.path}: tag {label!r} does not occur in the training data')
-      tags[r, j] = tag_index[label]
       at = len(seq) + len(p) - 1 if causal else len(seq) + int(len(p) > 1 and p[0] == bare)
       seq.extend(p)
       if at < room:
@@ -67,6 +64,20 @@ def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_to
     seq = seq[:room] + ([] if causal else [eos])
     toks[r, :len(seq)] = seq
     mask[r, :len(seq)] = True
+  return toks, mask, pos
+
+
+def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_tokens: int,
+                  causal: bool = True):
+  """(tokens, mask, predicting position of each word (-1: truncated), tag ids) arrays
+  (`encode_sentences`, plus each word's tag id; -1 past a sentence's end)."""
+  toks, mask, pos = encode_sentences(corpus.sentences, tokenizer, max_tokens, causal)
+  tags = np.full(pos.shape, -1, np.int32)
+  for r, labels in enumerate(corpus.tags):
+    for j, label in enumerate(labels):
+      if label not in tag_index:
+        raise DataError(f'{corpus.path}: tag {label!r} does not occur in the training data')
+      tags[r, j] = tag_index[label]
   return toks, mask, pos, tags
 
 
@@ -103,7 +114,15 @@ class TaggingTask(Task):
                    for k, c in self.corpora.items()}
     self.rules = graft_lib.parse_rules(config.init.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
-    self._eval = jax.jit(lambda p, t, m: jnp.argmax(self.model.apply({'params': p}, t, m), -1))
+    self._eval = jax.jit(lambda p, t, m: tag_predictions(self.model, p, t, m))
+
+  def inference_spec(self) -> dict:
+    """How a saved tagger reads new sentences (`serving`): its tags, `encode_sentences`
+    with the body's tokenizer, `max_tokens` and the framing (causal or not)."""
+    return {'task': self.name, 'labels': list(self.tag_names), 'encoding': 'pieces',
+            'max_tokens': self.config.model.max_tokens,
+            'causal': lm_models.is_causal(self.model.lm_config),
+            'tokenizer': self.source.tokenizer, 'vocab': None}
 
   def init_params(self, seed: int, strategy: str):
     toks, mask = self.inputs['train'][:2]
@@ -140,7 +159,7 @@ class TaggingTask(Task):
     for lo in range(0, len(toks), batch):
       idx = order[lo:lo + batch]
       w = trimmed_width(mask[idx])
-      pred = np.asarray(self._eval(params, toks[idx, :w], mask[idx, :w]))
+      pred = np.asarray(self._eval(params, toks[idx, :w], mask[idx, :w])[0])
       for r, i in enumerate(idx):
         p = pos[i, :len(self.corpora[split].sentences[i])]
         out[i] = [self.tag_names[pred[r, q]] if q >= 0 else 'O' for q in p]
@@ -153,6 +172,13 @@ class TaggingTask(Task):
     """(span F1, {'entity_types': precision/recall/F1/support per entity type})."""
     scores = conll.span_scores(self.corpora[split].tags, self.predict(params, split))
     return scores['micro']['f1'], {'entity_types': scores['types']}
+
+
+def tag_predictions(model, params, tokens, mask):
+  """(the best tag id, its softmax probability) at every position: what the task's
+  evaluation and a saved tagger (`serving.predict_file`) both compute, jitted the same."""
+  logits = model.apply({'params': params}, tokens, mask)
+  return jnp.argmax(logits, -1), jnp.max(jax.nn.softmax(logits, -1), -1)
 
 
 def tagging_loss(model, params, tokens, mask, positions, tags, rng):
