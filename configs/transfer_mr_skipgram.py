@@ -23,6 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.seeds = 5                       # seeds per strategy with compare_scratch
   config.compare_scratch = False         # scratch + every strategy in transfer.strategies
   config.with_scratch = True             # False: the strategies only (another workdir has scratch)
+  config.save_models = 'best'            # best-dev model: workdir/model/ (single run), or per
+                                         #   strategy models/<strategy>/; 'all': every run
+                                         #   (models/<strategy>-seed<k>/); 'none'
 
   config.data = ml_collections.ConfigDict()
   config.data.kind = 'mr'                # 'mr' | 'tsv' | 'jsonl' | 'tfds' (path: e.g. 'glue/sst2')

@@ -58,6 +58,8 @@ CASES = [
     ('clf dropout', 'transfer_mr_skipgram', {'model.dropout': 1.0}, ConfigError, r'config\.model\.dropout'),
     ('clf lm encoder without LM', 'transfer_mr_skipgram', {'model.type': 'lm_encoder'}, ConfigError, r"init\.kind='lm'"),
     ('clf freeze all', 'transfer_mr_skipgram', {'transfer.freeze_bottom': 5}, ConfigError, r'transfer\.freeze_bottom'),
+    ('clf save_models', 'transfer_mr_skipgram', {'save_models': 'some'}, ConfigError, r"config\.save_models: must be one of \('best', 'all', 'none'\), got 'some'"),
+    ('tag save_models', 'transfer_conll_lm', {'init.path': '{lm}', 'save_models': 'every'}, ConfigError, r'config\.save_models'),
     ('lm-clf max_tokens', 'transfer_mr_lm', {'init.path': '{lm}', 'model.max_tokens': 4096}, ConfigError, r'config\.model\.max_tokens=4096'),
     ('lm-clf run missing', 'transfer_mr_lm', {'init.path': '{missing}'}, DataError, r'config\.init\.path'),
     ('tag data missing', 'transfer_conll_lm', {'init.path': '{lm}', 'data.train_path': '{missing}'}, DataError, r'{missing}'),

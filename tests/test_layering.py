@@ -21,6 +21,7 @@ RANKS = {
     'training': 2, 'evaluation': 2,
     'transfer': 3,
     'generation': 4, 'downstream': 4, 'fusion': 4, 'convert': 4,
+    'serving': 4.5,
     'pretraining': 5,
     'experiments': 6,
 }

@@ -103,6 +103,18 @@ class ClassificationTask(Task):
     self._features = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m,
                                                                return_features=True))
 
+  def inference_spec(self) -> dict:
+    """How a saved model of this task reads new text (`serving`): its labels, the
+    encoding ('words': `encode_words` over `vocab`; 'pieces': `encode_pieces` with the
+    tokenizer), `max_tokens` and the framing; `tokenizer` / `vocab` are saved beside it."""
+    m = self.config.model
+    words = m.type == 'bag_of_embeddings'
+    return {'task': self.name, 'labels': list(self.splits['train'].label_names),
+            'encoding': 'words' if words else 'pieces', 'max_tokens': m.max_tokens,
+            'causal': None if words else lm_models.is_causal(self.model.lm_config),
+            'tokenizer': None if words else self.source.tokenizer,
+            'vocab': list(self.vocab) if words else None}
+
   def init_params(self, seed: int, strategy: str):
     toks, mask, _ = self.inputs['train']
     params = nn.unbox(self.model.init(jax.random.key(seed), toks[:2], mask[:2])['params'])

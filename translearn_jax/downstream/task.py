@@ -10,7 +10,9 @@ supplies
 * `batch(idx, split)`: the arrays of those examples, trimmed to the columns
   they need;
 * `loss(params, batch, rng)`: the mean training loss (pure, jit-able);
-* `evaluate(params, split)`: the task's metric (`metric`, `higher_is_better`).
+* `evaluate(params, split)`: the task's metric (`metric`, `higher_is_better`);
+* `inference_spec()`: how a saved model reads new inputs (labels, encoding,
+  tokenizer or word vocabulary), for `serving` (classification and tagging).
 
 Runners (fine-tuning, multi-task, learning curves, strategy search) only use
 this interface; nothing switches on which task it is.
@@ -49,6 +51,9 @@ class Task:
     raise NotImplementedError
 
   def evaluate(self, params, split: str) -> float:
+    raise NotImplementedError
+
+  def inference_spec(self) -> dict:
     raise NotImplementedError
 
 

@@ -8,7 +8,10 @@ same model from scratch and with every strategy in
 strategy (and the gain over scratch). Model selection: the epoch with the best
 dev accuracy; its test accuracy is reported. Each fine-tuning run trains on the
 shared loop (`experiments.finetune`) in `workdir/runs/<strategy>-seed<k>/`
-(checkpoints, metrics, exact resume); finished runs go to `runs.jsonl`.
+(checkpoints, metrics, exact resume); finished runs go to `runs.jsonl`. The
+best-dev model is saved (`config.save_models`, see `experiments.runs`): a
+single run's as `workdir/model/`, a comparison's per strategy as
+`workdir/models/<strategy>/` (`serving.predict_file` runs them).
 
 Pretrained sources (`config.init.kind`):
 * `word2vec`: a vectors file (word2vec text or binary, GloVe, fastText
@@ -40,29 +43,46 @@ from translearn_jax.transfer import probes
 PROBES = {'linear_probe_logistic': 'logistic', 'linear_probe_svm': 'svm'}
 
 
-def run_probe(task: ClassificationTask, strategy: str, seed: int) -> dict:
-  """A linear probe on the frozen pretrained backbone's pooled features."""
+def run_probe(task: ClassificationTask, strategy: str, seed: int, config=None,
+              run_dir: str = '', save: bool = False) -> dict:
+  """A linear probe on the frozen pretrained backbone's pooled features.
+
+  The chosen probe and the feature standardisation are folded into the model's
+  head (`probes.fold`), and dev/test accuracy are measured through the task
+  model with those parameters, so its saved model (`save`: `run_dir/best_model`)
+  predicts exactly what is reported."""
   params, report = task.init_params(seed, strategy)
   if report is None:
     raise ConfigError(f'{strategy} needs a pretrained source (init.kind)')
   report.frozen = [p for p in graft_lib.flatten(params) if p.startswith('backbone/')]
   features = {split: task.features(params, split) for split in task.inputs}
   labels = {split: y for split, (_, _, y) in task.inputs.items()}
-  best = probes.probe(features, labels, task.num_classes, PROBES[strategy])
-  best.update(strategy=strategy, seed=seed, params=params, report=report, plan={}, epoch=0)
+  chosen = probes.probe(features, labels, task.num_classes, PROBES[strategy])
+  kernel, bias = probes.fold(chosen['w'], chosen['b'], chosen['mu'], chosen['sd'])
+  head = params['head']
+  params = {**params, 'head': {**head, 'kernel': kernel.astype(head['kernel'].dtype),
+                               'bias': bias.astype(head['bias'].dtype)}}
+  best = {'dev': task.accuracy(params, 'dev'), 'test': task.accuracy(params, 'test'),
+          'l2': chosen['l2'], 'epoch': 0}
+  if save:
+    finetune.save_best(run_dir, task, params, config, strategy, seed, best, report)
+  best.update(strategy=strategy, seed=seed, params=params, report=report, plan={})
   return best
 
 
-def run_once(task: ClassificationTask, strategy: str, seed: int, config, run_dir: str) -> dict:
-  """One run: a linear probe, or fine-tuning on the shared loop (`experiments.finetune`)."""
+def run_once(task: ClassificationTask, strategy: str, seed: int, config, run_dir: str,
+             save: bool = False) -> dict:
+  """One run: a linear probe, or fine-tuning on the shared loop (`experiments.finetune`);
+  `save`: its best model is saved as `run_dir/best_model`."""
   if strategy in PROBES:
-    return run_probe(task, strategy, seed)
-  return finetune.finetune(task, strategy, seed, config, run_dir)
+    return run_probe(task, strategy, seed, config, run_dir, save)
+  return finetune.finetune(task, strategy, seed, config, run_dir, save)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
+  save = runs_lib.save_policy(config) != 'none'
   task = ClassificationTask(config)
   info('%s: %d train / %d dev / %d test examples, %d classes', config.data.path,
        *(len(task.splits[k].labels) for k in ('train', 'dev', 'test')), task.num_classes)
@@ -72,8 +92,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(r['report'].summary())
 
   results = runs_lib.run_all(
-      config, workdir, lambda st, seed, run_dir: run_once(task, st, seed, config, run_dir),
-      on_result)
+      config, workdir, lambda st, seed, run_dir: run_once(task, st, seed, config, run_dir, save),
+      on_result, higher_is_better=task.higher_is_better)
   rows = runs_lib.summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0,
              'data': {k: len(v.labels) for k, v in task.splits.items()},

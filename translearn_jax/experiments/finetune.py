@@ -9,17 +9,24 @@ far), TensorBoard + `metrics.jsonl`, a progress bar, SIGTERM → checkpoint →
 stop, and the non-finite guard (exit 3, naming the strategy and seed).
 
 Model selection: after each epoch `BestEpoch` evaluates the dev split; the
-epoch with the best dev metric is kept and its test metric reported. Batches
+epoch with the best dev metric is kept and its test metric reported. With
+`save=True` the model of each new best epoch is saved (`serving.saved_model`)
+as `run_dir/best_model/`, so a run killed and resumed still has it; the
+comparison (`experiments.runs`) then keeps or drops it. Batches
 are the task's `epoch_batches(seed, epoch)`; dropout keys are
 `fold_in(key(seed + task.dropout_seed_offset), step)`.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Callable, Optional
+
 import jax
 import jax.numpy as jnp
 
 from translearn_jax.errors import DataError
+from translearn_jax.serving import saved_model
 from translearn_jax.training.loop import Hook, Run
 from translearn_jax.training.metrics import info
 from translearn_jax.training.state import TrainState
@@ -36,11 +43,27 @@ def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
       grad_clip=o.grad_clip)
 
 
-class BestEpoch(Hook):
-  """After each epoch: the dev metric; the test metric of the best dev epoch so far."""
+BEST_MODEL = 'best_model'     # run_dir/best_model: the saved model of the best dev epoch
 
-  def __init__(self, task, steps_per_epoch: int, label: str):
-    self.task, self.every, self.label = task, steps_per_epoch, label
+
+def save_best(run_dir: str, task, params, config, strategy: str, seed: int, best: dict,
+              report=None) -> str:
+  """Saves `params` as the run's best model, `run_dir/best_model` (atomically)."""
+  scores = {'metric': task.metric, 'dev': best['dev'], 'test': best['test'],
+            'epoch': best['epoch'], **({'l2': best['l2']} if 'l2' in best else {})}
+  return saved_model.save_task_model(
+      os.path.join(run_dir, BEST_MODEL), task, params,
+      saved_model.provenance(config, strategy=strategy, seed=seed, scores=scores,
+                             report=report))
+
+
+class BestEpoch(Hook):
+  """After each epoch: the dev metric; the test metric of the best dev epoch so far, and
+  `on_best(params, best)` when an epoch is the best so far."""
+
+  def __init__(self, task, steps_per_epoch: int, label: str,
+               on_best: Optional[Callable[[object, dict], None]] = None):
+    self.task, self.every, self.label, self.on_best = task, steps_per_epoch, label, on_best
     self.best = {'dev': None, 'test': None, 'epoch': 0}
 
   def better(self, dev: float) -> bool:
@@ -58,6 +81,8 @@ class BestEpoch(Hook):
       else:
         self.best = {'dev': dev, 'test': self.task.evaluate(state.params, 'test'),
                      'epoch': epoch}
+      if self.on_best is not None:
+        self.on_best(state.params, self.best)
     return {f'dev_{self.task.metric}': dev}
 
   def state_dict(self) -> dict:
@@ -99,9 +124,10 @@ def make_step(task, tx, frozen, stacked: bool = False):
   return jax.jit(step, donate_argnums=0)
 
 
-def finetune(task, strategy: str, seed: int, config, run_dir: str) -> dict:
+def finetune(task, strategy: str, seed: int, config, run_dir: str, save: bool = False) -> dict:
   """Trains one model; returns the best dev epoch's {'dev', 'test', 'epoch'} and the run's
-  params, graft report, strategy plan and whether a signal stopped it."""
+  (final) params, graft report, strategy plan and whether a signal stopped it. `save`: the
+  best dev epoch's model is saved as `run_dir/best_model`."""
   label = f'{strategy} seed {seed}'
   params, report = task.init_params(seed, strategy)
   train = config.train
@@ -118,7 +144,10 @@ def finetune(task, strategy: str, seed: int, config, run_dir: str) -> dict:
   params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                      rng=jax.random.key(seed + task.dropout_seed_offset))
-  best = BestEpoch(task, steps_per_epoch, label)
+  on_best = None
+  if save:
+    on_best = lambda p, b: save_best(run_dir, task, p, config, strategy, seed, b, report)
+  best = BestEpoch(task, steps_per_epoch, label, on_best)
   with Run(run_dir, keep=config.get('keep_checkpoints', 2), label=label) as run:
     state, position = run.restore(state)
     result = run.train(

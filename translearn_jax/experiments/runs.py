@@ -9,6 +9,14 @@ Records carry a fingerprint of the config (without the run list fields); a
 workdir holding runs of a different config is an error, never a silent mix.
 Records also carry `VERSION`; a frozen-group run recorded before version 2
 (which changed how frozen parameters train) is run again.
+
+Saved models (`config.save_models`): a finished run's best model
+(`run_dir/best_model`, see `experiments.finetune`) is kept before the run is
+recorded — a single run's as `workdir/model/`; in a comparison, with 'best'
+(the default), `workdir/models/<strategy>/` holds the strategy's best seed by
+dev score (the earlier seed on ties), with 'all' every run is kept as
+`workdir/models/<strategy>-seed<k>/`; 'none' saves nothing. Runs recorded
+before `save_models` was set or changed are not saved again.
 """
 
 from __future__ import annotations
@@ -21,13 +29,16 @@ from typing import Callable
 
 import jax
 
-from translearn_jax.errors import ConfigError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.evaluation.stats import fmt, mean_ci
+from translearn_jax.experiments import finetune
+from translearn_jax.serving import saved_model
 from translearn_jax.training import metrics as metrics_lib
 from translearn_jax.training import workdir as workdir_lib
 from translearn_jax.training.metrics import info
 
-LIST_FIELDS = ('seeds', 'compare_scratch', 'seed', 'with_scratch')
+LIST_FIELDS = ('seeds', 'compare_scratch', 'seed', 'with_scratch', 'save_models')
+SAVE_MODELS = ('best', 'all', 'none')
 # Version 2: frozen parameters get no gradient and no share in gradient clipping
 # (`strategies.value_and_grad`). Runs recorded before it by a strategy with frozen
 # groups trained differently and are run again rather than mixed in.
@@ -106,21 +117,60 @@ def run_dir(workdir: str, strategy: str, seed: int) -> str:
   return os.path.join(workdir, 'runs', f'{strategy}-seed{seed}')
 
 
+def save_policy(config) -> str:
+  """`config.save_models` ('best' when the config has none), checked."""
+  policy = config.get('save_models', 'best')
+  if policy not in SAVE_MODELS:
+    raise ConfigError(f'config.save_models: must be one of {SAVE_MODELS}, got {policy!r}')
+  return policy
+
+
+def keep_model(config, workdir: str, rdir: str, strategy: str, seed: int, dev: float,
+               higher_is_better: bool = True) -> str:
+  """Moves a finished run's `best_model` to where `config.save_models` keeps it (see the
+  module docstring), or removes it; returns where it went ('' if dropped)."""
+  staged = os.path.join(rdir, finetune.BEST_MODEL)
+  policy = save_policy(config)
+  if not os.path.isdir(staged) or jax.process_index() != 0:
+    return ''
+  if policy == 'none':
+    shutil.rmtree(staged, ignore_errors=True)
+    return ''
+  if not config.compare_scratch:
+    dst = os.path.join(workdir, 'model')
+  elif policy == 'all':
+    dst = os.path.join(workdir, 'models', f'{strategy}-seed{seed}')
+  else:
+    dst = os.path.join(workdir, 'models', strategy)
+    try:
+      kept = saved_model.read_meta(dst)['provenance']['dev']
+    except (DataError, KeyError, TypeError):
+      kept = None
+    if kept is not None and not (dev > kept if higher_is_better else dev < kept):
+      shutil.rmtree(staged, ignore_errors=True)
+      return ''
+  saved_model.swap_in(staged, dst)
+  return dst
+
+
 def discard_checkpoints(run_dir: str) -> None:
   """A finished, recorded run's checkpoints are not needed to resume the comparison."""
   shutil.rmtree(os.path.join(run_dir, 'checkpoints'), ignore_errors=True)
 
 
 def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
-            on_result: Callable[[dict], None] = lambda r: None) -> list[dict]:
+            on_result: Callable[[dict], None] = lambda r: None,
+            higher_is_better: bool = True) -> list[dict]:
   """Results of `run_fn(strategy, seed, run_dir)` for every run of `run_list(config)`.
 
   A run stopped by a signal (its result has `stopped=True`) has checkpointed in
   its `run_dir`; the comparison stops there and resumes that run when the command
-  is given again. A finished run is appended to `runs.jsonl`, then its
-  checkpoints are removed. The graft report of each strategy's first seed is
-  saved as `graft_report_<strategy>.json`. The returned list holds the finished
-  runs; `stopped_by_signal(results)` tells whether the comparison was cut short.
+  is given again. A finished run's saved best model is kept or dropped
+  (`keep_model`; `higher_is_better`: how dev scores compare), the run is
+  appended to `runs.jsonl`, then its checkpoints are removed. The graft
+  report of each strategy's first seed is saved as `graft_report_<strategy>.json`.
+  The returned list holds the finished runs; `stopped_by_signal(results)` tells
+  whether the comparison was cut short.
   """
   path = os.path.join(workdir, 'runs.jsonl')
   fp = fingerprint(config)
@@ -149,6 +199,10 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
     if r['report'] is not None and seed == runs[0][1] and jax.process_index() == 0:
       r['report'].save(os.path.join(workdir, f'graft_report_{strategy}.json'))
     on_result(r)
+    r['model'] = keep_model(config, workdir, rdir, strategy, seed, float(r['dev']),
+                            higher_is_better)
+    if r['model']:
+      info('%-20s seed %d: model saved in %s', strategy, seed, r['model'])
     append_record(path, {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
                          'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
                          'version': VERSION,

@@ -4,7 +4,9 @@ Trains `downstream.tagging.Setup`'s token tagger over a pretrained LM body
 with `config.transfer.strategy`, or (`compare_scratch=True`) scratch and every
 strategy of `config.transfer.strategies` over `config.seeds` seeds, resumably
 (`experiments.runs`); each run trains on the shared loop
-(`experiments.finetune`). Reports entity span F1 at the best dev epoch.
+(`experiments.finetune`). Reports entity span F1 at the best dev epoch, whose
+model is saved (`config.save_models`, see `experiments.runs`) as
+`workdir/model/` or, in a comparison, `workdir/models/<strategy>/`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from translearn_jax.training.metrics import info, write_json
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
+  save = runs_lib.save_policy(config) != 'none'
   task = TaggingTask(config)
   truncated = int(((task.inputs['test'][2] < 0) & (task.inputs['test'][3] >= 0)).sum())
   info('CoNLL: %d/%d/%d sentences, %d tags; %d test words beyond model.max_tokens',
@@ -32,7 +35,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
        len(task.tag_names), truncated)
   results = runs_lib.run_all(
       config, workdir,
-      lambda st, seed, run_dir: finetune.finetune(task, st, seed, config, run_dir))
+      lambda st, seed, run_dir: finetune.finetune(task, st, seed, config, run_dir, save),
+      higher_is_better=task.higher_is_better)
   rows = runs_lib.summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0, 'metric': 'span F1',
              'truncated_test_words': truncated, 'pretrained': dict(config.init),

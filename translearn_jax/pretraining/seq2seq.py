@@ -14,6 +14,10 @@ decoding (sources sorted by length, decoding stops when every hypothesis is
 finished), then BLEU and chrF (sacrebleu) on detokenised text, or ROUGE
 (rouge-score) when `eval.metric='rouge'`; `eval.every_steps` also scores the
 validation split during training (the BLEU-vs-steps curve in metrics.jsonl).
+A finished run writes its final valid/test outputs, one line per source in input
+order, to `hypotheses.valid.txt` / `hypotheses.test.txt`, and saves its model as
+`workdir/model/` (`serving.saved_model`; `serving.translate_file` decodes a file
+with it exactly as the evaluation did).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import ConfigError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s
+from translearn_jax.serving import saved_model
+from translearn_jax.serving import translate as serving_translate
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.files import atomic_write
@@ -152,40 +158,15 @@ def make_train_fn(model, tx, schedule, mesh, smoothing, shardings=None):
                  out_shardings=(state_sh, repl))
 
 
-def translate(decode_model, params, tok: Tokenizer, sources: np.ndarray, max_tgt: int,
-              beam: int, alpha: float, batch: int = 64) -> list[str]:
-  """Decodes (N, max_src) padded source ids; batches of similar length, output in input order."""
-  cfg = decode_model.config
-  lengths = (sources != cfg.pad_id).sum(1)
-  order = np.argsort(-lengths, kind='stable')
-  out: list[str] = [''] * len(sources)
-  for lo in range(0, len(sources), batch):
-    idx = order[lo:lo + batch]
-    width = min(sources.shape[1], -(-max(int(lengths[idx].max()), 1) // 8) * 8)
-    src = np.full((batch, width), cfg.pad_id, np.int32)  # fixed batch: one compilation a width
-    src[:len(idx)] = sources[idx, :width]
-    src[len(idx):, 0] = cfg.eos_id  # keep padding rows non-empty
-    if beam <= 1:
-      ids = seq2seq_decode.greedy(decode_model, params, jnp.asarray(src), max_tgt)
-    else:
-      ids = seq2seq_decode.beam_search(decode_model, params, jnp.asarray(src), max_tgt,
-                                       beam=beam, alpha=alpha)
-    for i, r in zip(idx, np.asarray(ids)[:len(idx)]):
-      out[i] = tok.decode(r.tolist())
-  return out
-
-
 def encode_sources(tok: Tokenizer, pairs, config) -> np.ndarray:
   """(N, max_source_len) padded source ids of evaluation pairs (none dropped)."""
-  rows, _ = encode_pairs(tok, pairs, config.max_source_len, config.max_target_len,
-                         filter_long=False)
-  return rows[:, :config.max_source_len]
+  return seq2seq_decode.encode_sources(tok, [p[0] for p in pairs], config.max_source_len)
 
 
 def evaluate_split(decode_model, params, tok, pairs, sources, config, beam: int
                    ) -> tuple[dict, list]:
-  hyps = translate(decode_model, params, tok, sources, config.max_target_len, beam,
-                   config.eval.length_penalty)
+  hyps = seq2seq_decode.translate(decode_model, params, tok, sources, config.max_target_len,
+                                  beam, config.eval.length_penalty)
   return dict(score(hyps, [p[1] for p in pairs], config.eval.metric), examples=len(pairs)), hyps
 
 
@@ -204,6 +185,19 @@ def score(hyps, refs, metric: str) -> dict:
         agg[k] += s[k].fmeasure
     return {k: 100 * v / max(len(hyps), 1) for k, v in agg.items()}
   raise ConfigError(f"eval.metric must be 'bleu' or 'rouge', got {metric!r}")
+
+
+def save_model(directory: str, config, model_cfg: s2s.Seq2SeqConfig, params, tok, summary: dict
+               ) -> str:
+  """The finished run's model as a saved model (`serving.saved_model`): final parameters,
+  tokenizer, config, decoding defaults and evaluation scores."""
+  inputs = {'max_source_len': config.max_source_len, 'max_target_len': config.max_target_len,
+            'beam': config.eval.beam, 'length_penalty': config.eval.length_penalty}
+  scores = {'steps': summary.get('steps'),
+            **{split: summary[split] for split in ('valid', 'test') if split in summary}}
+  return saved_model.save(directory, s2s.Seq2Seq(model_cfg.replace(deterministic=True)), params,
+                          task='seq2seq', inputs=inputs, tokenizer=tok,
+                          provenance=saved_model.provenance(config, scores=scores))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -286,6 +280,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                           config.eval.beam)
     summary[f'{split}_samples'] = [{'source': p[0], 'reference': p[1], 'output': h}
                                    for p, h in list(zip(pairs, hyps))[:5]]
+    if jax.process_index() == 0:
+      serving_translate.write_lines(os.path.join(workdir, f'hypotheses.{split}.txt'), hyps)
+  save_model(os.path.join(workdir, 'model'), config, train_cfg, result.state.params, tok,
+             summary)
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'eval.json'), summary)
     print(json.dumps({k: v for k, v in summary.items() if k in ('steps', 'valid', 'test')}))

@@ -49,8 +49,8 @@ RESUME_MAY_CHANGE = (
     # where and how it runs
     '**.num_devices', '**.peak_flops_per_device', '**.progress', 'model.remat',
     'mesh.*',                   # a checkpoint restores onto another mesh (issue #18)
-    # the runs of a comparison
-    'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies',
+    # the runs of a comparison, and which of their models are kept
+    'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies', 'save_models',
 )
 
 _ABSENT = '<absent>'
@@ -123,6 +123,7 @@ ADDED_FIELDS = {
     'mesh.fsdp': 1,
     'mesh.tensor': 1,
     'mesh.rules': '',
+    'save_models': 'best',              # classification/tagging (issue #17): saved models
 }
 
 

@@ -1,0 +1,54 @@
+"""Saved models and inference on files.
+
+* `predict_file(model_dir, input_path, output_path, ...)`: a saved classifier
+  or tagger's predictions for a text / TSV / JSONL file, as JSONL
+  (`serving.predict`);
+* `translate_file(model_dir, input_path, output_path, ...)`: a saved seq2seq
+  model's (or a seq2seq run's) translation of each line (`serving.translate`);
+* `load(model_dir)`: a saved model (`serving.saved_model`, which also
+  describes the directory format and writes it).
+
+Fine-tuning runs save their best model (`workdir/model/`, or in a comparison
+`workdir/models/<strategy>/`), seq2seq runs `workdir/model/`. Heavy modules
+(JAX, Flax) are imported on first call, so importing this package is cheap.
+Bad input raises a `translearn_jax.errors.TranslearnError` with a one-line
+message.
+"""
+
+from __future__ import annotations
+
+__all__ = ['predict_file', 'translate_file', 'load']
+
+
+def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size: int = 64,
+                 input_format: str = 'auto', text_field=None, progress: bool = False) -> dict:
+  """Writes a saved classifier's or tagger's predictions for each example of `input_path`
+  (text: one a line; TSV with a header; JSONL; `input_format` 'auto' goes by the
+  extension) to `output_path`, one JSON line each, in input order:
+  classification `{"label", "probabilities": {label: p}}`, tagging
+  `{"tokens", "tags", "probabilities"}` (each word's predicted-tag probability).
+  Returns {'task', 'examples', 'model', 'output', 'seconds'} (+ 'truncated_words')."""
+  from translearn_jax.serving import predict
+  return predict.predict_file(model_dir, input_path, output_path, batch_size=batch_size,
+                              input_format=input_format, text_field=text_field,
+                              progress=progress)
+
+
+def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,
+                   length_penalty=None, batch_size: int = 64, max_len=None,
+                   progress: bool = False) -> dict:
+  """Writes a saved seq2seq model's (or a seq2seq run directory's) output for each line of
+  `input_path` to `output_path`, one a line; beam, length penalty and maximum output
+  length default to the run's `eval.beam`, `eval.length_penalty`, `max_target_len`.
+  Returns {'task', 'examples', 'beam', 'length_penalty', 'max_len', 'model', 'output',
+  'seconds'}."""
+  from translearn_jax.serving import translate
+  return translate.translate_file(model_dir, input_path, output_path, beam=beam,
+                                  length_penalty=length_penalty, batch_size=batch_size,
+                                  max_len=max_len, progress=progress)
+
+
+def load(model_dir: str):
+  """The saved model in `model_dir` (`serving.saved_model.SavedModel`)."""
+  from translearn_jax.serving import saved_model
+  return saved_model.load(model_dir)

@@ -1,0 +1,209 @@
+"""Predictions of a saved classifier or tagger for every example of a file (`predict_file`).
+
+Inputs (`input_format`, 'auto' by the extension: .tsv, .jsonl/.json, else text):
+* text: one example a line (a tagger's sentence is split at whitespace); a
+  blank line is an (empty) example, so output line k answers input line k;
+* TSV with a header row: the text is in column `text_field`, by default
+  'sentence' or 'text' when the header has one, else the first column;
+* JSONL: one object a line (blank lines skipped), the text in `text_field`,
+  by default 'text' or 'sentence'; a tagger also reads a `tokens` list of
+  words (used when present and `text_field` is not given).
+
+Encoding is the task's own (`downstream.classification.encode_words` /
+`encode_pieces`, `downstream.tagging.encode_sentences`) and batches are made
+as the task evaluates: sorted by length, each cut to its longest row
+(`downstream.task.trimmed_width`), the same jitted function — so with the
+task's evaluation batch size (classification 512, tagging 256) a saved model
+repeats its run's test predictions exactly.
+
+Output: JSONL, one line per example in input order, written atomically:
+* classification: `{"label": name, "probabilities": {name: p, ...}}`;
+* tagging: `{"tokens": [...], "tags": [...], "probabilities": [...]}`, the
+  probability of each word's predicted tag (the maximum of its softmax); a
+  word beyond `max_tokens` is tagged 'O' with probability null, as the task's
+  evaluation counts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from translearn_jax.data import readers
+from translearn_jax.downstream import classification, tagging
+from translearn_jax.downstream.task import trimmed_width
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.serving.saved_model import SavedModel, load, read_meta
+from translearn_jax.training.files import atomic_write
+from translearn_jax.training.metrics import dumps
+
+FORMATS = ('auto', 'text', 'tsv', 'jsonl')
+TEXT_FIELDS = {'tsv': ('sentence', 'text'), 'jsonl': ('text', 'sentence')}
+
+
+def input_format(path: str, fmt: str = 'auto') -> str:
+  """'text', 'tsv' or 'jsonl': `fmt`, or with 'auto' the extension's."""
+  if fmt not in FORMATS:
+    raise ConfigError(f'input_format must be one of {FORMATS}, got {fmt!r}')
+  if fmt != 'auto':
+    return fmt
+  ext = os.path.splitext(path)[1].lower()
+  return {'.tsv': 'tsv', '.jsonl': 'jsonl', '.json': 'jsonl'}.get(ext, 'text')
+
+
+def read_lines(path: str) -> list[str]:
+  """The lines of a text file (a final newline ends the last line, it adds none)."""
+  if not os.path.isfile(path):
+    raise DataError(f'{path}: no such input file')
+  lines = readers.read_text(path).split('\n')
+  return lines[:-1] if lines and lines[-1] == '' else lines
+
+
+def _tsv_texts(path: str, field):
+  lines = read_lines(path)
+  if not lines or not lines[0].strip():
+    raise DataError(f'{path}:1: empty file (expected a header row naming the text column)')
+  header = lines[0].split('\t')
+  if field is None:
+    field = next((f for f in TEXT_FIELDS['tsv'] if f in header), header[0])
+  return [rec[field] for _, _, rec in readers.iter_records(path, 'tsv', [field])]
+
+
+def _jsonl_inputs(path: str, field, words: bool) -> list:
+  out = []
+  for n, line in enumerate(read_lines(path), 1):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f'{path}:{n}: not JSON ({e.msg})') from None
+    if not isinstance(obj, dict):
+      raise DataError(f'{path}:{n}: expected a JSON object, got {type(obj).__name__}')
+    if words and field is None and 'tokens' in obj:
+      toks = obj['tokens']
+      if not isinstance(toks, list) or not all(isinstance(t, str) for t in toks):
+        raise DataError(f'{path}:{n}: field "tokens" must be a list of strings')
+      out.append(toks)
+      continue
+    names = [field] if field is not None else list(TEXT_FIELDS['jsonl'])
+    name = next((f for f in names if f in obj), None)
+    if name is None:
+      looked = ' or '.join(repr(f) for f in names + (['tokens'] if words and field is None
+                                                       else []))
+      raise DataError(f'{path}:{n}: no field {looked}')
+    if not isinstance(obj[name], str):
+      raise DataError(f'{path}:{n}: field {name!r} is not a string')
+    out.append(obj[name].split() if words else obj[name])
+  return out
+
+
+def read_inputs(path: str, fmt: str, text_field, words: bool) -> list:
+  """The examples of `path`: texts, or (`words`) lists of words."""
+  kind = input_format(path, fmt)
+  if not os.path.isfile(path):
+    raise DataError(f'{path}: no such input file')
+  if kind == 'jsonl':
+    out = _jsonl_inputs(path, text_field, words)
+  else:
+    texts = _tsv_texts(path, text_field) if kind == 'tsv' else read_lines(path)
+    out = [t.split() for t in texts] if words else texts
+  if not out:
+    raise DataError(f'{path}: no input examples')
+  return out
+
+
+def _batches(mask: np.ndarray, batch_size: int, progress: bool, what: str):
+  """Index arrays of `batch_size` rows of similar length (shortest first), as the tasks
+  evaluate."""
+  order = np.argsort(mask.sum(1), kind='stable')
+  starts = range(0, len(order), batch_size)
+  if progress:
+    from tqdm import tqdm
+    starts = tqdm(starts, unit='batch', desc=what)
+  for lo in starts:
+    yield order[lo:lo + batch_size]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  z = logits.astype(np.float64)
+  z = np.exp(z - z.max(-1, keepdims=True))
+  return z / z.sum(-1, keepdims=True)
+
+
+def classify(model: SavedModel, texts: list, batch_size: int,
+             progress: bool = False) -> list[dict]:
+  spec = model.inputs
+  if spec['encoding'] == 'words':
+    toks, mask = classification.encode_words(texts, model.vocab, spec['max_tokens'])
+  else:
+    toks, mask = classification.encode_pieces(texts, model.tokenizer, spec['max_tokens'],
+                                              spec['causal'])
+  module, labels = model.module, spec['labels']
+  apply = jax.jit(lambda p, t, m: module.apply({'params': p}, t, m))   # the task's `_eval`
+  out = [None] * len(texts)
+  for idx in _batches(mask, batch_size, progress, 'predicting'):
+    w = trimmed_width(mask[idx])
+    logits = np.asarray(apply(model.params, toks[idx, :w], mask[idx, :w]))
+    probs = _softmax(logits)
+    for r, i in enumerate(idx):
+      out[i] = {'label': labels[int(np.argmax(logits[r]))],
+                'probabilities': {name: float(p) for name, p in zip(labels, probs[r])}}
+  return out
+
+
+def tag(model: SavedModel, sentences: list, batch_size: int,
+        progress: bool = False) -> tuple[list[dict], int]:
+  """(one record per sentence, words beyond max_tokens)."""
+  spec = model.inputs
+  toks, mask, pos = tagging.encode_sentences(sentences, model.tokenizer, spec['max_tokens'],
+                                             spec['causal'])
+  module, labels = model.module, spec['labels']
+  predict = jax.jit(lambda p, t, m: tagging.tag_predictions(module, p, t, m))
+  out, truncated = [None] * len(sentences), 0
+  for idx in _batches(mask, batch_size, progress, 'tagging'):
+    w = trimmed_width(mask[idx])
+    ids, prob = (np.asarray(a) for a in predict(model.params, toks[idx, :w], mask[idx, :w]))
+    for r, i in enumerate(idx):
+      at = pos[i, :len(sentences[i])]
+      truncated += int((at < 0).sum())
+      out[i] = {'tokens': list(sentences[i]),
+                'tags': [labels[ids[r, q]] if q >= 0 else 'O' for q in at],
+                'probabilities': [float(prob[r, q]) if q >= 0 else None for q in at]}
+  return out, truncated
+
+
+def write_jsonl(path: str, records: list) -> None:
+  d = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(d):
+    raise DataError(f'{path}: the output directory {d} does not exist')
+  atomic_write(path, ''.join(dumps(r, ensure_ascii=False) + '\n' for r in records))
+
+
+def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size: int = 64,
+                 input_format: str = 'auto', text_field=None, progress: bool = False) -> dict:
+  """Writes the predictions of the saved classifier or tagger `model_dir` for every example
+  of `input_path` to `output_path` (JSONL); returns a summary (task, examples, output, ...)."""
+  t0 = time.perf_counter()
+  if batch_size < 1:
+    raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
+  meta = read_meta(model_dir)
+  if meta['task'] not in ('classification', 'tagging'):
+    raise DataError(f'{model_dir}: a {meta["task"]} model; predict_file takes a classification '
+                    'or tagging model (translate_file runs a seq2seq model)')
+  words = meta['task'] == 'tagging'
+  examples = read_inputs(input_path, input_format, text_field, words)
+  model = load(model_dir)
+  summary = {'task': model.task, 'examples': len(examples), 'model': model_dir,
+             'output': output_path}
+  if words:
+    records, summary['truncated_words'] = tag(model, examples, batch_size, progress)
+  else:
+    records = classify(model, examples, batch_size, progress)
+  write_jsonl(output_path, records)
+  summary['seconds'] = time.perf_counter() - t0
+  return summary

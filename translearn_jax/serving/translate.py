@@ -1,0 +1,94 @@
+"""Translations (or summaries) of every line of a file by a saved seq2seq model (`translate_file`).
+
+`model_dir` is a saved seq2seq model (`workdir/model` of a seq2seq run), or a
+seq2seq run directory itself (its newest checkpoint, through
+`transfer.sources.load`). Sources are encoded and decoded by the functions the
+run's evaluation uses (`generation.seq2seq_decode.encode_sources` /
+`translate`: cut to `max_source_len` pieces, sorted by length, batches of
+`batch_size`), with the run's `eval.beam`, `eval.length_penalty` and
+`max_target_len` unless given, so the run's `hypotheses.test.txt` is what
+this writes for its test sources. A blank input line gives a blank output
+line (it is not decoded). Output: one line per input line, written
+atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.generation import seq2seq_decode
+from translearn_jax.models import seq2seq as s2s_models
+from translearn_jax.serving.saved_model import MODEL_JSON, load, read_meta
+from translearn_jax.serving.predict import read_lines
+from translearn_jax.training.files import atomic_write
+from translearn_jax.transfer import sources
+
+
+def one_line(text: str) -> str:
+  """A hypothesis as one output line (line breaks inside it become spaces)."""
+  return ' '.join(text.splitlines()) if '\n' in text or '\r' in text else text
+
+
+def write_lines(path: str, lines) -> None:
+  d = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(d):
+    raise DataError(f'{path}: the output directory {d} does not exist')
+  atomic_write(path, ''.join(one_line(h) + '\n' for h in lines))
+
+
+def load_seq2seq(model_dir: str):
+  """(model config, params, tokenizer, defaults {beam, length_penalty, max_source_len,
+  max_target_len}) of a saved seq2seq model or a seq2seq run directory."""
+  has = lambda name: os.path.exists(os.path.join(model_dir, name))
+  if os.path.isdir(model_dir) and not has(MODEL_JSON) and has('config.json'):
+    src = sources.load('seq2seq', model_dir, field='model_dir')
+    c = src.run_config
+    return src.model_config, src.params, src.tokenizer, {
+        'beam': c.eval.beam, 'length_penalty': c.eval.length_penalty,
+        'max_source_len': c.max_source_len, 'max_target_len': c.max_target_len}
+  meta = read_meta(model_dir)
+  if meta['task'] != 'seq2seq':
+    raise DataError(f'{model_dir}: a {meta["task"]} model; translate_file takes a seq2seq '
+                    'model (predict_file runs a classifier or tagger)')
+  m = load(model_dir)
+  return m.module.config, m.params, m.tokenizer, m.inputs
+
+
+def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,
+                   length_penalty=None, batch_size: int = 64, max_len=None,
+                   progress: bool = False) -> dict:
+  """Writes the translation of every line of `input_path` to `output_path`, one a line;
+  returns a summary (examples, beam, length_penalty, max_len, output, seconds)."""
+  t0 = time.perf_counter()
+  if batch_size < 1:
+    raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
+  cfg, params, tok, defaults = load_seq2seq(model_dir)
+  beam = defaults['beam'] if beam is None else beam
+  alpha = defaults['length_penalty'] if length_penalty is None else length_penalty
+  max_len = defaults['max_target_len'] if max_len is None else max_len
+  if beam < 1:
+    raise ConfigError(f'beam must be >= 1 (1: greedy), got {beam}')
+  if alpha < 0:
+    raise ConfigError(f'length_penalty must be >= 0, got {alpha}')
+  if not 1 <= max_len <= cfg.max_len:
+    raise ConfigError(f'max_len must be in [1, {cfg.max_len}] (the model\'s positions), '
+                      f'got {max_len}')
+  lines = read_lines(input_path)
+  if not lines:
+    raise DataError(f'{input_path}: no input lines')
+  real = [i for i, line in enumerate(lines) if line.strip()]
+  out = [''] * len(lines)
+  if real:
+    decode_model = s2s_models.Seq2Seq(cfg.replace(deterministic=True, decode=True))
+    src = seq2seq_decode.encode_sources(tok, [lines[i] for i in real],
+                                        defaults['max_source_len'])
+    hyps = seq2seq_decode.translate(decode_model, params, tok, src, max_len, beam, alpha,
+                                    batch_size, progress)
+    for i, h in zip(real, hyps):
+      out[i] = h
+  write_lines(output_path, out)
+  return {'task': 'seq2seq', 'examples': len(lines), 'beam': beam, 'length_penalty': alpha,
+          'max_len': max_len, 'model': model_dir, 'output': output_path,
+          'seconds': time.perf_counter() - t0}
