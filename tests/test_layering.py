@@ -23,6 +23,8 @@ RANKS = {
     'generation': 4, 'downstream': 4, 'fusion': 4, 'convert': 4,
     'pretraining': 5,
     'experiments': 6,
+    'configs': 6.5,  # the shipped configs (data, not code): read by the command line only
+    'cli': 7,        # the console script: the one library folder that imports the runners
 }
 
 
