@@ -1,7 +1,9 @@
-"""The one entry point: runs any config under configs/.
+"""The one entry point from a checkout: runs any shipped config or config file.
 
   python train.py --config configs/skipgram.py --workdir /tmp/run [--config.FIELD=VALUE ...]
 
+The same command as `translearn train` (`translearn_jax/cli/train.py` holds
+both): `--config` also takes a shipped config's name (`--config skipgram`).
 Bad input (a missing file, an unknown config field, an empty corpus, a
 workdir in use by another run or holding a run of another config, ...)
 prints one line `error: ...` and exits 2; a non-finite loss exits 3 and keeps
@@ -9,152 +11,16 @@ the last good checkpoint. SIGTERM exits 0 in every phase: during training it
 checkpoints first; see `translearn_jax/training/preemption.py` for the rest.
 """
 
-import contextlib
-import importlib
-import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from translearn_jax.cli.train import (FAMILIES, LOOP_FAMILIES, _parse_flags, catalogue, entry,
+                                      main, run)
 
-from translearn_jax import config_fields
-from translearn_jax.errors import NonFiniteLossError, TranslearnError
-from translearn_jax.training import preemption
-
-FAMILIES = {
-    'word2vec': 'translearn_jax.pretraining.word2vec',
-    'lm': 'translearn_jax.pretraining.lm',
-    'seq2seq': 'translearn_jax.pretraining.seq2seq',
-    'mlm': 'translearn_jax.pretraining.mlm',
-    'classify': 'translearn_jax.experiments.classification',
-    'tag': 'translearn_jax.experiments.tagging',
-    'zero_shot': 'translearn_jax.experiments.zero_shot',
-    'curves': 'translearn_jax.experiments.learning_curves',
-    'search': 'translearn_jax.experiments.search',
-    'dann': 'translearn_jax.experiments.dann',
-    'multitask': 'translearn_jax.experiments.multitask',
-}
-
-def catalogue() -> str:
-  """The families (`config.family`) and the shipped configs, each with its first docstring
-  line, read with `ast` (nothing is imported): what `--help` lists."""
-  import ast
-  import glob
-  root = os.path.dirname(os.path.abspath(__file__))
-
-  def first_line(path: str) -> str:
-    try:
-      with open(path, encoding='utf-8') as f:
-        doc = ast.get_docstring(ast.parse(f.read())) or ''
-    except (OSError, SyntaxError):
-      return ''
-    return doc.strip().split('\n', 1)[0]
-
-  lines = ['', 'Families (config.family):']
-  for family, module in FAMILIES.items():
-    path = os.path.join(root, *module.split('.')) + '.py'
-    lines.append(f'  {family:<10} {first_line(path)}')
-  lines += ['', 'Configs (--config configs/NAME.py; any field: --config.FIELD=VALUE):']
-  for path in sorted(glob.glob(os.path.join(root, 'configs', '*.py'))):
-    name = os.path.basename(path)[:-3]
-    if not name.startswith('_'):
-      lines.append(f'  {name:<24} {first_line(path)}')
-  return '\n'.join(lines)
-
+# What callers (the tests) use as `train.run(config, workdir)`, `train.FAMILIES`, ...
+__all__ = ['FAMILIES', 'LOOP_FAMILIES', '_parse_flags', 'catalogue', 'entry', 'main', 'run']
 
 __doc__ = (__doc__ or "") + catalogue()
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
-_DISTRIBUTED = flags.DEFINE_bool('distributed', False,
-                                 'Call jax.distributed.initialize() (multi-host runs).')
-_VERBOSE = flags.DEFINE_bool('verbose', False, 'Log INFO messages of all libraries (orbax, ...).')
-config_flags.DEFINE_config_file('config', None, 'A config file under configs/.',
-                                lock_config=True)
-flags.mark_flags_as_required(['config', 'workdir'])
-
-
-# Families whose training goes through `training.loop.train_loop`: a SIGTERM
-# waits for the loop's next safe point (or the end of the run), see preemption.
-LOOP_FAMILIES = ('word2vec', 'lm', 'seq2seq', 'mlm')
-
-
-def run(config, workdir: str) -> dict:
-  """Validates `config`, takes `workdir` (lock, resume check, config.json), runs the family."""
-  from translearn_jax.training import workdir as workdir_lib
-  family = config.get('family')
-  if family not in FAMILIES:
-    raise TranslearnError(f'config.family: unknown family {family!r}; known: {sorted(FAMILIES)}')
-  config_fields.check(config)
-  workdir_lib.validate_fields(config)
-  workdir_lib.check_directory(workdir)
-  import jax
-  with workdir_lib.open_workdir(config, workdir, primary=jax.process_index() == 0):
-    module = importlib.import_module(FAMILIES[family])
-    with (preemption.deferred(raise_at_end=False) if family in LOOP_FAMILIES
-          else contextlib.nullcontext()):
-      return module.train_and_evaluate(config, workdir)
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _DISTRIBUTED.value:
-    import jax
-    jax.distributed.initialize()
-  logging.set_verbosity(logging.INFO if _VERBOSE.value else logging.WARNING)
-  try:
-    config = flags.FLAGS.config
-    config.get('family')  # an unloadable file raises here, not at parse time
-  except OSError as e:  # config_flags defers a load failure to first access
-    cause = e.__cause__ or e
-    print(f'error: cannot load --config {flags.FLAGS["config"].config_filename}: '
-          f'{" ".join(str(cause).split())}', file=sys.stderr)
-    sys.exit(2)
-  try:
-    summary = run(config, _WORKDIR.value)
-  except NonFiniteLossError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(3)
-  except TranslearnError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  if summary.get('stopped_by_signal') and 'steps' in summary:
-    saved = os.path.isdir(os.path.join(_WORKDIR.value, 'checkpoints', str(summary['steps'])))
-    print(f'stopped by signal at step {summary["steps"]}; '
-          + ('checkpoint saved' if saved else 'no checkpoint saved'), file=sys.stderr)
-  elif summary.get('stopped_by_signal'):
-    print('stopped by signal; the run in progress checkpointed in its folder; rerun the '
-          'command to resume', file=sys.stderr)
-  elif preemption.received() is not None:
-    print(f'signal {preemption.received()} arrived after training; outputs written',
-          file=sys.stderr)
-
-
-def _parse_flags(argv):
-  """absl flag parsing with a one-line error for bad config overrides."""
-  for a in argv[1:]:
-    name = a[len('--config.'):].split('=', 1)[0] if a.startswith('--config.') else None
-    new = config_fields.renamed(name) if name else None
-    if new:
-      print(f'error: --config.{name} was renamed: use --config.{new}', file=sys.stderr)
-      sys.exit(2)
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
-  except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    bad = [a for a in argv[1:] if a.startswith('--config.')]
-    detail = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
-    print(f'error: bad config override among {bad}: {type(e).__name__}: {detail}',
-          file=sys.stderr)
-  sys.exit(2)
-
 
 if __name__ == '__main__':
-  preemption.install()
-  try:
-    app.run(main, flags_parser=_parse_flags)
-  except preemption.Preempted as e:
-    print(f'stopped by signal {e.signum} outside a training loop; work finished so far is '
-          'kept in the workdir', file=sys.stderr)
-    sys.exit(0)
+  entry(sys.argv)

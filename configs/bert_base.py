@@ -12,7 +12,7 @@ checkpoint). Pretraining it needs an accelerator; on one:
     --config.data.kind=text --config.data.path=CORPUS --config.dtype=bfloat16
 """
 
-from configs import mlm_encoder
+from translearn_jax.configs import mlm_encoder
 
 
 def get_config():

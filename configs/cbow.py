@@ -3,7 +3,7 @@
   python train.py --config configs/cbow.py --workdir /tmp/cbow
 """
 
-from configs import skipgram
+from translearn_jax.configs import skipgram
 
 
 def get_config():

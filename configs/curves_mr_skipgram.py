@@ -8,7 +8,7 @@ seeds of each (strategy, budget) cell train together under jax.vmap. Writes
 curves.json / curves.csv / curves.png.
 """
 
-from configs import transfer_mr_skipgram
+from translearn_jax.configs import transfer_mr_skipgram
 
 
 def get_config():

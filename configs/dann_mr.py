@@ -9,7 +9,7 @@ split are used (unlabelled), its test split scores the result. Compares DANN
 against the identical run without gradient reversal, over `seeds` seeds.
 """
 
-from configs import transfer_mr_skipgram
+from translearn_jax.configs import transfer_mr_skipgram
 
 
 def get_config():

@@ -12,7 +12,7 @@ shrink it (`--config.model.num_layers=2 --config.model.d_model=128 ...`).
     --config.train.steps=20000 [--config.mesh.data=1 --config.mesh.fsdp=8]
 """
 
-from configs import lm_transformer
+from translearn_jax.configs import lm_transformer
 
 
 def get_config():

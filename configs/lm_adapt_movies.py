@@ -27,7 +27,7 @@ fresh optimiser; the learning rate is lower than for pretraining from scratch.
 The model is the 4-layer d_model-256 LM of the README's novels run.
 """
 
-from configs import lm_transformer
+from translearn_jax.configs import lm_transformer
 
 
 def get_config():

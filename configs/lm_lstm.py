@@ -5,7 +5,7 @@
 
 import ml_collections
 
-from configs import lm_transformer
+from translearn_jax.configs import lm_transformer
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -24,7 +24,7 @@ Transfer from the run: configs/transfer_conll_mlm.py, configs/transfer_mr_mlm.py
 
 import ml_collections
 
-from configs import lm_transformer
+from translearn_jax.configs import lm_transformer
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -19,7 +19,7 @@ compare.json (resumable: rerun the command in the same workdir).
 
 import ml_collections
 
-from configs import transfer_conll_lm, transfer_mr_lm
+from translearn_jax.configs import transfer_conll_lm, transfer_mr_lm
 
 
 def get_config() -> ml_collections.ConfigDict:

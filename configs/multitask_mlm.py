@@ -10,7 +10,7 @@ configs/transfer_conll_mlm.py) and, in place of next-token language modelling, t
 reviews, in-domain text for MR) through its MLM head, the task's head.
 """
 
-from configs import multitask, transfer_conll_mlm, transfer_mr_mlm
+from translearn_jax.configs import multitask, transfer_conll_mlm, transfer_mr_mlm
 
 
 def get_config():

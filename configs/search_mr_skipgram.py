@@ -7,7 +7,7 @@
 Writes search.json (every trial, the ranking, the retrained best vs scratch).
 """
 
-from configs import transfer_mr_skipgram
+from translearn_jax.configs import transfer_mr_skipgram
 
 
 def get_config():

@@ -7,7 +7,7 @@
 Reports ROUGE-1/2/L F-measures (rouge-score, stemmed) on the held-out files.
 """
 
-from configs import seq2seq_multi30k
+from translearn_jax.configs import seq2seq_multi30k
 
 
 def get_config():

@@ -9,7 +9,7 @@ space, RoBERTa's `add_prefix_space` convention), rows framed [CLS] … [SEP].
     --config.init.path=/tmp/bert_run --config.compare_scratch=True
 """
 
-from configs import transfer_conll_mlm, transfer_mr_hf_bert
+from translearn_jax.configs import transfer_conll_mlm, transfer_mr_hf_bert
 
 
 def get_config():

@@ -18,7 +18,7 @@ The README's CoNLL table: the 4-layer pretrain_en LM of configs/lm_adapt_movies.
 
 import ml_collections
 
-from configs import transfer_mr_lm
+from translearn_jax.configs import transfer_mr_lm
 
 
 def get_config() -> ml_collections.ConfigDict:

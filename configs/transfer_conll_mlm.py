@@ -11,7 +11,7 @@ best dev epoch.
     --config.compare_scratch=True
 """
 
-from configs import transfer_conll_lm, transfer_mr_mlm
+from translearn_jax.configs import transfer_conll_lm, transfer_mr_mlm
 
 
 def get_config():

@@ -14,7 +14,7 @@ tokenizer ([CLS] text [SEP] / <s> text </s>), its architecture and weights.
     --config.init.path=/tmp/bert_run --config.compare_scratch=True
 """
 
-from configs import transfer_mr_mlm
+from translearn_jax.configs import transfer_mr_mlm
 
 
 def get_config():

@@ -11,7 +11,7 @@ final piece). Layer groups (top first) fit the 12-layer GPT-2 small.
   python -m translearn_jax.generation.sample --workdir /tmp/gpt2_run --prompt "The film"
 """
 
-from configs import transfer_mr_lm
+from translearn_jax.configs import transfer_mr_lm
 
 
 def get_config():

@@ -11,7 +11,7 @@ LM's depth (here: the 2-layer offline default).
     --config.compare_scratch=True
 """
 
-from configs import transfer_mr_skipgram
+from translearn_jax.configs import transfer_mr_skipgram
 
 
 def get_config():

@@ -14,7 +14,7 @@ encoder's depth.
     --config.compare_scratch=True
 """
 
-from configs import transfer_mr_lm
+from translearn_jax.configs import transfer_mr_lm
 
 
 def get_config():

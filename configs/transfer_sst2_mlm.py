@@ -8,7 +8,7 @@ train/dev/test split of `../shared/data/sst2`).
     --config.compare_scratch=True
 """
 
-from configs import transfer_mr_mlm, transfer_sst2_skipgram
+from translearn_jax.configs import transfer_mr_mlm, transfer_sst2_skipgram
 
 
 def get_config():

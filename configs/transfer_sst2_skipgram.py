@@ -13,7 +13,7 @@ test = GLUE's 872-sentence dev set, read as a predefined split
     --config.init.path=runs/sg_pretrain_en/vectors.txt --config.compare_scratch=True
 """
 
-from configs import transfer_mr_skipgram
+from translearn_jax.configs import transfer_mr_skipgram
 
 
 def get_config():

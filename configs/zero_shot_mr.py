@@ -14,7 +14,7 @@ Accuracy is reported next to the majority-class baseline of the same split.
 
 import ml_collections
 
-from configs import transfer_mr_skipgram
+from translearn_jax.configs import transfer_mr_skipgram
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -27,11 +27,12 @@ def has_field(config, dotted: str) -> bool:
 
 
 def documented_commands(text: str):
-  """(config name, [overridden fields]) of each `python train.py --config configs/X.py ...`."""
+  """(config name, [overridden fields]) of each `python train.py --config configs/X.py ...`
+  and `translearn train --config X ...`."""
   text = re.sub(r'\\\n\s*', ' ', text)  # join continued lines
   for line in text.splitlines():
-    for cmd in line.split('python train.py')[1:]:
-      m = re.search(r'--config[ =]configs/(\w+)\.py', cmd)
+    for cmd in re.split(r'python train\.py|translearn train', line)[1:]:
+      m = re.search(r'--config[ =](?:configs/)?([a-z0-9_]+)(?:\.py)?(?![\w/.])', cmd)  # not NAME
       if m:
         yield m.group(1), re.findall(r'--config\.([\w.]+)=', cmd)
 

@@ -24,6 +24,8 @@ RANKS = {
     'serving': 4.5,
     'pretraining': 5,
     'experiments': 6,
+    'configs': 6.5,  # the shipped configs (data, not code): read by the command line only
+    'cli': 7,        # the console script: the one library folder that imports the runners
 }
 
 

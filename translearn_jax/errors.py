@@ -27,3 +27,12 @@ class NonFiniteLossError(TranslearnError):
   def __init__(self, message: str = '', runs=()):
     super().__init__(message)
     self.runs = list(runs)
+
+
+class MissingExtraError(TranslearnError):
+  """An optional dependency is not installed; the message names the pip extra that brings it."""
+
+  def __init__(self, package: str, extra: str, needed_for: str):
+    super().__init__(f"{needed_for} needs {package}, which is not installed: pip install "
+                     f"'translearn_jax[{extra}]' (from a checkout: pip install -e '.[{extra}]')")
+    self.package, self.extra = package, extra

@@ -12,8 +12,9 @@ import sys
 from translearn_jax.errors import TranslearnError
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog='python -m translearn_jax.convert',
+def main(argv=None, prog: str = 'python -m translearn_jax.convert') -> int:
+  """Runs the command line `argv` (default: sys.argv[1:]); returns the exit status."""
+  p = argparse.ArgumentParser(prog=prog,
                               description='Hugging Face model directories <-> run directories.')
   sub = p.add_subparsers(dest='command', required=True)
   imp = sub.add_parser('import-hf', help='a Hugging Face model directory -> a run directory')

@@ -4,23 +4,45 @@
 `experiments.runs.summarise` (strategies with a `gain_mean`) as horizontal
 bars with CI whiskers around zero (green: CI above zero; red: below; grey:
 crosses zero, or a single seed), written to a temporary file and renamed into place.
+`pyplot()` is the one place matplotlib (the `[plots]` extra) is imported: without
+it every plot is skipped, with one logged warning per process naming the extra,
+and the results it would have pictured are kept.
 """
 
 from __future__ import annotations
 
 import os
 
+from absl import logging
+
+_warned = False
+
+
+def pyplot():
+  """`matplotlib.pyplot` on the Agg backend, or None when matplotlib is not installed (the
+  first time, a warning naming the `[plots]` extra)."""
+  global _warned
+  try:
+    import matplotlib
+  except ImportError:
+    if not _warned:
+      _warned = True
+      logging.warning("matplotlib is not installed, so plots are skipped: pip install "
+                      "'translearn_jax[plots]' (from a checkout: pip install -e '.[plots]')")
+    return None
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
+
 
 def gain_plot(rows: list[dict], path: str, title: str, metric: str = 'accuracy'
               ) -> list[tuple]:
   """Writes the PNG; returns the bars drawn, (label, gain, CI half-width, colour) top
-  first ([] and nothing written when no row has a gain over scratch)."""
+  first ([] and nothing written when no row has a gain over scratch, or without matplotlib)."""
   rows = [r for r in rows if r.get('gain_mean') is not None]
-  if not rows:
+  plt = pyplot() if rows else None
+  if plt is None:
     return []
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
   names = [f'{r["strategy"]} ({r["seeds"]} seeds)' for r in rows]
   gains = [100 * r['gain_mean'] for r in rows]
   cis = [100 * (r.get('gain_ci95') or 0.0) for r in rows]

@@ -23,7 +23,8 @@ Transfer metrics per (strategy, budget):
   accuracy, read off the scratch curve (linear in log-budget between measured
   budgets; `None` when scratch never reaches it within the budgets measured).
 
-Outputs in the workdir: `curves.json`, `curves.csv`, `curves.png`. With
+Outputs in the workdir: `curves.json`, `curves.csv`, `curves.png` (with
+matplotlib, the `[plots]` extra; see `evaluation.plots.pyplot`). With
 `curve.time_sequential`, one (strategy, budget) cell is also run seed by seed
 to report the wall-clock speed-up of vmapping.
 """
@@ -45,6 +46,7 @@ from translearn_jax.downstream.classification import ClassificationTask
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.experiments import classification, finetune
 from translearn_jax.errors import ConfigError, NonFiniteLossError
+from translearn_jax.evaluation import plots
 from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.training.loop import train_loop
 from translearn_jax.training.metrics import info, write_json
@@ -213,9 +215,9 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
     w.writeheader()
     w.writerows(rows)
   os.replace(tmp, os.path.join(workdir, 'curves.csv'))
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
+  if plt is None:  # matplotlib (the [plots] extra) is missing: curves.csv only
+    return
   import matplotlib.ticker
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for strategy in dict.fromkeys(r['strategy'] for r in rows):

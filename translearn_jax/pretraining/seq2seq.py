@@ -12,8 +12,9 @@ Loss: label-smoothed cross-entropy over real target tokens; throughput is
 counted in real (non-padding) target tokens. Evaluation: greedy or beam-search
 decoding (sources sorted by length, decoding stops when every hypothesis is
 finished), then BLEU and chrF (sacrebleu) on detokenised text, or ROUGE
-(rouge-score) when `eval.metric='rouge'`; `eval.every_steps` also scores the
-validation split during training (the BLEU-vs-steps curve in metrics.jsonl).
+(rouge-score, the `[summarize]` extra; checked before training) when
+`eval.metric='rouge'`; `eval.every_steps` also scores the validation split
+during training (the BLEU-vs-steps curve in metrics.jsonl).
 A finished run writes its final valid/test outputs, one line per source in input
 order, to `hypotheses.valid.txt` / `hypotheses.test.txt`, and saves its model as
 `workdir/model/` (`serving.saved_model`; `serving.translate_file` decodes a file
@@ -40,7 +41,7 @@ from translearn_jax.data.bucketing import BucketStream, parse_boundaries
 from translearn_jax.data.packing import PackStream
 from translearn_jax.data.lm_data import LMState
 from translearn_jax.data.tokenizer import Tokenizer
-from translearn_jax.errors import ConfigError
+from translearn_jax.errors import ConfigError, MissingExtraError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s
 from translearn_jax.serving import saved_model
@@ -176,8 +177,7 @@ def score(hyps, refs, metric: str) -> dict:
     return {'bleu': sacrebleu.corpus_bleu(hyps, [refs]).score,
             'chrf': sacrebleu.corpus_chrf(hyps, [refs]).score}
   if metric == 'rouge':
-    from rouge_score import rouge_scorer
-    sc = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
+    sc = rouge_scorer()
     agg = {k: 0.0 for k in ('rouge1', 'rouge2', 'rougeL')}
     for h, r in zip(hyps, refs):
       s = sc.score(r, h)
@@ -200,7 +200,25 @@ def save_model(directory: str, config, model_cfg: s2s.Seq2SeqConfig, params, tok
                           provenance=saved_model.provenance(config, scores=scores))
 
 
+def rouge_scorer():
+  """ROUGE-1/2/L with stemming (rouge-score, the `[summarize]` extra)."""
+  try:
+    from rouge_score import rouge_scorer as rs
+  except ImportError:
+    raise MissingExtraError('rouge-score', 'summarize', "eval.metric='rouge'") from None
+  return rs.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
+
+
+def check_metric(metric: str) -> None:
+  """Raises before any training if `eval.metric` is unknown or its package is missing."""
+  if metric == 'rouge':
+    rouge_scorer()
+  elif metric != 'bleu':
+    raise ConfigError(f"eval.metric must be 'bleu' or 'rouge', got {metric!r}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  check_metric(config.eval.metric)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))

@@ -1,0 +1,165 @@
+"""The `translearn` console script: one command, a subcommand per job.
+
+  translearn train --config skipgram --workdir /tmp/skipgram [--config.FIELD=VALUE ...]
+  translearn predict MODEL_DIR --input FILE --output FILE
+  translearn translate MODEL_DIR --input FILE --output FILE [--beam K]
+  translearn sample --workdir RUN_DIR --prompt TEXT
+  translearn convert import-hf HF_DIR RUN_DIR | export-hf RUN_DIR HF_DIR
+  translearn configs
+
+This is the one folder that imports the runners (`pretraining/`,
+`experiments/`), and only when a run starts: `translearn --help` and
+`translearn configs` import neither JAX nor a runner. Bad input prints one
+line `error: ...` and exits 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from translearn_jax.cli.absl_flags import HELP_FLAGS, flag_help, parse_absl_flags
+
+PROG = 'translearn'
+
+COMMANDS = {
+    'train': 'train a shipped config or a config file: --config NAME_OR_FILE --workdir DIR '
+             '[--config.FIELD=VALUE ...]',
+    'predict': 'label a file with a trained downstream run: MODEL_DIR --input FILE '
+               '--output FILE',
+    'translate': 'translate (or summarise) a file with a seq2seq run: MODEL_DIR --input FILE '
+                 '--output FILE [--beam K]',
+    'sample': 'sample text from an LM run: --workdir RUN_DIR --prompt TEXT [--temperature T]',
+    'convert': 'Hugging Face model directories <-> run directories: import-hf | export-hf',
+    'configs': 'list the shipped configs with their first docstring lines',
+}
+
+
+def usage() -> str:
+  """`translearn --help`: the subcommands, then the families and the shipped configs."""
+  from translearn_jax.cli.catalogue import catalogue
+  lines = [f'usage: {PROG} COMMAND [ARGS ...]   ({PROG} COMMAND --help: the command\'s flags)',
+           '', 'Commands:']
+  lines += [f'  {name:<10} {text}' for name, text in COMMANDS.items()]
+  return '\n'.join(lines) + '\n' + catalogue()
+
+
+def _print(text: str) -> None:
+  """`print`, quiet when the reader stops early (`translearn configs | head`)."""
+  try:
+    print(text)
+    sys.stdout.flush()
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _train(argv: list[str]) -> int:
+  from translearn_jax.cli import train
+  train.entry([f'{PROG} train', *argv])
+  return 0
+
+
+def _sample(argv: list[str]) -> int:
+  from absl import app, flags
+  from translearn_jax.generation import sample
+  if 'max_new_tokens' not in flags.FLAGS:
+    sample._define_flags()
+  if any(a in HELP_FLAGS for a in argv):
+    print(f'{sample.__doc__.rstrip()}\n\nFlags:\n{flag_help(sample.__name__)}'
+          if sample.__doc__ else flag_help(sample.__name__))
+    return 0
+  app.run(sample.main, argv=[f'{PROG} sample', *argv], flags_parser=parse_absl_flags)
+  return 0
+
+
+def _convert(argv: list[str]) -> int:
+  from translearn_jax.convert.__main__ import main as convert_main
+  return convert_main(argv, prog=f'{PROG} convert')
+
+
+def _serving_parser(command: str):
+  import argparse
+  p = argparse.ArgumentParser(prog=f'{PROG} {command}', description=COMMANDS[command])
+  p.add_argument('model_dir', help='the run directory of the trained model')
+  p.add_argument('--input', required=True, help='the file to read')
+  p.add_argument('--output', required=True, help='the file to write')
+  p.add_argument('--batch_size', type=int, help='examples per batch (default: the library\'s)')
+  p.add_argument('--no_progress', action='store_true', help='no progress bar')
+  return p
+
+
+def _predict(argv: list[str]) -> int:
+  p = _serving_parser('predict')
+  p.add_argument('--format', dest='input_format', choices=('auto', 'text', 'tsv', 'jsonl'),
+                 help='input format (default: auto, from the file name)')
+  p.add_argument('--text_field', help='the TSV column or JSONL key holding the text')
+  args = p.parse_args(argv)
+  return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field'))
+
+
+def _translate(argv: list[str]) -> int:
+  p = _serving_parser('translate')
+  p.add_argument('--beam', type=int, help='beam size (1: greedy)')
+  p.add_argument('--length_penalty', type=float, help='beam length penalty alpha')
+  p.add_argument('--max_len', type=int, help='most target tokens per output')
+  args = p.parse_args(argv)
+  return _serve('translate_file', args, ('beam', 'length_penalty', 'batch_size', 'max_len'))
+
+
+def _serve(function: str, args, options: tuple[str, ...]) -> int:
+  """Calls `translearn_jax.serving.<function>` with the options given on the command line
+  (the others keep the library's defaults)."""
+  from translearn_jax.errors import TranslearnError
+  try:
+    from translearn_jax import serving
+  except ImportError as e:
+    if e.name not in ('translearn_jax.serving', 'translearn_jax'):
+      raise
+    print('error: this installation of translearn_jax has no serving module', file=sys.stderr)
+    return 2
+  kwargs = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
+  try:
+    getattr(serving, function)(args.model_dir, args.input, args.output,
+                               progress=not args.no_progress, **kwargs)
+  except TranslearnError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+def _configs(argv: list[str]) -> int:
+  from translearn_jax.cli.catalogue import config_lines
+  if any(a in HELP_FLAGS for a in argv):
+    print(f'usage: {PROG} configs\n\n{COMMANDS["configs"]}')
+    return 0
+  if argv:
+    print(f'error: {PROG} configs takes no arguments, got {argv}', file=sys.stderr)
+    return 2
+  _print('\n'.join(['Configs (translearn train --config NAME):'] + config_lines()))
+  return 0
+
+
+RUN = {'train': _train, 'predict': _predict, 'translate': _translate, 'sample': _sample,
+       'convert': _convert, 'configs': _configs}
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The console script: `translearn COMMAND [ARGS ...]`; returns the exit status."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if not argv:
+    print(usage().split('\n', 1)[0], file=sys.stderr)
+    print(f'error: {PROG} needs a command: {", ".join(RUN)}', file=sys.stderr)
+    return 2
+  if argv[0] in HELP_FLAGS:
+    _print(usage())
+    return 0
+  if argv[0] == '--version':
+    import translearn_jax
+    print(f'translearn_jax {translearn_jax.__version__} '
+          f'({os.path.dirname(os.path.abspath(translearn_jax.__file__))})')
+    return 0
+  if argv[0] not in RUN:
+    print(f'error: unknown command {argv[0]!r}; commands: {", ".join(RUN)} '
+          f'(see {PROG} --help)', file=sys.stderr)
+    return 2
+  return RUN[argv[0]](argv[1:])

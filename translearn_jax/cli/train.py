@@ -1,0 +1,152 @@
+"""`translearn train` and the root `train.py`: runs a shipped config or any config file.
+
+  translearn train --config skipgram --workdir /tmp/run [--config.FIELD=VALUE ...]
+  python train.py --config configs/skipgram.py --workdir /tmp/run [--config.FIELD=VALUE ...]
+
+`--config` takes a shipped config's name (`skipgram`, `skipgram.py` or
+`configs/skipgram.py` from any directory) or the path of a config file.
+Bad input (a missing file, an unknown config field, an empty corpus, a
+workdir in use by another run or holding a run of another config, ...)
+prints one line `error: ...` and exits 2; a non-finite loss exits 3 and keeps
+the last good checkpoint. SIGTERM exits 0 in every phase: during training it
+checkpoints first; see `translearn_jax/training/preemption.py` for the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from translearn_jax import config_fields
+from translearn_jax.cli.absl_flags import HELP_FLAGS, flag_help
+from translearn_jax.cli.catalogue import FAMILIES, catalogue, resolve_config
+from translearn_jax.errors import NonFiniteLossError, TranslearnError
+from translearn_jax.training import preemption
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False,
+                                 'Call jax.distributed.initialize() (multi-host runs).')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Log INFO messages of all libraries (orbax, ...).')
+config_flags.DEFINE_config_file('config', None, 'A shipped config name (see --help) or a '
+                                'config file.', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+# Families whose training goes through `training.loop.train_loop`: a SIGTERM
+# waits for the loop's next safe point (or the end of the run), see preemption.
+LOOP_FAMILIES = ('word2vec', 'lm', 'seq2seq', 'mlm')
+
+
+def run(config, workdir: str) -> dict:
+  """Validates `config`, takes `workdir` (lock, resume check, config.json), runs the family."""
+  from translearn_jax.training import workdir as workdir_lib
+  family = config.get('family')
+  if family not in FAMILIES:
+    raise TranslearnError(f'config.family: unknown family {family!r}; known: {sorted(FAMILIES)}')
+  config_fields.check(config)
+  workdir_lib.validate_fields(config)
+  workdir_lib.check_directory(workdir)
+  import jax
+  with workdir_lib.open_workdir(config, workdir, primary=jax.process_index() == 0):
+    module = importlib.import_module(FAMILIES[family])
+    with (preemption.deferred(raise_at_end=False) if family in LOOP_FAMILIES
+          else contextlib.nullcontext()):
+      return module.train_and_evaluate(config, workdir)
+
+
+def main(argv):
+  """absl main: the parsed flags' run, its errors as `error:` lines and exit codes."""
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _DISTRIBUTED.value:
+    import jax
+    jax.distributed.initialize()
+  logging.set_verbosity(logging.INFO if _VERBOSE.value else logging.WARNING)
+  try:
+    config = flags.FLAGS.config
+    config.get('family')  # an unloadable file raises here, not at parse time
+  except OSError as e:  # config_flags defers a load failure to first access
+    cause = e.__cause__ or e
+    print(f'error: cannot load --config {flags.FLAGS["config"].config_filename}: '
+          f'{" ".join(str(cause).split())}', file=sys.stderr)
+    sys.exit(2)
+  try:
+    summary = run(config, _WORKDIR.value)
+  except NonFiniteLossError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(3)
+  except TranslearnError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  if summary.get('stopped_by_signal') and 'steps' in summary:
+    saved = os.path.isdir(os.path.join(_WORKDIR.value, 'checkpoints', str(summary['steps'])))
+    print(f'stopped by signal at step {summary["steps"]}; '
+          + ('checkpoint saved' if saved else 'no checkpoint saved'), file=sys.stderr)
+  elif summary.get('stopped_by_signal'):
+    print('stopped by signal; the run in progress checkpointed in its folder; rerun the '
+          'command to resume', file=sys.stderr)
+  elif preemption.received() is not None:
+    print(f'signal {preemption.received()} arrived after training; outputs written',
+          file=sys.stderr)
+
+
+def _resolve_config_args(argv: list[str]) -> list[str]:
+  """`argv` with the value of `--config` (not `--config.FIELD`) made a file path."""
+  out = list(argv)
+  for i, a in enumerate(out):
+    if a in ('--config', '-config') and i + 1 < len(out):
+      out[i + 1] = resolve_config(out[i + 1])
+    elif a.startswith(('--config=', '-config=')):
+      flag, value = a.split('=', 1)
+      out[i] = f'{flag}={resolve_config(value)}'
+  return out
+
+
+def _parse_flags(argv):
+  """absl flag parsing with a one-line error for a bad `--config` or config override."""
+  for a in argv[1:]:
+    name = a[len('--config.'):].split('=', 1)[0] if a.startswith('--config.') else None
+    new = config_fields.renamed(name) if name else None
+    if new:
+      print(f'error: --config.{name} was renamed: use --config.{new}', file=sys.stderr)
+      sys.exit(2)
+  try:
+    argv = _resolve_config_args(argv)
+  except TranslearnError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    bad = [a for a in argv[1:] if a.startswith('--config.')]
+    detail = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
+    print(f'error: bad config override among {bad}: {type(e).__name__}: {detail}',
+          file=sys.stderr)
+  sys.exit(2)
+
+
+def usage() -> str:
+  """`--help`: this module's docstring, its flags, the families and the shipped configs."""
+  return '\n'.join([(__doc__ or '').rstrip(), '', 'Flags:', flag_help(__name__), catalogue()])
+
+
+
+def entry(argv: list[str]) -> None:
+  """Runs the command line `argv` (argv[0]: the program's name) and exits: what both
+  `python train.py` and `translearn train` do."""
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(usage())
+    sys.exit(0)
+  preemption.install()
+  try:
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+  except preemption.Preempted as e:
+    print(f'stopped by signal {e.signum} outside a training loop; work finished so far is '
+          'kept in the workdir', file=sys.stderr)
+    sys.exit(0)
