@@ -197,10 +197,11 @@ def test_serving_commands_pass_the_given_options(monkeypatch, capsys):
 
 # -- a non-editable install ----------------------------------------------------------
 
-def test_installed_wheel_trains_from_outside_the_checkout(tmp_path):
+def test_installed_wheel_trains_from_outside_the_checkout(tmp_path, topic_task):
   """`pip wheel` + `pip install --no-deps --target` of the package: the console script, the
   configs (as `translearn_jax.configs`) and a skip-gram run, from a directory outside the
-  checkout, importing the installed copy (not the checkout or an editable install)."""
+  checkout, importing the installed copy (not the checkout or an editable install); then a
+  classifier fine-tuned from those vectors and `translearn predict` with its saved model."""
   for module in ('pip', 'setuptools'):
     if importlib.util.find_spec(module) is None:
       pytest.skip(f'{module} is not installed: cannot build the wheel')
@@ -248,6 +249,19 @@ def test_installed_wheel_trains_from_outside_the_checkout(tmp_path):
   assert count > 1000 and dim == 16
   with open(tmp_path / 'w' / 'config.json', encoding='utf-8') as f:
     assert json.load(f)['model']['dim'] == 16
+  # fine-tune a classifier from those vectors, then `translearn predict` with its saved model
+  run(script, 'train', '--config', 'transfer_mr_skipgram', '--workdir', str(tmp_path / 'c'),
+      '--config.data.kind=tsv', f'--config.data.path={topic_task}',
+      f'--config.init.path={tmp_path / "w" / "vectors.txt"}', '--config.model.dim=16',
+      '--config.model.max_tokens=16', '--config.train.epochs=1', timeout=300)
+  texts = ['the prime minister said he would resign', 'rain fell over the river all day']
+  (outside / 'in.txt').write_text('\n'.join(texts) + '\n', encoding='utf-8')
+  run(script, 'predict', str(tmp_path / 'c' / 'model'), '--input', 'in.txt', '--output',
+      'out.jsonl', '--no_progress')
+  with open(outside / 'out.jsonl', encoding='utf-8') as f:
+    preds = [json.loads(line) for line in f]
+  assert len(preds) == 2 and all(p['label'] in ('0', '1') for p in preds)
+  assert all(abs(sum(p['probabilities'].values()) - 1) < 1e-5 for p in preds)
 
 
 # -- optional dependencies (extras) -------------------------------------------------

@@ -98,7 +98,7 @@ def test_classifier_saved_model_repeats_the_reported_test_accuracy(tmp_path, bag
   # the test split, as text: the run's test accuracy exactly (the task's eval batches: 512)
   path, gold = split_file(tmp_path, c)
   out = str(tmp_path / 'pred.jsonl')
-  res = serving.predict_file(model_dir, path, out, batch_size=512)
+  res = serving.predict_file(model_dir, path, out)   # default: the task's eval batch
   acc, preds = accuracy(out, gold)
   assert res['examples'] == len(gold) == 120 and acc == summary['rows'][0]['test'][0]
   p = preds[0]['probabilities']
@@ -130,7 +130,7 @@ def test_lm_linear_probe_saved_model_repeats_its_accuracy(tmp_path, topic_task, 
   assert meta['provenance']['graft']['frozen'] > 0 and 'l2' in meta['provenance']
   assert os.path.isfile(os.path.join(model_dir, 'tokenizer.model'))
   path, gold = split_file(tmp_path, c)
-  serving.predict_file(model_dir, path, str(tmp_path / 'p.jsonl'), batch_size=512)
+  serving.predict_file(model_dir, path, str(tmp_path / 'p.jsonl'))
   acc, _ = accuracy(str(tmp_path / 'p.jsonl'), gold)
   assert acc == summary['rows'][0]['test'][0] > 0.5
 
@@ -177,7 +177,7 @@ def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, t
   test = conll.read_conll(conll_task[2])
   src = tmp_path / 'test.txt'
   src.write_text(''.join(' '.join(s) + '\n' for s in test.sentences), encoding='utf-8')
-  res = serving.predict_file(model_dir, str(src), str(tmp_path / 'tags.jsonl'), batch_size=256)
+  res = serving.predict_file(model_dir, str(src), str(tmp_path / 'tags.jsonl'))
   out = [json.loads(l) for l in open(tmp_path / 'tags.jsonl')]
   assert [o['tokens'] for o in out] == test.sentences
   f1 = conll.span_scores(test.tags, [o['tags'] for o in out])['micro']['f1']
@@ -377,3 +377,33 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
   serving.predict_file(clf, str(tmp_path / 'first.tsv'), out)
   serving.predict_file(clf, str(tmp_path / 'ok.txt'), out + '2')
   assert len(open(out).readlines()) == 1
+
+
+# -- the console script on real saved models -----------------------------------------
+
+def test_translearn_predict_and_translate_commands(tmp_path, capsys, bag_run, s2s_run):
+  """`translearn predict` / `translate` (in-process `cli.main`) write what the Python API writes;
+  bad input is one `error:` line and exit 2."""
+  from translearn_jax import cli
+  c, workdir, summary = bag_run
+  model_dir = os.path.join(workdir, 'model')
+  path, gold = split_file(tmp_path, c)
+  out = str(tmp_path / 'cli.jsonl')
+  assert cli.main(['predict', model_dir, '--input', path, '--output', out, '--no_progress']) == 0
+  acc, _ = accuracy(out, gold)
+  assert acc == summary['rows'][0]['test'][0]
+  _, s2s_dir, _, test_src = s2s_run
+  hyps = open(os.path.join(s2s_dir, 'hypotheses.test.txt'), encoding='utf-8').read()
+  assert cli.main(['translate', os.path.join(s2s_dir, 'model'), '--input', test_src,
+                   '--output', str(tmp_path / 't.txt'), '--no_progress']) == 0
+  assert open(tmp_path / 't.txt', encoding='utf-8').read() == hyps
+  capsys.readouterr()
+  cases = [(['predict', str(tmp_path / 'nowhere'), '--input', path, '--output', out],
+            'nowhere'),
+           (['translate', model_dir, '--input', test_src, '--output', out], 'classification'),
+           (['predict', os.path.join(s2s_dir, 'model'), '--input', path, '--output', out],
+            'seq2seq')]
+  for argv, word in cases:
+    assert cli.main(argv + ['--no_progress']) == 2, argv
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1 and word in err, err

@@ -20,13 +20,15 @@ from __future__ import annotations
 __all__ = ['predict_file', 'translate_file', 'load']
 
 
-def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size: int = 64,
+def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size=None,
                  input_format: str = 'auto', text_field=None, progress: bool = False) -> dict:
   """Writes a saved classifier's or tagger's predictions for each example of `input_path`
   (text: one a line; TSV with a header; JSONL; `input_format` 'auto' goes by the
   extension) to `output_path`, one JSON line each, in input order:
   classification `{"label", "probabilities": {label: p}}`, tagging
   `{"tokens", "tags", "probabilities"}` (each word's predicted-tag probability).
+  `batch_size` None: the batch the task evaluates with, so the predictions are exactly the
+  run's own (another size agrees up to float rounding).
   Returns {'task', 'examples', 'model', 'output', 'seconds'} (+ 'truncated_words')."""
   from translearn_jax.serving import predict
   return predict.predict_file(model_dir, input_path, output_path, batch_size=batch_size,
