@@ -88,7 +88,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.during_beam = 1            # decoding used for those scores (1 = greedy)
   config.eval.during_max_examples = 0    # 0: the whole valid split
 
-  config.num_devices = 0
+  config.num_devices = 0                 # devices in the mesh (0: all)
+  # The device mesh (issue #18): data × fsdp × tensor, one of them -1 (the rest of the
+  # devices); parameters are placed by logical-axis rules, mesh.rules overrides them
+  # (see translearn_jax/training/mesh.py).
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+  config.mesh.tensor = 1
+  config.mesh.rules = ''
   config.train.checkpoint_every_steps = 1000
   config.train.keep_checkpoints = 3
   config.train.log_every_steps = 50

@@ -64,6 +64,9 @@ def validate(config) -> None:
   _require(0 <= config.mlm.max_predictions <= config.train.seq_length, 'mlm.max_predictions',
            f'must be in [0, train.seq_length={config.train.seq_length}] (0: auto), got '
            f'{config.mlm.max_predictions}')
+  mesh_lib.rules_from_config(config)
+  mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
+  mesh_lib.process_rows(config.train.batch_size, mesh)
 
 
 def model_config(config, vocab_size: int, deterministic: bool = True):
@@ -97,11 +100,15 @@ def load_data(config, workdir: str):
 
 # -- steps -------------------------------------------------------------------
 
-def make_train_fn(model, tx, schedule, mesh, masker: masking.Masker):
+def make_train_fn(model, tx, schedule, mesh, masker: masking.Masker, shardings=None):
   """Jitted `(state, {'tokens': (A, B, 3, T)}) -> (state, metric sums)`; the A
   micro-batches are scanned and the summed gradient divided by all their masked
-  positions, so accumulation equals one large batch."""
+  positions, so accumulation equals one large batch. `shardings`: the state's
+  (`mesh_lib.shardings_of(state)`, from the logical-axis rules; None: replicated); the
+  state keeps it and gradients are placed as their parameters."""
   repl = mesh_lib.replicated(mesh)
+  state_sh = repl if shardings is None else shardings
+  grad_sh = None if shardings is None else shardings.params
 
   def train_fn(state: TrainState, batch):
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -112,11 +119,15 @@ def make_train_fn(model, tx, schedule, mesh, masker: masking.Masker):
       (loss, (correct, count)), grads = jax.value_and_grad(
           lambda p: mlm_sums(model, p, rows, masker, k_mask, {'dropout': k_drop}),
           has_aux=True)(state.params)
+      if grad_sh is not None:
+        grads = jax.lax.with_sharding_constraint(grads, grad_sh)
       g, l, c, n = carry
       return (jax.tree.map(jnp.add, g, grads), l + loss, c + correct, n + count), None
 
     rows = batch['tokens']
     zeros = jax.tree.map(jnp.zeros_like, state.params)
+    if grad_sh is not None:
+      zeros = jax.lax.with_sharding_constraint(zeros, grad_sh)
     (grads, loss, correct, count), _ = jax.lax.scan(
         micro, (zeros, 0.0, 0.0, 0.0), (jnp.arange(rows.shape[0]), rows))
     grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
@@ -128,18 +139,19 @@ def make_train_fn(model, tx, schedule, mesh, masker: masking.Masker):
                  'grad_norm': optax.tree.norm(grads)}
 
   return jax.jit(train_fn, donate_argnums=0,
-                 in_shardings=(repl, mesh_lib.batch_sharding(mesh, 1)),
-                 out_shardings=(repl, repl))
+                 in_shardings=(state_sh, mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(state_sh, repl))
 
 
-def make_eval_fn(model, mesh, masker):
+def make_eval_fn(model, mesh, masker, param_shardings=None):
   repl = mesh_lib.replicated(mesh)
+  p_sh = repl if param_shardings is None else param_shardings
 
   def eval_fn(params, rows, key):
     loss, (correct, count) = mlm_sums(model, params, rows, masker, key)
     return loss, correct, count
 
-  return jax.jit(eval_fn, in_shardings=(repl, mesh_lib.batch_sharding(mesh), repl),
+  return jax.jit(eval_fn, in_shardings=(p_sh, mesh_lib.batch_sharding(mesh), repl),
                  out_shardings=(repl, repl, repl))
 
 
@@ -173,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
   tok, train_rows, valid_rows, stats = load_data(config, workdir)
-  mesh = mesh_lib.make_mesh(config.num_devices or None)
+  mesh = mesh_lib.mesh_from_config(config)
   row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   t = config.train
   stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs, config.seed,
@@ -187,13 +199,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   abstract = jax.eval_shape(lambda: nn.unbox(model.init(
       jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']))
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
-  state = init_train_state(model, tx, config.seed, mesh, jnp.zeros((1, 8), jnp.int32))
+  state = init_train_state(model, tx, config.seed, mesh, jnp.zeros((1, 8), jnp.int32),
+                           rules=mesh_lib.rules_from_config(config))
+  shardings = mesh_lib.shardings_of(state)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   tokens_per_step = t.batch_size * t.grad_accum * t.seq_length
   info('MLM encoder: %.2fM parameters, %d steps of %d positions, %d prediction slots per row',
        n_params / 1e6, total_steps, tokens_per_step, masker.k)
-  train_fn = make_train_fn(model, tx, schedule, mesh, masker)
-  eval_fn = make_eval_fn(eval_model, mesh, masker)
+  train_fn = make_train_fn(model, tx, schedule, mesh, masker, shardings)
+  eval_fn = make_eval_fn(eval_model, mesh, masker, shardings.params)
   fpt = lm_models.arch_of(train_cfg).flops_per_token(train_cfg, t.seq_length,
                                                     masker.k / t.seq_length)
 

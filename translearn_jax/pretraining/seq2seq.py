@@ -219,6 +219,9 @@ def check_metric(metric: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_metric(config.eval.metric)
+  rules = mesh_lib.rules_from_config(config)
+  mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
+  mesh_lib.process_rows(config.train.batch_size, mesh)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
@@ -232,7 +235,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True)
   info('seq2seq: %d training pairs (%d dropped by length), vocab %d', len(kept),
        len(splits['train']) - len(kept), tok.vocab_size)
-  mesh = mesh_lib.make_mesh(config.num_devices or None)
   row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   arrays, lengths = pair_arrays(train_rows, ms, mt, tok.pad_id)
   if config.get('packing', False):
@@ -258,7 +260,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       lambda: nn.unbox(model.init(jax.random.key(0), dummy_s, dummy_t)['params']))
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
 
-  state = init_state(model, tx, config.seed, mesh, ms, mt)
+  state = init_state(model, tx, config.seed, mesh, ms, mt, rules)
+  shardings = mesh_lib.shardings_of(state)
   decode_model = s2s.Seq2Seq(train_cfg.replace(deterministic=True, decode=True))
   eval_sources: dict[str, np.ndarray] = {}
 
@@ -279,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state=state,
         stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
                                 max(total_steps - int(state.step), 0)),
-        step_fn=make_train_fn(model, tx, schedule, mesh, config.label_smoothing),
+        step_fn=make_train_fn(model, tx, schedule, mesh, config.label_smoothing, shardings),
         to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh, batch_axis=1),
         total_steps=total_steps, steps_per_call=1,
         checkpoint_every=config.train.checkpoint_every_steps,
