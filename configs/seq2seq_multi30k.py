@@ -88,6 +88,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.during_beam = 1            # decoding used for those scores (1 = greedy)
   config.eval.during_max_examples = 0    # 0: the whole valid split
 
+  # A pretrained initialisation (issue #16; '' = scratch): init.kind 'seq2seq' grafts a
+  # seq2seq run (e.g. denoising-pretrained) entirely, 'lm' a Transformer LM run into the
+  # decoder (cross-attention and encoder created). The run then uses the source's
+  # tokenizer. init.rules: 'src_regex=>target; ...' ('' = the defaults of
+  # translearn_jax.transfer.graft.SEQ2SEQ_RULES); the report is workdir/graft_report.json.
+  config.init = ml_collections.ConfigDict()
+  config.init.kind = 'seq2seq'
+  config.init.path = ''
+  config.init.rules = ''
+
   config.num_devices = 0                 # devices in the mesh (0: all)
   # The device mesh (issue #18): data × fsdp × tensor, one of them -1 (the rest of the
   # devices); parameters are placed by logical-axis rules, mesh.rules overrides them

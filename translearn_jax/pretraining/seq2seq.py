@@ -52,14 +52,52 @@ from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, Run
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
+from translearn_jax.transfer import graft as graft_lib
+from translearn_jax.transfer import sources
 
 
 def model_config(config, vocab_size, deterministic=True, decode=False) -> s2s.Seq2SeqConfig:
   return s2s.config_from(config, vocab_size, deterministic, decode)
 
 
-def get_tokenizer(config, pairs, workdir) -> Tokenizer:
+def init_source(config):
+  """The pretrained source of `config.init` (None: scratch), checked before any data is read:
+  a seq2seq run (every leaf) or a causal Transformer LM run (its decoder), whose
+  tokenizer this run then uses."""
+  init = config.get('init')
+  if not init or not init.get('path'):
+    return None
+  if init.kind not in graft_lib.SEQ2SEQ_RULES:
+    raise ConfigError(f'config.init.kind: a seq2seq model is initialised from '
+                      f'{sorted(graft_lib.SEQ2SEQ_RULES)} runs, got {init.kind!r}')
+  src = sources.load(init.kind, init.path, field='init.path')
+  if init.kind == 'lm' and type(src.model_config).arch != 'transformer':
+    raise ConfigError(f'config.init.path: {init.path} is a {type(src.model_config).arch!r} LM; '
+                      "only a Transformer LM's layers fit the seq2seq decoder")
+  if config.tokenizer.path:
+    raise ConfigError('config.tokenizer.path: leave it empty with config.init.path (the run '
+                      "uses its source's tokenizer, which the grafted embeddings index)")
+  return src
+
+
+def init_from_source(src, state: TrainState, config, workdir: str) -> TrainState:
+  """`state` with `src`'s leaves grafted by `config.init.rules` (empty: the defaults of
+  `graft.SEQ2SEQ_RULES`); the report is printed and saved as `workdir/graft_report.json`."""
+  spec = config.init.get('rules') or graft_lib.SEQ2SEQ_RULES[config.init.kind]
+  params, report = graft_lib.graft(jax.device_get(state.params), src.params,
+                                   graft_lib.parse_rules(spec))
+  if jax.process_index() == 0:
+    info('%s', report.summary())
+    report.save(os.path.join(workdir, 'graft_report.json'))
+  return state.replace(params=jax.device_put(params, mesh_lib.shardings_of(state.params)))
+
+
+def get_tokenizer(config, pairs, workdir, src=None) -> Tokenizer:
   saved = os.path.join(workdir, 'tokenizer.model')
+  if src is not None:   # kept beside the run, so the run directory stands alone
+    if jax.process_index() == 0:
+      src.tokenizer.save(os.path.join(workdir, src.tokenizer.file_name))
+    return src.tokenizer
   if config.tokenizer.path:
     return Tokenizer.load(config.tokenizer.path)
   if os.path.exists(saved):
@@ -222,6 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rules = mesh_lib.rules_from_config(config)
   mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
   mesh_lib.process_rows(config.train.batch_size, mesh)
+  src = init_source(config)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
@@ -230,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             or (config.data.kind == 'tfds' and config.data.get(f'{s}_split'))}
   if 'train' not in splits:
     raise ConfigError('config.data names no training pairs')
-  tok = get_tokenizer(config, splits['train'], workdir)
+  tok = get_tokenizer(config, splits['train'], workdir, src)
   ms, mt = config.max_source_len, config.max_target_len
   train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True)
   info('seq2seq: %d training pairs (%d dropped by length), vocab %d', len(kept),
@@ -277,6 +316,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   with Run(workdir, config.train.keep_checkpoints) as run:
     state, saved = run.restore(state)
+    if src is not None and not run.resuming:
+      state = init_from_source(src, state, config, workdir)
+      info('initialised from %s (%s run); fresh optimiser', config.init.path, config.init.kind)
     data_state = LMState(**saved)
     result = run.train(
         state=state,

@@ -124,6 +124,9 @@ ADDED_FIELDS = {
     'mesh.tensor': 1,
     'mesh.rules': '',
     'save_models': 'best',              # classification/tagging (issue #17): saved models
+    'init.kind': 'seq2seq',             # seq2seq (issue #16): a pretrained initialisation
+    'init.path': '',
+    'init.rules': '',
 }
 
 

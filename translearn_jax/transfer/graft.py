@@ -73,6 +73,21 @@ class GraftReport:
     write_json(path, self.to_dict())
 
 
+# The default rules (`init.rules` empty) into an encoder-decoder (`models.seq2seq`), by
+# source kind: a seq2seq run (e.g. denoising-pretrained) entirely; a causal Transformer LM
+# into the decoder, as Ramachandran et al. (2017): self-attention, MLP, their LayerNorms,
+# the final LayerNorm, the shared embedding and learned positions; the cross-attention
+# and its LayerNorm, and the whole encoder, are created (listed in the graft report).
+SEQ2SEQ_RULES = {
+    'seq2seq': r'(.*)=>\1',
+    'lm': (r'block_(\d+)/attn/(.*)=>decoder_block_\1/self_attn/\2; '
+           r'block_(\d+)/ln_attn/(.*)=>decoder_block_\1/ln_self/\2; '
+           r'block_(\d+)/(mlp|ln_mlp)/(.*)=>decoder_block_\1/\2/\3; '
+           r'ln_final/(.*)=>dec_ln/\1; embed/embedding=>embed/embedding; '
+           r'pos_embed=>decoder_pos_embed; head/.*=>'),
+}
+
+
 def parse_rules(spec: str) -> list[tuple[str, str]]:
   """'src_regex=>target_template; ...' -> [(src, tgt)] (an empty template drops the leaves)."""
   rules = []

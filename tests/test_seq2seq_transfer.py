@@ -1,0 +1,120 @@
+"""Seq2seq models initialised from pretrained trees (issue #16): the default graft rules of an
+LM into the decoder, and a seq2seq run grafted whole by the runner, which resumes exactly."""
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import set_fields
+from translearn_jax.errors import ConfigError
+from translearn_jax.models import seq2seq as s2s
+from translearn_jax.models import transformer_lm
+from translearn_jax.pretraining import seq2seq
+from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.transfer import graft as graft_lib
+
+
+def test_lm_into_the_decoder_lands_the_right_leaves_and_creates_cross_attention():
+  lm_cfg = transformer_lm.TransformerConfig(vocab_size=64, d_model=32, num_heads=4, num_layers=2,
+                                            d_ff=64, max_len=16, positions='learned')
+  lm = nn.unbox(transformer_lm.TransformerLM(lm_cfg).init(
+      jax.random.key(1), jnp.zeros((1, 8), jnp.int32))['params'])
+  cfg = s2s.Seq2SeqConfig(vocab_size=64, d_model=32, num_heads=4, d_ff=64, encoder_layers=1,
+                          decoder_layers=2, max_len=16)
+  fresh = nn.unbox(s2s.Seq2Seq(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32),
+                                         jnp.zeros((1, 8), jnp.int32))['params'])
+  out, report = graft_lib.graft(fresh, lm, graft_lib.parse_rules(graft_lib.SEQ2SEQ_RULES['lm']))
+  src, got, init = (graft_lib.flatten(t) for t in (lm, out, fresh))
+  pairs = {'block_1/attn/query/kernel': 'decoder_block_1/self_attn/query/kernel',
+           'block_0/attn/out/bias': 'decoder_block_0/self_attn/out/bias',
+           'block_1/ln_attn/scale': 'decoder_block_1/ln_self/scale',
+           'block_0/mlp/wi/kernel': 'decoder_block_0/mlp/wi/kernel',
+           'block_1/ln_mlp/bias': 'decoder_block_1/ln_mlp/bias',
+           'ln_final/scale': 'dec_ln/scale', 'embed/embedding': 'embed/embedding',
+           'pos_embed': 'decoder_pos_embed'}
+  for s, t in pairs.items():
+    np.testing.assert_array_equal(got[t], src[s], err_msg=t)
+  assert report.unused_source == [] and len(report.grafted) == len(src)
+  created = set(report.created)
+  assert {'decoder_block_0/cross_attn/query/kernel', 'decoder_block_1/ln_cross/scale',
+          'encoder_block_0/self_attn/key/kernel', 'encoder_pos_embed'} <= created
+  assert not any(p.startswith('decoder_block') and 'cross' not in p for p in created)
+  for p in created:      # created leaves keep their initialisation
+    np.testing.assert_array_equal(got[p], init[p], err_msg=p)
+
+
+def tiny_config(d, **over):
+  from configs import seq2seq_multi30k
+  rng = np.random.default_rng(0)
+  words = 'river stone forest light cloud market harbour engine garden letter'.split()
+  docs = [' '.join(words[i] for i in rng.integers(0, len(words), rng.integers(3, 9)))
+          for _ in range(48)]
+  (d / 'train.src').write_text('\n'.join(docs) + '\n', encoding='utf-8')
+  (d / 'train.tgt').write_text('\n'.join(' '.join(x.split()[:3]) for x in docs) + '\n',
+                               encoding='utf-8')
+  c = seq2seq_multi30k.get_config()
+  c.data.train_source, c.data.train_target = str(d / 'train.src'), str(d / 'train.tgt')
+  for s in ('valid', 'test'):
+    c.data[f'{s}_source'] = c.data[f'{s}_target'] = ''
+  return set_fields(c, {'tokenizer.vocab_size': 320, 'model.d_model': 32, 'model.num_heads': 2,
+                        'model.d_ff': 64, 'model.encoder_layers': 1, 'model.decoder_layers': 1,
+                        'max_source_len': 16, 'max_target_len': 8, 'length_buckets': '',
+                        'train.batch_size': 16, 'train.steps': 3, 'progress': False,
+                        'num_devices': 1, 'train.log_every_steps': 1,
+                        'train.checkpoint_every_steps': 2, **over})
+
+
+def final_params(workdir):
+  ck = Checkpointer(str(workdir))
+  try:
+    return graft_lib.flatten(ck.restore_params())
+  finally:
+    ck.close()
+
+
+def test_a_run_grafted_from_a_seq2seq_run_starts_from_it_and_resumes_exactly(tmp_path,
+                                                                              monkeypatch):
+  source = tmp_path / 'source'
+  source.mkdir()
+  seq2seq.train_and_evaluate(tiny_config(source), str(source / 'run'))
+  src_params = final_params(source / 'run')
+  grafted, real = [], seq2seq.init_from_source
+
+  def spy(*a, **k):   # a host copy: the first train step donates the state's buffers
+    state = real(*a, **k)
+    grafted.append((int(state.step), graft_lib.flatten(jax.device_get(state.params))))
+    return state
+  monkeypatch.setattr(seq2seq, 'init_from_source', spy)
+  init = {'init.path': str(source / 'run')}
+  straight = tmp_path / 'straight'
+  straight.mkdir()
+  seq2seq.train_and_evaluate(tiny_config(straight, **init, **{'train.steps': 4}),
+                             str(straight / 'run'))
+  step0, start = grafted[0]
+  assert start.keys() == src_params.keys()
+  for k in src_params:
+    np.testing.assert_array_equal(start[k], src_params[k], err_msg=k)
+  assert step0 == 0
+  report = json.load(open(straight / 'run' / 'graft_report.json'))
+  assert len(report['grafted']) == len(src_params) and report['created'] == []
+  assert os.path.isfile(straight / 'run' / 'tokenizer.model')   # the source's, kept
+  # 2 steps, then resumed to 4: the graft is not applied again
+  split = tmp_path / 'split'
+  split.mkdir()
+  seq2seq.train_and_evaluate(tiny_config(split, **init, **{'train.steps': 2}),
+                             str(split / 'run'))
+  seq2seq.train_and_evaluate(tiny_config(split, **init, **{'train.steps': 4}),
+                             str(split / 'run'))
+  assert len(grafted) == 2
+  a, b = final_params(split / 'run'), final_params(straight / 'run')
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  with pytest.raises(ConfigError, match='init.kind'):
+    seq2seq.init_source(tiny_config(split, **{'init.kind': 'word2vec', **init}))
+  with pytest.raises(ConfigError, match='tokenizer.path'):
+    seq2seq.init_source(tiny_config(split, **{'tokenizer.path': 'x.model', **init}))
