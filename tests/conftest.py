@@ -116,6 +116,30 @@ def _tiny_rows(c, over):
   return set_fields(c, over)
 
 
+def s2s_config(d, **over):
+  """configs/seq2seq_multi30k.py shrunk to seconds: 48 made-up training pairs written under
+  `d` (target: the source's first three words), no valid/test split, 1 + 1 layers × 32."""
+  import numpy as np
+  from configs import seq2seq_multi30k
+  rng = np.random.default_rng(0)
+  words = 'river stone forest light cloud market harbour engine garden letter'.split()
+  docs = [' '.join(words[i] for i in rng.integers(0, len(words), rng.integers(3, 9)))
+          for _ in range(48)]
+  (d / 'train.src').write_text('\n'.join(docs) + '\n', encoding='utf-8')
+  (d / 'train.tgt').write_text('\n'.join(' '.join(x.split()[:3]) for x in docs) + '\n',
+                               encoding='utf-8')
+  c = seq2seq_multi30k.get_config()
+  c.data.train_source, c.data.train_target = str(d / 'train.src'), str(d / 'train.tgt')
+  for s in ('valid', 'test'):
+    c.data[f'{s}_source'] = c.data[f'{s}_target'] = ''
+  return set_fields(c, {'tokenizer.vocab_size': 320, 'model.d_model': 32, 'model.num_heads': 2,
+                        'model.d_ff': 64, 'model.encoder_layers': 1, 'model.decoder_layers': 1,
+                        'max_source_len': 16, 'max_target_len': 8, 'length_buckets': '',
+                        'train.batch_size': 16, 'train.steps': 3, 'progress': False,
+                        'num_devices': 1, 'train.log_every_steps': 1, 'model.dropout': 0.0,
+                        **over})
+
+
 def set_fields(config, fields: dict):
   """`config` with each dotted field of `fields` set (a field the config lacks fails:
   a misspelt override must not pass silently as a new field)."""

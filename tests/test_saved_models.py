@@ -351,7 +351,7 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
     (tmp_path / name).write_text(text)
   cases = [
       (clf, 'no_col.tsv', {'text_field': 'review'}, r"no_col\.tsv:1: no column named 'review'"),
-      (clf, 'bad.jsonl', {}, r'bad\.jsonl:2: not JSON \(Expecting value\)$'),
+      (clf, 'bad.jsonl', {}, r'bad\.jsonl:2: invalid JSON \(Expecting value\)$'),
       (clf, 'nofield.jsonl', {}, r"nofield\.jsonl:1: no field 'text' or 'sentence'$"),
       (clf, 'empty.txt', {}, r'empty\.txt: no input examples$'),
       (clf, 'missing.txt', {}, r'missing\.txt: no such input file$'),

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import set_fields
+from conftest import s2s_config
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import seq2seq as s2s
 from translearn_jax.models import transformer_lm
@@ -49,24 +49,7 @@ def test_lm_into_the_decoder_lands_the_right_leaves_and_creates_cross_attention(
 
 
 def tiny_config(d, **over):
-  from configs import seq2seq_multi30k
-  rng = np.random.default_rng(0)
-  words = 'river stone forest light cloud market harbour engine garden letter'.split()
-  docs = [' '.join(words[i] for i in rng.integers(0, len(words), rng.integers(3, 9)))
-          for _ in range(48)]
-  (d / 'train.src').write_text('\n'.join(docs) + '\n', encoding='utf-8')
-  (d / 'train.tgt').write_text('\n'.join(' '.join(x.split()[:3]) for x in docs) + '\n',
-                               encoding='utf-8')
-  c = seq2seq_multi30k.get_config()
-  c.data.train_source, c.data.train_target = str(d / 'train.src'), str(d / 'train.tgt')
-  for s in ('valid', 'test'):
-    c.data[f'{s}_source'] = c.data[f'{s}_target'] = ''
-  return set_fields(c, {'tokenizer.vocab_size': 320, 'model.d_model': 32, 'model.num_heads': 2,
-                        'model.d_ff': 64, 'model.encoder_layers': 1, 'model.decoder_layers': 1,
-                        'max_source_len': 16, 'max_target_len': 8, 'length_buckets': '',
-                        'train.batch_size': 16, 'train.steps': 3, 'progress': False,
-                        'num_devices': 1, 'train.log_every_steps': 1,
-                        'train.checkpoint_every_steps': 2, **over})
+  return s2s_config(d, **{'train.checkpoint_every_steps': 2, **over})
 
 
 def final_params(workdir):

@@ -11,7 +11,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from conftest import mlm_config, set_fields
+from conftest import mlm_config, s2s_config
 from translearn_jax.errors import ConfigError
 from translearn_jax.pretraining import mlm
 from translearn_jax.pretraining import seq2seq
@@ -53,32 +53,12 @@ def test_mlm_runner_shards_by_the_mesh_and_computes_the_same(tmp_path, monkeypat
     mlm.validate(mlm_config(**{'num_devices': 8, 'mesh.data': 3}))
 
 
-def s2s_config(d, **over):
-  from configs import seq2seq_multi30k
-  rng = np.random.default_rng(0)
-  words = 'river stone forest light cloud market harbour engine garden letter'.split()
-  docs = [' '.join(words[i] for i in rng.integers(0, len(words), rng.integers(3, 9)))
-          for _ in range(48)]
-  (d / 'train.src').write_text('\n'.join(docs) + '\n', encoding='utf-8')
-  (d / 'train.tgt').write_text('\n'.join(' '.join(x.split()[:3]) for x in docs) + '\n',
-                               encoding='utf-8')
-  c = seq2seq_multi30k.get_config()
-  c.data.train_source, c.data.train_target = str(d / 'train.src'), str(d / 'train.tgt')
-  for s in ('valid', 'test'):
-    c.data[f'{s}_source'] = c.data[f'{s}_target'] = ''
-  return set_fields(c, {'tokenizer.vocab_size': 320, 'model.d_model': 32, 'model.num_heads': 4,
-                        'model.d_ff': 64, 'model.encoder_layers': 1, 'model.decoder_layers': 1,
-                        'max_source_len': 16, 'max_target_len': 8, 'length_buckets': '',
-                        'train.batch_size': 16, 'train.steps': 3, 'progress': False,
-                        'train.log_every_steps': 1, 'model.dropout': 0.0, **over})
-
-
 def test_seq2seq_runner_shards_by_the_mesh_and_computes_the_same(tmp_path, monkeypatch):
   seen = spy_states(monkeypatch, seq2seq, 'init_state')
   for name, mesh in (('data', DATA_8), ('3d', MESH_222)):
     d = tmp_path / name
     d.mkdir()
-    seq2seq.train_and_evaluate(s2s_config(d, num_devices=8, **mesh), str(d / 'run'))
+    seq2seq.train_and_evaluate(s2s_config(d, **{'num_devices': 8, 'model.num_heads': 4, **mesh}), str(d / 'run'))
   assert seen[1].params['decoder_block_0']['mlp']['wi']['kernel'].sharding.spec == \
       P('fsdp', 'tensor')
   assert {x.sharding.spec for x in jax.tree.leaves(seen[0].params)} == {P()}

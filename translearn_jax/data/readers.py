@@ -192,7 +192,9 @@ def _json_kind(v) -> str:
   return {list: 'a list', dict: 'an object'}.get(type(v), type(v).__name__)
 
 
-def _jsonl_records(file, lines, fields, label_fields):
+def json_objects(file, lines, wanted: str = ''):
+  """(line number, object) of each non-blank JSONL line; a line that is not JSON or not an
+  object is a DataError naming file:line (`wanted` describes the expected fields)."""
   for n, line in enumerate(lines, 1):
     if not line.strip():
       continue
@@ -201,8 +203,12 @@ def _jsonl_records(file, lines, fields, label_fields):
     except json.JSONDecodeError as e:
       raise DataError(f'{file}:{n}: invalid JSON ({e.msg})') from None
     if not isinstance(obj, dict):
-      raise DataError(f'{file}:{n}: expected a JSON object with field(s) {list(fields)}, '
-                      f'got {_json_kind(obj)}')
+      raise DataError(f'{file}:{n}: expected a JSON object{wanted}, got {_json_kind(obj)}')
+    yield n, obj
+
+
+def _jsonl_records(file, lines, fields, label_fields):
+  for n, obj in json_objects(file, lines, f' with field(s) {list(fields)}'):
     rec = {}
     for f in fields:
       if f not in obj:

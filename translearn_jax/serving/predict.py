@@ -26,7 +26,6 @@ Output: JSONL, one line per example in input order, written atomically:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -75,15 +74,7 @@ def _tsv_texts(path: str, field):
 
 def _jsonl_inputs(path: str, field, words: bool) -> list:
   out = []
-  for n, line in enumerate(read_lines(path), 1):
-    if not line.strip():
-      continue
-    try:
-      obj = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise DataError(f'{path}:{n}: not JSON ({e.msg})') from None
-    if not isinstance(obj, dict):
-      raise DataError(f'{path}:{n}: expected a JSON object, got {type(obj).__name__}')
+  for n, obj in readers.json_objects(path, read_lines(path)):
     if words and field is None and 'tokens' in obj:
       toks = obj['tokens']
       if not isinstance(toks, list) or not all(isinstance(t, str) for t in toks):
