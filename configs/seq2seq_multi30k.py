@@ -12,6 +12,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = 'seq2seq'
+  config.objective = 'supervised'        # 'supervised' (pairs) | 'denoise' (configs/seq2seq_denoise.py)
   config.seed = 0
 
   d = '../shared/data/multi30k/'

@@ -12,11 +12,13 @@ import pytest
 
 from conftest import s2s_config
 from translearn_jax.errors import ConfigError
+from translearn_jax.models import encoder as encoder_lib
 from translearn_jax.models import seq2seq as s2s
 from translearn_jax.models import transformer_lm
 from translearn_jax.pretraining import seq2seq
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.transfer import graft as graft_lib
+from translearn_jax.transfer.sources import Source
 
 
 def test_lm_into_the_decoder_lands_the_right_leaves_and_creates_cross_attention():
@@ -28,7 +30,7 @@ def test_lm_into_the_decoder_lands_the_right_leaves_and_creates_cross_attention(
                           decoder_layers=2, max_len=16)
   fresh = nn.unbox(s2s.Seq2Seq(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32),
                                          jnp.zeros((1, 8), jnp.int32))['params'])
-  out, report = graft_lib.graft(fresh, lm, graft_lib.parse_rules(graft_lib.SEQ2SEQ_RULES['lm']))
+  out, report = graft_lib.graft(fresh, lm, graft_lib.parse_rules(graft_lib.seq2seq_rules('lm')))
   src, got, init = (graft_lib.flatten(t) for t in (lm, out, fresh))
   pairs = {'block_1/attn/query/kernel': 'decoder_block_1/self_attn/query/kernel',
            'block_0/attn/out/bias': 'decoder_block_0/self_attn/out/bias',
@@ -46,6 +48,49 @@ def test_lm_into_the_decoder_lands_the_right_leaves_and_creates_cross_attention(
   assert not any(p.startswith('decoder_block') and 'cross' not in p for p in created)
   for p in created:      # created leaves keep their initialisation
     np.testing.assert_array_equal(got[p], init[p], err_msg=p)
+
+
+def bert_like_source():
+  """A post-LN masked-LM encoder with token types and more positions than the target."""
+  cfg = encoder_lib.EncoderConfig(vocab_size=64, d_model=32, num_heads=4, num_layers=2, d_ff=64,
+                                  max_len=40, type_vocab_size=2, dropout=0.0,
+                                  attention_dropout=0.0)
+  params = nn.unbox(encoder_lib.Encoder(cfg).init(jax.random.key(3),
+                                                  jnp.zeros((1, 8), jnp.int32))['params'])
+  params = jax.tree.map(   # non-trivial LayerNorms and type rows, so a lost leaf shows
+      lambda x: np.asarray(x) + 0.1 * np.random.default_rng(x.size).normal(size=x.shape), params)
+  return Source('mlm', 'bert_run', params, model_config=cfg), cfg
+
+
+def test_mlm_into_the_encoder_computes_what_the_mlm_encoder_computes():
+  src, enc_cfg = bert_like_source()
+  cfg = s2s.Seq2SeqConfig(vocab_size=64, d_model=32, num_heads=4, d_ff=64, encoder_layers=2,
+                          decoder_layers=1, max_len=16, norm='post', embed_ln=True,
+                          activation='gelu', layer_norm_eps=1e-12, dropout=0.0)
+  seq2seq.check_architecture(src, cfg, 'bert_run')
+  model = s2s.Seq2Seq(cfg)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(4, 64, (3, 12)), jnp.int32)
+  tokens = tokens.at[1, 9:].set(0)   # padding
+  fresh = nn.unbox(model.init(jax.random.key(0), tokens, tokens[:, :5])['params'])
+  out, report = graft_lib.graft(fresh, seq2seq.source_leaves(src, 16),
+                                graft_lib.parse_rules(graft_lib.seq2seq_rules('mlm')))
+  # token type 0 folded into the positions, the table cut to the model's 16 rows
+  np.testing.assert_allclose(out['encoder_pos_embed'], src.params['pos_embed'][:16]
+                             + src.params['type_embed']['embedding'][0][None], rtol=1e-6)
+  ours, _ = model.apply({'params': out}, tokens, method=s2s.Seq2Seq.encode)
+  theirs = encoder_lib.Encoder(enc_cfg).apply({'params': src.params}, tokens,
+                                              token_types=jnp.zeros_like(tokens),
+                                              return_hidden=True)
+  real = np.asarray(tokens != 0)
+  np.testing.assert_allclose(np.asarray(ours)[real], np.asarray(theirs)[real], atol=2e-5)
+  assert set(report.dropped) >= {'mlm/bias', 'type_embed/embedding'}
+  assert report.unused_source == []
+  assert all(p.startswith(('decoder', 'dec_')) for p in report.created), report.created
+  # the same layers under another activation would be another function: refused, named
+  with pytest.raises(ConfigError, match=r"activation='gelu'.*--config\.model\.activation=gelu"):
+    seq2seq.check_architecture(src, cfg.replace(activation='gelu_tanh'), 'bert_run')
+  with pytest.raises(ConfigError, match='init.rules.*decoder'):
+    graft_lib.seq2seq_rules('mlm', 'decoder')
 
 
 def tiny_config(d, **over):

@@ -142,6 +142,11 @@ class HFTokenizer:
     ids.update(self._ids.values())
     return sorted(ids)
 
+  def piece_id(self, piece: str) -> int:
+    """The id of `piece`, -1 if the vocabulary lacks it."""
+    i = self.tk.token_to_id(piece)
+    return -1 if i is None else i
+
   def id_to_piece(self, i: int) -> str:
     return self.tk.id_to_token(int(i))
 

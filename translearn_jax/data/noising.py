@@ -20,10 +20,11 @@ without BOS/EOS) to the corrupted source, deterministically in a `numpy.random.G
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from translearn_jax.data.bucketing import BucketStream
 from translearn_jax.errors import ConfigError
 
 
@@ -132,3 +133,98 @@ def corrupt(ids: Sequence[int], rng: np.random.Generator, cfg: NoiseConfig, *, m
     return span_corruption(ids, rng, sentinel_ids, cfg.noise_density, cfg.mean_span)
   raise ConfigError(f"noise.objective must be 'infilling' or 'span_corruption', "
                     f'got {cfg.objective!r}')
+
+
+# -- training rows -------------------------------------------------------------
+
+SENTINEL = '<extra_id_{}>'     # T5's sentinel pieces, added to the tokenizer
+
+
+def sentinel_pieces(count: int) -> tuple[str, ...]:
+  return tuple(SENTINEL.format(k) for k in range(count))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseIds:
+  """The piece ids the noise and the rows use (from the run's tokenizer)."""
+  mask: int
+  bos: int
+  eos: int
+  pad: int
+  sentinels: tuple[int, ...] = ()
+  boundaries: tuple[int, ...] = ()   # pieces that end a sentence ('.', '!', '?')
+
+
+def noise_ids(tok, cfg: NoiseConfig, sentinels: int = 0) -> NoiseIds:
+  """`NoiseIds` of a tokenizer (`data.tokenizer.Tokenizer`): its mask piece, the first
+  `sentinels` sentinel pieces (span corruption; each must be in the vocabulary) and the
+  pieces ending in '.', '!' or '?'."""
+  special = set(tok.special_ids())
+  sent = []
+  for piece in sentinel_pieces(sentinels if cfg.objective == 'span_corruption' else 0):
+    i = tok.piece_id(piece)
+    if i < 0:
+      raise ConfigError(f'{tok.path}: the tokenizer has no sentinel piece {piece} (train it '
+                        f'with noise.sentinels={sentinels} special pieces)')
+    sent.append(i)
+  bounds = tuple(i for i in range(tok.vocab_size) if i not in special
+                 and tok.id_to_piece(i).rstrip().endswith(('.', '!', '?')))
+  return NoiseIds(tok.mask_id, tok.bos_id, tok.eos_id, tok.pad_id, tuple(sent), bounds)
+
+
+def chunk_documents(docs: Sequence[Sequence[int]], max_len: int) -> list[np.ndarray]:
+  """Each document's pieces cut into the fewest consecutive chunks of at most `max_len`,
+  of near-equal lengths (no stub of a piece or two at a document's end); empty documents
+  are dropped. Every piece of a long document is trained on."""
+  out = []
+  for d in docs:
+    d = np.asarray(d, np.int32)
+    if len(d):
+      out += np.array_split(d, -(-len(d) // max_len))
+  return out
+
+
+def noised_rows(docs: Sequence[np.ndarray], keys: Sequence[Sequence[int]], cfg: NoiseConfig,
+                ids: NoiseIds, max_src: int, max_tgt: int, widths: Sequence[int] = ()
+                ) -> dict[str, np.ndarray]:
+  """{source, target_in, target_out} (len(docs), width) of the documents corrupted under
+  `cfg`, document k with `np.random.default_rng(keys[k])`: target_in = BOS + target,
+  target_out = target + EOS (the target cut to `max_tgt - 1`), the source cut to `max_src`.
+  width: the smallest of `widths` holding every row (none given: the longest row)."""
+  pairs = []
+  for d, key in zip(docs, keys):
+    src, tgt = corrupt(d, np.random.default_rng(list(key)), cfg, mask_id=ids.mask,
+                       sentinel_ids=ids.sentinels, boundary_ids=ids.boundaries)
+    pairs.append((src[:max_src], tgt[:max_tgt - 1]))
+  need = max([max(len(s), len(t) + 1) for s, t in pairs] + [1])
+  width = next((w for w in sorted(widths) if w >= need), need)
+  out = {k: np.full((len(pairs), width), ids.pad, np.int32)
+         for k in ('source', 'target_in', 'target_out')}
+  for r, (s, t) in enumerate(pairs):
+    out['source'][r, :len(s)] = s
+    out['target_in'][r, :len(t) + 1] = [ids.bos] + t
+    out['target_out'][r, :len(t) + 1] = t + [ids.eos]
+  return out
+
+
+class DenoiseStream(BucketStream):
+  """Resumable batches `{source, target_in, target_out}` (1, batch, L) of documents noised
+  afresh in every epoch (BART's dynamic noise): document k of epoch e is corrupted with
+  the generator `[seed, 0, e, k]`, so a resumed run sees exactly the batches it would have.
+  Batches are planned as `BucketStream` does, by clean length + 1 (the target's length);
+  a batch is as wide as the smallest bucket boundary that holds its noised rows."""
+
+  def __init__(self, docs: Sequence[np.ndarray], cfg: NoiseConfig, ids: NoiseIds,
+               max_src: int, max_tgt: int, boundaries: Sequence[int], batch: int, epochs: int,
+               seed: int, row_start: int = 0, row_stop: Optional[int] = None):
+    lengths = np.asarray([len(d) + 1 for d in docs], np.int64)
+    super().__init__({}, lengths, boundaries, batch, epochs, seed, row_start, row_stop)
+    self.docs, self.cfg, self.ids = list(docs), cfg, ids
+    self.max_src, self.max_tgt = max_src, max_tgt
+
+  def make_batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
+    _, rows = self._plan(epoch)[index]
+    rows = rows[self.row_start:self.row_stop]
+    arrays = noised_rows([self.docs[r] for r in rows], [(self.seed, 0, epoch, int(r)) for r in rows],
+                         self.cfg, self.ids, self.max_src, self.max_tgt, self.boundaries)
+    return {k: a[None] for k, a in arrays.items()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ from translearn_jax.errors import DataError
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 MASK_PIECE = '<mask>'
 SPECIAL_PIECES = (MASK_PIECE, '<cls>', '<sep>')   # user-defined pieces that are not text
+SENTINEL_RE = re.compile(r'<extra_id_\d+>')      # T5 sentinels (span corruption), not text
 _MAX_SENTENCE_BYTES = 4192
 
 
@@ -84,6 +86,11 @@ class Tokenizer:
   def id_to_piece(self, i: int) -> str:
     return self.sp.id_to_piece(int(i))
 
+  def piece_id(self, piece: str) -> int:
+    """The id of `piece`, -1 if the vocabulary lacks it."""
+    i = self.sp.piece_to_id(piece)
+    return -1 if i == self.unk_id and piece != self.sp.id_to_piece(self.unk_id) else i
+
   def word_start_flags(self) -> np.ndarray:
     """(V,) True for pieces that begin a word ('▁' prefix) and for special pieces."""
     from translearn_jax.data.masking import word_start_table
@@ -94,7 +101,8 @@ class Tokenizer:
     """Ids of pieces that never stand for text: pad, unk, bos, eos, user-defined specials."""
     sp = self.sp
     return [i for i in range(self.vocab_size)
-            if sp.is_control(i) or sp.is_unknown(i) or sp.id_to_piece(i) in SPECIAL_PIECES]
+            if sp.is_control(i) or sp.is_unknown(i) or sp.id_to_piece(i) in SPECIAL_PIECES
+            or SENTINEL_RE.fullmatch(sp.id_to_piece(i))]
 
   def encode(self, text: str) -> list[int]:
     return self.sp.encode(text)

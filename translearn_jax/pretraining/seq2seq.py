@@ -23,6 +23,7 @@ with it exactly as the evaluation did).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -36,14 +37,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from translearn_jax.data import parallel
+from translearn_jax.data import noising, parallel
 from translearn_jax.data.bucketing import BucketStream, parse_boundaries
 from translearn_jax.data.packing import PackStream
 from translearn_jax.data.lm_data import LMState
-from translearn_jax.data.tokenizer import Tokenizer
+from translearn_jax.data.tokenizer import MASK_PIECE, Tokenizer
 from translearn_jax.errors import ConfigError, MissingExtraError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s
+from translearn_jax.pretraining import lm as lm_pretraining
 from translearn_jax.serving import saved_model
 from translearn_jax.serving import translate as serving_translate
 from translearn_jax.training import mesh as mesh_lib
@@ -62,7 +64,8 @@ def model_config(config, vocab_size, deterministic=True, decode=False) -> s2s.Se
 
 def init_source(config):
   """The pretrained source of `config.init` (None: scratch), checked before any data is read:
-  a seq2seq run (every leaf) or a causal Transformer LM run (its decoder), whose
+  a seq2seq run (every leaf), a causal Transformer LM run (its decoder, or with
+  `init.rules='encoder'` its encoder) or a masked-LM encoder run (the encoder), whose
   tokenizer this run then uses."""
   init = config.get('init')
   if not init or not init.get('path'):
@@ -70,22 +73,70 @@ def init_source(config):
   if init.kind not in graft_lib.SEQ2SEQ_RULES:
     raise ConfigError(f'config.init.kind: a seq2seq model is initialised from '
                       f'{sorted(graft_lib.SEQ2SEQ_RULES)} runs, got {init.kind!r}')
+  graft_lib.seq2seq_rules(init.kind, init.get('rules', ''))   # a bad preset: before loading
   src = sources.load(init.kind, init.path, field='init.path')
   if init.kind == 'lm' and type(src.model_config).arch != 'transformer':
     raise ConfigError(f'config.init.path: {init.path} is a {type(src.model_config).arch!r} LM; '
-                      "only a Transformer LM's layers fit the seq2seq decoder")
+                      "only a Transformer LM's layers fit the seq2seq model")
   if config.tokenizer.path:
     raise ConfigError('config.tokenizer.path: leave it empty with config.init.path (the run '
                       "uses its source's tokenizer, which the grafted embeddings index)")
+  check_architecture(src, model_config(config, src.tokenizer.vocab_size), init.path)
   return src
 
 
+# Fields that change what grafted weights compute without changing their shapes: a
+# mismatch would be a silently different function, so it is an error.
+_SAME_AS_SOURCE = ('d_model', 'num_heads', 'd_ff', 'norm', 'activation', 'layer_norm_eps',
+                   'positions', 'position_offset', 'scale_embedding', 'embed_ln',
+                   'final_logits_bias', 'share_embeddings', 'encoder_layers', 'decoder_layers')
+
+
+def check_architecture(src, target: s2s.Seq2SeqConfig, path: str) -> None:
+  """Raises a ConfigError naming each `model.*` field on which the seq2seq model would compute
+  the grafted layers differently from `src` (the fix: set it as the source has it)."""
+  m = src.model_config
+  if src.kind == 'seq2seq':
+    want = {f: getattr(m, f) for f in _SAME_AS_SOURCE}
+  else:   # a Transformer LM (pre-LN, no embedding LayerNorm) or a masked-LM encoder
+    norm = getattr(m, 'norm', 'pre')
+    want = {'d_model': m.d_model, 'num_heads': m.num_heads, 'd_ff': m.d_ff, 'norm': norm,
+            'activation': m.activation, 'layer_norm_eps': m.layer_norm_eps,
+            'positions': m.positions, 'position_offset': getattr(m, 'position_offset', 0),
+            'scale_embedding': False, 'embed_ln': src.kind == 'mlm' and norm == 'post'}
+  bad = {f: (getattr(target, f), v) for f, v in want.items() if getattr(target, f) != v}
+  if bad:
+    fixes = ' '.join(f'--config.model.{f}={v}' for f, (_, v) in bad.items())
+    raise ConfigError(
+        f'config.model: the {src.kind} source {path} computes its layers with '
+        + ', '.join(f'{f}={v!r}' for f, (_, v) in bad.items()) + '; this model has '
+        + ', '.join(f'{f}={t!r}' for f, (t, _) in bad.items()) + f' (set {fixes})'
+        + ('; a rotary-position source has no seq2seq form' if m.positions == 'rotary' else ''))
+
+
+def source_leaves(src, target_rows: int):
+  """`src.params` as the graft reads them: learned position tables (`*pos_embed`) cut to the
+  model's `target_rows` (positions the model cannot reach are not used), and a masked-LM
+  encoder's token-type row 0, which it adds at every position, folded into its positions."""
+  flat = {k: np.asarray(v) for k, v in graft_lib.flatten(jax.device_get(src.params)).items()}
+  if 'pos_embed' in flat and 'type_embed/embedding' in flat:
+    flat['pos_embed'] = flat['pos_embed'] + flat['type_embed/embedding'][0][None]
+  for k in [k for k in flat if k.endswith('pos_embed') and flat[k].ndim == 2]:
+    if len(flat[k]) < target_rows:
+      raise ConfigError(f'config.max_source_len/max_target_len: the source\'s {k} has '
+                        f'{len(flat[k])} positions, this model needs {target_rows}')
+    flat[k] = flat[k][:target_rows]
+  return graft_lib.unflatten(flat)
+
+
 def init_from_source(src, state: TrainState, config, workdir: str) -> TrainState:
-  """`state` with `src`'s leaves grafted by `config.init.rules` (empty: the defaults of
-  `graft.SEQ2SEQ_RULES`); the report is printed and saved as `workdir/graft_report.json`."""
-  spec = config.init.get('rules') or graft_lib.SEQ2SEQ_RULES[config.init.kind]
-  params, report = graft_lib.graft(jax.device_get(state.params), src.params,
-                                   graft_lib.parse_rules(spec))
+  """`state` with `src`'s leaves grafted by `config.init.rules` (a part preset or rule text of
+  `graft.seq2seq_rules`); the report is printed and saved as `workdir/graft_report.json`."""
+  spec = graft_lib.seq2seq_rules(config.init.kind, config.init.get('rules', ''))
+  params = jax.device_get(state.params)
+  rows = graft_lib.flatten(params).get('encoder_pos_embed')
+  leaves = source_leaves(src, 0 if rows is None else len(rows))
+  params, report = graft_lib.graft(params, leaves, graft_lib.parse_rules(spec))
   if jax.process_index() == 0:
     info('%s', report.summary())
     report.save(os.path.join(workdir, 'graft_report.json'))
@@ -255,15 +306,103 @@ def check_metric(metric: str) -> None:
     raise ConfigError(f"eval.metric must be 'bleu' or 'rouge', got {metric!r}")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  check_metric(config.eval.metric)
-  rules = mesh_lib.rules_from_config(config)
-  mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
-  mesh_lib.process_rows(config.train.batch_size, mesh)
-  src = init_source(config)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
+OBJECTIVES = ('supervised', 'denoise')
+
+
+def noise_config(config) -> noising.NoiseConfig:
+  """`config.noise` as a `NoiseConfig`, checked before any data is read."""
+  n = config.get('noise')
+  if n is None:
+    raise ConfigError("config.noise: objective='denoise' needs the noise block "
+                      '(see configs/seq2seq_denoise.py)')
+  kw = {f.name: n[f.name] for f in dataclasses.fields(noising.NoiseConfig) if f.name in n}
+  cfg = noising.NoiseConfig(**kw)
+  if cfg.objective not in ('infilling', 'span_corruption'):
+    raise ConfigError(f"config.noise.objective must be 'infilling' or 'span_corruption', "
+                      f'got {cfg.objective!r}')
+  checks = [('mask_rate', 0 <= cfg.mask_rate < 1, '[0, 1)'),
+            ('noise_density', 0 <= cfg.noise_density < 1, '[0, 1)'),
+            ('poisson_lambda', cfg.poisson_lambda > 0, '(0, inf)'),
+            ('mean_span', cfg.mean_span >= 1, '[1, inf)')]
+  for name, ok, rng in checks:
+    if not ok:
+      raise ConfigError(f'config.noise.{name} must be in {rng}, got {getattr(cfg, name)}')
+  if cfg.objective == 'span_corruption' and n.get('sentinels', 0) < 1:
+    raise ConfigError('config.noise.sentinels must be >= 1 for span corruption (the most '
+                      f'spans a row can have), got {n.get("sentinels", 0)}')
+  return cfg
+
+
+def denoise_pieces(config, cfg: noising.NoiseConfig) -> tuple[str, ...]:
+  """Special pieces a denoising run's new tokenizer is trained with."""
+  sentinels = config.noise.get('sentinels', 0) if cfg.objective == 'span_corruption' else 0
+  return (MASK_PIECE,) + noising.sentinel_pieces(sentinels)
+
+
+def load_denoise(config, workdir: str, cfg: noising.NoiseConfig, row_start: int,
+                 row_stop: int):
+  """(tokenizer, training stream, held-out rows, stats) of a denoising run: documents of
+  `config.data` (any text source `data.readers` reads) cut into chunks of at most
+  `max_target_len - 1` pieces, noised afresh each epoch; the held-out documents are noised
+  once, with the seed (generators `[seed, 1, k]`, apart from the training noise's
+  `[seed, 0, epoch, k]`), so every evaluation scores the same rows."""
+  train_docs, valid_docs = lm_pretraining.read_documents(config)
+  tok = lm_pretraining.get_tokenizer(config, train_docs, workdir,
+                                     special_pieces=denoise_pieces(config, cfg))
+  ids = noising.noise_ids(tok, cfg, config.noise.get('sentinels', 0))
+  ms, mt = config.max_source_len, config.max_target_len
+  train = noising.chunk_documents(tok.encode_batch(train_docs), mt - 1)
+  valid = noising.chunk_documents(tok.encode_batch(valid_docs), mt - 1) if valid_docs else []
+  if config.eval.max_examples:
+    valid = valid[:config.eval.max_examples]
+  boundaries = parse_boundaries(config.length_buckets, max(ms, mt))
+  stream = noising.DenoiseStream(train, cfg, ids, ms, mt, boundaries, config.train.batch_size,
+                                 config.train.epochs, config.seed, row_start, row_stop)
+  heldout = (noising.noised_rows(valid, [(config.seed, 1, k) for k in range(len(valid))], cfg,
+                                 ids, ms, mt) if valid else None)
+  stats = {'train_documents': len(train_docs), 'valid_documents': len(valid_docs),
+           'train_chunks': len(train), 'valid_chunks': len(valid),
+           'train_tokens': int(sum(len(d) for d in train)),
+           'train_words': sum(len(d.split()) for d in train_docs)}
+  info('denoise (%s): %d documents -> %d chunks of <= %d pieces (%d pieces), %d held out; '
+       'length buckets %s: %s', cfg.objective, len(train_docs), len(train), mt - 1,
+       stats['train_tokens'], len(valid), boundaries, stream.bucket_sizes)
+  return tok, stream, heldout, stats
+
+
+def make_eval_fn(model):
+  """Jitted `(params, source, target_in, target_out) -> (nll sum, correct, tokens)` over
+  real target tokens, teacher-forced (no smoothing, no dropout)."""
+  pad = model.config.pad_id
+
+  def eval_fn(params, src, tin, tout):
+    logits = model.apply({'params': params}, src, tin)
+    w = (tout != pad).astype(jnp.float32)
+    nll = smoothed_cross_entropy(logits, tout, 0.0)
+    correct = (jnp.argmax(logits, -1) == tout).astype(jnp.float32) * w
+    return jnp.sum(nll * w), jnp.sum(correct), jnp.sum(w)
+
+  return jax.jit(eval_fn)
+
+
+def evaluate_rows(eval_fn, params, rows: dict, batch: int) -> dict:
+  """Loss, perplexity and next-piece accuracy of the target given the (noised) source."""
+  total, correct, count = 0.0, 0.0, 0.0
+  n = len(rows['source'])
+  for lo in range(0, n, batch):
+    chunk = {k: v[lo:lo + batch] for k, v in rows.items()}
+    if len(chunk['source']) < batch:   # one shape: pad rows weigh nothing
+      chunk = {k: np.concatenate([v, np.zeros((batch - len(v), v.shape[1]), v.dtype)])
+               for k, v in chunk.items()}
+    s, c, m = eval_fn(params, chunk['source'], chunk['target_in'], chunk['target_out'])
+    total, correct, count = total + float(s), correct + float(c), count + float(m)
+  loss = total / max(count, 1.0)
+  return {'loss': loss, 'perplexity': float(np.exp(min(loss, 50.0))),
+          'accuracy': correct / max(count, 1.0), 'tokens': int(count)}
+
+
+def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
+  """(tokenizer, training stream, evaluation splits, stats) of parallel data."""
   splits = {s: parallel.read_split(config.data, s) for s in ('train', 'valid', 'test')
             if config.data.get(f'{s}_source') or config.data.get(f'{s}_path')
             or (config.data.kind == 'tfds' and config.data.get(f'{s}_split'))}
@@ -274,7 +413,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True)
   info('seq2seq: %d training pairs (%d dropped by length), vocab %d', len(kept),
        len(splits['train']) - len(kept), tok.vocab_size)
-  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   arrays, lengths = pair_arrays(train_rows, ms, mt, tok.pad_id)
   if config.get('packing', False):
     stream = PackStream(arrays['source'], arrays['target_in'], arrays['target_out'],
@@ -290,6 +428,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stream = BucketStream(arrays, lengths, boundaries, config.train.batch_size, config.train.epochs,
                           config.seed, row_start, row_stop)
     info('length buckets %s: %s pairs', boundaries, stream.bucket_sizes)
+  return tok, stream, splits, {'train_pairs': len(kept)}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains on pairs (`objective='supervised'`) or on noised monolingual text
+  (`objective='denoise'`), then evaluates and saves the model (see the module doc)."""
+  objective = config.get('objective', 'supervised')
+  if objective not in OBJECTIVES:
+    raise ConfigError(f'config.objective must be one of {OBJECTIVES}, got {objective!r}')
+  denoise = objective == 'denoise'
+  if denoise:
+    noise_cfg = noise_config(config)
+    if config.get('packing', False):
+      raise ConfigError("config.packing: objective='denoise' batches by length buckets "
+                        '(its rows change length every epoch); set packing=False')
+  else:
+    check_metric(config.eval.metric)
+  rules = mesh_lib.rules_from_config(config)
+  mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
+  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
+  src = init_source(config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
+  ms, mt = config.max_source_len, config.max_target_len
+  if denoise:
+    tok, stream, heldout, stats = load_denoise(config, workdir, noise_cfg, row_start, row_stop)
+    splits = {}
+  else:
+    tok, stream, splits, stats = load_supervised(config, workdir, src, row_start, row_stop)
   total_steps = min(stream.total_steps, config.train.steps) if config.train.steps else \
       stream.total_steps
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
@@ -302,9 +470,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = init_state(model, tx, config.seed, mesh, ms, mt, rules)
   shardings = mesh_lib.shardings_of(state)
   decode_model = s2s.Seq2Seq(train_cfg.replace(deterministic=True, decode=True))
+  eval_fn = make_eval_fn(s2s.Seq2Seq(train_cfg.replace(deterministic=True))) if denoise else None
   eval_sources: dict[str, np.ndarray] = {}
 
   def during(step: int, state) -> dict:
+    if denoise:
+      r = evaluate_rows(eval_fn, state.params, heldout, config.train.batch_size)
+      return {'valid_loss': r['loss'], 'valid_accuracy': r['accuracy']}
     pairs = splits['valid'][:config.eval.during_max_examples or None]
     if 'during' not in eval_sources:  # encoded once, not at every evaluation
       eval_sources['during'] = encode_sources(tok, pairs, config)
@@ -312,7 +484,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                config, config.eval.during_beam)
     return {f'valid_{k}': v for k, v in scores.items() if k != 'examples'}
 
-  hooks = [Every(config.eval.every_steps, during)] if 'valid' in splits else []
+  can_score = heldout is not None if denoise else 'valid' in splits
+  hooks = [Every(config.eval.every_steps, during)] if can_score else []
 
   with Run(workdir, config.train.keep_checkpoints) as run:
     state, saved = run.restore(state)
@@ -331,9 +504,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         log_every=config.train.log_every_steps,
         units_per_step=0, units_key='loss_count', units_name='target_tokens',
         data_state=data_state.to_dict(), progress=config.progress, hooks=hooks)
-  summary: dict[str, Any] = dict(run.summary(result), train_pairs=len(kept))
+  summary: dict[str, Any] = dict(run.summary(result), **stats)
   if result.stopped_by_signal:
     return summary
+  if denoise:
+    if heldout is not None:
+      summary['valid'] = evaluate_rows(eval_fn, result.state.params, heldout,
+                                       config.train.batch_size)
+      summary['valid_samples'] = denoise_samples(decode_model, result.state.params, tok,
+                                                 heldout, config)
   for split in ('valid', 'test'):
     if split not in splits:
       continue
@@ -351,3 +530,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     write_json(os.path.join(workdir, 'eval.json'), summary)
     print(json.dumps({k: v for k, v in summary.items() if k in ('steps', 'valid', 'test')}))
   return summary
+
+
+def denoise_samples(decode_model, params, tok, heldout: dict, config, count: int = 5) -> list:
+  """The first held-out rows: noised source, original, and the model's greedy output."""
+  src = heldout['source'][:count]
+  hyps = seq2seq_decode.translate(decode_model, params, tok, src, config.max_target_len, 1,
+                                  config.eval.length_penalty)
+  out = []
+  for k, h in enumerate(hyps):
+    s = [int(i) for i in src[k] if i != tok.pad_id]
+    t = [int(i) for i in heldout['target_out'][k] if i not in (tok.pad_id, tok.eos_id)]
+    out.append({'source': tok.decode(s),
+                'reference': tok.decode(t), 'output': h})
+  return out

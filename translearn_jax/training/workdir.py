@@ -127,6 +127,7 @@ ADDED_FIELDS = {
     'init.kind': 'seq2seq',             # seq2seq (issue #16): a pretrained initialisation
     'init.path': '',
     'init.rules': '',
+    'objective': 'supervised',          #   seq2seq: parallel pairs (not 'denoise')
 }
 
 

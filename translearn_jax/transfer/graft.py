@@ -73,19 +73,50 @@ class GraftReport:
     write_json(path, self.to_dict())
 
 
-# The default rules (`init.rules` empty) into an encoder-decoder (`models.seq2seq`), by
-# source kind: a seq2seq run (e.g. denoising-pretrained) entirely; a causal Transformer LM
-# into the decoder, as Ramachandran et al. (2017): self-attention, MLP, their LayerNorms,
-# the final LayerNorm, the shared embedding and learned positions; the cross-attention
-# and its LayerNorm, and the whole encoder, are created (listed in the graft report).
+# Rules into an encoder-decoder (`models.seq2seq`), by source kind and the part they fill
+# (`init.rules` names a preset of its kind, or is explicit rule text):
+# * a seq2seq run (e.g. denoising-pretrained): everything ('all');
+# * a causal Transformer LM into the decoder ('decoder', the default; Ramachandran et al.
+#   2017): self-attention, MLP, their LayerNorms, the final LayerNorm, the shared embedding
+#   and learned positions; the cross-attention, its LayerNorm and the encoder are created.
+#   'encoder' puts the same layers into the encoder (one source leaf fills one target);
+# * a masked-LM encoder into the encoder ('encoder', the default): its blocks, final or
+#   embedding LayerNorm, the shared embedding and learned positions (the MLM head, pooler
+#   and token-type table are not grafted; the runner folds type 0 into the positions).
+# Every leaf these rules do not fill is created and listed in the graft report.
+def _blocks_into(part: str, ln_final: str, embed_ln: str = '') -> list[str]:
+  rules = [rf'block_(\d+)/attn/(.*)=>{part}_block_\1/self_attn/\2',
+           rf'block_(\d+)/ln_attn/(.*)=>{part}_block_\1/ln_self/\2',
+           rf'block_(\d+)/(mlp|ln_mlp)/(.*)=>{part}_block_\1/\2/\3',
+           rf'ln_final/(.*)=>{ln_final}/\1', rf'pos_embed=>{part}_pos_embed']
+  if embed_ln:
+    rules.append(rf'embed_ln/(.*)=>{embed_ln}/\1')
+  return rules
+
+
+_EMBED = ['embed/embedding=>embed/embedding']
 SEQ2SEQ_RULES = {
-    'seq2seq': r'(.*)=>\1',
-    'lm': (r'block_(\d+)/attn/(.*)=>decoder_block_\1/self_attn/\2; '
-           r'block_(\d+)/ln_attn/(.*)=>decoder_block_\1/ln_self/\2; '
-           r'block_(\d+)/(mlp|ln_mlp)/(.*)=>decoder_block_\1/\2/\3; '
-           r'ln_final/(.*)=>dec_ln/\1; embed/embedding=>embed/embedding; '
-           r'pos_embed=>decoder_pos_embed; head/.*=>'),
+    'seq2seq': {'all': r'(.*)=>\1'},
+    'lm': {part: '; '.join(rules + _EMBED + ['head/.*=>']) for part, rules in {
+        'decoder': _blocks_into('decoder', 'dec_ln'),
+        'encoder': _blocks_into('encoder', 'enc_ln')}.items()},
+    'mlm': {'encoder': '; '.join(_blocks_into('encoder', 'enc_ln', 'encoder_embed_ln') + _EMBED
+                                 + ['mlm/.*=>', 'pooler/.*=>', 'type_embed/.*=>'])},
 }
+SEQ2SEQ_DEFAULT_PART = {'seq2seq': 'all', 'lm': 'decoder', 'mlm': 'encoder'}
+
+
+def seq2seq_rules(kind: str, spec: str = '') -> str:
+  """The rule text of `init.rules` for a seq2seq target: '' (the kind's default part), a
+  part preset of `SEQ2SEQ_RULES[kind]`, or explicit 'src_regex=>target; ...' text."""
+  presets = SEQ2SEQ_RULES[kind]
+  if '=>' in spec:
+    return spec
+  part = spec.strip() or SEQ2SEQ_DEFAULT_PART[kind]
+  if part not in presets:
+    raise ConfigError(f'config.init.rules: a {kind} source fills {sorted(presets)} of a '
+                      f'seq2seq model (or give explicit "src_regex=>target" rules), got {spec!r}')
+  return presets[part]
 
 
 def parse_rules(spec: str) -> list[tuple[str, str]]:
