@@ -34,6 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.valid_split = 'validation'
   config.data.test_split = 'test'
   config.data.data_dir = ''
+  config.data.max_train_pairs = 0        # > 0: train on this many pairs (low-resource budgets)
+  config.data.subset_seed = 0            # which ones: nested across budgets for one seed
 
   config.tokenizer = ml_collections.ConfigDict()
   config.tokenizer.path = ''             # shared sentencepiece model ('' = train on both sides)
@@ -98,6 +100,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.kind = 'seq2seq'
   config.init.path = ''
   config.init.rules = ''
+
+  # Back-translation (Sennrich et al. 2016; '' = off): the monolingual target-side sentences
+  # of backtranslation.path translated into the source language by the reverse model
+  # (a saved seq2seq model or run directory) and added to the training pairs.
+  config.backtranslation = ml_collections.ConfigDict()
+  config.backtranslation.model = ''
+  config.backtranslation.path = ''
+  config.backtranslation.max_sentences = 0   # 0: every line
+  config.backtranslation.beam = 1            # 1: greedy
+  config.backtranslation.batch_size = 128
 
   config.num_devices = 0                 # devices in the mesh (0: all)
   # The device mesh (issue #18): data × fsdp × tensor, one of them -1 (the rest of the

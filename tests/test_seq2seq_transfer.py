@@ -146,3 +146,42 @@ def test_a_run_grafted_from_a_seq2seq_run_starts_from_it_and_resumes_exactly(tmp
     seq2seq.init_source(tiny_config(split, **{'init.kind': 'word2vec', **init}))
   with pytest.raises(ConfigError, match='tokenizer.path'):
     seq2seq.init_source(tiny_config(split, **{'tokenizer.path': 'x.model', **init}))
+
+
+def test_low_resource_subsets_are_seeded_and_nested():
+  a, b = seq2seq.subset(500, 50, 3), seq2seq.subset(500, 200, 3)
+  assert len(a) == 50 and len(set(a)) == 50 and set(a) <= set(b)
+  assert not np.array_equal(a, seq2seq.subset(500, 50, 4))
+  with pytest.raises(ConfigError, match='max_train_pairs=501'):
+    seq2seq.subset(500, 501, 0)
+
+
+def test_back_translation_adds_the_reverse_models_outputs_and_reuses_them(tmp_path):
+  from translearn_jax.serving import translate
+  rev = tmp_path / 'rev'
+  rev.mkdir()
+  rc = tiny_config(rev, **{'train.steps': 2})
+  rc.data.train_source, rc.data.train_target = rc.data.train_target, rc.data.train_source
+  seq2seq.train_and_evaluate(rc, str(rev / 'run'))
+  mono = tmp_path / 'mono.tgt'
+  mono.write_text('river stone\n\nmarket\ncloud light\n')   # fit max_target_len=8
+  fwd = tmp_path / 'fwd'
+  fwd.mkdir()
+  c = tiny_config(fwd, **{'train.steps': 2, 'data.max_train_pairs': 20,
+                          'backtranslation.model': str(rev / 'run' / 'model'),
+                          'backtranslation.path': str(mono), 'backtranslation.beam': 2})
+  out = seq2seq.train_and_evaluate(c, str(fwd / 'run'))
+  assert out['train_pairs'] == 20
+  bt = fwd / 'run' / 'backtranslation'
+  # what the reverse model translates, read back as the sources of the 3 real lines
+  translate.translate_file(str(rev / 'run' / 'model'), str(bt / 'target.txt'),
+                           str(tmp_path / 'direct.txt'), beam=2)
+  assert (bt / 'source.txt').read_text() == (tmp_path / 'direct.txt').read_text()
+  assert (bt / 'target.txt').read_text().splitlines() == [
+      'river stone', 'market', 'cloud light']
+  n_real = sum(1 for s in (bt / 'source.txt').read_text().splitlines() if s.strip())
+  assert out['synthetic_pairs'] == n_real
+  before = (bt / 'source.txt').stat().st_mtime_ns
+  c.train.steps = 3          # resumed: the synthetic sources are reused, not regenerated
+  seq2seq.train_and_evaluate(c, str(fwd / 'run'))
+  assert (bt / 'source.txt').stat().st_mtime_ns == before

@@ -27,6 +27,7 @@ FAMILIES = {
     'search': 'translearn_jax.experiments.search',
     'dann': 'translearn_jax.experiments.dann',
     'multitask': 'translearn_jax.experiments.multitask',
+    'seq2seq_curves': 'translearn_jax.experiments.seq2seq_curves',
 }
 
 

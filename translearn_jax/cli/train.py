@@ -38,7 +38,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 # Families whose training goes through `training.loop.train_loop`: a SIGTERM
 # waits for the loop's next safe point (or the end of the run), see preemption.
-LOOP_FAMILIES = ('word2vec', 'lm', 'seq2seq', 'mlm')
+LOOP_FAMILIES = ('word2vec', 'lm', 'seq2seq', 'mlm', 'seq2seq_curves')
 
 
 def run(config, workdir: str) -> dict:

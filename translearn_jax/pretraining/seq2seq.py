@@ -42,7 +42,7 @@ from translearn_jax.data.bucketing import BucketStream, parse_boundaries
 from translearn_jax.data.packing import PackStream
 from translearn_jax.data.lm_data import LMState
 from translearn_jax.data.tokenizer import MASK_PIECE, Tokenizer
-from translearn_jax.errors import ConfigError, MissingExtraError
+from translearn_jax.errors import ConfigError, DataError, MissingExtraError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s
 from translearn_jax.pretraining import lm as lm_pretraining
@@ -401,6 +401,54 @@ def evaluate_rows(eval_fn, params, rows: dict, batch: int) -> dict:
           'accuracy': correct / max(count, 1.0), 'tokens': int(count)}
 
 
+def subset(n: int, budget: int, seed: int) -> np.ndarray:
+  """The sorted indices of `budget` of `n` pairs: the first `budget` of a permutation fixed
+  by `seed`, so the subsets of one seed are nested (1,000 pairs within 5,000)."""
+  if budget < 0:
+    raise ConfigError(f'config.data.max_train_pairs must be >= 0 (0: all), got {budget}')
+  if budget > n:
+    raise ConfigError(f'config.data.max_train_pairs={budget}: only {n} training pairs fit '
+                      'max_source_len/max_target_len')
+  return np.sort(np.random.default_rng([seed, 7]).permutation(n)[:budget])
+
+
+def back_translate(bt, workdir: str) -> list[tuple[str, str]]:
+  """Synthetic (source, target) pairs for monolingual target-side text (Sennrich et al.
+  2016): the sentences of `bt.path` (one a line; the first `bt.max_sentences`, 0: all)
+  translated into the source language by the reverse saved model `bt.model` (a saved
+  seq2seq model or run directory, through `serving.translate_file`, beam `bt.beam`).
+  Written to `workdir/backtranslation/` and reused by a resumed run, or by a rerun with the
+  same model, text and settings; blank lines and blank translations are dropped."""
+  from translearn_jax.serving.predict import read_lines
+  d = os.path.join(workdir, 'backtranslation')
+  settings = {'model': os.path.abspath(bt.model), 'path': os.path.abspath(bt.path),
+              'max_sentences': bt.get('max_sentences', 0), 'beam': bt.get('beam', 1)}
+  meta_path = os.path.join(d, 'settings.json')
+  tgt_path, src_path = os.path.join(d, 'target.txt'), os.path.join(d, 'source.txt')
+  if not bt.get('path'):
+    raise ConfigError('config.backtranslation.path: the monolingual target-side text to '
+                      'back-translate (one sentence a line) is missing')
+  done = os.path.isfile(meta_path) and os.path.isfile(src_path) and \
+      json.load(open(meta_path)) == settings
+  if not done:
+    lines = [x for x in read_lines(bt.path) if x.strip()]
+    if settings['max_sentences']:
+      lines = lines[:settings['max_sentences']]
+    if not lines:
+      raise DataError(f'config.backtranslation.path: {bt.path} has no sentences')
+    os.makedirs(d, exist_ok=True)
+    if jax.process_index() == 0:
+      serving_translate.write_lines(tgt_path, lines)
+      r = serving_translate.translate_file(bt.model, tgt_path, src_path, beam=settings['beam'],
+                                           batch_size=bt.get('batch_size', 128), progress=True)
+      info('back-translated %d sentences with %s in %.0fs', len(lines), bt.model, r['seconds'])
+      atomic_write(meta_path, json.dumps(settings, indent=2))
+  targets, srcs = read_lines(tgt_path), read_lines(src_path)
+  if len(targets) != len(srcs):
+    raise DataError(f'{src_path}: {len(srcs)} lines for the {len(targets)} of {tgt_path}')
+  return [(s, t) for s, t in zip(srcs, targets) if s.strip() and t.strip()]
+
+
 def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   """(tokenizer, training stream, evaluation splits, stats) of parallel data."""
   splits = {s: parallel.read_split(config.data, s) for s in ('train', 'valid', 'test')
@@ -413,6 +461,21 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True)
   info('seq2seq: %d training pairs (%d dropped by length), vocab %d', len(kept),
        len(splits['train']) - len(kept), tok.vocab_size)
+  budget = config.data.get('max_train_pairs', 0)
+  if budget:
+    pick = subset(len(kept), budget, config.data.get('subset_seed', 0))
+    train_rows, kept = train_rows[pick], [kept[i] for i in pick]
+    info('data.max_train_pairs: training on %d of them (data.subset_seed=%d)', len(kept),
+         config.data.get('subset_seed', 0))
+  stats = {'train_pairs': len(kept)}
+  bt = config.get('backtranslation')
+  if bt and bt.get('model'):
+    synthetic = back_translate(bt, workdir)
+    rows, kept_bt = encode_pairs(tok, synthetic, ms, mt, filter_long=True)
+    train_rows = np.concatenate([train_rows, rows])
+    stats['synthetic_pairs'] = len(kept_bt)
+    info('back-translation: + %d synthetic pairs (%d dropped by length)', len(kept_bt),
+         len(synthetic) - len(kept_bt))
   arrays, lengths = pair_arrays(train_rows, ms, mt, tok.pad_id)
   if config.get('packing', False):
     stream = PackStream(arrays['source'], arrays['target_in'], arrays['target_out'],
@@ -421,14 +484,14 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
     fill = stream.fill()
     info('packing: %d rows of %d/%d pieces a batch, %.1f pairs a row on average; '
          'fill %.0f%% source, %.0f%% target', config.train.batch_size, ms, mt,
-         len(kept) * config.train.epochs / (stream.total_steps * config.train.batch_size),
+         len(train_rows) * config.train.epochs / (stream.total_steps * config.train.batch_size),
          100 * fill['source'], 100 * fill['target'])
   else:
     boundaries = parse_boundaries(config.length_buckets, max(ms, mt))
     stream = BucketStream(arrays, lengths, boundaries, config.train.batch_size, config.train.epochs,
                           config.seed, row_start, row_stop)
     info('length buckets %s: %s pairs', boundaries, stream.bucket_sizes)
-  return tok, stream, splits, {'train_pairs': len(kept)}
+  return tok, stream, splits, stats
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -443,6 +506,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.get('packing', False):
       raise ConfigError("config.packing: objective='denoise' batches by length buckets "
                         '(its rows change length every epoch); set packing=False')
+    if config.get('backtranslation', {}).get('model'):
+      raise ConfigError("config.backtranslation.model: back-translation makes translation "
+                        "pairs; objective='denoise' reads monolingual text only")
   else:
     check_metric(config.eval.metric)
   rules = mesh_lib.rules_from_config(config)

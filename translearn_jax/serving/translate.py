@@ -15,6 +15,7 @@ atomically.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from translearn_jax.errors import ConfigError, DataError
@@ -26,9 +27,14 @@ from translearn_jax.training.files import atomic_write
 from translearn_jax.transfer import sources
 
 
+# Every character Python's str.splitlines breaks a line at (CR, LF, VT, FF, FS, GS, RS, NEL,
+# LS, PS): a hypothesis holding one (byte-fallback output can) must not split its line.
+_LINE_BREAKS = re.compile('[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+')
+
+
 def one_line(text: str) -> str:
-  """A hypothesis as one output line (line breaks inside it become spaces)."""
-  return ' '.join(text.splitlines()) if '\n' in text or '\r' in text else text
+  """A hypothesis as one output line (line-breaking characters inside it become spaces)."""
+  return _LINE_BREAKS.sub(' ', text)
 
 
 def write_lines(path: str, lines) -> None:

@@ -128,6 +128,13 @@ ADDED_FIELDS = {
     'init.path': '',
     'init.rules': '',
     'objective': 'supervised',          #   seq2seq: parallel pairs (not 'denoise')
+    'data.max_train_pairs': 0,          #   seq2seq: every training pair
+    'data.subset_seed': 0,
+    'backtranslation.model': '',        #   seq2seq: no back-translation
+    'backtranslation.path': '',
+    'backtranslation.max_sentences': 0,
+    'backtranslation.beam': 1,
+    'backtranslation.batch_size': 128,
 }
 
 

@@ -1,0 +1,90 @@
+"""Low-resource translation curves (issue #16): cells share pairs per seed and one
+tokenizer, pretrained conditions start from their runs, back-translation trains its
+reverse model first, finished cells are never rerun, and gains are paired by seed."""
+
+import json
+import os
+
+import pytest
+
+from conftest import s2s_config
+from test_denoise import denoise_config
+from translearn_jax.errors import ConfigError
+from translearn_jax.experiments import seq2seq_curves
+from translearn_jax.pretraining import seq2seq
+
+
+def curve_config(d, denoise_run, **curve):
+  from configs import curves_multi30k
+  c = s2s_config(d, **{'train.steps': 2, 'max_source_len': 40, 'max_target_len': 24,
+                        'train.batch_size': 4})
+  c.data.test_source, c.data.test_target = c.data.train_source, c.data.train_target
+  c.family, c.seeds = 'seq2seq_curves', 1
+  c.eval.beam = 1                        # greedy: cheaper to compile in every cell
+  c.curve = curves_multi30k.get_config().curve
+  c.curve.update({**dict(budgets='8,16', conditions='denoise,backtranslation', bt_budgets='8',
+                         epochs=1, min_steps=2, max_steps=2, denoise_path=str(denoise_run),
+                         lm_path='', bt_path=c.data.train_target, bt_max_sentences=6), **curve})
+  return c
+
+
+def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
+  (tmp_path / 'dn').mkdir()
+  seq2seq.train_and_evaluate(denoise_config(tmp_path / 'dn', **{'train.steps': 2}),
+                             str(tmp_path / 'dn' / 'run'))
+  c = curve_config(tmp_path, tmp_path / 'dn' / 'run')
+  work = tmp_path / 'curves'
+  out = seq2seq_curves.train_and_evaluate(c, str(work))
+  cells = [json.loads(x) for x in (work / 'cells.jsonl').read_text().splitlines()]
+  assert [(x['budget'], x['condition']) for x in cells] == [
+      (8, 'scratch'), (8, 'denoise'), (8, 'reverse'), (8, 'backtranslation'),
+      (16, 'scratch'), (16, 'denoise')]
+  assert all(x['train_pairs'] == x['budget'] and x['steps'] == 2 for x in cells)
+  cell = lambda b, cond: work / 'cells' / str(b) / f'{cond}-seed0'   # noqa: E731
+  shared = (tmp_path / 'dn' / 'run' / 'tokenizer.model').read_bytes()
+  for b, cond in [(8, 'scratch'), (8, 'denoise'), (16, 'denoise'), (8, 'backtranslation')]:
+    assert (cell(b, cond) / 'model' / 'tokenizer.model').read_bytes() == shared, (b, cond)
+  report = json.loads((cell(8, 'denoise') / 'graft_report.json').read_text())
+  assert report['created'] == [] and report['grafted']
+  assert not (cell(8, 'scratch') / 'graft_report.json').exists()
+  # the reverse cell translates target -> source; the BT cell adds its outputs
+  rev = json.loads((cell(8, 'reverse') / 'config.json').read_text())
+  assert rev['data']['train_source'] == c.data.train_target
+  bt = cells[3]
+  assert bt['synthetic_pairs'] == len([
+      s for s in (cell(8, 'backtranslation') / 'backtranslation' / 'source.txt')
+      .read_text().splitlines() if s.strip()]) > 0
+  rows = {(r['budget'], r['condition']): r for r in out['rows']}
+  assert rows[(8, 'denoise')]['bleu_gain'] == pytest.approx(
+      cells[1]['test']['bleu'] - cells[0]['test']['bleu'])
+  assert (work / 'curves.csv').read_text().splitlines()[0].startswith('budget,condition')
+  # a restart reruns nothing and rewrites the same summary
+  before = (work / 'cells.jsonl').read_text()
+  again = seq2seq_curves.train_and_evaluate(c, str(work))
+  assert (work / 'cells.jsonl').read_text() == before and again['rows'] == out['rows']
+
+
+def test_gains_are_paired_by_seed_with_a_t_interval():
+  cells = [{'budget': 10, 'condition': cond, 'seed': s, 'train_pairs': 10, 'steps': 5,
+            'test': {'bleu': bleu, 'chrf': 2 * bleu}}
+           for cond, vals in [('scratch', [10.0, 20.0, 30.0]), ('denoise', [12.0, 21.0, 33.0])]
+           for s, bleu in enumerate(vals)]
+  rows = seq2seq_curves.summarise(cells, [10], ['scratch', 'denoise'])
+  dn = rows[1]
+  assert dn['bleu'] == pytest.approx(22.0) and dn['bleu_gain'] == pytest.approx(2.0)
+  # paired differences 2, 1, 3: sd 1, t(0.975, 2) = 4.303 -> 4.303 / sqrt(3)
+  assert dn['bleu_gain_ci95'] == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-3)
+  assert dn['chrf_gain'] == pytest.approx(4.0) and dn['paired_seeds'] == 3
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('conditions', 'scratch,magic', 'curve.conditions'),
+    ('budgets', '100,x', 'curve.budgets'),
+    ('bt_budgets', '77', r'curve.bt_budgets: \[77\]'),
+    ('denoise_path', '/nowhere', 'curve.denoise_path: no run directory'),
+])
+def test_bad_curve_fields_are_named_before_training(tmp_path, field, value, match):
+  c = curve_config(tmp_path, tmp_path, **{field: value})
+  with pytest.raises(ConfigError, match=match):
+    seq2seq_curves.train_and_evaluate(c, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'w')
