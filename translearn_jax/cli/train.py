@@ -26,11 +26,19 @@ from translearn_jax import config_fields
 from translearn_jax.cli.absl_flags import HELP_FLAGS, flag_help
 from translearn_jax.cli.catalogue import FAMILIES, catalogue, resolve_config
 from translearn_jax.errors import NonFiniteLossError, TranslearnError
-from translearn_jax.training import preemption
+from translearn_jax.training import distributed, preemption
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
-                                 'Call jax.distributed.initialize() (multi-host runs).')
+                                 'A multi-process run on a cluster JAX detects (SLURM, TPU, '
+                                 'Open MPI): jax.distributed.initialize().')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', '',
+                                   'Multi-process run by hand: HOST:PORT of process 0 '
+                                   '(or JAX_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Multi-process run by hand: the '
+                                      'number of processes (or JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-process run by hand: this '
+                                   "process's index, 0..N-1 (or JAX_PROCESS_ID).")
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Log INFO messages of all libraries (orbax, ...).')
 config_flags.DEFINE_config_file('config', None, 'A shipped config name (see --help) or a '
                                 'config file.', lock_config=True)
@@ -51,6 +59,7 @@ def run(config, workdir: str) -> dict:
   workdir_lib.validate_fields(config)
   workdir_lib.check_directory(workdir)
   import jax
+  distributed.check_shared_workdir(workdir)
   with workdir_lib.open_workdir(config, workdir, primary=jax.process_index() == 0):
     module = importlib.import_module(FAMILIES[family])
     with (preemption.deferred(raise_at_end=False) if family in LOOP_FAMILIES
@@ -62,9 +71,13 @@ def main(argv):
   """absl main: the parsed flags' run, its errors as `error:` lines and exit codes."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _DISTRIBUTED.value:
-    import jax
-    jax.distributed.initialize()
+  try:
+    explicit = distributed.settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if explicit or _DISTRIBUTED.value:
+      distributed.initialize(**explicit)
+  except TranslearnError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   logging.set_verbosity(logging.INFO if _VERBOSE.value else logging.WARNING)
   try:
     config = flags.FLAGS.config

@@ -242,7 +242,7 @@ def evaluate_rows(eval_fn, params, rows: np.ndarray, batch: int, mesh,
       pad = batch - len(chunk)
       chunk = np.concatenate([chunk, np.zeros((pad, chunk.shape[1]), chunk.dtype)])
       w = np.concatenate([w, np.zeros(pad, np.float32)])
-    dev = mesh_lib.shard_batch({'t': chunk, 'w': w}, mesh)
+    dev = mesh_lib.shard_global_batch({'t': chunk, 'w': w}, mesh)
     s, c = eval_fn(params, dev['t'], dev['w'])
     total += float(s)
     count += float(c)

@@ -168,7 +168,7 @@ def evaluate_rows(eval_fn, params, rows: np.ndarray, batch: int, mesh, seed: int
     if len(chunk) < batch:
       chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:],
                                               chunk.dtype)])
-    dev = mesh_lib.shard_batch({'r': chunk}, mesh)
+    dev = mesh_lib.shard_global_batch({'r': chunk}, mesh)
     s, c, n = eval_fn(params, dev['r'], jax.random.fold_in(base, b))
     total, correct, count = total + float(s), correct + float(c), count + float(n)
   return {'loss': total / max(count, 1.0), 'accuracy': correct / max(count, 1.0),

@@ -91,6 +91,7 @@ class Checkpointer:
     self._verified: set[int] = set()  # steps restored after verification, or saved here
     self._loop_states: dict[int, dict] = {}
     self._failed = False
+    self._pending: Optional[int] = None   # a step whose save runs in the background
     self.manager = None
     self._sweep()
     self.manager = ocp.CheckpointManager(
@@ -156,32 +157,50 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict,
            loop_state: Optional[dict] = None) -> None:
-    """Saves and waits; then writes the step's manifest. A full disk is a one-line error."""
+    """Starts saving `step` (orbax copies the arrays to host memory, then writes them in
+    the background, so training goes on); the save is finished, and the step's manifest
+    written, at the next save, restore or `close` (`finish`). A full disk is a one-line
+    error."""
+    self.finish()
     data = dict(data_state)
     if loop_state is not None:
       data[LOOP_KEY] = loop_state
+    with preemption.deferred(), self._disk_guard(step):
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)), force=True)
+      self._pending = step
+
+  def finish(self) -> None:
+    """Waits for a save in progress and writes its manifest (a no-op without one)."""
+    if self._pending is None:
+      return
+    step, self._pending = self._pending, None
+    with preemption.deferred(), self._disk_guard(step):
+      self.manager.wait_until_finished()
+      if self._primary:
+        self._write_manifest(step)
+    self._verified.add(step)
+
+  @contextlib.contextmanager
+  def _disk_guard(self, step: int):
+    """A full disk inside: the partial save removed and one `TranslearnError`."""
     quiet = _DiskFullFilter()
     logging.getLogger('absl').addFilter(quiet)
-    with preemption.deferred():
-      try:
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)), force=True)
-        self.manager.wait_until_finished()
-        if self._primary:
-          self._write_manifest(step)
-      except Exception as e:
-        if not _disk_full(e):
-          raise
-        self._failed = True
-        self._remove_partial(step)
-        last = self.last_good_step()
-        raise TranslearnError(
-            f'disk full while saving checkpoint step {step} in {self.directory}; the partial '
-            f'save was removed' + (f', last good checkpoint is step {last}' if last is not None
-                                   else '') + '; free space and rerun to resume') from None
-      finally:
-        logging.getLogger('absl').removeFilter(quiet)
-    self._verified.add(step)
+    try:
+      yield
+    except Exception as e:
+      if not _disk_full(e):
+        raise
+      self._failed = True
+      self._pending = None
+      self._remove_partial(step)
+      last = self.last_good_step()
+      raise TranslearnError(
+          f'disk full while saving checkpoint step {step} in {self.directory}; the partial '
+          f'save was removed' + (f', last good checkpoint is step {last}' if last is not None
+                                 else '') + '; free space and rerun to resume') from None
+    finally:
+      logging.getLogger('absl').removeFilter(quiet)
 
   def _write_manifest(self, step: int) -> None:
     d = self._step_dir(step)
@@ -258,6 +277,7 @@ class Checkpointer:
     whose files match its manifest is no damage (e.g. a template of another
     shape) and is raised as is.
     """
+    self.finish()
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
     steps = [step] if step is not None else self._disk_steps()
     if not steps:
@@ -300,6 +320,7 @@ class Checkpointer:
 
     Shapes and dtypes come from the checkpoint's own metadata (orbax partial restore).
     """
+    self.finish()
     step = self.latest_step() if step is None else step
     path = os.path.join(self.directory, str(step), 'state')
     with ocp.PyTreeCheckpointer() as ckptr:
@@ -316,5 +337,10 @@ class Checkpointer:
       with contextlib.suppress(Exception):
         self.manager.close()
       return
-    self.manager.wait_until_finished()
+    try:
+      self.finish()
+    except BaseException:
+      with contextlib.suppress(Exception):
+        self.manager.close()
+      raise
     self.manager.close()

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from translearn_jax.errors import NonFiniteLossError
-from translearn_jax.training import preemption
+from translearn_jax.training import distributed, preemption
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.metrics import MetricWriter, info
 from translearn_jax.training.preemption import StopSignal
@@ -143,6 +143,10 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   diverged state is never saved over the last good one. A SIGTERM recorded
   before the loop (see `preemption`) returns at once, untrained and unsaved.
 
+  With several processes (`training.distributed`), SIGTERM is JAX's preemption notice: a
+  signal that reaches any one process stops all of them at the same step (JAX's
+  preemption sync point, asked at every step), where they checkpoint together.
+
   `checkpointer=None`: nothing is resumed or saved, and a SIGTERM is not
   caught (it is left to `preemption`: nothing could be kept). `writer=None`:
   metrics are only returned (`last_metrics`).
@@ -170,6 +174,7 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   data_state = dict(data_state or {})
   if writer is not None:
     writer.drop_after(step)
+  multi = jax.process_count() > 1
   if preemption.received() is not None:
     info('signal %s arrived before training: exiting without training', preemption.received())
     return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=True,
@@ -220,7 +225,10 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
         additive = k.endswith(('_sum', '_count'))
         window_sums[k] = window_sums.get(k, 0.0) + v if additive else v
 
-  with StopSignal() if checkpointer is not None else contextlib.nullcontext(_NO_STOP) as stop:
+  # Several processes: JAX's preemption notifier owns SIGTERM (no handler of ours may
+  # take it from one process alone); see `distributed.preemption_sync`.
+  watch = checkpointer is not None and not multi
+  with StopSignal() if watch else contextlib.nullcontext(_NO_STOP) as stop:
     for next_data_state, host_batch in stream:
       t0 = time.perf_counter()
       state, sums = step_fn(state, to_device(host_batch))
@@ -264,8 +272,13 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
         window_units = 0.0
       if hook_metrics and writer is not None:  # a hook ran between two logging steps
         writer.write(step, hook_metrics)
-      if stop.requested:
-        info('signal %s: checkpointing at step %d and exiting', stop.signum, step)
+      if multi and checkpointer is not None:
+        stop_now = distributed.preemption_sync(step)   # the same answer on every process
+      else:
+        stop_now = stop.requested
+      if stop_now:
+        info('signal %s: checkpointing at step %d and exiting',
+             stop.signum or 'SIGTERM (to one of the processes)', step)
         fetch()
         save(step, state, data_state)
         last_saved = step

@@ -194,6 +194,14 @@ def process_rows(global_batch: int, mesh: Mesh) -> tuple[int, int]:
   return start, start + per_proc
 
 
+def shard_global_batch(arrays: Mapping[str, Any], mesh: Mesh) -> dict:
+  """A global batch every process holds whole (evaluation rows) -> global arrays, each
+  process contributing only its rows (`process_rows`), so no row counts twice."""
+  n = len(next(iter(arrays.values())))
+  start, stop = process_rows(n, mesh)
+  return shard_batch({k: np.asarray(v)[start:stop] for k, v in arrays.items()}, mesh)
+
+
 def shard_batch(local: Mapping[str, Any], mesh: Mesh, batch_axis: int = 0) -> dict:
   """Host arrays (this process's rows) -> global arrays split over ('data', 'fsdp')."""
   sharding = batch_sharding(mesh, batch_axis)
