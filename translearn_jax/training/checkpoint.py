@@ -25,6 +25,7 @@ manifest) is checked by orbax alone. Damaged steps are only moved by process
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import json
@@ -165,6 +166,7 @@ class Checkpointer:
     data = dict(data_state)
     if loop_state is not None:
       data[LOOP_KEY] = loop_state
+    data = copy.deepcopy(data)   # written in the background: the caller's dicts move on
     with preemption.deferred(), self._disk_guard(step):
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)), force=True)

@@ -13,9 +13,10 @@ selection) is a `Hook`, called with the state after every `every`-th step.
 `Run` is what every runner wraps around the loop: a run directory's
 checkpointer and metric writer, resume, closing, and the run's summary.
 
-Runs too short to checkpoint (the seeds of a learning-curve cell, stacked
-under `jax.vmap`) use the same loop without a checkpointer or writer, and
-with `sync_every_step=False`, so the host does not wait for each step.
+The host never waits for a step it does not log or checkpoint: metrics are
+fetched at logging steps only, and batches are sent to the devices two steps
+ahead. Runs too short to checkpoint (the seeds of a learning-curve cell,
+stacked under `jax.vmap`) use the same loop without a checkpointer or writer.
 
 (Over 300 lines: the loop is one function on purpose — resume, logging
 windows, hooks, checkpoints, signals and the non-finite guard share its state
@@ -24,6 +25,7 @@ windows, hooks, checkpoints, signals and the non-finite guard share its state
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import time
@@ -119,6 +121,18 @@ def _loss(sums: Mapping[str, Any]):
   return _mean(sums.get('loss_sum', 0.0), sums.get('loss_count', 1.0))
 
 
+def prefetched(stream, to_device: Callable, depth: int):
+  """`(data_state, batch on the devices)` of `stream`, `depth` batches ahead: transfers
+  are asynchronous, so the next batches travel while the current step computes."""
+  ahead: collections.deque = collections.deque()
+  for data_state, host_batch in stream:
+    ahead.append((data_state, to_device(host_batch)))
+    if len(ahead) > depth:
+      yield ahead.popleft()
+  while ahead:
+    yield ahead.popleft()
+
+
 # stands in for `StopSignal` in a run without checkpoints: a signal is not caught
 _NO_STOP = types.SimpleNamespace(requested=False, signum=None)
 
@@ -131,7 +145,7 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
                progress: bool = True,
                postprocess: Optional[Callable[[dict], dict]] = None,
                units_key: Optional[str] = None, hooks: Sequence[Hook] = (),
-               sync_every_step: bool = True) -> LoopResult:
+               sync_every_step: bool = False, prefetch: int = 2) -> LoopResult:
   """Runs `step_fn` over `stream` until it ends or a signal arrives.
 
   Throughput counts `units_per_step` per step, or, with `units_key`, the value
@@ -151,19 +165,20 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   caught (it is left to `preemption`: nothing could be kept). `writer=None`:
   metrics are only returned (`last_metrics`).
 
-  `sync_every_step=False`: the host does not wait for each step; the steps'
-  metrics stay on the device until the next logging step, checkpoint or the
-  end (and the first, compiling, call), are fetched together and checked for
-  a non-finite loss one by one. A step over runs stacked by `jax.vmap` may
-  return one value per run (vectors; then pass no writer and no progress
-  bar): the error's `runs` lists the runs whose loss was not finite in any
-  step fetched with it.
+  The host does not wait for each step (`sync_every_step=False`, the default): the
+  steps' metrics stay on the device until the next logging step, checkpoint or the end
+  (and the first, compiling, call), are fetched together (explicitly: the loop makes no
+  implicit device-to-host transfer) and checked for a non-finite loss one by one; the
+  next `prefetch` batches are already on their way to the devices while a step runs. A
+  step over runs stacked by `jax.vmap` may return one value per run (vectors; then pass
+  no writer and no progress bar): the error's `runs` lists the runs whose loss was not
+  finite in any step fetched with it. `sync_every_step=True` fetches every step.
   """
   all_finite = jax.jit(lambda params: jax.tree.reduce(
       lambda a, b: a & b, jax.tree.map(lambda x: jnp.isfinite(x).all(), params)))
 
   def save(step, state, data_state):
-    if not bool(all_finite(state.params)):
+    if not bool(jax.device_get(all_finite(state.params))):
       raise NonFiniteLossError(
           f'parameters are not finite at step {step}; run stopped, {last_good(checkpointer)}')
     checkpointer.save(step, state, data_state, loop_state={
@@ -229,9 +244,9 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   # take it from one process alone); see `distributed.preemption_sync`.
   watch = checkpointer is not None and not multi
   with StopSignal() if watch else contextlib.nullcontext(_NO_STOP) as stop:
-    for next_data_state, host_batch in stream:
+    for next_data_state, device_batch in prefetched(stream, to_device, prefetch):
       t0 = time.perf_counter()
-      state, sums = step_fn(state, to_device(host_batch))
+      state, sums = step_fn(state, device_batch)
       step += steps_per_call
       data_state = next_data_state
       pending.append((step, sums))
