@@ -62,6 +62,12 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
   before = (work / 'cells.jsonl').read_text()
   again = seq2seq_curves.train_and_evaluate(c, str(work))
   assert (work / 'cells.jsonl').read_text() == before and again['rows'] == out['rows']
+  # another pretrained run under the same condition would mix two sources in one row
+  import shutil
+  shutil.copytree(tmp_path / 'dn' / 'run', tmp_path / 'dn2')
+  c.curve.denoise_path = str(tmp_path / 'dn2')
+  with pytest.raises(ConfigError, match=r'curve\.denoise_path: cells of .denoise.'):
+    seq2seq_curves.train_and_evaluate(c, str(work))
 
 
 def test_gains_are_paired_by_seed_with_a_t_interval():

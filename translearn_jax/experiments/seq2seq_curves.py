@@ -134,6 +134,27 @@ def cell_dir(workdir: str, budget: int, condition: str, seed: int) -> str:
   return os.path.join(workdir, 'cells', str(budget), f'{condition}-seed{seed}')
 
 
+def source_of(config, condition: str) -> dict:
+  """What a cell of `condition` starts from beyond the shared config (recorded per cell)."""
+  c = config.curve
+  if condition == 'backtranslation':
+    return {'bt_path': c.bt_path, 'bt_max_sentences': c.bt_max_sentences}
+  need = NEEDS.get(condition)
+  return {need: os.path.abspath(c[need])} if need else {}
+
+
+def check_recorded(cells: list[dict], config) -> None:
+  """A recorded cell that started from another source than the config names now would be
+  mixed into the same row: refused, naming the field."""
+  for cell in cells:
+    now = source_of(config, cell['condition'])
+    before = cell.get('source', {})
+    for k, v in now.items():
+      if k in before and before[k] != v:
+        raise ConfigError(f'config.curve.{k}: cells of {cell["condition"]!r} in this workdir '
+                          f'started from {before[k]!r}, not {v!r}; use a new --workdir')
+
+
 def read_cells(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
@@ -243,6 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   log = os.path.join(workdir, 'cells.jsonl')
   cells = read_cells(log)
+  check_recorded(cells, config)
   done = {(c['budget'], c['condition'], c['seed']) for c in cells}
   plan = []
   for b in budgets:                 # small budgets first, then seed-major: paired seeds
@@ -263,7 +285,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if out.get('stopped_by_signal'):
         return {'stopped': True}
       raise ConfigError('config.data: a curve cell needs a test split (test_source/test_target)')
-    rec = {'budget': b, 'condition': cond, 'seed': seed, 'train_pairs': out['train_pairs'],
+    rec = {'budget': b, 'condition': cond, 'seed': seed, 'source': source_of(config, cond),
+           'train_pairs': out['train_pairs'],
            'synthetic_pairs': out.get('synthetic_pairs', 0), 'steps': out['steps'],
            'test': {k: out['test'][k] for k in ('bleu', 'chrf')},
            'valid': {k: out['valid'][k] for k in ('bleu', 'chrf')} if 'valid' in out else None}

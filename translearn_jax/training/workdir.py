@@ -51,6 +51,10 @@ RESUME_MAY_CHANGE = (
     'mesh.*',                   # a checkpoint restores onto another mesh (issue #18)
     # the runs of a comparison, and which of their models are kept
     'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies', 'save_models',
+    # the cells of a seq2seq curve study (each cell records what it started from, and a
+    # recorded cell whose source differs from the config's is refused: seq2seq_curves)
+    'curve.budgets', 'curve.conditions', 'curve.bt_budgets', 'curve.title',
+    'curve.denoise_path', 'curve.lm_path', 'curve.mlm_path',
 )
 
 _ABSENT = '<absent>'
