@@ -111,6 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.backtranslation.beam = 1            # 1: greedy
   config.backtranslation.batch_size = 128
 
+  config.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (params fp32)
   config.num_devices = 0                 # devices in the mesh (0: all)
   # The device mesh (issue #18): data × fsdp × tensor, one of them -1 (the rest of the
   # devices); parameters are placed by logical-axis rules, mesh.rules overrides them

@@ -107,13 +107,18 @@ def config_from(config, vocab_size: int, deterministic: bool = True, decode: boo
   """The model config of a seq2seq run's ConfigDict (`model.*`, `max_*_len`).
 
   The fields of `OPTIONAL` default to this project's pre-LN model (runs written
-  before they existed compute as before). `vocab_size` is the tokenizer's; a
+  before they existed compute as before); `config.dtype` ('float32' | 'bfloat16') is the
+  compute dtype (mixed precision: parameters, optimiser and loss stay float32). `vocab_size` is the tokenizer's; a
   `model.vocab_size` field (an imported checkpoint) overrides it."""
   m = config.model
   kw = {k: m[k] for k in OPTIONAL if k in m}
   if 'suppress_ids' in kw:
     kw['suppress_ids'] = tuple(int(i) for i in kw['suppress_ids'])
   vocab_size = lm_models.table_size(m, vocab_size)
+  dtype = config.get('dtype', 'float32')
+  if dtype not in lm_models.DTYPES:
+    raise ConfigError(f'config.dtype: must be one of {sorted(lm_models.DTYPES)}, got {dtype!r}')
+  kw['dtype'] = lm_models.DTYPES[dtype]   # compute dtype; parameters stay float32
   try:
     return Seq2SeqConfig(
         vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,

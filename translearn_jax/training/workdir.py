@@ -139,6 +139,7 @@ ADDED_FIELDS = {
     'backtranslation.max_sentences': 0,
     'backtranslation.beam': 1,
     'backtranslation.batch_size': 128,
+    'dtype': 'float32',                 #   seq2seq (issue #18): float32 compute
 }
 
 

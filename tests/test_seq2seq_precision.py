@@ -1,0 +1,36 @@
+"""Mixed precision for the seq2seq family (issue #18): `config.dtype='bfloat16'` computes in
+bfloat16 with float32 parameters, optimiser state and loss."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import s2s_config
+from translearn_jax.errors import ConfigError
+from translearn_jax.pretraining import seq2seq
+from translearn_jax.serving import saved_model
+
+
+def test_bfloat16_computes_close_to_float32_and_keeps_float32_parameters(tmp_path):
+  losses = {}
+  for dtype in ('float32', 'bfloat16'):
+    d = tmp_path / dtype
+    d.mkdir()
+    seq2seq.train_and_evaluate(s2s_config(d, **{'dtype': dtype, 'train.steps': 4}),
+                               str(d / 'run'))
+    losses[dtype] = [json.loads(x)['loss'] for x in (d / 'run' / 'metrics.jsonl').open()]
+    m = saved_model.load(str(d / 'run' / 'model'))
+    assert m.module.config.dtype == (jax.numpy.bfloat16 if dtype == 'bfloat16'
+                                     else jax.numpy.float32)
+    assert {np.asarray(x).dtype for x in jax.tree.leaves(m.params)} == {np.dtype('float32')}
+  a, b = np.array(losses['float32']), np.array(losses['bfloat16'])
+  assert len(a) == 4 and np.all(a != b)            # really computed differently ...
+  np.testing.assert_allclose(b, a, rtol=2e-2)      # ... to bfloat16's precision
+
+
+def test_an_unknown_dtype_is_named(tmp_path):
+  with pytest.raises(ConfigError, match=r"config\.dtype: must be one of \['bfloat16', "
+                                        r"'float32'\], got 'float16'"):
+    seq2seq.train_and_evaluate(s2s_config(tmp_path, dtype='float16'), str(tmp_path / 'run'))
