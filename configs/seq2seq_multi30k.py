@@ -112,6 +112,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.backtranslation.batch_size = 128
 
   config.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (params fp32)
+  # Fine-tuning strategies (translearn_jax/transfer/strategies.py) for a pretrained init:
+  # 'finetune' (every parameter, one LR) | 'feature_extraction' | 'discriminative' |
+  # 'gradual_unfreezing'; groups top first ('' = encoder/decoder blocks, see
+  # pretraining/seq2seq.py seq2seq_groups); freeze_bottom keeps the k lowest groups frozen.
+  config.transfer = ml_collections.ConfigDict()
+  config.transfer.strategy = 'finetune'
+  config.transfer.groups = ''
+  config.transfer.factor = 1 / 2.6       # discriminative: LR × factor per group down
+  config.transfer.unfreeze_every = 500   # gradual unfreezing: steps between groups
+  config.transfer.freeze_bottom = 0
+
   config.num_devices = 0                 # devices in the mesh (0: all)
   # The device mesh (issue #18): data × fsdp × tensor, one of them -1 (the rest of the
   # devices); parameters are placed by logical-axis rules, mesh.rules overrides them

@@ -185,3 +185,27 @@ def test_back_translation_adds_the_reverse_models_outputs_and_reuses_them(tmp_pa
   c.train.steps = 3          # resumed: the synthetic sources are reused, not regenerated
   seq2seq.train_and_evaluate(c, str(fwd / 'run'))
   assert (bt / 'source.txt').stat().st_mtime_ns == before
+
+
+def test_strategies_freeze_the_lowest_groups_of_a_grafted_seq2seq_model(tmp_path):
+  source = tmp_path / 'source'
+  source.mkdir()
+  seq2seq.train_and_evaluate(tiny_config(source), str(source / 'run'))
+  src = final_params(source / 'run')
+  run = tmp_path / 'ft'
+  run.mkdir()
+  # groups top first: head, decoder_0, decoder_embed, encoder_0, embed -> the encoder
+  # block (with its final LayerNorm) and the shared embedding stay as grafted
+  c = tiny_config(run, **{'init.path': str(source / 'run'), 'train.steps': 3,
+                          'transfer.strategy': 'discriminative', 'transfer.freeze_bottom': 2})
+  seq2seq.train_and_evaluate(c, str(run / 'run'))
+  got = final_params(run / 'run')
+  frozen = [k for k in got if k.startswith(('encoder_block_0/', 'enc_ln/', 'embed/'))
+            or k == 'encoder_pos_embed']
+  assert len(frozen) > 5
+  for k in got:
+    same = np.array_equal(got[k], src[k])
+    assert same == (k in frozen), k
+  with pytest.raises(ConfigError, match='freeze_bottom=5'):
+    seq2seq.train_and_evaluate(tiny_config(tmp_path, **{'transfer.freeze_bottom': 5}),
+                               str(tmp_path / 'bad'))

@@ -55,7 +55,7 @@ from translearn_jax.training.loop import Every, Run
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, init_train_state
 from translearn_jax.transfer import graft as graft_lib
-from translearn_jax.transfer import sources
+from translearn_jax.transfer import sources, strategies
 
 
 def model_config(config, vocab_size, deterministic=True, decode=False) -> s2s.Seq2SeqConfig:
@@ -216,9 +216,48 @@ def smoothed_cross_entropy(logits, labels, smoothing: float):
 PACKED_KEYS = ('source_segments', 'source_positions', 'target_segments', 'target_positions')
 
 
-def make_train_fn(model, tx, schedule, mesh, smoothing, shardings=None):
+def seq2seq_groups(cfg: s2s.Seq2SeqConfig) -> list[tuple[str, str]]:
+  """The default layer groups of `transfer.groups`, top (output) first: the decoder's
+  output side, its blocks from the top, its positions, the encoder's blocks from the top
+  (the top one with the encoder's final LayerNorm), and last the shared embedding with
+  the encoder's positions."""
+  groups = [('head', r'^(final_logits_bias|head/.*|dec_ln/.*)$')]
+  groups += [(f'decoder_{i}', rf'^decoder_block_{i}/') for i in reversed(range(cfg.decoder_layers))]
+  groups.append(('decoder_embed', r'^(decoder_pos_embed|decoder_embed_ln/.*|target_embed/.*)$'))
+  top = cfg.encoder_layers - 1
+  groups += [(f'encoder_{i}', rf'^(encoder_block_{i}/.*|enc_ln/.*)$' if i == top
+              else rf'^encoder_block_{i}/') for i in reversed(range(cfg.encoder_layers))]
+  groups.append(('embed', r'^(embed/.*|encoder_pos_embed|encoder_embed_ln/.*)$'))
+  return groups
+
+
+def make_optimizer(config, model_cfg: s2s.Seq2SeqConfig, params, total_steps: int):
+  """(optimiser, base schedule, frozen mask or None): AdamW over every parameter, or, with
+  `config.transfer.strategy` (fine-tuning a pretrained initialisation), the strategy's
+  group table (`transfer.strategies`: feature extraction, discriminative LR, gradual
+  unfreezing, `freeze_bottom`) over `transfer.groups` ('' : `seq2seq_groups`)."""
+  t = config.get('transfer')
+  if t is None or (t.strategy == 'finetune' and not t.get('freeze_bottom', 0)):
+    tx, schedule = optimizers.adamw(config, total_steps, params)
+    return tx, schedule, None
+  groups = (strategies.parse_groups(t.groups) if t.get('groups')
+            else seq2seq_groups(model_cfg))
+  cfg = strategies.StrategyConfig(strategy=t.strategy, factor=t.factor,
+                                  unfreeze_every=t.unfreeze_every,
+                                  freeze_bottom=t.get('freeze_bottom', 0))
+  table, plan = strategies.rules(cfg, params, groups, total_steps)
+  tx, schedule = optimizers.make(config.optim, params, total_steps, table,
+                                 field='transfer.groups')
+  info('transfer.strategy=%s: %s', t.strategy, ', '.join(
+      f'{name} ×{mult:g}' + (f' from step {start}' if start else '') if start is not None
+      else f'{name} frozen' for name, (_, mult, start) in plan.items()))
+  return tx, schedule, strategies.frozen_mask(params, groups, plan)
+
+
+def make_train_fn(model, tx, schedule, mesh, smoothing, shardings=None, frozen=None):
   """Jitted `(state, batch) -> (state, metric sums)`; the state placed as `shardings`
-  (`mesh_lib.shardings_of(state)`; None: replicated)."""
+  (`mesh_lib.shardings_of(state)`; None: replicated); leaves True in `frozen` get no
+  gradient (`strategies.value_and_grad`)."""
   repl = mesh_lib.replicated(mesh)
   state_sh = repl if shardings is None else shardings
 
@@ -234,7 +273,8 @@ def make_train_fn(model, tx, schedule, mesh, smoothing, shardings=None):
       w = (tout != model.config.pad_id).astype(jnp.float32)
       return jnp.sum(nll * w), jnp.sum(w)
 
-    (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, count), grads = strategies.value_and_grad(loss_fn, frozen, has_aux=True)(
+        state.params)
     grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
     if shardings is not None:
       grads = jax.lax.with_sharding_constraint(grads, shardings.params)
@@ -531,7 +571,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   dummy_s, dummy_t = jnp.zeros((1, ms), jnp.int32), jnp.zeros((1, mt), jnp.int32)
   abstract = jax.eval_shape(
       lambda: nn.unbox(model.init(jax.random.key(0), dummy_s, dummy_t)['params']))
-  tx, schedule = optimizers.adamw(config, total_steps, abstract)
+  tx, schedule, frozen = make_optimizer(config, train_cfg, abstract, total_steps)
 
   state = init_state(model, tx, config.seed, mesh, ms, mt, rules)
   shardings = mesh_lib.shardings_of(state)
@@ -563,7 +603,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state=state,
         stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
                                 max(total_steps - int(state.step), 0)),
-        step_fn=make_train_fn(model, tx, schedule, mesh, config.label_smoothing, shardings),
+        step_fn=make_train_fn(model, tx, schedule, mesh, config.label_smoothing, shardings,
+                              frozen),
         to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh, batch_axis=1),
         total_steps=total_steps, steps_per_call=1,
         checkpoint_every=config.train.checkpoint_every_steps,

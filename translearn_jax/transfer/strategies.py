@@ -131,7 +131,7 @@ def frozen_mask(params, groups, plan):
   return jax.tree_util.tree_map_with_path(lambda p, _: optimizers.path_str(p) in paths, params)
 
 
-def value_and_grad(fn, frozen=None):
+def value_and_grad(fn, frozen=None, has_aux: bool = False):
   """`jax.value_and_grad(fn)` over `fn(params, ...)`'s params, skipping frozen leaves.
 
   Frozen leaves (`frozen_mask`) enter `fn` through `stop_gradient`: autodiff
@@ -144,12 +144,12 @@ def value_and_grad(fn, frozen=None):
   and counts in clipping until it thaws.
   """
   if frozen is None:
-    return jax.value_and_grad(fn)
+    return jax.value_and_grad(fn, has_aux=has_aux)
 
   def trainable_only(params, *args):
     params = jax.tree.map(lambda f, x: jax.lax.stop_gradient(x) if f else x, frozen, params)
     return fn(params, *args)
-  return jax.value_and_grad(trainable_only)
+  return jax.value_and_grad(trainable_only, has_aux=has_aux)
 
 
 def make_train_step(loss_fn, tx, frozen=None):
