@@ -66,7 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
                                          # rows of max_*_len pieces (replaces length_buckets)
   config.label_smoothing = 0.1
   config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 64
+  config.train.batch_size = 64           # pairs (packed rows with packing) a micro-batch
+  config.train.grad_accum = 1            # micro-batches per optimiser step
   config.train.epochs = 10
   config.train.steps = 0
 

@@ -262,19 +262,34 @@ def make_train_fn(model, tx, schedule, mesh, smoothing, shardings=None, frozen=N
   state_sh = repl if shardings is None else shardings
 
   def train_fn(state, batch):
-    # (1, B, L_bucket) each; the leading accumulation axis is not used here
-    src, tin, tout = batch['source'][0], batch['target_in'][0], batch['target_out'][0]
-    packed = {k: batch[k][0] for k in PACKED_KEYS if k in batch}  # packed rows (data.packing)
+    # (A, B, L_bucket) each: A micro-batches whose summed gradient is one step's (an
+    # accumulated step equals the step on their A·B rows), divided by all their tokens
     rng = jax.random.fold_in(state.rng, state.step)
 
-    def loss_fn(params):
-      logits = model.apply({'params': params}, src, tin, **packed, rngs={'dropout': rng})
-      nll = smoothed_cross_entropy(logits, tout, smoothing)
-      w = (tout != model.config.pad_id).astype(jnp.float32)
-      return jnp.sum(nll * w), jnp.sum(w)
+    def micro_grads(params, mb, key):
+      packed = {k: mb[k] for k in PACKED_KEYS if k in mb}   # packed rows (data.packing)
+      tout = mb['target_out']
 
-    (loss, count), grads = strategies.value_and_grad(loss_fn, frozen, has_aux=True)(
-        state.params)
+      def loss_fn(params):
+        logits = model.apply({'params': params}, mb['source'], mb['target_in'], **packed,
+                             rngs={'dropout': key})
+        nll = smoothed_cross_entropy(logits, tout, smoothing)
+        w = (tout != model.config.pad_id).astype(jnp.float32)
+        return jnp.sum(nll * w), jnp.sum(w)
+      return strategies.value_and_grad(loss_fn, frozen, has_aux=True)(params)
+
+    accum = batch['source'].shape[0]
+    if accum == 1:
+      (loss, count), grads = micro_grads(state.params, {k: v[0] for k, v in batch.items()}, rng)
+    else:
+      def body(carry, xs):
+        i, mb = xs
+        (l, c), g = micro_grads(state.params, mb, jax.random.fold_in(rng, i))
+        g_sum, l_sum, c_sum = carry
+        return (jax.tree.map(jnp.add, g_sum, g), l_sum + l, c_sum + c), None
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, loss, count), _ = jax.lax.scan(
+          body, (zeros, jnp.float32(0), jnp.float32(0)), (jnp.arange(accum), batch))
     grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
     if shardings is not None:
       grads = jax.lax.with_sharding_constraint(grads, shardings.params)
@@ -286,6 +301,18 @@ def make_train_fn(model, tx, schedule, mesh, smoothing, shardings=None, frozen=N
   return jax.jit(train_fn, donate_argnums=0,
                  in_shardings=(state_sh, mesh_lib.batch_sharding(mesh, 1)),
                  out_shardings=(state_sh, repl))
+
+
+def step_rows(config) -> int:
+  """Rows (pairs, or packed rows) of one optimiser step: batch_size × grad_accum."""
+  return config.train.batch_size * config.train.get('grad_accum', 1)
+
+
+def micro_batches(batch: dict, accum: int) -> dict:
+  """A stream's batch (1, A·b, L) as A micro-batches (A, b, L) (b: this process's rows)."""
+  if accum == 1:
+    return batch
+  return {k: v.reshape(accum, v.shape[1] // accum, *v.shape[2:]) for k, v in batch.items()}
 
 
 def encode_sources(tok: Tokenizer, pairs, config) -> np.ndarray:
@@ -396,7 +423,7 @@ def load_denoise(config, workdir: str, cfg: noising.NoiseConfig, row_start: int,
   if config.eval.max_examples:
     valid = valid[:config.eval.max_examples]
   boundaries = parse_boundaries(config.length_buckets, max(ms, mt))
-  stream = noising.DenoiseStream(train, cfg, ids, ms, mt, boundaries, config.train.batch_size,
+  stream = noising.DenoiseStream(train, cfg, ids, ms, mt, boundaries, step_rows(config),
                                  config.train.epochs, config.seed, row_start, row_stop)
   heldout = (noising.noised_rows(valid, [(config.seed, 1, k) for k in range(len(valid))], cfg,
                                  ids, ms, mt) if valid else None)
@@ -519,16 +546,16 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   arrays, lengths = pair_arrays(train_rows, ms, mt, tok.pad_id)
   if config.get('packing', False):
     stream = PackStream(arrays['source'], arrays['target_in'], arrays['target_out'],
-                        config.train.batch_size, config.train.epochs, config.seed, row_start,
+                        step_rows(config), config.train.epochs, config.seed, row_start,
                         row_stop, pad_id=tok.pad_id)
     fill = stream.fill()
     info('packing: %d rows of %d/%d pieces a batch, %.1f pairs a row on average; '
-         'fill %.0f%% source, %.0f%% target', config.train.batch_size, ms, mt,
-         len(train_rows) * config.train.epochs / (stream.total_steps * config.train.batch_size),
+         'fill %.0f%% source, %.0f%% target', step_rows(config), ms, mt,
+         len(train_rows) * config.train.epochs / (stream.total_steps * step_rows(config)),
          100 * fill['source'], 100 * fill['target'])
   else:
     boundaries = parse_boundaries(config.length_buckets, max(ms, mt))
-    stream = BucketStream(arrays, lengths, boundaries, config.train.batch_size, config.train.epochs,
+    stream = BucketStream(arrays, lengths, boundaries, step_rows(config), config.train.epochs,
                           config.seed, row_start, row_stop)
     info('length buckets %s: %s pairs', boundaries, stream.bucket_sizes)
   return tok, stream, splits, stats
@@ -553,7 +580,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     check_metric(config.eval.metric)
   rules = mesh_lib.rules_from_config(config)
   mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
-  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
+  accum = config.train.get('grad_accum', 1)
+  if accum < 1:
+    raise ConfigError(f'config.train.grad_accum must be >= 1, got {accum}')
+  mesh_lib.process_rows(config.train.batch_size, mesh)
+  # a step's rows: batch_size × grad_accum, this process's share split into grad_accum
+  # micro-batches (`micro_batches`)
+  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size * accum, mesh)
   src = init_source(config)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
@@ -601,7 +634,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data_state = LMState(**saved)
     result = run.train(
         state=state,
-        stream=itertools.islice(((s.to_dict(), b) for s, b in stream.iterate(data_state)),
+        stream=itertools.islice(((s.to_dict(), micro_batches(b, accum))
+                                 for s, b in stream.iterate(data_state)),
                                 max(total_steps - int(state.step), 0)),
         step_fn=make_train_fn(model, tx, schedule, mesh, config.label_smoothing, shardings,
                               frozen),

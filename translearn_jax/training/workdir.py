@@ -140,6 +140,7 @@ ADDED_FIELDS = {
     'backtranslation.beam': 1,
     'backtranslation.batch_size': 128,
     'dtype': 'float32',                 #   seq2seq (issue #18): float32 compute
+    'train.grad_accum': 1,              #   seq2seq (issue #18): no accumulation
 }
 
 
