@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0                        # init, dropout, shuffling, held-out split
 
   config.data = ml_collections.ConfigDict()
-  config.data.kind = 'wiki'              # 'text' | 'jsonl' | 'tsv' | 'tfds' | 'wiki'
+  config.data.kind = 'wiki'              # 'text' | 'jsonl' | 'tsv' | 'tfds' | 'wiki' | 'pretokenized' (data.path: a directory of python -m translearn_jax.data.pretokenized)
   config.data.path = 'gensim:enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'
   config.data.field = 'text'             # JSONL key / TSV column / TFDS feature
   config.data.unit = 'line'              # text: 'line' | 'paragraph' | 'file' per document

@@ -24,18 +24,26 @@ def split_documents(docs: Sequence[str], valid_fraction: float, seed: int
                     ) -> tuple[list[str], list[str]]:
   """Holds out whole documents for validation (deterministic)."""
   docs = [d for d in docs if d.strip()]
-  if not docs:
-    raise DataError('no non-empty documents to train on')
-  if valid_fraction <= 0:
-    return docs, []
-  n_valid = max(1, int(round(valid_fraction * len(docs))))
-  if n_valid >= len(docs):
-    raise DataError(f'data.valid_fraction={valid_fraction} leaves no training documents '
-                    f'out of {len(docs)}')
-  held = set(np.random.default_rng([seed, 7]).permutation(len(docs))[:n_valid].tolist())
-  train = [d for i, d in enumerate(docs) if i not in held]
-  valid = [d for i, d in enumerate(docs) if i in held]
+  held = held_out_mask(len(docs), valid_fraction, seed)
+  train = [d for i, d in enumerate(docs) if not held[i]]
+  valid = [d for i, d in enumerate(docs) if held[i]]
   return train, valid
+
+
+def held_out_mask(n_docs: int, valid_fraction: float, seed: int) -> np.ndarray:
+  """(n_docs,) bool: which of `n_docs` non-empty documents `split_documents` holds out
+  (the streaming pretokeniser counts documents first, then picks the same ones)."""
+  if not n_docs:
+    raise DataError('no non-empty documents to train on')
+  held = np.zeros(n_docs, bool)
+  if valid_fraction <= 0:
+    return held
+  n_valid = max(1, int(round(valid_fraction * n_docs)))
+  if n_valid >= n_docs:
+    raise DataError(f'data.valid_fraction={valid_fraction} leaves no training documents '
+                    f'out of {n_docs}')
+  held[np.random.default_rng([seed, 7]).permutation(n_docs)[:n_valid]] = True
+  return held
 
 
 def pack(stream: np.ndarray, seq_len: int, what: str = 'training') -> np.ndarray:

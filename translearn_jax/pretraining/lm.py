@@ -6,6 +6,13 @@ Writes to `workdir`: `tokenizer.model` (sentencepiece), `config.json`,
 perplexity). Sample from a finished run with
 `python -m translearn_jax.generation.sample --workdir DIR --prompt "..."`.
 
+`data.kind='pretokenized'` with `data.path` a directory made by
+`python -m translearn_jax.data.pretokenized` (issue #19): nothing is read or
+tokenised at start-up; each process memory-maps its own shards
+(`data.pretokenized.ShardedTokenStream`, resumable like `LMStream`) and the
+held-out rows are the directory's `valid.bin`; the tokenizer is the
+directory's (or `tokenizer.path`, which must be the same file by sha256).
+
 Over 300 lines because it is the whole LM family in one place — validation, data
 (tokenizer, packing, held-out documents), the jitted train/eval steps with
 gradient accumulation, continued pretraining and the run — each piece used only
@@ -27,8 +34,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from translearn_jax.data import readers
-from translearn_jax.data.lm_data import LMState, LMStream, pack, split_documents
+from translearn_jax.data import pretokenized, readers
+from translearn_jax.data.lm_data import EpochBatches, LMState, LMStream, pack, split_documents
 from translearn_jax.data.tokenizer import Tokenizer, encode_documents, load_tokenizer
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
@@ -72,8 +79,16 @@ def validate_rows(config, archs) -> None:
   lm_models.config_from(config.model, 8, config.dtype)   # bad model fields: before any data
 
 
+DATA_KINDS = readers.TEXT_KINDS + ('pretokenized',)
+
+
 def validate(config) -> None:
   validate_rows(config, ('transformer', 'lstm'))
+  _require(config.data.kind in DATA_KINDS, 'data.kind',
+           f'must be one of {DATA_KINDS}, got {config.data.kind!r}')
+  _require(config.data.kind != 'pretokenized' or not config.data.valid_path, 'data.valid_path',
+           "a pretokenized directory holds its own held-out documents (valid.bin, chosen "
+           "when it was made): leave data.valid_path ''")
   mesh_lib.rules_from_config(config)
   mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
   mesh_lib.process_rows(config.train.batch_size, mesh)
@@ -145,6 +160,52 @@ def load_data(config, workdir: str):
            'valid_tokens': 0 if valid_stream is None else int(len(valid_stream)),
            'train_words': sum(len(d.split()) for d in train_docs)}
   return tok, train_rows, valid_rows, stats
+
+
+# -- pretokenised data (data.kind='pretokenized', issue #19) -----------------
+
+def pretokenized_tokenizer(config, workdir: str):
+  """(tokenizer, index) of the pretokenised directory `data.path`. `tokenizer.path`, the
+  run's saved tokenizer (a resume) or the continued source's (`init.path`) when there is
+  one, else the directory's own (saved into `workdir`); whichever it is must be the one
+  the directory was made with (sha256 in its index.json)."""
+  index = pretokenized.read_index(config.data.path)
+  saved = [os.path.join(workdir, n) for n in sources.TOKENIZER_FILES
+           if os.path.exists(os.path.join(workdir, n))]
+  if config.tokenizer.path:
+    tok = load_tokenizer(config.tokenizer.path)
+  elif saved:
+    tok = load_tokenizer(saved[0])
+  elif config.init.path:
+    tok = sources.run_tokenizer(config.init.path,
+                                sources.run_config(config.init.path, 'init.path'))
+  else:
+    tok = pretokenized.directory_tokenizer(config.data.path, index)
+  pretokenized.check_tokenizer(tok, config.data.path, index)
+  if not config.tokenizer.path and not saved and jax.process_index() == 0:
+    tok.save(os.path.join(workdir, tok.file_name))
+  return tok, index
+
+
+def load_pretokenized(config, workdir: str, row_start: int, row_stop: int):
+  """(tokenizer, this process's `ShardedTokenStream`, held-out rows or None, stats) of the
+  pretokenised directory `data.path`: no corpus is read or tokenised; this process
+  memory-maps its own shards only, and reads the (small) held-out file whole."""
+  tok, index = pretokenized_tokenizer(config, workdir)
+  t = config.train
+  if config.data.valid_fraction:
+    info('data.kind=pretokenized: the held-out documents are %s/valid.bin (%d); '
+         'data.valid_fraction is not used', config.data.path, index['valid_documents'])
+  stream = pretokenized.ShardedTokenStream(
+      config.data.path, t.seq_length, t.batch_size, t.grad_accum, t.epochs, config.seed,
+      jax.process_index(), jax.process_count(), row_start, row_stop)
+  valid_rows = pretokenized.valid_rows(config.data.path, t.seq_length)
+  stats = {k: int(index[k]) for k in ('train_documents', 'valid_documents', 'train_tokens',
+                                      'valid_tokens', 'train_words')}
+  info('pretokenised %s: %d shards, %d train / %d held-out tokens; this process reads '
+       'shards %s', config.data.path, len(index['shards']), stats['train_tokens'],
+       stats['valid_tokens'], stream.mine)
+  return tok, stream, valid_rows, stats
 
 
 # -- steps -------------------------------------------------------------------
@@ -279,8 +340,8 @@ def throughput_metrics(config, fpt: float, mesh, perplexity: bool = True):
   return peak, add
 
 
-def run_rows(config, workdir: str, *, state: TrainState, stream: LMStream, total_steps: int,
-               train_fn, mesh, hooks, fpt: float, init_fn, perplexity: bool):
+def run_rows(config, workdir: str, *, state: TrainState, stream: EpochBatches, total_steps: int,
+             train_fn, mesh, hooks, fpt: float, init_fn, perplexity: bool):
   """A row family's run (LM, masked LM) on the shared loop: resume from `workdir`, or
   `init_fn(state)` when `config.init.path` names a source; `total_steps` steps of
   `train_fn` over `stream`; metrics with tokens/s, model TFLOP/s and MFU.
@@ -350,11 +411,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
-  tok, train_rows, valid_rows, stats, mesh = build(config, workdir)
-  row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   t = config.train
-  stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs,
-                    config.seed, row_start, row_stop)
+  if config.data.kind == 'pretokenized':   # this process's shards, memory-mapped
+    mesh = mesh_lib.mesh_from_config(config)
+    row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
+    tok, stream, valid_rows, stats = load_pretokenized(config, workdir, row_start, row_stop)
+    # every process scores its own first rows (as many on each): a training sample
+    train_rows = stream.sample_rows(max(len(valid_rows) if valid_rows is not None else 0,
+                                        t.batch_size))
+  else:
+    tok, train_rows, valid_rows, stats, mesh = build(config, workdir)
+    row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
+    stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs,
+                      config.seed, row_start, row_stop)
   total_steps = stream.total_steps
   if config.train.steps:
     total_steps = min(total_steps, config.train.steps)
