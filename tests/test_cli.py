@@ -71,7 +71,10 @@ def test_console_script_errors_are_one_line_exit_2(capsys):
   assert cli.main(['fly']) == 2
   assert capsys.readouterr().err.strip() == (
       "error: unknown command 'fly'; commands: train, predict, translate, sample, convert, "
-      "configs (see translearn --help)")
+      "pretokenize, configs (see translearn --help)")
+  assert cli.main(['pretokenize', '--tokenizer', 'x.model']) == 2   # the module's own errors
+  assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+      'error: the following arguments are required: --input, --out')
   assert cli.main(['configs', 'extra']) == 2
   assert capsys.readouterr().err.startswith('error: ')
 

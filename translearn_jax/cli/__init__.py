@@ -5,6 +5,7 @@
   translearn translate MODEL_DIR --input FILE --output FILE [--beam K]
   translearn sample --workdir RUN_DIR --prompt TEXT
   translearn convert import-hf HF_DIR RUN_DIR | export-hf RUN_DIR HF_DIR
+  translearn pretokenize --tokenizer T --input SPEC --out DIR --shards N
   translearn configs
 
 This is the one folder that imports the runners (`pretraining/`,
@@ -31,6 +32,8 @@ COMMANDS = {
                  '--output FILE [--beam K]',
     'sample': 'sample text from an LM run: --workdir RUN_DIR --prompt TEXT [--temperature T]',
     'convert': 'Hugging Face model directories <-> run directories: import-hf | export-hf',
+    'pretokenize': "tokenise a corpus once into shards for data.kind='pretokenized': "
+                   '--tokenizer T --input SPEC --out DIR --shards N',
     'configs': 'list the shipped configs with their first docstring lines',
 }
 
@@ -75,6 +78,11 @@ def _sample(argv: list[str]) -> int:
 def _convert(argv: list[str]) -> int:
   from translearn_jax.convert.__main__ import main as convert_main
   return convert_main(argv, prog=f'{PROG} convert')
+
+
+def _pretokenize(argv: list[str]) -> int:
+  from translearn_jax.data import pretokenized
+  return pretokenized.main(argv, prog=f'{PROG} pretokenize')
 
 
 def _serving_parser(command: str):
@@ -140,7 +148,7 @@ def _configs(argv: list[str]) -> int:
 
 
 RUN = {'train': _train, 'predict': _predict, 'translate': _translate, 'sample': _sample,
-       'convert': _convert, 'configs': _configs}
+       'convert': _convert, 'pretokenize': _pretokenize, 'configs': _configs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -510,8 +510,8 @@ def _held_out_split(spec: readers.TextSpec, valid_fraction: float, seed: int):
   return part(False), part(True)
 
 
-def main(argv=None) -> int:
-  p = _Parser(prog='python -m translearn_jax.data.pretokenized',
+def main(argv=None, prog: str = 'python -m translearn_jax.data.pretokenized') -> int:
+  p = _Parser(prog=prog,
               description='Tokenise a corpus once into shards of token ids for '
                           "data.kind='pretokenized' LM runs.")
   p.add_argument('--tokenizer', help='sentencepiece .model or Hugging Face tokenizer.json')
