@@ -82,7 +82,10 @@ def _convert(argv: list[str]) -> int:
 
 def _pretokenize(argv: list[str]) -> int:
   from translearn_jax.data import pretokenized
-  return pretokenized.main(argv, prog=f'{PROG} pretokenize')
+  try:
+    return pretokenized.main(argv, prog=f'{PROG} pretokenize')
+  except SystemExit as e:      # its parser's one-line errors (and --help) exit
+    return e.code if isinstance(e.code, int) else 2
 
 
 def _serving_parser(command: str):
