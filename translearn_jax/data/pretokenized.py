@@ -65,7 +65,6 @@ at least a few batches each (`seq_len + 1` tokens at the very least).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import heapq
@@ -104,15 +103,6 @@ def tokenizer_sha256(tok) -> str:
     raise DataError(f'{getattr(tok, "path", tok)}: cannot fingerprint a tokenizer of type '
                     f'{type(tok).__name__}')
   return hashlib.sha256(data).hexdigest()
-
-
-def _fsync_dir(d: str) -> None:
-  with contextlib.suppress(OSError):
-    fd = os.open(d, os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
 
 
 # -- writing ---------------------------------------------------------------------
@@ -246,7 +236,7 @@ def pretokenize(documents: Iterable[str], tokenizer, out_dir: str, num_shards: i
         'valid_tokens': valid['tokens'], 'valid_words': valid['words'],
         'source': source or {}}
     readers.write_file(os.path.join(tmp, INDEX), json.dumps(index, indent=1).encode('utf-8'))
-    _fsync_dir(tmp)
+    readers.fsync_dir(tmp)
     _check_out(out_dir, overwrite)   # nothing appeared there meanwhile
     if os.path.exists(out_dir):
       old = os.path.join(parent, f'.{name}.old-{os.getpid()}')
@@ -255,7 +245,7 @@ def pretokenize(documents: Iterable[str], tokenizer, out_dir: str, num_shards: i
       shutil.rmtree(old, ignore_errors=True)
     else:
       os.replace(tmp, out_dir)
-    _fsync_dir(parent)
+    readers.fsync_dir(parent)
     return index
   finally:
     for f in files:

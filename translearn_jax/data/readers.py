@@ -30,6 +30,7 @@ line, unless `encoding` names the file's real encoding (e.g. 'latin-1') or
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -297,6 +298,16 @@ def read_documents(spec: TextSpec) -> Iterator[str]:
 def read_many(specs: Sequence[TextSpec]) -> Iterator[str]:
   for spec in specs:
     yield from read_documents(spec)
+
+
+def fsync_dir(d: str) -> None:
+  """Makes a rename in directory `d` durable (best effort)."""
+  with contextlib.suppress(OSError):
+    fd = os.open(d, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
 
 
 def write_file(path: str, data: bytes) -> None:

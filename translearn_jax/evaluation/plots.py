@@ -57,9 +57,30 @@ def gain_plot(rows: list[dict], path: str, title: str, metric: str = 'accuracy'
   ax.set_xlabel(f'test {metric} gain over scratch, points (paired, 95% CI)')
   ax.set_title(title)
   ax.grid(axis='x', alpha=0.3)
+  save_png(plt, fig, path)
+  return list(zip(names, gains, cis, colors))
+
+
+def budget_curve_axes(ax, budgets, xlabel: str, ylabel: str, title: str) -> None:
+  """The axes of a learning curve: budgets on a log x axis (one tick each), labels,
+  grid and legend."""
+  import matplotlib.ticker
+  budgets = sorted(budgets)
+  if len(budgets) > 1:
+    ax.set_xscale('log')
+  ax.set_xticks(budgets, [f'{b:,}' for b in budgets], rotation=45, ha='right')
+  ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # no overlapping minor labels
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+
+
+def save_png(plt, fig, path: str) -> None:
+  """Writes `fig` to a temporary file beside `path`, closes it and renames it into place."""
   fig.tight_layout()
   tmp = f'{path}.tmp.png'
   fig.savefig(tmp, dpi=120)
   plt.close(fig)
   os.replace(tmp, path)
-  return list(zip(names, gains, cis, colors))

@@ -218,7 +218,6 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
   plt = plots.pyplot()
   if plt is None:  # matplotlib (the [plots] extra) is missing: curves.csv only
     return
-  import matplotlib.ticker
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for strategy in dict.fromkeys(r['strategy'] for r in rows):
     rs = sorted((r for r in rows if r['strategy'] == strategy), key=lambda r: r['budget'])
@@ -227,20 +226,9 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
     h = np.array([100 * (r['ci95'] or 0.0) for r in rs])     # one seed: no band
     ax.plot(x, m, marker='o', label=strategy)
     ax.fill_between(x, np.clip(m - h, 0, 100), np.clip(m + h, 0, 100), alpha=0.2)
-  ax.set_xscale('log')
-  budgets = sorted({r['budget'] for r in rows})
-  ax.set_xticks(budgets, [f'{b:,}' for b in budgets], rotation=45, ha='right')
-  ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # no overlapping minor labels
-  ax.set_xlabel('labelled training examples')
-  ax.set_ylabel('test accuracy % (mean ± 95% CI)')
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  tmp = os.path.join(workdir, 'curves.tmp.png')
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, os.path.join(workdir, 'curves.png'))
+  plots.budget_curve_axes(ax, {r['budget'] for r in rows}, 'labelled training examples',
+                          'test accuracy % (mean ± 95% CI)', title)
+  plots.save_png(plt, fig, os.path.join(workdir, 'curves.png'))
 
 
 def parse_budgets(spec: str, n_train: int) -> list[int]:

@@ -211,7 +211,6 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
   plt = plots.pyplot()
   if plt is None:
     return
-  import matplotlib.ticker
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for cond in dict.fromkeys(r['condition'] for r in rows if r['condition'] != 'reverse'):
     rs = sorted((r for r in rows if r['condition'] == cond), key=lambda r: r['budget'])
@@ -220,21 +219,9 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
     h = np.array([r['bleu_ci95'] or 0.0 for r in rs])
     ax.plot(x, m, marker='o', label=cond)
     ax.fill_between(x, np.clip(m - h, 0, 100), np.clip(m + h, 0, 100), alpha=0.2)
-  budgets = sorted({r['budget'] for r in rows})
-  if len(budgets) > 1:
-    ax.set_xscale('log')
-  ax.set_xticks(budgets, [f'{b:,}' for b in budgets])
-  ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-  ax.set_xlabel('parallel training pairs')
-  ax.set_ylabel('test BLEU (mean ± 95% CI over seeds)')
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  tmp = os.path.join(workdir, 'curves.tmp.png')
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, os.path.join(workdir, 'curves.png'))
+  plots.budget_curve_axes(ax, {r['budget'] for r in rows}, 'parallel training pairs',
+                          'test BLEU (mean ± 95% CI over seeds)', title)
+  plots.save_png(plt, fig, os.path.join(workdir, 'curves.png'))
 
 
 def format_rows(rows: list[dict]) -> str:

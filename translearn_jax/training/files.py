@@ -5,15 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-
-def fsync_dir(d: str) -> None:
-  """Makes a rename in directory `d` durable (best effort)."""
-  with contextlib.suppress(OSError):
-    fd = os.open(d, os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
+from translearn_jax.data.readers import fsync_dir  # noqa: F401 (the one definition)
 
 
 def atomic_write(path: str, text: str) -> None:
