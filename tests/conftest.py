@@ -10,7 +10,18 @@ change a run directory copies it to its own tmp_path first.
 Each process also gets a fresh, private JAX compilation cache (deleted at
 exit): the runners build a new jitted step per run, so e.g. the ten
 fine-tuning runs of one comparison would otherwise compile the same program
-ten times. Subprocesses (train.py) do not use it.
+ten times. The subprocesses a test starts (train.py, the console script)
+inherit it through the environment (JAX_COMPILATION_CACHE_DIR), so the
+reference, killed and resumed runs of a kill -9 test compile once. A cache
+entry cut short by a kill is read as a miss (JAX warns and recompiles).
+
+Compilation dominates the suite's time (tiny models, hundreds of programs), so
+the tests ask XLA:CPU for fast compilation rather than fast code: LLVM
+optimisation level 0 and the classic (non-MLIR) fusion emitters, about half
+the compile time of the defaults. Only for the jaxlib release these flags are
+known to (0.10.x: an unknown XLA flag aborts the process), and not when
+XLA_FLAGS already picks an optimisation level or TRANSLEARN_TEST_DEFAULT_XLA=1
+(to run the suite on XLA's default pipeline). Subprocesses inherit the flags.
 """
 
 import atexit
@@ -19,16 +30,35 @@ import shutil
 import sys
 import tempfile
 
+def _fast_compile_flags(xla_flags: str) -> str:
+  """XLA:CPU flags trading run speed for compile speed (see the module doc), or ''."""
+  from importlib import metadata
+  try:
+    jaxlib = metadata.version('jaxlib')
+  except metadata.PackageNotFoundError:
+    return ''
+  if (os.environ.get('TRANSLEARN_TEST_DEFAULT_XLA') == '1' or not jaxlib.startswith('0.10.')
+      or 'xla_backend_optimization_level' in xla_flags):
+    return ''
+  return ' --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
+
+
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           _fast_compile_flags(os.environ.get('XLA_FLAGS', '')) +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+_XLA_CACHE = tempfile.mkdtemp(prefix='translearn_jax_test_xla_cache_')
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+# read by this process's JAX at import and inherited by the subprocesses tests start
+os.environ['JAX_COMPILATION_CACHE_DIR'] = _XLA_CACHE
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-_XLA_CACHE = tempfile.mkdtemp(prefix='translearn_jax_test_xla_cache_')
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 jax.config.update('jax_compilation_cache_dir', _XLA_CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
