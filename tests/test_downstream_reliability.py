@@ -45,21 +45,26 @@ def test_learning_curve_names_strategy_budget_and_seeds(tmp_path, topic_task, ve
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def comparison_fields(task, vecs):
+  return {'data.kind': 'tsv', 'data.path': task, 'model.dim': 16, 'init.path': vecs[0],
+          'train.epochs': 3, 'train.batch_size': 32, 'transfer.unfreeze_every': 20,
+          'compare_scratch': True, 'seeds': 1, 'transfer.strategies': 'finetune'}
+
+
 def comparison_cmd(task, vecs, workdir):
   return [sys.executable, 'train.py', '--config', 'configs/transfer_mr_skipgram.py',
-          '--workdir', str(workdir), '--config.data.kind=tsv', f'--config.data.path={task}',
-          '--config.model.dim=16', f'--config.init.path={vecs[0]}', '--config.train.epochs=3',
-          '--config.train.batch_size=32', '--config.transfer.unfreeze_every=20',
-          '--config.compare_scratch=True', '--config.seeds=1',
-          '--config.transfer.strategies=finetune']
+          '--workdir', str(workdir),
+          *(f'--config.{k}={v}' for k, v in comparison_fields(task, vecs).items())]
 
 
 def test_kill9_mid_finetuning_then_resume_equals_uninterrupted(tmp_path, topic_task,  # noqa: F811
                                                              vectors):  # noqa: F811
+  from conftest import set_fields
+  from configs import transfer_mr_skipgram
   env = {**os.environ, 'PYTHONPATH': ROOT}
-  ref = subprocess.run(comparison_cmd(topic_task, vectors, tmp_path / 'ref'), cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
-  assert ref.returncode == 0, ref.stderr
+  # the uninterrupted reference: the same config, run in this process
+  train.run(set_fields(transfer_mr_skipgram.get_config(), comparison_fields(topic_task, vectors)),
+            str(tmp_path / 'ref'))
   work = tmp_path / 'killed'
   proc = subprocess.Popen(comparison_cmd(topic_task, vectors, work), cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
