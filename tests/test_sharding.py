@@ -23,7 +23,7 @@ V, T, B = 64, 12, 16
 
 
 def tiny_model():
-  cfg = transformer_lm.TransformerConfig(vocab_size=V, d_model=32, num_heads=4, num_layers=2,
+  cfg = transformer_lm.TransformerConfig(vocab_size=V, d_model=32, num_heads=4, num_layers=1,
                                          d_ff=128, max_len=16, dropout=0.0,
                                          deterministic=False)
   return transformer_lm.TransformerLM(cfg)
