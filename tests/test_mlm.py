@@ -279,9 +279,11 @@ def test_tiny_encoder_overfits_a_handful_of_sentences(tmp_path):
                     'data.valid_fraction': 0.0, 'tokenizer.vocab_size': 320,
                     'model.dropout': 0.0, 'model.attention_dropout': 0.0,
                     'model.d_model': 64, 'model.d_ff': 128, 'model.num_layers': 2,
-                    'train.epochs': 400, 'train.steps': 300, 'train.batch_size': 4,
-                    'optim.learning_rate': 3e-3, 'optim.warmup_steps': 20,
+                    'train.epochs': 400, 'train.steps': 200, 'train.batch_size': 4,
+                    'optim.learning_rate': 6e-3, 'optim.warmup_steps': 20,
                     'mlm.mask_rate': 0.15})
+  # accuracy / loss 0.92 / 0.42 after 150 steps, 0.98 / 0.13 after 200 (at learning rate
+  # 3e-3: 0.81 / 0.86 after 150, 0.97 / 0.35 after 200, 1.00 / 0.05 after 300)
   s = mlm.train_and_evaluate(c, str(tmp_path / 'run'))
   assert s['valid']['accuracy'] > 0.9, s['valid']
   assert s['valid']['loss'] < 0.5
