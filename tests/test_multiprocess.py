@@ -23,9 +23,13 @@ CLEAN = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID', 'SLUR
 
 
 def env(devices):
+  """This process's environment (conftest's XLA:CPU compile flags and compilation cache)
+  with `devices` CPU devices and no cluster variables."""
   e = {k: v for k, v in os.environ.items() if k not in CLEAN}
+  flags = [f for f in e.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
   e.update(PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
-           XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+           XLA_FLAGS=' '.join(flags + [f'--xla_force_host_platform_device_count={devices}']))
   return e
 
 

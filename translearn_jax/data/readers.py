@@ -93,11 +93,13 @@ def resolve_paths(path: str, kind: str = 'text') -> list[str]:
 
 
 def _gensim_datapath(name: str) -> str:
-  try:
-    from gensim.test.utils import datapath
-  except ImportError as e:  # pragma: no cover - gensim is a dependency
-    raise DataError(f'gensim:{name} needs gensim installed') from e
-  p = datapath(name)
+  """gensim's `test.utils.datapath(name)`, found without importing gensim (over 1 s: it
+  imports scipy.stats)."""
+  import importlib.util
+  spec = importlib.util.find_spec('gensim')
+  if spec is None or not spec.submodule_search_locations:  # pragma: no cover - a dependency
+    raise DataError(f'gensim:{name} needs gensim installed')
+  p = os.path.join(list(spec.submodule_search_locations)[0], 'test', 'test_data', name)
   if not os.path.isfile(p):
     raise DataError(f'gensim ships no test file named {name!r} (looked for {p})')
   return p

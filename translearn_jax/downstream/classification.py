@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +27,7 @@ from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
+from translearn_jax.training.state import init_params
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
 from translearn_jax.transfer import strategies
@@ -117,7 +117,7 @@ class ClassificationTask(Task):
 
   def init_params(self, seed: int, strategy: str):
     toks, mask, _ = self.inputs['train']
-    params = nn.unbox(self.model.init(jax.random.key(seed), toks[:2], mask[:2])['params'])
+    params = init_params(self.model, jax.random.key(seed), toks[:2], mask[:2])
     if strategy == 'scratch' or self.source.params is None:
       return params, None
     params, report = graft_lib.graft(params, self.source.params, self.rules,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +22,7 @@ from translearn_jax.data.lm_data import pack, split_documents
 from translearn_jax.downstream.task import Task, shuffled_batches
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
+from translearn_jax.training.state import init_params
 
 
 class LanguageModelTask(Task):
@@ -59,8 +59,7 @@ class LanguageModelTask(Task):
 
   def init_params(self, seed: int, strategy: str):
     if strategy == 'scratch':
-      backbone = nn.unbox(self.model.init(jax.random.key(seed),
-                                          jnp.zeros((1, 8), jnp.int32))['params'])
+      backbone = init_params(self.model, jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))
     else:
       backbone = jax.tree.map(jnp.asarray, self.source.params)
     return {'backbone': backbone}, None

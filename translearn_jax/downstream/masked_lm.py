@@ -12,7 +12,6 @@ documents, masked with fixed keys (the same positions at every evaluation).
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +23,7 @@ from translearn_jax.data.mlm_data import pack_documents
 from translearn_jax.downstream.task import Task, shuffled_batches
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
+from translearn_jax.training.state import init_params
 
 HEAD = 'mlm'                      # the encoder's MLM head subtree (models.encoder)
 
@@ -83,8 +83,7 @@ class MaskedLMTask(Task):
 
   def init_params(self, seed: int, strategy: str):
     if strategy == 'scratch':
-      full = nn.unbox(self.model.init(jax.random.key(seed),
-                                      jnp.zeros((1, 8), jnp.int32))['params'])
+      full = init_params(self.model, jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))
     else:
       full = jax.tree.map(jnp.asarray, self.source.params)
     return self.split(full), None

@@ -18,7 +18,6 @@ position see the padding after it, an encoder attends only to real positions).
 from __future__ import annotations
 
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +28,7 @@ from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
+from translearn_jax.training.state import init_params
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
 from translearn_jax.transfer import strategies
@@ -126,7 +126,7 @@ class TaggingTask(Task):
 
   def init_params(self, seed: int, strategy: str):
     toks, mask = self.inputs['train'][:2]
-    params = nn.unbox(self.model.init(jax.random.key(seed), toks[:2], mask[:2])['params'])
+    params = init_params(self.model, jax.random.key(seed), toks[:2], mask[:2])
     if strategy == 'scratch':
       return params, None
     return graft_lib.graft(params, self.source.params, self.rules, seed=seed)

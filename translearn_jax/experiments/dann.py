@@ -38,7 +38,7 @@ from translearn_jax.fusion.gradient_reversal import dann_lambda, grad_reverse
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.training import optimizers
 from translearn_jax.training.loop import Run
-from translearn_jax.training.state import TrainState
+from translearn_jax.training.state import TrainState, init_params
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
@@ -82,11 +82,10 @@ class DannSetup:
 
   def init(self, seed: int):
     toks, mask, _ = self.src_inputs
-    task = nn.unbox(self.model.init(jax.random.key(seed), toks[:2, :8], mask[:2, :8])['params'])
+    task = init_params(self.model, jax.random.key(seed), toks[:2, :8], mask[:2, :8])
     task, report = graft_lib.graft(task, self.pretrained, self.rules, vocab_remap=self.remap,
                                    remap_init=self.config.init.remap_init, seed=seed)
-    dom = nn.unbox(self.domain.init(jax.random.key(seed + 7),
-                                    jnp.zeros((1, self.config.model.dim)))['params'])
+    dom = init_params(self.domain, jax.random.key(seed + 7), jnp.zeros((1, self.config.model.dim)))
     return {'task': task, 'domain': dom}, report
 
   def accuracy(self, params, split: str, batch: int = 512) -> float:

@@ -5,12 +5,33 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from typing import Mapping
 
 import jax
 
 from translearn_jax.training.files import atomic_write
+
+
+def _summary_writer_class():
+  """tensorboardX's `SummaryWriter`, imported without importing PyTorch.
+
+  tensorboardX's writer module imports torch, when it is installed, only to accept torch
+  tensors as values; that import costs 2-4 s in every process that logs (every train.py
+  run on a machine with the `[hf]` extra). The writer here logs Python floats, so torch is
+  hidden for the import (`import torch` raises ImportError meanwhile, which tensorboardX
+  handles). A process that has already imported torch imports tensorboardX as usual.
+  """
+  hide = 'torch' not in sys.modules
+  if hide:
+    sys.modules['torch'] = None
+  try:
+    import tensorboardX
+  finally:
+    if hide:
+      del sys.modules['torch']
+  return tensorboardX.SummaryWriter
 
 
 class MetricWriter:
@@ -29,8 +50,7 @@ class MetricWriter:
     self._path = os.path.join(workdir, 'metrics.jsonl')
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
-      from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, 'tb'))
+      self._tb = _summary_writer_class()(os.path.join(workdir, 'tb'))
       self._jsonl = open(self._path, 'a', encoding='utf-8')
 
   def drop_after(self, step: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -23,9 +24,25 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array
 
 
-def init_params(model, rng, *inputs) -> Any:
-  """`model.init(rng, *inputs)['params']` as plain arrays (logical-axis boxes removed)."""
+def _init(model, rng, *inputs):
   return nn.unbox(model.init(rng, *inputs)['params'])
+
+
+_init_jit = jax.jit(_init, static_argnums=0)
+
+
+def init_params(model, rng, *inputs) -> Any:
+  """`model.init(rng, *inputs)['params']` as plain arrays (logical-axis boxes removed).
+
+  Computed by one jitted program (compiled once per module and input shapes), not op by
+  op: an eager `init` dispatches, and on first use compiles, every primitive of the
+  model separately.
+  """
+  try:
+    hash(model)
+  except TypeError:  # a module with an unhashable field: jit it as a closure
+    return jax.jit(functools.partial(_init, model))(rng, *inputs)
+  return _init_jit(model, rng, *inputs)
 
 
 def init_train_state(model, tx, seed: int, mesh, *dummy_inputs, rules=None) -> TrainState:
