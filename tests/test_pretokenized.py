@@ -321,3 +321,81 @@ def test_lm_runner_on_a_pretokenised_directory(tmp_path, monkeypatch):
   c.tokenizer.path = str(tmp_path / 'wrong.model')
   with pytest.raises(DataError, match=f'^{tmp_path}/wrong.model: sha256'):
     lm.train_and_evaluate(c, str(tmp_path / 'other'))
+
+
+# -- the masked-LM runner on a pretokenised directory ------------------------------------
+
+def test_window_rows_lay_out_documents_as_the_packer_does():
+  from translearn_jax.data.mlm_data import window_rows
+  bos, eos = 1, 2
+  win = np.array([5, 6, 7, eos, 8, 9, 10, 11, eos, 12, 13])   # a window's end cuts [12, 13]
+  rows = window_rows(win[None], 16, min_piece=3, bos=bos, eos=eos)
+  assert rows.shape == (1, 3, 16)
+  np.testing.assert_array_equal(rows[0, 0], [1, 5, 6, 7, 2, 1, 8, 9, 10, 11, 2] + [0] * 5)
+  np.testing.assert_array_equal(rows[0, 1], [1] * 5 + [2] * 6 + [0] * 5)
+  np.testing.assert_array_equal(rows[0, 2], list(range(5)) + list(range(6)) + [0] * 5)
+  long = window_rows(np.arange(10, 40)[None], 16, min_piece=3, bos=bos, eos=eos)[0]
+  np.testing.assert_array_equal(long[0], [1] + list(range(10, 24)) + [2])   # cut to fit
+  # random windows: segments never cross a document end, each is <bos> run-slice <eos>
+  rng = np.random.default_rng(0)
+  wins = rng.integers(3, 30, (200, 41))
+  wins[rng.random(wins.shape) < 0.08] = eos
+  out = window_rows(wins, 40, min_piece=4, bos=bos, eos=eos)
+  for win, (tok, seg, pos) in zip(wins, out):
+    runs = [list(r) for r in np.split(win, np.flatnonzero(win == eos)) if len(r)]
+    runs = [r[1:] if r[0] == eos else r for r in runs]
+    real = seg > 0
+    assert seg[0] == 1 and (np.diff(seg[real]) >= 0).all()
+    assert real.all() or not real[real.argmin():].any()        # padding only at the end
+    for s in range(1, seg.max() + 1):
+      part = tok[seg == s]
+      assert part[0] == bos and part[-1] == eos and (pos[seg == s] == np.arange(len(part))).all()
+      body = list(part[1:-1])
+      assert eos not in body and any(r[:len(body)] == body for r in runs), (win, body)
+
+
+def test_mlm_runner_on_a_pretokenised_directory(tmp_path, monkeypatch):
+  """A masked-LM run on a directory that the command made with a <mask> tokenizer: it
+  resumes exactly (losses step for step), packs the held-out documents exactly as the
+  in-memory run packs the same held-out split (same rows: the same masked pieces are
+  scored), and a directory made with a tokenizer without <mask> is one error."""
+  from conftest import mlm_config
+  from translearn_jax.data.tokenizer import MASK_PIECE
+  from translearn_jax.pretraining import mlm
+  tok = Tokenizer.train(itertools.islice(readers.read_documents(LEE), 60), vocab_size=400,
+                        special_pieces=(MASK_PIECE,))
+  tok.save(str(tmp_path / 'lee.model'))
+  d = str(tmp_path / 'lee.tok')
+  assert pt.main(['--tokenizer', str(tmp_path / 'lee.model'), '--input',
+                  'gensim:lee_background.cor', '--out', d, '--shards', '2',
+                  '--valid_fraction', '0.05']) == 0
+  over = {'train.steps': 6, 'train.log_every_steps': 1, 'train.checkpoint_every_steps': 4,
+          'data.valid_fraction': 0.05}
+  c = mlm_config(**over, **{'data.kind': 'pretokenized', 'data.path': d})
+  full = mlm.train_and_evaluate(c, str(tmp_path / 'full'))
+  monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(2))
+  part = mlm.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert part['stopped_by_signal'] and part['steps'] == 3
+  monkeypatch.undo()
+  got = mlm.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert got['steps'] == full['steps'] == 6 and got['valid'] == full['valid']
+
+  def losses(run):
+    return {r['step']: r['loss'] for r in map(json.loads, open(tmp_path / run / 'metrics.jsonl'))
+            if 'loss' in r}
+  assert losses('cut') == losses('full') and len(losses('full')) == 6
+  # the held-out rows are the in-memory runner's rows of the same documents
+  mem = mlm.load_data(mlm_config(**over, **{'tokenizer.path': str(tmp_path / 'lee.model')}),
+                      str(tmp_path / 'mem'))
+  _, _, valid_rows, _, _ = mlm.load_pretokenized(c, str(tmp_path / 'full'), 0, 8)
+  np.testing.assert_array_equal(valid_rows, mem[2])
+  assert full['valid']['masked_tokens'] > 0
+  # a directory whose tokenizer has no <mask>
+  plain = Tokenizer.train(itertools.islice(readers.read_documents(LEE), 60), vocab_size=400)
+  plain.save(str(tmp_path / 'plain.model'))
+  d2 = str(tmp_path / 'plain.tok')
+  assert pt.main(['--tokenizer', str(tmp_path / 'plain.model'), '--input',
+                  'gensim:lee_background.cor', '--out', d2, '--shards', '1']) == 0
+  with pytest.raises(DataError, match=r'plain.tok/tokenizer.model: the tokenizer has no <mask> piece'):
+    mlm.train_and_evaluate(mlm_config(**{'data.kind': 'pretokenized', 'data.path': d2}),
+                           str(tmp_path / 'plain'))

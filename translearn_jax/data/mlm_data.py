@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from translearn_jax.data import lm_data
 from translearn_jax.data.tokenizer import BOS, EOS
 from translearn_jax.errors import DataError
 
@@ -82,12 +83,91 @@ class Packer:
 def pack_documents(tokenizer, documents: Iterable[str], width: int, min_piece: int = 8,
                    batch: int = 4096) -> tuple[np.ndarray, dict]:
   """(rows (N, 3, width), stats) of `documents` encoded with `tokenizer` and packed."""
-  packer = Packer(width, min_piece, tokenizer.bos_id, tokenizer.eos_id)
   docs = list(documents)
-  for lo in range(0, len(docs), batch):
-    for ids in tokenizer.encode_batch(docs[lo:lo + batch]):
-      packer.add(ids)
+
+  def encoded():
+    for lo in range(0, len(docs), batch):
+      yield from tokenizer.encode_batch(docs[lo:lo + batch])
+
+  return pack_pieces(encoded(), width, min_piece, tokenizer.bos_id, tokenizer.eos_id)
+
+
+def pack_pieces(documents: Iterable[Sequence[int]], width: int, min_piece: int = 8,
+                bos: int = BOS, eos: int = EOS) -> tuple[np.ndarray, dict]:
+  """(rows (N, 3, width), stats) of already encoded documents (piece id lists), packed."""
+  packer = Packer(width, min_piece, bos, eos)
+  for ids in documents:
+    packer.add(ids)
   rows = packer.rows()
   real = int((rows[:, 1] > 0).sum())
   return rows, {'documents': packer.documents, 'pieces': packer.pieces, 'rows': len(rows),
                 'fill': real / max(rows.size // 3, 1)}
+
+
+# -- rows from a pretokenised stream (data.kind='pretokenized', issue #19) -------------------
+
+def window_rows(windows: np.ndarray, width: int, min_piece: int = 8, bos: int = BOS,
+                eos: int = EOS) -> np.ndarray:
+  """Masked-LM rows (N, 3, width) from windows (N, W) of a pretokenised token stream, in
+  which every document ends with `eos` (`data.pretokenized`).
+
+  Each window is laid out as `Packer` lays out documents: its runs of pieces between
+  `eos` marks become segments `<bos> pieces… <eos>`, one after another, and a run that
+  does not fit is cut (when at least `min_piece` of its pieces fit; else the row is
+  closed). Pieces of the window that do not fit in the row are not used, nor is a run
+  that the window's end cuts to fewer than `min_piece` pieces (a fragment of a document's
+  start). Each row depends only on its window, so a stream of windows stays randomly
+  accessible and resumable. Padding is segment 0.
+  """
+  windows = np.asarray(windows)
+  out = np.zeros((len(windows), 3, width), np.int32)
+  for r, win in enumerate(windows):
+    ends = np.flatnonzero(win == eos)
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends, [len(win)]])
+    fill = seg = 0
+    for a, b in zip(starts.tolist(), stops.tolist()):
+      n = b - a
+      if not n:
+        continue
+      if b == len(win) and n < min_piece:   # the window's end cuts a document short
+        break
+      take = min(n, width - fill - 2)
+      if take < n and take < min_piece:
+        break
+      seg += 1
+      lo, hi = fill, fill + take + 2
+      out[r, 0, lo] = bos
+      out[r, 0, lo + 1:hi - 1] = win[a:a + take]
+      out[r, 0, hi - 1] = eos
+      out[r, 1, lo:hi] = seg
+      out[r, 2, lo:hi] = np.arange(take + 2)
+      fill = hi
+      if take < n or width - fill < min_piece + 2:
+        break
+  return out
+
+
+class PackedWindows(lm_data.EpochBatches):
+  """A token-window stream (`{'tokens': (accum, rows, W)}` batches, e.g.
+  `pretokenized.ShardedTokenStream`) served as masked-LM rows `(accum, rows, 3, width)`
+  (`window_rows`): same epochs, batches and resumable positions."""
+
+  def __init__(self, windows: lm_data.EpochBatches, width: int, bos: int, eos: int,
+               min_piece: int = 8):
+    self.windows, self.width, self.bos, self.eos, self.min_piece = (windows, width, bos, eos,
+                                                                    min_piece)
+    self.epochs, self.batches_per_epoch = windows.epochs, windows.batches_per_epoch
+
+  @property
+  def total_steps(self) -> int:
+    return self.windows.total_steps
+
+  def batches_in(self, epoch: int) -> int:
+    return self.windows.batches_in(epoch)
+
+  def make_batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
+    toks = self.windows.make_batch(epoch, index)['tokens']
+    rows = window_rows(toks.reshape(-1, toks.shape[-1]), self.width, self.min_piece,
+                       self.bos, self.eos)
+    return {'tokens': rows.reshape(toks.shape[:-1] + rows.shape[1:])}

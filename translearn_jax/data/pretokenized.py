@@ -361,6 +361,18 @@ def valid_rows(directory: str, seq_len: int) -> Optional[np.ndarray]:
   return lm_data.pack(stream, seq_len, 'held-out')
 
 
+def valid_documents(directory: str) -> list[np.ndarray]:
+  """The held-out documents of a pretokenised directory as int32 piece arrays (each
+  without its `eos`), in order; [] when it holds none."""
+  index = read_index(directory)
+  if not int(index['valid']['tokens']):
+    return []
+  stream = np.array(_open_tokens(directory, index['valid'], _dtype(index)), np.int32)
+  ends = np.flatnonzero(stream == int(index['eos_id']))
+  starts = np.concatenate([[0], ends[:-1] + 1])
+  return [stream[a:b] for a, b in zip(starts, ends)]
+
+
 class ShardedTokenStream(lm_data.EpochBatches):
   """`LMStream`'s batches `{'tokens': (accum, rows of this process, seq_len + 1)}` from
   this process's shards of a pretokenised directory (see the module docstring).

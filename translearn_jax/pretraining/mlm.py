@@ -10,6 +10,10 @@ mask/random/keep, optionally whole words) and trains the encoder
 (`models.encoder`, `model.arch='encoder'`) to predict the original pieces
 there; the vocabulary projection runs only at the K prediction slots.
 
+`data.kind='pretokenized'` reads a directory made by `translearn pretokenize` with a
+`<mask>` tokenizer (issue #19): each process memory-maps its own shards and lays every
+window out as packed rows (`mlm_data.window_rows`, `load_pretokenized`).
+
 Reported (metrics.jsonl / TensorBoard, and `eval.json` at the end): MLM loss
 and masked-token accuracy on training batches and on held-out documents
 (masked with a fixed key, so every evaluation scores the same positions),
@@ -33,9 +37,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from translearn_jax.data import masking
+from translearn_jax.data import masking, pretokenized
 from translearn_jax.data.lm_data import LMStream
-from translearn_jax.data.mlm_data import pack_documents
+from translearn_jax.data.mlm_data import PackedWindows, pack_documents, pack_pieces, window_rows
 from translearn_jax.data.tokenizer import MASK_PIECE
 from translearn_jax.downstream.masked_lm import mlm_sums
 from translearn_jax.errors import ConfigError, DataError
@@ -56,6 +60,11 @@ def _require(cond, field, msg):
 
 def validate(config) -> None:
   lm_pretraining.validate_rows(config, ('encoder',))
+  _require(config.data.kind in lm_pretraining.DATA_KINDS, 'data.kind',
+           f'must be one of {lm_pretraining.DATA_KINDS}, got {config.data.kind!r}')
+  _require(config.data.kind != 'pretokenized' or not config.data.valid_path, 'data.valid_path',
+           "a pretokenized directory holds its own held-out documents (valid.bin, chosen "
+           "when it was made): leave data.valid_path ''")
   _require(config.train.seq_length >= 12, 'train.seq_length',
            f'must be >= 12 (a segment of 8 pieces plus <bos>/<eos>), got '
            f'{config.train.seq_length}')
@@ -96,6 +105,24 @@ def load_data(config, workdir: str):
            'train_rows': len(train_rows), 'row_fill': train_stats['fill'],
            'train_words': sum(len(d.split()) for d in train_docs)}
   return tok, train_rows, valid_rows, stats
+
+
+def load_pretokenized(config, workdir: str, row_start: int, row_stop: int):
+  """(tokenizer, stream, held-out rows or None, training sample rows, stats) of the
+  pretokenised directory `data.path` (issue #19). This process memory-maps its own shards
+  (`pretokenized.ShardedTokenStream`, windows of `train.seq_length + 1` tokens) and lays
+  each window out as packed rows (`mlm_data.window_rows`); the held-out documents
+  (`valid.bin`) are packed whole, exactly as the in-memory runner packs its own."""
+  t = config.train
+  tok, windows, _, stats = lm_pretraining.load_pretokenized(config, workdir, row_start,
+                                                            row_stop)
+  tok.mask_id  # a directory made with a tokenizer without <mask> fails here, naming it
+  stream = PackedWindows(windows, t.seq_length, tok.bos_id, tok.eos_id)
+  docs = pretokenized.valid_documents(config.data.path)
+  valid_rows = pack_pieces(docs, t.seq_length, bos=tok.bos_id, eos=tok.eos_id)[0] if docs else None
+  n = max(len(valid_rows) if valid_rows is not None else 0, t.batch_size)
+  train_rows = window_rows(windows.sample_rows(n), t.seq_length, bos=tok.bos_id, eos=tok.eos_id)
+  return tok, stream, valid_rows, train_rows, stats
 
 
 # -- steps -------------------------------------------------------------------
@@ -184,12 +211,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
-  tok, train_rows, valid_rows, stats = load_data(config, workdir)
   mesh = mesh_lib.mesh_from_config(config)
   row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   t = config.train
-  stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs, config.seed,
-                    row_start, row_stop)
+  if config.data.kind == 'pretokenized':   # this process's shards, memory-mapped
+    tok, stream, valid_rows, train_rows, stats = load_pretokenized(config, workdir, row_start,
+                                                                   row_stop)
+  else:
+    tok, train_rows, valid_rows, stats = load_data(config, workdir)
+    stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs, config.seed,
+                      row_start, row_stop)
   total_steps = min(stream.total_steps, t.steps) if t.steps else stream.total_steps
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   model = lm_models.make(train_cfg)
