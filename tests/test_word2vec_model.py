@@ -90,3 +90,19 @@ def test_config_rejects_bad_values():
     w2v.Word2VecConfig(vocab_size=3, mode='glove')
   with pytest.raises(ValueError, match='model.dim'):
     w2v.Word2VecConfig(vocab_size=3, dim=0)
+
+
+def test_row_cap_scales_only_rows_updated_more_often_than_the_cap():
+  cfg = w2v.Word2VecConfig(vocab_size=6, dim=3, row_cap=2.0)
+  table = jnp.zeros((6, 3))
+  ids = jnp.array([1, 1, 1, 1, 2, 2, 3, 4])
+  upd = jnp.ones((8, 3)).at[7].set(0.0)           # row 4's only update is zero: not counted
+  got = np.asarray(w2v.apply_rows(table, ids, upd, cfg))
+  np.testing.assert_allclose(got[1], 4 * 2 / 4)    # 4 updates > cap 2: their sum x 2/4
+  np.testing.assert_allclose(got[2], 2.0)          # 2 updates = cap: the plain sum
+  np.testing.assert_allclose(got[3], 1.0)
+  np.testing.assert_allclose(got[[0, 4, 5]], 0.0)
+  plain = np.asarray(w2v.apply_rows(table, ids, upd, w2v.Word2VecConfig(vocab_size=6, dim=3)))
+  np.testing.assert_allclose(plain[1], 4.0)        # row_cap 0: word2vec's plain sum
+  with pytest.raises(ValueError, match='row_cap'):
+    w2v.Word2VecConfig(vocab_size=6, row_cap=-1.0)

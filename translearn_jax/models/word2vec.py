@@ -59,10 +59,15 @@ class Word2VecConfig:
   window: int = 5
   negatives: int = 5
   mode: str = SKIPGRAM  # 'skipgram' or 'cbow'
+  # Rows updated more than `row_cap` times in one step get their summed update scaled by
+  # row_cap / count (0: word2vec's plain sum). See `apply_rows`.
+  row_cap: float = 0.0
 
   def __post_init__(self):
     if self.mode not in (SKIPGRAM, CBOW):
       raise ValueError(f"model.mode must be 'skipgram' or 'cbow', got {self.mode!r}")
+    if self.row_cap < 0:
+      raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
     for name in ('vocab_size', 'dim', 'window', 'negatives'):
       if getattr(self, name) < 1:
         raise ValueError(f'model.{name} must be >= 1, got {getattr(self, name)}')
@@ -174,6 +179,27 @@ def context_mask(batch: Mapping[str, Array], window: int) -> Array:
                     for o in offsets(window)], -1).astype(jnp.float32)
 
 
+def apply_rows(table: Array, ids: Array, updates: Array, cfg: Word2VecConfig,
+               constrain=lambda x: x) -> Array:
+  """`table.at[ids].add(updates)`: a step's row updates, scatter-added.
+
+  With `cfg.row_cap > 0`, a row that receives more than `row_cap` (non-zero)
+  contributions in this step gets their sum scaled by `row_cap / count`. word2vec
+  applies its updates one at a time (Hogwild threads), so a frequent word's row moves
+  and its later gradients shrink as its scores saturate; a batch sums them all from the
+  same stale value, which for the hottest rows (frequent words as contexts and
+  negatives) grows with the batch and makes large batches diverge. Capping bounds each
+  row's step at `row_cap` contributions' worth, whatever the batch, and leaves every
+  rarer row's update unchanged.
+  """
+  ids, updates = constrain(ids), constrain(updates)
+  if cfg.row_cap > 0:
+    used = jnp.any(updates != 0, axis=-1).astype(jnp.float32)
+    count = jnp.zeros((table.shape[0],), jnp.float32).at[ids].add(used)
+    updates = updates / jnp.maximum(1.0, count[ids] / cfg.row_cap)[:, None]
+  return table.at[ids].add(updates.astype(table.dtype))
+
+
 def _cbow_step(in_embed, out_embed, batch, lr, cfg, constrain):
   """CBOW's sparse step (see `sparse_sgd_step`).
 
@@ -208,13 +234,11 @@ def _cbow_step(in_embed, out_embed, batch, lr, cfg, constrain):
   mask_p, dh_p = _padded(mask, w), _padded(dh, w)
   d_in = sum(_window(mask_p, w, -o, length)[..., j:j + 1] * _window(dh_p, w, -o, length)
              for j, o in enumerate(offs))
-  new_in = in_embed.at[constrain(tok.reshape(-1))].add(
-      constrain((-lr * d_in).reshape(-1, dim).astype(in_embed.dtype)))
+  new_in = apply_rows(in_embed, tok.reshape(-1), (-lr * d_in).reshape(-1, dim), cfg, constrain)
   out_ids = jnp.concatenate([tok.reshape(-1), neg.reshape(-1)])
   d_out = jnp.concatenate([(g_c[..., None] * h).reshape(-1, dim),
                            (g_n[..., None] * h[:, :, None, :]).reshape(-1, dim)])
-  new_out = out_embed.at[constrain(out_ids)].add(
-      constrain((-lr * d_out).astype(out_embed.dtype)))
+  new_out = apply_rows(out_embed, out_ids, -lr * d_out, cfg, constrain)
   return {'in_embed': new_in, 'out_embed': new_out}, loss, has_ctx.sum()
 
 
@@ -243,8 +267,7 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
   loss = jnp.sum(weight * jnp.logaddexp(0.0, (1.0 - 2.0 * label) * scores))
   dh = jnp.einsum('blm,blmd->bld', g, out_rows)
   d_out = g[..., None] * h[:, :, None, :]
-  new_in = in_embed.at[constrain(in_ids.reshape(-1))].add(
-      constrain((-lr * dh).reshape(-1, dim).astype(in_embed.dtype)))
-  new_out = out_embed.at[constrain(out_ids.reshape(-1))].add(
-      constrain((-lr * d_out).reshape(-1, dim).astype(out_embed.dtype)))
+  new_in = apply_rows(in_embed, in_ids.reshape(-1), (-lr * dh).reshape(-1, dim), cfg, constrain)
+  new_out = apply_rows(out_embed, out_ids.reshape(-1), (-lr * d_out).reshape(-1, dim), cfg,
+                       constrain)
   return {'in_embed': new_in, 'out_embed': new_out}, loss, pairs

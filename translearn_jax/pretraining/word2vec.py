@@ -48,6 +48,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.optim.learning_rate > 0, 'optim.learning_rate',
            f'must be > 0, got {config.optim.learning_rate}')
   _require(config.sample >= 0, 'sample', f'must be >= 0, got {config.sample}')
+  _require(config.optim.get('row_cap', 0.0) >= 0, 'optim.row_cap',
+           f'must be >= 0 (0: off), got {config.optim.get("row_cap")}')
   _require(config.vocab.min_count >= 1, 'vocab.min_count', 'must be >= 1')
   _require(config.model.mode in (w2v.SKIPGRAM, w2v.CBOW), 'model.mode',
            f"must be 'skipgram' or 'cbow', got {config.model.mode!r}")
@@ -76,7 +78,8 @@ def load_corpus(config) -> EncodedCorpus:
 def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
   m = config.model
   return w2v.Word2VecConfig(vocab_size=vocab_size, dim=m.dim, window=m.window,
-                            negatives=m.negatives, mode=m.mode)
+                            negatives=m.negatives, mode=m.mode,
+                            row_cap=float(config.optim.get('row_cap', 0.0)))
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:
