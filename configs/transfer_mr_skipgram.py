@@ -71,6 +71,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.weight_decay = 0.0
   config.optim.grad_clip = 1.0
 
+  # Devices a fine-tuning run spans (0: all) and their mesh (as in pretraining; the
+  # default, one device, is the plain single-device run): e.g. num_devices=8,
+  # mesh.fsdp=4 shards a pretrained backbone's parameters and optimiser state by the
+  # logical-axis rules, and every batch over data x fsdp.
+  config.num_devices = 1
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+  config.mesh.tensor = 1
+  config.mesh.rules = ''
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 10
   config.train.batch_size = 50

@@ -115,6 +115,10 @@ class ClassificationTask(Task):
             'tokenizer': None if words else self.source.tokenizer,
             'vocab': list(self.vocab) if words else None}
 
+  def abstract_params(self):
+    toks, mask, _ = self.inputs['train']
+    return jax.eval_shape(lambda: self.model.init(jax.random.key(0), toks[:2], mask[:2])['params'])
+
   def init_params(self, seed: int, strategy: str):
     toks, mask, _ = self.inputs['train']
     params = init_params(self.model, jax.random.key(seed), toks[:2], mask[:2])

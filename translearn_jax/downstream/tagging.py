@@ -124,6 +124,10 @@ class TaggingTask(Task):
             'causal': lm_models.is_causal(self.model.lm_config),
             'tokenizer': self.source.tokenizer, 'vocab': None}
 
+  def abstract_params(self):
+    toks, mask = self.inputs['train'][:2]
+    return jax.eval_shape(lambda: self.model.init(jax.random.key(0), toks[:2], mask[:2])['params'])
+
   def init_params(self, seed: int, strategy: str):
     toks, mask = self.inputs['train'][:2]
     params = init_params(self.model, jax.random.key(seed), toks[:2], mask[:2])

@@ -41,6 +41,12 @@ class Task:
   def init_params(self, seed: int, strategy: str):
     raise NotImplementedError
 
+  def abstract_params(self):
+    """`init_params`' tree as abstract boxed leaves (`nn.Partitioned` where the model names
+    logical axes), for placing it by the mesh rules; None: the task's parameters are only
+    ever replicated."""
+    return None
+
   def epoch_batches(self, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
     raise NotImplementedError
 

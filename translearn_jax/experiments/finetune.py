@@ -19,6 +19,7 @@ are the task's `epoch_batches(seed, epoch)`; dropout keys are
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Optional
 
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 
 from translearn_jax.errors import DataError
 from translearn_jax.serving import saved_model
+from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.loop import Hook, Run
 from translearn_jax.training.metrics import info
 from translearn_jax.training.state import TrainState
@@ -104,12 +106,14 @@ def epoch_stream(task, seed: int, batch_size: int, epochs: int, position: dict):
       yield after, task.batch(batches[i])
 
 
-def make_step(task, tx, frozen, stacked: bool = False):
+def make_step(task, tx, frozen, stacked: bool = False, shardings=None, mesh=None):
   """Jitted `(state, batch) -> (state, metric sums)`; donates the state.
 
   `stacked`: the params, optimiser states, keys, batches and metrics carry a
   leading axis of runs (the seeds of a learning curve) trained together under
-  `jax.vmap`; the step count is shared.
+  `jax.vmap`; the step count is shared. `shardings` (a TrainState of shardings over
+  `mesh`, see `place_state`): the state keeps that placement and batches are split over
+  the mesh's batch axes.
   """
   inner = strategies.make_train_step(task.loss, tx, frozen)
 
@@ -121,7 +125,30 @@ def make_step(task, tx, frozen, stacked: bool = False):
   if stacked:
     axes = TrainState(step=None, params=0, opt_state=0, rng=0)
     step = jax.vmap(step, in_axes=(axes, 0), out_axes=(axes, 0))
-  return jax.jit(step, donate_argnums=0)
+  if shardings is None:
+    return jax.jit(step, donate_argnums=0)
+  repl = mesh_lib.replicated(mesh)
+  return jax.jit(step, donate_argnums=0, in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+                 out_shardings=(shardings, repl))
+
+
+def place_state(task, state: TrainState, mesh, rules):
+  """(state placed over `mesh`, its shardings), or (state, None) on a one-device mesh.
+
+  Parameters are placed by their logical axis names and the mesh rules (the task's
+  `abstract_params`; FSDP/tensor parallelism of a pretrained backbone, as in
+  pretraining), the optimiser state mirrors them, and whatever the model leaves unnamed
+  (heads, LoRA adapters, word-vector tables) is replicated. The grafted parameters are
+  written into that placement."""
+  if mesh.devices.size == 1:
+    return state, None
+  boxed = task.abstract_params()
+  repl = mesh_lib.replicated(mesh)
+  p_sh = (jax.tree.map(lambda _: repl, state.params) if boxed is None
+          else mesh_lib.param_shardings(boxed, mesh, rules))
+  shardings = TrainState(step=repl, params=p_sh, rng=repl, opt_state=mesh_lib.mirror_shardings(
+      state.opt_state, state.params, p_sh, mesh))
+  return jax.device_put(state, shardings), shardings
 
 
 def finetune(task, strategy: str, seed: int, config, run_dir: str, save: bool = False) -> dict:
@@ -144,6 +171,11 @@ def finetune(task, strategy: str, seed: int, config, run_dir: str, save: bool = 
   params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                      rng=jax.random.key(seed + task.dropout_seed_offset))
+  mesh = mesh_lib.mesh_from_config(config)
+  state, shardings = place_state(task, state, mesh, mesh_lib.rules_from_config(config))
+  if shardings is not None and bs % mesh_lib.batch_ways(mesh):
+    raise DataError(f'train.batch_size={bs} does not split over the mesh\'s '
+                    f'{mesh_lib.batch_ways(mesh)} batch shards (data x fsdp)')
   on_best = None
   if save:
     on_best = lambda p, b: save_best(run_dir, task, p, config, strategy, seed, b, report)
@@ -152,7 +184,10 @@ def finetune(task, strategy: str, seed: int, config, run_dir: str, save: bool = 
     state, position = run.restore(state)
     result = run.train(
         state=state, stream=epoch_stream(task, seed, bs, train.epochs, position),
-        step_fn=make_step(task, tx, frozen), to_device=lambda b: b, total_steps=total,
+        step_fn=make_step(task, tx, frozen, shardings=shardings, mesh=mesh),
+        to_device=(lambda b: b) if shardings is None else functools.partial(
+            mesh_lib.shard_global_batch, mesh=mesh),
+        total_steps=total,
         steps_per_call=1,
         checkpoint_every=train.get('checkpoint_every_steps', 0) or steps_per_epoch,
         log_every=train.get('log_every_steps', 0) or steps_per_epoch, units_per_step=bs,

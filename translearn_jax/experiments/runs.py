@@ -80,6 +80,11 @@ def fingerprint(config) -> str:
       node = node.get(p) if isinstance(node, dict) else None
     if isinstance(node, dict) and leaf in node and node[leaf] == default:
       del node[leaf]
+      if parents and not node:   # a group added whole (e.g. `mesh`) at its defaults
+        parent = d
+        for p in parents[:-1]:
+          parent = parent[p]
+        del parent[parents[-1]]
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,46 @@
+"""Fine-tuning on a device mesh (issue #18): a pretrained backbone's parameters and
+optimiser state are placed by the logical-axis rules (FSDP x tensor), batches split over
+data x fsdp, and the run computes what the one-device run computes."""
+
+import copy
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from translearn_jax.downstream import classification as task
+from translearn_jax.errors import DataError
+from translearn_jax.experiments import classification
+
+
+def losses(d):
+  return [r['loss'] for r in map(json.loads, open(d / 'metrics.jsonl')) if 'loss' in r]
+
+
+def test_finetuning_shards_the_backbone_by_the_rules_and_computes_the_same(
+    tmp_path, topic_task, tiny_lm_run):
+  from configs import transfer_mr_lm
+  c = transfer_mr_lm.get_config()
+  c.data.kind, c.data.path, c.init.path = 'tsv', topic_task, tiny_lm_run
+  c.train.epochs, c.train.batch_size, c.train.log_every_steps = 1, 32, 5
+  c.model.max_tokens = 48
+  one = classification.run_once(task.ClassificationTask(c), 'finetune', 0, c,
+                                str(tmp_path / 'one'))
+  c8 = copy.deepcopy(c)
+  c8.num_devices, c8.mesh.fsdp, c8.mesh.tensor = 8, 2, 2          # data = 8 / (2 x 2) = 2
+  eight = classification.run_once(task.ClassificationTask(c8), 'finetune', 0, c8,
+                                  str(tmp_path / 'eight'))
+  flat = jax.tree_util.tree_leaves_with_path(eight['params'])
+  sharded = [jax.tree_util.keystr(p) for p, x in flat if not x.sharding.is_fully_replicated]
+  assert any('backbone' in p for p in sharded) and not any('head' in p for p in sharded)
+  assert all(len(x.sharding.device_set) == 8 for _, x in flat)
+  a, b = losses(tmp_path / 'one'), losses(tmp_path / 'eight')
+  assert len(a) == len(b) >= 3
+  np.testing.assert_allclose(a, b, rtol=2e-4)
+  assert eight['dev'] == pytest.approx(one['dev'], abs=0.5)     # accuracy in %: one example at most
+  for (p, x), y in zip(flat, jax.tree.leaves(one['params'])):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-3, atol=2e-5, err_msg=str(p))
+  c8.train.batch_size = 30                                       # not a multiple of 2 x 2
+  with pytest.raises(DataError, match='batch_size=30 does not split'):
+    classification.run_once(task.ClassificationTask(c8), 'finetune', 0, c8, str(tmp_path / 'bad'))
