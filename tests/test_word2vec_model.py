@@ -106,3 +106,16 @@ def test_row_cap_scales_only_rows_updated_more_often_than_the_cap():
   np.testing.assert_allclose(plain[1], 4.0)        # row_cap 0: word2vec's plain sum
   with pytest.raises(ValueError, match='row_cap'):
     w2v.Word2VecConfig(vocab_size=6, row_cap=-1.0)
+
+
+def test_all_devices_means_the_most_that_split_the_batch():
+  from configs import skipgram
+  from translearn_jax.pretraining import word2vec as pw
+  c = skipgram.get_config()                       # batch 2 rows; the suite has 8 CPU devices
+  assert jax.device_count() == 8 and pw.device_count(c) == 2
+  c.train.batch_size = 12
+  assert pw.device_count(c) == 4
+  c.train.batch_size, c.num_devices = 16, 0
+  assert pw.device_count(c) == 8
+  c.num_devices = 1                               # an explicit count is kept as given
+  assert pw.device_count(c) == 1

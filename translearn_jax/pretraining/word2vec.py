@@ -219,6 +219,21 @@ def init_from_run(config, cfg: w2v.Word2VecConfig, vocab: Vocabulary, seed: int,
   return state.replace(params=params), stats
 
 
+def device_count(config) -> int:
+  """`num_devices`, or with 0 (all) on one process, the most devices that split
+  `train.batch_size` rows evenly: the small default batch (2 rows; larger batches need
+  `optim.row_cap`) then runs on an 8-device host, on 2 of them, instead of refusing."""
+  n, total = config.num_devices, jax.device_count()
+  if n or jax.process_count() > 1:
+    return n or total
+  fit = max(d for d in range(1, total + 1) if config.train.batch_size % d == 0)
+  if fit < total:
+    info('train.batch_size=%d rows split over %d of the %d devices (set num_devices or a '
+         'batch size that is a multiple of the device count to use them all)',
+         config.train.batch_size, fit, total)
+  return fit
+
+
 def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
                     workdir: str) -> dict:
   """Trains (resuming from `workdir` if it holds checkpoints), evaluates, exports.
@@ -231,7 +246,7 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   os.makedirs(workdir, exist_ok=True)
   vocab = corpus.vocab
   _check_vocab(workdir, vocab)
-  mesh = mesh_lib.make_mesh(config.num_devices or None)
+  mesh = mesh_lib.make_mesh(device_count(config))
   row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   cfg = model_config(config, len(vocab))
   stream = BlockStream(corpus, StreamConfig(
