@@ -49,8 +49,14 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-_XLA_CACHE = tempfile.mkdtemp(prefix='translearn_jax_test_xla_cache_')
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+# one cache for the whole session: pytest-xdist starts its workers with the environment of the
+# process that loaded this file first, so they find the directory there and share it (programs
+# compiled by one worker are read by the other); only the process that made it deletes it
+_XLA_CACHE = os.environ.get('TRANSLEARN_TEST_XLA_CACHE', '')
+if not _XLA_CACHE or not os.path.isdir(_XLA_CACHE):
+  _XLA_CACHE = tempfile.mkdtemp(prefix='translearn_jax_test_xla_cache_')
+  os.environ['TRANSLEARN_TEST_XLA_CACHE'] = _XLA_CACHE
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 # read by this process's JAX at import and inherited by the subprocesses tests start
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _XLA_CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'

@@ -32,8 +32,6 @@ import os
 import shutil
 from typing import Iterator
 
-import flax.linen as nn
-import jax
 import ml_collections
 import numpy as np
 
@@ -44,6 +42,7 @@ from translearn_jax.errors import DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
+from translearn_jax.training import state as state_lib
 from translearn_jax.training.metrics import write_json
 from translearn_jax.transfer import graft, sources
 
@@ -111,7 +110,7 @@ def _expected_shapes(cfg) -> dict[str, tuple]:
     model, args = s2s_models.Seq2Seq(cfg), (tokens, tokens)
   else:
     model, args = lm_models.make(cfg), (tokens,)
-  shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), *args)['params']))
+  shapes = state_lib.abstract_params(model, *args)
   return {k: tuple(v.shape) for k, v in graft.flatten(shapes).items()}
 
 

@@ -84,6 +84,17 @@ class Masker:
                                                list(special_ids)).astype(np.int32))
     self.word_starts = None if word_starts is None else jnp.asarray(word_starts)
     self.rate, self.mask_id, self.k = float(rate), int(mask_id), int(k)
+    # compared by value (equal maskers mask alike), so the steps built on one are reused
+    # by the runs of a process (`training.memo`)
+    self._value = (self.rate, self.mask_id, self.k) + tuple(
+        None if a is None else (a.shape, str(a.dtype), np.asarray(a).tobytes())
+        for a in (self.is_special, self.normal_ids, self.word_starts))
+
+  def __eq__(self, other):
+    return isinstance(other, Masker) and self._value == other._value
+
+  def __hash__(self):
+    return hash(self._value)
 
   @classmethod
   def for_tokenizer(cls, tokenizer, seq_len: int, rate: float = 0.15, whole_word: bool = False,

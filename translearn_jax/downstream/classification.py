@@ -14,6 +14,7 @@ strategy search, multi-task) train it. Pretrained sources:
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import jax
@@ -27,6 +28,7 @@ from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
+from translearn_jax.training import memo
 from translearn_jax.training.state import init_params
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
@@ -99,9 +101,8 @@ class ClassificationTask(Task):
     self.inputs = {k: (*enc(v.texts), v.labels) for k, v in self.splits.items()}
     self.rules = graft_lib.parse_rules(config.init.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
-    self._eval = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m))
-    self._features = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m,
-                                                               return_features=True))
+    self._eval = jitted_apply(self.model)
+    self._features = jitted_apply(self.model, return_features=True)
 
   def inference_spec(self) -> dict:
     """How a saved model of this task reads new text (`serving`): its labels, the
@@ -142,8 +143,11 @@ class ClassificationTask(Task):
     return {'tokens': toks[idx, :w], 'mask': mask[idx, :w], 'labels': labels[idx]}
 
   def loss(self, params, batch: dict, rng):
-    return classification_loss(self.model, params, batch['tokens'], batch['mask'],
-                               batch['labels'], rng)
+    return classification_batch_loss(self.model, params, batch, rng)
+
+  def loss_fn(self):
+    return ('classification', self.model), functools.partial(classification_batch_loss,
+                                                             self.model)
 
   def evaluate(self, params, split: str) -> float:
     return self.accuracy(params, split)
@@ -165,6 +169,17 @@ class ClassificationTask(Task):
       logits = self._eval(params, toks[idx, :w], mask[idx, :w])
       correct += int((np.asarray(jnp.argmax(logits, -1)) == labels[idx]).sum())
     return correct / len(labels)
+
+
+@memo.memoized(maxsize=32)
+def jitted_apply(model, **kwargs):
+  """Jitted `(params, tokens, mask) -> model.apply(...)`, one per model and keywords in a
+  process (the runs of a comparison reuse its programs)."""
+  return jax.jit(lambda p, t, m: model.apply({'params': p}, t, m, **kwargs))
+
+
+def classification_batch_loss(model, params, batch: dict, rng):
+  return classification_loss(model, params, batch['tokens'], batch['mask'], batch['labels'], rng)
 
 
 def classification_loss(model, params, tokens, mask, labels, rng):

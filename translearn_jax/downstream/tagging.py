@@ -17,6 +17,7 @@ position see the padding after it, an encoder attends only to real positions).
 
 from __future__ import annotations
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
+from translearn_jax.training import memo
 from translearn_jax.training.state import init_params
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources
@@ -114,7 +116,7 @@ class TaggingTask(Task):
                    for k, c in self.corpora.items()}
     self.rules = graft_lib.parse_rules(config.init.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
-    self._eval = jax.jit(lambda p, t, m: tag_predictions(self.model, p, t, m))
+    self._eval = _jitted_predictions(self.model)
 
   def inference_spec(self) -> dict:
     """How a saved tagger reads new sentences (`serving`): its tags, `encode_sentences`
@@ -149,8 +151,10 @@ class TaggingTask(Task):
             'tags': tags[idx]}
 
   def loss(self, params, batch: dict, rng):
-    return tagging_loss(self.model, params, batch['tokens'], batch['mask'], batch['positions'],
-                        batch['tags'], rng)
+    return tagging_batch_loss(self.model, params, batch, rng)
+
+  def loss_fn(self):
+    return ('tagging', self.model), functools.partial(tagging_batch_loss, self.model)
 
   def evaluate(self, params, split: str) -> float:
     return self.f1(params, split)
@@ -183,6 +187,17 @@ def tag_predictions(model, params, tokens, mask):
   evaluation and a saved tagger (`serving.predict_file`) both compute, jitted the same."""
   logits = model.apply({'params': params}, tokens, mask)
   return jnp.argmax(logits, -1), jnp.max(jax.nn.softmax(logits, -1), -1)
+
+
+@memo.memoized(maxsize=32)
+def _jitted_predictions(model):
+  """Jitted `tag_predictions(model, ...)`, one per model in a process."""
+  return jax.jit(lambda p, t, m: tag_predictions(model, p, t, m))
+
+
+def tagging_batch_loss(model, params, batch: dict, rng):
+  return tagging_loss(model, params, batch['tokens'], batch['mask'], batch['positions'],
+                      batch['tags'], rng)
 
 
 def tagging_loss(model, params, tokens, mask, positions, tags, rng):

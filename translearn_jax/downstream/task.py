@@ -56,6 +56,13 @@ class Task:
   def loss(self, params, batch: dict, rng):
     raise NotImplementedError
 
+  def loss_fn(self):
+    """(key, fn): `fn(params, batch, rng)` computes `loss` from its arguments alone (it
+    holds no data of the task), and `key` (hashable) is equal for tasks whose `fn`
+    computes the same -- the fine-tuning step is then built once for all of them in a
+    process (`experiments.finetune.make_step`). (None, self.loss): steps built per task."""
+    return None, self.loss
+
   def evaluate(self, params, split: str) -> float:
     raise NotImplementedError
 

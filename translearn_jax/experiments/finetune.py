@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from translearn_jax.errors import DataError
 from translearn_jax.serving import saved_model
+from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.loop import Hook, Run
 from translearn_jax.training.metrics import info
@@ -113,9 +114,23 @@ def make_step(task, tx, frozen, stacked: bool = False, shardings=None, mesh=None
   leading axis of runs (the seeds of a learning curve) trained together under
   `jax.vmap`; the step count is shared. `shardings` (a TrainState of shardings over
   `mesh`, see `place_state`): the state keeps that placement and batches are split over
-  the mesh's batch axes.
+  the mesh's batch axes. A task that names its loss (`Task.loss_fn`) gets one step per
+  (loss, optimiser, frozen mask, placement) in a process: the seeds and strategies of a
+  comparison that share them trace and compile it once (`training.memo`).
   """
-  inner = strategies.make_train_step(task.loss, tx, frozen)
+  key, loss = task.loss_fn()
+  if key is None:
+    return _build_step(loss, tx, frozen, stacked, shardings, mesh)
+  return _shared_step(key, loss, tx, frozen, stacked, shardings, mesh)
+
+
+@memo.memoized(key=lambda key, loss, *rest: memo.key_of(key, *rest))
+def _shared_step(key, loss, tx, frozen, stacked, shardings, mesh):
+  return _build_step(loss, tx, frozen, stacked, shardings, mesh)
+
+
+def _build_step(loss, tx, frozen, stacked, shardings, mesh):
+  inner = strategies.make_train_step(loss, tx, frozen)
 
   def step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)

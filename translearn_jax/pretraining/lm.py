@@ -27,7 +27,6 @@ import math
 import os
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,13 +39,14 @@ from translearn_jax.data.tokenizer import Tokenizer, encode_documents, load_toke
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.training import flops as flops_lib
+from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import losses
 from translearn_jax.training import optimizers
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, Run
 from translearn_jax.training.metrics import info, write_json
-from translearn_jax.training.state import TrainState, init_train_state
+from translearn_jax.training.state import TrainState, abstract_params, init_train_state
 from translearn_jax.transfer import sources
 
 DTYPES = lm_models.DTYPES
@@ -220,6 +220,7 @@ def init_state(model, tx, seed: int, seq_len: int, mesh, rules=None) -> TrainSta
                           rules=rules)
 
 
+@memo.memoized()
 def make_train_fn(model, tx, schedule, mesh, shardings=None, loss_chunk: int = 0):
   """Jitted `(state, {'tokens': (A, B, T+1)}) -> (state, metric sums)`.
 
@@ -274,6 +275,7 @@ def make_train_fn(model, tx, schedule, mesh, shardings=None, loss_chunk: int = 0
                  out_shardings=(state_sh, repl))
 
 
+@memo.memoized()
 def make_eval_fn(model, mesh, param_shardings=None):
   """Jitted `(params, tokens, weights) -> (nll sum, token count)`; params placed as
   `param_shardings` (None: replicated)."""
@@ -430,8 +432,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   eval_cfg = train_cfg.replace(deterministic=True)
   model, eval_model = lm_models.make(train_cfg), lm_models.make(eval_cfg)
-  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
-      jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']))
+  abstract = abstract_params(model, jnp.zeros((1, 8), jnp.int32))
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
   state = init_state(model, tx, config.seed, 8, mesh, mesh_lib.rules_from_config(config))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,12 +44,13 @@ from translearn_jax.downstream.masked_lm import mlm_sums
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.pretraining import lm as lm_pretraining
+from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every
 from translearn_jax.training.metrics import info, write_json
-from translearn_jax.training.state import TrainState, init_train_state
+from translearn_jax.training.state import TrainState, abstract_params, init_train_state
 
 
 def _require(cond, field, msg):
@@ -127,6 +127,7 @@ def load_pretokenized(config, workdir: str, row_start: int, row_stop: int):
 
 # -- steps -------------------------------------------------------------------
 
+@memo.memoized()
 def make_train_fn(model, tx, schedule, mesh, masker: masking.Masker, shardings=None):
   """Jitted `(state, {'tokens': (A, B, 3, T)}) -> (state, metric sums)`; the A
   micro-batches are scanned and the summed gradient divided by all their masked
@@ -170,6 +171,7 @@ def make_train_fn(model, tx, schedule, mesh, masker: masking.Masker, shardings=N
                  out_shardings=(state_sh, repl))
 
 
+@memo.memoized()
 def make_eval_fn(model, mesh, masker, param_shardings=None):
   repl = mesh_lib.replicated(mesh)
   p_sh = repl if param_shardings is None else param_shardings
@@ -227,8 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_model = lm_models.make(train_cfg.replace(deterministic=True))
   masker = masking.Masker.for_tokenizer(tok, t.seq_length, config.mlm.mask_rate,
                                         config.mlm.whole_word, config.mlm.max_predictions)
-  abstract = jax.eval_shape(lambda: nn.unbox(model.init(
-      jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']))
+  abstract = abstract_params(model, jnp.zeros((1, 8), jnp.int32))
   tx, schedule = optimizers.adamw(config, total_steps, abstract)
   state = init_train_state(model, tx, config.seed, mesh, jnp.zeros((1, 8), jnp.int32),
                            rules=mesh_lib.rules_from_config(config))

@@ -30,7 +30,6 @@ import json
 import os
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -48,12 +47,13 @@ from translearn_jax.models import seq2seq as s2s
 from translearn_jax.pretraining import lm as lm_pretraining
 from translearn_jax.serving import saved_model
 from translearn_jax.serving import translate as serving_translate
+from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, Run
 from translearn_jax.training.metrics import info, write_json
-from translearn_jax.training.state import TrainState, init_train_state
+from translearn_jax.training.state import TrainState, abstract_params, init_train_state
 from translearn_jax.transfer import graft as graft_lib
 from translearn_jax.transfer import sources, strategies
 
@@ -254,6 +254,7 @@ def make_optimizer(config, model_cfg: s2s.Seq2SeqConfig, params, total_steps: in
   return tx, schedule, strategies.frozen_mask(params, groups, plan)
 
 
+@memo.memoized()
 def make_train_fn(model, tx, schedule, mesh, smoothing, shardings=None, frozen=None):
   """Jitted `(state, batch) -> (state, metric sums)`; the state placed as `shardings`
   (`mesh_lib.shardings_of(state)`; None: replicated); leaves True in `frozen` get no
@@ -437,6 +438,7 @@ def load_denoise(config, workdir: str, cfg: noising.NoiseConfig, row_start: int,
   return tok, stream, heldout, stats
 
 
+@memo.memoized()
 def make_eval_fn(model):
   """Jitted `(params, source, target_in, target_out) -> (nll sum, correct, tokens)` over
   real target tokens, teacher-forced (no smoothing, no dropout)."""
@@ -602,8 +604,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_cfg = model_config(config, tok.vocab_size, deterministic=False)
   model = s2s.Seq2Seq(train_cfg)
   dummy_s, dummy_t = jnp.zeros((1, ms), jnp.int32), jnp.zeros((1, mt), jnp.int32)
-  abstract = jax.eval_shape(
-      lambda: nn.unbox(model.init(jax.random.key(0), dummy_s, dummy_t)['params']))
+  abstract = abstract_params(model, dummy_s, dummy_t)
   tx, schedule, frozen = make_optimizer(config, train_cfg, abstract, total_steps)
 
   state = init_state(model, tx, config.seed, mesh, ms, mt, rules)

@@ -27,6 +27,7 @@ from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.evaluation import word_vectors
 from translearn_jax.export.word2vec_format import save_word2vec
 from translearn_jax.models import word2vec as w2v
+from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import Run
@@ -84,12 +85,22 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:
   """word2vec's linear decay from α0 to α0·min_learning_rate_ratio."""
-  return optax.linear_schedule(config.optim.learning_rate,
-                               config.optim.learning_rate * config.optim.end_lr_ratio,
-                               total_steps)
+  return _linear_schedule(float(config.optim.learning_rate),
+                          float(config.optim.learning_rate * config.optim.end_lr_ratio),
+                          int(total_steps))
+
+
+@memo.memoized()
+def _linear_schedule(start: float, end: float, steps: int) -> optax.Schedule:
+  return optax.linear_schedule(start, end, steps)
 
 
 def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh) -> TrainState:
+  return _state_initializer(cfg, mesh)(jax.random.key(seed))
+
+
+@memo.memoized()
+def _state_initializer(cfg: w2v.Word2VecConfig, mesh):
   model = w2v.Word2Vec(cfg)
   dummy = {k: jnp.zeros((1, 2), jnp.int32) for k in ('tokens', 'segment', 'window')}
   dummy['negatives'] = jnp.zeros((1, 2, cfg.negatives), jnp.int32)
@@ -99,9 +110,10 @@ def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state={},
                       rng=jax.random.fold_in(rng, 1))
 
-  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(jax.random.key(seed))
+  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))
 
 
+@memo.memoized()
 def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh):
   """Jitted `(state, blocks) -> (state, metric sums)`; scans the steps axis."""
   repl = mesh_lib.replicated(mesh)

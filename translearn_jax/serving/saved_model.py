@@ -41,7 +41,6 @@ import shutil
 import tempfile
 from typing import Any, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +51,7 @@ from translearn_jax.downstream import models as task_models
 from translearn_jax.errors import DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
+from translearn_jax.training import state as state_lib
 from translearn_jax.training.files import fsync_dir
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.transfer import graft as graft_lib
@@ -164,7 +164,7 @@ def abstract_params(module, task: str, inputs: dict):
   else:
     n = max(1, min(8, int(inputs['max_tokens'])))
     args = (jnp.zeros((1, n), jnp.int32), jnp.ones((1, n), bool))
-  return jax.eval_shape(lambda: nn.unbox(module.init(jax.random.key(0), *args)['params']))
+  return state_lib.abstract_params(module, *args)
 
 
 # -- parameters ---------------------------------------------------------------------------

@@ -84,6 +84,13 @@ class Every(Hook):
     return self.fn(step, state)
 
 
+@jax.jit
+def _all_finite(params):
+  """Whether every parameter is finite (checked before each checkpoint save)."""
+  return jax.tree.reduce(lambda a, b: a & b,
+                         jax.tree.map(lambda x: jnp.isfinite(x).all(), params))
+
+
 def _mean(total, count):
   """total / count (a float, or per-run values for a step over stacked runs)."""
   m = total / np.maximum(count, 1e-12)
@@ -174,11 +181,8 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   no writer and no progress bar): the error's `runs` lists the runs whose loss was not
   finite in any step fetched with it. `sync_every_step=True` fetches every step.
   """
-  all_finite = jax.jit(lambda params: jax.tree.reduce(
-      lambda a, b: a & b, jax.tree.map(lambda x: jnp.isfinite(x).all(), params)))
-
   def save(step, state, data_state):
-    if not bool(jax.device_get(all_finite(state.params))):
+    if not bool(jax.device_get(_all_finite(state.params))):
       raise NonFiniteLossError(
           f'parameters are not finite at step {step}; run stopped, {last_good(checkpointer)}')
     checkpointer.save(step, state, data_state, loop_state={

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from translearn_jax.errors import ConfigError
+from translearn_jax.training import memo
 
 
 def path_str(path) -> str:
@@ -86,6 +87,7 @@ def slanted_triangular(peak: float, total_steps: int, cut_frac: float = 0.1,
 SCHEDULES = ('cosine', 'linear', 'constant', 'slanted_triangular')
 
 
+@memo.memoized(maxsize=64)
 def lr_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int = 0,
                 end_ratio: float = 0.0) -> optax.Schedule:
   """Linear warmup to `peak`, then 'cosine', 'linear' or 'constant'; or ULMFiT's
@@ -138,6 +140,15 @@ def group_labels(params, groups: Sequence[Group], field: str = 'groups'):
                     require_all=True)
 
 
+def _make_key(optim, params, total_steps, groups=None, field='groups'):
+  """`make`'s result depends on the `optim` fields it reads, the parameters' paths (not
+  their values or shapes), the steps, the groups and the field name."""
+  fields = tuple((n, _get(optim, n)) for n in ('learning_rate', *DEFAULTS))
+  structure = None if params is None else jax.tree.structure(params)
+  return memo.key_of(fields, structure, total_steps, tuple(groups or ()), field)
+
+
+@memo.memoized(maxsize=64, key=_make_key)
 def make(optim, params, total_steps: int, groups: Optional[Sequence[Group]] = None,
          field: str = 'groups') -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(optimiser, schedule of the base learning rate) for `params`.
@@ -146,18 +157,20 @@ def make(optim, params, total_steps: int, groups: Optional[Sequence[Group]] = No
   `DEFAULTS`): learning_rate, schedule, warmup_steps, end_lr_ratio, b1, b2, eps,
   weight_decay, grad_clip, no_decay. Without `groups`, every parameter trains
   with the base schedule (one AdamW, no partition). `params` may be abstract
-  (`jax.eval_shape`): only paths are read.
+  (`jax.eval_shape`): only paths are read. Memoised (`training.memo`): equal arguments
+  return the same (optimiser, schedule) objects, so the steps built on them are reused
+  by the runs of one process.
   """
   decay_mask(params, _get(optim, 'no_decay'))  # a bad pattern fails here, not in the step
   peak, kind = _get(optim, 'learning_rate'), _get(optim, 'schedule')
   warmup, end_ratio = _get(optim, 'warmup_steps'), _get(optim, 'end_lr_ratio')
-  clip = _get(optim, 'grad_clip')
+  clip, no_decay = _get(optim, 'grad_clip'), _get(optim, 'no_decay')
 
   def adamw(mult: float, steps: int):
     sched = lr_schedule(kind, peak * mult, steps, warmup, end_ratio)
     return optax.adamw(sched, b1=_get(optim, 'b1'), b2=_get(optim, 'b2'), eps=_get(optim, 'eps'),
                        weight_decay=_get(optim, 'weight_decay'),
-                       mask=lambda p: decay_mask(p, _get(optim, 'no_decay'))), sched
+                       mask=lambda p: decay_mask(p, no_decay)), sched
 
   base_schedule = lr_schedule(kind, peak, total_steps, warmup, end_ratio)
   if not groups:
