@@ -81,6 +81,21 @@ def shared_data(*parts):
   return path
 
 
+class LazyModule:
+  """A module imported on first attribute use, or the test using it skipped when it is not
+  installed: a test file's `torch = LazyModule('torch')` costs collection nothing (every
+  pytest-xdist worker collects every file, so a module-level import of PyTorch was paid
+  by workers that never ran those tests)."""
+
+  def __init__(self, name: str):
+    self._name = name
+
+  def __getattr__(self, attr):
+    if attr.startswith('__'):   # pytest's collection probes (`__pytest_wrapped__`, ...)
+      raise AttributeError(attr)
+    return getattr(pytest.importorskip(self._name), attr)
+
+
 @pytest.fixture
 def tiny_config():
   """The skip-gram config shrunk to seconds: Lee corpus, small model."""

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip('torch')
-tf = pytest.importorskip('transformers')
+from conftest import LazyModule  # noqa: E402
+
+torch = LazyModule('torch')
+tf = LazyModule('transformers')
 from tokenizers import (Tokenizer, decoders, models, normalizers,  # noqa: E402
                         pre_tokenizers, processors, trainers)
 

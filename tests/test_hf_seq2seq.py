@@ -17,8 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip('torch')
-tf = pytest.importorskip('transformers')
+from conftest import LazyModule  # noqa: E402
+
+torch = LazyModule('torch')
+tf = LazyModule('transformers')
 from test_hf_convert import TEXTS, _cli_error, byte_bpe  # noqa: E402
 
 from translearn_jax import convert  # noqa: E402

@@ -1,11 +1,12 @@
 """Memoised builders of jitted functions (`training.memo`): equal arguments share one
 built function, unequal ones never do, and unhashable arguments bypass the cache."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import pytest
 
 from translearn_jax.data import masking
 from translearn_jax.models import seq2seq as s2s
@@ -73,21 +74,17 @@ def test_maskers_compare_by_their_tables():
   assert a != masking.Masker(20, [0, 1, 2], 3, 0.15, 4, word_starts=np.ones(20, bool))
 
 
-def test_runs_of_one_config_share_their_step_and_other_configs_do_not(tmp_path):
-  from configs import lm_transformer
-  from translearn_jax.pretraining import lm
-  c = lm_transformer.get_config()
-  c.data.kind, c.data.path = 'text', 'gensim:lee_background.cor'
-  c.tokenizer.vocab_size, c.progress, c.num_devices = 400, False, 1
-  c.model.d_model, c.model.num_layers, c.model.d_ff, c.model.max_len = 32, 1, 64, 32
-  c.train.seq_length, c.train.batch_size, c.train.steps = 16, 4, 3
-  c.train.log_every_steps = 1
-  before = lm.make_train_fn.memo.hits
-  first = lm.train_and_evaluate(c, str(tmp_path / 'a'))
-  second = lm.train_and_evaluate(c, str(tmp_path / 'b'))
-  assert lm.make_train_fn.memo.hits == before + 1
-  assert second['valid'] == first['valid']
-  c.optim.learning_rate *= 10          # another optimiser: its own step, other losses
-  third = lm.train_and_evaluate(c, str(tmp_path / 'c'))
-  assert lm.make_train_fn.memo.hits == before + 1
-  assert third['valid'] != pytest.approx(first['valid'])
+def test_runs_of_one_config_share_their_step_and_other_configs_do_not(tiny_config, tmp_path):
+  from translearn_jax.pretraining import word2vec
+
+  def losses(run):
+    return [json.loads(x)['loss'] for x in open(tmp_path / run / 'metrics.jsonl')]
+  before = word2vec.make_train_fn.memo.hits
+  word2vec.train_and_evaluate(tiny_config, str(tmp_path / 'a'))
+  word2vec.train_and_evaluate(tiny_config, str(tmp_path / 'b'))
+  assert word2vec.make_train_fn.memo.hits == before + 1
+  assert losses('b') == losses('a')
+  tiny_config.optim.learning_rate *= 4       # another schedule: its own step, other losses
+  word2vec.train_and_evaluate(tiny_config, str(tmp_path / 'c'))
+  assert word2vec.make_train_fn.memo.hits == before + 1
+  assert losses('c') != losses('a')
