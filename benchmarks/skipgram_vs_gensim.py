@@ -48,6 +48,8 @@ def main():
   ap.add_argument('--simlex', default=os.path.join(SHARED, 'word_eval', 'EN-SIMLEX-999.txt'))
   ap.add_argument('--skip-gensim', action='store_true')
   ap.add_argument('--json', default='')
+  ap.add_argument('--seed', type=int, default=1,
+                  help="both sides' seed (ours: config.seed; gensim: Word2Vec(seed=))")
   ap.add_argument('--override', action='append', default=[],
                   help='our config override FIELD=VALUE (e.g. batch_size=4)')
   args = ap.parse_args()
@@ -71,6 +73,7 @@ def main():
   config.eval.similarity = f'wordsim353={args.wordsim},simlex999={args.simlex}'
   config.eval.analogy = ''
   config.train.checkpoint_every_steps = 10**9
+  config.seed = args.seed
   for item in args.override:
     key, _, value = item.partition('=')
     node = config
@@ -101,7 +104,7 @@ def main():
       sentences.extend(toks[i:i + 10000] for i in range(0, len(toks), 10000))
     model = Word2Vec(sg=int(args.mode == 'skipgram'), cbow_mean=1, negative=5, window=5,
                      vector_size=100, min_count=5, sample=1e-3, alpha=alpha,
-                     min_alpha=alpha * 1e-4, workers=args.workers, seed=1)
+                     min_alpha=alpha * 1e-4, workers=args.workers, seed=args.seed)
     model.build_vocab(sentences)
     g_prep = time.perf_counter() - t0
     t0 = time.perf_counter()

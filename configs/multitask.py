@@ -55,4 +55,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = 1e-3      # backbone and every head
   config.optim.schedule = 'slanted_triangular'
   config.optim.weight_decay = 0.0
+  # Devices the run spans (0: all) and their mesh, as in fine-tuning: e.g. num_devices=8,
+  # mesh.fsdp=4 shards the shared backbone's parameters and Adam moments by its logical
+  # axes; heads are replicated; each batch is split over data x fsdp
+  config.num_devices = 1
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+  config.mesh.tensor = 1
+  config.mesh.rules = ''
   return config

@@ -44,3 +44,33 @@ def test_finetuning_shards_the_backbone_by_the_rules_and_computes_the_same(
   c8.train.batch_size = 30                                       # not a multiple of 2 x 2
   with pytest.raises(DataError, match='batch_size=30 does not split'):
     classification.run_once(task.ClassificationTask(c8), 'finetune', 0, c8, str(tmp_path / 'bad'))
+
+
+def test_multitask_shards_the_shared_backbone_and_computes_the_same(tmp_path, tiny_lm_run):
+  from configs import multitask as mt_config
+  from translearn_jax.errors import ConfigError
+  from translearn_jax.experiments import multitask
+  rows = ['sentence\tlabel'] + [f'{"good fine nice" if i % 2 else "bad poor sad"} film {i}\t{i % 2}'
+                                for i in range(64)]
+  (tmp_path / 'mr.tsv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+  c = mt_config.get_config()
+  c.init.path = tiny_lm_run
+  c.mr.data.kind, c.mr.data.path, c.mr.model.max_tokens = 'tsv', str(tmp_path / 'mr.tsv'), 32
+  c.lm.data.kind, c.lm.data.path, c.lm.seq_len = 'text', 'gensim:lee_background.cor', 32
+  c.multitask.tasks, c.multitask.mixing, c.train.batch_size = 'mr,lm', 'equal', 8
+  one, draws = multitask.train(multitask.MultiTask(c), 0, 6, str(tmp_path / 'one'), log_every=1)
+  c8 = copy.deepcopy(c)
+  c8.num_devices, c8.mesh.fsdp, c8.mesh.tensor = 8, 2, 2          # data = 8 / (2 x 2) = 2
+  eight, draws8 = multitask.train(multitask.MultiTask(c8), 0, 6, str(tmp_path / 'eight'),
+                                  log_every=1)
+  assert draws8 == draws and min(draws.values()) > 0
+  flat = jax.tree_util.tree_leaves_with_path(eight)
+  sharded = [jax.tree_util.keystr(p) for p, x in flat if not x.sharding.is_fully_replicated]
+  assert any('backbone' in p for p in sharded) and not any('heads' in p for p in sharded)
+  assert all(len(x.sharding.device_set) == 8 for _, x in flat)
+  np.testing.assert_allclose(losses(tmp_path / 'eight'), losses(tmp_path / 'one'), rtol=2e-4)
+  for (p, x), y in zip(flat, jax.tree.leaves(one)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-3, atol=2e-5, err_msg=str(p))
+  c8.train.batch_size = 6                                        # not a multiple of 2 x 2
+  with pytest.raises(ConfigError, match='batch_size=6 does not split'):
+    multitask.train(multitask.MultiTask(c8), 0, 2, str(tmp_path / 'bad'))

@@ -38,7 +38,6 @@ CI and the seed-paired difference (`compare_single`).
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from typing import Optional, Sequence
@@ -57,6 +56,7 @@ from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.experiments import runs
 from translearn_jax.fusion.mixing import TaskSampler
+from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.loop import Run
 from translearn_jax.training.metrics import info, write_json
@@ -160,6 +160,11 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
                      opt_state={'backbone': tx_b.init(params['backbone']),
                                 'heads': {t: tx_h[t].init(h) for t, h in params['heads'].items()}},
                      rng=jax.random.key(seed + 3000))
+  mesh = mesh_lib.mesh_from_config(mt.config)
+  state, shardings = place_state(mt, state, mesh, mesh_lib.rules_from_config(mt.config))
+  if shardings is not None and mt.config.train.batch_size % mesh_lib.batch_ways(mesh):
+    raise ConfigError(f'config.train.batch_size={mt.config.train.batch_size} does not split '
+                      f"over the mesh's {mesh_lib.batch_ways(mesh)} batch shards (data x fsdp)")
 
   def make_step(task):
     loss_fn = mt.tasks[task].loss
@@ -168,7 +173,6 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
     def loss(b, h, batch, rng):
       return loss_fn({'backbone': b, 'head': h}, batch, rng)
 
-    @functools.partial(jax.jit, donate_argnums=0)  # updated in place
     def step(state, batch, s):
       rng = jax.random.fold_in(state.rng, s)   # the multi-task step's key, also when `only`
       b, ob = state.params['backbone'], state.opt_state['backbone']
@@ -183,12 +187,19 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
         opt_state['heads'][task] = oh
       return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
               {f'{task}_loss_sum': value, 'loss_sum': value})
-    return step
+    if shardings is None:
+      return jax.jit(step, donate_argnums=0)    # updated in place
+    repl = mesh_lib.replicated(mesh)
+    return jax.jit(step, donate_argnums=0,
+                   in_shardings=(shardings, mesh_lib.batch_sharding(mesh), repl),
+                   out_shardings=(shardings, repl))
 
   steps_fn = {t: make_step(t) for t in names}
 
   def step_fn(state, item):
     task, s, batch, draws = item
+    if shardings is not None:
+      batch = mesh_lib.shard_global_batch(batch, mesh)
     state, sums = steps_fn[task](state, batch, np.int32(s))
     return state, {**sums, f'{task}_loss_count': 1.0, 'loss_count': 1.0,
                    **{f'{t}_steps': float(d) for t, d in draws.items()}}
@@ -216,6 +227,27 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
   if result.stopped_by_signal:
     raise StoppedBySignal()
   return result.state.params, draws
+
+
+def place_state(mt: MultiTask, state: TrainState, mesh, rules):
+  """(state placed over `mesh`, its shardings), or (state, None) on a one-device mesh.
+
+  The shared backbone is placed by its logical axis names and the mesh rules (the first
+  task whose `abstract_params` names them; as in fine-tuning), its Adam moments mirror
+  it, and the heads, their optimiser states, the counts, step and key are replicated."""
+  if mesh.devices.size == 1:
+    return state, None
+  repl = mesh_lib.replicated(mesh)
+  boxed = next((b['backbone'] for b in (mt.tasks[t].abstract_params() for t in mt.names)
+                if b is not None), None)
+  backbone = (jax.tree.map(lambda _: repl, state.params['backbone']) if boxed is None
+              else mesh_lib.param_shardings(boxed, mesh, rules))
+  params = {'backbone': backbone, 'heads': jax.tree.map(lambda _: repl, state.params['heads'])}
+  opt_state = {'backbone': mesh_lib.mirror_shardings(
+      state.opt_state['backbone'], state.params['backbone'], backbone, mesh),
+      'heads': jax.tree.map(lambda _: repl, state.opt_state['heads'])}
+  shardings = TrainState(step=repl, params=params, opt_state=opt_state, rng=repl)
+  return jax.device_put(state, shardings), shardings
 
 
 class StoppedBySignal(Exception):
