@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dim = 100                 # vector size
   config.model.window = 5                # max window; the used one is uniform in 1..window
   config.model.negatives = 5             # negatives per center word
+  config.model.pair_negatives = False    # skip-gram: K negatives per (center, context) pair
 
   config.sample = 1e-3                   # frequent-word subsampling threshold (0: off)
   config.train = ml_collections.ConfigDict()

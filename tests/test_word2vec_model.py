@@ -40,11 +40,13 @@ def test_context_mask_equals_brute_force_enumeration():
         assert ids[r, i, j] == batch['tokens'][r, t]
 
 
-@pytest.mark.parametrize('mode', ['skipgram', 'cbow'])
-def test_sparse_step_equals_dense_sgd_step(mode):
-  cfg = w2v.Word2VecConfig(vocab_size=11, dim=6, window=3, negatives=4, mode=mode)
+@pytest.mark.parametrize('mode, pair_negatives', [('skipgram', False), ('skipgram', True),
+                                                  ('cbow', False)])
+def test_sparse_step_equals_dense_sgd_step(mode, pair_negatives):
+  cfg = w2v.Word2VecConfig(vocab_size=11, dim=6, window=3, negatives=4, mode=mode,
+                           pair_negatives=pair_negatives)
   rng = np.random.default_rng(1)
-  batch = jax.tree.map(jnp.asarray, random_batch(rng, 11, k=4))  # many repeated ids
+  batch = jax.tree.map(jnp.asarray, random_batch(rng, 11, k=cfg.negatives_per_position))
   model = w2v.Word2Vec(cfg)
   params = model.init(jax.random.key(0), batch)['params']
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape),
@@ -61,6 +63,40 @@ def test_sparse_step_equals_dense_sgd_step(mode):
     np.testing.assert_allclose(sparse[name], dense[name], rtol=1e-5, atol=1e-6)
     changed = np.any(np.asarray(sparse[name]) != np.asarray(params[name]), axis=1)
     assert changed.any()
+
+
+def test_pair_negatives_score_each_pair_with_its_own_negatives():
+  """The loss equals word2vec's, enumerated pair by pair: every valid (center, context)
+  pair scores its context and its own K negatives (`pair_negatives`)."""
+  window, k = 3, 2
+  cfg = w2v.Word2VecConfig(vocab_size=13, dim=5, window=window, negatives=k,
+                           pair_negatives=True)
+  assert cfg.negatives_per_position == 2 * window * k
+  rng = np.random.default_rng(5)
+  batch = random_batch(rng, 13, b=2, length=9, k=cfg.negatives_per_position, window=window)
+  model = w2v.Word2Vec(cfg)
+  params = model.init(jax.random.key(0), jax.tree.map(jnp.asarray, batch))['params']
+  params = jax.tree.map(lambda p: p + 0.4 * jax.random.normal(jax.random.key(1), p.shape),
+                        params)
+  loss, pairs = model.apply({'params': params}, jax.tree.map(jnp.asarray, batch))
+  inp, out = np.asarray(params['in_embed'], np.float64), np.asarray(params['out_embed'],
+                                                                     np.float64)
+  nll = lambda x: np.logaddexp(0.0, -x)   # -log sigmoid(x)  # noqa: E731
+  want, n = 0.0, 0
+  tok, seg, win, neg = (batch[key] for key in ('tokens', 'segment', 'window', 'negatives'))
+  for r, i in itertools.product(range(2), range(9)):
+    for j, o in enumerate(w2v.offsets(window)):
+      t = i + o
+      if not (0 <= t < 9 and seg[r, i] >= 0 and seg[r, t] == seg[r, i] and abs(o) <= win[r, i]):
+        continue
+      h = inp[tok[r, i]]
+      want += nll(h @ out[tok[r, t]])
+      want += sum(nll(-h @ out[neg[r, i, j * k + q]]) for q in range(k))
+      n += 1
+  assert float(pairs) == n > 0
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  with pytest.raises(ValueError, match='pair_negatives is for skip-gram'):
+    w2v.Word2VecConfig(vocab_size=13, mode='cbow', pair_negatives=True)
 
 
 def test_step_touches_only_batch_rows():

@@ -32,10 +32,11 @@ def restore_params(workdir, config, vocab_size):
   return state, data
 
 
-@pytest.mark.parametrize('mode', ['skipgram', 'cbow'])
+@pytest.mark.parametrize('mode', ['skipgram', 'cbow', 'skipgram-pair_negatives'])
 def test_loss_decreases_on_real_text(tiny_config, tmp_path, mode):
   config = tiny_config
-  config.model.mode = mode
+  mode, _, pairs = mode.partition('-')
+  config.model.mode, config.model.pair_negatives = mode, bool(pairs)
   config.optim.learning_rate = 0.025 if mode == 'skipgram' else 0.05
   config.train.epochs = 3
   summary = word2vec.train_and_evaluate(config, str(tmp_path))

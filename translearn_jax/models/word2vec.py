@@ -20,7 +20,9 @@ weighted by `c_i`:
     loss_i = sum_{o valid} -log σ(h_i·u_{i+o}) + c_i · sum_k -log σ(-h_i·n_ik)
 
 whose expectation over negatives equals word2vec's (which draws `K` fresh
-negatives for each of the `c_i` pairs). CBOW: the mean of the valid context
+negatives for each of the `c_i` pairs); `pair_negatives=True` draws them per pair
+as word2vec does (`2·window·K` negatives a position, each of weight 1 when its
+pair is valid). CBOW: the mean of the valid context
 input rows scores the center's output row and `K` negatives, exactly as in
 word2vec; following word2vec.c and gensim (`cbow_mean=1`) the error is added to
 every context row without the 1/c factor.
@@ -62,10 +64,22 @@ class Word2VecConfig:
   # Rows updated more than `row_cap` times in one step get their summed update scaled by
   # row_cap / count (0: word2vec's plain sum). See `apply_rows`.
   row_cap: float = 0.0
+  # Skip-gram: K negatives for every (center, context) pair, as word2vec draws them,
+  # instead of K per center shared by its pairs and weighted by their count. The
+  # batch's `negatives` are then (B, L, 2·window·K): the pairs' in offset order.
+  pair_negatives: bool = False
+
+  @property
+  def negatives_per_position(self) -> int:
+    """The last dimension of a batch's `negatives`."""
+    return self.negatives * (2 * self.window if self.pair_negatives else 1)
 
   def __post_init__(self):
     if self.mode not in (SKIPGRAM, CBOW):
       raise ValueError(f"model.mode must be 'skipgram' or 'cbow', got {self.mode!r}")
+    if self.pair_negatives and self.mode != SKIPGRAM:
+      raise ValueError('model.pair_negatives is for skip-gram (CBOW has one pair a '
+                       'position and draws its negatives per position already)')
     if self.row_cap < 0:
       raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
     for name in ('vocab_size', 'dim', 'window', 'negatives'):
@@ -100,13 +114,15 @@ def context(batch: Mapping[str, Array], window: int) -> tuple[Array, Array]:
   return jnp.stack(ids, -1), jnp.stack(masks, -1).astype(jnp.float32)
 
 
-def _targets(batch, window, mode):
+def _targets(batch, window, mode, pair_negatives=False):
   """What each position scores: output-row ids, per-score weight and label.
 
   Returns (in_ids, in_weight, out_ids, weight, label, pairs):
   skip-gram: in_ids (B,L) are the centers; out_ids (B,L,2W+K) = contexts then
-  negatives. CBOW: in_ids (B,L,2W) are the contexts (averaged by in_weight);
-  out_ids (B,L,1+K) = the center then negatives.
+  negatives (each weighted by the center's pair count c_i), or with `pair_negatives`
+  (B,L,2W+2W·K): each pair's own K negatives, weighted by that pair's validity.
+  CBOW: in_ids (B,L,2W) are the contexts (averaged by in_weight); out_ids (B,L,1+K) =
+  the center then negatives.
   """
   ctx, mask = context(batch, window)
   count = mask.sum(-1)
@@ -114,7 +130,11 @@ def _targets(batch, window, mode):
   k = neg.shape[-1]
   if mode == SKIPGRAM:
     out_ids = jnp.concatenate([ctx, neg], -1)
-    weight = jnp.concatenate([mask, jnp.broadcast_to(count[..., None], neg.shape)], -1)
+    if pair_negatives:
+      neg_weight = jnp.repeat(mask, k // mask.shape[-1], axis=-1)
+    else:
+      neg_weight = jnp.broadcast_to(count[..., None], neg.shape)
+    weight = jnp.concatenate([mask, neg_weight], -1)
     label = jnp.concatenate([jnp.ones_like(mask), jnp.zeros(neg.shape, mask.dtype)], -1)
     return batch['tokens'], None, out_ids, weight, label, count.sum()
   has_ctx = (count > 0).astype(jnp.float32)
@@ -142,7 +162,8 @@ class Word2Vec(nn.Module):
     bound = 0.5 / cfg.dim  # word2vec.c / gensim initialisation
     in_embed = self.param('in_embed', _uniform(bound), (cfg.vocab_size, cfg.dim))
     out_embed = self.param('out_embed', nn.initializers.zeros, (cfg.vocab_size, cfg.dim))
-    in_ids, in_w, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode)
+    in_ids, in_w, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode,
+                                                           cfg.pair_negatives)
     h = _hidden(in_embed[in_ids], in_w)
     if in_w is not None:  # CBOW: word2vec's unscaled error for the context rows
       plain = jnp.einsum('blc,blcd->bld', (in_w > 0).astype(h.dtype), in_embed[in_ids])
@@ -256,7 +277,8 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
   if cfg.mode == CBOW:
     return _cbow_step(in_embed, out_embed, batch, lr, cfg, constrain)
   dim = in_embed.shape[1]
-  in_ids, _, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode)
+  in_ids, _, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode,
+                                                      cfg.pair_negatives)
   out_rows = out_embed[out_ids]                      # (B, L, M, D)
   h = in_embed[in_ids]                               # (B, L, D)
   scores = jnp.einsum('bld,blmd->blm', h, out_rows)

@@ -56,6 +56,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f"must be 'skipgram' or 'cbow', got {config.model.mode!r}")
   for f in ('dim', 'window', 'negatives'):
     _require(config.model[f] >= 1, f'model.{f}', f'must be >= 1, got {config.model[f]}')
+  _require(not (config.model.get('pair_negatives', False) and config.model.mode == w2v.CBOW),
+           'model.pair_negatives', 'is for skip-gram (CBOW draws its negatives per position, '
+           'one pair a position, already)')
   _require(config.export.format in ('', 'text', 'binary'), 'export.format',
            f"must be '', 'text' or 'binary', got {config.export.format!r}")
 
@@ -80,7 +83,8 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
   m = config.model
   return w2v.Word2VecConfig(vocab_size=vocab_size, dim=m.dim, window=m.window,
                             negatives=m.negatives, mode=m.mode,
-                            row_cap=float(config.optim.get('row_cap', 0.0)))
+                            row_cap=float(config.optim.get('row_cap', 0.0)),
+                            pair_negatives=bool(m.get('pair_negatives', False)))
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:
@@ -103,7 +107,7 @@ def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh) -> TrainState:
 def _state_initializer(cfg: w2v.Word2VecConfig, mesh):
   model = w2v.Word2Vec(cfg)
   dummy = {k: jnp.zeros((1, 2), jnp.int32) for k in ('tokens', 'segment', 'window')}
-  dummy['negatives'] = jnp.zeros((1, 2, cfg.negatives), jnp.int32)
+  dummy['negatives'] = jnp.zeros((1, 2, cfg.negatives_per_position), jnp.int32)
 
   def init(rng):
     params = model.init(rng, dummy)['params']
@@ -264,7 +268,8 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   stream = BlockStream(corpus, StreamConfig(
       batch=config.train.batch_size, length=config.train.seq_length,
       steps=config.train.steps_per_call,
-      window=cfg.window, negatives=cfg.negatives, sample=config.sample, seed=config.seed),
+      window=cfg.window, negatives=cfg.negatives_per_position, sample=config.sample,
+      seed=config.seed),
       epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
   total_steps = stream.estimated_total_steps()
   schedule = lr_schedule(config, total_steps)

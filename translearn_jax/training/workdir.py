@@ -105,6 +105,7 @@ def _show(v: Any) -> str:
 # this value (so adding a field does not make older run directories unresumable).
 ADDED_FIELDS = {
     'optim.row_cap': 0.0,       # word2vec (issue #20): plain summed row updates
+    'model.pair_negatives': False,      # skip-gram (issue #20): negatives shared per center
     'num_devices': 1,           # fine-tuning (issue #18): one device (other families always had it)
     'model.pad_id': 0,          # masked-LM encoders (issue #14): this project's pad id
     'model.pooler': False,      # masked-LM encoders (issue #15): BERT's pooler
