@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from translearn_jax.downstream import classification as task
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.experiments import classification
 
 
@@ -74,3 +74,29 @@ def test_multitask_shards_the_shared_backbone_and_computes_the_same(tmp_path, ti
   c8.train.batch_size = 6                                        # not a multiple of 2 x 2
   with pytest.raises(ConfigError, match='batch_size=6 does not split'):
     multitask.train(multitask.MultiTask(c8), 0, 2, str(tmp_path / 'bad'))
+
+
+def test_learning_curve_seeds_split_over_devices_compute_the_same(topic_task, vectors,
+                                                                  monkeypatch):
+  from test_learning_curves import curve_config
+  from translearn_jax.experiments import learning_curves as lc
+  c = curve_config(topic_task, vectors)
+  one = lc.CurveRunner(task.ClassificationTask(c), c)
+  acc_1, _, par_1 = one.run('finetune', 40, [0, 1, 2, 3], vmapped=True)
+  c4 = copy.deepcopy(c)
+  c4.num_devices = 4                                  # data = 4: one seed a device
+  four = lc.CurveRunner(task.ClassificationTask(c4), c4)
+  trained = []
+  loop = lc.train_loop
+  monkeypatch.setattr(lc, 'train_loop', lambda **k: trained.append(loop(**k)) or trained[-1])
+  acc_4, _, par_4 = four.run('finetune', 40, [0, 1, 2, 3], vmapped=True)
+  np.testing.assert_array_equal(acc_4, acc_1)
+  for p4, p1 in zip(par_4, par_1):
+    for a, b in zip(jax.tree.leaves(p4), jax.tree.leaves(p1)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+  # the stacked state kept its runs axis split over the four devices, one seed each
+  for x in jax.tree.leaves(trained[-1].state.params):
+    assert x.shape[0] == 4 and len(x.sharding.device_set) == 4
+    assert {s.data.shape[0] for s in x.addressable_shards} == {1}
+  with pytest.raises(ConfigError, match='seeds=3: the vmapped seeds are split'):
+    four.run('finetune', 40, [0, 1, 2], vmapped=True)

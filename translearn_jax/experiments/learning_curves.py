@@ -11,7 +11,9 @@ batches are stacked on a leading seed axis and the step is fine-tuning's
 under `jax.vmap` (`finetune.make_step(stacked=True)`). It runs on the shared
 loop (`training.loop.train_loop`) without checkpoints and without waiting for
 each step: the losses are checked once at the end, and a non-finite one
-names its strategy, budget and seeds (exit 3). Every run takes
+names its strategy, budget and seeds (exit 3). On a mesh (`num_devices`, `mesh.*`) the
+vmapped seeds are split over its batch axes: each device trains its share of the seeds
+(`seeds` a multiple of data x fsdp). Every run takes
 `max(curve.min_steps, ceil(curve.epochs · budget / batch))` steps, then is
 scored on the test split (no early stopping on the large dev split, which a
 low-budget user would not have).
@@ -32,6 +34,7 @@ to report the wall-clock speed-up of vmapping.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import time
@@ -48,6 +51,7 @@ from translearn_jax.experiments import classification, finetune
 from translearn_jax.errors import ConfigError, NonFiniteLossError
 from translearn_jax.evaluation import plots
 from translearn_jax.evaluation.stats import fmt, mean_ci
+from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.loop import train_loop
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState
@@ -120,8 +124,15 @@ class CurveRunner:
     inits = [setup.init_params(s, strategy)[0] for s in seeds]
     tx, plan = strategies.build(finetune.strategy_config(self.config, strategy),
                                 inits[0], setup.groups, steps)
-    step = finetune.make_step(setup, tx, strategies.frozen_mask(inits[0], setup.groups, plan),
-                              stacked=vmapped)
+    frozen = strategies.frozen_mask(inits[0], setup.groups, plan)
+    mesh = mesh_lib.mesh_from_config(self.config) if vmapped else None
+    if mesh is not None and mesh.devices.size > 1:
+      if len(seeds) % mesh_lib.batch_ways(mesh):
+        raise ConfigError(f'config.seeds={len(seeds)}: the vmapped seeds are split over the '
+                          f"mesh's {mesh_lib.batch_ways(mesh)} batch shards (data x fsdp) and "
+                          f'must be a multiple of them')
+    else:
+      mesh = None
 
     # one width per step for all seeds (the vmapped batch is one array); the
     # sequential peer uses the same widths, so both compute the same thing
@@ -145,10 +156,17 @@ class CurveRunner:
         opt_state = tx.init(params)
       state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                          rng=rng)
+      shardings = runs_shardings(state, mesh) if mesh is not None else None
+      if shardings is not None:
+        state = jax.device_put(state, shardings)
+      step = finetune.make_step(setup, tx, frozen, stacked=vmapped, shardings=shardings,
+                                mesh=mesh)
       try:
         return train_loop(
             state=state, stream=(({}, inputs(i, which)) for i in range(steps)), step_fn=step,
-            to_device=lambda b: b, checkpointer=None, writer=None, total_steps=steps,
+            to_device=(lambda b: b) if shardings is None else functools.partial(
+                mesh_lib.shard_global_batch, mesh=mesh),
+            checkpointer=None, writer=None, total_steps=steps,
             steps_per_call=1, checkpoint_every=steps, log_every=steps,
             units_per_step=bs * len(which), units_name='examples', progress=False,
             sync_every_step=False).state.params
@@ -172,6 +190,19 @@ class CurveRunner:
       logits = self._logits(stacked_params, toks[lo:lo + batch], mask[lo:lo + batch])
       correct = correct + (np.asarray(jnp.argmax(logits, -1)) == labels[lo:lo + batch]).sum(1)
     return correct / len(labels)
+
+
+def runs_shardings(state: TrainState, mesh) -> TrainState:
+  """Shardings of a state stacked over runs (seeds): every leaf's leading runs axis split
+  over the mesh's batch axes (each device trains its own seeds; no communication but the
+  shared step count), the step count replicated."""
+  runs = mesh_lib.batch_sharding(mesh)
+  return TrainState(step=mesh_lib.replicated(mesh),
+                    params=jax.tree.map(lambda _: runs, state.params),
+                    opt_state=jax.tree.map(
+                        lambda x: runs if np.ndim(x) else mesh_lib.replicated(mesh),
+                        state.opt_state),
+                    rng=runs)
 
 
 def scratch_labels_to_match(acc: float, budgets: Sequence[int], scratch_means: Sequence[float]
