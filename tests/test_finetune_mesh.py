@@ -100,3 +100,26 @@ def test_learning_curve_seeds_split_over_devices_compute_the_same(topic_task, ve
     assert {s.data.shape[0] for s in x.addressable_shards} == {1}
   with pytest.raises(ConfigError, match='seeds=3: the vmapped seeds are split'):
     four.run('finetune', 40, [0, 1, 2], vmapped=True)
+
+
+def test_dann_splits_its_batches_over_devices_and_computes_the_same(tmp_path, monkeypatch):
+  from test_fusion import dann_config
+  from translearn_jax.experiments import dann
+  from translearn_jax.training import loop
+  c = dann_config(tmp_path)
+  c.train.steps = 12
+  one = dann.run_once(dann.DannSetup(c), 0, 0.5, str(tmp_path / 'one'))
+  c4 = copy.deepcopy(c)
+  c4.num_devices = 4                                  # data = 4: two rows of 8 a device
+  trained = []
+  real = loop.Run.train
+  monkeypatch.setattr(loop.Run, 'train',
+                      lambda self, **k: trained.append(real(self, **k)) or trained[-1])
+  four = dann.run_once(dann.DannSetup(c4), 0, 0.5, str(tmp_path / 'four'))
+  assert (four['test'], four['dev']) == (one['test'], one['dev'])
+  for k in ('final_task_loss', 'final_domain_loss'):
+    assert four[k] == pytest.approx(one[k], rel=1e-4)
+  assert all(len(x.sharding.device_set) == 4 for x in jax.tree.leaves(trained[-1].state.params))
+  c4.train.batch_size = 6                                        # not a multiple of 4
+  with pytest.raises(ConfigError, match='batch_size=6 does not split'):
+    dann.run_once(dann.DannSetup(c4), 0, 0.5, str(tmp_path / 'bad'))

@@ -121,10 +121,9 @@ def test_train_py_zero_shot_on_made_up_data(tmp_path):
     train.run(c, str(tmp_path / 'run2'))
 
 
-def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
-  import train
+def dann_config(tmp_path):
+  """Made-up source (long, topic A) and target (short, topic B) sentiment tasks, vectors."""
   from configs import dann_mr
-  from translearn_jax.experiments import dann as da
   rng = np.random.default_rng(0)
   pos, neg, topic_a, topic_b = ['good', 'great'], ['bad', 'awful'], ['film', 'plot'], ['game', 'team']
   def texts(n, topic, long):
@@ -145,6 +144,13 @@ def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
   c.data.kind, c.data.path = 'tsv', str(tmp_path / 't.tsv')
   c.init.path, c.model.dim, c.seeds = str(tmp_path / 'v.txt'), 8, 2
   c.train.steps, c.train.batch_size = 30, 8
+  return c
+
+
+def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
+  import train
+  from translearn_jax.experiments import dann as da
+  c = dann_config(tmp_path)
   out = train.run(c, str(tmp_path / 'run'))
   rows = {r['condition']: r for r in out['rows']}
   assert set(rows) == {'no adaptation', 'DANN'} and rows['DANN']['seeds'] == 2

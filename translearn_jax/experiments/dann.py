@@ -20,7 +20,6 @@ report gives target test accuracy (mean ± 95% CI) and the paired gain.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -36,6 +35,8 @@ from translearn_jax.downstream import classification, models
 from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.fusion.gradient_reversal import dann_lambda, grad_reverse
 from translearn_jax.downstream.task import trimmed_width
+from translearn_jax.errors import ConfigError
+from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.loop import Run
 from translearn_jax.training.state import TrainState, init_params
@@ -100,7 +101,6 @@ class DannSetup:
 
 def parse_label_mapping(spec: str, src_names, tgt_names) -> dict[int, int]:
   """'neg=negative,pos=positive' -> {source id: target id}."""
-  from translearn_jax.errors import ConfigError
   pairs = dict(p.split('=', 1) for p in spec.split(',') if '=' in p)
   pairs = {k.strip(): v.strip() for k, v in pairs.items()}
   bad = [s for s in src_names if pairs.get(s) not in tgt_names]
@@ -149,8 +149,15 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                      rng=jax.random.key(seed + 1000))
   inner = make_step(setup, tx, lambda_max, steps)
+  mesh = mesh_lib.mesh_from_config(config)
+  shardings = None
+  if mesh.devices.size > 1:   # data parallel: the model names no logical axes (replicated)
+    if bs % mesh_lib.batch_ways(mesh):
+      raise ConfigError(f'config.train.batch_size={bs} does not split over the mesh\'s '
+                        f'{mesh_lib.batch_ways(mesh)} batch shards (data x fsdp)')
+    shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
+    state = jax.device_put(state, shardings)
 
-  @functools.partial(jax.jit, donate_argnums=0)
   def step(state, batch):
     params, opt_state, (task_loss, d_loss, d_acc) = inner(
         state.params, state.opt_state, batch['source'], batch['target'], state.step,
@@ -158,6 +165,17 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
     return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
             {'loss_sum': task_loss + d_loss, 'loss_count': jnp.ones(()), 'task_loss': task_loss,
              'domain_loss': d_loss, 'domain_accuracy': d_acc})
+  if shardings is None:
+    step = jax.jit(step, donate_argnums=0)
+  else:
+    repl = mesh_lib.replicated(mesh)
+    step = jax.jit(step, donate_argnums=0, in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+                   out_shardings=(shardings, repl))
+
+  def to_device(batch):   # every leaf's rows split over the batch axes (this process's rows)
+    leaves, tree = jax.tree.flatten(batch)
+    placed = mesh_lib.shard_global_batch({str(i): x for i, x in enumerate(leaves)}, mesh)
+    return jax.tree.unflatten(tree, [placed[str(i)] for i in range(len(leaves))])
 
   def trim(toks, mask, idx):
     w = trimmed_width(mask[idx])
@@ -176,7 +194,8 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
            ) as run:
     state, position = run.restore(state)
     result = run.train(
-        state=state, stream=stream(position), step_fn=step, to_device=lambda b: b,
+        state=state, stream=stream(position), step_fn=step,
+        to_device=(lambda b: b) if shardings is None else to_device,
         total_steps=steps, steps_per_call=1, checkpoint_every=max(steps // 4, 1),
         log_every=config.get('log_every_steps', 0) or steps, units_per_step=bs,
         units_name='examples', data_state=position, progress=config.get('progress', False))
