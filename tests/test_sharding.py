@@ -88,10 +88,39 @@ def train_seq2seq(spec, devices=8, steps=3):
   return losses
 
 
-def test_seq2seq_same_losses_on_a_3d_mesh():
-  # all three axes at once (the LM test above covers each mesh; seq2seq compiles slowly)
-  np.testing.assert_allclose(train_seq2seq(MESHES[2]), train_seq2seq({'data': 1}, devices=1),
-                             rtol=1e-5)
+def test_seq2seq_same_losses_on_every_mesh():
+  ref = train_seq2seq({'data': 1}, devices=1)
+  for spec in MESHES:
+    np.testing.assert_allclose(train_seq2seq(spec), ref, rtol=1e-5, err_msg=str(spec))
+
+
+def test_gpt2_small_shrunk_trains_the_same_two_steps_on_every_mesh():
+  """configs/gpt2_small.py with its width, depth and vocabulary shrunk and everything else
+  kept (bf16 compute, fused attention, full remat, chunked loss, learned positions): two
+  steps on each mesh give the one-device losses within bf16 rounding."""
+  from configs import gpt2_small
+  from translearn_jax.models import lm as lm_models
+  c = gpt2_small.get_config()
+  c.model.d_model, c.model.num_heads, c.model.num_layers, c.model.d_ff = 32, 4, 1, 64
+  c.model.max_len, c.model.vocab_size, c.model.dropout = 16, V, 0.0
+  cfg = lm_models.config_from(c.model, V, c.dtype, deterministic=False)
+  assert (cfg.dtype, cfg.remat, cfg.attention_impl) == (jnp.bfloat16, 'full', 'dot_product')
+  chunk = 4                                     # the config's 1024 shrunk with the sequence
+
+  def two_steps(spec, devices=8):
+    mesh, model, tx = mesh_lib.make_mesh(spec, devices), lm_models.make(cfg), optax.adamw(1e-2)
+    state = lm.init_state(model, tx, 0, T, mesh)
+    fn = lm.make_train_fn(model, tx, lambda s: 1e-2, mesh, mesh_lib.shardings_of(state),
+                          loss_chunk=chunk)
+    out = []
+    for b in batches(2):
+      state, m = fn(state, mesh_lib.shard_batch({'tokens': b}, mesh, 1))
+      out.append(float(m['loss_sum']) / float(m['loss_count']))
+    return out
+  ref = two_steps({'data': 1}, devices=1)
+  assert all(np.isfinite(ref))
+  for spec in MESHES:
+    np.testing.assert_allclose(two_steps(spec), ref, rtol=1e-2, err_msg=str(spec))
 
 
 def test_rules_place_params_and_optimiser_state():
