@@ -123,3 +123,29 @@ def test_dann_splits_its_batches_over_devices_and_computes_the_same(tmp_path, mo
   c4.train.batch_size = 6                                        # not a multiple of 4
   with pytest.raises(ConfigError, match='batch_size=6 does not split'):
     dann.run_once(dann.DannSetup(c4), 0, 0.5, str(tmp_path / 'bad'))
+
+
+def test_search_trials_run_on_the_configs_mesh(tmp_path, topic_task, tiny_lm_run, monkeypatch):
+  from configs import search_mr_skipgram, transfer_mr_lm
+  from translearn_jax.experiments import search
+  from translearn_jax.training import loop
+  c = search_mr_skipgram.get_config()
+  base = transfer_mr_lm.get_config()
+  c.data, c.model, c.init, c.train = base.data, base.model, base.init, base.train
+  c.data.kind, c.data.path, c.init.path = 'tsv', topic_task, tiny_lm_run
+  c.train.epochs, c.train.batch_size, c.model.max_tokens = 1, 32, 48
+  c.num_devices, c.mesh.fsdp = 4, 2                               # data 2 x fsdp 2
+  # (that fine-tuning on a mesh computes what one device does is the first test's check;
+  # here: a trial's config keeps the mesh, and the trial's state is placed by it)
+  trained = []
+  real = loop.Run.train
+  monkeypatch.setattr(loop.Run, 'train',
+                      lambda self, **k: trained.append(real(self, **k)) or trained[-1])
+  out = search.run_trial(task.ClassificationTask(c), c, {'strategy': 'finetune',
+                                                          'learning_rate': 1e-3}, 0,
+                         str(tmp_path / 'trial'))
+  assert 0 <= out['dev'] <= 100 and trained
+  flat = jax.tree_util.tree_leaves_with_path(trained[-1].state.params)
+  assert any('backbone' in jax.tree_util.keystr(p) and not x.sharding.is_fully_replicated
+             for p, x in flat)
+  assert all(len(x.sharding.device_set) == 4 for _, x in flat)
