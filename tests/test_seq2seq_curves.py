@@ -81,6 +81,10 @@ def test_gains_are_paired_by_seed_with_a_t_interval():
   # paired differences 2, 1, 3: sd 1, t(0.975, 2) = 4.303 -> 4.303 / sqrt(3)
   assert dn['bleu_gain_ci95'] == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-3)
   assert dn['chrf_gain'] == pytest.approx(4.0) and dn['paired_seeds'] == 3
+  # one row per condition, whatever the list names (the reverse cells once, last)
+  rev = [dict(c, condition='reverse') for c in cells[:3]]
+  rows = seq2seq_curves.summarise(cells + rev, [10], ['scratch', 'reverse', 'denoise'])
+  assert [r['condition'] for r in rows] == ['scratch', 'denoise', 'reverse']
 
 
 @pytest.mark.parametrize('field,value,match', [

@@ -177,7 +177,7 @@ def summarise(cells: list[dict], budgets, conditions) -> list[dict]:
   rows = []
   for b in budgets:
     scratch = {c['seed']: c for c in cells if c['budget'] == b and c['condition'] == 'scratch'}
-    for cond in conditions + ['reverse']:
+    for cond in [c for c in dict.fromkeys(conditions) if c != 'reverse'] + ['reverse']:
       mine = sorted((c for c in cells if c['budget'] == b and c['condition'] == cond),
                     key=lambda c: c['seed'])
       if not mine:
