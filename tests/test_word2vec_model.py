@@ -111,7 +111,6 @@ def test_step_touches_only_batch_rows():
 
 
 def test_pairs_never_cross_segments():
-  cfg = w2v.Word2VecConfig(vocab_size=30, dim=4, window=5, negatives=1)
   rng = np.random.default_rng(4)
   batch = random_batch(rng, 30, b=1, length=10, k=1, window=5)
   batch['segment'][:] = np.array([[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]])

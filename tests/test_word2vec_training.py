@@ -17,7 +17,6 @@ from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, Strea
 from translearn_jax.errors import DataError, NonFiniteLossError
 from translearn_jax.pretraining import word2vec
 from translearn_jax.training import mesh as mesh_lib
-from translearn_jax.training import preemption
 from translearn_jax.training.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
