@@ -19,6 +19,8 @@ Sample from it:  python -m translearn_jax.generation.sample --workdir /tmp/lm_tf
 
 import ml_collections
 
+from translearn_jax import config_fields
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -90,11 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   # split over data × fsdp; fsdp shards parameters and optimiser state (FSDP); tensor
   # shards heads, MLP and vocabulary. mesh.rules overrides the logical-axis rules, e.g.
   # 'vocab=,embed=fsdp' (see translearn_jax/training/mesh.py).
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.fsdp = 1
-  config.mesh.tensor = 1
-  config.mesh.rules = ''
+  config.mesh = config_fields.mesh_fields()
   config.peak_flops_per_device = 0.0     # for MFU where the device is not in the table
   config.train.checkpoint_every_steps = 500
   config.train.keep_checkpoints = 3

@@ -19,6 +19,7 @@ compare.json (resumable: rerun the command in the same workdir).
 
 import ml_collections
 
+from translearn_jax import config_fields
 from translearn_jax.configs import transfer_conll_lm, transfer_mr_lm
 
 
@@ -59,9 +60,5 @@ def get_config() -> ml_collections.ConfigDict:
   # mesh.fsdp=4 shards the shared backbone's parameters and Adam moments by its logical
   # axes; heads are replicated; each batch is split over data x fsdp
   config.num_devices = 1
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.fsdp = 1
-  config.mesh.tensor = 1
-  config.mesh.rules = ''
+  config.mesh = config_fields.mesh_fields()
   return config

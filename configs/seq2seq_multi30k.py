@@ -8,6 +8,8 @@ reports BLEU and chrF (sacrebleu, detokenised) on val and test_2016_flickr.
 
 import ml_collections
 
+from translearn_jax import config_fields
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -128,11 +130,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The device mesh (issue #18): data × fsdp × tensor, one of them -1 (the rest of the
   # devices); parameters are placed by logical-axis rules, mesh.rules overrides them
   # (see translearn_jax/training/mesh.py).
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.fsdp = 1
-  config.mesh.tensor = 1
-  config.mesh.rules = ''
+  config.mesh = config_fields.mesh_fields()
   config.train.checkpoint_every_steps = 1000
   config.train.keep_checkpoints = 3
   config.train.log_every_steps = 50

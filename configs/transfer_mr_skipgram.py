@@ -15,6 +15,8 @@ MR has no official split: a stratified 80/10/10 split with `data.split_seed`.
 
 import ml_collections
 
+from translearn_jax import config_fields
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -76,11 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
   # mesh.fsdp=4 shards a pretrained backbone's parameters and optimiser state by the
   # logical-axis rules, and every batch over data x fsdp.
   config.num_devices = 1
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.fsdp = 1
-  config.mesh.tensor = 1
-  config.mesh.rules = ''
+  config.mesh = config_fields.mesh_fields()
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 10
   config.train.batch_size = 50

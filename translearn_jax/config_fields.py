@@ -16,7 +16,16 @@ the new field, instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import ml_collections
+
 from translearn_jax.errors import ConfigError
+
+
+def mesh_fields() -> ml_collections.ConfigDict:
+  """The `mesh` group every sharded family's config carries, at its defaults: all devices
+  on `data` (-1: the devices the other axes leave), no FSDP or tensor parallelism, the
+  default logical-axis rules."""
+  return ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1, 'rules': ''})
 
 RENAMED = {
     'pretrained.kind': 'init.kind',
