@@ -444,3 +444,32 @@ def test_sigterm_where_python_cannot_raise_is_recorded_not_printed(monkeypatch):
     preemption.uninstall()
     sys.unraisablehook = hook
   assert [type(u.exc_value) for u in seen] == [ValueError]
+
+
+def test_manifests_hashed_in_the_background_land_and_errors_surface(tmp_path, monkeypatch):
+  """`save` hashes the previous step's files in a thread (not on the training thread);
+  every step still gets its manifest by `close`, and a failure in that thread is raised
+  at the next save, not lost."""
+  state = {'w': jnp.arange(1000, dtype=jnp.float32)}
+  ck = Checkpointer(str(tmp_path), max_to_keep=3)
+  threads = []
+  real_start = Checkpointer._hash_in_background
+  monkeypatch.setattr(Checkpointer, '_hash_in_background',
+                      lambda self, step: threads.append(step) or real_start(self, step))
+  for step in (1, 2, 3):
+    ck.save(step, state, {'step': step})
+  ck.close()
+  assert threads == [1, 2]                        # step 3's manifest: written by close
+  for step in (1, 2, 3):
+    assert os.path.exists(tmp_path / 'checkpoints' / str(step) / MANIFEST)
+    assert Checkpointer(str(tmp_path)).verify(step) is None
+  # a failing background hash is raised where the training thread next joins it
+  ck = Checkpointer(str(tmp_path / 'b'), max_to_keep=3)
+  monkeypatch.setattr(Checkpointer, '_write_manifest',
+                      lambda self, step: (_ for _ in ()).throw(PermissionError('no access')))
+  ck.save(1, state, {})
+  ck.save(2, state, {})                           # starts hashing step 1, which fails
+  with pytest.raises(PermissionError, match='no access'):
+    ck.save(3, state, {})
+  monkeypatch.undo()
+  ck.close()

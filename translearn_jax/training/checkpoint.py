@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from typing import Any, Optional
 
 import jax
@@ -93,6 +94,8 @@ class Checkpointer:
     self._loop_states: dict[int, dict] = {}
     self._failed = False
     self._pending: Optional[int] = None   # a step whose save runs in the background
+    self._hashing: Optional[threading.Thread] = None   # a manifest being written
+    self._hash_error: Optional[tuple[int, BaseException]] = None
     self.manager = None
     self._sweep()
     self.manager = ocp.CheckpointManager(
@@ -162,7 +165,7 @@ class Checkpointer:
     the background, so training goes on); the save is finished, and the step's manifest
     written, at the next save, restore or `close` (`finish`). A full disk is a one-line
     error."""
-    self.finish()
+    self.finish(background=True)
     data = dict(data_state)
     if loop_state is not None:
       data[LOOP_KEY] = loop_state
@@ -172,16 +175,45 @@ class Checkpointer:
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)), force=True)
       self._pending = step
 
-  def finish(self) -> None:
-    """Waits for a save in progress and writes its manifest (a no-op without one)."""
+  def finish(self, background: bool = False) -> None:
+    """Waits for a save in progress and writes its manifest (a no-op without one).
+
+    With `background` (as `save` calls it, one save later), the manifest -- a sha256 of
+    every file of the step, ~75 ms for a 114 MB state on CPU -- is written by a thread
+    while training goes on, and joined by the next `finish`, `restore` or `close`. A
+    kill before it lands leaves the step without a manifest, which a restore treats as
+    it treats the newest step of any killed run (orbax's own checks only)."""
+    self._join_hashing()
     if self._pending is None:
       return
     step, self._pending = self._pending, None
     with preemption.deferred(), self._disk_guard(step):
       self.manager.wait_until_finished()
-      if self._primary:
+      if self._primary and not background:
         self._write_manifest(step)
+    if self._primary and background:
+      self._hashing = threading.Thread(target=self._hash_in_background, args=(step,),
+                                       name=f'manifest-{step}', daemon=True)
+      self._hashing.start()
     self._verified.add(step)
+
+  def _hash_in_background(self, step: int) -> None:
+    try:
+      self._write_manifest(step)
+    except FileNotFoundError:
+      pass   # the step was removed meanwhile (keep-N): it needs no manifest
+    except BaseException as e:  # re-raised where the training thread joins
+      self._hash_error = (step, e)
+
+  def _join_hashing(self) -> None:
+    if self._hashing is None:
+      return
+    self._hashing.join()
+    self._hashing = None
+    if self._hash_error is not None:
+      (step, e), self._hash_error = self._hash_error, None
+      with preemption.deferred(), self._disk_guard(step):
+        raise e
 
   @contextlib.contextmanager
   def _disk_guard(self, step: int):
