@@ -20,6 +20,7 @@ report gives target test accuracy (mean ± 95% CI) and the paired gain.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -172,11 +173,6 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
     step = jax.jit(step, donate_argnums=0, in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
                    out_shardings=(shardings, repl))
 
-  def to_device(batch):   # every leaf's rows split over the batch axes (this process's rows)
-    leaves, tree = jax.tree.flatten(batch)
-    placed = mesh_lib.shard_global_batch({str(i): x for i, x in enumerate(leaves)}, mesh)
-    return jax.tree.unflatten(tree, [placed[str(i)] for i in range(len(leaves))])
-
   def trim(toks, mask, idx):
     w = trimmed_width(mask[idx])
     return toks[idx, :w], mask[idx, :w]
@@ -195,7 +191,8 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
     state, position = run.restore(state)
     result = run.train(
         state=state, stream=stream(position), step_fn=step,
-        to_device=(lambda b: b) if shardings is None else to_device,
+        to_device=(lambda b: b) if shardings is None else functools.partial(
+            mesh_lib.shard_global_batch, mesh=mesh),
         total_steps=steps, steps_per_call=1, checkpoint_every=max(steps // 4, 1),
         log_every=config.get('log_every_steps', 0) or steps, units_per_step=bs,
         units_name='examples', data_state=position, progress=config.get('progress', False))

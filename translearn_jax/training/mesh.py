@@ -194,19 +194,20 @@ def process_rows(global_batch: int, mesh: Mesh) -> tuple[int, int]:
   return start, start + per_proc
 
 
-def shard_global_batch(arrays: Mapping[str, Any], mesh: Mesh) -> dict:
-  """A global batch every process holds whole (evaluation rows) -> global arrays, each
-  process contributing only its rows (`process_rows`), so no row counts twice."""
-  n = len(next(iter(arrays.values())))
-  start, stop = process_rows(n, mesh)
-  return shard_batch({k: np.asarray(v)[start:stop] for k, v in arrays.items()}, mesh)
+def shard_global_batch(arrays: Any, mesh: Mesh) -> Any:
+  """A global batch every process holds whole (evaluation rows; a dict or any pytree of
+  arrays with the same rows) -> global arrays, each process contributing only its rows
+  (`process_rows`), so no row counts twice."""
+  start, stop = process_rows(len(jax.tree.leaves(arrays)[0]), mesh)
+  return shard_batch(jax.tree.map(lambda v: np.asarray(v)[start:stop], arrays), mesh)
 
 
-def shard_batch(local: Mapping[str, Any], mesh: Mesh, batch_axis: int = 0) -> dict:
-  """Host arrays (this process's rows) -> global arrays split over ('data', 'fsdp')."""
+def shard_batch(local: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
+  """Host arrays (this process's rows; a dict or any pytree) -> global arrays split over
+  ('data', 'fsdp')."""
   sharding = batch_sharding(mesh, batch_axis)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in local.items()}
+  return jax.tree.map(
+      lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), local)
 
 
 # -- parameters and state by the rules ---------------------------------------
