@@ -116,7 +116,7 @@ class TaggingTask(Task):
                    for k, c in self.corpora.items()}
     self.rules = graft_lib.parse_rules(config.init.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
-    self._eval = _jitted_predictions(self.model)
+    self._eval = jitted_predictions(self.model)
 
   def inference_spec(self) -> dict:
     """How a saved tagger reads new sentences (`serving`): its tags, `encode_sentences`
@@ -190,7 +190,7 @@ def tag_predictions(model, params, tokens, mask):
 
 
 @memo.memoized(maxsize=32)
-def _jitted_predictions(model):
+def jitted_predictions(model):
   """Jitted `tag_predictions(model, ...)`, one per model in a process."""
   return jax.jit(lambda p, t, m: tag_predictions(model, p, t, m))
 

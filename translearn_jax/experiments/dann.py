@@ -153,9 +153,7 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
   mesh = mesh_lib.mesh_from_config(config)
   shardings = None
   if mesh.devices.size > 1:   # data parallel: the model names no logical axes (replicated)
-    if bs % mesh_lib.batch_ways(mesh):
-      raise ConfigError(f'config.train.batch_size={bs} does not split over the mesh\'s '
-                        f'{mesh_lib.batch_ways(mesh)} batch shards (data x fsdp)')
+    mesh_lib.require_batch_split(bs, mesh, 'config.train.batch_size')
     shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
     state = jax.device_put(state, shardings)
 
@@ -166,12 +164,7 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
     return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
             {'loss_sum': task_loss + d_loss, 'loss_count': jnp.ones(()), 'task_loss': task_loss,
              'domain_loss': d_loss, 'domain_accuracy': d_acc})
-  if shardings is None:
-    step = jax.jit(step, donate_argnums=0)
-  else:
-    repl = mesh_lib.replicated(mesh)
-    step = jax.jit(step, donate_argnums=0, in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
-                   out_shardings=(shardings, repl))
+  step = mesh_lib.jit_step(step, mesh, shardings)
 
   def trim(toks, mask, idx):
     w = trimmed_width(mask[idx])

@@ -140,11 +140,7 @@ def _build_step(loss, tx, frozen, stacked, shardings, mesh):
   if stacked:
     axes = TrainState(step=None, params=0, opt_state=0, rng=0)
     step = jax.vmap(step, in_axes=(axes, 0), out_axes=(axes, 0))
-  if shardings is None:
-    return jax.jit(step, donate_argnums=0)
-  repl = mesh_lib.replicated(mesh)
-  return jax.jit(step, donate_argnums=0, in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
-                 out_shardings=(shardings, repl))
+  return mesh_lib.jit_step(step, mesh, shardings)
 
 
 def place_state(task, state: TrainState, mesh, rules):
@@ -188,9 +184,8 @@ def finetune(task, strategy: str, seed: int, config, run_dir: str, save: bool = 
                      rng=jax.random.key(seed + task.dropout_seed_offset))
   mesh = mesh_lib.mesh_from_config(config)
   state, shardings = place_state(task, state, mesh, mesh_lib.rules_from_config(config))
-  if shardings is not None and bs % mesh_lib.batch_ways(mesh):
-    raise DataError(f'train.batch_size={bs} does not split over the mesh\'s '
-                    f'{mesh_lib.batch_ways(mesh)} batch shards (data x fsdp)')
+  if shardings is not None:
+    mesh_lib.require_batch_split(bs, mesh, 'train.batch_size', DataError)
   on_best = None
   if save:
     on_best = lambda p, b: save_best(run_dir, task, p, config, strategy, seed, b, report)

@@ -162,9 +162,8 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
                      rng=jax.random.key(seed + 3000))
   mesh = mesh_lib.mesh_from_config(mt.config)
   state, shardings = place_state(mt, state, mesh, mesh_lib.rules_from_config(mt.config))
-  if shardings is not None and mt.config.train.batch_size % mesh_lib.batch_ways(mesh):
-    raise ConfigError(f'config.train.batch_size={mt.config.train.batch_size} does not split '
-                      f"over the mesh's {mesh_lib.batch_ways(mesh)} batch shards (data x fsdp)")
+  if shardings is not None:
+    mesh_lib.require_batch_split(mt.config.train.batch_size, mesh, 'config.train.batch_size')
 
   def make_step(task):
     loss_fn = mt.tasks[task].loss
@@ -187,12 +186,7 @@ def train(mt: MultiTask, seed: int, steps: int, run_dir: str, only: Optional[str
         opt_state['heads'][task] = oh
       return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
               {f'{task}_loss_sum': value, 'loss_sum': value})
-    if shardings is None:
-      return jax.jit(step, donate_argnums=0)    # updated in place
-    repl = mesh_lib.replicated(mesh)
-    return jax.jit(step, donate_argnums=0,
-                   in_shardings=(shardings, mesh_lib.batch_sharding(mesh), repl),
-                   out_shardings=(shardings, repl))
+    return mesh_lib.jit_step(step, mesh, shardings, replicated_args=1)   # updated in place
 
   steps_fn = {t: make_step(t) for t in names}
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 import numpy as np
 
 from translearn_jax.data import readers
@@ -135,7 +134,7 @@ def classify(model: SavedModel, texts: list, batch_size: int,
     toks, mask = classification.encode_pieces(texts, model.tokenizer, spec['max_tokens'],
                                               spec['causal'])
   module, labels = model.module, spec['labels']
-  apply = jax.jit(lambda p, t, m: module.apply({'params': p}, t, m))   # the task's `_eval`
+  apply = classification.jitted_apply(module)   # the task's `_eval`
   out = [None] * len(texts)
   for idx in _batches(mask, batch_size, progress, 'predicting'):
     w = trimmed_width(mask[idx])
@@ -154,7 +153,7 @@ def tag(model: SavedModel, sentences: list, batch_size: int,
   toks, mask, pos = tagging.encode_sentences(sentences, model.tokenizer, spec['max_tokens'],
                                              spec['causal'])
   module, labels = model.module, spec['labels']
-  predict = jax.jit(lambda p, t, m: tagging.tag_predictions(module, p, t, m))
+  predict = tagging.jitted_predictions(module)
   out, truncated = [None] * len(sentences), 0
   for idx in _batches(mask, batch_size, progress, 'tagging'):
     w = trimmed_width(mask[idx])

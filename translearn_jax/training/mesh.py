@@ -182,6 +182,28 @@ def batch_ways(mesh: Mesh) -> int:
   return int(np.prod([mesh.shape[a] for a in batch_axes(mesh)]))
 
 
+def require_batch_split(rows: int, mesh: Mesh, field: str, error=ConfigError) -> None:
+  """A batch of `rows` must split over the mesh's batch shards: else one `error` naming
+  `field`."""
+  ways = batch_ways(mesh)
+  if rows % ways:
+    raise error(f"{field}={rows} does not split over the mesh's {ways} batch shards "
+                '(data x fsdp)')
+
+
+def jit_step(step, mesh: Mesh, shardings=None, replicated_args: int = 0):
+  """`jax.jit` of a step `(state, batch, *more) -> (state, metrics)` that donates the state.
+  With `shardings` (the state's, over `mesh`) the state keeps that placement, the batch
+  is split over the batch axes and the `replicated_args` arguments after it and the
+  metrics are replicated; without, placement is left to the inputs."""
+  if shardings is None:
+    return jax.jit(step, donate_argnums=0)
+  repl = replicated(mesh)
+  return jax.jit(step, donate_argnums=0,
+                 in_shardings=(shardings, batch_sharding(mesh), *[repl] * replicated_args),
+                 out_shardings=(shardings, repl))
+
+
 def process_rows(global_batch: int, mesh: Mesh) -> tuple[int, int]:
   """[start, stop) of the global batch rows this process loads."""
   ways = batch_ways(mesh)

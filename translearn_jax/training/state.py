@@ -47,12 +47,16 @@ def init_params(model, rng, *inputs) -> Any:
   return _init_jit(model, rng, *inputs)
 
 
+def _specs(inputs) -> tuple:
+  """Hashable shapes and dtypes of example inputs (the memo keys below)."""
+  return tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in inputs)
+
+
 def abstract_params(model, *inputs) -> Any:
   """The shapes and dtypes of `init_params(model, key, *inputs)` (`jax.eval_shape`: no
   compute; traced once per module and input shapes in a process). Only the shapes and
   dtypes of `inputs` are used."""
-  specs = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in inputs)
-  return jax.tree.map(lambda x: x, _abstract_params(model, specs))   # a copy to change
+  return jax.tree.map(lambda x: x, _abstract_params(model, _specs(inputs)))   # a copy to change
 
 
 @memo.memoized(maxsize=64)
@@ -73,8 +77,7 @@ def init_train_state(model, tx, seed: int, mesh, *dummy_inputs, rules=None) -> T
   mesh in a process: `training.memo`). The state's params are plain arrays. Only the
   shapes and dtypes of `dummy_inputs` are used.
   """
-  specs = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in dummy_inputs)
-  return _state_initializer(model, tx, specs, rules, mesh)(jax.random.key(seed))
+  return _state_initializer(model, tx, _specs(dummy_inputs), rules, mesh)(jax.random.key(seed))
 
 
 @memo.memoized()
