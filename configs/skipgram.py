@@ -59,6 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.seq_length = 256          # subsampled tokens per row
   config.train.steps_per_call = 64       # steps scanned in one jitted call
   config.num_devices = 0                 # devices in the data mesh (0: all)
+  config.model.table_sharding = 'replicated'  # 'rows': each device holds 1/n of the rows
   config.train.prefetch = 2              # blocks prepared ahead in a host thread
 
   config.train.checkpoint_every_steps = 2000  # save every N steps (and at the end)

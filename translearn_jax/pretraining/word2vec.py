@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from translearn_jax.data import readers
 from translearn_jax.data.vocab import EncodedCorpus, Vocabulary, encode_corpus
@@ -26,6 +27,7 @@ from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, Strea
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.evaluation import word_vectors
 from translearn_jax.export.word2vec_format import save_word2vec
+from translearn_jax.models import row_sharded
 from translearn_jax.models import word2vec as w2v
 from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
@@ -34,6 +36,10 @@ from translearn_jax.training.loop import Run
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState
 from translearn_jax.transfer.graft import remap_rows
+
+
+REPLICATED, ROWS = 'replicated', 'rows'
+TABLE_SHARDS = 'table_shards'  # saved with each checkpoint: its tables' layout
 
 
 def _require(cond: bool, field: str, msg: str) -> None:
@@ -59,6 +65,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(not (config.model.get('pair_negatives', False) and config.model.mode == w2v.CBOW),
            'model.pair_negatives', 'is for skip-gram (CBOW draws its negatives per position, '
            'one pair a position, already)')
+  _require(config.model.get('table_sharding', REPLICATED) in (REPLICATED, ROWS),
+           'model.table_sharding',
+           f"must be 'replicated' or 'rows', got {config.model.get('table_sharding')!r}")
   _require(config.export.format in ('', 'text', 'binary'), 'export.format',
            f"must be '', 'text' or 'binary', got {config.export.format!r}")
 
@@ -99,27 +108,58 @@ def _linear_schedule(start: float, end: float, steps: int) -> optax.Schedule:
   return optax.linear_schedule(start, end, steps)
 
 
-def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh) -> TrainState:
-  return _state_initializer(cfg, mesh)(jax.random.key(seed))
+def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh, shards: int = 0) -> TrainState:
+  """word2vec's initial tables: replicated, or with `shards` > 0 in the row-sharded layout
+  (`models.row_sharded`) split over the mesh's batch axes (their size must be `shards`)."""
+  return _state_initializer(cfg, mesh, shards)(jax.random.key(seed))
+
+
+def table_axes(mesh) -> tuple[str, ...]:
+  """The mesh axes row-sharded tables (and the batch) are split over."""
+  return mesh_lib.batch_axes(mesh)
+
+
+def table_sharding(mesh, shards: int):
+  """The sharding of the state's tables: rows over the batch axes, or replicated."""
+  if not shards:
+    return mesh_lib.replicated(mesh)
+  return NamedSharding(mesh, P(table_axes(mesh), None))
+
+
+def _state_shardings(mesh, shards: int):
+  repl = mesh_lib.replicated(mesh)
+  tables = table_sharding(mesh, shards)
+  return TrainState(step=repl, params={'in_embed': tables, 'out_embed': tables},
+                    opt_state={}, rng=repl)
 
 
 @memo.memoized()
-def _state_initializer(cfg: w2v.Word2VecConfig, mesh):
+def _state_initializer(cfg: w2v.Word2VecConfig, mesh, shards: int = 0):
   model = w2v.Word2Vec(cfg)
   dummy = {k: jnp.zeros((1, 2), jnp.int32) for k in ('tokens', 'segment', 'window')}
   dummy['negatives'] = jnp.zeros((1, 2, cfg.negatives_per_position), jnp.int32)
 
   def init(rng):
     params = model.init(rng, dummy)['params']
+    if shards:
+      params = {k: row_sharded.to_sharded_layout(v, shards) for k, v in params.items()}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state={},
                       rng=jax.random.fold_in(rng, 1))
 
-  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))
+  return jax.jit(init, out_shardings=_state_shardings(mesh, shards))
 
 
 @memo.memoized()
-def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh):
-  """Jitted `(state, blocks) -> (state, metric sums)`; scans the steps axis."""
+def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh,
+                  row_sharded_tables: bool = False):
+  """Jitted `(state, blocks) -> (state, metric sums)`; scans the steps axis.
+
+  Replicated tables: each device computes its rows' updates and the updates (not dense
+  tables) are all-gathered and applied everywhere. Row-sharded tables
+  (`row_sharded_tables`): the step runs in a `shard_map` whose lookups and updates are
+  routed to the device owning each row (`models.row_sharded`)."""
+  if row_sharded_tables:
+    return _make_row_sharded_train_fn(cfg, schedule, mesh)
   repl = mesh_lib.replicated(mesh)
 
   def replicate(x):  # gather the (sparse) row updates, not a dense table
@@ -141,8 +181,39 @@ def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh):
                  out_shardings=(repl, repl))
 
 
-def embeddings(state: TrainState) -> np.ndarray:
-  return np.asarray(jax.device_get(state.params['in_embed']))
+def _make_row_sharded_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh):
+  axes = table_axes(mesh)
+  shards = mesh_lib.batch_ways(mesh)
+  state_specs = TrainState(step=P(), params={'in_embed': P(axes, None),
+                                             'out_embed': P(axes, None)},
+                           opt_state={}, rng=P())
+
+  def one_step(state: TrainState, batch):
+    lr = schedule(state.step)
+    tables = row_sharded.RowShardedTables(state.params, axes, shards, cfg.row_cap)
+    params, loss, pairs = w2v.table_step(tables, batch, lr, cfg)
+    return state.replace(step=state.step + 1, params=params), (loss, pairs, lr)
+
+  def local_fn(state, blocks):
+    state, (loss, pairs, lr) = jax.lax.scan(one_step, state, blocks)
+    return state, {'loss_sum': jax.lax.psum(loss.sum(), axes),
+                   'loss_count': jax.lax.psum(pairs.sum(), axes),
+                   'learning_rate': lr[-1]}
+
+  fn = jax.shard_map(local_fn, mesh=mesh, in_specs=(state_specs, P(None, axes)),
+                     out_specs=(state_specs, P()), check_vma=False)
+  return jax.jit(fn, donate_argnums=0,
+                 in_shardings=(_state_shardings(mesh, shards), mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(_state_shardings(mesh, shards), mesh_lib.replicated(mesh)))
+
+
+def embeddings(state: TrainState, vocab_size: int | None = None, shards: int = 0,
+               table: str = 'in_embed') -> np.ndarray:
+  """A table in vocabulary order (`vocab_size` rows; `shards`: the row-sharded layout's)."""
+  rows = np.asarray(jax.device_get(state.params[table]))
+  if shards:
+    rows = np.asarray(row_sharded.from_sharded_layout(rows, shards, vocab_size))
+  return rows
 
 
 def evaluate(config, vocab: Vocabulary, vectors: np.ndarray) -> dict:
@@ -210,29 +281,75 @@ def union_vocabulary(vocab: Vocabulary, source: Vocabulary) -> Vocabulary:
                     np.concatenate([vocab.counts, np.zeros(len(extra), np.int64)]))
 
 
-def init_from_run(config, cfg: w2v.Word2VecConfig, vocab: Vocabulary, seed: int, mesh
-                  ) -> tuple[TrainState, dict]:
-  """Fresh state whose rows of both tables come from the run `config.init.path`."""
+def init_from_run(config, cfg: w2v.Word2VecConfig, vocab: Vocabulary, seed: int, mesh,
+                  shards: int = 0) -> tuple[TrainState, dict]:
+  """Fresh state whose rows of both tables come from the run `config.init.path` (in
+  either layout), in the layout of `shards` (`init_state`)."""
   run = config.init.path
   src_vocab = Vocabulary.load(_run_file(run, 'vocab.tsv'))
   src = Checkpointer(run)
-  if src.latest_step() is None:
-    raise DataError(f'config.init.path: no checkpoint in {run}/checkpoints')
-  template = init_state(dataclasses.replace(cfg, vocab_size=len(src_vocab)), seed, mesh)
   try:
-    src_state, _ = src.restore(template)
-  except Exception as e:  # orbax: shape/structure mismatch
-    raise DataError(f'config.init.path: cannot restore {run} with model.dim={cfg.dim} '
-                    f'({type(e).__name__}: {str(e).splitlines()[0][:200]})') from None
+    if src.latest_step() is None:
+      raise DataError(f'config.init.path: no checkpoint in {run}/checkpoints')
+    src_shards = int(src.saved_data().get(TABLE_SHARDS, 0))
+    src_params = src.restore_params()
   finally:
     src.close()
   state = init_state(cfg, seed, mesh)
   params, stats = {}, {}
   for name in ('in_embed', 'out_embed'):
-    rows, stats[name] = remap_rows(np.asarray(src_state.params[name]), src_vocab.words,
-                                   vocab.words, np.asarray(state.params[name]), init='init')
-    params[name] = jax.device_put(rows, mesh_lib.replicated(mesh))
+    table = np.asarray(src_params[name])
+    if src_shards:
+      table = np.asarray(row_sharded.from_sharded_layout(table, src_shards, len(src_vocab)))
+    if table.shape != (len(src_vocab), cfg.dim):
+      raise DataError(f'config.init.path: {run} holds {name} of shape {table.shape}, not '
+                      f'({len(src_vocab)} words of its vocab.tsv, model.dim={cfg.dim})')
+    rows, stats[name] = remap_rows(table, src_vocab.words, vocab.words,
+                                   np.asarray(state.params[name]), init='init')
+    params[name] = _to_layout(jnp.asarray(rows), 0, shards, mesh)
   return state.replace(params=params), stats
+
+
+def _to_layout(table, old_shards: int, new_shards: int, mesh, vocab_size: int | None = None):
+  """A table from one layout (0: vocabulary order) to another, placed for `new_shards`."""
+  vocab_size = table.shape[0] if vocab_size is None else vocab_size
+
+  def convert(t):
+    if old_shards:
+      t = row_sharded.from_sharded_layout(t, old_shards, vocab_size)
+    return row_sharded.to_sharded_layout(t, new_shards) if new_shards else t
+
+  return jax.jit(convert, out_shardings=table_sharding(mesh, new_shards))(table)
+
+
+def _restore(run: Run, state: TrainState, shards: int, cfg: w2v.Word2VecConfig, mesh
+             ) -> tuple[TrainState, dict]:
+  """`run.restore(state)`, converting tables saved in another layout (another shard count,
+  or replicated vs row-sharded) to this run's."""
+  if not run.resuming:
+    return state, {}
+  saved_shards = int(run.checkpointer.saved_data().get(TABLE_SHARDS, 0))
+  if saved_shards == shards:
+    restored, saved = run.restore(state)
+  else:
+    rows = (row_sharded.local_rows(cfg.vocab_size, saved_shards) * saved_shards
+            if saved_shards else cfg.vocab_size)
+    template = jax.device_put(jnp.zeros((rows, cfg.dim), jnp.float32),
+                              mesh_lib.replicated(mesh))
+    restored, saved = run.restore(state.replace(
+        params={'in_embed': template, 'out_embed': template}))
+    restored = restored.replace(params={
+        k: _to_layout(v, saved_shards, shards, mesh, cfg.vocab_size)
+        for k, v in restored.params.items()})
+    info('tables converted from %s to %s', _layout_name(saved_shards), _layout_name(shards))
+  if int(saved.get(TABLE_SHARDS, 0)) != saved_shards:
+    raise DataError(f'{run.checkpointer.directory}: the restored step holds tables of another '
+                    'layout than the newest step (a damaged step was set aside); resume again')
+  return restored, {k: v for k, v in saved.items() if k != TABLE_SHARDS}
+
+
+def _layout_name(shards: int) -> str:
+  return f'rows over {shards} devices' if shards else 'replicated'
 
 
 def device_count(config) -> int:
@@ -273,31 +390,34 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
   total_steps = stream.estimated_total_steps()
   schedule = lr_schedule(config, total_steps)
+  shards = mesh_lib.batch_ways(mesh) if config.model.get('table_sharding') == ROWS else 0
   with Run(workdir, config.train.keep_checkpoints) as run:
     if config.init.path and not run.resuming:
-      state, remap = init_from_run(config, cfg, vocab, config.seed, mesh)
+      state, remap = init_from_run(config, cfg, vocab, config.seed, mesh, shards)
       info('init.path %s: %d of %d words found', config.init.path,
            remap['in_embed']['found'], len(vocab))
     else:
-      state = init_state(cfg, config.seed, mesh)
-    state, saved = run.restore(state)
+      state = init_state(cfg, config.seed, mesh, shards)
+    state, saved = _restore(run, state, shards, cfg, mesh)
     data_state = StreamState(**saved)
+    layout = {TABLE_SHARDS: shards}
     result = run.train(
         state=state,
-        stream=((s.to_dict(), b) for s, b in stream.iterate(data_state, config.train.prefetch)),
-        step_fn=make_train_fn(cfg, schedule, mesh),
+        stream=((dict(s.to_dict(), **layout), b)
+                for s, b in stream.iterate(data_state, config.train.prefetch)),
+        step_fn=make_train_fn(cfg, schedule, mesh, bool(shards)),
         to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh, batch_axis=1),
         total_steps=total_steps, steps_per_call=config.train.steps_per_call,
         checkpoint_every=config.train.checkpoint_every_steps,
         log_every=config.train.log_every_steps,
         units_per_step=corpus.raw_words * config.train.epochs / total_steps, units_name='words',
-        data_state=data_state.to_dict(), progress=config.progress)
+        data_state=dict(data_state.to_dict(), **layout), progress=config.progress)
   summary = run.summary(result)
   summary.update(wall_words_per_sec=result.units_total / summary['wall_seconds'],
                  corpus_words=corpus.raw_words, vocab_size=len(vocab))
   if result.stopped_by_signal:
     return summary
-  vectors = embeddings(result.state)
+  vectors = embeddings(result.state, len(vocab), shards)
   summary['eval'] = evaluate(config, vocab, vectors)
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'eval.json'), summary)

@@ -349,6 +349,17 @@ class Checkpointer:
     raise TranslearnError(f'no intact checkpoint in {self.directory} ({"; ".join(why)}); '
                           'start over in a new --workdir')
 
+  def saved_data(self, step: Optional[int] = None) -> dict:
+    """The data position saved with a step (the newest without `step`), without its state."""
+    self.finish()
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise TranslearnError(f'no checkpoint in {self.directory}')
+    restored = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+    data = dict(restored['data'])
+    data.pop(LOOP_KEY, None)
+    return data
+
   def restore_params(self, step: Optional[int] = None):
     """Only `state.params` of a checkpoint, as numpy arrays: no template, no optimiser.
 

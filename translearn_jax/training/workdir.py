@@ -49,6 +49,7 @@ RESUME_MAY_CHANGE = (
     # where and how it runs
     '**.num_devices', '**.peak_flops_per_device', '**.progress', 'model.remat',
     'mesh.*',                   # a checkpoint restores onto another mesh (issue #18)
+    'model.table_sharding',     # word2vec: tables converted between layouts on resume (#20)
     # the runs of a comparison, and which of their models are kept
     'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies', 'save_models',
     # the cells of a seq2seq curve study (each cell records what it started from, and a
@@ -106,6 +107,7 @@ def _show(v: Any) -> str:
 ADDED_FIELDS = {
     'optim.row_cap': 0.0,       # word2vec (issue #20): plain summed row updates
     'model.pair_negatives': False,      # skip-gram (issue #20): negatives shared per center
+    'model.table_sharding': 'replicated',  # word2vec (issue #20): every device holds the tables
     'num_devices': 1,           # fine-tuning (issue #18): one device (other families always had it)
     'model.pad_id': 0,          # masked-LM encoders (issue #14): this project's pad id
     'model.pooler': False,      # masked-LM encoders (issue #15): BERT's pooler

@@ -1,0 +1,205 @@
+"""Embedding tables sharded by rows, with lookups and sparse updates routed to owners.
+
+Row `r` of a `V`-row table lives on device `r % n` of the `n` devices of a mesh axis, at
+local row `r // n`: rows are interleaved, so the frequent words of a frequency-sorted
+vocabulary (the low ids) spread evenly over the devices. The table is stored in that
+*sharded layout*, `(n * ceil(V / n), D)`, whose block `d` is device `d`'s rows
+(`to_sharded_layout` / `from_sharded_layout` convert), and a `shard_map` over the axis
+hands each device its block.
+
+Inside the `shard_map`, `RowShardedTables` serves a step's reads and writes:
+
+* the ids a device needs are deduplicated (`jnp.unique`), so a frequent word costs one
+  slot however often the batch names it;
+* each unique id goes to its owner in an `all_to_all` of fixed-size buckets
+  (`capacity` slots per destination), the owner gathers its rows and a second
+  `all_to_all` returns them; a device whose ids overflow a bucket sends the rest in
+  further rounds (a `while` loop, as many rounds as the fullest bucket of any device
+  needs; one round in practice);
+* updates take the same route back: summed per unique id, sent to the owner, and
+  scatter-added into its block (with `row_cap`, the owner first sums every device's
+  contribution counts of the row, so the cap sees the whole step's count, as on one
+  device).
+
+At a fixed per-device batch the buckets hold `n * capacity ≈ ids per device` slots
+(`default_capacity`) whatever `n` is, so each device's collective bytes stay flat as devices double,
+where all-gathering every device's updates (the replicated tables' data parallelism)
+grows linearly; and each device stores `1/n` of the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def local_rows(vocab_size: int, shards: int) -> int:
+  """Rows of each device's block: ceil(V / n)."""
+  return -(-vocab_size // shards)
+
+
+def to_sharded_layout(table: Array, shards: int) -> Array:
+  """`(V, D)` in vocabulary order -> `(n * ceil(V/n), D)`, block `d` = rows `d, d+n, ...`
+  (padding rows are zero)."""
+  vocab, dim = table.shape
+  rows = local_rows(vocab, shards)
+  padded = jnp.pad(table, ((0, rows * shards - vocab), (0, 0)))
+  return padded.reshape(rows, shards, dim).transpose(1, 0, 2).reshape(shards * rows, dim)
+
+
+def from_sharded_layout(table: Array, shards: int, vocab_size: int) -> Array:
+  """Inverse of `to_sharded_layout`: the `(V, D)` table in vocabulary order."""
+  total, dim = table.shape
+  if total % shards or total // shards != local_rows(vocab_size, shards):
+    raise ValueError(f'a sharded-layout table of {total} rows is not {vocab_size} rows '
+                     f'over {shards} shards')
+  rows = total // shards
+  return table.reshape(shards, rows, dim).transpose(1, 0, 2).reshape(-1, dim)[:vocab_size]
+
+
+def default_capacity(num_ids: int, shards: int) -> int:
+  """Bucket slots per destination for `num_ids` ids a device: 1.25 × the even share, or
+  for small shares (< 144) the share plus three of its standard deviations (a
+  multinomial's), at most `num_ids`. So `shards × capacity` is 1.25 × `num_ids` (flat in
+  `shards`) wherever the share is large enough for the bytes to matter.
+
+  Deduplication leaves fewer ids than that: on the Wikipedia excerpt (skip-gram, 256
+  tokens a device), a device's fullest bucket held at most 0.37 (8 devices) / 0.63 (64)
+  of the even share of its output-table ids, and 1.22 / 2.75 of the share of its 256
+  center ids, which the margin covers at 8 devices. A bucket that still overflows costs
+  another round, not a wrong result.
+  """
+  share = num_ids / shards
+  return max(1, min(num_ids, math.ceil(max(1.25 * share, share + 3 * math.sqrt(share)))))
+
+
+@dataclasses.dataclass
+class Route:
+  """Where each of a device's unique ids goes: bucket `owner`, slot `rank` (all rounds)."""
+  uniq: Array      # (N,) unique ids, ascending, then -1 padding
+  inverse: Array   # ids.size: position of each id in `uniq`
+  owner: Array     # (N,) owning device; `shards` (no bucket) for padding
+  rank: Array      # (N,) position among this device's ids for that owner
+  rounds: Array    # () all_to_all rounds every device runs (the fullest bucket decides)
+
+
+def plan(ids: Array, shards: int, axis, capacity: int) -> Route:
+  flat = ids.reshape(-1)
+  n_ids = flat.shape[0]
+  uniq, inverse = jnp.unique(flat, size=n_ids, fill_value=-1, return_inverse=True)
+  valid = uniq >= 0
+  owner = jnp.where(valid, uniq % shards, shards)
+  onehot = (owner[:, None] == jnp.arange(shards)).astype(jnp.int32)    # (N, n)
+  rank = jnp.take_along_axis(jnp.cumsum(onehot, 0) - 1,
+                             jnp.minimum(owner, shards - 1)[:, None], 1)[:, 0]
+  fullest = jax.lax.pmax(jnp.max(onehot.sum(0)), axis)
+  rounds = (fullest + capacity - 1) // capacity
+  return Route(uniq, inverse.reshape(-1), owner, rank, rounds)
+
+
+def _slots(route: Route, r, shards: int, capacity: int):
+  """Flat bucket index (owner * capacity + slot) of each unique id sent in round `r`, or
+  `shards * capacity` (out of range: dropped) for those not sent in it."""
+  slot = route.rank - r * capacity
+  send = (route.owner < shards) & (slot >= 0) & (slot < capacity)
+  return jnp.where(send, route.owner * capacity + slot, shards * capacity), send
+
+
+class RowShardedTables:
+  """A step's row reads and writes on row-sharded tables, inside `shard_map` over `axis`.
+
+  `blocks` maps a table name to this device's `(ceil(V/n), D)` block. `gather(name, *ids)`
+  returns the rows of each id array (shape `ids.shape + (D,)`); `add(name, ids, updates)`
+  scatter-adds `updates` (one per id array, shape `ids.shape + (D,)`) into their rows
+  and returns the new block. When `add` gets the very id arrays `gather` got, the route
+  is reused. `row_cap` is `models.word2vec.apply_rows`'s cap (0: plain sums); `capacity`
+  the slots of a bucket (None: `default_capacity`).
+  """
+
+  def __init__(self, blocks, axis, shards: int, row_cap: float = 0.0,
+               capacity: int | None = None):
+    self.blocks = dict(blocks)
+    self.axis, self.shards, self.row_cap = axis, shards, float(row_cap)
+    self.capacity = capacity
+    self._routes: dict[str, tuple[tuple[Array, ...], Route, int]] = {}
+
+  def _route(self, name: str, ids: Sequence[Array]) -> tuple[Route, int]:
+    cached = self._routes.get(name)
+    if cached and len(cached[0]) == len(ids) and all(a is b for a, b in zip(cached[0], ids)):
+      return cached[1], cached[2]
+    flat = jnp.concatenate([i.reshape(-1) for i in ids])
+    capacity = self.capacity or default_capacity(flat.shape[0], self.shards)
+    route = plan(flat, self.shards, self.axis, capacity)
+    self._routes[name] = (tuple(ids), route, capacity)
+    return route, capacity
+
+  def _exchange(self, x):
+    """Bucket `d` of `x` to device `d`; returns what each device sent this one."""
+    return jax.lax.all_to_all(x, self.axis, 0, 0, tiled=True)
+
+  def gather(self, name: str, *ids: Array) -> tuple[Array, ...]:
+    block = self.blocks[name]
+    route, cap = self._route(name, ids)
+    n, dim = self.shards, block.shape[1]
+
+    def one_round(r, rows):
+      index, send = _slots(route, r, n, cap)
+      asked = jnp.full((n * cap,), -1, jnp.int32).at[index].set(route.uniq, mode='drop')
+      asked = self._exchange(asked)                                # ids others ask me for
+      found = jnp.where((asked >= 0)[:, None], block[jnp.maximum(asked, 0) // n], 0)
+      back = self._exchange(found)                                 # my rows, by bucket slot
+      return jnp.where(send[:, None], back[jnp.minimum(index, n * cap - 1)], rows)
+
+    rows = jax.lax.fori_loop(0, route.rounds, one_round,
+                             jnp.zeros((route.uniq.shape[0], dim), block.dtype))
+    out, start = [], 0
+    for i in ids:
+      out.append(rows[route.inverse[start:start + i.size]].reshape(i.shape + (dim,)))
+      start += i.size
+    return tuple(out)
+
+  def add(self, name: str, ids: Sequence[Array], updates: Sequence[Array]) -> Array:
+    block = self.blocks[name]
+    route, cap = self._route(name, tuple(ids))
+    n, dim = self.shards, block.shape[1]
+    flat = jnp.concatenate([u.reshape(-1, dim) for u in updates])
+    size = route.uniq.shape[0]
+    sums = jax.ops.segment_sum(flat, route.inverse, size)
+    used = jax.ops.segment_sum(jnp.any(flat != 0, -1).astype(jnp.float32), route.inverse,
+                               size)
+
+    def received(r, values, fill):
+      """This round's (ids, values) that other devices send me, by bucket slot."""
+      index, _ = _slots(route, r, n, cap)
+      sent_ids = jnp.full((n * cap,), -1, jnp.int32).at[index].set(route.uniq, mode='drop')
+      buf = jnp.full((n * cap,) + values.shape[1:], fill, values.dtype)
+      buf = buf.at[index].set(values, mode='drop')
+      got = self._exchange(sent_ids)
+      return got, self._exchange(buf)
+
+    scale_of = None
+    if self.row_cap > 0:
+      def count_round(r, counts):
+        got, c = received(r, used, 0.0)
+        return counts.at[jnp.where(got >= 0, got // n, block.shape[0])].add(c, mode='drop')
+
+      counts = jax.lax.fori_loop(0, route.rounds, count_round,
+                                 jnp.zeros((block.shape[0],), jnp.float32))
+      scale_of = lambda local: 1.0 / jnp.maximum(1.0, counts[local] / self.row_cap)
+
+    def update_round(r, blk):
+      got, u = received(r, sums, 0.0)
+      local = jnp.where(got >= 0, got // n, blk.shape[0])
+      if scale_of is not None:
+        u = u * scale_of(jnp.minimum(local, blk.shape[0] - 1))[:, None]
+      return blk.at[local].add(u.astype(blk.dtype), mode='drop')
+
+    new = jax.lax.fori_loop(0, route.rounds, update_round, block)
+    self.blocks[name] = new
+    return new
