@@ -162,3 +162,31 @@ def test_run_with_row_sharded_tables_resumes_in_any_layout(tiny_config, tmp_path
   b = [json.loads(l) for l in open(tmp_path / 'cut' / 'metrics.jsonl')]
   assert [r['step'] for r in a] == [r['step'] for r in b]
   np.testing.assert_allclose([r['loss'] for r in b], [r['loss'] for r in a], rtol=1e-4)
+
+
+def test_continued_pretraining_from_a_row_sharded_run(tiny_config, tmp_path):
+  """`init.path` reads a run's tables in the layout it recorded, whatever this run's."""
+  import dataclasses
+
+  from translearn_jax.data.vocab import Vocabulary
+  from translearn_jax.training.checkpoint import Checkpointer
+  src_dir = str(tmp_path / 'src')
+  tiny_config.model.table_sharding, tiny_config.num_devices = 'rows', 8
+  word2vec.train_and_evaluate(tiny_config, src_dir)
+  src_vocab = Vocabulary.load(f'{src_dir}/vocab.tsv')
+  ck = Checkpointer(src_dir)
+  saved = ck.restore_params()
+  assert ck.saved_data()['table_shards'] == 8
+  ck.close()
+  c = tiny_config.copy_and_resolve_references()
+  c.data.path, c.data.encoding = 'gensim:lee.cor', 'latin-1'
+  c.init.path = src_dir
+  union = word2vec.union_vocabulary(word2vec.load_corpus(c).vocab, src_vocab)
+  cfg = dataclasses.replace(word2vec.model_config(c, 1), vocab_size=len(union))
+  for shards in (0, 4):
+    state, _ = word2vec.init_from_run(c, cfg, union, 0, mesh_lib.make_mesh(4), shards)
+    for name in ('in_embed', 'out_embed'):
+      src = row_sharded.from_sharded_layout(saved[name], 8, len(src_vocab))
+      got = word2vec.embeddings(state, len(union), shards, table=name)
+      for w in ('the', 'government', src_vocab.words[-1]):
+        np.testing.assert_array_equal(got[union.index[w]], src[src_vocab.index[w]])

@@ -306,7 +306,7 @@ def init_from_run(config, cfg: w2v.Word2VecConfig, vocab: Vocabulary, seed: int,
                       f'({len(src_vocab)} words of its vocab.tsv, model.dim={cfg.dim})')
     rows, stats[name] = remap_rows(table, src_vocab.words, vocab.words,
                                    np.asarray(state.params[name]), init='init')
-    params[name] = _to_layout(jnp.asarray(rows), 0, shards, mesh)
+    params[name] = _to_layout(rows, 0, shards, mesh)
   return state.replace(params=params), stats
 
 
