@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = 0.025     # α0 (word2vec: 0.025 skip-gram, 0.05 CBOW)
   config.optim.end_lr_ratio = 1e-4       # linear decay to α0 · this
   config.optim.row_cap = 0.0             # >0: a row's step at most this many updates' worth (large batches)
+  config.optim.row_cap_mode = 'count'    # 'count' | 'norm': cap the contributions' count, or the sum's norm
   config.train.batch_size = 2            # rows per step (global; divisible by #devices)
   config.train.seq_length = 256          # subsampled tokens per row
   config.train.steps_per_call = 64       # steps scanned in one jitted call

@@ -154,3 +154,27 @@ def test_all_devices_means_the_most_that_split_the_batch():
   assert pw.device_count(c) == 8
   c.num_devices = 1                               # an explicit count is kept as given
   assert pw.device_count(c) == 1
+
+
+def test_norm_cap_scales_aligned_sums_like_the_count_cap_and_keeps_diverse_ones():
+  """`row_cap_mode='norm'`: 8 equal contributions to one row are scaled to `cap` of them
+  (as the count cap does); 4 orthogonal ones (sum norm 2× the mean) are kept whole with
+  cap 2; a row hit once is never scaled; other rows are untouched."""
+  dim, cap = 4, 2.0
+  cfg = w2v.Word2VecConfig(vocab_size=6, dim=dim, row_cap=cap, row_cap_mode='norm')
+  table = jnp.zeros((6, dim))
+  same = jnp.tile(jnp.array([[1.0, 2.0, 0.0, 0.0]]), (8, 1))
+  ortho = 3.0 * jnp.eye(dim)
+  once = jnp.array([[0.0, 0.0, 5.0, 5.0]])
+  ids = jnp.array([1] * 8 + [3] * 4 + [4])
+  out = w2v.apply_rows(table, ids, jnp.concatenate([same, ortho, once]), cfg)
+  np.testing.assert_allclose(out[1], cap * same[0], rtol=1e-6)
+  np.testing.assert_allclose(out[3], ortho.sum(0), rtol=1e-6)
+  np.testing.assert_allclose(out[4], once[0], rtol=1e-6)
+  assert not np.asarray(out)[[0, 2, 5]].any()
+  # the count cap scales both hot rows by cap / count
+  counted = w2v.apply_rows(table, ids, jnp.concatenate([same, ortho, once]),
+                           w2v.Word2VecConfig(vocab_size=6, dim=dim, row_cap=cap))
+  np.testing.assert_allclose(counted[3], ortho.sum(0) * cap / 4, rtol=1e-6)
+  with pytest.raises(ValueError, match="row_cap_mode must be 'count' or 'norm'"):
+    w2v.Word2VecConfig(vocab_size=6, row_cap_mode='rows')

@@ -51,10 +51,13 @@ def _train(cfg, blocks, n, rows):
   return state, losses
 
 
-@pytest.mark.parametrize('mode, row_cap', [('skipgram', 0.0), ('cbow', 0.0), ('skipgram', 2.0)])
-def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_cap):
+@pytest.mark.parametrize('mode, row_cap, cap_mode', [
+    ('skipgram', 0.0, 'count'), ('cbow', 0.0, 'count'), ('skipgram', 2.0, 'count'),
+    ('cbow', 2.0, 'norm')])
+def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_cap, cap_mode):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
   tiny_config.model.mode, tiny_config.optim.row_cap = mode, row_cap
+  tiny_config.optim.row_cap_mode = cap_mode
   cfg, blocks = _blocks(tiny_config, batch=8)
   ref, ref_losses = _train(cfg, blocks, 8, rows=False)
   state, losses = _train(cfg, blocks, 8, rows=True)

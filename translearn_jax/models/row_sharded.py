@@ -36,6 +36,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from translearn_jax.models import word2vec
+
 Array = jax.Array
 
 
@@ -118,14 +120,16 @@ class RowShardedTables:
   returns the rows of each id array (shape `ids.shape + (D,)`); `add(name, ids, updates)`
   scatter-adds `updates` (one per id array, shape `ids.shape + (D,)`) into their rows
   and returns the new block. When `add` gets the very id arrays `gather` got, the route
-  is reused. `row_cap` is `models.word2vec.apply_rows`'s cap (0: plain sums); `capacity`
+  is reused. `row_cap` and `row_cap_mode` are `models.word2vec.apply_rows`'s cap (0:
+  plain sums); `capacity`
   the slots of a bucket (None: `default_capacity`).
   """
 
   def __init__(self, blocks, axis, shards: int, row_cap: float = 0.0,
-               capacity: int | None = None):
+               capacity: int | None = None, row_cap_mode: str = 'count'):
     self.blocks = dict(blocks)
     self.axis, self.shards, self.row_cap = axis, shards, float(row_cap)
+    self.row_cap_mode = row_cap_mode
     self.capacity = capacity
     self._routes: dict[str, tuple[tuple[Array, ...], Route, int]] = {}
 
@@ -170,32 +174,53 @@ class RowShardedTables:
     n, dim = self.shards, block.shape[1]
     flat = jnp.concatenate([u.reshape(-1, dim) for u in updates])
     size = route.uniq.shape[0]
+    norms = jnp.linalg.norm(flat, axis=-1)
     sums = jax.ops.segment_sum(flat, route.inverse, size)
-    used = jax.ops.segment_sum(jnp.any(flat != 0, -1).astype(jnp.float32), route.inverse,
-                               size)
+    norm_sums = jax.ops.segment_sum(norms, route.inverse, size)
+    used = jax.ops.segment_sum((norms > 0).astype(flat.dtype), route.inverse, size)
 
-    def received(r, values, fill):
-      """This round's (ids, values) that other devices send me, by bucket slot."""
+    def received(r, *values):
+      """This round's ids and values that the devices send me, by bucket slot."""
       index, _ = _slots(route, r, n, cap)
-      sent_ids = jnp.full((n * cap,), -1, jnp.int32).at[index].set(route.uniq, mode='drop')
-      buf = jnp.full((n * cap,) + values.shape[1:], fill, values.dtype)
-      buf = buf.at[index].set(values, mode='drop')
-      got = self._exchange(sent_ids)
-      return got, self._exchange(buf)
+      sent = [jnp.full((n * cap,), -1, jnp.int32).at[index].set(route.uniq, mode='drop')]
+      for v in values:
+        sent.append(jnp.zeros((n * cap,) + v.shape[1:], v.dtype).at[index].set(v, mode='drop'))
+      return [self._exchange(x) for x in sent]
+
+    def local_rows(got, blk):
+      return jnp.where(got >= 0, got // n, blk.shape[0])   # out of range: dropped
+
+    if self.row_cap > 0 and self.row_cap_mode == 'norm':
+      def update_round(r, blk):
+        # the devices' sums of one row are summed before the cap sees the row's norm (a
+        # row two devices send in different overflow rounds is capped per round)
+        got, u, ns, c = received(r, sums, norm_sums, used)
+        uniq, inverse = jnp.unique(got, size=got.shape[0], fill_value=-1,
+                                   return_inverse=True)
+        inverse = inverse.reshape(-1)
+        total = jax.ops.segment_sum(u, inverse, got.shape[0])
+        scale = word2vec.norm_cap_scale(total, jax.ops.segment_sum(ns, inverse, got.shape[0]),
+                                        jax.ops.segment_sum(c, inverse, got.shape[0]),
+                                        self.row_cap)
+        return blk.at[local_rows(uniq, blk)].add((total * scale[:, None]).astype(blk.dtype),
+                                                 mode='drop')
+      new = jax.lax.fori_loop(0, route.rounds, update_round, block)
+      self.blocks[name] = new
+      return new
 
     scale_of = None
     if self.row_cap > 0:
       def count_round(r, counts):
-        got, c = received(r, used, 0.0)
-        return counts.at[jnp.where(got >= 0, got // n, block.shape[0])].add(c, mode='drop')
+        got, c = received(r, used)
+        return counts.at[local_rows(got, block)].add(c, mode='drop')
 
       counts = jax.lax.fori_loop(0, route.rounds, count_round,
                                  jnp.zeros((block.shape[0],), jnp.float32))
       scale_of = lambda local: 1.0 / jnp.maximum(1.0, counts[local] / self.row_cap)
 
     def update_round(r, blk):
-      got, u = received(r, sums, 0.0)
-      local = jnp.where(got >= 0, got // n, blk.shape[0])
+      got, u = received(r, sums)
+      local = local_rows(got, blk)
       if scale_of is not None:
         u = u * scale_of(jnp.minimum(local, blk.shape[0] - 1))[:, None]
       return blk.at[local].add(u.astype(blk.dtype), mode='drop')

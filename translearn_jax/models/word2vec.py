@@ -51,6 +51,7 @@ Array = jax.Array
 SKIPGRAM = 'skipgram'
 CBOW = 'cbow'
 BATCH_KEYS = ('tokens', 'segment', 'window', 'negatives')
+ROW_CAP_MODES = ('count', 'norm')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,9 @@ class Word2VecConfig:
   # Rows updated more than `row_cap` times in one step get their summed update scaled by
   # row_cap / count (0: word2vec's plain sum). See `apply_rows`.
   row_cap: float = 0.0
+  # 'count': the cap counts contributions (above). 'norm': a row's summed update is
+  # scaled to at most row_cap × its contributions' mean norm (see `norm_cap_scale`).
+  row_cap_mode: str = 'count'
   # Skip-gram: K negatives for every (center, context) pair, as word2vec draws them,
   # instead of K per center shared by its pairs and weighted by their count. The
   # batch's `negatives` are then (B, L, 2·window·K): the pairs' in offset order.
@@ -82,6 +86,9 @@ class Word2VecConfig:
                        'position and draws its negatives per position already)')
     if self.row_cap < 0:
       raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
+    if self.row_cap_mode not in ROW_CAP_MODES:
+      raise ValueError(f"optim.row_cap_mode must be 'count' or 'norm', got "
+                       f'{self.row_cap_mode!r}')
     for name in ('vocab_size', 'dim', 'window', 'negatives'):
       if getattr(self, name) < 1:
         raise ValueError(f'model.{name} must be >= 1, got {getattr(self, name)}')
@@ -211,14 +218,50 @@ def apply_rows(table: Array, ids: Array, updates: Array, cfg: Word2VecConfig,
   same stale value, which for the hottest rows (frequent words as contexts and
   negatives) grows with the batch and makes large batches diverge. Capping bounds each
   row's step at `row_cap` contributions' worth, whatever the batch, and leaves every
-  rarer row's update unchanged.
+  rarer row's update unchanged. `cfg.row_cap_mode='norm'` caps the sum's norm instead
+  (`norm_cap_scale`).
   """
   ids, updates = constrain(ids), constrain(updates)
+  if cfg.row_cap > 0 and cfg.row_cap_mode == 'norm':
+    return _norm_capped(table, ids, updates, cfg.row_cap)
   if cfg.row_cap > 0:
     used = jnp.any(updates != 0, axis=-1).astype(jnp.float32)
     count = jnp.zeros((table.shape[0],), jnp.float32).at[ids].add(used)
     updates = updates / jnp.maximum(1.0, count[ids] / cfg.row_cap)[:, None]
   return table.at[ids].add(updates.astype(table.dtype))
+
+
+def norm_cap_scale(sums: Array, norm_sums: Array, counts: Array, cap: float) -> Array:
+  """Per row: min(1, cap × mean contribution norm / norm of the summed update).
+
+  A row's `k` contributions that point the same way (the overshoot a large batch risks:
+  one word's many occurrences pulling its row one way from the same stale value) sum to
+  `k` times their mean norm and are scaled by `cap / k`, as the count cap does; `k`
+  contributions in unrelated directions sum to about `sqrt(k)` times it and keep their
+  sum up to `k = cap²`. So a hot row's step is bounded by `cap` contributions' worth of
+  movement, without shrinking the diverse updates of frequent words that carry their
+  meaning (measured on large batches: README, "Skip-gram / CBOW design").
+  """
+  mean = norm_sums / jnp.maximum(counts, 1.0)
+  norm = jnp.linalg.norm(sums, axis=-1)
+  return jnp.minimum(1.0, cap * mean / jnp.maximum(norm, jnp.finfo(sums.dtype).tiny))
+
+
+def row_sums(ids: Array, updates: Array, size: int, fill: int):
+  """A step's updates summed per distinct row: (rows (size,), padded with `fill`;
+  sums (size, D); summed contribution norms; contribution counts; each id's position)."""
+  uniq, inverse = jnp.unique(ids, size=size, fill_value=fill, return_inverse=True)
+  inverse = inverse.reshape(-1)
+  norms = jnp.linalg.norm(updates, axis=-1)
+  return (uniq, jax.ops.segment_sum(updates, inverse, size),
+          jax.ops.segment_sum(norms, inverse, size),
+          jax.ops.segment_sum((norms > 0).astype(updates.dtype), inverse, size), inverse)
+
+
+def _norm_capped(table, ids, updates, cap):
+  uniq, sums, norm_sums, counts, _ = row_sums(ids, updates, ids.shape[0], table.shape[0])
+  scaled = sums * norm_cap_scale(sums, norm_sums, counts, cap)[:, None]
+  return table.at[uniq].add(scaled.astype(table.dtype), mode='drop')
 
 
 class ReplicatedTables:

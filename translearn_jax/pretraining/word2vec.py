@@ -57,6 +57,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.sample >= 0, 'sample', f'must be >= 0, got {config.sample}')
   _require(config.optim.get('row_cap', 0.0) >= 0, 'optim.row_cap',
            f'must be >= 0 (0: off), got {config.optim.get("row_cap")}')
+  _require(config.optim.get('row_cap_mode', 'count') in w2v.ROW_CAP_MODES, 'optim.row_cap_mode',
+           f"must be 'count' or 'norm', got {config.optim.get('row_cap_mode')!r}")
   _require(config.vocab.min_count >= 1, 'vocab.min_count', 'must be >= 1')
   _require(config.model.mode in (w2v.SKIPGRAM, w2v.CBOW), 'model.mode',
            f"must be 'skipgram' or 'cbow', got {config.model.mode!r}")
@@ -93,6 +95,7 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
   return w2v.Word2VecConfig(vocab_size=vocab_size, dim=m.dim, window=m.window,
                             negatives=m.negatives, mode=m.mode,
                             row_cap=float(config.optim.get('row_cap', 0.0)),
+                            row_cap_mode=config.optim.get('row_cap_mode', 'count'),
                             pair_negatives=bool(m.get('pair_negatives', False)))
 
 
@@ -136,8 +139,9 @@ def _state_shardings(mesh, shards: int):
 @memo.memoized()
 def _state_initializer(cfg: w2v.Word2VecConfig, mesh, shards: int = 0):
   model = w2v.Word2Vec(cfg)
-  dummy = {k: jnp.zeros((1, 2), jnp.int32) for k in ('tokens', 'segment', 'window')}
-  dummy['negatives'] = jnp.zeros((1, 2, cfg.negatives_per_position), jnp.int32)
+  # host arrays: a builder first called under a trace (jax.eval_shape) keeps no tracer
+  dummy = {k: np.zeros((1, 2), np.int32) for k in ('tokens', 'segment', 'window')}
+  dummy['negatives'] = np.zeros((1, 2, cfg.negatives_per_position), np.int32)
 
   def init(rng):
     params = model.init(rng, dummy)['params']
@@ -190,7 +194,8 @@ def _make_row_sharded_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule
 
   def one_step(state: TrainState, batch):
     lr = schedule(state.step)
-    tables = row_sharded.RowShardedTables(state.params, axes, shards, cfg.row_cap)
+    tables = row_sharded.RowShardedTables(state.params, axes, shards, cfg.row_cap,
+                                          row_cap_mode=cfg.row_cap_mode)
     params, loss, pairs = w2v.table_step(tables, batch, lr, cfg)
     return state.replace(step=state.step + 1, params=params), (loss, pairs, lr)
 
