@@ -141,3 +141,37 @@ def test_partial_or_bad_multiprocess_flags_are_one_error(tmp_path, flags, match)
                        capture_output=True, text=True, timeout=120)
   lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
   assert res.returncode == 2 and len(lines) == 1 and re.search(match, lines[0]), res.stderr
+
+
+def test_row_sharded_word2vec_tables_across_two_processes(tmp_path, tiny_config):
+  """Skip-gram with `model.table_sharding='rows'` on 2 processes × 2 devices (each table
+  row lives on one of the 4 devices; lookups and updates cross processes in gloo
+  all-to-alls) exports the vectors of one process with 4 devices and replicated tables."""
+  import numpy as np
+  from translearn_jax.pretraining import word2vec
+  over = {'data.kind': 'text', 'data.path': 'gensim:lee_background.cor', 'model.dim': 16,
+          'train.batch_size': 4, 'train.seq_length': 64, 'train.steps_per_call': 4,
+          'train.epochs': 1, 'progress': False, 'eval.analogy': '', 'export.format': 'text',
+          'model.table_sharding': 'rows'}
+  port = free_port()
+  run = tmp_path / 'run'
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'train.py'), '--config',
+       os.path.join(ROOT, 'configs', 'skipgram.py'), '--workdir', str(run),
+       *[f'--config.{k}={v}' for k, v in over.items()],
+       f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={k}'],
+      cwd=ROOT, env=env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for k in range(2)]
+  for rc, err in finish(procs):
+    assert rc == 0, err[-2000:]
+  tiny_config.train.batch_size, tiny_config.export.format = 4, 'text'  # as `over` (and 4 devices)
+  tiny_config.model.table_sharding, tiny_config.num_devices = 'replicated', 4
+  word2vec.train_and_evaluate(tiny_config, str(tmp_path / 'single'))
+
+  def vectors(path):
+    with open(path) as f:
+      rows = [line.split() for line in f.read().splitlines()[1:]]
+    return {r[0]: np.asarray(r[1:], float) for r in rows}
+  a, b = vectors(run / 'vectors.txt'), vectors(tmp_path / 'single' / 'vectors.txt')
+  assert a.keys() == b.keys() and len(a) > 1000
+  assert max(np.abs(a[w] - b[w]).max() for w in a) < 1e-5

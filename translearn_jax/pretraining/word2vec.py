@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from translearn_jax.data import readers
@@ -215,7 +216,11 @@ def _make_row_sharded_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule
 def embeddings(state: TrainState, vocab_size: int | None = None, shards: int = 0,
                table: str = 'in_embed') -> np.ndarray:
   """A table in vocabulary order (`vocab_size` rows; `shards`: the row-sharded layout's)."""
-  rows = np.asarray(jax.device_get(state.params[table]))
+  array = state.params[table]
+  if array.is_fully_addressable:
+    rows = np.asarray(jax.device_get(array))
+  else:  # row-sharded over several processes: every process gets the whole table
+    rows = np.asarray(multihost_utils.process_allgather(array, tiled=True))
   if shards:
     rows = np.asarray(row_sharded.from_sharded_layout(rows, shards, vocab_size))
   return rows
