@@ -22,8 +22,8 @@ Inside the `shard_map`, `RowShardedTables` serves a step's reads and writes:
   device).
 
 At a fixed per-device batch the buckets hold `n * capacity ≈ ids per device` slots
-(`default_capacity`) whatever `n` is, so each device's collective bytes stay flat as devices double,
-where all-gathering every device's updates (the replicated tables' data parallelism)
+(`default_capacity`) whatever `n` is, so each device's collective bytes stay flat as
+devices double, where all-gathering every device's updates (the replicated tables' data parallelism)
 grows linearly; and each device stores `1/n` of the table.
 """
 
@@ -121,8 +121,7 @@ class RowShardedTables:
   scatter-adds `updates` (one per id array, shape `ids.shape + (D,)`) into their rows
   and returns the new block. When `add` gets the very id arrays `gather` got, the route
   is reused. `row_cap` and `row_cap_mode` are `models.word2vec.apply_rows`'s cap (0:
-  plain sums); `capacity`
-  the slots of a bucket (None: `default_capacity`).
+  plain sums); `capacity` is the slots of a bucket (None: `default_capacity`).
   """
 
   def __init__(self, blocks, axis, shards: int, row_cap: float = 0.0,
@@ -187,23 +186,19 @@ class RowShardedTables:
         sent.append(jnp.zeros((n * cap,) + v.shape[1:], v.dtype).at[index].set(v, mode='drop'))
       return [self._exchange(x) for x in sent]
 
-    def local_rows(got, blk):
-      return jnp.where(got >= 0, got // n, blk.shape[0])   # out of range: dropped
+    def owned(got, blk):
+      """The local rows of received ids (-1, an empty slot: out of range, dropped)."""
+      return jnp.where(got >= 0, got // n, blk.shape[0])
 
     if self.row_cap > 0 and self.row_cap_mode == 'norm':
       def update_round(r, blk):
         # the devices' sums of one row are summed before the cap sees the row's norm (a
         # row two devices send in different overflow rounds is capped per round)
         got, u, ns, c = received(r, sums, norm_sums, used)
-        uniq, inverse = jnp.unique(got, size=got.shape[0], fill_value=-1,
-                                   return_inverse=True)
-        inverse = inverse.reshape(-1)
-        total = jax.ops.segment_sum(u, inverse, got.shape[0])
-        scale = word2vec.norm_cap_scale(total, jax.ops.segment_sum(ns, inverse, got.shape[0]),
-                                        jax.ops.segment_sum(c, inverse, got.shape[0]),
-                                        self.row_cap)
-        return blk.at[local_rows(uniq, blk)].add((total * scale[:, None]).astype(blk.dtype),
-                                                 mode='drop')
+        uniq, _, (total, norm_total, count) = word2vec.sum_by_row(got, -1, u, ns, c)
+        scale = word2vec.norm_cap_scale(total, norm_total, count, self.row_cap)
+        return blk.at[owned(uniq, blk)].add((total * scale[:, None]).astype(blk.dtype),
+                                            mode='drop')
       new = jax.lax.fori_loop(0, route.rounds, update_round, block)
       self.blocks[name] = new
       return new
@@ -212,7 +207,7 @@ class RowShardedTables:
     if self.row_cap > 0:
       def count_round(r, counts):
         got, c = received(r, used)
-        return counts.at[local_rows(got, block)].add(c, mode='drop')
+        return counts.at[owned(got, block)].add(c, mode='drop')
 
       counts = jax.lax.fori_loop(0, route.rounds, count_round,
                                  jnp.zeros((block.shape[0],), jnp.float32))
@@ -220,7 +215,7 @@ class RowShardedTables:
 
     def update_round(r, blk):
       got, u = received(r, sums)
-      local = local_rows(got, blk)
+      local = owned(got, blk)
       if scale_of is not None:
         u = u * scale_of(jnp.minimum(local, blk.shape[0] - 1))[:, None]
       return blk.at[local].add(u.astype(blk.dtype), mode='drop')

@@ -247,19 +247,20 @@ def norm_cap_scale(sums: Array, norm_sums: Array, counts: Array, cap: float) -> 
   return jnp.minimum(1.0, cap * mean / jnp.maximum(norm, jnp.finfo(sums.dtype).tiny))
 
 
-def row_sums(ids: Array, updates: Array, size: int, fill: int):
-  """A step's updates summed per distinct row: (rows (size,), padded with `fill`;
-  sums (size, D); summed contribution norms; contribution counts; each id's position)."""
+def sum_by_row(ids: Array, fill: int, *values: Array) -> tuple[Array, Array, list[Array]]:
+  """Each of `values` (leading axis: one entry per id) summed per distinct id: (the
+  distinct ids, ascending, padded with `fill` to `len(ids)`; each id's position among
+  them; the sums, one per value array, in that order)."""
+  size = ids.shape[0]
   uniq, inverse = jnp.unique(ids, size=size, fill_value=fill, return_inverse=True)
   inverse = inverse.reshape(-1)
-  norms = jnp.linalg.norm(updates, axis=-1)
-  return (uniq, jax.ops.segment_sum(updates, inverse, size),
-          jax.ops.segment_sum(norms, inverse, size),
-          jax.ops.segment_sum((norms > 0).astype(updates.dtype), inverse, size), inverse)
+  return uniq, inverse, [jax.ops.segment_sum(v, inverse, size) for v in values]
 
 
 def _norm_capped(table, ids, updates, cap):
-  uniq, sums, norm_sums, counts, _ = row_sums(ids, updates, ids.shape[0], table.shape[0])
+  norms = jnp.linalg.norm(updates, axis=-1)
+  uniq, _, (sums, norm_sums, counts) = sum_by_row(ids, table.shape[0], updates, norms,
+                                                  (norms > 0).astype(updates.dtype))
   scaled = sums * norm_cap_scale(sums, norm_sums, counts, cap)[:, None]
   return table.at[uniq].add(scaled.astype(table.dtype), mode='drop')
 

@@ -189,9 +189,8 @@ def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh,
 def _make_row_sharded_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh):
   axes = table_axes(mesh)
   shards = mesh_lib.batch_ways(mesh)
-  state_specs = TrainState(step=P(), params={'in_embed': P(axes, None),
-                                             'out_embed': P(axes, None)},
-                           opt_state={}, rng=P())
+  shardings = _state_shardings(mesh, shards)
+  state_specs = jax.tree.map(lambda s: s.spec, shardings)
 
   def one_step(state: TrainState, batch):
     lr = schedule(state.step)
@@ -209,8 +208,8 @@ def _make_row_sharded_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule
   fn = jax.shard_map(local_fn, mesh=mesh, in_specs=(state_specs, P(None, axes)),
                      out_specs=(state_specs, P()), check_vma=False)
   return jax.jit(fn, donate_argnums=0,
-                 in_shardings=(_state_shardings(mesh, shards), mesh_lib.batch_sharding(mesh, 1)),
-                 out_shardings=(_state_shardings(mesh, shards), mesh_lib.replicated(mesh)))
+                 in_shardings=(shardings, mesh_lib.batch_sharding(mesh, 1)),
+                 out_shardings=(shardings, mesh_lib.replicated(mesh)))
 
 
 def embeddings(state: TrainState, vocab_size: int | None = None, shards: int = 0,
