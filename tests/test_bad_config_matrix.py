@@ -25,6 +25,7 @@ CASES = [
     ('w2v window', 'skipgram', {'model.window': 0}, ConfigError, r'config\.model\.window'),
     ('w2v steps_per_call', 'skipgram', {'train.steps_per_call': 0}, ConfigError, r'config\.train\.steps_per_call'),
     ('w2v table_sharding', 'skipgram', {'model.table_sharding': 'cols'}, ConfigError, r'config\.model\.table_sharding'),
+    ('w2v row_cap_mode', 'skipgram', {'optim.row_cap_mode': 'sum'}, ConfigError, r'config\.optim\.row_cap_mode'),
     ('lm arch', 'lm_transformer', {'model.arch': 'gru'}, ConfigError, r'config\.model\.arch'),
     ('lm dtype', 'lm_transformer', {'dtype': 'float16'}, ConfigError, r'config\.dtype'),
     ('lm seq > max_len', 'lm_transformer', {'train.seq_length': 1024}, ConfigError, r'config\.train\.seq_length'),
