@@ -1,0 +1,137 @@
+"""Where CBOW's training time goes on this machine (issue #20): host blocks, the step, row traffic.
+
+  python benchmarks/cbow_step_profile.py [--corpus ../shared/data/english_novels] \
+      [--batch 2] [--blocks 60] [--json out.json]
+
+Reads the corpus as `benchmarks/skipgram_vs_gensim.py --mode cbow` does (paragraphs,
+`configs/cbow.py`), then times, in one process:
+
+* the host: `BlockStream` preparing `--blocks` blocks of 64 steps × `--batch` rows × 256
+  tokens (subsampling, windows, negatives; in training this runs in a prefetch thread);
+* the device: the jitted, scanned CBOW training function on those blocks (3 passes, the
+  best reported), with the CPU time over wall time of the process while it runs (how many
+  of the cores the step uses);
+* in isolation, a gather of one step's output-table rows (center + negatives a position)
+  and their scatter-add into a table of the corpus's vocabulary (donated, in place, as
+  in the step).
+
+The peer for the end-to-end words/s is gensim in `skipgram_vs_gensim.py`; this script
+explains ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import cbow  # noqa: E402
+from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState  # noqa: E402
+from translearn_jax.pretraining import word2vec  # noqa: E402
+from translearn_jax.training import mesh as mesh_lib  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_seconds() -> float:
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def timed(fn, reps: int) -> float:
+  """Best of three runs of `reps` calls, in seconds per call."""
+  jax.block_until_ready(fn())
+  best = float('inf')
+  for _ in range(3):
+    t = time.perf_counter()
+    for _ in range(reps):
+      out = fn()
+    jax.block_until_ready(out)
+    best = min(best, (time.perf_counter() - t) / reps)
+  return best
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--corpus', default=os.path.join(ROOT, '..', 'shared', 'data', 'english_novels'))
+  ap.add_argument('--batch', type=int, default=2)
+  ap.add_argument('--blocks', type=int, default=60)
+  ap.add_argument('--json', default='')
+  args = ap.parse_args()
+  c = cbow.get_config()
+  c.data.kind, c.data.path, c.data.unit = 'text', args.corpus, 'paragraph'
+  c.train.epochs, c.num_devices = 1, 1
+  corpus = word2vec.load_corpus(c)
+  cfg = word2vec.model_config(c, len(corpus.vocab))
+  steps, length = 64, 256
+  stream = BlockStream(corpus, StreamConfig(batch=args.batch, length=length, steps=steps,
+                                            window=cfg.window, negatives=cfg.negatives,
+                                            sample=c.sample, seed=0), epochs=1)
+  t = time.perf_counter()
+  blocks = []
+  for _, b in stream.iterate(StreamState(), prefetch=0):
+    blocks.append(b)
+    if len(blocks) == args.blocks:
+      break
+  host_ms = (time.perf_counter() - t) / len(blocks) * 1e3
+  words_per_token = corpus.raw_words / (stream.estimated_total_steps() * args.batch * length)
+
+  mesh = mesh_lib.make_mesh(1)
+  state = word2vec.init_state(cfg, 0, mesh)
+  fn = word2vec.make_train_fn(cfg, word2vec.lr_schedule(c, 100_000), mesh)
+  dev = [mesh_lib.shard_batch(b, mesh, batch_axis=1) for b in blocks]
+  state, _ = fn(state, dev[0])
+  jax.block_until_ready(state)
+  best, cores = float('inf'), 0.0
+  for _ in range(3):
+    c0, t = cpu_seconds(), time.perf_counter()
+    for d in dev[1:]:
+      state, _ = fn(state, d)
+    jax.block_until_ready(state)
+    wall = time.perf_counter() - t
+    if wall < best:
+      best, cores = wall, (cpu_seconds() - c0) / wall
+  step_us = best / (len(dev) - 1) / steps * 1e6
+  tokens_per_s = args.batch * length / step_us * 1e6
+
+  b0 = blocks[0]
+  ids = jnp.asarray(np.concatenate([b0['tokens'][0].reshape(-1), b0['negatives'][0].reshape(-1)]))
+  table = state.params['out_embed']
+  upd = jnp.ones((ids.shape[0], cfg.dim), jnp.float32) * 1e-6
+  gather = jax.jit(lambda t, i: t[i])
+  # the table donated and updated in place, as in the training step (no copy of it)
+  scatter = jax.jit(lambda t, i, u: t.at[i].add(u), donate_argnums=0)
+  box = [jnp.copy(table)]
+
+  def scatter_once():
+    box[0] = scatter(box[0], ids, upd)
+    return box[0]
+  gather_us = timed(lambda: gather(table, ids), 200) * 1e6
+  scatter_us = timed(scatter_once, 200) * 1e6
+
+  out = {'host_ms_per_block': host_ms, 'step_us': step_us, 'cores_used': cores,
+         'subsampled_tokens_per_s': tokens_per_s,
+         'corpus_words_per_s_step_only': tokens_per_s * words_per_token,
+         'output_rows_per_step': int(ids.shape[0]), 'gather_us': gather_us,
+         'scatter_add_us': scatter_us, 'batch': args.batch}
+  print(f'host: {host_ms:.2f} ms per block of {steps} steps x {args.batch} x {length} tokens')
+  print(f'device: {step_us:.0f} us per step ({tokens_per_s:,.0f} subsampled tokens/s, '
+        f'~{out["corpus_words_per_s_step_only"]:,.0f} corpus words/s), {cores:.2f} cores busy')
+  print(f'output table, {ids.shape[0]} rows a step: gather {gather_us:.0f} us, '
+        f'scatter-add {scatter_us:.0f} us (in isolation)')
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(out, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
