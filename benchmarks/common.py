@@ -11,6 +11,18 @@ import ml_collections
 import numpy as np
 
 
+def override(config: ml_collections.ConfigDict, items) -> None:
+  """Apply `FIELD=VALUE` overrides (dotted field names) to `config`, each value cast to
+  the field's type ('True' for booleans)."""
+  for item in items:
+    key, _, value = item.partition('=')
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value == 'True' if isinstance(node[leaf], bool) else type(node[leaf])(value)
+
+
 def optim_config(lr: float = 1e-3) -> ml_collections.ConfigDict:
   """AdamW (b2 0.98, eps 1e-9, wd 0.01 on everything), clip 1.0, constant LR."""
   c = ml_collections.ConfigDict()

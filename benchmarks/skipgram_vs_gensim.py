@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+from benchmarks import common  # noqa: E402
 from configs import skipgram  # noqa: E402
 from translearn_jax.data import readers  # noqa: E402
 from translearn_jax.data.vocab import encode_corpus, tokenize  # noqa: E402
@@ -66,6 +67,8 @@ def main():
   config.data.kind, config.data.path, config.data.unit = args.kind, args.corpus, args.unit
   config.train.epochs = args.epochs
   config.model.mode = args.mode
+  if args.mode == 'cbow':
+    config.model.negative_draws = 0     # skip-gram's option (configs/cbow.py does the same)
   alpha = 0.025 if args.mode == 'skipgram' else 0.05
   config.optim.learning_rate = alpha
   config.progress = False
@@ -74,13 +77,7 @@ def main():
   config.eval.analogy = ''
   config.train.checkpoint_every_steps = 10**9
   config.seed = args.seed
-  for item in args.override:
-    key, _, value = item.partition('=')
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == 'True'
+  common.override(config, args.override)
 
   t0 = time.perf_counter()
   corpus = encode_corpus(docs, min_count=config.vocab.min_count)

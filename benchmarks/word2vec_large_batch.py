@@ -64,6 +64,7 @@ def run(config, corpus, workdir):
 
 def main():
   base = skipgram.get_config()
+  base.model.negative_draws = 0   # the K shared draws its README figures were measured with
   base.train.epochs, base.progress, base.export.format = ARGS.epochs, False, ''
   base.train.log_every_steps = base.train.steps_per_call
   corpus = word2vec.load_corpus(base)

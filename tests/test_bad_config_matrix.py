@@ -26,6 +26,8 @@ CASES = [
     ('w2v steps_per_call', 'skipgram', {'train.steps_per_call': 0}, ConfigError, r'config\.train\.steps_per_call'),
     ('w2v table_sharding', 'skipgram', {'model.table_sharding': 'cols'}, ConfigError, r'config\.model\.table_sharding'),
     ('w2v row_cap_mode', 'skipgram', {'optim.row_cap_mode': 'sum'}, ConfigError, r'config\.optim\.row_cap_mode'),
+    ('w2v negative_draws < 0', 'skipgram', {'model.negative_draws': -1}, ConfigError, r'config\.model\.negative_draws'),
+    ('w2v negative_draws cbow', 'cbow', {'model.negative_draws': 10}, ConfigError, r'config\.model\.negative_draws'),
     ('lm arch', 'lm_transformer', {'model.arch': 'gru'}, ConfigError, r'config\.model\.arch'),
     ('lm dtype', 'lm_transformer', {'dtype': 'float16'}, ConfigError, r'config\.dtype'),
     ('lm seq > max_len', 'lm_transformer', {'train.seq_length': 1024}, ConfigError, r'config\.train\.seq_length'),

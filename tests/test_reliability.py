@@ -204,6 +204,23 @@ def saved_steps(tmp_path, steps=(10, 20, 30)):
   return os.path.join(str(tmp_path), 'checkpoints')
 
 
+def test_restore_params_reads_the_params_without_a_missing_metadata_warning(tmp_path, caplog):
+  """`restore_params` reads `<step>/state` on its own; orbax's warning that this item
+  directory has no `_CHECKPOINT_METADATA` (it is in the step directory) is not shown."""
+  import logging
+  saved_steps(tmp_path, (10, 20))
+  ck = Checkpointer(str(tmp_path))
+  with caplog.at_level(logging.WARNING):
+    params = ck.restore_params(10)
+  ck.close()
+  np.testing.assert_array_equal(params['w'], np.asarray(small_state(10).params['w']))
+  assert not [r for r in caplog.records if 'Metadata file does not exist' in r.getMessage()]
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):    # other orbax warnings still pass
+    logging.getLogger('absl').warning('Metadata file does not exist: %s', '/x/_CHECKPOINT_METADATA')
+  assert len(caplog.records) == 1
+
+
 def array_file(step_dir):
   d = os.path.join(step_dir, 'state', 'ocdbt.process_0', 'd')
   return max((os.path.join(d, f) for f in os.listdir(d)), key=os.path.getsize)

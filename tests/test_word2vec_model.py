@@ -99,6 +99,51 @@ def test_pair_negatives_score_each_pair_with_its_own_negatives():
     w2v.Word2VecConfig(vocab_size=13, mode='cbow', pair_negatives=True)
 
 
+@pytest.mark.parametrize('extra', [{}, {'pair_negatives': True}, {'negative_draws': 7}])
+def test_skipgram_step_layouts_agree(extra):
+  """The slice layout (`_skipgram_step`: context output rows gathered once per token)
+  and the pair-by-pair layout (`_pair_step`) give the same loss, pairs and tables."""
+  cfg = w2v.Word2VecConfig(vocab_size=9, dim=4, window=3, negatives=2, **extra)
+  rng = np.random.default_rng(11)   # 9 ids over 3 × 14 positions: rows repeat
+  batch = jax.tree.map(jnp.asarray, random_batch(rng, 9, b=3, length=14,
+                                                 k=cfg.negatives_per_position))
+  params = w2v.Word2Vec(cfg).init(jax.random.key(0), batch)['params']
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(5), p.shape),
+                        params)
+  tables = lambda: w2v.ReplicatedTables(params, cfg)  # noqa: E731
+  fast = w2v._skipgram_step(tables(), batch, 0.05, cfg)
+  slow = w2v._pair_step(tables(), batch, 0.05, cfg)
+  np.testing.assert_allclose(fast[1], slow[1], rtol=1e-5)
+  assert float(fast[2]) == float(slow[2]) > 0
+  for name in ('in_embed', 'out_embed'):
+    np.testing.assert_allclose(fast[0][name], slow[0][name], rtol=1e-5, atol=1e-7)
+
+
+def test_negative_draws_weigh_each_shared_draw_by_its_share():
+  """`negative_draws=3K` drawing the same K negatives three times is the plain K-shared
+  step (each copy weighs c_i/3), and the dense loss and the sparse step agree."""
+  k = 2
+  base = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k)
+  more = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k, negative_draws=3 * k)
+  assert more.negatives_per_position == 3 * k
+  rng = np.random.default_rng(7)
+  batch = jax.tree.map(jnp.asarray, random_batch(rng, 13, k=k))
+  tripled = dict(batch, negatives=jnp.tile(batch['negatives'], (1, 1, 3)))
+  params = w2v.Word2Vec(base).init(jax.random.key(0), batch)['params']
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(4), p.shape),
+                        params)
+  want, want_loss, _ = w2v.sparse_sgd_step(params, batch, 0.05, base)
+  got, got_loss, _ = w2v.sparse_sgd_step(params, tripled, 0.05, more)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  dense_loss, _ = w2v.Word2Vec(more).apply({'params': params}, tripled)
+  np.testing.assert_allclose(dense_loss, want_loss, rtol=1e-5)
+  for name in ('in_embed', 'out_embed'):
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7)
+  for bad in ({'mode': 'cbow'}, {'pair_negatives': True}):
+    with pytest.raises(ValueError, match='negative_draws is for skip-gram'):
+      w2v.Word2VecConfig(vocab_size=13, negative_draws=4, **bad)
+
+
 def test_step_touches_only_batch_rows():
   cfg = w2v.Word2VecConfig(vocab_size=1000, dim=8, window=2, negatives=2)
   rng = np.random.default_rng(3)

@@ -22,7 +22,11 @@ weighted by `c_i`:
 whose expectation over negatives equals word2vec's (which draws `K` fresh
 negatives for each of the `c_i` pairs); `pair_negatives=True` draws them per pair
 as word2vec does (`2·window·K` negatives a position, each of weight 1 when its
-pair is valid). CBOW: the mean of the valid context
+pair is valid); `negative_draws=M` draws `M` shared ones, each weighted by
+`c_i·K/M` (same expectation, less noise: at M = 3K the vectors score as word2vec's
+per-pair draws do, README). The context words' output rows are slices of the
+block's own output rows (`_skipgram_step`), so only the negatives are gathered per
+position. CBOW: the mean of the valid context
 input rows scores the center's output row and `K` negatives, exactly as in
 word2vec; following word2vec.c and gensim (`cbow_mean=1`) the error is added to
 every context row without the 1/c factor.
@@ -72,11 +76,20 @@ class Word2VecConfig:
   # instead of K per center shared by its pairs and weighted by their count. The
   # batch's `negatives` are then (B, L, 2·window·K): the pairs' in offset order.
   pair_negatives: bool = False
+  # Skip-gram with shared negatives: draw this many per center (0: `negatives`), each
+  # weighted by c_i·negatives/negative_draws, so the expected loss stays word2vec's while
+  # one noisy draw weighs less (word2vec's per-pair draws are the limit of many draws).
+  negative_draws: int = 0
+
+  @property
+  def shared_draws(self) -> int:
+    """Negatives drawn per center when they are shared (skip-gram) or per position (CBOW)."""
+    return self.negative_draws or self.negatives
 
   @property
   def negatives_per_position(self) -> int:
     """The last dimension of a batch's `negatives`."""
-    return self.negatives * (2 * self.window if self.pair_negatives else 1)
+    return self.negatives * 2 * self.window if self.pair_negatives else self.shared_draws
 
   def __post_init__(self):
     if self.mode not in (SKIPGRAM, CBOW):
@@ -84,6 +97,12 @@ class Word2VecConfig:
     if self.pair_negatives and self.mode != SKIPGRAM:
       raise ValueError('model.pair_negatives is for skip-gram (CBOW has one pair a '
                        'position and draws its negatives per position already)')
+    if self.negative_draws and (self.pair_negatives or self.mode != SKIPGRAM):
+      raise ValueError('model.negative_draws is for skip-gram with shared negatives '
+                       '(not with pair_negatives, not CBOW)')
+    if self.negative_draws < 0:
+      raise ValueError(f'model.negative_draws must be >= 0 (0: model.negatives), got '
+                       f'{self.negative_draws}')
     if self.row_cap < 0:
       raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
     if self.row_cap_mode not in ROW_CAP_MODES:
@@ -121,12 +140,13 @@ def context(batch: Mapping[str, Array], window: int) -> tuple[Array, Array]:
   return jnp.stack(ids, -1), jnp.stack(masks, -1).astype(jnp.float32)
 
 
-def _targets(batch, window, mode, pair_negatives=False):
+def _targets(batch, window, mode, pair_negatives=False, negatives=0):
   """What each position scores: output-row ids, per-score weight and label.
 
   Returns (in_ids, in_weight, out_ids, weight, label, pairs):
   skip-gram: in_ids (B,L) are the centers; out_ids (B,L,2W+K) = contexts then
-  negatives (each weighted by the center's pair count c_i), or with `pair_negatives`
+  negatives (each weighted by the center's pair count c_i, times `negatives` / the
+  number drawn when `negatives` is given), or with `pair_negatives`
   (B,L,2W+2W·K): each pair's own K negatives, weighted by that pair's validity.
   CBOW: in_ids (B,L,2W) are the contexts (averaged by in_weight); out_ids (B,L,1+K) =
   the center then negatives.
@@ -140,7 +160,8 @@ def _targets(batch, window, mode, pair_negatives=False):
     if pair_negatives:
       neg_weight = jnp.repeat(mask, k // mask.shape[-1], axis=-1)
     else:
-      neg_weight = jnp.broadcast_to(count[..., None], neg.shape)
+      share = (negatives or k) / k
+      neg_weight = jnp.broadcast_to(share * count[..., None], neg.shape)
     weight = jnp.concatenate([mask, neg_weight], -1)
     label = jnp.concatenate([jnp.ones_like(mask), jnp.zeros(neg.shape, mask.dtype)], -1)
     return batch['tokens'], None, out_ids, weight, label, count.sum()
@@ -170,7 +191,7 @@ class Word2Vec(nn.Module):
     in_embed = self.param('in_embed', _uniform(bound), (cfg.vocab_size, cfg.dim))
     out_embed = self.param('out_embed', nn.initializers.zeros, (cfg.vocab_size, cfg.dim))
     in_ids, in_w, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode,
-                                                           cfg.pair_negatives)
+                                                           cfg.pair_negatives, cfg.negatives)
     h = _hidden(in_embed[in_ids], in_w)
     if in_w is not None:  # CBOW: word2vec's unscaled error for the context rows
       plain = jnp.einsum('blc,blcd->bld', (in_w > 0).astype(h.dtype), in_embed[in_ids])
@@ -343,13 +364,70 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
   return table_step(ReplicatedTables(params, cfg, constrain), batch, lr, cfg)
 
 
+def _skipgram_step(tables, batch, lr, cfg):
+  """Skip-gram's sparse step, laid out as `_cbow_step` is (see `sparse_sgd_step`).
+
+  A position's context words are its neighbours in the block, so their output rows are
+  slices of the block's own output rows, gathered once per token: the context scores
+  are dot products with shifted slices, and the error each token's output row collects
+  as the context of the centers around it is summed back through slices of padded
+  arrays. Only the negatives are gathered and scattered per score: 1 + M output rows a
+  position instead of 2·window + M. Same loss and update as the pair-by-pair layout
+  (`_pair_step`), up to float summation order.
+  """
+  w = cfg.window
+  tok, neg = batch['tokens'], batch['negatives']
+  length = tok.shape[1]
+  offs = offsets(w)
+  mask = context_mask(batch, w)                              # (B, L, 2W)
+  count = mask.sum(-1)                                       # c_i
+  if cfg.pair_negatives:                                     # each pair's own K
+    neg_w = jnp.repeat(mask, cfg.negatives, axis=-1)
+  else:                                                      # shared, weighted by c_i
+    neg_w = (cfg.negatives / neg.shape[-1]) * jnp.broadcast_to(count[..., None], neg.shape)
+  h, = tables.gather('in_embed', tok)                        # (B, L, D)
+  o_rows, n_rows = tables.gather('out_embed', tok, neg)      # (B, L, D), (B, L, M, D)
+  o_p = _padded(o_rows, w)
+  ctx = [_window(o_p, w, o, length) for o in offs]           # 2W × (B, L, D)
+  s_c = jnp.stack([jnp.sum(h * c, -1) for c in ctx], -1)     # (B, L, 2W)
+  s_n = jnp.einsum('bld,blmd->blm', h, n_rows)
+  # d(loss)/d(score) for -log σ(±score): σ(score) - label
+  g_c = mask * (jax.nn.sigmoid(s_c) - 1.0)
+  g_n = neg_w * jax.nn.sigmoid(s_n)
+  # -log σ(±score), exact (no clamping): a diverged run shows as inf/NaN.
+  loss = (jnp.sum(mask * jnp.logaddexp(0.0, -s_c))
+          + jnp.sum(neg_w * jnp.logaddexp(0.0, s_n)))
+  dh = sum(g_c[..., j:j + 1] * c for j, c in enumerate(ctx))
+  dh = dh + jnp.einsum('blm,blmd->bld', g_n, n_rows)
+  # token t's output row served as the context at offset o of the center t - o
+  g_p, h_p = _padded(g_c, w), _padded(h, w)
+  d_o = sum(_window(g_p, w, -o, length)[..., j:j + 1] * _window(h_p, w, -o, length)
+            for j, o in enumerate(offs))
+  new_in = tables.add('in_embed', (tok,), (-lr * dh,))
+  new_out = tables.add('out_embed', (tok, neg),
+                       (-lr * d_o, -lr * g_n[..., None] * h[:, :, None, :]))
+  return {'in_embed': new_in, 'out_embed': new_out}, loss, count.sum()
+
+
 def table_step(tables, batch: Mapping[str, Array], lr: Array, cfg: Word2VecConfig):
   """`sparse_sgd_step` on a tables object (`ReplicatedTables`, or
-  `row_sharded.RowShardedTables` inside a `shard_map`): (new tables, loss, pairs)."""
+  `row_sharded.RowShardedTables` inside a `shard_map`): (new tables, loss, pairs).
+
+  Skip-gram with a row cap keeps the pair-by-pair layout (`_pair_step`): the cap counts
+  (or norms) each pair's contribution to a context row separately, whereas
+  `_skipgram_step` sums a token's contributions as a context before the scatter."""
   if cfg.mode == CBOW:
     return _cbow_step(tables, batch, lr, cfg)
+  if cfg.row_cap == 0:
+    return _skipgram_step(tables, batch, lr, cfg)
+  return _pair_step(tables, batch, lr, cfg)
+
+
+def _pair_step(tables, batch, lr, cfg):
+  """Skip-gram's step with every (center, output row) score gathered and scattered on
+  its own: `2·window + M` output rows a position."""
   in_ids, _, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode,
-                                                      cfg.pair_negatives)
+                                                      cfg.pair_negatives, cfg.negatives)
   out_rows, = tables.gather('out_embed', out_ids)    # (B, L, M, D)
   h, = tables.gather('in_embed', in_ids)             # (B, L, D)
   scores = jnp.einsum('bld,blmd->blm', h, out_rows)

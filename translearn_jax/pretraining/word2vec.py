@@ -68,6 +68,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(not (config.model.get('pair_negatives', False) and config.model.mode == w2v.CBOW),
            'model.pair_negatives', 'is for skip-gram (CBOW draws its negatives per position, '
            'one pair a position, already)')
+  draws = config.model.get('negative_draws', 0)
+  _require(draws >= 0, 'model.negative_draws', f'must be >= 0 (0: model.negatives), got {draws}')
+  _require(not draws or (config.model.mode == w2v.SKIPGRAM
+                         and not config.model.get('pair_negatives', False)),
+           'model.negative_draws', 'is for skip-gram with shared negatives (not CBOW, not '
+           'with model.pair_negatives)')
   _require(config.model.get('table_sharding', REPLICATED) in (REPLICATED, ROWS),
            'model.table_sharding',
            f"must be 'replicated' or 'rows', got {config.model.get('table_sharding')!r}")
@@ -97,7 +103,8 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
                             negatives=m.negatives, mode=m.mode,
                             row_cap=float(config.optim.get('row_cap', 0.0)),
                             row_cap_mode=config.optim.get('row_cap_mode', 'count'),
-                            pair_negatives=bool(m.get('pair_negatives', False)))
+                            pair_negatives=bool(m.get('pair_negatives', False)),
+                            negative_draws=int(m.get('negative_draws', 0)))
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:

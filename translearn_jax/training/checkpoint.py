@@ -84,6 +84,27 @@ def _first_line(e: BaseException) -> str:
   return f'{type(e).__name__}: {lines[0][:200] if lines else ""}'
 
 
+class _ItemMetadataFilter(logging.Filter):
+  """Drops orbax's warning that an item directory (`<step>/state`) has no
+  `_CHECKPOINT_METADATA`: that file lives one level up, in the step directory, and
+  reading the item alone is how `restore_params` reads it. Other warnings pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (str(record.msg).startswith('Metadata file does not exist')
+                and any(str(a).endswith(os.path.join('state', '_CHECKPOINT_METADATA'))
+                        for a in (record.args or ())))
+
+
+@contextlib.contextmanager
+def _quiet_item_metadata():
+  logger, quiet = logging.getLogger('absl'), _ItemMetadataFilter()
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
+
+
 class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int = 3):
@@ -368,7 +389,7 @@ class Checkpointer:
     self.finish()
     step = self.latest_step() if step is None else step
     path = os.path.join(self.directory, str(step), 'state')
-    with ocp.PyTreeCheckpointer() as ckptr:
+    with ocp.PyTreeCheckpointer() as ckptr, _quiet_item_metadata():
       meta = ckptr.metadata(path)
       tree = meta.item_metadata.tree if hasattr(meta, 'item_metadata') else meta.tree
       abstract = {'params': jax.tree.map(lambda m: np.empty(0, m.dtype), tree['params'])}

@@ -1,10 +1,12 @@
-"""Where CBOW's training time goes on this machine (issue #20): host blocks, the step, row traffic.
+"""Where word2vec's training time goes on this machine (issue #20): host blocks, the step, row traffic.
 
-  python benchmarks/cbow_step_profile.py [--corpus ../shared/data/english_novels] \
-      [--batch 2] [--blocks 60] [--json out.json]
+  python benchmarks/word2vec_step_profile.py [--mode cbow|skipgram] \
+      [--corpus ../shared/data/english_novels] [--batch 2] [--blocks 60] \
+      [--override model.negative_draws=15] [--json out.json]
 
-Reads the corpus as `benchmarks/skipgram_vs_gensim.py --mode cbow` does (paragraphs,
-`configs/cbow.py`), then times, in one process:
+Reads the corpus as `benchmarks/skipgram_vs_gensim.py --mode MODE` does (paragraphs;
+`configs/cbow.py` or `configs/skipgram.py`, with `--override FIELD=VALUE`), then times,
+in one process:
 
 * the host: `BlockStream` preparing `--blocks` blocks of 64 steps × `--batch` rows × 256
   tokens (subsampling, windows, negatives; in training this runs in a prefetch thread);
@@ -13,7 +15,11 @@ Reads the corpus as `benchmarks/skipgram_vs_gensim.py --mode cbow` does (paragra
   of the cores the step uses);
 * in isolation, a gather of one step's output-table rows (center + negatives a position)
   and their scatter-add into a table of the corpus's vocabulary (donated, in place, as
-  in the step).
+  in the step);
+* skip-gram only: the two layouts of its step on the same blocks, scanned as in training
+  on one device: `_skipgram_step` (context output rows gathered once per token, used when
+  there is no row cap) and `_pair_step` (every context and negative row gathered and
+  scattered per score, used with a row cap).
 
 The peer for the end-to-end words/s is gensim in `skipgram_vs_gensim.py`; this script
 explains ours.
@@ -34,8 +40,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import cbow  # noqa: E402
+from benchmarks import common  # noqa: E402
+from configs import cbow, skipgram  # noqa: E402
 from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState  # noqa: E402
+from translearn_jax.models import word2vec as w2v  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
 
@@ -60,21 +68,48 @@ def timed(fn, reps: int) -> float:
   return best
 
 
+def layout_step_us(cfg, state, blocks, step) -> float:
+  """Best-of-3 µs per step of `step` (a `word2vec` table-step layout), scanned over each
+  block on one device with the tables donated, as the training function does."""
+  def run(params, block):
+    def body(p, b):
+      new, loss, _ = step(w2v.ReplicatedTables(p, cfg), b, jnp.float32(1e-3), cfg)
+      return new, loss
+    return jax.lax.scan(body, params, block)
+  fn = jax.jit(run, donate_argnums=0)
+  params = jax.tree.map(jnp.copy, dict(state.params))
+  dev = [jax.tree.map(jnp.asarray, b) for b in blocks]
+  params, _ = fn(params, dev[0])
+  jax.block_until_ready(params)
+  best = float('inf')
+  for _ in range(3):
+    t = time.perf_counter()
+    for d in dev[1:]:
+      params, _ = fn(params, d)
+    jax.block_until_ready(params)
+    best = min(best, time.perf_counter() - t)
+  return best / (len(dev) - 1) / blocks[0]['tokens'].shape[0] * 1e6
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--corpus', default=os.path.join(ROOT, '..', 'shared', 'data', 'english_novels'))
   ap.add_argument('--batch', type=int, default=2)
   ap.add_argument('--blocks', type=int, default=60)
+  ap.add_argument('--mode', default='cbow', choices=['cbow', 'skipgram'])
+  ap.add_argument('--override', action='append', default=[],
+                  help='config override FIELD=VALUE (e.g. model.negative_draws=15)')
   ap.add_argument('--json', default='')
   args = ap.parse_args()
-  c = cbow.get_config()
+  c = (cbow if args.mode == 'cbow' else skipgram).get_config()
+  common.override(c, args.override)
   c.data.kind, c.data.path, c.data.unit = 'text', args.corpus, 'paragraph'
   c.train.epochs, c.num_devices = 1, 1
   corpus = word2vec.load_corpus(c)
   cfg = word2vec.model_config(c, len(corpus.vocab))
   steps, length = 64, 256
   stream = BlockStream(corpus, StreamConfig(batch=args.batch, length=length, steps=steps,
-                                            window=cfg.window, negatives=cfg.negatives,
+                                            window=cfg.window, negatives=cfg.negatives_per_position,
                                             sample=c.sample, seed=0), epochs=1)
   t = time.perf_counter()
   blocks = []
@@ -118,16 +153,23 @@ def main():
   gather_us = timed(lambda: gather(table, ids), 200) * 1e6
   scatter_us = timed(scatter_once, 200) * 1e6
 
-  out = {'host_ms_per_block': host_ms, 'step_us': step_us, 'cores_used': cores,
+  layouts = {}
+  if cfg.mode == w2v.SKIPGRAM:
+    layouts = {name: layout_step_us(cfg, state, blocks, step)
+               for name, step in (('slices', w2v._skipgram_step), ('pairs', w2v._pair_step))}
+  out = {'mode': args.mode, 'overrides': args.override, 'host_ms_per_block': host_ms, 'step_us': step_us, 'cores_used': cores,
          'subsampled_tokens_per_s': tokens_per_s,
          'corpus_words_per_s_step_only': tokens_per_s * words_per_token,
          'output_rows_per_step': int(ids.shape[0]), 'gather_us': gather_us,
-         'scatter_add_us': scatter_us, 'batch': args.batch}
+         'scatter_add_us': scatter_us, 'batch': args.batch,
+         'layout_step_us': layouts}
   print(f'host: {host_ms:.2f} ms per block of {steps} steps x {args.batch} x {length} tokens')
   print(f'device: {step_us:.0f} us per step ({tokens_per_s:,.0f} subsampled tokens/s, '
         f'~{out["corpus_words_per_s_step_only"]:,.0f} corpus words/s), {cores:.2f} cores busy')
   print(f'output table, {ids.shape[0]} rows a step: gather {gather_us:.0f} us, '
         f'scatter-add {scatter_us:.0f} us (in isolation)')
+  for name, us in layouts.items():
+    print(f'skip-gram step, {name} layout: {us:.0f} us per step')
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(out, f, indent=1)
