@@ -62,7 +62,8 @@ def test_sharded_step_matches_single_device(tiny_config):
   corpus = word2vec.load_corpus(config)
   cfg = word2vec.model_config(config, len(corpus.vocab))
   stream = BlockStream(corpus, StreamConfig(batch=8, length=64, steps=4, window=cfg.window,
-                                            negatives=cfg.negatives, sample=1e-3, seed=0),
+                                            negatives=cfg.negatives_per_position, sample=1e-3,
+                                            seed=0),
                        epochs=1)
   blocks = [b for _, b in stream.iterate(StreamState(), prefetch=0)][:3]
   schedule = word2vec.lr_schedule(config, 100)
