@@ -68,6 +68,23 @@ def timed(fn, reps: int) -> float:
   return best
 
 
+def best_pass(fn, carry, dev):
+  """`fn(carry, block) -> (carry, _)` warmed up on `dev[0]`, then three timed passes over
+  `dev[1:]`: (best wall seconds per block, cores busy in that pass, the last carry)."""
+  carry, _ = fn(carry, dev[0])
+  jax.block_until_ready(carry)
+  best, cores = float('inf'), 0.0
+  for _ in range(3):
+    c0, t = cpu_seconds(), time.perf_counter()
+    for d in dev[1:]:
+      carry, _ = fn(carry, d)
+    jax.block_until_ready(carry)
+    wall = time.perf_counter() - t
+    if wall < best:
+      best, cores = wall, (cpu_seconds() - c0) / wall
+  return best / (len(dev) - 1), cores, carry
+
+
 def layout_step_us(cfg, state, blocks, step) -> float:
   """Best-of-3 µs per step of `step` (a `word2vec` table-step layout), scanned over each
   block on one device with the tables donated, as the training function does."""
@@ -76,19 +93,10 @@ def layout_step_us(cfg, state, blocks, step) -> float:
       new, loss, _ = step(w2v.ReplicatedTables(p, cfg), b, jnp.float32(1e-3), cfg)
       return new, loss
     return jax.lax.scan(body, params, block)
-  fn = jax.jit(run, donate_argnums=0)
   params = jax.tree.map(jnp.copy, dict(state.params))
   dev = [jax.tree.map(jnp.asarray, b) for b in blocks]
-  params, _ = fn(params, dev[0])
-  jax.block_until_ready(params)
-  best = float('inf')
-  for _ in range(3):
-    t = time.perf_counter()
-    for d in dev[1:]:
-      params, _ = fn(params, d)
-    jax.block_until_ready(params)
-    best = min(best, time.perf_counter() - t)
-  return best / (len(dev) - 1) / blocks[0]['tokens'].shape[0] * 1e6
+  per_block, _, _ = best_pass(jax.jit(run, donate_argnums=0), params, dev)
+  return per_block / blocks[0]['tokens'].shape[0] * 1e6
 
 
 def main():
@@ -124,18 +132,8 @@ def main():
   state = word2vec.init_state(cfg, 0, mesh)
   fn = word2vec.make_train_fn(cfg, word2vec.lr_schedule(c, 100_000), mesh)
   dev = [mesh_lib.shard_batch(b, mesh, batch_axis=1) for b in blocks]
-  state, _ = fn(state, dev[0])
-  jax.block_until_ready(state)
-  best, cores = float('inf'), 0.0
-  for _ in range(3):
-    c0, t = cpu_seconds(), time.perf_counter()
-    for d in dev[1:]:
-      state, _ = fn(state, d)
-    jax.block_until_ready(state)
-    wall = time.perf_counter() - t
-    if wall < best:
-      best, cores = wall, (cpu_seconds() - c0) / wall
-  step_us = best / (len(dev) - 1) / steps * 1e6
+  per_block, cores, state = best_pass(fn, state, dev)
+  step_us = per_block / steps * 1e6
   tokens_per_s = args.batch * length / step_us * 1e6
 
   b0 = blocks[0]
@@ -157,7 +155,8 @@ def main():
   if cfg.mode == w2v.SKIPGRAM:
     layouts = {name: layout_step_us(cfg, state, blocks, step)
                for name, step in (('slices', w2v._skipgram_step), ('pairs', w2v._pair_step))}
-  out = {'mode': args.mode, 'overrides': args.override, 'host_ms_per_block': host_ms, 'step_us': step_us, 'cores_used': cores,
+  out = {'mode': args.mode, 'overrides': args.override, 'host_ms_per_block': host_ms,
+         'step_us': step_us, 'cores_used': cores,
          'subsampled_tokens_per_s': tokens_per_s,
          'corpus_words_per_s_step_only': tokens_per_s * words_per_token,
          'output_rows_per_step': int(ids.shape[0]), 'gather_us': gather_us,

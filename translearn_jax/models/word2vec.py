@@ -82,14 +82,11 @@ class Word2VecConfig:
   negative_draws: int = 0
 
   @property
-  def shared_draws(self) -> int:
-    """Negatives drawn per center when they are shared (skip-gram) or per position (CBOW)."""
-    return self.negative_draws or self.negatives
-
-  @property
   def negatives_per_position(self) -> int:
     """The last dimension of a batch's `negatives`."""
-    return self.negatives * 2 * self.window if self.pair_negatives else self.shared_draws
+    if self.pair_negatives:
+      return self.negatives * 2 * self.window
+    return self.negative_draws or self.negatives
 
   def __post_init__(self):
     if self.mode not in (SKIPGRAM, CBOW):
@@ -140,6 +137,18 @@ def context(batch: Mapping[str, Array], window: int) -> tuple[Array, Array]:
   return jnp.stack(ids, -1), jnp.stack(masks, -1).astype(jnp.float32)
 
 
+def negative_weights(mask: Array, drawn: int, negatives: int, pair_negatives: bool) -> Array:
+  """Skip-gram: the weight of each of a position's `drawn` negatives, `(B, L, drawn)`,
+  from its `(B, L, 2W)` valid-pair mask. Per pair (`pair_negatives`): the pairs' `K`
+  each in offset order, weighted by their pair's validity; shared: each weighted by the
+  pair count c_i times `negatives / drawn` (word2vec's expected loss whatever is drawn).
+  """
+  if pair_negatives:
+    return jnp.repeat(mask, negatives, axis=-1)
+  count = mask.sum(-1, keepdims=True)
+  return jnp.broadcast_to((negatives / drawn) * count, mask.shape[:-1] + (drawn,))
+
+
 def _targets(batch, window, mode, pair_negatives=False, negatives=0):
   """What each position scores: output-row ids, per-score weight and label.
 
@@ -157,11 +166,8 @@ def _targets(batch, window, mode, pair_negatives=False, negatives=0):
   k = neg.shape[-1]
   if mode == SKIPGRAM:
     out_ids = jnp.concatenate([ctx, neg], -1)
-    if pair_negatives:
-      neg_weight = jnp.repeat(mask, k // mask.shape[-1], axis=-1)
-    else:
-      share = (negatives or k) / k
-      neg_weight = jnp.broadcast_to(share * count[..., None], neg.shape)
+    per_pair = k // mask.shape[-1] if pair_negatives else 0
+    neg_weight = negative_weights(mask, k, per_pair or negatives or k, pair_negatives)
     weight = jnp.concatenate([mask, neg_weight], -1)
     label = jnp.concatenate([jnp.ones_like(mask), jnp.zeros(neg.shape, mask.dtype)], -1)
     return batch['tokens'], None, out_ids, weight, label, count.sum()
@@ -380,11 +386,7 @@ def _skipgram_step(tables, batch, lr, cfg):
   length = tok.shape[1]
   offs = offsets(w)
   mask = context_mask(batch, w)                              # (B, L, 2W)
-  count = mask.sum(-1)                                       # c_i
-  if cfg.pair_negatives:                                     # each pair's own K
-    neg_w = jnp.repeat(mask, cfg.negatives, axis=-1)
-  else:                                                      # shared, weighted by c_i
-    neg_w = (cfg.negatives / neg.shape[-1]) * jnp.broadcast_to(count[..., None], neg.shape)
+  neg_w = negative_weights(mask, neg.shape[-1], cfg.negatives, cfg.pair_negatives)
   h, = tables.gather('in_embed', tok)                        # (B, L, D)
   o_rows, n_rows = tables.gather('out_embed', tok, neg)      # (B, L, D), (B, L, M, D)
   o_p = _padded(o_rows, w)
@@ -406,7 +408,7 @@ def _skipgram_step(tables, batch, lr, cfg):
   new_in = tables.add('in_embed', (tok,), (-lr * dh,))
   new_out = tables.add('out_embed', (tok, neg),
                        (-lr * d_o, -lr * g_n[..., None] * h[:, :, None, :]))
-  return {'in_embed': new_in, 'out_embed': new_out}, loss, count.sum()
+  return {'in_embed': new_in, 'out_embed': new_out}, loss, mask.sum()
 
 
 def table_step(tables, batch: Mapping[str, Array], lr: Array, cfg: Word2VecConfig):
