@@ -179,7 +179,7 @@ CASES = [
          r'no files in directory .*d$'),
     Case('CoNLL directory with a bad second file', 'conll', 'd',
          {'a.txt': 'EU B-ORG\n', 'b.txt': 'x O\ny X-BAD\n'}, DataError,
-         r"b\.txt:2: tag 'X-BAD' is not O, B-X or I-X"),
+         r"b\.txt:2: tag 'X-BAD' is not O, B-X or I-X \(IOB\), or E-X or S-X \(IOBES\)"),
     Case('CoNLL file without sentences', 'conll', 'e.txt', '-DOCSTART- O\n\n', DataError,
          r'e\.txt: no sentences'),
     Case('aligned text path naming two files', 'aligned', 'd', {'a.txt': 'x\n', 'b.txt': 'y\n'},

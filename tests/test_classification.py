@@ -186,14 +186,41 @@ def test_span_f1_matches_seqeval_on_conll_test():
     assert s['gold'] == ref[t]['support']
 
 
-def test_bio_spans_and_conll_errors(tmp_path):
+def test_entity_spans_and_conll_errors(tmp_path):
   from translearn_jax.data import conll
-  assert conll.bio_spans(['B-PER', 'I-PER', 'O', 'I-LOC', 'I-LOC', 'B-LOC', 'I-ORG']) == {
+  assert conll.entity_spans(['B-PER', 'I-PER', 'O', 'I-LOC', 'I-LOC', 'B-LOC', 'I-ORG']) == {
       ('PER', 0, 2), ('LOC', 3, 5), ('LOC', 5, 6), ('ORG', 6, 7)}
+  # IOBES: E- and S- close their chunk, an I- after E- starts a new one
+  assert conll.entity_spans(['S-PER', 'B-LOC', 'E-LOC', 'I-LOC', 'E-LOC', 'S-LOC', 'E-ORG']) == {
+      ('PER', 0, 1), ('LOC', 1, 3), ('LOC', 3, 5), ('LOC', 5, 6), ('ORG', 6, 7)}
   p = tmp_path / 'bad.txt'
   p.write_text('-DOCSTART- O\n\nEU B-ORG\nrejects X-BAD\n', encoding='utf-8')
   with pytest.raises(DataError, match=r'bad\.txt:4: tag .X-BAD. is not O, B-X or I-X'):
     conll.read_conll(str(p))
+  p.write_text('EU S-ORG\nrejects O\nGerman B-MISC\ncall E-MISC\n', encoding='utf-8')
+  assert conll.read_conll(str(p)).tags == [['S-ORG', 'O', 'B-MISC', 'E-MISC']]
+
+
+@pytest.mark.parametrize('prefixes', ['BI', 'BIES'])
+def test_entity_spans_chunk_as_seqeval_does_on_random_tags(prefixes):
+  """Arbitrary (also ill-formed) IOB and IOBES sequences: the same chunks, and so the same
+  micro and per-type scores, as seqeval's default mode."""
+  from seqeval.metrics import classification_report, f1_score
+  from seqeval.metrics.sequence_labeling import get_entities
+  from translearn_jax.data import conll
+  rng = np.random.default_rng(len(prefixes))
+  kinds = ['O', 'O'] + [f'{p}-{t}' for p in prefixes for t in ('PER', 'LOC', 'B-X')]
+  draw = lambda: [[kinds[k] for k in rng.integers(len(kinds), size=rng.integers(1, 12))]
+                  for _ in range(400)]
+  gold, pred = draw(), [[t if rng.random() < 0.7 else kinds[rng.integers(len(kinds))]
+                         for t in s] for s in draw()]
+  pred = [p[:len(g)] + ['O'] * (len(g) - len(p)) for g, p in zip(gold, pred)]
+  for seq in gold + pred:
+    assert conll.entity_spans(seq) == {(t, b, e + 1) for t, b, e in get_entities(seq)}, seq
+  assert conll.span_f1(gold, pred)['f1'] == pytest.approx(f1_score(gold, pred), abs=1e-12)
+  ref = classification_report(gold, pred, output_dict=True)
+  for t, s in conll.span_scores(gold, pred)['types'].items():
+    assert s['f1'] == pytest.approx(ref[t]['f1-score'], abs=1e-12), t
 
 
 def test_ner_tagger_learns_from_lm_run(tmp_path, tiny_lm_run, conll_task):

@@ -9,8 +9,10 @@ file and line.
 `read_tfds` reads the same from a prepared TFDS dataset shaped like TFDS's
 `conll2003` (token and tag sequences).
 
-`bio_spans` extracts entity spans the way conlleval/seqeval do by default: an
-`I-X` that does not continue an open `X` chunk starts a new one.
+Tags are `O` or a prefix and a type: IOB1/IOB2 (`B-X`, `I-X`) or IOBES (also `E-X`,
+`S-X`). `entity_spans` extracts entity spans exactly as seqeval does by default
+(its conlleval-style chunking): an `I-X` that does not continue an open `X` chunk
+starts a new one, `E-X` and `S-X` close their chunk.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
               tags_field: str = 'ner_tags', data_dir: str | None = None) -> TaggedCorpus:
   """The sentences of a prepared TFDS split shaped like TFDS's `conll2003`: a sequence of
   token strings and a sequence of tags (`ClassLabel` ids, read as their names, or strings),
-  read in batches through `tfds.data_source` (no TensorFlow). Tags must be BIO."""
+  read in batches through `tfds.data_source` (no TensorFlow). Tags as in `read_conll`."""
   names = tfds_source.feature_names(name, tags_field, data_dir)
   tfds_source.feature_names(name, tokens_field, data_dir)   # a missing feature: one error
   sentences, tags = [], []
@@ -57,8 +59,8 @@ def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
     if len(words) != len(labels):
       raise DataError(f'{where} record {i}: {len(words)} tokens but {len(labels)} tags')
     for tag in labels:
-      if tag != 'O' and not (len(tag) > 2 and tag[:2] in ('B-', 'I-')):
-        raise DataError(f'{where} record {i}: tag {tag!r} is not O, B-X or I-X')
+      if not is_tag(tag):
+        raise DataError(f'{where} record {i}: tag {tag!r} {_TAG_RULE}')
     if words:
       sentences.append(words)
       tags.append(labels)
@@ -82,8 +84,8 @@ def _read_conll_file(file: str, encoding: str, sentences: list, tags: list) -> N
     if len(parts) < 2:
       raise DataError(f'{file}:{n}: expected "token ... TAG", got {line!r}')
     tag = parts[-1]
-    if tag != 'O' and not (len(tag) > 2 and tag[:2] in ('B-', 'I-')):
-      raise DataError(f'{file}:{n}: tag {tag!r} is not O, B-X or I-X')
+    if not is_tag(tag):
+      raise DataError(f'{file}:{n}: tag {tag!r} {_TAG_RULE}')
     words.append(parts[0])
     labels.append(tag)
   if words:
@@ -91,17 +93,29 @@ def _read_conll_file(file: str, encoding: str, sentences: list, tags: list) -> N
     tags.append(labels)
 
 
-def bio_spans(tags) -> set:
-  """{(type, start, end_exclusive)} of the chunks in one tag sequence."""
-  spans, start, kind = set(), None, None
-  for i, tag in enumerate(list(tags) + ['O']):
-    prefix, _, t = tag.partition('-')
-    continues = prefix == 'I' and kind == t
-    if start is not None and not continues:
-      spans.add((kind, start, i))
-      start, kind = None, None
-    if prefix in ('B', 'I') and not continues:
-      start, kind = i, t
+_PREFIXES = ('B-', 'I-', 'E-', 'S-')
+_TAG_RULE = 'is not O, B-X or I-X (IOB), or E-X or S-X (IOBES)'
+
+
+def is_tag(tag: str) -> bool:
+  """O, or B-/I-/E-/S- and a non-empty type."""
+  return tag == 'O' or (len(tag) > 2 and tag[:2] in _PREFIXES)
+
+
+def entity_spans(tags) -> set:
+  """{(type, start, end_exclusive)} of the chunks in one tag sequence, chunked as
+  seqeval's default mode (conlleval's rules, extended to IOBES) chunks it."""
+  spans, begin = set(), 0
+  prev, prev_type = 'O', ''
+  for i, label in enumerate(list(tags) + ['O']):
+    tag, kind = ('O', '') if label == 'O' else (label[0], label[2:])
+    if (prev in ('E', 'S') or (prev in ('B', 'I') and tag in ('B', 'S', 'O'))
+        or (prev != 'O' and prev_type != kind)):
+      spans.add((prev_type, begin, i))
+    if (tag in ('B', 'S') or (prev in ('E', 'S', 'O') and tag in ('E', 'I'))
+        or (tag != 'O' and prev_type != kind)):
+      begin = i
+    prev, prev_type = tag, kind
   return spans
 
 
@@ -118,7 +132,7 @@ def span_scores(gold: list, pred: list) -> dict:
   for g, p in zip(gold, pred):
     if len(g) != len(p):
       raise ValueError(f'gold and predicted sequences differ in length: {len(g)} vs {len(p)}')
-    gs, ps = bio_spans(g), bio_spans(p)
+    gs, ps = entity_spans(g), entity_spans(p)
     for spans, k in ((gs & ps, 0), (gs, 1), (ps, 2)):
       for span in spans:
         counts.setdefault(span[0], [0, 0, 0])[k] += 1

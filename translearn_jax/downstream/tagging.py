@@ -7,9 +7,9 @@ that has seen the whole word (rows `<eos> pieces…`); with a bidirectional
 masked-LM encoder it is predicted at the word's first piece (its second when
 the first is a lone '▁'), as BERT taggers do, with the whole sentence in view (rows `<bos> pieces… <eos>`). The other
 pieces carry no loss. Predictions are
-decoded to BIO tags and scored with entity-level span F1 (conlleval
-convention; `translearn_jax.data.conll.span_f1`, checked against seqeval in the
-tests). Words cut off by `model.max_tokens` are predicted 'O' and counted.
+decoded to the training data's tags (IOB or IOBES) and scored with entity-level span
+F1 (seqeval's default chunking; `translearn_jax.data.conll.span_f1`, checked against
+seqeval in the tests). Words cut off by `model.max_tokens` are predicted 'O' and counted.
 Runners (`experiments.tagging`, multi-task) train it in length-grouped batches
 trimmed to their longest sentence (exact: a causal body never lets a real
 position see the padding after it, an encoder attends only to real positions).
@@ -84,7 +84,7 @@ def encode_tagged(corpus: conll.TaggedCorpus, tokenizer, tag_index: dict, max_to
 
 
 class TaggingTask(Task):
-  """CoNLL sentences → one BIO tag per word; metric: entity span F1."""
+  """CoNLL sentences → one IOB/IOBES tag per word; metric: entity span F1."""
   name = 'tagging'
   metric = 'f1'                            # entity span F1
   eval_split = 'test'
@@ -160,7 +160,7 @@ class TaggingTask(Task):
     return self.f1(params, split)
 
   def predict(self, params, split: str, batch: int = 256) -> list:
-    """BIO tags per sentence, in corpus order (batches of similar length, trimmed)."""
+    """Predicted tags per sentence, in corpus order (batches of similar length, trimmed)."""
     toks, mask, pos, _ = self.inputs[split]
     order = np.argsort(mask.sum(1), kind='stable')
     out = [None] * len(toks)
