@@ -36,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.valid_split = 'validation'
   config.data.test_split = 'test'
   config.data.data_dir = ''
+  config.data.encoding = 'utf-8'         # text/tsv/jsonl files' encoding
+  config.data.encoding_fallback = ''     # e.g. 'latin-1' for files that are not valid UTF-8
   config.data.max_train_pairs = 0        # > 0: train on this many pairs (low-resource budgets)
   config.data.subset_seed = 0            # which ones: nested across budgets for one seed
 

@@ -33,6 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.tokens_field = 'tokens'    # tfds: the token and tag sequence features
   config.data.tags_field = 'ner_tags'
   config.data.data_dir = ''              # tfds: where the prepared dataset is
+  config.data.encoding = 'utf-8'         # CoNLL files' encoding (CoNLL-2002's are latin-1)
+  config.data.encoding_fallback = ''     # e.g. 'latin-1' for files that are not valid UTF-8
   config.model.max_tokens = 128
   config.transfer.strategies = 'finetune,discriminative'
   config.optim.learning_rate = 2e-3

@@ -199,6 +199,18 @@ def test_entity_spans_and_conll_errors(tmp_path):
     conll.read_conll(str(p))
   p.write_text('EU S-ORG\nrejects O\nGerman B-MISC\ncall E-MISC\n', encoding='utf-8')
   assert conll.read_conll(str(p)).tags == [['S-ORG', 'O', 'B-MISC', 'E-MISC']]
+  # tabs separate columns when a line has one (tokens may hold spaces); otherwise runs of
+  # ASCII spaces do, and a no-break or ideographic space stays inside its token
+  p.write_text('New York\tNNP\tB-LOC\n10\u00a0000  CD  O \n\u3000\tO\n', encoding='utf-8')
+  corpus = conll.read_conll(str(p))
+  assert corpus.sentences == [['New York', '10\u00a0000', '\u3000']]
+  assert corpus.tags == [['B-LOC', 'O', 'O']]
+  # encodings: Latin-1 bytes raise unless named or given as the fallback
+  p.write_bytes('Málaga B-LOC\n'.encode('latin-1'))
+  with pytest.raises(DataError, match=r'bad\.txt:1: bytes are not valid utf-8'):
+    conll.read_conll(str(p))
+  assert conll.read_conll(str(p), 'latin-1').sentences == [['Málaga']]
+  assert conll.read_conll(str(p), 'utf-8', 'latin-1').sentences == [['Málaga']]
 
 
 @pytest.mark.parametrize('prefixes', ['BI', 'BIES'])

@@ -24,6 +24,50 @@ def test_text_bom_crlf_and_units(tmp_path):
   assert docs(kind='text', path=str(p), unit='file') == ['First line here\nsecond line\n\nthird para\n']
 
 
+def test_lone_cr_ends_lines_only_in_a_file_of_cr_line_ends(tmp_path):
+  p = tmp_path / 'a.txt'
+  p.write_bytes(b'one\rtwo\rthree')                     # classic Mac line ends
+  assert docs(kind='text', path=str(p)) == ['one', 'two', 'three']
+  p.write_bytes(b'one\r\ntw\ro\nthree\n')              # a stray CR inside an LF line
+  assert docs(kind='text', path=str(p)) == ['one', 'tw o', 'three', '']
+
+
+def test_parallel_files_read_with_the_configs_encoding_and_end_blank_lines(tmp_path):
+  import ml_collections
+  from translearn_jax.data import parallel
+  (tmp_path / 's.txt').write_bytes('caf\xe9\nla mer\n\n\n'.encode('latin-1'))
+  (tmp_path / 't.txt').write_bytes('Kaffee\ndas Meer\n'.encode('latin-1'))
+  cfg = ml_collections.ConfigDict({'kind': 'text', 'train_source': str(tmp_path / 's.txt'),
+                                   'train_target': str(tmp_path / 't.txt')})
+  with pytest.raises(DataError, match=r's\.txt:1: bytes are not valid utf-8'):
+    parallel.read_split(cfg, 'train')
+  cfg.encoding = 'latin-1'
+  assert parallel.read_split(cfg, 'train') == [('café', 'Kaffee'), ('la mer', 'das Meer')]
+  cfg.encoding, cfg.encoding_fallback = 'utf-8', 'latin-1'
+  assert parallel.read_split(cfg, 'train')[0] == ('café', 'Kaffee')
+
+
+def test_mr_files_read_as_utf8_when_they_are_and_as_latin1_otherwise(tmp_path):
+  from translearn_jax.data import labelled
+  for enc in ('latin-1', 'utf-8-sig'):
+    (tmp_path / 'rt-polarity.pos').write_bytes('un café émouvant\n'.encode(enc))
+    (tmp_path / 'rt-polarity.neg').write_bytes('ennuyeux\n'.encode(enc))
+    data = labelled.read_mr(str(tmp_path))
+    assert data.texts == ['ennuyeux', 'un café émouvant'], enc
+    assert data.labels.tolist() == [0, 1]
+
+
+def test_whole_number_labels_are_one_class_in_numeric_order(tmp_path):
+  from translearn_jax.data import labelled
+  p = tmp_path / 'a.jsonl'
+  rows = [('a', 1), ('b', 0.0), ('c', 1.0), ('d', 10), ('e', '2'), ('f', ' +2 ')]
+  p.write_text(''.join(json.dumps({'text': t, 'label': y}) + '\n' for t, y in rows))
+  data = labelled.read_fields('jsonl', str(p), 'text', 'label')
+  assert data.label_names == ['0', '1', '2', '10']
+  assert [data.label_names[i] for i in data.labels] == ['1', '0', '1', '10', '2', '2']
+  assert labelled.label_order(['neg', 'pos', '1']) == ['1', 'neg', 'pos']
+
+
 def test_non_utf8_names_file_and_line(tmp_path):
   p = tmp_path / 'latin.txt'
   p.write_bytes('ok line\nsecond\ncaf\xe9 au lait\n'.encode('latin-1'))
@@ -90,6 +134,16 @@ def test_tfds_missing_dataset_fails_fast(tmp_path):
 def test_tokenize_keeps_inner_apostrophes_and_unicode():
   assert tokenize("Don't STOP: café-au-lait, o'clock 42!") == [
       "don't", 'stop', 'café', 'au', 'lait', "o'clock", '42']
+
+
+def test_tokenize_keeps_combining_marks_inside_words():
+  import unicodedata
+  # Devanagari vowel signs and virama, Arabic vowel points: marks, not word breaks
+  assert tokenize('हिन्दी भाषा, कि') == ['हिन्दी', 'भाषा', 'कि']
+  assert tokenize('كِتَاب جميل') == ['كِتَاب', 'جميل']
+  # decomposed accents are the composed word (NFC), so they meet the same vocabulary row
+  assert tokenize(unicodedata.normalize('NFD', 'Café DÉJÀ vu')) == ['café', 'déjà', 'vu']
+  assert tokenize('e\u0301_x') == ['é', 'x']
 
 
 def test_vocab_min_count_max_size_order():

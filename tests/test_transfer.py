@@ -74,6 +74,24 @@ def test_vocabulary_remap_moves_the_right_rows():
   assert report.remapped['e']['found'] == 2
 
 
+def test_vocabulary_remap_falls_back_to_the_first_case_folded_source_word():
+  import unicodedata
+  # a cased vectors file, most frequent casing first, read by a lowercased vocabulary
+  src_vocab = ['London', 'love', 'LONDON', 'Paris', 'paris', 'Cafe\u0301']
+  src = np.arange(12, dtype=np.float32).reshape(6, 2)
+  tgt_vocab = ['<pad>', 'london', 'paris', 'love', 'café', 'rome']
+  out, stats = g.remap_rows(src, src_vocab, tgt_vocab, np.zeros((6, 2), np.float32))
+  np.testing.assert_array_equal(out[1], src[0])   # 'London', not 'LONDON'
+  np.testing.assert_array_equal(out[2], src[4])   # the exact 'paris' before 'Paris'
+  np.testing.assert_array_equal(out[3], src[1])
+  np.testing.assert_array_equal(out[4], src[5])   # NFD 'Café' → 'café'
+  assert unicodedata.is_normalized('NFC', tgt_vocab[4])
+  assert stats['found'] == 4 and stats['found_folded'] == 2 and stats['missing'] == 2
+  _, report = g.graft({'e': jnp.zeros((6, 2))}, {'w': src}, [('w', 'e')],
+                      vocab_remap={'e': (src_vocab, tgt_vocab)})
+  assert '4/6 rows from the source (2 by case-folded match)' in report.summary()
+
+
 GROUPS = st.parse_groups(r'head=^head/,block=^backbone/block_0/,embed=^backbone/embed/')
 
 

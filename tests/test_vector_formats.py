@@ -61,6 +61,15 @@ def test_crlf_line_ends_load(tmp_path):
   np.testing.assert_array_equal(vecs, VECS)
 
 
+@pytest.mark.parametrize('make', [_glove, _fasttext])
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path, make):
+  path = _write(tmp_path, 'v.txt', '\ufeff' + make())
+  for fmt in ('auto', detect_format(path)):
+    words, vecs = load_vectors(path, fmt)
+    assert words == WORDS
+    np.testing.assert_array_equal(vecs, VECS)
+
+
 @pytest.mark.parametrize('text, fmt, first_word', [
     (_glove(), 'glove', 'the'),
     (_fasttext(), 'word2vec', 'the'),

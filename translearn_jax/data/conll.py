@@ -1,6 +1,7 @@
 """CoNLL-style sequence-tagging files and BIO spans.
 
-Reads one token per line with its tag in the last column (`token ... TAG`),
+Reads one token per line with its tag in the last column (`token ... TAG`; columns
+split by tabs when a line has one, else by spaces),
 sentences separated by blank lines, `-DOCSTART-` lines skipped: the CoNLL-2003
 layout and its common variants. A path may be a directory: every regular file
 in it is read, in sorted order. Malformed lines raise a `DataError` naming the
@@ -30,14 +31,14 @@ class TaggedCorpus:
   path: str
 
 
-def read_conll(path: str, encoding: str = 'utf-8') -> TaggedCorpus:
+def read_conll(path: str, encoding: str = 'utf-8', fallback: str = '') -> TaggedCorpus:
   """The sentences of `path`: a file, a glob, a comma-separated list, or a
   directory, whose every regular file is read (sorted by name; a directory
   without files is an error). A sentence never spans two files."""
   files = readers.resolve_paths(path, 'conll')
   sentences, tags = [], []
   for file in files:
-    _read_conll_file(file, encoding, sentences, tags)
+    _read_conll_file(file, encoding, fallback, sentences, tags)
   if not sentences:
     raise DataError(f'{files[0] if len(files) == 1 else path}: no sentences')
   return TaggedCorpus(sentences, tags, files[0] if len(files) == 1 else path)
@@ -69,10 +70,11 @@ def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
   return TaggedCorpus(sentences, tags, f'tfds:{name}/{split}')
 
 
-def _read_conll_file(file: str, encoding: str, sentences: list, tags: list) -> None:
+def _read_conll_file(file: str, encoding: str, fallback: str, sentences: list,
+                     tags: list) -> None:
   words, labels = [], []
-  for n, line in enumerate(readers.read_text(file, encoding).split('\n'), 1):
-    parts = line.split()
+  for n, line in enumerate(readers.read_text(file, encoding, fallback).split('\n'), 1):
+    parts = _columns(line)
     if not parts:
       if words:
         sentences.append(words)
@@ -81,7 +83,7 @@ def _read_conll_file(file: str, encoding: str, sentences: list, tags: list) -> N
       continue
     if parts[0] == '-DOCSTART-':
       continue
-    if len(parts) < 2:
+    if len(parts) < 2 or not parts[0]:
       raise DataError(f'{file}:{n}: expected "token ... TAG", got {line!r}')
     tag = parts[-1]
     if not is_tag(tag):
@@ -91,6 +93,17 @@ def _read_conll_file(file: str, encoding: str, sentences: list, tags: list) -> N
   if words:
     sentences.append(words)
     tags.append(labels)
+
+
+def _columns(line: str) -> list[str]:
+  """A line's columns: tab-separated when it has a tab (a token may then hold spaces, as
+  'New York' or '10 000'), else separated by runs of ASCII spaces. Only those separate:
+  a no-break or ideographic space is part of a token. [] for a blank line."""
+  if not line.strip():
+    return []
+  if '\t' in line:
+    return [c.strip(' ') for c in line.rstrip(' \t').split('\t')]
+  return [c for c in line.split(' ') if c]
 
 
 _PREFIXES = ('B-', 'I-', 'E-', 'S-')

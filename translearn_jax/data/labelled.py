@@ -1,7 +1,8 @@
 """Labelled text for downstream classification, and reproducible splits.
 
 * MR sentence polarity (`kind='mr'`): a directory with `rt-polarity.pos` /
-  `rt-polarity.neg`, one sentence a line, Latin-1 encoded (Pang & Lee 2005).
+  `rt-polarity.neg`, one sentence a line, Latin-1 encoded (Pang & Lee 2005; a file
+  that is valid UTF-8, e.g. a re-saved copy, is read as UTF-8).
   It has no official split; `split_indices` makes a stratified, seeded
   train/dev/test split (80/10/10 by default).
 * A prepared TFDS dataset (`kind='tfds'`, `path` its name, e.g. 'glue/sst2';
@@ -16,9 +17,10 @@
 
 `read_splits(cfg)` gives the train/dev/test splits either way.
 
-Labels are strings mapped to ids in sorted order (`label_names`); in JSONL
-they may also be numbers or booleans (read as their JSON text), while the text
-field must be a string. A malformed row (wrong TSV column count, a null text,
+Labels are strings mapped to ids in sorted order (`label_names`; numerically when
+all are integers); in JSONL they may also be numbers or booleans (read as their
+JSON text), while the text field must be a string. A whole number is one class
+however it is written (`1`, `1.0`, `+1` are all '1'). A malformed row (wrong TSV column count, a null text,
 an empty label) is a `DataError` naming the file and line.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 
@@ -45,11 +48,14 @@ class LabelledText:
                         self.source)
 
 
-def read_mr(directory: str) -> LabelledText:
+def read_mr(directory: str, encoding: str = 'utf-8', fallback: str = 'latin-1'
+            ) -> LabelledText:
+  """MR's two files: `encoding`, or `fallback` for a file that is not valid `encoding`
+  (the released files are Latin-1; a re-saved UTF-8 copy reads as UTF-8)."""
   texts, labels = [], []
   for name, label in (('rt-polarity.neg', 0), ('rt-polarity.pos', 1)):
     path = os.path.join(directory, name)
-    lines = [l for l in readers.read_text(path, encoding='latin-1').split('\n') if l.strip()]
+    lines = [l for l in readers.read_text(path, encoding, fallback).split('\n') if l.strip()]
     if not lines:
       raise DataError(f'{path}: no sentences')
     texts.extend(lines)
@@ -57,21 +63,35 @@ def read_mr(directory: str) -> LabelledText:
   return LabelledText(texts, np.asarray(labels, np.int32), ['negative', 'positive'], directory)
 
 
+_WHOLE_NUMBER = re.compile(r'[+-]?\d+(?:\.0*)?')
+
+
+def label_order(names) -> list[str]:
+  """Class names in id order: numerically when every name is an integer ('2' before
+  '10'), else as sorted strings."""
+  names = list(names)
+  if all(re.fullmatch(r'-?\d+', n) for n in names):
+    return sorted(names, key=int)
+  return sorted(names)
+
+
 def read_fields(kind: str, path: str, text_field: str, label_field: str,
-                encoding: str = 'utf-8') -> LabelledText:
+                encoding: str = 'utf-8', fallback: str = '') -> LabelledText:
   if kind not in ('tsv', 'jsonl'):
     raise DataError(f"labelled data kind must be 'mr', 'tsv', 'jsonl' or 'tfds', got {kind!r}")
   texts, raw = [], []
   for file, n, rec in readers.iter_records(path, kind, [text_field, label_field], encoding,
-                                           label_fields=[label_field]):
+                                           fallback, label_fields=[label_field]):
     label = rec[label_field].strip()
     if not label:
       raise DataError(f'{file}:{n}: empty label (field {label_field!r})')
+    if _WHOLE_NUMBER.fullmatch(label):     # 1, 1.0, +1: one class, named '1'
+      label = str(int(float(label)))
     texts.append(rec[text_field])
     raw.append(label)
   if not texts:
     raise DataError(f'{path}: no labelled examples')
-  names = sorted(set(raw))
+  names = label_order(set(raw))
   ids = {n: i for i, n in enumerate(names)}
   return LabelledText(texts, np.asarray([ids[r] for r in raw], np.int32), names, path)
 
@@ -93,7 +113,7 @@ def read_tfds(name: str, split: str, text_field: str, label_field: str,
     texts.append(tfds_source.text(rec[text_field]))
   if not texts:
     raise DataError(f'TFDS {name!r} split {split!r}: no examples')
-  label_names = names if names is not None else sorted(set(raw))
+  label_names = names if names is not None else label_order(set(raw))
   ids = {n: i for i, n in enumerate(label_names)}
   return LabelledText(texts, np.asarray([ids[r] for r in raw], np.int32), label_names,
                       f'tfds:{name}/{split}')
@@ -106,10 +126,10 @@ def read_labelled(cfg, path: str | None = None) -> LabelledText:
     return read_tfds(cfg.path, path or cfg.get('tfds_split', 'train'), cfg.text_field,
                      cfg.label_field, cfg.get('data_dir') or None)
   path = cfg.path if path is None else path
+  encoding, fallback = readers.config_encodings(cfg)
   if cfg.kind == 'mr':
-    return read_mr(path)
-  return read_fields(cfg.kind, path, cfg.text_field, cfg.label_field,
-                     cfg.get('encoding', 'utf-8'))
+    return read_mr(path, encoding, fallback or 'latin-1')
+  return read_fields(cfg.kind, path, cfg.text_field, cfg.label_field, encoding, fallback)
 
 
 def split_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0

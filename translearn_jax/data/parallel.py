@@ -23,21 +23,21 @@ from translearn_jax.data import readers
 from translearn_jax.errors import DataError
 
 
-def _lines(path: str, encoding: str = 'utf-8') -> list[str]:
+def _lines(path: str, encoding: str = 'utf-8', fallback: str = '') -> list[str]:
   files = readers.resolve_paths(path)
   if len(files) != 1:
     raise DataError(f'{path}: aligned parallel text needs one file per side, this names '
                     f'{len(files)} ({files[0]}, ...)')
-  text = readers.read_text(files[0], encoding)
+  text = readers.read_text(files[0], encoding, fallback)
   lines = text.split('\n')
-  if lines and lines[-1] == '':
-    lines = lines[:-1]
+  while lines and not lines[-1].strip():   # blank lines at the end are no pairs
+    lines.pop()
   return lines
 
 
-def read_aligned(source_path: str, target_path: str, encoding: str = 'utf-8'
-                 ) -> list[tuple[str, str]]:
-  src, tgt = _lines(source_path, encoding), _lines(target_path, encoding)
+def read_aligned(source_path: str, target_path: str, encoding: str = 'utf-8',
+                 fallback: str = '') -> list[tuple[str, str]]:
+  src, tgt = _lines(source_path, encoding, fallback), _lines(target_path, encoding, fallback)
   if len(src) != len(tgt):
     raise DataError(f'misaligned parallel files: {source_path} has {len(src)} lines, '
                     f'{target_path} has {len(tgt)}')
@@ -51,9 +51,10 @@ def read_aligned(source_path: str, target_path: str, encoding: str = 'utf-8'
 
 
 def read_pairs_fields(kind: str, path: str, source_field: str, target_field: str,
-                      encoding: str = 'utf-8') -> list[tuple[str, str]]:
+                      encoding: str = 'utf-8', fallback: str = '') -> list[tuple[str, str]]:
   pairs = []
-  for file, n, rec in readers.iter_records(path, kind, [source_field, target_field], encoding):
+  for file, n, rec in readers.iter_records(path, kind, [source_field, target_field], encoding,
+                                           fallback):
     for f in (source_field, target_field):
       if not rec[f].strip():
         raise DataError(f'{file}:{n}: field {f!r} missing or empty')
@@ -81,11 +82,12 @@ def read_tfds_pairs(name: str, split: str, source_field: str, target_field: str,
 
 def read_split(cfg, split: str) -> list[tuple[str, str]]:
   """Pairs of `split` ('train', 'valid', 'test') as the `data` config names them."""
+  encoding, fallback = readers.config_encodings(cfg)
   if cfg.kind == 'text':
-    return read_aligned(cfg[f'{split}_source'], cfg[f'{split}_target'])
+    return read_aligned(cfg[f'{split}_source'], cfg[f'{split}_target'], encoding, fallback)
   if cfg.kind in ('tsv', 'jsonl'):
     return read_pairs_fields(cfg.kind, cfg[f'{split}_path'], cfg.source_field,
-                             cfg.target_field)
+                             cfg.target_field, encoding, fallback)
   if cfg.kind == 'tfds':
     return read_tfds_pairs(cfg.path, cfg[f'{split}_split'], cfg.source_field,
                            cfg.target_field, cfg.data_dir or None)

@@ -23,7 +23,7 @@ columns as the header, and an empty file raises; each error names the file
 and line.
 
 Text files are decoded as UTF-8 (a BOM is dropped, CRLF line ends are
-normalised). Bytes that are not UTF-8 raise a `DataError` naming the file and
+normalised; CR alone ends lines only in a file without LF, else it reads as a space). Bytes that are not UTF-8 raise a `DataError` naming the file and
 line, unless `encoding` names the file's real encoding (e.g. 'latin-1') or
 `encoding_fallback` names one to use for files that are not valid UTF-8.
 """
@@ -124,7 +124,17 @@ def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
     raise DataError(f'unknown encoding {encoding!r} (data.encoding)') from None
   if text.startswith('\ufeff'):
     text = text[1:]
-  return text.replace('\r\n', '\n').replace('\r', '\n')
+  text = text.replace('\r\n', '\n')
+  # a lone CR ends lines only in a file of CR line ends (classic Mac); inside a file of
+  # LF lines it is a stray character in a line, and breaking there would shift every
+  # later line (misaligned parallel files, split TSV rows, wrong line numbers)
+  return text.replace('\r', ' ' if '\n' in text else '\n')
+
+
+def config_encodings(cfg) -> tuple[str, str]:
+  """(`data.encoding`, `data.encoding_fallback`) of a data config block; defaults
+  'utf-8' and '' (raise on bad bytes)."""
+  return cfg.get('encoding', 'utf-8') or 'utf-8', cfg.get('encoding_fallback', '') or ''
 
 
 def read_text(path: str, encoding: str = 'utf-8', fallback: str = '') -> str:

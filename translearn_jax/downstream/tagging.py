@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from translearn_jax.data import conll
+from translearn_jax.data import conll, readers
 from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
 from translearn_jax.errors import ConfigError, DataError
@@ -98,7 +98,7 @@ class TaggingTask(Task):
                                            d.get('tags_field', 'ner_tags'),
                                            d.get('data_dir') or None)
     elif d.get('kind', 'conll') == 'conll':
-      read = conll.read_conll
+      read = lambda path: conll.read_conll(path, *readers.config_encodings(d))
     else:
       raise ConfigError(f"config.data.kind: 'conll' (files) or 'tfds', got {d.kind!r}")
     self.corpora = {'train': read(d.train_path), 'dev': read(d.dev_path),

@@ -170,13 +170,21 @@ def _load(path, buf, fmt, option):
   return words, vecs, None if binary else 2
 
 
+_BOM = b'\xef\xbb\xbf'
+
+
+def _start(buf) -> int:
+  """Where line 1 starts: after a UTF-8 byte-order mark (some tools write one)."""
+  return len(_BOM) if bytes(buf[:len(_BOM)]) == _BOM else 0
+
+
 def _first_line(path, buf) -> bytes:
-  """Line 1 without its line end; an empty file raises."""
-  if not len(buf):
+  """Line 1 without its line end (or a byte-order mark); an empty file raises."""
+  if len(buf) <= _start(buf):
     raise DataError(f'{path}: empty file (expected a "<count> <dim>" header, or GloVe lines '
                     '"word v1 ... vD")')
   end = buf.find(b'\n')
-  return bytes(buf[:len(buf) if end < 0 else end]).rstrip()
+  return bytes(buf[_start(buf):len(buf) if end < 0 else end]).rstrip()
 
 
 def _is_header(fields) -> bool:
@@ -216,17 +224,17 @@ def _load_glove(path, buf):
   if not dim:
     raise DataError(f'{path}:1: expected a word and numbers (GloVe), got '
                     f'{line[:60].decode("utf-8", "replace")!r}')
-  words, vecs, _ = _parse_rows(path, buf, 0, dim, first_line=1, glove=True)
+  words, vecs, _ = _parse_rows(path, buf, _start(buf), dim, first_line=1, glove=True)
   return words, vecs, 1
 
 
 def _header(path, buf) -> tuple[int, int, int]:
   """(count, dim, offset of row 1); the header must be two positive integers."""
-  if not len(buf):
+  if len(buf) <= _start(buf):
     raise DataError(f'{path}: empty file (expected a "<count> <dim>" header)')
   end = buf.find(b'\n')
   end = len(buf) if end < 0 else end
-  line = bytes(buf[:min(end, 200)])
+  line = bytes(buf[_start(buf):min(end, 200)])
   parts = line.split()
   if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
     return int(parts[0]), int(parts[1]), end + 1

@@ -147,6 +147,8 @@ ADDED_FIELDS = {
     'backtranslation.beam': 1,
     'backtranslation.batch_size': 128,
     'dtype': 'float32',                 #   seq2seq (issue #18): float32 compute
+    'data.encoding': 'utf-8',           # tagging and seq2seq files: UTF-8, strictly
+    'data.encoding_fallback': '',
     'train.grad_accum': 1,              #   seq2seq (issue #18): no accumulation
 }
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from typing import Any, Optional, Sequence
 
 import jax
@@ -60,8 +61,9 @@ class GraftReport:
              f'{len(self.dropped)} dropped by rule, '
              f'{len(self.unmatched_rules)} rules matched nothing, {len(self.frozen)} frozen']
     for tgt, st in self.remapped.items():
+      folded = f' ({st["found_folded"]} by case-folded match)' if st.get('found_folded') else ''
       lines.append(f'  {tgt}: vocabulary remap {st["found"]}/{st["target_rows"]} rows from '
-                   f'the source, {st["missing"]} initialised ({st["init"]})')
+                   f'the source{folded}, {st["missing"]} initialised ({st["init"]})')
     for rule in self.unmatched_rules:
       lines.append(f'  rule matched nothing: {rule}')
     if self.created:
@@ -147,15 +149,25 @@ def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Se
                ) -> tuple[np.ndarray, dict]:
   """Rows of `source` re-indexed by `target_vocab` (matched by token string).
 
-  Target tokens absent from the source get: 'mean' (the mean source row),
-  'random' (normal with the source rows' per-dimension std), or 'init' (keep
-  the target's own initialisation).
+  A target token with no exact match takes the first source row whose token is the
+  same after lowercasing and NFC normalisation (cased vector files — GoogleNews,
+  fastText, glove.840B — list words by frequency, so the first is the most common
+  casing; a lowercased target vocabulary would otherwise miss most of them);
+  `stats['found_folded']` counts those. Target tokens absent from the source even so
+  get: 'mean' (the mean source row), 'random' (normal with the source rows'
+  per-dimension std), or 'init' (keep the target's own initialisation).
   """
   if source.shape[1] != target_init.shape[1]:
     raise GraftError(f'embedding widths differ: source {source.shape} vs target '
                      f'{target_init.shape}')
   index = {w: i for i, w in enumerate(source_vocab)}
-  src_rows = np.array([index.get(w, -1) for w in target_vocab])
+  fold = lambda w: unicodedata.normalize('NFC', w.lower())
+  folded: dict[str, int] = {}
+  for i, w in enumerate(source_vocab):
+    folded.setdefault(fold(w), i)
+  exact = np.array([index.get(w, -1) for w in target_vocab])
+  src_rows = np.array([r if r >= 0 else folded.get(fold(w), -1)
+                       for w, r in zip(target_vocab, exact)])
   found = src_rows >= 0
   out = np.array(target_init, dtype=source.dtype, copy=True)
   out[found] = source[src_rows[found]]
@@ -168,6 +180,7 @@ def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Se
   elif init != 'init':
     raise ConfigError(f"vocabulary remap init must be 'mean', 'random' or 'init', got {init!r}")
   stats = {'target_rows': int(len(target_vocab)), 'found': int(found.sum()),
+           'found_folded': int((found & (exact < 0)).sum()),
            'missing': int(missing.sum()), 'init': init,
            'missing_examples': [target_vocab[i] for i in np.flatnonzero(missing)[:10]]}
   return out, stats
