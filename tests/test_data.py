@@ -68,6 +68,32 @@ def test_whole_number_labels_are_one_class_in_numeric_order(tmp_path):
   assert labelled.label_order(['neg', 'pos', '1']) == ['1', 'neg', 'pos']
 
 
+@pytest.mark.parametrize('module', ['gzip', 'bz2', 'lzma'])
+def test_compressed_files_read_as_their_text(tmp_path, module):
+  import importlib
+  z = importlib.import_module(module)
+  (tmp_path / 'd').mkdir()
+  p = tmp_path / 'd' / 'a.TXT.gz'          # found in a directory, whatever the case
+  p.write_bytes(z.compress('\ufeffcafé\r\nau lait\r\n'.encode('utf-8')))
+  assert docs(kind='text', path=str(tmp_path / 'd')) == ['café', 'au lait', '']
+  p.write_bytes(z.compress(b'x\n')[:-4])      # cut short
+  with pytest.raises(DataError, match=f'a.TXT.gz: damaged {module} archive'):
+    docs(kind='text', path=str(p))
+  from translearn_jax.export.word2vec_format import load_vectors
+  v = tmp_path / 'v.vec.gz'
+  v.write_bytes(z.compress('2 2\nthe 1 2\ncafé 3 4\n'.encode('utf-8')))
+  words, vecs = load_vectors(str(v))
+  assert words == ['the', 'café'] and vecs.tolist() == [[1, 2], [3, 4]]
+
+
+def test_tsv_header_repeated_by_concatenation_is_skipped_with_a_warning(tmp_path):
+  p = tmp_path / 'a.tsv'
+  p.write_text('text\tlabel \nfine\t1\ntext\tlabel\nbad\t0\n', encoding='utf-8')
+  with pytest.warns(UserWarning, match=r'a\.tsv: 1 line\(s\) repeat the header .*line 3'):
+    recs = [r for _, _, r in readers.iter_records(str(p), 'tsv', ['text', 'label'])]
+  assert recs == [{'text': 'fine', 'label': '1'}, {'text': 'bad', 'label': '0'}]
+
+
 def test_non_utf8_names_file_and_line(tmp_path):
   p = tmp_path / 'latin.txt'
   p.write_bytes('ok line\nsecond\ncaf\xe9 au lait\n'.encode('latin-1'))

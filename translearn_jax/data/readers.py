@@ -35,6 +35,7 @@ import dataclasses
 import glob
 import json
 import os
+import warnings
 from typing import Iterator, Sequence
 
 from translearn_jax.errors import DataError
@@ -73,8 +74,10 @@ def resolve_paths(path: str, kind: str = 'text') -> list[str]:
       files.append(_gensim_datapath(part[len('gensim:'):]))
     elif os.path.isdir(part):
       suffixes = _DIR_SUFFIX.get(kind, ())
+      if suffixes is not None and kind != 'wiki':   # and compressed: a.txt.gz
+        suffixes = tuple(s + z for s in suffixes for z in ('', '.gz', '.bz2', '.xz'))
       found = sorted(os.path.join(part, f) for f in os.listdir(part)
-                     if (suffixes is None or f.endswith(suffixes))
+                     if (suffixes is None or f.lower().endswith(suffixes))
                      and os.path.isfile(os.path.join(part, f)))
       if not found:
         what = 'files' if suffixes is None else f'{kind} files ({", ".join(suffixes)})'
@@ -137,13 +140,36 @@ def config_encodings(cfg) -> tuple[str, str]:
   return cfg.get('encoding', 'utf-8') or 'utf-8', cfg.get('encoding_fallback', '') or ''
 
 
+_COMPRESSED = ((b'\x1f\x8b', 'gzip'), (b'BZh', 'bz2'), (b'\xfd7zXZ\x00', 'lzma'))
+
+
+def is_compressed(head: bytes) -> bool:
+  """Whether bytes starting with `head` are a gzip, bzip2 or xz archive."""
+  return any(head.startswith(magic) for magic, _ in _COMPRESSED)
+
+
+def decompress(data: bytes, path: str) -> bytes:
+  """`data` itself, or decompressed when it starts with a gzip, bzip2 or xz header (so
+  `corpus.txt.gz` or `cc.en.300.vec.gz` read as their text); a damaged archive raises
+  naming the file."""
+  for magic, module in _COMPRESSED:
+    if data.startswith(magic):
+      import importlib
+      try:
+        return importlib.import_module(module).decompress(data)
+      except Exception as e:             # gzip/bz2/lzma each have their own errors
+        raise DataError(f'{path}: damaged {module} archive ({e})') from None
+  return data
+
+
 def read_text(path: str, encoding: str = 'utf-8', fallback: str = '') -> str:
+  """The text of `path` (decompressed if gzip/bzip2/xz), decoded by `decode_bytes`."""
   try:
     with open(path, 'rb') as f:
       data = f.read()
   except OSError as e:
     raise DataError(f'cannot read {path}: {e.strerror}') from None
-  return decode_bytes(data, path, encoding, fallback)
+  return decode_bytes(decompress(data, path), path, encoding, fallback)
 
 
 def _split_units(text: str, unit: str) -> Iterator[str]:
@@ -241,7 +267,7 @@ def _tsv_records(file, lines, fields):
   if _by_index(fields):
     cols, start, ncols, ref = {f: int(f) for f in fields}, 0, None, None
   else:
-    header = lines[0].split('\t')
+    header = [h.strip(' ') for h in lines[0].split('\t')]
     for f in fields:
       if f not in header:
         raise DataError(f'{file}:1: no column named {f!r} in header {header}')
@@ -249,11 +275,14 @@ def _tsv_records(file, lines, fields):
         raise DataError(f'{file}:1: column {f!r} appears {header.count(f)} times in header '
                         f'{header}')
     cols, start, ncols, ref = {f: header.index(f) for f in fields}, 1, len(header), 'the header'
-  seen = False
+  seen, repeats = False, []
   for n, line in enumerate(lines[start:], start + 1):
     if not line.strip():
       continue
     row = line.split('\t')
+    if start and [c.strip(' ') for c in row] == header:
+      repeats.append(n)                  # files concatenated with their headers
+      continue
     if ncols is None:
       need = max(cols.values())
       if need >= len(row):
@@ -265,6 +294,9 @@ def _tsv_records(file, lines, fields):
                       f'{ncols}{hint}')
     seen = True
     yield file, n, {f: row[c] for f, c in cols.items()}
+  if repeats:
+    warnings.warn(f'{file}: {len(repeats)} line(s) repeat the header and are skipped (first: '
+                  f'line {repeats[0]}; files concatenated with their headers?)', stacklevel=2)
   if not seen:
     raise DataError(f'{file}:{start + 1}: no rows after the header (expected rows with '
                     f'column(s) {list(fields)})')

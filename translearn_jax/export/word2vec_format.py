@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from translearn_jax.data import readers
 from translearn_jax.errors import DataError
 
 FORMATS = ('auto', 'word2vec', 'fasttext', 'glove', 'word2vec_binary')
@@ -120,10 +121,16 @@ def detect_format(path: str) -> str:
 
 
 def _with_buffer(path, fn):
+  """fn(the file's bytes): memory-mapped, or decompressed in memory when the file is
+  gzip/bzip2/xz (`cc.en.300.vec.gz` as downloaded)."""
   try:
     with open(path, 'rb') as f:
       size = os.fstat(f.fileno()).st_size
       buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b''
+      if readers.is_compressed(bytes(buf[:8])):
+        data = bytes(buf)
+        buf.close()
+        buf = readers.decompress(data, path)
   except (OSError, ValueError) as e:
     raise DataError(f'cannot read {path}: {getattr(e, "strerror", None) or e}') from None
   try:
