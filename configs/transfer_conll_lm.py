@@ -35,6 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = ''              # tfds: where the prepared dataset is
   config.data.encoding = 'utf-8'         # CoNLL files' encoding (CoNLL-2002's are latin-1)
   config.data.encoding_fallback = ''     # e.g. 'latin-1' for files that are not valid UTF-8
+  config.data.token_column = 0           # CoNLL columns (0-based, negative from the end)
+  config.data.tag_column = -1
   config.model.max_tokens = 128
   config.transfer.strategies = 'finetune,discriminative'
   config.optim.learning_rate = 2e-3

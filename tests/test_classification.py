@@ -205,6 +205,16 @@ def test_entity_spans_and_conll_errors(tmp_path):
   corpus = conll.read_conll(str(p))
   assert corpus.sentences == [['New York', '10\u00a0000', '\u3000']]
   assert corpus.tags == [['B-LOC', 'O', 'O']]
+  # other column layouts (GermEval 2014: index, token, outer tag, inner tag)
+  p.write_text('1\tSchartau\tB-PER\tO\n2\tsagte\tO\tO\n\n1\tBonn\tB-LOC\tO\n',
+               encoding='utf-8')
+  corpus = conll.read_conll(str(p), token_column=1, tag_column=2)
+  assert corpus.sentences == [['Schartau', 'sagte'], ['Bonn']]
+  assert corpus.tags == [['B-PER', 'O'], ['B-LOC']]
+  p.write_text('1\tBonn\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'bad\.txt:1: expected the token in column 1 and the tag '
+                     r'in column 2'):
+    conll.read_conll(str(p), token_column=1, tag_column=2)
   # encodings: Latin-1 bytes raise unless named or given as the fallback
   p.write_bytes('Málaga B-LOC\n'.encode('latin-1'))
   with pytest.raises(DataError, match=r'bad\.txt:1: bytes are not valid utf-8'):

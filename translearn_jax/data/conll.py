@@ -31,14 +31,17 @@ class TaggedCorpus:
   path: str
 
 
-def read_conll(path: str, encoding: str = 'utf-8', fallback: str = '') -> TaggedCorpus:
+def read_conll(path: str, encoding: str = 'utf-8', fallback: str = '', token_column: int = 0,
+               tag_column: int = -1) -> TaggedCorpus:
   """The sentences of `path`: a file, a glob, a comma-separated list, or a
   directory, whose every regular file is read (sorted by name; a directory
-  without files is an error). A sentence never spans two files."""
+  without files is an error). A sentence never spans two files. The token and
+  the tag are the columns `token_column` and `tag_column` (0-based; negative
+  counts from the end: GermEval 2014's `index token outer inner` is 1 and 2)."""
   files = readers.resolve_paths(path, 'conll')
   sentences, tags = [], []
   for file in files:
-    _read_conll_file(file, encoding, fallback, sentences, tags)
+    _read_conll_file(file, encoding, fallback, token_column, tag_column, sentences, tags)
   if not sentences:
     raise DataError(f'{files[0] if len(files) == 1 else path}: no sentences')
   return TaggedCorpus(sentences, tags, files[0] if len(files) == 1 else path)
@@ -70,8 +73,9 @@ def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
   return TaggedCorpus(sentences, tags, f'tfds:{name}/{split}')
 
 
-def _read_conll_file(file: str, encoding: str, fallback: str, sentences: list,
-                     tags: list) -> None:
+def _read_conll_file(file: str, encoding: str, fallback: str, token_column: int,
+                     tag_column: int, sentences: list, tags: list) -> None:
+  need = max(c + 1 if c >= 0 else -c for c in (token_column, tag_column))
   words, labels = [], []
   for n, line in enumerate(readers.read_text(file, encoding, fallback).split('\n'), 1):
     parts = _columns(line)
@@ -83,12 +87,14 @@ def _read_conll_file(file: str, encoding: str, fallback: str, sentences: list,
       continue
     if parts[0] == '-DOCSTART-':
       continue
-    if len(parts) < 2 or not parts[0]:
-      raise DataError(f'{file}:{n}: expected "token ... TAG", got {line!r}')
-    tag = parts[-1]
+    if len(parts) < max(2, need) or not parts[token_column]:
+      what = ('"token ... TAG"' if (token_column, tag_column) == (0, -1) else
+              f'the token in column {token_column} and the tag in column {tag_column}')
+      raise DataError(f'{file}:{n}: expected {what}, got {line!r}')
+    tag = parts[tag_column]
     if not is_tag(tag):
       raise DataError(f'{file}:{n}: tag {tag!r} {_TAG_RULE}')
-    words.append(parts[0])
+    words.append(parts[token_column])
     labels.append(tag)
   if words:
     sentences.append(words)

@@ -98,7 +98,8 @@ class TaggingTask(Task):
                                            d.get('tags_field', 'ner_tags'),
                                            d.get('data_dir') or None)
     elif d.get('kind', 'conll') == 'conll':
-      read = lambda path: conll.read_conll(path, *readers.config_encodings(d))
+      read = lambda path: conll.read_conll(path, *readers.config_encodings(d),
+                                           d.get('token_column', 0), d.get('tag_column', -1))
     else:
       raise ConfigError(f"config.data.kind: 'conll' (files) or 'tfds', got {d.kind!r}")
     self.corpora = {'train': read(d.train_path), 'dev': read(d.dev_path),
