@@ -126,7 +126,15 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
   tok = _hf_tokenizer(hf_dir, arch.model_type)
   gen_path = os.path.join(hf_dir, GENERATION_CONFIG)
   gen = _read_json(gen_path) if os.path.isfile(gen_path) else {}
-  fields = arch.model_fields({**conf, **{k: gen[k] for k in BANNED_KEYS if k in gen}})
+  try:
+    fields = arch.model_fields({**conf, **{k: gen[k] for k in BANNED_KEYS if k in gen}})
+  except DataError as e:       # the field readers name 'config.json': name the file itself
+    msg = str(e)
+    raise DataError(cfg_path + msg[len('config.json'):] if msg.startswith('config.json:')
+                    else f'{cfg_path}: {msg}') from None
+  if int(fields.get('vocab_size', 0)) < tok.vocab_size:
+    raise DataError(f"{cfg_path}: vocab_size={fields['vocab_size']} is smaller than the "
+                    f"tokenizer's {tok.vocab_size} ids (added tokens beyond the embedding rows?)")
   model_cd = ml_collections.ConfigDict(fields)
   lengths = {}                 # seq2seq runs: max_source_len, max_target_len
   if arch.family == 'seq2seq':

@@ -48,6 +48,7 @@ GENERIC_KEYS = {
     'forced_eos_token_id', 'remove_invalid_values', 'exponential_decay_length_penalty',
     'suppress_tokens', 'begin_suppress_tokens', 'cross_attention_hidden_size',
     'initializer_range', 'gradient_checkpointing', 'classifier_dropout', 'use_return_dict',
+    '_num_labels', 'output_past', '_attn_implementation_autoset', '_attn_implementation',
 }
 
 
@@ -61,6 +62,7 @@ class Entry:
   body: bool = True               # under the base-model prefix ('transformer.', 'bert.')
   group: str = ''                 # optional group ('mlm', 'pooler'): absent → not imported
   aliases: tuple = ()             # other names the tensor has had (read on import)
+  copies: tuple = ()              # other names written with the same tensor on export
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +77,9 @@ class HFArch:
   hf_config: Callable             # (architecture config, tokenizer) -> config.json dict
   unused: tuple = ()              # regexes of tensors that are no weights of their own:
                                   # buffers, and aliases of tied ones (listed as ignored)
+  defaults: dict = dataclasses.field(default_factory=dict)
+                                  # {config key: transformers' value when config.json lacks it}
+                                  # (checked against `required` like a present key)
 
 
 def _get(conf: dict, key: str, default=None):
@@ -84,8 +89,9 @@ def _get(conf: dict, key: str, default=None):
   return v
 
 
-def _activation(conf: dict, key: str) -> str:
-  act = conf.get(key, 'gelu')
+def _activation(conf: dict, key: str, default: str = 'gelu') -> str:
+  """Our activation for config key `key`; `default`: transformers' value when absent."""
+  act = conf.get(key, default)
   if act not in ACT_IN:
     raise DataError(f'config.json: {key}={act!r} is not supported (supported: '
                     f'{sorted(ACT_IN)})')
@@ -117,7 +123,7 @@ def _gpt2_fields(c: dict) -> dict:
               dropout=_dropout(c, 'resid_pdrop'), attention_dropout=_dropout(c, 'attn_pdrop'),
               positions='learned', tie_embeddings=bool(c.get('tie_word_embeddings', True)),
               layer_norm_eps=float(c.get('layer_norm_epsilon', 1e-5)),
-              activation=_activation(c, 'activation_function'))
+              activation=_activation(c, 'activation_function', 'gelu_new'))
 
 
 def _gpt2_entries(cfg) -> list[Entry]:
@@ -162,7 +168,8 @@ GPT2 = HFArch(
                'layer_norm_epsilon', 'scale_attn_weights', 'scale_attn_by_inverse_layer_idx',
                'reorder_and_upcast_attn', 'add_cross_attention', 'tie_word_embeddings',
                'summary_type', 'summary_use_proj', 'summary_activation',
-               'summary_proj_to_labels', 'summary_first_dropout'}),
+               'summary_proj_to_labels', 'summary_first_dropout',
+               'n_special', 'predict_special_tokens'}),   # old GPT-2 configs: unread
     {'scale_attn_weights': True, 'scale_attn_by_inverse_layer_idx': False,
      'add_cross_attention': False},
     _gpt2_fields, _gpt2_entries, _gpt2_config,
@@ -174,7 +181,7 @@ GPT2 = HFArch(
 def _rope(c: dict) -> dict:
   rope = dict(c.get('rope_parameters') or {})
   rope.setdefault('rope_theta', c.get('rope_theta', c.get('rotary_emb_base', 10000.0)))
-  rope.setdefault('partial_rotary_factor', c.get('rotary_pct', 1.0))
+  rope.setdefault('partial_rotary_factor', c.get('rotary_pct', 0.25))   # transformers' default
   return rope
 
 
@@ -246,7 +253,8 @@ GPT_NEOX = HFArch(
                'tie_word_embeddings', 'is_decoder'}),
     {'use_parallel_residual': False, 'rope_scaling': None, 'is_decoder': False},
     _neox_fields, _neox_entries, _neox_config,
-    unused=(r'(gpt_neox\.)?layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)$',))
+    unused=(r'(gpt_neox\.)?layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)$',),
+    defaults={'use_parallel_residual': True})
 
 
 # -- BERT / RoBERTa -----------------------------------------------------------------
@@ -267,6 +275,10 @@ def _encoder_fields(c: dict, offset: int) -> dict:
 
 
 def _roberta_fields(c: dict) -> dict:
+  if c.get('hidden_act', 'gelu') != 'gelu':
+    raise DataError(f"config.json: hidden_act={c['hidden_act']!r} is not supported for RoBERTa "
+                    "(its LM head always applies exact GELU, the encoder would use hidden_act; "
+                    "only 'gelu')")
   return _encoder_fields(c, int(_get(c, 'pad_token_id', 1)) + 1)
 
 
@@ -293,15 +305,18 @@ def _encoder_entries(head: str) -> Callable:
     if head == 'bert':
       out += _linear('cls.predictions.transform.dense', 'mlm/dense', **kw)
       out += _ln('cls.predictions.transform.LayerNorm', 'mlm/ln', **kw)
-      out.append(Entry('cls.predictions.bias', 'mlm/bias', **kw))
-      decoder = 'cls.predictions.decoder.weight'
+      bias, decoder = 'cls.predictions.bias', 'cls.predictions.decoder'
     else:
       out += _linear('lm_head.dense', 'mlm/dense', **kw)
       out += _ln('lm_head.layer_norm', 'mlm/ln', **kw)
-      out.append(Entry('lm_head.bias', 'mlm/bias', **kw))
-      decoder = 'lm_head.decoder.weight'
-    if not cfg.tie_embeddings:
-      out.append(Entry(decoder, 'mlm/decoder/kernel', linear=True, **kw))
+      bias, decoder = 'lm_head.bias', 'lm_head.decoder'
+    if cfg.tie_embeddings:
+      out.append(Entry(bias, 'mlm/bias', **kw))
+    else:
+      # untied, transformers 5 computes with the decoder's own bias (4 kept the two equal):
+      # read it first, write both
+      out.append(Entry(f'{decoder}.bias', 'mlm/bias', aliases=(bias,), copies=(bias,), **kw))
+      out.append(Entry(f'{decoder}.weight', 'mlm/decoder/kernel', linear=True, **kw))
     return out
   return entries
 
@@ -311,6 +326,9 @@ def _encoder_config(model_type: str) -> Callable:
     if cfg.norm != 'post' or cfg.positions != 'learned':
       raise DataError(f'{model_type} is a post-LN encoder with learned positions; this run has '
                       f'model.norm={cfg.norm!r}, model.positions={cfg.positions!r}')
+    if model_type == 'roberta' and cfg.activation != 'gelu':
+      raise DataError(f"RoBERTa's LM head always applies exact GELU; this run has "
+                      f"model.activation={cfg.activation!r} (export it as BERT)")
     offset = 0 if model_type == 'bert' else cfg.pad_id + 1
     if cfg.position_offset != offset:
       raise DataError(f'{model_type} numbers positions from {offset} (pad_token_id + 1 for '
@@ -335,11 +353,14 @@ _ENCODER_KEYS = frozenset({
     'vocab_size', 'hidden_size', 'num_attention_heads', 'num_hidden_layers',
     'intermediate_size', 'max_position_embeddings', 'hidden_act', 'hidden_dropout_prob',
     'attention_probs_dropout_prob', 'layer_norm_eps', 'type_vocab_size', 'tie_word_embeddings',
-    'position_embedding_type', 'is_decoder', 'add_cross_attention'})
+    'position_embedding_type', 'is_decoder', 'add_cross_attention',
+    # Google's original BERT configs (bert-base-chinese, multilingual): unread by transformers
+    'directionality', 'pooler_fc_size', 'pooler_num_attention_heads', 'pooler_num_fc_layers',
+    'pooler_size_per_head', 'pooler_type'})
 _ENCODER_REQUIRED = {'position_embedding_type': 'absolute', 'is_decoder': False,
                      'add_cross_attention': False}
 _ENCODER_UNUSED = (r'(bert\.|roberta\.)?embeddings\.position_ids$',
-                   r'cls\.predictions\.decoder\.bias$', r'lm_head\.decoder\.bias$')
+                   r'cls\.predictions\.(decoder\.)?bias$', r'lm_head\.(decoder\.)?bias$')
 
 BERT = HFArch('bert', 'mlm', 'bert.', _ENCODER_KEYS, _ENCODER_REQUIRED,
               lambda c: _encoder_fields(c, 0), _encoder_entries('bert'), _encoder_config('bert'),
@@ -364,6 +385,9 @@ def arch_for(conf: dict, path: str) -> HFArch:
   for key, want in arch.required.items():
     if key in conf and conf[key] != want:
       raise DataError(f'{path}: {key}={conf[key]!r} is not supported (only {want!r})')
+    if key not in conf and key in arch.defaults and arch.defaults[key] != want:
+      raise DataError(f'{path}: no {key!r}, which transformers then takes as '
+                      f'{arch.defaults[key]!r}: not supported (only {want!r})')
   return arch
 
 
@@ -403,7 +427,7 @@ def import_tensors(arch: HFArch, cfg, tensors: dict[str, np.ndarray], expected: 
       continue
     used.add(key)
     x = np.asarray(tensors[key])
-    if not np.issubdtype(x.dtype, np.floating):
+    if not np.issubdtype(x.dtype, np.floating) and x.dtype.name != 'bfloat16':   # ml_dtypes
       raise DataError(f'{path}: tensor {key} has dtype {x.dtype}, not floating point')
     x = x.astype(np.float32)
     if e.linear:
@@ -464,5 +488,7 @@ def export_tensors(arch: HFArch, cfg, flat: dict[str, np.ndarray]) -> dict[str, 
     else:
       x = np.concatenate(xs, axis=-1) if es[0].part else xs[0]
     out[name] = np.ascontiguousarray(x.T if es[0].linear else x)
+    for copy in es[0].copies:
+      out[copy] = out[name].copy()
   return out
 

@@ -85,6 +85,10 @@ class HFTokenizer:
       self.tk = tokenizers.Tokenizer.from_str(tokenizer_json)
     except Exception as e:  # the Rust side raises a bare Exception
       raise DataError(f'{path}: not a Hugging Face tokenizer.json ({e})') from None
+    # a file may carry padding/truncation settings (sentence-embedding models ship
+    # max_length 128): transformers applies them only when asked, callers here never want them
+    self.tk.no_padding()
+    self.tk.no_truncation()
     self.spec = json.loads(tokenizer_json)
     self.specials = {}
     for role, piece in specials.items():

@@ -1,0 +1,172 @@
+"""Hugging Face checkpoints as other tools write them: config defaults, untied MLM heads,
+bf16 weights, tokenizer.json files with padding/truncation settings, keys of old configs.
+
+Each case is checked against `transformers` itself, as in tests/test_hf_convert.py, whose
+tiny-model builders it reuses.
+"""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import LazyModule  # noqa: E402
+from test_hf_convert import (TEXTS, byte_bpe, padded_batch, randomize, torch_out,  # noqa: E402
+                             wordpiece)
+
+torch = LazyModule('torch')
+tf = LazyModule('transformers')
+
+from translearn_jax import convert  # noqa: E402
+from translearn_jax.errors import DataError  # noqa: E402
+from translearn_jax.models import lm as lm_models  # noqa: E402
+from translearn_jax.transfer import sources  # noqa: E402
+
+
+def _save(d, model, fast, edit=None):
+  model.save_pretrained(d)
+  fast.save_pretrained(d)
+  if edit:
+    p = os.path.join(d, 'config.json')
+    conf = json.load(open(p))
+    edit(conf)
+    json.dump(conf, open(p, 'w'))
+
+
+def _encoder(kind, **kw):
+  if kind == 'bert':
+    tk = wordpiece()
+    fast = tf.BertTokenizerFast(tokenizer_object=tk)
+    cfg = tf.BertConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                        pad_token_id=tk.token_to_id('[PAD]'), **kw)
+    return randomize(tf.BertForMaskedLM(cfg)), fast
+  tk = byte_bpe(['<s>', '<pad>', '</s>', '<unk>', '<mask>'], roberta=True)
+  fast = tf.RobertaTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>',
+                                 sep_token='</s>', cls_token='<s>', unk_token='<unk>',
+                                 pad_token='<pad>', mask_token='<mask>')
+  cfg = tf.RobertaConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=66,
+                         pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1, **kw)
+  return randomize(tf.RobertaForMaskedLM(cfg)), fast
+
+
+def _mlm_logits(run, texts=TEXTS):
+  src = sources.load('mlm', run)
+  tok = src.tokenizer
+  toks, mask = padded_batch(tok, texts, lambda x: [tok.bos_id] + x + [tok.eos_id])
+  logits = np.asarray(lm_models.make(src.model_config).apply(
+      {'params': src.params}, jnp.asarray(toks), mask=jnp.asarray(mask)))
+  return toks, mask, logits
+
+
+@pytest.mark.parametrize('kind', ['bert', 'roberta'])
+def test_untied_mlm_heads_import_and_export_with_transformers_logits(tmp_path, kind):
+  """Untied, transformers 5 computes with the decoder's own bias: the import reads it (not
+  the stale `cls.predictions.bias` / `lm_head.bias`), the export writes it."""
+  model, fast = _encoder(kind, tie_word_embeddings=False)
+  d, run, out = (str(tmp_path / n) for n in ('hf', 'run', 'out'))
+  _save(d, model, fast)
+  convert.import_hf(d, run)
+  toks, mask, ours = _mlm_logits(run)
+  ref = torch_out(model, toks, mask).logits.numpy()
+  np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=1e-4)
+  convert.export_hf(run, out)
+  again = tf.AutoModelForMaskedLM.from_pretrained(out).eval()
+  np.testing.assert_allclose(torch_out(again, toks, mask).logits.numpy()[mask], ref[mask],
+                             atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_weights_and_google_bert_config_keys_import(tmp_path):
+  """bert-base-chinese-style config keys transformers never reads, weights stored in bf16."""
+  model, fast = _encoder('bert')
+  model = model.to(torch.bfloat16)
+  d, run = str(tmp_path / 'hf'), str(tmp_path / 'run')
+  _save(d, model, fast, lambda c: c.update(
+      directionality='bidi', pooler_fc_size=32, pooler_num_attention_heads=4,
+      pooler_num_fc_layers=3, pooler_size_per_head=8, pooler_type='first_token_transform',
+      output_past=True, _num_labels=2))
+  convert.import_hf(d, run)
+  toks, mask, ours = _mlm_logits(run)
+  ref = torch_out(model.float(), toks, mask).logits.numpy()    # the same bf16-rounded weights
+  np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-3, rtol=1e-3)
+
+
+def _gpt2(d, edit=None, **kw):
+  tk = byte_bpe(['<|endoftext|>'])
+  eot = tk.token_to_id('<|endoftext|>')
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<|endoftext|>',
+                                    eos_token='<|endoftext|>', unk_token='<|endoftext|>')
+  cfg = tf.GPT2Config(vocab_size=tk.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2,
+                      n_head=4, bos_token_id=eot, eos_token_id=eot, **kw)
+  model = randomize(tf.GPT2LMHeadModel(cfg))
+  _save(d, model, fast, edit)
+  return model
+
+
+def test_config_keys_left_out_take_transformers_defaults(tmp_path):
+  # GPT-2 without activation_function: transformers computes gelu_new (tanh), not exact gelu
+  def drop(c):
+    del c['activation_function']
+    c.update(n_special=0, predict_special_tokens=True)    # gpt2-medium's unread keys
+  d, run = str(tmp_path / 'gpt2'), str(tmp_path / 'run_gpt2')
+  model = _gpt2(d, drop, activation_function='gelu_new')
+  convert.import_hf(d, run)
+  src = sources.load('lm', run)
+  assert src.model_config.activation == 'gelu_tanh'
+  toks = np.asarray([[src.tokenizer.eos_id] + src.tokenizer.encode(TEXTS[0])])
+  ours = np.asarray(lm_models.make(src.model_config).apply({'params': src.params},
+                                                           jnp.asarray(toks)))
+  ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
+  np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+
+  # GPT-NeoX: transformers' defaults (parallel residual, a quarter of each head rotary)
+  # are layouts this project does not compute, so a config leaving them out is refused
+  tk = byte_bpe(['<|endoftext|>'])
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token='<|endoftext|>')
+  cfg = tf.GPTNeoXConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                         use_parallel_residual=False,
+                         rope_parameters={'rope_theta': 10000.0, 'partial_rotary_factor': 1.0,
+                                          'rope_type': 'default'})
+  neox = tf.GPTNeoXForCausalLM(cfg)
+  for key, match in (('use_parallel_residual', "no 'use_parallel_residual', which transformers "
+                      'then takes as True'),
+                     ('rope_parameters', 'partial_rotary_factor=0.25 is not supported')):
+    d = str(tmp_path / f'neox_{key}')
+    _save(d, neox, fast, lambda c: c.pop(key))
+    with pytest.raises(DataError, match=match) as e:
+      convert.import_hf(d, str(tmp_path / f'run_{key}'))
+    assert os.path.join(d, 'config.json') in str(e.value)
+
+
+def test_roberta_with_another_hidden_act_is_refused_both_ways(tmp_path):
+  """transformers' RoBERTa LM head applies exact GELU whatever hidden_act says."""
+  from translearn_jax.convert import hf
+  model, fast = _encoder('roberta', hidden_act='gelu_new')
+  d = str(tmp_path / 'hf')
+  _save(d, model, fast)
+  with pytest.raises(DataError, match="hidden_act='gelu_new' is not supported for RoBERTa"):
+    convert.import_hf(d, str(tmp_path / 'run'))
+  model, fast = _encoder('roberta')
+  _save(d, model, fast)
+  convert.import_hf(d, str(tmp_path / 'run'))
+  src = sources.load('mlm', str(tmp_path / 'run'))
+  with pytest.raises(DataError, match="RoBERTa's LM head always applies exact GELU; this run "
+                                      "has model.activation='gelu_tanh'"):
+    hf.ROBERTA.hf_config(src.model_config.replace(activation='gelu_tanh'), src.tokenizer)
+
+
+def test_tokenizer_json_padding_and_truncation_settings_are_not_applied(tmp_path):
+  from translearn_jax.data.hf_tokenizer import HFTokenizer
+  tk = wordpiece()
+  plain = HFTokenizer(tk.to_str(), {'cls': '[CLS]', 'sep': '[SEP]', 'pad': '[PAD]'})
+  tk.enable_padding(length=12, pad_id=tk.token_to_id('[PAD]'), pad_token='[PAD]')
+  tk.enable_truncation(max_length=4)
+  padded = HFTokenizer(tk.to_str(), {'cls': '[CLS]', 'sep': '[SEP]', 'pad': '[PAD]'})
+  long = ' '.join(TEXTS)
+  assert padded.encode('Anna') == plain.encode('Anna') and len(plain.encode('Anna')) < 4
+  assert padded.encode(long) == plain.encode(long) and len(plain.encode(long)) > 12
+  assert padded.encode_batch(TEXTS) == plain.encode_batch(TEXTS)
