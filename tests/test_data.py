@@ -24,6 +24,14 @@ def test_text_bom_crlf_and_units(tmp_path):
   assert docs(kind='text', path=str(p), unit='file') == ['First line here\nsecond line\n\nthird para\n']
 
 
+def test_utf16_with_a_byte_order_mark_is_read_as_utf16(tmp_path):
+  p = tmp_path / 'excel.tsv'
+  for enc in ('utf-16-le', 'utf-16-be'):       # Excel's "Unicode Text": BOM + UTF-16
+    p.write_bytes('\ufefftext\tlabel\r\ncafé\t1\r\n'.encode(enc))
+    assert [r for _, _, r in readers.iter_records(str(p), 'tsv', ['text', 'label'])] == [
+        {'text': 'café', 'label': '1'}], enc
+
+
 def test_lone_cr_ends_lines_only_in_a_file_of_cr_line_ends(tmp_path):
   p = tmp_path / 'a.txt'
   p.write_bytes(b'one\rtwo\rthree')                     # classic Mac line ends

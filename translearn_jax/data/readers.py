@@ -110,8 +110,11 @@ def _gensim_datapath(name: str) -> str:
 
 def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
                  fallback: str = '') -> str:
-  """Decodes a whole file; a bad byte raises naming the file and line."""
+  """Decodes a whole file; a bad byte raises naming the file and line. A UTF-16 byte-order
+  mark (Excel's "Unicode Text", Windows Notepad) selects UTF-16 when UTF-8 was asked for."""
   enc = 'utf-8-sig' if encoding.lower().replace('_', '-') in ('utf-8', 'utf8') else encoding
+  if enc == 'utf-8-sig' and data[:2] in (b'\xff\xfe', b'\xfe\xff'):
+    enc = 'utf-16'
   try:
     text = data.decode(enc)
   except UnicodeDecodeError as e:
