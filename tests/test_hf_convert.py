@@ -109,19 +109,21 @@ def make_neox(d, tie=False):
   return m, fast
 
 
-def make_bert(d, cls=None):
+def make_bert(d, cls=None, save=True, **kw):
+  """(model, tokenizer), saved in `d` unless `save` is False; `kw`: BertConfig fields."""
   tk = wordpiece()
   fast = tf.BertTokenizerFast(tokenizer_object=tk)
   cfg = tf.BertConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
                       num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                      pad_token_id=tk.token_to_id('[PAD]'))
+                      pad_token_id=tk.token_to_id('[PAD]'), **kw)
   m = randomize((cls or tf.BertForMaskedLM)(cfg))
-  m.save_pretrained(d)
-  fast.save_pretrained(d)
+  if save:
+    m.save_pretrained(d)
+    fast.save_pretrained(d)
   return m, fast
 
 
-def make_roberta(d):
+def make_roberta(d, save=True, **kw):
   tk = byte_bpe(['<s>', '<pad>', '</s>', '<unk>', '<mask>'], roberta=True)
   fast = tf.RobertaTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>',
                                  sep_token='</s>', cls_token='<s>', unk_token='<unk>',
@@ -129,10 +131,11 @@ def make_roberta(d):
   cfg = tf.RobertaConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=66,
                          pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
-                         layer_norm_eps=1e-5)
+                         **{'layer_norm_eps': 1e-5, **kw})
   m = randomize(tf.RobertaForMaskedLM(cfg))
-  m.save_pretrained(d)
-  fast.save_pretrained(d)
+  if save:
+    m.save_pretrained(d)
+    fast.save_pretrained(d)
   return m, fast
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import LazyModule  # noqa: E402
-from test_hf_convert import (TEXTS, byte_bpe, padded_batch, randomize, torch_out,  # noqa: E402
-                             wordpiece)
+from test_hf_convert import (TEXTS, byte_bpe, make_bert, make_roberta,  # noqa: E402
+                             padded_batch, randomize, torch_out, wordpiece)
 
 torch = LazyModule('torch')
 tf = LazyModule('transformers')
@@ -36,21 +36,8 @@ def _save(d, model, fast, edit=None):
 
 
 def _encoder(kind, **kw):
-  if kind == 'bert':
-    tk = wordpiece()
-    fast = tf.BertTokenizerFast(tokenizer_object=tk)
-    cfg = tf.BertConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                        pad_token_id=tk.token_to_id('[PAD]'), **kw)
-    return randomize(tf.BertForMaskedLM(cfg)), fast
-  tk = byte_bpe(['<s>', '<pad>', '</s>', '<unk>', '<mask>'], roberta=True)
-  fast = tf.RobertaTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>',
-                                 sep_token='</s>', cls_token='<s>', unk_token='<unk>',
-                                 pad_token='<pad>', mask_token='<mask>')
-  cfg = tf.RobertaConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=66,
-                         pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1, **kw)
-  return randomize(tf.RobertaForMaskedLM(cfg)), fast
+  """An unsaved tiny BertForMaskedLM / RobertaForMaskedLM (`kw`: config fields)."""
+  return (make_bert if kind == 'bert' else make_roberta)(None, save=False, **kw)
 
 
 def _mlm_logits(run, texts=TEXTS):
