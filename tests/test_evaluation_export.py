@@ -30,6 +30,66 @@ def test_similarity_bad_line(tmp_path):
     wv.read_similarity_pairs(str(f))
 
 
+WORDS = ['a', 'b', 'c', 'd']
+VECS = np.stack([np.cos([0.0, 0.2, 0.9, 1.4]), np.sin([0.0, 0.2, 0.9, 1.4])], 1)
+RHO = stats.spearmanr([np.cos(0.2), np.cos(0.9), np.cos(1.4), np.cos(1.2)], [9, 5, 1, 2]).statistic
+
+
+@pytest.mark.parametrize('layout', [
+    'Word 1,Word 2,Human (mean)\na,b,9\na,c,5\na,d,1\nb,d,2\n',          # WordSim combined.csv
+    'word1\tword2\tPOS\tSimLex999\tconc(w1)\na\tb\tN\t9\t4.1\na\tc\tN\t5\t1\n'
+    'a\td\tA\t1\t2\nb\td\tV\t2\t3\n',                                 # SimLex-999's own file
+    'a b V 9 SYNONYMS\na c V 5 COHYPONYMS\na d V 1 NONE\nb d V 2 NONE\n',  # SimVerb-3500
+    'a-n b-n 9.000000\na-n c-v 5.000000\na-j d-n 1.000000\nb-n d-n 2.000000\n',  # MEN lemmas
+    'a b 9 7 8\t\na c 5 1 2\na d 1 3 3\nb d 2 0 1\n',                     # RW: extra ratings
+])
+def test_similarity_layouts_of_other_distributions(tmp_path, layout):
+  f = tmp_path / 'sim.txt'
+  f.write_text(layout, encoding='utf-8')
+  r = wv.evaluate_similarity(WORDS, VECS, str(f))
+  assert (r.pairs_used, r.pairs_oov) == (4, 0)
+  assert r.spearman == pytest.approx(RHO)
+
+
+def test_similarity_words_match_case_blind_through_the_most_frequent_spelling(tmp_path):
+  import unicodedata
+  f = tmp_path / 'sim.txt'
+  f.write_text(f'a b 9\nA C 5\na {unicodedata.normalize("NFD", "dé")} 1\nb dé 2\n',
+               encoding='utf-8')
+  # a cased vocabulary: 'A' (more frequent) and 'a' both fold to 'a'; the first wins
+  words, vecs = ['A', 'B', 'C', 'Dé', 'a'], np.concatenate([VECS, [[0.0, 1.0]]])
+  r = wv.evaluate_similarity(words, vecs, str(f))
+  assert (r.pairs_used, r.pairs_oov) == (4, 0)
+  assert r.spearman == pytest.approx(RHO)
+
+
+@pytest.mark.parametrize('text, match', [
+    ('love sex 6.77x\na b 1\n', r'sim\.txt:1: no numeric score'),     # a typo is no header
+    ('a b 1\nc d nan\n', r"sim\.txt:2: score 'nan' is not finite"),
+    ('a b 1\nc d x\n', r"sim\.txt:2: score 'x' \(column 3\) is not a number"),
+])
+def test_similarity_bad_scores_name_the_line(tmp_path, text, match):
+  f = tmp_path / 'sim.txt'
+  f.write_text(text, encoding='utf-8')
+  with pytest.raises(DataError, match=match):
+    wv.read_similarity_pairs(str(f))
+
+
+def test_an_evaluation_path_naming_several_files_is_refused(tmp_path):
+  for name in ('x.txt', 'y.txt'):
+    (tmp_path / name).write_text('a b 1\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'names 2 files'):
+    wv.read_similarity_pairs(str(tmp_path / '*.txt'))
+
+
+def test_no_usable_pair_warns_and_is_nan(tmp_path):
+  f = tmp_path / 'sim.txt'
+  f.write_text('x y 1\nz w 2\n', encoding='utf-8')
+  with pytest.warns(UserWarning, match=r'0 of 2 pairs'):
+    r = wv.evaluate_similarity(WORDS, VECS, str(f))
+  assert np.isnan(r.spearman) and (r.pairs_used, r.pairs_oov) == (0, 2)
+
+
 def test_analogy_3cosadd_on_constructed_vectors(tmp_path):
   # king - man + woman = queen by construction; 'paris' question is OOV.
   words = ['man', 'woman', 'king', 'queen', 'apple']
@@ -44,6 +104,28 @@ def test_analogy_3cosadd_on_constructed_vectors(tmp_path):
   # restrict drops 'apple' (least frequent), so the second question becomes OOV.
   r2 = wv.evaluate_analogies(words, vecs, str(f), restrict=4)
   assert (r2.correct, r2.answered, r2.oov) == (1, 1, 2)
+
+
+
+def test_analogy_with_a_cased_vocabulary_and_comment_lines(tmp_path):
+  """Case-blind, as gensim: every spelling of a question word is excluded, and another
+  spelling of the answer counts as the answer."""
+  words = ['man', 'woman', 'King', 'Queen', 'apple', 'king', 'QUEEN']
+  vecs = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 1, 1], [0, 0, 0, 1],
+                   [0, 0, 0, 1], [0, 0, 0, 1]], np.float32)
+  unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+  query = unit[1] - unit[0] + unit[2]            # woman - man + King
+  f = tmp_path / 'q.txt'
+  f.write_text('# a comment line\nman woman king queen\nMAN WOMAN KING QUEEN\n',
+               encoding='utf-8')
+  vecs[6] = query                                # 'QUEEN' is the nearest: the answer
+  assert (wv.evaluate_analogies(words, vecs, str(f)).correct,) == (2,)
+  vecs[5] = query * 2                            # 'king', nearer still, is a question word
+  r = wv.evaluate_analogies(words, vecs, str(f))
+  assert (r.correct, r.answered, r.oov) == (2, 2, 0)
+  vecs[6] = [0, 0, 0, 1]                         # now 'Queen' is not the nearest: 'apple' is
+  vecs[3] = [0, 1, -1, 0]
+  assert wv.evaluate_analogies(words, vecs, str(f)).correct == 0
 
 
 def test_reads_gensim_and_shared_formats():

@@ -186,6 +186,20 @@ def test_bad_input_is_one_line_error(tmp_path, setup, overrides, message):
   assert re.search(message, lines[0]), lines[0]
 
 
+def test_a_bad_evaluation_set_stops_the_run_before_training(tiny_config, tmp_path):
+  """Read at startup: a run never trains for an hour and then fails on its eval file."""
+  from translearn_jax.errors import DataError
+  bad = tmp_path / 'ws.txt'
+  bad.write_text('a b 1\nc d x\n', encoding='utf-8')
+  for field, value, match in (('similarity', f'ws={bad}', r"ws\.txt:2: score 'x'"),
+                              ('analogy', str(tmp_path / 'none.txt'), 'no such file')):
+    c = tiny_config.copy_and_resolve_references()
+    c.eval[field] = value
+    with pytest.raises(DataError, match=match):
+      word2vec.train_and_evaluate(c, str(tmp_path / 'w'))
+    assert not (tmp_path / 'w').exists()
+
+
 def test_continued_pretraining_starts_from_another_run(tiny_config, tmp_path):
   """init_from: union vocabulary, source rows copied for both tables, then trained on."""
   from translearn_jax.data.vocab import Vocabulary

@@ -1,20 +1,33 @@
 """Intrinsic evaluation of word vectors: similarity (Spearman ρ) and analogies.
 
-Similarity files: one pair per line, `word1 word2 score` separated by tabs or
-spaces; lines starting with '#' and a header line whose score is not a number
-are skipped (reads gensim's `wordsim353.tsv`/`simlex999.txt` and the
-wordvectors.org `EN-*.txt` files alike). Pairs with a word outside the
-vocabulary are skipped and counted, as gensim's `evaluate_word_pairs` does.
+Similarity files: one pair per line, `word1 word2 score ...` separated by tabs,
+commas (WordSim-353's `combined.csv`, MTurk-771) or spaces; lines starting with
+'#' are skipped, and so is a first line whose columns are names (a header). The
+score is the first numeric column after the two words, fixed per file by its
+first data line: column 3 for WordSim-353, MEN, RareWords; column 4 after the
+POS column of SimLex-999's and SimVerb-3500's own files. Words with a part-of-speech
+suffix on every line (MEN's lemma form, `sun-n`) lose it. Pairs with a word
+outside the vocabulary are skipped and counted, as gensim's
+`evaluate_word_pairs` does.
 
-Analogies (Google `questions-words.txt`): 3CosAdd on unit vectors restricted
-to the `restrict` most frequent words (word2vec's and gensim's 30,000),
-excluding the three question words; questions with a word outside the
-restricted vocabulary are skipped and counted. Words are lowercased.
+Analogies (Google `questions-words.txt`, or MSR-style files without `:`
+section lines): 3CosAdd on unit vectors restricted to the `restrict` most
+frequent words (word2vec's and gensim's 30,000), excluding the three question
+words; questions with a word outside the restricted vocabulary are skipped and
+counted.
+
+Words match case-blind after NFC normalisation, as gensim's `case_insensitive`
+default: a vocabulary that keeps capitals is looked up through its most
+frequent spelling of each folded word (`words` are sorted by frequency).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import unicodedata
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -23,30 +36,77 @@ from scipy import stats
 from translearn_jax.data.readers import read_text, resolve_paths
 from translearn_jax.errors import DataError
 
+_POS_SUFFIX = re.compile(r'^(.+)-[nvjar]$')
+
 
 def _path(path: str) -> str:
-  return resolve_paths(path)[0]
+  files = resolve_paths(path)
+  if len(files) != 1:
+    raise DataError(f'{path}: names {len(files)} files ({files[0]}, ...); an evaluation set '
+                    'is one file (name each: eval.similarity=ws=a.txt,men=b.txt)')
+  return files[0]
+
+
+def fold(word: str) -> str:
+  """The form words are matched in: NFC, lowercased."""
+  return unicodedata.normalize('NFC', word).lower()
+
+
+def folded_index(words: Sequence[str]) -> dict[str, int]:
+  """{folded word: row of its first (most frequent) spelling}."""
+  index: dict[str, int] = {}
+  for i, w in enumerate(words):
+    index.setdefault(fold(w), i)
+  return index
+
+
+def _fields(line: str) -> list[str]:
+  line = line.strip()
+  if '\t' in line:
+    return [f.strip() for f in line.split('\t')]
+  if ',' in line:                    # CSV (no word of these sets holds a comma)
+    return [f.strip() for f in line.split(',')]
+  return line.split()
+
+
+def _number(field: str) -> Optional[float]:
+  try:
+    return float(field)
+  except ValueError:
+    return None
 
 
 def read_similarity_pairs(path: str) -> list[tuple[str, str, float]]:
   real = _path(path)
-  pairs = []
+  rows, col = [], None
   for n, line in enumerate(read_text(real).split('\n'), 1):
     if not line.strip() or line.lstrip().startswith('#'):
       continue
-    parts = line.split('\t') if '\t' in line else line.split()
+    parts = _fields(line)
     if len(parts) < 3:
       raise DataError(f'{real}:{n}: expected "word1 word2 score", got {line!r}')
-    try:
-      score = float(parts[2])
-    except ValueError:
-      if not pairs:  # a header row
-        continue
-      raise DataError(f'{real}:{n}: score {parts[2]!r} is not a number') from None
-    pairs.append((parts[0].strip().lower(), parts[1].strip().lower(), score))
-  if not pairs:
+    if col is None:
+      col = next((c for c in range(2, len(parts)) if _number(parts[c]) is not None), None)
+      if col is None:
+        # a header names its columns; a first line with a number-like score field that
+        # does not parse (6.77x) is a typo, not a header
+        if not rows and not re.match(r'[-+.\d]', parts[2]):
+          continue
+        raise DataError(f'{real}:{n}: no numeric score after the two words in {line!r}')
+    score = _number(parts[col]) if col < len(parts) else None
+    if score is None:
+      raise DataError(f'{real}:{n}: score {parts[col] if col < len(parts) else None!r} '
+                      f'(column {col + 1}) is not a number')
+    if not math.isfinite(score):
+      raise DataError(f'{real}:{n}: score {parts[col]!r} is not finite')
+    rows.append((fold(parts[0]), fold(parts[1]), score))
+  if not rows:
     raise DataError(f'{real}: no word pairs found')
-  return pairs
+  stems = [_POS_SUFFIX.match(w) for a, b, _ in rows for w in (a, b)]
+  if all(stems):                     # MEN's lemma form: every word tagged (sun-n)
+    it = iter(m.group(1) for m in stems)
+    rows = [(next(it), next(it), s) for _, _, s in rows]
+  return rows
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -64,7 +124,7 @@ class SimilarityResult:
 
 def evaluate_similarity(words: Sequence[str], vectors: np.ndarray, path: str,
                         name: Optional[str] = None) -> SimilarityResult:
-  index = {w: i for i, w in enumerate(words)}
+  index = folded_index(words)
   pairs = read_similarity_pairs(path)
   unit = _unit(np.asarray(vectors, np.float64))
   model, human = [], []
@@ -73,6 +133,9 @@ def evaluate_similarity(words: Sequence[str], vectors: np.ndarray, path: str,
       model.append(float(unit[index[a]] @ unit[index[b]]))
       human.append(score)
   oov = len(pairs) - len(model)
+  if len(model) < 2:
+    warnings.warn(f'{path}: {len(model)} of {len(pairs)} pairs have both words in the '
+                  'vocabulary: no Spearman rho (reported as NaN)', stacklevel=2)
   rho = float(stats.spearmanr(model, human).statistic) if len(model) >= 2 else float('nan')
   return SimilarityResult(name or path, rho, len(model), oov)
 
@@ -90,12 +153,12 @@ def read_analogies(path: str) -> list[tuple[str, tuple[str, str, str, str]]]:
   real = _path(path)
   section, out = None, []
   for n, line in enumerate(read_text(real).split('\n'), 1):
-    if not line.strip():
+    if not line.strip() or line.lstrip().startswith('#'):
       continue
     if line.startswith(':'):
       section = line[1:].strip()
       continue
-    parts = line.lower().split()
+    parts = [fold(w) for w in line.split()]
     if len(parts) != 4:
       raise DataError(f'{real}:{n}: expected 4 words, got {line!r}')
     out.append((section or '', tuple(parts)))
@@ -109,10 +172,15 @@ def evaluate_analogies(words: Sequence[str], vectors: np.ndarray, path: str,
   """3CosAdd accuracy; `words` must be sorted by descending frequency."""
   words = list(words)[:restrict]
   unit = _unit(np.asarray(vectors[:len(words)], np.float32))
-  index = {w: i for i, w in enumerate(words)}
+  index = folded_index(words)
+  # the folded row of every row: another spelling of an answer is the answer (gensim)
+  canon = np.array([index[fold(w)] for w in words], np.int64)
   questions = read_analogies(path)
   usable = [(s, [index[w] for w in q]) for s, q in questions if all(w in index for w in q)]
   oov = len(questions) - len(usable)
+  if not usable:
+    warnings.warn(f'{path}: none of the {len(questions)} questions has all four words among '
+                  f'the {len(words)} most frequent: no accuracy (reported as NaN)', stacklevel=2)
   sections: dict[str, list[int]] = {}
   correct = 0
   for lo in range(0, len(usable), batch):
@@ -120,11 +188,10 @@ def evaluate_analogies(words: Sequence[str], vectors: np.ndarray, path: str,
     ids = np.array([q for _, q in chunk])
     query = unit[ids[:, 1]] - unit[ids[:, 0]] + unit[ids[:, 2]]
     sims = query @ unit.T
-    rows = np.arange(len(chunk))
-    for j in range(3):
-      sims[rows, ids[:, j]] = -np.inf
+    for j in range(3):               # every spelling of the three question words
+      sims[canon[None, :] == ids[:, j:j + 1]] = -np.inf
     pred = sims.argmax(1)
-    hit = pred == ids[:, 3]
+    hit = canon[pred] == ids[:, 3]
     correct += int(hit.sum())
     for (s, _), h in zip(chunk, hit):
       c = sections.setdefault(s, [0, 0])

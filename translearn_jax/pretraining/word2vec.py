@@ -79,6 +79,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f"must be 'replicated' or 'rows', got {config.model.get('table_sharding')!r}")
   _require(config.export.format in ('', 'text', 'binary'), 'export.format',
            f"must be '', 'text' or 'binary', got {config.export.format!r}")
+  # the evaluation sets are read now, so that a bad one stops the run before training
+  for _, path in word_vectors.parse_named_paths(config.eval.similarity):
+    word_vectors.read_similarity_pairs(path)
+  if config.eval.analogy:
+    word_vectors.read_analogies(config.eval.analogy)
 
 
 def load_corpus(config) -> EncodedCorpus:
@@ -434,13 +439,13 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   if result.stopped_by_signal:
     return summary
   vectors = embeddings(result.state, len(vocab), shards)
+  if jax.process_index() == 0 and config.export.format:   # the vectors first, then their scores
+    binary = config.export.format == 'binary'
+    path = os.path.join(workdir, 'vectors.bin' if binary else 'vectors.txt')
+    save_word2vec(path, vocab.words, vectors, binary=binary)
+    summary['exported'] = path
   summary['eval'] = evaluate(config, vocab, vectors)
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'eval.json'), summary)
-    if config.export.format:
-      binary = config.export.format == 'binary'
-      path = os.path.join(workdir, 'vectors.bin' if binary else 'vectors.txt')
-      save_word2vec(path, vocab.words, vectors, binary=binary)
-      summary['exported'] = path
     print(format_results(summary['eval']))
   return summary
