@@ -126,6 +126,24 @@ def test_train_unknown_config_and_bad_override_exit_2(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.parametrize('text, match', [
+    ('def get_config(:\n', r'cannot load --config \S+c\.py \(line 1\): SyntaxError'),
+    ('import nosuchmodule_xyz\n', r"ModuleNotFoundError: No module named 'nosuchmodule_xyz'"),
+    ('x = 1\n', r'defines no get_config\(\)'),
+    ('def get_config():\n  return {"family": "word2vec"}\n',
+     r'get_config\(\) returned a dict, not an ml_collections\.ConfigDict'),
+    ('def get_config():\n  raise RuntimeError("boom")\n', r'get_config\(\) raised RuntimeError: boom'),
+])
+def test_a_config_file_that_does_not_load_is_one_error(tmp_path, text, match):
+  from translearn_jax.cli import train as cli_train
+  path = tmp_path / 'c.py'
+  path.write_text(text)
+  for argv in (['t', '--config', str(path)], ['t', f'--config={path}', '--config.x=1']):
+    with pytest.raises(TranslearnError, match=match):
+      cli_train._check_config_file(argv)
+  cli_train._check_config_file(['t', '--config', os.path.join(ROOT, 'configs', 'skipgram.py')])
+
+
 def test_train_help_is_train_py_help():
   res = translearn('train', '--help')
   assert res.returncode == 0, res.stderr

@@ -294,6 +294,17 @@ def _edit_json(path, **change):
   open(path, 'w').write(json.dumps(d))
 
 
+def _edit_inputs(d, **fields):
+  """model.json with `inputs` fields replaced (None: removed)."""
+  meta = json.load(open(d / 'model.json'))
+  for k, v in fields.items():
+    if v is None:
+      meta['inputs'].pop(k)
+    else:
+      meta['inputs'][k] = v
+  (d / 'model.json').write_text(json.dumps(meta))
+
+
 def test_broken_saved_models_are_named(tmp_path, bag_run):
   good = os.path.join(bag_run[1], 'model')
   inp = tmp_path / 'in.txt'
@@ -319,6 +330,18 @@ def test_broken_saved_models_are_named(tmp_path, bag_run):
       (broken('noparams', lambda d: os.remove(d / 'params.safetensors')),
        r'noparams/params\.safetensors: missing'),
       (broken('novocab', lambda d: os.remove(d / 'vocab.txt')), r'novocab/vocab\.txt: missing'),
+      # files that disagree with the model, and hand-edited inputs, are named, not served
+      (broken('shortvocab', lambda d: (d / 'vocab.txt').write_text(
+          ''.join((d / 'vocab.txt').read_text().splitlines(True)[:-1]))),
+       r'shortvocab/vocab\.txt: \d+ words for \d+ embedding rows$'),
+      (broken('labels', lambda d: _edit_inputs(d, labels=['a', 'b', 'c'])),
+       r'labels/model\.json: 3 labels for a model with 2 outputs$'),
+      (broken('nolabels', lambda d: _edit_inputs(d, labels=None)),
+       r'nolabels/model\.json: inputs\.labels is missing$'),
+      (broken('maxtok', lambda d: _edit_inputs(d, max_tokens=0)),
+       r'maxtok/model\.json: inputs\.max_tokens must be an integer >= 1, got 0$'),
+      (broken('enc', lambda d: _edit_inputs(d, encoding='chars')),
+       r"enc/model\.json: inputs\.encoding must be 'words' or 'pieces', got 'chars'$"),
   ]
   for model_dir, pattern in cases:
     with pytest.raises(DataError, match=pattern) as e:
@@ -332,7 +355,11 @@ def test_broken_saved_models_are_named(tmp_path, bag_run):
       ('extra', lambda t: t.update({'head/extra': np.zeros(2, np.float32)}),
        r"tensor 'head/extra' is not a parameter of the model$"),
       ('missing', lambda t: t.pop('head/bias'), r"no tensor 'head/bias' \(the model needs "
-                                               r"shape \(2,\)\)$")):
+                                               r"shape \(2,\)\)$"),
+      ('int', lambda t: t.update({'head/kernel': t['head/kernel'].astype(np.int32)}),
+       r"tensor 'head/kernel' is int32, the model needs floating point$"),
+      ('nan', lambda t: t['head/bias'].__setitem__(0, np.nan),
+       r"tensor 'head/bias' holds NaN or Inf$")):
     d = broken(name, lambda d: None)
     t = load_file(os.path.join(d, 'params.safetensors'))
     change(t)
@@ -364,6 +391,9 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
     serving.translate_file(clf, str(tmp_path / 'ok.txt'), out)
   with pytest.raises(DataError, match=r'empty\.txt: no input lines$'):
     serving.translate_file(s2s, str(tmp_path / 'empty.txt'), out)
+  for alpha in (float('nan'), float('inf'), -1.0):
+    with pytest.raises(ConfigError, match=r'length_penalty must be a finite number >= 0'):
+      serving.translate_file(s2s, str(tmp_path / 'ok.txt'), out, length_penalty=alpha)
   shutil.copytree(s2s, tmp_path / 'notok')
   os.remove(tmp_path / 'notok' / 'tokenizer.model')
   with pytest.raises(DataError, match=r"notok/tokenizer\.model: missing \(the saved model's "
@@ -372,11 +402,23 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
   with pytest.raises(ConfigError, match=r"input_format must be one of"):
     serving.predict_file(clf, str(tmp_path / 'ok.txt'), out, input_format='csv')
   assert not os.path.exists(out)
-  # the TSV without a header field given: 'sentence'/'text', else the first column
+  # a TSV's text column: 'sentence'/'text', else named; a header without them may as well
+  # be a first row of a headerless file, so guessing would lose or misread a line
   (tmp_path / 'first.tsv').write_text('review\tid\na fine film\t1\n')
-  serving.predict_file(clf, str(tmp_path / 'first.tsv'), out)
-  serving.predict_file(clf, str(tmp_path / 'ok.txt'), out + '2')
+  with pytest.raises(DataError, match=r"first\.tsv:1: the header names no sentence or text "
+                                      r"column \(got \['review', 'id'\]\)"):
+    serving.predict_file(clf, str(tmp_path / 'first.tsv'), out)
+  serving.predict_file(clf, str(tmp_path / 'first.tsv'), out, text_field='review')
   assert len(open(out).readlines()) == 1
+  # compressed inputs are read by their inner extension
+  import gzip
+  (tmp_path / 'first.tsv.gz').write_bytes(gzip.compress((tmp_path / 'first.tsv').read_bytes()))
+  serving.predict_file(clf, str(tmp_path / 'first.tsv.gz'), out + '.gz', text_field='review')
+  assert open(out + '.gz').read() == open(out).read()
+  # an output path that cannot be written fails before any compute
+  for bad, match in ((str(tmp_path), 'is a directory'), ('', 'output path is empty')):
+    with pytest.raises(DataError, match=match):
+      serving.predict_file(clf, str(tmp_path / 'ok.txt'), bad)
 
 
 # -- the console script on real saved models -----------------------------------------

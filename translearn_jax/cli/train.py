@@ -107,6 +107,41 @@ def main(argv):
           file=sys.stderr)
 
 
+def _check_config_file(argv: list[str]) -> None:
+  """The `--config` file loads and its `get_config()` returns a ConfigDict; else one error
+  naming the file (config_flags would print the loader's traceback)."""
+  import importlib.util
+  import ml_collections
+  path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ('--config', '-config')),
+              None) or next((a.split('=', 1)[1] for a in argv
+                             if a.startswith(('--config=', '-config='))), None)
+  if not path or not os.path.isfile(path.split(':', 1)[0]):
+    return                                # config_flags names a missing file itself
+  path = path.split(':', 1)[0]            # config_flags' `file.py:arg` form
+  try:
+    spec = importlib.util.spec_from_file_location('_translearn_config_check', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  except Exception as e:                  # SyntaxError, ImportError, anything it raises
+    where = f' (line {e.lineno})' if isinstance(e, SyntaxError) and e.lineno else ''
+    raise TranslearnError(f'cannot load --config {path}{where}: {type(e).__name__}: '
+                          f'{" ".join(str(e).split())}') from None
+  if not callable(getattr(module, 'get_config', None)):
+    raise TranslearnError(f'--config {path}: defines no get_config() (a config file returns '
+                          'an ml_collections.ConfigDict from get_config())')
+  import inspect
+  if inspect.signature(module.get_config).parameters:
+    return                                # takes config_flags' argument: checked when parsed
+  try:
+    config = module.get_config()
+  except Exception as e:
+    raise TranslearnError(f'--config {path}: get_config() raised {type(e).__name__}: '
+                          f'{" ".join(str(e).split())}') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise TranslearnError(f'--config {path}: get_config() returned a {type(config).__name__}, '
+                          'not an ml_collections.ConfigDict')
+
+
 def _resolve_config_args(argv: list[str]) -> list[str]:
   """`argv` with the value of `--config` (not `--config.FIELD`) made a file path."""
   out = list(argv)
@@ -129,6 +164,7 @@ def _parse_flags(argv):
       sys.exit(2)
   try:
     argv = _resolve_config_args(argv)
+    _check_config_file(argv)
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -4,7 +4,7 @@ Inputs (`input_format`, 'auto' by the extension: .tsv, .jsonl/.json, else text):
 * text: one example a line (a tagger's sentence is split at whitespace); a
   blank line is an (empty) example, so output line k answers input line k;
 * TSV with a header row: the text is in column `text_field`, by default
-  'sentence' or 'text' when the header has one, else the first column;
+  'sentence' or 'text' (a header with neither is an error asking for `text_field`);
 * JSONL: one object a line (blank lines skipped), the text in `text_field`,
   by default 'text' or 'sentence'; a tagger also reads a `tokens` list of
   words (used when present and `text_field` is not given).
@@ -49,7 +49,10 @@ def input_format(path: str, fmt: str = 'auto') -> str:
     raise ConfigError(f'input_format must be one of {FORMATS}, got {fmt!r}')
   if fmt != 'auto':
     return fmt
-  ext = os.path.splitext(path)[1].lower()
+  base = path.lower()
+  for z in ('.gz', '.bz2', '.xz'):       # read decompressed: the format is the inner name's
+    base = base[:-len(z)] if base.endswith(z) else base
+  ext = os.path.splitext(base)[1]
   return {'.tsv': 'tsv', '.jsonl': 'jsonl', '.json': 'jsonl'}.get(ext, 'text')
 
 
@@ -67,7 +70,11 @@ def _tsv_texts(path: str, field):
     raise DataError(f'{path}:1: empty file (expected a header row naming the text column)')
   header = lines[0].split('\t')
   if field is None:
-    field = next((f for f in TEXT_FIELDS['tsv'] if f in header), header[0])
+    field = next((f for f in TEXT_FIELDS['tsv'] if f in header), None)
+    if field is None:
+      raise DataError(f'{path}:1: the header names no {" or ".join(TEXT_FIELDS["tsv"])} column '
+                      f'(got {header[:5]}); name the text column with text_field (--text_field), '
+                      'or read a file without a header as text')
   return [rec[field] for _, _, rec in readers.iter_records(path, 'tsv', [field])]
 
 
@@ -167,10 +174,19 @@ def tag(model: SavedModel, sentences: list, batch_size: int,
   return out, truncated
 
 
-def write_jsonl(path: str, records: list) -> None:
+def check_output(path: str) -> None:
+  """An output path that can be written: checked before any compute."""
+  if not path:
+    raise DataError('the output path is empty')
+  if os.path.isdir(path):
+    raise DataError(f'{path}: is a directory (the output is a file)')
   d = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(d):
     raise DataError(f'{path}: the output directory {d} does not exist')
+
+
+def write_jsonl(path: str, records: list) -> None:
+  check_output(path)
   atomic_write(path, ''.join(dumps(r, ensure_ascii=False) + '\n' for r in records))
 
 
@@ -188,6 +204,7 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
   t0 = time.perf_counter()
   if batch_size is not None and batch_size < 1:
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
+  check_output(output_path)
   meta = read_meta(model_dir)
   if meta['task'] not in ('classification', 'tagging'):
     raise DataError(f'{model_dir}: a {meta["task"]} model; predict_file takes a classification '

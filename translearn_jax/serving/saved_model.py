@@ -209,6 +209,12 @@ def read_params(path: str, abstract):
     if tuple(flat[p].shape) != tuple(s.shape):
       raise DataError(f'{path}: tensor {p!r} has shape {tuple(flat[p].shape)}, the model '
                       f'needs {tuple(s.shape)}')
+    x = flat[p]
+    if jnp.issubdtype(s.dtype, jnp.floating):
+      if x.dtype.kind != 'f':
+        raise DataError(f'{path}: tensor {p!r} is {x.dtype}, the model needs floating point')
+      if not np.isfinite(x).all():
+        raise DataError(f'{path}: tensor {p!r} holds NaN or Inf')
   extra = sorted(set(flat) - set(want))
   if extra:
     raise DataError(f'{path}: tensor {extra[0]!r} is not a parameter of the model'
@@ -357,7 +363,41 @@ def read_meta(directory: str) -> dict:
     raise DataError(f'{path}: task {meta.get("task")!r} is not one of {TASKS}')
   if not isinstance(meta.get('inputs'), dict):
     raise DataError(f'{path}: no inputs object')
+  _check_inputs(meta['task'], meta['inputs'], path)
   return meta
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+# inputs fields by task: (name, check, what a valid value is)
+_POSITIVE = (lambda v: _is_int(v) and v >= 1, 'an integer >= 1')
+_INPUTS = {
+    'classification': {'labels': (lambda v: isinstance(v, list) and len(v) >= 1 and all(
+                           isinstance(x, str) for x in v), 'a non-empty list of strings'),
+                       'encoding': (lambda v: v in ('words', 'pieces'), "'words' or 'pieces'"),
+                       'max_tokens': _POSITIVE},
+    'seq2seq': {'beam': _POSITIVE, 'max_source_len': _POSITIVE, 'max_target_len': _POSITIVE,
+                'length_penalty': (lambda v: isinstance(v, (int, float))
+                                   and not isinstance(v, bool) and 0 <= v < float('inf'),
+                                   'a finite number >= 0')},
+}
+_INPUTS['tagging'] = dict(_INPUTS['classification'],
+                          encoding=(lambda v: v == 'pieces', "'pieces'"))
+
+
+def _check_inputs(task: str, inputs: dict, where: str) -> None:
+  """Every `inputs` field the task reads is present and well typed (a hand-edited or
+  damaged model.json is one error naming the field, not a traceback at predict time)."""
+  fields = dict(_INPUTS[task])
+  if task != 'seq2seq' and inputs.get('encoding') == 'pieces':
+    fields['causal'] = (lambda v: isinstance(v, bool), 'true or false')
+  for name, (ok, what) in fields.items():
+    if name not in inputs:
+      raise DataError(f'{where}: inputs.{name} is missing')
+    if not ok(inputs[name]):
+      raise DataError(f'{where}: inputs.{name} must be {what}, got {inputs[name]!r}')
 
 
 def load(directory: str) -> SavedModel:
@@ -382,6 +422,37 @@ def load(directory: str) -> SavedModel:
       vocab = f.read().split('\n')[:-1]
   if tokenizer is None and vocab is None:
     raise DataError(f'{where}: names neither a tokenizer nor a vocabulary')
+  _check_module(module, meta, tokenizer, vocab, where)
   params = read_params(os.path.join(directory, PARAMS),
                        abstract_params(module, meta['task'], meta['inputs']))
   return SavedModel(directory, meta, module, params, tokenizer, vocab)
+
+
+def _check_module(module, meta: dict, tokenizer, vocab, where: str) -> None:
+  """The files of a saved model agree with its module: labels with the output classes,
+  vocabulary and tokenizer with the embedding rows, lengths with the positions."""
+  inputs, task = meta['inputs'], meta['task']
+  if task == 'seq2seq':
+    cfg = module.config
+    rows, max_len = cfg.vocab_size, cfg.max_len
+    lengths = {'max_source_len': inputs['max_source_len'],
+               'max_target_len': inputs['max_target_len']}
+  else:
+    n_out = getattr(module, 'num_classes', None) or getattr(module, 'num_tags', None)
+    if n_out is not None and n_out != len(inputs['labels']):
+      raise DataError(f'{where}: {len(inputs["labels"])} labels for a model with {n_out} '
+                      'outputs')
+    lm = getattr(module, 'lm_config', None)
+    rows = lm.vocab_size if lm is not None else getattr(module, 'vocab_size', None)
+    max_len = getattr(lm, 'max_len', None) if lm is not None else None
+    lengths = {'max_tokens': inputs['max_tokens']}
+  if max_len is not None:
+    for name, n in lengths.items():
+      if n > max_len:
+        raise DataError(f'{where}: inputs.{name}={n} exceeds the model\'s {max_len} positions')
+  if vocab is not None and rows is not None and len(vocab) != rows:
+    raise DataError(f'{os.path.join(os.path.dirname(where), VOCAB)}: {len(vocab)} words for '
+                    f'{rows} embedding rows')
+  if tokenizer is not None and rows is not None and tokenizer.vocab_size > rows:
+    raise DataError(f'{where}: the tokenizer has {tokenizer.vocab_size} pieces, the model '
+                    f'embeds {rows} (another model\'s tokenizer?)')

@@ -22,7 +22,7 @@ from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.serving.saved_model import MODEL_JSON, load, read_meta
-from translearn_jax.serving.predict import read_lines
+from translearn_jax.serving.predict import check_output, read_lines
 from translearn_jax.training.files import atomic_write
 from translearn_jax.transfer import sources
 
@@ -38,9 +38,7 @@ def one_line(text: str) -> str:
 
 
 def write_lines(path: str, lines) -> None:
-  d = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(d):
-    raise DataError(f'{path}: the output directory {d} does not exist')
+  check_output(path)
   atomic_write(path, ''.join(one_line(h) + '\n' for h in lines))
 
 
@@ -70,14 +68,15 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   t0 = time.perf_counter()
   if batch_size < 1:
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
+  check_output(output_path)
   cfg, params, tok, defaults = load_seq2seq(model_dir)
   beam = defaults['beam'] if beam is None else beam
   alpha = defaults['length_penalty'] if length_penalty is None else length_penalty
   max_len = defaults['max_target_len'] if max_len is None else max_len
   if beam < 1:
     raise ConfigError(f'beam must be >= 1 (1: greedy), got {beam}')
-  if alpha < 0:
-    raise ConfigError(f'length_penalty must be >= 0, got {alpha}')
+  if not 0 <= alpha < float('inf'):        # NaN fails too
+    raise ConfigError(f'length_penalty must be a finite number >= 0, got {alpha}')
   if not 1 <= max_len <= cfg.max_len:
     raise ConfigError(f'max_len must be in [1, {cfg.max_len}] (the model\'s positions), '
                       f'got {max_len}')

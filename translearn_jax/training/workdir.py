@@ -88,13 +88,23 @@ def config_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+# Fields that count something every family needs at least one of, wherever they sit.
+POSITIVE_FIELDS = ('batch_size', 'max_tokens', 'dim', 'd_model', 'num_heads', 'num_layers',
+                   'd_ff', 'seq_length', 'grad_accum', 'beam', 'seeds', 'max_len',
+                   'max_source_len', 'max_target_len')
+
+
 def validate_fields(config) -> None:
-  """Generic checks every family shares: dropout rates in [0, 1)."""
+  """Generic checks every family shares: dropout rates in [0, 1), sizes and counts
+  (`POSITIVE_FIELDS`) >= 1."""
   for path, v in flatten(config_dict(config)).items():
     name = path.rsplit('.', 1)[-1]
-    if ('dropout' in name or name == 'weight_drop') and isinstance(v, (int, float)) \
-        and not isinstance(v, bool) and not 0 <= v < 1:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+      continue
+    if ('dropout' in name or name == 'weight_drop') and not 0 <= v < 1:
       raise ConfigError(f'config.{path}: must be in [0, 1), got {v}')
+    if name in POSITIVE_FIELDS and v < 1:
+      raise ConfigError(f'config.{path}: must be >= 1, got {v}')
 
 
 def _show(v: Any) -> str:
