@@ -321,6 +321,7 @@ def test_broken_saved_models_are_named(tmp_path, bag_run):
       (str(tmp_path / 'nowhere'), r"saved model '\S*nowhere' does not exist$"),
       (broken('nojson', lambda d: os.remove(d / 'model.json')),
        r'nojson/model\.json: not found \(\S*nojson is not a saved model\)$'),
+      (bag_run[1], r'is not a saved model; the run keeps its saved model\(s\) in \S+/model\)$'),
       (broken('badjson', lambda d: (d / 'model.json').write_text('{"format": ')),
        r'badjson/model\.json: cannot read it'),
       (broken('format', lambda d: _edit_json(d / 'model.json', format='other')),

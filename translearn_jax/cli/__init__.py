@@ -91,7 +91,8 @@ def _pretokenize(argv: list[str]) -> int:
 def _serving_parser(command: str):
   import argparse
   p = argparse.ArgumentParser(prog=f'{PROG} {command}', description=COMMANDS[command])
-  p.add_argument('model_dir', help='the run directory of the trained model')
+  p.add_argument('model_dir', help='a saved model: a run\'s model/ or models/<strategy>/ '
+                 'folder (translate also takes a seq2seq run directory)')
   p.add_argument('--input', required=True, help='the file to read')
   p.add_argument('--output', required=True, help='the file to write')
   p.add_argument('--batch_size', type=int, help='examples per batch (default: the library\'s)')

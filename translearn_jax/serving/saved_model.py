@@ -347,7 +347,10 @@ def read_meta(directory: str) -> dict:
     raise DataError(f'saved model {directory!r} {what}{hint}')
   path = os.path.join(directory, MODEL_JSON)
   if not os.path.isfile(path):
-    raise DataError(f'{path}: not found ({directory} is not a saved model)')
+    inside = [os.path.join(directory, d) for d in ('model', 'models')
+              if os.path.isdir(os.path.join(directory, d))]
+    hint = f'; the run keeps its saved model(s) in {inside[0]}' if inside else ''
+    raise DataError(f'{path}: not found ({directory} is not a saved model{hint})')
   try:
     with open(path, encoding='utf-8') as f:
       meta = json.load(f)
