@@ -73,14 +73,14 @@ def resolve_paths(path: str, kind: str = 'text') -> list[str]:
     if part.startswith('gensim:'):
       files.append(_gensim_datapath(part[len('gensim:'):]))
     elif os.path.isdir(part):
-      suffixes = _DIR_SUFFIX.get(kind, ())
+      named = suffixes = _DIR_SUFFIX.get(kind, ())
       if suffixes is not None and kind != 'wiki':   # and compressed: a.txt.gz
         suffixes = tuple(s + z for s in suffixes for z in ('', '.gz', '.bz2', '.xz'))
       found = sorted(os.path.join(part, f) for f in os.listdir(part)
                      if (suffixes is None or f.lower().endswith(suffixes))
                      and os.path.isfile(os.path.join(part, f)))
       if not found:
-        what = 'files' if suffixes is None else f'{kind} files ({", ".join(suffixes)})'
+        what = 'files' if suffixes is None else f'{kind} files ({", ".join(named)})'
         raise DataError(f'no {what} in directory {part}')
       files.extend(found)
     elif any(c in part for c in '*?['):
