@@ -132,7 +132,8 @@ def test_train_unknown_config_and_bad_override_exit_2(tmp_path):
     ('x = 1\n', r'defines no get_config\(\)'),
     ('def get_config():\n  return {"family": "word2vec"}\n',
      r'get_config\(\) returned a dict, not an ml_collections\.ConfigDict'),
-    ('def get_config():\n  raise RuntimeError("boom")\n', r'get_config\(\) raised RuntimeError: boom'),
+    ('def get_config():\n  raise RuntimeError("boom")\n',
+     r'get_config\(\) raised RuntimeError: boom'),
 ])
 def test_a_config_file_that_does_not_load_is_one_error(tmp_path, text, match):
   from translearn_jax.cli import train as cli_train

@@ -440,7 +440,9 @@ def test_translearn_predict_and_translate_commands(tmp_path, capsys, bag_run, s2
   assert cli.main(['translate', os.path.join(s2s_dir, 'model'), '--input', test_src,
                    '--output', str(tmp_path / 't.txt'), '--no_progress']) == 0
   assert open(tmp_path / 't.txt', encoding='utf-8').read() == hyps
-  capsys.readouterr()
+  err = capsys.readouterr().err.splitlines()
+  assert err == [f'wrote {len(gold)} predictions to {out}',
+                 f'wrote {hyps.count(chr(10))} translations to {tmp_path / "t.txt"}'], err
   cases = [(['predict', str(tmp_path / 'nowhere'), '--input', path, '--output', out],
             'nowhere'),
            (['translate', model_dir, '--input', test_src, '--output', out], 'classification'),

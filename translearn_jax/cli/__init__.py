@@ -131,11 +131,20 @@ def _serve(function: str, args, options: tuple[str, ...]) -> int:
     return 2
   kwargs = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
   try:
-    getattr(serving, function)(args.model_dir, args.input, args.output,
-                               progress=not args.no_progress, **kwargs)
+    summary = getattr(serving, function)(args.model_dir, args.input, args.output,
+                                         progress=not args.no_progress, **kwargs)
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:            # the output is written atomically: nothing half-done
+    print(f'interrupted: {args.output} was not written', file=sys.stderr)
+    return 130
+  if isinstance(summary, dict):
+    cut = summary.get('truncated_words')
+    what = 'predictions' if function == 'predict_file' else 'translations'
+    print(f'wrote {summary.get("examples")} {what} to {args.output}'
+          + (f"; {cut} words beyond the model's max_tokens were tagged O" if cut else ''),
+          file=sys.stderr)
   return 0
 
 

@@ -20,8 +20,8 @@
 Labels are strings mapped to ids in sorted order (`label_names`; numerically when
 all are integers); in JSONL they may also be numbers or booleans (read as their
 JSON text), while the text field must be a string. A whole number is one class
-however it is written (`1`, `1.0`, `+1` are all '1'). A malformed row (wrong TSV column count, a null text,
-an empty label) is a `DataError` naming the file and line.
+however it is written (`1`, `1.0`, `+1` are all '1'). A malformed row (wrong TSV
+column count, a null text, an empty label) is a `DataError` naming the file and line.
 """
 
 from __future__ import annotations
