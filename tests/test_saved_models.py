@@ -411,6 +411,12 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
     serving.predict_file(clf, str(tmp_path / 'first.tsv'), out)
   serving.predict_file(clf, str(tmp_path / 'first.tsv'), out, text_field='review')
   assert len(open(out).readlines()) == 1
+  # another encoding, named
+  (tmp_path / 'latin.txt').write_bytes('un café\n'.encode('latin-1'))
+  with pytest.raises(DataError, match=r'latin\.txt:1: bytes are not valid utf-8.*--encoding'):
+    serving.predict_file(clf, str(tmp_path / 'latin.txt'), out)
+  serving.predict_file(clf, str(tmp_path / 'latin.txt'), out + '.l1', encoding='latin-1')
+  assert len(open(out + '.l1').readlines()) == 1
   # compressed inputs are read by their inner extension
   import gzip
   (tmp_path / 'first.tsv.gz').write_bytes(gzip.compress((tmp_path / 'first.tsv').read_bytes()))

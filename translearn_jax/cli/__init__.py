@@ -97,6 +97,7 @@ def _serving_parser(command: str):
   p.add_argument('--output', required=True, help='the file to write')
   p.add_argument('--batch_size', type=int, help='examples per batch (default: the library\'s)')
   p.add_argument('--no_progress', action='store_true', help='no progress bar')
+  p.add_argument('--encoding', help="the input's text encoding (default utf-8; e.g. latin-1)")
   return p
 
 
@@ -106,7 +107,7 @@ def _predict(argv: list[str]) -> int:
                  help='input format (default: auto, from the file name)')
   p.add_argument('--text_field', help='the TSV column or JSONL key holding the text')
   args = p.parse_args(argv)
-  return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field'))
+  return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field', 'encoding'))
 
 
 def _translate(argv: list[str]) -> int:
@@ -115,7 +116,8 @@ def _translate(argv: list[str]) -> int:
   p.add_argument('--length_penalty', type=float, help='beam length penalty alpha')
   p.add_argument('--max_len', type=int, help='most target tokens per output')
   args = p.parse_args(argv)
-  return _serve('translate_file', args, ('beam', 'length_penalty', 'batch_size', 'max_len'))
+  return _serve('translate_file', args, ('beam', 'length_penalty', 'batch_size', 'max_len',
+                                         'encoding'))
 
 
 def _serve(function: str, args, options: tuple[str, ...]) -> int:

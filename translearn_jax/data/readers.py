@@ -124,7 +124,8 @@ def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
       line = data.count(b'\n', 0, e.start) + 1
       raise DataError(
           f'{path}:{line}: bytes are not valid {encoding} ({e.reason} at byte '
-          f'{e.start}); set data.encoding (e.g. latin-1) or data.encoding_fallback'
+          f'{e.start}); set data.encoding (e.g. latin-1) or data.encoding_fallback '
+          '(translearn predict/translate: --encoding)'
       ) from None
   except LookupError:
     raise DataError(f'unknown encoding {encoding!r} (data.encoding)') from None

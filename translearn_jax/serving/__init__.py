@@ -21,33 +21,35 @@ __all__ = ['predict_file', 'translate_file', 'load']
 
 
 def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size=None,
-                 input_format: str = 'auto', text_field=None, progress: bool = False) -> dict:
+                 input_format: str = 'auto', text_field=None, progress: bool = False,
+                 encoding: str = 'utf-8') -> dict:
   """Writes a saved classifier's or tagger's predictions for each example of `input_path`
   (text: one a line; TSV with a header; JSONL; `input_format` 'auto' goes by the
   extension) to `output_path`, one JSON line each, in input order:
   classification `{"label", "probabilities": {label: p}}`, tagging
   `{"tokens", "tags", "probabilities"}` (each word's predicted-tag probability).
   `batch_size` None: the batch the task evaluates with, so the predictions are exactly the
-  run's own (another size agrees up to float rounding).
+  run's own (another size agrees up to float rounding). `encoding`: the input file's.
   Returns {'task', 'examples', 'model', 'output', 'seconds'} (+ 'truncated_words')."""
   from translearn_jax.serving import predict
   return predict.predict_file(model_dir, input_path, output_path, batch_size=batch_size,
                               input_format=input_format, text_field=text_field,
-                              progress=progress)
+                              progress=progress, encoding=encoding)
 
 
 def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,
                    length_penalty=None, batch_size: int = 64, max_len=None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, encoding: str = 'utf-8') -> dict:
   """Writes a saved seq2seq model's (or a seq2seq run directory's) output for each line of
   `input_path` to `output_path`, one a line; beam, length penalty and maximum output
-  length default to the run's `eval.beam`, `eval.length_penalty`, `max_target_len`.
+  length default to the run's `eval.beam`, `eval.length_penalty`, `max_target_len`;
+  `encoding`: the input file's.
   Returns {'task', 'examples', 'beam', 'length_penalty', 'max_len', 'model', 'output',
   'seconds'}."""
   from translearn_jax.serving import translate
   return translate.translate_file(model_dir, input_path, output_path, beam=beam,
                                   length_penalty=length_penalty, batch_size=batch_size,
-                                  max_len=max_len, progress=progress)
+                                  max_len=max_len, progress=progress, encoding=encoding)
 
 
 def load(model_dir: str):

@@ -56,16 +56,16 @@ def input_format(path: str, fmt: str = 'auto') -> str:
   return {'.tsv': 'tsv', '.jsonl': 'jsonl', '.json': 'jsonl'}.get(ext, 'text')
 
 
-def read_lines(path: str) -> list[str]:
+def read_lines(path: str, encoding: str = 'utf-8') -> list[str]:
   """The lines of a text file (a final newline ends the last line, it adds none)."""
   if not os.path.isfile(path):
     raise DataError(f'{path}: no such input file')
-  lines = readers.read_text(path).split('\n')
+  lines = readers.read_text(path, encoding).split('\n')
   return lines[:-1] if lines and lines[-1] == '' else lines
 
 
-def _tsv_texts(path: str, field):
-  lines = read_lines(path)
+def _tsv_texts(path: str, field, encoding: str):
+  lines = read_lines(path, encoding)
   if not lines or not lines[0].strip():
     raise DataError(f'{path}:1: empty file (expected a header row naming the text column)')
   header = lines[0].split('\t')
@@ -75,12 +75,12 @@ def _tsv_texts(path: str, field):
       raise DataError(f'{path}:1: the header names no {" or ".join(TEXT_FIELDS["tsv"])} column '
                       f'(got {header[:5]}); name the text column with text_field (--text_field), '
                       'or read a file without a header as text')
-  return [rec[field] for _, _, rec in readers.iter_records(path, 'tsv', [field])]
+  return [rec[field] for _, _, rec in readers.iter_records(path, 'tsv', [field], encoding)]
 
 
-def _jsonl_inputs(path: str, field, words: bool) -> list:
+def _jsonl_inputs(path: str, field, words: bool, encoding: str) -> list:
   out = []
-  for n, obj in readers.json_objects(path, read_lines(path)):
+  for n, obj in readers.json_objects(path, read_lines(path, encoding)):
     if words and field is None and 'tokens' in obj:
       toks = obj['tokens']
       if not isinstance(toks, list) or not all(isinstance(t, str) for t in toks):
@@ -99,15 +99,16 @@ def _jsonl_inputs(path: str, field, words: bool) -> list:
   return out
 
 
-def read_inputs(path: str, fmt: str, text_field, words: bool) -> list:
-  """The examples of `path`: texts, or (`words`) lists of words."""
+def read_inputs(path: str, fmt: str, text_field, words: bool, encoding: str = 'utf-8') -> list:
+  """The examples of `path` (in `encoding`): texts, or (`words`) lists of words."""
   kind = input_format(path, fmt)
   if not os.path.isfile(path):
     raise DataError(f'{path}: no such input file')
   if kind == 'jsonl':
-    out = _jsonl_inputs(path, text_field, words)
+    out = _jsonl_inputs(path, text_field, words, encoding)
   else:
-    texts = _tsv_texts(path, text_field) if kind == 'tsv' else read_lines(path)
+    texts = (_tsv_texts(path, text_field, encoding) if kind == 'tsv'
+             else read_lines(path, encoding))
     out = [t.split() for t in texts] if words else texts
   if not out:
     raise DataError(f'{path}: no input examples')
@@ -197,7 +198,8 @@ EVAL_BATCH = {'classification': 512, 'tagging': 256}
 
 
 def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size=None,
-                 input_format: str = 'auto', text_field=None, progress: bool = False) -> dict:
+                 input_format: str = 'auto', text_field=None, progress: bool = False,
+                 encoding: str = 'utf-8') -> dict:
   """Writes the predictions of the saved classifier or tagger `model_dir` for every example
   of `input_path` to `output_path` (JSONL); returns a summary (task, examples, output, ...).
   `batch_size` None: the task's evaluation batch (`EVAL_BATCH`)."""
@@ -211,7 +213,7 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
                     'or tagging model (translate_file runs a seq2seq model)')
   words = meta['task'] == 'tagging'
   batch_size = batch_size or EVAL_BATCH[meta['task']]
-  examples = read_inputs(input_path, input_format, text_field, words)
+  examples = read_inputs(input_path, input_format, text_field, words, encoding)
   model = load(model_dir)
   summary = {'task': model.task, 'examples': len(examples), 'model': model_dir,
              'output': output_path}

@@ -62,7 +62,7 @@ def load_seq2seq(model_dir: str):
 
 def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,
                    length_penalty=None, batch_size: int = 64, max_len=None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, encoding: str = 'utf-8') -> dict:
   """Writes the translation of every line of `input_path` to `output_path`, one a line;
   returns a summary (examples, beam, length_penalty, max_len, output, seconds)."""
   t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   if not 1 <= max_len <= cfg.max_len:
     raise ConfigError(f'max_len must be in [1, {cfg.max_len}] (the model\'s positions), '
                       f'got {max_len}')
-  lines = read_lines(input_path)
+  lines = read_lines(input_path, encoding)
   if not lines:
     raise DataError(f'{input_path}: no input lines')
   real = [i for i, line in enumerate(lines) if line.strip()]
