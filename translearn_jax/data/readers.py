@@ -24,7 +24,8 @@ and line.
 
 Text files are decoded as UTF-8 (a BOM is dropped, CRLF line ends are
 normalised; CR alone ends lines only in a file without LF, else it reads as a
-space). Bytes that are not UTF-8 raise a `DataError` naming the file and line, unless `encoding` names the file's real encoding (e.g. 'latin-1') or
+space). Bytes that are not UTF-8 raise a `DataError` naming the file and line,
+unless `encoding` names the file's real encoding (e.g. 'latin-1') or
 `encoding_fallback` names one to use for files that are not valid UTF-8.
 """
 

@@ -21,6 +21,20 @@ _MARK_RE = regex.compile(r'\p{M}')
 _WORD_MARKS_RE = regex.compile(r"[\p{L}\p{N}\p{M}]+(?:['\u2019][\p{L}\p{N}\p{M}]+)*")
 
 
+def fold(word: str) -> str:
+  """The case-blind form words are matched in: NFC, lowercased (as `tokenize` makes them)."""
+  return unicodedata.normalize('NFC', word).lower()
+
+
+def folded_index(words: Iterable[str]) -> dict[str, int]:
+  """{folded word: index of its first spelling} (the most frequent one when `words` are
+  sorted by frequency, as vocabularies and vector files are)."""
+  index: dict[str, int] = {}
+  for i, w in enumerate(words):
+    index.setdefault(fold(w), i)
+  return index
+
+
 def tokenize(text: str, lowercase: bool = True) -> list[str]:
   """Splits text into word tokens (punctuation dropped), after Unicode NFC normalisation
   (a decomposed 'café' is the composed one); combining marks stay inside their word."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import unicodedata
 import warnings
 from typing import Optional, Sequence
 
@@ -34,6 +33,7 @@ import numpy as np
 from scipy import stats
 
 from translearn_jax.data.readers import read_text, resolve_paths
+from translearn_jax.data.vocab import fold, folded_index
 from translearn_jax.errors import DataError
 
 _POS_SUFFIX = re.compile(r'^(.+)-[nvjar]$')
@@ -45,19 +45,6 @@ def _path(path: str) -> str:
     raise DataError(f'{path}: names {len(files)} files ({files[0]}, ...); an evaluation set '
                     'is one file (name each: eval.similarity=ws=a.txt,men=b.txt)')
   return files[0]
-
-
-def fold(word: str) -> str:
-  """The form words are matched in: NFC, lowercased."""
-  return unicodedata.normalize('NFC', word).lower()
-
-
-def folded_index(words: Sequence[str]) -> dict[str, int]:
-  """{folded word: row of its first (most frequent) spelling}."""
-  index: dict[str, int] = {}
-  for i, w in enumerate(words):
-    index.setdefault(fold(w), i)
-  return index
 
 
 def _fields(line: str) -> list[str]:

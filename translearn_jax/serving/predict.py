@@ -68,7 +68,7 @@ def _tsv_texts(path: str, field, encoding: str):
   lines = read_lines(path, encoding)
   if not lines or not lines[0].strip():
     raise DataError(f'{path}:1: empty file (expected a header row naming the text column)')
-  header = lines[0].split('\t')
+  header = [h.strip(' ') for h in lines[0].split('\t')]   # as readers.iter_records reads it
   if field is None:
     field = next((f for f in TEXT_FIELDS['tsv'] if f in header), None)
     if field is None:

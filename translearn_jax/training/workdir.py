@@ -157,11 +157,11 @@ ADDED_FIELDS = {
     'backtranslation.beam': 1,
     'backtranslation.batch_size': 128,
     'dtype': 'float32',                 #   seq2seq (issue #18): float32 compute
+    'train.grad_accum': 1,              #   seq2seq (issue #18): no accumulation
     'data.encoding': 'utf-8',           # tagging and seq2seq files: UTF-8, strictly
     'data.encoding_fallback': '',
     'data.token_column': 0,             # tagging: CoNLL columns
     'data.tag_column': -1,
-    'train.grad_accum': 1,              #   seq2seq (issue #18): no accumulation
 }
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import unicodedata
 from typing import Any, Optional, Sequence
 
 import jax
@@ -34,6 +33,7 @@ import numpy as np
 import flax.linen as nn
 from flax import traverse_util
 
+from translearn_jax.data.vocab import fold, folded_index
 from translearn_jax.errors import ConfigError, TranslearnError
 from translearn_jax.training.metrics import write_json
 
@@ -161,10 +161,7 @@ def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Se
     raise GraftError(f'embedding widths differ: source {source.shape} vs target '
                      f'{target_init.shape}')
   index = {w: i for i, w in enumerate(source_vocab)}
-  fold = lambda w: unicodedata.normalize('NFC', w.lower())
-  folded: dict[str, int] = {}
-  for i, w in enumerate(source_vocab):
-    folded.setdefault(fold(w), i)
+  folded = folded_index(source_vocab)
   exact = np.array([index.get(w, -1) for w in target_vocab])
   src_rows = np.array([r if r >= 0 else folded.get(fold(w), -1)
                        for w, r in zip(target_vocab, exact)])
