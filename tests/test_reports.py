@@ -71,3 +71,29 @@ def test_fields_added_later_keep_recorded_runs_valid():
   assert fingerprint(new) == fingerprint(old)
   new.data.kind = 'tfds'
   assert fingerprint(new) != fingerprint(old)
+
+
+def test_records_made_before_a_field_was_listed_as_added_stay_valid(tmp_path, monkeypatch):
+  """A field one family gains may already exist in another (`data.encoding`: the classification
+  configs had it before the tagging configs did). Records of the older family, made before
+  the field entered `ADDED_FIELDS`, hashed it; they still resume, and a different config
+  is still refused."""
+  from configs import transfer_sst2_mlm
+  from translearn_jax.errors import ConfigError
+  from translearn_jax.experiments import runs
+  from translearn_jax.training import workdir
+  config = transfer_sst2_mlm.get_config()
+  assert config.data.encoding == workdir.ADDED_FIELDS['data.encoding']
+  entries = list(workdir.ADDED_FIELDS.items())
+  k = [p for p, _ in entries].index('data.encoding')
+  monkeypatch.setattr(workdir, 'ADDED_FIELDS', dict(entries[:k]))   # the code of that day
+  old_fp = runs.fingerprint(config)
+  monkeypatch.undo()
+  assert old_fp != runs.fingerprint(config)        # today's hash drops the field at its default
+  path = tmp_path / 'runs.jsonl'
+  path.write_text(json.dumps({'strategy': 'scratch', 'seed': 0, 'dev': 0.5, 'test': 0.5,
+                              'epoch': 1, 'config': old_fp, 'version': 2}) + '\n')
+  assert list(runs.load_done(str(path), runs.fingerprints(config))) == [('scratch', 0)]
+  config.train.epochs += 1
+  with pytest.raises(ConfigError, match='runs.jsonl:1: recorded by a different config'):
+    runs.load_done(str(path), runs.fingerprints(config))

@@ -260,7 +260,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
   """
   path = os.path.join(workdir, 'runs.jsonl')
   fp = runs.fingerprint(config)
-  done = runs.load_done(path, fp)
+  done = runs.load_done(path, runs.fingerprints(config))
   records: dict[tuple[str, int], dict] = {}
 
   def run(name: str, seed: int, fn) -> dict:

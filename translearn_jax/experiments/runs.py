@@ -64,16 +64,19 @@ def run_list(config) -> list[tuple[str, int]]:
   return [(n, s) for s in range(config.seeds) for n in names]
 
 
-def fingerprint(config) -> str:
+def fingerprint(config, added: int | None = None) -> str:
   """A hash of what every run of a comparison shares. A field added to the configs after
   runs were recorded counts only when it differs from the value those runs computed
-  with (`workdir.ADDED_FIELDS`), so recorded runs stay valid."""
+  with (`workdir.ADDED_FIELDS`), so recorded runs stay valid. `added`: how many of
+  `ADDED_FIELDS`' entries (the first ones, in the order they were added) to apply; all
+  by default, which is what new records carry."""
   d = json.loads(config.to_json_best_effort())
   for k in LIST_FIELDS:
     d.pop(k, None)
   d.get('transfer', {}).pop('strategies', None)
   d.get('transfer', {}).pop('strategy', None)
-  for path, default in workdir_lib.ADDED_FIELDS.items():
+  entries = list(workdir_lib.ADDED_FIELDS.items())
+  for path, default in entries[:len(entries) if added is None else added]:
     *parents, leaf = path.split('.')
     node = d
     for p in parents:
@@ -88,7 +91,18 @@ def fingerprint(config) -> str:
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_done(path: str, fp: str) -> dict[tuple[str, int], dict]:
+def fingerprints(config) -> set[str]:
+  """Every fingerprint a run of this config may have been recorded under: one per length of
+  `ADDED_FIELDS` in its history. A field one family gains may already exist in another
+  family (`data.encoding` of the classification configs was there before the tagging
+  configs gained it); records made before the entry was added hashed it, and stay valid."""
+  return {fingerprint(config, k) for k in range(len(workdir_lib.ADDED_FIELDS) + 1)}
+
+
+def load_done(path: str, fps: str | set[str]) -> dict[tuple[str, int], dict]:
+  """The runs recorded in `path`, by (strategy, seed). `fps`: the fingerprint(s) a record
+  of this config may carry (`fingerprints`); any other is an error."""
+  fps = {fps} if isinstance(fps, str) else set(fps)
   done = {}
   if not os.path.exists(path):
     return done
@@ -99,7 +113,7 @@ def load_done(path: str, fp: str) -> dict[tuple[str, int], dict]:
       except json.JSONDecodeError:
         info('%s:%d: unreadable line (a run cut off while writing) ignored', path, n)
         continue
-      if rec.get('config') != fp:
+      if rec.get('config') not in fps:
         raise ConfigError(f'{path}:{n}: recorded by a different config; use a new --workdir '
                           'or delete the file to start the comparison over')
       done[(rec['strategy'], rec['seed'])] = rec
@@ -179,7 +193,7 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
   """
   path = os.path.join(workdir, 'runs.jsonl')
   fp = fingerprint(config)
-  done = load_done(path, fp)
+  done = load_done(path, fingerprints(config))
   runs = run_list(config)
   results = []
   for strategy, seed in runs:

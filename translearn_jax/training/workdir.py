@@ -114,6 +114,8 @@ def _show(v: Any) -> str:
 # Fields added to a family after runs of it existed, with the value those runs
 # computed with: a `config.json` without the field equals one that has it at
 # this value (so adding a field does not make older run directories unresumable).
+# Append only, in the order added: a comparison's records carry a fingerprint made with
+# the entries of their day (`experiments.runs.fingerprints` tries each prefix).
 ADDED_FIELDS = {
     'optim.row_cap': 0.0,       # word2vec (issue #20): plain summed row updates
     'optim.row_cap_mode': 'count',      # word2vec (issue #20): the cap counts contributions
