@@ -8,7 +8,8 @@ sampler, transfer configs with `init.kind='lm'|'mlm'`, multi-task, zero-shot,
 continued pretraining; seq2seq runs: `transfer.sources.load('seq2seq', ...)`
 and `generation.seq2seq_decode`): `config.json` (family, `model` fields —
 seq2seq runs also `max_source_len`/`max_target_len` —, where it came from),
-the checkpoint's own tokenizer (`tokenizer.json` + its special tokens),
+the checkpoint's own tokenizer (`tokenizer.json` + its special tokens; built from
+`vocab.txt` or `vocab.json` + `merges.txt` when a checkpoint has only those),
 `checkpoints/0` (the parameters, orbax) and `import_report.json` (tensors
 imported, optional groups absent, tensors unused). `export_hf` writes
 `config.json`, `model.safetensors` and the tokenizer (seq2seq runs also
@@ -27,7 +28,6 @@ left half-written. Supported architectures and their options: `convert.hf`,
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from typing import Iterator
@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from translearn_jax.convert import hf, hf_seq2seq, safetensors_io
+from translearn_jax.data import hf_tokenizer
 from translearn_jax.data.hf_tokenizer import HFTokenizer, from_sentencepiece
 from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import DataError
@@ -78,14 +79,7 @@ def _staged(path: str, what: str) -> Iterator[str]:
 def _read_json(path: str) -> dict:
   if not os.path.isfile(path):
     raise DataError(f'{path} not found (not a Hugging Face model directory)')
-  try:
-    with open(path, encoding='utf-8') as f:
-      out = json.load(f)
-  except ValueError as e:
-    raise DataError(f'{path}: not JSON ({e})') from None
-  if not isinstance(out, dict):
-    raise DataError(f'{path}: not a JSON object')
-  return out
+  return hf_tokenizer.json_object(path)
 
 
 def _hf_tokenizer(hf_dir: str, model_type: str) -> HFTokenizer:
@@ -96,7 +90,9 @@ def _hf_tokenizer(hf_dir: str, model_type: str) -> HFTokenizer:
                     'which have no tokenizer.json form and which a run (one tokenizer) cannot '
                     'hold, so nothing was converted')
   if not os.path.isfile(path):
-    slow = [n for n in ('vocab.txt', 'vocab.json', 'merges.txt', 'spiece.model')
+    if any(os.path.isfile(os.path.join(hf_dir, n)) for n in hf_tokenizer.SLOW_FILES):
+      return hf_tokenizer.from_vocab_files(hf_dir, model_type)
+    slow = [n for n in ('spiece.model', 'sentencepiece.bpe.model')
             if os.path.isfile(os.path.join(hf_dir, n))]
     hint = (f' (it has {", ".join(slow)}: write tokenizer.json with transformers: '
             "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR))") if slow else ''

@@ -14,6 +14,12 @@ else from the usual names. Roles map onto this project's ids:
 * `unk_id`: `unk_token`, else `eos_id` (byte-level BPE never needs one);
 * `mask_id`: `mask_token` (an error naming the file when there is none).
 
+A checkpoint without `tokenizer.json` is read from its older vocabulary files
+(`from_vocab_files`: BERT's `vocab.txt`, byte-level `vocab.json` + `merges.txt`) as
+`transformers`' tokenizer classes build them; options that `tokenizer_config.json`
+states (`do_lower_case`, `strip_accents`, `tokenize_chinese_chars`, `add_prefix_space`)
+apply to a `tokenizer.json` too (`apply_options`).
+
 `encode*` never add special tokens: callers frame rows themselves (`<bos> text
 <eos>` for encoders, `<eos> text` for causal LMs), as they do with sentencepiece.
 `encode_words` encodes words as they appear inside running text (byte-level BPE:
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -224,7 +231,186 @@ class HFTokenizer:
       spec = json.loads(text)
     except ValueError as e:
       raise DataError(f'{path}: not JSON ({e})') from None
-    return cls(text, special_tokens(os.path.dirname(path), spec), path)
+    directory = os.path.dirname(path)
+    if apply_options(spec, tokenizer_options(directory)):
+      text = json.dumps(spec, ensure_ascii=False)
+    return cls(text, special_tokens(directory, spec), path)
+
+
+def json_object(path: str) -> dict:
+  """The JSON object in `path` ({} when there is no such file)."""
+  if not os.path.isfile(path):
+    return {}
+  try:
+    with open(path, encoding='utf-8') as f:
+      out = json.load(f)
+  except ValueError as e:
+    raise DataError(f'{path}: not JSON ({e})') from None
+  if not isinstance(out, dict):
+    raise DataError(f'{path}: not a JSON object')
+  return out
+
+
+def tokenizer_options(directory: str) -> dict:
+  """`tokenizer_config.json` in `directory` as a dict ({} when absent)."""
+  return json_object(os.path.join(directory, CONFIG_FILES[0]))
+
+
+def _option(conf: dict, key: str, kind: type, default=None):
+  v = conf.get(key, default)
+  if v is not None and not isinstance(v, kind):
+    raise DataError(f'{CONFIG_FILES[0]}: {key} must be {kind.__name__}, got {v!r}')
+  return v
+
+
+def apply_options(spec: dict, conf: dict) -> bool:
+  """Applies the options `tokenizer_config.json` states explicitly to a `tokenizer.json` spec,
+  as `transformers` does when it loads the pair: `do_lower_case`, `strip_accents` and
+  `tokenize_chinese_chars` set a `BertNormalizer`, `add_prefix_space` a `ByteLevel`
+  pre-tokenizer (and RoBERTa's post-processor). Returns whether anything changed."""
+  changed = False
+
+  def nodes(node, kinds):
+    if isinstance(node, dict):
+      if node.get('type') in kinds:
+        yield node
+      for key in ('normalizers', 'pretokenizers', 'processors'):
+        for child in node.get(key) or []:
+          yield from nodes(child, kinds)
+
+  def put(node, key, value):
+    nonlocal changed
+    if value is not None and node.get(key) != value:
+      node[key] = value
+      changed = True
+
+  for norm in nodes(spec.get('normalizer'), ('BertNormalizer',)):
+    put(norm, 'lowercase', _option(conf, 'do_lower_case', bool))
+    if 'strip_accents' in conf:
+      put(norm, 'strip_accents', _option(conf, 'strip_accents', bool))
+    put(norm, 'handle_chinese_chars', _option(conf, 'tokenize_chinese_chars', bool))
+  prefix = _option(conf, 'add_prefix_space', bool)
+  for node in nodes(spec.get('pre_tokenizer'), ('ByteLevel',)):
+    put(node, 'add_prefix_space', prefix)
+  for node in nodes(spec.get('post_processor'), ('RobertaProcessing',)):
+    put(node, 'add_prefix_space', prefix)
+  return changed
+
+
+# The roles' tokens of each family's tokenizer class in transformers, when the config omits them
+_SLOW_DEFAULTS = {
+    'wordpiece': {'unk': '[UNK]', 'sep': '[SEP]', 'pad': '[PAD]', 'cls': '[CLS]',
+                  'mask': '[MASK]'},
+    'gpt2': {'unk': '<|endoftext|>', 'bos': '<|endoftext|>', 'eos': '<|endoftext|>'},
+    'roberta': {'bos': '<s>', 'eos': '</s>', 'sep': '</s>', 'cls': '<s>', 'unk': '<unk>',
+                'pad': '<pad>', 'mask': '<mask>'},
+}
+_SLOW_KIND = {'bert': 'wordpiece', 'gpt2': 'gpt2', 'gpt_neox': 'gpt2', 'roberta': 'roberta',
+              'bart': 'roberta'}
+SLOW_FILES = ('vocab.txt', 'vocab.json', 'merges.txt')
+
+
+def from_vocab_files(directory: str, model_type: str) -> HFTokenizer:
+  """The tokenizer of a checkpoint that ships the older vocabulary files instead of
+  `tokenizer.json`, built as `transformers`' tokenizer classes build it: `vocab.txt` is
+  BERT's WordPiece (`do_lower_case`, `strip_accents`, `tokenize_chinese_chars` from
+  `tokenizer_config.json`, lowercasing by default); `vocab.json` + `merges.txt` are
+  byte-level BPE (GPT-2, GPT-NeoX with NFC, RoBERTa and BART with their framing;
+  `add_prefix_space`). Tokens of `added_tokens.json` are added at their recorded ids."""
+  from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+  from tokenizers import pre_tokenizers, processors
+  kind = _SLOW_KIND.get(model_type)
+  have = [n for n in SLOW_FILES if os.path.isfile(os.path.join(directory, n))]
+  if kind is None:
+    raise DataError(f'{directory}: no {HFTokenizer.file_name}, and {model_type!r} checkpoints '
+                    'have no vocabulary-file reader here (BERT, GPT-2, GPT-NeoX, RoBERTa and '
+                    f'BART do); write tokenizer.json with transformers: '
+                    'AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)')
+  conf = tokenizer_options(directory)
+  specials = dict(_SLOW_DEFAULTS[kind])
+  strips: dict[str, dict] = {}          # a token written as a dict: its lstrip/rstrip flags
+  for name in reversed(CONFIG_FILES):      # tokenizer_config.json wins, as in special_tokens()
+    for role in ROLES:
+      entry = json_object(os.path.join(directory, name)).get(f'{role}_token')
+      if _content(entry):
+        specials[role] = _content(entry)
+        if isinstance(entry, dict):
+          strips[specials[role]] = {k: bool(entry[k]) for k in ('lstrip', 'rstrip') if k in entry}
+  need = ('vocab.txt',) if kind == 'wordpiece' else ('vocab.json', 'merges.txt')
+  missing = [n for n in need if n not in have]
+  if missing:
+    raise DataError(f'{directory}: no {HFTokenizer.file_name} and no {" + ".join(missing)} '
+                    f'(a {model_type} tokenizer needs {" + ".join(need)})')
+  if kind == 'wordpiece':
+    path = os.path.join(directory, 'vocab.txt')
+    with open(path, encoding='utf-8') as f:        # one token a line, as transformers reads it
+      lines = [line.rstrip('\n') for line in f.readlines()]
+    vocab = {t: i for i, t in enumerate(lines)}      # a repeated token: its last line's id
+    if len(vocab) < len(lines):
+      first = next(i for i, t in enumerate(lines) if vocab[t] != i)
+      warnings.warn(f'{path}:{first + 1}: {lines[first]!r} appears again at line '
+                    f'{vocab[lines[first]] + 1}; as in transformers the later line\'s id is '
+                    f'used and id {first} is never produced ({len(lines) - len(vocab)} '
+                    'repeated lines)')
+    if specials['unk'] not in vocab:
+      raise DataError(f'{path}: the unknown token {specials["unk"]!r} is not in the vocabulary')
+    tk = Tokenizer(models.WordPiece(vocab, unk_token=specials['unk']))
+    strip = _option(conf, 'strip_accents', bool)
+    tk.normalizer = normalizers.BertNormalizer(
+        clean_text=True, strip_accents=strip,
+        handle_chinese_chars=_option(conf, 'tokenize_chinese_chars', bool, True),
+        lowercase=_option(conf, 'do_lower_case', bool, True))
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.decoder = decoders.WordPiece(prefix='##')
+  else:
+    path = os.path.join(directory, 'vocab.json')
+    try:
+      vocab, merges = models.BPE.read_file(path, os.path.join(directory, 'merges.txt'))
+    except Exception as e:      # the Rust side raises a bare Exception
+      raise DataError(f'{directory}: vocab.json / merges.txt not readable as byte-level BPE '
+                      f'({e})') from None
+    prefix = _option(conf, 'add_prefix_space', bool, False)
+    tk = Tokenizer(models.BPE(vocab, merges, continuing_subword_prefix='',
+                              end_of_word_suffix='', fuse_unk=False))
+    if model_type == 'gpt_neox':
+      tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix)
+    tk.decoder = decoders.ByteLevel()
+  # tokens added after training: added_tokens.json {token: id}, tokenizer_config.json's
+  # added_tokens_decoder {id: {content, special, lstrip, ...}}; added in id order
+  extra: dict[int, dict] = {}
+  added_path = os.path.join(directory, 'added_tokens.json')
+  for token, i in json_object(added_path).items():
+    extra[int(i)] = {'content': token}
+  for i, entry in (conf.get('added_tokens_decoder') or {}).items():
+    if isinstance(entry, dict) and _content(entry):
+      extra[int(i)] = entry
+  flags = ('single_word', 'lstrip', 'rstrip', 'normalized', 'special')
+  for i, entry in sorted(extra.items()):
+    token = entry['content']
+    if tk.token_to_id(token) is None:
+      opts = {k: bool(entry[k]) for k in flags if k in entry}
+      opts.setdefault('normalized', not opts.get('special', False))
+      tk.add_tokens([AddedToken(token, **opts)])
+    if tk.token_to_id(token) != i:
+      raise DataError(f'{directory}: added token {token!r} is recorded at id {i} but lands at '
+                      f'{tk.token_to_id(token)} after the vocabulary\'s {len(vocab)} tokens')
+  used = {r: t for r, t in specials.items() if tk.token_to_id(t) is not None}
+  # special tokens are matched in raw text (RoBERTa's configs let <mask> take the space
+  # before it: lstrip)
+  tk.add_special_tokens([AddedToken(t, special=True, normalized=False, **strips.get(t, {}))
+                         for t in sorted(set(used.values()))])
+  if kind == 'wordpiece' and {'cls', 'sep'} <= set(used):
+    tk.post_processor = processors.TemplateProcessing(
+        single=f'{used["cls"]}:0 $A:0 {used["sep"]}:0',
+        pair=f'{used["cls"]}:0 $A:0 {used["sep"]}:0 $B:1 {used["sep"]}:1',
+        special_tokens=[(used['cls'], tk.token_to_id(used['cls'])),
+                        (used['sep'], tk.token_to_id(used['sep']))])
+  elif kind == 'roberta' and {'cls', 'sep'} <= set(used):
+    tk.post_processor = processors.RobertaProcessing(
+        (used['sep'], tk.token_to_id(used['sep'])), (used['cls'], tk.token_to_id(used['cls'])),
+        trim_offsets=True, add_prefix_space=_option(conf, 'add_prefix_space', bool, False))
+  return HFTokenizer(tk.to_str(), used, os.path.join(directory, need[0]))
 
 
 def from_sentencepiece(tok, encoder: bool = False) -> HFTokenizer:
