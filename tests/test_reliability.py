@@ -490,3 +490,28 @@ def test_manifests_hashed_in_the_background_land_and_errors_surface(tmp_path, mo
     ck.save(3, state, {})
   monkeypatch.undo()
   ck.close()
+
+
+def test_atomic_writes_keep_a_symbolic_link_and_write_a_pipe_directly(tmp_path):
+  """Both atomic writers replace a link's target (the link stays a link); a FIFO, which nothing
+  can be renamed over, is written in place."""
+  import threading
+  from translearn_jax.data import readers
+  from translearn_jax.training.files import atomic_write
+  for i, write in enumerate((lambda p, t: atomic_write(p, t),
+                             lambda p, t: readers.write_file(p, t.encode()))):
+    target, link = tmp_path / f'target{i}', tmp_path / f'link{i}'
+    target.write_text('old')
+    os.symlink(target, link)
+    write(str(link), 'new')
+    assert os.path.islink(link) and target.read_text() == 'new'
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f'target{j}' for j in range(i + 1)] + [f'link{j}' for j in range(i + 1)])
+  fifo = tmp_path / 'fifo'
+  os.mkfifo(fifo)
+  got = []
+  reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+  reader.start()
+  atomic_write(str(fifo), 'through the pipe\n')
+  reader.join(10)
+  assert got == ['through the pipe\n'] and fifo.is_fifo()

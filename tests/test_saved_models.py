@@ -449,6 +449,23 @@ def test_translearn_predict_and_translate_commands(tmp_path, capsys, bag_run, s2
   err = capsys.readouterr().err.splitlines()
   assert err == [f'wrote {len(gold)} predictions to {out}',
                  f'wrote {hyps.count(chr(10))} translations to {tmp_path / "t.txt"}'], err
+  # '-': standard output (the summary stays on stderr)
+  assert cli.main(['predict', model_dir, '--input', path, '--output', '-', '--no_progress']) == 0
+  assert cli.main(['translate', os.path.join(s2s_dir, 'model'), '--input', test_src,
+                   '--output', '-', '--no_progress']) == 0
+  got = capsys.readouterr()
+  assert got.out == open(out, encoding='utf-8').read() + hyps
+  assert got.err.splitlines() == [
+      f'wrote {len(gold)} predictions to standard output',
+      f'wrote {hyps.count(chr(10))} translations to standard output'], got.err
+  # a symbolic link as the output is kept; its target is what gets replaced
+  target, link = tmp_path / 'target.jsonl', tmp_path / 'link.jsonl'
+  target.write_text('old\n')
+  os.symlink(target, link)
+  assert cli.main(['predict', model_dir, '--input', path, '--output', str(link),
+                   '--no_progress']) == 0
+  assert os.path.islink(link) and target.read_text() == open(out, encoding='utf-8').read()
+  capsys.readouterr()
   cases = [(['predict', str(tmp_path / 'nowhere'), '--input', path, '--output', out],
             'nowhere'),
            (['translate', model_dir, '--input', test_src, '--output', out], 'classification'),

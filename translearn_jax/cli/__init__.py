@@ -94,7 +94,7 @@ def _serving_parser(command: str):
   p.add_argument('model_dir', help='a saved model: a run\'s model/ or models/<strategy>/ '
                  'folder (translate also takes a seq2seq run directory)')
   p.add_argument('--input', required=True, help='the file to read')
-  p.add_argument('--output', required=True, help='the file to write')
+  p.add_argument('--output', required=True, help="the file to write ('-': standard output)")
   p.add_argument('--batch_size', type=int, help='examples per batch (default: the library\'s)')
   p.add_argument('--no_progress', action='store_true', help='no progress bar')
   p.add_argument('--encoding', help="the input's text encoding (default utf-8; e.g. latin-1)")
@@ -144,7 +144,8 @@ def _serve(function: str, args, options: tuple[str, ...]) -> int:
   if isinstance(summary, dict):
     cut = summary.get('truncated_words')
     what = 'predictions' if function == 'predict_file' else 'translations'
-    print(f'wrote {summary.get("examples")} {what} to {args.output}'
+    where = 'standard output' if args.output == '-' else args.output
+    print(f'wrote {summary.get("examples")} {what} to {where}'
           + (f"; {cut} words beyond the model's max_tokens were tagged O" if cut else ''),
           file=sys.stderr)
   return 0

@@ -359,10 +359,16 @@ def fsync_dir(d: str) -> None:
       os.close(fd)
 
 
+def write_target(path: str) -> str:
+  """Where a write to `path` goes: a symbolic link's target (the link is kept), else `path`."""
+  return os.path.realpath(path) if os.path.islink(path) else path
+
+
 def write_file(path: str, data: bytes) -> None:
   """Writes `data` under a temporary name, then renames it over `path`: an existing file
   is never left half-written (tokenizers, vocabularies; the data layer cannot use
-  `training.files`, a layer above it)."""
+  `training.files`, a layer above it). A symbolic link is kept and its target replaced."""
+  path = write_target(path)
   tmp = f'{path}.tmp{os.getpid()}'
   try:
     with open(tmp, 'wb') as f:

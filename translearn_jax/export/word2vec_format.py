@@ -46,6 +46,7 @@ def save_word2vec(path: str, words: Sequence[str], vectors: np.ndarray,
                   binary: bool = False) -> None:
   vectors = np.asarray(vectors, np.float32)
   _check(words, vectors)
+  path = readers.write_target(path)      # a symbolic link stays one; its target is replaced
   tmp = f'{path}.tmp{os.getpid()}'
   try:
     with open(tmp, 'wb') as f:

@@ -27,6 +27,7 @@ Output: JSONL, one line per example in input order, written atomically:
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -175,10 +176,15 @@ def tag(model: SavedModel, sentences: list, batch_size: int,
   return out, truncated
 
 
+STDOUT = '-'                   # an output path meaning standard output
+
+
 def check_output(path: str) -> None:
-  """An output path that can be written: checked before any compute."""
+  """An output path that can be written (or `STDOUT`): checked before any compute."""
   if not path:
     raise DataError('the output path is empty')
+  if path == STDOUT:
+    return
   if os.path.isdir(path):
     raise DataError(f'{path}: is a directory (the output is a file)')
   d = os.path.dirname(os.path.abspath(path))
@@ -186,9 +192,18 @@ def check_output(path: str) -> None:
     raise DataError(f'{path}: the output directory {d} does not exist')
 
 
-def write_jsonl(path: str, records: list) -> None:
+def write_output(path: str, text: str) -> None:
+  """`text` to `path` atomically (`training.files.atomic_write`), or to standard output."""
   check_output(path)
-  atomic_write(path, ''.join(dumps(r, ensure_ascii=False) + '\n' for r in records))
+  if path == STDOUT:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+  else:
+    atomic_write(path, text)
+
+
+def write_jsonl(path: str, records: list) -> None:
+  write_output(path, ''.join(dumps(r, ensure_ascii=False) + '\n' for r in records))
 
 
 # The batch size each task evaluates with (`ClassificationTask.accuracy`,

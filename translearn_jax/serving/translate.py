@@ -22,8 +22,7 @@ from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.serving.saved_model import MODEL_JSON, load, read_meta
-from translearn_jax.serving.predict import check_output, read_lines
-from translearn_jax.training.files import atomic_write
+from translearn_jax.serving.predict import check_output, read_lines, write_output
 from translearn_jax.transfer import sources
 
 
@@ -38,8 +37,7 @@ def one_line(text: str) -> str:
 
 
 def write_lines(path: str, lines) -> None:
-  check_output(path)
-  atomic_write(path, ''.join(one_line(h) + '\n' for h in lines))
+  write_output(path, ''.join(one_line(h) + '\n' for h in lines))
 
 
 def load_seq2seq(model_dir: str):
