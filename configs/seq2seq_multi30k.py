@@ -89,6 +89,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.metric = 'bleu'            # 'bleu' (+ chrF) | 'rouge'
+  config.eval.bleu_tokenize = '13a'      # sacrebleu's: 'zh' (Chinese), 'ja-mecab', 'intl', ...
+  config.eval.rouge_tokenize = 'default'  # rouge-score's English words + stemming | 'unicode'
   config.eval.beam = 4                   # 1 = greedy
   config.eval.length_penalty = 0.6       # GNMT alpha
   config.eval.max_examples = 0

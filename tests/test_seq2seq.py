@@ -12,7 +12,7 @@ import pytest
 from conftest import set_fields, shared_data
 from translearn_jax.data import parallel
 from translearn_jax.data.tokenizer import BOS, PAD
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.generation import seq2seq_decode as dec
 from translearn_jax.models import seq2seq as s2s
 from translearn_jax.pretraining import seq2seq
@@ -74,6 +74,38 @@ def test_bleu_of_references_is_100():
   assert seq2seq.score(refs, refs, 'bleu')['bleu'] == pytest.approx(100.0)
   assert seq2seq.score(refs, refs, 'bleu')['chrf'] == pytest.approx(100.0)
   assert seq2seq.score(['x y z', 'q'], refs, 'bleu')['bleu'] < 5
+
+
+def test_metric_tokenisation_options_for_other_scripts(tmp_path):
+  """eval.bleu_tokenize reaches sacrebleu (Chinese scored by characters with 'zh', as
+  sacrebleu's own reference does); eval.rouge_tokenize='unicode' scores words of any script,
+  where rouge-score's default tokenizer sees none; unusable settings and references that the
+  default tokenizer cannot read stop the run before training."""
+  import sacrebleu
+  from configs import seq2seq_summarize
+  hyps, refs = ['猫坐在垫子上。', '今天天气很好'], ['猫坐在垫子上了。', '今天天气不错']
+  zh = seq2seq.score(hyps, refs, 'bleu', bleu_tokenize='zh')['bleu']
+  assert zh == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize='zh').score)
+  assert zh > 20 and seq2seq.score(hyps, refs, 'bleu')['bleu'] < zh  # 13a: one token a line
+  ru_h, ru_r = ['кошка сидит на ковре'], ['кошка сидела на ковре']
+  assert seq2seq.score(ru_h, ru_r, 'rouge')['rouge1'] == 0.0     # no a-z tokens at all
+  assert seq2seq.score(ru_h, ru_r, 'rouge', rouge_tokenize='unicode')['rouge1'] == \
+      pytest.approx(75.0)                                         # 3 of 4 words, both ways
+  de = seq2seq.score(['Die Brücke über den Fluß'], ['die brücke über den fluß'], 'rouge',
+                     rouge_tokenize='unicode')
+  assert de['rouge1'] == pytest.approx(100.0)
+  ev = seq2seq_summarize.get_config().eval
+  seq2seq.check_metric('rouge', ev)
+  ev.rouge_tokenize = 'words'
+  with pytest.raises(ConfigError, match="eval.rouge_tokenize must be one of"):
+    seq2seq.check_metric('rouge', ev)
+  ev.bleu_tokenize = 'klingon'
+  with pytest.raises(ConfigError, match="eval.bleu_tokenize='klingon': sacrebleu cannot"):
+    seq2seq.check_metric('bleu', ev)
+  with pytest.raises(ConfigError, match=r"the test split \(t.jsonl\): 2 of 3 references have "
+                                        r"no a-z/0-9.*eval.rouge_tokenize='unicode'"):
+    seq2seq.check_rouge_references(['кошка', 'ok', '猫'], 'default', 'the test split (t.jsonl)')
+  seq2seq.check_rouge_references(['кошка', 'ok', '猫'], 'unicode', 'x')
 
 
 def test_misaligned_and_empty_lines_are_named(tmp_path):
@@ -182,6 +214,14 @@ def test_summarisation_config_on_made_up_pairs(tmp_path):
   bad.write_text('{"document": "a b", "summary": ""}\n', encoding='utf-8')
   with pytest.raises(DataError, match=r"bad\.jsonl:1: field 'summary' missing or empty"):
     parallel.read_pairs_fields('jsonl', str(bad), 'document', 'summary')
+  # summaries that rouge-score's default tokenizer cannot read: refused before training
+  ru = tmp_path / 'ru.jsonl'
+  ru.write_text(''.join(json.dumps({'document': 'а б в', 'summary': 'а б'}) + '\n'
+                        for _ in range(4)), encoding='utf-8')
+  c.data.valid_path = str(ru)
+  with pytest.raises(ConfigError, match=r"the valid split \(.*ru\.jsonl\): 4 of 4 references"):
+    seq2seq.train_and_evaluate(c, str(tmp_path / 'ru_run'))
+  assert not os.path.exists(tmp_path / 'ru_run' / 'checkpoints')
 
 
 @pytest.fixture(scope='module')

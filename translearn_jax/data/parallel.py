@@ -94,6 +94,15 @@ def read_split(cfg, split: str) -> list[tuple[str, str]]:
   raise DataError(f"data.kind must be 'text', 'tsv', 'jsonl' or 'tfds', got {cfg.kind!r}")
 
 
+def split_name(cfg, split: str) -> str:
+  """Where `read_split` reads `split`'s targets from (for messages)."""
+  if cfg.kind == 'text':
+    return cfg[f'{split}_target']
+  if cfg.kind == 'tfds':
+    return f'{cfg.path}:{cfg[f"{split}_split"]}'
+  return cfg[f'{split}_path']
+
+
 def length_filter(src_ids, tgt_ids, max_source: int, max_target: int, min_len: int = 1):
   """Indices of pairs within the limits (target counted with its EOS)."""
   keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids))

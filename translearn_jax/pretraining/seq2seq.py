@@ -28,6 +28,7 @@ import functools
 import itertools
 import json
 import os
+import re
 from typing import Any
 
 import jax
@@ -325,16 +326,40 @@ def evaluate_split(decode_model, params, tok, pairs, sources, config, beam: int
                    ) -> tuple[dict, list]:
   hyps = seq2seq_decode.translate(decode_model, params, tok, sources, config.max_target_len,
                                   beam, config.eval.length_penalty)
-  return dict(score(hyps, [p[1] for p in pairs], config.eval.metric), examples=len(pairs)), hyps
+  return dict(score(hyps, [p[1] for p in pairs], config.eval.metric,
+                    **metric_options(config.eval)), examples=len(pairs)), hyps
 
 
-def score(hyps, refs, metric: str) -> dict:
+def metric_options(ev) -> dict:
+  """`score`'s tokenisation options from a config's `eval` group (absent: the defaults)."""
+  return {'bleu_tokenize': ev.get('bleu_tokenize', '13a'),
+          'rouge_tokenize': ev.get('rouge_tokenize', 'default')}
+
+
+ROUGE_TOKENIZERS = ('default', 'unicode')
+
+
+class _UnicodeWords:
+  """ROUGE tokens for any script: lowercased runs of letters and digits (no stemming).
+  rouge-score's own tokenizer keeps only a-z and 0-9, so German umlauts split words and
+  Chinese, Russian or Arabic text has no tokens at all."""
+
+  def tokenize(self, text: str) -> list[str]:
+    return re.findall(r'\w+', text.lower())
+
+
+def score(hyps, refs, metric: str, bleu_tokenize: str = '13a',
+          rouge_tokenize: str = 'default') -> dict:
+  """Corpus BLEU + chrF (sacrebleu; `bleu_tokenize`: its tokenizer, '13a' by default, 'zh'
+  for Chinese, 'ja-mecab', 'ko-mecab', 'intl', 'flores200', ...) or mean ROUGE-1/2/L F1
+  (rouge-score; `rouge_tokenize`: 'default', its English tokenizer with Porter stemming, or
+  'unicode', words of any script)."""
   if metric == 'bleu':
     import sacrebleu
-    return {'bleu': sacrebleu.corpus_bleu(hyps, [refs]).score,
+    return {'bleu': sacrebleu.corpus_bleu(hyps, [refs], tokenize=bleu_tokenize).score,
             'chrf': sacrebleu.corpus_chrf(hyps, [refs]).score}
   if metric == 'rouge':
-    sc = rouge_scorer()
+    sc = rouge_scorer(rouge_tokenize)
     agg = {k: 0.0 for k in ('rouge1', 'rouge2', 'rougeL')}
     for h, r in zip(hyps, refs):
       s = sc.score(r, h)
@@ -357,21 +382,47 @@ def save_model(directory: str, config, model_cfg: s2s.Seq2SeqConfig, params, tok
                           provenance=saved_model.provenance(config, scores=scores))
 
 
-def rouge_scorer():
-  """ROUGE-1/2/L with stemming (rouge-score, the `[summarize]` extra)."""
+def rouge_scorer(tokenize: str = 'default'):
+  """ROUGE-1/2/L (rouge-score, the `[summarize]` extra): its English tokenizer with
+  stemming, or `_UnicodeWords` ('unicode')."""
+  if tokenize not in ROUGE_TOKENIZERS:
+    raise ConfigError(f'eval.rouge_tokenize must be one of {ROUGE_TOKENIZERS}, got {tokenize!r}')
   try:
     from rouge_score import rouge_scorer as rs
   except ImportError:
     raise MissingExtraError('rouge-score', 'summarize', "eval.metric='rouge'") from None
+  if tokenize == 'unicode':
+    return rs.RougeScorer(['rouge1', 'rouge2', 'rougeL'], tokenizer=_UnicodeWords())
   return rs.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
 
 
-def check_metric(metric: str) -> None:
-  """Raises before any training if `eval.metric` is unknown or its package is missing."""
+def check_metric(metric: str, ev=None) -> None:
+  """Raises before any training if `eval.metric` is unknown, its package is missing or its
+  tokenisation option (`ev`: the config's `eval` group) is not one the package has."""
+  opts = metric_options(ev if ev is not None else {})
   if metric == 'rouge':
-    rouge_scorer()
-  elif metric != 'bleu':
+    rouge_scorer(opts['rouge_tokenize'])
+  elif metric == 'bleu':
+    import sacrebleu
+    try:                  # unknown names, and mecab tokenizers without their package
+      sacrebleu.BLEU(tokenize=opts['bleu_tokenize'])
+    except Exception as e:  # noqa: BLE001 -- sacrebleu raises several kinds here
+      raise ConfigError(f'eval.bleu_tokenize={opts["bleu_tokenize"]!r}: sacrebleu cannot '
+                        f'use it ({type(e).__name__}: {e})') from None
+  else:
     raise ConfigError(f"eval.metric must be 'bleu' or 'rouge', got {metric!r}")
+
+
+def check_rouge_references(refs, tokenize: str, path: str) -> None:
+  """Raises when rouge-score's default tokenizer finds no token in most references: the
+  scores would be ~0 whatever the model wrote (text in a non-Latin script)."""
+  if tokenize != 'default' or not refs:
+    return
+  empty = sum(not re.search('[a-z0-9]', r.lower()) for r in refs)
+  if empty > len(refs) / 2:
+    raise ConfigError(f"{path}: {empty} of {len(refs)} references have no a-z/0-9 character, "
+                      "so rouge-score's default tokenizer scores them 0 whatever the model "
+                      "writes; set eval.rouge_tokenize='unicode'")
 
 
 OBJECTIVES = ('supervised', 'denoise')
@@ -525,6 +576,11 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
             or (config.data.kind == 'tfds' and config.data.get(f'{s}_split'))}
   if 'train' not in splits:
     raise ConfigError('config.data names no training pairs')
+  if config.eval.metric == 'rouge':       # before any training: scores that mean something
+    for s in ('valid', 'test'):
+      if s in splits:
+        check_rouge_references([p[1] for p in splits[s]], metric_options(config.eval)[
+            'rouge_tokenize'], f'the {s} split ({parallel.split_name(config.data, s)})')
   tok = get_tokenizer(config, splits['train'], workdir, src)
   ms, mt = config.max_source_len, config.max_target_len
   train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True)
@@ -579,7 +635,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise ConfigError("config.backtranslation.model: back-translation makes translation "
                         "pairs; objective='denoise' reads monolingual text only")
   else:
-    check_metric(config.eval.metric)
+    check_metric(config.eval.metric, config.eval)
   rules = mesh_lib.rules_from_config(config)
   mesh = mesh_lib.mesh_from_config(config)     # bad mesh.* fields: before any data
   accum = config.train.get('grad_accum', 1)

@@ -164,6 +164,8 @@ ADDED_FIELDS = {
     'data.encoding_fallback': '',
     'data.token_column': 0,             # tagging: CoNLL columns
     'data.tag_column': -1,
+    'eval.bleu_tokenize': '13a',        # seq2seq: sacrebleu's default tokenizer
+    'eval.rouge_tokenize': 'default',   #   and rouge-score's
 }
 
 
