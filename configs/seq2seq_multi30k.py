@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   d = '../shared/data/multi30k/'
   config.data = ml_collections.ConfigDict()
-  config.data.kind = 'text'              # 'text' (aligned files) | 'tsv' | 'jsonl' | 'tfds'
+  config.data.kind = 'text'              # 'text' (aligned files) | 'tsv' | 'csv' | 'jsonl' | 'tfds'
   config.data.train_source = d + 'train.en'
   config.data.train_target = d + 'train.de'
   config.data.valid_source = d + 'val.en'

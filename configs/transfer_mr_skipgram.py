@@ -30,11 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
                                          #   (models/<strategy>-seed<k>/); 'none'
 
   config.data = ml_collections.ConfigDict()
-  config.data.kind = 'mr'                # 'mr' | 'tsv' | 'jsonl' | 'tfds' (path: e.g. 'glue/sst2')
+  config.data.kind = 'mr'                # 'mr' | 'tsv' | 'csv' | 'jsonl' | 'tfds' (e.g. 'glue/sst2')
   config.data.path = '../shared/data/rt_polarity'
-  config.data.text_field = 'sentence'    # tsv/jsonl
-  config.data.label_field = 'label'      # tsv/jsonl
-  config.data.encoding = 'utf-8'         # tsv/jsonl (MR is read as Latin-1)
+  config.data.text_field = 'sentence'    # tsv/csv/jsonl; 'title,body': fields joined, in order
+  config.data.label_field = 'label'      # tsv/csv/jsonl (headerless files: column numbers)
+  config.data.encoding = 'utf-8'         # tsv/csv/jsonl (MR is read as Latin-1)
   config.data.split = '0.8,0.1,0.1'      # train/dev/test fractions (stratified)
   config.data.split_seed = 0
   config.data.dev_path = ''              # tsv/jsonl: with test_path, a predefined split

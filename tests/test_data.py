@@ -259,3 +259,55 @@ def test_tfds_tagging_corpus_shaped_like_conll2003(tmp_path):
   assert corpus.path == 'tfds:tiny_ner/validation'
   with pytest.raises(DataError, match="TFDS 'tiny_ner' has no feature 'labels'"):
     conll.read_tfds('tiny_ner', 'train', tags_field='labels', data_dir=str(tmp_path))
+
+
+def test_csv_records_follow_rfc4180_and_name_the_line_a_row_starts_on(tmp_path):
+  """Quoted commas, doubled quotes and line breaks inside a field are one cell (as Python's
+  csv reads them); header names or column numbers choose fields; a bad row is named by the
+  line it starts on."""
+  import csv
+  import io
+  rows = [['label', 'title', 'body'], ['3', 'Wall St., again', 'He said "no"\nthen left'],
+          ['1', 'Plain', 'x'], ['2', '', 'only a body']]
+  buf = io.StringIO()
+  csv.writer(buf).writerows(rows)
+  p = tmp_path / 'news.csv'
+  p.write_text(buf.getvalue(), encoding='utf-8')
+  got = list(readers.iter_records(str(p), 'csv', ['title', 'body']))
+  assert [(n, r['title'], r['body']) for _, n, r in got] == [
+      (2, 'Wall St., again', 'He said "no"\nthen left'), (4, 'Plain', 'x'), (5, '', 'only a body')]
+  headless = tmp_path / 'ag.csv'                 # AG News' layout: no header, label first
+  headless.write_text(buf.getvalue().split('\n', 1)[1], encoding='utf-8')
+  assert [r['0'] for _, _, r in readers.iter_records(str(headless), 'csv', ['0', '2'])] == \
+      ['3', '1', '2']
+  assert [d for d in docs(kind='csv', path=str(p), field='title')] == \
+      ['Wall St., again', 'Plain', '']
+  bad = tmp_path / 'bad.csv'
+  bad.write_text('text,label\n"a, b",1\n"two\nlines",0\nc,d,1\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'bad\.csv:5: has 3 comma-separated columns but the '
+                                      r'header has 2 \(an unquoted comma inside a field\?\)'):
+    list(readers.iter_records(str(bad), 'csv', ['text', 'label']))
+  quote = tmp_path / 'quote.csv'
+  quote.write_text('text,label\nok,1\n"a"b,1\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'quote\.csv:3: not readable as CSV'):
+    list(readers.iter_records(str(quote), 'csv', ['text', 'label']))
+  with pytest.raises(DataError, match=r"news\.csv:1: no column named 'text' in header"):
+    list(readers.iter_records(str(p), 'csv', ['text']))
+
+
+def test_labelled_csv_with_several_text_fields(tmp_path):
+  """AG News as distributed: headerless CSV, class number first, title and description
+  joined in order; the label field cannot also be a text field."""
+  from translearn_jax.data import labelled
+  from translearn_jax.errors import ConfigError
+  p = tmp_path / 'train.csv'
+  p.write_text('"3","Wall St. Bears","Short-sellers, Wall Street\'s dwindling band"\n'
+               '"10","Title only",""\n"2"," ","Body only"\n', encoding='utf-8')
+  lt = labelled.read_fields('csv', str(p), '1,2', '0')
+  assert lt.texts == ["Wall St. Bears Short-sellers, Wall Street's dwindling band",
+                      'Title only', 'Body only']
+  assert lt.label_names == ['2', '3', '10'] and list(lt.labels) == [1, 2, 0]
+  for field, match in (('0,1', "label_field '0' is also a text field"),
+                       ('1,,2', 'an empty field name'), ('1,1', 'a field named twice')):
+    with pytest.raises(ConfigError, match=match):
+      labelled.read_fields('csv', str(p), field, '0')

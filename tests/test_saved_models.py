@@ -401,7 +401,7 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
                                       r"tokenizer\)$"):
     serving.translate_file(str(tmp_path / 'notok'), str(tmp_path / 'ok.txt'), out)
   with pytest.raises(ConfigError, match=r"input_format must be one of"):
-    serving.predict_file(clf, str(tmp_path / 'ok.txt'), out, input_format='csv')
+    serving.predict_file(clf, str(tmp_path / 'ok.txt'), out, input_format='xlsx')
   assert not os.path.exists(out)
   # a TSV's text column: 'sentence'/'text', else named; a header without them may as well
   # be a first row of a headerless file, so guessing would lose or misread a line
@@ -411,6 +411,16 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
     serving.predict_file(clf, str(tmp_path / 'first.tsv'), out)
   serving.predict_file(clf, str(tmp_path / 'first.tsv'), out, text_field='review')
   assert len(open(out).readlines()) == 1
+  # CSV (quoted commas and line breaks), several text fields joined as training joins them
+  (tmp_path / 'two.csv').write_text('title,body\n"a fine, fine film","it\nworked"\n')
+  (tmp_path / 'joined.txt').write_text('a fine, fine film it\nworked\n'.replace('\nw', ' w'))
+  serving.predict_file(clf, str(tmp_path / 'two.csv'), out + '.c', text_field='title,body')
+  serving.predict_file(clf, str(tmp_path / 'joined.txt'), out + '.j')
+  assert open(out + '.c').read() == open(out + '.j').read()
+  assert len(open(out + '.c').readlines()) == 1
+  (tmp_path / 'two.jsonl').write_text('{"title": "a fine, fine film", "body": "it worked"}\n')
+  serving.predict_file(clf, str(tmp_path / 'two.jsonl'), out + '.jl', text_field='title,body')
+  assert open(out + '.jl').read() == open(out + '.j').read()
   # another encoding, named
   (tmp_path / 'latin.txt').write_bytes('un café\n'.encode('latin-1'))
   with pytest.raises(DataError, match=r'latin\.txt:1: bytes are not valid utf-8.*--encoding'):

@@ -103,9 +103,10 @@ def _serving_parser(command: str):
 
 def _predict(argv: list[str]) -> int:
   p = _serving_parser('predict')
-  p.add_argument('--format', dest='input_format', choices=('auto', 'text', 'tsv', 'jsonl'),
+  p.add_argument('--format', dest='input_format', choices=('auto', 'text', 'tsv', 'csv', 'jsonl'),
                  help='input format (default: auto, from the file name)')
-  p.add_argument('--text_field', help='the TSV column or JSONL key holding the text')
+  p.add_argument('--text_field', help='the TSV/CSV column or JSONL key holding the text '
+                 '(several, comma-separated, are joined with a space, as training joins them)')
   args = p.parse_args(argv)
   return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field', 'encoding'))
 

@@ -10,10 +10,12 @@
   split `tfds_split` (default 'train'), with `dev_path`/`test_path` naming
   TFDS splits (e.g. 'validation') for a predefined split; `ClassLabel` ids
   keep their names. Read through `tfds.data_source` in batches, no TensorFlow.
-* Any TSV/JSONL file (`kind='tsv'|'jsonl'`) with a text field and a label
-  field (GLUE SST-2's `sentence`/`label` columns, for instance), split the
+* Any TSV/CSV/JSONL file (`kind='tsv'|'csv'|'jsonl'`) with a text field and a label
+  field (GLUE SST-2's `sentence`/`label` columns, for instance; without a header, column
+  numbers: AG News' CSV is `label_field='0'`, `text_field='1,2'`), split the
   same way — or, with `dev_path` and `test_path`, three files of a predefined
-  split (`path` is then the training file).
+  split (`path` is then the training file). `text_field` may name several fields,
+  comma-separated (a title and a body): their texts are joined with a space, in order.
 
 `read_splits(cfg)` gives the train/dev/test splits either way.
 
@@ -75,19 +77,39 @@ def label_order(names) -> list[str]:
   return sorted(names)
 
 
+def text_fields(text_field: str) -> list[str]:
+  """The field names of a `text_field` setting ('title,description': two, joined in order)."""
+  names = [f.strip() for f in str(text_field).split(',')]
+  if not all(names):
+    raise ConfigError(f'text_field {text_field!r}: an empty field name')
+  if len(set(names)) < len(names):
+    raise ConfigError(f'text_field {text_field!r}: a field named twice')
+  return names
+
+
+def join_fields(rec: dict, names: list[str]) -> str:
+  """The text of several fields of a record, joined with a space (empty ones left out)."""
+  return ' '.join(t for t in (rec[f].strip() for f in names) if t) if len(names) > 1 \
+      else rec[names[0]]
+
+
 def read_fields(kind: str, path: str, text_field: str, label_field: str,
                 encoding: str = 'utf-8', fallback: str = '') -> LabelledText:
-  if kind not in ('tsv', 'jsonl'):
-    raise DataError(f"labelled data kind must be 'mr', 'tsv', 'jsonl' or 'tfds', got {kind!r}")
+  if kind not in readers.RECORD_KINDS:
+    raise DataError(f"labelled data kind must be 'mr', 'tsv', 'csv', 'jsonl' or 'tfds', "
+                    f'got {kind!r}')
+  names = text_fields(text_field)
+  if label_field in names:
+    raise ConfigError(f'label_field {label_field!r} is also a text field ({text_field!r})')
   texts, raw = [], []
-  for file, n, rec in readers.iter_records(path, kind, [text_field, label_field], encoding,
+  for file, n, rec in readers.iter_records(path, kind, [*names, label_field], encoding,
                                            fallback, label_fields=[label_field]):
     label = rec[label_field].strip()
     if not label:
       raise DataError(f'{file}:{n}: empty label (field {label_field!r})')
     if _WHOLE_NUMBER.fullmatch(label):     # 1, 1.0, +1: one class, named '1'
       label = str(int(float(label)))
-    texts.append(rec[text_field])
+    texts.append(join_fields(rec, names))
     raw.append(label)
   if not texts:
     raise DataError(f'{path}: no labelled examples')
@@ -100,7 +122,9 @@ def read_tfds(name: str, split: str, text_field: str, label_field: str,
               data_dir: str | None = None) -> LabelledText:
   """The (text, label) records of a prepared TFDS split; `ClassLabel` names kept."""
   names = tfds_source.feature_names(name, label_field, data_dir)
-  tfds_source.feature_names(name, text_field, data_dir)     # a missing feature: one error
+  fields = text_fields(text_field)
+  for f in fields:                                          # a missing feature: one error
+    tfds_source.feature_names(name, f, data_dir)
   texts, raw = [], []
   for i, rec in tfds_source.records(name, split, data_dir):
     label = rec[label_field]
@@ -110,7 +134,7 @@ def read_tfds(name: str, split: str, text_field: str, label_field: str,
                         f'class of {names} (an unlabelled split, like GLUE test?)')
       label = names[int(label)]
     raw.append(tfds_source.text(label))
-    texts.append(tfds_source.text(rec[text_field]))
+    texts.append(join_fields({f: tfds_source.text(rec[f]) for f in fields}, fields))
   if not texts:
     raise DataError(f'TFDS {name!r} split {split!r}: no examples')
   label_names = names if names is not None else label_order(set(raw))

@@ -4,7 +4,7 @@
   `source_path` + `target_path`): a different number of lines, an empty
   line on either side, or a path naming several files (a directory, a glob)
   is an error naming the file (and line);
-* TSV / JSONL pairs (`kind='tsv'|'jsonl'`, `path`, `source_field`,
+* TSV / CSV / JSONL pairs (`kind='tsv'|'csv'|'jsonl'`, `path`, `source_field`,
   `target_field`), e.g. (document, summary) files, read strictly by
   `readers.iter_records` (both fields must be strings; TSV column counts
   must match the header);
@@ -85,13 +85,13 @@ def read_split(cfg, split: str) -> list[tuple[str, str]]:
   encoding, fallback = readers.config_encodings(cfg)
   if cfg.kind == 'text':
     return read_aligned(cfg[f'{split}_source'], cfg[f'{split}_target'], encoding, fallback)
-  if cfg.kind in ('tsv', 'jsonl'):
+  if cfg.kind in readers.RECORD_KINDS:
     return read_pairs_fields(cfg.kind, cfg[f'{split}_path'], cfg.source_field,
                              cfg.target_field, encoding, fallback)
   if cfg.kind == 'tfds':
     return read_tfds_pairs(cfg.path, cfg[f'{split}_split'], cfg.source_field,
                            cfg.target_field, cfg.data_dir or None)
-  raise DataError(f"data.kind must be 'text', 'tsv', 'jsonl' or 'tfds', got {cfg.kind!r}")
+  raise DataError(f"data.kind must be 'text', 'tsv', 'csv', 'jsonl' or 'tfds', got {cfg.kind!r}")
 
 
 def split_name(cfg, split: str) -> str:

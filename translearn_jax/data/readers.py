@@ -41,10 +41,12 @@ from typing import Iterator, Sequence
 
 from translearn_jax.errors import DataError
 
-TEXT_KINDS = ('text', 'jsonl', 'tsv', 'tfds', 'wiki')
+TEXT_KINDS = ('text', 'jsonl', 'tsv', 'csv', 'tfds', 'wiki')
+RECORD_KINDS = ('jsonl', 'tsv', 'csv')      # files of fields: `iter_records`
 # Files a directory contributes, by kind; None: every regular file.
 _DIR_SUFFIX = {'text': ('.txt', '.cor', '.text'), 'jsonl': ('.jsonl', '.json'),
-               'tsv': ('.tsv',), 'wiki': ('.xml', '.xml.bz2', '.bz2'), 'conll': None}
+               'tsv': ('.tsv',), 'csv': ('.csv',), 'wiki': ('.xml', '.xml.bz2', '.bz2'),
+               'conll': None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,27 +201,64 @@ def _split_units(text: str, unit: str) -> Iterator[str]:
 def iter_records(path: str, kind: str, fields: Sequence[str], encoding: str = 'utf-8',
                  fallback: str = '', label_fields: Sequence[str] = ()
                  ) -> Iterator[tuple[str, int, dict]]:
-  """`(file, line number, {field: text})` for each JSONL object / TSV row of `path`.
+  """`(file, line number, {field: text})` for each JSONL object / TSV or CSV row of `path`.
 
   JSONL: each line is an object holding every field; a field's value must be
   a string, except that fields in `label_fields` may also hold a number or a
-  boolean (turned into text, e.g. 1 -> '1'). TSV: fields are header names, or
+  boolean (turned into text, e.g. 1 -> '1'). TSV and CSV: fields are header names, or
   0-based column indices when every field is a number (the file then has no
   header); every row must have as many columns as the header (headerless: as
-  the first row). Blank lines are skipped; an empty file, and anything
-  malformed, raises naming the file and line.
+  the first row). CSV is read as RFC 4180 says (Python's `csv`): quoted fields may hold
+  commas, doubled quotes and line breaks; a row's line number is the line it starts on.
+  Blank lines are skipped; an empty file, and anything malformed, raises naming the file
+  and line.
   """
-  if kind not in ('jsonl', 'tsv'):
-    raise DataError(f"records need kind 'jsonl' or 'tsv', got {kind!r}")
+  if kind not in RECORD_KINDS:
+    raise DataError(f"records need kind 'jsonl', 'tsv' or 'csv', got {kind!r}")
   for file in resolve_paths(path, kind):
-    lines = read_text(file, encoding, fallback).split('\n')
+    text = read_text(file, encoding, fallback)
+    lines = text.split('\n')
     if not any(line.strip() for line in lines):
-      what = 'a header row naming' if kind == 'tsv' and not _by_index(fields) else 'records with'
+      what = 'a header row naming' if kind != 'jsonl' and not _by_index(fields) else \
+          'records with'
       raise DataError(f'{file}:1: empty file (expected {what} field(s) {list(fields)})')
     if kind == 'jsonl':
       yield from _jsonl_records(file, lines, fields, label_fields)
+    elif kind == 'tsv':
+      yield from _table_records(file, ((n, line.split('\t')) for n, line in
+                                       enumerate(lines, 1) if line.strip()), fields, kind)
     else:
-      yield from _tsv_records(file, lines, fields)
+      yield from _table_records(file, _csv_rows(file, text), fields, kind)
+
+
+def table_header(file: str, kind: str, encoding: str = 'utf-8', fallback: str = '') -> list[str]:
+  """The header of a TSV/CSV file (its first non-blank row, cells stripped of spaces, as
+  `iter_records` reads it)."""
+  text = read_text(file, encoding, fallback)
+  rows = _csv_rows(file, text) if kind == 'csv' else (
+      (n, line.split('\t')) for n, line in enumerate(text.split('\n'), 1) if line.strip())
+  first = next(rows, None)
+  if first is None:
+    raise DataError(f'{file}:1: empty file (expected a header row)')
+  return [h.strip(' ') for h in first[1]]
+
+
+def _csv_rows(file: str, text: str) -> Iterator[tuple[int, list[str]]]:
+  """(first line, cells) of each non-blank CSV record."""
+  import csv
+  import io
+  reader = csv.reader(io.StringIO(text, newline=''), strict=True)
+  start = 1
+  while True:
+    try:
+      row = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      raise DataError(f'{file}:{start}: not readable as CSV ({e})') from None
+    if any(c.strip() for c in row):
+      yield start, row
+    start = reader.line_num + 1
 
 
 def _by_index(fields: Sequence[str]) -> bool:
@@ -268,24 +307,25 @@ def _jsonl_records(file, lines, fields, label_fields):
     yield file, n, rec
 
 
-def _tsv_records(file, lines, fields):
+def _table_records(file, rows, fields, kind):
+  """The records of TSV/CSV `rows` ((line number, cells) of each non-blank row)."""
+  sep = {'tsv': 'tab', 'csv': 'comma'}[kind]
+  rows = iter(rows)
   if _by_index(fields):
-    cols, start, ncols, ref = {f: int(f) for f in fields}, 0, None, None
+    cols, header, ncols, ref = {f: int(f) for f in fields}, None, None, None
   else:
-    header = [h.strip(' ') for h in lines[0].split('\t')]
+    _, first = next(rows)
+    header = [h.strip(' ') for h in first]
     for f in fields:
       if f not in header:
         raise DataError(f'{file}:1: no column named {f!r} in header {header}')
       if header.count(f) > 1:
         raise DataError(f'{file}:1: column {f!r} appears {header.count(f)} times in header '
                         f'{header}')
-    cols, start, ncols, ref = {f: header.index(f) for f in fields}, 1, len(header), 'the header'
+    cols, ncols, ref = {f: header.index(f) for f in fields}, len(header), 'the header'
   seen, repeats = False, []
-  for n, line in enumerate(lines[start:], start + 1):
-    if not line.strip():
-      continue
-    row = line.split('\t')
-    if start and [c.strip(' ') for c in row] == header:
+  for n, row in rows:
+    if header is not None and [c.strip(' ') for c in row] == header:
       repeats.append(n)                  # files concatenated with their headers
       continue
     if ncols is None:
@@ -294,8 +334,9 @@ def _tsv_records(file, lines, fields):
         raise DataError(f'{file}:{n}: has {len(row)} columns, needs column {need}')
       ncols, ref = len(row), f'line {n}'
     if len(row) != ncols:
-      hint = ' (a tab inside a field?)' if len(row) > ncols else ''
-      raise DataError(f'{file}:{n}: has {len(row)} tab-separated columns but {ref} has '
+      hint = (' (a tab inside a field?)' if kind == 'tsv' else
+              ' (an unquoted comma inside a field?)') if len(row) > ncols else ''
+      raise DataError(f'{file}:{n}: has {len(row)} {sep}-separated columns but {ref} has '
                       f'{ncols}{hint}')
     seen = True
     yield file, n, {f: row[c] for f, c in cols.items()}
@@ -303,7 +344,8 @@ def _tsv_records(file, lines, fields):
     warnings.warn(f'{file}: {len(repeats)} line(s) repeat the header and are skipped (first: '
                   f'line {repeats[0]}; files concatenated with their headers?)', stacklevel=2)
   if not seen:
-    raise DataError(f'{file}:{start + 1}: no rows after the header (expected rows with '
+    start = 1 if header is None else 2
+    raise DataError(f'{file}:{start}: no rows after the header (expected rows with '
                     f'column(s) {list(fields)})')
 
 
@@ -332,7 +374,7 @@ def read_documents(spec: TextSpec) -> Iterator[str]:
     yield from tfds_source.read_text_field(spec.path, spec.split, spec.field,
                                            spec.data_dir or None)
     return
-  if spec.kind in ('jsonl', 'tsv'):
+  if spec.kind in RECORD_KINDS:
     for _, _, rec in iter_records(spec.path, spec.kind, [spec.field], spec.encoding,
                                   spec.encoding_fallback):
       yield rec[spec.field]

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from translearn_jax.data import readers
+from translearn_jax.data import labelled, readers
 from translearn_jax.downstream import classification, tagging
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.errors import ConfigError, DataError
@@ -40,12 +40,13 @@ from translearn_jax.serving.saved_model import SavedModel, load, read_meta
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.metrics import dumps
 
-FORMATS = ('auto', 'text', 'tsv', 'jsonl')
-TEXT_FIELDS = {'tsv': ('sentence', 'text'), 'jsonl': ('text', 'sentence')}
+FORMATS = ('auto', 'text', 'tsv', 'csv', 'jsonl')
+TEXT_FIELDS = {'tsv': ('sentence', 'text'), 'csv': ('sentence', 'text'),
+               'jsonl': ('text', 'sentence')}
 
 
 def input_format(path: str, fmt: str = 'auto') -> str:
-  """'text', 'tsv' or 'jsonl': `fmt`, or with 'auto' the extension's."""
+  """'text', 'tsv', 'csv' or 'jsonl': `fmt`, or with 'auto' the extension's."""
   if fmt not in FORMATS:
     raise ConfigError(f'input_format must be one of {FORMATS}, got {fmt!r}')
   if fmt != 'auto':
@@ -54,7 +55,7 @@ def input_format(path: str, fmt: str = 'auto') -> str:
   for z in ('.gz', '.bz2', '.xz'):       # read decompressed: the format is the inner name's
     base = base[:-len(z)] if base.endswith(z) else base
   ext = os.path.splitext(base)[1]
-  return {'.tsv': 'tsv', '.jsonl': 'jsonl', '.json': 'jsonl'}.get(ext, 'text')
+  return {'.tsv': 'tsv', '.csv': 'csv', '.jsonl': 'jsonl', '.json': 'jsonl'}.get(ext, 'text')
 
 
 def read_lines(path: str, encoding: str = 'utf-8') -> list[str]:
@@ -65,18 +66,19 @@ def read_lines(path: str, encoding: str = 'utf-8') -> list[str]:
   return lines[:-1] if lines and lines[-1] == '' else lines
 
 
-def _tsv_texts(path: str, field, encoding: str):
-  lines = read_lines(path, encoding)
-  if not lines or not lines[0].strip():
-    raise DataError(f'{path}:1: empty file (expected a header row naming the text column)')
-  header = [h.strip(' ') for h in lines[0].split('\t')]   # as readers.iter_records reads it
+def _table_texts(path: str, kind: str, field, encoding: str):
+  """The texts of a TSV/CSV file with a header: the column `field` names (several,
+  comma-separated, are joined as training joins them), else 'sentence' or 'text'."""
+  header = readers.table_header(path, kind, encoding)
   if field is None:
-    field = next((f for f in TEXT_FIELDS['tsv'] if f in header), None)
+    field = next((f for f in TEXT_FIELDS[kind] if f in header), None)
     if field is None:
-      raise DataError(f'{path}:1: the header names no {" or ".join(TEXT_FIELDS["tsv"])} column '
+      raise DataError(f'{path}:1: the header names no {" or ".join(TEXT_FIELDS[kind])} column '
                       f'(got {header[:5]}); name the text column with text_field (--text_field), '
                       'or read a file without a header as text')
-  return [rec[field] for _, _, rec in readers.iter_records(path, 'tsv', [field], encoding)]
+  names = labelled.text_fields(field)
+  return [labelled.join_fields(rec, names)
+          for _, _, rec in readers.iter_records(path, kind, names, encoding)]
 
 
 def _jsonl_inputs(path: str, field, words: bool, encoding: str) -> list:
@@ -88,15 +90,23 @@ def _jsonl_inputs(path: str, field, words: bool, encoding: str) -> list:
         raise DataError(f'{path}:{n}: field "tokens" must be a list of strings')
       out.append(toks)
       continue
-    names = [field] if field is not None else list(TEXT_FIELDS['jsonl'])
-    name = next((f for f in names if f in obj), None)
-    if name is None:
-      looked = ' or '.join(repr(f) for f in names + (['tokens'] if words and field is None
-                                                       else []))
-      raise DataError(f'{path}:{n}: no field {looked}')
-    if not isinstance(obj[name], str):
-      raise DataError(f'{path}:{n}: field {name!r} is not a string')
-    out.append(obj[name].split() if words else obj[name])
+    if field is not None:
+      names = labelled.text_fields(field)            # each must be there
+      missing = [f for f in names if f not in obj]
+      if missing:
+        raise DataError(f'{path}:{n}: no field {missing[0]!r}')
+    else:
+      name = next((f for f in TEXT_FIELDS['jsonl'] if f in obj), None)
+      if name is None:
+        looked = ' or '.join(repr(f) for f in list(TEXT_FIELDS['jsonl'])
+                             + (['tokens'] if words else []))
+        raise DataError(f'{path}:{n}: no field {looked}')
+      names = [name]
+    for name in names:
+      if not isinstance(obj[name], str):
+        raise DataError(f'{path}:{n}: field {name!r} is not a string')
+    text = labelled.join_fields(obj, names)
+    out.append(text.split() if words else text)
   return out
 
 
@@ -108,7 +118,7 @@ def read_inputs(path: str, fmt: str, text_field, words: bool, encoding: str = 'u
   if kind == 'jsonl':
     out = _jsonl_inputs(path, text_field, words, encoding)
   else:
-    texts = (_tsv_texts(path, text_field, encoding) if kind == 'tsv'
+    texts = (_table_texts(path, kind, text_field, encoding) if kind in ('tsv', 'csv')
              else read_lines(path, encoding))
     out = [t.split() for t in texts] if words else texts
   if not out:
