@@ -24,6 +24,7 @@ from translearn_jax.configs import transfer_mr_lm
 def get_config() -> ml_collections.ConfigDict:
   config = transfer_mr_lm.get_config()
   config.family = 'tag'
+  del config['eval']                     # a tagger is scored by entity span F1
   config.data = ml_collections.ConfigDict()
   config.data.kind = 'conll'             # 'conll' (files) | 'tfds' (path: the dataset, e.g. 'conll2003')
   config.data.path = ''                  # tfds: the dataset name

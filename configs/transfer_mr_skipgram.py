@@ -82,4 +82,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 10
   config.train.batch_size = 50
+  config.eval = ml_collections.ConfigDict()
+  config.eval.metric = 'accuracy'        # | 'macro_f1' (unbalanced classes): best epoch, probes
   return config

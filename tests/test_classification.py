@@ -408,3 +408,75 @@ def test_tagging_task_reads_a_tfds_dataset(tmp_path, tiny_lm_run):
   with pytest.raises(ConfigError, match="config.data.kind: 'conll' \\(files\\) or 'tfds', "
                                         "got 'iob'"):
     TaggingTask(c)
+
+
+def test_class_scores_equal_scikit_learn():
+  """Accuracy, macro-F1 and per-class precision/recall/F1 as scikit-learn computes them,
+  classes that are never predicted (or absent from the gold labels) included."""
+  from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+  rng = np.random.default_rng(0)
+  names = ['neg', 'neu', 'pos', 'unused']
+  for trial in range(20):
+    gold = rng.choice(3, 50, p=[0.7, 0.2, 0.1])
+    pred = np.where(rng.random(50) < 0.6, gold, rng.integers(0, 3 if trial % 2 else 2, 50))
+    got = task.class_scores(pred, gold, names)
+    assert got['accuracy'] == pytest.approx(accuracy_score(gold, pred))
+    assert got['macro_f1'] == pytest.approx(f1_score(gold, pred, average='macro',
+                                                     zero_division=0))
+    p, r, f, support = precision_recall_fscore_support(gold, pred, labels=[0, 1, 2, 3],
+                                                       zero_division=0)
+    for i, n in enumerate(names):
+      c = got['classes'][n]
+      assert (c['precision'], c['recall'], c['f1'], c['gold']) == pytest.approx(
+          (p[i], r[i], f[i], support[i]))
+  assert task.class_scores(np.array([0, 0]), np.array([0, 0]), names)['macro_f1'] == 1.0
+
+
+def test_macro_f1_picks_epochs_and_probe_penalties_and_is_reported(tmp_path, topic_task,
+                                                                   vectors):
+  """eval.metric='macro_f1': dev macro-F1 picks the best epoch and the probe's L2; the test
+  score recorded is macro-F1, with accuracy and each class's scores beside it; runners that
+  score accuracy only refuse it; an unknown metric is named."""
+  c = base_config(topic_task, vectors[0])
+  c.compare_scratch, c.seeds = True, 1
+  c.transfer.strategies = 'finetune,linear_probe_logistic'
+  c.eval.metric = 'macro_f1'
+  summary = classification.train_and_evaluate(c, str(tmp_path / 'cmp'))
+  setup = task.ClassificationTask(c)
+  recs = [json.loads(l) for l in open(tmp_path / 'cmp' / 'runs.jsonl')]
+  assert [r['strategy'] for r in recs] == ['scratch', 'finetune', 'linear_probe_logistic']
+  for r in recs:
+    d = r['details']
+    assert r['test'] == pytest.approx(d['macro_f1'])
+    assert set(d['classes']) == set(setup.splits['train'].label_names)
+    n = sum(v['gold'] for v in d['classes'].values())
+    assert n == 120 and d['accuracy'] == pytest.approx(
+        sum(v['recall'] * v['gold'] for v in d['classes'].values()) / n)
+  # the saved best model of the fine-tuned run repeats the recorded macro-F1 on test
+  from translearn_jax import serving
+  model = serving.load(str(tmp_path / 'cmp' / 'models' / 'finetune'))
+  prov = model.meta['provenance']
+  assert prov['metric'] == 'macro_f1' and prov['test'] == pytest.approx(recs[1]['test'])
+  rows = {r['strategy']: r for r in summary['rows']}
+  assert rows['finetune']['macro_f1_mean'] == pytest.approx(recs[1]['details']['macro_f1'])
+  assert set(rows['finetune']['classes']) == set(setup.splits['train'].label_names)
+  # the probe's penalty is the one with the best dev macro-F1
+  from translearn_jax.transfer import probes
+  params, _ = setup.init_params(0, 'linear_probe_logistic')
+  feats = {s: setup.features(params, s) for s in setup.inputs}
+  labels = {s: y for s, (_, _, y) in setup.inputs.items()}
+  names = setup.splits['train'].label_names
+  by_l2 = {l2: probes.probe(feats, labels, setup.num_classes, 'logistic', l2_grid=(l2,),
+                            score=lambda p, g: task.class_scores(p, g, names)['macro_f1'])['dev']
+           for l2 in (1e-4, 1e-3, 1e-2, 1e-1)}
+  assert recs[2]['dev'] == pytest.approx(max(by_l2.values()))
+  from translearn_jax.experiments import dann, learning_curves, zero_shot
+  for runner, name in ((dann, 'DANN'), (learning_curves, 'learning-curve'),
+                       (zero_shot, 'zero-shot')):
+    with pytest.raises(ConfigError, match=f"eval.metric='macro_f1': the {name} runner scores "
+                                          'accuracy only'):
+      runner.train_and_evaluate(c, str(tmp_path / name))
+  c.eval.metric = 'f1'
+  with pytest.raises(ConfigError, match=r"config.eval.metric: a classifier is scored by one of "
+                                        r"\('accuracy', 'macro_f1'\), got 'f1'"):
+    task.ClassificationTask(c)

@@ -75,9 +75,9 @@ def test_fields_added_later_keep_recorded_runs_valid():
 
 def test_records_made_before_a_field_was_listed_as_added_stay_valid(tmp_path, monkeypatch):
   """A field one family gains may already exist in another (`data.encoding`: the classification
-  configs had it before the tagging configs did). Records of the older family, made before
-  the field entered `ADDED_FIELDS`, hashed it; they still resume, and a different config
-  is still refused."""
+  configs had it before the tagging configs did), while the family itself gains another
+  (`eval.metric`). Hash-only records made before either entered `ADDED_FIELDS` still resume,
+  and a different config is still refused."""
   from configs import transfer_sst2_mlm
   from translearn_jax.errors import ConfigError
   from translearn_jax.experiments import runs
@@ -86,14 +86,39 @@ def test_records_made_before_a_field_was_listed_as_added_stay_valid(tmp_path, mo
   assert config.data.encoding == workdir.ADDED_FIELDS['data.encoding']
   entries = list(workdir.ADDED_FIELDS.items())
   k = [p for p, _ in entries].index('data.encoding')
+  old = transfer_sst2_mlm.get_config()
+  del old['eval']                                   # the config of that day
   monkeypatch.setattr(workdir, 'ADDED_FIELDS', dict(entries[:k]))   # the code of that day
-  old_fp = runs.fingerprint(config)
+  old_fp = runs.fingerprint(old)
   monkeypatch.undo()
-  assert old_fp != runs.fingerprint(config)        # today's hash drops the field at its default
+  assert old_fp != runs.fingerprint(config)         # today's hash drops the field at its default
   path = tmp_path / 'runs.jsonl'
   path.write_text(json.dumps({'strategy': 'scratch', 'seed': 0, 'dev': 0.5, 'test': 0.5,
                               'epoch': 1, 'config': old_fp, 'version': 2}) + '\n')
-  assert list(runs.load_done(str(path), runs.fingerprints(config))) == [('scratch', 0)]
+  assert list(runs.load_done(str(path), config)) == [('scratch', 0)]
   config.train.epochs += 1
-  with pytest.raises(ConfigError, match='runs.jsonl:1: recorded by a different config'):
-    runs.load_done(str(path), runs.fingerprints(config))
+  with pytest.raises(ConfigError, match='runs.jsonl:1: recorded by a different config; use'):
+    runs.load_done(str(path), config)
+
+
+def test_records_carry_their_config_and_a_difference_is_named(tmp_path):
+  """New records hold the shared config (`fields`): a later field at its listed default keeps
+  them valid, and a record of another config is refused naming the field that differs."""
+  from configs import transfer_sst2_mlm
+  from translearn_jax.errors import ConfigError
+  from translearn_jax.experiments import runs
+  config = transfer_sst2_mlm.get_config()
+  fields = runs.shared_config(config)
+  assert 'seeds' not in fields and 'transfer.strategies' not in fields
+  del fields['eval.metric']                          # recorded before the field existed
+  path = tmp_path / 'runs.jsonl'
+  path.write_text(json.dumps({'strategy': 'finetune', 'seed': 1, 'dev': 0.5, 'test': 0.5,
+                              'epoch': 1, 'config': 'x', 'fields': fields}) + '\n')
+  config.seeds = 7                                   # the run list may change
+  assert list(runs.load_done(str(path), config)) == [('finetune', 1)]
+  config.eval.metric = 'macro_f1'
+  config.optim.learning_rate = 1e-4
+  with pytest.raises(ConfigError, match=r'runs\.jsonl:1: recorded by a different config '
+                                        r'\(eval\.metric "accuracy" → "macro_f1"; '
+                                        r'optim\.learning_rate 0\.0005 → 0\.0001\)'):
+    runs.load_done(str(path), config)

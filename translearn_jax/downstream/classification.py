@@ -1,4 +1,4 @@
-"""Text classification as a task: inputs, model, initialisation from a source, loss, accuracy.
+"""Text classification as a task: inputs, model, initialisation from a source, loss, scores.
 
 `ClassificationTask(config)` (a `downstream.task.Task`) reads the labelled splits (`config.data`), loads the pretrained
 source (`config.init`, through `transfer.sources`), builds the model and
@@ -10,6 +10,12 @@ strategy search, multi-task) train it. Pretrained sources:
 * `lm` / `mlm`: an LM or masked-LM encoder run directory; the classifier
   reuses its tokenizer and architecture (`model.type='lm_encoder'`);
 * `none`: scratch only.
+
+The metric (`config.eval.metric`; accuracy when the config has none) is 'accuracy' or
+'macro_f1' (F1 averaged over the classes that occur in the gold labels or the
+predictions, as scikit-learn's `f1_score(average='macro')`; the choice for unbalanced
+classes). It picks the best dev epoch and the probes' penalty; the test details of
+every run hold both, and each class's precision, recall and F1 (`class_scores`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,43 @@ from translearn_jax.transfer import sources
 from translearn_jax.transfer import strategies
 
 UNK = 1
+METRICS = ('accuracy', 'macro_f1')
+
+
+def metric_name(config) -> str:
+  """`config.eval.metric` for a classifier ('accuracy' when the config has none), checked."""
+  ev = config.get('eval', None)
+  metric = ev.get('metric', 'accuracy') if ev is not None else 'accuracy'
+  if metric not in METRICS:
+    raise ConfigError(f'config.eval.metric: a classifier is scored by one of {METRICS}, '
+                      f'got {metric!r}')
+  return metric
+
+
+def require_accuracy(config, runner: str) -> None:
+  """Raises unless `config.eval.metric` is accuracy: for runners that score only accuracy."""
+  if metric_name(config) != 'accuracy':
+    raise ConfigError(f"config.eval.metric={metric_name(config)!r}: the {runner} runner scores "
+                      "accuracy only; use eval.metric='accuracy'")
+
+
+def class_scores(pred: np.ndarray, gold: np.ndarray, names) -> dict:
+  """Accuracy, macro-F1 and each class's precision / recall / F1 / gold / predicted counts.
+  A class with no prediction (or no gold example) has precision (recall) 0; macro-F1
+  averages the classes that occur in `gold` or `pred` (scikit-learn's convention)."""
+  pred, gold = np.asarray(pred), np.asarray(gold)
+  classes, f1s = {}, []
+  for i, name in enumerate(names):
+    tp = int(((pred == i) & (gold == i)).sum())
+    n_pred, n_gold = int((pred == i).sum()), int((gold == i).sum())
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    classes[str(name)] = {'precision': p, 'recall': r, 'f1': f1, 'gold': n_gold, 'pred': n_pred}
+    if n_pred or n_gold:
+      f1s.append(f1)
+  return {'accuracy': float((pred == gold).mean()) if len(gold) else 0.0,
+          'macro_f1': float(np.mean(f1s)) if f1s else 0.0, 'classes': classes}
 
 
 # -- inputs ------------------------------------------------------------------------
@@ -68,7 +111,8 @@ def encode_pieces(texts, tokenizer, max_tokens: int, causal: bool = True):
 
 
 class ClassificationTask(Task):
-  """Labelled texts → one class each; metric: accuracy. Shared by every (strategy, seed) run."""
+  """Labelled texts → one class each; metric: accuracy or macro-F1 (`config.eval.metric`).
+  Shared by every (strategy, seed) run."""
   name = 'classification'
   metric = 'accuracy'
   eval_split = 'test'
@@ -76,6 +120,7 @@ class ClassificationTask(Task):
 
   def __init__(self, config):
     self.config = config
+    self.metric = metric_name(config)
     self.splits = labelled.read_splits(config.data)
     self.num_classes = len(self.splits['train'].label_names)
     p = config.init
@@ -150,7 +195,17 @@ class ClassificationTask(Task):
                                                              self.model)
 
   def evaluate(self, params, split: str) -> float:
-    return self.accuracy(params, split)
+    return self.scores(params, split)[self.metric]
+
+  def evaluate_with_details(self, params, split: str) -> tuple[float, dict]:
+    """The metric, and (details) accuracy, macro-F1 and the scores of each class."""
+    scores = self.scores(params, split)
+    return scores[self.metric], scores
+
+  def scores(self, params, split: str) -> dict:
+    """`class_scores` of the predictions on `split`."""
+    return class_scores(self.predictions(params, split), self.inputs[split][2],
+                        self.splits['train'].label_names)
 
   def features(self, params, split: str, batch: int = 512) -> np.ndarray:
     """Pooled backbone features of every example of `split` (linear probes)."""
@@ -159,16 +214,21 @@ class ClassificationTask(Task):
                                                      mask[i:i + batch]))
                            for i in range(0, len(toks), batch)])
 
-  def accuracy(self, params, split: str, batch: int = 512) -> float:
+  def predictions(self, params, split: str, batch: int = 512) -> np.ndarray:
+    """The predicted class of every example of `split`, in order (computed in batches of
+    similar length)."""
     toks, mask, labels = self.inputs[split]
     order = np.argsort(mask.sum(1), kind='stable')
-    correct = 0
+    out = np.zeros(len(labels), np.int32)
     for lo in range(0, len(labels), batch):
       idx = order[lo:lo + batch]
       w = trimmed_width(mask[idx])
       logits = self._eval(params, toks[idx, :w], mask[idx, :w])
-      correct += int((np.asarray(jnp.argmax(logits, -1)) == labels[idx]).sum())
-    return correct / len(labels)
+      out[idx] = np.asarray(jnp.argmax(logits, -1))
+    return out
+
+  def accuracy(self, params, split: str, batch: int = 512) -> float:
+    return float((self.predictions(params, split, batch) == self.inputs[split][2]).mean())
 
 
 @memo.memoized(maxsize=32)

@@ -30,7 +30,7 @@ import time
 import jax
 import ml_collections
 
-from translearn_jax.downstream.classification import ClassificationTask
+from translearn_jax.downstream.classification import ClassificationTask, class_scores
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation import plots
 from translearn_jax.experiments import finetune
@@ -41,6 +41,7 @@ from translearn_jax.transfer import probes
 
 
 PROBES = {'linear_probe_logistic': 'logistic', 'linear_probe_svm': 'svm'}
+METRIC_LABEL = {'accuracy': 'acc', 'macro_f1': 'macro-F1'}
 
 
 def run_probe(task: ClassificationTask, strategy: str, seed: int, config=None,
@@ -57,12 +58,15 @@ def run_probe(task: ClassificationTask, strategy: str, seed: int, config=None,
   report.frozen = [p for p in graft_lib.flatten(params) if p.startswith('backbone/')]
   features = {split: task.features(params, split) for split in task.inputs}
   labels = {split: y for split, (_, _, y) in task.inputs.items()}
-  chosen = probes.probe(features, labels, task.num_classes, PROBES[strategy])
+  names = task.splits['train'].label_names
+  chosen = probes.probe(features, labels, task.num_classes, PROBES[strategy],
+                        score=lambda pred, gold: class_scores(pred, gold, names)[task.metric])
   kernel, bias = probes.fold(chosen['w'], chosen['b'], chosen['mu'], chosen['sd'])
   head = params['head']
   params = {**params, 'head': {**head, 'kernel': kernel.astype(head['kernel'].dtype),
                                'bias': bias.astype(head['bias'].dtype)}}
-  best = {'dev': task.accuracy(params, 'dev'), 'test': task.accuracy(params, 'test'),
+  test, details = task.evaluate_with_details(params, 'test')
+  best = {'dev': task.evaluate(params, 'dev'), 'test': test, 'details': details,
           'l2': chosen['l2'], 'epoch': 0}
   if save:
     finetune.save_best(run_dir, task, params, config, strategy, seed, best, report)
@@ -101,7 +105,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'stopped_by_signal': runs_lib.stopped_by_signal(results)}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'results.json'), summary)
-    print(runs_lib.format_table(rows))
+    print(runs_lib.format_table(rows, metric=f'test {METRIC_LABEL[task.metric]}'))
+    classes = runs_lib.format_types(rows, 'classes')
+    if classes:
+      print(classes)
     plots.gain_plot(rows, os.path.join(workdir, 'gains.png'),
                     f'{os.path.basename(os.path.normpath(config.data.path))}: transfer vs scratch')
   return summary

@@ -199,6 +199,7 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  classification.require_accuracy(config, 'DANN')
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
   setup = DannSetup(config)

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from translearn_jax.downstream.classification import ClassificationTask
+from translearn_jax.downstream.classification import ClassificationTask, require_accuracy
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.experiments import classification, finetune
 from translearn_jax.errors import ConfigError, NonFiniteLossError
@@ -294,6 +294,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  require_accuracy(config, 'learning-curve')
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
   setup = ClassificationTask(config)

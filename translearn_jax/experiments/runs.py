@@ -5,8 +5,9 @@ then seed 1, ...), so a comparison stopped early still holds complete,
 paired seeds. `run_all` appends each finished run to `workdir/runs.jsonl`
 and, when restarted in the same workdir, skips the runs recorded there — a
 long comparison killed by a time limit loses at most the run in progress.
-Records carry a fingerprint of the config (without the run list fields); a
-workdir holding runs of a different config is an error, never a silent mix.
+Records carry the config they ran (without the run list fields: `fields`) and its
+hash; a workdir holding runs of a different config is an error naming the fields that
+differ, never a silent mix.
 Records also carry `VERSION`; a frozen-group run recorded before version 2
 (which changed how frozen parameters train) is run again.
 
@@ -64,24 +65,35 @@ def run_list(config) -> list[tuple[str, int]]:
   return [(n, s) for s in range(config.seeds) for n in names]
 
 
-def fingerprint(config, added: int | None = None) -> str:
-  """A hash of what every run of a comparison shares. A field added to the configs after
-  runs were recorded counts only when it differs from the value those runs computed
-  with (`workdir.ADDED_FIELDS`), so recorded runs stay valid. `added`: how many of
-  `ADDED_FIELDS`' entries (the first ones, in the order they were added) to apply; all
-  by default, which is what new records carry."""
+def _shared(config) -> dict:
   d = json.loads(config.to_json_best_effort())
   for k in LIST_FIELDS:
     d.pop(k, None)
   d.get('transfer', {}).pop('strategies', None)
   d.get('transfer', {}).pop('strategy', None)
-  entries = list(workdir_lib.ADDED_FIELDS.items())
-  for path, default in entries[:len(entries) if added is None else added]:
+  return d
+
+
+def shared_config(config) -> dict:
+  """What every run of a comparison shares: the config without the run-list fields, flat
+  ('group.field': value)."""
+  return workdir_lib.flatten(_shared(config))
+
+
+def _at_default(flat: dict) -> list[str]:
+  """The `ADDED_FIELDS` entries `flat` holds at their listed value, in the list's order."""
+  return [p for p, v in workdir_lib.ADDED_FIELDS.items() if p in flat and flat[p] == v]
+
+
+def _hash(config, drop=()) -> str:
+  """The hash of `_shared(config)` without the fields `drop` (a group left empty goes too)."""
+  d = _shared(config)
+  for path in drop:
     *parents, leaf = path.split('.')
     node = d
     for p in parents:
       node = node.get(p) if isinstance(node, dict) else None
-    if isinstance(node, dict) and leaf in node and node[leaf] == default:
+    if isinstance(node, dict) and leaf in node:
       del node[leaf]
       if parents and not node:   # a group added whole (e.g. `mesh`) at its defaults
         parent = d
@@ -91,21 +103,50 @@ def fingerprint(config, added: int | None = None) -> str:
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def fingerprint(config) -> str:
+  """A hash of what every run of a comparison shares; a field of `workdir.ADDED_FIELDS`
+  (added to the configs after runs were recorded) counts only when it differs from the
+  value those runs computed with. Records carry it, and `shared_config` (`fields`)."""
+  return _hash(config, _at_default(shared_config(config)))
+
+
 def fingerprints(config) -> set[str]:
-  """Every fingerprint a run of this config may have been recorded under: one per length of
-  `ADDED_FIELDS` in its history. A field one family gains may already exist in another
-  family (`data.encoding` of the classification configs was there before the tagging
-  configs gained it); records made before the entry was added hashed it, and stay valid."""
-  return {fingerprint(config, k) for k in range(len(workdir_lib.ADDED_FIELDS) + 1)}
+  """The hashes a record of this config made before records carried `fields` may hold.
+  Such a record hashed the `ADDED_FIELDS` entries of its day (a prefix of today's list)
+  dropped at their defaults, and kept a later entry that its config already had (a field
+  one family had before another gained it: `data.encoding`) or lacked it (a field added
+  since: `eval.metric`); every prefix is tried with the later entries kept or dropped
+  all together, or all but one either way."""
+  flat = shared_config(config)
+  listed = _at_default(flat)
+  out = set()
+  for k in range(len(listed) + 1):
+    base, later = listed[:k], listed[k:]
+    variants = [[], later] + [[p] for p in later] + [[q for q in later if q != p] for p in later]
+    out.update(_hash(config, base + v) for v in variants)
+  return out
 
 
-def load_done(path: str, fps: str | set[str]) -> dict[tuple[str, int], dict]:
-  """The runs recorded in `path`, by (strategy, seed). `fps`: the fingerprint(s) a record
-  of this config may carry (`fingerprints`); any other is an error."""
-  fps = {fps} if isinstance(fps, str) else set(fps)
+def config_differences(old: dict, new: dict) -> list[str]:
+  """'path old → new' for each field where two `shared_config`s differ (a field of
+  `ADDED_FIELDS` that one of them lacks counts as its listed value)."""
+  added, out = workdir_lib.ADDED_FIELDS, []
+  for p in sorted(set(old) | set(new)):
+    a = old.get(p, added.get(p, '<absent>'))
+    b = new.get(p, added.get(p, '<absent>'))
+    if a != b:
+      out.append(f'{p} {json.dumps(a)} → {json.dumps(b)}')
+  return out
+
+
+def load_done(path: str, config) -> dict[tuple[str, int], dict]:
+  """The runs recorded in `path` by this config, by (strategy, seed). A record carries the
+  shared config (`fields`, compared field by field) or, if older, only its hash (one of
+  `fingerprints`); a record of another config is an error naming what differs."""
   done = {}
   if not os.path.exists(path):
     return done
+  fields, fps = shared_config(config), None
   with open(path) as f:
     for n, line in enumerate(f, 1):
       try:
@@ -113,9 +154,16 @@ def load_done(path: str, fps: str | set[str]) -> dict[tuple[str, int], dict]:
       except json.JSONDecodeError:
         info('%s:%d: unreadable line (a run cut off while writing) ignored', path, n)
         continue
-      if rec.get('config') not in fps:
-        raise ConfigError(f'{path}:{n}: recorded by a different config; use a new --workdir '
-                          'or delete the file to start the comparison over')
+      if 'fields' in rec:
+        diff = config_differences(rec['fields'], fields)
+        ok = not diff
+      else:
+        fps = fingerprints(config) if fps is None else fps
+        diff, ok = [], rec.get('config') in fps
+      if not ok:
+        shown = f' ({"; ".join(diff[:3])}{"; ..." if len(diff) > 3 else ""})' if diff else ''
+        raise ConfigError(f'{path}:{n}: recorded by a different config{shown}; use a new '
+                          '--workdir or delete the file to start the comparison over')
       done[(rec['strategy'], rec['seed'])] = rec
   return done
 
@@ -192,8 +240,8 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
   whether the comparison was cut short.
   """
   path = os.path.join(workdir, 'runs.jsonl')
-  fp = fingerprint(config)
-  done = load_done(path, fingerprints(config))
+  fp, fields = fingerprint(config), shared_config(config)
+  done = load_done(path, config)
   runs = run_list(config)
   results = []
   for strategy, seed in runs:
@@ -224,7 +272,7 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
       info('%-20s seed %d: model saved in %s', strategy, seed, r['model'])
     append_record(path, {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
                          'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
-                         'version': VERSION,
+                         'fields': fields, 'version': VERSION,
                          **({'details': r['details']} if r.get('details') else {})})
     discard_checkpoints(rdir)
     results.append(r)
@@ -248,17 +296,24 @@ def summarise(results: list[dict]) -> list[dict]:
     m, h = mean_ci(test)
     row = {'strategy': strategy, 'seeds': len(rs), 'test_mean': m, 'test_ci95': h,
            'dev_mean': mean_ci([r['dev'] for r in rs])[0], 'test': test}
-    types = [r['details']['entity_types'] for r in rs
-             if 'entity_types' in (r.get('details') or {})]
-    if types:   # NER: scores per entity type over the seeds that recorded them
-      row['entity_types'] = {}
-      for t in sorted({t for d in types for t in d}):
+    # scores per NER entity type / per class, over the seeds that recorded them
+    for key in ('entity_types', 'classes'):
+      types = [r['details'][key] for r in rs if key in (r.get('details') or {})]
+      if not types:
+        continue
+      row[key] = {}
+      names = {t for d in types for t in d}
+      for t in (sorted(names) if key == 'entity_types' else sorted(names, key=_type_order(types))):
         per_seed = [d[t] for d in types if t in d]
         m_t, h_t = mean_ci([x['f1'] for x in per_seed])
-        row['entity_types'][t] = {
+        row[key][t] = {
             'f1_mean': m_t, 'f1_ci95': h_t, 'seeds': len(per_seed), 'gold': per_seed[0]['gold'],
             'precision_mean': mean_ci([x['precision'] for x in per_seed])[0],
             'recall_mean': mean_ci([x['recall'] for x in per_seed])[0]}
+    other = [r['details'] for r in rs if 'macro_f1' in (r.get('details') or {})]
+    if other:   # classification: both scores, whichever picked the best epoch
+      for k in ('accuracy', 'macro_f1'):
+        row[f'{k}_mean'], row[f'{k}_ci95'] = mean_ci([d[k] for d in other])
     if scratch and strategy != 'scratch':
       paired = {r['seed']: r['test'] for r in scratch}
       gains = [r['test'] - paired[r['seed']] for r in rs if r['seed'] in paired]
@@ -267,14 +322,24 @@ def summarise(results: list[dict]) -> list[dict]:
   return rows
 
 
-def format_types(rows: list[dict]) -> str:
-  """Per-entity-type test F1 (mean ± 95% CI over seeds) of each strategy ('' if none)."""
-  types = sorted({t for r in rows for t in r.get('entity_types', {})})
-  if not types:
-    return ''
-  out = [f'{"strategy":<20} ' + ' '.join(f'{t + " F1":>16}' for t in types)]
+def _type_order(types: list[dict]):
+  """Entity types / classes in the order the first record lists them (a classifier's
+  class order), then any others by name."""
+  first = {t: i for i, t in enumerate(types[0])}
+  return lambda t: (first.get(t, len(first)), t)
+
+
+def format_types(rows: list[dict], key: str = 'entity_types', most: int = 12) -> str:
+  """Per-entity-type (or, `key='classes'`, per-class) test F1 (mean ± 95% CI over seeds) of
+  each strategy ('' if none, or more than `most` columns)."""
+  types = []
   for r in rows:
-    e = r.get('entity_types', {})
+    types += [t for t in r.get(key, {}) if t not in types]
+  if not types or len(types) > most:
+    return ''
+  out = [f'{"strategy":<20} ' + ' '.join(f'{t[:13] + " F1":>16}' for t in types)]
+  for r in rows:
+    e = r.get(key, {})
     out.append(f'{r["strategy"]:<20} ' + ' '.join(
         f'{fmt(e[t]["f1_mean"], e[t]["f1_ci95"]) if t in e else "–":>16}' for t in types))
   return '\n'.join(out)

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from translearn_jax.data import labelled
+from translearn_jax.downstream import classification
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.fusion import zero_shot as zs
@@ -33,6 +34,7 @@ def accuracy_row(name: str, pred: np.ndarray, labels: np.ndarray, **extra) -> di
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  classification.require_accuracy(config, 'zero-shot')
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
   names = ('train', 'dev', 'test')

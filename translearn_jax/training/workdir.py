@@ -166,6 +166,7 @@ ADDED_FIELDS = {
     'data.tag_column': -1,
     'eval.bleu_tokenize': '13a',        # seq2seq: sacrebleu's default tokenizer
     'eval.rouge_tokenize': 'default',   #   and rouge-score's
+    'eval.metric': 'accuracy',          # classification: scored by accuracy
 }
 
 

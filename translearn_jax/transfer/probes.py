@@ -79,18 +79,23 @@ def fold(w, b, mu, sd) -> tuple[np.ndarray, np.ndarray]:
   return (w / sd[:, None]).astype(np.float32), (b - (mu / sd) @ w).astype(np.float32)
 
 
+def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+  return float((np.asarray(pred) == np.asarray(gold)).mean())
+
+
 def probe(features: dict, labels: dict, num_classes: int, kind: str,
-          l2_grid=(1e-4, 1e-3, 1e-2, 1e-1)) -> dict:
-  """Fits on train for each L2, picks by dev accuracy; returns dev/test accuracy, the L2,
-  and the chosen probe: `w`, `b` over features standardised with `mu`, `sd` (`fold`)."""
+          l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), score=accuracy) -> dict:
+  """Fits on train for each L2, picks by the dev `score(predicted, gold)` (accuracy by
+  default; higher is better); returns dev/test scores, the L2, and the chosen probe: `w`,
+  `b` over features standardised with `mu`, `sd` (`fold`)."""
   mu, sd = moments(features['train'])
   tr, dv, te = ((features[k] - mu) / sd for k in ('train', 'dev', 'test'))
   best = {'dev': -1.0}
   for l2 in l2_grid:
     w, b = fit(tr, labels['train'], num_classes, kind, l2)
-    acc = lambda x, y: float((np.argmax(np.asarray(x @ w + b), 1) == y).mean())
-    dev = acc(dv, labels['dev'])
+    scored = lambda x, y: score(np.argmax(np.asarray(x @ w + b), 1), y)
+    dev = scored(dv, labels['dev'])
     if dev > best['dev']:
-      best = {'dev': dev, 'test': acc(te, labels['test']), 'l2': l2, 'w': np.asarray(w),
+      best = {'dev': dev, 'test': scored(te, labels['test']), 'l2': l2, 'w': np.asarray(w),
               'b': np.asarray(b), 'mu': mu, 'sd': sd}
   return best
