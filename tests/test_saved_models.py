@@ -421,6 +421,15 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
   (tmp_path / 'two.jsonl').write_text('{"title": "a fine, fine film", "body": "it worked"}\n')
   serving.predict_file(clf, str(tmp_path / 'two.jsonl'), out + '.jl', text_field='title,body')
   assert open(out + '.jl').read() == open(out + '.j').read()
+  # without text_field, the field(s) the model was trained on, when the file has them
+  from translearn_jax.serving import predict as predict_lib
+  assert serving.load(clf).inputs['text_field'] == 'sentence'
+  for name in ('two.csv', 'two.jsonl'):
+    got = predict_lib.read_inputs(str(tmp_path / name), 'auto', None, False,
+                                  trained='title,body')
+    assert [t.replace('\n', ' ') for t in got] == ['a fine, fine film it worked'], name
+  with pytest.raises(DataError, match='the header names no sentence or text column'):
+    predict_lib.read_inputs(str(tmp_path / 'two.csv'), 'auto', None, False, trained='0,1')
   # another encoding, named
   (tmp_path / 'latin.txt').write_bytes('un café\n'.encode('latin-1'))
   with pytest.raises(DataError, match=r'latin\.txt:1: bytes are not valid utf-8.*--encoding'):

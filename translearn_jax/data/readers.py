@@ -219,7 +219,7 @@ def iter_records(path: str, kind: str, fields: Sequence[str], encoding: str = 'u
     text = read_text(file, encoding, fallback)
     lines = text.split('\n')
     if not any(line.strip() for line in lines):
-      what = 'a header row naming' if kind != 'jsonl' and not _by_index(fields) else \
+      what = 'a header row naming' if kind != 'jsonl' and not by_index(fields) else \
           'records with'
       raise DataError(f'{file}:1: empty file (expected {what} field(s) {list(fields)})')
     if kind == 'jsonl':
@@ -261,7 +261,7 @@ def _csv_rows(file: str, text: str) -> Iterator[tuple[int, list[str]]]:
     start = reader.line_num + 1
 
 
-def _by_index(fields: Sequence[str]) -> bool:
+def by_index(fields: Sequence[str]) -> bool:
   return all(f.isdigit() for f in fields)
 
 
@@ -311,7 +311,7 @@ def _table_records(file, rows, fields, kind):
   """The records of TSV/CSV `rows` ((line number, cells) of each non-blank row)."""
   sep = {'tsv': 'tab', 'csv': 'comma'}[kind]
   rows = iter(rows)
-  if _by_index(fields):
+  if by_index(fields):
     cols, header, ncols, ref = {f: int(f) for f in fields}, None, None, None
   else:
     _, first = next(rows)

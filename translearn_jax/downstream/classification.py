@@ -152,12 +152,15 @@ class ClassificationTask(Task):
   def inference_spec(self) -> dict:
     """How a saved model of this task reads new text (`serving`): its labels, the
     encoding ('words': `encode_words` over `vocab`; 'pieces': `encode_pieces` with the
-    tokenizer), `max_tokens` and the framing; `tokenizer` / `vocab` are saved beside it."""
-    m = self.config.model
+    tokenizer), `max_tokens` and the framing; `tokenizer` / `vocab` are saved beside it.
+    `text_field`: the field(s) training read its text from (TSV/CSV/JSONL/TFDS; '' for
+    MR files), which predictions read by default when a file has them."""
+    m, d = self.config.model, self.config.data
     words = m.type == 'bag_of_embeddings'
     return {'task': self.name, 'labels': list(self.splits['train'].label_names),
             'encoding': 'words' if words else 'pieces', 'max_tokens': m.max_tokens,
             'causal': None if words else lm_models.is_causal(self.model.lm_config),
+            'text_field': d.get('text_field', '') if d.kind != 'mr' else '',
             'tokenizer': None if words else self.source.tokenizer,
             'vocab': list(self.vocab) if words else None}
 

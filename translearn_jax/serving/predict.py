@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -66,10 +67,24 @@ def read_lines(path: str, encoding: str = 'utf-8') -> list[str]:
   return lines[:-1] if lines and lines[-1] == '' else lines
 
 
-def _table_texts(path: str, kind: str, field, encoding: str):
+def _trained_fields(trained: str, present) -> Optional[str]:
+  """The training text field(s) `trained` if `present` (a header, a JSON object) has each
+  (named fields only: column numbers of a headerless training file are not guessed)."""
+  if not trained:
+    return None
+  names = labelled.text_fields(trained)
+  if readers.by_index(names) or not all(n in present for n in names):
+    return None
+  return trained
+
+
+def _table_texts(path: str, kind: str, field, encoding: str, trained: str = ''):
   """The texts of a TSV/CSV file with a header: the column `field` names (several,
-  comma-separated, are joined as training joins them), else 'sentence' or 'text'."""
+  comma-separated, are joined as training joins them), else the columns training read
+  (`trained`) when the header has them, else 'sentence' or 'text'."""
   header = readers.table_header(path, kind, encoding)
+  if field is None:
+    field = _trained_fields(trained, header)
   if field is None:
     field = next((f for f in TEXT_FIELDS[kind] if f in header), None)
     if field is None:
@@ -81,9 +96,11 @@ def _table_texts(path: str, kind: str, field, encoding: str):
           for _, _, rec in readers.iter_records(path, kind, names, encoding)]
 
 
-def _jsonl_inputs(path: str, field, words: bool, encoding: str) -> list:
+def _jsonl_inputs(path: str, field, words: bool, encoding: str, trained: str = '') -> list:
   out = []
   for n, obj in readers.json_objects(path, read_lines(path, encoding)):
+    if field is None and _trained_fields(trained, obj):
+      field = trained                      # the first record decides, as a header would
     if words and field is None and 'tokens' in obj:
       toks = obj['tokens']
       if not isinstance(toks, list) or not all(isinstance(t, str) for t in toks):
@@ -110,15 +127,17 @@ def _jsonl_inputs(path: str, field, words: bool, encoding: str) -> list:
   return out
 
 
-def read_inputs(path: str, fmt: str, text_field, words: bool, encoding: str = 'utf-8') -> list:
-  """The examples of `path` (in `encoding`): texts, or (`words`) lists of words."""
+def read_inputs(path: str, fmt: str, text_field, words: bool, encoding: str = 'utf-8',
+                trained: str = '') -> list:
+  """The examples of `path` (in `encoding`): texts, or (`words`) lists of words. Without
+  `text_field`, the field(s) training read (`trained`) when the file has them."""
   kind = input_format(path, fmt)
   if not os.path.isfile(path):
     raise DataError(f'{path}: no such input file')
   if kind == 'jsonl':
-    out = _jsonl_inputs(path, text_field, words, encoding)
+    out = _jsonl_inputs(path, text_field, words, encoding, trained)
   else:
-    texts = (_table_texts(path, kind, text_field, encoding) if kind in ('tsv', 'csv')
+    texts = (_table_texts(path, kind, text_field, encoding, trained) if kind in ('tsv', 'csv')
              else read_lines(path, encoding))
     out = [t.split() for t in texts] if words else texts
   if not out:
@@ -238,7 +257,8 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
                     'or tagging model (translate_file runs a seq2seq model)')
   words = meta['task'] == 'tagging'
   batch_size = batch_size or EVAL_BATCH[meta['task']]
-  examples = read_inputs(input_path, input_format, text_field, words, encoding)
+  examples = read_inputs(input_path, input_format, text_field, words, encoding,
+                         meta['inputs'].get('text_field') or '')
   model = load(model_dir)
   summary = {'task': model.task, 'examples': len(examples), 'model': model_dir,
              'output': output_path}
