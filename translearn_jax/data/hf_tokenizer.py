@@ -324,14 +324,15 @@ def from_vocab_files(directory: str, model_type: str) -> HFTokenizer:
   if kind is None:
     raise DataError(f'{directory}: no {HFTokenizer.file_name}, and {model_type!r} checkpoints '
                     'have no vocabulary-file reader here (BERT, GPT-2, GPT-NeoX, RoBERTa and '
-                    f'BART do); write tokenizer.json with transformers: '
+                    'BART do); write tokenizer.json with transformers: '
                     'AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)')
   conf = tokenizer_options(directory)
   specials = dict(_SLOW_DEFAULTS[kind])
   strips: dict[str, dict] = {}          # a token written as a dict: its lstrip/rstrip flags
   for name in reversed(CONFIG_FILES):      # tokenizer_config.json wins, as in special_tokens()
+    file_conf = json_object(os.path.join(directory, name))
     for role in ROLES:
-      entry = json_object(os.path.join(directory, name)).get(f'{role}_token')
+      entry = file_conf.get(f'{role}_token')
       if _content(entry):
         specials[role] = _content(entry)
         if isinstance(entry, dict):
