@@ -19,6 +19,9 @@ from translearn_jax.training.checkpoint import Checkpointer
 
 MESHES = [{'data': 8}, {'data': 1, 'fsdp': 8}, {'data': 2, 'fsdp': 2, 'tensor': 2},
           {'data': 1, 'fsdp': 2, 'tensor': 4}]
+# the other families on the two meshes that use every axis (each mesh is a compilation,
+# most of these tests' time); the LM, whose rules they share, runs on all four
+MIXED = MESHES[2:]
 V, T, B = 64, 12, 16
 
 
@@ -90,7 +93,7 @@ def train_seq2seq(spec, devices=8, steps=3):
 
 def test_seq2seq_same_losses_on_every_mesh():
   ref = train_seq2seq({'data': 1}, devices=1)
-  for spec in MESHES:
+  for spec in MIXED:
     np.testing.assert_allclose(train_seq2seq(spec), ref, rtol=1e-5, err_msg=str(spec))
 
 
@@ -119,7 +122,7 @@ def test_gpt2_small_shrunk_trains_the_same_two_steps_on_every_mesh():
     return out
   ref = two_steps({'data': 1}, devices=1)
   assert all(np.isfinite(ref))
-  for spec in MESHES:
+  for spec in MIXED:
     np.testing.assert_allclose(two_steps(spec), ref, rtol=1e-2, err_msg=str(spec))
 
 
