@@ -311,3 +311,16 @@ def test_labelled_csv_with_several_text_fields(tmp_path):
                        ('1,,2', 'an empty field name'), ('1,1', 'a field named twice')):
     with pytest.raises(ConfigError, match=match):
       labelled.read_fields('csv', str(p), field, '0')
+
+
+def test_csv_long_fields_and_rows_of_empty_cells(tmp_path):
+  """A field longer than the csv module's default limit (128 KiB) is read; a headed CSV whose
+  every row is empty cells is one error, not a traceback."""
+  big = tmp_path / 'big.csv'
+  body = 'word ' * 40000
+  big.write_text(f'text,label\n"{body}",1\n', encoding='utf-8')
+  assert [r['text'] for _, _, r in readers.iter_records(str(big), 'csv', ['text'])] == [body]
+  empty = tmp_path / 'cells.csv'
+  empty.write_text(',,\n,,\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'cells\.csv:1: no header row'):
+    list(readers.iter_records(str(empty), 'csv', ['text', 'label']))

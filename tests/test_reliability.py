@@ -515,3 +515,25 @@ def test_atomic_writes_keep_a_symbolic_link_and_write_a_pipe_directly(tmp_path):
   atomic_write(str(fifo), 'through the pipe\n')
   reader.join(10)
   assert got == ['through the pipe\n'] and fifo.is_fifo()
+
+
+def test_writing_to_dev_stdout_appends_to_a_redirected_file_and_a_pipe(tmp_path):
+  """`/dev/stdout` as an output path: a `>>`-redirected file keeps its earlier content, a
+  pipe receives the text (nothing is renamed over either)."""
+  import subprocess
+  import sys
+  code = ('from translearn_jax.training.files import atomic_write; '
+          'atomic_write("/dev/stdout", "NEW\\n")')
+  log = tmp_path / 'log.txt'
+  log.write_text('OLD\n')
+  with open(log, 'a') as f:
+    subprocess.run([sys.executable, '-c', code], stdout=f, check=True)
+  assert log.read_text() == 'OLD\nNEW\n'
+  piped = subprocess.run(f'{sys.executable} -c \'{code}\' | cat', shell=True, check=True,
+                         capture_output=True, text=True)
+  assert piped.stdout == 'NEW\n'
+  from translearn_jax.errors import DataError
+  from translearn_jax.serving.predict import check_output
+  os.symlink(tmp_path / 'no' / 'such.jsonl', tmp_path / 'dangling')
+  with pytest.raises(DataError, match=r'dangling: the output directory .*/no does not exist'):
+    check_output(str(tmp_path / 'dangling'))

@@ -122,3 +122,18 @@ def test_records_carry_their_config_and_a_difference_is_named(tmp_path):
                                         r'\(eval\.metric "accuracy" → "macro_f1"; '
                                         r'optim\.learning_rate 0\.0005 → 0\.0001\)'):
     runs.load_done(str(path), config)
+
+
+def test_a_config_with_a_non_finite_value_resumes_its_records(tmp_path):
+  """Records are strict JSON (inf/nan stored as null); the config they are compared with is
+  read the same way, so an infinite setting does not make a comparison unresumable."""
+  from configs import transfer_sst2_mlm
+  from translearn_jax.experiments import runs
+  config = transfer_sst2_mlm.get_config()
+  config.optim.grad_clip = float('inf')
+  path = str(tmp_path / 'runs.jsonl')
+  runs.append_record(path, {'strategy': 'scratch', 'seed': 0, 'dev': 0.5, 'test': 0.5,
+                            'epoch': 1, 'config': runs.fingerprint(config),
+                            'fields': runs.shared_config(config)})
+  assert '"optim.grad_clip": null' in open(path).read()
+  assert list(runs.load_done(path, config)) == [('scratch', 0)]

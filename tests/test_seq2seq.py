@@ -94,6 +94,10 @@ def test_metric_tokenisation_options_for_other_scripts(tmp_path):
   de = seq2seq.score(['Die Brücke über den Fluß'], ['die brücke über den fluß'], 'rouge',
                      rouge_tokenize='unicode')
   assert de['rouge1'] == pytest.approx(100.0)
+  # unsegmented scripts: a character each (9 of the 11 characters of each side shared)
+  zh_r = seq2seq.score(['今天天气不错，我们去公园。'], ['今天天气很好，我们去公园。'], 'rouge',
+                       rouge_tokenize='unicode')
+  assert zh_r['rouge1'] == pytest.approx(100 * 9 / 11)
   ev = seq2seq_summarize.get_config().eval
   seq2seq.check_metric('rouge', ev)
   ev.rouge_tokenize = 'words'

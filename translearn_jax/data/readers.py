@@ -247,6 +247,7 @@ def _csv_rows(file: str, text: str) -> Iterator[tuple[int, list[str]]]:
   """(first line, cells) of each non-blank CSV record."""
   import csv
   import io
+  csv.field_size_limit(2 ** 31 - 1)    # a long document is one field (the default: 128 KiB)
   reader = csv.reader(io.StringIO(text, newline=''), strict=True)
   start = 1
   while True:
@@ -314,8 +315,11 @@ def _table_records(file, rows, fields, kind):
   if by_index(fields):
     cols, header, ncols, ref = {f: int(f) for f in fields}, None, None, None
   else:
-    _, first = next(rows)
-    header = [h.strip(' ') for h in first]
+    first = next(rows, None)
+    if first is None:
+      raise DataError(f'{file}:1: no header row (every row is empty; expected a header '
+                      f'naming {list(fields)})')
+    header = [h.strip(' ') for h in first[1]]
     for f in fields:
       if f not in header:
         raise DataError(f'{file}:1: no column named {f!r} in header {header}')
@@ -401,6 +405,19 @@ def fsync_dir(d: str) -> None:
       os.close(fd)
 
 
+def writes_in_place(path: str) -> bool:
+  """Whether a write to `path` must go straight into it, appended, since nothing can be
+  renamed over it: a device, pipe or /proc entry (`/dev/stdout`, a FIFO), also behind a
+  link. Appending keeps a `>>`-redirected stdout's earlier content."""
+  hops, p = [os.path.abspath(path)], os.path.abspath(path)
+  while os.path.islink(p) and len(hops) < 40:   # /dev/stdout -> /proc/self/fd/1 -> a file
+    p = os.path.abspath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    hops.append(p)
+  real = os.path.realpath(path)
+  return any(h.startswith(('/dev/', '/proc/')) for h in hops + [real]) or (
+      os.path.exists(real) and not os.path.isfile(real))
+
+
 def write_target(path: str) -> str:
   """Where a write to `path` goes: a symbolic link's target (the link is kept), else `path`."""
   return os.path.realpath(path) if os.path.islink(path) else path
@@ -409,7 +426,12 @@ def write_target(path: str) -> str:
 def write_file(path: str, data: bytes) -> None:
   """Writes `data` under a temporary name, then renames it over `path`: an existing file
   is never left half-written (tokenizers, vocabularies; the data layer cannot use
-  `training.files`, a layer above it). A symbolic link is kept and its target replaced."""
+  `training.files`, a layer above it). A symbolic link is kept and its target replaced;
+  a device or pipe is written in place (`writes_in_place`)."""
+  if writes_in_place(path):
+    with open(path, 'ab') as f:
+      f.write(data)
+    return
   path = write_target(path)
   tmp = f'{path}.tmp{os.getpid()}'
   try:

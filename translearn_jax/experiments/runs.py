@@ -146,7 +146,7 @@ def load_done(path: str, config) -> dict[tuple[str, int], dict]:
   done = {}
   if not os.path.exists(path):
     return done
-  fields, fps = shared_config(config), None
+  fields, fps = metrics_lib.finite(shared_config(config)), None   # as records store them
   with open(path) as f:
     for n, line in enumerate(f, 1):
       try:

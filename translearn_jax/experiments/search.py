@@ -15,8 +15,8 @@ random order. Trials run one after another, each trained on the training split
 and scored on the validation (dev) split only, until the budget is spent:
 at most `search.trials` trials and, when `search.seconds > 0`, no trial is
 started once the time spent plus the mean trial time so far would exceed it
-(the first trial always runs). The best candidate by dev accuracy is then
-retrained with `search.final_seeds` seeds and reported on the test split, next
+(the first trial always runs). The best candidate by the dev metric (accuracy, or
+macro-F1 with `eval.metric`) is then retrained with `search.final_seeds` seeds and reported on the test split, next
 to scratch trained on the same seeds with the config's own (untuned) settings.
 """
 
@@ -104,7 +104,8 @@ def run_trial(setup, config, cand: dict, seed: int, run_dir: str) -> dict:
 
 
 def search(setup, config, workdir: str) -> tuple[list[dict], float]:
-  """(trials with their dev accuracy, seconds); respects `search.trials` and `search.seconds`."""
+  """(trials with their dev score (the task's metric: accuracy or macro-F1), seconds);
+  respects `search.trials` and `search.seconds`."""
   s = config.search
   cands = candidates(config, len(setup.groups))
   trials, t0 = [], time.perf_counter()
@@ -153,12 +154,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {'trials': trials, 'ranking': [describe(t['candidate']) for t in ranking],
              'search_seconds': seconds, 'budget': {'trials': config.search.trials,
                                                    'seconds': config.search.seconds},
-             'final': final}
+             'final': final, 'metric': setup.metric}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'search.json'), summary)
-    print('rank  dev acc %  candidate')
+    label = {'accuracy': 'dev acc %', 'macro_f1': 'dev macro-F1 %'}.get(setup.metric,
+                                                                      f'dev {setup.metric}')
+    print(f'rank  {label}  candidate')
     for i, t in enumerate(ranking):
-      print(f'{i + 1:>4}  {100 * t["dev"]:>9.2f}  {describe(t["candidate"])}')
+      print(f'{i + 1:>4}  {100 * t["dev"]:>{len(label)}.2f}  {describe(t["candidate"])}')
     print(f'best {describe(best)}, retrained on {config.search.final_seeds} seeds: test '
           f'{fmt(final["test_mean"], final["test_ci95"])} vs scratch '
           f'{fmt(final["scratch_mean"], final["scratch_ci95"])} (paired gain '

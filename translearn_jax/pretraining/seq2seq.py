@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import regex
 
 from translearn_jax.data import noising, parallel
 from translearn_jax.data.bucketing import BucketStream, parse_boundaries
@@ -339,13 +340,20 @@ def metric_options(ev) -> dict:
 ROUGE_TOKENIZERS = ('default', 'unicode')
 
 
+# scripts written without spaces between words: each character is a token (as ROUGE is
+# usually computed for Chinese and Japanese without a segmenter)
+_UNSPACED = r'\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}'
+_UNICODE_TOKEN = regex.compile(rf'[{_UNSPACED}]|[^\W_{_UNSPACED}]+')
+
+
 class _UnicodeWords:
-  """ROUGE tokens for any script: lowercased runs of letters and digits (no stemming).
-  rouge-score's own tokenizer keeps only a-z and 0-9, so German umlauts split words and
-  Chinese, Russian or Arabic text has no tokens at all."""
+  """ROUGE tokens for any script: lowercased runs of letters, marks and digits; a character
+  each in scripts written without spaces (Han, kana, Thai, ...); no stemming. rouge-score's
+  own tokenizer keeps only a-z and 0-9, so German umlauts split words and Chinese, Russian
+  or Arabic text has no tokens at all."""
 
   def tokenize(self, text: str) -> list[str]:
-    return re.findall(r'\w+', text.lower())
+    return _UNICODE_TOKEN.findall(text.lower())
 
 
 def score(hyps, refs, metric: str, bleu_tokenize: str = '13a',

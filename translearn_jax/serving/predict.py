@@ -216,7 +216,9 @@ def check_output(path: str) -> None:
     return
   if os.path.isdir(path):
     raise DataError(f'{path}: is a directory (the output is a file)')
-  d = os.path.dirname(os.path.abspath(path))
+  if readers.writes_in_place(path):
+    return
+  d = os.path.dirname(os.path.abspath(readers.write_target(path)))   # a link: its target's
   if not os.path.isdir(d):
     raise DataError(f'{path}: the output directory {d} does not exist')
 

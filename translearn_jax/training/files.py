@@ -11,13 +11,13 @@ from translearn_jax.data.readers import fsync_dir  # noqa: F401 (the one definit
 
 def atomic_write(path: str, text: str) -> None:
   """Writes `text` to a temporary file in the same directory, fsyncs it, renames it over `path`.
-  A symbolic link is kept and its target replaced; a path that is neither a file nor absent
-  (a pipe, `/dev/stdout`) is written directly, as nothing can be renamed over it."""
-  path = readers.write_target(path)
-  if os.path.exists(path) and not os.path.isfile(path):
-    with open(path, 'w', encoding='utf-8') as f:
+  A symbolic link is kept and its target replaced; a device or pipe (`/dev/stdout`, a
+  FIFO) is written in place, appended (`readers.writes_in_place`)."""
+  if readers.writes_in_place(path):
+    with open(path, 'a', encoding='utf-8') as f:
       f.write(text)
     return
+  path = readers.write_target(path)
   d = os.path.dirname(os.path.abspath(path))
   tmp = os.path.join(d, f'.{os.path.basename(path)}.tmp{os.getpid()}')
   try:
