@@ -19,6 +19,7 @@ from translearn_jax.data.hf_tokenizer import HFTokenizer  # noqa: E402
 from translearn_jax.errors import DataError  # noqa: E402
 
 TEXTS = ['Hello World, naïve café!', 'the [MASK] is ÉLAN 中文字 here', 'unknownword xyz',
+         'hi <ent> there x<ent>y', 'a b <|endoftext|>c',
          '  spaced   out\ttab', "don't stop-believing", 'Newtok inside newtok ABC',
          'The <mask> token and café', 'x<mask>y <mask> z', 'Cafe\u0301 ﬁ Ωmega 12 #']
 WORDS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'hello', 'world', ',', '!', 'na',
@@ -68,6 +69,7 @@ def assert_same_ids(d, ours):
 
 @pytest.mark.parametrize('conf', [None, {'do_lower_case': False},
                                   {'do_lower_case': True, 'strip_accents': False},
+                                  {'do_lower_case': False, 'strip_accents': True},
                                   {'tokenize_chinese_chars': False}])
 def test_bert_vocab_txt_tokenizes_as_transformers(tmp_path, conf):
   d = bert_dir(tmp_path / 'bert', conf)
@@ -88,6 +90,11 @@ def test_bert_vocab_txt_tokenizes_as_transformers(tmp_path, conf):
     ('roberta', ROBERTA_SPECIALS, {'mask_token': {                       # the hub's layout
         '__type': 'AddedToken', 'content': '<mask>', 'lstrip': True, 'rstrip': False,
         'normalized': False, 'single_word': False, 'special': True}}),
+    ('roberta', ROBERTA_SPECIALS, {'mask_token': '<mask>', 'added_tokens_decoder': {  # 4.34+
+        '4': {'content': '<mask>', 'lstrip': True, 'rstrip': False, 'normalized': False,
+              'single_word': False, 'special': True}}}),
+    ('gpt2', ['<|endoftext|>', '<ent>'], {'additional_special_tokens': ['<ent>']}),
+    ('gpt_neox', ['<|endoftext|>', '<|padding|>'], None),                 # its pad token
     ('bart', ROBERTA_SPECIALS, None)])
 def test_byte_level_vocab_and_merges_tokenize_as_transformers(tmp_path, model_type, specials,
                                                               conf):
@@ -97,9 +104,16 @@ def test_byte_level_vocab_and_merges_tokenize_as_transformers(tmp_path, model_ty
   assert (ours.bos_id, ours.eos_id) == (
       (ref.bos_token_id, ref.eos_token_id) if model_type in ('gpt2', 'gpt_neox')
       else (ref.cls_token_id, ref.sep_token_id))
+  if '<|padding|>' in specials:          # in the vocabulary: the pad role, matched in text
+    assert ours.pad_id == ref.pad_token_id == 1
+    t = 'a <|padding|> b'
+    assert ours.encode(t) == ref(t, add_special_tokens=False)['input_ids'] and 1 in ours.encode(t)
+  if conf and 'additional_special_tokens' in conf:     # matched inside words, as transformers
+    assert ours.encode('x<ent>y')[1] == ours.piece_id('<ent>')
   if model_type in ('roberta', 'bart'):
     assert ours.mask_id == ref.mask_token_id
-    lstrip = bool(conf and 'mask_token' in conf)
+    lstrip = bool(conf and ('added_tokens_decoder' in conf or isinstance(conf.get('mask_token'),
+                                                                          dict)))
     assert (ours.encode('a <mask>') == ours.encode('a') + [ours.mask_id]) == lstrip
 
 
@@ -139,6 +153,12 @@ def test_stated_options_override_tokenizer_json_as_transformers_does(tmp_path):
     ours = HFTokenizer.load(d)
     assert_same_ids(d, ours)
     assert (ours.encode('Hello') == [WORDS.index('hello')]) == value
+    if case == 'cased':            # strip_accents: null (follow lowercasing) overrides true
+      spec['normalizer']['strip_accents'] = True
+      json.dump(spec, open(os.path.join(d, 'tokenizer.json'), 'w'))
+      conf['strip_accents'] = None
+      json.dump(conf, open(os.path.join(d, 'tokenizer_config.json'), 'w'))
+      assert_same_ids(d, HFTokenizer.load(d))
     (tmp_path / f'{case}_out').mkdir()
     ours.save(str(tmp_path / f'{case}_out' / 'tokenizer.json'))   # the export keeps it
     again = HFTokenizer.load(str(tmp_path / f'{case}_out'))

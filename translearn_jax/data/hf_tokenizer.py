@@ -286,8 +286,11 @@ def apply_options(spec: dict, conf: dict) -> bool:
 
   for norm in nodes(spec.get('normalizer'), ('BertNormalizer',)):
     put(norm, 'lowercase', _option(conf, 'do_lower_case', bool))
-    if 'strip_accents' in conf:
-      put(norm, 'strip_accents', _option(conf, 'strip_accents', bool))
+    if 'strip_accents' in conf:             # null too: accents follow lowercasing
+      v = _option(conf, 'strip_accents', bool)
+      if norm.get('strip_accents') != v:
+        norm['strip_accents'] = v
+        changed = True
     put(norm, 'handle_chinese_chars', _option(conf, 'tokenize_chinese_chars', bool))
   prefix = _option(conf, 'add_prefix_space', bool)
   for node in nodes(spec.get('pre_tokenizer'), ('ByteLevel',)):
@@ -328,6 +331,8 @@ def from_vocab_files(directory: str, model_type: str) -> HFTokenizer:
                     'AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)')
   conf = tokenizer_options(directory)
   specials = dict(_SLOW_DEFAULTS[kind])
+  if model_type == 'gpt_neox':              # GPTNeoXTokenizer's own padding token
+    specials['pad'] = '<|padding|>'
   strips: dict[str, dict] = {}          # a token written as a dict: its lstrip/rstrip flags
   for name in reversed(CONFIG_FILES):      # tokenizer_config.json wins, as in special_tokens()
     file_conf = json_object(os.path.join(directory, name))
@@ -378,7 +383,9 @@ def from_vocab_files(directory: str, model_type: str) -> HFTokenizer:
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix)
     tk.decoder = decoders.ByteLevel()
   # tokens added after training: added_tokens.json {token: id}, tokenizer_config.json's
-  # added_tokens_decoder {id: {content, special, lstrip, ...}}; added in id order
+  # added_tokens_decoder {id: {content, special, lstrip, ...}}; added in id order. Tokens
+  # the configs list as special (the decoder's `special`, `additional_special_tokens`)
+  # are special even when the vocabulary has them: matched in raw text, with their flags.
   extra: dict[int, dict] = {}
   added_path = os.path.join(directory, 'added_tokens.json')
   for token, i in json_object(added_path).items():
@@ -386,21 +393,34 @@ def from_vocab_files(directory: str, model_type: str) -> HFTokenizer:
   for i, entry in (conf.get('added_tokens_decoder') or {}).items():
     if isinstance(entry, dict) and _content(entry):
       extra[int(i)] = entry
+  listed = set()
+  for file_conf in (json_object(os.path.join(directory, CONFIG_FILES[1])), conf):
+    for key in ('additional_special_tokens', 'extra_special_tokens'):
+      v = file_conf.get(key)
+      items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else []
+      listed |= {_content(x) for x in items if _content(x)}
   flags = ('single_word', 'lstrip', 'rstrip', 'normalized', 'special')
+  special: dict[str, dict] = {}             # token -> AddedToken options
   for i, entry in sorted(extra.items()):
     token = entry['content']
+    opts = {k: bool(entry[k]) for k in flags if k in entry}
+    opts['special'] = opts.get('special', False) or token in listed
+    opts.setdefault('normalized', not opts['special'])
     if tk.token_to_id(token) is None:
-      opts = {k: bool(entry[k]) for k in flags if k in entry}
-      opts.setdefault('normalized', not opts.get('special', False))
       tk.add_tokens([AddedToken(token, **opts)])
+    elif opts['special']:
+      special[token] = opts
+    elif any(opts.get(k) for k in ('lstrip', 'rstrip', 'single_word')):
+      tk.add_tokens([AddedToken(token, **opts)])          # keeps its id, gains its flags
     if tk.token_to_id(token) != i:
       raise DataError(f'{directory}: added token {token!r} is recorded at id {i} but lands at '
                       f'{tk.token_to_id(token)} after the vocabulary\'s {len(vocab)} tokens')
   used = {r: t for r, t in specials.items() if tk.token_to_id(t) is not None}
-  # special tokens are matched in raw text (RoBERTa's configs let <mask> take the space
-  # before it: lstrip)
-  tk.add_special_tokens([AddedToken(t, special=True, normalized=False, **strips.get(t, {}))
-                         for t in sorted(set(used.values()))])
+  # role tokens and listed ones are special, matched in raw text; a role token written as a
+  # dict in a config keeps its lstrip/rstrip (RoBERTa's <mask> takes the space before it)
+  for t in sorted(set(used.values()) | {t for t in listed if tk.token_to_id(t) is not None}):
+    special.setdefault(t, {'special': True, 'normalized': False, **strips.get(t, {})})
+  tk.add_special_tokens([AddedToken(t, **opts) for t, opts in sorted(special.items())])
   if kind == 'wordpiece' and {'cls', 'sep'} <= set(used):
     tk.post_processor = processors.TemplateProcessing(
         single=f'{used["cls"]}:0 $A:0 {used["sep"]}:0',
