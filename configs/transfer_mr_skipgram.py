@@ -54,7 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.kind = 'word2vec'          # 'word2vec' | 'lm' | 'none'
   config.init.path = '/tmp/skipgram/vectors.txt'
   config.init.binary = False             # word2vec binary; else text: word2vec, fastText, GloVe
-  config.init.remap_init = 'mean'        # rows of words missing from the source: 'mean' | 'random' | 'init'
+  config.init.remap_init = 'mean'        # rows of words missing from the source: 'mean' |
+                                         # 'random' | 'init' | 'subword' (a fastText .bin:
+                                         # a vector from the word's character n-grams)
   config.init.rules = 'embedding=>backbone/embed/embedding'  # graft: 'src_regex=>target; ...'
 
   config.transfer = ml_collections.ConfigDict()

@@ -209,3 +209,44 @@ def test_sources_load_binary_still_needs_the_flag(tmp_path):
   with pytest.raises(DataError, match=r'parses as a binary word2vec file: set '
                                       r'config\.init\.binary=True'):
     sources.load('word2vec', path)
+
+
+def test_fasttext_bin_model_loads_with_its_vectors_and_subwords(tmp_path):
+  """A fastText .bin model (written by gensim in Facebook's format) is recognised without
+  any setting; its words get fastText's word vectors, and remap_init='subword' gives words
+  outside its dictionary their n-gram vectors, as fastText (gensim) computes them."""
+  from gensim.models.fasttext import FastText, load_facebook_vectors, save_facebook_model
+  from gensim.test.utils import common_texts
+  from translearn_jax.errors import ConfigError
+  from translearn_jax.transfer import graft
+  model = FastText(vector_size=8, window=3, min_count=1, min_n=2, max_n=4, bucket=200,
+                   epochs=2, seed=0, workers=1)
+  model.build_vocab(corpus_iterable=common_texts)
+  model.train(corpus_iterable=common_texts, total_examples=len(common_texts), epochs=2)
+  path = str(tmp_path / 'tiny.bin')
+  save_facebook_model(model, path)
+  ref = load_facebook_vectors(path)
+  words, vecs = load_vectors(path)                     # 'auto'; binary=True also reads it
+  assert words == list(ref.index_to_key) and vecs.dtype == np.float32
+  np.testing.assert_allclose(vecs, ref.vectors, rtol=1e-6)
+  np.testing.assert_allclose(load_vectors(path, 'word2vec_binary')[1], vecs)
+  src = sources.load('word2vec', path)
+  target = ['human', 'computers', 'graphs', 'xyzzy']   # the last three outside its dictionary
+  init = np.zeros((4, 8), np.float32)
+  out, stats = graft.remap_rows(src.params['embedding'], src.vocab, target, init, 'subword',
+                                subword=src.subword)
+  assert stats['missing'] == 3 and stats['init'] == 'subword'
+  for i, w in enumerate(target):
+    np.testing.assert_allclose(out[i], ref[w], rtol=1e-5, atol=1e-7)
+  assert np.abs(out[1]).sum() > 0                      # 'computers' from its n-grams
+  text = sources.load('word2vec', _write(tmp_path, 'v.txt', '1 8\nhuman ' + ' '.join(['0.5'] * 8)
+                                         + '\n'))
+  with pytest.raises(ConfigError, match="remap_init='subword' needs a source that builds"):
+    graft.remap_rows(text.params['embedding'], text.vocab, target, init, 'subword',
+                     subword=text.subword)
+  data, cut = open(path, 'rb').read(), tmp_path / 'cut.bin'
+  for keep, where in ((200, r'word \d+ of 12 of its dictionary is cut off'),
+                      (len(data) // 3, r'its \d+ x 8 input matrix needs')):
+    cut.write_bytes(data[:keep])          # gensim's own parser would loop forever on these
+    with pytest.raises(DataError, match=rf'cut\.bin: truncated fastText \.bin model .*{where}'):
+      sources.load('word2vec', str(cut))

@@ -131,7 +131,8 @@ class ClassificationTask(Task):
       self.vocab = word_vocab(self.splits['train'].texts)
       self.model = models.BagOfEmbeddings(len(self.vocab), m.dim, self.num_classes, m.dropout)
       enc = lambda t: encode_words(t, self.vocab, m.max_tokens)
-      self.vocab_remap = ({'backbone/embed/embedding': (self.source.vocab, self.vocab)}
+      self.vocab_remap = ({'backbone/embed/embedding': (self.source.vocab, self.vocab,
+                                                        self.source.subword)}
                           if self.source.params is not None else {})
     elif m.type == 'lm_encoder':
       lm_cfg = models.lm_backbone_config(self.source, m)

@@ -78,7 +78,7 @@ class DannSetup:
     src = sources.load('word2vec', config.init.path, binary=config.init.binary,
                        field='init.path')
     self.pretrained = src.params
-    self.remap = {'backbone/embed/embedding': (src.vocab, self.vocab)}
+    self.remap = {'backbone/embed/embedding': (src.vocab, self.vocab, src.subword)}
     self.rules = graft_lib.parse_rules(config.init.rules)
     self._logits = jax.jit(lambda p, t, m: self.model.apply({'params': p}, t, m))
 

@@ -7,6 +7,11 @@ word2vec binary: the same header, then per word `word<space>` + D
 little-endian float32 + `\\n` (word2vec.c layout; the newline is optional when
 reading).
 GloVe: word2vec text without the header; the width is that of line 1.
+fastText `.bin` (a trained model, `cc.en.300.bin`): recognised by its magic number
+whatever the other settings say; each word of its dictionary gets the vector fastText's
+`get_word_vector` gives (the word's row averaged with its character n-gram rows), read
+with gensim's parser of that format (no pickle). `load_fasttext_model` also keeps the
+n-gram rows, so that words outside the dictionary get vectors from their n-grams.
 
 `load_word2vec` reads the two word2vec formats strictly: a file whose header,
 row widths or size do not match the chosen format raises naming the file and
@@ -31,7 +36,8 @@ import numpy as np
 from translearn_jax.data import readers
 from translearn_jax.errors import DataError
 
-FORMATS = ('auto', 'word2vec', 'fasttext', 'glove', 'word2vec_binary')
+FORMATS = ('auto', 'word2vec', 'fasttext', 'glove', 'word2vec_binary', 'fasttext_bin')
+FASTTEXT_MAGIC = 793712314            # the first int32 of a fastText .bin model
 
 
 def _check(words: Sequence[str], vectors: np.ndarray) -> None:
@@ -101,6 +107,9 @@ def load_vectors(path: str, format: str = 'auto', option: str = 'binary'
   """
   if format not in FORMATS:
     raise ValueError(f'vector file format must be one of {FORMATS}, got {format!r}')
+  if format == 'fasttext_bin' or is_fasttext_bin(path):
+    kv = load_fasttext_model(path)
+    return list(kv.index_to_key), np.asarray(kv.vectors, np.float32)
   words, vecs, first_line = _read(path, format, option)
   if len(set(words)) == len(words):
     return words, vecs
@@ -114,6 +123,70 @@ def load_vectors(path: str, format: str = 'auto', option: str = 'binary'
                 f'(first: {words[i]!r} at {where(i)}, first seen at {where(first[words[i]])})',
                 stacklevel=2)
   return [words[i] for i in keep], vecs[keep]
+
+
+def is_fasttext_bin(path: str) -> bool:
+  """Whether `path` starts with a fastText `.bin` model's magic number."""
+  try:
+    with open(path, 'rb') as f:
+      head = f.read(4)
+  except OSError:
+    return False
+  return len(head) == 4 and int.from_bytes(head, 'little') == FASTTEXT_MAGIC
+
+
+def load_fasttext_model(path: str):
+  """gensim's `FastTextKeyedVectors` of a fastText `.bin` model: `index_to_key`, `vectors`
+  (each dictionary word's `get_word_vector`) and `kv[word]` for any word (from its
+  n-grams when outside the dictionary). Errors name the file."""
+  from gensim.models.fasttext import load_facebook_vectors
+  _check_fasttext_bin(path)     # gensim's parser loops forever on a file cut inside its words
+  try:
+    kv = load_facebook_vectors(path)
+  except Exception as e:  # noqa: BLE001 -- OS, struct, assertion and decoding errors alike
+    raise DataError(f'{path}: not a readable fastText .bin model ({type(e).__name__}: '
+                    f'{e})') from None
+  if not np.isfinite(kv.vectors).all():
+    raise DataError(f'{path}: non-finite values in the word vectors')
+  return kv
+
+
+def _check_fasttext_bin(path: str) -> None:
+  """Raises naming `path` unless its dictionary and input matrix are complete (the layout
+  of fastText's `FastText::saveModel`: header, args, dictionary, input matrix, ...)."""
+  import struct
+
+  def check(buf):
+    n = len(buf)
+
+    def unpack(fmt, pos):
+      size = struct.calcsize(fmt)
+      if pos + size > n:
+        raise DataError(f'{path}: truncated fastText .bin model (ends at byte {n}, inside '
+                        'its header or dictionary)')
+      return struct.unpack_from(fmt, buf, pos), pos + size
+
+    _, pos = unpack('<2i', 0)
+    _, pos = unpack('<12id', pos)
+    (size, _, labels), pos = unpack('<3i', pos)
+    if labels > 0:
+      raise DataError(f'{path}: a supervised fastText model (it has {labels} labels); word '
+                      'vectors come from unsupervised (skipgram/cbow) models')
+    (_, pruned), pos = unpack('<2q', pos)
+    for i in range(size):
+      end = buf.find(b'\0', pos)
+      if end < 0:
+        raise DataError(f'{path}: truncated fastText .bin model (word {i + 1} of {size} of '
+                        'its dictionary is cut off)')
+      pos = end + 1 + 9                     # the word, its count (int64) and type (int8)
+    pos += 8 * max(pruned, 0)
+    (rows, dim), pos = unpack('<2q', pos + 1)   # after the quantisation flag
+    if rows < 0 or dim < 0 or pos + rows * dim * 4 > n:
+      raise DataError(f'{path}: truncated fastText .bin model (its {rows} x {dim} input '
+                      f'matrix needs {rows * dim * 4} bytes after byte {pos}; the file has '
+                      f'{n - pos})')
+
+  _with_buffer(path, check)
 
 
 def detect_format(path: str) -> str:

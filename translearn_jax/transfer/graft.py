@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -144,8 +144,12 @@ def unflatten(flat: dict[str, Any]):
   return traverse_util.unflatten_dict({tuple(k.split('/')): v for k, v in flat.items()})
 
 
+REMAP_INITS = ('mean', 'random', 'init', 'subword')
+
+
 def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Sequence[str],
-               target_init: np.ndarray, init: str = 'mean', seed: int = 0
+               target_init: np.ndarray, init: str = 'mean', seed: int = 0,
+               subword: Optional[Callable[[list[str]], np.ndarray]] = None
                ) -> tuple[np.ndarray, dict]:
   """Rows of `source` re-indexed by `target_vocab` (matched by token string).
 
@@ -155,8 +159,14 @@ def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Se
   casing; a lowercased target vocabulary would otherwise miss most of them);
   `stats['found_folded']` counts those. Target tokens absent from the source even so
   get: 'mean' (the mean source row), 'random' (normal with the source rows'
-  per-dimension std), or 'init' (keep the target's own initialisation).
+  per-dimension std), 'init' (keep the target's own initialisation), or 'subword'
+  (`subword(words)`: a fastText model's vectors from each word's character n-grams).
   """
+  if init not in REMAP_INITS:
+    raise ConfigError(f'vocabulary remap init must be one of {REMAP_INITS}, got {init!r}')
+  if init == 'subword' and subword is None:
+    raise ConfigError("remap_init='subword' needs a source that builds vectors from subwords "
+                      '(a fastText .bin model); this one has whole-word vectors only')
   if source.shape[1] != target_init.shape[1]:
     raise GraftError(f'embedding widths differ: source {source.shape} vs target '
                      f'{target_init.shape}')
@@ -174,8 +184,9 @@ def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Se
   elif init == 'random':
     rng = np.random.default_rng(seed)
     out[missing] = rng.normal(0, source.std(0), (missing.sum(), source.shape[1]))
-  elif init != 'init':
-    raise ConfigError(f"vocabulary remap init must be 'mean', 'random' or 'init', got {init!r}")
+  elif init == 'subword' and missing.any():
+    out[missing] = np.asarray(subword([target_vocab[i] for i in np.flatnonzero(missing)]),
+                              out.dtype)
   stats = {'target_rows': int(len(target_vocab)), 'found': int(found.sum()),
            'found_folded': int((found & (exact < 0)).sum()),
            'missing': int(missing.sum()), 'init': init,
@@ -188,9 +199,10 @@ def graft(target_params, source_params, rules: Sequence[tuple[str, str]], *,
           ) -> tuple[Any, GraftReport]:
   """Places source leaves into `target_params` by `rules`.
 
-  `vocab_remap` maps a target path to `(source_vocab, target_vocab)`: that
-  leaf's rows are remapped by token instead of copied (its shapes may then
-  differ in the number of rows). Trees straight from `model.init` (leaves boxed
+  `vocab_remap` maps a target path to `(source_vocab, target_vocab)` or
+  `(source_vocab, target_vocab, subword)`: that leaf's rows are remapped by token
+  instead of copied (its shapes may then differ in the number of rows; `subword`:
+  see `remap_rows`). Trees straight from `model.init` (leaves boxed
   with their logical axis names) are unboxed first; the result is plain.
   """
   vocab_remap = vocab_remap or {}
@@ -217,9 +229,10 @@ def graft(target_params, source_params, rules: Sequence[tuple[str, str]], *,
         raise GraftError(f'rule {name}: {spath} and {written[tpath]} both map to {tpath}')
       target_leaf = tgt[tpath]
       if tpath in vocab_remap:
-        src_vocab, tgt_vocab = vocab_remap[tpath]
+        src_vocab, tgt_vocab, *subword = vocab_remap[tpath]
         new, stats = remap_rows(np.asarray(value), src_vocab, tgt_vocab,
-                                np.asarray(target_leaf), remap_init, seed)
+                                np.asarray(target_leaf), remap_init, seed,
+                                subword[0] if subword else None)
         report.remapped[tpath] = stats
         value = new
       elif np.shape(value) != np.shape(target_leaf):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import ml_collections
@@ -34,7 +34,8 @@ import numpy as np
 from translearn_jax.data.tokenizer import Tokenizer, load_tokenizer
 from translearn_jax.data.vocab import Vocabulary
 from translearn_jax.errors import ConfigError, DataError
-from translearn_jax.export.word2vec_format import load_vectors
+from translearn_jax.export.word2vec_format import (is_fasttext_bin, load_fasttext_model,
+                                                    load_vectors)
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
@@ -55,6 +56,8 @@ class Source:
   tokenizer: Optional[Tokenizer] = None      # the run's tokenizer (sentencepiece or HF)
   model_config: Any = None                   # architecture config dataclass (runs)
   run_config: Optional[ml_collections.ConfigDict] = None   # the run's config.json
+  subword: Optional[Callable[[list[str]], np.ndarray]] = None   # fastText .bin: any word's
+                                                                # vector from its n-grams
 
   @property
   def is_backbone(self) -> bool:
@@ -72,6 +75,11 @@ def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.
     raise ConfigError(f'config.{field}: empty; set it to a {kind} '
                       f'{"file" if kind == "word2vec" else "run directory"}')
   if kind == 'word2vec':
+    if is_fasttext_bin(path):            # a fastText model: also vectors of unseen words
+      kv = load_fasttext_model(path)
+      return Source('word2vec', path, {'embedding': np.asarray(kv.vectors, np.float32)},
+                    vocab=list(kv.index_to_key),
+                    subword=lambda words: np.stack([kv.get_vector(w) for w in words]))
     words, vecs = load_vectors(path, 'word2vec_binary' if binary else 'auto',
                                option=f'config.{field.rsplit(".", 1)[0]}.binary')
     return Source('word2vec', path, {'embedding': vecs}, vocab=words)
