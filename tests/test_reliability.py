@@ -515,6 +515,14 @@ def test_atomic_writes_keep_a_symbolic_link_and_write_a_pipe_directly(tmp_path):
   atomic_write(str(fifo), 'through the pipe\n')
   reader.join(10)
   assert got == ['through the pipe\n'] and fifo.is_fifo()
+  if os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK):   # a plain file under /dev
+    shm = f'/dev/shm/translearn_test_{os.getpid()}'
+    try:
+      atomic_write(shm, 'first\n')
+      atomic_write(shm, 'second\n')
+      assert open(shm).read() == 'second\n'
+    finally:
+      os.remove(shm)
 
 
 def test_writing_to_dev_stdout_appends_to_a_redirected_file_and_a_pipe(tmp_path):

@@ -250,3 +250,21 @@ def test_fasttext_bin_model_loads_with_its_vectors_and_subwords(tmp_path):
     cut.write_bytes(data[:keep])          # gensim's own parser would loop forever on these
     with pytest.raises(DataError, match=rf'cut\.bin: truncated fastText \.bin model .*{where}'):
       sources.load('word2vec', str(cut))
+  import gzip
+  (tmp_path / 'tiny.bin.gz').write_bytes(gzip.compress(data))    # as fastText publishes them
+  with pytest.raises(DataError, match=r'tiny\.bin\.gz: a compressed fastText \.bin model; '
+                                      'decompress it first'):
+    sources.load('word2vec', str(tmp_path / 'tiny.bin.gz'))
+  with pytest.raises(DataError, match=r'v\.txt: not a fastText \.bin model \(no magic number'):
+    load_vectors(str(tmp_path / 'v.txt'), 'fasttext_bin')
+  # a model trained without n-grams (max_n < min_n) has no subword vectors to give
+  plain = FastText(vector_size=8, min_count=1, max_n=0, epochs=1, seed=0, workers=1)
+  plain.build_vocab(corpus_iterable=common_texts)
+  plain.train(corpus_iterable=common_texts, total_examples=len(common_texts), epochs=1)
+  save_facebook_model(plain, str(tmp_path / 'plain.bin'))
+  src = sources.load('word2vec', str(tmp_path / 'plain.bin'))
+  assert src.subword is None and src.vocab == list(load_facebook_vectors(
+      str(tmp_path / 'plain.bin')).index_to_key)
+  with pytest.raises(ConfigError, match="remap_init='subword' needs a source"):
+    graft.remap_rows(src.params['embedding'], src.vocab, target, init, 'subword',
+                     subword=src.subword)

@@ -407,14 +407,15 @@ def fsync_dir(d: str) -> None:
 
 def writes_in_place(path: str) -> bool:
   """Whether a write to `path` must go straight into it, appended, since nothing can be
-  renamed over it: a device, pipe or /proc entry (`/dev/stdout`, a FIFO), also behind a
-  link. Appending keeps a `>>`-redirected stdout's earlier content."""
+  renamed over it: a device or pipe (a FIFO, `/dev/null`), also behind a link, or a file
+  reached through /proc (`/dev/stdout` -> /proc/self/fd/1 -> a `>>`-redirected file, whose
+  earlier content appending keeps). A plain file under /dev/shm is replaced as any other."""
   hops, p = [os.path.abspath(path)], os.path.abspath(path)
   while os.path.islink(p) and len(hops) < 40:   # /dev/stdout -> /proc/self/fd/1 -> a file
     p = os.path.abspath(os.path.join(os.path.dirname(p), os.readlink(p)))
     hops.append(p)
   real = os.path.realpath(path)
-  return any(h.startswith(('/dev/', '/proc/')) for h in hops + [real]) or (
+  return any(h.startswith('/proc/') for h in hops[1:] + [real]) or (
       os.path.exists(real) and not os.path.isfile(real))
 
 

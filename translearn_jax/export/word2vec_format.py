@@ -107,7 +107,7 @@ def load_vectors(path: str, format: str = 'auto', option: str = 'binary'
   """
   if format not in FORMATS:
     raise ValueError(f'vector file format must be one of {FORMATS}, got {format!r}')
-  if format == 'fasttext_bin' or is_fasttext_bin(path):
+  if is_fasttext_bin(path) or format == 'fasttext_bin':
     kv = load_fasttext_model(path)
     return list(kv.index_to_key), np.asarray(kv.vectors, np.float32)
   words, vecs, first_line = _read(path, format, option)
@@ -125,14 +125,34 @@ def load_vectors(path: str, format: str = 'auto', option: str = 'binary'
   return [words[i] for i in keep], vecs[keep]
 
 
+def _magic(head: bytes) -> bool:
+  return len(head) >= 4 and int.from_bytes(head[:4], 'little') == FASTTEXT_MAGIC
+
+
 def is_fasttext_bin(path: str) -> bool:
-  """Whether `path` starts with a fastText `.bin` model's magic number."""
+  """Whether `path` starts with a fastText `.bin` model's magic number; a compressed one
+  (`cc.en.300.bin.gz` as downloaded) is an error saying to decompress it."""
   try:
     with open(path, 'rb') as f:
-      head = f.read(4)
+      head = f.read(8)
   except OSError:
     return False
-  return len(head) == 4 and int.from_bytes(head, 'little') == FASTTEXT_MAGIC
+  if readers.is_compressed(head):
+    import bz2
+    import gzip
+    import lzma
+    opener = (gzip.open if head.startswith(b'\x1f\x8b') else
+              bz2.open if head.startswith(b'BZh') else lzma.open)
+    try:
+      with opener(path, 'rb') as f:
+        inner = f.read(4)
+    except Exception:  # noqa: BLE001 -- a damaged archive: the text readers report it
+      return False
+    if _magic(inner):
+      raise DataError(f'{path}: a compressed fastText .bin model; decompress it first (e.g. '
+                      '`gunzip`): the model is read in place, not through the archive')
+    return False
+  return _magic(head)
 
 
 def load_fasttext_model(path: str):
@@ -166,7 +186,10 @@ def _check_fasttext_bin(path: str) -> None:
                         'its header or dictionary)')
       return struct.unpack_from(fmt, buf, pos), pos + size
 
-    _, pos = unpack('<2i', 0)
+    (magic, _), pos = unpack('<2i', 0)
+    if magic != FASTTEXT_MAGIC:
+      raise DataError(f'{path}: not a fastText .bin model (no magic number {FASTTEXT_MAGIC}; '
+                      'files of fastText before 2017 are not read)')
     _, pos = unpack('<12id', pos)
     (size, _, labels), pos = unpack('<3i', pos)
     if labels > 0:

@@ -77,9 +77,10 @@ def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.
   if kind == 'word2vec':
     if is_fasttext_bin(path):            # a fastText model: also vectors of unseen words
       kv = load_fasttext_model(path)
+      subword = (lambda words: np.stack([kv.get_vector(w) for w in words])) \
+          if kv.bucket > 0 else None       # a model trained without n-grams has none
       return Source('word2vec', path, {'embedding': np.asarray(kv.vectors, np.float32)},
-                    vocab=list(kv.index_to_key),
-                    subword=lambda words: np.stack([kv.get_vector(w) for w in words]))
+                    vocab=list(kv.index_to_key), subword=subword)
     words, vecs = load_vectors(path, 'word2vec_binary' if binary else 'auto',
                                option=f'config.{field.rsplit(".", 1)[0]}.binary')
     return Source('word2vec', path, {'embedding': vecs}, vocab=words)
