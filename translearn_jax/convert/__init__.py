@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 
 from translearn_jax.convert import hf, hf_seq2seq, safetensors_io
-from translearn_jax.data import hf_tokenizer
+from translearn_jax.data import hf_tokenizer, readers
 from translearn_jax.data.hf_tokenizer import HFTokenizer, from_sentencepiece
 from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import DataError
@@ -79,7 +79,7 @@ def _staged(path: str, what: str) -> Iterator[str]:
 def _read_json(path: str) -> dict:
   if not os.path.isfile(path):
     raise DataError(f'{path} not found (not a Hugging Face model directory)')
-  return hf_tokenizer.json_object(path)
+  return readers.json_object(path)
 
 
 def _hf_tokenizer(hf_dir: str, model_type: str) -> HFTokenizer:

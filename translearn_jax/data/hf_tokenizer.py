@@ -237,23 +237,9 @@ class HFTokenizer:
     return cls(text, special_tokens(directory, spec), path)
 
 
-def json_object(path: str) -> dict:
-  """The JSON object in `path` ({} when there is no such file)."""
-  if not os.path.isfile(path):
-    return {}
-  try:
-    with open(path, encoding='utf-8') as f:
-      out = json.load(f)
-  except ValueError as e:
-    raise DataError(f'{path}: not JSON ({e})') from None
-  if not isinstance(out, dict):
-    raise DataError(f'{path}: not a JSON object')
-  return out
-
-
 def tokenizer_options(directory: str) -> dict:
   """`tokenizer_config.json` in `directory` as a dict ({} when absent)."""
-  return json_object(os.path.join(directory, CONFIG_FILES[0]))
+  return readers.json_object(os.path.join(directory, CONFIG_FILES[0]))
 
 
 def _option(conf: dict, key: str, kind: type, default=None):
@@ -329,13 +315,14 @@ def from_vocab_files(directory: str, model_type: str) -> HFTokenizer:
                     'have no vocabulary-file reader here (BERT, GPT-2, GPT-NeoX, RoBERTa and '
                     'BART do); write tokenizer.json with transformers: '
                     'AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)')
-  conf = tokenizer_options(directory)
+  confs = {name: readers.json_object(os.path.join(directory, name)) for name in CONFIG_FILES}
+  conf = confs[CONFIG_FILES[0]]             # tokenizer_config.json
   specials = dict(_SLOW_DEFAULTS[kind])
   if model_type == 'gpt_neox':              # GPTNeoXTokenizer's own padding token
     specials['pad'] = '<|padding|>'
   strips: dict[str, dict] = {}          # a token written as a dict: its lstrip/rstrip flags
   for name in reversed(CONFIG_FILES):      # tokenizer_config.json wins, as in special_tokens()
-    file_conf = json_object(os.path.join(directory, name))
+    file_conf = confs[name]
     for role in ROLES:
       entry = file_conf.get(f'{role}_token')
       if _content(entry):
@@ -388,13 +375,13 @@ def from_vocab_files(directory: str, model_type: str) -> HFTokenizer:
   # are special even when the vocabulary has them: matched in raw text, with their flags.
   extra: dict[int, dict] = {}
   added_path = os.path.join(directory, 'added_tokens.json')
-  for token, i in json_object(added_path).items():
+  for token, i in readers.json_object(added_path).items():
     extra[int(i)] = {'content': token}
   for i, entry in (conf.get('added_tokens_decoder') or {}).items():
     if isinstance(entry, dict) and _content(entry):
       extra[int(i)] = entry
   listed = set()
-  for file_conf in (json_object(os.path.join(directory, CONFIG_FILES[1])), conf):
+  for file_conf in confs.values():
     for key in ('additional_special_tokens', 'extra_special_tokens'):
       v = file_conf.get(key)
       items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else []
@@ -517,14 +504,7 @@ def special_tokens(directory: str, spec: dict) -> dict[str, str]:
   post-processor, else the usual names among its added tokens."""
   found: dict[str, str] = {}
   for name in CONFIG_FILES:
-    p = os.path.join(directory, name)
-    if not os.path.isfile(p):
-      continue
-    try:
-      with open(p, encoding='utf-8') as f:
-        conf = json.load(f)
-    except ValueError as e:
-      raise DataError(f'{p}: not JSON ({e})') from None
+    conf = readers.json_object(os.path.join(directory, name))
     for role in ROLES:
       v = _content(conf.get(f'{role}_token'))
       if v and role not in found:

@@ -78,7 +78,7 @@ def resolve_paths(path: str, kind: str = 'text') -> list[str]:
     elif os.path.isdir(part):
       named = suffixes = _DIR_SUFFIX.get(kind, ())
       if suffixes is not None and kind != 'wiki':   # and compressed: a.txt.gz
-        suffixes = tuple(s + z for s in suffixes for z in ('', '.gz', '.bz2', '.xz'))
+        suffixes = tuple(s + z for s in suffixes for z in ('', *COMPRESSED_SUFFIXES))
       found = sorted(os.path.join(part, f) for f in os.listdir(part)
                      if (suffixes is None or f.lower().endswith(suffixes))
                      and os.path.isfile(os.path.join(part, f)))
@@ -148,6 +148,23 @@ def config_encodings(cfg) -> tuple[str, str]:
 
 
 _COMPRESSED = ((b'\x1f\x8b', 'gzip'), (b'BZh', 'bz2'), (b'\xfd7zXZ\x00', 'lzma'))
+COMPRESSED_SUFFIXES = ('.gz', '.bz2', '.xz')   # file names of the archives read through
+
+
+def head_bytes(path: str, n: int) -> bytes:
+  """The first `n` bytes of `path`'s content: decompressed when it is a gzip, bzip2 or xz
+  archive (read as a stream, not whole); b'' when it cannot be read."""
+  import importlib
+  try:
+    with open(path, 'rb') as f:
+      head = f.read(max(n, 8))
+    module = next((m for magic, m in _COMPRESSED if head.startswith(magic)), None)
+    if module is None:
+      return head[:n]
+    with importlib.import_module(module).open(path, 'rb') as f:
+      return f.read(n)
+  except Exception:  # noqa: BLE001 -- missing, unreadable or damaged: the readers report it
+    return b''
 
 
 def is_compressed(head: bytes) -> bool:
@@ -224,23 +241,24 @@ def iter_records(path: str, kind: str, fields: Sequence[str], encoding: str = 'u
       raise DataError(f'{file}:1: empty file (expected {what} field(s) {list(fields)})')
     if kind == 'jsonl':
       yield from _jsonl_records(file, lines, fields, label_fields)
-    elif kind == 'tsv':
-      yield from _table_records(file, ((n, line.split('\t')) for n, line in
-                                       enumerate(lines, 1) if line.strip()), fields, kind)
     else:
-      yield from _table_records(file, _csv_rows(file, text), fields, kind)
+      yield from _table_records(file, _table_rows(file, text, kind), fields, kind)
 
 
 def table_header(file: str, kind: str, encoding: str = 'utf-8', fallback: str = '') -> list[str]:
   """The header of a TSV/CSV file (its first non-blank row, cells stripped of spaces, as
   `iter_records` reads it)."""
-  text = read_text(file, encoding, fallback)
-  rows = _csv_rows(file, text) if kind == 'csv' else (
-      (n, line.split('\t')) for n, line in enumerate(text.split('\n'), 1) if line.strip())
-  first = next(rows, None)
+  first = next(_table_rows(file, read_text(file, encoding, fallback), kind), None)
   if first is None:
     raise DataError(f'{file}:1: empty file (expected a header row)')
   return [h.strip(' ') for h in first[1]]
+
+
+def _table_rows(file: str, text: str, kind: str) -> Iterator[tuple[int, list[str]]]:
+  """(line number, cells) of each non-blank row of TSV or CSV `text`."""
+  if kind == 'csv':
+    return _csv_rows(file, text)
+  return ((n, line.split('\t')) for n, line in enumerate(text.split('\n'), 1) if line.strip())
 
 
 def _csv_rows(file: str, text: str) -> Iterator[tuple[int, list[str]]]:
@@ -274,6 +292,21 @@ def _json_kind(v) -> str:
   if isinstance(v, (int, float)):
     return f'a number ({v!r})'
   return {list: 'a list', dict: 'an object'}.get(type(v), type(v).__name__)
+
+
+def json_object(path: str) -> dict:
+  """The JSON object in `path` ({} when there is no such file); not JSON, or not an
+  object, raises naming the file."""
+  if not os.path.isfile(path):
+    return {}
+  try:
+    with open(path, encoding='utf-8') as f:
+      out = json.load(f)
+  except ValueError as e:
+    raise DataError(f'{path}: not JSON ({e})') from None
+  if not isinstance(out, dict):
+    raise DataError(f'{path}: not a JSON object')
+  return out
 
 
 def json_objects(file, lines, wanted: str = ''):

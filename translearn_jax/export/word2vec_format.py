@@ -132,27 +132,14 @@ def _magic(head: bytes) -> bool:
 def is_fasttext_bin(path: str) -> bool:
   """Whether `path` starts with a fastText `.bin` model's magic number; a compressed one
   (`cc.en.300.bin.gz` as downloaded) is an error saying to decompress it."""
-  try:
-    with open(path, 'rb') as f:
-      head = f.read(8)
-  except OSError:
+  if not _magic(readers.head_bytes(path, 4)):    # the content's, archive or not
     return False
-  if readers.is_compressed(head):
-    import bz2
-    import gzip
-    import lzma
-    opener = (gzip.open if head.startswith(b'\x1f\x8b') else
-              bz2.open if head.startswith(b'BZh') else lzma.open)
-    try:
-      with opener(path, 'rb') as f:
-        inner = f.read(4)
-    except Exception:  # noqa: BLE001 -- a damaged archive: the text readers report it
-      return False
-    if _magic(inner):
-      raise DataError(f'{path}: a compressed fastText .bin model; decompress it first (e.g. '
-                      '`gunzip`): the model is read in place, not through the archive')
-    return False
-  return _magic(head)
+  with open(path, 'rb') as f:
+    compressed = readers.is_compressed(f.read(8))
+  if compressed:
+    raise DataError(f'{path}: a compressed fastText .bin model; decompress it first (e.g. '
+                    '`gunzip`): the model is read in place, not through the archive')
+  return True
 
 
 def load_fasttext_model(path: str):

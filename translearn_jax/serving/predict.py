@@ -53,7 +53,7 @@ def input_format(path: str, fmt: str = 'auto') -> str:
   if fmt != 'auto':
     return fmt
   base = path.lower()
-  for z in ('.gz', '.bz2', '.xz'):       # read decompressed: the format is the inner name's
+  for z in readers.COMPRESSED_SUFFIXES:  # read decompressed: the format is the inner name's
     base = base[:-len(z)] if base.endswith(z) else base
   ext = os.path.splitext(base)[1]
   return {'.tsv': 'tsv', '.csv': 'csv', '.jsonl': 'jsonl', '.json': 'jsonl'}.get(ext, 'text')
