@@ -259,7 +259,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
   task, both means ± 95% CI and the seed-paired difference multi − single.
   """
   path = os.path.join(workdir, 'runs.jsonl')
-  fp, fields = runs.fingerprint(config), runs.shared_config(config)
+  signed = runs.stamp(config)
   done = runs.load_done(path, config)
   records: dict[tuple[str, int], dict] = {}
 
@@ -270,7 +270,7 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
     t0 = time.perf_counter()
     results, draws = fn(runs.run_dir(workdir, name, seed))
     rec = {'strategy': name, 'seed': seed, 'results': results, 'steps_per_task': draws,
-           'seconds': time.perf_counter() - t0, 'config': fp, 'fields': fields}
+           'seconds': time.perf_counter() - t0, **signed}
     info('%-12s seed %d: %s (steps %s, %.0f s)', name, seed,
          ' '.join(f'{k}={v:.4f}' for k, v in results.items()), draws, rec['seconds'])
     runs.append_record(path, rec)

@@ -127,16 +127,10 @@ def fingerprints(config) -> set[str]:
   return out
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-  """'path old → new' for each field where two `shared_config`s differ (a field of
-  `ADDED_FIELDS` that one of them lacks counts as its listed value)."""
-  added, out = workdir_lib.ADDED_FIELDS, []
-  for p in sorted(set(old) | set(new)):
-    a = old.get(p, added.get(p, '<absent>'))
-    b = new.get(p, added.get(p, '<absent>'))
-    if a != b:
-      out.append(f'{p} {json.dumps(a)} → {json.dumps(b)}')
-  return out
+def stamp(config) -> dict:
+  """What a record carries of its config: `config` (the hash) and `fields` (the shared
+  config, compared field by field when the comparison resumes)."""
+  return {'config': fingerprint(config), 'fields': shared_config(config)}
 
 
 def load_done(path: str, config) -> dict[tuple[str, int], dict]:
@@ -154,8 +148,8 @@ def load_done(path: str, config) -> dict[tuple[str, int], dict]:
       except json.JSONDecodeError:
         info('%s:%d: unreadable line (a run cut off while writing) ignored', path, n)
         continue
-      if 'fields' in rec:
-        diff = config_differences(rec['fields'], fields)
+      if 'fields' in rec:   # every difference counts here, the resumable ones too
+        diff = sorted(sum(workdir_lib.config_changes(rec['fields'], fields), []))
         ok = not diff
       else:
         fps = fingerprints(config) if fps is None else fps
@@ -240,7 +234,7 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
   whether the comparison was cut short.
   """
   path = os.path.join(workdir, 'runs.jsonl')
-  fp, fields = fingerprint(config), shared_config(config)
+  signed = stamp(config)
   done = load_done(path, config)
   runs = run_list(config)
   results = []
@@ -271,8 +265,8 @@ def run_all(config, workdir: str, run_fn: Callable[[str, int, str], dict],
     if r['model']:
       info('%-20s seed %d: model saved in %s', strategy, seed, r['model'])
     append_record(path, {'strategy': strategy, 'seed': seed, 'dev': float(r['dev']),
-                         'test': float(r['test']), 'epoch': int(r['epoch']), 'config': fp,
-                         'fields': fields, 'version': VERSION,
+                         'test': float(r['test']), 'epoch': int(r['epoch']), **signed,
+                         'version': VERSION,
                          **({'details': r['details']} if r.get('details') else {})})
     discard_checkpoints(rdir)
     results.append(r)

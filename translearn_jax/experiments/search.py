@@ -157,8 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'final': final, 'metric': setup.metric}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'search.json'), summary)
-    label = {'accuracy': 'dev acc %', 'macro_f1': 'dev macro-F1 %'}.get(setup.metric,
-                                                                      f'dev {setup.metric}')
+    label = f'dev {classification.METRIC_LABEL[setup.metric]} %'
     print(f'rank  {label}  candidate')
     for i, t in enumerate(ranking):
       print(f'{i + 1:>4}  {100 * t["dev"]:>{len(label)}.2f}  {describe(t["candidate"])}')

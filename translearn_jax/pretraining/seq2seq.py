@@ -361,7 +361,7 @@ def score(hyps, refs, metric: str, bleu_tokenize: str = '13a',
   """Corpus BLEU + chrF (sacrebleu; `bleu_tokenize`: its tokenizer, '13a' by default, 'zh'
   for Chinese, 'ja-mecab', 'ko-mecab', 'intl', 'flores200', ...) or mean ROUGE-1/2/L F1
   (rouge-score; `rouge_tokenize`: 'default', its English tokenizer with Porter stemming, or
-  'unicode', words of any script)."""
+  'unicode', `_UnicodeWords`)."""
   if metric == 'bleu':
     import sacrebleu
     return {'bleu': sacrebleu.corpus_bleu(hyps, [refs], tokenize=bleu_tokenize).score,
