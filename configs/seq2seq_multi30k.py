@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = ''
   config.data.encoding = 'utf-8'         # text/tsv/jsonl files' encoding
   config.data.encoding_fallback = ''     # e.g. 'latin-1' for files that are not valid UTF-8
+  config.data.truncate_source = False    # True: cut sources beyond max_source_len (else dropped)
   config.data.max_train_pairs = 0        # > 0: train on this many pairs (low-resource budgets)
   config.data.subset_seed = 0            # which ones: nested across budgets for one seed
 
@@ -45,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.tokenizer.path = ''             # shared sentencepiece model ('' = train on both sides)
   config.tokenizer.vocab_size = 8000
   config.tokenizer.model_type = 'unigram'
+  config.tokenizer.normalization = 'nmt_nfkc'  # sentencepiece's; 'identity' keeps every character
+                                         #   (full-width CJK punctuation, no-break spaces)
 
   config.model = ml_collections.ConfigDict()
   config.model.d_model = 256

@@ -19,6 +19,7 @@ def get_config():
     config.data[f'{split}_path'] = ''
   config.data.source_field = 'document'
   config.data.target_field = 'summary'
+  config.data.truncate_source = True     # documents beyond max_source_len are cut, not dropped
   config.max_source_len = 256
   config.max_target_len = 64
   config.length_buckets = '32,64,128,192'

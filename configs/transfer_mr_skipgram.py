@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.text_field = 'sentence'    # tsv/csv/jsonl; 'title,body': fields joined, in order
   config.data.label_field = 'label'      # tsv/csv/jsonl (headerless files: column numbers)
   config.data.encoding = 'utf-8'         # tsv/csv/jsonl (MR is read as Latin-1)
+  config.data.encoding_fallback = ''     # e.g. 'latin-1' for files that are not valid UTF-8
+  config.data.header = 'auto'            # tsv/csv by column number: 'yes' | 'no' | 'auto' (a
+                                         #   first row that looks like a header: an error)
   config.data.split = '0.8,0.1,0.1'      # train/dev/test fractions (stratified)
   config.data.split_seed = 0
   config.data.dev_path = ''              # tsv/jsonl: with test_path, a predefined split

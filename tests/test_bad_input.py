@@ -242,11 +242,34 @@ def test_conll_directory_reads_every_file_sorted(tmp_path):
   (d / 'b.conll').write_text('Paris B-LOC\n\nx O\n', encoding='utf-8')
   (d / 'a.txt').write_text('-DOCSTART- O\n\nEU B-ORG\nrejects O\n', encoding='utf-8')
   (d / 'sub').mkdir()  # not a regular file: skipped
+  (d / '.DS_Store').write_bytes(b'\x00\x00\x00\x01Bud1')   # hidden: skipped
   corpus = conll.read_conll(str(d))
   assert corpus.sentences == [['EU', 'rejects'], ['Paris'], ['x']]
   assert corpus.tags == [['B-ORG', 'O'], ['B-LOC'], ['O']]
   one = conll.read_conll(str(d / 'a.txt'))
   assert one.sentences == [['EU', 'rejects']] and one.path == str(d / 'a.txt')
+
+
+def test_conll_comments_docstart_and_trailing_whitespace(tmp_path):
+  """GermEval 2014's '#<tab>source' lines and CoNLL-U's '# key = value' above a sentence
+  are comments (a '#' token with a valid tag is a token); -DOCSTART- ends a sentence even
+  without a blank line; a trailing tab on a space-separated line is whitespace."""
+  g = tmp_path / 'germeval.tsv'
+  g.write_text('#\thttp://de.wikipedia.org/wiki/X [2009-10-17]\n1\tAufgrund\tO\tO\n'
+               '2\tStuttgart\tB-LOC\tO\n\n#\thttp://y\n1\tDann\tO\tO\n', encoding='utf-8')
+  c = conll.read_conll(str(g), token_column=1, tag_column=2)
+  assert c.sentences == [['Aufgrund', 'Stuttgart'], ['Dann']]
+  assert c.tags == [['O', 'B-LOC'], ['O']]
+  u = tmp_path / 'u.conll'
+  u.write_text('# sent_id = 1\n# text = EU O\nEU B-ORG\t\nrejects O \t \n\n'
+               '# O\n#hashtag O\nx O\n-DOCSTART- -X- O\nc B-LOC\nd O\n', encoding='utf-8')
+  c = conll.read_conll(str(u))
+  assert c.sentences == [['EU', 'rejects'], ['#', '#hashtag', 'x'], ['c', 'd']]
+  assert c.tags == [['B-ORG', 'O'], ['O', 'O', 'O'], ['B-LOC', 'O']]
+  bad = tmp_path / 'bad.conll'
+  bad.write_text('EU B-ORG\n# x y\n', encoding='utf-8')      # inside a sentence: a token line
+  with pytest.raises(DataError, match=r"bad\.conll:2: tag 'y' is not O"):
+    conll.read_conll(str(bad))
 
 
 def test_labels_may_be_numbers_or_strings(tmp_path):

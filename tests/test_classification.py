@@ -193,7 +193,13 @@ def test_entity_spans_and_conll_errors(tmp_path):
   # IOBES: E- and S- close their chunk, an I- after E- starts a new one
   assert conll.entity_spans(['S-PER', 'B-LOC', 'E-LOC', 'I-LOC', 'E-LOC', 'S-LOC', 'E-ORG']) == {
       ('PER', 0, 1), ('LOC', 1, 3), ('LOC', 3, 5), ('LOC', 5, 6), ('ORG', 6, 7)}
+  # bare prefixes (one entity type, as NCBI-disease writes it): seqeval's type '_'
+  from seqeval.metrics.sequence_labeling import get_entities
+  bare = ['B', 'I', 'O', 'I', 'B', 'S', 'E', 'O']
+  assert conll.entity_spans(bare) == {(t, b, e + 1) for t, b, e in get_entities(bare)}
   p = tmp_path / 'bad.txt'
+  p.write_text('aspirin B\ninduced O\nrenal B\nfailure I\n', encoding='utf-8')
+  assert conll.read_conll(str(p)).tags == [['B', 'O', 'B', 'I']]
   p.write_text('-DOCSTART- O\n\nEU B-ORG\nrejects X-BAD\n', encoding='utf-8')
   with pytest.raises(DataError, match=r'bad\.txt:4: tag .X-BAD. is not O, B-X or I-X'):
     conll.read_conll(str(p))
@@ -221,6 +227,29 @@ def test_entity_spans_and_conll_errors(tmp_path):
     conll.read_conll(str(p))
   assert conll.read_conll(str(p), 'latin-1').sentences == [['Málaga']]
   assert conll.read_conll(str(p), 'utf-8', 'latin-1').sentences == [['Málaga']]
+
+
+def test_dev_test_tags_training_lacks_are_scored_as_missed():
+  """A test tag training never has: warned about, no id (no loss), its gold entity a miss
+  (as seqeval counts it); words beyond max_tokens are counted whatever their tag."""
+  from translearn_jax.data import conll
+  from translearn_jax.downstream import tagging
+
+  class Tok:
+    bos_id, eos_id, unk_id = 2, 3, 1
+
+    def encode_words(self, words):
+      return [[10] for _ in words]
+
+  test = conll.TaggedCorpus([['a', 'b', 'c'], ['d']], [['B-LOC', 'O', 'S-product'], ['O']],
+                            'test.txt')
+  with pytest.warns(UserWarning, match=r"test\.txt: 1 word\(s\) carry tags the training data "
+                                       r"never has \(S-product\)"):
+    toks, mask, pos, tags = tagging.encode_tagged(test, Tok(), {'O': 0, 'B-LOC': 1}, 3)
+  assert tags[0].tolist() == [1, 0, -1] and pos[0].tolist() == [1, 2, -1]
+  assert tagging.truncated_words(pos, test) == 1
+  pred = [['B-LOC', 'O', 'O'], ['O']]
+  assert conll.span_f1(test.tags, pred)['recall'] == 0.5
 
 
 @pytest.mark.parametrize('prefixes', ['BI', 'BIES'])
@@ -384,10 +413,18 @@ def test_predefined_split_files_share_the_training_label_ids(tmp_path):
   cfg.dev_path = ''
   with pytest.raises(ConfigError, match='dev_path and config.data.test_path go together'):
     labelled.read_splits(cfg)
-  # neither: the training file is cut by the fractions, stratified
+  # neither: the training file is cut by the fractions, stratified (its one 'neg' example
+  # lands in dev, leaving training a single class: an error)
   cfg.test_path, cfg.split = '', '0.34,0.33,0.33'
+  with pytest.raises(DataError, match=r"train\.tsv: the training examples have one class "
+                                      r"\('pos'\)"):
+    labelled.read_splits(cfg)
+  with open(tmp_path / 'train.tsv', 'a', encoding='utf-8') as f:
+    f.write('dull film \tneg\nawful film \tneg\nnice film \tpos\n')
   s = labelled.read_splits(cfg)
-  assert sorted(sum((s[k].texts for k in s), [])) == ['bad film ', 'fine film ', 'good film ']
+  assert sorted(sum((s[k].texts for k in s), [])) == [
+      'awful film ', 'bad film ', 'dull film ', 'fine film ', 'good film ', 'nice film ']
+  assert all(sorted(s[k].labels.tolist()) == [0, 1] for k in s)
 
 
 def test_tagging_task_reads_a_tfds_dataset(tmp_path, tiny_lm_run):

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from translearn_jax.data import readers
+from translearn_jax.data import labelled, readers
 from translearn_jax.data.vocab import Vocabulary, encode_corpus, tokenize
 from translearn_jax.errors import DataError
 
@@ -71,9 +71,86 @@ def test_whole_number_labels_are_one_class_in_numeric_order(tmp_path):
   rows = [('a', 1), ('b', 0.0), ('c', 1.0), ('d', 10), ('e', '2'), ('f', ' +2 ')]
   p.write_text(''.join(json.dumps({'text': t, 'label': y}) + '\n' for t, y in rows))
   data = labelled.read_fields('jsonl', str(p), 'text', 'label')
-  assert data.label_names == ['0', '1', '2', '10']
-  assert [data.label_names[i] for i in data.labels] == ['1', '0', '1', '10', '2', '2']
+  # one class per number, in numeric order, named as the file first writes it
+  assert data.keys == ['0', '1', '2', '10'] and data.label_names == ['0.0', '1', '2', '10']
+  assert [data.label_names[i] for i in data.labels] == ['1', '0.0', '1', '10', '2', '2']
   assert labelled.label_order(['neg', 'pos', '1']) == ['1', 'neg', 'pos']
+  # spellings kept for what a saved model predicts; numbers exact however long
+  q = tmp_path / 'b.tsv'
+  q.write_text('sentence\tlabel\ngood\t+1\nbad\t-1\nok\t1.0\nx\t12345678901234567890\n'
+               'y\t12345678901234567891\n')
+  data = labelled.read_fields('tsv', str(q), 'sentence', 'label')
+  assert data.label_names == ['-1', '+1', '12345678901234567890', '12345678901234567891']
+  assert data.labels.tolist() == [1, 0, 1, 2, 3]
+
+
+def test_predefined_split_matches_classes_by_number_and_keeps_training_names(tmp_path):
+  from translearn_jax.configs import transfer_mr_skipgram
+  cfg = transfer_mr_skipgram.get_config().data
+  for name, rows in (('train', [('a', '+1'), ('b', '0'), ('c', '1')]),
+                     ('dev', [('d', '1.0'), ('e', '00')]), ('test', [('f', '0.0'), ('g', '1')])):
+    (tmp_path / f'{name}.tsv').write_text(
+        'sentence\tlabel\n' + ''.join(f'{t}\t{y}\n' for t, y in rows))
+  cfg.kind, cfg.path = 'tsv', str(tmp_path / 'train.tsv')
+  cfg.dev_path, cfg.test_path = str(tmp_path / 'dev.tsv'), str(tmp_path / 'test.tsv')
+  splits = labelled.read_splits(cfg)
+  assert all(s.label_names == ['0', '+1'] for s in splits.values())
+  assert splits['dev'].labels.tolist() == [1, 0] and splits['test'].labels.tolist() == [0, 1]
+  (tmp_path / 'test.tsv').write_text('sentence\tlabel\n')
+  with pytest.raises(DataError, match=r'test\.tsv:2: no rows after the header'):
+    labelled.read_splits(cfg)
+
+
+def test_empty_splits_and_single_class_data_are_errors(tmp_path):
+  from translearn_jax.configs import transfer_mr_skipgram
+  cfg = transfer_mr_skipgram.get_config().data
+  p = tmp_path / 'tiny.tsv'
+  p.write_text('sentence\tlabel\n' + ''.join(f's{i}\t{i % 2}\n' for i in range(6)))
+  cfg.kind, cfg.path = 'tsv', str(p)
+  with pytest.raises(DataError, match=r"the test split of .*tiny\.tsv is empty \(data\.split="
+                                      r"'0\.8,0\.1,0\.1' of 6 examples\): nothing to score"):
+    labelled.read_splits(cfg)
+  cfg.split = '0.34,0.33,0.33'
+  assert [len(s.texts) for s in labelled.read_splits(cfg).values()] == [2, 2, 2]
+  p.write_text('sentence\tlabel\n' + ''.join(f's{i}\tpos\n' for i in range(6)))
+  with pytest.raises(DataError, match=r"tiny\.tsv: the training examples have one class "
+                                      r"\('pos'\)"):
+    labelled.read_splits(cfg)
+
+
+def test_headerless_columns_and_a_header_row(tmp_path):
+  """Columns by number: no header row unless data.header='yes'; with 'auto', a first row
+  whose label is not a number above numbered labels is an error naming the line (read as
+  data it would be one more class), a one-off string label first a warning."""
+  from translearn_jax.configs import transfer_mr_skipgram
+  from translearn_jax.errors import ConfigError
+  p = tmp_path / 'ag.csv'
+  body = '3,"Wall St.","Bears, back"\n1,World,x\n2,Sports,ok\n1,World,y\n'
+  p.write_text('Class Index,Title,Description\n' + body)
+  with pytest.raises(DataError, match=r"ag\.csv:1: label 'Class Index' \(column 0\) is not a "
+                                      r"number.*set data\.header=yes"):
+    labelled.read_fields('csv', str(p), '1,2', '0')
+  lt = labelled.read_fields('csv', str(p), '1,2', '0', header='yes')
+  assert lt.texts[0] == 'Wall St. Bears, back' and lt.label_names == ['1', '2', '3']
+  kept = labelled.read_fields('csv', str(p), '1,2', '0', header='no')
+  assert kept.texts[0] == 'Title Description' and 'Class Index' in kept.label_names
+  cfg = transfer_mr_skipgram.get_config().data           # the config field reaches the reader
+  cfg.kind, cfg.path, cfg.text_field, cfg.label_field, cfg.header = 'csv', str(p), '1,2', '0', 'yes'
+  assert labelled.read_labelled(cfg).texts == lt.texts
+  q = tmp_path / 'plain.csv'
+  q.write_text(body)
+  assert labelled.read_fields('csv', str(q), '1,2', '0').texts == lt.texts
+  s = tmp_path / 'words.tsv'
+  s.write_text('sentiment\ttext\n' + 'pos\tgood\nneg\tbad\n' * 2)
+  with pytest.warns(UserWarning, match=r"words\.tsv:1: the first row's label 'sentiment'"):
+    labelled.read_fields('tsv', str(s), '1', '0')
+  with pytest.raises(ConfigError, match="data.header must be one of"):
+    labelled.read_fields('csv', str(q), '1,2', '0', header='true')
+  with pytest.raises(ConfigError, match=r"data\.header=no: fields \['text', 'label'\] must "
+                                        'then be column numbers'):
+    labelled.read_fields('tsv', str(s), 'text', 'label', header='no')
+  with pytest.raises(DataError, match=r'ag\.csv:1: the header has 3 columns, needs column 5'):
+    labelled.read_fields('csv', str(p), '5', '0', header='yes')
 
 
 @pytest.mark.parametrize('module', ['gzip', 'bz2', 'lzma'])

@@ -37,6 +37,7 @@ RHO = stats.spearmanr([np.cos(0.2), np.cos(0.9), np.cos(1.4), np.cos(1.2)], [9, 
 
 @pytest.mark.parametrize('layout', [
     'Word 1,Word 2,Human (mean)\na,b,9\na,c,5\na,d,1\nb,d,2\n',          # WordSim combined.csv
+    'Word 1,Word 2,Human (mean),1,2\na,b,9,1,8\na,c,5,9,1\na,d,1,1,1\nb,d,2,9,9\n',  # set1.csv
     'word1\tword2\tPOS\tSimLex999\tconc(w1)\na\tb\tN\t9\t4.1\na\tc\tN\t5\t1\n'
     'a\td\tA\t1\t2\nb\td\tV\t2\t3\n',                                 # SimLex-999's own file
     'a b V 9 SYNONYMS\na c V 5 COHYPONYMS\na d V 1 NONE\nb d V 2 NONE\n',  # SimVerb-3500
@@ -156,6 +157,10 @@ def test_export_refuses_bad_words_and_keeps_old_file(tmp_path):
   before = path.read_bytes()
   with pytest.raises(ValueError, match='whitespace'):
     save_word2vec(str(path), ['a b'], np.ones((1, 2)))
+  assert path.read_bytes() == before
+  with pytest.raises(ValueError, match=r"1 vector\(s\) hold NaN or infinity \(first: row 2, "
+                                       r"'b'\): a diverged run"):
+    save_word2vec(str(path), ['a', 'b'], np.asarray([[1.0, 2.0], [np.nan, 0.0]]), binary=True)
   assert path.read_bytes() == before
   assert not [p for p in tmp_path.iterdir() if p.name != 'v.txt']
 

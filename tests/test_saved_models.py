@@ -223,6 +223,12 @@ def test_comparison_keeps_the_best_dev_seed_of_each_strategy(tmp_path, topic_tas
   assert not os.path.exists(tmp_path / 'none' / 'runs' / 'finetune-seed0' / 'best_model')
   # an older run's config.json without the field resumes (the field's value before: 'best')
   assert workdir_lib.config_changes({'seed': 0}, {'seed': 0, 'save_models': 'best'}) == ([], [])
+  # the same field of a task's config nested in another (the multi-task config's 'mr')
+  old = {'mr': {'data': {'kind': 'tsv'}}}
+  assert workdir_lib.config_changes(old, {'mr': {'data': {'kind': 'tsv', 'header': 'auto'}}}) \
+      == ([], [])
+  assert workdir_lib.config_changes(old, {'mr': {'data': {'kind': 'tsv', 'header': 'yes'}}}) \
+      == (['mr.data.header "auto" → "yes"'], [])
   assert workdir_lib.may_change('save_models')
   c.save_models = 'some'
   with pytest.raises(ConfigError, match=r"^config\.save_models: must be one of \('best', "
@@ -428,8 +434,25 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
     got = predict_lib.read_inputs(str(tmp_path / name), 'auto', None, False,
                                   trained='title,body')
     assert [t.replace('\n', ' ') for t in got] == ['a fine, fine film it worked'], name
-  with pytest.raises(DataError, match='the header names no sentence or text column'):
-    predict_lib.read_inputs(str(tmp_path / 'two.csv'), 'auto', None, False, trained='0,1')
+  # a model trained on columns by number (a headerless file, as AG News): those columns,
+  # with no header row unless training skipped one (or `header` says so)
+  assert predict_lib.read_inputs(str(tmp_path / 'two.csv'), 'auto', None, False, trained='0,1',
+                                 header=True) == ['a fine, fine film it\nworked']
+  assert predict_lib.read_inputs(str(tmp_path / 'two.csv'), 'auto', None, False,
+                                 trained='0,1') == ['title body', 'a fine, fine film it\nworked']
+  assert predict_lib.read_inputs(str(tmp_path / 'two.csv'), 'auto', '1', False,
+                                 header=True) == ['it\nworked']
+  # JSONL: the first record decides where the text is, for every record
+  (tmp_path / 'mixed.jsonl').write_text('{"text": "t1"}\n{"text": "t2", "review": "r2"}\n')
+  assert predict_lib.read_inputs(str(tmp_path / 'mixed.jsonl'), 'auto', None, False,
+                                 trained='review') == ['t1', 't2']
+  (tmp_path / 'mixed2.jsonl').write_text('{"review": "r1", "text": "t1"}\n{"text": "t2"}\n')
+  with pytest.raises(DataError, match=r"mixed2\.jsonl:2: no field 'review'"):
+    predict_lib.read_inputs(str(tmp_path / 'mixed2.jsonl'), 'auto', None, False,
+                            trained='review')
+  (tmp_path / 'toks.jsonl').write_text('{"tokens": ["a", "b"]}\n{"text": "c d"}\n')
+  with pytest.raises(DataError, match=r'toks\.jsonl:2: no field "tokens" \(the first line'):
+    predict_lib.read_inputs(str(tmp_path / 'toks.jsonl'), 'auto', None, True)
   # another encoding, named
   (tmp_path / 'latin.txt').write_bytes('un café\n'.encode('latin-1'))
   with pytest.raises(DataError, match=r'latin\.txt:1: bytes are not valid utf-8.*--encoding'):

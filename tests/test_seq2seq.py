@@ -110,6 +110,66 @@ def test_metric_tokenisation_options_for_other_scripts(tmp_path):
                                         r"no a-z/0-9.*eval.rouge_tokenize='unicode'"):
     seq2seq.check_rouge_references(['кошка', 'ok', '猫'], 'default', 'the test split (t.jsonl)')
   seq2seq.check_rouge_references(['кошка', 'ok', '猫'], 'unicode', 'x')
+  # Latin letters the default tokenizer drops: Vietnamese stops, German's 2% does not
+  vi = ['Tôi yêu Việt Nam và những người bạn của tôi']
+  assert seq2seq.score(['Tài yếu Viết Nam'], vi[:1], 'rouge')['rouge1'] > \
+      seq2seq.score(['Tài yếu Viết Nam'], vi[:1], 'rouge', rouge_tokenize='unicode')['rouge1']
+  with pytest.raises(ConfigError, match=r"x: \d+% of the references' letters are not a-z"):
+    seq2seq.check_rouge_references(vi, 'default', 'x')
+  seq2seq.check_rouge_references(['Ein Mann mit einem roten Hut fährt Fahrrad auf der Straße '
+                                  'neben einem großen Gebäude'], 'default', 'x')
+  # BLEU splitting unsegmented Chinese at spaces: stopped; segmented, or 'zh': scored
+  zh_refs = ['今天天气很好，我们去公园散步吧。', '猫坐在垫子上了。']
+  with pytest.raises(ConfigError, match=r"x: the references are unsegmented text.*"
+                                        r"eval.bleu_tokenize='13a'.*'zh'"):
+    seq2seq.check_bleu_references(zh_refs, '13a', 'x')
+  seq2seq.check_bleu_references(zh_refs, 'zh', 'x')
+  seq2seq.check_bleu_references(['今天 天气 很 好 ， 我们 去 公园 。'], '13a', 'x')
+  seq2seq.check_bleu_references(['A man in a red hat rides a bike.'], '13a', 'x')
+
+
+def test_tokenizer_round_trip_check_and_normalization(tmp_path):
+  """sentencepiece's nmt_nfkc gives back full-width punctuation as ASCII: a warning names
+  the share of references no output can match; 'identity' gives them back as written."""
+  from translearn_jax.data.tokenizer import Tokenizer
+  refs = ['今天天气很好，我们去公园散步吧！', '猫坐在垫子上。', 'ＡＢＣ株式会社（東京）'] * 20
+  docs = refs + ['The cat sat on the mat.'] * 20
+  nfkc = Tokenizer.train(docs, 400)
+  with pytest.warns(UserWarning, match=r"dev: the tokenizer changes 40 of 60 references .*"
+                                       r"tokenizer.normalization=identity"):
+    assert seq2seq.check_round_trip(nfkc, refs, 'dev') == pytest.approx(40 / 60)
+  same = Tokenizer.train(docs, 400, normalization="identity")
+  assert seq2seq.check_round_trip(same, refs, 'dev') == 0.0
+
+
+def test_splits_by_kind_nested_jsonl_fields_and_cut_sources(tmp_path):
+  """A split exists when its kind's fields name it (a TSV run's test split is test_path,
+  whatever text-file defaults test_source holds); Hugging Face datasets' JSONL is read by
+  dotted names; data.truncate_source cuts long sources instead of dropping their pairs."""
+  from configs import seq2seq_multi30k
+  from translearn_jax.data.tokenizer import Tokenizer
+  d = seq2seq_multi30k.get_config().data
+  assert parallel.configured_splits(d) == ['train', 'valid', 'test']
+  d.kind, d.train_path, d.valid_path = 'tsv', 'train.tsv', 'valid.tsv'
+  assert parallel.configured_splits(d) == ['train', 'valid']
+  d.kind, d.test_source, d.test_target = 'text', 'test.en', ''
+  with pytest.raises(ConfigError, match=r'config\.data\.test_source is set but '
+                                        r'config\.data\.test_target is empty'):
+    parallel.configured_splits(d)
+  hf = tmp_path / 'hf.jsonl'
+  hf.write_text(json.dumps({'translation': {'de': 'ein Haus', 'en': 'a house'}}) + '\n',
+                encoding='utf-8')
+  assert parallel.read_pairs_fields('jsonl', str(hf), 'translation.en', 'translation.de') == [
+      ('a house', 'ein Haus')]
+  with pytest.raises(DataError, match=r"hf\.jsonl:1: no field 'en' \(it is inside "
+                                      r"'translation': name it translation\.en\)"):
+    parallel.read_pairs_fields('jsonl', str(hf), 'en', 'de')
+  tok = Tokenizer.train(['a b c d e f g h', 'x y'] * 20, 300)
+  pairs = [('a b c d e f g h', 'x y'), ('a b', 'x')]
+  rows, kept = seq2seq.encode_pairs(tok, pairs, 4, 4, filter_long=True)
+  assert kept == [1]
+  rows, kept = seq2seq.encode_pairs(tok, pairs, 4, 4, filter_long=True, truncate_source=True)
+  assert kept == [0, 1] and rows[0, :4].tolist() == tok.encode_batch([pairs[0][0]])[0][:4]
 
 
 def test_misaligned_and_empty_lines_are_named(tmp_path):

@@ -211,6 +211,23 @@ def test_sources_load_binary_still_needs_the_flag(tmp_path):
     sources.load('word2vec', path)
 
 
+@pytest.mark.parametrize('name', ['lee_fasttext.bin', 'non_ascii_fasttext.bin'])
+def test_fasttext_bin_models_before_2017_load(tmp_path, name):
+  """fastText's format before 2017 (no magic number: the training arguments first), as in
+  gensim's test files: recognised without a setting, read as gensim reads it; cut short,
+  an error naming the file."""
+  from gensim.models.fasttext import load_facebook_vectors
+  from gensim.test.utils import datapath
+  ref = load_facebook_vectors(datapath(name))
+  words, vecs = load_vectors(datapath(name))
+  assert words == list(ref.index_to_key)
+  np.testing.assert_array_equal(vecs, ref.vectors)
+  cut = tmp_path / 'cut.bin'
+  cut.write_bytes(open(datapath(name), 'rb').read()[:2000])
+  with pytest.raises(DataError, match=r'cut\.bin: truncated fastText \.bin model'):
+    load_vectors(str(cut))
+
+
 def test_fasttext_bin_model_loads_with_its_vectors_and_subwords(tmp_path):
   """A fastText .bin model (written by gensim in Facebook's format) is recognised without
   any setting; its words get fastText's word vectors, and remap_init='subword' gives words

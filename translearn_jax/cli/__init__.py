@@ -107,8 +107,14 @@ def _predict(argv: list[str]) -> int:
                  help='input format (default: auto, from the file name)')
   p.add_argument('--text_field', help='the TSV/CSV column or JSONL key holding the text '
                  '(several, comma-separated, are joined with a space, as training joins them)')
+  p.add_argument('--header', choices=('yes', 'no'),
+                 help='TSV/CSV columns given by number: is the first row a header? (default: '
+                 'as the training files were read)')
   args = p.parse_args(argv)
-  return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field', 'encoding'))
+  if args.header is not None:
+    args.header = args.header == 'yes'
+  return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field', 'encoding',
+                                       'header'))
 
 
 def _translate(argv: list[str]) -> int:

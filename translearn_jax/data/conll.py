@@ -1,9 +1,11 @@
 """CoNLL-style sequence-tagging files and BIO spans.
 
 Reads one token per line with its tag in the last column (`token ... TAG`; columns
-split by tabs when a line has one, else by spaces),
-sentences separated by blank lines, `-DOCSTART-` lines skipped: the CoNLL-2003
-layout and its common variants. A path may be a directory: every regular file
+split by tabs when a line has one, else by spaces), sentences separated by blank lines
+(and by `-DOCSTART-` lines, which are skipped): the CoNLL-2003 layout and its common
+variants. A line starting with '#' above a sentence is a comment (GermEval 2014's source
+lines, CoNLL-U's `# sent_id = ...`) unless it reads as a token with a valid tag (a
+tweet's `#` tagged O). A path may be a directory: every regular file
 in it is read, in sorted order. Malformed lines raise a `DataError` naming the
 file and line.
 
@@ -11,7 +13,7 @@ file and line.
 `conll2003` (token and tag sequences).
 
 Tags are `O` or a prefix and a type: IOB1/IOB2 (`B-X`, `I-X`) or IOBES (also `E-X`,
-`S-X`). `entity_spans` extracts entity spans exactly as seqeval does by default
+`S-X`); a bare prefix (`B`, `I`: one entity type) is type '_', as seqeval names it. `entity_spans` extracts entity spans exactly as seqeval does by default
 (its conlleval-style chunking): an `I-X` that does not continue an open `X` chunk
 starts a new one, `E-X` and `S-X` close their chunk.
 """
@@ -19,6 +21,7 @@ starts a new one, `E-X` and `S-X` close their chunk.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from translearn_jax.data import readers, tfds_source
 from translearn_jax.errors import DataError
@@ -85,8 +88,15 @@ def _read_conll_file(file: str, encoding: str, fallback: str, token_column: int,
         tags.append(labels)
         words, labels = [], []
       continue
-    if parts[0] == '-DOCSTART-':
+    if parts[0] == '-DOCSTART-':         # a document boundary ends a sentence too
+      if words:
+        sentences.append(words)
+        tags.append(labels)
+        words, labels = [], []
       continue
+    ok = len(parts) >= max(2, need) and parts[token_column] and is_tag(parts[tag_column])
+    if not words and line.startswith('#') and (not ok or _METADATA.match(line)):
+      continue                            # a comment above a sentence (CoNLL-U, GermEval)
     if len(parts) < max(2, need) or not parts[token_column]:
       what = ('"token ... TAG"' if (token_column, tag_column) == (0, -1) else
               f'the token in column {token_column} and the tag in column {tag_column}')
@@ -107,9 +117,14 @@ def _columns(line: str) -> list[str]:
   a no-break or ideographic space is part of a token. [] for a blank line."""
   if not line.strip():
     return []
+  line = line.rstrip(' \t')
   if '\t' in line:
-    return [c.strip(' ') for c in line.rstrip(' \t').split('\t')]
+    return [c.strip(' ') for c in line.split('\t')]
   return [c for c in line.split(' ') if c]
+
+
+# CoNLL-U's sentence metadata: '# sent_id = 1', '# text = ...'
+_METADATA = re.compile(r'#\s*[\w.:-]+\s*=(\s|$)')
 
 
 _PREFIXES = ('B-', 'I-', 'E-', 'S-')
@@ -117,8 +132,9 @@ _TAG_RULE = 'is not O, B-X or I-X (IOB), or E-X or S-X (IOBES)'
 
 
 def is_tag(tag: str) -> bool:
-  """O, or B-/I-/E-/S- and a non-empty type."""
-  return tag == 'O' or (len(tag) > 2 and tag[:2] in _PREFIXES)
+  """O, or B-/I-/E-/S- and a non-empty type, or a bare B, I, E or S (one entity type, as
+  biomedical sets such as NCBI-disease write it; seqeval names its type '_')."""
+  return tag == 'O' or tag in ('B', 'I', 'E', 'S') or (len(tag) > 2 and tag[:2] in _PREFIXES)
 
 
 def entity_spans(tags) -> set:
@@ -127,7 +143,7 @@ def entity_spans(tags) -> set:
   spans, begin = set(), 0
   prev, prev_type = 'O', ''
   for i, label in enumerate(list(tags) + ['O']):
-    tag, kind = ('O', '') if label == 'O' else (label[0], label[2:])
+    tag, kind = ('O', '') if label == 'O' else (label[0], label[2:] or '_')
     if (prev in ('E', 'S') or (prev in ('B', 'I') and tag in ('B', 'S', 'O'))
         or (prev != 'O' and prev_type != kind)):
       spans.add((prev_type, begin, i))

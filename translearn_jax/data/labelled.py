@@ -19,18 +19,28 @@
 
 `read_splits(cfg)` gives the train/dev/test splits either way.
 
-Labels are strings mapped to ids in sorted order (`label_names`; numerically when
-all are integers); in JSONL they may also be numbers or booleans (read as their
-JSON text), while the text field must be a string. A whole number is one class
-however it is written (`1`, `1.0`, `+1` are all '1'). A malformed row (wrong TSV
-column count, a null text, an empty label) is a `DataError` naming the file and line.
+TSV/CSV fields named by column number are read without a header row; `data.header`
+('auto' | 'yes' | 'no') says whether the files have one. With 'auto', a first row whose
+label occurs nowhere else in its file ('Class Index' above labels 1..4) is an error when
+every other label is a number, a warning otherwise: a header read as data would be one
+more class.
+
+Labels are strings mapped to ids in sorted order (numerically when all are integers); in
+JSONL they may also be numbers or booleans (read as their JSON text), while the text
+field must be a string. A whole number is one class however it is written (`1`, `1.0`,
+`+1`, exactly however long), named (`label_names`, what a saved model predicts) as the
+training file first writes it. A malformed row (wrong TSV column count, a null text, an
+empty label) is a `DataError` naming the file and line; so are an empty split and
+training data of a single class.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -42,12 +52,16 @@ from translearn_jax.errors import ConfigError, DataError
 class LabelledText:
   texts: list
   labels: np.ndarray       # int32 ids into label_names
-  label_names: list
+  label_names: list        # each class as the data writes it ('+1', '1.0', 'positive')
   source: str
+  label_keys: list | None = None   # what makes two labels one class ('1' for '+1' and '1.0')
+
+  @property
+  def keys(self) -> list:
+    return self.label_names if self.label_keys is None else self.label_keys
 
   def subset(self, idx) -> 'LabelledText':
-    return LabelledText([self.texts[i] for i in idx], self.labels[idx], self.label_names,
-                        self.source)
+    return dataclasses.replace(self, texts=[self.texts[i] for i in idx], labels=self.labels[idx])
 
 
 def read_mr(directory: str, encoding: str = 'utf-8', fallback: str = 'latin-1'
@@ -93,29 +107,75 @@ def join_fields(rec: dict, names: list[str]) -> str:
       else rec[names[0]]
 
 
+HEADERS = ('auto', 'yes', 'no')
+
+
+def _class_key(label: str) -> str:
+  """The class a label names: a whole number however written ('+1', '1.0', '01' → '1',
+  exactly, however long), else the label itself."""
+  if _WHOLE_NUMBER.fullmatch(label):
+    return str(int(label.split('.')[0]))
+  return label
+
+
+def _check_first_row(file: str, rows: list, label_field: str):
+  """`header='auto'` with column numbers: a first row whose label, not a number, occurs
+  nowhere else in its file reads like a header ('Class Index' above 1..4): an error when
+  every other label is a whole number, a warning when every other class has two examples
+  or more."""
+  n, key = rows[0]
+  if len(rows) < 2 or _WHOLE_NUMBER.fullmatch(key) or any(k == key for _, k in rows[1:]):
+    return                                   # a header cell is no number
+  ask = ('set data.header=yes to skip a header row, or data.header=no to keep this row as '
+         'an example')
+  others = collections.Counter(k for _, k in rows[1:])
+  if all(_WHOLE_NUMBER.fullmatch(k) for k in others):
+    raise DataError(f'{file}:{n}: label {key!r} (column {label_field}) is not a number, and '
+                    f'every other row\'s is: a header row? {ask}')
+  if min(others.values()) > 1:               # the one class of a single example
+    warnings.warn(f'{file}:{n}: the first row\'s label {key!r} (column {label_field}) occurs '
+                  f'nowhere else in the file: a header row? {ask}', stacklevel=3)
+
+
 def read_fields(kind: str, path: str, text_field: str, label_field: str,
-                encoding: str = 'utf-8', fallback: str = '') -> LabelledText:
+                encoding: str = 'utf-8', fallback: str = '', header: str = 'auto'
+                ) -> LabelledText:
+  """The (text, label) records of TSV/CSV/JSONL `path`. TSV/CSV fields given by column
+  number are read without a header row unless `header='yes'`; with 'auto', a first row
+  that looks like a header is an error (or a warning) asking which it is."""
   if kind not in readers.RECORD_KINDS:
     raise DataError(f"labelled data kind must be 'mr', 'tsv', 'csv', 'jsonl' or 'tfds', "
                     f'got {kind!r}')
+  if header not in HEADERS:
+    raise ConfigError(f'data.header must be one of {HEADERS}, got {header!r}')
   names = text_fields(text_field)
   if label_field in names:
     raise ConfigError(f'label_field {label_field!r} is also a text field ({text_field!r})')
-  texts, raw = [], []
+  numbered = kind != 'jsonl' and readers.by_index([*names, label_field])
+  if kind != 'jsonl' and not numbered and header == 'no':
+    raise ConfigError(f'data.header=no: fields {[*names, label_field]} must then be column '
+                      'numbers (0-based); named fields are looked up in a header row')
+  texts, keys, spelling, per_file = [], [], {}, {}
   for file, n, rec in readers.iter_records(path, kind, [*names, label_field], encoding,
-                                           fallback, label_fields=[label_field]):
+                                           fallback, label_fields=[label_field],
+                                           header=numbered and header == 'yes'):
     label = rec[label_field].strip()
     if not label:
       raise DataError(f'{file}:{n}: empty label (field {label_field!r})')
-    if _WHOLE_NUMBER.fullmatch(label):     # 1, 1.0, +1: one class, named '1'
-      label = str(int(float(label)))
+    key = _class_key(label)
+    spelling.setdefault(key, label)          # a class is named as the file first wrote it
+    per_file.setdefault(file, []).append((n, key))
     texts.append(join_fields(rec, names))
-    raw.append(label)
+    keys.append(key)
   if not texts:
     raise DataError(f'{path}: no labelled examples')
-  names = label_order(set(raw))
-  ids = {n: i for i, n in enumerate(names)}
-  return LabelledText(texts, np.asarray([ids[r] for r in raw], np.int32), names, path)
+  if numbered and header == 'auto':
+    for file, rows in per_file.items():
+      _check_first_row(file, rows, label_field)
+  order = label_order(set(keys))
+  ids = {k: i for i, k in enumerate(order)}
+  return LabelledText(texts, np.asarray([ids[k] for k in keys], np.int32),
+                      [spelling[k] for k in order], path, order)
 
 
 def read_tfds(name: str, split: str, text_field: str, label_field: str,
@@ -153,7 +213,8 @@ def read_labelled(cfg, path: str | None = None) -> LabelledText:
   encoding, fallback = readers.config_encodings(cfg)
   if cfg.kind == 'mr':
     return read_mr(path, encoding, fallback or 'latin-1')
-  return read_fields(cfg.kind, path, cfg.text_field, cfg.label_field, encoding, fallback)
+  return read_fields(cfg.kind, path, cfg.text_field, cfg.label_field, encoding, fallback,
+                     cfg.get('header', 'auto'))
 
 
 def split_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0
@@ -169,6 +230,20 @@ def split_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0
     for k, (lo, hi) in enumerate(zip(np.r_[0, bounds[:-1]], bounds)):
       parts[k].extend(idx[lo:hi])
   return tuple(np.sort(np.asarray(p, np.int64)) for p in parts)
+
+
+def _checked(splits: dict, how: str = '') -> dict:
+  """`splits`, if every split has an example and training has two classes or more."""
+  for name, part in splits.items():
+    if not part.texts:
+      raise DataError(f'the {name} split of {part.source} is empty{how}: nothing to '
+                      f'{"train on" if name == "train" else "score"}')
+  present = np.unique(splits['train'].labels)
+  if len(present) < 2:
+    raise DataError(f'{splits["train"].source}: the training examples have one class '
+                    f'({splits["train"].label_names[present[0]]!r}); a classifier needs two or '
+                    'more')
+  return splits
 
 
 def read_splits(cfg) -> dict[str, LabelledText]:
@@ -189,7 +264,8 @@ def read_splits(cfg) -> dict[str, LabelledText]:
       raise ConfigError(f'config.data.split must be train,dev,test fractions, got '
                         f'{cfg.split!r}') from None
     tr, dv, te = split_indices(data.labels, fractions, cfg.split_seed)
-    return {'train': data.subset(tr), 'dev': data.subset(dv), 'test': data.subset(te)}
+    return _checked({'train': data.subset(tr), 'dev': data.subset(dv), 'test': data.subset(te)},
+                    f' (data.split={cfg.split!r} of {len(data.texts)} examples)')
   if cfg.kind == 'mr':
     raise ConfigError("config.data.kind='mr' has no predefined split: leave data.dev_path and "
                       'data.test_path empty')
@@ -197,10 +273,11 @@ def read_splits(cfg) -> dict[str, LabelledText]:
   out = {'train': train}
   for name, path in (('dev', dev_path), ('test', test_path)):
     part = read_labelled(cfg, path)
-    unknown = sorted(set(part.label_names) - set(train.label_names))
+    unknown = [n for n, k in zip(part.label_names, part.keys) if k not in train.keys]
     if unknown:
       raise DataError(f'{path}: label(s) {unknown} do not occur in the training file {cfg.path} '
                       f'(its labels: {train.label_names})')
-    ids = np.asarray([train.label_names.index(n) for n in part.label_names], np.int32)
-    out[name] = LabelledText(part.texts, ids[part.labels], train.label_names, path)
-  return out
+    ids = np.asarray([train.keys.index(k) for k in part.keys], np.int32)
+    out[name] = dataclasses.replace(train, texts=part.texts, labels=ids[part.labels],
+                                    source=path)
+  return _checked(out)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Optional
 
 from translearn_jax.data import readers
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 
 
 def _lines(path: str, encoding: str = 'utf-8', fallback: str = '') -> list[str]:
@@ -92,6 +92,29 @@ def read_split(cfg, split: str) -> list[tuple[str, str]]:
     return read_tfds_pairs(cfg.path, cfg[f'{split}_split'], cfg.source_field,
                            cfg.target_field, cfg.data_dir or None)
   raise DataError(f"data.kind must be 'text', 'tsv', 'csv', 'jsonl' or 'tfds', got {cfg.kind!r}")
+
+
+def split_fields(kind: str, split: str) -> tuple[str, ...]:
+  """The `data` fields that name `split`'s pairs for data of `kind`."""
+  if kind == 'text':
+    return (f'{split}_source', f'{split}_target')
+  return (f'{split}_split',) if kind == 'tfds' else (f'{split}_path',)
+
+
+def configured_splits(cfg, splits=('train', 'valid', 'test')) -> list[str]:
+  """The splits the `data` config names, by its kind's fields (`split_fields`); one of a
+  text split's two files without the other is an error naming both fields."""
+  out = []
+  for split in splits:
+    fields = split_fields(cfg.kind, split)
+    given = [f for f in fields if cfg.get(f)]
+    if given and len(given) < len(fields):
+      missing = [f for f in fields if f not in given]
+      raise ConfigError(f'config.data.{given[0]} is set but config.data.{missing[0]} is '
+                        f'empty: a {split} split needs both (or neither)')
+    if given:
+      out.append(split)
+  return out
 
 
 def split_name(cfg, split: str) -> str:

@@ -68,7 +68,8 @@ class TextSpec:
 
 
 def resolve_paths(path: str, kind: str = 'text') -> list[str]:
-  """Expands a path spec into a sorted list of existing files."""
+  """Expands a path spec (files, directories, globs, comma-separated) into a sorted list of
+  existing files; a directory's hidden files (names starting with '.') are left out."""
   if not path:
     raise DataError('data.path is empty: give a file, a directory or a glob')
   files: list[str] = []
@@ -80,7 +81,8 @@ def resolve_paths(path: str, kind: str = 'text') -> list[str]:
       if suffixes is not None and kind != 'wiki':   # and compressed: a.txt.gz
         suffixes = tuple(s + z for s in suffixes for z in ('', *COMPRESSED_SUFFIXES))
       found = sorted(os.path.join(part, f) for f in os.listdir(part)
-                     if (suffixes is None or f.lower().endswith(suffixes))
+                     if not f.startswith('.')    # .DS_Store, editors' swap files
+                     and (suffixes is None or f.lower().endswith(suffixes))
                      and os.path.isfile(os.path.join(part, f)))
       if not found:
         what = 'files' if suffixes is None else f'{kind} files ({", ".join(named)})'
@@ -216,16 +218,16 @@ def _split_units(text: str, unit: str) -> Iterator[str]:
 
 
 def iter_records(path: str, kind: str, fields: Sequence[str], encoding: str = 'utf-8',
-                 fallback: str = '', label_fields: Sequence[str] = ()
+                 fallback: str = '', label_fields: Sequence[str] = (), header: bool = False
                  ) -> Iterator[tuple[str, int, dict]]:
   """`(file, line number, {field: text})` for each JSONL object / TSV or CSV row of `path`.
 
-  JSONL: each line is an object holding every field; a field's value must be
-  a string, except that fields in `label_fields` may also hold a number or a
+  JSONL: each line is an object holding every field (a dotted name, 'translation.en',
+  reaches into nested objects); a field's value must be a string, except that fields in `label_fields` may also hold a number or a
   boolean (turned into text, e.g. 1 -> '1'). TSV and CSV: fields are header names, or
   0-based column indices when every field is a number (the file then has no
-  header); every row must have as many columns as the header (headerless: as
-  the first row). CSV is read as RFC 4180 says (Python's `csv`): quoted fields may hold
+  header, unless `header`: its first row is then skipped); every row must have as many
+  columns as the header (headerless: as the first row). CSV is read as RFC 4180 says (Python's `csv`): quoted fields may hold
   commas, doubled quotes and line breaks; a row's line number is the line it starts on.
   Blank lines are skipped; an empty file, and anything malformed, raises naming the file
   and line.
@@ -242,7 +244,7 @@ def iter_records(path: str, kind: str, fields: Sequence[str], encoding: str = 'u
     if kind == 'jsonl':
       yield from _jsonl_records(file, lines, fields, label_fields)
     else:
-      yield from _table_records(file, _table_rows(file, text, kind), fields, kind)
+      yield from _table_records(file, _table_rows(file, text, kind), fields, kind, header)
 
 
 def table_header(file: str, kind: str, encoding: str = 'utf-8', fallback: str = '') -> list[str]:
@@ -324,13 +326,31 @@ def json_objects(file, lines, wanted: str = ''):
     yield n, obj
 
 
+_MISSING = object()
+
+
+def _field(obj: dict, name: str):
+  """`obj[name]`, or for a dotted name ('translation.en', Hugging Face datasets' layout)
+  the nested objects' value; `_MISSING` when absent."""
+  if name in obj:
+    return obj[name]
+  v = obj
+  for part in name.split('.'):
+    if not isinstance(v, dict) or part not in v:
+      return _MISSING
+    v = v[part]
+  return v
+
+
 def _jsonl_records(file, lines, fields, label_fields):
   for n, obj in json_objects(file, lines, f' with field(s) {list(fields)}'):
     rec = {}
     for f in fields:
-      if f not in obj:
-        raise DataError(f'{file}:{n}: no field {f!r}')
-      v = obj[f]
+      v = _field(obj, f)
+      if v is _MISSING:
+        under = [k for k, x in obj.items() if isinstance(x, dict) and f in x]
+        hint = f' (it is inside {under[0]!r}: name it {under[0]}.{f})' if under else ''
+        raise DataError(f'{file}:{n}: no field {f!r}{hint}')
       if isinstance(v, str):
         rec[f] = v
       elif f in label_fields and isinstance(v, (int, float)):
@@ -341,12 +361,20 @@ def _jsonl_records(file, lines, fields, label_fields):
     yield file, n, rec
 
 
-def _table_records(file, rows, fields, kind):
-  """The records of TSV/CSV `rows` ((line number, cells) of each non-blank row)."""
+def _table_records(file, rows, fields, kind, skip_header=False):
+  """The records of TSV/CSV `rows` ((line number, cells) of each non-blank row); with
+  column numbers for `fields`, `skip_header` skips the first row."""
   sep = {'tsv': 'tab', 'csv': 'comma'}[kind]
   rows = iter(rows)
   if by_index(fields):
     cols, header, ncols, ref = {f: int(f) for f in fields}, None, None, None
+    if skip_header:
+      first = next(rows, None)
+      if first is not None:
+        header, ncols, ref = [h.strip(' ') for h in first[1]], len(first[1]), 'the header'
+        if max(cols.values()) >= ncols:
+          raise DataError(f'{file}:{first[0]}: the header has {ncols} columns, needs column '
+                          f'{max(cols.values())}')
   else:
     first = next(rows, None)
     if first is None:

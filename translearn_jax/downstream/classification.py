@@ -140,6 +140,9 @@ class ClassificationTask(Task):
       self.model = models.EncoderClassifier(lm_cfg, self.num_classes,
                                             m.pooling, m.dropout)
       causal = lm_models.is_causal(lm_cfg)
+      if not causal and m.max_tokens < 3:
+        raise ConfigError(f'config.model.max_tokens={m.max_tokens}: an encoder reads '
+                          '<bos> text <eos>, so at least 3 (one text piece)')
       enc = lambda t: encode_pieces(t, self.source.tokenizer, m.max_tokens, causal)
       self.vocab_remap = {}
     else:
@@ -155,13 +158,15 @@ class ClassificationTask(Task):
     encoding ('words': `encode_words` over `vocab`; 'pieces': `encode_pieces` with the
     tokenizer), `max_tokens` and the framing; `tokenizer` / `vocab` are saved beside it.
     `text_field`: the field(s) training read its text from (TSV/CSV/JSONL/TFDS; '' for
-    MR files), which predictions read by default when a file has them."""
+    MR files), which predictions read by default when a file has them; `header`: 'yes'
+    when training skipped a header row above columns given by number."""
     m, d = self.config.model, self.config.data
     words = m.type == 'bag_of_embeddings'
     return {'task': self.name, 'labels': list(self.splits['train'].label_names),
             'encoding': 'words' if words else 'pieces', 'max_tokens': m.max_tokens,
             'causal': None if words else lm_models.is_causal(self.model.lm_config),
             'text_field': d.get('text_field', '') if d.kind != 'mr' else '',
+            'header': 'yes' if d.kind in ('tsv', 'csv') and d.get('header') == 'yes' else 'no',
             'tokenizer': None if words else self.source.tokenizer,
             'vocab': list(self.vocab) if words else None}
 

@@ -8,11 +8,13 @@ first data line: column 3 for WordSim-353, MEN, RareWords; column 4 after the
 POS column of SimLex-999's and SimVerb-3500's own files. Words with a part-of-speech
 suffix on every line (MEN's lemma form, `sun-n`) lose it. Pairs with a word
 outside the vocabulary are skipped and counted, as gensim's
-`evaluate_word_pairs` does.
+`evaluate_word_pairs` does (which also, unlike this, treats words beyond the 300,000
+most frequent as outside: the same for any vocabulary smaller than that).
 
 Analogies (Google `questions-words.txt`, or MSR-style files without `:`
 section lines): 3CosAdd on unit vectors restricted to the `restrict` most
-frequent words (word2vec's and gensim's 30,000), excluding the three question
+frequent words (word2vec's 30,000 and gensim's old `accuracy()`; gensim 4's
+`evaluate_word_analogies` defaults to 300,000), excluding the three question
 words; questions with a word outside the restricted vocabulary are skipped and
 counted.
 
@@ -66,10 +68,12 @@ def _number(field: str) -> Optional[float]:
 def read_similarity_pairs(path: str) -> list[tuple[str, str, float]]:
   real = _path(path)
   rows, col = [], None
-  for n, line in enumerate(read_text(real).split('\n'), 1):
-    if not line.strip() or line.lstrip().startswith('#'):
-      continue
-    parts = _fields(line)
+  lines = [(n, line, _fields(line)) for n, line in enumerate(read_text(real).split('\n'), 1)
+           if line.strip() and not line.lstrip().startswith('#')]
+  if (len(lines) > 1 and len(lines[0][2]) >= 3 and len(lines[1][2]) >= 3
+      and not re.match(r'[-+.\d]', lines[0][2][2]) and _number(lines[1][2][2]) is not None):
+    lines = lines[1:]      # a header above scores in column 3 ('Word 1,Word 2,Human (mean),1,2')
+  for n, line, parts in lines:
     if len(parts) < 3:
       raise DataError(f'{real}:{n}: expected "word1 word2 score", got {line!r}')
     if col is None:

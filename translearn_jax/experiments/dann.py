@@ -61,7 +61,7 @@ class DannSetup:
     src = labelled.read_labelled(config.source_data)
     self.target = labelled.read_splits(config.data)
     tgt = self.target['train']
-    if src.label_names != tgt.label_names:
+    if src.keys != tgt.keys:
       mapping = parse_label_mapping(config.dann.label_mapping, src.label_names, tgt.label_names)
       src = labelled.LabelledText(src.texts, np.asarray([mapping[i] for i in src.labels],
                                                         np.int32), tgt.label_names, src.source)

@@ -17,7 +17,7 @@ import time
 import jax
 import ml_collections
 
-from translearn_jax.downstream.tagging import TaggingTask
+from translearn_jax.downstream.tagging import TaggingTask, truncated_words
 from translearn_jax.evaluation import plots
 from translearn_jax.experiments import finetune
 from translearn_jax.experiments import runs as runs_lib
@@ -29,7 +29,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   save = runs_lib.save_policy(config) != 'none'
   task = TaggingTask(config)
-  truncated = int(((task.inputs['test'][2] < 0) & (task.inputs['test'][3] >= 0)).sum())
+  truncated = truncated_words(task.inputs['test'][2], task.corpora['test'])
   info('CoNLL: %d/%d/%d sentences, %d tags; %d test words beyond model.max_tokens',
        *(len(task.corpora[k].sentences) for k in ('train', 'dev', 'test')),
        len(task.tag_names), truncated)

@@ -46,6 +46,11 @@ def _check(words: Sequence[str], vectors: np.ndarray) -> None:
   for w in words:
     if not w or any(c.isspace() for c in w):
       raise ValueError(f'word {w!r} is empty or contains whitespace; word2vec files cannot hold it')
+  bad = ~np.isfinite(vectors).all(axis=1) if vectors.ndim == 2 else None
+  if bad is not None and bad.any():
+    i = int(np.argmax(bad))
+    raise ValueError(f'{int(bad.sum())} vector(s) hold NaN or infinity (first: row {i + 1}, '
+                     f'{words[i]!r}): a diverged run; the file would not load back')
 
 
 def save_word2vec(path: str, words: Sequence[str], vectors: np.ndarray,
@@ -129,10 +134,28 @@ def _magic(head: bytes) -> bool:
   return len(head) >= 4 and int.from_bytes(head[:4], 'little') == FASTTEXT_MAGIC
 
 
+def _old_fasttext_args(head: bytes) -> bool:
+  """Whether `head` starts as a model of fastText before its 2017 format (no magic number
+  or version: the training arguments come first) does: dim, ws, epoch, minCount, neg,
+  wordNgrams, loss (1-4), model (1-3), bucket, minn, maxn, lrUpdateRate and the sampling
+  threshold t, each in its range. A text file never reads so."""
+  import struct
+  if len(head) < 56:
+    return False
+  dim, ws, epoch, min_count, neg, ngrams, loss, model, bucket, minn, maxn, lr_update = \
+      struct.unpack_from('<12i', head)
+  t, = struct.unpack_from('<d', head, 48)
+  return (0 < dim <= 100_000 and 0 < ws <= 1000 and 0 < epoch <= 100_000
+          and 0 <= min_count and 0 <= neg <= 10_000 and 0 < ngrams <= 100 and 1 <= loss <= 4
+          and 1 <= model <= 3 and 0 <= bucket <= 1 << 30 and 0 <= minn <= maxn <= 1000
+          and 0 < lr_update and 0 <= t < 1)
+
+
 def is_fasttext_bin(path: str) -> bool:
   """Whether `path` starts with a fastText `.bin` model's magic number; a compressed one
   (`cc.en.300.bin.gz` as downloaded) is an error saying to decompress it."""
-  if not _magic(readers.head_bytes(path, 4)):    # the content's, archive or not
+  head = readers.head_bytes(path, 56)
+  if not (_magic(head) or _old_fasttext_args(head)):   # the content's, archive or not
     return False
   with open(path, 'rb') as f:
     compressed = readers.is_compressed(f.read(8))
@@ -174,15 +197,20 @@ def _check_fasttext_bin(path: str) -> None:
       return struct.unpack_from(fmt, buf, pos), pos + size
 
     (magic, _), pos = unpack('<2i', 0)
-    if magic != FASTTEXT_MAGIC:
-      raise DataError(f'{path}: not a fastText .bin model (no magic number {FASTTEXT_MAGIC}; '
-                      'files of fastText before 2017 are not read)')
-    _, pos = unpack('<12id', pos)
+    new = magic == FASTTEXT_MAGIC          # else the layout before 2017: no magic, version
+    if not new and not _old_fasttext_args(bytes(buf[:56])):
+      raise DataError(f'{path}: not a fastText .bin model (no magic number {FASTTEXT_MAGIC}, '
+                      'nor the training arguments a model before 2017 starts with)')
+    _, pos = unpack('<12id', pos if new else 0)
     (size, _, labels), pos = unpack('<3i', pos)
     if labels > 0:
       raise DataError(f'{path}: a supervised fastText model (it has {labels} labels); word '
                       'vectors come from unsupervised (skipgram/cbow) models')
-    (_, pruned), pos = unpack('<2q', pos)
+    if new:
+      (_, pruned), pos = unpack('<2q', pos)
+    else:
+      (_,), pos = unpack('<q', pos)
+      pruned = 0
     for i in range(size):
       end = buf.find(b'\0', pos)
       if end < 0:
@@ -190,7 +218,7 @@ def _check_fasttext_bin(path: str) -> None:
                         'its dictionary is cut off)')
       pos = end + 1 + 9                     # the word, its count (int64) and type (int8)
     pos += 8 * max(pruned, 0)
-    (rows, dim), pos = unpack('<2q', pos + 1)   # after the quantisation flag
+    (rows, dim), pos = unpack('<2q', pos + int(new))   # after the quantisation flag
     if rows < 0 or dim < 0 or pos + rows * dim * 4 > n:
       raise DataError(f'{path}: truncated fastText .bin model (its {rows} x {dim} input '
                       f'matrix needs {rows * dim * 4} bytes after byte {pos}; the file has '

@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import re
+import warnings
 from typing import Any
 
 import jax
@@ -156,19 +157,24 @@ def get_tokenizer(config, pairs, workdir, src=None) -> Tokenizer:
   if os.path.exists(saved):
     return Tokenizer.load(saved)
   tok = Tokenizer.train([s for p in pairs for s in p], config.tokenizer.vocab_size,
-                        config.tokenizer.model_type, seed=config.seed)
+                        config.tokenizer.model_type, seed=config.seed,
+                        normalization=config.tokenizer.get('normalization', 'nmt_nfkc'))
   if jax.process_index() == 0:
     tok.save(saved)
   return tok
 
 
-def encode_pairs(tok: Tokenizer, pairs, max_src: int, max_tgt: int, filter_long: bool):
+def encode_pairs(tok: Tokenizer, pairs, max_src: int, max_tgt: int, filter_long: bool,
+                 truncate_source: bool = False):
   """(rows (N, S + 2T), kept indices); rows = [src | BOS tgt | tgt EOS], padded with the
-  tokenizer's pad id (ids of `tok`: this project's BOS, EOS, PAD)."""
+  tokenizer's pad id (ids of `tok`: this project's BOS, EOS, PAD). `filter_long` drops
+  pairs beyond the limits, except, with `truncate_source`, a long source, which is cut to
+  `max_src` pieces (summarisation: documents are cut, not dropped)."""
   src = tok.encode_batch([p[0] for p in pairs])
   tgt = tok.encode_batch([p[1] for p in pairs])
   if filter_long:
-    keep = parallel.length_filter(src, tgt, max_src, max_tgt)
+    keep = parallel.length_filter(src, tgt, max([max_src, *map(len, src)]) if truncate_source
+                                  else max_src, max_tgt)
   else:
     keep = list(range(len(pairs)))
   rows = np.full((len(keep), max_src + 2 * max_tgt), tok.pad_id, np.int32)
@@ -431,6 +437,51 @@ def check_rouge_references(refs, tokenize: str, path: str) -> None:
     raise ConfigError(f"{path}: {empty} of {len(refs)} references have no a-z/0-9 character, "
                       "so rouge-score's default tokenizer scores them 0 whatever the model "
                       "writes; set eval.rouge_tokenize='unicode'")
+  text = ''.join(refs[:2000])
+  letters = len(regex.findall(r'\p{L}', text))
+  other = letters - len(re.findall('[A-Za-z]', text))
+  if letters and other > 0.08 * letters:   # Vietnamese, Czech (German: 2%, French: ~4%)
+    raise ConfigError(f"{path}: {100 * other / letters:.0f}% of the references' letters are "
+                      "not a-z, which rouge-score's default tokenizer drops (it splits 'Việt' "
+                      "into 'vi' and 't'); set eval.rouge_tokenize='unicode'")
+
+
+
+def check_bleu_references(refs, tokenize: str, path: str) -> None:
+  """Raises when the references are mostly unsegmented Chinese, Japanese, Thai (...) text
+  and BLEU would split words at spaces only ('13a', 'intl', 'none'): a whole sentence
+  would be one 'word', and BLEU ~0 whatever the model wrote."""
+  if tokenize not in ('13a', 'intl', 'none') or not refs:
+    return
+  text, char = ''.join(refs[:2000]), f'[{_UNSPACED}]'
+  if len(regex.findall(char, text)) < 0.3 * len(''.join(text.split())):
+    return
+  words = [w for r in refs[:2000] for w in r.split() if regex.search(char, w)]
+  if sum(len(regex.findall(char, w)) for w in words) / max(len(words), 1) >= 4:
+    raise ConfigError(f"{path}: the references are unsegmented text (Chinese, Japanese, Thai, "
+                      f"...), which eval.bleu_tokenize={tokenize!r} splits at spaces only; set "
+                      "eval.bleu_tokenize to 'zh' (Chinese), 'ja-mecab' (Japanese, needs "
+                      "sacrebleu[ja]), 'char' or 'flores200'")
+
+
+def check_round_trip(tok: Tokenizer, refs, where: str, sample: int = 500) -> float:
+  """The share of (up to `sample`) references the tokenizer does not give back as written
+  (whitespace runs aside); from 1% on, a warning: the model can only write what the
+  tokenizer decodes, so such references cap BLEU/chrF below 100 however good it is
+  (sentencepiece's nmt_nfkc turns '，' into ',', no-break spaces into spaces)."""
+  refs = [r for r in refs[:sample] if r.strip()]
+  if not refs:
+    return 0.0
+  back = [tok.decode(ids) for ids in tok.encode_batch(refs)]
+  changed = [(r, b) for r, b in zip(refs, back) if ' '.join(r.split()) != ' '.join(b.split())]
+  share = len(changed) / len(refs)
+  if share >= 0.01:
+    r, b = changed[0]
+    warnings.warn(f'{where}: the tokenizer changes {len(changed)} of {len(refs)} references '
+                  f'(e.g. {r[:60]!r} comes back as {b[:60]!r}), so no output can match them '
+                  'exactly; tokenizer.normalization=identity keeps every character',
+                  stacklevel=2)
+  return share
 
 
 OBJECTIVES = ('supervised', 'denoise')
@@ -579,21 +630,37 @@ def back_translate(bt, workdir: str) -> list[tuple[str, str]]:
 
 def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   """(tokenizer, training stream, evaluation splits, stats) of parallel data."""
-  splits = {s: parallel.read_split(config.data, s) for s in ('train', 'valid', 'test')
-            if config.data.get(f'{s}_source') or config.data.get(f'{s}_path')
-            or (config.data.kind == 'tfds' and config.data.get(f'{s}_split'))}
-  if 'train' not in splits:
-    raise ConfigError('config.data names no training pairs')
-  if config.eval.metric == 'rouge':       # before any training: scores that mean something
-    for s in ('valid', 'test'):
-      if s in splits:
-        check_rouge_references([p[1] for p in splits[s]], metric_options(config.eval)[
-            'rouge_tokenize'], f'the {s} split ({parallel.split_name(config.data, s)})')
+  named = parallel.configured_splits(config.data)
+  if 'train' not in named:
+    raise ConfigError(f'config.data names no training pairs (data.kind={config.data.kind!r} '
+                      f'reads them from data.{" and data.".join(parallel.split_fields(config.data.kind, "train"))})')
+  splits = {s: parallel.read_split(config.data, s) for s in named}
+  opts = metric_options(config.eval)       # before any training: scores that mean something
+  for s in ('valid', 'test'):
+    if s in splits:
+      where, refs = f'the {s} split ({parallel.split_name(config.data, s)})', \
+          [p[1] for p in splits[s]]
+      if config.eval.metric == 'rouge':
+        check_rouge_references(refs, opts['rouge_tokenize'], where)
+      else:
+        check_bleu_references(refs, opts['bleu_tokenize'], where)
   tok = get_tokenizer(config, splits['train'], workdir, src)
+  for s in ('valid', 'test'):
+    if s in splits:
+      check_round_trip(tok, [p[1] for p in splits[s]],
+                       f'the {s} split ({parallel.split_name(config.data, s)})')
   ms, mt = config.max_source_len, config.max_target_len
-  train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True)
-  info('seq2seq: %d training pairs (%d dropped by length), vocab %d', len(kept),
-       len(splits['train']) - len(kept), tok.vocab_size)
+  cut = config.data.get('truncate_source', False)
+  train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True,
+                                  truncate_source=cut)
+  info('seq2seq: %d training pairs (%d dropped by length: beyond %s), vocab %d', len(kept),
+       len(splits['train']) - len(kept),
+       'max_target_len; long sources cut' if cut else 'max_source_len or max_target_len',
+       tok.vocab_size)
+  if not kept:
+    raise DataError(f'every training pair is longer than max_source_len={ms} / '
+                    f'max_target_len={mt} pieces (raise them, or data.truncate_source=True to '
+                    'cut long sources)')
   budget = config.data.get('max_train_pairs', 0)
   if budget:
     pick = subset(len(kept), budget, config.data.get('subset_seed', 0))
@@ -604,7 +671,7 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   bt = config.get('backtranslation')
   if bt and bt.get('model'):
     synthetic = back_translate(bt, workdir)
-    rows, kept_bt = encode_pairs(tok, synthetic, ms, mt, filter_long=True)
+    rows, kept_bt = encode_pairs(tok, synthetic, ms, mt, filter_long=True, truncate_source=cut)
     train_rows = np.concatenate([train_rows, rows])
     stats['synthetic_pairs'] = len(kept_bt)
     info('back-translation: + %d synthetic pairs (%d dropped by length)', len(kept_bt),

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from translearn_jax.data import readers
 from translearn_jax.data.vocab import EncodedCorpus, Vocabulary, encode_corpus
 from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
-from translearn_jax.errors import ConfigError, DataError
+from translearn_jax.errors import ConfigError, DataError, NonFiniteLossError
 from translearn_jax.evaluation import word_vectors
 from translearn_jax.export.word2vec_format import save_word2vec
 from translearn_jax.models import row_sharded
@@ -442,7 +442,11 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   if jax.process_index() == 0 and config.export.format:   # the vectors first, then their scores
     binary = config.export.format == 'binary'
     path = os.path.join(workdir, 'vectors.bin' if binary else 'vectors.txt')
-    save_word2vec(path, vocab.words, vectors, binary=binary)
+    try:
+      save_word2vec(path, vocab.words, vectors, binary=binary)
+    except ValueError as e:             # non-finite vectors: the run diverged
+      raise NonFiniteLossError(f'{path} not written: {e} (the checkpoints are kept; a lower '
+                          'optim.learning_rate, or optim.row_cap for large batches)') from None
     summary['exported'] = path
   summary['eval'] = evaluate(config, vocab, vectors)
   if jax.process_index() == 0:

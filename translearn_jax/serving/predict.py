@@ -3,8 +3,10 @@
 Inputs (`input_format`, 'auto' by the extension: .tsv, .jsonl/.json, else text):
 * text: one example a line (a tagger's sentence is split at whitespace); a
   blank line is an (empty) example, so output line k answers input line k;
-* TSV with a header row: the text is in column `text_field`, by default
-  'sentence' or 'text' (a header with neither is an error asking for `text_field`);
+* TSV/CSV: the text is in column `text_field`, by default the column(s) training read,
+  else the header's 'sentence' or 'text' (a header with neither is an error asking for
+  `text_field`); columns given by number (a file without a header, as AG News) are read
+  without a header row unless `header` (default: as training read its files);
 * JSONL: one object a line (blank lines skipped), the text in `text_field`,
   by default 'text' or 'sentence'; a tagger also reads a `tokens` list of
   words (used when present and `text_field` is not given).
@@ -68,57 +70,67 @@ def read_lines(path: str, encoding: str = 'utf-8') -> list[str]:
 
 
 def _trained_fields(trained: str, present) -> Optional[str]:
-  """The training text field(s) `trained` if `present` (a header, a JSON object) has each
-  (named fields only: column numbers of a headerless training file are not guessed)."""
+  """The training text field(s) `trained` if `present` (a header, a JSON object) has each."""
   if not trained:
     return None
   names = labelled.text_fields(trained)
-  if readers.by_index(names) or not all(n in present for n in names):
-    return None
-  return trained
+  return trained if all(n in present for n in names) else None
 
 
-def _table_texts(path: str, kind: str, field, encoding: str, trained: str = ''):
-  """The texts of a TSV/CSV file with a header: the column `field` names (several,
-  comma-separated, are joined as training joins them), else the columns training read
-  (`trained`) when the header has them, else 'sentence' or 'text'."""
-  header = readers.table_header(path, kind, encoding)
-  if field is None:
-    field = _trained_fields(trained, header)
-  if field is None:
-    field = next((f for f in TEXT_FIELDS[kind] if f in header), None)
+def _table_texts(path: str, kind: str, field, encoding: str, trained: str = '',
+                 header=None):
+  """The texts of a TSV/CSV file: the column(s) `field` names (several, comma-separated,
+  are joined as training joins them; column numbers read a file without a header row
+  unless `header`), else the columns training read (`trained`: column numbers when
+  training read a headerless file, else the header's columns of those names), else the
+  header's 'sentence' or 'text'."""
+  if field is None and trained and readers.by_index(labelled.text_fields(trained)):
+    field = trained
+  if field is None or not readers.by_index(labelled.text_fields(field)):
+    hdr = readers.table_header(path, kind, encoding)
     if field is None:
-      raise DataError(f'{path}:1: the header names no {" or ".join(TEXT_FIELDS[kind])} column '
-                      f'(got {header[:5]}); name the text column with text_field (--text_field), '
-                      'or read a file without a header as text')
+      field = _trained_fields(trained, hdr)
+    if field is None:
+      field = next((f for f in TEXT_FIELDS[kind] if f in hdr), None)
+      if field is None:
+        raise DataError(f'{path}:1: the header names no {" or ".join(TEXT_FIELDS[kind])} '
+                        f'column (got {hdr[:5]}); name the text column with text_field '
+                        '(--text_field: a name, or 0-based column numbers for a file without '
+                        'a header), or read the file as text')
   names = labelled.text_fields(field)
   return [labelled.join_fields(rec, names)
-          for _, _, rec in readers.iter_records(path, kind, names, encoding)]
+          for _, _, rec in readers.iter_records(path, kind, names, encoding,
+                                                header=bool(header))]
 
 
 def _jsonl_inputs(path: str, field, words: bool, encoding: str, trained: str = '') -> list:
-  out = []
+  """The texts (or `words`: word lists) of a JSONL file. The first record decides, as a
+  header would, where every record's text is: `field`, else the field(s) training read
+  when it has them, else a tagger's 'tokens' list, else 'text' or 'sentence'."""
+  out, tokens = [], None
   for n, obj in readers.json_objects(path, read_lines(path, encoding)):
-    if field is None and _trained_fields(trained, obj):
-      field = trained                      # the first record decides, as a header would
-    if words and field is None and 'tokens' in obj:
-      toks = obj['tokens']
+    if tokens is None:                       # the first record
+      if field is None and _trained_fields(trained, obj):
+        field = trained
+      tokens = words and field is None and 'tokens' in obj
+      if field is None and not tokens:
+        field = next((f for f in TEXT_FIELDS['jsonl'] if f in obj), None)
+        if field is None:
+          looked = ' or '.join(repr(f) for f in list(TEXT_FIELDS['jsonl'])
+                               + (['tokens'] if words else []))
+          raise DataError(f'{path}:{n}: no field {looked}')
+    if tokens:
+      toks = obj.get('tokens')
       if not isinstance(toks, list) or not all(isinstance(t, str) for t in toks):
-        raise DataError(f'{path}:{n}: field "tokens" must be a list of strings')
+        raise DataError(f'{path}:{n}: field "tokens" must be a list of strings (as on the '
+                        'first line)' if 'tokens' in obj else
+                        f'{path}:{n}: no field "tokens" (the first line has it)')
       out.append(toks)
       continue
-    if field is not None:
-      names = labelled.text_fields(field)            # each must be there
-      missing = [f for f in names if f not in obj]
-      if missing:
-        raise DataError(f'{path}:{n}: no field {missing[0]!r}')
-    else:
-      name = next((f for f in TEXT_FIELDS['jsonl'] if f in obj), None)
-      if name is None:
-        looked = ' or '.join(repr(f) for f in list(TEXT_FIELDS['jsonl'])
-                             + (['tokens'] if words else []))
-        raise DataError(f'{path}:{n}: no field {looked}')
-      names = [name]
+    names = labelled.text_fields(field)              # each must be there
+    missing = [f for f in names if f not in obj]
+    if missing:
+      raise DataError(f'{path}:{n}: no field {missing[0]!r}')
     for name in names:
       if not isinstance(obj[name], str):
         raise DataError(f'{path}:{n}: field {name!r} is not a string')
@@ -128,17 +140,18 @@ def _jsonl_inputs(path: str, field, words: bool, encoding: str, trained: str = '
 
 
 def read_inputs(path: str, fmt: str, text_field, words: bool, encoding: str = 'utf-8',
-                trained: str = '') -> list:
+                trained: str = '', header=None) -> list:
   """The examples of `path` (in `encoding`): texts, or (`words`) lists of words. Without
-  `text_field`, the field(s) training read (`trained`) when the file has them."""
+  `text_field`, the field(s) training read (`trained`) when the file has them. TSV/CSV
+  columns given by number: `header` says whether the first row is a header to skip."""
   kind = input_format(path, fmt)
   if not os.path.isfile(path):
     raise DataError(f'{path}: no such input file')
   if kind == 'jsonl':
     out = _jsonl_inputs(path, text_field, words, encoding, trained)
   else:
-    texts = (_table_texts(path, kind, text_field, encoding, trained) if kind in ('tsv', 'csv')
-             else read_lines(path, encoding))
+    texts = (_table_texts(path, kind, text_field, encoding, trained, header)
+             if kind in ('tsv', 'csv') else read_lines(path, encoding))
     out = [t.split() for t in texts] if words else texts
   if not out:
     raise DataError(f'{path}: no input examples')
@@ -245,10 +258,11 @@ EVAL_BATCH = {'classification': 512, 'tagging': 256}
 
 def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size=None,
                  input_format: str = 'auto', text_field=None, progress: bool = False,
-                 encoding: str = 'utf-8') -> dict:
+                 encoding: str = 'utf-8', header=None) -> dict:
   """Writes the predictions of the saved classifier or tagger `model_dir` for every example
   of `input_path` to `output_path` (JSONL); returns a summary (task, examples, output, ...).
-  `batch_size` None: the task's evaluation batch (`EVAL_BATCH`)."""
+  `batch_size` None: the task's evaluation batch (`EVAL_BATCH`). `header` (TSV/CSV columns
+  by number): whether the first row is a header; None: as training read its files."""
   t0 = time.perf_counter()
   if batch_size is not None and batch_size < 1:
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
@@ -259,8 +273,10 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
                     'or tagging model (translate_file runs a seq2seq model)')
   words = meta['task'] == 'tagging'
   batch_size = batch_size or EVAL_BATCH[meta['task']]
+  if header is None:
+    header = meta['inputs'].get('header') == 'yes'
   examples = read_inputs(input_path, input_format, text_field, words, encoding,
-                         meta['inputs'].get('text_field') or '')
+                         meta['inputs'].get('text_field') or '', header)
   model = load(model_dir)
   summary = {'task': model.task, 'examples': len(examples), 'model': model_dir,
              'output': output_path}

@@ -167,18 +167,29 @@ ADDED_FIELDS = {
     'eval.bleu_tokenize': '13a',        # seq2seq: sacrebleu's default tokenizer
     'eval.rouge_tokenize': 'default',   #   and rouge-score's
     'eval.metric': 'accuracy',          # classification: scored by accuracy
+    'data.header': 'auto',              # classification: TSV/CSV by column number, header?
+    'tokenizer.normalization': 'nmt_nfkc',  # seq2seq: sentencepiece's default normalization
+    'data.truncate_source': False,      #   and long training pairs dropped, not cut
 }
+
+
+def added_field(path: str) -> Optional[str]:
+  """The `ADDED_FIELDS` entry of config field `path`: the path itself, or the same field of
+  a task's config nested in another ('mr.data.header' of the multi-task config)."""
+  parts = path.split('.')
+  return next((p for p in ('.'.join(parts[i:]) for i in range(max(1, len(parts) - 1)))
+               if p in ADDED_FIELDS), None)
 
 
 def config_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
   """(forbidden, allowed) differences between two configs, as 'path old → new'.
-  A field of `ADDED_FIELDS` missing from `old` counts as its listed value."""
+  A field of `ADDED_FIELDS` (`added_field`) missing from `old` counts as its listed value."""
   a, b = flatten(old), flatten(new)
   forbidden, allowed = [], []
   for path in sorted(set(a) | set(b)):
     va, vb = a.get(path, _ABSENT), b.get(path, _ABSENT)
-    if va is _ABSENT and path in ADDED_FIELDS and path in b:
-      va = ADDED_FIELDS[path]
+    if va is _ABSENT and path in b and added_field(path):
+      va = ADDED_FIELDS[added_field(path)]
     if va == vb:
       continue
     (allowed if may_change(path) else forbidden).append(f'{path} {_show(va)} → {_show(vb)}')
