@@ -279,6 +279,11 @@ def test_labels_may_be_numbers_or_strings(tmp_path):
   d = labelled.read_fields('jsonl', str(p), 'text', 'label')
   assert d.texts == ['a', 'b', 'c'] and d.label_names == ['0', '1']
   assert d.labels.tolist() == [1, 0, 1]
+  # nested objects, by dotted names
+  p.write_text('{"review": {"body": "a"}, "meta": {"stars": 5}}\n'
+               '{"review": {"body": "b"}, "meta": {"stars": 1}}\n', encoding='utf-8')
+  d = labelled.read_fields('jsonl', str(p), 'review.body', 'meta.stars')
+  assert d.texts == ['a', 'b'] and d.label_names == ['1', '5']
 
 
 def test_good_tsv_files_read(tmp_path):

@@ -450,6 +450,9 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
   with pytest.raises(DataError, match=r"mixed2\.jsonl:2: no field 'review'"):
     predict_lib.read_inputs(str(tmp_path / 'mixed2.jsonl'), 'auto', None, False,
                             trained='review')
+  (tmp_path / 'nested.jsonl').write_text('{"review": {"body": "r1"}, "text": "t1"}\n')
+  assert predict_lib.read_inputs(str(tmp_path / 'nested.jsonl'), 'auto', None, False,
+                                 trained='review.body') == ['r1']     # as training read it
   (tmp_path / 'toks.jsonl').write_text('{"tokens": ["a", "b"]}\n{"text": "c d"}\n')
   with pytest.raises(DataError, match=r'toks\.jsonl:2: no field "tokens" \(the first line'):
     predict_lib.read_inputs(str(tmp_path / 'toks.jsonl'), 'auto', None, True)

@@ -326,18 +326,18 @@ def json_objects(file, lines, wanted: str = ''):
     yield n, obj
 
 
-_MISSING = object()
+MISSING = object()
 
 
-def _field(obj: dict, name: str):
+def field_value(obj: dict, name: str):
   """`obj[name]`, or for a dotted name ('translation.en', Hugging Face datasets' layout)
-  the nested objects' value; `_MISSING` when absent."""
+  the nested objects' value; `MISSING` when absent."""
   if name in obj:
     return obj[name]
   v = obj
   for part in name.split('.'):
     if not isinstance(v, dict) or part not in v:
-      return _MISSING
+      return MISSING
     v = v[part]
   return v
 
@@ -346,8 +346,8 @@ def _jsonl_records(file, lines, fields, label_fields):
   for n, obj in json_objects(file, lines, f' with field(s) {list(fields)}'):
     rec = {}
     for f in fields:
-      v = _field(obj, f)
-      if v is _MISSING:
+      v = field_value(obj, f)
+      if v is MISSING:
         under = [k for k, x in obj.items() if isinstance(x, dict) and f in x]
         hint = f' (it is inside {under[0]!r}: name it {under[0]}.{f})' if under else ''
         raise DataError(f'{file}:{n}: no field {f!r}{hint}')

@@ -74,6 +74,9 @@ def _trained_fields(trained: str, present) -> Optional[str]:
   if not trained:
     return None
   names = labelled.text_fields(trained)
+  if isinstance(present, dict):            # a JSON object: dotted names reach inside
+    return trained if all(readers.field_value(present, n) is not readers.MISSING
+                          for n in names) else None
   return trained if all(n in present for n in names) else None
 
 
@@ -128,13 +131,14 @@ def _jsonl_inputs(path: str, field, words: bool, encoding: str, trained: str = '
       out.append(toks)
       continue
     names = labelled.text_fields(field)              # each must be there
-    missing = [f for f in names if f not in obj]
+    values = {f: readers.field_value(obj, f) for f in names}
+    missing = [f for f in names if values[f] is readers.MISSING]
     if missing:
       raise DataError(f'{path}:{n}: no field {missing[0]!r}')
     for name in names:
-      if not isinstance(obj[name], str):
+      if not isinstance(values[name], str):
         raise DataError(f'{path}:{n}: field {name!r} is not a string')
-    text = labelled.join_fields(obj, names)
+    text = labelled.join_fields(values, names)
     out.append(text.split() if words else text)
   return out
 
