@@ -247,6 +247,32 @@ def test_tokenize_keeps_inner_apostrophes_and_unicode():
       "don't", 'stop', 'café', 'au', 'lait', "o'clock", '42']
 
 
+def test_turkish_dotted_capital_i_lowercases_to_i_and_bad_fallbacks_are_named(tmp_path):
+  from translearn_jax.data.vocab import fold
+  assert tokenize('İstanbul istanbul İZMİR') == ['istanbul', 'istanbul', 'izmir']
+  assert fold('İstanbul') == 'istanbul'
+  p = tmp_path / 'c.txt'
+  p.write_bytes(b'ok\n\x81 \xff\n')
+  with pytest.raises(DataError, match=r"unknown encoding 'latin1x' \(data\.encoding_fallback\)"):
+    readers.read_text(str(p), 'utf-8', 'latin1x')
+  with pytest.raises(DataError, match=r"c\.txt:2: bytes are valid neither as utf-8 nor as cp1252"):
+    readers.read_text(str(p), 'utf-8', 'cp1252')
+
+
+def test_wiki_redirects_in_any_language_and_gzip_dumps(tmp_path):
+  import gzip
+  page = ('<page><title>{t}</title><ns>0</ns><id>{i}</id><revision><id>{i}</id><text>{b}'
+          '</text></revision></page>')
+  xml = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><siteinfo><sitename>x'
+         '</sitename></siteinfo>' + page.format(t='A', i=1, b='Ein Text über Berlin.')
+         + page.format(t='B', i=2, b='#WEITERLEITUNG [[A]]')
+         + page.format(t='C', i=3, b='#重定向 [[A]]') + '</mediawiki>')
+  (tmp_path / 'dump.xml.gz').write_bytes(gzip.compress(xml.encode('utf-8')))
+  docs = list(readers.read_documents(readers.TextSpec(kind='wiki',
+                                                      path=str(tmp_path / 'dump.xml.gz'))))
+  assert [d.strip() for d in docs] == ['Ein Text über Berlin.']
+
+
 def test_tokenize_keeps_combining_marks_inside_words():
   import unicodedata
   # Devanagari vowel signs and virama, Arabic vowel points: marks, not word breaks

@@ -411,13 +411,30 @@ def test_bad_input_gives_one_clear_line(hf_models, tmp_path, capsys):
   shutil.copy(os.path.join(d, 'config.json'), bin_only)
   (bin_only / 'pytorch_model.bin').write_bytes(b'\x80\x02}q\x00.')
   err = _cli_error(capsys, 'import-hf', str(bin_only), str(tmp_path / 'r1'))
-  assert 'only pytorch_model.bin found' in err and 'safe_serialization=True' in err
+  assert 'only pytorch_model.bin found' in err and 'weights_only=True' in err
+  # the conversion it suggests keeps every tensor (heads too) and then imports
+  model = hf_models['bert'][1]
+  torch.save(model.state_dict(), bin_only / 'pytorch_model.bin')
+  code = err.split('python -c "', 1)[1].split('" (every tensor', 1)[0]
+  out = tmp_path / 'converted'
+  shutil.copytree(d, out)
+  os.remove(out / 'model.safetensors')
+  exec(code.replace('OUT_DIR', str(out)), {})
+  from safetensors.numpy import load_file
+  a, b = load_file(str(out / 'model.safetensors')), load_file(os.path.join(d, 'model.safetensors'))
+  assert set(b) <= set(a) and all(np.array_equal(a[k], b[k]) for k in b)
 
   unknown = tmp_path / 'unknown'
   shutil.copytree(d, unknown)
   conf = json.load(open(unknown / 'config.json'))
   (unknown / 'config.json').write_text(json.dumps({**conf, 'model_type': 'llama'}))
   assert "model_type='llama' is not supported" in _cli_error(
+      capsys, 'import-hf', str(unknown), str(tmp_path / 'r2'))
+  (unknown / 'config.json').write_text(json.dumps({**conf, 'hidden_size': '32'}))
+  assert "config.json: 'hidden_size' must be an integer, got '32'" in _cli_error(
+      capsys, 'import-hf', str(unknown), str(tmp_path / 'r2'))
+  (unknown / 'config.json').write_text(json.dumps({**conf, 'num_attention_heads': 4.0}))
+  assert "'num_attention_heads' must be an integer, got 4.0" in _cli_error(
       capsys, 'import-hf', str(unknown), str(tmp_path / 'r2'))
   (unknown / 'config.json').write_text(json.dumps({**conf, 'rope_scaling': {'type': 'x'}}))
   assert "config key 'rope_scaling' is unknown" in _cli_error(

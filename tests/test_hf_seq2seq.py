@@ -300,3 +300,54 @@ def test_bad_seq2seq_input_gives_one_clear_line(hf_s2s, tmp_path, capsys):
                                       "model.layer_norm_eps=1e-06"):
     hf_seq2seq.arch_of(default).hf_config(default, src.tokenizer)
   assert hf.arch_for(conf, 'config.json') is hf_seq2seq.BART
+
+
+@pytest.mark.parametrize('name', ['bart', 'marian'])
+def test_translate_an_imported_run_reads_sources_as_transformers_does(hf_s2s, tmp_path, name):
+  """`translate` on an imported run: sources framed by the checkpoint's tokenizer (BART's
+  `<s> text </s>`), as `transformers` reads them, so greedy output equals its `generate`."""
+  from translearn_jax import serving
+  d, model, fast, run = hf_s2s[name]
+  (tmp_path / 'in.txt').write_text('\n'.join(TEXTS) + '\n', encoding='utf-8')
+  serving.translate_file(run, str(tmp_path / 'in.txt'), str(tmp_path / 'out.txt'), beam=1,
+                         max_len=12)
+  got = (tmp_path / 'out.txt').read_text(encoding='utf-8').splitlines()
+  enc = fast(TEXTS, return_tensors='pt', padding=True)
+  with torch.no_grad():
+    ref = model.generate(input_ids=enc['input_ids'], attention_mask=enc['attention_mask'],
+                         max_new_tokens=12, num_beams=1, do_sample=False)
+  assert got == [fast.decode(r, skip_special_tokens=True) for r in ref]
+
+
+def test_fine_tuning_an_imported_bart_takes_its_ids_and_framing(hf_s2s):
+  """The seq2seq runner initialised from an imported BART pads, ends and starts decoding
+  with BART's ids, and trains on targets as BART's fine-tuning frames them: decoder input
+  `</s> <s> text`, labels `<s> text </s>`."""
+  from configs import seq2seq_multi30k
+  from translearn_jax.errors import ConfigError
+  from translearn_jax.pretraining import seq2seq
+  d, model, fast, run = hf_s2s['bart']
+  c = seq2seq_multi30k.get_config()
+  c.init.kind, c.init.path = 'seq2seq', run
+  src = sources.load('seq2seq', run)
+  m = src.model_config
+  for f in ('d_model', 'num_heads', 'd_ff', 'encoder_layers', 'decoder_layers', 'norm',
+            'activation', 'layer_norm_eps', 'positions', 'position_offset', 'scale_embedding',
+            'embed_ln', 'final_logits_bias', 'share_embeddings'):
+    c.model[f] = getattr(m, f)
+  c.max_source_len = c.max_target_len = 16
+  src = seq2seq.init_source(c)
+  assert (c.model.pad_id, c.model.eos_id, c.model.decoder_start_id) == (1, 2, 2)
+  cfg = seq2seq.model_config(c, src.tokenizer.vocab_size)
+  assert (cfg.pad_id, cfg.eos_id, cfg.decoder_start_id) == (1, 2, 2)
+  rows, kept = seq2seq.encode_pairs(src.tokenizer, [(TEXTS[0], TARGETS[0])], 16, 16,
+                                    filter_long=True, start_id=c.model.decoder_start_id)
+  s, tin, tout = seq2seq.split_rows(rows[0], 16, 16)
+  want_src = fast(TEXTS[0])['input_ids']
+  labels = fast(text_target=TARGETS[0])['input_ids']
+  assert s[:len(want_src)].tolist() == want_src and (s[len(want_src):] == 1).all()
+  assert tout[:len(labels)].tolist() == labels
+  assert tin[:len(labels)].tolist() == [2] + labels[:-1]
+  c.model.pad_id = 0
+  with pytest.raises(ConfigError, match=r'config\.model\.pad_id=0, but the source .* uses 1'):
+    seq2seq.init_source(c)

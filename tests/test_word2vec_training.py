@@ -235,3 +235,22 @@ def test_continued_pretraining_starts_from_another_run(tiny_config, tmp_path):
   bad.init.path = str(tmp_path / 'nowhere')
   with pytest.raises(DataError, match='vocab.tsv not found'):
     word2vec.train_and_evaluate(bad, str(tmp_path / 'dst2'))
+
+
+def test_corpora_without_pairs_or_with_one_word_are_refused(tmp_path):
+  """One-word documents give no (word, context) pair and one distinct word nothing to
+  tell apart: each an error naming why, not a run that reports loss 0 or learns nothing."""
+  from configs import skipgram
+  from translearn_jax.errors import DataError
+  from translearn_jax.pretraining import word2vec
+  c = skipgram.get_config()
+  c.data.kind, c.data.path, c.vocab.min_count = 'text', str(tmp_path / 'c.txt'), 1
+  (tmp_path / 'c.txt').write_text(''.join(f'{w}\n' for w in ['слово', 'книга', 'дом'] * 50))
+  with pytest.raises(DataError, match=r"no document has two in-vocabulary words.*"
+                                      r"data\.unit='paragraph'"):
+    word2vec.load_corpus(c)
+  (tmp_path / 'c.txt').write_text('слово ' * 20 + '\n')
+  with pytest.raises(DataError, match=r"one distinct word \('слово'\)"):
+    word2vec.load_corpus(c)
+  (tmp_path / 'c.txt').write_text('слово книга дом\n' * 5)
+  assert len(word2vec.load_corpus(c).vocab) == 3

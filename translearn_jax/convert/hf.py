@@ -86,7 +86,21 @@ def _get(conf: dict, key: str, default=None):
   v = conf.get(key, default)
   if v is None:
     raise DataError(f'config.json: missing {key!r}')
+  if isinstance(default, int) or key in _INT_KEYS:
+    if isinstance(v, bool) or not isinstance(v, int):
+      raise DataError(f'config.json: {key!r} must be an integer, got {v!r}')
+  elif isinstance(default, float) and (isinstance(v, bool) or not isinstance(v, (int, float))):
+    raise DataError(f'config.json: {key!r} must be a number, got {v!r}')
   return v
+
+
+# sizes and counts: an integer however config.json spells the others
+_INT_KEYS = {'hidden_size', 'num_attention_heads', 'num_hidden_layers', 'intermediate_size',
+             'vocab_size', 'max_position_embeddings', 'type_vocab_size', 'n_embd', 'n_head',
+             'n_layer', 'n_positions', 'n_inner', 'd_model', 'encoder_layers', 'decoder_layers',
+             'encoder_attention_heads', 'decoder_attention_heads', 'encoder_ffn_dim',
+             'decoder_ffn_dim', 'pad_token_id', 'bos_token_id', 'eos_token_id',
+             'decoder_start_token_id'}
 
 
 def _activation(conf: dict, key: str, default: str = 'gelu') -> str:

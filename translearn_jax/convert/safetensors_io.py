@@ -56,8 +56,11 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
     raise DataError(
         f'{directory}: only {pickled[0]} found; this project reads safetensors weights only '
         '(a pickle can run code when loaded). Convert it where you trust the file: '
-        "python -c \"from transformers import AutoModel; AutoModel.from_pretrained('"
-        f"{directory}').save_pretrained('OUT_DIR', safe_serialization=True)\"")
+        "python -c \"import torch; from safetensors.torch import save_file; "
+        f"save_file({{k: v.clone().contiguous() for k, v in torch.load('{directory}/{pickled[0]}', "
+        "weights_only=True).items()}, 'OUT_DIR/model.safetensors', metadata={'format': 'pt'})\" "
+        '(every tensor as saved, heads included; copy config.json and the tokenizer beside '
+        'it)')
   raise DataError(f'{directory}: no {WEIGHTS} (not a Hugging Face model directory)')
 
 

@@ -192,6 +192,15 @@ class HFTokenizer:
   def encode_batch(self, texts: Sequence[str], num_threads: int = 0) -> list[list[int]]:
     return [e.ids for e in self.tk.encode_batch(list(texts), add_special_tokens=False)]
 
+  def encode_batch_framed(self, texts: Sequence[str]) -> list[list[int]]:
+    """Ids of each text framed as the checkpoint's model reads a sequence: by the
+    tokenizer's post-processor (BART: `<s> text </s>`, mBART: `text </s> en_XX`), or,
+    without one (Marian's), followed by `eos_id`."""
+    if self.spec.get('post_processor'):
+      return [e.ids for e in self.tk.encode_batch(list(texts), add_special_tokens=True)]
+    eos = self.eos_id
+    return [ids + [eos] for ids in self.encode_batch(texts)]
+
   def encode_words(self, words: Sequence[str]) -> list[list[int]]:
     """The pieces of each word as inside running text (byte-level BPE: after a space)."""
     if self._byte_level():

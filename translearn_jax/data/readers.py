@@ -36,6 +36,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import warnings
 from typing import Iterator, Sequence
 
@@ -124,7 +125,15 @@ def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
     text = data.decode(enc)
   except UnicodeDecodeError as e:
     if fallback:
-      text = data.decode(fallback)
+      try:
+        text = data.decode(fallback)
+      except LookupError:
+        raise DataError(f'unknown encoding {fallback!r} (data.encoding_fallback)') from None
+      except UnicodeDecodeError as f:
+        line = data.count(b'\n', 0, f.start) + 1
+        raise DataError(f'{path}:{line}: bytes are valid neither as {encoding} nor as '
+                        f'{fallback} ({f.reason} at byte {f.start}; data.encoding_fallback)'
+                        ) from None
     else:
       line = data.count(b'\n', 0, e.start) + 1
       raise DataError(
@@ -414,15 +423,25 @@ def _table_records(file, rows, fields, kind, skip_header=False):
                     f'column(s) {list(fields)})')
 
 
+# a redirect page in any language's dump: '#REDIRECT [[X]]', '#WEITERLEITUNG [[X]]', '#重定向 [[X]]'
+_REDIRECT = re.compile(r'\s*#\S+\s*\[\[')
+
+
 def _wiki_docs(path: str) -> Iterator[str]:
-  import bz2
+  import importlib
   from gensim.corpora.wikicorpus import extract_pages, filter_wiki
-  opener = bz2.open if path.endswith('.bz2') else open
+  try:
+    with open(path, 'rb') as f:
+      head = f.read(8)
+  except OSError as e:
+    raise DataError(f'cannot read wiki dump {path}: {e}') from None
+  module = next((m for magic, m in _COMPRESSED if head.startswith(magic)), None)
+  opener = importlib.import_module(module).open if module else open   # by content
   try:
     with opener(path, 'rb') as f:
       for _, text, _ in extract_pages(f):
         body = filter_wiki(text)
-        if body.strip() and not body.lstrip().upper().startswith('#REDIRECT'):
+        if body.strip() and not _REDIRECT.match(text or ''):   # the page's own markup
           yield body
   except (OSError, EOFError) as e:
     raise DataError(f'cannot read wiki dump {path}: {e}') from None

@@ -23,7 +23,7 @@ _WORD_MARKS_RE = regex.compile(r"[\p{L}\p{N}\p{M}]+(?:['\u2019][\p{L}\p{N}\p{M}]
 
 def fold(word: str) -> str:
   """The case-blind form words are matched in: NFC, lowercased (as `tokenize` makes them)."""
-  return unicodedata.normalize('NFC', word).lower()
+  return unicodedata.normalize('NFC', word).lower().replace('i\u0307', 'i')
 
 
 def folded_index(words: Iterable[str]) -> dict[str, int]:
@@ -40,8 +40,8 @@ def tokenize(text: str, lowercase: bool = True) -> list[str]:
   (a decomposed 'café' is the composed one); combining marks stay inside their word."""
   if not unicodedata.is_normalized('NFC', text):
     text = unicodedata.normalize('NFC', text)
-  if lowercase:
-    text = text.lower()
+  if lowercase:   # Turkish İ lowercases to i + a combining dot: the dotted i is 'i'
+    text = text.lower().replace('i\u0307', 'i')
   return (_WORD_MARKS_RE if _MARK_RE.search(text) else _WORD_RE).findall(text)
 
 

@@ -157,12 +157,30 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
   return jnp.where(jnp.cumsum(eos, axis=1) - eos > 0, cfg.pad_id, best)
 
 
+def framed(tok, texts: Sequence[str]) -> tuple[list[list[int]], bool]:
+  """(ids of each text as a seq2seq model reads a source or writes a target, whether they
+  are framed): this project's tokenizer gives the pieces alone; a Hugging Face tokenizer
+  (an imported checkpoint) frames them as its model was trained (`encode_batch_framed`:
+  BART's `<s> text </s>`, Marian's `text </s>`)."""
+  if hasattr(tok, 'encode_batch_framed'):
+    return tok.encode_batch_framed(list(texts)), True
+  return tok.encode_batch(list(texts)), False
+
+
+def cut(ids: list, n: int, keep_last: bool) -> list:
+  """`ids` cut to `n`; with `keep_last` the final id (a frame's closing `</s>`) is kept."""
+  if len(ids) <= n:
+    return ids
+  return ids[:n - 1] + ids[-1:] if keep_last and n > 1 else ids[:n]
+
+
 def encode_sources(tok, texts: Sequence[str], max_src: int) -> np.ndarray:
-  """(N, max_src) source ids of `texts` (each cut to `max_src` pieces), padded with the
-  tokenizer's pad id; none is dropped."""
+  """(N, max_src) source ids of `texts` (`framed`; each cut to `max_src` pieces, a frame's
+  closing id kept), padded with the tokenizer's pad id; none is dropped."""
   rows = np.full((len(texts), max_src), tok.pad_id, np.int32)
-  for r, ids in enumerate(tok.encode_batch(list(texts)) if len(texts) else []):
-    ids = ids[:max_src]
+  ids_list, is_framed = framed(tok, texts) if len(texts) else ([], False)
+  for r, ids in enumerate(ids_list):
+    ids = cut(ids, max_src, is_framed)
     rows[r, :len(ids)] = ids
   return rows
 

@@ -85,7 +85,33 @@ def init_source(config):
     raise ConfigError('config.tokenizer.path: leave it empty with config.init.path (the run '
                       "uses its source's tokenizer, which the grafted embeddings index)")
   check_architecture(src, model_config(config, src.tokenizer.vocab_size), init.path)
+  take_source_ids(config, src)
   return src
+
+
+SPECIAL_IDS = ('pad_id', 'eos_id', 'decoder_start_id', 'suppress_ids')
+
+
+def take_source_ids(config, src) -> None:
+  """Sets `config.model`'s special ids (`SPECIAL_IDS`) to those of the model and tokenizer
+  the run starts from: a seq2seq source's own (an imported BART pads with 1, ends with 2,
+  starts decoding from 2), else its tokenizer's pad/EOS/BOS. A config that states another
+  value is an error naming the field (the grafted embeddings index the source's ids)."""
+  if src.kind == 'seq2seq':
+    ids = {f: getattr(src.model_config, f) for f in SPECIAL_IDS}
+  else:
+    tok = src.tokenizer
+    ids = {'pad_id': tok.pad_id, 'eos_id': tok.eos_id, 'decoder_start_id': tok.bos_id,
+           'suppress_ids': (tok.pad_id, tok.bos_id)}
+  ids['suppress_ids'] = [int(i) for i in ids['suppress_ids']]
+  for f, v in ids.items():
+    if f in config.model and (list(config.model[f]) if f == 'suppress_ids'
+                              else config.model[f]) != v:
+      raise ConfigError(f'config.model.{f}={config.model[f]!r}, but the source {src.path} '
+                        f'uses {v!r} (its tokenizer\'s ids): leave it out')
+  with config.unlocked():
+    for f, v in ids.items():
+      config.model[f] = v
 
 
 # Fields that change what grafted weights compute without changing their shapes: a
@@ -165,25 +191,31 @@ def get_tokenizer(config, pairs, workdir, src=None) -> Tokenizer:
 
 
 def encode_pairs(tok: Tokenizer, pairs, max_src: int, max_tgt: int, filter_long: bool,
-                 truncate_source: bool = False):
-  """(rows (N, S + 2T), kept indices); rows = [src | BOS tgt | tgt EOS], padded with the
-  tokenizer's pad id (ids of `tok`: this project's BOS, EOS, PAD). `filter_long` drops
+                 truncate_source: bool = False, start_id=None):
+  """(rows (N, S + 2T), kept indices); rows = [src | start tgt | tgt], padded with the
+  tokenizer's pad id, where tgt is the target's pieces and EOS (this project's tokenizer;
+  `start_id` its BOS) or the target as an imported checkpoint frames it (`seq2seq_decode.
+  framed`: BART's `<s> text </s>`; `start_id` its decoder start). `filter_long` drops
   pairs beyond the limits, except, with `truncate_source`, a long source, which is cut to
   `max_src` pieces (summarisation: documents are cut, not dropped)."""
-  src = tok.encode_batch([p[0] for p in pairs])
-  tgt = tok.encode_batch([p[1] for p in pairs])
-  if filter_long:
-    keep = parallel.length_filter(src, tgt, max([max_src, *map(len, src)]) if truncate_source
+  src, is_framed = seq2seq_decode.framed(tok, [p[0] for p in pairs])
+  tgt = seq2seq_decode.framed(tok, [p[1] for p in pairs])[0]
+  if not is_framed:
+    tgt = [t + [tok.eos_id] for t in tgt]
+  start = tok.bos_id if start_id is None else start_id
+  if filter_long:       # length_filter counts a target with the EOS it adds: tgt has it
+    keep = parallel.length_filter(src, [t[:-1] for t in tgt],
+                                  max([max_src, *map(len, src)]) if truncate_source
                                   else max_src, max_tgt)
   else:
     keep = list(range(len(pairs)))
   rows = np.full((len(keep), max_src + 2 * max_tgt), tok.pad_id, np.int32)
   for r, i in enumerate(keep):
-    s = src[i][:max_src]
-    t = tgt[i][:max_tgt - 1]
+    s = seq2seq_decode.cut(src[i], max_src, is_framed)
+    t = seq2seq_decode.cut(tgt[i], max_tgt, True)
     rows[r, :len(s)] = s
-    rows[r, max_src:max_src + len(t) + 1] = [tok.bos_id] + t
-    rows[r, max_src + max_tgt:max_src + max_tgt + len(t) + 1] = t + [tok.eos_id]
+    rows[r, max_src:max_src + len(t)] = [start] + t[:-1]
+    rows[r, max_src + max_tgt:max_src + max_tgt + len(t)] = t
   return rows, keep
 
 
@@ -651,8 +683,9 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
                        f'the {s} split ({parallel.split_name(config.data, s)})')
   ms, mt = config.max_source_len, config.max_target_len
   cut = config.data.get('truncate_source', False)
+  start = config.model.get('decoder_start_id', None)
   train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True,
-                                  truncate_source=cut)
+                                  truncate_source=cut, start_id=start)
   info('seq2seq: %d training pairs (%d dropped by length: beyond %s), vocab %d', len(kept),
        len(splits['train']) - len(kept),
        'max_target_len; long sources cut' if cut else 'max_source_len or max_target_len',
@@ -671,7 +704,8 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   bt = config.get('backtranslation')
   if bt and bt.get('model'):
     synthetic = back_translate(bt, workdir)
-    rows, kept_bt = encode_pairs(tok, synthetic, ms, mt, filter_long=True, truncate_source=cut)
+    rows, kept_bt = encode_pairs(tok, synthetic, ms, mt, filter_long=True, truncate_source=cut,
+                                 start_id=start)
     train_rows = np.concatenate([train_rows, rows])
     stats['synthetic_pairs'] = len(kept_bt)
     info('back-translation: + %d synthetic pairs (%d dropped by length)', len(kept_bt),

@@ -96,6 +96,15 @@ def load_corpus(config) -> EncodedCorpus:
     raise DataError(
         f'{spec.path}: only {len(corpus.ids)} in-vocabulary tokens, not more than '
         f'model.window={config.model.window}: too small to train a context window')
+  if len(corpus.vocab) < 2:
+    raise DataError(f'{spec.path}: one distinct word ({corpus.vocab.words[0]!r}) after '
+                    f'vocab.min_count={config.vocab.min_count}: nothing to tell apart (every '
+                    'negative would be the word itself)')
+  sizes = np.bincount(corpus.segments)
+  if not (sizes >= 2).any():
+    raise DataError(f'{spec.path}: no document has two in-vocabulary words, so no (word, '
+                    'context) pair exists (contexts stay inside a document); read longer '
+                    "documents (data.unit='paragraph' or 'file') or lower vocab.min_count")
   info('corpus %s: %d documents, %d words, %d in vocabulary (%d types) in %.1fs',
                spec.path, corpus.num_documents, corpus.raw_words, len(corpus.ids),
                len(corpus.vocab), time.perf_counter() - t0)

@@ -47,8 +47,9 @@ def load_seq2seq(model_dir: str):
   if os.path.isdir(model_dir) and not has(MODEL_JSON) and has('config.json'):
     src = sources.load('seq2seq', model_dir, field='model_dir')
     c = src.run_config
+    ev = c.get('eval') or {}              # an imported checkpoint's run has no eval group
     return src.model_config, src.params, src.tokenizer, {
-        'beam': c.eval.beam, 'length_penalty': c.eval.length_penalty,
+        'beam': ev.get('beam', 4), 'length_penalty': ev.get('length_penalty', 0.6),
         'max_source_len': c.max_source_len, 'max_target_len': c.max_target_len}
   meta = read_meta(model_dir)
   if meta['task'] != 'seq2seq':

@@ -181,13 +181,22 @@ def added_field(path: str) -> Optional[str]:
                if p in ADDED_FIELDS), None)
 
 
+# Fields a run fills in itself when its config leaves them out (a seq2seq model's special
+# ids, from the checkpoint it starts from): the saved config has them, the one given to
+# resume it need not, and the run fills them in again from the same source.
+FILLED_BY_RUN = ('model.pad_id', 'model.eos_id', 'model.decoder_start_id', 'model.suppress_ids')
+
+
 def config_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
   """(forbidden, allowed) differences between two configs, as 'path old → new'.
-  A field of `ADDED_FIELDS` (`added_field`) missing from `old` counts as its listed value."""
+  A field of `ADDED_FIELDS` (`added_field`) missing from `old` counts as its listed value;
+  one of `FILLED_BY_RUN` missing from `new` is left to the run."""
   a, b = flatten(old), flatten(new)
   forbidden, allowed = [], []
   for path in sorted(set(a) | set(b)):
     va, vb = a.get(path, _ABSENT), b.get(path, _ABSENT)
+    if vb is _ABSENT and path in FILLED_BY_RUN:
+      continue
     if va is _ABSENT and path in b and added_field(path):
       va = ADDED_FIELDS[added_field(path)]
     if va == vb:
