@@ -257,6 +257,9 @@ def test_turkish_dotted_capital_i_lowercases_to_i_and_bad_fallbacks_are_named(tm
     readers.read_text(str(p), 'utf-8', 'latin1x')
   with pytest.raises(DataError, match=r"c\.txt:2: bytes are valid neither as utf-8 nor as cp1252"):
     readers.read_text(str(p), 'utf-8', 'cp1252')
+  # the fallback reads only the lines that are not valid UTF-8: the others keep their text
+  p.write_bytes('Книга дом\ncafé\n'.encode() + 'naïve\n'.encode('latin-1'))
+  assert readers.read_text(str(p), 'utf-8', 'latin-1') == 'Книга дом\ncafé\nnaïve\n'
 
 
 def test_wiki_redirects_in_any_language_and_gzip_dumps(tmp_path):
@@ -319,6 +322,33 @@ def test_tfds_prepared_dataset_reads_without_tensorflow(tmp_path):
     docs(kind='tfds', path='tiny_text', data_dir=str(tmp_path), field='body')
   import sys
   assert 'tensorflow' not in sys.modules  # TFDS ran on its own
+
+
+def test_valid_fraction_of_few_documents_warns_how_much_it_holds_out():
+  from translearn_jax.data.lm_data import held_out_mask
+  with pytest.warns(UserWarning, match=r'valid_fraction=0\.05 of 3 documents holds out 1 '
+                                       r'\(33% of them\)'):
+    assert held_out_mask(3, 0.05, 0).sum() == 1
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    assert held_out_mask(1000, 0.05, 0).sum() == 50
+
+
+def test_tokenizer_vocab_size_below_what_the_corpus_needs_names_the_field():
+  from translearn_jax.data.tokenizer import Tokenizer
+  with pytest.raises(DataError, match=r'tokenizer\.vocab_size=100 is below the \d+ pieces '
+                                      r'this corpus needs at least.*set tokenizer\.vocab_size >='):
+    Tokenizer.train(['привет мир как дела'] * 20, 100)
+
+
+def test_tfds_text_from_a_feature_that_is_no_text_is_an_error(tmp_path):
+  from tfds_tiny_labelled.tiny_labelled_dataset_builder import Builder
+  Builder(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  with pytest.raises(DataError, match=r"TFDS 'tiny_labelled' split 'train' record 0: feature "
+                                      r"'label' is \w+, not text"):
+    docs(kind='tfds', path='tiny_labelled', data_dir=str(tmp_path), field='label')
+  assert docs(kind='tfds', path='tiny_labelled', data_dir=str(tmp_path), field='sentence')
 
 
 def test_tfds_labelled_splits_for_classification(tmp_path):

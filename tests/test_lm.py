@@ -284,6 +284,11 @@ def test_sample_from_run_and_prompt_errors(tiny_lm_run):
   assert texts == want and all(want)
   texts2, _ = sample(mcfg, params, tok, prompts, 10, temperature=0.0, cached=False)
   assert texts2 == texts
+  # with the prompt: prompt and continuation decoded as one text (no space put between)
+  whole, _ = sample(mcfg, params, tok, prompts, 10, temperature=0.0, with_prompt=True)
+  assert whole == [tok.decode(x[1:] + greedy_reference(mcfg, params, x, total - len(x)))
+                   for x in ids]
+  assert whole[0].startswith('The prime minister')
   with pytest.raises(ConfigError, match='longer than the model context'):
     sample(mcfg, params, tok, ['word ' * 100], 5)
   with pytest.raises(ConfigError, match='exceeds the model context'):

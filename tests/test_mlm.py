@@ -463,3 +463,14 @@ def test_multitask_and_learning_curves_take_an_encoder(tmp_path, tiny_mlm_run):
                   'curve.epochs': 1, 'curve.min_steps': 6, 'curve.time_sequential': False})
   res = train.run(cv, str(tmp_path / 'curves'))
   assert {(r['strategy'], r['budget']) for r in res['rows']} == {('scratch', 40), ('finetune', 40)}
+
+
+def test_held_out_rows_scoring_nothing_give_no_number():
+  """No masked piece (or, for the LM, no token) to score: NaN, not loss 0 / accuracy 0."""
+  import math
+  from translearn_jax.pretraining import lm as lm_pre
+  from translearn_jax.pretraining import mlm as mlm_pre
+  r = mlm_pre.evaluate_rows(None, None, np.zeros((0, 3, 8), np.int32), 4, None, 0)
+  assert math.isnan(r['loss']) and math.isnan(r['accuracy']) and r['masked_tokens'] == 0
+  r = lm_pre.evaluate_rows(None, None, np.zeros((0, 9), np.int32), 4, None)
+  assert math.isnan(r['loss']) and math.isnan(r['perplexity']) and r['tokens'] == 0

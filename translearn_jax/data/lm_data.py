@@ -13,6 +13,7 @@ seed) or a separate `data.valid_path`; never rows cut from training documents.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -42,6 +43,11 @@ def held_out_mask(n_docs: int, valid_fraction: float, seed: int) -> np.ndarray:
   if n_valid >= n_docs:
     raise DataError(f'data.valid_fraction={valid_fraction} leaves no training documents '
                     f'out of {n_docs}')
+  if n_valid > 2 * valid_fraction * n_docs:      # a whole document is the least held out
+    warnings.warn(f'data.valid_fraction={valid_fraction} of {n_docs} documents holds out '
+                  f'{n_valid} ({100 * n_valid / n_docs:.0f}% of them): with so few documents '
+                  '(data.unit=file?), give the held-out text as data.valid_path, or '
+                  'valid_fraction=0', stacklevel=2)
   held[np.random.default_rng([seed, 7]).permutation(n_docs)[:n_valid]] = True
   return held
 

@@ -40,6 +40,7 @@ import re
 import warnings
 from typing import Iterator, Sequence
 
+from translearn_jax.data.fields import MISSING, field_value
 from translearn_jax.errors import DataError
 
 TEXT_KINDS = ('text', 'jsonl', 'tsv', 'csv', 'tfds', 'wiki')
@@ -114,6 +115,38 @@ def _gensim_datapath(name: str) -> str:
   return p
 
 
+def _decode_with_fallback(data: bytes, path: str, enc: str, encoding: str,
+                          fallback: str) -> str:
+  """`data`, not valid `enc`, decoded with `fallback`: line by line when both read ASCII
+  as ASCII (the lines that are valid `enc` stay so: a UTF-8 file with a few Latin-1 lines
+  keeps its UTF-8 text), else whole. Undecodable bytes raise naming the file and line."""
+  import codecs
+  try:
+    name = codecs.lookup(fallback).name
+  except LookupError:
+    raise DataError(f'unknown encoding {fallback!r} (data.encoding_fallback)') from None
+
+  def whole(chunk: bytes, first_line: int) -> str:
+    try:
+      return chunk.decode(fallback)
+    except UnicodeDecodeError as f:
+      line = first_line + chunk.count(b'\n', 0, f.start)
+      raise DataError(f'{path}:{line}: bytes are valid neither as {encoding} nor as '
+                      f'{fallback} ({f.reason} at byte {f.start}; data.encoding_fallback)'
+                      ) from None
+
+  wide = ('utf-16', 'utf-32')
+  if enc.startswith(wide) or name.startswith(wide):
+    return whole(data, 1)
+  out = []
+  for n, line in enumerate(data.split(b'\n'), 1):
+    try:
+      out.append(line.decode(enc if n == 1 else 'utf-8' if enc == 'utf-8-sig' else enc))
+    except UnicodeDecodeError:
+      out.append(whole(line, n))
+  return '\n'.join(out)
+
+
 def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
                  fallback: str = '') -> str:
   """Decodes a whole file; a bad byte raises naming the file and line. A UTF-16 byte-order
@@ -125,15 +158,7 @@ def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
     text = data.decode(enc)
   except UnicodeDecodeError as e:
     if fallback:
-      try:
-        text = data.decode(fallback)
-      except LookupError:
-        raise DataError(f'unknown encoding {fallback!r} (data.encoding_fallback)') from None
-      except UnicodeDecodeError as f:
-        line = data.count(b'\n', 0, f.start) + 1
-        raise DataError(f'{path}:{line}: bytes are valid neither as {encoding} nor as '
-                        f'{fallback} ({f.reason} at byte {f.start}; data.encoding_fallback)'
-                        ) from None
+      text = _decode_with_fallback(data, path, enc, encoding, fallback)
     else:
       line = data.count(b'\n', 0, e.start) + 1
       raise DataError(
@@ -333,22 +358,6 @@ def json_objects(file, lines, wanted: str = ''):
     if not isinstance(obj, dict):
       raise DataError(f'{file}:{n}: expected a JSON object{wanted}, got {_json_kind(obj)}')
     yield n, obj
-
-
-MISSING = object()
-
-
-def field_value(obj: dict, name: str):
-  """`obj[name]`, or for a dotted name ('translation.en', Hugging Face datasets' layout)
-  the nested objects' value; `MISSING` when absent."""
-  if name in obj:
-    return obj[name]
-  v = obj
-  for part in name.split('.'):
-    if not isinstance(v, dict) or part not in v:
-      return MISSING
-    v = v[part]
-  return v
 
 
 def _jsonl_records(file, lines, fields, label_fields):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
+from translearn_jax.data.fields import MISSING, field_value
 from translearn_jax.errors import DataError
 
 
@@ -39,10 +40,21 @@ def open_source(name: str, split: str, data_dir: Optional[str] = None):
 def read_text_field(name: str, split: str, field: str,
                     data_dir: Optional[str] = None) -> Iterator[str]:
   for i, record in records(name, split, data_dir):
-    if field not in record:
+    value = field_value(record, field)       # 'translation.en': nested features
+    if value is MISSING:
       raise DataError(f'TFDS {name!r} record {i} has no feature {field!r} '
                       f'(has {sorted(record)}); set data.field')
-    yield text(record[field])
+    if isinstance(value, bytes) or type(value).__name__ == 'bytes_':
+      try:
+        value = bytes(value).decode('utf-8')
+      except UnicodeDecodeError as e:
+        raise DataError(f'TFDS {name!r} split {split!r} record {i}: feature {field!r} is not '
+                        f'UTF-8 text ({e.reason} at byte {e.start})') from None
+    if not isinstance(value, str):
+      raise DataError(f'TFDS {name!r} split {split!r} record {i}: feature {field!r} is '
+                      f'{type(value).__name__}, not text; name a text feature (data.field; '
+                      "a nested one as 'translation.en')")
+    yield value
 
 
 def feature_names(name: str, feature: str, data_dir: Optional[str] = None) -> Optional[list]:

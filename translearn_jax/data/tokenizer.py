@@ -165,7 +165,14 @@ class Tokenizer:
           max_sentence_length=_MAX_SENTENCE_BYTES * 4, hard_vocab_limit=False,
           **({'user_defined_symbols': list(special_pieces)} if special_pieces else {}))
     except RuntimeError as e:
-      raise DataError(f'sentencepiece training failed: {" ".join(str(e).split())}') from None
+      msg = ' '.join(str(e).split())
+      need = re.search(r'smaller than required_chars\. \d+ vs (\d+)', msg)
+      if need:    # its advice names a flag the configs do not have
+        raise DataError(f'tokenizer.vocab_size={vocab_size} is below the {need.group(1)} '
+                        'pieces this corpus needs at least (its characters, 256 byte pieces '
+                        f'and the special pieces): set tokenizer.vocab_size >= {need.group(1)}'
+                        ) from None
+      raise DataError(f'sentencepiece training failed: {msg}') from None
     return cls(out.getvalue())
 
 

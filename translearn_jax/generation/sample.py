@@ -41,8 +41,10 @@ def encode_prompts(tok: Tokenizer, prompts: list[str]) -> tuple[np.ndarray, np.n
 
 def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-           cached: bool = True) -> tuple[list[str], float]:
-  """Continuations of `prompts` and the generation time in seconds."""
+           cached: bool = True, with_prompt: bool = False) -> tuple[list[str], float]:
+  """Continuations of `prompts` (`with_prompt`: each prompt and its continuation decoded
+  together, as one text: no space is added where the continuation goes on inside a word
+  or in a script written without spaces) and the generation time in seconds."""
   sampling.check_sampling(temperature, top_k, top_p)
   toks, lengths = encode_prompts(tok, prompts)
   total = int(lengths.max()) + max_new_tokens
@@ -62,7 +64,7 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
                           top_k=top_k, top_p=top_p, eos_id=tok.eos_id)
   out = np.asarray(jax.device_get(out))
   dt = time.perf_counter() - t0
-  texts = [tok.decode(row[n:].tolist()) for row, n in zip(out, lengths)]
+  texts = [tok.decode(row[1 if with_prompt else n:].tolist()) for row, n in zip(out, lengths)]
   return texts, dt
 
 
@@ -87,12 +89,12 @@ def main(argv):
   try:
     config, tok, mcfg, params = load_run(f.workdir)
     texts, _ = sample(mcfg, params, tok, f.prompt, f.max_new_tokens, f.temperature, f.top_k,
-                      f.top_p, f.seed, cached=not f.no_cache)
+                      f.top_p, f.seed, cached=not f.no_cache, with_prompt=True)
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   for prompt, text in zip(f.prompt, texts):
-    print(f'--- {prompt!r}\n{prompt}{" " if prompt else ""}{text}')
+    print(f'--- {prompt!r}\n{text}')
 
 
 if __name__ == '__main__':

@@ -309,7 +309,9 @@ def evaluate_rows(eval_fn, params, rows: np.ndarray, batch: int, mesh,
     s, c = eval_fn(params, dev['t'], dev['w'])
     total += float(s)
     count += float(c)
-  loss = total / max(count, 1.0)
+  if not count:                 # no token scored: no loss (not 0, perplexity 1)
+    return {'loss': float('nan'), 'perplexity': float('nan'), 'tokens': 0}
+  loss = total / count
   return {'loss': loss, 'perplexity': math.exp(min(loss, 700.0)), 'tokens': int(count)}
 
 

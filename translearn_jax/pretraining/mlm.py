@@ -100,6 +100,9 @@ def load_data(config, workdir: str):
        time.perf_counter() - t0)
   if not len(train_rows):
     raise DataError(f'{config.data.path}: the training documents encode to no pieces')
+  if valid_rows is not None and not len(valid_rows):   # else scored as loss 0, accuracy 0
+    raise DataError(f'{config.data.get("valid_path") or config.data.path}: the held-out '
+                    'documents encode to no pieces (data.valid_path / data.valid_fraction)')
   stats = {'train_documents': len(train_docs), 'valid_documents': len(valid_docs),
            'train_tokens': train_stats['pieces'], 'valid_tokens': valid_stats['pieces'],
            'train_rows': len(train_rows), 'row_fill': train_stats['fill'],
@@ -200,8 +203,9 @@ def evaluate_rows(eval_fn, params, rows: np.ndarray, batch: int, mesh, seed: int
     dev = mesh_lib.shard_global_batch({'r': chunk}, mesh)
     s, c, n = eval_fn(params, dev['r'], jax.random.fold_in(base, b))
     total, correct, count = total + float(s), correct + float(c), count + float(n)
-  return {'loss': total / max(count, 1.0), 'accuracy': correct / max(count, 1.0),
-          'masked_tokens': int(count)}
+  if not count:                 # nothing masked: no score, not a perfect or a zero one
+    return {'loss': float('nan'), 'accuracy': float('nan'), 'masked_tokens': 0}
+  return {'loss': total / count, 'accuracy': correct / count, 'masked_tokens': int(count)}
 
 
 # -- run ---------------------------------------------------------------------

@@ -36,6 +36,7 @@ from typing import Optional
 import numpy as np
 
 from translearn_jax.data import labelled, readers
+from translearn_jax.data.fields import MISSING, field_value
 from translearn_jax.downstream import classification, tagging
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.errors import ConfigError, DataError
@@ -75,7 +76,7 @@ def _trained_fields(trained: str, present) -> Optional[str]:
     return None
   names = labelled.text_fields(trained)
   if isinstance(present, dict):            # a JSON object: dotted names reach inside
-    return trained if all(readers.field_value(present, n) is not readers.MISSING
+    return trained if all(field_value(present, n) is not MISSING
                           for n in names) else None
   return trained if all(n in present for n in names) else None
 
@@ -131,8 +132,8 @@ def _jsonl_inputs(path: str, field, words: bool, encoding: str, trained: str = '
       out.append(toks)
       continue
     names = labelled.text_fields(field)              # each must be there
-    values = {f: readers.field_value(obj, f) for f in names}
-    missing = [f for f in names if values[f] is readers.MISSING]
+    values = {f: field_value(obj, f) for f in names}
+    missing = [f for f in names if values[f] is MISSING]
     if missing:
       raise DataError(f'{path}:{n}: no field {missing[0]!r}')
     for name in names:
