@@ -250,6 +250,9 @@ def test_tokenize_keeps_inner_apostrophes_and_unicode():
 def test_turkish_dotted_capital_i_lowercases_to_i_and_bad_fallbacks_are_named(tmp_path):
   from translearn_jax.data.vocab import fold
   assert tokenize('İstanbul istanbul İZMİR') == ['istanbul', 'istanbul', 'izmir']
+  # Chinese characters a word each (a clause is no word); other scripts as before
+  assert tokenize('今天天气很好，我们去公园。ABC 2024年') == [
+      '今', '天', '天', '气', '很', '好', '我', '们', '去', '公', '园', 'abc', '2024', '年']
   assert fold('İstanbul') == 'istanbul'
   p = tmp_path / 'c.txt'
   p.write_bytes(b'ok\n\x81 \xff\n')

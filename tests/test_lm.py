@@ -335,3 +335,22 @@ def test_continued_pretraining_from_another_lm_run(tmp_path, tiny_lm_run):
   bad.init.path = src
   with pytest.raises(ConfigError, match='different architecture'):
     lm.train_and_evaluate(bad, str(tmp_path / 'bad'))
+
+
+def test_a_new_lm_tokenizer_that_changes_the_text_warns(tmp_path):
+  """nmt_nfkc turns Persian's zero-width non-joiner into a space (one word becomes two):
+  the LM's tokenizer training says so and names the setting that keeps it."""
+  from configs import lm_transformer
+  from translearn_jax.pretraining import lm as lm_pre
+  c = lm_transformer.get_config()
+  c.tokenizer.vocab_size = 400
+  docs = ['می\u200cخواهم به خانه بروم و کتاب بخوانم'] * 30 + ['ساده است'] * 30
+  with pytest.warns(UserWarning, match=r'the training text: the tokenizer changes 30 of 60 '
+                                       r'texts.*tokenizer\.normalization=identity'):
+    lm_pre.get_tokenizer(c, docs, str(tmp_path))
+  c.tokenizer.normalization = 'identity'
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    (tmp_path / 'id').mkdir()
+    lm_pre.get_tokenizer(c, docs, str(tmp_path / 'id'))

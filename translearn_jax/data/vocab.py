@@ -19,6 +19,9 @@ from translearn_jax.errors import DataError
 _WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 _MARK_RE = regex.compile(r'\p{M}')
 _WORD_MARKS_RE = regex.compile(r"[\p{L}\p{N}\p{M}]+(?:['\u2019][\p{L}\p{N}\p{M}]+)*")
+# Chinese characters (CJK ideographs) are written without spaces between words: each is a
+# word of its own, as BERT's basic tokenizer makes them (else a clause would be one word)
+_HAN_RE = re.compile('([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff])')
 
 
 def fold(word: str) -> str:
@@ -37,11 +40,15 @@ def folded_index(words: Iterable[str]) -> dict[str, int]:
 
 def tokenize(text: str, lowercase: bool = True) -> list[str]:
   """Splits text into word tokens (punctuation dropped), after Unicode NFC normalisation
-  (a decomposed 'café' is the composed one); combining marks stay inside their word."""
+  (a decomposed 'café' is the composed one); combining marks stay inside their word, and
+  each Chinese character (CJK ideograph) is a token of its own. Other scripts written
+  without spaces (Japanese kana, Thai) need text segmented beforehand."""
   if not unicodedata.is_normalized('NFC', text):
     text = unicodedata.normalize('NFC', text)
   if lowercase:   # Turkish İ lowercases to i + a combining dot: the dotted i is 'i'
     text = text.lower().replace('i\u0307', 'i')
+  if _HAN_RE.search(text):
+    text = _HAN_RE.sub(r' \1 ', text)
   return (_WORD_MARKS_RE if _MARK_RE.search(text) else _WORD_RE).findall(text)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from translearn_jax.data import pretokenized, readers
+from translearn_jax.data import tokenizer as tokenizer_lib
 from translearn_jax.data.lm_data import EpochBatches, LMState, LMStream, pack, split_documents
 from translearn_jax.data.tokenizer import Tokenizer, encode_documents, load_tokenizer
 from translearn_jax.errors import ConfigError, DataError
@@ -122,6 +123,9 @@ def get_tokenizer(config, train_docs, workdir: str, special_pieces=()) -> Tokeni
                         special_pieces=special_pieces)
   info('trained %s tokenizer (%d pieces) in %.1fs', config.tokenizer.model_type,
        tok.vocab_size, time.perf_counter() - t0)
+  lines = [ln for d in train_docs[:2000] for ln in d.split('\n')[:5] if ln.strip()]
+  tokenizer_lib.check_round_trip(tok, lines[::max(1, len(lines) // 500)],
+                                 'the training text')
   if jax.process_index() == 0:
     tok.save(saved)
   return tok

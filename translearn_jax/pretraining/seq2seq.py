@@ -29,7 +29,6 @@ import itertools
 import json
 import os
 import re
-import warnings
 from typing import Any
 
 import jax
@@ -40,6 +39,7 @@ import optax
 import regex
 
 from translearn_jax.data import noising, parallel
+from translearn_jax.data import tokenizer as tokenizer_lib
 from translearn_jax.data.bucketing import BucketStream, parse_boundaries
 from translearn_jax.data.packing import PackStream
 from translearn_jax.data.lm_data import LMState
@@ -496,26 +496,6 @@ def check_bleu_references(refs, tokenize: str, path: str) -> None:
                       "sacrebleu[ja]), 'char' or 'flores200'")
 
 
-def check_round_trip(tok: Tokenizer, refs, where: str, sample: int = 500) -> float:
-  """The share of (up to `sample`) references the tokenizer does not give back as written
-  (whitespace runs aside); from 1% on, a warning: the model can only write what the
-  tokenizer decodes, so such references cap BLEU/chrF below 100 however good it is
-  (sentencepiece's nmt_nfkc turns '，' into ',', no-break spaces into spaces)."""
-  refs = [r for r in refs[:sample] if r.strip()]
-  if not refs:
-    return 0.0
-  back = [tok.decode(ids) for ids in tok.encode_batch(refs)]
-  changed = [(r, b) for r, b in zip(refs, back) if ' '.join(r.split()) != ' '.join(b.split())]
-  share = len(changed) / len(refs)
-  if share >= 0.01:
-    r, b = changed[0]
-    warnings.warn(f'{where}: the tokenizer changes {len(changed)} of {len(refs)} references '
-                  f'(e.g. {r[:60]!r} comes back as {b[:60]!r}), so no output can match them '
-                  'exactly; tokenizer.normalization=identity keeps every character',
-                  stacklevel=2)
-  return share
-
-
 OBJECTIVES = ('supervised', 'denoise')
 
 
@@ -679,7 +659,7 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   tok = get_tokenizer(config, splits['train'], workdir, src)
   for s in ('valid', 'test'):
     if s in splits:
-      check_round_trip(tok, [p[1] for p in splits[s]],
+      tokenizer_lib.check_round_trip(tok, [p[1] for p in splits[s]],
                        f'the {s} split ({parallel.split_name(config.data, s)})')
   ms, mt = config.max_source_len, config.max_target_len
   cut = config.data.get('truncate_source', False)
