@@ -13,7 +13,8 @@ file and line.
 `conll2003` (token and tag sequences).
 
 Tags are `O` or a prefix and a type: IOB1/IOB2 (`B-X`, `I-X`) or IOBES (also `E-X`,
-`S-X`); a bare prefix (`B`, `I`: one entity type) is type '_', as seqeval names it. `entity_spans` extracts entity spans exactly as seqeval does by default
+`S-X`); a bare prefix (`B`, `I`: one entity type) is type '_', as seqeval names it.
+`entity_spans` extracts entity spans exactly as seqeval does by default
 (its conlleval-style chunking): an `I-X` that does not continue an open `X` chunk
 starts a new one, `E-X` and `S-X` close their chunk.
 """
@@ -94,10 +95,11 @@ def _read_conll_file(file: str, encoding: str, fallback: str, token_column: int,
         tags.append(labels)
         words, labels = [], []
       continue
-    ok = len(parts) >= max(2, need) and parts[token_column] and is_tag(parts[tag_column])
-    if not words and line.startswith('#') and (not ok or _METADATA.match(line)):
+    complete = len(parts) >= max(2, need) and bool(parts[token_column])
+    if not words and line.startswith('#') and (
+        not (complete and is_tag(parts[tag_column])) or _METADATA.match(line)):
       continue                            # a comment above a sentence (CoNLL-U, GermEval)
-    if len(parts) < max(2, need) or not parts[token_column]:
+    if not complete:
       what = ('"token ... TAG"' if (token_column, tag_column) == (0, -1) else
               f'the token in column {token_column} and the tag in column {tag_column}')
       raise DataError(f'{file}:{n}: expected {what}, got {line!r}')

@@ -38,7 +38,7 @@ import json
 import os
 import re
 import warnings
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 from translearn_jax.data.fields import MISSING, field_value
 from translearn_jax.errors import DataError
@@ -187,17 +187,25 @@ _COMPRESSED = ((b'\x1f\x8b', 'gzip'), (b'BZh', 'bz2'), (b'\xfd7zXZ\x00', 'lzma')
 COMPRESSED_SUFFIXES = ('.gz', '.bz2', '.xz')   # file names of the archives read through
 
 
+def _archive_module(head: bytes) -> Optional[str]:
+  """'gzip', 'bz2' or 'lzma' when bytes starting with `head` are such an archive, else None."""
+  return next((m for magic, m in _COMPRESSED if head.startswith(magic)), None)
+
+
+def open_content(path: str):
+  """`path` opened for reading bytes of its content: through gzip/bz2/lzma when the file is
+  such an archive (found by its first bytes, not its name), else as it is."""
+  import importlib
+  with open(path, 'rb') as f:
+    module = _archive_module(f.read(8))
+  return importlib.import_module(module).open(path, 'rb') if module else open(path, 'rb')
+
+
 def head_bytes(path: str, n: int) -> bytes:
   """The first `n` bytes of `path`'s content: decompressed when it is a gzip, bzip2 or xz
   archive (read as a stream, not whole); b'' when it cannot be read."""
-  import importlib
   try:
-    with open(path, 'rb') as f:
-      head = f.read(max(n, 8))
-    module = next((m for magic, m in _COMPRESSED if head.startswith(magic)), None)
-    if module is None:
-      return head[:n]
-    with importlib.import_module(module).open(path, 'rb') as f:
+    with open_content(path) as f:
       return f.read(n)
   except Exception:  # noqa: BLE001 -- missing, unreadable or damaged: the readers report it
     return b''
@@ -205,21 +213,21 @@ def head_bytes(path: str, n: int) -> bytes:
 
 def is_compressed(head: bytes) -> bool:
   """Whether bytes starting with `head` are a gzip, bzip2 or xz archive."""
-  return any(head.startswith(magic) for magic, _ in _COMPRESSED)
+  return _archive_module(head) is not None
 
 
 def decompress(data: bytes, path: str) -> bytes:
   """`data` itself, or decompressed when it starts with a gzip, bzip2 or xz header (so
   `corpus.txt.gz` or `cc.en.300.vec.gz` read as their text); a damaged archive raises
   naming the file."""
-  for magic, module in _COMPRESSED:
-    if data.startswith(magic):
-      import importlib
-      try:
-        return importlib.import_module(module).decompress(data)
-      except Exception as e:             # gzip/bz2/lzma each have their own errors
-        raise DataError(f'{path}: damaged {module} archive ({e})') from None
-  return data
+  module = _archive_module(data)
+  if module is None:
+    return data
+  import importlib
+  try:
+    return importlib.import_module(module).decompress(data)
+  except Exception as e:             # gzip/bz2/lzma each have their own errors
+    raise DataError(f'{path}: damaged {module} archive ({e})') from None
 
 
 def read_text(path: str, encoding: str = 'utf-8', fallback: str = '') -> str:
@@ -257,12 +265,13 @@ def iter_records(path: str, kind: str, fields: Sequence[str], encoding: str = 'u
   """`(file, line number, {field: text})` for each JSONL object / TSV or CSV row of `path`.
 
   JSONL: each line is an object holding every field (a dotted name, 'translation.en',
-  reaches into nested objects); a field's value must be a string, except that fields in `label_fields` may also hold a number or a
-  boolean (turned into text, e.g. 1 -> '1'). TSV and CSV: fields are header names, or
-  0-based column indices when every field is a number (the file then has no
-  header, unless `header`: its first row is then skipped); every row must have as many
-  columns as the header (headerless: as the first row). CSV is read as RFC 4180 says (Python's `csv`): quoted fields may hold
-  commas, doubled quotes and line breaks; a row's line number is the line it starts on.
+  reaches into nested objects); a field's value must be a string, except that fields in
+  `label_fields` may also hold a number or a boolean (turned into text, e.g. 1 -> '1').
+  TSV and CSV: fields are header names, or 0-based column indices when every field is a
+  number (the file then has no header, unless `header`: its first row is then skipped);
+  every row must have as many columns as the header (headerless: as the first row). CSV
+  is read as RFC 4180 says (Python's `csv`): quoted fields may hold commas, doubled
+  quotes and line breaks; a row's line number is the line it starts on.
   Blank lines are skipped; an empty file, and anything malformed, raises naming the file
   and line.
   """
@@ -437,17 +446,9 @@ _REDIRECT = re.compile(r'\s*#\S+\s*\[\[')
 
 
 def _wiki_docs(path: str) -> Iterator[str]:
-  import importlib
   from gensim.corpora.wikicorpus import extract_pages, filter_wiki
   try:
-    with open(path, 'rb') as f:
-      head = f.read(8)
-  except OSError as e:
-    raise DataError(f'cannot read wiki dump {path}: {e}') from None
-  module = next((m for magic, m in _COMPRESSED if head.startswith(magic)), None)
-  opener = importlib.import_module(module).open if module else open   # by content
-  try:
-    with opener(path, 'rb') as f:
+    with open_content(path) as f:
       for _, text, _ in extract_pages(f):
         body = filter_wiki(text)
         if body.strip() and not _REDIRECT.match(text or ''):   # the page's own markup

@@ -24,9 +24,14 @@ _WORD_MARKS_RE = regex.compile(r"[\p{L}\p{N}\p{M}]+(?:['\u2019][\p{L}\p{N}\p{M}]
 _HAN_RE = re.compile('([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff])')
 
 
+def _lower(text: str) -> str:
+  """`text` lowercased; Turkish İ, which lowercases to i + a combining dot, to plain i."""
+  return text.lower().replace('i\u0307', 'i')
+
+
 def fold(word: str) -> str:
   """The case-blind form words are matched in: NFC, lowercased (as `tokenize` makes them)."""
-  return unicodedata.normalize('NFC', word).lower().replace('i\u0307', 'i')
+  return _lower(unicodedata.normalize('NFC', word))
 
 
 def folded_index(words: Iterable[str]) -> dict[str, int]:
@@ -45,8 +50,8 @@ def tokenize(text: str, lowercase: bool = True) -> list[str]:
   without spaces (Japanese kana, Thai) need text segmented beforehand."""
   if not unicodedata.is_normalized('NFC', text):
     text = unicodedata.normalize('NFC', text)
-  if lowercase:   # Turkish İ lowercases to i + a combining dot: the dotted i is 'i'
-    text = text.lower().replace('i\u0307', 'i')
+  if lowercase:
+    text = _lower(text)
   if _HAN_RE.search(text):
     text = _HAN_RE.sub(r' \1 ', text)
   return (_WORD_MARKS_RE if _MARK_RE.search(text) else _WORD_RE).findall(text)

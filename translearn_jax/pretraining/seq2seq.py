@@ -205,8 +205,7 @@ def encode_pairs(tok: Tokenizer, pairs, max_src: int, max_tgt: int, filter_long:
   start = tok.bos_id if start_id is None else start_id
   if filter_long:       # length_filter counts a target with the EOS it adds: tgt has it
     keep = parallel.length_filter(src, [t[:-1] for t in tgt],
-                                  max([max_src, *map(len, src)]) if truncate_source
-                                  else max_src, max_tgt)
+                                  float('inf') if truncate_source else max_src, max_tgt)
   else:
     keep = list(range(len(pairs)))
   rows = np.full((len(keep), max_src + 2 * max_tgt), tok.pad_id, np.int32)
@@ -478,7 +477,6 @@ def check_rouge_references(refs, tokenize: str, path: str) -> None:
                       "into 'vi' and 't'); set eval.rouge_tokenize='unicode'")
 
 
-
 def check_bleu_references(refs, tokenize: str, path: str) -> None:
   """Raises when the references are mostly unsegmented Chinese, Japanese, Thai (...) text
   and BLEU would split words at spaces only ('13a', 'intl', 'none'): a whole sentence
@@ -647,20 +645,17 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
     raise ConfigError(f'config.data names no training pairs (data.kind={config.data.kind!r} '
                       f'reads them from data.{" and data.".join(parallel.split_fields(config.data.kind, "train"))})')
   splits = {s: parallel.read_split(config.data, s) for s in named}
+  scored = {f'the {s} split ({parallel.split_name(config.data, s)})': [p[1] for p in splits[s]]
+            for s in ('valid', 'test') if s in splits}       # {where: references}
   opts = metric_options(config.eval)       # before any training: scores that mean something
-  for s in ('valid', 'test'):
-    if s in splits:
-      where, refs = f'the {s} split ({parallel.split_name(config.data, s)})', \
-          [p[1] for p in splits[s]]
-      if config.eval.metric == 'rouge':
-        check_rouge_references(refs, opts['rouge_tokenize'], where)
-      else:
-        check_bleu_references(refs, opts['bleu_tokenize'], where)
+  for where, refs in scored.items():
+    if config.eval.metric == 'rouge':
+      check_rouge_references(refs, opts['rouge_tokenize'], where)
+    else:
+      check_bleu_references(refs, opts['bleu_tokenize'], where)
   tok = get_tokenizer(config, splits['train'], workdir, src)
-  for s in ('valid', 'test'):
-    if s in splits:
-      tokenizer_lib.check_round_trip(tok, [p[1] for p in splits[s]],
-                       f'the {s} split ({parallel.split_name(config.data, s)})')
+  for where, refs in scored.items():
+    tokenizer_lib.check_round_trip(tok, refs, where)
   ms, mt = config.max_source_len, config.max_target_len
   cut = config.data.get('truncate_source', False)
   start = config.model.get('decoder_start_id', None)

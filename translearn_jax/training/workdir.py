@@ -197,8 +197,8 @@ def config_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     va, vb = a.get(path, _ABSENT), b.get(path, _ABSENT)
     if vb is _ABSENT and path in FILLED_BY_RUN:
       continue
-    if va is _ABSENT and path in b and added_field(path):
-      va = ADDED_FIELDS[added_field(path)]
+    if va is _ABSENT and path in b and (added := added_field(path)):
+      va = ADDED_FIELDS[added]
     if va == vb:
       continue
     (allowed if may_change(path) else forbidden).append(f'{path} {_show(va)} → {_show(vb)}')
