@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import flax.linen as nn
 import jax
@@ -170,6 +171,30 @@ def test_splits_by_kind_nested_jsonl_fields_and_cut_sources(tmp_path):
   assert kept == [1]
   rows, kept = seq2seq.encode_pairs(tok, pairs, 4, 4, filter_long=True, truncate_source=True)
   assert kept == [0, 1] and rows[0, :4].tolist() == tok.encode_batch([pairs[0][0]])[0][:4]
+
+
+def test_held_out_files_left_at_the_defaults_are_named(tmp_path):
+  """Overriding only the training files of a text-pairs config leaves Multi30k's held-out
+  files in place: a warning names the fields and how to drop a split; held-out files
+  beside the training files (or none) pass quietly."""
+  import warnings
+  from configs import seq2seq_multi30k
+  d = seq2seq_multi30k.get_config().data
+  d.train_source, d.train_target = str(tmp_path / 'train.fr'), str(tmp_path / 'train.es')
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    parallel.check_held_out_location(d, parallel.configured_splits(d))
+  assert len(caught) == 2
+  assert re.match(r'config\.data\.valid_source/valid_target .*val\.en\) are in another '
+                  r'directory than config\.data\.train_source .*--config\.data\.valid_source= ',
+                  str(caught[0].message))
+  assert str(caught[1].message).startswith('config.data.test_source/test_target (')
+  d.valid_source, d.valid_target = str(tmp_path / 'dev.fr'), str(tmp_path / 'dev.es')
+  d.test_source, d.test_target = '', ''
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    parallel.check_held_out_location(d, parallel.configured_splits(d))
+    parallel.check_held_out_location(seq2seq_multi30k.get_config().data, ['train', 'test'])
 
 
 def test_misaligned_and_empty_lines_are_named(tmp_path):

@@ -17,6 +17,8 @@ says how many it dropped.
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Optional
 
 from translearn_jax.data import readers
@@ -115,6 +117,27 @@ def configured_splits(cfg, splits=('train', 'valid', 'test')) -> list[str]:
     if given:
       out.append(split)
   return out
+
+
+def check_held_out_location(cfg, named) -> None:
+  """Text pairs whose held-out files sit in another directory than the training files are
+  most often a config's defaults left behind when only `train_*` was overridden (e.g.
+  Multi30k's test set scoring a model trained on other data): a warning naming the fields
+  and how to drop a split (an empty field) or to name the right files."""
+  if cfg.kind != 'text' or 'train' not in named:
+    return
+  home = os.path.dirname(os.path.abspath(cfg.train_source))
+  for split in ('valid', 'test'):
+    if split not in named:
+      continue
+    there = os.path.dirname(os.path.abspath(cfg[f'{split}_source']))
+    if there != home:
+      warnings.warn(f'config.data.{split}_source/{split}_target ({cfg[f"{split}_source"]}) '
+                    f'are in another directory than config.data.train_source '
+                    f'({cfg.train_source}): if only the training files were overridden, this '
+                    f'{split} split is still the config\'s default; name your own files, or '
+                    f'set --config.data.{split}_source= --config.data.{split}_target= for none',
+                    stacklevel=2)
 
 
 def split_name(cfg, split: str) -> str:
