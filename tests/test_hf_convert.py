@@ -12,6 +12,7 @@ import os
 import shutil
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -25,7 +26,7 @@ from tokenizers import (Tokenizer, decoders, models, normalizers,  # noqa: E402
 from translearn_jax import convert  # noqa: E402
 from translearn_jax.convert import __main__ as convert_cli  # noqa: E402
 from translearn_jax.convert import safetensors_io  # noqa: E402
-from translearn_jax.errors import DataError  # noqa: E402
+from translearn_jax.errors import ConfigError, DataError  # noqa: E402
 from translearn_jax.models import lm as lm_models  # noqa: E402
 from translearn_jax.transfer import sources  # noqa: E402
 
@@ -278,6 +279,13 @@ def test_bert_pooler_kept_or_dropped(bert_pretraining, tmp_path):
   assert 'bert.pooler.dense.weight' in report['unused_tensors']
   src = sources.load('mlm', str(tmp_path / 'dropped'))
   assert not src.model_config.pooler and 'pooler' not in src.params
+  # a classifier asking for the pooler of a checkpoint without one: the field, before any init
+  from translearn_jax.downstream import models as task_models
+  ask = ml_collections.ConfigDict({'max_tokens': 32, 'pooling': 'pooler', 'lora_rank': 0})
+  with pytest.raises(ConfigError, match=r"config\.model\.pooling='pooler': the pretrained "
+                                        r"model at init\.path has no pooler .*'cls' or 'mean'"):
+    task_models.lm_backbone_config(src, ask)
+  assert task_models.lm_backbone_config(sources.load('mlm', run), ask).pooler
 
 
 def test_tokenizers_give_transformers_ids(hf_models):
@@ -423,6 +431,25 @@ def test_bad_input_gives_one_clear_line(hf_models, tmp_path, capsys):
   from safetensors.numpy import load_file
   a, b = load_file(str(out / 'model.safetensors')), load_file(os.path.join(d, 'model.safetensors'))
   assert set(b) <= set(a) and all(np.array_equal(a[k], b[k]) for k in b)
+  # sharded pickles (transformers' save_pretrained of a large model): every shard converted
+  sharded = tmp_path / 'sharded'
+  sharded.mkdir()
+  shutil.copy(os.path.join(d, 'config.json'), sharded)
+  state = model.state_dict()
+  names = sorted(state)
+  halves = {'pytorch_model-00001-of-00002.bin': names[:len(names) // 2],
+            'pytorch_model-00002-of-00002.bin': names[len(names) // 2:]}
+  for shard, keys in halves.items():
+    torch.save({k: state[k] for k in keys}, sharded / shard)
+  (sharded / 'pytorch_model.bin.index.json').write_text(json.dumps(
+      {'weight_map': {k: shard for shard, keys in halves.items() for k in keys}}))
+  err = _cli_error(capsys, 'import-hf', str(sharded), str(tmp_path / 'r3'))
+  assert 'only sharded pytorch_model.bin.index.json weights found' in err
+  code = err.split('python -c "', 1)[1].split('" (every tensor', 1)[0]
+  os.remove(out / 'model.safetensors')
+  exec(code.replace('OUT_DIR', str(out)), {})
+  a = load_file(str(out / 'model.safetensors'))
+  assert set(a) == set(names) and all(np.array_equal(a[k], b[k]) for k in b)
 
   unknown = tmp_path / 'unknown'
   shutil.copytree(d, unknown)

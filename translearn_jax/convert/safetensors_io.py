@@ -52,6 +52,16 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
       raise DataError(f'{index}: tensors {missing[:3]} are in no shard')
     return out
   pickled = [p for p in PICKLES if os.path.exists(os.path.join(directory, p))]
+  if pickled and pickled[0].endswith('.index.json'):
+    raise DataError(
+        f'{directory}: only sharded {pickled[0]} weights found; this project reads safetensors '
+        'weights only (a pickle can run code when loaded). Convert them where you trust the '
+        "files: python -c \"import json, torch; from safetensors.torch import save_file; "
+        f"d = '{directory}'; m = json.load(open(d + '/{pickled[0]}'))['weight_map']; "
+        "t = {}; [t.update(torch.load(d + '/' + s, weights_only=True)) for s in sorted(set(m.values()))]; "
+        "save_file({k: v.clone().contiguous() for k, v in t.items()}, 'OUT_DIR/model.safetensors', "
+        "metadata={'format': 'pt'})\" (every tensor of every shard; copy config.json and the "
+        'tokenizer beside it)')
   if pickled:
     raise DataError(
         f'{directory}: only {pickled[0]} found; this project reads safetensors weights only '

@@ -117,6 +117,11 @@ def lm_backbone_config(source, model_cfg):
   if context is not None and model_cfg.max_tokens > context:
     raise ConfigError(f'config.model.max_tokens={model_cfg.max_tokens} exceeds the pretrained '
                       f'LM context (its model.max_len={context})')
+  if model_cfg.get('pooling') == 'pooler' and not getattr(cfg, 'pooler', False):
+    raise ConfigError(
+        "config.model.pooling='pooler': the pretrained model at init.path has no pooler (a "
+        'causal LM, a RoBERTa-style MLM checkpoint, a BERT imported with --drop_pooler or '
+        "without pooler tensors); use model.pooling='cls' or 'mean'")
   if model_cfg.get('lora_rank', 0):
     if not hasattr(cfg, 'lora_rank'):
       raise ConfigError('config.model.lora_rank: LoRA adapters exist for Transformer '
