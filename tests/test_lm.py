@@ -101,6 +101,27 @@ def test_lstm_generation_matches_teacher_forced_greedy():
   np.testing.assert_array_equal(np.argmax(logits[0, 1:-1], -1), out[0, 2:])
 
 
+def test_layer_norms_use_two_pass_variance():
+  """Every model family's LayerNorm computes mean((x - mean)²) as PyTorch does: with a
+  common offset of 1e4 (float32 ulp 1e-3; x² near 1e8, ulp 8) the one-pass E[x²] - E[x]²
+  loses the unit variance entirely, and an imported checkpoint would drift from its
+  reference."""
+  from translearn_jax.models import encoder, layers, seq2seq as s2s
+  u = np.random.default_rng(0).standard_normal((4, 64))
+  x = jnp.asarray(1e4 + u, jnp.float32)
+  want = (u - u.mean(-1, keepdims=True)) / np.sqrt(u.var(-1, keepdims=True) + 1e-5)
+  made = [layers.layer_norm(None, 1e-5),
+          transformer_lm.layer_norm(transformer_lm.TransformerConfig(vocab_size=8), 'ln'),
+          encoder.layer_norm(encoder.EncoderConfig(vocab_size=8), 'ln'),
+          s2s._layer_norm(s2s.Seq2SeqConfig(vocab_size=8))]
+  for ln in made:
+    ln = ln.clone(epsilon=1e-5)
+    y = ln.apply(ln.init(jax.random.PRNGKey(0), x), x)
+    np.testing.assert_allclose(np.asarray(y), want, atol=2e-2)
+  fast = nn.LayerNorm(epsilon=1e-5)          # what the test guards against
+  assert np.abs(np.asarray(fast.apply(fast.init(jax.random.PRNGKey(0), x), x)) - want).max() > 0.5
+
+
 def test_filter_logits_top_k_and_top_p():
   logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
   k2 = sampling.filter_logits(logits, 1.0, 2, 1.0)

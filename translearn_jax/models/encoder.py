@@ -96,8 +96,7 @@ class EncoderConfig:
 
 def layer_norm(cfg: EncoderConfig, name: str) -> nn.LayerNorm:
   """LayerNorm with the config's eps and the two-pass variance PyTorch computes."""
-  return layers.layer_norm(name, cfg.layer_norm_eps, cfg.dtype, cfg.param_dtype,
-                           use_fast_variance=False)
+  return layers.layer_norm(name, cfg.layer_norm_eps, cfg.dtype, cfg.param_dtype)
 
 
 def segment_mask(segments: jax.Array) -> jax.Array:

@@ -246,7 +246,13 @@ class MlpBlock(nn.Module):
 
 def layer_norm(name: Optional[str], epsilon: float, dtype: Any = jnp.float32,
                param_dtype: Any = jnp.float32, **kw) -> nn.LayerNorm:
-  """A LayerNorm whose scale and bias carry the logical axis `norm`."""
+  """A LayerNorm whose scale and bias carry the logical axis `norm`.
+
+  The variance is computed in two passes, mean((x - mean)²), as PyTorch's LayerNorm
+  does, not Flax's default one-pass E[x²] - E[x]², which cancels catastrophically in
+  float32 when activations carry a large common offset (imported checkpoints then drift
+  from their reference)."""
+  kw.setdefault('use_fast_variance', False)
   return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name,
                       scale_init=logical(nn.initializers.ones, ('norm',)),
                       bias_init=logical(nn.initializers.zeros, ('norm',)), **kw)
