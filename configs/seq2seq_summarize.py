@@ -4,7 +4,7 @@
     --config.data.train_path=train.jsonl --config.data.valid_path=valid.jsonl \
     [--config.data.kind=tsv] [--config.data.source_field=document --config.data.target_field=summary]
 
-Reports ROUGE-1/2/L F-measures (rouge-score, stemmed) on the held-out files.
+Reports ROUGE-1/2/L and ROUGE-Lsum F-measures (rouge-score, stemmed) on the held-out files.
 """
 
 from translearn_jax.configs import seq2seq_multi30k

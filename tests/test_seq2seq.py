@@ -99,6 +99,18 @@ def test_metric_tokenisation_options_for_other_scripts(tmp_path):
   zh_r = seq2seq.score(['今天天气不错，我们去公园。'], ['今天天气很好，我们去公园。'], 'rouge',
                        rouge_tokenize='unicode')
   assert zh_r['rouge1'] == pytest.approx(100 * 9 / 11)
+  # rougeLsum: the summary-level LCS over sentences (swapped sentences keep it at 100 while
+  # rougeL's one sequence halves); sentences split at . ! ? (and 。！？ without a space), or
+  # at the line breaks a summary already has
+  for tokenize in ('default', 'unicode'):
+    swapped = seq2seq.score(['The dog ran fast. The cat sat down.'],
+                            ['The cat sat down. The dog ran fast.'], 'rouge',
+                            rouge_tokenize=tokenize)
+    assert swapped['rougeLsum'] == pytest.approx(100.0) and swapped['rougeL'] == \
+        pytest.approx(50.0)
+  assert seq2seq.sentence_lines('It rained. Why?  Done') == 'It rained.\nWhy?\nDone'
+  assert seq2seq.sentence_lines('今天很好。我们去公园！') == '今天很好。\n我们去公园！'
+  assert seq2seq.sentence_lines(' a. b\n c d \n') == 'a. b\nc d'
   ev = seq2seq_summarize.get_config().eval
   seq2seq.check_metric('rouge', ev)
   ev.rouge_tokenize = 'words'
@@ -297,7 +309,7 @@ def test_summarisation_config_on_made_up_pairs(tmp_path):
   c.optim.learning_rate = 3e-3
   c.eval.beam = 2
   summary = seq2seq.train_and_evaluate(c, str(tmp_path / 'run'))
-  assert set(summary['valid']) >= {'rouge1', 'rouge2', 'rougeL'}
+  assert set(summary['valid']) >= {'rouge1', 'rouge2', 'rougeL', 'rougeLsum'}
   assert summary['valid']['rouge1'] > 50  # copying the lead is learnable
   bad = tmp_path / 'bad.jsonl'
   bad.write_text('{"document": "a b", "summary": ""}\n', encoding='utf-8')

@@ -383,6 +383,20 @@ _UNSPACED = r'\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}
 _UNICODE_TOKEN = regex.compile(rf'[{_UNSPACED}]|[^\W_{_UNSPACED}]+')
 
 
+ROUGE_KEYS = ('rouge1', 'rouge2', 'rougeL', 'rougeLsum')
+_SENTENCE_END = regex.compile(r'(?<=[.!?。！？])\s+|(?<=[。！？])')
+
+
+def sentence_lines(text: str) -> str:
+  """`text` with one sentence a line, as rougeLsum reads a summary (the summary-level LCS
+  over its sentences; ROUGE-1/2/L ignore line breaks). Text that already has line breaks
+  (CNN/DailyMail's highlights) keeps them; otherwise sentences end at . ! ? and their
+  full-width forms, followed by space (or not, for 。！？)."""
+  if '\n' in text.strip():
+    return '\n'.join(line.strip() for line in text.strip().splitlines() if line.strip())
+  return '\n'.join(p for p in _SENTENCE_END.split(text.strip()) if p)
+
+
 class _UnicodeWords:
   """ROUGE tokens for any script: lowercased runs of letters, marks and digits; a character
   each in scripts written without spaces (Han, kana, Thai, ...); no stemming. rouge-score's
@@ -396,7 +410,7 @@ class _UnicodeWords:
 def score(hyps, refs, metric: str, bleu_tokenize: str = '13a',
           rouge_tokenize: str = 'default') -> dict:
   """Corpus BLEU + chrF (sacrebleu; `bleu_tokenize`: its tokenizer, '13a' by default, 'zh'
-  for Chinese, 'ja-mecab', 'ko-mecab', 'intl', 'flores200', ...) or mean ROUGE-1/2/L F1
+  for Chinese, 'ja-mecab', 'ko-mecab', 'intl', 'flores200', ...) or mean ROUGE-1/2/L/Lsum F1
   (rouge-score; `rouge_tokenize`: 'default', its English tokenizer with Porter stemming, or
   'unicode', `_UnicodeWords`)."""
   if metric == 'bleu':
@@ -405,9 +419,9 @@ def score(hyps, refs, metric: str, bleu_tokenize: str = '13a',
             'chrf': sacrebleu.corpus_chrf(hyps, [refs]).score}
   if metric == 'rouge':
     sc = rouge_scorer(rouge_tokenize)
-    agg = {k: 0.0 for k in ('rouge1', 'rouge2', 'rougeL')}
+    agg = {k: 0.0 for k in ROUGE_KEYS}
     for h, r in zip(hyps, refs):
-      s = sc.score(r, h)
+      s = sc.score(sentence_lines(r), sentence_lines(h))
       for k in agg:
         agg[k] += s[k].fmeasure
     return {k: 100 * v / max(len(hyps), 1) for k, v in agg.items()}
@@ -428,7 +442,7 @@ def save_model(directory: str, config, model_cfg: s2s.Seq2SeqConfig, params, tok
 
 
 def rouge_scorer(tokenize: str = 'default'):
-  """ROUGE-1/2/L (rouge-score, the `[summarize]` extra): its English tokenizer with
+  """ROUGE-1/2/L/Lsum (rouge-score, the `[summarize]` extra): its English tokenizer with
   stemming, or `_UnicodeWords` ('unicode')."""
   if tokenize not in ROUGE_TOKENIZERS:
     raise ConfigError(f'eval.rouge_tokenize must be one of {ROUGE_TOKENIZERS}, got {tokenize!r}')
@@ -437,8 +451,8 @@ def rouge_scorer(tokenize: str = 'default'):
   except ImportError:
     raise MissingExtraError('rouge-score', 'summarize', "eval.metric='rouge'") from None
   if tokenize == 'unicode':
-    return rs.RougeScorer(['rouge1', 'rouge2', 'rougeL'], tokenizer=_UnicodeWords())
-  return rs.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
+    return rs.RougeScorer(list(ROUGE_KEYS), tokenizer=_UnicodeWords())
+  return rs.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
 
 
 def check_metric(metric: str, ev=None) -> None:
