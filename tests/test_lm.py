@@ -278,8 +278,9 @@ def test_resume_is_exact(tmp_path, monkeypatch):
   assert resumed['train_sample'] == full['train_sample']
 
 
-def greedy_reference(mcfg, params, prompt_ids, n):
-  """`n` greedy tokens after `prompt_ids` by full forward passes (PAD after EOS)."""
+def greedy_reference(mcfg, params, prompt_ids, n, banned=()):
+  """`n` greedy tokens after `prompt_ids` by full forward passes (PAD after EOS), never
+  one of `banned`."""
   model, ids = lm_models.make(mcfg), list(prompt_ids)
   forward = jax.jit(lambda t: lm_models.logits(model, params, t))
   while len(ids) < len(prompt_ids) + n:
@@ -288,8 +289,28 @@ def greedy_reference(mcfg, params, prompt_ids, n):
       continue
     buf = np.zeros((1, len(prompt_ids) + n), np.int32)  # causal: the padding is not seen
     buf[0, :len(ids)] = ids
-    ids.append(int(np.argmax(forward(jnp.asarray(buf))[0, len(ids) - 1])))
+    logits = np.array(forward(jnp.asarray(buf))[0, len(ids) - 1])
+    logits[list(banned)] = -np.inf
+    ids.append(int(np.argmax(logits)))
   return ids[len(prompt_ids):]
+
+
+def test_generation_never_emits_pieces_that_are_not_text():
+  """pad, unk, bos and mask are suppressed, and so are rows past the tokenizer's vocabulary
+  (a padded model vocabulary), however likely the model makes them; eos still ends."""
+  vocab, favour = 12, [0, 1, 2, 10, 11, 7, 3]       # most likely first
+  scores = jnp.zeros(vocab).at[jnp.asarray(favour)].set(jnp.arange(len(favour), 0, -1) * 5.0)
+  step = lambda state, buf, t: (jnp.broadcast_to(scores, (buf.shape[0], vocab)), state)
+  prompts, lengths = jnp.asarray([[EOS, 4]], jnp.int32), jnp.asarray([2], jnp.int32)
+  out = sampling.generate(step, None, prompts, lengths, jax.random.key(0), total_len=6,
+                          temperature=0.0, eos_id=EOS, suppress=(0, 1, 2), vocab_limit=10)
+  assert out[0].tolist() == [EOS, 4, 7, 7, 7, 7]
+  raw = sampling.generate(step, None, prompts, lengths, jax.random.key(0), total_len=6,
+                          temperature=0.0, eos_id=EOS)
+  assert raw[0].tolist() == [EOS, 4, 0, 0, 0, 0]
+  hot = sampling.generate(step, None, prompts, lengths, jax.random.key(0), total_len=40,
+                          temperature=3.0, eos_id=3, suppress=(0, 1, 2), vocab_limit=10)
+  assert not set(hot[0, 2:].tolist()) & {1, 2, 10, 11}   # 0 only as padding after eos
 
 
 def test_sample_from_run_and_prompt_errors(tiny_lm_run):
@@ -301,13 +322,14 @@ def test_sample_from_run_and_prompt_errors(tiny_lm_run):
   # the batch continues until the longest one has 10 new tokens
   ids = [[EOS] + tok.encode(p) for p in prompts]
   total = max(map(len, ids)) + 10
-  want = [tok.decode(greedy_reference(mcfg, params, x, total - len(x))) for x in ids]
+  banned = [i for i in tok.special_ids() if i != EOS]
+  want = [tok.decode(greedy_reference(mcfg, params, x, total - len(x), banned)) for x in ids]
   assert texts == want and all(want)
   texts2, _ = sample(mcfg, params, tok, prompts, 10, temperature=0.0, cached=False)
   assert texts2 == texts
   # with the prompt: prompt and continuation decoded as one text (no space put between)
   whole, _ = sample(mcfg, params, tok, prompts, 10, temperature=0.0, with_prompt=True)
-  assert whole == [tok.decode(x[1:] + greedy_reference(mcfg, params, x, total - len(x)))
+  assert whole == [tok.decode(x[1:] + greedy_reference(mcfg, params, x, total - len(x), banned))
                    for x in ids]
   assert whole[0].startswith('The prime minister')
   with pytest.raises(ConfigError, match='longer than the model context'):

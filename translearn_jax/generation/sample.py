@@ -61,7 +61,9 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
   t0 = time.perf_counter()
   out = sampling.generate(step, state, jnp.asarray(toks), jnp.asarray(lengths),
                           jax.random.key(seed), total_len=total, temperature=temperature,
-                          top_k=top_k, top_p=top_p, eos_id=tok.eos_id)
+                          top_k=top_k, top_p=top_p, eos_id=tok.eos_id,
+                          suppress=tuple(i for i in tok.special_ids() if i != tok.eos_id),
+                          vocab_limit=tok.vocab_size)
   out = np.asarray(jax.device_get(out))
   dt = time.perf_counter() - t0
   texts = [tok.decode(row[1 if with_prompt else n:].tolist()) for row, n in zip(out, lengths)]

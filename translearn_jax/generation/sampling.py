@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from translearn_jax.data.tokenizer import EOS, PAD
 from translearn_jax.errors import ConfigError
@@ -53,20 +54,29 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
 
 
 @functools.partial(jax.jit, static_argnames=('step_fn', 'total_len', 'temperature', 'top_k',
-                                             'top_p', 'eos_id'))
+                                             'top_p', 'eos_id', 'suppress', 'vocab_limit'))
 def generate(step_fn: Callable, state: Any, prompts: jax.Array, prompt_lengths: jax.Array,
              rng: jax.Array, *, total_len: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, eos_id: int = EOS) -> jax.Array:
+             top_p: float = 1.0, eos_id: int = EOS, suppress: tuple = (),
+             vocab_limit: int = 0) -> jax.Array:
   """Returns `(B, total_len)` tokens: the prompts followed by the continuations.
 
-  `prompts` (B, P) are right-padded; every `prompt_lengths` must be >= 1.
+  `prompts` (B, P) are right-padded; every `prompt_lengths` must be >= 1. Ids in
+  `suppress` (pad, unk, mask: pieces that are never text) and rows at or beyond
+  `vocab_limit` (> 0: a model vocabulary padded past the tokenizer's) are never generated.
   """
   b, p = prompts.shape
   buf = jnp.zeros((b, total_len), jnp.int32).at[:, :p].set(prompts[:, :total_len])
+  banned = np.asarray(sorted(set(suppress)), np.int32)
 
   def body(t, carry):
     buf, state, done = carry
     logits, state = step_fn(state, buf, t)
+    logits = logits.astype(jnp.float32)
+    if banned.size:
+      logits = logits.at[..., banned].set(-jnp.inf)
+    if 0 < vocab_limit < logits.shape[-1]:
+      logits = logits.at[..., vocab_limit:].set(-jnp.inf)
     if temperature == 0:
       sampled = jnp.argmax(logits, -1).astype(jnp.int32)
     else:
