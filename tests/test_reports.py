@@ -124,6 +124,15 @@ def test_records_carry_their_config_and_a_difference_is_named(tmp_path):
     runs.load_done(str(path), config)
 
 
+def test_strict_json_of_numpy_and_jax_values():
+  """Arrays are written as numbers (non-finite ones as null), never as their repr strings."""
+  import jax.numpy as jnp
+  from translearn_jax.training.metrics import dumps
+  got = json.loads(dumps({'a': np.float32('nan'), 'b': jnp.array(2.5), 'c': np.array([1.0, np.nan]),
+                          'd': jnp.array([[np.inf, 3]]), 'e': np.int64(3), 'f': np.bool_(True)}))
+  assert got == {'a': None, 'b': 2.5, 'c': [1.0, None], 'd': [[None, 3.0]], 'e': 3, 'f': True}
+
+
 def test_a_config_with_a_non_finite_value_resumes_its_records(tmp_path):
   """Records are strict JSON (inf/nan stored as null); the config they are compared with is
   read the same way, so an infinite setting does not make a comparison unresumable."""

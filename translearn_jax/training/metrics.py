@@ -107,8 +107,8 @@ def finite(obj):
     return {k: finite(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
     return [finite(v) for v in obj]
-  if hasattr(obj, 'dtype') and getattr(obj, 'shape', None) == ():   # numpy / jax scalars
-    return finite(obj.item())
+  if hasattr(obj, 'dtype') and hasattr(obj, 'shape') and hasattr(obj, 'tolist'):
+    return finite(obj.tolist())       # numpy / jax scalars and arrays: numbers, not strings
   return obj
 
 
