@@ -415,7 +415,7 @@ def _table_records(file, rows, fields, kind, skip_header=False):
         raise DataError(f'{file}:1: column {f!r} appears {header.count(f)} times in header '
                         f'{header}')
     cols, ncols, ref = {f: header.index(f) for f in fields}, len(header), 'the header'
-  seen, repeats = False, []
+  seen, seen_second, repeats = False, False, []
   for n, row in rows:
     if header is not None and [c.strip(' ') for c in row] == header:
       repeats.append(n)                  # files concatenated with their headers
@@ -426,10 +426,18 @@ def _table_records(file, rows, fields, kind, skip_header=False):
         raise DataError(f'{file}:{n}: has {len(row)} columns, needs column {need}')
       ncols, ref = len(row), f'line {n}'
     if len(row) != ncols:
-      hint = (' (a tab inside a field?)' if kind == 'tsv' else
-              ' (an unquoted comma inside a field?)') if len(row) > ncols else ''
+      hint = lambda more, fewer: (' (a tab inside a field?)' if kind == 'tsv' else
+                                  ' (an unquoted comma inside a field?)') if more > fewer else ''
+      if header is None and not seen_second and ref.startswith('line '):
+        # headerless: the width came from the first row alone; when the row after this one
+        # agrees with this one, the first row is the odd one out
+        after = next(rows, None)
+        if after is not None and len(after[1]) == len(row):
+          raise DataError(f'{file}:{ref[5:]}: has {ncols} {sep}-separated columns but lines '
+                          f'{n} and {after[0]} have {len(row)}{hint(ncols, len(row))}')
       raise DataError(f'{file}:{n}: has {len(row)} {sep}-separated columns but {ref} has '
-                      f'{ncols}{hint}')
+                      f'{ncols}{hint(len(row), ncols)}')
+    seen_second = seen
     seen = True
     yield file, n, {f: row[c] for f, c in cols.items()}
   if repeats:
