@@ -190,6 +190,20 @@ def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, t
   js.write_text(''.join(json.dumps({'tokens': s}) + '\n' for s in test.sentences))
   serving.predict_file(model_dir, str(js), str(tmp_path / 'tags2.jsonl'), batch_size=256)
   assert open(tmp_path / 'tags2.jsonl').read() == open(tmp_path / 'tags.jsonl').read()
+  # the CoNLL test file itself (a -DOCSTART- line and a comment added): its lines come back
+  # with the predicted tag appended, the layout conlleval scores; JSONL on request
+  gold = tmp_path / 'test.conll'
+  gold.write_text('-DOCSTART- -X- O\n\n# sent_id = 1\n' + open(conll_task[2]).read())
+  serving.predict_file(model_dir, str(gold), str(tmp_path / 'pred.conll'))
+  lines = open(tmp_path / 'pred.conll').read().split('\n')
+  assert lines[:3] == ['-DOCSTART- -X- O O', '', '# sent_id = 1']
+  rows = [l.split() for l in lines[3:] if l.strip()]
+  assert [r[:-1] for r in rows] == [l.split() for l in open(conll_task[2]) if l.strip()]
+  assert [r[-1] for r in rows] == [t for o in out for t in o['tags']]
+  serving.predict_file(model_dir, str(gold), str(tmp_path / 'tags3.jsonl'), output_format='jsonl')
+  assert open(tmp_path / 'tags3.jsonl').read() == open(tmp_path / 'tags.jsonl').read()
+  with pytest.raises(ConfigError, match=r"output_format='conll' .* needs CoNLL input"):
+    serving.predict_file(model_dir, str(js), str(tmp_path / 'x.conll'), output_format='conll')
 
 
 # -- comparisons -------------------------------------------------------------------------
@@ -486,6 +500,13 @@ def test_translearn_predict_and_translate_commands(tmp_path, capsys, bag_run, s2
   assert cli.main(['predict', model_dir, '--input', path, '--output', out, '--no_progress']) == 0
   acc, _ = accuracy(out, gold)
   assert acc == summary['rows'][0]['test'][0]
+  # every option the command line offers reaches the library (the package's predict_file)
+  assert cli.main(['predict', model_dir, '--input', path, '--output', out + '.o', '--header',
+                   'yes', '--output_format', 'jsonl', '--format', 'text', '--no_progress']) == 0
+  assert open(out + '.o').read() == open(out).read()
+  os.remove(out + '.o')
+  capsys.readouterr()
+  assert cli.main(['predict', model_dir, '--input', path, '--output', out, '--no_progress']) == 0
   _, s2s_dir, _, test_src = s2s_run
   hyps = open(os.path.join(s2s_dir, 'hypotheses.test.txt'), encoding='utf-8').read()
   assert cli.main(['translate', os.path.join(s2s_dir, 'model'), '--input', test_src,

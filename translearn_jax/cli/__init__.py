@@ -103,8 +103,12 @@ def _serving_parser(command: str):
 
 def _predict(argv: list[str]) -> int:
   p = _serving_parser('predict')
-  p.add_argument('--format', dest='input_format', choices=('auto', 'text', 'tsv', 'csv', 'jsonl'),
-                 help='input format (default: auto, from the file name)')
+  p.add_argument('--format', dest='input_format',
+                 choices=('auto', 'text', 'tsv', 'csv', 'jsonl', 'conll'),
+                 help='input format (default: auto, from the file name; .conll/.iob/.bio: conll)')
+  p.add_argument('--output_format', choices=('auto', 'jsonl', 'conll'),
+                 help='auto (default): CoNLL input gives its lines back with the predicted '
+                 'tag appended (what conlleval scores), any other input JSONL')
   p.add_argument('--text_field', help='the TSV/CSV column or JSONL key holding the text '
                  '(several, comma-separated, are joined with a space, as training joins them)')
   p.add_argument('--header', choices=('yes', 'no'),
@@ -114,7 +118,7 @@ def _predict(argv: list[str]) -> int:
   if args.header is not None:
     args.header = args.header == 'yes'
   return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field', 'encoding',
-                                       'header'))
+                                       'header', 'output_format'))
 
 
 def _translate(argv: list[str]) -> int:

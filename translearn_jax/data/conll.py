@@ -113,6 +113,67 @@ def _read_conll_file(file: str, encoding: str, fallback: str, token_column: int,
     tags.append(labels)
 
 
+@dataclasses.dataclass
+class TokenLines:
+  """The sentences of a CoNLL-layout file read for prediction (tags optional), with every
+  line kept so that predictions can be written back beside the input's own columns:
+  `lines[k]` is `(text, (sentence, word))` for a token line, `(text, None)` otherwise."""
+  sentences: list      # list[list[str]]
+  lines: list          # list[tuple[str, tuple[int, int] | None]]
+  path: str
+
+
+def read_token_lines(path: str, encoding: str = 'utf-8', token_column: int = 0) -> TokenLines:
+  """A CoNLL-layout file's tokens (column `token_column`; any other columns, a gold tag
+  among them, are kept but not read). Sentences end at blank lines and `-DOCSTART-`
+  lines; a line starting with '#' above a sentence is a comment when it is CoNLL-U
+  metadata or several columns whose last is not a tag (a lone `#` token is a token)."""
+  text = readers.read_text(path, encoding)
+  raw = text.split('\n')
+  if raw and raw[-1] == '':
+    raw = raw[:-1]
+  sentences, lines, words = [], [], []
+  for n, line in enumerate(raw, 1):
+    line = line.rstrip('\r')
+    parts = _columns(line)
+    if not parts or parts[0] == '-DOCSTART-':
+      if words:
+        sentences.append(words)
+        words = []
+      lines.append((line, None))
+      continue
+    if not words and line.startswith('#') and (
+        _METADATA.match(line) or (len(parts) >= 2 and not is_tag(parts[-1]))):
+      lines.append((line, None))
+      continue
+    if not (-len(parts) <= token_column < len(parts)) or not parts[token_column]:
+      raise DataError(f'{path}:{n}: no token in column {token_column}: {line!r}')
+    lines.append((line, (len(sentences), len(words))))
+    words.append(parts[token_column])
+  if words:
+    sentences.append(words)
+  if not sentences:
+    raise DataError(f'{path}: no sentences')
+  return TokenLines(sentences, lines, path)
+
+
+def with_predictions(doc: TokenLines, tags: list) -> str:
+  """`doc`'s lines with each token's predicted tag appended as a last column (by the
+  line's own separator: a tab when it has one, else a space), `-DOCSTART-` lines with
+  `O`: the `token ... gold predicted` layout conlleval scores."""
+  out = []
+  for line, at in doc.lines:
+    body = line.rstrip(' \t')
+    sep = '\t' if '\t' in body else ' '
+    if at is not None:
+      out.append(f'{body}{sep}{tags[at[0]][at[1]]}')
+    elif _columns(line) and _columns(line)[0] == '-DOCSTART-':
+      out.append(f'{body}{sep}O')
+    else:
+      out.append(line)
+  return '\n'.join(out) + '\n'
+
+
 def _columns(line: str) -> list[str]:
   """A line's columns: tab-separated when it has a tab (a token may then hold spaces, as
   'New York' or '10 000'), else separated by runs of ASCII spaces. Only those separate:

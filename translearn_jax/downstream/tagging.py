@@ -139,6 +139,7 @@ class TaggingTask(Task):
     with the body's tokenizer, `max_tokens` and the framing (causal or not)."""
     return {'task': self.name, 'labels': list(self.tag_names), 'encoding': 'pieces',
             'max_tokens': self.config.model.max_tokens,
+            'token_column': int(self.config.data.get('token_column', 0)),
             'causal': lm_models.is_causal(self.model.lm_config),
             'tokenizer': self.source.tokenizer, 'vocab': None}
 

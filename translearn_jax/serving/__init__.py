@@ -22,19 +22,23 @@ __all__ = ['predict_file', 'translate_file', 'load']
 
 def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size=None,
                  input_format: str = 'auto', text_field=None, progress: bool = False,
-                 encoding: str = 'utf-8') -> dict:
+                 encoding: str = 'utf-8', header=None, output_format: str = 'auto') -> dict:
   """Writes a saved classifier's or tagger's predictions for each example of `input_path`
-  (text: one a line; TSV with a header; JSONL; `input_format` 'auto' goes by the
-  extension) to `output_path`, one JSON line each, in input order:
+  (text: one a line; TSV/CSV; JSONL; a tagger's CoNLL file; `input_format` 'auto' goes by
+  the extension) to `output_path`, one JSON line each, in input order:
   classification `{"label", "probabilities": {label: p}}`, tagging
-  `{"tokens", "tags", "probabilities"}` (each word's predicted-tag probability).
-  `batch_size` None: the batch the task evaluates with, so the predictions are exactly the
-  run's own (another size agrees up to float rounding). `encoding`: the input file's.
-  Returns {'task', 'examples', 'model', 'output', 'seconds'} (+ 'truncated_words')."""
+  `{"tokens", "tags", "probabilities"}` (each word's predicted-tag probability); CoNLL
+  input comes back as CoNLL with the predicted tag appended (`output_format='jsonl'` for
+  JSONL). `batch_size` None: the batch the task evaluates with, so the predictions are
+  exactly the run's own (another size agrees up to float rounding). `encoding`: the input
+  file's. `header` (TSV/CSV columns by number): whether the first row is a header (None:
+  as training read its files). Returns {'task', 'examples', 'model', 'output',
+  'seconds'} (+ 'truncated_words')."""
   from translearn_jax.serving import predict
   return predict.predict_file(model_dir, input_path, output_path, batch_size=batch_size,
                               input_format=input_format, text_field=text_field,
-                              progress=progress, encoding=encoding)
+                              progress=progress, encoding=encoding, header=header,
+                              output_format=output_format)
 
 
 def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,

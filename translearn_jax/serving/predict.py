@@ -1,12 +1,16 @@
 """Predictions of a saved classifier or tagger for every example of a file (`predict_file`).
 
-Inputs (`input_format`, 'auto' by the extension: .tsv, .jsonl/.json, else text):
+Inputs (`format_of`, 'auto' by the extension: .tsv, .jsonl/.json, else text):
 * text: one example a line (a tagger's sentence is split at whitespace); a
   blank line is an (empty) example, so output line k answers input line k;
 * TSV/CSV: the text is in column `text_field`, by default the column(s) training read,
   else the header's 'sentence' or 'text' (a header with neither is an error asking for
   `text_field`); columns given by number (a file without a header, as AG News) are read
   without a header row unless `header` (default: as training read its files);
+* CoNLL (a tagger; .conll/.iob/.bio/.iobes, or `input_format='conll'`): a token a line
+  in the column training read, sentences split by blank and `-DOCSTART-` lines, other
+  columns (a gold tag) kept; the output is then the same lines with the predicted tag
+  appended, which conlleval scores (`output_format='jsonl'` for JSONL instead);
 * JSONL: one object a line (blank lines skipped), the text in `text_field`,
   by default 'text' or 'sentence'; a tagger also reads a `tokens` list of
   words (used when present and `text_field` is not given).
@@ -35,7 +39,7 @@ from typing import Optional
 
 import numpy as np
 
-from translearn_jax.data import labelled, readers
+from translearn_jax.data import conll, labelled, readers
 from translearn_jax.data.fields import MISSING, field_value
 from translearn_jax.downstream import classification, tagging
 from translearn_jax.downstream.task import trimmed_width
@@ -44,12 +48,14 @@ from translearn_jax.serving.saved_model import SavedModel, load, read_meta
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.metrics import dumps
 
-FORMATS = ('auto', 'text', 'tsv', 'csv', 'jsonl')
+FORMATS = ('auto', 'text', 'tsv', 'csv', 'jsonl', 'conll')
+OUTPUT_FORMATS = ('auto', 'jsonl', 'conll')
+CONLL_SUFFIXES = ('.conll', '.iob', '.bio', '.iobes')
 TEXT_FIELDS = {'tsv': ('sentence', 'text'), 'csv': ('sentence', 'text'),
                'jsonl': ('text', 'sentence')}
 
 
-def input_format(path: str, fmt: str = 'auto') -> str:
+def format_of(path: str, fmt: str = 'auto') -> str:
   """'text', 'tsv', 'csv' or 'jsonl': `fmt`, or with 'auto' the extension's."""
   if fmt not in FORMATS:
     raise ConfigError(f'input_format must be one of {FORMATS}, got {fmt!r}')
@@ -59,6 +65,8 @@ def input_format(path: str, fmt: str = 'auto') -> str:
   for z in readers.COMPRESSED_SUFFIXES:  # read decompressed: the format is the inner name's
     base = base[:-len(z)] if base.endswith(z) else base
   ext = os.path.splitext(base)[1]
+  if ext in CONLL_SUFFIXES:
+    return 'conll'
   return {'.tsv': 'tsv', '.csv': 'csv', '.jsonl': 'jsonl', '.json': 'jsonl'}.get(ext, 'text')
 
 
@@ -149,7 +157,7 @@ def read_inputs(path: str, fmt: str, text_field, words: bool, encoding: str = 'u
   """The examples of `path` (in `encoding`): texts, or (`words`) lists of words. Without
   `text_field`, the field(s) training read (`trained`) when the file has them. TSV/CSV
   columns given by number: `header` says whether the first row is a header to skip."""
-  kind = input_format(path, fmt)
+  kind = format_of(path, fmt)
   if not os.path.isfile(path):
     raise DataError(f'{path}: no such input file')
   if kind == 'jsonl':
@@ -263,25 +271,45 @@ EVAL_BATCH = {'classification': 512, 'tagging': 256}
 
 def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_size=None,
                  input_format: str = 'auto', text_field=None, progress: bool = False,
-                 encoding: str = 'utf-8', header=None) -> dict:
+                 encoding: str = 'utf-8', header=None, output_format: str = 'auto') -> dict:
   """Writes the predictions of the saved classifier or tagger `model_dir` for every example
-  of `input_path` to `output_path` (JSONL); returns a summary (task, examples, output, ...).
+  of `input_path` to `output_path`; returns a summary (task, examples, output, ...).
   `batch_size` None: the task's evaluation batch (`EVAL_BATCH`). `header` (TSV/CSV columns
-  by number): whether the first row is a header; None: as training read its files."""
+  by number): whether the first row is a header; None: as training read its files.
+  A tagger reads CoNLL-layout input (`input_format='conll'`, or by the name: .conll, .iob,
+  .bio, .iobes) from the token column training read; `output_format` 'auto' then writes
+  the input back with the predicted tag as a last column (`conll.with_predictions`, what
+  conlleval scores), else JSONL (`'jsonl'`)."""
   t0 = time.perf_counter()
   if batch_size is not None and batch_size < 1:
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
+  if output_format not in OUTPUT_FORMATS:
+    raise ConfigError(f'output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}')
   check_output(output_path)
   meta = read_meta(model_dir)
   if meta['task'] not in ('classification', 'tagging'):
     raise DataError(f'{model_dir}: a {meta["task"]} model; predict_file takes a classification '
                     'or tagging model (translate_file runs a seq2seq model)')
   words = meta['task'] == 'tagging'
+  kind = format_of(input_path, input_format)
+  if kind == 'conll' and not words:
+    raise ConfigError(f'{input_path}: CoNLL input is for a tagger; {model_dir} is a '
+                      f'{meta["task"]} model')
+  if output_format == 'conll' and kind != 'conll':
+    raise ConfigError(f"output_format='conll' writes the input's CoNLL lines back with the "
+                      f'tags: it needs CoNLL input, and {input_path} is read as {kind}')
   batch_size = batch_size or EVAL_BATCH[meta['task']]
   if header is None:
     header = meta['inputs'].get('header') == 'yes'
-  examples = read_inputs(input_path, input_format, text_field, words, encoding,
-                         meta['inputs'].get('text_field') or '', header)
+  doc = None
+  if kind == 'conll':
+    if not os.path.isfile(input_path):
+      raise DataError(f'{input_path}: no such input file')
+    doc = conll.read_token_lines(input_path, encoding, meta['inputs'].get('token_column', 0))
+    examples = doc.sentences
+  else:
+    examples = read_inputs(input_path, kind, text_field, words, encoding,
+                           meta['inputs'].get('text_field') or '', header)
   model = load(model_dir)
   summary = {'task': model.task, 'examples': len(examples), 'model': model_dir,
              'output': output_path}
@@ -289,6 +317,9 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
     records, summary['truncated_words'] = tag(model, examples, batch_size, progress)
   else:
     records = classify(model, examples, batch_size, progress)
-  write_jsonl(output_path, records)
+  if doc is not None and output_format != 'jsonl':
+    write_output(output_path, conll.with_predictions(doc, [r['tags'] for r in records]))
+  else:
+    write_jsonl(output_path, records)
   summary['seconds'] = time.perf_counter() - t0
   return summary
