@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.kind = 'word2vec'          # 'word2vec' | 'lm' | 'none'
   config.init.path = '/tmp/skipgram/vectors.txt'
   config.init.binary = False             # word2vec binary; else text: word2vec, fastText, GloVe
+  config.init.unicode_errors = 'strict'  # words not UTF-8: 'strict' (an error) | 'replace' | 'ignore'
   config.init.remap_init = 'mean'        # rows of words missing from the source: 'mean' |
                                          # 'random' | 'init' | 'subword' (a fastText .bin:
                                          # a vector from the word's character n-grams)

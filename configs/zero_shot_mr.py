@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.kind = 'word2vec'          # 'word2vec' (embedding similarity) | 'lm' (verbalisations)
   config.init.path = '/tmp/skipgram/vectors.txt'
   config.init.binary = False             # word2vec binary; else text: word2vec, fastText, GloVe
+  config.init.unicode_errors = 'strict'  # words not UTF-8: 'strict' (an error) | 'replace' | 'ignore'
   config.zero_shot = ml_collections.ConfigDict()
   config.zero_shot.descriptions = ('negative=bad terrible awful boring dull worst;'
                                    'positive=good great excellent wonderful enjoyable best')

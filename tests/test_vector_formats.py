@@ -7,7 +7,7 @@ roundings of the decimal strings written.
 import numpy as np
 import pytest
 
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.export import word2vec_format as w2v
 from translearn_jax.export.word2vec_format import (detect_format, load_vectors, load_word2vec,
                                                    save_word2vec)
@@ -285,3 +285,31 @@ def test_fasttext_bin_model_loads_with_its_vectors_and_subwords(tmp_path):
   with pytest.raises(ConfigError, match="remap_init='subword' needs a source"):
     graft.remap_rows(src.params['embedding'], src.vocab, target, init, 'subword',
                      subword=src.subword)
+
+
+@pytest.mark.parametrize('binary', [True, False])
+def test_words_cut_inside_a_character_read_as_gensims_unicode_errors(tmp_path, binary):
+  """word2vec.c cuts words at 100 bytes, which can split a UTF-8 character: 'strict' names
+  the row and the option; 'replace' and 'ignore' give the words gensim gives."""
+  from gensim.models import KeyedVectors
+  words = [b'the', 'caf\u00e9'.encode()[:4], b'ok\xff\xfe', 'na\u00efve'.encode()]
+  vecs = np.arange(8, dtype=np.float32).reshape(4, 2) / 4
+  if binary:
+    body = b''.join(w + b' ' + v.astype('<f4').tobytes() + b'\n' for w, v in zip(words, vecs))
+  else:
+    body = b''.join(w + b' ' + ' '.join(repr(float(x)) for x in v).encode() + b'\n'
+                    for w, v in zip(words, vecs))
+  path = _write(tmp_path, 'cut.bin', b'4 2\n' + body)
+  with pytest.raises(DataError, match=r"cut\.bin.*(row 2|:3: row 2).*not UTF-8.*"
+                                      r"unicode_errors='replace' or 'ignore'"):
+    load_word2vec(path, binary=binary)
+  for errors in ('replace', 'ignore'):
+    got_words, got = load_vectors(path, 'word2vec_binary' if binary else 'word2vec',
+                                  unicode_errors=errors)
+    kv = KeyedVectors.load_word2vec_format(path, binary=binary, unicode_errors=errors)
+    assert got_words == list(kv.index_to_key) and got_words[3] == 'na\u00efve'
+    np.testing.assert_array_equal(got, kv.vectors)
+  src = sources.load('word2vec', path, binary=binary, unicode_errors='replace')
+  assert src.vocab[1] == 'caf\ufffd'
+  with pytest.raises(ConfigError, match=r"config\.init\.unicode_errors must be one of"):
+    sources.load('word2vec', path, binary=binary, unicode_errors='skip')

@@ -125,6 +125,7 @@ class ClassificationTask(Task):
     self.num_classes = len(self.splits['train'].label_names)
     p = config.init
     self.source = sources.load(p.kind, p.path, binary=p.get('binary', False),
+                               unicode_errors=p.get('unicode_errors', 'strict'),
                                field='init.path')
     m = config.model
     if m.type == 'bag_of_embeddings':

@@ -76,6 +76,7 @@ class DannSetup:
     self.tgt_inputs = {k: (*enc(v.texts, m.max_tokens), v.labels)
                        for k, v in self.target.items()}
     src = sources.load('word2vec', config.init.path, binary=config.init.binary,
+                       unicode_errors=config.init.get('unicode_errors', 'strict'),
                        field='init.path')
     self.pretrained = src.params
     self.remap = {'backbone/embed/embedding': (src.vocab, self.vocab, src.subword)}

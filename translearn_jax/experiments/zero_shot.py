@@ -53,7 +53,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rows = [accuracy_row('majority class', np.full_like(labels, majority), labels)]
   kind = config.init.kind
   if kind == 'word2vec':
-    src = sources.load('word2vec', config.init.path, binary=config.init.binary)
+    src = sources.load('word2vec', config.init.path, binary=config.init.binary,
+                       unicode_errors=config.init.get('unicode_errors', 'strict'))
     desc = zs.parse_label_map(config.zero_shot.descriptions, label_names,
                               'zero_shot.descriptions')
     pred, unknown = zs.embedding_predict(texts, desc, src.vocab, src.params['embedding'],

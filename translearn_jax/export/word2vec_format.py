@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from translearn_jax.data import readers
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 
 FORMATS = ('auto', 'word2vec', 'fasttext', 'glove', 'word2vec_binary', 'fasttext_bin')
 FASTTEXT_MAGIC = 793712314            # the first int32 of a fastText .bin model
@@ -75,8 +75,8 @@ def save_word2vec(path: str, words: Sequence[str], vectors: np.ndarray,
       os.remove(tmp)
 
 
-def load_word2vec(path: str, binary: bool = False, option: str = 'binary'
-                  ) -> tuple[list[str], np.ndarray]:
+def load_word2vec(path: str, binary: bool = False, option: str = 'binary',
+                  unicode_errors: str = 'strict') -> tuple[list[str], np.ndarray]:
   """The words and float32 vectors of a word2vec text or binary file.
 
   Strict: the header must be two positive integers; a text row must be a word
@@ -86,12 +86,13 @@ def load_word2vec(path: str, binary: bool = False, option: str = 'binary'
   the message says to flip `option` (the setting that chose `binary`, e.g.
   'config.init.binary'). Every row is returned, repeated words included.
   """
-  words, vecs, _ = _read(path, 'word2vec_binary' if binary else 'word2vec', option)
+  words, vecs, _ = _read(path, 'word2vec_binary' if binary else 'word2vec', option,
+                         unicode_errors)
   return words, vecs
 
 
-def load_vectors(path: str, format: str = 'auto', option: str = 'binary'
-                 ) -> tuple[list[str], np.ndarray]:
+def load_vectors(path: str, format: str = 'auto', option: str = 'binary',
+                 unicode_errors: str = 'strict') -> tuple[list[str], np.ndarray]:
   """The words and float32 vectors of a word-vectors file in one of `FORMATS`.
 
   'word2vec' (text; 'fasttext' names the same format) and 'word2vec_binary'
@@ -109,13 +110,19 @@ def load_vectors(path: str, format: str = 'auto', option: str = 'binary'
   released files have repeated words, e.g. fastText's cc.ja.300.vec before
   its 2018 fix, and a garbled entry of a GloVe release); later rows are
   dropped with a warning naming the first repeat's line.
+
+  `unicode_errors` ('strict', 'replace', 'ignore'; gensim's option of that name): how a
+  word that is not UTF-8 decodes. 'strict' raises naming the row; word2vec.c's own output
+  can hold such words (it cuts words at 100 bytes, inside a character).
   """
   if format not in FORMATS:
     raise ValueError(f'vector file format must be one of {FORMATS}, got {format!r}')
   if is_fasttext_bin(path) or format == 'fasttext_bin':
     kv = load_fasttext_model(path)
     return list(kv.index_to_key), np.asarray(kv.vectors, np.float32)
-  words, vecs, first_line = _read(path, format, option)
+  if unicode_errors not in UNICODE_ERRORS:
+    raise ConfigError(f'unicode_errors must be one of {UNICODE_ERRORS}, got {unicode_errors!r}')
+  words, vecs, first_line = _read(path, format, option, unicode_errors)
   if len(set(words)) == len(words):
     return words, vecs
   first = {}
@@ -255,16 +262,17 @@ def _with_buffer(path, fn):
         pass
 
 
-def _read(path, fmt, option):
-  """(words, vectors, line number of row 1 or None for binary) of `path` read as `fmt`."""
-  return _with_buffer(path, lambda buf: _load(path, buf, fmt, option))
+def _read(path, fmt, option, errors='strict'):
+  """(words, vectors, line number of row 1 or None for binary) of `path` read as `fmt`;
+  `errors`: how words that are not UTF-8 decode ('strict' raises naming the row)."""
+  return _with_buffer(path, lambda buf: _load(path, buf, fmt, option, errors))
 
 
-def _load(path, buf, fmt, option):
+def _load(path, buf, fmt, option, errors='strict'):
   if fmt == 'auto':
     fmt = _detect(path, buf)
   if fmt == 'glove':
-    return _load_glove(path, buf)
+    return _load_glove(path, buf, errors)
   binary = fmt == 'word2vec_binary'
   count, dim, start = _header(path, buf)
   if binary and _first_row_is_text(buf, start, dim):
@@ -272,10 +280,10 @@ def _load(path, buf, fmt, option):
                     f'this looks like a text word2vec file; set {option}=False')
   parse, other = (_parse_binary, _parse_text) if binary else (_parse_text, _parse_binary)
   try:
-    words, vecs = parse(path, buf, start, count, dim)
+    words, vecs = parse(path, buf, start, count, dim, errors)
   except DataError as e:
     try:
-      other(path, buf, start, count, dim)
+      other(path, buf, start, count, dim, errors)
     except DataError:
       raise e from None
     kind = 'text' if binary else 'binary'
@@ -333,7 +341,7 @@ def _detect(path, buf) -> str:
                   f'word and numbers (GloVe): {line[:60].decode("utf-8", "replace")!r}')
 
 
-def _load_glove(path, buf):
+def _load_glove(path, buf, errors='strict'):
   line = _first_line(path, buf)
   fields = line.split(b' ')
   if _is_header(fields):
@@ -343,7 +351,8 @@ def _load_glove(path, buf):
   if not dim:
     raise DataError(f'{path}:1: expected a word and numbers (GloVe), got '
                     f'{line[:60].decode("utf-8", "replace")!r}')
-  words, vecs, _ = _parse_rows(path, buf, _start(buf), dim, first_line=1, glove=True)
+  words, vecs, _ = _parse_rows(path, buf, _start(buf), dim, first_line=1, glove=True,
+                               errors=errors)
   return words, vecs, 1
 
 
@@ -376,13 +385,19 @@ def _first_row_is_text(buf, start: int, dim: int) -> bool:
   return True
 
 
+UNICODE_ERRORS = ('strict', 'replace', 'ignore')
+# word2vec.c cuts words at 100 bytes, which can split a character: gensim's
+# `unicode_errors` option, here too
+_UNICODE_HINT = (" (word2vec.c cuts long words inside a character; unicode_errors='replace' "
+                 "or 'ignore' reads such files, as gensim's option does)")
 _F32_MAX = float(np.finfo(np.float32).max)
 _BLOCK = 1 << 22                 # bytes of text rows parsed by one np.fromstring
 _SPACE = b' \t\n\r\x0b\x0c'
 
 
-def _parse_text(path, buf, pos, count, dim):
-  words, vecs, more = _parse_rows(path, buf, pos, dim, first_line=2, limit=count)
+def _parse_text(path, buf, pos, count, dim, errors='strict'):
+  words, vecs, more = _parse_rows(path, buf, pos, dim, first_line=2, limit=count,
+                                  errors=errors)
   if len(words) < count:
     raise DataError(f'{path}:{len(words) + 2}: file ends after {len(words)} of the {count} '
                     'vectors its header announces')
@@ -391,7 +406,7 @@ def _parse_text(path, buf, pos, count, dim):
   return words, vecs
 
 
-def _parse_rows(path, buf, pos, dim, first_line, limit=None, glove=False):
+def _parse_rows(path, buf, pos, dim, first_line, limit=None, glove=False, errors='strict'):
   """Text rows `word v1 ... vD` from byte `pos`, up to `limit` rows.
 
   Returns (words, (n, dim) float32 vectors, whether text is left after row
@@ -413,7 +428,7 @@ def _parse_rows(path, buf, pos, dim, first_line, limit=None, glove=False):
     if limit is not None and n + len(lines) > limit:
       lines = lines[:limit - n]
       end = pos + sum(len(x) + 1 for x in lines) - 1
-    w, v = _parse_block(path, lines, dim, first_line + n, pos, glove)
+    w, v = _parse_block(path, lines, dim, first_line + n, pos, glove, errors)
     words += w
     blocks.append(v)
     n += len(lines)
@@ -423,7 +438,7 @@ def _parse_rows(path, buf, pos, dim, first_line, limit=None, glove=False):
   return words, vecs, pos < size
 
 
-def _parse_block(path, lines, dim, line_no, offset, glove):
+def _parse_block(path, lines, dim, line_no, offset, glove, errors='strict'):
   """The rows `lines` (line `line_no` first, at byte `offset`), parsed in bulk."""
   rows = [x.rstrip() for x in lines]
   regular = [x.count(b' ') == dim for x in rows]
@@ -437,7 +452,7 @@ def _parse_block(path, lines, dim, line_no, offset, glove):
   if numbers[:1] == b' ' or any(s in numbers for s in (b'  ', b'\t', b'\r', b'\x0b', b'\x0c')):
     return _parse_slowly(path, lines, dim, line_no, offset, glove)
   try:
-    words = b'\n'.join([h[0] for h in heads]).decode('utf-8').split('\n') if heads else []
+    words = b'\n'.join([h[0] for h in heads]).decode('utf-8', errors).split('\n') if heads else []
     vals = np.fromstring(numbers, np.float32, sep=' ')
   except ValueError:  # UnicodeDecodeError included
     return _parse_slowly(path, lines, dim, line_no, offset, glove)
@@ -455,28 +470,28 @@ def _parse_block(path, lines, dim, line_no, offset, glove):
       out[i] = vals[k]
       k += 1
     else:
-      out_words.append(_parse_row(path, raw, out[i], line_no + i, offset, glove))
+      out_words.append(_parse_row(path, raw, out[i], line_no + i, offset, glove, errors))
     offset += len(raw) + 1
   return out_words, out
 
 
-def _parse_slowly(path, lines, dim, line_no, offset, glove):
+def _parse_slowly(path, lines, dim, line_no, offset, glove, errors='strict'):
   words, vecs = [], np.empty((len(lines), dim), np.float32)
   for i, raw in enumerate(lines):
-    words.append(_parse_row(path, raw, vecs[i], line_no + i, offset, glove))
+    words.append(_parse_row(path, raw, vecs[i], line_no + i, offset, glove, errors))
     offset += len(raw) + 1
   return words, vecs
 
 
-def _parse_row(path, raw, out, line_no, offset, glove):
+def _parse_row(path, raw, out, line_no, offset, glove, errors='strict'):
   """Parses one text row (bytes, line `line_no` at byte `offset`) into `out`; its word."""
   dim = len(out)
   row = '' if glove else f' (row {line_no - 1})'
   try:
-    line = raw.decode('utf-8')
+    line = raw.decode('utf-8', errors)
   except UnicodeDecodeError as e:
     raise DataError(f'{path}:{line_no}: {"line" if glove else f"row {line_no - 1}"} is not '
-                    f'UTF-8 text (byte {offset + e.start})') from None
+                    f'UTF-8 text (byte {offset + e.start}){_UNICODE_HINT}') from None
   parts = line.rstrip().split(' ')
   word, nums = parts[0], parts[1:]
   if glove and len(nums) > dim and word:
@@ -501,7 +516,7 @@ def _parse_row(path, raw, out, line_no, offset, glove):
   return word
 
 
-def _parse_binary(path, buf, pos, count, dim):
+def _parse_binary(path, buf, pos, count, dim, errors='strict'):
   words, vecs = [], np.empty((count, dim), np.float32)
   size, width = len(buf), 4 * dim
   for i in range(count):
@@ -514,10 +529,10 @@ def _parse_binary(path, buf, pos, count, dim):
       raise DataError(f'{path}: row {i + 1} at byte {pos}: expected a word and a space, got '
                       f'{raw[:40]!r}')
     try:
-      word = raw.decode('utf-8')
+      word = raw.decode('utf-8', errors)
     except UnicodeDecodeError:
       raise DataError(f'{path}: row {i + 1} at byte {pos}: word {raw[:40]!r} is not UTF-8'
-                      ) from None
+                      f'{_UNICODE_HINT}') from None
     pos = sp + 1
     if pos + width > size:
       raise DataError(f'{path}: row {i + 1} ({word!r}): file ends {pos + width - size} bytes '

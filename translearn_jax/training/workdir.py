@@ -170,6 +170,7 @@ ADDED_FIELDS = {
     'data.header': 'auto',              # classification: TSV/CSV by column number, header?
     'tokenizer.normalization': 'nmt_nfkc',  # seq2seq: sentencepiece's default normalization
     'data.truncate_source': False,      #   and long training pairs dropped, not cut
+    'init.unicode_errors': 'strict',    # word-vector files: words must be UTF-8
 }
 
 

@@ -34,8 +34,8 @@ import numpy as np
 from translearn_jax.data.tokenizer import Tokenizer, load_tokenizer
 from translearn_jax.data.vocab import Vocabulary
 from translearn_jax.errors import ConfigError, DataError
-from translearn_jax.export.word2vec_format import (is_fasttext_bin, load_fasttext_model,
-                                                    load_vectors)
+from translearn_jax.export.word2vec_format import (UNICODE_ERRORS, is_fasttext_bin,
+                                                    load_fasttext_model, load_vectors)
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
@@ -65,8 +65,8 @@ class Source:
     return self.kind in BACKBONE_KINDS
 
 
-def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.path'
-         ) -> Source:
+def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.path',
+         unicode_errors: str = 'strict') -> Source:
   if kind == 'none':
     return Source('none')
   if kind not in KINDS:
@@ -81,8 +81,12 @@ def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.
           if kv.bucket > 0 else None       # a model trained without n-grams has none
       return Source('word2vec', path, {'embedding': np.asarray(kv.vectors, np.float32)},
                     vocab=list(kv.index_to_key), subword=subword)
+    group = field.rsplit('.', 1)[0]
+    if unicode_errors not in UNICODE_ERRORS:
+      raise ConfigError(f'config.{group}.unicode_errors must be one of {UNICODE_ERRORS}, got '
+                        f'{unicode_errors!r}')
     words, vecs = load_vectors(path, 'word2vec_binary' if binary else 'auto',
-                               option=f'config.{field.rsplit(".", 1)[0]}.binary')
+                               option=f'config.{group}.binary', unicode_errors=unicode_errors)
     return Source('word2vec', path, {'embedding': vecs}, vocab=words)
   src = load_run(path, field=field)
   want = RUN_FAMILIES.get(kind)
