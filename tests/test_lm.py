@@ -313,6 +313,24 @@ def test_generation_never_emits_pieces_that_are_not_text():
   assert not set(hot[0, 2:].tolist()) & {1, 2, 10, 11}   # 0 only as padding after eos
 
 
+def test_runs_record_the_pieces_their_training_rows_hold(tiny_lm_run, tmp_path):
+  """piece_counts.npy of an LM and a masked-LM run: the counts of their training rows (what
+  a seq2seq graft reads to keep rows of never-seen pieces fresh)."""
+  from conftest import lm_config, mlm_config
+  from translearn_jax.pretraining import mlm
+  from translearn_jax.transfer import piece_counts
+  for run, family, make in ((tiny_lm_run, lm, lm_config), (str(tmp_path / 'mlm'), mlm, mlm_config)):
+    if family is mlm:
+      mlm.train_and_evaluate(mlm_config(**{'train.steps': 1}), run)
+    os.makedirs(tmp_path / 'again', exist_ok=True)
+    tok_path = os.path.join(run, 'tokenizer.model')
+    tok, train_rows, _, _ = family.load_data(make(**{'tokenizer.path': tok_path}),
+                                             str(tmp_path / 'again'))
+    counts = piece_counts.read(run, tok.vocab_size)
+    np.testing.assert_array_equal(counts, piece_counts.count(train_rows, tok.vocab_size))
+    assert counts.sum() == train_rows.size and 0 < (counts == 0).sum() < tok.vocab_size
+
+
 def test_sample_from_run_and_prompt_errors(tiny_lm_run):
   from translearn_jax.generation.sample import load_run
   config, tok, mcfg, params = load_run(tiny_lm_run)

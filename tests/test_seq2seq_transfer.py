@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import s2s_config
-from translearn_jax.errors import ConfigError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import encoder as encoder_lib
 from translearn_jax.models import seq2seq as s2s
 from translearn_jax.models import transformer_lm
@@ -48,6 +48,43 @@ def test_lm_into_the_decoder_lands_the_right_leaves_and_creates_cross_attention(
   assert not any(p.startswith('decoder_block') and 'cross' not in p for p in created)
   for p in created:      # created leaves keep their initialisation
     np.testing.assert_array_equal(got[p], init[p], err_msg=p)
+
+
+def test_rows_the_lm_never_saw_stay_fresh_and_are_reported(tmp_path):
+  """An LM's piece_counts.npy: rows of pieces it never trained on (a German LM's English-only
+  pieces in a joint vocabulary) keep the seq2seq model's fresh rows, seen rows are grafted;
+  the report counts them; a source without counts is grafted whole."""
+  from translearn_jax.transfer import piece_counts
+  lm_cfg = transformer_lm.TransformerConfig(vocab_size=64, d_model=32, num_heads=4, num_layers=1,
+                                            d_ff=64, max_len=16, positions='learned')
+  lm = nn.unbox(transformer_lm.TransformerLM(lm_cfg).init(
+      jax.random.key(1), jnp.zeros((1, 8), jnp.int32))['params'])
+  cfg = s2s.Seq2SeqConfig(vocab_size=64, d_model=32, num_heads=4, d_ff=64, encoder_layers=1,
+                          decoder_layers=1, max_len=16)
+  fresh = nn.unbox(s2s.Seq2Seq(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32),
+                                         jnp.zeros((1, 8), jnp.int32))['params'])
+  rows = np.random.default_rng(0).integers(0, 40, (50, 9))      # ids 40..63 never occur
+  counts = piece_counts.count(rows, 64)
+  assert counts.sum() == rows.size and (counts[40:] == 0).all()
+  piece_counts.write(str(tmp_path), counts)
+  np.testing.assert_array_equal(piece_counts.read(str(tmp_path), 64), counts)
+  with pytest.raises(DataError, match=r'piece_counts\.npy: expected 65 integer counts'):
+    piece_counts.read(str(tmp_path), 65)
+  unseen = piece_counts.unseen_rows(counts)
+  for path, want_fresh in ((str(tmp_path), unseen), (str(tmp_path / 'no_counts'), [])):
+    src = Source('lm', path, lm, model_config=lm_cfg)
+    out, report = graft_lib.graft(fresh, lm, graft_lib.parse_rules(graft_lib.seq2seq_rules('lm')))
+    out = seq2seq.keep_unseen_rows_fresh(src, out, graft_lib.flatten(fresh), report)
+    got = np.asarray(graft_lib.flatten(out)['embed/embedding'])
+    lm_rows, init_rows = np.asarray(lm['embed']['embedding']), np.asarray(fresh['embed']['embedding'])
+    seen = np.setdiff1d(np.arange(64), want_fresh)
+    np.testing.assert_array_equal(got[seen], lm_rows[seen])
+    np.testing.assert_array_equal(got[want_fresh], init_rows[want_fresh])
+    assert report.unseen_rows == ({'embed/embedding': {
+        'rows': len(unseen), 'vocab': 64, 'counts': os.path.join(path, 'piece_counts.npy')}}
+        if len(want_fresh) else {})
+    assert (f'embed/embedding: {len(unseen)}/64 rows of pieces the source never saw'
+            in report.summary()) == bool(len(want_fresh))
 
 
 def bert_like_source():

@@ -48,7 +48,7 @@ from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, Run
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, abstract_params, init_train_state
-from translearn_jax.transfer import sources
+from translearn_jax.transfer import piece_counts, sources
 
 DTYPES = lm_models.DTYPES
 
@@ -429,6 +429,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                         t.batch_size))
   else:
     tok, train_rows, valid_rows, stats, mesh = build(config, workdir)
+    if jax.process_index() == 0:       # which pieces training saw (for grafts: piece_counts)
+      piece_counts.write(workdir, piece_counts.count(train_rows, tok.vocab_size))
     row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
     stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs,
                       config.seed, row_start, row_stop)

@@ -49,6 +49,7 @@ from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every
+from translearn_jax.transfer import piece_counts
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, abstract_params, init_train_state
 
@@ -225,6 +226,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                                    row_stop)
   else:
     tok, train_rows, valid_rows, stats = load_data(config, workdir)
+    if jax.process_index() == 0:       # which pieces training saw (for grafts: piece_counts)
+      piece_counts.write(workdir, piece_counts.count(train_rows, tok.vocab_size))
     stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs, config.seed,
                       row_start, row_stop)
   total_steps = min(stream.total_steps, t.steps) if t.steps else stream.total_steps

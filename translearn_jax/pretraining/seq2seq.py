@@ -58,7 +58,7 @@ from translearn_jax.training.loop import Every, Run
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState, abstract_params, init_train_state
 from translearn_jax.transfer import graft as graft_lib
-from translearn_jax.transfer import sources, strategies
+from translearn_jax.transfer import piece_counts, sources, strategies
 
 
 def model_config(config, vocab_size, deterministic=True, decode=False) -> s2s.Seq2SeqConfig:
@@ -158,6 +158,36 @@ def source_leaves(src, target_rows: int):
   return graft_lib.unflatten(flat)
 
 
+def keep_unseen_rows_fresh(src, params, fresh: dict, report):
+  """`params` with the rows of grafted embedding tables whose pieces the LM / masked-LM
+  source never saw in training (its `piece_counts.npy`) put back to their fresh values:
+  such rows only ever moved as softmax negatives and all point one way (see
+  `transfer.piece_counts`), so a model that reads those pieces (the encoder of a
+  translation model sharing the embedding) would get one vector for all of them. A source
+  without counts (an imported checkpoint, an older run) is grafted whole."""
+  if src.kind not in ('lm', 'mlm'):
+    return params
+  emb = [(s, t) for s, t, _ in report.grafted if s == 'embed/embedding']   # token embeddings
+  if not emb:
+    return params
+  counts = piece_counts.read(src.path, len(src.params['embed']['embedding']))
+  if counts is None:
+    info('init: %s has no %s (a run from before piece counts were kept, or an import): '
+         'every embedding row is grafted', src.path, piece_counts.FILE)
+    return params
+  ids = piece_counts.unseen_rows(counts)
+  if not len(ids):
+    return params
+  flat = graft_lib.flatten(params)
+  for _, target in emb:
+    table = np.array(flat[target])
+    table[ids] = np.asarray(fresh[target])[ids]
+    flat[target] = table
+    report.unseen_rows[target] = {'rows': int(len(ids)), 'vocab': int(len(counts)),
+                                  'counts': os.path.join(src.path, piece_counts.FILE)}
+  return graft_lib.unflatten(flat)
+
+
 def init_from_source(src, state: TrainState, config, workdir: str) -> TrainState:
   """`state` with `src`'s leaves grafted by `config.init.rules` (a part preset or rule text of
   `graft.seq2seq_rules`); the report is printed and saved as `workdir/graft_report.json`."""
@@ -165,7 +195,9 @@ def init_from_source(src, state: TrainState, config, workdir: str) -> TrainState
   params = jax.device_get(state.params)
   rows = graft_lib.flatten(params).get('encoder_pos_embed')
   leaves = source_leaves(src, 0 if rows is None else len(rows))
+  fresh = graft_lib.flatten(params)
   params, report = graft_lib.graft(params, leaves, graft_lib.parse_rules(spec))
+  params = keep_unseen_rows_fresh(src, params, fresh, report)
   if jax.process_index() == 0:
     info('%s', report.summary())
     report.save(os.path.join(workdir, 'graft_report.json'))

@@ -51,6 +51,7 @@ class GraftReport:
   dropped: list = dataclasses.field(default_factory=list)      # source leaves left out by rule
   remapped: dict = dataclasses.field(default_factory=dict)     # target -> remap stats
   frozen: list = dataclasses.field(default_factory=list)       # filled by the strategy
+  unseen_rows: dict = dataclasses.field(default_factory=dict)  # target -> rows kept at init
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -64,6 +65,9 @@ class GraftReport:
       folded = f' ({st["found_folded"]} by case-folded match)' if st.get('found_folded') else ''
       lines.append(f'  {tgt}: vocabulary remap {st["found"]}/{st["target_rows"]} rows from '
                    f'the source{folded}, {st["missing"]} initialised ({st["init"]})')
+    for tgt, st in self.unseen_rows.items():
+      lines.append(f'  {tgt}: {st["rows"]}/{st["vocab"]} rows of pieces the source never saw '
+                   f'in training kept at init ({st["counts"]})')
     for rule in self.unmatched_rules:
       lines.append(f'  rule matched nothing: {rule}')
     if self.created:
