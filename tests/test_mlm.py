@@ -1,6 +1,7 @@
 """Masked-LM encoders: masking, packing, architecture, training, resume, transfer into tasks."""
 
 import json
+import os
 
 import flax.linen as nn
 import jax
@@ -68,6 +69,30 @@ def test_whole_word_masking_takes_every_piece_of_a_word():
   assert (sel[:, 6] == sel[:, 7]).all()
   assert abs(sel[:, 2].mean() - 0.3) < 0.03 and not sel[:, 8].any()
   assert (sel[:, 1] != sel[:, 2]).any()                 # words are drawn independently
+
+
+def test_whole_word_masking_on_scripts_without_spaces_masks_characters(tmp_path):
+  """In Chinese, Japanese or Thai text a sentencepiece 'word' (from '▁' to '▁') is a whole
+  sentence: each character of those scripts starts a word of its own, as Google's Chinese
+  BERT masks; sentencepiece/Metaspace and byte-level (GPT-2) pieces alike."""
+  from tokenizers import Tokenizer as HFTok, decoders, models, pre_tokenizers, trainers
+  from translearn_jax.data.hf_tokenizer import HFTokenizer
+  pieces = ['<pad>', '\u2581今天', '天气', '很', '\u2581ok', 'ay', 'ภาษา', 'カタ', '\u2581']
+  assert masking.word_start_table(pieces, [0]).tolist() == [True, True, True, True, True,
+                                                            False, True, True, True]
+  bpe = HFTok(models.BPE())
+  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  bpe.decoder = decoders.ByteLevel()
+  bpe.train_from_iterator(['今天天气很好 the weather is good', '我们去公园 we go to the park'] * 20,
+                          trainers.BpeTrainer(vocab_size=300, special_tokens=['<pad>', '</s>'],
+                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  bpe.save(str(tmp_path / 'tokenizer.json'))
+  tok = HFTokenizer.load(str(tmp_path / 'tokenizer.json'))
+  flags = tok.word_start_flags()
+  han = [i for i in tok.encode('今天天气很好') if '\u4e00' <= tok.decode([i])[:1] <= '\u9fff']
+  assert han and flags[han].all()           # each piece opening a Han character
+  weather = tok.encode(' weathering')
+  assert flags[weather].tolist() == [True] + [False] * (len(weather) - 1)
 
 
 def test_selection_beyond_the_slots_is_neither_scored_nor_corrupted():

@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from translearn_jax.data import readers
+from translearn_jax.data.masking import starts_unspaced
 from translearn_jax.errors import DataError
 
 ROLES = ('bos', 'eos', 'unk', 'pad', 'cls', 'sep', 'mask')
@@ -78,6 +79,33 @@ def _template_specials(post: Optional[dict]) -> dict[str, str]:
     return out
   return {}
 
+
+
+def _byte_unicode_table() -> dict[str, int]:
+  """GPT-2's byte-level alphabet, character -> byte (the inverse of its `bytes_to_unicode`:
+  printable Latin-1 bytes stand for themselves, the others for chr(256 + k))."""
+  keep = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('\xa1'), ord('\xac') + 1))
+          + list(range(ord('\xae'), ord('\xff') + 1)))
+  out, k = {}, 0
+  for b in range(256):
+    if b in keep:
+      out[chr(b)] = b
+    else:
+      out[chr(256 + k)] = b
+      k += 1
+  return out
+
+
+_BYTE_OF = _byte_unicode_table()
+
+
+def _byte_piece_text(piece: str) -> str:
+  """The text a byte-level piece stands for, '' when it does not begin on a character
+  boundary (a UTF-8 continuation byte first) or is not of that alphabet."""
+  raw = bytes(_BYTE_OF[c] for c in piece if c in _BYTE_OF)
+  if len(raw) != len(piece) or not raw or 0x80 <= raw[0] < 0xC0:
+    return ''
+  return raw.decode('utf-8', errors='ignore')
 
 class HFTokenizer:
   """A `tokenizers.Tokenizer` loaded from `tokenizer.json`, with its special-token roles."""
@@ -179,8 +207,12 @@ class HFTokenizer:
       flags = np.array([not p.startswith(prefix) for p in pieces], bool)
     elif self._byte_level():
       flags = np.array([p.startswith('\u0120') for p in pieces], bool)   # 'Ġ': a space byte
+      text = [_byte_piece_text(p) for p in pieces]
+      flags |= np.array([starts_unspaced(t) for t in text], bool)
     else:
       flags = np.array([p.startswith('\u2581') for p in pieces], bool)   # Metaspace '▁'
+    # a character of a script written without spaces starts a word of its own
+    flags |= np.array([starts_unspaced(p) for p in pieces], bool)
     flags[self.special_ids()] = True
     return flags
 

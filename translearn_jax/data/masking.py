@@ -26,6 +26,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import regex
 
 
 def special_table(vocab_size: int, special_ids) -> np.ndarray:
@@ -34,9 +35,23 @@ def special_table(vocab_size: int, special_ids) -> np.ndarray:
   return table
 
 
+# scripts written without spaces between words: each character is a word of its own for
+# whole-word masking (as Google's Chinese BERT masks characters), or a whole sentence would
+# be one "word"
+UNSPACED = regex.compile(r'[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}'
+                         r'\p{Myanmar}\p{Tibetan}]')
+
+
+def starts_unspaced(text: str) -> bool:
+  """Whether `text` (a piece without its word-boundary mark) begins with a character of a
+  script written without spaces."""
+  return bool(text) and UNSPACED.match(text) is not None
+
+
 def word_start_table(pieces, special_ids) -> np.ndarray:
-  """True for pieces that begin a word (sentencepiece '▁' prefix) and for special pieces."""
-  table = np.array([p.startswith('\u2581') for p in pieces], bool)
+  """True for pieces that begin a word (sentencepiece '▁' prefix, or a character of a script
+  written without spaces) and for special pieces."""
+  table = np.array([p.startswith('\u2581') or starts_unspaced(p) for p in pieces], bool)
   table[np.asarray(list(special_ids), np.int64)] = True
   return table
 
