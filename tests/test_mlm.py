@@ -1,7 +1,6 @@
 """Masked-LM encoders: masking, packing, architecture, training, resume, transfer into tasks."""
 
 import json
-import os
 
 import flax.linen as nn
 import jax
