@@ -47,6 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.tokenizer.vocab_size = 8000
   config.tokenizer.model_type = 'unigram'
   config.tokenizer.normalization = 'nmt_nfkc'  # sentencepiece's; 'identity' keeps every character
+  config.tokenizer.source_lang = ''      # an imported mBART's language codes (en_XX, ro_RO):
+  config.tokenizer.target_lang = ''      #   framing and where decoding starts, as transformers'
                                          #   (full-width CJK punctuation, no-break spaces)
 
   config.model = ml_collections.ConfigDict()

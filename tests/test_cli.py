@@ -173,7 +173,8 @@ def test_convert_and_sample_delegate(tmp_path):
 @pytest.mark.parametrize('command,flags', [
     ('predict', ['--batch_size', '--format', '--text_field', '--header', '--output_format',
                  '--no_progress']),
-    ('translate', ['--beam', '--length_penalty', '--batch_size', '--max_len', '--no_progress'])])
+    ('translate', ['--beam', '--length_penalty', '--batch_size', '--max_len', '--source_lang',
+                   '--target_lang', '--no_progress'])])
 def test_serving_commands_parse_their_flags(command, flags, capsys):
   with pytest.raises(SystemExit) as e:
     cli.main([command, '--help'])

@@ -14,6 +14,7 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -351,3 +352,94 @@ def test_fine_tuning_an_imported_bart_takes_its_ids_and_framing(hf_s2s):
   c.model.pad_id = 0
   with pytest.raises(ConfigError, match=r'config\.model\.pad_id=0, but the source .* uses 1'):
     seq2seq.init_source(c)
+
+
+@pytest.mark.parametrize('style', ['mbart', 'mbart50'])
+def test_mbart_language_codes_frame_and_start_decoding_as_transformers(tmp_path, style):
+  """mBART's tokenizer frames `text </s> en_XX` (mBART-50: `en_XX text </s>`).
+  `tokenizer.source_lang`/`target_lang` put the codes where transformers' `src_lang`/
+  `tgt_lang` put them; training's decoder input is transformers' `shift_tokens_right` of the
+  labels; decoding starts from the code (mBART) or from </s> with the code forced first
+  (mBART-50), so greedy output equals `generate` with those settings."""
+  from configs import seq2seq_multi30k
+  from tokenizers import processors
+  from translearn_jax import serving
+  from translearn_jax.errors import ConfigError
+  from translearn_jax.pretraining import seq2seq
+  from transformers.models.mbart.modeling_mbart import shift_tokens_right
+  d = str(tmp_path / 'hf')
+  tk = byte_bpe(SPECIALS + ['en_XX', 'ro_RO', 'de_DE'])
+  ids = {t: tk.token_to_id(t) for t in ('</s>', 'en_XX', 'ro_RO')}
+  single = '$A </s> en_XX' if style == 'mbart' else 'en_XX $A </s>'
+  tk.post_processor = processors.TemplateProcessing(
+      single=single, pair=single.replace('$A', '$A $B'),
+      special_tokens=[('</s>', ids['</s>']), ('en_XX', ids['en_XX'])])
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>',
+                                    unk_token='<unk>', pad_token='<pad>',
+                                    additional_special_tokens=['en_XX', 'ro_RO', 'de_DE'])
+  cfg = tf.MBartConfig(vocab_size=tk.get_vocab_size(), d_model=32, encoder_layers=1,
+                       decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+                       encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=40,
+                       scale_embedding=True, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                       decoder_start_token_id=2, forced_eos_token_id=None)
+  model = randomize(tf.MBartForConditionalGeneration(cfg), seed=3)
+  model.save_pretrained(d)
+  fast.save_pretrained(d)
+  run = str(tmp_path / 'run')
+  convert.import_hf(d, run)
+  c = seq2seq_multi30k.get_config()
+  c.init.kind, c.init.path = 'seq2seq', run
+  m = sources.load('seq2seq', run).model_config
+  for f in ('d_model', 'num_heads', 'd_ff', 'encoder_layers', 'decoder_layers', 'norm',
+            'activation', 'layer_norm_eps', 'positions', 'position_offset', 'scale_embedding',
+            'embed_ln', 'final_logits_bias', 'share_embeddings'):
+    c.model[f] = getattr(m, f)
+  c.max_source_len = c.max_target_len = 16
+  c.tokenizer.source_lang, c.tokenizer.target_lang = 'en_XX', 'ro_RO'
+  bad = ml_collections.ConfigDict(c.to_dict())
+  bad.tokenizer.target_lang = 'xx_YY'
+  src = seq2seq.init_source(c)
+  tok = src.tokenizer
+  rows, _ = seq2seq.encode_pairs(tok, [(TEXTS[0], TARGETS[0])], 16, 16, filter_long=True,
+                                 start_id=c.model.decoder_start_id, source_lang='en_XX',
+                                 target_lang='ro_RO')
+  s, tin, tout = (x.tolist() for x in seq2seq.split_rows(rows[0], 16, 16))
+  src_ids, tgt_ids = tok.encode(TEXTS[0]), tok.encode(TARGETS[0])
+  if style == 'mbart':     # MBartTokenizer: suffix [eos, lang] for sources and targets
+    want_src, labels = src_ids + [2, ids['en_XX']], tgt_ids + [2, ids['ro_RO']]
+    assert (c.model.decoder_start_id, c.model.get('forced_bos_id', -1)) == (ids['ro_RO'], -1)
+  else:                    # MBart50Tokenizer: prefix [lang], suffix [eos]
+    want_src, labels = [ids['en_XX']] + src_ids + [2], [ids['ro_RO']] + tgt_ids + [2]
+    assert (c.model.decoder_start_id, c.model.forced_bos_id) == (2, ids['ro_RO'])
+  assert s[:len(want_src)] == want_src and tout[:len(labels)] == labels
+  shifted = shift_tokens_right(torch.tensor([labels]), 1)[0].tolist()
+  assert tin[:len(labels)] == shifted
+  # cut to the length limit, the frame's closing ids stay (mBART's `</s> en_XX`)
+  long_rows, _ = seq2seq.encode_pairs(tok, [(TEXTS[1] * 3, 'x')], 8, 16, filter_long=False,
+                                      source_lang='en_XX', target_lang='ro_RO')
+  assert long_rows[0, 6:8].tolist() == ([2, ids['en_XX']] if style == 'mbart' else
+                                        tok.encode(TEXTS[1] * 3)[5:6] + [2])
+  # greedy decoding of the run's model config = generate with tgt_lang's settings
+  run_cfg = seq2seq.model_config(c, tok.vocab_size)
+  cfg_run = src.model_config.replace(decoder_start_id=run_cfg.decoder_start_id,
+                                     forced_bos_id=run_cfg.forced_bos_id, decode=True)
+  source = dec.encode_sources(tok, TEXTS, 16, 'en_XX')
+  ours = np.asarray(dec.greedy(s2s.Seq2Seq(cfg_run), src.params, jnp.asarray(source), 10))
+  kw = ({'decoder_start_token_id': ids['ro_RO']} if style == 'mbart' else
+        {'decoder_start_token_id': 2, 'forced_bos_token_id': ids['ro_RO']})
+  with torch.no_grad():
+    ref = model.generate(input_ids=torch.tensor(source, dtype=torch.long),
+                         attention_mask=torch.tensor((source != 1).astype(np.int64)),
+                         max_new_tokens=10, num_beams=1, do_sample=False, **kw).numpy()[:, 1:]
+  np.testing.assert_array_equal(ours[:, :ref.shape[1]], ref)
+  if style == 'mbart50':
+    assert (ours[:, 0] == ids['ro_RO']).all()
+  # translate on the imported run with the same codes writes the same text
+  (tmp_path / 'in.txt').write_text('\n'.join(TEXTS) + '\n', encoding='utf-8')
+  serving.translate_file(run, str(tmp_path / 'in.txt'), str(tmp_path / 'out.txt'), beam=1,
+                         max_len=10, source_lang='en_XX', target_lang='ro_RO')
+  assert (tmp_path / 'out.txt').read_text(encoding='utf-8').splitlines() == [
+      fast.decode(r, skip_special_tokens=True) for r in ref]
+  with pytest.raises(ConfigError, match=r"config\.tokenizer\.target_lang='xx_YY' is not a token "
+                                        r".*its language codes: en_XX, ro_RO, de_DE"):
+    seq2seq.init_source(bad)

@@ -126,9 +126,13 @@ def _translate(argv: list[str]) -> int:
   p.add_argument('--beam', type=int, help='beam size (1: greedy)')
   p.add_argument('--length_penalty', type=float, help='beam length penalty alpha')
   p.add_argument('--max_len', type=int, help='most target tokens per output')
+  p.add_argument('--source_lang', help="a multilingual checkpoint's source language code "
+                 "(mBART: en_XX; default: the run's)")
+  p.add_argument('--target_lang', help="its target language code (mBART: ro_RO): where "
+                 "decoding starts, as transformers' tgt_lang / forced_bos_token_id")
   args = p.parse_args(argv)
   return _serve('translate_file', args, ('beam', 'length_penalty', 'batch_size', 'max_len',
-                                         'encoding'))
+                                         'encoding', 'source_lang', 'target_lang'))
 
 
 def _serve(function: str, args, options: tuple[str, ...]) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from typing import Optional, Sequence
 
@@ -37,13 +38,18 @@ import numpy as np
 
 from translearn_jax.data import readers
 from translearn_jax.data.masking import starts_unspaced
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 
 ROLES = ('bos', 'eos', 'unk', 'pad', 'cls', 'sep', 'mask')
 CONFIG_FILES = ('tokenizer_config.json', 'special_tokens_map.json')
 _USUAL = {'pad': ('[PAD]', '<pad>'), 'unk': ('[UNK]', '<unk>'), 'cls': ('[CLS]', '<s>'),
           'sep': ('[SEP]', '</s>'), 'mask': ('[MASK]', '<mask>'),
           'bos': ('<s>', '<|endoftext|>'), 'eos': ('</s>', '<|endoftext|>')}
+
+
+# language-code tokens of multilingual checkpoints: mBART's `en_XX`, NLLB's `eng_Latn`,
+# M2M100's `__en__`
+LANGUAGE_CODE = re.compile(r'^(?:__)?[a-z]{2,3}(?:_[A-Za-z]{2,4})?(?:__)?$')
 
 
 def _content(v) -> Optional[str]:
@@ -64,9 +70,11 @@ def _template_specials(post: Optional[dict]) -> dict[str, str]:
     toks = [p['SpecialToken']['id'] for p in single if 'SpecialToken' in p]
     seq_at = next((i for i, p in enumerate(single) if 'Sequence' in p), None)
     out = {}
-    if seq_at is not None:
-      before = [p['SpecialToken']['id'] for p in single[:seq_at] if 'SpecialToken' in p]
-      after = [p['SpecialToken']['id'] for p in single[seq_at + 1:] if 'SpecialToken' in p]
+    if seq_at is not None:     # a language code (mBART's `text </s> en_XX`) is neither
+      before = [p['SpecialToken']['id'] for p in single[:seq_at] if 'SpecialToken' in p
+                and not LANGUAGE_CODE.match(p['SpecialToken']['id'])]
+      after = [p['SpecialToken']['id'] for p in single[seq_at + 1:] if 'SpecialToken' in p
+               and not LANGUAGE_CODE.match(p['SpecialToken']['id'])]
       if before:
         out['cls'] = before[0]
       if after:
@@ -224,14 +232,60 @@ class HFTokenizer:
   def encode_batch(self, texts: Sequence[str], num_threads: int = 0) -> list[list[int]]:
     return [e.ids for e in self.tk.encode_batch(list(texts), add_special_tokens=False)]
 
-  def encode_batch_framed(self, texts: Sequence[str]) -> list[list[int]]:
+  def encode_batch_framed(self, texts: Sequence[str], lang: str = '',
+                          field: str = 'tokenizer.source_lang') -> list[list[int]]:
     """Ids of each text framed as the checkpoint's model reads a sequence: by the
     tokenizer's post-processor (BART: `<s> text </s>`, mBART: `text </s> en_XX`), or,
-    without one (Marian's), followed by `eos_id`."""
+    without one (Marian's), followed by `eos_id`. `lang`: a language-code token put in
+    the frame's language slot (`lang_slot`; mBART's `en_XX` → `ro_RO`, as transformers'
+    `src_lang`/`tgt_lang` do); `field` names the setting in errors."""
+    if lang:
+      prefix, suffix = self.frame()
+      where, i = self.lang_slot(field)
+      lid = self.tk.token_to_id(lang)
+      if lid is None:
+        raise ConfigError(f'config.{field}={lang!r} is not a token of {self.path} (its '
+                          f'language codes: {", ".join(self.language_codes()[:12]) or "none"})')
+      (prefix if where == 'prefix' else suffix)[i] = lid
+      return [prefix + ids + suffix for ids in self.encode_batch(texts)]
     if self.spec.get('post_processor'):
       return [e.ids for e in self.tk.encode_batch(list(texts), add_special_tokens=True)]
     eos = self.eos_id
     return [ids + [eos] for ids in self.encode_batch(texts)]
+
+  def frame(self) -> tuple[list[int], list[int]]:
+    """(ids before, ids after) a text framed as `encode_batch_framed` frames it."""
+    if not self.spec.get('post_processor'):
+      return [], [self.eos_id]
+    probe = 'a b c 1 2 3 the of'
+    bare = self.tk.encode(probe, add_special_tokens=False).ids
+    full = self.tk.encode(probe, add_special_tokens=True).ids
+    at = next((k for k in range(len(full) - len(bare) + 1) if full[k:k + len(bare)] == bare),
+              None)
+    if not bare or at is None:
+      raise DataError(f'{self.path}: cannot tell where its post-processor puts the text')
+    return full[:at], full[at + len(bare):]
+
+  def lang_slot(self, field: str = 'tokenizer.source_lang') -> tuple[str, int]:
+    """('prefix' | 'suffix', index) of the one frame token that is not a special role
+    (bos/eos/cls/sep/pad/unk/mask): mBART's language code (`text </s> en_XX`; mBART-50:
+    `en_XX text </s>`). A frame without exactly one such token is an error naming `field`."""
+    prefix, suffix = self.frame()
+    roles = set(self._ids.values())
+    slots = ([('prefix', i) for i, t in enumerate(prefix) if t not in roles]
+             + [('suffix', i) for i, t in enumerate(suffix) if t not in roles])
+    if len(slots) != 1:
+      shown = self.tk.decode(prefix, skip_special_tokens=False) + ' TEXT ' + \
+          self.tk.decode(suffix, skip_special_tokens=False)
+      raise ConfigError(f'config.{field}: {self.path} frames a text as {shown.strip()!r}, with '
+                        f'{len(slots)} language-code slots (a language code needs exactly one, '
+                        "as mBART's `TEXT </s> en_XX`)")
+    return slots[0]
+
+  def language_codes(self) -> list[str]:
+    """Added special tokens shaped like language codes (mBART's `en_XX`, NLLB's `eng_Latn`)."""
+    return [t.content for t in self.tk.get_added_tokens_decoder().values()
+            if t.special and LANGUAGE_CODE.match(t.content)]
 
   def encode_words(self, words: Sequence[str]) -> list[list[int]]:
     """The pieces of each word as inside running text (byte-level BPE: after a space)."""

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from translearn_jax.errors import ConfigError
+
 NEG = -1e9
 
 
@@ -42,11 +44,15 @@ def _cache(model, params, source, max_len):
 
 
 def _step(model, params, cache, encoded, src_mask, tok):
+  """Log-probabilities of the next token (the first step is the one given `encoded`)."""
   logits, mut = model.apply({'params': params, 'cache': cache}, encoded, src_mask, tok[:, None],
                             method='decode', mutable=['cache'])
   logits = logits[:, 0]
   if model.config.suppress_ids:                                 # never generated
     logits = logits.at[:, jnp.array(model.config.suppress_ids)].set(NEG)
+  forced = getattr(model.config, 'forced_bos_id', -1)
+  if encoded is not None and forced >= 0:     # mBART-50: the target language code first
+    logits = jnp.full_like(logits, NEG).at[:, forced].set(0.0)
   return jax.nn.log_softmax(logits), mut['cache']
 
 
@@ -157,30 +163,58 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
   return jnp.where(jnp.cumsum(eos, axis=1) - eos > 0, cfg.pad_id, best)
 
 
-def framed(tok, texts: Sequence[str]) -> tuple[list[list[int]], bool]:
-  """(ids of each text as a seq2seq model reads a source or writes a target, whether they
-  are framed): this project's tokenizer gives the pieces alone; a Hugging Face tokenizer
-  (an imported checkpoint) frames them as its model was trained (`encode_batch_framed`:
-  BART's `<s> text </s>`, Marian's `text </s>`)."""
+def framed(tok, texts: Sequence[str], lang: str = '', field: str = 'tokenizer.source_lang'
+           ) -> tuple[list[list[int]], int]:
+  """(ids of each text as a seq2seq model reads a source or writes a target, how many ids
+  close the frame): this project's tokenizer gives the pieces alone (0); a Hugging Face
+  tokenizer (an imported checkpoint) frames them as its model was trained
+  (`encode_batch_framed`: BART's `<s> text </s>`, Marian's `text </s>`, mBART's
+  `text </s> en_XX`, with `lang` in the language slot when given)."""
   if hasattr(tok, 'encode_batch_framed'):
-    return tok.encode_batch_framed(list(texts)), True
-  return tok.encode_batch(list(texts)), False
+    return tok.encode_batch_framed(list(texts), lang, field), max(1, len(tok.frame()[1]))
+  if lang:
+    raise ConfigError(f'config.{field}={lang!r}: language codes frame the texts of an '
+                      "imported multilingual checkpoint's tokenizer (mBART); this run's "
+                      'tokenizer has none')
+  return tok.encode_batch(list(texts)), 0
 
 
-def cut(ids: list, n: int, keep_last: bool) -> list:
-  """`ids` cut to `n`; with `keep_last` the final id (a frame's closing `</s>`) is kept."""
+def language_start(tok, lang: str, field: str = 'tokenizer.target_lang') -> dict:
+  """The model-config changes that make decoding write `lang` (a multilingual checkpoint's
+  target language code), as transformers' mBART does: a frame ending in the code (mBART's
+  `text </s> ro_RO`) starts the decoder from the code (its `shift_tokens_right` wraps the
+  last token round): {'decoder_start_id': code}; a frame starting with it (mBART-50's
+  `ro_RO text </s>`) keeps the checkpoint's start and forces the code as the first
+  token (`forced_bos_token_id`): {'forced_bos_id': code}. {} without `lang`."""
+  if not lang:
+    return {}
+  if not hasattr(tok, 'lang_slot'):
+    raise ConfigError(f"config.{field}={lang!r}: language codes frame the texts of an "
+                      "imported multilingual checkpoint's tokenizer (mBART); this "
+                      "tokenizer has none")
+  where, _ = tok.lang_slot(field)
+  tok.encode_batch_framed([''], lang, field)              # a known code, or an error
+  code = int(tok.piece_id(lang))
+  return {'decoder_start_id': code} if where == 'suffix' else {'forced_bos_id': code}
+
+
+def cut(ids: list, n: int, keep_last: int) -> list:
+  """`ids` cut to `n`, keeping its last `keep_last` ids (a frame's closing `</s>`, or
+  mBART's `</s> en_XX`)."""
   if len(ids) <= n:
     return ids
-  return ids[:n - 1] + ids[-1:] if keep_last and n > 1 else ids[:n]
+  k = int(keep_last)
+  return ids[:n - k] + ids[len(ids) - k:] if 0 < k < n else ids[:n]
 
 
-def encode_sources(tok, texts: Sequence[str], max_src: int) -> np.ndarray:
-  """(N, max_src) source ids of `texts` (`framed`; each cut to `max_src` pieces, a frame's
-  closing id kept), padded with the tokenizer's pad id; none is dropped."""
+def encode_sources(tok, texts: Sequence[str], max_src: int, lang: str = '') -> np.ndarray:
+  """(N, max_src) source ids of `texts` (`framed`, with the source language code `lang`;
+  each cut to `max_src` pieces, a frame's closing ids kept), padded with the tokenizer's
+  pad id; none is dropped."""
   rows = np.full((len(texts), max_src), tok.pad_id, np.int32)
-  ids_list, is_framed = framed(tok, texts) if len(texts) else ([], False)
+  ids_list, keep = framed(tok, texts, lang) if len(texts) else ([], 0)
   for r, ids in enumerate(ids_list):
-    ids = cut(ids, max_src, is_framed)
+    ids = cut(ids, max_src, keep)
     rows[r, :len(ids)] = ids
   return rows
 

@@ -86,7 +86,20 @@ def init_source(config):
                       "uses its source's tokenizer, which the grafted embeddings index)")
   check_architecture(src, model_config(config, src.tokenizer.vocab_size), init.path)
   take_source_ids(config, src)
+  take_language_codes(config, src.tokenizer)
   return src
+
+
+def take_language_codes(config, tok) -> None:
+  """Sets `model.decoder_start_id` or `model.forced_bos_id` for `tokenizer.target_lang`
+  (`seq2seq_decode.language_start`); a language code without an imported multilingual
+  tokenizer is an error naming the field."""
+  t = config.get('tokenizer') or {}
+  if t.get('source_lang') and not hasattr(tok, 'lang_slot'):
+    seq2seq_decode.framed(tok, [''], t.source_lang)       # the error naming the field
+  with config.unlocked():
+    for k, v in seq2seq_decode.language_start(tok, t.get('target_lang', '')).items():
+      config.model[k] = v
 
 
 SPECIAL_IDS = ('pad_id', 'eos_id', 'decoder_start_id', 'suppress_ids')
@@ -223,15 +236,20 @@ def get_tokenizer(config, pairs, workdir, src=None) -> Tokenizer:
 
 
 def encode_pairs(tok: Tokenizer, pairs, max_src: int, max_tgt: int, filter_long: bool,
-                 truncate_source: bool = False, start_id=None):
+                 truncate_source: bool = False, start_id=None, source_lang: str = '',
+                 target_lang: str = ''):
   """(rows (N, S + 2T), kept indices); rows = [src | start tgt | tgt], padded with the
   tokenizer's pad id, where tgt is the target's pieces and EOS (this project's tokenizer;
   `start_id` its BOS) or the target as an imported checkpoint frames it (`seq2seq_decode.
   framed`: BART's `<s> text </s>`; `start_id` its decoder start). `filter_long` drops
   pairs beyond the limits, except, with `truncate_source`, a long source, which is cut to
-  `max_src` pieces (summarisation: documents are cut, not dropped)."""
-  src, is_framed = seq2seq_decode.framed(tok, [p[0] for p in pairs])
-  tgt = seq2seq_decode.framed(tok, [p[1] for p in pairs])[0]
+  `max_src` pieces (summarisation: documents are cut, not dropped). `source_lang` /
+  `target_lang`: language codes put in the frames of a multilingual checkpoint's sources
+  and targets (mBART's `text </s> en_XX` / `text </s> ro_RO`, as transformers'
+  `src_lang` / `tgt_lang`)."""
+  src, is_framed = seq2seq_decode.framed(tok, [p[0] for p in pairs], source_lang)
+  tgt, tgt_keep = seq2seq_decode.framed(tok, [p[1] for p in pairs], target_lang,
+                                        'tokenizer.target_lang')
   if not is_framed:
     tgt = [t + [tok.eos_id] for t in tgt]
   start = tok.bos_id if start_id is None else start_id
@@ -243,7 +261,7 @@ def encode_pairs(tok: Tokenizer, pairs, max_src: int, max_tgt: int, filter_long:
   rows = np.full((len(keep), max_src + 2 * max_tgt), tok.pad_id, np.int32)
   for r, i in enumerate(keep):
     s = seq2seq_decode.cut(src[i], max_src, is_framed)
-    t = seq2seq_decode.cut(tgt[i], max_tgt, True)
+    t = seq2seq_decode.cut(tgt[i], max_tgt, tgt_keep or 1)
     rows[r, :len(s)] = s
     rows[r, max_src:max_src + len(t)] = [start] + t[:-1]
     rows[r, max_src + max_tgt:max_src + max_tgt + len(t)] = t
@@ -389,7 +407,8 @@ def micro_batches(batch: dict, accum: int) -> dict:
 
 def encode_sources(tok: Tokenizer, pairs, config) -> np.ndarray:
   """(N, max_source_len) padded source ids of evaluation pairs (none dropped)."""
-  return seq2seq_decode.encode_sources(tok, [p[0] for p in pairs], config.max_source_len)
+  return seq2seq_decode.encode_sources(tok, [p[0] for p in pairs], config.max_source_len,
+                                       config.tokenizer.get('source_lang', ''))
 
 
 def evaluate_split(decode_model, params, tok, pairs, sources, config, beam: int
@@ -465,7 +484,8 @@ def save_model(directory: str, config, model_cfg: s2s.Seq2SeqConfig, params, tok
   """The finished run's model as a saved model (`serving.saved_model`): final parameters,
   tokenizer, config, decoding defaults and evaluation scores."""
   inputs = {'max_source_len': config.max_source_len, 'max_target_len': config.max_target_len,
-            'beam': config.eval.beam, 'length_penalty': config.eval.length_penalty}
+            'beam': config.eval.beam, 'length_penalty': config.eval.length_penalty,
+            'source_lang': config.tokenizer.get('source_lang', '')}
   scores = {'steps': summary.get('steps'),
             **{split: summary[split] for split in ('valid', 'test') if split in summary}}
   return saved_model.save(directory, s2s.Seq2Seq(model_cfg.replace(deterministic=True)), params,
@@ -706,8 +726,10 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   ms, mt = config.max_source_len, config.max_target_len
   cut = config.data.get('truncate_source', False)
   start = config.model.get('decoder_start_id', None)
+  langs = {'source_lang': config.tokenizer.get('source_lang', ''),
+           'target_lang': config.tokenizer.get('target_lang', '')}
   train_rows, kept = encode_pairs(tok, splits['train'], ms, mt, filter_long=True,
-                                  truncate_source=cut, start_id=start)
+                                  truncate_source=cut, start_id=start, **langs)
   info('seq2seq: %d training pairs (%d dropped by length: beyond %s), vocab %d', len(kept),
        len(splits['train']) - len(kept),
        'max_target_len; long sources cut' if cut else 'max_source_len or max_target_len',
@@ -727,7 +749,7 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   if bt and bt.get('model'):
     synthetic = back_translate(bt, workdir)
     rows, kept_bt = encode_pairs(tok, synthetic, ms, mt, filter_long=True, truncate_source=cut,
-                                 start_id=start)
+                                 start_id=start, **langs)
     train_rows = np.concatenate([train_rows, rows])
     stats['synthetic_pairs'] = len(kept_bt)
     info('back-translation: + %d synthetic pairs (%d dropped by length)', len(kept_bt),

@@ -50,7 +50,8 @@ def load_seq2seq(model_dir: str):
     ev = c.get('eval') or {}              # an imported checkpoint's run has no eval group
     return src.model_config, src.params, src.tokenizer, {
         'beam': ev.get('beam', 4), 'length_penalty': ev.get('length_penalty', 0.6),
-        'max_source_len': c.max_source_len, 'max_target_len': c.max_target_len}
+        'max_source_len': c.max_source_len, 'max_target_len': c.max_target_len,
+        'source_lang': (c.get('tokenizer') or {}).get('source_lang', '')}
   meta = read_meta(model_dir)
   if meta['task'] != 'seq2seq':
     raise DataError(f'{model_dir}: a {meta["task"]} model; translate_file takes a seq2seq '
@@ -61,14 +62,22 @@ def load_seq2seq(model_dir: str):
 
 def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,
                    length_penalty=None, batch_size: int = 64, max_len=None,
-                   progress: bool = False, encoding: str = 'utf-8') -> dict:
+                   progress: bool = False, encoding: str = 'utf-8', source_lang=None,
+                   target_lang=None) -> dict:
   """Writes the translation of every line of `input_path` to `output_path`, one a line;
-  returns a summary (examples, beam, length_penalty, max_len, output, seconds)."""
+  returns a summary (examples, beam, length_penalty, max_len, output, seconds).
+  `source_lang` / `target_lang`: language codes of a multilingual checkpoint (mBART:
+  `en_XX`, `ro_RO`), as transformers' `src_lang` and `tgt_lang` (the target's sets where
+  decoding starts, `seq2seq_decode.language_start`); None: the run's own."""
   t0 = time.perf_counter()
   if batch_size < 1:
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
   check_output(output_path)
   cfg, params, tok, defaults = load_seq2seq(model_dir)
+  if source_lang is None:
+    source_lang = defaults.get('source_lang', '')
+  if target_lang:
+    cfg = cfg.replace(**seq2seq_decode.language_start(tok, target_lang, 'target_lang'))
   beam = defaults['beam'] if beam is None else beam
   alpha = defaults['length_penalty'] if length_penalty is None else length_penalty
   max_len = defaults['max_target_len'] if max_len is None else max_len
@@ -87,7 +96,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   if real:
     decode_model = s2s_models.Seq2Seq(cfg.replace(deterministic=True, decode=True))
     src = seq2seq_decode.encode_sources(tok, [lines[i] for i in real],
-                                        defaults['max_source_len'])
+                                        defaults['max_source_len'], source_lang)
     hyps = seq2seq_decode.translate(decode_model, params, tok, src, max_len, beam, alpha,
                                     batch_size, progress)
     for i, h in zip(real, hyps):

@@ -171,6 +171,8 @@ ADDED_FIELDS = {
     'tokenizer.normalization': 'nmt_nfkc',  # seq2seq: sentencepiece's default normalization
     'data.truncate_source': False,      #   and long training pairs dropped, not cut
     'init.unicode_errors': 'strict',    # word-vector files: words must be UTF-8
+    'tokenizer.source_lang': '',        # seq2seq: no language codes (mBART's framing)
+    'tokenizer.target_lang': '',
 }
 
 
@@ -185,7 +187,8 @@ def added_field(path: str) -> Optional[str]:
 # Fields a run fills in itself when its config leaves them out (a seq2seq model's special
 # ids, from the checkpoint it starts from): the saved config has them, the one given to
 # resume it need not, and the run fills them in again from the same source.
-FILLED_BY_RUN = ('model.pad_id', 'model.eos_id', 'model.decoder_start_id', 'model.suppress_ids')
+FILLED_BY_RUN = ('model.pad_id', 'model.eos_id', 'model.decoder_start_id', 'model.suppress_ids',
+                 'model.forced_bos_id')
 
 
 def config_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
