@@ -309,6 +309,10 @@ def test_words_cut_inside_a_character_read_as_gensims_unicode_errors(tmp_path, b
     kv = KeyedVectors.load_word2vec_format(path, binary=binary, unicode_errors=errors)
     assert got_words == list(kv.index_to_key) and got_words[3] == 'na\u00efve'
     np.testing.assert_array_equal(got, kv.vectors)
+  if not binary:     # a malformed row sends its block to the row parser, which names it
+    irregular = _write(tmp_path, 'cut2.txt', b'2 2\ncaf\xc3 0.5 0.25\nok 0.5  0.25\n')
+    with pytest.raises(DataError, match=r"cut2\.txt:3: expected a word and 2 numbers"):
+      load_vectors(irregular, 'word2vec', unicode_errors='replace')
   src = sources.load('word2vec', path, binary=binary, unicode_errors='replace')
   assert src.vocab[1] == 'caf\ufffd'
   with pytest.raises(ConfigError, match=r"config\.init\.unicode_errors must be one of"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import itertools
 import json
 import os
 import re
@@ -429,12 +430,12 @@ def _table_records(file, rows, fields, kind, skip_header=False):
       hint = lambda more, fewer: (' (a tab inside a field?)' if kind == 'tsv' else
                                   ' (an unquoted comma inside a field?)') if more > fewer else ''
       if header is None and not seen_second and ref.startswith('line '):
-        # headerless: the width came from the first row alone; when the row after this one
-        # agrees with this one, the first row is the odd one out
-        after = next(rows, None)
-        if after is not None and len(after[1]) == len(row):
+        # headerless: the width came from the first row alone; when the next rows (up to 4)
+        # all agree with this one, the first row is the odd one out
+        after = list(itertools.islice(rows, 4))
+        if after and all(len(a[1]) == len(row) for a in after):
           raise DataError(f'{file}:{ref[5:]}: has {ncols} {sep}-separated columns but lines '
-                          f'{n} and {after[0]} have {len(row)}{hint(ncols, len(row))}')
+                          f'{n} to {after[-1][0]} have {len(row)}{hint(ncols, len(row))}')
       raise DataError(f'{file}:{n}: has {len(row)} {sep}-separated columns but {ref} has '
                       f'{ncols}{hint(len(row), ncols)}')
     seen_second = seen

@@ -444,20 +444,20 @@ def _parse_block(path, lines, dim, line_no, offset, glove, errors='strict'):
   regular = [x.count(b' ') == dim for x in rows]
   n_regular = sum(regular)
   if n_regular < len(rows) and not glove:
-    return _parse_slowly(path, lines, dim, line_no, offset, glove)
+    return _parse_slowly(path, lines, dim, line_no, offset, glove, errors)
   heads = [x.partition(b' ') for x, r in zip(rows, regular) if r]
   numbers = b' '.join([h[2] for h in heads])
   # np.fromstring takes any run of whitespace as one separator: with single
   # spaces only, each row holds exactly `dim` fields and the count checks them.
   if numbers[:1] == b' ' or any(s in numbers for s in (b'  ', b'\t', b'\r', b'\x0b', b'\x0c')):
-    return _parse_slowly(path, lines, dim, line_no, offset, glove)
+    return _parse_slowly(path, lines, dim, line_no, offset, glove, errors)
   try:
     words = b'\n'.join([h[0] for h in heads]).decode('utf-8', errors).split('\n') if heads else []
     vals = np.fromstring(numbers, np.float32, sep=' ')
   except ValueError:  # UnicodeDecodeError included
-    return _parse_slowly(path, lines, dim, line_no, offset, glove)
+    return _parse_slowly(path, lines, dim, line_no, offset, glove, errors)
   if vals.size != len(heads) * dim or not all(words) or not np.isfinite(vals).all():
-    return _parse_slowly(path, lines, dim, line_no, offset, glove)
+    return _parse_slowly(path, lines, dim, line_no, offset, glove, errors)
   vals = vals.reshape(len(heads), dim)
   if n_regular == len(rows):
     return words, vals
