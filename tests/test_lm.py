@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -329,6 +330,22 @@ def test_runs_record_the_pieces_their_training_rows_hold(tiny_lm_run, tmp_path):
     counts = piece_counts.read(run, tok.vocab_size)
     np.testing.assert_array_equal(counts, piece_counts.count(train_rows, tok.vocab_size))
     assert counts.sum() == train_rows.size and 0 < (counts == 0).sum() < tok.vocab_size
+  # continued pretraining adds its rows to the source's counts; from a source without
+  # counts (an import) nothing is written
+  (tmp_path / 'domain.txt').write_text('the quick brown fox jumps over the lazy dog\n' * 50)
+  more = {'init.path': tiny_lm_run, 'data.path': str(tmp_path / 'domain.txt'),
+          'data.valid_fraction': 0.0, 'train.steps': 1}
+  lm.train_and_evaluate(lm_config(**more), str(tmp_path / 'continued'))
+  os.makedirs(tmp_path / 'again2')
+  _, rows2, _, _ = lm.load_data(lm_config(**more), str(tmp_path / 'again2'))
+  before = piece_counts.read(tiny_lm_run, 400)
+  np.testing.assert_array_equal(piece_counts.read(str(tmp_path / 'continued'), 400),
+                                before + piece_counts.count(rows2, 400))
+  bare = tmp_path / 'bare'
+  shutil.copytree(tiny_lm_run, bare)
+  os.remove(bare / 'piece_counts.npy')
+  lm.train_and_evaluate(lm_config(**{**more, 'init.path': str(bare)}), str(tmp_path / 'c2'))
+  assert not (tmp_path / 'c2' / 'piece_counts.npy').exists()
 
 
 def test_sample_from_run_and_prompt_errors(tiny_lm_run):

@@ -227,7 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     tok, train_rows, valid_rows, stats = load_data(config, workdir)
     if jax.process_index() == 0:       # which pieces training saw (for grafts: piece_counts)
-      piece_counts.write(workdir, piece_counts.count(train_rows, tok.vocab_size))
+      piece_counts.record(workdir, train_rows, tok.vocab_size, config.init.path)
     stream = LMStream(train_rows, t.batch_size, t.grad_accum, t.epochs, config.seed,
                       row_start, row_stop)
   total_steps = min(stream.total_steps, t.steps) if t.steps else stream.total_steps

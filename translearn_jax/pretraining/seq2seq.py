@@ -185,8 +185,9 @@ def keep_unseen_rows_fresh(src, params, fresh: dict, report):
     return params
   counts = piece_counts.read(src.path, len(src.params['embed']['embedding']))
   if counts is None:
-    info('init: %s has no %s (a run from before piece counts were kept, or an import): '
-         'every embedding row is grafted', src.path, piece_counts.FILE)
+    info('init: %s has no %s (an imported checkpoint, a run on pretokenized data or one '
+         'continuing an import, or a run from before piece counts were kept): every '
+         'embedding row is grafted', src.path, piece_counts.FILE)
     return params
   ids = piece_counts.unseen_rows(counts)
   if not len(ids):

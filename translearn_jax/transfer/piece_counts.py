@@ -38,6 +38,21 @@ def write(workdir: str, counts: np.ndarray) -> None:
   atomic_write(os.path.join(workdir, FILE), buf.getvalue())
 
 
+def record(workdir: str, train_rows, vocab_size: int, source: str = '') -> Optional[np.ndarray]:
+  """Writes the counts of a run's `train_rows` (plus those of the run it continues,
+  `source`); a continued source without counts (an imported checkpoint trained on data
+  unknown here) leaves the run without counts too, so no graft takes its rows for unseen
+  ones. Returns what was written, or None."""
+  counts = count(train_rows, vocab_size)
+  if source:
+    before = read(source, vocab_size)
+    if before is None:
+      return None
+    counts = counts + before
+  write(workdir, counts)
+  return counts
+
+
 def read(run_dir: str, vocab_size: int) -> Optional[np.ndarray]:
   """The run's counts, or None when it has none (a run from before counts were kept, an
   imported checkpoint); a file of another length or type is an error naming it."""
