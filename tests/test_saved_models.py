@@ -196,12 +196,17 @@ def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, t
   gold.write_text('-DOCSTART- -X- O\n\n# sent_id = 1\n' + open(conll_task[2]).read())
   serving.predict_file(model_dir, str(gold), str(tmp_path / 'pred.conll'))
   lines = open(tmp_path / 'pred.conll').read().split('\n')
-  assert lines[:3] == ['-DOCSTART- -X- O O', '', '# sent_id = 1']
-  rows = [l.split() for l in lines[3:] if l.strip()]
+  assert lines[:2] == ['-DOCSTART- -X- O O', '']       # the comment is left out
+  rows = [l.split() for l in lines[2:] if l.strip()]
+  assert len({len(r) for r in rows}) == 1              # conlleval: one column count
   assert [r[:-1] for r in rows] == [l.split() for l in open(conll_task[2]) if l.strip()]
   assert [r[-1] for r in rows] == [t for o in out for t in o['tags']]
   serving.predict_file(model_dir, str(gold), str(tmp_path / 'tags3.jsonl'), output_format='jsonl')
   assert open(tmp_path / 'tags3.jsonl').read() == open(tmp_path / 'tags.jsonl').read()
+  # a CoNLL file named .txt (CoNLL-2003's own) is read as CoNLL, not as one sentence a line
+  serving.predict_file(model_dir, conll_task[2], str(tmp_path / 'tags4.jsonl'))
+  assert open(tmp_path / 'tags4.jsonl').read() == open(tmp_path / 'tags.jsonl').read()
+  assert not conll.looks_like_conll(str(src))          # the plain sentences above
   with pytest.raises(ConfigError, match=r"output_format='conll' .* needs CoNLL input"):
     serving.predict_file(model_dir, str(js), str(tmp_path / 'x.conll'), output_format='conll')
 

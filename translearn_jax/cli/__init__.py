@@ -108,7 +108,8 @@ def _predict(argv: list[str]) -> int:
                  help='input format (default: auto, from the file name; .conll/.iob/.bio: conll)')
   p.add_argument('--output_format', choices=('auto', 'jsonl', 'conll'),
                  help='auto (default): CoNLL input gives its lines back with the predicted '
-                 'tag appended (what conlleval scores), any other input JSONL')
+                 'tag appended (what conlleval scores) unless --output ends in .jsonl; any '
+                 'other input JSONL')
   p.add_argument('--text_field', help='the TSV/CSV column or JSONL key holding the text '
                  '(several, comma-separated, are joined with a space, as training joins them)')
   p.add_argument('--header', choices=('yes', 'no'),

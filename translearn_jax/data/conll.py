@@ -160,18 +160,35 @@ def read_token_lines(path: str, encoding: str = 'utf-8', token_column: int = 0) 
 def with_predictions(doc: TokenLines, tags: list) -> str:
   """`doc`'s lines with each token's predicted tag appended as a last column (by the
   line's own separator: a tab when it has one, else a space), `-DOCSTART-` lines with
-  `O`: the `token ... gold predicted` layout conlleval scores."""
+  `O`, blank lines kept and comment lines left out (conlleval wants every line to have
+  as many columns): the `token ... gold predicted` layout conlleval scores."""
   out = []
   for line, at in doc.lines:
-    body = line.rstrip(' \t')
+    body = line.rstrip(' \t\r')
     sep = '\t' if '\t' in body else ' '
     if at is not None:
       out.append(f'{body}{sep}{tags[at[0]][at[1]]}')
     elif _columns(line) and _columns(line)[0] == '-DOCSTART-':
       out.append(f'{body}{sep}O')
-    else:
-      out.append(line)
+    elif not _columns(line):
+      out.append('')
   return '\n'.join(out) + '\n'
+
+
+def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400) -> bool:
+  """Whether the start of `path` reads as CoNLL (a token and a tag a line, blank lines
+  between sentences) rather than one sentence a line: every one of its first non-blank,
+  non-comment lines has two or more columns ending in a tag, and a sentence break occurs."""
+  try:
+    head = readers.head_bytes(path, 1 << 16).decode(encoding, errors='replace').split('\n')
+  except OSError:
+    return False
+  head = head[:lines] if len(head) > lines else head[:-1] or head
+  rows = [_columns(x) for x in head if not x.startswith('#')]
+  filled = [r for r in rows if r and r[0] != '-DOCSTART-']
+  breaks = any(not r or r[0] == '-DOCSTART-' for r in rows)
+  return (len(filled) >= 2 and (breaks or len(filled) >= 5)
+          and all(len(r) >= 2 and is_tag(r[-1]) for r in filled))
 
 
 def _columns(line: str) -> list[str]:

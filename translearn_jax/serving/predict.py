@@ -7,10 +7,12 @@ Inputs (`format_of`, 'auto' by the extension: .tsv, .jsonl/.json, else text):
   else the header's 'sentence' or 'text' (a header with neither is an error asking for
   `text_field`); columns given by number (a file without a header, as AG News) are read
   without a header row unless `header` (default: as training read its files);
-* CoNLL (a tagger; .conll/.iob/.bio/.iobes, or `input_format='conll'`): a token a line
+* CoNLL (a tagger; .conll/.iob/.bio/.iobes, a file whose lines read as tokens and tags
+  with blank lines between sentences, or `input_format='conll'`): a token a line
   in the column training read, sentences split by blank and `-DOCSTART-` lines, other
   columns (a gold tag) kept; the output is then the same lines with the predicted tag
-  appended, which conlleval scores (`output_format='jsonl'` for JSONL instead);
+  appended, which conlleval scores (JSONL for an output named .jsonl, or
+  `output_format='jsonl'`);
 * JSONL: one object a line (blank lines skipped), the text in `text_field`,
   by default 'text' or 'sentence'; a tagger also reads a `tokens` list of
   words (used when present and `text_field` is not given).
@@ -277,9 +279,10 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
   `batch_size` None: the task's evaluation batch (`EVAL_BATCH`). `header` (TSV/CSV columns
   by number): whether the first row is a header; None: as training read its files.
   A tagger reads CoNLL-layout input (`input_format='conll'`, or by the name: .conll, .iob,
-  .bio, .iobes) from the token column training read; `output_format` 'auto' then writes
-  the input back with the predicted tag as a last column (`conll.with_predictions`, what
-  conlleval scores), else JSONL (`'jsonl'`)."""
+  .bio, .iobes, or any file that reads as CoNLL) from the token column training read;
+  `output_format` 'auto' then writes the input back with the predicted tag as a last
+  column (`conll.with_predictions`, what conlleval scores) unless the output is named
+  .jsonl/.json; 'jsonl' always writes JSONL."""
   t0 = time.perf_counter()
   if batch_size is not None and batch_size < 1:
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
@@ -292,6 +295,11 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
                     'or tagging model (translate_file runs a seq2seq model)')
   words = meta['task'] == 'tagging'
   kind = format_of(input_path, input_format)
+  if (input_format == 'auto' and kind == 'text' and words and os.path.isfile(input_path)
+      and conll.looks_like_conll(input_path, encoding)):
+    kind = 'conll'                 # CoNLL-2003's own eng.testb / test.txt: not sentences
+    print(f'{input_path}: read as CoNLL (a token and a tag a line; --format text reads one '
+          'sentence a line)', file=sys.stderr)
   if kind == 'conll' and not words:
     raise ConfigError(f'{input_path}: CoNLL input is for a tagger; {model_dir} is a '
                       f'{meta["task"]} model')
@@ -317,7 +325,10 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
     records, summary['truncated_words'] = tag(model, examples, batch_size, progress)
   else:
     records = classify(model, examples, batch_size, progress)
-  if doc is not None and output_format != 'jsonl':
+  if output_format == 'auto':      # CoNLL back for CoNLL input, unless the name says JSONL
+    output_format = ('conll' if doc is not None and not output_path.lower().endswith(
+        ('.jsonl', '.json')) else 'jsonl')
+  if output_format == 'conll':
     write_output(output_path, conll.with_predictions(doc, [r['tags'] for r in records]))
   else:
     write_jsonl(output_path, records)
