@@ -111,6 +111,14 @@ def test_metric_tokenisation_options_for_other_scripts(tmp_path):
   assert seq2seq.sentence_lines('It rained. Why?  Done') == 'It rained.\nWhy?\nDone'
   assert seq2seq.sentence_lines('今天很好。我们去公园！') == '今天很好。\n我们去公园！'
   assert seq2seq.sentence_lines(' a. b\n c d \n') == 'a. b\nc d'
+  # no break after titles, initials or 'U.S.', nor before a lowercase word: the score of
+  # the true two sentences a side (rouge-score's own split_summaries would give the same)
+  ref = 'Mr. Smith met U.S. officials in Washington on Monday. He said the talks went well.'
+  hyp = 'U.S. officials met Mr. Smith on Monday. The talks went well, he said.'
+  assert seq2seq.sentence_lines(ref).count('\n') == seq2seq.sentence_lines(hyp).count('\n') == 1
+  assert seq2seq.sentence_lines('J. K. Rowling wrote it. She won.') == \
+      'J. K. Rowling wrote it.\nShe won.'
+  assert seq2seq.score([hyp], [ref], 'rouge')['rougeLsum'] == pytest.approx(60.0)
   ev = seq2seq_summarize.get_config().eval
   seq2seq.check_metric('rouge', ev)
   ev.rouge_tokenize = 'words'

@@ -437,16 +437,44 @@ _UNICODE_TOKEN = regex.compile(rf'[{_UNSPACED}]|[^\W_{_UNSPACED}]+')
 
 ROUGE_KEYS = ('rouge1', 'rouge2', 'rougeL', 'rougeLsum')
 _SENTENCE_END = regex.compile(r'(?<=[.!?。！？])\s+|(?<=[。！？])')
+# words whose period does not end a sentence ("Mr. Smith", "Washington Inc. said")
+_ABBREVIATIONS = frozenset(
+    'mr mrs ms dr prof sr jr st mt vs etc inc ltd co corp no nos gen gov sen rep lt col capt '
+    'sgt maj adm jan feb mar apr jun jul aug sep sept oct nov dec approx dept est fig al e.g '
+    'i.e cf'.split())
+
+
+def _ends_sentence(before: str, after: str) -> bool:
+  """Whether the boundary candidate between `before` (ending in . ! ? or a full-width
+  stop) and `after` ends a sentence: a period does when the next word starts with a
+  capital, digit or opening quote and the word it ends is not an abbreviation (a title,
+  a month, 'U.S.', a single initial)."""
+  if not before.endswith('.'):
+    return True
+  word = before.rsplit(None, 1)[-1].rstrip('.').lstrip('"\'(“‘[')
+  if (word.lower() in _ABBREVIATIONS or regex.fullmatch(r'\p{L}', word)
+      or regex.fullmatch(r'(?:\p{L}\.)+\p{L}', word)):
+    return False
+  return not after or regex.match(r'[\p{Lu}\p{N}"\'“‘(\[]', after) is not None
 
 
 def sentence_lines(text: str) -> str:
   """`text` with one sentence a line, as rougeLsum reads a summary (the summary-level LCS
   over its sentences; ROUGE-1/2/L ignore line breaks). Text that already has line breaks
   (CNN/DailyMail's highlights) keeps them; otherwise sentences end at . ! ? and their
-  full-width forms, followed by space (or not, for 。！？)."""
-  if '\n' in text.strip():
-    return '\n'.join(line.strip() for line in text.strip().splitlines() if line.strip())
-  return '\n'.join(p for p in _SENTENCE_END.split(text.strip()) if p)
+  full-width forms, followed by space (or not, for 。！？), except after an abbreviation
+  or before a lowercase word (`_ends_sentence`; transformers' examples use nltk's punkt,
+  which is not installed here)."""
+  text = text.strip()
+  if '\n' in text:
+    return '\n'.join(line.strip() for line in text.splitlines() if line.strip())
+  out, start = [], 0
+  for m in _SENTENCE_END.finditer(text):
+    if _ends_sentence(text[start:m.start()], text[m.end():]):
+      out.append(text[start:m.start()])
+      start = m.end()
+  out.append(text[start:])
+  return '\n'.join(p for p in out if p)
 
 
 class _UnicodeWords:
