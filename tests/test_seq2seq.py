@@ -194,9 +194,10 @@ def test_splits_by_kind_nested_jsonl_fields_and_cut_sources(tmp_path):
 
 
 def test_held_out_files_left_at_the_defaults_are_named(tmp_path):
-  """Overriding only the training files of a text-pairs config leaves Multi30k's held-out
-  files in place: a warning names the fields and how to drop a split; held-out files
-  beside the training files (or none) pass quietly."""
+  """Overriding only the training files of a text-pairs config (another language pair)
+  leaves Multi30k's held-out files in place: a warning names the fields and how to drop a
+  split; held-out files beside the training files, or elsewhere with the same language
+  suffixes (WMT's dev/ and test/ folders), pass with at most a note."""
   import warnings
   from configs import seq2seq_multi30k
   d = seq2seq_multi30k.get_config().data
@@ -205,16 +206,24 @@ def test_held_out_files_left_at_the_defaults_are_named(tmp_path):
     warnings.simplefilter('always')
     parallel.check_held_out_location(d, parallel.configured_splits(d))
   assert len(caught) == 2
-  assert re.match(r'config\.data\.valid_source/valid_target .*val\.en\) are in another '
-                  r'directory than config\.data\.train_source .*--config\.data\.valid_source= ',
-                  str(caught[0].message))
+  assert re.match(r'config\.data\.valid_source/valid_target \(.*val\.en, .*val\.de\) are in '
+                  r'another directory than config\.data\.train_source .*other language '
+                  r'suffixes.*--config\.data\.valid_source= ', str(caught[0].message))
   assert str(caught[1].message).startswith('config.data.test_source/test_target (')
   d.valid_source, d.valid_target = str(tmp_path / 'dev.fr'), str(tmp_path / 'dev.es')
   d.test_source, d.test_target = '', ''
+  wmt = seq2seq_multi30k.get_config().data
+  wmt.train_source, wmt.train_target = 'wmt/train/train.en', 'wmt/train/train.de'
+  wmt.valid_source, wmt.valid_target = 'wmt/dev/newstest2013.en', 'wmt/dev/newstest2013.de'
+  wmt.test_source, wmt.test_target = 'wmt/test/newstest2014.en', 'wmt/test/newstest2014.de'
   with warnings.catch_warnings():
     warnings.simplefilter('error')
-    parallel.check_held_out_location(d, parallel.configured_splits(d))
-    parallel.check_held_out_location(seq2seq_multi30k.get_config().data, ['train', 'test'])
+    assert parallel.check_held_out_location(d, parallel.configured_splits(d)) == []
+    assert parallel.check_held_out_location(seq2seq_multi30k.get_config().data,
+                                            ['train', 'test']) == []
+    notes = parallel.check_held_out_location(wmt, parallel.configured_splits(wmt))
+  assert notes == ["the valid split is read from wmt/dev, not the training files' directory",
+                   "the test split is read from wmt/test, not the training files' directory"]
 
 
 def test_misaligned_and_empty_lines_are_named(tmp_path):

@@ -119,25 +119,35 @@ def configured_splits(cfg, splits=('train', 'valid', 'test')) -> list[str]:
   return out
 
 
-def check_held_out_location(cfg, named) -> None:
-  """Text pairs whose held-out files sit in another directory than the training files are
-  most often a config's defaults left behind when only `train_*` was overridden (e.g.
-  Multi30k's test set scoring a model trained on other data): a warning naming the fields
-  and how to drop a split (an empty field) or to name the right files."""
+def check_held_out_location(cfg, named) -> list[str]:
+  """Text pairs whose held-out files sit in another directory than the training files and
+  end in other language suffixes (`train.fr` against `val.en`) are most often a config's
+  defaults left behind when only `train_*` was overridden (Multi30k's test set scoring a
+  model trained on other data): a warning naming the fields and how to drop a split (an
+  empty field). Held-out files elsewhere with the same suffixes (WMT's dev/ and test/
+  folders) are only noted. Returns the notes."""
   if cfg.kind != 'text' or 'train' not in named:
-    return
+    return []
   home = os.path.dirname(os.path.abspath(cfg.train_source))
+  suffix = lambda p: os.path.splitext(p)[1]
+  notes = []
   for split in ('valid', 'test'):
     if split not in named:
       continue
-    there = os.path.dirname(os.path.abspath(cfg[f'{split}_source']))
-    if there != home:
-      warnings.warn(f'config.data.{split}_source/{split}_target ({cfg[f"{split}_source"]}) '
-                    f'are in another directory than config.data.train_source '
-                    f'({cfg.train_source}): if only the training files were overridden, this '
-                    f'{split} split is still the config\'s default; name your own files, or '
-                    f'set --config.data.{split}_source= --config.data.{split}_target= for none',
-                    stacklevel=2)
+    src, tgt = cfg[f'{split}_source'], cfg[f'{split}_target']
+    if os.path.dirname(os.path.abspath(src)) == home:
+      continue
+    if (suffix(src), suffix(tgt)) != (suffix(cfg.train_source), suffix(cfg.train_target)):
+      warnings.warn(f'config.data.{split}_source/{split}_target ({src}, {tgt}) are in another '
+                    f'directory than config.data.train_source ({cfg.train_source}) and end '
+                    f'in other language suffixes: if only the training files were '
+                    f'overridden, this {split} split is still the config\'s default; name '
+                    f'your own files, or set --config.data.{split}_source= '
+                    f'--config.data.{split}_target= for none', stacklevel=2)
+    else:
+      notes.append(f'the {split} split is read from {os.path.dirname(src) or "."}, not the '
+                   f'training files\' directory')
+  return notes
 
 
 def split_name(cfg, split: str) -> str:

@@ -739,7 +739,8 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   if 'train' not in named:
     raise ConfigError(f'config.data names no training pairs (data.kind={config.data.kind!r} '
                       f'reads them from data.{" and data.".join(parallel.split_fields(config.data.kind, "train"))})')
-  parallel.check_held_out_location(config.data, named)
+  for note in parallel.check_held_out_location(config.data, named):
+    info('data: %s', note)
   splits = {s: parallel.read_split(config.data, s) for s in named}
   scored = {f'the {s} split ({parallel.split_name(config.data, s)})': [p[1] for p in splits[s]]
             for s in ('valid', 'test') if s in splits}       # {where: references}
