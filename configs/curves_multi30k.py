@@ -7,11 +7,14 @@ pretrained runs come first, all with one tokenizer (the denoising run trains it)
 
   M='--config.model.d_model=128 --config.model.d_ff=512 --config.model.encoder_layers=2
      --config.model.decoder_layers=2'
+  D=../shared/data
   python train.py --config configs/seq2seq_denoise.py --workdir runs/dn_m30k $M \
-    --config.train.epochs=5 --config.optim.warmup_steps=300 --config.eval.every_steps=1000
+    --config.data.path=$D/multi30k/train.en,$D/multi30k/train.de,$D/pretrain_en/brown.txt \
+    --config.train.epochs=3 --config.optim.warmup_steps=300 --config.eval.every_steps=1000
   python train.py --config configs/lm_transformer.py --workdir runs/lm_m30k_de \
     --config.data.kind=text --config.data.path=../shared/data/multi30k/train.de \
-    --config.data.valid_fraction=0.01 --config.tokenizer.path=runs/dn_m30k/tokenizer.model \
+    --config.data.unit=line --config.data.valid_fraction=0.01 \
+    --config.tokenizer.path=runs/dn_m30k/tokenizer.model --config.model.num_heads=4 \
     --config.model.positions=learned --config.model.d_model=128 --config.model.num_layers=2 \
     --config.model.d_ff=512 --config.train.seq_length=64 --config.train.batch_size=32 \
     --config.train.epochs=10 --config.optim.learning_rate=1e-3 --config.optim.warmup_steps=200
