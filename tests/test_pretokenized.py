@@ -316,6 +316,14 @@ def test_lm_runner_on_a_pretokenised_directory(tmp_path, monkeypatch):
             if 'loss' in r}
   assert losses('tok') == losses('mem') and len(losses('mem')) == 8
   assert os.path.exists(tmp_path / 'tok' / 'tokenizer.model')
+  # the directory counts its training shards' pieces; the run records them (for grafts)
+  index = pt.read_index(d)
+  shard = np.fromfile(os.path.join(d, index['shards'][0]['file']), '<u2')
+  want = np.bincount(shard, minlength=400)
+  counts = np.load(os.path.join(tmp_path / 'tok', 'piece_counts.npy'), allow_pickle=False)
+  np.testing.assert_array_equal(counts, want)
+  assert counts.sum() == index['train_tokens']
+  np.testing.assert_array_equal(np.load(os.path.join(d, 'piece_counts.npy')), want)
   wrong = Tokenizer.train(['some other words entirely'] * 10, vocab_size=300)
   wrong.save(str(tmp_path / 'wrong.model'))
   c.tokenizer.path = str(tmp_path / 'wrong.model')

@@ -23,6 +23,8 @@ Directory layout (format version 1):
   (ties: the lowest index): shards are balanced in tokens and each is a sample
   of the whole corpus (documents interleave), not a contiguous slice of it.
 * `valid.bin`: the held-out documents, same format (possibly empty).
+* `piece_counts.npy`: how often each id occurs in the training shards (int64, read
+  without pickle); a run on the directory records it (`transfer.piece_counts`).
 * `index.json`: format and version, dtype, vocab_size, eos_id, per-file token
   and document counts and sha256, the tokenizer's file name and sha256, corpus
   statistics and where the documents came from.
@@ -84,6 +86,8 @@ FORMAT, VERSION = 'translearn_jax.pretokenized', 1
 INDEX, VALID = 'index.json', 'valid.bin'
 
 
+PIECE_COUNTS = 'piece_counts.npy'   # occurrences of each id in the training shards
+
 def shard_name(i: int) -> str:
   return f'shard_{i:05d}.bin'
 
@@ -110,11 +114,12 @@ def tokenizer_sha256(tok) -> str:
 class _TokenFile:
   """One output file: ids appended as `dtype`, counted and hashed as they go."""
 
-  def __init__(self, path: str, dtype: np.dtype):
+  def __init__(self, path: str, dtype: np.dtype, vocab_size: int = 0):
     self.path, self.dtype = path, dtype
     self.f = open(path, 'wb')
     self.sha = hashlib.sha256()
     self.tokens = self.documents = 0
+    self.counts = np.zeros(vocab_size, np.int64)   # occurrences of each id
 
   def write(self, ids: list[int], documents: int) -> None:
     if not ids:
@@ -125,6 +130,8 @@ class _TokenFile:
       raise DataError(f'token id {int(arr.max() if arr.max() > limit else arr.min())} does not '
                       f'fit {self.dtype.name} (the tokenizer reports a smaller vocabulary)')
     data = arr.astype(self.dtype).tobytes()
+    if len(self.counts):
+      self.counts += np.bincount(arr, minlength=len(self.counts))[:len(self.counts)]
     self.f.write(data)
     self.sha.update(data)
     self.tokens += len(arr)
@@ -211,7 +218,8 @@ def pretokenize(documents: Iterable[str], tokenizer, out_dir: str, num_shards: i
   dtype = token_dtype(tokenizer.vocab_size)
   files: list[_TokenFile] = []
   try:
-    files = [_TokenFile(os.path.join(tmp, shard_name(i)), dtype) for i in range(num_shards)]
+    files = [_TokenFile(os.path.join(tmp, shard_name(i)), dtype, int(tokenizer.vocab_size))
+             for i in range(num_shards)]
     files.append(_TokenFile(os.path.join(tmp, VALID), dtype))
     heap = [(0, i) for i in range(num_shards)]   # (tokens so far, shard): least loaded first
 
@@ -225,6 +233,9 @@ def pretokenize(documents: Iterable[str], tokenizer, out_dir: str, num_shards: i
       raise DataError('no non-empty documents to pretokenise')
     valid = _encode_into(valid_documents, tokenizer, batch_docs, lambda n: num_shards, files)
     entries = [f.close() for f in files]
+    counts = sum(f.counts for f in files[:num_shards])   # the training shards' pieces
+    with open(os.path.join(tmp, PIECE_COUNTS), 'wb') as f:
+      np.save(f, counts, allow_pickle=False)
     tokenizer.save(os.path.join(tmp, tokenizer.file_name))
     index = {
         'format': FORMAT, 'version': VERSION, 'dtype': dtype.name, 'byteorder': 'little',

@@ -424,6 +424,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = mesh_lib.mesh_from_config(config)
     row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
     tok, stream, valid_rows, stats = load_pretokenized(config, workdir, row_start, row_stop)
+    if jax.process_index() == 0:       # the directory's counts (written by pretokenize)
+      piece_counts.record(workdir, None, tok.vocab_size, config.init.path,
+                          piece_counts.read(config.data.path, tok.vocab_size))
     # every process scores its own first rows (as many on each): a training sample
     train_rows = stream.sample_rows(max(len(valid_rows) if valid_rows is not None else 0,
                                         t.batch_size))

@@ -224,6 +224,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.data.kind == 'pretokenized':   # this process's shards, memory-mapped
     tok, stream, valid_rows, train_rows, stats = load_pretokenized(config, workdir, row_start,
                                                                    row_stop)
+    if jax.process_index() == 0:       # the directory's counts (written by pretokenize)
+      piece_counts.record(workdir, None, tok.vocab_size, config.init.path,
+                          piece_counts.read(config.data.path, tok.vocab_size))
   else:
     tok, train_rows, valid_rows, stats = load_data(config, workdir)
     if jax.process_index() == 0:       # which pieces training saw (for grafts: piece_counts)

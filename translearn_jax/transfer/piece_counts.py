@@ -38,12 +38,17 @@ def write(workdir: str, counts: np.ndarray) -> None:
   atomic_write(os.path.join(workdir, FILE), buf.getvalue())
 
 
-def record(workdir: str, train_rows, vocab_size: int, source: str = '') -> Optional[np.ndarray]:
-  """Writes the counts of a run's `train_rows` (plus those of the run it continues,
-  `source`); a continued source without counts (an imported checkpoint trained on data
-  unknown here) leaves the run without counts too, so no graft takes its rows for unseen
-  ones. Returns what was written, or None."""
-  counts = count(train_rows, vocab_size)
+def record(workdir: str, train_rows, vocab_size: int, source: str = '',
+           counts: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+  """Writes the counts of a run's `train_rows` (or `counts` given: a pretokenized
+  directory's), plus those of the run it continues (`source`); a continued source without
+  counts (an imported checkpoint trained on data unknown here) leaves the run without
+  counts too, so no graft takes its rows for unseen ones. Returns what was written, or
+  None."""
+  if counts is None:
+    if train_rows is None:
+      return None
+    counts = count(train_rows, vocab_size)
   if source:
     before = read(source, vocab_size)
     if before is None:
