@@ -443,3 +443,51 @@ def test_mbart_language_codes_frame_and_start_decoding_as_transformers(tmp_path,
   with pytest.raises(ConfigError, match=r"config\.tokenizer\.target_lang='xx_YY' is not a token "
                                         r".*its language codes: en_XX, ro_RO, de_DE"):
     seq2seq.init_source(bad)
+  # back-translation through the reverse model reads the target language, writes the source's
+  (tmp_path / 'mono.txt').write_text('\n'.join(TARGETS) + '\n', encoding='utf-8')
+  bt = ml_collections.ConfigDict({'model': run, 'path': str(tmp_path / 'mono.txt'), 'beam': 1,
+                                  'max_sentences': 0, 'batch_size': 8})
+  pairs = seq2seq.back_translate(bt, str(tmp_path / 'bt'), 'en_XX', 'ro_RO')
+  serving.translate_file(run, str(tmp_path / 'mono.txt'), str(tmp_path / 'rev.txt'), beam=1,
+                         source_lang='ro_RO', target_lang='en_XX')
+  assert [p[0] for p in pairs] == [x for x in (tmp_path / 'rev.txt').read_text(
+      encoding='utf-8').splitlines() if x.strip()]
+  # a run continued from a fine-tuned one (its config names the codes) keeps its codes
+  conf = json.load(open(os.path.join(run, 'config.json')))
+  conf['tokenizer'] = {'source_lang': 'en_XX', 'target_lang': 'ro_RO'}
+  with open(os.path.join(run, 'config.json'), 'w') as f:
+    json.dump(conf, f)
+  again = ml_collections.ConfigDict(bad.to_dict())
+  again.tokenizer.source_lang = again.tokenizer.target_lang = ''
+  seq2seq.init_source(again)
+  assert (again.tokenizer.source_lang, again.tokenizer.target_lang) == ('en_XX', 'ro_RO')
+  assert again.model.to_dict() == c.model.to_dict()
+  # no codes at all: mBART's labels end in the frame's own code, which starts decoding, as
+  # shift_tokens_right of those labels does
+  conf.pop('tokenizer')
+  with open(os.path.join(run, 'config.json'), 'w') as f:
+    json.dump(conf, f)
+  plain = ml_collections.ConfigDict(again.to_dict())
+  plain.tokenizer.source_lang = plain.tokenizer.target_lang = ''
+  for f in ('decoder_start_id', 'forced_bos_id', 'pad_id', 'eos_id', 'suppress_ids'):
+    if f in plain.model:
+      del plain.model[f]
+  seq2seq.init_source(plain)
+  rows, _ = seq2seq.encode_pairs(tok, [(TEXTS[0], TARGETS[0])], 16, 16, filter_long=True,
+                                 start_id=plain.model.decoder_start_id)
+  _, tin, tout = (x.tolist() for x in seq2seq.split_rows(rows[0], 16, 16))
+  n = len([t for t in tout if t != 1])
+  assert tin[:n] == shift_tokens_right(torch.tensor([tout[:n]]), 1)[0].tolist()
+  if style == 'mbart50':   # forced_bos_token_id: exported for generate, imported back
+    conf['model']['forced_bos_id'] = ids['ro_RO']
+    with open(os.path.join(run, 'config.json'), 'w') as f:
+      json.dump(conf, f)
+    convert.export_hf(run, str(tmp_path / 'exported'))
+    for name in ('config.json', 'generation_config.json'):
+      assert json.load(open(tmp_path / 'exported' / name))['forced_bos_token_id'] == ids['ro_RO']
+    convert.import_hf(str(tmp_path / 'exported'), str(tmp_path / 'back'))
+    assert sources.load('seq2seq', str(tmp_path / 'back')).model_config.forced_bos_id == \
+        ids['ro_RO']
+  with pytest.raises(ConfigError, match=r"^--target_lang='xx_YY' is not a token"):
+    serving.translate_file(run, str(tmp_path / 'in.txt'), str(tmp_path / 'o2.txt'),
+                           target_lang='xx_YY')

@@ -207,6 +207,9 @@ def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, t
   serving.predict_file(model_dir, conll_task[2], str(tmp_path / 'tags4.jsonl'))
   assert open(tmp_path / 'tags4.jsonl').read() == open(tmp_path / 'tags.jsonl').read()
   assert not conll.looks_like_conll(str(src))          # the plain sentences above
+  crlf = tmp_path / 'crlf.txt'
+  crlf.write_bytes(open(conll_task[2], 'rb').read().replace(b'\n', b'\r\n'))
+  assert conll.looks_like_conll(str(crlf))
   with pytest.raises(ConfigError, match=r"output_format='conll' .* needs CoNLL input"):
     serving.predict_file(model_dir, str(js), str(tmp_path / 'x.conll'), output_format='conll')
 

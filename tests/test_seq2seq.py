@@ -119,6 +119,9 @@ def test_metric_tokenisation_options_for_other_scripts(tmp_path):
   assert seq2seq.sentence_lines('J. K. Rowling wrote it. She won.') == \
       'J. K. Rowling wrote it.\nShe won.'
   assert seq2seq.score([hyp], [ref], 'rouge')['rougeLsum'] == pytest.approx(60.0)
+  # scripts without case break at every period; 'no.' ends a sentence
+  assert seq2seq.sentence_lines('오늘은 날씨가 좋다. 우리는 공원에 갔다.').count('\n') == 1
+  assert seq2seq.sentence_lines('The answer was no. She left.').count('\n') == 1
   ev = seq2seq_summarize.get_config().eval
   seq2seq.check_metric('rouge', ev)
   ev.rouge_tokenize = 'words'

@@ -22,9 +22,10 @@ when null, `bos_token_id`, as `generate` does), and the single-token
 `bad_words_ids` / `suppress_tokens` (of `config.json` or
 `generation_config.json`) become the ids the decoder never generates (opus-mt
 bans its pad id; BART bans nothing).
-Generation settings that are no part of the model (`forced_bos_token_id`,
-`forced_eos_token_id`, `num_beams`, `no_repeat_ngram_size`, ...) are not
-applied by `generation.seq2seq_decode`.
+`forced_bos_token_id` (of either file; mBART-50's target language) becomes
+`model.forced_bos_id`, the first generated token, and is exported back. Generation
+settings that are no part of the model (`forced_eos_token_id`, `num_beams`,
+`no_repeat_ngram_size`, ...) are not applied by `generation.seq2seq_decode`.
 
 Separate encoder/decoder head counts or FFN sizes, untied output layers and
 Marian's separate source/target embeddings are errors naming the key.
@@ -106,7 +107,9 @@ def _fields(c: dict, model_type: str) -> dict:
       final_logits_bias=True, activation=hf._activation(c, 'activation_function'),
       layer_norm_eps=LN_EPS, pad_id=_id(c, 'pad_token_id'), eos_id=_id(c, 'eos_token_id'),
       decoder_start_id=_id(c, 'bos_token_id' if start is None else 'decoder_start_token_id'),
-      suppress_ids=_suppressed(c))
+      suppress_ids=_suppressed(c),
+      **({'forced_bos_id': _id(c, 'forced_bos_token_id')}
+         if c.get('forced_bos_token_id') is not None else {}))
 
 
 def max_len(conf: dict) -> int:
@@ -175,6 +178,8 @@ def _hf_config(model_type: str):
         'is_encoder_decoder': True, 'init_std': 0.02, 'use_cache': True, 'dtype': 'float32'}
     if cfg.suppress_ids:
       out['bad_words_ids'] = [[int(i)] for i in cfg.suppress_ids]
+    if getattr(cfg, 'forced_bos_id', -1) >= 0:      # mBART-50's target language code
+      out['forced_bos_token_id'] = int(cfg.forced_bos_id)
     if marian:
       out.update(decoder_vocab_size=cfg.vocab_size, share_encoder_decoder_embeddings=True)
     return out

@@ -184,7 +184,7 @@ def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400) -> bo
   except OSError:
     return False
   head = head[:lines] if len(head) > lines else head[:-1] or head
-  rows = [_columns(x) for x in head if not x.startswith('#')]
+  rows = [_columns(x.rstrip('\r')) for x in head if not x.startswith('#')]
   filled = [r for r in rows if r and r[0] != '-DOCSTART-']
   breaks = any(not r or r[0] == '-DOCSTART-' for r in rows)
   return (len(filled) >= 2 and (breaks or len(filled) >= 5)

@@ -52,6 +52,12 @@ _USUAL = {'pad': ('[PAD]', '<pad>'), 'unk': ('[UNK]', '<unk>'), 'cls': ('[CLS]',
 LANGUAGE_CODE = re.compile(r'^(?:__)?[a-z]{2,3}(?:_[A-Za-z]{2,4})?(?:__)?$')
 
 
+def setting_name(field: str) -> str:
+  """How an error names a setting: a config field (`config.tokenizer.source_lang`) or a
+  command-line flag given as such (`--source_lang`)."""
+  return field if field.startswith('-') else f'config.{field}'
+
+
 def _content(v) -> Optional[str]:
   if isinstance(v, dict):
     v = v.get('content')
@@ -244,7 +250,7 @@ class HFTokenizer:
       where, i = self.lang_slot(field)
       lid = self.tk.token_to_id(lang)
       if lid is None:
-        raise ConfigError(f'config.{field}={lang!r} is not a token of {self.path} (its '
+        raise ConfigError(f'{setting_name(field)}={lang!r} is not a token of {self.path} (its '
                           f'language codes: {", ".join(self.language_codes()[:12]) or "none"})')
       (prefix if where == 'prefix' else suffix)[i] = lid
       return [prefix + ids + suffix for ids in self.encode_batch(texts)]
@@ -277,7 +283,7 @@ class HFTokenizer:
     if len(slots) != 1:
       shown = self.tk.decode(prefix, skip_special_tokens=False) + ' TEXT ' + \
           self.tk.decode(suffix, skip_special_tokens=False)
-      raise ConfigError(f'config.{field}: {self.path} frames a text as {shown.strip()!r}, with '
+      raise ConfigError(f'{setting_name(field)}: {self.path} frames a text as {shown.strip()!r}, with '
                         f'{len(slots)} language-code slots (a language code needs exactly one, '
                         "as mBART's `TEXT </s> en_XX`)")
     return slots[0]

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from translearn_jax.data.hf_tokenizer import setting_name
 from translearn_jax.errors import ConfigError
 
 NEG = -1e9
@@ -173,7 +174,7 @@ def framed(tok, texts: Sequence[str], lang: str = '', field: str = 'tokenizer.so
   if hasattr(tok, 'encode_batch_framed'):
     return tok.encode_batch_framed(list(texts), lang, field), max(1, len(tok.frame()[1]))
   if lang:
-    raise ConfigError(f'config.{field}={lang!r}: language codes frame the texts of an '
+    raise ConfigError(f'{setting_name(field)}={lang!r}: language codes frame the texts of an '
                       "imported multilingual checkpoint's tokenizer (mBART); this run's "
                       'tokenizer has none')
   return tok.encode_batch(list(texts)), 0
@@ -189,7 +190,7 @@ def language_start(tok, lang: str, field: str = 'tokenizer.target_lang') -> dict
   if not lang:
     return {}
   if not hasattr(tok, 'lang_slot'):
-    raise ConfigError(f"config.{field}={lang!r}: language codes frame the texts of an "
+    raise ConfigError(f"{setting_name(field)}={lang!r}: language codes frame the texts of an "
                       "imported multilingual checkpoint's tokenizer (mBART); this "
                       "tokenizer has none")
   where, _ = tok.lang_slot(field)
@@ -207,12 +208,13 @@ def cut(ids: list, n: int, keep_last: int) -> list:
   return ids[:n - k] + ids[len(ids) - k:] if 0 < k < n else ids[:n]
 
 
-def encode_sources(tok, texts: Sequence[str], max_src: int, lang: str = '') -> np.ndarray:
+def encode_sources(tok, texts: Sequence[str], max_src: int, lang: str = '',
+                   field: str = 'tokenizer.source_lang') -> np.ndarray:
   """(N, max_src) source ids of `texts` (`framed`, with the source language code `lang`;
   each cut to `max_src` pieces, a frame's closing ids kept), padded with the tokenizer's
   pad id; none is dropped."""
   rows = np.full((len(texts), max_src), tok.pad_id, np.int32)
-  ids_list, keep = framed(tok, texts, lang) if len(texts) else ([], 0)
+  ids_list, keep = framed(tok, texts, lang, field) if len(texts) else ([], 0)
   for r, ids in enumerate(ids_list):
     ids = cut(ids, max_src, keep)
     rows[r, :len(ids)] = ids

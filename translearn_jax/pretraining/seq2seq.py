@@ -86,19 +86,38 @@ def init_source(config):
                       "uses its source's tokenizer, which the grafted embeddings index)")
   check_architecture(src, model_config(config, src.tokenizer.vocab_size), init.path)
   take_source_ids(config, src)
-  take_language_codes(config, src.tokenizer)
+  take_language_codes(config, src.tokenizer, src)
   return src
 
 
-def take_language_codes(config, tok) -> None:
+def take_language_codes(config, tok, src=None) -> None:
   """Sets `model.decoder_start_id` or `model.forced_bos_id` for `tokenizer.target_lang`
-  (`seq2seq_decode.language_start`); a language code without an imported multilingual
-  tokenizer is an error naming the field."""
-  t = config.get('tokenizer') or {}
+  (`seq2seq_decode.language_start`). Codes the config leaves empty are the source run's
+  when it is a seq2seq run that set them (a fine-tuned mBART continued). Without a target
+  code, a frame that ends in a language code (mBART's `text </s> en_XX`) still starts
+  decoding from that code, as transformers' `shift_tokens_right` of such labels does. A
+  language code without an imported multilingual tokenizer is an error naming the field."""
+  t = config.get('tokenizer')
+  if t is None:
+    return
+  before = ((src.run_config.get('tokenizer') or {}) if src is not None and src.kind == 'seq2seq'
+            and src.run_config is not None else {})
+  with config.unlocked():
+    for field in ('source_lang', 'target_lang'):
+      if not t.get(field) and before.get(field):
+        t[field] = before[field]
   if t.get('source_lang') and not hasattr(tok, 'lang_slot'):
     seq2seq_decode.framed(tok, [''], t.source_lang)       # the error naming the field
+  lang = t.get('target_lang', '')
+  if not lang and hasattr(tok, 'lang_slot'):
+    try:
+      where, i = tok.lang_slot('tokenizer.target_lang')
+    except ConfigError:
+      where = None                    # no language slot: BART, Marian
+    if where == 'suffix':
+      lang = tok.id_to_piece(tok.frame()[1][i])
   with config.unlocked():
-    for k, v in seq2seq_decode.language_start(tok, t.get('target_lang', '')).items():
+    for k, v in seq2seq_decode.language_start(tok, lang).items():
       config.model[k] = v
 
 
@@ -112,6 +131,10 @@ def take_source_ids(config, src) -> None:
   value is an error naming the field (the grafted embeddings index the source's ids)."""
   if src.kind == 'seq2seq':
     ids = {f: getattr(src.model_config, f) for f in SPECIAL_IDS}
+    if getattr(src.model_config, 'forced_bos_id', -1) >= 0:   # a fine-tuned mBART-50's
+      with config.unlocked():
+        if 'forced_bos_id' not in config.model:
+          config.model.forced_bos_id = int(src.model_config.forced_bos_id)
   else:
     tok = src.tokenizer
     ids = {'pad_id': tok.pad_id, 'eos_id': tok.eos_id, 'decoder_start_id': tok.bos_id,
@@ -439,23 +462,23 @@ ROUGE_KEYS = ('rouge1', 'rouge2', 'rougeL', 'rougeLsum')
 _SENTENCE_END = regex.compile(r'(?<=[.!?。！？])\s+|(?<=[。！？])')
 # words whose period does not end a sentence ("Mr. Smith", "Washington Inc. said")
 _ABBREVIATIONS = frozenset(
-    'mr mrs ms dr prof sr jr st mt vs etc inc ltd co corp no nos gen gov sen rep lt col capt '
+    'mr mrs ms dr prof sr jr st mt vs etc inc ltd co corp nos gen gov sen rep lt col capt '
     'sgt maj adm jan feb mar apr jun jul aug sep sept oct nov dec approx dept est fig al e.g '
     'i.e cf'.split())
 
 
 def _ends_sentence(before: str, after: str) -> bool:
   """Whether the boundary candidate between `before` (ending in . ! ? or a full-width
-  stop) and `after` ends a sentence: a period does when the next word starts with a
-  capital, digit or opening quote and the word it ends is not an abbreviation (a title,
-  a month, 'U.S.', a single initial)."""
+  stop) and `after` ends a sentence: a period does unless the next word starts with a
+  lowercase letter or the word it ends is an abbreviation (a title, a month, 'U.S.', a
+  single initial); scripts without case (Korean, Arabic) break at every period."""
   if not before.endswith('.'):
     return True
   word = before.rsplit(None, 1)[-1].rstrip('.').lstrip('"\'(“‘[')
   if (word.lower() in _ABBREVIATIONS or regex.fullmatch(r'\p{L}', word)
       or regex.fullmatch(r'(?:\p{L}\.)+\p{L}', word)):
     return False
-  return not after or regex.match(r'[\p{Lu}\p{N}"\'“‘(\[]', after) is not None
+  return not after or regex.match(r'\p{Ll}', after) is None
 
 
 def sentence_lines(text: str) -> str:
@@ -696,17 +719,22 @@ def subset(n: int, budget: int, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng([seed, 7]).permutation(n)[:budget])
 
 
-def back_translate(bt, workdir: str) -> list[tuple[str, str]]:
+def back_translate(bt, workdir: str, source_lang: str = '', target_lang: str = ''
+                   ) -> list[tuple[str, str]]:
   """Synthetic (source, target) pairs for monolingual target-side text (Sennrich et al.
   2016): the sentences of `bt.path` (one a line; the first `bt.max_sentences`, 0: all)
   translated into the source language by the reverse saved model `bt.model` (a saved
   seq2seq model or run directory, through `serving.translate_file`, beam `bt.beam`).
   Written to `workdir/backtranslation/` and reused by a resumed run, or by a rerun with the
-  same model, text and settings; blank lines and blank translations are dropped."""
+  same model, text and settings; blank lines and blank translations are dropped. With a
+  multilingual checkpoint's codes (the run's `source_lang`/`target_lang`), the reverse
+  model reads the target language and writes the source one."""
   from translearn_jax.serving.predict import read_lines
   d = os.path.join(workdir, 'backtranslation')
   settings = {'model': os.path.abspath(bt.model), 'path': os.path.abspath(bt.path),
               'max_sentences': bt.get('max_sentences', 0), 'beam': bt.get('beam', 1)}
+  if source_lang or target_lang:
+    settings['languages'] = [target_lang, source_lang]     # reverse: target -> source
   meta_path = os.path.join(d, 'settings.json')
   tgt_path, src_path = os.path.join(d, 'target.txt'), os.path.join(d, 'source.txt')
   if not bt.get('path'):
@@ -724,7 +752,9 @@ def back_translate(bt, workdir: str) -> list[tuple[str, str]]:
     if jax.process_index() == 0:
       serving_translate.write_lines(tgt_path, lines)
       r = serving_translate.translate_file(bt.model, tgt_path, src_path, beam=settings['beam'],
-                                           batch_size=bt.get('batch_size', 128), progress=True)
+                                           batch_size=bt.get('batch_size', 128), progress=True,
+                                           source_lang=target_lang or None,
+                                           target_lang=source_lang or None)
       info('back-translated %d sentences with %s in %.0fs', len(lines), bt.model, r['seconds'])
       atomic_write(meta_path, json.dumps(settings, indent=2))
   targets, srcs = read_lines(tgt_path), read_lines(src_path)
@@ -777,7 +807,7 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   stats = {'train_pairs': len(kept)}
   bt = config.get('backtranslation')
   if bt and bt.get('model'):
-    synthetic = back_translate(bt, workdir)
+    synthetic = back_translate(bt, workdir, **langs)
     rows, kept_bt = encode_pairs(tok, synthetic, ms, mt, filter_long=True, truncate_source=cut,
                                  start_id=start, **langs)
     train_rows = np.concatenate([train_rows, rows])

@@ -74,10 +74,11 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
   check_output(output_path)
   cfg, params, tok, defaults = load_seq2seq(model_dir)
+  given_source = source_lang is not None
   if source_lang is None:
     source_lang = defaults.get('source_lang', '')
   if target_lang:
-    cfg = cfg.replace(**seq2seq_decode.language_start(tok, target_lang, 'target_lang'))
+    cfg = cfg.replace(**seq2seq_decode.language_start(tok, target_lang, '--target_lang'))
   beam = defaults['beam'] if beam is None else beam
   alpha = defaults['length_penalty'] if length_penalty is None else length_penalty
   max_len = defaults['max_target_len'] if max_len is None else max_len
@@ -96,7 +97,9 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   if real:
     decode_model = s2s_models.Seq2Seq(cfg.replace(deterministic=True, decode=True))
     src = seq2seq_decode.encode_sources(tok, [lines[i] for i in real],
-                                        defaults['max_source_len'], source_lang)
+                                        defaults['max_source_len'], source_lang,
+                                        '--source_lang' if given_source else
+                                        'tokenizer.source_lang')
     hyps = seq2seq_decode.translate(decode_model, params, tok, src, max_len, beam, alpha,
                                     batch_size, progress)
     for i, h in zip(real, hyps):
