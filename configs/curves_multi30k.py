@@ -53,5 +53,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.curve.bt_path = d + 'train.de'  # monolingual target-side sentences to back-translate
   config.curve.bt_max_sentences = 0      # 0: every line
   config.curve.bt_budgets = '1000,5000'  # budgets with a back-translation cell ('' = all)
+  config.curve.import_cells = ''         # other workdirs of this study whose finished cells count
   config.curve.title = ''
   return config

@@ -62,6 +62,21 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
   before = (work / 'cells.jsonl').read_text()
   again = seq2seq_curves.train_and_evaluate(c, str(work))
   assert (work / 'cells.jsonl').read_text() == before and again['rows'] == out['rows']
+  # a second workdir of the same study (split by condition) takes these cells instead of
+  # rerunning them; one run with another model is refused, naming the field
+  other = tmp_path / 'curves2'
+  c2 = curve_config(tmp_path, tmp_path / 'dn' / 'run', conditions='denoise',
+                    import_cells=str(work), budgets='8')
+  out2 = seq2seq_curves.train_and_evaluate(c2, str(other))
+  assert not (other / 'cells').exists()                 # nothing trained
+  assert out2['rows'] == [r for r in out['rows'] if r['budget'] == 8 and r['condition'] in
+                          ('scratch', 'denoise', 'reverse')]
+  assert len((other / 'cells.jsonl').read_text().splitlines()) == len(cells)
+  c3 = curve_config(tmp_path, tmp_path / 'dn' / 'run', import_cells=str(work))
+  c3.model.d_ff = 48
+  with pytest.raises(ConfigError, match=r'import_cells: .*curves ran its cells with '
+                                        r'model\.d_ff=.*this study with 48'):
+    seq2seq_curves.train_and_evaluate(c3, str(tmp_path / 'curves3'))
   # another pretrained run under the same condition would mix two sources in one row
   import shutil
   shutil.copytree(tmp_path / 'dn' / 'run', tmp_path / 'dn2')

@@ -42,6 +42,7 @@ from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.pretraining import seq2seq
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.metrics import info, write_json
+from translearn_jax.training.workdir import flatten
 
 CONDITIONS = ('scratch', 'denoise', 'lm_decoder', 'mlm_encoder', 'backtranslation')
 NEEDS = {'denoise': 'denoise_path', 'lm_decoder': 'lm_path', 'mlm_encoder': 'mlm_path',
@@ -155,6 +156,46 @@ def check_recorded(cells: list[dict], config) -> None:
                           f'started from {before[k]!r}, not {v!r}; use a new --workdir')
 
 
+# fields two workdirs may differ in and still share cells: which conditions, budgets and
+# seeds each ran, and where their sources are (each cell records its source, checked)
+_IMPORT_FREE = ('curve.conditions', 'curve.denoise_path', 'curve.lm_path', 'curve.mlm_path',
+                'curve.tokenizer', 'curve.title', 'curve.import_cells', 'curve.bt_budgets',
+                'curve.budgets', 'seeds', 'progress')
+
+
+def import_cells(config, cells: list[dict], tok: str) -> list[dict]:
+  """The finished cells of the workdirs `curve.import_cells` names (comma-separated; e.g.
+  the same study split over machines by condition) that `cells` lacks. A workdir whose
+  config differs in anything a cell computes with (model, data, steps, seeds' pairs), or
+  whose cells shared another tokenizer, is an error naming the field."""
+  spec = config.curve.get('import_cells', '')
+  out, have = [], {(c['budget'], c['condition'], c['seed']) for c in cells}
+  mine = flatten(json.loads(config.to_json_best_effort()))
+  for d in [x.strip() for x in spec.split(',') if x.strip()]:
+    path = os.path.join(d, 'config.json')
+    if not os.path.isfile(path):
+      raise ConfigError(f'config.curve.import_cells: {d} is not a curves workdir (no config.json)')
+    with open(path, encoding='utf-8') as f:
+      theirs_cfg = json.load(f)
+    theirs = flatten(theirs_cfg)
+    for k in sorted(set(mine) | set(theirs)):
+      if k.startswith(_IMPORT_FREE) or mine.get(k) == theirs.get(k):
+        continue
+      raise ConfigError(f'config.curve.import_cells: {d} ran its cells with {k}='
+                        f'{theirs.get(k)!r}, this study with {mine.get(k)!r}')
+    other_tok = tokenizer_path(ml_collections.ConfigDict(theirs_cfg))
+    with open(other_tok, 'rb') as f1, open(tok, 'rb') as f2:
+      if f1.read() != f2.read():
+        raise ConfigError(f'config.curve.import_cells: the cells of {d} used the tokenizer '
+                          f'{other_tok}, not {tok}')
+    for cell in read_cells(os.path.join(d, 'cells.jsonl')):
+      key = (cell['budget'], cell['condition'], cell['seed'])
+      if key not in have:
+        out.append(cell)
+        have.add(key)
+  return out
+
+
 def read_cells(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
@@ -249,9 +290,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if cond in ('denoise', 'lm_decoder', 'mlm_encoder'):
       check_tokenizer(config.curve[NEEDS[cond]], tok, f'curve.{NEEDS[cond]}')
   os.makedirs(workdir, exist_ok=True)
+  atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
   log = os.path.join(workdir, 'cells.jsonl')
   cells = read_cells(log)
-  check_recorded(cells, config)
+  imported = import_cells(config, cells, tok)
+  check_recorded(cells + imported, config)
+  if imported:
+    info('curve.import_cells: %d finished cells taken from %s', len(imported),
+         config.curve.import_cells)
+    cells += imported
+    atomic_write(log, ''.join(json.dumps(c) + '\n' for c in cells))
   done = {(c['budget'], c['condition'], c['seed']) for c in cells}
   plan = []
   for b in budgets:                 # small budgets first, then seed-major: paired seeds

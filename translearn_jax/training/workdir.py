@@ -173,6 +173,7 @@ ADDED_FIELDS = {
     'init.unicode_errors': 'strict',    # word-vector files: words must be UTF-8
     'tokenizer.source_lang': '',        # seq2seq: no language codes (mBART's framing)
     'tokenizer.target_lang': '',
+    'curve.import_cells': '',           # seq2seq curves: no cells from other workdirs
 }
 
 
