@@ -65,12 +65,13 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
   # a second workdir of the same study (split by condition) takes these cells instead of
   # rerunning them; one run with another model is refused, naming the field
   other = tmp_path / 'curves2'
-  c2 = curve_config(tmp_path, tmp_path / 'dn' / 'run', conditions='denoise',
-                    import_cells=str(work), budgets='8')
+  c2 = curve_config(tmp_path, tmp_path / 'dn' / 'run', conditions='scratch',
+                    import_cells=str(work), budgets='8', denoise_path='',
+                    tokenizer=str(tmp_path / 'dn' / 'run' / 'tokenizer.model'))
   out2 = seq2seq_curves.train_and_evaluate(c2, str(other))
   assert not (other / 'cells').exists()                 # nothing trained
   assert out2['rows'] == [r for r in out['rows'] if r['budget'] == 8 and r['condition'] in
-                          ('scratch', 'denoise', 'reverse')]
+                          ('scratch', 'reverse')]     # a study of scratch alone
   assert len((other / 'cells.jsonl').read_text().splitlines()) == len(cells)
   c3 = curve_config(tmp_path, tmp_path / 'dn' / 'run', import_cells=str(work))
   c3.model.d_ff = 48

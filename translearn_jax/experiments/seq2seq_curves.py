@@ -141,7 +141,7 @@ def source_of(config, condition: str) -> dict:
   if condition == 'backtranslation':
     return {'bt_path': c.bt_path, 'bt_max_sentences': c.bt_max_sentences}
   need = NEEDS.get(condition)
-  return {need: os.path.abspath(c[need])} if need else {}
+  return {need: os.path.abspath(c[need])} if need and c.get(need) else {}
 
 
 def check_recorded(cells: list[dict], config) -> None:
