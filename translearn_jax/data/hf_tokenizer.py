@@ -260,17 +260,21 @@ class HFTokenizer:
     return [ids + [eos] for ids in self.encode_batch(texts)]
 
   def frame(self) -> tuple[list[int], list[int]]:
-    """(ids before, ids after) a text framed as `encode_batch_framed` frames it."""
-    if not self.spec.get('post_processor'):
-      return [], [self.eos_id]
-    probe = 'a b c 1 2 3 the of'
-    bare = self.tk.encode(probe, add_special_tokens=False).ids
-    full = self.tk.encode(probe, add_special_tokens=True).ids
-    at = next((k for k in range(len(full) - len(bare) + 1) if full[k:k + len(bare)] == bare),
-              None)
-    if not bare or at is None:
-      raise DataError(f'{self.path}: cannot tell where its post-processor puts the text')
-    return full[:at], full[at + len(bare):]
+    """(ids before, ids after) a text framed as `encode_batch_framed` frames it (new lists
+    each call; found once per tokenizer, which never changes)."""
+    if not hasattr(self, '_frame'):
+      if not self.spec.get('post_processor'):
+        self._frame = ((), (self.eos_id,))
+      else:
+        probe = 'a b c 1 2 3 the of'
+        bare = self.tk.encode(probe, add_special_tokens=False).ids
+        full = self.tk.encode(probe, add_special_tokens=True).ids
+        at = next((k for k in range(len(full) - len(bare) + 1)
+                   if full[k:k + len(bare)] == bare), None)
+        if not bare or at is None:
+          raise DataError(f'{self.path}: cannot tell where its post-processor puts the text')
+        self._frame = (tuple(full[:at]), tuple(full[at + len(bare):]))
+    return list(self._frame[0]), list(self._frame[1])
 
   def lang_slot(self, field: str = 'tokenizer.source_lang') -> tuple[str, int]:
     """('prefix' | 'suffix', index) of the one frame token that is not a special role
