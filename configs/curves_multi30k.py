@@ -54,5 +54,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.curve.bt_max_sentences = 0      # 0: every line
   config.curve.bt_budgets = '1000,5000'  # budgets with a back-translation cell ('' = all)
   config.curve.import_cells = ''         # other workdirs of this study whose finished cells count
+  config.curve.seed_list = ''            # seeds run here, e.g. '2' ('' = 0 .. seeds-1)
   config.curve.title = ''
   return config

@@ -68,6 +68,7 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
   c2 = curve_config(tmp_path, tmp_path / 'dn' / 'run', conditions='scratch',
                     import_cells=str(work), budgets='8', denoise_path='',
                     tokenizer=str(tmp_path / 'dn' / 'run' / 'tokenizer.model'))
+  c2.seeds, c2.curve.seed_list = 2, '0'   # a study of two seeds; seed 1 runs elsewhere
   out2 = seq2seq_curves.train_and_evaluate(c2, str(other))
   assert not (other / 'cells').exists()                 # nothing trained
   assert out2['rows'] == [r for r in out['rows'] if r['budget'] == 8 and r['condition'] in
@@ -107,6 +108,8 @@ def test_gains_are_paired_by_seed_with_a_t_interval():
     ('conditions', 'scratch,magic', 'curve.conditions'),
     ('budgets', '100,x', 'curve.budgets'),
     ('bt_budgets', '77', r'curve.bt_budgets: \[77\]'),
+    ('seed_list', '1', r'curve.seed_list: .1.; each seed once, from 0 to seeds-1 = 0'),
+    ('seed_list', '0,x', 'curve.seed_list: .* not a comma-separated list'),
     ('denoise_path', '/nowhere', 'curve.denoise_path: no run directory'),
 ])
 def test_bad_curve_fields_are_named_before_training(tmp_path, field, value, match):

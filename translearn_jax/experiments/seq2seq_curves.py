@@ -21,7 +21,10 @@ conditions differ only in what they start from. Training length per budget: `epo
 passes over the pairs, at least `min_steps` and at most `max_steps` steps.
 
 Each finished cell is appended to `workdir/cells.jsonl` and skipped on a restart; a cell
-killed midway resumes from its own checkpoint (`workdir/cells/<budget>/<cell>/`).
+killed midway resumes from its own checkpoint (`workdir/cells/<budget>/<cell>/`). One
+study can be split over processes or machines, each its own workdir: by condition
+(`curve.conditions`), budget (`curve.budgets`) or seed (`curve.seed_list`); one workdir then
+takes the others' finished cells (`curve.import_cells`) and writes the whole summary.
 Outputs: `curves.json`, `curves.csv` (mean ± 95% CI of test BLEU and chrF per budget and
 condition, and the paired gain over scratch) and `curves.png` (BLEU vs pairs).
 """
@@ -83,6 +86,24 @@ def parse(config) -> tuple[list[int], list[str]]:
   if config.seeds < 1:
     raise ConfigError(f'config.seeds must be >= 1, got {config.seeds}')
   return budgets, conditions
+
+
+def seed_list(config) -> list[int]:
+  """The seeds this process runs: `curve.seed_list` (comma-separated, e.g. one machine per
+  seed), or all of 0 .. seeds-1 when it is empty."""
+  spec = config.curve.get('seed_list', '')
+  if not spec.strip():
+    return list(range(config.seeds))
+  try:
+    seeds = [int(x) for x in spec.split(',') if x.strip()]
+  except ValueError:
+    raise ConfigError(f'config.curve.seed_list: {spec!r} is not a comma-separated list of '
+                      'integers') from None
+  bad = [s for s in seeds if not 0 <= s < config.seeds]
+  if bad or len(set(seeds)) != len(seeds):
+    raise ConfigError(f'config.curve.seed_list: {spec!r}; each seed once, from 0 to '
+                      f'seeds-1 = {config.seeds - 1}')
+  return seeds
 
 
 def tokenizer_path(config) -> str:
@@ -160,7 +181,7 @@ def check_recorded(cells: list[dict], config) -> None:
 # seeds each ran, and where their sources are (each cell records its source, checked)
 _IMPORT_FREE = ('curve.conditions', 'curve.denoise_path', 'curve.lm_path', 'curve.mlm_path',
                 'curve.tokenizer', 'curve.title', 'curve.import_cells', 'curve.bt_budgets',
-                'curve.budgets', 'seeds', 'progress')
+                'curve.budgets', 'curve.seed_list', 'seeds', 'progress')
 
 
 def import_cells(config, cells: list[dict], tok: str) -> list[dict]:
@@ -284,6 +305,7 @@ def format_rows(rows: list[dict]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   budgets, conditions = parse(config)
+  seeds = seed_list(config)
   bt_budgets = parse_budgets(config.curve.bt_budgets, 'curve.bt_budgets') or budgets
   tok = tokenizer_path(config)
   for cond in conditions:
@@ -303,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   done = {(c['budget'], c['condition'], c['seed']) for c in cells}
   plan = []
   for b in budgets:                 # small budgets first, then seed-major: paired seeds
-    for seed in range(config.seeds):
+    for seed in seeds:
       for cond in conditions:
         if cond == 'backtranslation':
           if b not in bt_budgets:

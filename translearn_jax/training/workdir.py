@@ -174,6 +174,7 @@ ADDED_FIELDS = {
     'tokenizer.source_lang': '',        # seq2seq: no language codes (mBART's framing)
     'tokenizer.target_lang': '',
     'curve.import_cells': '',           # seq2seq curves: no cells from other workdirs
+    'curve.seed_list': '',              #   and every seed run here
 }
 
 
