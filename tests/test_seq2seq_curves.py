@@ -87,7 +87,7 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
     seq2seq_curves.train_and_evaluate(c, str(work))
 
 
-def test_gains_are_paired_by_seed_with_a_t_interval():
+def test_gains_are_paired_by_seed_with_a_t_interval(tmp_path):
   cells = [{'budget': 10, 'condition': cond, 'seed': s, 'train_pairs': 10, 'steps': 5,
             'test': {'bleu': bleu, 'chrf': 2 * bleu}}
            for cond, vals in [('scratch', [10.0, 20.0, 30.0]), ('denoise', [12.0, 21.0, 33.0])]
@@ -102,6 +102,16 @@ def test_gains_are_paired_by_seed_with_a_t_interval():
   rev = [dict(c, condition='reverse') for c in cells[:3]]
   rows = seq2seq_curves.summarise(cells + rev, [10], ['scratch', 'reverse', 'denoise'])
   assert [r['condition'] for r in rows] == ['scratch', 'denoise', 'reverse']
+  # the CSV carries the paired gain; the PNG (curves and gain panels) is written whole
+  seq2seq_curves.save_outputs(rows, str(tmp_path), 't')
+  import csv
+  with open(tmp_path / 'curves.csv') as f:
+    got = {r['condition']: r for r in csv.DictReader(f)}
+  assert float(got['denoise']['bleu_gain']) == pytest.approx(2.0)
+  assert got['scratch']['bleu_gain'] == ''
+  png = (tmp_path / 'curves.png').read_bytes()
+  assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
+  assert not list(tmp_path.glob('*.tmp'))
 
 
 @pytest.mark.parametrize('field,value,match', [

@@ -26,7 +26,8 @@ study can be split over processes or machines, each its own workdir: by conditio
 (`curve.conditions`), budget (`curve.budgets`) or seed (`curve.seed_list`); one workdir then
 takes the others' finished cells (`curve.import_cells`) and writes the whole summary.
 Outputs: `curves.json`, `curves.csv` (mean ± 95% CI of test BLEU and chrF per budget and
-condition, and the paired gain over scratch) and `curves.png` (BLEU vs pairs).
+condition, and the paired gain over scratch) and `curves.png` (BLEU, and the paired gain
+over scratch, against pairs).
 """
 
 from __future__ import annotations
@@ -273,16 +274,29 @@ def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
   plt = plots.pyplot()
   if plt is None:
     return
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  for cond in dict.fromkeys(r['condition'] for r in rows if r['condition'] != 'reverse'):
+  fig, (ax, gx) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+  budgets = {r['budget'] for r in rows}
+  for i, cond in enumerate(dict.fromkeys(r['condition'] for r in rows
+                                         if r['condition'] != 'reverse')):
     rs = sorted((r for r in rows if r['condition'] == cond), key=lambda r: r['budget'])
+    color = f'C{i}'
     x = [r['budget'] for r in rs]
     m = np.array([r['bleu'] for r in rs])
     h = np.array([r['bleu_ci95'] or 0.0 for r in rs])
-    ax.plot(x, m, marker='o', label=cond)
-    ax.fill_between(x, np.clip(m - h, 0, 100), np.clip(m + h, 0, 100), alpha=0.2)
-  plots.budget_curve_axes(ax, {r['budget'] for r in rows}, 'parallel training pairs',
+    # whiskers at every point (a condition run at one budget has no band to show)
+    ax.errorbar(x, m, yerr=h, marker='o', capsize=3, color=color, label=cond)
+    ax.fill_between(x, np.clip(m - h, 0, 100), np.clip(m + h, 0, 100), alpha=0.15,
+                    color=color)
+    gs = [r for r in rs if r.get('bleu_gain') is not None]
+    if gs:          # the paired gain over scratch: where it crosses zero, transfer stops helping
+      gx.errorbar([r['budget'] for r in gs], [r['bleu_gain'] for r in gs],
+                  yerr=[r.get('bleu_gain_ci95') or 0.0 for r in gs], marker='o', capsize=3,
+                  color=color, label=cond)
+  plots.budget_curve_axes(ax, budgets, 'parallel training pairs',
                           'test BLEU (mean ± 95% CI over seeds)', title)
+  gx.axhline(0.0, color='black', lw=0.8)
+  plots.budget_curve_axes(gx, budgets, 'parallel training pairs',
+                          'BLEU gain over scratch (paired, 95% CI)', 'gain over scratch')
   plots.save_png(plt, fig, os.path.join(workdir, 'curves.png'))
 
 
