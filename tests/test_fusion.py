@@ -77,6 +77,24 @@ def test_embedding_zero_shot_with_known_answer():
     zero_shot.parse_label_map('negative=a', ['negative', 'positive'], 'zero_shot.descriptions')
 
 
+def test_embedding_zero_shot_matches_cased_vector_files_case_blind():
+  # cased files (GoogleNews, fastText, glove.840B, lowercase=False runs) hold words only
+  # capitalised; texts and descriptions are lowercased by `tokenize`: matched as a graft
+  # and the evaluation match them (the exact spelling first, else the first folded one)
+  words, v = hand_built_vectors()
+  cased = [w.capitalize() if i % 2 == 0 else w for i, w in enumerate(words)]
+  texts = ['The movie was GOOD', 'an awful plot', 'great great movie', 'bad', 'zzz qqq']
+  want = zero_shot.embedding_predict(texts, ['bad awful', 'good great'], words, v, fallback=1)
+  got = zero_shot.embedding_predict(texts, ['bad awful', 'good great'], cased, v, fallback=1)
+  np.testing.assert_array_equal(got[0], want[0])
+  assert got[1] == want[1] == 1
+  # the exact spelling wins over a case variant listed first
+  both = ['Bad', 'bad', 'good']
+  vb = np.array([[0, 1], [-1, 0], [1, 0]], np.float32)
+  pred, _ = zero_shot.embedding_predict(['bad'], ['bad', 'good'], both, vb)
+  np.testing.assert_array_equal(pred, [0])
+
+
 def test_continuation_logprobs_match_a_full_forward_pass():
   from translearn_jax.models import transformer_lm
   cfg = transformer_lm.TransformerConfig(vocab_size=50, d_model=16, num_heads=2, num_layers=1,

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from translearn_jax.data.tokenizer import Tokenizer
-from translearn_jax.data.vocab import tokenize
+from translearn_jax.data.vocab import folded_index, tokenize
 from translearn_jax.errors import ConfigError
 from translearn_jax.models import lm as lm_models
 
@@ -68,8 +68,11 @@ def mean_vectors(texts: Sequence[str], index: dict, vectors: np.ndarray
 
 def embedding_predict(texts: Sequence[str], descriptions: Sequence[str], words: Sequence[str],
                       vectors: np.ndarray, fallback: int = 0) -> tuple[np.ndarray, int]:
-  """(predictions, number of texts with no known word)."""
-  index = {w: i for i, w in enumerate(words)}
+  """(predictions, number of texts with no known word). Words match exactly, else through
+  their first case-folded spelling (as grafts and the word-vector evaluation match them):
+  `tokenize` lowercases, and cased vector files list many words only capitalised."""
+  index = folded_index(words)
+  index.update({w: i for i, w in reversed(list(enumerate(words)))})   # exact first
   labels, lknown = mean_vectors(descriptions, index, vectors)
   if not lknown.all():
     bad = [d for d, k in zip(descriptions, lknown) if not k]
