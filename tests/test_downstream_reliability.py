@@ -113,3 +113,36 @@ def test_restored_source_with_nan_names_the_leaf(tmp_path):
 def jax_key():
   import jax
   return jax.random.key(0)
+
+
+def test_row_sharded_word2vec_run_source_is_in_vocabulary_order(tmp_path):
+  # a run trained with model.table_sharding='rows' saves its tables interleaved (row r on
+  # shard r % n, padded); as a source its rows must line up with its vocab.tsv again
+  import jax.numpy as jnp
+  import numpy as np
+  from translearn_jax.data.vocab import Vocabulary
+  from translearn_jax.models import row_sharded
+  from translearn_jax.training.checkpoint import Checkpointer
+  from translearn_jax.training.state import TrainState
+  from translearn_jax.transfer import graft as graft_lib
+  from translearn_jax.transfer import sources
+  run = tmp_path / 'w2v_rows'
+  table = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
+  sharded = np.asarray(row_sharded.to_sharded_layout(jnp.asarray(table), 2))   # 6 rows
+  state = TrainState(step=jnp.zeros((), jnp.int32),
+                     params={'in_embed': jnp.asarray(sharded),
+                             'out_embed': jnp.asarray(-sharded)},
+                     opt_state={}, rng=jax_key())
+  ck = Checkpointer(str(run))
+  ck.save(1, state, {'epoch': 0, 'block': 1, 'table_shards': 2})
+  ck.close()
+  words = ['a', 'b', 'c', 'd', 'e']
+  Vocabulary(words, np.array([5, 4, 3, 2, 1])).save(str(run / 'vocab.tsv'))
+  src = sources.load('word2vec_run', str(run))
+  assert src.vocab == words
+  np.testing.assert_array_equal(src.params['in_embed'], table)
+  np.testing.assert_array_equal(src.params['out_embed'], -table)
+  rows, stats = graft_lib.remap_rows(src.params['in_embed'], src.vocab, ['<pad>', 'c', 'e'],
+                                     np.zeros((3, 3), np.float32), init='init')
+  np.testing.assert_array_equal(rows[1:], table[[2, 4]])
+  assert stats['found'] == 2

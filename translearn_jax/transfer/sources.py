@@ -37,6 +37,7 @@ from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.export.word2vec_format import (UNICODE_ERRORS, is_fasttext_bin,
                                                     load_fasttext_model, load_vectors)
 from translearn_jax.models import lm as lm_models
+from translearn_jax.models import row_sharded
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.optimizers import param_paths
@@ -139,6 +140,19 @@ def restore_params(path: str, field: str = 'init.path'):
   return params
 
 
+TABLE_SHARDS = 'table_shards'   # a word2vec checkpoint's data key: its tables' row shards
+
+
+def _table_shards(path: str) -> int:
+  """How many row shards the newest checkpoint of the word2vec run `path` laid its tables
+  out over (0: vocabulary order), as `pretraining.word2vec` records it."""
+  ckpt = Checkpointer(path)
+  try:
+    return int(ckpt.saved_data().get(TABLE_SHARDS, 0) or 0)
+  finally:
+    ckpt.close()
+
+
 def load_run(path: str, field: str = 'init.path') -> Source:
   if os.path.isdir(path) and not os.path.exists(os.path.join(path, 'config.json')) and \
       os.path.exists(os.path.join(path, 'vocab.tsv')):
@@ -163,7 +177,16 @@ def load_run(path: str, field: str = 'init.path') -> Source:
     if not os.path.exists(vocab_path):
       raise DataError(f'config.{field}: {vocab_path} not found (a word2vec run saves it)')
     vocab = Vocabulary.load(vocab_path)
-    return Source('word2vec_run', path, restore_params(path, field), vocab=list(vocab.words),
-                  run_config=config)
+    params = restore_params(path, field)
+    shards = _table_shards(path)
+    if shards:   # a run with model.table_sharding='rows' saves its tables interleaved
+      try:
+        params = {k: np.asarray(row_sharded.from_sharded_layout(np.asarray(v), shards,
+                                                                len(vocab)))
+                  for k, v in params.items()}
+      except ValueError as e:
+        raise DataError(f'config.{field}: {path}: {e} (its vocab.tsv has {len(vocab)} '
+                        'words)') from None
+    return Source('word2vec_run', path, params, vocab=list(vocab.words), run_config=config)
   raise DataError(f'config.{field}: {path} is a run of family {family!r}; transfer reads '
                   "'lm', 'mlm', 'seq2seq' and 'word2vec' runs")
