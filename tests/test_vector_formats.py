@@ -317,3 +317,22 @@ def test_words_cut_inside_a_character_read_as_gensims_unicode_errors(tmp_path, b
   assert src.vocab[1] == 'caf\ufffd'
   with pytest.raises(ConfigError, match=r"config\.init\.unicode_errors must be one of"):
     sources.load('word2vec', path, binary=binary, unicode_errors='skip')
+
+
+def test_binary_words_with_control_characters_load_as_gensim_reads_them(tmp_path):
+  # word2vec.c keeps a form feed or vertical tab inside a word (it splits at space, tab and
+  # newline only) and gensim writes any key: such binary files load as their text form does
+  words = ['the', '\x0cchapter', 'a\x0bb', 'tab\tword', 'cr\rword', 'end']
+  rows = np.arange(len(words) * 3, dtype=np.float32).reshape(-1, 3) / 7
+  data = f'{len(words)} 3\n'.encode() + b''.join(
+      w.encode() + b' ' + r.astype('<f4').tobytes() + b'\n' for w, r in zip(words, rows))
+  path = tmp_path / 'v.bin'
+  path.write_bytes(data)
+  got, vecs = load_vectors(str(path), 'word2vec_binary')
+  assert got == words
+  np.testing.assert_array_equal(vecs, rows)
+  text = tmp_path / 'v.txt'
+  text.write_bytes(f'{len(words)} 3\n'.encode() + b''.join(
+      w.encode() + b' ' + ' '.join(repr(float(x)) for x in r).encode() + b'\n'
+      for w, r in zip(words, rows)))
+  assert load_vectors(str(text))[0] == words

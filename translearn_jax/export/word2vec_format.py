@@ -525,7 +525,10 @@ def _parse_binary(path, buf, pos, count, dim, errors='strict'):
                       f'announces (row {i + 1} missing)')
     sp = buf.find(b' ', pos)
     raw = bytes(buf[pos:size if sp < 0 else sp])
-    if sp < 0 or not raw or any(c in raw for c in b'\t\n\r\x0b\x0c'):
+    # only a newline cannot be part of a word: word2vec.c splits words at space, tab and
+    # newline alone (a form feed or vertical tab stays in its word), and gensim writes any
+    # key; a row read out of step (a wrong header width) runs into the newline after a vector
+    if sp < 0 or not raw or b'\n' in raw:
       raise DataError(f'{path}: row {i + 1} at byte {pos}: expected a word and a space, got '
                       f'{raw[:40]!r}')
     try:
