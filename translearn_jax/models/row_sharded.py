@@ -55,6 +55,9 @@ def to_sharded_layout(table: Array, shards: int) -> Array:
   return padded.reshape(rows, shards, dim).transpose(1, 0, 2).reshape(shards * rows, dim)
 
 
+TABLE_SHARDS = 'table_shards'   # saved with a checkpoint: over how many shards its tables lie
+
+
 def from_sharded_layout(table: Array, shards: int, vocab_size: int) -> Array:
   """Inverse of `to_sharded_layout`: the `(V, D)` table in vocabulary order."""
   total, dim = table.shape

@@ -32,15 +32,14 @@ from translearn_jax.models import row_sharded
 from translearn_jax.models import word2vec as w2v
 from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
-from translearn_jax.training.checkpoint import Checkpointer
 from translearn_jax.training.loop import Run
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState
+from translearn_jax.transfer import sources
 from translearn_jax.transfer.graft import remap_rows
 
 
 REPLICATED, ROWS = 'replicated', 'rows'
-TABLE_SHARDS = 'table_shards'  # saved with each checkpoint: its tables' layout
 
 
 def _require(cond: bool, field: str, msg: str) -> None:
@@ -316,25 +315,16 @@ def init_from_run(config, cfg: w2v.Word2VecConfig, vocab: Vocabulary, seed: int,
   """Fresh state whose rows of both tables come from the run `config.init.path` (in
   either layout), in the layout of `shards` (`init_state`)."""
   run = config.init.path
-  src_vocab = Vocabulary.load(_run_file(run, 'vocab.tsv'))
-  src = Checkpointer(run)
-  try:
-    if src.latest_step() is None:
-      raise DataError(f'config.init.path: no checkpoint in {run}/checkpoints')
-    src_shards = int(src.saved_data().get(TABLE_SHARDS, 0))
-    src_params = src.restore_params()
-  finally:
-    src.close()
+  _run_file(run, 'vocab.tsv')
+  src = sources.load_run(run, 'init.path')       # both tables in vocabulary order
   state = init_state(cfg, seed, mesh)
   params, stats = {}, {}
   for name in ('in_embed', 'out_embed'):
-    table = np.asarray(src_params[name])
-    if src_shards:
-      table = np.asarray(row_sharded.from_sharded_layout(table, src_shards, len(src_vocab)))
-    if table.shape != (len(src_vocab), cfg.dim):
+    table = np.asarray(src.params[name])
+    if table.shape != (len(src.vocab), cfg.dim):
       raise DataError(f'config.init.path: {run} holds {name} of shape {table.shape}, not '
-                      f'({len(src_vocab)} words of its vocab.tsv, model.dim={cfg.dim})')
-    rows, stats[name] = remap_rows(table, src_vocab.words, vocab.words,
+                      f'({len(src.vocab)} words of its vocab.tsv, model.dim={cfg.dim})')
+    rows, stats[name] = remap_rows(table, src.vocab, vocab.words,
                                    np.asarray(state.params[name]), init='init')
     params[name] = _to_layout(rows, 0, shards, mesh)
   return state.replace(params=params), stats
@@ -358,7 +348,7 @@ def _restore(run: Run, state: TrainState, shards: int, cfg: w2v.Word2VecConfig, 
   or replicated vs row-sharded) to this run's."""
   if not run.resuming:
     return state, {}
-  saved_shards = int(run.checkpointer.saved_data().get(TABLE_SHARDS, 0))
+  saved_shards = int(run.checkpointer.saved_data().get(row_sharded.TABLE_SHARDS, 0))
   if saved_shards == shards:
     restored, saved = run.restore(state)
   else:
@@ -372,10 +362,10 @@ def _restore(run: Run, state: TrainState, shards: int, cfg: w2v.Word2VecConfig, 
         k: _to_layout(v, saved_shards, shards, mesh, cfg.vocab_size)
         for k, v in restored.params.items()})
     info('tables converted from %s to %s', _layout_name(saved_shards), _layout_name(shards))
-  if int(saved.get(TABLE_SHARDS, 0)) != saved_shards:
+  if int(saved.get(row_sharded.TABLE_SHARDS, 0)) != saved_shards:
     raise DataError(f'{run.checkpointer.directory}: the restored step holds tables of another '
                     'layout than the newest step (a damaged step was set aside); resume again')
-  return restored, {k: v for k, v in saved.items() if k != TABLE_SHARDS}
+  return restored, {k: v for k, v in saved.items() if k != row_sharded.TABLE_SHARDS}
 
 
 def _layout_name(shards: int) -> str:
@@ -430,7 +420,7 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       state = init_state(cfg, config.seed, mesh, shards)
     state, saved = _restore(run, state, shards, cfg, mesh)
     data_state = StreamState(**saved)
-    layout = {TABLE_SHARDS: shards}
+    layout = {row_sharded.TABLE_SHARDS: shards}
     result = run.train(
         state=state,
         stream=((dict(s.to_dict(), **layout), b)

@@ -125,11 +125,16 @@ def run_tokenizer(path: str, config):
 
 def restore_params(path: str, field: str = 'init.path'):
   """The newest checkpoint's parameters of the run `path`, as numpy arrays."""
+  return _restore(path, field)[0]
+
+
+def _restore(path: str, field: str) -> tuple[Any, dict]:
+  """(parameters, the data saved beside them) of the newest checkpoint of the run `path`."""
   ckpt = Checkpointer(path)
   try:
     if ckpt.latest_step() is None:
       raise DataError(f'config.{field}: no checkpoint in {path}/checkpoints')
-    params = ckpt.restore_params()
+    params, data = ckpt.restore_params(), ckpt.saved_data()
   finally:
     ckpt.close()
   bad = [p for p, x in zip(param_paths(params), jax.tree.leaves(params))
@@ -137,20 +142,7 @@ def restore_params(path: str, field: str = 'init.path'):
   if bad:
     raise DataError(f'config.{field}: {path} holds non-finite parameters in {bad[:5]}'
                     f'{" and more" if len(bad) > 5 else ""}')
-  return params
-
-
-TABLE_SHARDS = 'table_shards'   # a word2vec checkpoint's data key: its tables' row shards
-
-
-def _table_shards(path: str) -> int:
-  """How many row shards the newest checkpoint of the word2vec run `path` laid its tables
-  out over (0: vocabulary order), as `pretraining.word2vec` records it."""
-  ckpt = Checkpointer(path)
-  try:
-    return int(ckpt.saved_data().get(TABLE_SHARDS, 0) or 0)
-  finally:
-    ckpt.close()
+  return params, data
 
 
 def load_run(path: str, field: str = 'init.path') -> Source:
@@ -177,8 +169,8 @@ def load_run(path: str, field: str = 'init.path') -> Source:
     if not os.path.exists(vocab_path):
       raise DataError(f'config.{field}: {vocab_path} not found (a word2vec run saves it)')
     vocab = Vocabulary.load(vocab_path)
-    params = restore_params(path, field)
-    shards = _table_shards(path)
+    params, data = _restore(path, field)
+    shards = int(data.get(row_sharded.TABLE_SHARDS, 0) or 0)
     if shards:   # a run with model.table_sharding='rows' saves its tables interleaved
       try:
         params = {k: np.asarray(row_sharded.from_sharded_layout(np.asarray(v), shards,
