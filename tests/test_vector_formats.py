@@ -74,6 +74,8 @@ def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path, make):
     (_glove(), 'glove', 'the'),
     (_fasttext(), 'word2vec', 'the'),
     ('2 3\n5 1 2 3\n6 4 5 6\n', 'word2vec', '5'),       # a header, numeric words
+    ('2\t3\nx 1 2 3\ny 4 5 6\n', 'word2vec', 'x'),      # a tab in the header (gensim splits any space)
+    ('2  3 \nx 1 2 3\ny 4 5 6\n', 'word2vec', 'x'),
     ('5 1 2 3\n6 4 5 6\n', 'glove', '5'),               # numeric words, no header
     ('. . . 1 2\nx 3 4\n', 'glove', '. . .'),           # line 1 holds a word with spaces
 ])

@@ -333,7 +333,7 @@ def _glove_width(fields) -> int:
 def _detect(path, buf) -> str:
   line = _first_line(path, buf)
   fields = line.split(b' ')
-  if _is_header(fields):
+  if _is_header(line.split()):        # a header split as word2vec's reader (and gensim) split it
     return 'word2vec'
   if _glove_width(fields):
     return 'glove'
@@ -344,7 +344,7 @@ def _detect(path, buf) -> str:
 def _load_glove(path, buf, errors='strict'):
   line = _first_line(path, buf)
   fields = line.split(b' ')
-  if _is_header(fields):
+  if _is_header(line.split()):
     raise DataError(f'{path}:1: a "<count> <dim>" header: this is a word2vec or fastText file, '
                     "not GloVe (format 'word2vec' or 'auto' reads it)")
   dim = _glove_width(fields)
