@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.similarity = ('wordsim353=gensim:wordsim353.tsv,'
                             'simlex999=gensim:simlex999.txt')  # name=path,...
   config.eval.analogy = 'gensim:questions-words.txt'  # '' to skip
-  config.eval.analogy_restrict = 30000   # most frequent words searched (word2vec: 30k)
+  config.eval.analogy_restrict = 30000   # most frequent words searched (word2vec: 30k; 0: all)
 
   config.export = ml_collections.ConfigDict()
   config.export.format = 'text'          # word2vec format: 'text' | 'binary' | ''

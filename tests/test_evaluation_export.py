@@ -105,6 +105,9 @@ def test_analogy_3cosadd_on_constructed_vectors(tmp_path):
   # restrict drops 'apple' (least frequent), so the second question becomes OOV.
   r2 = wv.evaluate_analogies(words, vecs, str(f), restrict=4)
   assert (r2.correct, r2.answered, r2.oov) == (1, 1, 2)
+  # 0 searches every word (as vocab.max_size=0 keeps every word), not none
+  r0 = wv.evaluate_analogies(words, vecs, str(f), restrict=0)
+  assert (r0.correct, r0.answered, r0.oov) == (r.correct, r.answered, r.oov)
 
 
 

@@ -160,8 +160,9 @@ def read_analogies(path: str) -> list[tuple[str, tuple[str, str, str, str]]]:
 
 def evaluate_analogies(words: Sequence[str], vectors: np.ndarray, path: str,
                        restrict: int = 30000, batch: int = 1024) -> AnalogyResult:
-  """3CosAdd accuracy; `words` must be sorted by descending frequency."""
-  words = list(words)[:restrict]
+  """3CosAdd accuracy; `words` must be sorted by descending frequency. `restrict` <= 0
+  searches every word (as `vocab.max_size=0` keeps every word)."""
+  words = list(words)[:restrict] if restrict > 0 else list(words)
   unit = _unit(np.asarray(vectors[:len(words)], np.float32))
   index = folded_index(words)
   # the folded row of every row: another spelling of an answer is the answer (gensim)
