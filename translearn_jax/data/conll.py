@@ -175,20 +175,32 @@ def with_predictions(doc: TokenLines, tags: list) -> str:
   return '\n'.join(out) + '\n'
 
 
-def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400) -> bool:
+def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400,
+                     tag_column: int = -1) -> bool:
   """Whether the start of `path` reads as CoNLL (a token and a tag a line, blank lines
   between sentences) rather than one sentence a line: every one of its first non-blank,
-  non-comment lines has two or more columns ending in a tag, and a sentence break occurs."""
+  non-comment lines has two or more columns with a tag in column `tag_column` (the last by
+  default; the column training read), and a sentence break occurs. The start is decoded
+  as `readers.read_text` decodes the whole file (a UTF-16 byte-order mark selects UTF-16,
+  CR-only line ends end lines); an unknown encoding is a `DataError`."""
+  raw = readers.head_bytes(path, 1 << 16)
+  enc = encoding
+  if encoding.lower().replace('_', '-') in ('utf-8', 'utf8'):
+    enc = 'utf-16' if raw[:2] in (b'\xff\xfe', b'\xfe\xff') else 'utf-8-sig'
   try:
-    head = readers.head_bytes(path, 1 << 16).decode(encoding, errors='replace').split('\n')
-  except OSError:
-    return False
+    text = raw.decode(enc, errors='replace')
+  except LookupError:
+    raise DataError(f'unknown encoding {encoding!r} (--encoding)') from None
+  text = text.replace('\r\n', '\n')
+  text = text.replace('\r', ' ' if '\n' in text else '\n')
+  head = text.split('\n')
   head = head[:lines] if len(head) > lines else head[:-1] or head
-  rows = [_columns(x.rstrip('\r')) for x in head if not x.startswith('#')]
+  rows = [_columns(x) for x in head if not x.startswith('#')]
   filled = [r for r in rows if r and r[0] != '-DOCSTART-']
   breaks = any(not r or r[0] == '-DOCSTART-' for r in rows)
+  need = max(2, tag_column + 1 if tag_column >= 0 else -tag_column)
   return (len(filled) >= 2 and (breaks or len(filled) >= 5)
-          and all(len(r) >= 2 and is_tag(r[-1]) for r in filled))
+          and all(len(r) >= need and is_tag(r[tag_column]) for r in filled))
 
 
 def _columns(line: str) -> list[str]:

@@ -233,6 +233,14 @@ def tag(model: SavedModel, sentences: list, batch_size: int,
   return out, truncated
 
 
+def _trained_tag_column(meta: dict) -> int:
+  """The CoNLL tag column a saved tagger's training read (`data.tag_column` of its config;
+  -1, the last, when the model does not say)."""
+  cfg = (meta.get('provenance') or {}).get('config') or {}
+  col = (cfg.get('data') or {}).get('tag_column', -1) if isinstance(cfg, dict) else -1
+  return col if isinstance(col, int) and not isinstance(col, bool) else -1
+
+
 STDOUT = '-'                   # an output path meaning standard output
 
 
@@ -296,7 +304,7 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
   words = meta['task'] == 'tagging'
   kind = format_of(input_path, input_format)
   if (input_format == 'auto' and kind == 'text' and words and os.path.isfile(input_path)
-      and conll.looks_like_conll(input_path, encoding)):
+      and conll.looks_like_conll(input_path, encoding, tag_column=_trained_tag_column(meta))):
     kind = 'conll'                 # CoNLL-2003's own eng.testb / test.txt: not sentences
     print(f'{input_path}: read as CoNLL (a token and a tag a line; --format text reads one '
           'sentence a line)', file=sys.stderr)

@@ -1,0 +1,38 @@
+"""`conll.looks_like_conll` (how `translearn predict` decides that a tagger's input is
+CoNLL): the file's start is decoded as the readers decode the whole file."""
+
+import pytest
+
+from translearn_jax.data import conll
+from translearn_jax.errors import DataError
+
+CONLL = 'the O\nparis B-LOC\nsaid O\n\nmary B-PER\nsmith I-PER\nlaughed O\n'
+
+
+def test_utf16_and_cr_only_conll_files_are_detected(tmp_path):
+  utf8 = tmp_path / 'a.txt'
+  utf8.write_text(CONLL, encoding='utf-8')
+  assert conll.looks_like_conll(str(utf8))
+  u16 = tmp_path / 'u16.txt'                      # Notepad / Excel "Unicode text": BOM
+  u16.write_bytes(CONLL.encode('utf-16'))
+  assert conll.read_conll(str(u16)).sentences[1] == ['mary', 'smith', 'laughed']
+  assert conll.looks_like_conll(str(u16))
+  cr = tmp_path / 'cr.txt'                        # classic Mac line ends
+  cr.write_bytes(CONLL.replace('\n', '\r').encode())
+  assert len(conll.read_conll(str(cr)).sentences) == 2
+  assert conll.looks_like_conll(str(cr))
+  assert not conll.looks_like_conll(str(tmp_path / 'none.txt'))
+
+
+def test_tag_column_other_than_last(tmp_path):
+  f = tmp_path / 'mid.txt'                        # token TAG POS, trained with tag_column=1
+  f.write_text(''.join(l + ' NN\n' if l else '\n' for l in CONLL.split('\n')[:-1]))
+  assert not conll.looks_like_conll(str(f))
+  assert conll.looks_like_conll(str(f), tag_column=1)
+
+
+def test_unknown_encoding_is_a_data_error(tmp_path):
+  f = tmp_path / 'a.txt'
+  f.write_text(CONLL)
+  with pytest.raises(DataError, match='unknown encoding'):
+    conll.looks_like_conll(str(f), 'no-such-codec')
