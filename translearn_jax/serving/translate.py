@@ -22,7 +22,8 @@ from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.serving.saved_model import MODEL_JSON, load, read_meta
-from translearn_jax.serving.predict import check_output, read_lines, write_output
+from translearn_jax.data import readers
+from translearn_jax.serving.predict import check_output, format_of, read_lines, write_output
 from translearn_jax.transfer import sources
 
 
@@ -60,6 +61,36 @@ def load_seq2seq(model_dir: str):
   return m.module.config, m.params, m.tokenizer, m.inputs
 
 
+def _trained_source_field(model_dir: str) -> str:
+  """The source field (`data.source_field`) the seq2seq run read its TSV/CSV/JSONL pairs
+  from; '' when it read aligned text files (or the model does not say)."""
+  cfg = {}
+  if os.path.exists(os.path.join(model_dir, MODEL_JSON)):
+    cfg = (read_meta(model_dir).get('provenance') or {}).get('config') or {}
+  elif os.path.exists(os.path.join(model_dir, 'config.json')):
+    cfg = readers.json_object(os.path.join(model_dir, 'config.json'))
+  data = cfg.get('data') or {} if isinstance(cfg, dict) else {}
+  if data.get('kind') in readers.RECORD_KINDS and isinstance(data.get('source_field'), str):
+    return data['source_field']
+  return ''
+
+
+def read_sources(model_dir: str, input_path: str, encoding: str = 'utf-8') -> list[str]:
+  """The sources of `input_path`: one a line; a .jsonl/.json, .tsv or .csv file (the
+  layouts seq2seq runs train on) is read record by record, the text in the source field
+  the run read (`data.source_field`), never as raw lines of JSON or columns."""
+  kind = format_of(input_path)
+  if kind not in readers.RECORD_KINDS:
+    return read_lines(input_path, encoding)
+  field = _trained_source_field(model_dir)
+  if not field:
+    raise DataError(f'{input_path}: a {kind} file, and {model_dir} was trained on aligned text '
+                    'files: give one source a line (a .txt file), not its records')
+  if not os.path.isfile(input_path):
+    raise DataError(f'{input_path}: no such input file')
+  return [rec[field] for _, _, rec in readers.iter_records(input_path, kind, [field], encoding)]
+
+
 def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,
                    length_penalty=None, batch_size: int = 64, max_len=None,
                    progress: bool = False, encoding: str = 'utf-8', source_lang=None,
@@ -89,7 +120,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   if not 1 <= max_len <= cfg.max_len:
     raise ConfigError(f'max_len must be in [1, {cfg.max_len}] (the model\'s positions), '
                       f'got {max_len}')
-  lines = read_lines(input_path, encoding)
+  lines = read_sources(model_dir, input_path, encoding)
   if not lines:
     raise DataError(f'{input_path}: no input lines')
   real = [i for i, line in enumerate(lines) if line.strip()]
