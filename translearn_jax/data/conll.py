@@ -183,16 +183,8 @@ def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400,
   default; the column training read), and a sentence break occurs. The start is decoded
   as `readers.read_text` decodes the whole file (a UTF-16 byte-order mark selects UTF-16,
   CR-only line ends end lines); an unknown encoding is a `DataError`."""
-  raw = readers.head_bytes(path, 1 << 16)
-  enc = encoding
-  if encoding.lower().replace('_', '-') in ('utf-8', 'utf8'):
-    enc = 'utf-16' if raw[:2] in (b'\xff\xfe', b'\xfe\xff') else 'utf-8-sig'
-  try:
-    text = raw.decode(enc, errors='replace')
-  except LookupError:
-    raise DataError(f'unknown encoding {encoding!r} (--encoding)') from None
-  text = text.replace('\r\n', '\n')
-  text = text.replace('\r', ' ' if '\n' in text else '\n')
+  text = readers.decode_bytes(readers.head_bytes(path, 1 << 16), path, encoding,
+                              errors='replace')
   head = text.split('\n')
   head = head[:lines] if len(head) > lines else head[:-1] or head
   rows = [_columns(x) for x in head if not x.startswith('#')]

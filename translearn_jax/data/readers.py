@@ -149,14 +149,15 @@ def _decode_with_fallback(data: bytes, path: str, enc: str, encoding: str,
 
 
 def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
-                 fallback: str = '') -> str:
+                 fallback: str = '', errors: str = 'strict') -> str:
   """Decodes a whole file; a bad byte raises naming the file and line. A UTF-16 byte-order
-  mark (Excel's "Unicode Text", Windows Notepad) selects UTF-16 when UTF-8 was asked for."""
+  mark (Excel's "Unicode Text", Windows Notepad) selects UTF-16 when UTF-8 was asked for.
+  `errors='replace'` reads a file's head, which may end inside a character."""
   enc = 'utf-8-sig' if encoding.lower().replace('_', '-') in ('utf-8', 'utf8') else encoding
   if enc == 'utf-8-sig' and data[:2] in (b'\xff\xfe', b'\xfe\xff'):
     enc = 'utf-16'
   try:
-    text = data.decode(enc)
+    text = data.decode(enc, errors)
   except UnicodeDecodeError as e:
     if fallback:
       text = _decode_with_fallback(data, path, enc, encoding, fallback)
@@ -168,7 +169,8 @@ def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
           '(translearn predict/translate: --encoding)'
       ) from None
   except LookupError:
-    raise DataError(f'unknown encoding {encoding!r} (data.encoding)') from None
+    raise DataError(f'unknown encoding {encoding!r} (data.encoding; translearn '
+                    'predict/translate: --encoding)') from None
   if text.startswith('\ufeff'):
     text = text[1:]
   text = text.replace('\r\n', '\n')

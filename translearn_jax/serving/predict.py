@@ -46,7 +46,7 @@ from translearn_jax.data.fields import MISSING, field_value
 from translearn_jax.downstream import classification, tagging
 from translearn_jax.downstream.task import trimmed_width
 from translearn_jax.errors import ConfigError, DataError
-from translearn_jax.serving.saved_model import SavedModel, load, read_meta
+from translearn_jax.serving.saved_model import SavedModel, load, read_meta, trained_data_config
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.metrics import dumps
 
@@ -236,8 +236,7 @@ def tag(model: SavedModel, sentences: list, batch_size: int,
 def _trained_tag_column(meta: dict) -> int:
   """The CoNLL tag column a saved tagger's training read (`data.tag_column` of its config;
   -1, the last, when the model does not say)."""
-  cfg = (meta.get('provenance') or {}).get('config') or {}
-  col = (cfg.get('data') or {}).get('tag_column', -1) if isinstance(cfg, dict) else -1
+  col = trained_data_config(meta).get('tag_column', -1)
   return col if isinstance(col, int) and not isinstance(col, bool) else -1
 
 

@@ -338,6 +338,14 @@ def provenance(config, *, strategy: Optional[str] = None, seed: Optional[int] = 
           'graft': graft, 'config': json.loads(config.to_json_best_effort())}
 
 
+def trained_data_config(meta: dict) -> dict:
+  """The `data` group of the config a saved model was trained with (its provenance), or {}
+  when the model does not say (older or hand-made models)."""
+  cfg = (meta.get('provenance') or {}).get('config') or {}
+  data = cfg.get('data') if isinstance(cfg, dict) else None
+  return data if isinstance(data, dict) else {}
+
+
 def read_meta(directory: str) -> dict:
   """`directory`'s model.json, checked: the format, its version and the task."""
   if not directory or not os.path.isdir(directory):

@@ -18,11 +18,11 @@ import os
 import re
 import time
 
+from translearn_jax.data import readers
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s_models
-from translearn_jax.serving.saved_model import MODEL_JSON, load, read_meta
-from translearn_jax.data import readers
+from translearn_jax.serving.saved_model import MODEL_JSON, load, read_meta, trained_data_config
 from translearn_jax.serving.predict import check_output, format_of, read_lines, write_output
 from translearn_jax.transfer import sources
 
@@ -64,12 +64,12 @@ def load_seq2seq(model_dir: str):
 def _trained_source_field(model_dir: str) -> str:
   """The source field (`data.source_field`) the seq2seq run read its TSV/CSV/JSONL pairs
   from; '' when it read aligned text files (or the model does not say)."""
-  cfg = {}
+  data = {}
   if os.path.exists(os.path.join(model_dir, MODEL_JSON)):
-    cfg = (read_meta(model_dir).get('provenance') or {}).get('config') or {}
-  elif os.path.exists(os.path.join(model_dir, 'config.json')):
-    cfg = readers.json_object(os.path.join(model_dir, 'config.json'))
-  data = cfg.get('data') or {} if isinstance(cfg, dict) else {}
+    data = trained_data_config(read_meta(model_dir))
+  elif os.path.exists(os.path.join(model_dir, 'config.json')):     # a run directory
+    data = trained_data_config({'provenance': {
+        'config': readers.json_object(os.path.join(model_dir, 'config.json'))}})
   if data.get('kind') in readers.RECORD_KINDS and isinstance(data.get('source_field'), str):
     return data['source_field']
   return ''
