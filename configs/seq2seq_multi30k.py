@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.test_path = ''
   config.data.source_field = 'source'    # tsv/jsonl field (TFDS: language code, e.g. 'en')
   config.data.target_field = 'target'
+  config.data.header = 'auto'            # tsv/csv fields by column number: 'yes' skips a header row
   config.data.path = ''                  # TFDS dataset name
   config.data.train_split = 'train'
   config.data.valid_split = 'validation'

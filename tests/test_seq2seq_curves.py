@@ -65,6 +65,10 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
   # a second workdir of the same study (split by condition) takes these cells instead of
   # rerunning them; one run with another model is refused, naming the field
   other = tmp_path / 'curves2'
+  # a workdir written before a config field was added (data.header) still shares its cells
+  saved = json.loads((work / 'config.json').read_text())
+  del saved['data']['header']
+  (work / 'config.json').write_text(json.dumps(saved))
   c2 = curve_config(tmp_path, tmp_path / 'dn' / 'run', conditions='scratch',
                     import_cells=str(work), budgets='8', denoise_path='',
                     tokenizer=str(tmp_path / 'dn' / 'run' / 'tokenizer.model'))

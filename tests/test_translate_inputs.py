@@ -9,8 +9,8 @@ from translearn_jax.errors import DataError
 from translearn_jax.serving import translate
 
 
-def _run_dir(tmp_path, data: dict):
-  d = tmp_path / 'run'
+def _run_dir(tmp_path, data: dict, name: str = 'run'):
+  d = tmp_path / name
   d.mkdir()
   (d / 'config.json').write_text(json.dumps({'family': 'seq2seq', 'data': data}))
   return str(d)
@@ -41,3 +41,34 @@ def test_records_for_a_model_trained_on_aligned_text_are_refused(tmp_path):
   txt = tmp_path / 'test.txt'                   # plain lines: as before
   txt.write_text('{"source": "x"}\n\nb\n')
   assert translate.read_sources(run, str(txt)) == ['{"source": "x"}', '', 'b']
+
+
+def test_numbered_columns_and_a_header_row(tmp_path):
+  """Pairs by column number: a header row is skipped only when data.header=yes says so;
+  'auto' reads it as a pair but warns naming it (nothing tells 'English,French' from a
+  pair), 'no' reads it silently; translate follows what training read, or --header."""
+  import warnings
+
+  from translearn_jax.data import parallel
+  from translearn_jax.errors import ConfigError
+  f = tmp_path / 'pairs.csv'
+  f.write_text('English words/sentences,French words/sentences\nGo.,Va !\nHi.,Salut !\n')
+  read = lambda header: parallel.read_pairs_fields('csv', str(f), '0', '1',   # noqa: E731
+                                                   header=header)
+  assert read('yes') == [('Go.', 'Va !'), ('Hi.', 'Salut !')]
+  with pytest.warns(UserWarning, match=r"pairs.csv:1: .* first pair \('English words/sentences'"
+                                       r" -> 'French words/sentences'\).* data.header=yes"):
+    assert len(read('auto')) == 3
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    assert len(read('no')) == 3
+  with pytest.raises(ConfigError, match='data.header must be one of'):
+    read('maybe')
+  with pytest.raises(ConfigError, match='data.header=no: fields .* column numbers'):
+    parallel.read_pairs_fields('csv', str(f), 'en', 'fr', header='no')
+  run = _run_dir(tmp_path, {'kind': 'csv', 'source_field': '0', 'header': 'yes'})
+  assert translate.read_sources(run, str(f)) == ['Go.', 'Hi.']
+  assert translate.read_sources(run, str(f), header=False)[0] == 'English words/sentences'
+  run2 = _run_dir(tmp_path, {'kind': 'csv', 'source_field': '0'}, 'run2')   # an older run
+  assert len(translate.read_sources(run2, str(f))) == 3
+  assert translate.read_sources(run2, str(f), header=True) == ['Go.', 'Hi.']

@@ -112,14 +112,16 @@ def _predict(argv: list[str]) -> int:
                  'other input JSONL')
   p.add_argument('--text_field', help='the TSV/CSV column or JSONL key holding the text '
                  '(several, comma-separated, are joined with a space, as training joins them)')
+  _header_flag(p)
+  args = p.parse_args(argv)
+  return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field', 'encoding',
+                                       'header', 'output_format'))
+
+
+def _header_flag(p) -> None:
   p.add_argument('--header', choices=('yes', 'no'),
                  help='TSV/CSV columns given by number: is the first row a header? (default: '
                  'as the training files were read)')
-  args = p.parse_args(argv)
-  if args.header is not None:
-    args.header = args.header == 'yes'
-  return _serve('predict_file', args, ('batch_size', 'input_format', 'text_field', 'encoding',
-                                       'header', 'output_format'))
 
 
 def _translate(argv: list[str]) -> int:
@@ -131,9 +133,10 @@ def _translate(argv: list[str]) -> int:
                  "(mBART: en_XX; default: the run's)")
   p.add_argument('--target_lang', help="its target language code (mBART: ro_RO): where "
                  "decoding starts, as transformers' tgt_lang / forced_bos_token_id")
+  _header_flag(p)
   args = p.parse_args(argv)
   return _serve('translate_file', args, ('beam', 'length_penalty', 'batch_size', 'max_len',
-                                         'encoding', 'source_lang', 'target_lang'))
+                                         'encoding', 'source_lang', 'target_lang', 'header'))
 
 
 def _serve(function: str, args, options: tuple[str, ...]) -> int:
@@ -148,6 +151,8 @@ def _serve(function: str, args, options: tuple[str, ...]) -> int:
     print('error: this installation of translearn_jax has no serving module', file=sys.stderr)
     return 2
   kwargs = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
+  if 'header' in kwargs:
+    kwargs['header'] = kwargs['header'] == 'yes'
   try:
     summary = getattr(serving, function)(args.model_dir, args.input, args.output,
                                          progress=not args.no_progress, **kwargs)

@@ -107,7 +107,7 @@ def join_fields(rec: dict, names: list[str]) -> str:
       else rec[names[0]]
 
 
-HEADERS = ('auto', 'yes', 'no')
+HEADERS = readers.HEADERS
 
 
 def _class_key(label: str) -> str:

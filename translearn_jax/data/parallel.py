@@ -53,16 +53,34 @@ def read_aligned(source_path: str, target_path: str, encoding: str = 'utf-8',
 
 
 def read_pairs_fields(kind: str, path: str, source_field: str, target_field: str,
-                      encoding: str = 'utf-8', fallback: str = '') -> list[tuple[str, str]]:
-  pairs = []
+                      encoding: str = 'utf-8', fallback: str = '', header: str = 'auto'
+                      ) -> list[tuple[str, str]]:
+  """The (source, target) pairs of TSV/CSV/JSONL `path`. Fields given by column number are
+  read without a header row unless `header='yes'`; with 'auto', a warning names the first
+  pair of each file (nothing tells a header row of two texts from a pair: 'English,French'
+  would be trained on and scored), and 'no' reads it as data without one."""
+  if header not in readers.HEADERS:
+    raise ConfigError(f'data.header must be one of {readers.HEADERS}, got {header!r}')
+  numbered = kind != 'jsonl' and readers.by_index([source_field, target_field])
+  if kind != 'jsonl' and not numbered and header == 'no':
+    raise ConfigError(f'data.header=no: fields {[source_field, target_field]} must then be '
+                      'column numbers (0-based); named fields are looked up in a header row')
+  pairs, first = [], {}
   for file, n, rec in readers.iter_records(path, kind, [source_field, target_field], encoding,
-                                           fallback):
+                                           fallback, header=numbered and header == 'yes'):
     for f in (source_field, target_field):
       if not rec[f].strip():
         raise DataError(f'{file}:{n}: field {f!r} missing or empty')
     pairs.append((rec[source_field], rec[target_field]))
+    first.setdefault(file, (n, pairs[-1]))
   if not pairs:
     raise DataError(f'{path}: no pairs')
+  if numbered and header == 'auto':
+    for file, (n, (src, tgt)) in first.items():
+      warnings.warn(f'{file}:{n}: columns {source_field} and {target_field} are read without '
+                    f'a header row, so the first pair ({src[:40]!r} -> {tgt[:40]!r}) is data; '
+                    'if it is a header row, set data.header=yes (data.header=no: no warning)',
+                    stacklevel=2)
   return pairs
 
 
@@ -89,7 +107,7 @@ def read_split(cfg, split: str) -> list[tuple[str, str]]:
     return read_aligned(cfg[f'{split}_source'], cfg[f'{split}_target'], encoding, fallback)
   if cfg.kind in readers.RECORD_KINDS:
     return read_pairs_fields(cfg.kind, cfg[f'{split}_path'], cfg.source_field,
-                             cfg.target_field, encoding, fallback)
+                             cfg.target_field, encoding, fallback, cfg.get('header', 'auto'))
   if cfg.kind == 'tfds':
     return read_tfds_pairs(cfg.path, cfg[f'{split}_split'], cfg.source_field,
                            cfg.target_field, cfg.data_dir or None)

@@ -328,6 +328,9 @@ def _csv_rows(file: str, text: str) -> Iterator[tuple[int, list[str]]]:
     start = reader.line_num + 1
 
 
+HEADERS = ('auto', 'yes', 'no')   # data.header: TSV/CSV fields by column number, header row?
+
+
 def by_index(fields: Sequence[str]) -> bool:
   return all(f.isdigit() for f in fields)
 

@@ -74,7 +74,8 @@ def budget_curve_axes(ax, budgets, xlabel: str, ylabel: str, title: str) -> None
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend()
+  if ax.get_legend_handles_labels()[0]:      # e.g. a gain panel of a study of scratch alone
+    ax.legend()
 
 
 def save_png(plt, fig, path: str) -> None:

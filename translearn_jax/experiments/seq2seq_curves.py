@@ -46,7 +46,7 @@ from translearn_jax.evaluation.stats import mean_ci
 from translearn_jax.pretraining import seq2seq
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.metrics import info, write_json
-from translearn_jax.training.workdir import flatten
+from translearn_jax.training.workdir import ADDED_FIELDS, added_field, flatten
 
 CONDITIONS = ('scratch', 'denoise', 'lm_decoder', 'mlm_encoder', 'backtranslation')
 NEEDS = {'denoise': 'denoise_path', 'lm_decoder': 'lm_path', 'mlm_encoder': 'mlm_path',
@@ -201,7 +201,7 @@ def import_cells(config, cells: list[dict], tok: str) -> list[dict]:
       theirs_cfg = json.load(f)
     theirs = flatten(theirs_cfg)
     for k in sorted(set(mine) | set(theirs)):
-      if k.startswith(_IMPORT_FREE) or mine.get(k) == theirs.get(k):
+      if k.startswith(_IMPORT_FREE) or _value(mine, k) == _value(theirs, k):
         continue
       raise ConfigError(f'config.curve.import_cells: {d} ran its cells with {k}='
                         f'{theirs.get(k)!r}, this study with {mine.get(k)!r}')
@@ -216,6 +216,15 @@ def import_cells(config, cells: list[dict], tok: str) -> list[dict]:
         out.append(cell)
         have.add(key)
   return out
+
+
+def _value(flat: dict, k: str):
+  """Field `k` of a flattened config; a field added since that config was written
+  (`workdir.ADDED_FIELDS`) counts as its listed value, as when a run resumes."""
+  if k in flat:
+    return flat[k]
+  added = added_field(k)
+  return ADDED_FIELDS[added] if added else None
 
 
 def read_cells(path: str) -> list[dict]:

@@ -61,9 +61,10 @@ def load_seq2seq(model_dir: str):
   return m.module.config, m.params, m.tokenizer, m.inputs
 
 
-def _trained_source_field(model_dir: str) -> str:
-  """The source field (`data.source_field`) the seq2seq run read its TSV/CSV/JSONL pairs
-  from; '' when it read aligned text files (or the model does not say)."""
+def _trained_records(model_dir: str) -> tuple[str, bool]:
+  """(the source field, `data.source_field`, the seq2seq run read its TSV/CSV/JSONL pairs
+  from, '' when it read aligned text files or the model does not say; whether it skipped a
+  header row above columns given by number, `data.header='yes'`)."""
   data = {}
   if os.path.exists(os.path.join(model_dir, MODEL_JSON)):
     data = trained_data_config(read_meta(model_dir))
@@ -71,32 +72,39 @@ def _trained_source_field(model_dir: str) -> str:
     data = trained_data_config({'provenance': {
         'config': readers.json_object(os.path.join(model_dir, 'config.json'))}})
   if data.get('kind') in readers.RECORD_KINDS and isinstance(data.get('source_field'), str):
-    return data['source_field']
-  return ''
+    return data['source_field'], data.get('header') == 'yes'
+  return '', False
 
 
-def read_sources(model_dir: str, input_path: str, encoding: str = 'utf-8') -> list[str]:
+def read_sources(model_dir: str, input_path: str, encoding: str = 'utf-8',
+                 header=None) -> list[str]:
   """The sources of `input_path`: one a line; a .jsonl/.json, .tsv or .csv file (the
   layouts seq2seq runs train on) is read record by record, the text in the source field
-  the run read (`data.source_field`), never as raw lines of JSON or columns."""
+  the run read (`data.source_field`), never as raw lines of JSON or columns. A field given
+  by column number reads the file without a header row unless `header` (None: as
+  training read its files)."""
   kind = format_of(input_path)
   if kind not in readers.RECORD_KINDS:
     return read_lines(input_path, encoding)
-  field = _trained_source_field(model_dir)
+  field, trained_header = _trained_records(model_dir)
   if not field:
     raise DataError(f'{input_path}: a {kind} file, and {model_dir} was trained on aligned text '
                     'files: give one source a line (a .txt file), not its records')
   if not os.path.isfile(input_path):
     raise DataError(f'{input_path}: no such input file')
-  return [rec[field] for _, _, rec in readers.iter_records(input_path, kind, [field], encoding)]
+  skip = kind != 'jsonl' and readers.by_index([field]) and (
+      trained_header if header is None else bool(header))
+  return [rec[field] for _, _, rec in readers.iter_records(input_path, kind, [field], encoding,
+                                                           header=skip)]
 
 
 def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,
                    length_penalty=None, batch_size: int = 64, max_len=None,
                    progress: bool = False, encoding: str = 'utf-8', source_lang=None,
-                   target_lang=None) -> dict:
-  """Writes the translation of every line of `input_path` to `output_path`, one a line;
-  returns a summary (examples, beam, length_penalty, max_len, output, seconds).
+                   target_lang=None, header=None) -> dict:
+  """Writes the translation of every source of `input_path` (a line; a record of a
+  .jsonl/.tsv/.csv file, `read_sources`) to `output_path`, one a line; returns a summary
+  (examples, beam, length_penalty, max_len, output, seconds).
   `source_lang` / `target_lang`: language codes of a multilingual checkpoint (mBART:
   `en_XX`, `ro_RO`), as transformers' `src_lang` and `tgt_lang` (the target's sets where
   decoding starts, `seq2seq_decode.language_start`); None: the run's own."""
@@ -120,7 +128,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   if not 1 <= max_len <= cfg.max_len:
     raise ConfigError(f'max_len must be in [1, {cfg.max_len}] (the model\'s positions), '
                       f'got {max_len}')
-  lines = read_sources(model_dir, input_path, encoding)
+  lines = read_sources(model_dir, input_path, encoding, header)
   if not lines:
     raise DataError(f'{input_path}: no input lines')
   real = [i for i, line in enumerate(lines) if line.strip()]
