@@ -423,7 +423,7 @@ def test_mbart_language_codes_frame_and_start_decoding_as_transformers(tmp_path,
   run_cfg = seq2seq.model_config(c, tok.vocab_size)
   cfg_run = src.model_config.replace(decoder_start_id=run_cfg.decoder_start_id,
                                      forced_bos_id=run_cfg.forced_bos_id, decode=True)
-  source = dec.encode_sources(tok, TEXTS, 16, 'en_XX')
+  source, _ = dec.encode_sources(tok, TEXTS, 16, 'en_XX')
   ours = np.asarray(dec.greedy(s2s.Seq2Seq(cfg_run), src.params, jnp.asarray(source), 10))
   kw = ({'decoder_start_token_id': ids['ro_RO']} if style == 'mbart' else
         {'decoder_start_token_id': 2, 'forced_bos_token_id': ids['ro_RO']})

@@ -272,6 +272,14 @@ def test_translate_file_repeats_the_runs_test_hypotheses(tmp_path, s2s_run):
   res = serving.translate_file(os.path.join(workdir, 'model'), test_src, out)
   assert res['beam'] == 2 and res['max_len'] == 12 and res['examples'] == 20
   assert open(out, encoding='utf-8').read() == hyps
+  assert res['truncated_sources'] == 0
+  # a source beyond the model's max_source_len is cut to it, and the summary counts it
+  long_src = tmp_path / 'long.txt'
+  first = open(test_src, encoding='utf-8').readline().strip()
+  long_src.write_text(first + '\n' + ' '.join([first] * 20) + '\n', encoding='utf-8')
+  res = serving.translate_file(os.path.join(workdir, 'model'), str(long_src),
+                               str(tmp_path / 'long_out.txt'))
+  assert res['truncated_sources'] == 1 and res['max_source_len'] == c.max_source_len
   # the run directory itself (its final checkpoint) translates the same
   serving.translate_file(workdir, test_src, str(tmp_path / 'run_out.txt'))
   assert open(tmp_path / 'run_out.txt', encoding='utf-8').read() == hyps

@@ -166,8 +166,11 @@ def _serve(function: str, args, options: tuple[str, ...]) -> int:
     cut = summary.get('truncated_words')
     what = 'predictions' if function == 'predict_file' else 'translations'
     where = 'standard output' if args.output == '-' else args.output
+    src_cut = summary.get('truncated_sources')
     print(f'wrote {summary.get("examples")} {what} to {where}'
-          + (f"; {cut} words beyond the model's max_tokens were tagged O" if cut else ''),
+          + (f"; {cut} words beyond the model's max_tokens were tagged O" if cut else '')
+          + (f"; {src_cut} sources longer than the model's max_source_len "
+             f"({summary.get('max_source_len')} pieces) were cut to it" if src_cut else ''),
           file=sys.stderr)
   return 0
 

@@ -209,16 +209,18 @@ def cut(ids: list, n: int, keep_last: int) -> list:
 
 
 def encode_sources(tok, texts: Sequence[str], max_src: int, lang: str = '',
-                   field: str = 'tokenizer.source_lang') -> np.ndarray:
-  """(N, max_src) source ids of `texts` (`framed`, with the source language code `lang`;
-  each cut to `max_src` pieces, a frame's closing ids kept), padded with the tokenizer's
-  pad id; none is dropped."""
+                   field: str = 'tokenizer.source_lang') -> tuple[np.ndarray, int]:
+  """((N, max_src) source ids of `texts`, how many were cut): each `framed`, with the
+  source language code `lang`, cut to `max_src` pieces (a frame's closing ids kept), and
+  padded with the tokenizer's pad id; none is dropped."""
   rows = np.full((len(texts), max_src), tok.pad_id, np.int32)
   ids_list, keep = framed(tok, texts, lang, field) if len(texts) else ([], 0)
+  n_cut = 0
   for r, ids in enumerate(ids_list):
+    n_cut += len(ids) > max_src
     ids = cut(ids, max_src, keep)
     rows[r, :len(ids)] = ids
-  return rows
+  return rows, n_cut
 
 
 def translate(decode_model, params, tok, sources: np.ndarray, max_len: int, beam: int,

@@ -429,10 +429,17 @@ def micro_batches(batch: dict, accum: int) -> dict:
   return {k: v.reshape(accum, v.shape[1] // accum, *v.shape[2:]) for k, v in batch.items()}
 
 
-def encode_sources(tok: Tokenizer, pairs, config) -> np.ndarray:
-  """(N, max_source_len) padded source ids of evaluation pairs (none dropped)."""
-  return seq2seq_decode.encode_sources(tok, [p[0] for p in pairs], config.max_source_len,
-                                       config.tokenizer.get('source_lang', ''))
+def encode_sources(tok: Tokenizer, pairs, config, split: str = '') -> np.ndarray:
+  """(N, max_source_len) padded source ids of evaluation pairs (none dropped; a source
+  beyond max_source_len is cut, and `split` names how many were in the log)."""
+  rows, n_cut = seq2seq_decode.encode_sources(tok, [p[0] for p in pairs],
+                                              config.max_source_len,
+                                              config.tokenizer.get('source_lang', ''))
+  if n_cut and split:
+    info('%s: %d of %d sources are longer than max_source_len=%d pieces and are decoded '
+         'from their first %d', split, n_cut, len(pairs), config.max_source_len,
+         config.max_source_len)
+  return rows
 
 
 def evaluate_split(decode_model, params, tok, pairs, sources, config, beam: int
@@ -929,7 +936,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       continue
     pairs = splits[split][:config.eval.max_examples or None]
     summary[split], hyps = evaluate_split(decode_model, result.state.params, tok, pairs,
-                                          encode_sources(tok, pairs, config), config,
+                                          encode_sources(tok, pairs, config, split), config,
                                           config.eval.beam)
     summary[f'{split}_samples'] = [{'source': p[0], 'reference': p[1], 'output': h}
                                    for p, h in list(zip(pairs, hyps))[:5]]

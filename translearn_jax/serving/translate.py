@@ -133,9 +133,10 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
     raise DataError(f'{input_path}: no input lines')
   real = [i for i, line in enumerate(lines) if line.strip()]
   out = [''] * len(lines)
+  n_cut = 0
   if real:
     decode_model = s2s_models.Seq2Seq(cfg.replace(deterministic=True, decode=True))
-    src = seq2seq_decode.encode_sources(tok, [lines[i] for i in real],
+    src, n_cut = seq2seq_decode.encode_sources(tok, [lines[i] for i in real],
                                         defaults['max_source_len'], source_lang,
                                         '--source_lang' if given_source else
                                         'tokenizer.source_lang')
@@ -146,4 +147,5 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   write_lines(output_path, out)
   return {'task': 'seq2seq', 'examples': len(lines), 'beam': beam, 'length_penalty': alpha,
           'max_len': max_len, 'model': model_dir, 'output': output_path,
+          'truncated_sources': n_cut, 'max_source_len': defaults['max_source_len'],
           'seconds': time.perf_counter() - t0}
