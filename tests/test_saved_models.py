@@ -210,6 +210,11 @@ def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, t
   crlf = tmp_path / 'crlf.txt'
   crlf.write_bytes(open(conll_task[2], 'rb').read().replace(b'\n', b'\r\n'))
   assert conll.looks_like_conll(str(crlf))
+  # ... and so is one named .tsv (BioBERT-style NER files: token<TAB>tag)
+  tsv = tmp_path / 'test.tsv'
+  tsv.write_text(open(conll_task[2]).read().replace(' ', '\t'))
+  serving.predict_file(model_dir, str(tsv), str(tmp_path / 'tags5.jsonl'))
+  assert open(tmp_path / 'tags5.jsonl').read() == open(tmp_path / 'tags.jsonl').read()
   with pytest.raises(ConfigError, match=r"output_format='conll' .* needs CoNLL input"):
     serving.predict_file(model_dir, str(js), str(tmp_path / 'x.conll'), output_format='conll')
 

@@ -302,11 +302,14 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
                     'or tagging model (translate_file runs a seq2seq model)')
   words = meta['task'] == 'tagging'
   kind = format_of(input_path, input_format)
-  if (input_format == 'auto' and kind == 'text' and words and os.path.isfile(input_path)
+  if (input_format == 'auto' and kind in ('text', 'tsv') and words
+      and os.path.isfile(input_path)
       and conll.looks_like_conll(input_path, encoding, tag_column=_trained_tag_column(meta))):
-    kind = 'conll'                 # CoNLL-2003's own eng.testb / test.txt: not sentences
-    print(f'{input_path}: read as CoNLL (a token and a tag a line; --format text reads one '
-          'sentence a line)', file=sys.stderr)
+    # CoNLL-2003's own eng.testb / test.txt, or BioBERT-style NER train.tsv: not sentences
+    print(f'{input_path}: read as CoNLL (a token and a tag a line; --format {kind} reads '
+          + ('one sentence a line)' if kind == 'text' else 'a table of sentences)'),
+          file=sys.stderr)
+    kind = 'conll'
   if kind == 'conll' and not words:
     raise ConfigError(f'{input_path}: CoNLL input is for a tagger; {model_dir} is a '
                       f'{meta["task"]} model')
