@@ -249,3 +249,25 @@ def test_linear_probe_separates_and_picks_l2_on_dev(kind):
   # A huge penalty collapses the weights: chance-level predictions.
   w, b = probes.fit(*probes.standardise(xt)[:1], yt, 3, kind, l2=1e3)
   assert float(jnp.abs(w).max()) < 1e-2
+
+
+def test_scratch_baseline_trains_every_group_whatever_freeze_bottom():
+  # `freeze_bottom` keeps pretrained bottom groups fixed; the scratch baseline every gain is
+  # paired with has nothing pretrained there, and must not keep random groups frozen
+  import ml_collections
+  from translearn_jax.experiments import finetune, runs
+  config = ml_collections.ConfigDict({
+      'transfer': {'factor': 0.5, 'unfreeze_every': 10, 'freeze_bottom': 1},
+      'optim': {'learning_rate': 0.1, 'schedule': 'constant', 'warmup_steps': 0,
+                'weight_decay': 0.0, 'grad_clip': 0.0}})
+  params = target_tree()
+  _, plan = st.build(finetune.strategy_config(config, 'scratch'), params, GROUPS, 100)
+  assert st.frozen_paths(params, GROUPS, plan) == []
+  _, plan = st.build(finetune.strategy_config(config, 'finetune'), params, GROUPS, 100)
+  assert st.frozen_paths(params, GROUPS, plan) == ['backbone/embed/embedding']
+  # a scratch record written while scratch still froze them is run again
+  assert runs.recorded_before_frozen_change({'strategy': 'scratch', 'version': 2}, config)
+  assert not runs.recorded_before_frozen_change({'strategy': 'scratch', 'version': 3}, config)
+  assert not runs.recorded_before_frozen_change({'strategy': 'finetune', 'version': 2}, config)
+  config.transfer.freeze_bottom = 0
+  assert not runs.recorded_before_frozen_change({'strategy': 'scratch', 'version': 2}, config)

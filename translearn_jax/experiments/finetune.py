@@ -42,7 +42,10 @@ def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
       strategy='finetune' if strategy == 'scratch' else strategy,
       learning_rate=o.learning_rate, schedule=o.schedule, warmup_steps=o.warmup_steps,
       factor=t.factor, unfreeze_every=t.unfreeze_every,
-      freeze_bottom=t.get('freeze_bottom', 0), weight_decay=o.weight_decay,
+      # scratch is the baseline every gain is paired with: it trains all of its (random)
+      # parameters; freezing its bottom groups would freeze random weights
+      freeze_bottom=0 if strategy == 'scratch' else t.get('freeze_bottom', 0),
+      weight_decay=o.weight_decay,
       grad_clip=o.grad_clip)
 
 

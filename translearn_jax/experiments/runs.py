@@ -43,12 +43,16 @@ SAVE_MODELS = ('best', 'all', 'none')
 # Version 2: frozen parameters get no gradient and no share in gradient clipping
 # (`strategies.value_and_grad`). Runs recorded before it by a strategy with frozen
 # groups trained differently and are run again rather than mixed in.
-VERSION = 2
+# Version 3: scratch ignores `transfer.freeze_bottom` (it trains every parameter); a scratch
+# run recorded before it with freeze_bottom > 0 kept random groups frozen and is run again.
+VERSION = 3
 
 
 def recorded_before_frozen_change(rec: dict, config) -> bool:
-  frozen = rec['strategy'] in ('feature_extraction', 'lora') or (
-      'transfer' in config and config.transfer.get('freeze_bottom', 0) > 0)
+  bottom = 'transfer' in config and config.transfer.get('freeze_bottom', 0) > 0
+  if rec['strategy'] == 'scratch':
+    return bottom and rec.get('version', 1) < 3
+  frozen = rec['strategy'] in ('feature_extraction', 'lora') or bottom
   return frozen and rec.get('version', 1) < 2
 
 
