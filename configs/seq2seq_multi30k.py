@@ -133,7 +133,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.transfer.strategy = 'finetune'
   config.transfer.groups = ''
   config.transfer.factor = 1 / 2.6       # discriminative: LR × factor per group down
-  config.transfer.unfreeze_every = 500   # gradual unfreezing: steps between groups
+  config.transfer.unfreeze_every = 500   # gradual unfreezing: steps between groups (0: one epoch)
   config.transfer.freeze_bottom = 0
 
   config.num_devices = 0                 # devices in the mesh (0: all)

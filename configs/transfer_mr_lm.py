@@ -27,7 +27,6 @@ def get_config():
   config.transfer.groups = (r'head=^head/,block_1=^backbone/(block_1|ln_final)/,'
                             r'block_0=^backbone/block_0/,embed=^backbone/(embed|pos_embed)')
   config.optim.learning_rate = 1e-3
-  config.transfer.unfreeze_every = 170
   config.train.epochs = 4
   config.train.batch_size = 32
   return config

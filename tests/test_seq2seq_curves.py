@@ -131,3 +131,17 @@ def test_bad_curve_fields_are_named_before_training(tmp_path, field, value, matc
   with pytest.raises(ConfigError, match=match):
     seq2seq_curves.train_and_evaluate(c, str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_cells_from_random_weights_train_every_parameter(tmp_path):
+  """A study's transfer strategy applies to the pretrained conditions only: scratch, reverse
+  and back-translation cells start from random weights and freeze nothing."""
+  (tmp_path / 'dn').mkdir()
+  c = curve_config(tmp_path, tmp_path / 'dn')
+  c.transfer.strategy, c.transfer.freeze_bottom = 'gradual_unfreezing', 1
+  tok = str(tmp_path / 'tok.model')
+  for cond in ('scratch', 'reverse', 'backtranslation'):
+    t = seq2seq_curves.cell_config(c, 8, cond, 0, tok, str(tmp_path)).transfer
+    assert (t.strategy, t.freeze_bottom) == ('finetune', 0), cond
+  t = seq2seq_curves.cell_config(c, 8, 'denoise', 0, tok, str(tmp_path)).transfer
+  assert (t.strategy, t.freeze_bottom) == ('gradual_unfreezing', 1)

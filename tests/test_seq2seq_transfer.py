@@ -244,5 +244,6 @@ def test_strategies_freeze_the_lowest_groups_of_a_grafted_seq2seq_model(tmp_path
     same = np.array_equal(got[k], src[k])
     assert same == (k in frozen), k
   with pytest.raises(ConfigError, match='freeze_bottom=5'):
-    seq2seq.train_and_evaluate(tiny_config(tmp_path, **{'transfer.freeze_bottom': 5}),
+    seq2seq.train_and_evaluate(tiny_config(tmp_path, **{'init.path': str(source / 'run'),
+                                                         'transfer.freeze_bottom': 5}),
                                str(tmp_path / 'bad'))

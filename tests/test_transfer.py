@@ -261,9 +261,9 @@ def test_scratch_baseline_trains_every_group_whatever_freeze_bottom():
       'optim': {'learning_rate': 0.1, 'schedule': 'constant', 'warmup_steps': 0,
                 'weight_decay': 0.0, 'grad_clip': 0.0}})
   params = target_tree()
-  _, plan = st.build(finetune.strategy_config(config, 'scratch'), params, GROUPS, 100)
+  _, plan = st.build(finetune.strategy_config(config, 'scratch', 10), params, GROUPS, 100)
   assert st.frozen_paths(params, GROUPS, plan) == []
-  _, plan = st.build(finetune.strategy_config(config, 'finetune'), params, GROUPS, 100)
+  _, plan = st.build(finetune.strategy_config(config, 'finetune', 10), params, GROUPS, 100)
   assert st.frozen_paths(params, GROUPS, plan) == ['backbone/embed/embedding']
   # a scratch record written while scratch still froze them is run again
   assert runs.recorded_before_frozen_change({'strategy': 'scratch', 'version': 2}, config)
@@ -271,3 +271,28 @@ def test_scratch_baseline_trains_every_group_whatever_freeze_bottom():
   assert not runs.recorded_before_frozen_change({'strategy': 'finetune', 'version': 2}, config)
   config.transfer.freeze_bottom = 0
   assert not runs.recorded_before_frozen_change({'strategy': 'scratch', 'version': 2}, config)
+
+
+def test_unfreeze_every_zero_is_one_epoch_of_the_runs_data():
+  """ULMFiT unfreezes one more group every epoch: transfer.unfreeze_every=0 follows the
+  dataset (a fixed step count fits only the data it was tuned on)."""
+  import ml_collections
+  from translearn_jax.errors import ConfigError
+  from translearn_jax.experiments import finetune
+  config = ml_collections.ConfigDict({
+      'transfer': {'factor': 1.0, 'unfreeze_every': 0, 'freeze_bottom': 0},
+      'optim': {'learning_rate': 0.1, 'schedule': 'constant', 'warmup_steps': 0,
+                'weight_decay': 0.0, 'grad_clip': 0.0}})
+  params = target_tree()
+  starts = lambda per_epoch: [   # noqa: E731
+      s for _, (_, _, s) in sorted(st.build(
+          finetune.strategy_config(config, 'gradual_unfreezing', per_epoch), params, GROUPS,
+          100)[1].items(), key=lambda kv: kv[1][0])]
+  assert starts(7) == [7 * d for d in range(len(GROUPS))]
+  assert starts(266) == [266 * d for d in range(len(GROUPS))]
+  config.transfer.unfreeze_every = 5                      # a step count stays one
+  assert starts(266) == [5 * d for d in range(len(GROUPS))]
+  for bad in (-1, -7):
+    config.transfer.unfreeze_every = bad
+    with pytest.raises(ConfigError, match='transfer.unfreeze_every must be a whole number'):
+      starts(7)

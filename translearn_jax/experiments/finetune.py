@@ -36,12 +36,15 @@ from translearn_jax.training.state import TrainState
 from translearn_jax.transfer import strategies
 
 
-def strategy_config(config, strategy: str) -> strategies.StrategyConfig:
+def strategy_config(config, strategy: str, steps_per_epoch: int) -> strategies.StrategyConfig:
+  """The strategy's optimiser settings; `transfer.unfreeze_every=0` unfreezes one group per
+  epoch of this run's training data (`steps_per_epoch`), as ULMFiT does."""
   t, o = config.transfer, config.optim
   return strategies.StrategyConfig(
       strategy='finetune' if strategy == 'scratch' else strategy,
       learning_rate=o.learning_rate, schedule=o.schedule, warmup_steps=o.warmup_steps,
-      factor=t.factor, unfreeze_every=t.unfreeze_every,
+      factor=t.factor,
+      unfreeze_every=strategies.unfreeze_interval(t.unfreeze_every, steps_per_epoch),
       # scratch is the baseline every gain is paired with: it trains all of its (random)
       # parameters; freezing its bottom groups would freeze random weights
       freeze_bottom=0 if strategy == 'scratch' else t.get('freeze_bottom', 0),
@@ -178,7 +181,8 @@ def finetune(task, strategy: str, seed: int, config, run_dir: str, save: bool = 
     raise DataError(f'{task.num_examples("train")} training examples cannot fill one batch '
                     f'of train.batch_size={bs}')
   total = steps_per_epoch * train.epochs
-  tx, plan = strategies.build(strategy_config(config, strategy), params, task.groups, total)
+  tx, plan = strategies.build(strategy_config(config, strategy, steps_per_epoch), params,
+                              task.groups, total)
   if report is not None:
     report.frozen = strategies.frozen_paths(params, task.groups, plan)
   frozen = strategies.frozen_mask(params, task.groups, plan)

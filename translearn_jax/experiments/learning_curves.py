@@ -122,7 +122,8 @@ class CurveRunner:
     subsets = [stratified_subset(self.labels, budget, s) for s in seeds]
     plans = [sub[batch_plan(len(sub), bs, steps, s, budget)] for s, sub in zip(seeds, subsets)]
     inits = [setup.init_params(s, strategy)[0] for s in seeds]
-    tx, plan = strategies.build(finetune.strategy_config(self.config, strategy),
+    tx, plan = strategies.build(finetune.strategy_config(self.config, strategy,
+                                                         max(1, budget // bs)),
                                 inits[0], setup.groups, steps)
     frozen = strategies.frozen_mask(inits[0], setup.groups, plan)
     mesh = mesh_lib.mesh_from_config(self.config) if vmapped else None

@@ -137,6 +137,8 @@ def cell_config(config, budget: int, condition: str, seed: int, tok: str, workdi
   c.progress = False
   c.tokenizer.path = tok
   c.init.path, c.init.rules = '', ''
+  if condition not in ('denoise', 'lm_decoder', 'mlm_encoder') and 'transfer' in c:
+    c.transfer.strategy, c.transfer.freeze_bottom = 'finetune', 0   # random weights: train all
   if condition == 'reverse':
     d = c.data
     for split in ('train', 'valid', 'test'):

@@ -72,6 +72,14 @@ def init_source(config):
   tokenizer this run then uses."""
   init = config.get('init')
   if not init or not init.get('path'):
+    t = config.get('transfer')
+    if t is not None and (t.get('strategy', 'finetune') != 'finetune'
+                          or t.get('freeze_bottom', 0)):
+      field = ('transfer.strategy' if t.get('strategy', 'finetune') != 'finetune'
+               else 'transfer.freeze_bottom')
+      raise ConfigError(f'config.{field}: {t.get(field.split(".")[1])!r} fine-tunes a '
+                        'pretrained initialisation, and config.init.path is empty (a run from '
+                        'random weights trains every parameter; it would freeze random layers)')
     return None
   if init.kind not in graft_lib.SEQ2SEQ_RULES:
     raise ConfigError(f'config.init.kind: a seq2seq model is initialised from '
@@ -344,11 +352,13 @@ def seq2seq_groups(cfg: s2s.Seq2SeqConfig) -> list[tuple[str, str]]:
   return groups
 
 
-def make_optimizer(config, model_cfg: s2s.Seq2SeqConfig, params, total_steps: int):
+def make_optimizer(config, model_cfg: s2s.Seq2SeqConfig, params, total_steps: int,
+                   steps_per_epoch: int = 0):
   """(optimiser, base schedule, frozen mask or None): AdamW over every parameter, or, with
   `config.transfer.strategy` (fine-tuning a pretrained initialisation), the strategy's
   group table (`transfer.strategies`: feature extraction, discriminative LR, gradual
-  unfreezing, `freeze_bottom`) over `transfer.groups` ('' : `seq2seq_groups`)."""
+  unfreezing, `freeze_bottom`) over `transfer.groups` ('' : `seq2seq_groups`).
+  `steps_per_epoch`: the interval `transfer.unfreeze_every=0` stands for."""
   t = config.get('transfer')
   if t is None or (t.strategy == 'finetune' and not t.get('freeze_bottom', 0)):
     tx, schedule = optimizers.adamw(config, total_steps, params)
@@ -356,7 +366,8 @@ def make_optimizer(config, model_cfg: s2s.Seq2SeqConfig, params, total_steps: in
   groups = (strategies.parse_groups(t.groups) if t.get('groups')
             else seq2seq_groups(model_cfg))
   cfg = strategies.StrategyConfig(strategy=t.strategy, factor=t.factor,
-                                  unfreeze_every=t.unfreeze_every,
+                                  unfreeze_every=strategies.unfreeze_interval(
+                                      t.unfreeze_every, steps_per_epoch or total_steps),
                                   freeze_bottom=t.get('freeze_bottom', 0))
   table, plan = strategies.rules(cfg, params, groups, total_steps)
   tx, schedule = optimizers.make(config.optim, params, total_steps, table,
@@ -881,7 +892,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = s2s.Seq2Seq(train_cfg)
   dummy_s, dummy_t = jnp.zeros((1, ms), jnp.int32), jnp.zeros((1, mt), jnp.int32)
   abstract = abstract_params(model, dummy_s, dummy_t)
-  tx, schedule, frozen = make_optimizer(config, train_cfg, abstract, total_steps)
+  tx, schedule, frozen = make_optimizer(config, train_cfg, abstract, total_steps,
+                                        stream.total_steps // max(1, config.train.epochs))
 
   state = init_state(model, tx, config.seed, mesh, ms, mt, rules)
   shardings = mesh_lib.shardings_of(state)

@@ -10,7 +10,8 @@ pattern covers is an error listing it. Strategies:
 * `discriminative`: group at depth d trains with `lr · factor**d` (ULMFiT:
   factor 1/2.6);
 * `gradual_unfreezing`: the group at depth d starts training at step
-  `d · unfreeze_every` (ULMFiT's "one more group every epoch"); combined with
+  `d · unfreeze_every` (ULMFiT's "one more group every epoch": `transfer.unfreeze_every=0`
+  is one epoch of the run's data, `unfreeze_interval`); combined with
   the discriminative factor when `factor != 1`;
 * `lora`: like feature extraction, but parameters whose path matches
   `LORA_PATTERN` (the low-rank adapters of `layers.Dense`) train too.
@@ -83,6 +84,16 @@ class StrategyConfig:
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
       raise ConfigError(f'transfer strategy must be one of {STRATEGIES}, got {self.strategy!r}')
+
+
+def unfreeze_interval(unfreeze_every: int, steps_per_epoch: int) -> int:
+  """`transfer.unfreeze_every` in steps: as given, or, when 0, one epoch of the training
+  data (`steps_per_epoch`; ULMFiT's "one more group every epoch", whatever the dataset)."""
+  if isinstance(unfreeze_every, bool) or not isinstance(unfreeze_every, int) \
+      or unfreeze_every < 0:
+    raise ConfigError(f'transfer.unfreeze_every must be a whole number of steps >= 0 '
+                      f'(0: one epoch), got {unfreeze_every!r}')
+  return unfreeze_every or max(1, int(steps_per_epoch))
 
 
 def rules(cfg: StrategyConfig, params, groups: Sequence[tuple[str, str]], total_steps: int
