@@ -491,3 +491,43 @@ def test_mbart_language_codes_frame_and_start_decoding_as_transformers(tmp_path,
   with pytest.raises(ConfigError, match=r"^--target_lang='xx_YY' is not a token"):
     serving.translate_file(run, str(tmp_path / 'in.txt'), str(tmp_path / 'o2.txt'),
                            target_lang='xx_YY')
+
+
+def test_decoder_start_id_from_generation_config_as_generate_reads_it(hf_s2s, tmp_path):
+  """generate() starts from generation_config.json's decoder_start_token_id: when config.json
+  lacks it (not bos_token_id then) and when the two files differ."""
+  d = hf_s2s['bart'][0]
+  for name, edit_conf, gen_start in (('absent', lambda c: c.pop('decoder_start_token_id'), 2),
+                                     ('differs', lambda c: None, 0)):
+    hf_dir = tmp_path / name
+    shutil.copytree(d, hf_dir)
+    conf = json.load(open(hf_dir / 'config.json'))
+    edit_conf(conf)
+    (hf_dir / 'config.json').write_text(json.dumps(conf))
+    gen = json.load(open(hf_dir / 'generation_config.json'))
+    (hf_dir / 'generation_config.json').write_text(
+        json.dumps({**gen, 'decoder_start_token_id': gen_start}))
+    assert tf.GenerationConfig.from_pretrained(str(hf_dir)).decoder_start_token_id == gen_start
+    convert.import_hf(str(hf_dir), str(tmp_path / f'run_{name}'))
+    src = sources.load('seq2seq', str(tmp_path / f'run_{name}'))
+    assert src.model_config.decoder_start_id == gen_start, name
+
+
+def test_shared_table_aliases_of_other_values_are_refused(hf_s2s, tmp_path):
+  """transformers 5 unties an encoder/decoder token table or output layer whose values differ
+  from `shared` in the file; the model here has one table: refused, naming the tensor."""
+  from safetensors.numpy import save_file
+  d = hf_s2s['bart'][0]
+  tensors = safetensors_io.read_weights(d)
+  for alias in ('model.encoder.embed_tokens.weight', 'lm_head.weight'):
+    hf_dir = tmp_path / alias
+    shutil.copytree(d, hf_dir)
+    save_file({**tensors, alias: tensors['model.shared.weight'] + 0.5},
+              str(hf_dir / 'model.safetensors'), metadata={'format': 'pt'})
+    with pytest.raises(DataError, match=f'tensor {alias} differs from model.shared.weight'):
+      convert.import_hf(str(hf_dir), str(tmp_path / 'run'))
+  hf_dir = tmp_path / 'same'          # the same values (as transformers 4 saved them): imports
+  shutil.copytree(d, hf_dir)
+  save_file({**tensors, 'model.encoder.embed_tokens.weight': tensors['model.shared.weight']},
+            str(hf_dir / 'model.safetensors'), metadata={'format': 'pt'})
+  convert.import_hf(str(hf_dir), str(tmp_path / 'run'))

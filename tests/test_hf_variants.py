@@ -157,3 +157,53 @@ def test_tokenizer_json_padding_and_truncation_settings_are_not_applied(tmp_path
   assert padded.encode('Anna') == plain.encode('Anna') and len(plain.encode('Anna')) < 4
   assert padded.encode(long) == plain.encode(long) and len(plain.encode(long)) > 12
   assert padded.encode_batch(TEXTS) == plain.encode_batch(TEXTS)
+
+
+def test_roberta_config_without_pad_token_id_takes_robertas_default(tmp_path):
+  """RobertaConfig's pad_token_id defaults to 1: the positions (offset 2) and the padding id
+  a row without a mask is read with (not 0, `<s>`) both follow it, and the run exports."""
+  model, fast = _encoder('roberta')
+  d, run = str(tmp_path / 'hf'), str(tmp_path / 'run')
+  _save(d, model, fast, lambda c: c.pop('pad_token_id'))
+  convert.import_hf(d, run)
+  src = sources.load('mlm', run)
+  tok = src.tokenizer
+  assert src.model_config.pad_id == tok.pad_id == 1 and src.model_config.position_offset == 2
+  toks = np.asarray([[tok.bos_id] + tok.encode(TEXTS[0]) + [tok.eos_id]])
+  ours = np.asarray(lm_models.logits(lm_models.make(src.model_config), src.params,
+                                     jnp.asarray(toks)))
+  ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
+  np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+  convert.export_hf(run, str(tmp_path / 'out'))
+
+
+@pytest.mark.parametrize('kind', ['gpt2', 'bert'])
+def test_tied_config_with_a_head_of_other_values_is_refused(tmp_path, kind):
+  """transformers 5 does not tie a file's head to the embeddings when the two differ, whatever
+  tie_word_embeddings says (or its default, True, when absent): refused, naming the tensor;
+  with tie_word_embeddings false the same file imports untied, as transformers computes it."""
+  d, run = str(tmp_path / 'hf'), str(tmp_path / 'run')
+  if kind == 'gpt2':
+    model = _gpt2(d, lambda c: c.pop('tie_word_embeddings'), tie_word_embeddings=False)
+    head, embed = 'lm_head.weight', 'transformer.wte.weight'
+  else:
+    model, fast = _encoder('bert', tie_word_embeddings=False)
+    _save(d, model, fast, lambda c: c.update(tie_word_embeddings=True))
+    head, embed = 'cls.predictions.decoder.weight', 'bert.embeddings.word_embeddings.weight'
+  with pytest.raises(DataError, match=f'tensor {head} differs from {embed}, which the config '
+                                      'ties it to') as e:
+    convert.import_hf(d, run)
+  assert 'tie_word_embeddings' in str(e.value) and not os.path.exists(run)
+  p = os.path.join(d, 'config.json')
+  json.dump({**json.load(open(p)), 'tie_word_embeddings': False}, open(p, 'w'))
+  convert.import_hf(d, run)
+  src = sources.load('run', run)
+  tok = src.tokenizer
+  frame = (lambda x: [tok.eos_id] + x) if kind == 'gpt2' else (
+      lambda x: [tok.bos_id] + x + [tok.eos_id])
+  toks, mask = padded_batch(tok, TEXTS, frame)
+  ours = np.asarray(lm_models.make(src.model_config).apply(
+      {'params': src.params}, jnp.asarray(toks), **({} if kind == 'gpt2' else
+                                                     {'mask': jnp.asarray(mask)})))
+  ref = torch_out(model, toks, mask).logits.numpy()
+  np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=1e-4)

@@ -50,6 +50,9 @@ from translearn_jax.transfer import graft, sources
 
 GENERATION_CONFIG = 'generation_config.json'
 BANNED_KEYS = ('bad_words_ids', 'suppress_tokens')   # read from generation_config.json too
+# generation_config.json keys an imported seq2seq run takes over config.json's, as `generate`
+# does (the start id and its `bos_token_id` fallback, the forced first token, banned ids)
+GENERATE_READS = BANNED_KEYS + ('forced_bos_token_id', 'decoder_start_token_id', 'bos_token_id')
 GENERATION_KEYS = ('bos_token_id', 'eos_token_id', 'pad_token_id', 'decoder_start_token_id',
                    'forced_eos_token_id', 'forced_bos_token_id') + BANNED_KEYS
 
@@ -123,8 +126,8 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
   gen_path = os.path.join(hf_dir, GENERATION_CONFIG)
   gen = _read_json(gen_path) if os.path.isfile(gen_path) else {}
   try:
-    fields = arch.model_fields({**conf, **{k: gen[k] for k in BANNED_KEYS + ('forced_bos_token_id',)
-                                           if k in gen}})
+    # what generate() reads from generation_config.json wins over config.json, as there
+    fields = arch.model_fields({**conf, **{k: gen[k] for k in GENERATE_READS if k in gen}})
   except DataError as e:       # the field readers name 'config.json': name the file itself
     msg = str(e)
     raise DataError(cfg_path + msg[len('config.json'):] if msg.startswith('config.json:')

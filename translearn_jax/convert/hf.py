@@ -80,6 +80,11 @@ class HFArch:
   defaults: dict = dataclasses.field(default_factory=dict)
                                   # {config key: transformers' value when config.json lacks it}
                                   # (checked against `required` like a present key)
+  ties: Callable = lambda cfg: ()
+                                  # architecture config -> ((alias, canonical), ...), each a
+                                  # (name, body) as in `Entry`: a tensor transformers ties to
+                                  # one this table reads. transformers 5 unties them when a
+                                  # file holds both with different values, so that is refused
 
 
 def _get(conf: dict, key: str, default=None):
@@ -187,7 +192,9 @@ GPT2 = HFArch(
     {'scale_attn_weights': True, 'scale_attn_by_inverse_layer_idx': False,
      'add_cross_attention': False},
     _gpt2_fields, _gpt2_entries, _gpt2_config,
-    unused=(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$',))
+    unused=(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$',),
+    ties=lambda cfg: ((('lm_head.weight', False), ('wte.weight', True)),)
+    if cfg.tie_embeddings else ())
 
 
 # -- GPT-NeoX (rotary Transformer LMs) ----------------------------------------------
@@ -268,12 +275,15 @@ GPT_NEOX = HFArch(
     {'use_parallel_residual': False, 'rope_scaling': None, 'is_decoder': False},
     _neox_fields, _neox_entries, _neox_config,
     unused=(r'(gpt_neox\.)?layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)$',),
-    defaults={'use_parallel_residual': True})
+    defaults={'use_parallel_residual': True},
+    ties=lambda cfg: tuple(((n, False), ('embed_in.weight', True))
+                           for n in ('embed_out.weight', 'lm_head.weight'))
+    if cfg.tie_embeddings else ())
 
 
 # -- BERT / RoBERTa -----------------------------------------------------------------
 
-def _encoder_fields(c: dict, offset: int) -> dict:
+def _encoder_fields(c: dict, offset: int, pad_id: int) -> dict:
   return dict(arch='encoder', vocab_size=_get(c, 'vocab_size'), d_model=_get(c, 'hidden_size'),
               num_heads=_get(c, 'num_attention_heads'), num_layers=_get(c, 'num_hidden_layers'),
               d_ff=_get(c, 'intermediate_size'),
@@ -285,7 +295,7 @@ def _encoder_fields(c: dict, offset: int) -> dict:
               layer_norm_eps=float(c.get('layer_norm_eps', 1e-12)),
               type_vocab_size=int(c.get('type_vocab_size', 2)),
               tie_embeddings=bool(c.get('tie_word_embeddings', True)),
-              pad_id=int(c.get('pad_token_id') or 0), pooler=True)
+              pad_id=pad_id, pooler=True)
 
 
 def _roberta_fields(c: dict) -> dict:
@@ -293,7 +303,8 @@ def _roberta_fields(c: dict) -> dict:
     raise DataError(f"config.json: hidden_act={c['hidden_act']!r} is not supported for RoBERTa "
                     "(its LM head always applies exact GELU, the encoder would use hidden_act; "
                     "only 'gelu')")
-  return _encoder_fields(c, int(_get(c, 'pad_token_id', 1)) + 1)
+  pad = int(_get(c, 'pad_token_id', 1))     # RobertaConfig's default when absent
+  return _encoder_fields(c, pad + 1, pad)
 
 
 def _encoder_entries(head: str) -> Callable:
@@ -373,15 +384,26 @@ _ENCODER_KEYS = frozenset({
     'pooler_size_per_head', 'pooler_type'})
 _ENCODER_REQUIRED = {'position_embedding_type': 'absolute', 'is_decoder': False,
                      'add_cross_attention': False}
+def _encoder_ties(head: str) -> Callable:
+  """Tied, the MLM decoder's weight is the word embeddings and its bias the head's."""
+  def ties(cfg) -> tuple:
+    if not cfg.tie_embeddings:
+      return ()
+    return (((f'{head}.decoder.weight', False), ('embeddings.word_embeddings.weight', True)),
+            ((f'{head}.decoder.bias', False), (f'{head}.bias', False)))
+  return ties
+
+
 _ENCODER_UNUSED = (r'(bert\.|roberta\.)?embeddings\.position_ids$',
                    r'cls\.predictions\.(decoder\.)?bias$', r'lm_head\.(decoder\.)?bias$')
 
 BERT = HFArch('bert', 'mlm', 'bert.', _ENCODER_KEYS, _ENCODER_REQUIRED,
-              lambda c: _encoder_fields(c, 0), _encoder_entries('bert'), _encoder_config('bert'),
-              unused=_ENCODER_UNUSED)
+              lambda c: _encoder_fields(c, 0, int(c.get('pad_token_id', 0) or 0)),
+              _encoder_entries('bert'), _encoder_config('bert'),
+              unused=_ENCODER_UNUSED, ties=_encoder_ties('cls.predictions'))
 ROBERTA = HFArch('roberta', 'mlm', 'roberta.', _ENCODER_KEYS, _ENCODER_REQUIRED,
                  _roberta_fields, _encoder_entries('roberta'), _encoder_config('roberta'),
-                 unused=_ENCODER_UNUSED)
+                 unused=_ENCODER_UNUSED, ties=_encoder_ties('lm_head'))
 
 ARCHS = {a.model_type: a for a in (GPT2, GPT_NEOX, BERT, ROBERTA)}
 
@@ -465,6 +487,16 @@ def import_tensors(arch: HFArch, cfg, tensors: dict[str, np.ndarray], expected: 
   if missing:
     raise DataError(f'{path}: missing tensors {missing[:5]}'
                     f'{f" and {len(missing) - 5} more" if len(missing) > 5 else ""}')
+  for alias, canonical in arch.ties(cfg):
+    a, c = (lookup(Entry(n, '', body=b)) for n, b in (alias, canonical))
+    if a in tensors and c in tensors and not np.array_equal(
+        np.asarray(tensors[a]).astype(np.float32), np.asarray(tensors[c]).astype(np.float32)):
+      raise DataError(
+          f'{path}: tensor {a} differs from {c}, which the config ties it to '
+          "(tie_word_embeddings true, transformers' default when config.json lacks it); "
+          f'transformers 5 then computes with {a} itself (untied), transformers 4 with {c}, '
+          'so nothing was converted: set "tie_word_embeddings": false in config.json to '
+          f'import it untied, or remove {a} from the weights to tie it')
   leftover = sorted(names - used)
   unused = [n for n in leftover if not any(re.search(p, n) for p in arch.unused)]
   buffers = [n for n in leftover if n not in unused]

@@ -18,7 +18,8 @@ checkpoints).
 LayerNorm ε is 1e-5 (`torch.nn.LayerNorm`'s default; no config has a key for
 it). Ids come from `config.json`: `pad_token_id` (source padding),
 `eos_token_id`, `decoder_start_token_id` (BART: `</s>`; Marian: the pad id;
-when null, `bos_token_id`, as `generate` does), and the single-token
+`generation_config.json`'s when it states one, and when null `bos_token_id`, as
+`generate` does), and the single-token
 `bad_words_ids` / `suppress_tokens` (of `config.json` or
 `generation_config.json`) become the ids the decoder never generates (opus-mt
 bans its pad id; BART bans nothing).
@@ -222,20 +223,28 @@ _REQUIRED = {'is_decoder': False, 'add_bias_logits': False, 'tie_word_embeddings
 # aliases of the shared table (tied), and positions some writers store though they are fixed
 _UNUSED = (r'^(model\.)?(encoder|decoder)\.embed_tokens\.weight$', r'^lm_head\.weight$')
 
+def _ties(cfg) -> tuple:
+  """The encoder's and decoder's token tables and the output layer are the shared table."""
+  return tuple(((n, body), ('shared.weight', True)) for n, body in (
+      ('encoder.embed_tokens.weight', True), ('decoder.embed_tokens.weight', True),
+      ('lm_head.weight', False)))
+
+
 _LEARNED = dict(normalize_embedding=True, static_position_embeddings=False,
                 extra_pos_embeddings=BART_OFFSET)
 BART = HFArch('bart', 'seq2seq', 'model.', _KEYS,
               dict(_REQUIRED, normalize_before=False, add_final_layer_norm=False, **_LEARNED),
-              lambda c: _fields(c, 'bart'), _entries, _hf_config('bart'), unused=_UNUSED)
+              lambda c: _fields(c, 'bart'), _entries, _hf_config('bart'), unused=_UNUSED, ties=_ties)
 MBART = HFArch('mbart', 'seq2seq', 'model.', _KEYS,
                dict(_REQUIRED, normalize_before=True, add_final_layer_norm=True, **_LEARNED),
-               lambda c: _fields(c, 'mbart'), _entries, _hf_config('mbart'), unused=_UNUSED)
+               lambda c: _fields(c, 'mbart'), _entries, _hf_config('mbart'), unused=_UNUSED, ties=_ties)
 MARIAN = HFArch('marian', 'seq2seq', 'model.',
                 _KEYS | {'decoder_vocab_size', 'share_encoder_decoder_embeddings'},
                 dict(_REQUIRED, normalize_before=False, add_final_layer_norm=False,
                      normalize_embedding=False, static_position_embeddings=True,
                      share_encoder_decoder_embeddings=True),
                 lambda c: _fields(c, 'marian'), _entries, _hf_config('marian'),
-                unused=_UNUSED + (r'^(model\.)?(encoder|decoder)\.embed_positions\.weight$',))
+                unused=_UNUSED + (r'^(model\.)?(encoder|decoder)\.embed_positions\.weight$',),
+                ties=_ties)
 
 hf.ARCHS.update({a.model_type: a for a in (BART, MBART, MARIAN)})
