@@ -531,3 +531,27 @@ def test_shared_table_aliases_of_other_values_are_refused(hf_s2s, tmp_path):
   save_file({**tensors, 'model.encoder.embed_tokens.weight': tensors['model.shared.weight']},
             str(hf_dir / 'model.safetensors'), metadata={'format': 'pt'})
   convert.import_hf(str(hf_dir), str(tmp_path / 'run'))
+
+
+def test_marian_position_tables_in_the_file_must_be_the_sinusoid(hf_s2s, tmp_path):
+  """transformers computes with a Marian file's stored embed_positions; the model here
+  computes the sinusoid: a stored table that differs is refused, naming it; one rounded to
+  float16 (as fp16 checkpoints store it) imports."""
+  from safetensors.numpy import save_file
+  d = hf_s2s['marian'][0]
+  tensors = safetensors_io.read_weights(d)
+  model = hf_s2s['marian'][1]
+  table = model.model.encoder.embed_positions.weight.detach().numpy().astype(np.float32)
+  for name, value in (('fp16', table.astype(np.float16).astype(np.float32)),
+                      ('shifted', table + 0.5)):
+    hf_dir = tmp_path / name
+    shutil.copytree(d, hf_dir)
+    save_file({**tensors, 'model.encoder.embed_positions.weight': value,
+               'model.decoder.embed_positions.weight': table},
+              str(hf_dir / 'model.safetensors'), metadata={'format': 'pt'})
+    if name == 'fp16':
+      convert.import_hf(str(hf_dir), str(tmp_path / f'run_{name}'))
+    else:
+      with pytest.raises(DataError, match='tensor model.encoder.embed_positions.weight differs '
+                                          'from the table this architecture computes'):
+        convert.import_hf(str(hf_dir), str(tmp_path / f'run_{name}'))

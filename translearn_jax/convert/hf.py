@@ -80,6 +80,10 @@ class HFArch:
   defaults: dict = dataclasses.field(default_factory=dict)
                                   # {config key: transformers' value when config.json lacks it}
                                   # (checked against `required` like a present key)
+  computed: Callable = lambda cfg: ()
+                                  # architecture config -> (((name, body), array), ...):
+                                  # tensors some files store that our model computes instead
+                                  # (Marian's sinusoid); a stored one that differs is refused
   ties: Callable = lambda cfg: ()
                                   # architecture config -> ((alias, canonical), ...), each a
                                   # (name, body) as in `Entry`: a tensor transformers ties to
@@ -497,6 +501,14 @@ def import_tensors(arch: HFArch, cfg, tensors: dict[str, np.ndarray], expected: 
           f'transformers 5 then computes with {a} itself (untied), transformers 4 with {c}, '
           'so nothing was converted: set "tie_word_embeddings": false in config.json to '
           f'import it untied, or remove {a} from the weights to tie it')
+  for (name, body), table in arch.computed(cfg):
+    key = lookup(Entry(name, '', body=body))
+    x = np.asarray(tensors[key], np.float32) if key in tensors else None
+    if x is not None and (x.ndim != 2 or x.shape[1] != table.shape[1]
+                          or not np.allclose(x[:len(table)], table[:len(x)], atol=2e-3)):
+      raise DataError(f'{path}: tensor {key} differs from the table this architecture '
+                      'computes (transformers computes with the stored one), so nothing was '
+                      f'converted: remove {key} from the weights to use the computed table')
   leftover = sorted(names - used)
   unused = [n for n in leftover if not any(re.search(p, n) for p in arch.unused)]
   buffers = [n for n in leftover if n not in unused]

@@ -230,6 +230,15 @@ def _ties(cfg) -> tuple:
       ('lm_head.weight', False)))
 
 
+def _marian_positions(cfg) -> tuple:
+  """Marian's position tables: the sinusoid, which some files store (fp16-rounded ones
+  agree within 2e-3)."""
+  from translearn_jax.models.seq2seq import sinusoidal_table
+  table = sinusoidal_table(cfg.max_len, cfg.d_model)
+  return tuple(((f'{side}.embed_positions.weight', True), table)
+               for side in ('encoder', 'decoder'))
+
+
 _LEARNED = dict(normalize_embedding=True, static_position_embeddings=False,
                 extra_pos_embeddings=BART_OFFSET)
 BART = HFArch('bart', 'seq2seq', 'model.', _KEYS,
@@ -245,6 +254,6 @@ MARIAN = HFArch('marian', 'seq2seq', 'model.',
                      share_encoder_decoder_embeddings=True),
                 lambda c: _fields(c, 'marian'), _entries, _hf_config('marian'),
                 unused=_UNUSED + (r'^(model\.)?(encoder|decoder)\.embed_positions\.weight$',),
-                ties=_ties)
+                ties=_ties, computed=_marian_positions)
 
 hf.ARCHS.update({a.model_type: a for a in (BART, MBART, MARIAN)})
