@@ -133,6 +133,18 @@ def test_filter_logits_top_k_and_top_p():
   assert np.isfinite(np.asarray(p1)).tolist() == [[True, False, False, False]]
 
 
+def test_top_k_at_or_beyond_the_vocabulary_keeps_every_token():
+  """transformers' TopKLogitsWarper clamps top_k to the vocabulary; jax.lax.top_k raised."""
+  logits = jnp.asarray([[0.5, -1.0, 2.0, 0.0, 1.0]])
+  for k in (5, 6, 40):
+    out = sampling.filter_logits(logits, 0.7, k, 0.9)
+    np.testing.assert_allclose(out, sampling.filter_logits(logits, 0.7, 0, 0.9))
+  step = lambda state, buf, t: (jnp.broadcast_to(logits, (buf.shape[0], 5)), state)
+  out = sampling.generate(step, {}, jnp.full((2, 1), EOS, jnp.int32), jnp.ones(2, jnp.int32),
+                          jax.random.key(0), total_len=4, top_k=1000, eos_id=99)
+  assert out.shape == (2, 4)
+
+
 def test_pack_roundtrip_and_targets_shift():
   stream = np.arange(103, dtype=np.int32)
   rows = pack(stream, 10)

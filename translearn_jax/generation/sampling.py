@@ -31,7 +31,7 @@ from translearn_jax.models.lstm_lm import initial_carry
 def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float):
   """Scaled logits with everything outside top-k / the top-p nucleus at -inf."""
   logits = logits.astype(jnp.float32) / temperature
-  if top_k > 0:
+  if 0 < top_k < logits.shape[-1]:    # top_k >= the vocabulary keeps every token
     kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   if top_p < 1.0:
