@@ -112,6 +112,39 @@ def test_selection_beyond_the_slots_is_neither_scored_nor_corrupted():
   assert (np.asarray(targets) == np.take_along_axis(np.asarray(tokens), pos, 1)).all()
 
 
+def test_whole_words_are_never_split_by_the_prediction_cap():
+  """Whole-word masking with BERT's max_predictions (20 of 128): when more pieces are chosen
+  than fit, whole words are left out, never a part of one (BERT's create_pretraining_data
+  skips a word that does not fit); with room for all, the choice is unchanged."""
+  v, special = 300, [0, 1, 2, 3, 4]
+  starts = np.zeros(v, bool)
+  starts[5:150] = True                       # 150..299: continuation pieces ('##x')
+  starts[special] = True
+  rng = np.random.default_rng(0)
+  tokens = np.where(rng.random((256, 128)) < 0.5, rng.integers(5, 150, (256, 128)),
+                    rng.integers(150, v, (256, 128))).astype(np.int32)
+  tokens[:, 0], tokens[:, -1] = BOS, EOS
+  tokens, segments = jnp.asarray(tokens), jnp.ones(tokens.shape, jnp.int32)
+  words = np.maximum.accumulate(np.where(starts[np.asarray(tokens)], np.arange(128), 0), axis=1)
+  for k in (20, 128):
+    masker = masking.Masker(v, special, 4, 0.15, k, starts)
+    inputs, pos, _, w = map(np.asarray, masker(jax.random.key(0), tokens, segments))
+    scored = np.zeros(tokens.shape, bool)
+    np.put_along_axis(scored, pos, w > 0, axis=1)
+    assert (w.sum(1) <= k).all() and (w.sum(1) > 0).all()
+    for r in range(len(scored)):
+      ids = words[r][1:-1]
+      for word in np.unique(ids):
+        part = scored[r, 1:-1][ids == word]
+        assert part.all() or not part.any(), (k, r, word)
+    assert (inputs[~scored] == np.asarray(tokens)[~scored]).all()
+  # k=128 never binds: the whole-word selection itself, every chosen position scored
+  sel = np.asarray(masking.select(jax.random.split(jax.random.key(0), 3)[0], tokens,
+                                  (segments > 0) & ~jnp.isin(tokens, jnp.asarray(special)),
+                                  0.15, jnp.asarray(starts)))
+  assert (scored == sel).all()
+
+
 def test_masker_of_a_real_tokenizer_never_picks_specials(tiny_mlm_run):
   from translearn_jax.transfer import sources
   tok = sources.load('mlm', tiny_mlm_run[0]).tokenizer

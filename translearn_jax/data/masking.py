@@ -13,7 +13,8 @@ resumed run draws exactly what the uninterrupted one drew.
   chosen ones, padded with weight 0 — so the vocabulary projection runs on K
   positions instead of T. A row with more chosen positions than K keeps a
   random K of them and leaves the rest unchosen (not corrupted either, so
-  no input position is altered without a loss on it): with the default
+  no input position is altered without a loss on it; with whole words, whole
+  words are kept or left out, never part of one): with the default
   K = 2 × rate × T that is about 1 row in 10⁶ at 15% of 128; BERT's fixed
   `max_predictions` = 20 of 128 (`configs/bert_base.py`) caps like BERT's own
   data pipeline.
@@ -65,11 +66,14 @@ def select(rng, tokens, eligible, rate: float, word_starts=None):
   """(B, T) bool: the positions to predict."""
   u = jax.random.uniform(rng, tokens.shape)
   if word_starts is not None:
-    t = tokens.shape[1]
-    starts = jnp.where(word_starts[tokens], jnp.arange(t), 0)
-    first = jax.lax.cummax(starts, axis=1)          # each position's word start
-    u = jnp.take_along_axis(u, first, axis=1)
+    u = jnp.take_along_axis(u, word_of(tokens, word_starts), axis=1)
   return (u < rate) & eligible
+
+
+def word_of(tokens, word_starts):
+  """(B, T) int: the position of the first piece of each position's word."""
+  starts = jnp.where(word_starts[tokens], jnp.arange(tokens.shape[1]), 0)
+  return jax.lax.cummax(starts, axis=1)
 
 
 def corrupt(rng, tokens, selected, mask_id: int, normal_ids, split=(0.8, 0.1, 0.1)):
@@ -81,12 +85,38 @@ def corrupt(rng, tokens, selected, mask_id: int, normal_ids, split=(0.8, 0.1, 0.
   return jnp.where(selected & (u >= split[0]) & (u < split[0] + split[1]), random_tok, out)
 
 
-def prediction_slots(rng, selected, k: int):
+def prediction_slots(rng, selected, k: int, words=None):
   """(positions (B, K), weights (B, K)): the selected positions first (a random K of them
-  when more are selected), then unselected ones with weight 0."""
-  score = selected.astype(jnp.float32) * 2.0 + jax.random.uniform(rng, selected.shape)
+  when more are selected), then unselected ones with weight 0.
+
+  `words` (B, T): each position's word (its first piece's position, `word_of`), for
+  whole-word masking: when more than K pieces are selected, whole words are kept in a
+  random order while their pieces fit in K, and a word that does not fit is left out
+  whole (BERT's create_pretraining_data never splits a word at max_predictions_per_seq),
+  so no word is scored in part with its other pieces visible."""
+  u = jax.random.uniform(rng, selected.shape)
+  if words is not None:
+    selected = selected & _whole_words_within(selected, jnp.take_along_axis(u, words, axis=1), k)
+  score = selected.astype(jnp.float32) * 2.0 + u
   _, pos = jax.lax.top_k(score, k)
   return pos, jnp.take_along_axis(selected, pos, axis=1).astype(jnp.float32)
+
+
+def _whole_words_within(selected, priority, k: int):
+  """(B, T) bool: the selected positions of the words, taken in decreasing `priority` (one
+  value per word), before the first word whose pieces would take the count past `k`."""
+  key = jnp.where(selected, priority, -1.0)
+  order = jnp.argsort(-key, axis=1, stable=True)
+  s_key = jnp.take_along_axis(key, order, axis=1)
+  s_sel = jnp.take_along_axis(selected, order, axis=1)
+  count = jnp.cumsum(s_sel, axis=1)
+  word_end = jnp.concatenate([s_key[:, :-1] != s_key[:, 1:],
+                              jnp.ones_like(s_key[:, :1], bool)], axis=1)
+  big = jnp.iinfo(count.dtype).max
+  through_word = jax.lax.cummin(jnp.where(word_end, count, big), axis=1, reverse=True)
+  keep = s_sel & (through_word <= k)
+  rows = jnp.arange(selected.shape[0])[:, None]
+  return jnp.zeros_like(selected).at[rows, order].set(keep)
 
 
 class Masker:
@@ -133,7 +163,8 @@ def mask_batch(rng, tokens, segments, *, rate: float, mask_id: int, is_special, 
   k_sel, k_cor, k_slot = jax.random.split(rng, 3)
   eligible = (segments > 0) & ~is_special[tokens]
   selected = select(k_sel, tokens, eligible, rate, word_starts)
-  pos, weights = prediction_slots(k_slot, selected, k)
+  words = None if word_starts is None else word_of(tokens, word_starts)
+  pos, weights = prediction_slots(k_slot, selected, k, words)
   rows = jnp.arange(tokens.shape[0])[:, None]
   slotted = jnp.zeros_like(selected).at[rows, pos].set(weights > 0)
   inputs = corrupt(k_cor, tokens, selected & slotted, mask_id, normal_ids)
