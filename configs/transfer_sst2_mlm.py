@@ -16,5 +16,5 @@ def get_config():
   config.data = transfer_sst2_skipgram.get_config().data
   config.transfer.strategies = 'finetune,feature_extraction,linear_probe_logistic'
   config.train.epochs = 2                # 60k short examples
-  config.transfer.unfreeze_every = 1900
+  config.transfer.unfreeze_every = 0     # gradual unfreezing (not in this list): one epoch
   return config
