@@ -285,6 +285,12 @@ def test_translate_file_repeats_the_runs_test_hypotheses(tmp_path, s2s_run):
   res = serving.translate_file(os.path.join(workdir, 'model'), str(long_src),
                                str(tmp_path / 'long_out.txt'))
   assert res['truncated_sources'] == 1 and res['max_source_len'] == c.max_source_len
+  # both the saved model and the run directory know their training read aligned text files
+  records = tmp_path / 'test.jsonl'
+  records.write_text('{"source": "x"}\n', encoding='utf-8')
+  for model in (os.path.join(workdir, 'model'), workdir):
+    with pytest.raises(DataError, match='trained on aligned text files'):
+      serving.translate_file(model, str(records), str(tmp_path / 'rec_out.txt'))
   # the run directory itself (its final checkpoint) translates the same
   serving.translate_file(workdir, test_src, str(tmp_path / 'run_out.txt'))
   assert open(tmp_path / 'run_out.txt', encoding='utf-8').read() == hyps

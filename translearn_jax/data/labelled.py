@@ -107,7 +107,6 @@ def join_fields(rec: dict, names: list[str]) -> str:
       else rec[names[0]]
 
 
-HEADERS = readers.HEADERS
 
 
 def _class_key(label: str) -> str:
@@ -146,15 +145,10 @@ def read_fields(kind: str, path: str, text_field: str, label_field: str,
   if kind not in readers.RECORD_KINDS:
     raise DataError(f"labelled data kind must be 'mr', 'tsv', 'csv', 'jsonl' or 'tfds', "
                     f'got {kind!r}')
-  if header not in HEADERS:
-    raise ConfigError(f'data.header must be one of {HEADERS}, got {header!r}')
   names = text_fields(text_field)
+  numbered = readers.numbered_fields(kind, [*names, label_field], header)
   if label_field in names:
     raise ConfigError(f'label_field {label_field!r} is also a text field ({text_field!r})')
-  numbered = kind != 'jsonl' and readers.by_index([*names, label_field])
-  if kind != 'jsonl' and not numbered and header == 'no':
-    raise ConfigError(f'data.header=no: fields {[*names, label_field]} must then be column '
-                      'numbers (0-based); named fields are looked up in a header row')
   texts, keys, spelling, per_file = [], [], {}, {}
   for file, n, rec in readers.iter_records(path, kind, [*names, label_field], encoding,
                                            fallback, label_fields=[label_field],

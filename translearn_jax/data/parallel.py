@@ -59,12 +59,7 @@ def read_pairs_fields(kind: str, path: str, source_field: str, target_field: str
   read without a header row unless `header='yes'`; with 'auto', a warning names the first
   pair of each file (nothing tells a header row of two texts from a pair: 'English,French'
   would be trained on and scored), and 'no' reads it as data without one."""
-  if header not in readers.HEADERS:
-    raise ConfigError(f'data.header must be one of {readers.HEADERS}, got {header!r}')
-  numbered = kind != 'jsonl' and readers.by_index([source_field, target_field])
-  if kind != 'jsonl' and not numbered and header == 'no':
-    raise ConfigError(f'data.header=no: fields {[source_field, target_field]} must then be '
-                      'column numbers (0-based); named fields are looked up in a header row')
+  numbered = readers.numbered_fields(kind, [source_field, target_field], header)
   pairs, first = [], {}
   for file, n, rec in readers.iter_records(path, kind, [source_field, target_field], encoding,
                                            fallback, header=numbered and header == 'yes'):

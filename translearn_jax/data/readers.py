@@ -42,7 +42,7 @@ import warnings
 from typing import Iterator, Optional, Sequence
 
 from translearn_jax.data.fields import MISSING, field_value
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 
 TEXT_KINDS = ('text', 'jsonl', 'tsv', 'csv', 'tfds', 'wiki')
 RECORD_KINDS = ('jsonl', 'tsv', 'csv')      # files of fields: `iter_records`
@@ -329,6 +329,19 @@ def _csv_rows(file: str, text: str) -> Iterator[tuple[int, list[str]]]:
 
 
 HEADERS = ('auto', 'yes', 'no')   # data.header: TSV/CSV fields by column number, header row?
+
+
+def numbered_fields(kind: str, fields: Sequence[str], header: str) -> bool:
+  """Whether a TSV/CSV file's `fields` are column numbers (read without a header row unless
+  `data.header` is 'yes'); a `header` outside `HEADERS`, or 'no' with named fields (looked
+  up in a header row), is an error naming data.header."""
+  if header not in HEADERS:
+    raise ConfigError(f'data.header must be one of {HEADERS}, got {header!r}')
+  numbered = kind != 'jsonl' and by_index(fields)
+  if kind != 'jsonl' and not numbered and header == 'no':
+    raise ConfigError(f'data.header=no: fields {list(fields)} must then be column '
+                      'numbers (0-based); named fields are looked up in a header row')
+  return numbered
 
 
 def by_index(fields: Sequence[str]) -> bool:

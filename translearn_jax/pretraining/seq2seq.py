@@ -73,11 +73,9 @@ def init_source(config):
   init = config.get('init')
   if not init or not init.get('path'):
     t = config.get('transfer')
-    if t is not None and (t.get('strategy', 'finetune') != 'finetune'
-                          or t.get('freeze_bottom', 0)):
-      field = ('transfer.strategy' if t.get('strategy', 'finetune') != 'finetune'
-               else 'transfer.freeze_bottom')
-      raise ConfigError(f'config.{field}: {t.get(field.split(".")[1])!r} fine-tunes a '
+    if uses_strategy(t):
+      field = 'strategy' if t.get('strategy', 'finetune') != 'finetune' else 'freeze_bottom'
+      raise ConfigError(f'config.transfer.{field}: {t.get(field)!r} fine-tunes a '
                         'pretrained initialisation, and config.init.path is empty (a run from '
                         'random weights trains every parameter; it would freeze random layers)')
     return None
@@ -352,6 +350,13 @@ def seq2seq_groups(cfg: s2s.Seq2SeqConfig) -> list[tuple[str, str]]:
   return groups
 
 
+def uses_strategy(t) -> bool:
+  """Whether the `transfer` group `t` asks for more than plain fine-tuning of every
+  parameter: a strategy's group table, or frozen bottom groups."""
+  return t is not None and (t.get('strategy', 'finetune') != 'finetune'
+                            or bool(t.get('freeze_bottom', 0)))
+
+
 def make_optimizer(config, model_cfg: s2s.Seq2SeqConfig, params, total_steps: int,
                    steps_per_epoch: int = 0):
   """(optimiser, base schedule, frozen mask or None): AdamW over every parameter, or, with
@@ -360,7 +365,7 @@ def make_optimizer(config, model_cfg: s2s.Seq2SeqConfig, params, total_steps: in
   unfreezing, `freeze_bottom`) over `transfer.groups` ('' : `seq2seq_groups`).
   `steps_per_epoch`: the interval `transfer.unfreeze_every=0` stands for."""
   t = config.get('transfer')
-  if t is None or (t.strategy == 'finetune' and not t.get('freeze_bottom', 0)):
+  if not uses_strategy(t):
     tx, schedule = optimizers.adamw(config, total_steps, params)
     return tx, schedule, None
   groups = (strategies.parse_groups(t.groups) if t.get('groups')

@@ -43,7 +43,8 @@ def write_lines(path: str, lines) -> None:
 
 def load_seq2seq(model_dir: str):
   """(model config, params, tokenizer, defaults {beam, length_penalty, max_source_len,
-  max_target_len}) of a saved seq2seq model or a seq2seq run directory."""
+  max_target_len, source_lang, data: the `data` config it was trained with, {} when it
+  does not say}) of a saved seq2seq model or a seq2seq run directory."""
   has = lambda name: os.path.exists(os.path.join(model_dir, name))
   if os.path.isdir(model_dir) and not has(MODEL_JSON) and has('config.json'):
     src = sources.load('seq2seq', model_dir, field='model_dir')
@@ -52,41 +53,36 @@ def load_seq2seq(model_dir: str):
     return src.model_config, src.params, src.tokenizer, {
         'beam': ev.get('beam', 4), 'length_penalty': ev.get('length_penalty', 0.6),
         'max_source_len': c.max_source_len, 'max_target_len': c.max_target_len,
-        'source_lang': (c.get('tokenizer') or {}).get('source_lang', '')}
+        'source_lang': (c.get('tokenizer') or {}).get('source_lang', ''),
+        'data': trained_data_config({'provenance': {'config': c.to_dict()}})}
   meta = read_meta(model_dir)
   if meta['task'] != 'seq2seq':
     raise DataError(f'{model_dir}: a {meta["task"]} model; translate_file takes a seq2seq '
                     'model (predict_file runs a classifier or tagger)')
   m = load(model_dir)
-  return m.module.config, m.params, m.tokenizer, m.inputs
+  return m.module.config, m.params, m.tokenizer, {**m.inputs, 'data': trained_data_config(meta)}
 
 
-def _trained_records(model_dir: str) -> tuple[str, bool]:
-  """(the source field, `data.source_field`, the seq2seq run read its TSV/CSV/JSONL pairs
-  from, '' when it read aligned text files or the model does not say; whether it skipped a
+def _trained_records(data: dict) -> tuple[str, bool]:
+  """(the source field, `data.source_field`, a run read its TSV/CSV/JSONL pairs from, ''
+  when it read aligned text files or its `data` config does not say; whether it skipped a
   header row above columns given by number, `data.header='yes'`)."""
-  data = {}
-  if os.path.exists(os.path.join(model_dir, MODEL_JSON)):
-    data = trained_data_config(read_meta(model_dir))
-  elif os.path.exists(os.path.join(model_dir, 'config.json')):     # a run directory
-    data = trained_data_config({'provenance': {
-        'config': readers.json_object(os.path.join(model_dir, 'config.json'))}})
   if data.get('kind') in readers.RECORD_KINDS and isinstance(data.get('source_field'), str):
     return data['source_field'], data.get('header') == 'yes'
   return '', False
 
 
-def read_sources(model_dir: str, input_path: str, encoding: str = 'utf-8',
+def read_sources(model_dir: str, data: dict, input_path: str, encoding: str = 'utf-8',
                  header=None) -> list[str]:
   """The sources of `input_path`: one a line; a .jsonl/.json, .tsv or .csv file (the
   layouts seq2seq runs train on) is read record by record, the text in the source field
-  the run read (`data.source_field`), never as raw lines of JSON or columns. A field given
-  by column number reads the file without a header row unless `header` (None: as
-  training read its files)."""
+  the run read (`data.source_field` of `data`, the `data` config the model `model_dir` was
+  trained with), never as raw lines of JSON or columns. A field given by column number
+  reads the file without a header row unless `header` (None: as training read its files)."""
   kind = format_of(input_path)
   if kind not in readers.RECORD_KINDS:
     return read_lines(input_path, encoding)
-  field, trained_header = _trained_records(model_dir)
+  field, trained_header = _trained_records(data)
   if not field:
     raise DataError(f'{input_path}: a {kind} file, and {model_dir} was trained on aligned text '
                     'files: give one source a line (a .txt file), not its records')
@@ -128,7 +124,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   if not 1 <= max_len <= cfg.max_len:
     raise ConfigError(f'max_len must be in [1, {cfg.max_len}] (the model\'s positions), '
                       f'got {max_len}')
-  lines = read_sources(model_dir, input_path, encoding, header)
+  lines = read_sources(model_dir, defaults['data'], input_path, encoding, header)
   if not lines:
     raise DataError(f'{input_path}: no input lines')
   real = [i for i, line in enumerate(lines) if line.strip()]
