@@ -145,3 +145,13 @@ def test_cells_from_random_weights_train_every_parameter(tmp_path):
     assert (t.strategy, t.freeze_bottom) == ('finetune', 0), cond
   t = seq2seq_curves.cell_config(c, 8, 'denoise', 0, tok, str(tmp_path)).transfer
   assert (t.strategy, t.freeze_bottom) == ('gradual_unfreezing', 1)
+
+
+def test_bt_budgets_outside_budgets_only_refused_with_backtranslation(tmp_path):
+  """A study split over workdirs by budget keeps the config's bt_budgets; a part without the
+  back-translation condition runs, one with it is refused before training."""
+  c = curve_config(tmp_path, tmp_path, budgets='16', bt_budgets='8', conditions='denoise')
+  assert seq2seq_curves.parse(c) == ([16], ['scratch', 'denoise'])
+  c = curve_config(tmp_path, tmp_path, budgets='16', bt_budgets='8')
+  with pytest.raises(ConfigError, match=r'curve.bt_budgets: \[8\]'):
+    seq2seq_curves.parse(c)

@@ -69,13 +69,14 @@ def parse(config) -> tuple[list[int], list[str]]:
   budgets = parse_budgets(c.budgets, 'curve.budgets')
   if not budgets:
     raise ConfigError('config.curve.budgets: no budget given')
-  bad_bt = set(parse_budgets(c.bt_budgets, 'curve.bt_budgets')) - set(budgets)
-  if bad_bt:
-    raise ConfigError(f'config.curve.bt_budgets: {sorted(bad_bt)} not in curve.budgets')
   conditions = [x.strip() for x in c.conditions.split(',') if x.strip()]
   bad = [x for x in conditions if x not in CONDITIONS]
   if bad or not conditions:
     raise ConfigError(f'config.curve.conditions: {bad or "none"}; known: {CONDITIONS}')
+  bt_budgets = parse_budgets(c.bt_budgets, 'curve.bt_budgets')
+  bad_bt = set(bt_budgets) - set(budgets)
+  if bad_bt and 'backtranslation' in conditions:    # a run without that condition ignores them
+    raise ConfigError(f'config.curve.bt_budgets: {sorted(bad_bt)} not in curve.budgets')
   if 'scratch' not in conditions:
     conditions = ['scratch'] + conditions        # every gain is measured against it
   for cond in conditions:
