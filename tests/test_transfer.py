@@ -74,6 +74,16 @@ def test_vocabulary_remap_moves_the_right_rows():
   assert report.remapped['e']['found'] == 2
 
 
+def test_vocabulary_remap_takes_a_repeated_source_token_s_first_row():
+  """A source vocabulary that repeats a token (an HF vocabulary with aliases, a list read
+  without deduplication) gives its first row, as vector files and case-folded matches do."""
+  src = np.array([[1.0], [2.0], [3.0]], np.float32)
+  out, stats = g.remap_rows(src, ['the', 'cat', 'the'], ['the', 'cat'],
+                            np.zeros((2, 1), np.float32))
+  np.testing.assert_array_equal(out[:, 0], [1, 2])
+  assert stats['found'] == 2 and stats['found_folded'] == 0
+
+
 def test_vocabulary_remap_falls_back_to_the_first_case_folded_source_word():
   import unicodedata
   # a cased vectors file, most frequent casing first, read by a lowercased vocabulary

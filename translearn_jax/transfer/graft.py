@@ -174,7 +174,9 @@ def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Se
   if source.shape[1] != target_init.shape[1]:
     raise GraftError(f'embedding widths differ: source {source.shape} vs target '
                      f'{target_init.shape}')
-  index = {w: i for i, w in enumerate(source_vocab)}
+  index: dict[str, int] = {}
+  for i, w in enumerate(source_vocab):                # a repeated token keeps its first row,
+    index.setdefault(w, i)                            # as vector files and folded matches do
   folded = folded_index(source_vocab)
   exact = np.array([index.get(w, -1) for w in target_vocab])
   src_rows = np.array([r if r >= 0 else folded.get(fold(w), -1)
