@@ -7,7 +7,7 @@ from scipy import stats
 from conftest import shared_data
 from translearn_jax.errors import DataError
 from translearn_jax.evaluation import word_vectors as wv
-from translearn_jax.export.word2vec_format import load_word2vec, save_word2vec
+from translearn_jax.export.word2vec_format import load_vectors, load_word2vec, save_word2vec
 
 
 def test_similarity_spearman_and_oov(tmp_path):
@@ -154,12 +154,33 @@ def test_word2vec_roundtrip_and_gensim_loads_it(tmp_path, binary):
   np.testing.assert_array_equal(kv.vectors, vecs)
 
 
+@pytest.mark.parametrize('binary', [False, True])
+def test_words_with_unicode_spaces_round_trip(tmp_path, binary):
+  """Only ASCII whitespace separates a row's fields (word2vec.c, gensim and ours): words
+  holding a no-break, ideographic or thin space, a line or next-line separator, as
+  tokenisers of other tools leave them, export and load back whole in both readers."""
+  words = ['a\u00a0b', 'c\u3000d', 'e\u2028f', 'g\u0085h', 'i\u2009j', 'plain']
+  vecs = np.arange(12, dtype=np.float32).reshape(6, 2)
+  path = str(tmp_path / 'v')
+  save_word2vec(path, words, vecs, binary=binary)
+  w2, v2 = load_vectors(path, format='word2vec_binary' if binary else 'auto')
+  assert w2 == words
+  np.testing.assert_array_equal(v2, vecs)
+  from gensim.models import KeyedVectors
+  kv = KeyedVectors.load_word2vec_format(path, binary=binary)
+  assert kv.index_to_key == words
+
+
 def test_export_refuses_bad_words_and_keeps_old_file(tmp_path):
   path = tmp_path / 'v.txt'
   save_word2vec(str(path), ['a'], np.ones((1, 2)))
   before = path.read_bytes()
   with pytest.raises(ValueError, match='whitespace'):
     save_word2vec(str(path), ['a b'], np.ones((1, 2)))
+  assert path.read_bytes() == before
+  for bad in ('a\tb', 'a\nb', 'a\rb', 'a\x0cb', ''):
+    with pytest.raises(ValueError, match='empty or contains whitespace'):
+      save_word2vec(str(path), [bad], np.ones((1, 2)))
   assert path.read_bytes() == before
   with pytest.raises(ValueError, match=r"1 vector\(s\) hold NaN or infinity \(first: row 2, "
                                        r"'b'\): a diverged run"):

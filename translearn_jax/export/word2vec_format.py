@@ -40,11 +40,15 @@ FORMATS = ('auto', 'word2vec', 'fasttext', 'glove', 'word2vec_binary', 'fasttext
 FASTTEXT_MAGIC = 793712314            # the first int32 of a fastText .bin model
 
 
+# what word2vec.c, gensim and this module's readers split a row's fields or rows at
+_SEPARATORS = frozenset(' \t\n\r\x0b\x0c')
+
+
 def _check(words: Sequence[str], vectors: np.ndarray) -> None:
   if vectors.ndim != 2 or len(words) != vectors.shape[0]:
     raise ValueError(f'{len(words)} words but vectors of shape {vectors.shape}')
-  for w in words:
-    if not w or any(c.isspace() for c in w):
+  for w in words:      # ASCII whitespace separates fields; Unicode spaces (NBSP...) do not
+    if not w or any(c in _SEPARATORS for c in w):
       raise ValueError(f'word {w!r} is empty or contains whitespace; word2vec files cannot hold it')
   bad = ~np.isfinite(vectors).all(axis=1) if vectors.ndim == 2 else None
   if bad is not None and bad.any():
