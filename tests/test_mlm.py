@@ -76,9 +76,30 @@ def test_whole_word_masking_on_scripts_without_spaces_masks_characters(tmp_path)
   BERT masks; sentencepiece/Metaspace and byte-level (GPT-2) pieces alike."""
   from tokenizers import Tokenizer as HFTok, decoders, models, pre_tokenizers, trainers
   from translearn_jax.data.hf_tokenizer import HFTokenizer
-  pieces = ['<pad>', '\u2581今天', '天气', '很', '\u2581ok', 'ay', 'ภาษา', 'カタ', '\u2581']
+  pieces = ['<pad>', '\u2581今天', '天气', '很', '\u2581ok', 'ay', 'ภาษา', 'カタ', '\u2581',
+            '<0xE4>', '<0xB8>', '<0xC3>', '<0x41>']
   assert masking.word_start_table(pieces, [0]).tolist() == [True, True, True, True, True,
-                                                            False, True, True, True]
+                                                            False, True, True, True,
+                                                            True, False, False, False]
+  # a rare ideograph spelled in byte-fallback pieces starts a word: its lead byte
+  from translearn_jax.data.tokenizer import Tokenizer
+  tok = Tokenizer.train(['今天天气很好', '我们去公园玩', '今天我们很好'] * 30, vocab_size=300)
+  ids = tok.encode('今天\u9f98好')                      # 龘: not in the training text
+  flags = tok.word_start_flags()[ids]
+  byte_ids = [k for k, i in enumerate(ids) if tok.sp.is_byte(i)]
+  assert len(byte_ids) == 3 and flags[byte_ids].tolist() == [True, False, False]
+  # the same in a Llama-style tokenizer.json (Metaspace, BPE with byte_fallback)
+  from tokenizers import decoders as hf_decoders
+  vocab = {'<unk>': 0, '<pad>': 1, '\u2581': 2, '今': 3, '天': 4, '好': 5,
+           '<0xE9>': 6, '<0xBE>': 7, '<0x98>': 8}
+  fb = HFTok(models.BPE(vocab=vocab, merges=[], unk_token='<unk>', byte_fallback=True))
+  fb.pre_tokenizer = pre_tokenizers.Metaspace()
+  fb.decoder = hf_decoders.Sequence([hf_decoders.ByteFallback(), hf_decoders.Metaspace()])
+  fb.save(str(tmp_path / 'fallback.json'))
+  fb_tok = HFTokenizer.load(str(tmp_path / 'fallback.json'))
+  ids = fb_tok.encode('今天\u9f98好')
+  assert ids == [2, 3, 4, 6, 7, 8, 5]
+  assert fb_tok.word_start_flags()[ids].tolist() == [True, True, True, True, False, False, True]
   bpe = HFTok(models.BPE())
   bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   bpe.decoder = decoders.ByteLevel()

@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from translearn_jax.data import readers
-from translearn_jax.data.masking import starts_unspaced
+from translearn_jax.data.masking import UNSPACED_LEAD_BYTE, starts_unspaced
 from translearn_jax.errors import ConfigError, DataError
 
 ROLES = ('bos', 'eos', 'unk', 'pad', 'cls', 'sep', 'mask')
@@ -223,8 +223,9 @@ class HFTokenizer:
       flags = np.array([p.startswith('\u0120') for p in pieces], bool)   # 'Ġ': a space byte
       text = [_byte_piece_text(p) for p in pieces]
       flags |= np.array([starts_unspaced(t) for t in text], bool)
-    else:
-      flags = np.array([p.startswith('\u2581') for p in pieces], bool)   # Metaspace '▁'
+    else:   # Metaspace '▁'; byte-fallback pieces as sentencepiece's (masking.word_start_table)
+      flags = np.array([p.startswith('\u2581') or UNSPACED_LEAD_BYTE.fullmatch(p) is not None
+                        for p in pieces], bool)
     # a character of a script written without spaces starts a word of its own
     flags |= np.array([starts_unspaced(p) for p in pieces], bool)
     flags[self.special_ids()] = True

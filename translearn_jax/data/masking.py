@@ -49,10 +49,18 @@ def starts_unspaced(text: str) -> bool:
   return bool(text) and UNSPACED.match(text) is not None
 
 
+# a byte-fallback piece (sentencepiece, Llama-style tokenizer.json) that leads the UTF-8 bytes
+# of a character in U+3000-U+9FFF: kana, CJK symbols and ideographs (extension A included);
+# a character rare enough to be spelled in bytes is one of those in Chinese/Japanese text
+UNSPACED_LEAD_BYTE = regex.compile(r'<0x(E[3-9])>', regex.IGNORECASE)
+
+
 def word_start_table(pieces, special_ids) -> np.ndarray:
-  """True for pieces that begin a word (sentencepiece '▁' prefix, or a character of a script
-  written without spaces) and for special pieces."""
-  table = np.array([p.startswith('\u2581') or starts_unspaced(p) for p in pieces], bool)
+  """True for pieces that begin a word (sentencepiece '▁' prefix, a character of a script
+  written without spaces, or the lead byte of one spelled in byte-fallback pieces) and for
+  special pieces."""
+  table = np.array([p.startswith('\u2581') or starts_unspaced(p)
+                    or UNSPACED_LEAD_BYTE.fullmatch(p) is not None for p in pieces], bool)
   table[np.asarray(list(special_ids), np.int64)] = True
   return table
 
