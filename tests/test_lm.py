@@ -133,6 +133,29 @@ def test_filter_logits_top_k_and_top_p():
   assert np.isfinite(np.asarray(p1)).tolist() == [[True, False, False, False]]
 
 
+def test_filter_logits_equals_transformers_warpers_with_ties():
+  """Temperature, top-k and top-p as transformers' warpers (TopPLogitsWarper sorts ascending
+  and drops tokens of cumulative probability <= 1 - top_p): of tokens tied at the nucleus
+  boundary it keeps the later ones only, where keeping every tied token kept more."""
+  from conftest import LazyModule
+  torch, lp = LazyModule('torch'), LazyModule('transformers.generation.logits_process')
+  crafted = [[1.0, 1.0, 1.0, 1.0], [2.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 2.0],
+             np.log([0.4, 0.2, 0.2, 0.2]).tolist(), np.log([0.25] * 4).tolist()]
+  tied = np.random.default_rng(0).integers(-3, 3, (64, 9)).astype(np.float32).tolist()
+  for temperature, top_k, top_p in [(1.0, 0, 0.5), (1.0, 0, 0.7), (1.0, 0, 0.75),
+                                    (0.7, 3, 0.6), (1.3, 20, 0.9), (1.0, 2, 0.3)]:
+    warpers = [lp.TemperatureLogitsWarper(temperature)] + (
+        [lp.TopKLogitsWarper(top_k)] if top_k else []) + [lp.TopPLogitsWarper(top_p)]
+    for rows in ([crafted[0]], crafted[1:3], crafted[3:], tied):
+      want = torch.tensor(rows, dtype=torch.float32)
+      for w in warpers:
+        want = w(None, want)
+      got = sampling.filter_logits(jnp.asarray(rows, jnp.float32), temperature, top_k, top_p)
+      np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want.numpy()))
+      np.testing.assert_allclose(np.where(np.isfinite(got), got, 0),
+                                 np.where(np.isfinite(want.numpy()), want.numpy(), 0), rtol=1e-6)
+
+
 def test_top_k_at_or_beyond_the_vocabulary_keeps_every_token():
   """transformers' TopKLogitsWarper clamps top_k to the vocabulary; jax.lax.top_k raised."""
   logits = jnp.asarray([[0.5, -1.0, 2.0, 0.0, 1.0]])

@@ -35,12 +35,14 @@ def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: floa
     kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   if top_p < 1.0:
-    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    # keep the smallest prefix whose mass reaches top_p (always the first token)
-    before = jnp.cumsum(probs, axis=-1) - probs
-    cutoff = jnp.min(jnp.where(before < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    # transformers' TopPLogitsWarper: sorted ascending (ties in index order, a stable sort),
+    # the tokens whose cumulative probability is <= 1 - top_p go, the most likely always
+    # stays; of tokens tied at the boundary only the later ones may stay
+    order = jnp.argsort(logits, axis=-1, stable=True)
+    cum = jnp.cumsum(jax.nn.softmax(jnp.take_along_axis(logits, order, -1), axis=-1), axis=-1)
+    remove = (cum <= 1 - top_p).at[..., -1].set(False)
+    remove = jnp.take_along_axis(remove, jnp.argsort(order, axis=-1), -1)
+    logits = jnp.where(remove, -jnp.inf, logits)
   return logits
 
 
