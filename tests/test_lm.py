@@ -156,6 +156,16 @@ def test_filter_logits_equals_transformers_warpers_with_ties():
                                  np.where(np.isfinite(want.numpy()), want.numpy(), 0), rtol=1e-6)
 
 
+def test_sampling_settings_refuse_nan_and_infinite_temperature():
+  """A NaN or infinite temperature made every logit NaN (banned tokens: -inf / inf), and
+  sampling then wrote padding: a silent empty continuation."""
+  for t in (float('nan'), float('inf'), -1.0):
+    with pytest.raises(ConfigError, match='temperature must be a finite number >= 0'):
+      sampling.check_sampling(t, 0, 1.0)
+  sampling.check_sampling(0.0, 0, 1.0)
+  sampling.check_sampling(1e3, 0, 1.0)
+
+
 def test_top_k_at_or_beyond_the_vocabulary_keeps_every_token():
   """transformers' TopKLogitsWarper clamps top_k to the vocabulary; jax.lax.top_k raised."""
   logits = jnp.asarray([[0.5, -1.0, 2.0, 0.0, 1.0]])

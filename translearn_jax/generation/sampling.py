@@ -47,8 +47,8 @@ def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: floa
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-  if temperature < 0:
-    raise ConfigError(f'temperature must be >= 0, got {temperature}')
+  if not 0 <= temperature < float('inf'):      # NaN fails too
+    raise ConfigError(f'temperature must be a finite number >= 0 (0: greedy), got {temperature}')
   if top_k < 0:
     raise ConfigError(f'top_k must be >= 0, got {top_k}')
   if not 0 < top_p <= 1:
