@@ -420,6 +420,18 @@ def test_sample_from_run_and_prompt_errors(tiny_lm_run):
     sample(mcfg, params, tok, ['word'], 5, top_p=0.0)
 
 
+def test_sample_refuses_no_new_tokens_and_no_prompts(tiny_lm_run):
+  """max_new_tokens < 1 cut the prompts silently (a negative count shortened the buffer)
+  and no prompts failed inside numpy; both are one-line errors."""
+  from translearn_jax.generation.sample import load_run
+  _, tok, mcfg, params = load_run(tiny_lm_run)
+  for n in (0, -3):
+    with pytest.raises(ConfigError, match='max_new_tokens must be >= 1'):
+      sample(mcfg, params, tok, ['The prime minister'], n, with_prompt=True)
+  with pytest.raises(ConfigError, match='no prompts'):
+    sample(mcfg, params, tok, [], 5)
+
+
 @pytest.mark.parametrize('overrides, message', [
     (['--config.train.seq_length=1024'], 'config.train.seq_length: 1024 is larger than the model maximum '
                                    'model.max_len=512'),

@@ -46,6 +46,10 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
   together, as one text: no space is added where the continuation goes on inside a word
   or in a script written without spaces) and the generation time in seconds."""
   sampling.check_sampling(temperature, top_k, top_p)
+  if max_new_tokens < 1:
+    raise ConfigError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
+  if not prompts:
+    raise ConfigError('no prompts to continue')
   toks, lengths = encode_prompts(tok, prompts)
   total = int(lengths.max()) + max_new_tokens
   context = lm_models.context_len(mcfg)
