@@ -219,6 +219,18 @@ def test_serving_commands_pass_the_given_options(monkeypatch, capsys):
   assert capsys.readouterr().err == 'error: i.txt: line 3 is empty\n'
 
 
+@pytest.mark.parametrize('command', ['predict', 'translate'])
+def test_serving_commands_reach_the_library_with_header(command, tmp_path, capsys):
+  """Every option the parser passes is an argument of the real `translearn_jax.serving`
+  function: 'translearn translate --header' raised TypeError (the package's translate_file
+  lacked `header`) instead of running or printing one error line."""
+  (tmp_path / 'in.csv').write_text('0\n')
+  assert cli.main([command, str(tmp_path / 'no_model'), '--input', str(tmp_path / 'in.csv'),
+                   '--output', str(tmp_path / 'out.txt'), '--header', 'yes',
+                   '--no_progress']) == 2
+  assert capsys.readouterr().err.startswith('error: ')
+
+
 # -- a non-editable install ----------------------------------------------------------
 
 def test_installed_wheel_trains_from_outside_the_checkout(tmp_path, topic_task):
