@@ -210,6 +210,42 @@ def test_greedy_generation_equals_transformers_generate(hf_models, name):
       assert text == fast.decode(new[:new.index(tok.eos_id)] if tok.eos_id in new else new)
 
 
+def test_sampled_continuation_that_ends_at_once_is_empty(tmp_path):
+  """A GPT-2 whose `<|endoftext|>` is its last id (as the real one's, 50256) and always the
+  most likely: `generate` gives only EOS, so the continuation is ''. The PAD ids written
+  after EOS are id 0, '!' in a byte-level vocabulary, and the tokenizer's decode skips a
+  leading EOS: the continuation read '!!!'."""
+  from translearn_jax.generation import sample
+  tk = byte_bpe([])
+  tk.add_special_tokens(['<|endoftext|>'])
+  eot = tk.token_to_id('<|endoftext|>')
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<|endoftext|>',
+                                    eos_token='<|endoftext|>', unk_token='<|endoftext|>')
+  cfg = tf.GPT2Config(vocab_size=tk.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2,
+                      n_head=4, bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=False)
+  m = randomize(tf.GPT2LMHeadModel(cfg))
+  with torch.no_grad():           # every position's hidden state is ones: EOS scores 32
+    m.transformer.ln_f.weight.zero_()
+    m.transformer.ln_f.bias.fill_(1.0)
+    m.lm_head.weight.zero_()
+    m.lm_head.weight[eot] = 1.0
+  m.save_pretrained(tmp_path / 'hf')
+  fast.save_pretrained(tmp_path / 'hf')
+  convert.import_hf(str(tmp_path / 'hf'), str(tmp_path / 'run'))
+  _, tok, mcfg, params = sample.load_run(str(tmp_path / 'run'))
+  assert eot != 0 and fast.decode([0]) == '!'
+  ids = [eot] + fast.encode('The river')
+  with torch.no_grad():
+    assert m.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False,
+                      pad_token_id=eot)[0, len(ids):].tolist() == [eot]
+  for temperature in (0.0, 1.0):
+    texts, _ = sample.sample(mcfg, params, tok, ['The river', ''], 4, temperature=temperature)
+    assert texts == ['', '']
+    texts, _ = sample.sample(mcfg, params, tok, ['The river', ''], 4, temperature=temperature,
+                             with_prompt=True)
+    assert texts == ['The river', '']
+
+
 def test_zero_shot_scores_of_an_imported_gpt2_are_transformers_log_probs(hf_models):
   """Zero-shot LM scoring (fusion.zero_shot) on the imported GPT-2: log p(verbalisation |
   <|endoftext|> text), the verbalisation encoded after a space as inside running text."""

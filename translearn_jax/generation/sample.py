@@ -70,7 +70,13 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
                           vocab_limit=tok.vocab_size)
   out = np.asarray(jax.device_get(out))
   dt = time.perf_counter() - t0
-  texts = [tok.decode(row[1 if with_prompt else n:].tolist()) for row, n in zip(out, lengths)]
+  texts = []
+  for row, n in zip(out.tolist(), lengths.tolist()):
+    # the continuation up to its EOS: the PAD ids after it can be text in an imported
+    # vocabulary (GPT-2's id 0 is '!'), and an HF tokenizer's decode skips a leading EOS
+    new = row[n:]
+    new = new[:new.index(tok.eos_id)] if tok.eos_id in new else new
+    texts.append(tok.decode((row[1:n] if with_prompt else []) + new))
   return texts, dt
 
 
