@@ -252,6 +252,16 @@ def test_dev_test_tags_training_lacks_are_scored_as_missed():
   assert conll.span_f1(test.tags, pred)['recall'] == 0.5
 
 
+def test_span_scores_refuse_different_numbers_of_sentences():
+  """As seqeval: predictions for fewer sentences than the gold ones are an error, not a
+  score over the first ones (the second sentence's entity was counted neither way)."""
+  from translearn_jax.data import conll
+  with pytest.raises(ValueError, match=r'2 gold but 1 predicted sequences'):
+    conll.span_f1([['B-PER'], ['B-LOC']], [['B-PER']])
+  with pytest.raises(ValueError, match=r'1 gold but 2 predicted sequences'):
+    conll.span_scores([['B-PER']], [['B-PER'], ['O']])
+
+
 @pytest.mark.parametrize('prefixes', ['BI', 'BIES'])
 def test_entity_spans_chunk_as_seqeval_does_on_random_tags(prefixes):
   """Arbitrary (also ill-formed) IOB and IOBES sequences: the same chunks, and so the same

@@ -247,6 +247,8 @@ def _prf(tp: int, n_gold: int, n_pred: int) -> dict:
 
 def span_scores(gold: list, pred: list) -> dict:
   """{'micro': span_f1's scores, 'types': {entity type: the same over its spans}}."""
+  if len(gold) != len(pred):
+    raise ValueError(f'{len(gold)} gold but {len(pred)} predicted sequences')
   counts: dict[str, list[int]] = {}       # type -> [tp, gold, pred]
   for g, p in zip(gold, pred):
     if len(g) != len(p):
