@@ -252,6 +252,39 @@ def test_dev_test_tags_training_lacks_are_scored_as_missed():
   assert conll.span_f1(test.tags, pred)['recall'] == 0.5
 
 
+def test_bilou_files_are_read_and_scored_as_seqeval_strict_bilou(tmp_path):
+  """BILOU (spaCy's L-/U- for IOBES's E-/S-) reads, and its spans and scores are seqeval's
+  strict BILOU mode's on well-formed tags (seqeval's default mode does not read BILOU: it
+  joins U-LOC U-LOC into one entity); ill-formed tags are chunked as their IOBES names."""
+  from seqeval.metrics import f1_score
+  from seqeval.metrics.sequence_labeling import get_entities
+  from seqeval.scheme import BILOU, Entities
+  from translearn_jax.data import conll
+  p = tmp_path / 'bilou.txt'
+  p.write_text('John B-PER\nvan I-PER\nSmith L-PER\nin O\nParis U-LOC\nLondon U-LOC\n\n'
+               'Bonn U\n', encoding='utf-8')
+  gold = conll.read_conll(str(p)).tags
+  assert gold == [['B-PER', 'I-PER', 'L-PER', 'O', 'U-LOC', 'U-LOC'], ['U']]
+  rng = np.random.default_rng(0)
+  spans = lambda n: [(b, b + rng.integers(1, 4), ('PER', 'LOC')[rng.integers(2)])
+                     for b in range(0, n - 3, 4) if rng.random() < 0.6]
+  def tags(n, chunks):
+    out = ['O'] * n
+    for b, e, t in chunks:
+      out[b:e] = [f'U-{t}'] if e - b == 1 else [f'B-{t}'] + [f'I-{t}'] * (e - b - 2) + [f'L-{t}']
+    return out
+  gold = [tags(20, spans(20)) for _ in range(200)]
+  pred = [tags(20, spans(20)) if rng.random() < 0.5 else g for g in gold]
+  for seq in gold + pred:
+    assert conll.entity_spans(seq) == {(e.tag, e.start, e.end)
+                                       for e in Entities([seq], BILOU).entities[0]}
+  assert conll.span_f1(gold, pred)['f1'] == pytest.approx(
+      f1_score(gold, pred, mode='strict', scheme=BILOU), abs=1e-12)
+  bad = ['L-PER', 'U-PER', 'I-PER', 'L-LOC', 'B', 'L', 'U', 'O', 'U-LOC']
+  iobes = [{'L': 'E', 'U': 'S'}.get(t[0], t[0]) + t[1:] for t in bad]
+  assert conll.entity_spans(bad) == {(t, b, e + 1) for t, b, e in get_entities(iobes)}
+
+
 def test_span_scores_refuse_different_numbers_of_sentences():
   """As seqeval: predictions for fewer sentences than the gold ones are an error, not a
   score over the first ones (the second sentence's entity was counted neither way)."""

@@ -12,11 +12,14 @@ file and line.
 `read_tfds` reads the same from a prepared TFDS dataset shaped like TFDS's
 `conll2003` (token and tag sequences).
 
-Tags are `O` or a prefix and a type: IOB1/IOB2 (`B-X`, `I-X`) or IOBES (also `E-X`,
-`S-X`); a bare prefix (`B`, `I`: one entity type) is type '_', as seqeval names it.
+Tags are `O` or a prefix and a type: IOB1/IOB2 (`B-X`, `I-X`), IOBES (also `E-X`,
+`S-X`) or BILOU (`L-X`, `U-X`: IOBES's `E-X`, `S-X` by other names); a bare prefix (`B`,
+`I`: one entity type) is type '_', as seqeval names it.
 `entity_spans` extracts entity spans exactly as seqeval does by default
 (its conlleval-style chunking): an `I-X` that does not continue an open `X` chunk
-starts a new one, `E-X` and `S-X` close their chunk.
+starts a new one, `E-X` and `S-X` close their chunk (BILOU is chunked as IOBES, which
+seqeval's default mode does not read; its strict BILOU mode finds the same spans in
+well-formed sequences).
 """
 
 from __future__ import annotations
@@ -211,23 +214,28 @@ def _columns(line: str) -> list[str]:
 _METADATA = re.compile(r'#\s*[\w.:-]+\s*=(\s|$)')
 
 
-_PREFIXES = ('B-', 'I-', 'E-', 'S-')
-_TAG_RULE = 'is not O, B-X or I-X (IOB), or E-X or S-X (IOBES)'
+_PREFIXES = ('B-', 'I-', 'E-', 'S-', 'L-', 'U-')
+_TAG_RULE = 'is not O, B-X or I-X (IOB), or E-X or S-X (IOBES), or L-X or U-X (BILOU)'
+_BILOU = {'L': 'E', 'U': 'S'}       # BILOU's last and unit tags: IOBES's end and single
 
 
 def is_tag(tag: str) -> bool:
-  """O, or B-/I-/E-/S- and a non-empty type, or a bare B, I, E or S (one entity type, as
-  biomedical sets such as NCBI-disease write it; seqeval names its type '_')."""
-  return tag == 'O' or tag in ('B', 'I', 'E', 'S') or (len(tag) > 2 and tag[:2] in _PREFIXES)
+  """O, or B-/I-/E-/S-/L-/U- and a non-empty type, or a bare B, I, E, S, L or U (one
+  entity type, as biomedical sets such as NCBI-disease write it; seqeval names its type
+  '_')."""
+  return (tag == 'O' or tag in ('B', 'I', 'E', 'S', 'L', 'U')
+          or (len(tag) > 2 and tag[:2] in _PREFIXES))
 
 
 def entity_spans(tags) -> set:
   """{(type, start, end_exclusive)} of the chunks in one tag sequence, chunked as
-  seqeval's default mode (conlleval's rules, extended to IOBES) chunks it."""
+  seqeval's default mode (conlleval's rules, extended to IOBES; BILOU read as IOBES)
+  chunks it."""
   spans, begin = set(), 0
   prev, prev_type = 'O', ''
   for i, label in enumerate(list(tags) + ['O']):
-    tag, kind = ('O', '') if label == 'O' else (label[0], label[2:] or '_')
+    tag, kind = ('O', '') if label == 'O' else (_BILOU.get(label[0], label[0]),
+                                                label[2:] or '_')
     if (prev in ('E', 'S') or (prev in ('B', 'I') and tag in ('B', 'S', 'O'))
         or (prev != 'O' and prev_type != kind)):
       spans.add((prev_type, begin, i))

@@ -7,7 +7,7 @@ that has seen the whole word (rows `<eos> pieces…`); with a bidirectional
 masked-LM encoder it is predicted at the word's first piece (its second when
 the first is a lone '▁'), as BERT taggers do, with the whole sentence in view (rows `<bos> pieces… <eos>`). The other
 pieces carry no loss. Predictions are
-decoded to the training data's tags (IOB or IOBES) and scored with entity-level span
+decoded to the training data's tags (IOB, IOBES or BILOU) and scored with entity-level span
 F1 (seqeval's default chunking; `translearn_jax.data.conll.span_f1`, checked against
 seqeval in the tests). Words cut off by `model.max_tokens` are predicted 'O' and counted.
 Runners (`experiments.tagging`, multi-task) train it in length-grouped batches
@@ -99,7 +99,7 @@ def truncated_words(pos: np.ndarray, corpus: conll.TaggedCorpus) -> int:
 
 
 class TaggingTask(Task):
-  """CoNLL sentences → one IOB/IOBES tag per word; metric: entity span F1."""
+  """CoNLL sentences → one IOB/IOBES/BILOU tag per word; metric: entity span F1."""
   name = 'tagging'
   metric = 'f1'                            # entity span F1
   eval_split = 'test'
