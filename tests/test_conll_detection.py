@@ -36,3 +36,20 @@ def test_unknown_encoding_is_a_data_error(tmp_path):
   f.write_text(CONLL)
   with pytest.raises(DataError, match='unknown encoding'):
     conll.looks_like_conll(str(f), 'no-such-codec')
+
+
+def test_prediction_input_has_the_sentences_evaluation_reads(tmp_path):
+  """JNLPBA's one-column `###MEDLINE:...` lines above a tagged sentence are comments for
+  prediction as for `read_conll` (they were sentences of their own, written back with one
+  column fewer than the others, which conlleval refuses); a file of tokens alone keeps a
+  leading `#hashtag` as a token."""
+  f = tmp_path / 'Genia4EReval1.iob2'
+  f.write_text('###MEDLINE:96206025\n\nIL-2\tB-DNA\ngene\tI-DNA\n\n###MEDLINE:1\n\n'
+               '#\tO\nx\tO\n', encoding='utf-8')
+  doc = conll.read_token_lines(str(f))
+  assert doc.sentences == conll.read_conll(str(f)).sentences == [['IL-2', 'gene'], ['#', 'x']]
+  out = conll.with_predictions(doc, [['B-DNA', 'I-DNA'], ['O', 'O']])
+  assert out == '\nIL-2\tB-DNA\tB-DNA\ngene\tI-DNA\tI-DNA\n\n\n#\tO\tO\nx\tO\tO\n'
+  tokens = tmp_path / 'tweets.txt'
+  tokens.write_text('#hashtag\nrocks\n\n# sent_id = 2\nx\n', encoding='utf-8')
+  assert conll.read_token_lines(str(tokens)).sentences == [['#hashtag', 'rocks'], ['x']]

@@ -24,6 +24,7 @@ well-formed sequences).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 
@@ -130,11 +131,16 @@ def read_token_lines(path: str, encoding: str = 'utf-8', token_column: int = 0) 
   """A CoNLL-layout file's tokens (column `token_column`; any other columns, a gold tag
   among them, are kept but not read). Sentences end at blank lines and `-DOCSTART-`
   lines; a line starting with '#' above a sentence is a comment when it is CoNLL-U
-  metadata or several columns whose last is not a tag (a lone `#` token is a token)."""
+  metadata, several columns whose last is not a tag, or fewer columns than the file's
+  other lines have (JNLPBA's `###MEDLINE:...`, which `read_conll` skips too); in a file
+  of tokens alone a lone `#` token is a token."""
   text = readers.read_text(path, encoding)
   raw = text.split('\n')
   if raw and raw[-1] == '':
     raw = raw[:-1]
+  widths = collections.Counter(len(_columns(x)) for x in raw
+                               if _columns(x) and not x.startswith('#'))
+  width = widths.most_common(1)[0][0] if widths else 1
   sentences, lines, words = [], [], []
   for n, line in enumerate(raw, 1):
     line = line.rstrip('\r')
@@ -146,7 +152,8 @@ def read_token_lines(path: str, encoding: str = 'utf-8', token_column: int = 0) 
       lines.append((line, None))
       continue
     if not words and line.startswith('#') and (
-        _METADATA.match(line) or (len(parts) >= 2 and not is_tag(parts[-1]))):
+        _METADATA.match(line) or (len(parts) >= 2 and not is_tag(parts[-1]))
+        or len(parts) < width):
       lines.append((line, None))
       continue
     if not (-len(parts) <= token_column < len(parts)) or not parts[token_column]:
