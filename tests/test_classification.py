@@ -560,3 +560,28 @@ def test_macro_f1_picks_epochs_and_probe_penalties_and_is_reported(tmp_path, top
   with pytest.raises(ConfigError, match=r"config.eval.metric: a classifier is scored by one of "
                                         r"\('accuracy', 'macro_f1'\), got 'f1'"):
     task.ClassificationTask(c)
+
+
+def test_tagging_training_data_without_entities_is_one_error(tmp_path, tiny_lm_run):
+  """A training file whose every word is 'O' (a wrong tag column, a filtered export) has
+  nothing to learn or score: one error naming it, as a one-class classification set is."""
+  from configs import transfer_conll_lm
+  from translearn_jax.downstream.tagging import TaggingTask
+  p = tmp_path / 'train.txt'
+  p.write_text('EU O\nrejects O\n\nBonn O\n', encoding='utf-8')
+  c = transfer_conll_lm.get_config()
+  c.data.train_path = c.data.dev_path = c.data.test_path = str(p)
+  c.init.path, c.model.max_tokens = tiny_lm_run, 32
+  with pytest.raises(DataError, match=r"train\.txt: the training sentences carry no entity tag"):
+    TaggingTask(c)
+
+
+def test_evaluation_set_names_are_unique():
+  """Similarity scores are keyed by set name: two bare paths with one file name (or a set
+  named like the analogy result) would overwrite each other's score."""
+  from translearn_jax.evaluation import word_vectors as wv
+  assert wv.parse_named_paths('ws=a/x.txt,b/x.txt') == [('ws', 'a/x.txt'), ('x.txt', 'b/x.txt')]
+  with pytest.raises(ConfigError, match=r"names \['x.txt'\] are used twice"):
+    wv.parse_named_paths('a/x.txt,b/x.txt')
+  with pytest.raises(ConfigError, match=r"\['analogy'\]"):
+    wv.parse_named_paths('analogy=a.txt')

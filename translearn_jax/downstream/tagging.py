@@ -29,7 +29,7 @@ import optax
 from translearn_jax.data import conll, readers
 from translearn_jax.downstream import models
 from translearn_jax.downstream.task import Task, length_grouped_batches, trimmed_width
-from translearn_jax.errors import ConfigError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.training import memo
 from translearn_jax.training.state import init_params
@@ -120,6 +120,9 @@ class TaggingTask(Task):
     self.corpora = {'train': read(d.train_path), 'dev': read(d.dev_path),
                     'test': read(d.test_path)}
     names = sorted({t for s in self.corpora['train'].tags for t in s})
+    if names in ([], ['O']):
+      raise DataError(f"{self.corpora['train'].path}: the training sentences carry no entity "
+                      "tag (every word 'O'): nothing to learn or score (span F1 needs entities)")
     self.tag_names = ['O'] + [t for t in names if t != 'O']
     self.tag_index = {t: i for i, t in enumerate(self.tag_names)}
     p = config.init

@@ -36,7 +36,7 @@ from scipy import stats
 
 from translearn_jax.data.readers import read_text, resolve_paths
 from translearn_jax.data.vocab import fold, folded_index
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 
 _POS_SUFFIX = re.compile(r'^(.+)-[nvjar]$')
 
@@ -200,4 +200,9 @@ def parse_named_paths(spec: str) -> list[tuple[str, str]]:
   for part in [p.strip() for p in spec.split(',') if p.strip()]:
     name, sep, path = part.partition('=')
     out.append((name, path) if sep else (part.rsplit('/', 1)[-1].rsplit(':', 1)[-1], part))
+  names = [n for n, _ in out]
+  twice = sorted({n for n in names if names.count(n) > 1} | ({'analogy'} & set(names)))
+  if twice:        # results are keyed by name: one set's score would replace the other's
+    raise ConfigError(f'evaluation set names {twice} are used twice or reserved (analogy); '
+                      f'name each set: name=path,name2=path2 (got {spec!r})')
   return out
