@@ -166,6 +166,44 @@ def test_a_resumed_run_keeps_its_best_model(tmp_path, monkeypatch, bag_run, topi
       {k: prov(bag_run[1])[k] for k in ('dev', 'test', 'epoch')}
 
 
+def test_causal_tagger_learns_iobes_data_as_iob2_and_writes_iobes(tmp_path, conll_task,
+                                                                   tiny_lm_run):
+  """A causal body cannot see whether the next word ends an entity (IOBES's E-/S-): it
+  learns the IOB2 tags of the same spans, and its predictions, in training's scores and a
+  saved model's output alike, are well-formed IOBES with the spans of its IOB2 ones."""
+  from configs import transfer_conll_lm
+  iobes = []
+  for path in conll_task:
+    corpus = conll.read_conll(path)
+    out = tmp_path / os.path.basename(path)
+    out.write_text('\n\n'.join('\n'.join(f'{w} {t}' for w, t in
+                                          zip(s, conll.convert_tags(tags, 'iobes')))
+                               for s, tags in zip(corpus.sentences, corpus.tags)) + '\n',
+                   encoding='utf-8')
+    iobes.append(str(out))
+  assert conll.tag_scheme(conll.read_conll(iobes[0]).tags) == 'iobes'
+  c = transfer_conll_lm.get_config()
+  c.data.train_path, c.data.dev_path, c.data.test_path = iobes
+  set_fields(c, {'init.path': tiny_lm_run, 'model.max_tokens': 16, 'transfer.groups': GROUPS,
+                 'train.epochs': 2, 'train.batch_size': 8, 'optim.learning_rate': 1e-2})
+  summary = train.run(c, str(tmp_path / 'run'))
+  meta = json.loads((tmp_path / 'run' / 'model' / 'model.json').read_text())
+  assert meta['inputs']['labels'] == ['O', 'B-NAME', 'I-NAME']
+  assert meta['inputs']['tag_scheme'] == 'iobes'
+  test = conll.read_conll(iobes[2])
+  src = tmp_path / 'test.jsonl'
+  src.write_text(''.join(json.dumps({'tokens': s}) + '\n' for s in test.sentences))
+  serving.predict_file(str(tmp_path / 'run' / 'model'), str(src), str(tmp_path / 'tags.jsonl'))
+  tags = [json.loads(l)['tags'] for l in open(tmp_path / 'tags.jsonl')]
+  assert all(conll.convert_tags(t, 'iobes') == t for t in tags)          # well-formed IOBES
+  assert {x[:2] for t in tags for x in t} & {'S-', 'E-'}   # labels are B-/I-: rewritten
+  assert conll.span_scores(test.tags, tags)['micro']['f1'] == summary['rows'][0]['test'][0] > 0
+  meta['inputs']['tag_scheme'] = 'bio'
+  (tmp_path / 'run' / 'model' / 'model.json').write_text(json.dumps(meta))
+  with pytest.raises(DataError, match=r"inputs.tag_scheme must be '', 'iobes' or 'bilou'"):
+    saved_model.load(str(tmp_path / 'run' / 'model'))
+
+
 def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, tiny_lm_run):
   from configs import transfer_conll_lm
   c = transfer_conll_lm.get_config()

@@ -253,6 +253,35 @@ def entity_spans(tags) -> set:
   return spans
 
 
+SCHEMES = ('iob2', 'iobes', 'bilou')
+_LETTERS = {'iob2': ('B', 'I', 'I', 'B'), 'iobes': ('B', 'I', 'E', 'S'),   # begin, inside,
+            'bilou': ('B', 'I', 'L', 'U')}                                # last, single
+
+
+def tag_scheme(tag_lists) -> str:
+  """'bilou' when a tag has an L-/U- prefix, 'iobes' when one has E-/S-, else 'iob2' (IOB1
+  files are read as the spans IOB2 writes)."""
+  prefixes = {t.split('-', 1)[0] for tags in tag_lists for t in tags if t != 'O'}
+  return 'bilou' if prefixes & {'L', 'U'} else 'iobes' if prefixes & {'E', 'S'} else 'iob2'
+
+
+def convert_tags(tags, scheme: str) -> list:
+  """`tags` rewritten in `scheme` ('iob2', 'iobes', 'bilou') with the same `entity_spans`:
+  a tag sequence well- or ill-formed in any scheme becomes the well-formed sequence of its
+  chunks (one entity type written with bare prefixes stays bare)."""
+  begin, inside, last, single = _LETTERS[scheme]
+  out = ['O'] * len(tags)
+  for kind, lo, hi in entity_spans(tags):
+    suffix = '' if kind == '_' else '-' + kind
+    if hi - lo == 1:
+      out[lo] = single + suffix
+      continue
+    out[lo], out[hi - 1] = begin + suffix, last + suffix
+    for i in range(lo + 1, hi - 1):
+      out[i] = inside + suffix
+  return out
+
+
 def _prf(tp: int, n_gold: int, n_pred: int) -> dict:
   precision = tp / n_pred if n_pred else 0.0
   recall = tp / n_gold if n_gold else 0.0

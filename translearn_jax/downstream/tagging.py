@@ -7,7 +7,9 @@ that has seen the whole word (rows `<eos> pieces…`); with a bidirectional
 masked-LM encoder it is predicted at the word's first piece (its second when
 the first is a lone '▁'), as BERT taggers do, with the whole sentence in view (rows `<bos> pieces… <eos>`). The other
 pieces carry no loss. Predictions are
-decoded to the training data's tags (IOB, IOBES or BILOU) and scored with entity-level span
+decoded to the training data's tags (IOB, IOBES or BILOU; a causal body learns IOBES/BILOU
+data as the IOB2 tags of its spans, as it cannot see whether the next word ends an entity,
+and its predictions are rewritten in the data's scheme) and scored with entity-level span
 F1 (seqeval's default chunking; `translearn_jax.data.conll.span_f1`, checked against
 seqeval in the tests). Words cut off by `model.max_tokens` are predicted 'O' and counted.
 Runners (`experiments.tagging`, multi-task) train it in length-grouped batches
@@ -18,6 +20,7 @@ position see the padding after it, an encoder attends only to real positions).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import warnings
 
@@ -119,20 +122,27 @@ class TaggingTask(Task):
       raise ConfigError(f"config.data.kind: 'conll' (files) or 'tfds', got {d.kind!r}")
     self.corpora = {'train': read(d.train_path), 'dev': read(d.dev_path),
                     'test': read(d.test_path)}
-    names = sorted({t for s in self.corpora['train'].tags for t in s})
-    if names in ([], ['O']):
+    if {t for s in self.corpora['train'].tags for t in s} <= {'O'}:
       raise DataError(f"{self.corpora['train'].path}: the training sentences carry no entity "
                       "tag (every word 'O'): nothing to learn or score (span F1 needs entities)")
-    self.tag_names = ['O'] + [t for t in names if t != 'O']
-    self.tag_index = {t: i for i, t in enumerate(self.tag_names)}
     p = config.init
     self.source = sources.load(p.kind, p.path, field='init.path')
     lm_cfg = models.lm_backbone_config(self.source, config.model)
-    self.model = models.TokenTagger(lm_cfg, len(self.tag_names), config.model.dropout)
     causal = lm_models.is_causal(lm_cfg)
+    # A causal body tags a word before it sees the next one, and IOBES's E-/S- (BILOU's L-/U-)
+    # say whether the next word goes on with the entity: it learns the IOB2 tags of the same
+    # spans, which need only the words so far, and writes its predictions in the data's scheme.
+    scheme = conll.tag_scheme(self.corpora['train'].tags)
+    self.output_scheme = scheme if causal and scheme != 'iob2' else ''
+    targets = {k: dataclasses.replace(c, tags=[conll.convert_tags(t, 'iob2') for t in c.tags])
+               if self.output_scheme else c for k, c in self.corpora.items()}
+    names = sorted({t for s in targets['train'].tags for t in s} - {'O'})
+    self.tag_names = ['O'] + names
+    self.tag_index = {t: i for i, t in enumerate(self.tag_names)}
+    self.model = models.TokenTagger(lm_cfg, len(self.tag_names), config.model.dropout)
     self.inputs = {k: encode_tagged(c, self.source.tokenizer, self.tag_index,
                                     config.model.max_tokens, causal)
-                   for k, c in self.corpora.items()}
+                   for k, c in targets.items()}
     self.rules = graft_lib.parse_rules(config.init.rules)
     self.groups = strategies.parse_groups(config.transfer.groups)
     self._eval = jitted_predictions(self.model)
@@ -141,6 +151,7 @@ class TaggingTask(Task):
     """How a saved tagger reads new sentences (`serving`): its tags, `encode_sentences`
     with the body's tokenizer, `max_tokens` and the framing (causal or not)."""
     return {'task': self.name, 'labels': list(self.tag_names), 'encoding': 'pieces',
+            'tag_scheme': self.output_scheme,
             'max_tokens': self.config.model.max_tokens,
             'token_column': int(self.config.data.get('token_column', 0)),
             'causal': lm_models.is_causal(self.model.lm_config),
@@ -191,6 +202,8 @@ class TaggingTask(Task):
       for r, i in enumerate(idx):
         p = pos[i, :len(self.corpora[split].sentences[i])]
         out[i] = [self.tag_names[pred[r, q]] if q >= 0 else 'O' for q in p]
+        if self.output_scheme:
+          out[i] = conll.convert_tags(out[i], self.output_scheme)
     return out
 
   def f1(self, params, split: str) -> float:

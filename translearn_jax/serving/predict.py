@@ -227,8 +227,10 @@ def tag(model: SavedModel, sentences: list, batch_size: int,
     for r, i in enumerate(idx):
       at = pos[i, :len(sentences[i])]
       truncated += int((at < 0).sum())
+      tags = [labels[ids[r, q]] if q >= 0 else 'O' for q in at]
       out[i] = {'tokens': list(sentences[i]),
-                'tags': [labels[ids[r, q]] if q >= 0 else 'O' for q in at],
+                'tags': conll.convert_tags(tags, spec['tag_scheme'])
+                if spec.get('tag_scheme') else tags,
                 'probabilities': [float(prob[r, q]) if q >= 0 else None for q in at]}
   return out, truncated
 
