@@ -74,7 +74,9 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
   for row, n in zip(out.tolist(), lengths.tolist()):
     # the continuation up to its EOS: the PAD ids after it can be text in an imported
     # vocabulary (GPT-2's id 0 is '!'), and an HF tokenizer's decode skips a leading EOS
-    new = row[n:]
+    # (the batch runs until its longest prompt has max_new_tokens; each row keeps its own
+    # max_new_tokens, as transformers' generate gives every row)
+    new = row[n:n + max_new_tokens]
     new = new[:new.index(tok.eos_id)] if tok.eos_id in new else new
     texts.append(tok.decode((row[1:n] if with_prompt else []) + new))
   return texts, dt
