@@ -207,3 +207,53 @@ def test_tied_config_with_a_head_of_other_values_is_refused(tmp_path, kind):
                                                      {'mask': jnp.asarray(mask)})))
   ref = torch_out(model, toks, mask).logits.numpy()
   np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=1e-4)
+
+
+def _neox(d, edit=None):
+  """A tiny GPT-NeoX LM with this project's rotary layout, saved in `d` (`edit`: config.json)."""
+  tk = byte_bpe(['<|endoftext|>'])
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token='<|endoftext|>')
+  cfg = tf.GPTNeoXConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                         use_parallel_residual=False,
+                         rope_parameters={'rope_theta': 10000.0, 'partial_rotary_factor': 1.0,
+                                          'rope_type': 'default'})
+  _save(d, randomize(tf.GPTNeoXForCausalLM(cfg)), fast, edit)
+
+
+@pytest.mark.parametrize('edit,match', [
+    # transformers reads `type` as `rope_type` (its old name): linear scaling, not 'default'
+    (lambda c: c.update(rope_parameters={'type': 'linear', 'factor': 2.0, 'rope_theta': 10000.0,
+                                         'partial_rotary_factor': 1.0}),
+     "rope_parameters.type='linear'"),
+    # transformers 5 reads rotary_emb_base, not a top-level rope_theta (4.x wrote both)
+    (lambda c: (c.pop('rope_parameters'), c.update(rotary_pct=1.0, rope_theta=10000.0,
+                                                   rotary_emb_base=20000)),
+     'rotary_emb_base=20000'),
+    (lambda c: c.update(rope_theta=20000.0), 'rope_theta=20000.0'),
+    (lambda c: c.update(rotary_pct=0.25), 'rotary_pct=0.25')])
+def test_neox_rotary_settings_under_any_key_transformers_reads_are_checked(tmp_path, edit, match):
+  """GPT-NeoX configs state the rotary base, fraction and type under several keys (old and new
+  names, which transformers versions read in different orders): any of them other than this
+  project's layout is refused naming it, never imported with the wrong rotation."""
+  d = str(tmp_path / 'hf')
+  _neox(d, edit)
+  with pytest.raises(DataError, match=match):
+    convert.import_hf(d, str(tmp_path / 'run'))
+
+
+def test_neox_config_of_transformers_4_with_every_rotary_key_imports(tmp_path):
+  """transformers 4.4x wrote rotary_pct, partial_rotary_factor, rotary_emb_base and rope_theta
+  side by side: when they all state this project's layout, the file imports."""
+  d, run = str(tmp_path / 'hf'), str(tmp_path / 'run')
+  _neox(d, lambda c: (c.pop('rope_parameters'), c.update(
+      rotary_pct=1.0, partial_rotary_factor=1.0, rotary_emb_base=10000, rope_theta=10000,
+      rope_scaling=None)))
+  model = tf.GPTNeoXForCausalLM.from_pretrained(d).eval()
+  convert.import_hf(d, run)
+  src = sources.load('lm', run)
+  toks = np.asarray([[src.tokenizer.eos_id] + src.tokenizer.encode(TEXTS[0])])
+  ours = np.asarray(lm_models.make(src.model_config).apply({'params': src.params},
+                                                           jnp.asarray(toks)))
+  ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
+  np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)

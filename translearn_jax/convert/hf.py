@@ -204,18 +204,33 @@ GPT2 = HFArch(
 # -- GPT-NeoX (rotary Transformer LMs) ----------------------------------------------
 
 def _rope(c: dict) -> dict:
+  """GPT-NeoX's rotary settings as transformers 5 reads them: `rope_parameters` (`type`, the
+  old name of `rope_type`, too), then `rotary_emb_base` and `rotary_pct`."""
   rope = dict(c.get('rope_parameters') or {})
-  rope.setdefault('rope_theta', c.get('rope_theta', c.get('rotary_emb_base', 10000.0)))
+  rope.setdefault('rope_type', rope.get('type', 'default'))
+  rope.setdefault('rope_theta', c.get('rotary_emb_base', 10000.0))
   rope.setdefault('partial_rotary_factor', c.get('rotary_pct', 0.25))   # transformers' default
   return rope
 
 
+# keys that state the rotary settings: transformers versions read different ones (4.x wrote
+# rope_theta and partial_rotary_factor beside rotary_emb_base and rotary_pct), so each must
+# state this project's layout
+_ROPE_WANT = {'rope_theta': 10000.0, 'partial_rotary_factor': 1.0, 'rope_type': 'default'}
+_ROPE_KEYS = {'rope_theta': 'rope_theta', 'rotary_emb_base': 'rope_theta',
+              'partial_rotary_factor': 'partial_rotary_factor',
+              'rotary_pct': 'partial_rotary_factor'}
+
+
 def _neox_fields(c: dict) -> dict:
   rope = _rope(c)
-  for key, want in (('rope_theta', 10000.0), ('partial_rotary_factor', 1.0),
-                    ('rope_type', 'default')):
-    if key in rope and rope[key] != want:
-      raise DataError(f'config.json: {key}={rope[key]!r} is not supported (only {want!r}: '
+  stated = [(k, c[k], _ROPE_WANT[of]) for k, of in _ROPE_KEYS.items() if k in c]
+  if 'type' in (c.get('rope_parameters') or {}):
+    stated.append(('rope_parameters.type', c['rope_parameters']['type'], 'default'))
+  stated += [(k, rope[k], want) for k, want in _ROPE_WANT.items()]
+  for key, value, want in stated:
+    if value != want:
+      raise DataError(f'config.json: {key}={value!r} is not supported (only {want!r}: '
                       'rotary over whole heads, base 10000)')
   if not c.get('attention_bias', True):
     raise DataError('config.json: attention_bias=False is not supported (only True)')
@@ -275,7 +290,7 @@ GPT_NEOX = HFArch(
                'intermediate_size', 'hidden_act', 'max_position_embeddings', 'layer_norm_eps',
                'hidden_dropout', 'attention_dropout', 'use_parallel_residual', 'attention_bias',
                'rope_parameters', 'rope_theta', 'rotary_pct', 'rotary_emb_base', 'rope_scaling',
-               'tie_word_embeddings', 'is_decoder'}),
+               'partial_rotary_factor', 'tie_word_embeddings', 'is_decoder'}),
     {'use_parallel_residual': False, 'rope_scaling': None, 'is_decoder': False},
     _neox_fields, _neox_entries, _neox_config,
     unused=(r'(gpt_neox\.)?layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)$',),
