@@ -257,3 +257,17 @@ def test_neox_config_of_transformers_4_with_every_rotary_key_imports(tmp_path):
                                                            jnp.asarray(toks)))
   ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
   np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('kind', ['bart', 'marian'])
+def test_seq2seq_num_hidden_layers_other_than_encoder_layers_is_refused(tmp_path, kind):
+  """transformers takes `num_hidden_layers` (an alias of `encoder_layers`) as the encoder depth:
+  a config where the two differ builds another encoder there, so it is refused naming both."""
+  import test_hf_seq2seq as s2s_tests
+  d = str(tmp_path / 'hf')
+  model, fast = getattr(s2s_tests, f'make_{kind}')(d)
+  _save(d, model, fast, lambda c: c.update(num_hidden_layers=c['encoder_layers'] - 1))
+  with pytest.raises(DataError, match='num_hidden_layers=1 and encoder_layers=2 differ'):
+    convert.import_hf(d, str(tmp_path / 'run'))
+  _save(d, model, fast, lambda c: c.update(num_hidden_layers=c['encoder_layers']))
+  convert.import_hf(d, str(tmp_path / 'run'))

@@ -91,6 +91,11 @@ def _fields(c: dict, model_type: str) -> dict:
   marian = model_type == 'marian'
   vocab = int(hf._get(c, 'vocab_size'))
   start = c.get('decoder_start_token_id')
+  enc = int(hf._get(c, 'encoder_layers'))
+  if c.get('num_hidden_layers', enc) != enc:    # transformers' alias of encoder_layers
+    raise DataError(f"config.json: num_hidden_layers={c['num_hidden_layers']} and "
+                    f'encoder_layers={enc} differ (transformers takes num_hidden_layers, an alias '
+                    'of encoder_layers, as the encoder depth)')
   if marian and int(c.get('decoder_vocab_size') or vocab) != vocab:
     raise DataError(f"config.json: decoder_vocab_size={c['decoder_vocab_size']} differs from "
                     f'vocab_size={vocab} (separate target vocabularies are not supported)')
@@ -98,7 +103,7 @@ def _fields(c: dict, model_type: str) -> dict:
       vocab_size=vocab, d_model=int(hf._get(c, 'd_model')),
       num_heads=_same(c, 'encoder_attention_heads', 'decoder_attention_heads'),
       d_ff=_same(c, 'encoder_ffn_dim', 'decoder_ffn_dim'),
-      encoder_layers=int(hf._get(c, 'encoder_layers')),
+      encoder_layers=enc,
       decoder_layers=int(hf._get(c, 'decoder_layers')),
       dropout=hf._dropout(c, 'dropout'), share_embeddings=True,
       norm='pre' if model_type == 'mbart' else 'post',
