@@ -271,3 +271,26 @@ def test_seq2seq_num_hidden_layers_other_than_encoder_layers_is_refused(tmp_path
     convert.import_hf(d, str(tmp_path / 'run'))
   _save(d, model, fast, lambda c: c.update(num_hidden_layers=c['encoder_layers']))
   convert.import_hf(d, str(tmp_path / 'run'))
+
+
+@pytest.mark.parametrize('kind,key,value,match', [
+    ('gpt2', 'activation_function', ['gelu'], "activation_function=\\['gelu'\\] is not supported"),
+    ('gpt2', 'layer_norm_epsilon', None, "layer_norm_epsilon"),
+    ('neox', 'rope_parameters', 'default', "rope_parameters='default' is not"),
+    ('bert', 'hidden_act', {'gelu': 1}, "hidden_act=\\{'gelu': 1\\} is not supported"),
+    ('bert', 'layer_norm_eps', None, "layer_norm_eps")])
+def test_config_values_of_the_wrong_type_are_one_error_naming_the_key(tmp_path, kind, key, value,
+                                                                      match):
+  """A value transformers refuses too (a list for an activation, null for an epsilon) was a bare
+  TypeError or ValueError traceback; it is one DataError naming the key."""
+  d = str(tmp_path / 'hf')
+  edit = lambda c: c.update({key: value})
+  if kind == 'gpt2':
+    _gpt2(d, edit)
+  elif kind == 'neox':
+    _neox(d, edit)
+  else:
+    model, fast = _encoder(kind)
+    _save(d, model, fast, edit)
+  with pytest.raises(DataError, match=match):
+    convert.import_hf(d, str(tmp_path / 'run'))

@@ -115,7 +115,7 @@ _INT_KEYS = {'hidden_size', 'num_attention_heads', 'num_hidden_layers', 'interme
 def _activation(conf: dict, key: str, default: str = 'gelu') -> str:
   """Our activation for config key `key`; `default`: transformers' value when absent."""
   act = conf.get(key, default)
-  if act not in ACT_IN:
+  if not isinstance(act, str) or act not in ACT_IN:
     raise DataError(f'config.json: {key}={act!r} is not supported (supported: '
                     f'{sorted(ACT_IN)})')
   return ACT_IN[act]
@@ -145,7 +145,7 @@ def _gpt2_fields(c: dict) -> dict:
               d_ff=c.get('n_inner') or 4 * d, max_len=_get(c, 'n_positions'),
               dropout=_dropout(c, 'resid_pdrop'), attention_dropout=_dropout(c, 'attn_pdrop'),
               positions='learned', tie_embeddings=bool(c.get('tie_word_embeddings', True)),
-              layer_norm_eps=float(c.get('layer_norm_epsilon', 1e-5)),
+              layer_norm_eps=float(_get(c, 'layer_norm_epsilon', 1e-5)),
               activation=_activation(c, 'activation_function', 'gelu_new'))
 
 
@@ -206,7 +206,10 @@ GPT2 = HFArch(
 def _rope(c: dict) -> dict:
   """GPT-NeoX's rotary settings as transformers 5 reads them: `rope_parameters` (`type`, the
   old name of `rope_type`, too), then `rotary_emb_base` and `rotary_pct`."""
-  rope = dict(c.get('rope_parameters') or {})
+  rope = c.get('rope_parameters') or {}
+  if not isinstance(rope, dict):
+    raise DataError(f'config.json: rope_parameters={rope!r} is not an object of rotary settings')
+  rope = dict(rope)
   rope.setdefault('rope_type', rope.get('type', 'default'))
   rope.setdefault('rope_theta', c.get('rotary_emb_base', 10000.0))
   rope.setdefault('partial_rotary_factor', c.get('rotary_pct', 0.25))   # transformers' default
@@ -225,8 +228,8 @@ _ROPE_KEYS = {'rope_theta': 'rope_theta', 'rotary_emb_base': 'rope_theta',
 def _neox_fields(c: dict) -> dict:
   rope = _rope(c)
   stated = [(k, c[k], _ROPE_WANT[of]) for k, of in _ROPE_KEYS.items() if k in c]
-  if 'type' in (c.get('rope_parameters') or {}):
-    stated.append(('rope_parameters.type', c['rope_parameters']['type'], 'default'))
+  if 'type' in rope:
+    stated.append(('rope_parameters.type', rope['type'], 'default'))
   stated += [(k, rope[k], want) for k, want in _ROPE_WANT.items()]
   for key, value, want in stated:
     if value != want:
@@ -240,7 +243,7 @@ def _neox_fields(c: dict) -> dict:
               dropout=float(c.get('hidden_dropout', 0.0) or 0.0),
               attention_dropout=float(c.get('attention_dropout', 0.0) or 0.0),
               positions='rotary', tie_embeddings=bool(c.get('tie_word_embeddings', False)),
-              layer_norm_eps=float(c.get('layer_norm_eps', 1e-5)),
+              layer_norm_eps=float(_get(c, 'layer_norm_eps', 1e-5)),
               activation=_activation(c, 'hidden_act'))
 
 
@@ -311,7 +314,7 @@ def _encoder_fields(c: dict, offset: int, pad_id: int) -> dict:
               attention_dropout=_dropout(c, 'attention_probs_dropout_prob'),
               positions='learned', position_offset=offset, norm='post',
               activation=_activation(c, 'hidden_act'),
-              layer_norm_eps=float(c.get('layer_norm_eps', 1e-12)),
+              layer_norm_eps=float(_get(c, 'layer_norm_eps', 1e-12)),
               type_vocab_size=int(c.get('type_vocab_size', 2)),
               tie_embeddings=bool(c.get('tie_word_embeddings', True)),
               pad_id=pad_id, pooler=True)
