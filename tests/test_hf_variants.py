@@ -278,7 +278,9 @@ def test_seq2seq_num_hidden_layers_other_than_encoder_layers_is_refused(tmp_path
     ('gpt2', 'layer_norm_epsilon', None, "layer_norm_epsilon"),
     ('neox', 'rope_parameters', 'default', "rope_parameters='default' is not"),
     ('bert', 'hidden_act', {'gelu': 1}, "hidden_act=\\{'gelu': 1\\} is not supported"),
-    ('bert', 'layer_norm_eps', None, "layer_norm_eps")])
+    ('bert', 'layer_norm_eps', None, "layer_norm_eps"),
+    # no token-type table: transformers cannot run it (every position looks up type 0)
+    ('bert', 'type_vocab_size', 0, "type_vocab_size=0 is not supported")])
 def test_config_values_of_the_wrong_type_are_one_error_naming_the_key(tmp_path, kind, key, value,
                                                                       match):
   """A value transformers refuses too (a list for an activation, null for an epsilon) was a bare

@@ -306,6 +306,10 @@ GPT_NEOX = HFArch(
 # -- BERT / RoBERTa -----------------------------------------------------------------
 
 def _encoder_fields(c: dict, offset: int, pad_id: int) -> dict:
+  types = c.get('type_vocab_size', 2)
+  if not isinstance(types, int) or isinstance(types, bool) or types < 1:
+    raise DataError(f'config.json: type_vocab_size={types!r} is not supported (an integer >= 1: '
+                    'BERT-family models look every position up in the token-type table)')
   return dict(arch='encoder', vocab_size=_get(c, 'vocab_size'), d_model=_get(c, 'hidden_size'),
               num_heads=_get(c, 'num_attention_heads'), num_layers=_get(c, 'num_hidden_layers'),
               d_ff=_get(c, 'intermediate_size'),
@@ -315,7 +319,7 @@ def _encoder_fields(c: dict, offset: int, pad_id: int) -> dict:
               positions='learned', position_offset=offset, norm='post',
               activation=_activation(c, 'hidden_act'),
               layer_norm_eps=float(_get(c, 'layer_norm_eps', 1e-12)),
-              type_vocab_size=int(c.get('type_vocab_size', 2)),
+              type_vocab_size=types,
               tie_embeddings=bool(c.get('tie_word_embeddings', True)),
               pad_id=pad_id, pooler=True)
 
