@@ -101,6 +101,24 @@ def test_predefined_split_matches_classes_by_number_and_keeps_training_names(tmp
     labelled.read_splits(cfg)
 
 
+def test_labels_written_composed_or_decomposed_are_one_class(tmp_path):
+  """Files saved by different tools may spell an accented label in NFC or NFD: one class,
+  named as the training file writes it (a dev label read as unknown was an error)."""
+  from translearn_jax.configs import transfer_mr_skipgram
+  cfg = transfer_mr_skipgram.get_config().data
+  nfc, nfd = 'n\u00e9gatif', 'ne\u0301gatif'
+  for name, rows in (('train', [('a', nfc), ('b', 'positif'), ('c', nfd)]),
+                     ('dev', [('d', nfd)]), ('test', [('e', nfc), ('f', 'positif')])):
+    (tmp_path / f'{name}.tsv').write_text(
+        'sentence\tlabel\n' + ''.join(f'{t}\t{y}\n' for t, y in rows), encoding='utf-8')
+  cfg.kind, cfg.path = 'tsv', str(tmp_path / 'train.tsv')
+  cfg.dev_path, cfg.test_path = str(tmp_path / 'dev.tsv'), str(tmp_path / 'test.tsv')
+  splits = labelled.read_splits(cfg)
+  assert splits['train'].label_names == [nfc, 'positif']
+  assert splits['train'].labels.tolist() == [0, 1, 0]
+  assert splits['dev'].labels.tolist() == [0] and splits['test'].labels.tolist() == [0, 1]
+
+
 def test_empty_splits_and_single_class_data_are_errors(tmp_path):
   from translearn_jax.configs import transfer_mr_skipgram
   cfg = transfer_mr_skipgram.get_config().data

@@ -40,6 +40,7 @@ import collections
 import dataclasses
 import os
 import re
+import unicodedata
 import warnings
 
 import numpy as np
@@ -111,10 +112,10 @@ def join_fields(rec: dict, names: list[str]) -> str:
 
 def _class_key(label: str) -> str:
   """The class a label names: a whole number however written ('+1', '1.0', '01' → '1',
-  exactly, however long), else the label itself."""
+  exactly, however long), else the label itself in Unicode NFC."""
   if _WHOLE_NUMBER.fullmatch(label):
     return str(int(label.split('.')[0]))
-  return label
+  return unicodedata.normalize('NFC', label)     # 'négatif' composed or decomposed: one class
 
 
 def _check_first_row(file: str, rows: list, label_field: str):
