@@ -99,6 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.rouge_tokenize = 'default'  # rouge-score's English words + stemming | 'unicode'
   config.eval.beam = 4                   # 1 = greedy
   config.eval.length_penalty = 0.6       # GNMT alpha
+  # 'gnmt': divide by ((5 + len) / 6) ** alpha | 'length': by len ** alpha (fairseq's
+  # --lenpen, transformers' length_penalty: an imported checkpoint's generation settings)
+  config.eval.length_penalty_form = 'gnmt'
   config.eval.max_examples = 0
   config.eval.every_steps = 0            # >0: score the valid split during training
   config.eval.during_beam = 1            # decoding used for those scores (1 = greedy)

@@ -24,10 +24,10 @@ torch = LazyModule('torch')
 tf = LazyModule('transformers')
 from test_hf_convert import TEXTS, _cli_error, byte_bpe  # noqa: E402
 
-from translearn_jax import convert  # noqa: E402
+from translearn_jax import convert, serving  # noqa: E402
 from translearn_jax.convert import hf, hf_seq2seq, safetensors_io  # noqa: E402
 from translearn_jax.data import tokenizer as sp_tokenizer  # noqa: E402
-from translearn_jax.errors import DataError  # noqa: E402
+from translearn_jax.errors import ConfigError, DataError  # noqa: E402
 from translearn_jax.generation import seq2seq_decode as dec  # noqa: E402
 from translearn_jax.models import seq2seq as s2s  # noqa: E402
 from translearn_jax.transfer import sources  # noqa: E402
@@ -223,6 +223,47 @@ def test_greedy_decoding_equals_transformers_generate(hf_s2s, name):
     assert (cached[:, ref.shape[1]:] == cfg.pad_id).all()
   for r, text in enumerate(tok.decode(row) for row in cached):   # same text as transformers'
     assert text == fast.decode(cached[r][:lengths[r]], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize('name,alpha', [('bart', 1.0), ('marian', 2.0), ('bart', 0.5)])
+def test_beam_search_with_transformers_length_penalty_equals_its_generate(hf_s2s, tmp_path, name,
+                                                                          alpha):
+  """form='length' divides by len ** alpha, as transformers' length_penalty does: beam search
+  gives generate(num_beams=4, early_stopping='never')'s output (its exact search)."""
+  d, model, fast, run = hf_s2s[name]
+  src = sources.load('seq2seq', run)
+  cfg, tok = src.model_config, src.tokenizer
+  (s, smask), _ = batch(name, tok, cfg)
+  steps = 24
+  ours = np.asarray(dec.beam_search(s2s.Seq2Seq(cfg.replace(decode=True)), src.params,
+                                    jnp.asarray(s), steps, beam=4, alpha=alpha, form='length'))
+  with torch.no_grad():
+    ref = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
+                         attention_mask=torch.tensor(smask.astype(np.int64)),
+                         max_new_tokens=steps, num_beams=4, do_sample=False,
+                         length_penalty=alpha, early_stopping='never').numpy()[:, 1:]
+  def cut(row):                  # up to EOS, without padding
+    row = [int(t) for t in row if t != cfg.pad_id]
+    return row[:row.index(cfg.eos_id) + 1] if cfg.eos_id in row else row
+  got, want = [cut(r) for r in ours], [cut(r) for r in ref]
+  assert got == want
+  if name == 'bart':             # finished hypotheses among the results
+    assert any(cfg.eos_id in g for g in got)
+  if alpha == 1.0:               # and one unfinished at max_len that outscores them
+    assert any(len(g) == steps and cfg.eos_id not in g for g in got)
+  if name != 'bart':             # (the Marian fixture's tokenizer frames sources as BART's)
+    return
+  # translate_file with the same settings writes transformers' texts
+  (tmp_path / 'src.txt').write_text(''.join(t + '\n' for t in TEXTS), encoding='utf-8')
+  res = serving.translate_file(run, str(tmp_path / 'src.txt'), str(tmp_path / 'out.txt'),
+                               beam=4, length_penalty=alpha, length_penalty_form='length',
+                               max_len=steps)
+  assert res['length_penalty_form'] == 'length'
+  assert (tmp_path / 'out.txt').read_text(encoding='utf-8').split('\n')[:-1] == [
+      fast.decode(w, skip_special_tokens=True).replace('\n', ' ') for w in want]
+  with pytest.raises(ConfigError, match='length_penalty_form must be one of'):
+    serving.translate_file(run, str(tmp_path / 'src.txt'), str(tmp_path / 'out.txt'),
+                           length_penalty_form='fairseq')
 
 
 @pytest.mark.parametrize('name', ['bart', 'mbart', 'marian'])

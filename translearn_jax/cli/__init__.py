@@ -128,6 +128,9 @@ def _translate(argv: list[str]) -> int:
   p = _serving_parser('translate')
   p.add_argument('--beam', type=int, help='beam size (1: greedy)')
   p.add_argument('--length_penalty', type=float, help='beam length penalty alpha')
+  p.add_argument('--length_penalty_form', choices=('gnmt', 'length'),
+                 help="divide beam scores by ((5+len)/6)**alpha (GNMT) or len**alpha "
+                      "(fairseq's and transformers'); default: the run's")
   p.add_argument('--max_len', type=int, help='most target tokens per output')
   p.add_argument('--source_lang', help="a multilingual checkpoint's source language code "
                  "(mBART: en_XX; default: the run's)")
@@ -135,7 +138,8 @@ def _translate(argv: list[str]) -> int:
                  "decoding starts, as transformers' tgt_lang / forced_bos_token_id")
   _header_flag(p)
   args = p.parse_args(argv)
-  return _serve('translate_file', args, ('beam', 'length_penalty', 'batch_size', 'max_len',
+  return _serve('translate_file', args, ('beam', 'length_penalty', 'length_penalty_form',
+                                         'batch_size', 'max_len',
                                          'encoding', 'source_lang', 'target_lang', 'header'))
 
 

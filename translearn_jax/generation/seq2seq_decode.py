@@ -13,8 +13,10 @@ BART: `</s>`), ends at `eos_id`, fills with `pad_id`, and never produces
 Beam search keeps `beam` alive hypotheses and `beam` finished ones per
 example; at each step the best `2·beam` extensions are split into finished
 (ended with EOS among the best `beam`, scored `logp / ((5 + len) / 6) ** alpha`,
-GNMT's length penalty) and alive (the best `beam` that did not end). The result is the best
-finished hypothesis, or the best alive one when none finished. With `beam=1`
+GNMT's length penalty, or `logp / len ** alpha` with `form='length'`, fairseq's and
+transformers') and alive (the best `beam` that did not end). The result is the best
+finished hypothesis, or an alive one that reached `max_len` with a better score (scored at
+`max_len`, as transformers and fairseq finalise them). With `beam=1`
 and `alpha=0` it returns exactly the greedy output.
 
 `encode_sources` and `translate` decode a whole list of texts (the seq2seq
@@ -82,15 +84,24 @@ def greedy(model, params, source, max_len: int, early_stop: bool = True):
   return out
 
 
-def _length_penalty(length, alpha):
+PENALTY_FORMS = ('gnmt', 'length')
+
+
+def _length_penalty(length, alpha, form: str = 'gnmt'):
+  """What a finished hypothesis's log-probability is divided by: GNMT's `((5 + L) / 6) **
+  alpha`, or `L ** alpha` ('length': fairseq's `--lenpen` and transformers'
+  `length_penalty`), L the generated tokens, EOS included."""
   if alpha < 0:
     raise ValueError(f'length penalty alpha must be >= 0, got {alpha}')
-  return ((5.0 + length) / 6.0) ** alpha
+  if form not in PENALTY_FORMS:
+    raise ValueError(f'length penalty form must be one of {PENALTY_FORMS}, got {form!r}')
+  return (length if form == 'length' else (5.0 + length) / 6.0) ** alpha
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'beam', 'alpha', 'early_stop'))
+@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'beam', 'alpha', 'early_stop',
+                                             'form'))
 def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float = 0.6,
-                early_stop: bool = True):
+                early_stop: bool = True, form: str = 'gnmt'):
   cfg = model.config
   b = source.shape[0]
   k = beam
@@ -128,7 +139,7 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
     is_eos = tok == cfg.eos_id
     new_eos = is_eos & (jnp.arange(2 * k) < k)[None, :]
     # finished: merge new EOS hypotheses with the old finished set
-    new_fin = jnp.where(new_eos, top_logp / _length_penalty(t + 1.0, alpha), NEG)
+    new_fin = jnp.where(new_eos, top_logp / _length_penalty(t + 1.0, alpha, form), NEG)
     all_scores = jnp.concatenate([fin_scores, new_fin], 1)
     all_seqs = jnp.concatenate([fin_seqs, top_seqs], 1)
     fin_scores, keep = jax.lax.top_k(all_scores, k)
@@ -148,17 +159,19 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
     # score is logp / lp(max_len). Once that is below the worst kept finished
     # score for every example, no later step can change the result.
     _, logp, _, fin_scores, _, _ = carry
-    bound = jnp.max(logp, 1) / _length_penalty(float(max_len), alpha)
+    bound = jnp.max(logp, 1) / _length_penalty(float(max_len), alpha, form)
     return jnp.any(bound > fin_scores[:, -1]) | (not early_stop)
 
   carry = body(0, (seqs, logp, fin_seqs, fin_scores, last, cache), encoded)
   _, (seqs, logp, fin_seqs, fin_scores, _, _) = jax.lax.while_loop(
       lambda c: (c[0] < max_len) & unfinished(c[1]),
       lambda c: (c[0] + 1, body(c[0], c[1])), (1, carry))
-  has_fin = fin_scores[:, 0] > NEG / 2
-  alive_scores = logp / _length_penalty(float(max_len), alpha)
+  # hypotheses still alive at max_len compete with the finished ones (transformers and
+  # fairseq finalise them there); after an early stop the bound says none can win
+  alive_scores = logp / _length_penalty(float(max_len), alpha, form)
   best_alive = jnp.take_along_axis(seqs, jnp.argmax(alive_scores, 1)[:, None, None], 1)[:, 0]
-  best = jnp.where(has_fin[:, None], fin_seqs[:, 0], best_alive)
+  alive_wins = jnp.max(alive_scores, 1) > fin_scores[:, 0]
+  best = jnp.where(alive_wins[:, None], best_alive, fin_seqs[:, 0])
   # PAD after the first EOS
   eos = best == cfg.eos_id
   return jnp.where(jnp.cumsum(eos, axis=1) - eos > 0, cfg.pad_id, best)
@@ -224,13 +237,15 @@ def encode_sources(tok, texts: Sequence[str], max_src: int, lang: str = '',
 
 
 def translate(decode_model, params, tok, sources: np.ndarray, max_len: int, beam: int,
-              alpha: float, batch: int = 64, progress: bool = False) -> list[str]:
+              alpha: float, batch: int = 64, progress: bool = False,
+              form: str = 'gnmt') -> list[str]:
   """Decodes (N, max_src) padded source ids (`encode_sources`) to text, in input order.
 
   Sources are sorted by length (longest first) and decoded `batch` at a time,
   each batch cut to its longest source rounded up to 8 and padded to `batch`
   rows (few shapes to compile); `beam <= 1` is greedy, else beam search with
-  length penalty `alpha`. `progress`: a tqdm bar over the batches."""
+  length penalty `alpha` of `form` (`_length_penalty`). `progress`: a tqdm bar over the
+  batches."""
   cfg = decode_model.config
   lengths = (sources != cfg.pad_id).sum(1)
   order = np.argsort(-lengths, kind='stable')
@@ -248,7 +263,8 @@ def translate(decode_model, params, tok, sources: np.ndarray, max_len: int, beam
     if beam <= 1:
       ids = greedy(decode_model, params, jnp.asarray(src), max_len)
     else:
-      ids = beam_search(decode_model, params, jnp.asarray(src), max_len, beam=beam, alpha=alpha)
+      ids = beam_search(decode_model, params, jnp.asarray(src), max_len, beam=beam, alpha=alpha,
+                        form=form)
     for i, r in zip(idx, np.asarray(ids)[:len(idx)]):
       out[i] = tok.decode(r.tolist())
   return out

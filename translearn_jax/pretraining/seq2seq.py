@@ -461,7 +461,8 @@ def encode_sources(tok: Tokenizer, pairs, config, split: str = '') -> np.ndarray
 def evaluate_split(decode_model, params, tok, pairs, sources, config, beam: int
                    ) -> tuple[dict, list]:
   hyps = seq2seq_decode.translate(decode_model, params, tok, sources, config.max_target_len,
-                                  beam, config.eval.length_penalty)
+                                  beam, config.eval.length_penalty,
+                                  form=config.eval.get('length_penalty_form', 'gnmt'))
   return dict(score(hyps, [p[1] for p in pairs], config.eval.metric,
                     **metric_options(config.eval)), examples=len(pairs)), hyps
 
@@ -560,6 +561,7 @@ def save_model(directory: str, config, model_cfg: s2s.Seq2SeqConfig, params, tok
   tokenizer, config, decoding defaults and evaluation scores."""
   inputs = {'max_source_len': config.max_source_len, 'max_target_len': config.max_target_len,
             'beam': config.eval.beam, 'length_penalty': config.eval.length_penalty,
+            'length_penalty_form': config.eval.get('length_penalty_form', 'gnmt'),
             'source_lang': config.tokenizer.get('source_lang', '')}
   scores = {'steps': summary.get('steps'),
             **{split: summary[split] for split in ('valid', 'test') if split in summary}}
@@ -586,6 +588,10 @@ def check_metric(metric: str, ev=None) -> None:
   """Raises before any training if `eval.metric` is unknown, its package is missing or its
   tokenisation option (`ev`: the config's `eval` group) is not one the package has."""
   opts = metric_options(ev if ev is not None else {})
+  form = (ev or {}).get('length_penalty_form', 'gnmt')
+  if form not in seq2seq_decode.PENALTY_FORMS:
+    raise ConfigError(f'eval.length_penalty_form must be one of {seq2seq_decode.PENALTY_FORMS}, '
+                      f'got {form!r}')
   if metric == 'rouge':
     rouge_scorer(opts['rouge_tokenize'])
   elif metric == 'bleu':

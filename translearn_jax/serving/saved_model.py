@@ -404,6 +404,8 @@ def _check_inputs(task: str, inputs: dict, where: str) -> None:
   fields = dict(_INPUTS[task])
   if task != 'seq2seq' and inputs.get('encoding') == 'pieces':
     fields['causal'] = (lambda v: isinstance(v, bool), 'true or false')
+  if task == 'seq2seq' and 'length_penalty_form' in inputs:   # older models: GNMT's
+    fields['length_penalty_form'] = (lambda v: v in ('gnmt', 'length'), "'gnmt' or 'length'")
   if task == 'tagging' and 'tag_scheme' in inputs:   # older models have none: tags as labelled
     fields['tag_scheme'] = (lambda v: v in ('', 'iobes', 'bilou'), "'', 'iobes' or 'bilou'")
   for name, (ok, what) in fields.items():

@@ -52,6 +52,7 @@ def load_seq2seq(model_dir: str):
     ev = c.get('eval') or {}              # an imported checkpoint's run has no eval group
     return src.model_config, src.params, src.tokenizer, {
         'beam': ev.get('beam', 4), 'length_penalty': ev.get('length_penalty', 0.6),
+        'length_penalty_form': ev.get('length_penalty_form', 'gnmt'),
         'max_source_len': c.max_source_len, 'max_target_len': c.max_target_len,
         'source_lang': (c.get('tokenizer') or {}).get('source_lang', ''),
         'data': trained_data_config({'provenance': {'config': c.to_dict()}})}
@@ -97,10 +98,11 @@ def read_sources(model_dir: str, data: dict, input_path: str, encoding: str = 'u
 def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=None,
                    length_penalty=None, batch_size: int = 64, max_len=None,
                    progress: bool = False, encoding: str = 'utf-8', source_lang=None,
-                   target_lang=None, header=None) -> dict:
+                   target_lang=None, header=None, length_penalty_form=None) -> dict:
   """Writes the translation of every source of `input_path` (a line; a record of a
   .jsonl/.tsv/.csv file, `read_sources`) to `output_path`, one a line; returns a summary
-  (examples, beam, length_penalty, max_len, output, seconds).
+  (examples, beam, length_penalty, max_len, output, seconds). `length_penalty_form`: 'gnmt'
+  or 'length' (`seq2seq_decode._length_penalty`; None: the run's).
   `source_lang` / `target_lang`: language codes of a multilingual checkpoint (mBART:
   `en_XX`, `ro_RO`), as transformers' `src_lang` and `tgt_lang` (the target's sets where
   decoding starts, `seq2seq_decode.language_start`); None: the run's own."""
@@ -117,6 +119,11 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   beam = defaults['beam'] if beam is None else beam
   alpha = defaults['length_penalty'] if length_penalty is None else length_penalty
   max_len = defaults['max_target_len'] if max_len is None else max_len
+  form = (defaults.get('length_penalty_form', 'gnmt') if length_penalty_form is None
+          else length_penalty_form)
+  if form not in seq2seq_decode.PENALTY_FORMS:
+    raise ConfigError(f'length_penalty_form must be one of {seq2seq_decode.PENALTY_FORMS}, '
+                      f'got {form!r}')
   if beam < 1:
     raise ConfigError(f'beam must be >= 1 (1: greedy), got {beam}')
   if not 0 <= alpha < float('inf'):        # NaN fails too
@@ -137,11 +144,12 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
                                         '--source_lang' if given_source else
                                         'tokenizer.source_lang')
     hyps = seq2seq_decode.translate(decode_model, params, tok, src, max_len, beam, alpha,
-                                    batch_size, progress)
+                                    batch_size, progress, form)
     for i, h in zip(real, hyps):
       out[i] = h
   write_lines(output_path, out)
   return {'task': 'seq2seq', 'examples': len(lines), 'beam': beam, 'length_penalty': alpha,
+          'length_penalty_form': form,
           'max_len': max_len, 'model': model_dir, 'output': output_path,
           'truncated_sources': n_cut, 'max_source_len': defaults['max_source_len'],
           'seconds': time.perf_counter() - t0}

@@ -158,6 +158,7 @@ ADDED_FIELDS = {
     'backtranslation.max_sentences': 0,
     'backtranslation.beam': 1,
     'backtranslation.batch_size': 128,
+    'eval.length_penalty_form': 'gnmt',  #   seq2seq: GNMT's length penalty
     'dtype': 'float32',                 #   seq2seq (issue #18): float32 compute
     'train.grad_accum': 1,              #   seq2seq (issue #18): no accumulation
     'data.encoding': 'utf-8',           # tagging and seq2seq files: UTF-8, strictly
