@@ -87,6 +87,12 @@ def greedy(model, params, source, max_len: int, early_stop: bool = True):
 PENALTY_FORMS = ('gnmt', 'length')
 
 
+def check_penalty_form(form: str, field: str) -> None:
+  """`form` is a length-penalty form (`PENALTY_FORMS`), else one error naming `field`."""
+  if form not in PENALTY_FORMS:
+    raise ConfigError(f'{field} must be one of {PENALTY_FORMS}, got {form!r}')
+
+
 def _length_penalty(length, alpha, form: str = 'gnmt'):
   """What a finished hypothesis's log-probability is divided by: GNMT's `((5 + L) / 6) **
   alpha`, or `L ** alpha` ('length': fairseq's `--lenpen` and transformers'

@@ -588,10 +588,8 @@ def check_metric(metric: str, ev=None) -> None:
   """Raises before any training if `eval.metric` is unknown, its package is missing or its
   tokenisation option (`ev`: the config's `eval` group) is not one the package has."""
   opts = metric_options(ev if ev is not None else {})
-  form = (ev or {}).get('length_penalty_form', 'gnmt')
-  if form not in seq2seq_decode.PENALTY_FORMS:
-    raise ConfigError(f'eval.length_penalty_form must be one of {seq2seq_decode.PENALTY_FORMS}, '
-                      f'got {form!r}')
+  seq2seq_decode.check_penalty_form((ev or {}).get('length_penalty_form', 'gnmt'),
+                                    'eval.length_penalty_form')
   if metric == 'rouge':
     rouge_scorer(opts['rouge_tokenize'])
   elif metric == 'bleu':

@@ -51,8 +51,9 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   `encoding`: the input file's; `source_lang` / `target_lang`: a multilingual
   checkpoint's language codes (mBART's `en_XX`, `ro_RO`; default: the run's); `header`
   (TSV/CSV source column by number): whether the first row is a header (None: as training
-  read its files); `length_penalty_form`: 'gnmt' or 'length' (None: the run's). Returns {'task', 'examples', 'beam', 'length_penalty', 'max_len',
-  'model', 'output', 'seconds'}."""
+  read its files); `length_penalty_form`: 'gnmt' or 'length' (None: the run's). Returns
+  {'task', 'examples', 'beam', 'length_penalty', 'length_penalty_form', 'max_len', 'model',
+  'output', 'seconds'}."""
   from translearn_jax.serving import translate
   return translate.translate_file(model_dir, input_path, output_path, beam=beam,
                                   length_penalty=length_penalty, batch_size=batch_size,

@@ -46,9 +46,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import translearn_jax
+from translearn_jax.data import conll
 from translearn_jax.data.tokenizer import load_tokenizer
 from translearn_jax.downstream import models as task_models
 from translearn_jax.errors import DataError
+from translearn_jax.generation.seq2seq_decode import PENALTY_FORMS
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training import state as state_lib
@@ -398,6 +400,11 @@ _INPUTS['tagging'] = dict(_INPUTS['classification'],
                           encoding=(lambda v: v == 'pieces', "'pieces'"))
 
 
+def _one_of(values) -> str:
+  """"'a', 'b' or 'c'": what an inputs field with these values must be."""
+  return ', '.join(map(repr, values[:-1])) + ' or ' + repr(values[-1])
+
+
 def _check_inputs(task: str, inputs: dict, where: str) -> None:
   """Every `inputs` field the task reads is present and well typed (a hand-edited or
   damaged model.json is one error naming the field, not a traceback at predict time)."""
@@ -405,9 +412,10 @@ def _check_inputs(task: str, inputs: dict, where: str) -> None:
   if task != 'seq2seq' and inputs.get('encoding') == 'pieces':
     fields['causal'] = (lambda v: isinstance(v, bool), 'true or false')
   if task == 'seq2seq' and 'length_penalty_form' in inputs:   # older models: GNMT's
-    fields['length_penalty_form'] = (lambda v: v in ('gnmt', 'length'), "'gnmt' or 'length'")
+    fields['length_penalty_form'] = (lambda v: v in PENALTY_FORMS, _one_of(PENALTY_FORMS))
   if task == 'tagging' and 'tag_scheme' in inputs:   # older models have none: tags as labelled
-    fields['tag_scheme'] = (lambda v: v in ('', 'iobes', 'bilou'), "'', 'iobes' or 'bilou'")
+    written = ('',) + tuple(s for s in conll.SCHEMES if s != 'iob2')   # '': as labelled
+    fields['tag_scheme'] = (lambda v: v in written, _one_of(written))
   for name, (ok, what) in fields.items():
     if name not in inputs:
       raise DataError(f'{where}: inputs.{name} is missing')

@@ -121,9 +121,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   max_len = defaults['max_target_len'] if max_len is None else max_len
   form = (defaults.get('length_penalty_form', 'gnmt') if length_penalty_form is None
           else length_penalty_form)
-  if form not in seq2seq_decode.PENALTY_FORMS:
-    raise ConfigError(f'length_penalty_form must be one of {seq2seq_decode.PENALTY_FORMS}, '
-                      f'got {form!r}')
+  seq2seq_decode.check_penalty_form(form, 'length_penalty_form')
   if beam < 1:
     raise ConfigError(f'beam must be >= 1 (1: greedy), got {beam}')
   if not 0 <= alpha < float('inf'):        # NaN fails too
