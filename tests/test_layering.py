@@ -127,3 +127,19 @@ def test_checker_catches_violations(tmp_path, monkeypatch):
     test_imports_point_down()
   with pytest.raises(AssertionError, match='import cycle'):
     test_no_import_cycle()
+
+
+def test_repository_root_holds_the_design_layout():
+  """The root's tracked entries are the design card's (pyproject.toml, translearn_jax/,
+  train.py, configs/, tests/, benchmarks/) plus docs and CI: a scratch script committed by
+  mistake (one once imported modules that exist only on a developer's machine) fails here."""
+  import shutil
+  import subprocess
+  if shutil.which('git') is None or not (ROOT / '.git').exists():
+    pytest.skip('not a git checkout (the tracked files are unknown)')
+  tracked = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+  top = {p.split('/')[0] for p in tracked}
+  allowed = {'pyproject.toml', 'translearn_jax', 'train.py', 'configs', 'tests', 'benchmarks',
+             'README.md', 'ARCHITECTURE.md', '.ci', '.gitignore'}
+  assert top - allowed == set(), f'unexpected entries at the repository root: {top - allowed}'
