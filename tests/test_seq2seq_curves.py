@@ -62,6 +62,12 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
   before = (work / 'cells.jsonl').read_text()
   again = seq2seq_curves.train_and_evaluate(c, str(work))
   assert (work / 'cells.jsonl').read_text() == before and again['rows'] == out['rows']
+  # ... but not after its tokenizer changed under it (retrained at the same path)
+  (work / 'cells.jsonl').write_text(before.replace(cells[2]['tokenizer_sha256'], 'f' * 64, 1))
+  with pytest.raises(ConfigError, match=r'cells\.jsonl: the cell \(8 pairs, scratch, seed 0\) '
+                                        r'was trained with another tokenizer'):
+    seq2seq_curves.train_and_evaluate(c, str(work))
+  (work / 'cells.jsonl').write_text(before)
   # a second workdir of the same study (split by condition) takes these cells instead of
   # rerunning them; one run with another model is refused, naming the field
   other = tmp_path / 'curves2'
@@ -78,6 +84,24 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
   assert out2['rows'] == [r for r in out['rows'] if r['budget'] == 8 and r['condition'] in
                           ('scratch', 'reverse')]     # a study of scratch alone
   assert len((other / 'cells.jsonl').read_text().splitlines()) == len(cells)
+  # each cell names its tokenizer by digest, so cells kept apart from their workdir (a
+  # study's committed results, its pretrained runs gone) still import, and cells of another
+  # tokenizer never do
+  import hashlib
+  assert {x['tokenizer_sha256'] for x in cells} == {hashlib.sha256(shared).hexdigest()}
+  kept = tmp_path / 'kept'
+  kept.mkdir()
+  saved['curve']['denoise_path'] = str(tmp_path / 'gone')
+  (kept / 'config.json').write_text(json.dumps(saved))
+  (kept / 'cells.jsonl').write_text((work / 'cells.jsonl').read_text())
+  c2.curve.import_cells = str(kept)
+  out4 = seq2seq_curves.train_and_evaluate(c2, str(tmp_path / 'curves4'))
+  assert out4['rows'] == out2['rows'] and not (tmp_path / 'curves4' / 'cells').exists()
+  (kept / 'cells.jsonl').write_text((work / 'cells.jsonl').read_text().replace(
+      cells[0]['tokenizer_sha256'], '0' * 64, 1))
+  with pytest.raises(ConfigError, match=r'import_cells: .*kept: the cell \(8 pairs, scratch, '
+                                        r'seed 0\) was trained with another tokenizer'):
+    seq2seq_curves.train_and_evaluate(c2, str(tmp_path / 'curves5'))
   c3 = curve_config(tmp_path, tmp_path / 'dn' / 'run', import_cells=str(work))
   c3.model.d_ff = 48
   with pytest.raises(ConfigError, match=r'import_cells: .*curves ran its cells with '

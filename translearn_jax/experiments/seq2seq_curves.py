@@ -25,6 +25,11 @@ killed midway resumes from its own checkpoint (`workdir/cells/<budget>/<cell>/`)
 study can be split over processes or machines, each its own workdir: by condition
 (`curve.conditions`), budget (`curve.budgets`) or seed (`curve.seed_list`); one workdir then
 takes the others' finished cells (`curve.import_cells`) and writes the whole summary.
+Every cell records the SHA-256 of the tokenizer it used (`tokenizer_sha256`), and a cell of
+another tokenizer is refused, so a study's `config.json` and `cells.jsonl` kept apart from
+their workdir (e.g. committed with its results) can be imported by a later study, on
+another machine, whose pretrained runs were rebuilt, and only if their tokenizer is the
+same file.
 Outputs: `curves.json`, `curves.csv` (mean ± 95% CI of test BLEU and chrF per budget and
 condition, and the paired gain over scratch) and `curves.png` (BLEU, and the paired gain
 over scratch, against pairs).
@@ -33,6 +38,7 @@ over scratch, against pairs).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from typing import Any
@@ -169,6 +175,24 @@ def source_of(config, condition: str) -> dict:
   return {need: os.path.abspath(c[need])} if need and c.get(need) else {}
 
 
+def tokenizer_digest(tok: str) -> str:
+  """The SHA-256 of the shared tokenizer file: what each cell records of its tokenizer, so a
+  cell is never mixed with cells of another one (a retrained tokenizer at the same path, or
+  cells kept apart from their workdir, e.g. committed with a study's results)."""
+  with open(tok, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def check_tokenizer_digest(cells: list[dict], digest: str, where: str) -> None:
+  for cell in cells:
+    if cell.get('tokenizer_sha256', digest) != digest:
+      raise ConfigError(f'{where}: the cell ({cell["budget"]} pairs, {cell["condition"]}, seed '
+                        f'{cell["seed"]}) was trained with another tokenizer (SHA-256 '
+                        f'{cell["tokenizer_sha256"][:12]}…, this study\'s is {digest[:12]}…); '
+                        'its scores do not compare with this study\'s: use a new --workdir, '
+                        'or the tokenizer those cells used')
+
+
 def check_recorded(cells: list[dict], config) -> None:
   """A recorded cell that started from another source than the config names now would be
   mixed into the same row: refused, naming the field."""
@@ -208,12 +232,17 @@ def import_cells(config, cells: list[dict], tok: str) -> list[dict]:
         continue
       raise ConfigError(f'config.curve.import_cells: {d} ran its cells with {k}='
                         f'{theirs.get(k)!r}, this study with {mine.get(k)!r}')
-    other_tok = tokenizer_path(ml_collections.ConfigDict(theirs_cfg))
-    with open(other_tok, 'rb') as f1, open(tok, 'rb') as f2:
-      if f1.read() != f2.read():
-        raise ConfigError(f'config.curve.import_cells: the cells of {d} used the tokenizer '
-                          f'{other_tok}, not {tok}')
-    for cell in read_cells(os.path.join(d, 'cells.jsonl')):
+    theirs_cells = read_cells(os.path.join(d, 'cells.jsonl'))
+    if all('tokenizer_sha256' in c for c in theirs_cells):   # each cell names its tokenizer
+      check_tokenizer_digest(theirs_cells, tokenizer_digest(tok),
+                             f'config.curve.import_cells: {d}')
+    else:                     # cells written before they recorded it: the workdir's file
+      other_tok = tokenizer_path(ml_collections.ConfigDict(theirs_cfg))
+      with open(other_tok, 'rb') as f1, open(tok, 'rb') as f2:
+        if f1.read() != f2.read():
+          raise ConfigError(f'config.curve.import_cells: the cells of {d} used the tokenizer '
+                            f'{other_tok}, not {tok}')
+    for cell in theirs_cells:
       key = (cell['budget'], cell['condition'], cell['seed'])
       if key not in have:
         out.append(cell)
@@ -341,6 +370,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   atomic_write(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
   log = os.path.join(workdir, 'cells.jsonl')
   cells = read_cells(log)
+  digest = tokenizer_digest(tok)
+  check_tokenizer_digest(cells, digest, f'{log}')
   imported = import_cells(config, cells, tok)
   check_recorded(cells + imported, config)
   if imported:
@@ -369,6 +400,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return {'stopped': True}
       raise ConfigError('config.data: a curve cell needs a test split (test_source/test_target)')
     rec = {'budget': b, 'condition': cond, 'seed': seed, 'source': source_of(config, cond),
+           'tokenizer_sha256': digest,
            'train_pairs': out['train_pairs'],
            'synthetic_pairs': out.get('synthetic_pairs', 0), 'steps': out['steps'],
            'test': {k: out['test'][k] for k in ('bleu', 'chrf')},
