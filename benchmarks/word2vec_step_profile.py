@@ -118,7 +118,8 @@ def main():
   steps, length = 64, 256
   stream = BlockStream(corpus, StreamConfig(batch=args.batch, length=length, steps=steps,
                                             window=cfg.window, negatives=cfg.negatives_per_position,
-                                            sample=c.sample, seed=0), epochs=1)
+                                            sample=c.sample, seed=0,
+                                            negative_share=cfg.negative_share), epochs=1)
   t = time.perf_counter()
   blocks = []
   for _, b in stream.iterate(StreamState(), prefetch=0):

@@ -9,6 +9,6 @@ from translearn_jax.configs import skipgram
 def get_config():
   config = skipgram.get_config()
   config.model.mode = 'cbow'
-  config.model.negative_draws = 0              # skip-gram only (CBOW draws K a position)
+  config.model.negative_draws = 0              # K draws a position, as word2vec's CBOW
   config.optim.learning_rate = 0.05            # word2vec's CBOW default
   return config

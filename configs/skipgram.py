@@ -50,6 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
   # skip-gram, shared negatives: draws per center, each weighted by c_i·K/draws (0: K).
   # 3K scores as word2vec's per-pair draws do at ~1.05x gensim's speed (README results).
   config.model.negative_draws = 15
+  # positions of a row (consecutive groups) sharing one draw of negatives (1: each its own;
+  # must divide train.seq_length): fewer rows gathered and scattered a step
+  config.model.negative_share = 1
 
   config.sample = 1e-3                   # frequent-word subsampling threshold (0: off)
   config.train = ml_collections.ConfigDict()

@@ -1,5 +1,6 @@
 """Skip-gram/CBOW model: pair masks, sparse update == dense gradient, learning."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -139,9 +140,68 @@ def test_negative_draws_weigh_each_shared_draw_by_its_share():
   np.testing.assert_allclose(dense_loss, want_loss, rtol=1e-5)
   for name in ('in_embed', 'out_embed'):
     np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7)
-  for bad in ({'mode': 'cbow'}, {'pair_negatives': True}):
-    with pytest.raises(ValueError, match='negative_draws is for skip-gram'):
-      w2v.Word2VecConfig(vocab_size=13, negative_draws=4, **bad)
+  with pytest.raises(ValueError, match='negative_draws is for shared negatives'):
+    w2v.Word2VecConfig(vocab_size=13, negative_draws=4, pair_negatives=True)
+
+
+def test_cbow_negative_draws_weigh_each_draw_by_its_share():
+  """CBOW with `negative_draws=3K` drawing its K negatives three times is the plain step
+  (each copy weighs 1/3), and the dense loss agrees."""
+  k = 2
+  base = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k, mode='cbow')
+  more = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k, mode='cbow',
+                            negative_draws=3 * k)
+  batch = jax.tree.map(jnp.asarray, random_batch(np.random.default_rng(8), 13, k=k))
+  tripled = dict(batch, negatives=jnp.tile(batch['negatives'], (1, 1, 3)))
+  params = w2v.Word2Vec(base).init(jax.random.key(0), batch)['params']
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(4), p.shape),
+                        params)
+  want, want_loss, _ = w2v.sparse_sgd_step(params, batch, 0.05, base)
+  got, got_loss, _ = w2v.sparse_sgd_step(params, tripled, 0.05, more)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  dense_loss, _ = w2v.Word2Vec(more).apply({'params': params}, tripled)
+  np.testing.assert_allclose(dense_loss, want_loss, rtol=1e-5)
+  for name in ('in_embed', 'out_embed'):
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('mode, draws', [('cbow', 0), ('cbow', 6), ('skipgram', 0),
+                                         ('skipgram', 6)])
+def test_group_shared_negatives_are_each_positions_draw(mode, draws):
+  """`negative_share=G`: one draw of negatives `(B, L/G, M)` that the G positions of a
+  group score is the per-position step with that draw repeated for each position — the
+  same loss, pairs and tables (the fast step sums a group's updates to a drawn row before
+  its scatter) — and one sparse step is one dense SGD step on the model's loss."""
+  g, length = 4, 12
+  shared = w2v.Word2VecConfig(vocab_size=9, dim=5, window=3, negatives=3, mode=mode,
+                              negative_draws=draws, negative_share=g)
+  each = dataclasses.replace(shared, negative_share=1)
+  rng = np.random.default_rng(12)   # 9 ids: drawn rows repeat within and across groups
+  batch = random_batch(rng, 9, length=length, k=shared.negatives_per_position)
+  batch['negatives'] = batch['negatives'][:, ::g]          # (B, L/G, M)
+  batch = jax.tree.map(jnp.asarray, batch)
+  repeated = dict(batch, negatives=jnp.repeat(batch['negatives'], g, axis=1))
+  model = w2v.Word2Vec(shared)
+  params = model.init(jax.random.key(0), batch)['params']
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(6), p.shape),
+                        params)
+  lr = 0.05
+  got, got_loss, got_pairs = w2v.sparse_sgd_step(params, batch, lr, shared)
+  want, want_loss, want_pairs = w2v.sparse_sgd_step(params, repeated, lr, each)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  assert float(got_pairs) == float(want_pairs) > 0
+  (loss, _), grads = jax.value_and_grad(lambda p: model.apply({'params': p}, batch),
+                                        has_aux=True)(params)
+  np.testing.assert_allclose(loss, got_loss, rtol=1e-5)
+  for name in ('in_embed', 'out_embed'):
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[name], params[name] - lr * grads[name], rtol=1e-5,
+                               atol=1e-6)
+  assert np.any(np.asarray(got['out_embed']) != np.asarray(params['out_embed']))
+  with pytest.raises(ValueError, match='negative_share must be >= 1'):
+    w2v.Word2VecConfig(vocab_size=9, negative_share=0)
+  with pytest.raises(ValueError, match='negative_share shares one draw'):
+    w2v.Word2VecConfig(vocab_size=9, negative_share=2, pair_negatives=True)
 
 
 def test_step_touches_only_batch_rows():

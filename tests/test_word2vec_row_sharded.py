@@ -35,7 +35,8 @@ def _blocks(config, batch, calls=3, steps=4, length=64):
   stream = BlockStream(corpus, StreamConfig(batch=batch, length=length, steps=steps,
                                             window=cfg.window,
                                             negatives=cfg.negatives_per_position,
-                                            sample=1e-3, seed=0), epochs=1)
+                                            sample=1e-3, seed=0,
+                                            negative_share=cfg.negative_share), epochs=1)
   return cfg, [b for _, b in stream.iterate(StreamState(), prefetch=0)][:calls]
 
 
@@ -57,9 +58,10 @@ def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_c
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
   tiny_config.model.mode, tiny_config.optim.row_cap = mode, row_cap
   tiny_config.optim.row_cap_mode = cap_mode
-  if mode == 'cbow':
-    tiny_config.model.negative_draws = 0
+  if mode == 'cbow':   # with negatives shared by groups of 4 positions (B, L/4, K)
+    tiny_config.model.negative_draws, tiny_config.model.negative_share = 0, 4
   cfg, blocks = _blocks(tiny_config, batch=8)
+  assert blocks[0]['negatives'].shape[2] == 64 // cfg.negative_share
   ref, ref_losses = _train(cfg, blocks, 8, rows=False)
   state, losses = _train(cfg, blocks, 8, rows=True)
   # each device holds its interleaved block of ceil(V/8) rows, not the whole table

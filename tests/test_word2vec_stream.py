@@ -108,3 +108,21 @@ def test_tiny_corpus_is_an_error():
   corpus = encode_corpus(['word'], min_count=1)
   with pytest.raises(DataError, match='at least 2'):
     BlockStream(corpus, cfg(), epochs=1)
+
+
+def test_group_shared_negatives_are_one_draw_per_group():
+  """`negative_share=G` draws `(S, B, L/G, K)` negatives from the same unigram^0.75 table,
+  and a share that does not divide the row is refused."""
+  corpus = zipf_corpus()
+  stream = BlockStream(corpus, cfg(negative_share=16), epochs=1)
+  block = stream.make_block(0, 0)
+  assert block['negatives'].shape == (8, 4, 64 // 16, 5)
+  assert block['tokens'].shape == (8, 4, 64)
+  draws = np.concatenate([stream.make_block(0, b)['negatives'].reshape(-1)
+                          for b in range(stream.num_blocks(0))])
+  table = negative_table(corpus.vocab.counts)
+  want = np.bincount(table, minlength=len(corpus.vocab)) / len(table)
+  got = np.bincount(draws, minlength=len(corpus.vocab)) / len(draws)
+  np.testing.assert_allclose(got[:5], want[:5], atol=0.01)
+  with pytest.raises(ValueError, match='negative_share=3 must be >= 1 and divide the row'):
+    BlockStream(corpus, cfg(negative_share=3), epochs=1)

@@ -57,6 +57,7 @@ class StreamConfig:
   negatives: int
   sample: float
   seed: int
+  negative_share: int = 1   # consecutive positions of a row sharing one draw of negatives
 
 
 @dataclasses.dataclass
@@ -72,7 +73,7 @@ class BlockStream:
   """Iterates over `(state_after, block)`; `block` is a dict of numpy arrays.
 
   Arrays have a leading `steps` axis: tokens/segment/window `(S, B, L)`,
-  negatives `(S, B, L, K)`. Only this process's rows `[row_start, row_stop)`
+  negatives `(S, B, L/G, K)` (G: `negative_share`). Only this process's rows `[row_start, row_stop)`
   of the global batch are produced (multi-host data loading).
   """
 
@@ -81,6 +82,9 @@ class BlockStream:
     if len(corpus.ids) < 2:
       raise DataError(f'corpus has {len(corpus.ids)} in-vocabulary token(s); '
                       'skip-gram/CBOW need at least 2')
+    if cfg.negative_share < 1 or cfg.length % cfg.negative_share:
+      raise ValueError(f'negative_share={cfg.negative_share} must be >= 1 and divide the row '
+                       f'length {cfg.length}')
     self.corpus, self.cfg, self.epochs = corpus, cfg, epochs
     self.row_start, self.row_stop = row_start, (cfg.batch if row_stop is None else row_stop)
     self.keep_p = keep_probabilities(corpus.vocab.counts, cfg.sample)
@@ -125,7 +129,8 @@ class BlockStream:
     seg = seg.reshape(shape)[:, rows]
     rng = np.random.default_rng([cfg.seed, epoch, block, 1])
     window = rng.integers(1, cfg.window + 1, size=shape, dtype=np.int32)[:, rows]
-    neg_idx = rng.integers(0, len(self.neg_table), size=shape + (cfg.negatives,))
+    groups = (cfg.steps, cfg.batch, cfg.length // cfg.negative_share)
+    neg_idx = rng.integers(0, len(self.neg_table), size=groups + (cfg.negatives,))
     negatives = self.neg_table[neg_idx[:, rows]]
     return {'tokens': np.ascontiguousarray(tok), 'segment': np.ascontiguousarray(seg),
             'window': np.ascontiguousarray(window), 'negatives': negatives}

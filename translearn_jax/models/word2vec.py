@@ -7,7 +7,9 @@ subsampled token ids with, per position,
 * `segment`: sentence/document id; pairs never cross segments; -1 is padding;
 * `window`: the reduced window drawn uniformly from `1..window` (word2vec's
   dynamic window);
-* `negatives`: `K` ids drawn from the unigram^0.75 table, `(B, L, K)`.
+* `negatives`: `K` ids drawn from the unigram^0.75 table, `(B, L, K)`; with
+  `negative_share=G`, one draw for each group of `G` consecutive positions of a row,
+  `(B, L/G, K)`, which every position of the group scores (see below).
 
 The `2·window` context ids of every position are formed on the device by
 shifting the block against itself; a pair `(i, i+o)` is valid when
@@ -30,6 +32,16 @@ position. CBOW: the mean of the valid context
 input rows scores the center's output row and `K` negatives, exactly as in
 word2vec; following word2vec.c and gensim (`cbow_mean=1`) the error is added to
 every context row without the 1/c factor.
+
+Negatives shared by a group (`negative_share=G`, both modes): the `G` positions of a group
+score the same drawn rows, so a step gathers and scatter-adds `L/G` draws a row instead of
+`L`, and scores them as small matrix products (positions × draws) rather than one dot
+product a row. Each position's loss keeps its expectation (each of its scores is a draw
+from the same unigram^0.75 table, weighted as before); what changes is that the positions
+of a group see correlated negatives within one step, as in the shared-negative matrix
+formulation of word2vec for throughput (Ji et al., 2016, "Parallelizing Word2Vec in
+Shared and Distributed Memory"). CBOW with `negative_draws=M`: `M` draws a position or
+group, each weighted `K/M`, as skip-gram's shared draws are.
 
 Training is sparse SGD (`sparse_sgd_step`): the gradient is taken with
 respect to the gathered rows only and `-lr * grad` is scatter-added into the
@@ -80,6 +92,9 @@ class Word2VecConfig:
   # weighted by c_i·negatives/negative_draws, so the expected loss stays word2vec's while
   # one noisy draw weighs less (word2vec's per-pair draws are the limit of many draws).
   negative_draws: int = 0
+  # Positions of a row (consecutive groups of this many) that share one draw of negatives
+  # (1: each position draws its own). The batch's `negatives` are then (B, L/G, M).
+  negative_share: int = 1
 
   @property
   def negatives_per_position(self) -> int:
@@ -94,9 +109,15 @@ class Word2VecConfig:
     if self.pair_negatives and self.mode != SKIPGRAM:
       raise ValueError('model.pair_negatives is for skip-gram (CBOW has one pair a '
                        'position and draws its negatives per position already)')
-    if self.negative_draws and (self.pair_negatives or self.mode != SKIPGRAM):
-      raise ValueError('model.negative_draws is for skip-gram with shared negatives '
-                       '(not with pair_negatives, not CBOW)')
+    if self.negative_draws and self.pair_negatives:
+      raise ValueError('model.negative_draws is for shared negatives (not with '
+                       'model.pair_negatives, which draws K for every pair)')
+    if self.negative_share < 1:
+      raise ValueError(f'model.negative_share must be >= 1 (1: negatives per position), got '
+                       f'{self.negative_share}')
+    if self.negative_share > 1 and self.pair_negatives:
+      raise ValueError('model.negative_share shares one draw among positions; '
+                       'model.pair_negatives draws per pair: choose one')
     if self.negative_draws < 0:
       raise ValueError(f'model.negative_draws must be >= 0 (0: model.negatives), got '
                        f'{self.negative_draws}')
@@ -162,7 +183,7 @@ def _targets(batch, window, mode, pair_negatives=False, negatives=0):
   """
   ctx, mask = context(batch, window)
   count = mask.sum(-1)
-  neg = batch['negatives']
+  neg = expand_negatives(batch['negatives'], ctx.shape[1])
   k = neg.shape[-1]
   if mode == SKIPGRAM:
     out_ids = jnp.concatenate([ctx, neg], -1)
@@ -173,11 +194,40 @@ def _targets(batch, window, mode, pair_negatives=False, negatives=0):
     return batch['tokens'], None, out_ids, weight, label, count.sum()
   has_ctx = (count > 0).astype(jnp.float32)
   out_ids = jnp.concatenate([batch['tokens'][..., None], neg], -1)
-  weight = jnp.broadcast_to(has_ctx[..., None], out_ids.shape)
+  weight = jnp.concatenate([has_ctx[..., None], jnp.broadcast_to(
+      (negatives / k if negatives else 1.0) * has_ctx[..., None], neg.shape)], -1)
   label = jnp.concatenate([jnp.ones_like(has_ctx)[..., None],
                            jnp.zeros(has_ctx.shape + (k,), has_ctx.dtype)], -1)
   in_weight = mask / jnp.maximum(count, 1.0)[..., None]
   return ctx, in_weight, out_ids, weight, label, has_ctx.sum()
+
+
+def expand_negatives(neg: Array, length: int) -> Array:
+  """`(B, L/G, M)` group-shared negatives as `(B, L, M)`: each position's draw."""
+  return neg if neg.shape[1] == length else jnp.repeat(neg, length // neg.shape[1], axis=1)
+
+
+def _grouped(x: Array, groups: int) -> Array:
+  """`(B, L, ...)` as `(B, groups, L/groups, ...)`."""
+  return x.reshape(x.shape[:1] + (groups, x.shape[1] // groups) + x.shape[2:])
+
+
+def negative_scores(h: Array, n_rows: Array) -> Array:
+  """Scores `(B, L, M)` of every position's hidden vector `h (B, L, D)` against its group's
+  drawn rows `n_rows (B, L/G, M, D)` (G = 1: its own)."""
+  groups = n_rows.shape[1]
+  s = jnp.einsum('bgtd,bgmd->bgtm', _grouped(h, groups), n_rows)
+  return s.reshape(h.shape[:2] + s.shape[-1:])
+
+
+def negative_grads(g_n: Array, h: Array, n_rows: Array) -> tuple[Array, Array]:
+  """From d(loss)/d(score) `g_n (B, L, M)`: the gradient for `h (B, L, D)` and for each
+  drawn row `(B, L/G, M, D)`, summed over the positions of its group."""
+  groups = n_rows.shape[1]
+  gg = _grouped(g_n, groups)
+  dh = jnp.einsum('bgtm,bgmd->bgtd', gg, n_rows).reshape(h.shape)
+  dn = jnp.einsum('bgtm,bgtd->bgmd', gg, _grouped(h, groups))
+  return dh, dn
 
 
 def _hidden(in_rows, in_weight):
@@ -336,24 +386,25 @@ def _cbow_step(tables, batch, lr, cfg):
   tok_rows, = tables.gather('in_embed', tok)
   rows_p = _padded(tok_rows, w)                              # (B, L + 2W, D)
   h = sum(mean_w[..., j:j + 1] * _window(rows_p, w, o, length) for j, o in enumerate(offs))
-  c_rows, n_rows = tables.gather('out_embed', tok, neg)      # (B, L, D), (B, L, K, D)
+  c_rows, n_rows = tables.gather('out_embed', tok, neg)      # (B, L, D), (B, L/G, M, D)
   s_c = jnp.sum(h * c_rows, -1)
-  s_n = jnp.einsum('bld,blkd->blk', h, n_rows)
+  s_n = negative_scores(h, n_rows)                           # (B, L, M)
+  neg_w = (cfg.negatives / neg.shape[-1]) * has_ctx[..., None]
   # d(loss)/d(score) for -log σ(±score): σ(score) - label, for positions with a context
   g_c = has_ctx * (jax.nn.sigmoid(s_c) - 1.0)
-  g_n = has_ctx[..., None] * jax.nn.sigmoid(s_n)
+  g_n = neg_w * jax.nn.sigmoid(s_n)
   # -log σ(±score), exact (no clamping): a diverged run shows as inf/NaN.
   loss = (jnp.sum(has_ctx * jnp.logaddexp(0.0, -s_c))
-          + jnp.sum(has_ctx[..., None] * jnp.logaddexp(0.0, s_n)))
-  dh = g_c[..., None] * c_rows + jnp.einsum('blk,blkd->bld', g_n, n_rows)
+          + jnp.sum(neg_w * jnp.logaddexp(0.0, s_n)))
+  dh_n, d_neg = negative_grads(g_n, h, n_rows)
+  dh = g_c[..., None] * c_rows + dh_n
   # every valid context row receives the full error (word2vec): position i collects the
   # errors of the centers i - o whose offset o it served
   mask_p, dh_p = _padded(mask, w), _padded(dh, w)
   d_in = sum(_window(mask_p, w, -o, length)[..., j:j + 1] * _window(dh_p, w, -o, length)
              for j, o in enumerate(offs))
   new_in = tables.add('in_embed', (tok,), (-lr * d_in,))
-  new_out = tables.add('out_embed', (tok, neg),
-                       (-lr * g_c[..., None] * h, -lr * g_n[..., None] * h[:, :, None, :]))
+  new_out = tables.add('out_embed', (tok, neg), (-lr * g_c[..., None] * h, -lr * d_neg))
   return {'in_embed': new_in, 'out_embed': new_out}, loss, has_ctx.sum()
 
 
@@ -388,26 +439,25 @@ def _skipgram_step(tables, batch, lr, cfg):
   mask = context_mask(batch, w)                              # (B, L, 2W)
   neg_w = negative_weights(mask, neg.shape[-1], cfg.negatives, cfg.pair_negatives)
   h, = tables.gather('in_embed', tok)                        # (B, L, D)
-  o_rows, n_rows = tables.gather('out_embed', tok, neg)      # (B, L, D), (B, L, M, D)
+  o_rows, n_rows = tables.gather('out_embed', tok, neg)      # (B, L, D), (B, L/G, M, D)
   o_p = _padded(o_rows, w)
   ctx = [_window(o_p, w, o, length) for o in offs]           # 2W × (B, L, D)
   s_c = jnp.stack([jnp.sum(h * c, -1) for c in ctx], -1)     # (B, L, 2W)
-  s_n = jnp.einsum('bld,blmd->blm', h, n_rows)
+  s_n = negative_scores(h, n_rows)                           # (B, L, M)
   # d(loss)/d(score) for -log σ(±score): σ(score) - label
   g_c = mask * (jax.nn.sigmoid(s_c) - 1.0)
   g_n = neg_w * jax.nn.sigmoid(s_n)
   # -log σ(±score), exact (no clamping): a diverged run shows as inf/NaN.
   loss = (jnp.sum(mask * jnp.logaddexp(0.0, -s_c))
           + jnp.sum(neg_w * jnp.logaddexp(0.0, s_n)))
-  dh = sum(g_c[..., j:j + 1] * c for j, c in enumerate(ctx))
-  dh = dh + jnp.einsum('blm,blmd->bld', g_n, n_rows)
+  dh_n, d_neg = negative_grads(g_n, h, n_rows)
+  dh = sum(g_c[..., j:j + 1] * c for j, c in enumerate(ctx)) + dh_n
   # token t's output row served as the context at offset o of the center t - o
   g_p, h_p = _padded(g_c, w), _padded(h, w)
   d_o = sum(_window(g_p, w, -o, length)[..., j:j + 1] * _window(h_p, w, -o, length)
             for j, o in enumerate(offs))
   new_in = tables.add('in_embed', (tok,), (-lr * dh,))
-  new_out = tables.add('out_embed', (tok, neg),
-                       (-lr * d_o, -lr * g_n[..., None] * h[:, :, None, :]))
+  new_out = tables.add('out_embed', (tok, neg), (-lr * d_o, -lr * d_neg))
   return {'in_embed': new_in, 'out_embed': new_out}, loss, mask.sum()
 
 

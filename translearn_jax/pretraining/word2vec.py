@@ -69,10 +69,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
            'one pair a position, already)')
   draws = config.model.get('negative_draws', 0)
   _require(draws >= 0, 'model.negative_draws', f'must be >= 0 (0: model.negatives), got {draws}')
-  _require(not draws or (config.model.mode == w2v.SKIPGRAM
-                         and not config.model.get('pair_negatives', False)),
-           'model.negative_draws', 'is for skip-gram with shared negatives (not CBOW, not '
-           'with model.pair_negatives)')
+  _require(not draws or not config.model.get('pair_negatives', False),
+           'model.negative_draws', 'is for shared negatives (not with model.pair_negatives, '
+           'which draws K for every pair)')
+  share = config.model.get('negative_share', 1)
+  _require(isinstance(share, int) and share >= 1, 'model.negative_share',
+           f'must be an integer >= 1 (1: negatives per position), got {share!r}')
+  _require(share == 1 or not config.model.get('pair_negatives', False), 'model.negative_share',
+           'shares one draw among positions; model.pair_negatives draws per pair: choose one')
+  _require(config.train.seq_length % share == 0, 'model.negative_share',
+           f'must divide train.seq_length={config.train.seq_length} (groups of consecutive '
+           f'positions of a row), got {share}')
   _require(config.model.get('table_sharding', REPLICATED) in (REPLICATED, ROWS),
            'model.table_sharding',
            f"must be 'replicated' or 'rows', got {config.model.get('table_sharding')!r}")
@@ -117,7 +124,8 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
                             row_cap=float(config.optim.get('row_cap', 0.0)),
                             row_cap_mode=config.optim.get('row_cap_mode', 'count'),
                             pair_negatives=bool(m.get('pair_negatives', False)),
-                            negative_draws=int(m.get('negative_draws', 0)))
+                            negative_draws=int(m.get('negative_draws', 0)),
+                            negative_share=int(m.get('negative_share', 1)))
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:
@@ -161,7 +169,8 @@ def _state_shardings(mesh, shards: int):
 def _state_initializer(cfg: w2v.Word2VecConfig, mesh, shards: int = 0):
   model = w2v.Word2Vec(cfg)
   # host arrays: a builder first called under a trace (jax.eval_shape) keeps no tracer
-  dummy = {k: np.zeros((1, 2), np.int32) for k in ('tokens', 'segment', 'window')}
+  dummy = {k: np.zeros((1, 2 * cfg.negative_share), np.int32)
+           for k in ('tokens', 'segment', 'window')}
   dummy['negatives'] = np.zeros((1, 2, cfg.negatives_per_position), np.int32)
 
   def init(rng):
@@ -406,7 +415,7 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       batch=config.train.batch_size, length=config.train.seq_length,
       steps=config.train.steps_per_call,
       window=cfg.window, negatives=cfg.negatives_per_position, sample=config.sample,
-      seed=config.seed),
+      seed=config.seed, negative_share=cfg.negative_share),
       epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
   total_steps = stream.estimated_total_steps()
   schedule = lr_schedule(config, total_steps)

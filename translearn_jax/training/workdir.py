@@ -121,6 +121,7 @@ ADDED_FIELDS = {
     'optim.row_cap_mode': 'count',      # word2vec (issue #20): the cap counts contributions
     'model.pair_negatives': False,      # skip-gram (issue #20): negatives shared per center
     'model.negative_draws': 0,          # skip-gram (issue #20): model.negatives drawn per center
+    'model.negative_share': 1,          # word2vec (issue #20): positions sharing one draw
     'model.table_sharding': 'replicated',  # word2vec (issue #20): every device holds the tables
     'num_devices': 1,           # fine-tuning (issue #18): one device (other families always had it)
     'model.pad_id': 0,          # masked-LM encoders (issue #14): this project's pad id
