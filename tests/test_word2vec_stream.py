@@ -126,3 +126,22 @@ def test_group_shared_negatives_are_one_draw_per_group():
   np.testing.assert_allclose(got[:5], want[:5], atol=0.01)
   with pytest.raises(ValueError, match='negative_share=3 must be >= 1 and divide the row'):
     BlockStream(corpus, cfg(negative_share=3), epochs=1)
+
+
+def test_negative_table_is_the_searched_unigram_table():
+  """The table built from each id's slot count is, slot for slot, the table that
+  searching every slot's position (i + 0.5) / size in the unigram^0.75 cdf gives (ids past
+  the cdf's end clipped to the last), whatever the counts: zeros, ties, tiny tables."""
+  def searched(counts, size):
+    weights = np.asarray(counts, np.float64) ** 0.75
+    cdf = np.cumsum(weights) / weights.sum()
+    return np.searchsorted(cdf, (np.arange(size) + 0.5) / size).astype(np.int32).clip(
+        0, len(counts) - 1)
+  rng = np.random.default_rng(0)
+  for trial in range(150):
+    vocab, size = int(rng.integers(1, 200)), int(rng.integers(1, 3000))
+    counts = np.ones(vocab) if trial % 3 == 0 else rng.integers(0, 50, vocab).astype(float)
+    counts[rng.integers(0, vocab)] += 1
+    np.testing.assert_array_equal(negative_table(counts, size=size), searched(counts, size))
+  zipf = rng.zipf(1.3, 5000).astype(float)
+  np.testing.assert_array_equal(negative_table(zipf, size=200_000), searched(zipf, 200_000))

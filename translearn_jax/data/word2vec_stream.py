@@ -44,8 +44,17 @@ def negative_table(counts: np.ndarray, power: float = 0.75,
   """word2vec's unigram^power table: id i fills a share ∝ count_i^power."""
   weights = np.asarray(counts, np.float64) ** power
   cdf = np.cumsum(weights) / weights.sum()
-  positions = (np.arange(size) + 0.5) / size
-  return np.searchsorted(cdf, positions).astype(np.int32).clip(0, len(counts) - 1)
+  # slot i holds the first id whose cdf reaches (i + 0.5) / size (what searching every
+  # slot's position in the cdf gives, ids past the end clipped to the last), built from
+  # each id's slot count: one pass over the vocabulary, no array of `size` positions
+  pos = lambda i: (i + 0.5) / size            # noqa: E731  (the slots' positions, float64)
+  n = np.clip(np.floor(cdf * size - 0.5).astype(np.int64) + 1, 0, size)
+  for _ in range(2):                         # exact: as the float comparison decides
+    n = np.where((n < size) & (pos(n.astype(np.float64)) <= cdf), n + 1, n)
+    n = np.where((n > 0) & (pos(n.astype(np.float64) - 1) > cdf), n - 1, n)
+  reached = np.concatenate([[0], n[:-1], [size]])   # slots past the cdf's end: the last id
+  slots = np.diff(np.maximum.accumulate(reached))
+  return np.repeat(np.arange(len(counts), dtype=np.int32), slots)
 
 
 @dataclasses.dataclass(frozen=True)
