@@ -278,8 +278,15 @@ def test_installed_wheel_trains_from_outside_the_checkout(tmp_path, topic_task):
       os.path.join(installed, '__init__.py'), os.path.join(installed, 'configs'),
       os.path.join(installed, 'configs', 'cbow.py')]
   assert '\n  skipgram                 Skip-gram with negative sampling.' in run(script, 'configs')
+  # without JAX_COMPILATION_CACHE_DIR (the tests' shared cache), the run keeps its compiled
+  # programs in the default cache directory, under XDG_CACHE_HOME
+  shared_cache = env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  env['XDG_CACHE_HOME'] = str(tmp_path / 'xdg')
   run(script, 'train', '--config', 'skipgram', '--workdir', str(tmp_path / 'w'), *TINY_SKIPGRAM,
       timeout=300)
+  assert len(os.listdir(tmp_path / 'xdg' / 'translearn_jax' / 'xla')) >= 2   # init, step, ...
+  if shared_cache:
+    env['JAX_COMPILATION_CACHE_DIR'] = shared_cache
   with open(tmp_path / 'w' / 'vectors.txt', encoding='utf-8') as f:
     count, dim = map(int, f.readline().split())
   assert count > 1000 and dim == 16
@@ -327,3 +334,16 @@ def test_plots_without_matplotlib_are_skipped_with_one_warning(monkeypatch, tmp_
   learning_curves.save_outputs(rows, str(tmp_path), 'title')
   assert sorted(os.listdir(tmp_path)) == ['curves.csv']
   assert len(warnings) == 1 and "pip install 'translearn_jax[plots]'" in warnings[0]
+
+
+def test_compilation_cache_directory_choice(tmp_path, monkeypatch):
+  """The entry point's cache: JAX_COMPILATION_CACHE_DIR wins, '' is off, and the default sits
+  under XDG_CACHE_HOME (a run writing there: the installed-wheel test)."""
+  from translearn_jax.training import compilation_cache as cc
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / 'env'))
+  assert cc.configure(str(tmp_path / 'flag')) == str(tmp_path / 'env')
+  assert not (tmp_path / 'flag').exists()
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+  assert cc.configure('') == ''
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+  assert cc.default_dir() == str(tmp_path / 'xdg' / 'translearn_jax' / 'xla')

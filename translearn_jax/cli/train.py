@@ -39,6 +39,10 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Multi-process run by 
                                       'number of processes (or JAX_NUM_PROCESSES).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-process run by hand: this '
                                    "process's index, 0..N-1 (or JAX_PROCESS_ID).")
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', None, 'Directory of compiled programs reused by later runs of the '
+    "same model and shapes ('': off; default: $XDG_CACHE_HOME/translearn_jax/xla; "
+    'JAX_COMPILATION_CACHE_DIR in the environment wins).')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Log INFO messages of all libraries (orbax, ...).')
 config_flags.DEFINE_config_file('config', None, 'A shipped config name (see --help) or a '
                                 'config file.', lock_config=True)
@@ -79,6 +83,9 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   logging.set_verbosity(logging.INFO if _VERBOSE.value else logging.WARNING)
+  from translearn_jax.training import compilation_cache
+  compilation_cache.configure(compilation_cache.default_dir() if _CACHE.value is None
+                              else _CACHE.value)
   try:
     config = flags.FLAGS.config
     config.get('family')  # an unloadable file raises here, not at parse time
