@@ -266,6 +266,48 @@ def test_beam_search_with_transformers_length_penalty_equals_its_generate(hf_s2s
                            length_penalty_form='fairseq')
 
 
+def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
+  """An import takes generate()'s default search from generation_config.json (num_beams,
+  length_penalty as len ** alpha), so translate_file of the run, given no search settings,
+  writes what generate() gives by default; the settings our search does not apply are
+  reported, and a bad value is one error naming the file."""
+  d, _, fast, _ = hf_s2s['bart']
+  hf_dir, run = tmp_path / 'hf', str(tmp_path / 'run')
+  shutil.copytree(d, hf_dir)
+  gen_path = hf_dir / 'generation_config.json'
+  gen = json.loads(gen_path.read_text())
+  gen.update(num_beams=3, length_penalty=0.5, early_stopping='never')
+  gen_path.write_text(json.dumps(gen))
+  report = convert.import_hf(str(hf_dir), run)
+  assert report['generation'] == {'beam': 3, 'length_penalty': 0.5,
+                                  'length_penalty_form': 'length', 'not_applied': {}}
+  model = tf.BartForConditionalGeneration.from_pretrained(str(hf_dir))
+  src = sources.load('seq2seq', run)
+  (s, smask), _ = batch('bart', src.tokenizer, src.model_config)
+  steps = 24
+  with torch.no_grad():                 # generate()'s defaults: the checkpoint's own search
+    ref = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
+                         attention_mask=torch.tensor(smask.astype(np.int64)),
+                         max_new_tokens=steps).numpy()[:, 1:]
+  (tmp_path / 'src.txt').write_text(''.join(t + '\n' for t in TEXTS), encoding='utf-8')
+  res = serving.translate_file(run, str(tmp_path / 'src.txt'), str(tmp_path / 'out.txt'),
+                               max_len=steps)
+  assert (res['beam'], res['length_penalty'], res['length_penalty_form']) == (3, 0.5, 'length')
+  assert (tmp_path / 'out.txt').read_text(encoding='utf-8').split('\n')[:-1] == [
+      fast.decode(r, skip_special_tokens=True).replace('\n', ' ') for r in ref]
+  # what generate() would add that ours does not is reported, not silently dropped
+  gen.update(no_repeat_ngram_size=3, min_length=5, early_stopping=True)
+  gen_path.write_text(json.dumps(gen))
+  report = convert.import_hf(str(hf_dir), str(tmp_path / 'run2'))
+  assert report['generation']['not_applied'] == {'no_repeat_ngram_size': 3, 'min_length': 5,
+                                                 'early_stopping': True}
+  gen['num_beams'] = 0
+  gen_path.write_text(json.dumps(gen))
+  with pytest.raises(DataError, match=r'generation_config\.json: num_beams must be an '
+                                      r'integer >= 1, got 0'):
+    convert.import_hf(str(hf_dir), str(tmp_path / 'run3'))
+
+
 @pytest.mark.parametrize('name', ['bart', 'mbart', 'marian'])
 def test_import_then_export_is_bit_identical(hf_s2s, tmp_path, name):
   d, _, _, run = hf_s2s[name]

@@ -53,6 +53,13 @@ BANNED_KEYS = ('bad_words_ids', 'suppress_tokens')   # read from generation_conf
 # generation_config.json keys an imported seq2seq run takes over config.json's, as `generate`
 # does (the start id and its `bos_token_id` fallback, the forced first token, banned ids)
 GENERATE_READS = BANNED_KEYS + ('forced_bos_token_id', 'decoder_start_token_id', 'bos_token_id')
+# generate()'s search settings with a counterpart here, and the ones it would apply that
+# this project's search does not (reported by an import, not silently dropped)
+SEARCH_KEYS = ('num_beams', 'length_penalty')
+UNAPPLIED_SEARCH = {'no_repeat_ngram_size': 0, 'min_length': 0, 'min_new_tokens': None,
+                    'repetition_penalty': 1.0, 'encoder_no_repeat_ngram_size': 0,
+                    'do_sample': False, 'num_beam_groups': 1, 'diversity_penalty': 0.0,
+                    'forced_eos_token_id': None, 'early_stopping': False}
 GENERATION_KEYS = ('bos_token_id', 'eos_token_id', 'pad_token_id', 'decoder_start_token_id',
                    'forced_eos_token_id', 'forced_bos_token_id') + BANNED_KEYS
 
@@ -156,9 +163,12 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
     raise DataError(f'{hf_dir}: no tensor maps onto parameters {lacking[:5]}')
   report.update({'from': os.path.abspath(hf_dir), 'model_type': arch.model_type,
                  'family': arch.family, 'parameters': int(sum(x.size for x in flat.values()))})
+  search = _search_settings(conf, gen, cfg_path, gen_path) if arch.family == 'seq2seq' else {}
+  if search:
+    report['generation'] = search.pop('report')
   run_config = {
       'family': arch.family, 'model': model_cd.to_dict(), **lengths, 'dtype': 'float32',
-      'tokenizer': {'path': ''},
+      'tokenizer': {'path': ''}, **search,
       'imported': {'format': 'huggingface', 'model_type': arch.model_type,
                    'architectures': conf.get('architectures', []),
                    'from': os.path.abspath(hf_dir)}}
@@ -172,6 +182,34 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
     finally:
       ckpt.close()
   return report
+
+
+def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str) -> dict:
+  """An imported seq2seq run's `eval` group: the beam search `generate()` runs for this
+  checkpoint by default (`num_beams`, `length_penalty` as len ** alpha: form 'length'; from
+  generation_config.json, else config.json, else transformers' defaults 1 and 1.0), so
+  `translate` of the run decodes as its own tool does; plus the report of the settings
+  generate() would also apply that this project's search does not (`no_repeat_ngram_size`,
+  `min_length`, ...; early_stopping=False's stopping heuristic: ours searches until every
+  beam ends, as early_stopping='never')."""
+  merged = {**{k: conf[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH) if k in conf},
+            **{k: gen[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH) if k in gen}}
+  where = lambda k: gen_path if k in gen else cfg_path      # noqa: E731
+  beam = merged.get('num_beams', 1)
+  if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+    raise DataError(f'{where("num_beams")}: num_beams must be an integer >= 1, got {beam!r}')
+  alpha = merged.get('length_penalty', 1.0)
+  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not np.isfinite(alpha):
+    raise DataError(f'{where("length_penalty")}: length_penalty must be a finite number, got '
+                    f'{alpha!r}')
+  unapplied = {k: merged[k] for k, default in UNAPPLIED_SEARCH.items()
+               if k != 'early_stopping' and merged.get(k, default) not in (default, None)}
+  stopping = merged.get('early_stopping', False)   # transformers' default: its heuristic
+  if beam > 1 and stopping != 'never':
+    unapplied['early_stopping'] = stopping
+  return {'eval': {'beam': beam, 'length_penalty': float(alpha), 'length_penalty_form': 'length'},
+          'report': {'beam': beam, 'length_penalty': float(alpha),
+                     'length_penalty_form': 'length', 'not_applied': unapplied}}
 
 
 def export_hf(run_dir: str, hf_dir: str) -> dict:

@@ -24,9 +24,12 @@ it). Ids come from `config.json`: `pad_token_id` (source padding),
 `generation_config.json`) become the ids the decoder never generates (opus-mt
 bans its pad id; BART bans nothing).
 `forced_bos_token_id` (of either file; mBART-50's target language) becomes
-`model.forced_bos_id`, the first generated token, and is exported back. Generation
-settings that are no part of the model (`forced_eos_token_id`, `num_beams`,
-`no_repeat_ngram_size`, ...) are not applied by `generation.seq2seq_decode`.
+`model.forced_bos_id`, the first generated token, and is exported back. The search
+`generate()` runs by default (`num_beams`, `length_penalty`) becomes the run's `eval` group
+(beam, length_penalty, form 'length'), which `translate` of the run uses; the settings
+`generation.seq2seq_decode` does not apply (`no_repeat_ngram_size`, `min_length`,
+`forced_eos_token_id`, early_stopping other than 'never', ...) are listed in the import
+report's `generation.not_applied`.
 
 Separate encoder/decoder head counts or FFN sizes, untied output layers and
 Marian's separate source/target embeddings are errors naming the key.
