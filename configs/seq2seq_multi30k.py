@@ -102,6 +102,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'gnmt': divide by ((5 + len) / 6) ** alpha | 'length': by len ** alpha (fairseq's
   # --lenpen, transformers' length_penalty: an imported checkpoint's generation settings)
   config.eval.length_penalty_form = 'gnmt'
+  # as transformers' generate(): no EOS before min_length tokens (the decoder start one
+  # included); no n-gram of this size twice in a hypothesis (0: off)
+  config.eval.min_length = 0
+  config.eval.no_repeat_ngram_size = 0
   config.eval.max_examples = 0
   config.eval.every_steps = 0            # >0: score the valid split during training
   config.eval.during_beam = 1            # decoding used for those scores (1 = greedy)

@@ -266,6 +266,41 @@ def test_beam_search_with_transformers_length_penalty_equals_its_generate(hf_s2s
                            length_penalty_form='fairseq')
 
 
+@pytest.mark.parametrize('beam', [1, 3])
+def test_min_length_and_no_repeat_ngram_equal_transformers_generate(hf_s2s, beam):
+  """`min_len` and `no_repeat_ngram` ban what transformers' MinLength and NoRepeatNGram
+  processors ban: greedy and beam search give generate()'s output with them (a tiny random
+  BART repeats itself, so the ban changes the output, which is checked too)."""
+  d, model, fast, run = hf_s2s['bart']
+  src = sources.load('seq2seq', run)
+  cfg = src.model_config
+  (s, smask), _ = batch('bart', src.tokenizer, cfg)
+  steps, m = 20, s2s.Seq2Seq(cfg.replace(decode=True))
+
+  def ours(**kw):
+    if beam == 1:
+      return np.asarray(dec.greedy(m, src.params, jnp.asarray(s), steps, **kw))
+    return np.asarray(dec.beam_search(m, src.params, jnp.asarray(s), steps, beam=beam, alpha=1.0,
+                                      form='length', **kw))
+
+  def cut(row):
+    row = [int(t) for t in row if t != cfg.pad_id]
+    return row[:row.index(cfg.eos_id) + 1] if cfg.eos_id in row else row
+  with torch.no_grad():
+    ref = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
+                         attention_mask=torch.tensor(smask.astype(np.int64)),
+                         max_new_tokens=steps, num_beams=beam, do_sample=False,
+                         length_penalty=1.0, early_stopping='never', no_repeat_ngram_size=2,
+                         min_length=12).numpy()[:, 1:]
+  got = [cut(r) for r in ours(min_len=12, no_repeat_ngram=2)]
+  assert got == [cut(r) for r in ref]
+  assert all(len(g) >= 11 for g in got)                         # EOS not before 12 with start
+  for g in got:                                                 # no bigram twice
+    pairs = list(zip([cfg.decoder_start_id] + g, g))
+    assert len(pairs) == len(set(pairs))
+  assert got != [cut(r) for r in ours()]                        # the constraints mattered
+
+
 def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
   """An import takes generate()'s default search from generation_config.json (num_beams,
   length_penalty as len ** alpha), so translate_file of the run, given no search settings,
@@ -280,7 +315,8 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
   gen_path.write_text(json.dumps(gen))
   report = convert.import_hf(str(hf_dir), run)
   assert report['generation'] == {'beam': 3, 'length_penalty': 0.5,
-                                  'length_penalty_form': 'length', 'not_applied': {}}
+                                  'length_penalty_form': 'length', 'min_length': 0,
+                                  'no_repeat_ngram_size': 0, 'not_applied': {}}
   model = tf.BartForConditionalGeneration.from_pretrained(str(hf_dir))
   src = sources.load('seq2seq', run)
   (s, smask), _ = batch('bart', src.tokenizer, src.model_config)
@@ -295,11 +331,37 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
   assert (res['beam'], res['length_penalty'], res['length_penalty_form']) == (3, 0.5, 'length')
   assert (tmp_path / 'out.txt').read_text(encoding='utf-8').split('\n')[:-1] == [
       fast.decode(r, skip_special_tokens=True).replace('\n', ' ') for r in ref]
+  # min_length and no_repeat_ngram_size are applied too (a summariser's, e.g. BART-CNN's
+  # 56 and 3), by the run's translate as by generate()
+  gen.update(min_length=12, no_repeat_ngram_size=2)
+  gen_path.write_text(json.dumps(gen))
+  report = convert.import_hf(str(hf_dir), str(tmp_path / 'run1'))
+  assert (report['generation']['min_length'], report['generation']['no_repeat_ngram_size'],
+          report['generation']['not_applied']) == (12, 2, {})
+  model = tf.BartForConditionalGeneration.from_pretrained(str(hf_dir))
+  with torch.no_grad():
+    ref2 = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
+                          attention_mask=torch.tensor(smask.astype(np.int64)),
+                          max_new_tokens=steps).numpy()[:, 1:]
+  res = serving.translate_file(str(tmp_path / 'run1'), str(tmp_path / 'src.txt'),
+                               str(tmp_path / 'out1.txt'), max_len=steps)
+  assert (res['min_length'], res['no_repeat_ngram_size']) == (12, 2)
+  want2 = [fast.decode(r, skip_special_tokens=True).replace('\n', ' ') for r in ref2]
+  assert (tmp_path / 'out1.txt').read_text(encoding='utf-8').split('\n')[:-1] == want2
+  assert want2 != [fast.decode(r, skip_special_tokens=True).replace('\n', ' ') for r in ref]
+  # the run's settings are defaults: given ones win
+  serving.translate_file(str(tmp_path / 'run1'), str(tmp_path / 'src.txt'),
+                         str(tmp_path / 'out2.txt'), max_len=steps, min_length=0,
+                         no_repeat_ngram_size=0)
+  assert (tmp_path / 'out2.txt').read_text() == (tmp_path / 'out.txt').read_text()
+  with pytest.raises(ConfigError, match='no_repeat_ngram_size must be an integer >= 0'):
+    serving.translate_file(str(tmp_path / 'run1'), str(tmp_path / 'src.txt'),
+                           str(tmp_path / 'out2.txt'), no_repeat_ngram_size=-1)
   # what generate() would add that ours does not is reported, not silently dropped
-  gen.update(no_repeat_ngram_size=3, min_length=5, early_stopping=True)
+  gen.update(repetition_penalty=1.2, early_stopping=True)
   gen_path.write_text(json.dumps(gen))
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run2'))
-  assert report['generation']['not_applied'] == {'no_repeat_ngram_size': 3, 'min_length': 5,
+  assert report['generation']['not_applied'] == {'repetition_penalty': 1.2,
                                                  'early_stopping': True}
   gen['num_beams'] = 0
   gen_path.write_text(json.dumps(gen))

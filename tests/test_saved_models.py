@@ -70,7 +70,8 @@ def s2s_run(tmp_path_factory):
                  'max_source_len': 24, 'max_target_len': 12, 'length_buckets': '',
                  'train.batch_size': 16, 'train.epochs': 80, 'num_devices': 1,
                  'progress': False, 'optim.warmup_steps': 2, 'optim.learning_rate': 5e-3,
-                 'label_smoothing': 0.0, 'model.dropout': 0.0, 'eval.beam': 2})
+                 'label_smoothing': 0.0, 'model.dropout': 0.0, 'eval.beam': 2,
+                 'eval.no_repeat_ngram_size': 5})   # longer than any target: no effect
   workdir = str(d / 'run')
   return c, workdir, train.run(c, workdir), str(d / 'test.src')
 
@@ -315,6 +316,23 @@ def test_translate_file_repeats_the_runs_test_hypotheses(tmp_path, s2s_run):
   res = serving.translate_file(os.path.join(workdir, 'model'), test_src, out)
   assert res['beam'] == 2 and res['max_len'] == 12 and res['examples'] == 20
   assert open(out, encoding='utf-8').read() == hyps
+  assert meta['inputs']['no_repeat_ngram_size'] == res['no_repeat_ngram_size'] == 5
+  # a saved model's search constraints are its defaults: one that bans every repeated piece
+  # changes the outputs, as the same option given to translate_file does
+  banned = tmp_path / 'banned'
+  shutil.copytree(os.path.join(workdir, 'model'), banned)
+  meta_path = banned / saved_model.MODEL_JSON
+  m = json.loads(meta_path.read_text())
+  m['inputs']['no_repeat_ngram_size'] = 1
+  meta_path.write_text(json.dumps(m))
+  serving.translate_file(str(banned), test_src, str(tmp_path / 'b1.txt'))
+  serving.translate_file(os.path.join(workdir, 'model'), test_src, str(tmp_path / 'b2.txt'),
+                         no_repeat_ngram_size=1)
+  assert (tmp_path / 'b1.txt').read_text() == (tmp_path / 'b2.txt').read_text() != hyps
+  m['inputs']['min_length'] = -2
+  meta_path.write_text(json.dumps(m))
+  with pytest.raises(DataError, match=r'inputs\.min_length .*an integer >= 0'):
+    serving.translate_file(str(banned), test_src, str(tmp_path / 'b3.txt'))
   assert res['truncated_sources'] == 0
   # a source beyond the model's max_source_len is cut to it, and the summary counts it
   long_src = tmp_path / 'long.txt'

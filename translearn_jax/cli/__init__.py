@@ -132,6 +132,10 @@ def _translate(argv: list[str]) -> int:
                  help="divide beam scores by ((5+len)/6)**alpha (GNMT) or len**alpha "
                       "(fairseq's and transformers'); default: the run's")
   p.add_argument('--max_len', type=int, help='most target tokens per output')
+  p.add_argument('--min_length', type=int, help="no EOS before this many tokens, the "
+                 "decoder start one included (transformers' min_length; default: the run's)")
+  p.add_argument('--no_repeat_ngram_size', type=int, help='no n-gram of this size twice in '
+                 "an output (0: off; default: the run's)")
   p.add_argument('--source_lang', help="a multilingual checkpoint's source language code "
                  "(mBART: en_XX; default: the run's)")
   p.add_argument('--target_lang', help="its target language code (mBART: ro_RO): where "
@@ -139,6 +143,7 @@ def _translate(argv: list[str]) -> int:
   _header_flag(p)
   args = p.parse_args(argv)
   return _serve('translate_file', args, ('beam', 'length_penalty', 'length_penalty_form',
+                                         'min_length', 'no_repeat_ngram_size',
                                          'batch_size', 'max_len',
                                          'encoding', 'source_lang', 'target_lang', 'header'))
 

@@ -55,8 +55,8 @@ BANNED_KEYS = ('bad_words_ids', 'suppress_tokens')   # read from generation_conf
 GENERATE_READS = BANNED_KEYS + ('forced_bos_token_id', 'decoder_start_token_id', 'bos_token_id')
 # generate()'s search settings with a counterpart here, and the ones it would apply that
 # this project's search does not (reported by an import, not silently dropped)
-SEARCH_KEYS = ('num_beams', 'length_penalty')
-UNAPPLIED_SEARCH = {'no_repeat_ngram_size': 0, 'min_length': 0, 'min_new_tokens': None,
+SEARCH_KEYS = ('num_beams', 'length_penalty', 'min_length', 'no_repeat_ngram_size')
+UNAPPLIED_SEARCH = {'min_new_tokens': None,
                     'repetition_penalty': 1.0, 'encoder_no_repeat_ngram_size': 0,
                     'do_sample': False, 'num_beam_groups': 1, 'diversity_penalty': 0.0,
                     'forced_eos_token_id': None, 'early_stopping': False}
@@ -186,12 +186,12 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
 
 def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str) -> dict:
   """An imported seq2seq run's `eval` group: the beam search `generate()` runs for this
-  checkpoint by default (`num_beams`, `length_penalty` as len ** alpha: form 'length'; from
-  generation_config.json, else config.json, else transformers' defaults 1 and 1.0), so
-  `translate` of the run decodes as its own tool does; plus the report of the settings
-  generate() would also apply that this project's search does not (`no_repeat_ngram_size`,
-  `min_length`, ...; early_stopping=False's stopping heuristic: ours searches until every
-  beam ends, as early_stopping='never')."""
+  checkpoint by default (`num_beams`, `length_penalty` as len ** alpha: form 'length',
+  `min_length`, `no_repeat_ngram_size`; from generation_config.json, else config.json, else
+  transformers' defaults 1, 1.0, 0, 0), so `translate` of the run decodes as its own tool
+  does; plus the report of the settings generate() would also apply that this project's
+  search does not (`repetition_penalty`, `forced_eos_token_id`, ...; early_stopping=False's
+  stopping heuristic: ours searches until every beam ends, as early_stopping='never')."""
   merged = {**{k: conf[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH) if k in conf},
             **{k: gen[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH) if k in gen}}
   where = lambda k: gen_path if k in gen else cfg_path      # noqa: E731
@@ -207,9 +207,15 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str) -> dic
   stopping = merged.get('early_stopping', False)   # transformers' default: its heuristic
   if beam > 1 and stopping != 'never':
     unapplied['early_stopping'] = stopping
-  return {'eval': {'beam': beam, 'length_penalty': float(alpha), 'length_penalty_form': 'length'},
-          'report': {'beam': beam, 'length_penalty': float(alpha),
-                     'length_penalty_form': 'length', 'not_applied': unapplied}}
+  limits = {}
+  for key in ('min_length', 'no_repeat_ngram_size'):
+    value = merged.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise DataError(f'{where(key)}: {key} must be an integer >= 0, got {value!r}')
+    limits[key] = value
+  search = {'beam': beam, 'length_penalty': float(alpha), 'length_penalty_form': 'length',
+            **limits}
+  return {'eval': search, 'report': {**search, 'not_applied': unapplied}}
 
 
 def export_hf(run_dir: str, hf_dir: str) -> dict:

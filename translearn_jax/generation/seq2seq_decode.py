@@ -59,9 +59,38 @@ def _step(model, params, cache, encoded, src_mask, tok):
   return jax.nn.log_softmax(logits), mut['cache']
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'early_stop'))
-def greedy(model, params, source, max_len: int, early_stop: bool = True):
-  """`model` must have `decode=True`. `early_stop=False` runs all `max_len` steps."""
+def constrain(logp, generated, cur_len, start_id: int, eos_id: int, min_len: int = 0,
+              no_repeat_ngram: int = 0):
+  """Bans what the search may not pick next, as transformers' `MinLengthLogitsProcessor`
+  and `NoRepeatNGramLogitsProcessor` do: EOS while the sequence (the decoder start token
+  included, as `generate` counts `min_length`) is shorter than `min_len`, and every token
+  that would repeat an n-gram (`no_repeat_ngram` = n) of the sequence so far. `logp` (N, V);
+  `generated` (N, T): the tokens generated so far in its first `cur_len - 1` columns."""
+  n = no_repeat_ngram
+  if min_len > 0:
+    logp = jnp.where((cur_len < min_len) & (jnp.arange(logp.shape[-1]) == eos_id), NEG, logp)
+  if n <= 0:
+    return logp
+  rows = generated.shape[0]
+  full = jnp.concatenate([jnp.full((rows, 1), start_id, generated.dtype), generated], 1)
+  starts = full.shape[1] - n + 1              # n-grams full[:, i:i + n], i < starts
+  if starts <= 0:
+    return logp
+  match = jnp.arange(starts)[None, :] <= cur_len - n       # the n-gram lies in the sequence
+  for j in range(n - 1):                                   # its first n - 1 are the last n - 1
+    last = jnp.take(full, jnp.clip(cur_len - n + 1 + j, 0, full.shape[1] - 1), axis=1)
+    match = match & (full[:, j:j + starts] == last[:, None])
+  banned = jnp.zeros(logp.shape, bool).at[jnp.arange(rows)[:, None],
+                                          full[:, n - 1:n - 1 + starts]].max(match)
+  return jnp.where(banned, NEG, logp)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'max_len', 'early_stop', 'min_len',
+                                             'no_repeat_ngram'))
+def greedy(model, params, source, max_len: int, early_stop: bool = True, min_len: int = 0,
+           no_repeat_ngram: int = 0):
+  """`model` must have `decode=True`. `early_stop=False` runs all `max_len` steps.
+  `min_len` / `no_repeat_ngram`: `constrain`."""
   cfg = model.config
   encoded, src_mask = model.apply({'params': params}, source, method='encode')
   b = source.shape[0]
@@ -70,6 +99,8 @@ def greedy(model, params, source, max_len: int, early_stop: bool = True):
   def body(t, carry, enc=None):
     out, cache, tok, done = carry
     logp, cache = _step(model, params, cache, enc, src_mask, tok)
+    logp = constrain(logp, out, t + 1, cfg.decoder_start_id, cfg.eos_id, min_len,
+                     no_repeat_ngram)
     nxt = jnp.where(done, cfg.pad_id, jnp.argmax(logp, -1).astype(jnp.int32))
     done = done | (nxt == cfg.eos_id)
     return out.at[:, t].set(nxt), cache, nxt, done
@@ -93,6 +124,14 @@ def check_penalty_form(form: str, field: str) -> None:
     raise ConfigError(f'{field} must be one of {PENALTY_FORMS}, got {form!r}')
 
 
+def check_constraints(min_len, no_repeat_ngram,
+                      fields=('eval.min_length', 'eval.no_repeat_ngram_size')) -> None:
+  """`constrain`'s settings are integers >= 0 (0: off), else one error naming the field."""
+  for value, field in zip((min_len, no_repeat_ngram), fields):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ConfigError(f'{field} must be an integer >= 0 (0: off), got {value!r}')
+
+
 def _length_penalty(length, alpha, form: str = 'gnmt'):
   """What a finished hypothesis's log-probability is divided by: GNMT's `((5 + L) / 6) **
   alpha`, or `L ** alpha` ('length': fairseq's `--lenpen` and transformers'
@@ -105,9 +144,11 @@ def _length_penalty(length, alpha, form: str = 'gnmt'):
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_len', 'beam', 'alpha', 'early_stop',
-                                             'form'))
+                                             'form', 'min_len', 'no_repeat_ngram'))
 def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float = 0.6,
-                early_stop: bool = True, form: str = 'gnmt'):
+                early_stop: bool = True, form: str = 'gnmt', min_len: int = 0,
+                no_repeat_ngram: int = 0):
+  """`min_len` / `no_repeat_ngram`: `constrain`, applied to every beam's next tokens."""
   cfg = model.config
   b = source.shape[0]
   k = beam
@@ -135,6 +176,8 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
   def body(t, carry, enc=None):
     seqs, logp, fin_seqs, fin_scores, last, cache = carry
     step_logp, cache = _step(model, params, cache, enc, src_mask, last.reshape(-1))
+    step_logp = constrain(step_logp, seqs.reshape(b * k, max_len), t + 1, cfg.decoder_start_id,
+                          cfg.eos_id, min_len, no_repeat_ngram)
     v = step_logp.shape[-1]
     cand = (logp[..., None] + step_logp.reshape(b, k, v)).reshape(b, k * v)
     top_logp, top_idx = jax.lax.top_k(cand, 2 * k)
@@ -244,14 +287,14 @@ def encode_sources(tok, texts: Sequence[str], max_src: int, lang: str = '',
 
 def translate(decode_model, params, tok, sources: np.ndarray, max_len: int, beam: int,
               alpha: float, batch: int = 64, progress: bool = False,
-              form: str = 'gnmt') -> list[str]:
+              form: str = 'gnmt', min_len: int = 0, no_repeat_ngram: int = 0) -> list[str]:
   """Decodes (N, max_src) padded source ids (`encode_sources`) to text, in input order.
 
   Sources are sorted by length (longest first) and decoded `batch` at a time,
   each batch cut to its longest source rounded up to 8 and padded to `batch`
   rows (few shapes to compile); `beam <= 1` is greedy, else beam search with
-  length penalty `alpha` of `form` (`_length_penalty`). `progress`: a tqdm bar over the
-  batches."""
+  length penalty `alpha` of `form` (`_length_penalty`); `min_len`, `no_repeat_ngram`:
+  `constrain`. `progress`: a tqdm bar over the batches."""
   cfg = decode_model.config
   lengths = (sources != cfg.pad_id).sum(1)
   order = np.argsort(-lengths, kind='stable')
@@ -267,10 +310,11 @@ def translate(decode_model, params, tok, sources: np.ndarray, max_len: int, beam
     src[:len(idx)] = sources[idx, :width]
     src[len(idx):, 0] = cfg.eos_id  # keep padding rows non-empty
     if beam <= 1:
-      ids = greedy(decode_model, params, jnp.asarray(src), max_len)
+      ids = greedy(decode_model, params, jnp.asarray(src), max_len, min_len=min_len,
+                   no_repeat_ngram=no_repeat_ngram)
     else:
       ids = beam_search(decode_model, params, jnp.asarray(src), max_len, beam=beam, alpha=alpha,
-                        form=form)
+                        form=form, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
     for i, r in zip(idx, np.asarray(ids)[:len(idx)]):
       out[i] = tok.decode(r.tolist())
   return out

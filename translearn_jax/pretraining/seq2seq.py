@@ -462,7 +462,9 @@ def evaluate_split(decode_model, params, tok, pairs, sources, config, beam: int
                    ) -> tuple[dict, list]:
   hyps = seq2seq_decode.translate(decode_model, params, tok, sources, config.max_target_len,
                                   beam, config.eval.length_penalty,
-                                  form=config.eval.get('length_penalty_form', 'gnmt'))
+                                  form=config.eval.get('length_penalty_form', 'gnmt'),
+                                  min_len=config.eval.get('min_length', 0),
+                                  no_repeat_ngram=config.eval.get('no_repeat_ngram_size', 0))
   return dict(score(hyps, [p[1] for p in pairs], config.eval.metric,
                     **metric_options(config.eval)), examples=len(pairs)), hyps
 
@@ -562,6 +564,8 @@ def save_model(directory: str, config, model_cfg: s2s.Seq2SeqConfig, params, tok
   inputs = {'max_source_len': config.max_source_len, 'max_target_len': config.max_target_len,
             'beam': config.eval.beam, 'length_penalty': config.eval.length_penalty,
             'length_penalty_form': config.eval.get('length_penalty_form', 'gnmt'),
+            'min_length': config.eval.get('min_length', 0),
+            'no_repeat_ngram_size': config.eval.get('no_repeat_ngram_size', 0),
             'source_lang': config.tokenizer.get('source_lang', '')}
   scores = {'steps': summary.get('steps'),
             **{split: summary[split] for split in ('valid', 'test') if split in summary}}
@@ -590,6 +594,8 @@ def check_metric(metric: str, ev=None) -> None:
   opts = metric_options(ev if ev is not None else {})
   seq2seq_decode.check_penalty_form((ev or {}).get('length_penalty_form', 'gnmt'),
                                     'eval.length_penalty_form')
+  seq2seq_decode.check_constraints((ev or {}).get('min_length', 0),
+                                   (ev or {}).get('no_repeat_ngram_size', 0))
   if metric == 'rouge':
     rouge_scorer(opts['rouge_tokenize'])
   elif metric == 'bleu':

@@ -413,6 +413,10 @@ def _check_inputs(task: str, inputs: dict, where: str) -> None:
     fields['causal'] = (lambda v: isinstance(v, bool), 'true or false')
   if task == 'seq2seq' and 'length_penalty_form' in inputs:   # older models: GNMT's
     fields['length_penalty_form'] = (lambda v: v in PENALTY_FORMS, _one_of(PENALTY_FORMS))
+  for name in ('min_length', 'no_repeat_ngram_size'):          # older models: off
+    if task == 'seq2seq' and name in inputs:
+      fields[name] = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                      'an integer >= 0')
   if task == 'tagging' and 'tag_scheme' in inputs:   # older models have none: tags as labelled
     written = ('',) + tuple(s for s in conll.SCHEMES if s != 'iob2')   # '': as labelled
     fields['tag_scheme'] = (lambda v: v in written, _one_of(written))
