@@ -204,6 +204,31 @@ def test_group_shared_negatives_are_each_positions_draw(mode, draws):
     w2v.Word2VecConfig(vocab_size=9, negative_share=2, pair_negatives=True)
 
 
+@pytest.mark.parametrize('mode, cap_mode', [('cbow', 'count'), ('cbow', 'norm'),
+                                            ('skipgram', 'count'), ('skipgram', 'norm')])
+def test_group_shared_negatives_under_a_row_cap_count_each_position(mode, cap_mode):
+  """With `optim.row_cap`, a drawn row that the G positions of a group score receives G
+  contributions, as in the per-position step with the draw repeated: the cap counts (or
+  norms) each of them, not their sum as one."""
+  g, length = 4, 12
+  shared = w2v.Word2VecConfig(vocab_size=9, dim=5, window=3, negatives=3, mode=mode,
+                              negative_share=g, row_cap=2.0, row_cap_mode=cap_mode)
+  each = dataclasses.replace(shared, negative_share=1)
+  rng = np.random.default_rng(12)
+  batch = random_batch(rng, 9, length=length, k=shared.negatives_per_position)
+  batch['negatives'] = batch['negatives'][:, ::g]          # (B, L/G, M)
+  batch = jax.tree.map(jnp.asarray, batch)
+  repeated = dict(batch, negatives=jnp.repeat(batch['negatives'], g, axis=1))
+  params = w2v.Word2Vec(shared).init(jax.random.key(0), batch)['params']
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(6), p.shape),
+                        params)
+  got, got_loss, _ = w2v.sparse_sgd_step(params, batch, 0.05, shared)
+  want, want_loss, _ = w2v.sparse_sgd_step(params, repeated, 0.05, each)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  for name in ('in_embed', 'out_embed'):
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+
+
 def test_step_touches_only_batch_rows():
   cfg = w2v.Word2VecConfig(vocab_size=1000, dim=8, window=2, negatives=2)
   rng = np.random.default_rng(3)

@@ -53,7 +53,8 @@ def _train(cfg, blocks, n, rows):
 
 
 @pytest.mark.parametrize('mode, row_cap, cap_mode', [
-    ('skipgram', 0.0, 'count'), ('skipgram', 2.0, 'count'), ('cbow', 2.0, 'norm')])
+    ('skipgram', 0.0, 'count'), ('skipgram', 2.0, 'count'), ('cbow', 2.0, 'norm'),
+    ('cbow', 0.0, 'count')])
 def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_cap, cap_mode):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
   tiny_config.model.mode, tiny_config.optim.row_cap = mode, row_cap

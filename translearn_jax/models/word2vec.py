@@ -378,6 +378,10 @@ def _cbow_step(tables, batch, lr, cfg):
   w = cfg.window
   tok, neg = batch['tokens'], batch['negatives']
   length = tok.shape[1]
+  if cfg.row_cap > 0:
+    # the cap counts (or norms) each position's contribution to a drawn row, as it does
+    # with per-position draws: no summing over a group's positions before the scatter
+    neg = expand_negatives(neg, length)
   offs = offsets(w)
   mask = context_mask(batch, w)                              # (B, L, 2W)
   count = mask.sum(-1)
@@ -467,7 +471,8 @@ def table_step(tables, batch: Mapping[str, Array], lr: Array, cfg: Word2VecConfi
 
   Skip-gram with a row cap keeps the pair-by-pair layout (`_pair_step`): the cap counts
   (or norms) each pair's contribution to a context row separately, whereas
-  `_skipgram_step` sums a token's contributions as a context before the scatter."""
+  `_skipgram_step` sums a token's contributions as a context before the scatter; CBOW
+  with a row cap scatters a group-shared draw (`negative_share`) once per position."""
   if cfg.mode == CBOW:
     return _cbow_step(tables, batch, lr, cfg)
   if cfg.row_cap == 0:
