@@ -370,6 +370,31 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
     convert.import_hf(str(hf_dir), str(tmp_path / 'run3'))
 
 
+def test_imported_search_comes_from_generation_config_alone_when_it_exists(hf_s2s, tmp_path):
+  """generate() reads its settings from generation_config.json when the checkpoint has one
+  (config.json's legacy num_beams, length_penalty, ... only when it has none), so a key the
+  file leaves out takes transformers' default, not config.json's value."""
+  d, _, _, _ = hf_s2s['bart']
+  hf_dir = tmp_path / 'hf'
+  shutil.copytree(d, hf_dir)
+  conf = json.loads((hf_dir / 'config.json').read_text())
+  conf.update(num_beams=4, length_penalty=2.0, no_repeat_ngram_size=3)
+  (hf_dir / 'config.json').write_text(json.dumps(conf))
+  gen = json.loads((hf_dir / 'generation_config.json').read_text())
+  for k in ('num_beams', 'length_penalty', 'no_repeat_ngram_size'):
+    gen.pop(k, None)
+  (hf_dir / 'generation_config.json').write_text(json.dumps(gen))
+  hf_gen = tf.GenerationConfig.from_pretrained(str(hf_dir))
+  assert hf_gen.num_beams in (None, 1) and hf_gen.length_penalty in (None, 1.0)
+  report = convert.import_hf(str(hf_dir), str(tmp_path / 'run'))
+  assert (report['generation']['beam'], report['generation']['length_penalty']) == (1, 1.0)
+  assert 'no_repeat_ngram_size' not in report['generation']['not_applied']
+  os.remove(hf_dir / 'generation_config.json')      # without the file: config.json's
+  report = convert.import_hf(str(hf_dir), str(tmp_path / 'run2'))
+  assert (report['generation']['beam'], report['generation']['length_penalty']) == (4, 2.0)
+  assert report['generation']['not_applied']['no_repeat_ngram_size'] == 3
+
+
 @pytest.mark.parametrize('name', ['bart', 'mbart', 'marian'])
 def test_import_then_export_is_bit_identical(hf_s2s, tmp_path, name):
   d, _, _, run = hf_s2s[name]

@@ -163,7 +163,8 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
     raise DataError(f'{hf_dir}: no tensor maps onto parameters {lacking[:5]}')
   report.update({'from': os.path.abspath(hf_dir), 'model_type': arch.model_type,
                  'family': arch.family, 'parameters': int(sum(x.size for x in flat.values()))})
-  search = _search_settings(conf, gen, cfg_path, gen_path) if arch.family == 'seq2seq' else {}
+  search = (_search_settings(conf, gen, cfg_path, gen_path, os.path.isfile(gen_path))
+            if arch.family == 'seq2seq' else {})
   if search:
     report['generation'] = search.pop('report')
   run_config = {
@@ -184,17 +185,22 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
   return report
 
 
-def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str) -> dict:
+def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
+                     gen_present: bool) -> dict:
   """An imported seq2seq run's `eval` group: the beam search `generate()` runs for this
   checkpoint by default (`num_beams`, `length_penalty` as len ** alpha: form 'length',
-  `min_length`, `no_repeat_ngram_size`; from generation_config.json, else config.json, else
-  transformers' defaults 1, 1.0, 0, 0), so `translate` of the run decodes as its own tool
-  does; plus the report of the settings generate() would also apply that this project's
-  search does not (`repetition_penalty`, `forced_eos_token_id`, ...; early_stopping=False's
-  stopping heuristic: ours searches until every beam ends, as early_stopping='never')."""
-  merged = {**{k: conf[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH) if k in conf},
-            **{k: gen[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH) if k in gen}}
-  where = lambda k: gen_path if k in gen else cfg_path      # noqa: E731
+  `min_length`, `no_repeat_ngram_size`; from generation_config.json when the checkpoint has
+  one, else config.json; a key left out: transformers' defaults 1, 1.0, 0, 0), so
+  `translate` of the run decodes as its own tool does; plus the report of the settings
+  generate() would also apply that this project's search does not (`repetition_penalty`,
+  `forced_eos_token_id`, ...; early_stopping=False's stopping heuristic: ours searches until
+  every beam ends, as early_stopping='never')."""
+  # generate() takes them from generation_config.json alone when the checkpoint has one
+  # (GenerationConfig.from_pretrained; a key it leaves out is transformers' default), from
+  # config.json only when it has none
+  source, where_path = (gen, gen_path) if gen_present else (conf, cfg_path)
+  merged = {k: source[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH) if k in source}
+  where = lambda k: where_path                               # noqa: E731
   beam = merged.get('num_beams', 1)
   if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
     raise DataError(f'{where("num_beams")}: num_beams must be an integer >= 1, got {beam!r}')
