@@ -395,6 +395,22 @@ def test_imported_search_comes_from_generation_config_alone_when_it_exists(hf_s2
   assert report['generation']['not_applied']['no_repeat_ngram_size'] == 3
 
 
+def test_imported_negative_length_penalty_is_one_error_naming_the_file(hf_s2s, tmp_path):
+  """transformers accepts length_penalty < 0 (shorter hypotheses favoured); this project's
+  search takes alpha >= 0 only (its early stop bounds a hypothesis by lp(max_len)), so an
+  import refuses it naming the file instead of writing a run whose translate fails."""
+  d, _, _, _ = hf_s2s['bart']
+  hf_dir = tmp_path / 'hf'
+  shutil.copytree(d, hf_dir)
+  gen = json.loads((hf_dir / 'generation_config.json').read_text())
+  gen.update(num_beams=2, length_penalty=-0.5)
+  (hf_dir / 'generation_config.json').write_text(json.dumps(gen))
+  with pytest.raises(DataError, match=r'generation_config\.json: length_penalty must be a '
+                                      r'finite number >= 0.*got -0\.5'):
+    convert.import_hf(str(hf_dir), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
 @pytest.mark.parametrize('name', ['bart', 'mbart', 'marian'])
 def test_import_then_export_is_bit_identical(hf_s2s, tmp_path, name):
   d, _, _, run = hf_s2s[name]

@@ -205,9 +205,10 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
   if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
     raise DataError(f'{where("num_beams")}: num_beams must be an integer >= 1, got {beam!r}')
   alpha = merged.get('length_penalty', 1.0)
-  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not np.isfinite(alpha):
-    raise DataError(f'{where("length_penalty")}: length_penalty must be a finite number, got '
-                    f'{alpha!r}')
+  if (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not np.isfinite(alpha)
+      or alpha < 0):   # transformers also takes alpha < 0; our search (and translate) do not
+    raise DataError(f'{where("length_penalty")}: length_penalty must be a finite number >= 0 '
+                    f"(this project's search), got {alpha!r}")
   unapplied = {k: merged[k] for k, default in UNAPPLIED_SEARCH.items()
                if k != 'early_stopping' and merged.get(k, default) not in (default, None)}
   stopping = merged.get('early_stopping', False)   # transformers' default: its heuristic
