@@ -314,9 +314,10 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
   gen.update(num_beams=3, length_penalty=0.5, early_stopping='never')
   gen_path.write_text(json.dumps(gen))
   report = convert.import_hf(str(hf_dir), run)
+  # generate()'s output limit (20 new tokens when unset) is ours only through --max_len
   assert report['generation'] == {'beam': 3, 'length_penalty': 0.5,
                                   'length_penalty_form': 'length', 'min_length': 0,
-                                  'no_repeat_ngram_size': 0, 'not_applied': {}}
+                                  'no_repeat_ngram_size': 0, 'not_applied': {'max_new_tokens': 20}}
   model = tf.BartForConditionalGeneration.from_pretrained(str(hf_dir))
   src = sources.load('seq2seq', run)
   (s, smask), _ = batch('bart', src.tokenizer, src.model_config)
@@ -325,6 +326,10 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
     ref = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
                          attention_mask=torch.tensor(smask.astype(np.int64)),
                          max_new_tokens=steps).numpy()[:, 1:]
+    # with no limit given it stops after 20 new tokens (reported): ours decodes to --max_len
+    short = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
+                           attention_mask=torch.tensor(smask.astype(np.int64))).numpy()
+  assert short.shape[1] - 1 <= 20 < ref.shape[1]
   (tmp_path / 'src.txt').write_text(''.join(t + '\n' for t in TEXTS), encoding='utf-8')
   res = serving.translate_file(run, str(tmp_path / 'src.txt'), str(tmp_path / 'out.txt'),
                                max_len=steps)
@@ -337,7 +342,7 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
   gen_path.write_text(json.dumps(gen))
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run1'))
   assert (report['generation']['min_length'], report['generation']['no_repeat_ngram_size'],
-          report['generation']['not_applied']) == (12, 2, {})
+          report['generation']['not_applied']) == (12, 2, {'max_new_tokens': 20})
   model = tf.BartForConditionalGeneration.from_pretrained(str(hf_dir))
   with torch.no_grad():
     ref2 = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
@@ -362,7 +367,18 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
   gen_path.write_text(json.dumps(gen))
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run2'))
   assert report['generation']['not_applied'] == {'repetition_penalty': 1.2,
-                                                 'early_stopping': True}
+                                                 'early_stopping': True, 'max_new_tokens': 20}
+  gen.update(max_new_tokens=40, encoder_repetition_penalty=1.2, begin_suppress_tokens=[5],
+             renormalize_logits=True)
+  gen_path.write_text(json.dumps(gen))
+  report = convert.import_hf(str(hf_dir), str(tmp_path / 'run4'))
+  assert report['generation']['not_applied'] == {
+      'repetition_penalty': 1.2, 'early_stopping': True,
+      'max_new_tokens': 40, 'encoder_repetition_penalty': 1.2, 'begin_suppress_tokens': [5],
+      'renormalize_logits': True}
+  gen = {k: v for k, v in gen.items() if k not in (
+      'max_new_tokens', 'encoder_repetition_penalty', 'begin_suppress_tokens',
+      'renormalize_logits')}
   gen['num_beams'] = 0
   gen_path.write_text(json.dumps(gen))
   with pytest.raises(DataError, match=r'generation_config\.json: num_beams must be an '
@@ -387,12 +403,12 @@ def test_imported_search_comes_from_generation_config_alone_when_it_exists(hf_s2
   hf_gen = tf.GenerationConfig.from_pretrained(str(hf_dir))
   assert hf_gen.num_beams in (None, 1) and hf_gen.length_penalty in (None, 1.0)
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run'))
-  assert (report['generation']['beam'], report['generation']['length_penalty']) == (1, 1.0)
-  assert 'no_repeat_ngram_size' not in report['generation']['not_applied']
+  assert (report['generation']['beam'], report['generation']['length_penalty'],
+          report['generation']['no_repeat_ngram_size']) == (1, 1.0, 0)
   os.remove(hf_dir / 'generation_config.json')      # without the file: config.json's
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run2'))
-  assert (report['generation']['beam'], report['generation']['length_penalty']) == (4, 2.0)
-  assert report['generation']['not_applied']['no_repeat_ngram_size'] == 3
+  assert (report['generation']['beam'], report['generation']['length_penalty'],
+          report['generation']['no_repeat_ngram_size']) == (4, 2.0, 3)
 
 
 def test_imported_negative_length_penalty_is_one_error_naming_the_file(hf_s2s, tmp_path):

@@ -59,7 +59,13 @@ SEARCH_KEYS = ('num_beams', 'length_penalty', 'min_length', 'no_repeat_ngram_siz
 UNAPPLIED_SEARCH = {'min_new_tokens': None,
                     'repetition_penalty': 1.0, 'encoder_no_repeat_ngram_size': 0,
                     'do_sample': False, 'num_beam_groups': 1, 'diversity_penalty': 0.0,
-                    'forced_eos_token_id': None, 'early_stopping': False}
+                    'forced_eos_token_id': None, 'early_stopping': False,
+                    'encoder_repetition_penalty': 1.0, 'exponential_decay_length_penalty': None,
+                    'sequence_bias': None, 'begin_suppress_tokens': None, 'guidance_scale': 1.0,
+                    'renormalize_logits': False, 'max_time': None, 'stop_strings': None}
+# generate()'s output length limit, applied even when neither is set (20 new tokens);
+# translate's is its --max_len (default: the run's max_target_len)
+LENGTH_KEYS = ('max_length', 'max_new_tokens')
 GENERATION_KEYS = ('bos_token_id', 'eos_token_id', 'pad_token_id', 'decoder_start_token_id',
                    'forced_eos_token_id', 'forced_bos_token_id') + BANNED_KEYS
 
@@ -194,12 +200,14 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
   `translate` of the run decodes as its own tool does; plus the report of the settings
   generate() would also apply that this project's search does not (`repetition_penalty`,
   `forced_eos_token_id`, ...; early_stopping=False's stopping heuristic: ours searches until
-  every beam ends, as early_stopping='never')."""
+  every beam ends, as early_stopping='never'; its output length limit, `max_new_tokens` or
+  `max_length`, 20 new tokens when neither is set, which generate() always applies)."""
   # generate() takes them from generation_config.json alone when the checkpoint has one
   # (GenerationConfig.from_pretrained; a key it leaves out is transformers' default), from
   # config.json only when it has none
   source, where_path = (gen, gen_path) if gen_present else (conf, cfg_path)
-  merged = {k: source[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH) if k in source}
+  merged = {k: source[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH, *LENGTH_KEYS)
+            if k in source}
   where = lambda k: where_path                               # noqa: E731
   beam = merged.get('num_beams', 1)
   if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
@@ -220,6 +228,12 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       raise DataError(f'{where(key)}: {key} must be an integer >= 0, got {value!r}')
     limits[key] = value
+  if merged.get('max_new_tokens') is not None:     # generate() stops there, whatever is set
+    unapplied['max_new_tokens'] = merged['max_new_tokens']
+  elif merged.get('max_length') is not None:       # the decoder's start token included
+    unapplied['max_length'] = merged['max_length']
+  else:                                            # neither set: 20 new tokens
+    unapplied['max_new_tokens'] = 20
   search = {'beam': beam, 'length_penalty': float(alpha), 'length_penalty_form': 'length',
             **limits}
   return {'eval': search, 'report': {**search, 'not_applied': unapplied}}
