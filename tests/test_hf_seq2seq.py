@@ -405,6 +405,10 @@ def test_imported_search_comes_from_generation_config_alone_when_it_exists(hf_s2
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run'))
   assert (report['generation']['beam'], report['generation']['length_penalty'],
           report['generation']['no_repeat_ngram_size']) == (1, 1.0, 0)
+  gen.update(num_beams=None, length_penalty=None)    # null: transformers' default too
+  (hf_dir / 'generation_config.json').write_text(json.dumps(gen))
+  report = convert.import_hf(str(hf_dir), str(tmp_path / 'run_null'))
+  assert (report['generation']['beam'], report['generation']['length_penalty']) == (1, 1.0)
   os.remove(hf_dir / 'generation_config.json')      # without the file: config.json's
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run2'))
   assert (report['generation']['beam'], report['generation']['length_penalty'],

@@ -425,3 +425,29 @@ def test_kill9_then_resume_equals_uninterrupted(tmp_path):
   assert saved and 0 < max(saved) < full['steps']   # the rerun resumes mid-way
   resumed = train.run(c, str(cut))
   assert resumed['steps'] == full['steps'] and resumed['valid'] == full['valid']
+
+
+def test_banned_ids_are_masked_in_the_log_probabilities_not_renormalised():
+  """A banned id (`suppress_ids`) is masked after the log-softmax, as transformers' processors
+  mask generate()'s scores: the other ids keep their probabilities (their sum is 1 minus the
+  banned id's), so beam scores sum what the model gives them."""
+  from translearn_jax.generation import seq2seq_decode as dec
+  from translearn_jax.models import seq2seq as s2s
+  cfg = s2s.Seq2SeqConfig(vocab_size=24, d_model=16, num_heads=2, d_ff=32, encoder_layers=1,
+                          decoder_layers=1, max_len=8, suppress_ids=(5,))
+  free = cfg.replace(suppress_ids=())
+  src = jnp.array([[4, 6, 7, 2]], jnp.int32)
+  params = s2s.Seq2Seq(free).init(jax.random.key(0), src, src)['params']
+  params = jax.tree.map(lambda p: p + 0.5 * jax.random.normal(jax.random.key(1), p.shape),
+                        params)
+
+  def first_step(c):
+    m = s2s.Seq2Seq(c.replace(decode=True))
+    enc, mask = m.apply({'params': params}, src, method='encode')
+    logp, _ = dec._step(m, params, dec._cache(m, params, src, 8), enc, mask,
+                        jnp.array([c.decoder_start_id], jnp.int32))
+    return np.asarray(logp[0])
+  banned, plain = first_step(cfg), first_step(free)
+  assert banned[5] <= dec.NEG / 2 and np.exp(plain[5]) > 1e-3
+  keep = np.arange(24) != 5
+  np.testing.assert_allclose(banned[keep], plain[keep], rtol=1e-5, atol=1e-6)

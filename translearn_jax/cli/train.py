@@ -41,7 +41,7 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Multi-process run by hand:
                                    "process's index, 0..N-1 (or JAX_PROCESS_ID).")
 _CACHE = flags.DEFINE_string(
     'compilation_cache', None, 'Directory of compiled programs reused by later runs of the '
-    "same model and shapes ('': off; default: $XDG_CACHE_HOME/translearn_jax/xla; "
+    "same model and shapes ('': off; default: $XDG_CACHE_HOME/translearn_jax/xla/<this CPU>; "
     'JAX_COMPILATION_CACHE_DIR in the environment wins).')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Log INFO messages of all libraries (orbax, ...).')
 config_flags.DEFINE_config_file('config', None, 'A shipped config name (see --help) or a '

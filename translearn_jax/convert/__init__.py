@@ -206,8 +206,9 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
   # (GenerationConfig.from_pretrained; a key it leaves out is transformers' default), from
   # config.json only when it has none
   source, where_path = (gen, gen_path) if gen_present else (conf, cfg_path)
+  # a null value is transformers' default, as a key left out
   merged = {k: source[k] for k in (*SEARCH_KEYS, *UNAPPLIED_SEARCH, *LENGTH_KEYS)
-            if k in source}
+            if source.get(k) is not None}
   where = lambda k: where_path                               # noqa: E731
   beam = merged.get('num_beams', 1)
   if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:

@@ -50,13 +50,15 @@ def _step(model, params, cache, encoded, src_mask, tok):
   """Log-probabilities of the next token (the first step is the one given `encoded`)."""
   logits, mut = model.apply({'params': params, 'cache': cache}, encoded, src_mask, tok[:, None],
                             method='decode', mutable=['cache'])
-  logits = logits[:, 0]
+  logp = jax.nn.log_softmax(logits[:, 0])
+  # banned ids are masked in the log-probabilities, not renormalised over the rest, as
+  # transformers' processors mask generate()'s scores (beam scores sum these)
   if model.config.suppress_ids:                                 # never generated
-    logits = logits.at[:, jnp.array(model.config.suppress_ids)].set(NEG)
+    logp = logp.at[:, jnp.array(model.config.suppress_ids)].set(NEG)
   forced = getattr(model.config, 'forced_bos_id', -1)
   if encoded is not None and forced >= 0:     # mBART-50: the target language code first
-    logits = jnp.full_like(logits, NEG).at[:, forced].set(0.0)
-  return jax.nn.log_softmax(logits), mut['cache']
+    logp = jnp.full_like(logp, NEG).at[:, forced].set(0.0)
+  return logp, mut['cache']
 
 
 def constrain(logp, generated, cur_len, start_id: int, eos_id: int, min_len: int = 0,

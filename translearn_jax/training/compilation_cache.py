@@ -3,7 +3,7 @@
 A run compiles its programs (the jitted init, the scanned training step, evaluation)
 before its first step: on CPU, seconds that a short run or a sweep of seeds pays again
 for every identical program. `translearn train` / `train.py` therefore keep compiled
-programs in a directory (`--compilation_cache`, default `$XDG_CACHE_HOME/translearn_jax/xla`,
+programs in a directory (`--compilation_cache`, default `$XDG_CACHE_HOME/translearn_jax/xla/<this CPU>`,
 `~/.cache/...` without it), as MaxText does with its `jax_cache_dir`, so a rerun of the
 same model and shapes loads them instead. JAX keys every entry by the program, its
 devices, compile options and the jax/jaxlib versions, so a stale entry is never used. An
@@ -18,9 +18,26 @@ import os
 ENV = 'JAX_COMPILATION_CACHE_DIR'
 
 
+def host_key() -> str:
+  """This host's CPU: its architecture and (Linux) instruction-set flags. XLA:CPU compiles
+  for the host's features and JAX's cache key does not name them, so a home directory shared
+  by machines of different CPUs (a cluster's NFS home) keeps one cache a kind of CPU."""
+  import hashlib
+  import platform
+  flags = ''
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+      flags = next((line.split(':', 1)[1] for line in f
+                    if line.startswith(('flags', 'Features'))), '')
+  except OSError:
+    pass
+  digest = hashlib.sha256(' '.join(sorted(flags.split())).encode()).hexdigest()[:12]
+  return f'{platform.machine() or "cpu"}-{digest}'
+
+
 def default_dir() -> str:
   base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return os.path.join(base, 'translearn_jax', 'xla')
+  return os.path.join(base, 'translearn_jax', 'xla', host_key())
 
 
 def configure(path: str) -> str:
