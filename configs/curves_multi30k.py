@@ -10,7 +10,8 @@ pretrained runs come first, all with one tokenizer (the denoising run trains it)
   D=../shared/data
   python train.py --config configs/seq2seq_denoise.py --workdir runs/dn_m30k $M \
     --config.data.path=$D/multi30k/train.en,$D/multi30k/train.de,$D/pretrain_en/brown.txt \
-    --config.train.epochs=3 --config.optim.warmup_steps=300 --config.eval.every_steps=1000
+    --config.train.epochs=3 --config.optim.warmup_steps=300 --config.eval.every_steps=1000 \
+    --config.tokenizer.train_threads=2
   python train.py --config configs/lm_transformer.py --workdir runs/lm_m30k_de \
     --config.data.kind=text --config.data.path=../shared/data/multi30k/train.de \
     --config.data.unit=line --config.data.valid_fraction=0.01 \

@@ -44,6 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.tokenizer.vocab_size = 4000
   config.tokenizer.model_type = 'unigram'  # 'unigram' | 'bpe'
   config.tokenizer.normalization = 'nmt_nfkc'  # sentencepiece rule; 'identity' keeps all chars
+  # sentencepiece trainer threads: they decide the pieces, so fixed, not the machine's cores
+  config.tokenizer.train_threads = 16
 
   config.model = ml_collections.ConfigDict()
   config.model.arch = 'transformer'

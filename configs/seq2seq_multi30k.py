@@ -48,6 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.tokenizer.vocab_size = 8000
   config.tokenizer.model_type = 'unigram'
   config.tokenizer.normalization = 'nmt_nfkc'  # sentencepiece's; 'identity' keeps every character
+  # sentencepiece trainer threads: they decide the pieces, so fixed, not the machine's cores
+  config.tokenizer.train_threads = 16
   config.tokenizer.source_lang = ''      # an imported mBART's language codes (en_XX, ro_RO):
   config.tokenizer.target_lang = ''      #   framing and where decoding starts, as transformers'
                                          #   (full-width CJK punctuation, no-break spaces)

@@ -489,3 +489,21 @@ def test_a_new_lm_tokenizer_that_changes_the_text_warns(tmp_path):
     warnings.simplefilter('error')
     (tmp_path / 'id').mkdir()
     lm_pre.get_tokenizer(c, docs, str(tmp_path / 'id'))
+
+
+def test_tokenizer_training_gives_one_model_whatever_the_machines_cores(monkeypatch):
+  """sentencepiece's pieces depend on its trainer's thread count: a fixed count
+  (`tokenizer.train_threads`), not the machine's cores, so one config trains the same
+  tokenizer on a laptop and a server (the cores' count gave another model on the Multi30k
+  English side with 1 thread than with 2)."""
+  from translearn_jax.data import readers
+  from translearn_jax.data.tokenizer import Tokenizer
+  from translearn_jax.errors import DataError
+  docs = list(readers.read_documents(LEE))
+  protos = set()
+  for cores in (1, 2, 8):
+    monkeypatch.setattr(os, 'cpu_count', lambda cores=cores: cores)
+    protos.add(Tokenizer.train(docs, vocab_size=600).proto)
+  assert len(protos) == 1
+  with pytest.raises(DataError, match='tokenizer.train_threads must be an integer >= 1'):
+    Tokenizer.train(docs, vocab_size=600, threads=0)

@@ -46,6 +46,11 @@ def _training_lines(documents: Iterable[str]) -> Iterator[str]:
         line = line[cut:].strip()
 
 
+
+# sentencepiece trainer threads (its own default): the pieces depend on the thread count,
+# so it is fixed rather than the machine's (README, "Tokenizers")
+TRAIN_THREADS = 16
+
 class Tokenizer:
   """A loaded sentencepiece model.
 
@@ -139,13 +144,17 @@ class Tokenizer:
   def train(cls, documents: Iterable[str], vocab_size: int, model_type: str = 'unigram',
             character_coverage: float = 0.9995, max_lines: int = 2_000_000,
             seed: int = 0, normalization: str = 'nmt_nfkc',
-            special_pieces: Sequence[str] = ()) -> 'Tokenizer':
+            special_pieces: Sequence[str] = (), threads: int = TRAIN_THREADS) -> 'Tokenizer':
     """Trains on `documents`; `vocab_size` is an upper bound on tiny corpora.
 
     Unseen characters fall back to UTF-8 byte pieces, so any text round-trips
     up to `normalization` ('nmt_nfkc' folds compatibility characters such as
-    'ǅ' -> 'Dž'; 'identity' keeps every character as is).
+    'ǅ' -> 'Dž'; 'identity' keeps every character as is). `threads`: sentencepiece's
+    trainer threads, which decide the pieces (its sums are split by thread): a fixed
+    number, not the machine's cores, so one config trains one tokenizer everywhere.
     """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+      raise DataError(f'tokenizer.train_threads must be an integer >= 1, got {threads!r}')
     import sentencepiece as spm
     if model_type not in ('unigram', 'bpe'):
       raise DataError(f"tokenizer.model_type must be 'unigram' or 'bpe', got {model_type!r}")
@@ -161,7 +170,7 @@ class Tokenizer:
           sentence_iterator=iter(lines), model_writer=out, vocab_size=vocab_size,
           model_type=model_type, character_coverage=character_coverage,
           pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
-          num_threads=os.cpu_count() or 1, minloglevel=2, byte_fallback=True,
+          num_threads=threads, minloglevel=2, byte_fallback=True,
           normalization_rule_name=normalization,
           max_sentence_length=_MAX_SENTENCE_BYTES * 4, hard_vocab_limit=False,
           **({'user_defined_symbols': list(special_pieces)} if special_pieces else {}))

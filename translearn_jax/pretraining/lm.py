@@ -36,7 +36,7 @@ import optax
 from translearn_jax.data import pretokenized, readers
 from translearn_jax.data import tokenizer as tokenizer_lib
 from translearn_jax.data.lm_data import EpochBatches, LMState, LMStream, pack, split_documents
-from translearn_jax.data.tokenizer import Tokenizer, encode_documents, load_tokenizer
+from translearn_jax.data.tokenizer import TRAIN_THREADS, Tokenizer, encode_documents, load_tokenizer
 from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.models import lm as lm_models
 from translearn_jax.training import flops as flops_lib
@@ -120,7 +120,8 @@ def get_tokenizer(config, train_docs, workdir: str, special_pieces=()) -> Tokeni
   t0 = time.perf_counter()
   tok = Tokenizer.train(train_docs, config.tokenizer.vocab_size, config.tokenizer.model_type,
                         seed=config.seed, normalization=config.tokenizer.normalization,
-                        special_pieces=special_pieces)
+                        special_pieces=special_pieces,
+                        threads=config.tokenizer.get('train_threads', TRAIN_THREADS))
   info('trained %s tokenizer (%d pieces) in %.1fs', config.tokenizer.model_type,
        tok.vocab_size, time.perf_counter() - t0)
   lines = [ln for d in train_docs[:2000] for ln in d.split('\n')[:5] if ln.strip()]

@@ -43,7 +43,7 @@ from translearn_jax.data import tokenizer as tokenizer_lib
 from translearn_jax.data.bucketing import BucketStream, parse_boundaries
 from translearn_jax.data.packing import PackStream
 from translearn_jax.data.lm_data import LMState
-from translearn_jax.data.tokenizer import MASK_PIECE, Tokenizer
+from translearn_jax.data.tokenizer import MASK_PIECE, TRAIN_THREADS, Tokenizer
 from translearn_jax.errors import ConfigError, DataError, MissingExtraError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s
@@ -259,7 +259,8 @@ def get_tokenizer(config, pairs, workdir, src=None) -> Tokenizer:
     return Tokenizer.load(saved)
   tok = Tokenizer.train([s for p in pairs for s in p], config.tokenizer.vocab_size,
                         config.tokenizer.model_type, seed=config.seed,
-                        normalization=config.tokenizer.get('normalization', 'nmt_nfkc'))
+                        normalization=config.tokenizer.get('normalization', 'nmt_nfkc'),
+                        threads=config.tokenizer.get('train_threads', TRAIN_THREADS))
   if jax.process_index() == 0:
     tok.save(saved)
   return tok
