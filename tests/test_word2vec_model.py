@@ -120,15 +120,16 @@ def test_skipgram_step_layouts_agree(extra):
     np.testing.assert_allclose(fast[0][name], slow[0][name], rtol=1e-5, atol=1e-7)
 
 
-def test_negative_draws_weigh_each_shared_draw_by_its_share():
+@pytest.mark.parametrize('mode, seed', [('skipgram', 7), ('cbow', 8)])
+def test_negative_draws_weigh_each_shared_draw_by_its_share(mode, seed):
   """`negative_draws=3K` drawing the same K negatives three times is the plain K-shared
-  step (each copy weighs c_i/3), and the dense loss and the sparse step agree."""
+  step (each copy weighs c_i/3 in skip-gram, 1/3 in CBOW), and the dense loss and the
+  sparse step agree."""
   k = 2
-  base = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k)
-  more = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k, negative_draws=3 * k)
+  base = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k, mode=mode)
+  more = dataclasses.replace(base, negative_draws=3 * k)
   assert more.negatives_per_position == 3 * k
-  rng = np.random.default_rng(7)
-  batch = jax.tree.map(jnp.asarray, random_batch(rng, 13, k=k))
+  batch = jax.tree.map(jnp.asarray, random_batch(np.random.default_rng(seed), 13, k=k))
   tripled = dict(batch, negatives=jnp.tile(batch['negatives'], (1, 1, 3)))
   params = w2v.Word2Vec(base).init(jax.random.key(0), batch)['params']
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(4), p.shape),
@@ -142,27 +143,6 @@ def test_negative_draws_weigh_each_shared_draw_by_its_share():
     np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7)
   with pytest.raises(ValueError, match='negative_draws is for shared negatives'):
     w2v.Word2VecConfig(vocab_size=13, negative_draws=4, pair_negatives=True)
-
-
-def test_cbow_negative_draws_weigh_each_draw_by_its_share():
-  """CBOW with `negative_draws=3K` drawing its K negatives three times is the plain step
-  (each copy weighs 1/3), and the dense loss agrees."""
-  k = 2
-  base = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k, mode='cbow')
-  more = w2v.Word2VecConfig(vocab_size=13, dim=5, window=3, negatives=k, mode='cbow',
-                            negative_draws=3 * k)
-  batch = jax.tree.map(jnp.asarray, random_batch(np.random.default_rng(8), 13, k=k))
-  tripled = dict(batch, negatives=jnp.tile(batch['negatives'], (1, 1, 3)))
-  params = w2v.Word2Vec(base).init(jax.random.key(0), batch)['params']
-  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(4), p.shape),
-                        params)
-  want, want_loss, _ = w2v.sparse_sgd_step(params, batch, 0.05, base)
-  got, got_loss, _ = w2v.sparse_sgd_step(params, tripled, 0.05, more)
-  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
-  dense_loss, _ = w2v.Word2Vec(more).apply({'params': params}, tripled)
-  np.testing.assert_allclose(dense_loss, want_loss, rtol=1e-5)
-  for name in ('in_embed', 'out_embed'):
-    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize('mode, draws', [('cbow', 0), ('cbow', 6), ('skipgram', 0),
