@@ -179,3 +179,35 @@ def test_bt_budgets_outside_budgets_only_refused_with_backtranslation(tmp_path):
   c = curve_config(tmp_path, tmp_path, budgets='16', bt_budgets='8')
   with pytest.raises(ConfigError, match=r'curve.bt_budgets: \[8\]'):
     seq2seq_curves.parse(c)
+
+
+def test_workdirs_side_by_side_skip_the_cells_the_other_finished(tmp_path, monkeypatch):
+  """The imported workdirs are read again before every cell: a cell another workdir finished
+  after this one started (a scratch cell both plans hold) is taken, not trained again."""
+  from translearn_jax.data.tokenizer import Tokenizer
+  tok = tmp_path / 'tok.model'
+  Tokenizer.train([f'word{i % 37} other{i % 11} text' for i in range(400)], 320).save(str(tok))
+  c = curve_config(tmp_path, '', conditions='scratch', budgets='8', denoise_path='',
+                   tokenizer=str(tok))
+  c.seeds = 2
+  other = tmp_path / 'other'
+  other.mkdir()
+  (other / 'config.json').write_text(c.to_json_best_effort())
+  (other / 'cells.jsonl').write_text('')
+  c.curve.import_cells = str(other)
+  digest = seq2seq_curves.tokenizer_digest(str(tok))
+  trained = []
+
+  def fake_train(cfg, workdir):
+    trained.append(cfg.data.subset_seed)
+    # meanwhile the other workdir finishes seed 1's scratch cell
+    done = {'budget': 8, 'condition': 'scratch', 'seed': 1, 'source': {}, 'train_pairs': 8,
+            'synthetic_pairs': 0, 'steps': 2, 'test': {'bleu': 5.0, 'chrf': 9.0},
+            'valid': None, 'tokenizer_sha256': digest}
+    (other / 'cells.jsonl').write_text(json.dumps(done) + '\n')
+    return {'train_pairs': 8, 'steps': 2, 'test': {'bleu': 4.0, 'chrf': 8.0}}
+  monkeypatch.setattr(seq2seq_curves.seq2seq, 'train_and_evaluate', fake_train)
+  out = seq2seq_curves.train_and_evaluate(c, str(tmp_path / 'mine'))
+  assert trained == [0] and out['cells'] == 2
+  cells = [json.loads(x) for x in (tmp_path / 'mine' / 'cells.jsonl').read_text().splitlines()]
+  assert sorted((x['seed'], x['test']['bleu']) for x in cells) == [(0, 4.0), (1, 5.0)]

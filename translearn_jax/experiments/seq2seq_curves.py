@@ -25,6 +25,9 @@ killed midway resumes from its own checkpoint (`workdir/cells/<budget>/<cell>/`)
 study can be split over processes or machines, each its own workdir: by condition
 (`curve.conditions`), budget (`curve.budgets`) or seed (`curve.seed_list`); one workdir then
 takes the others' finished cells (`curve.import_cells`) and writes the whole summary.
+The imported workdirs are read again before every cell, so workdirs running side by side
+(each importing the other) skip a cell the other has finished meanwhile, such as the
+scratch cells every workdir's plan holds.
 Every cell records the SHA-256 of the tokenizer it used (`tokenizer_sha256`), and a cell of
 another tokenizer is refused, so a study's `config.json` and `cells.jsonl` kept apart from
 their workdir (e.g. committed with its results) can be imported by a later study, on
@@ -392,6 +395,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for i, (b, cond, seed) in enumerate(plan):
     if (b, cond, seed) in done:
       continue
+    if config.curve.get('import_cells', ''):   # another workdir may have finished it since
+      late = import_cells(config, cells, tok)
+      if late:
+        check_recorded(late, config)
+        info('curve.import_cells: %d more finished cells taken', len(late))
+        cells += late
+        atomic_write(log, ''.join(json.dumps(c) + '\n' for c in cells))
+        done |= {(c['budget'], c['condition'], c['seed']) for c in late}
+        if (b, cond, seed) in done:
+          continue
     d = cell_dir(workdir, b, cond, seed)
     info('cell %d/%d: %d pairs, %s, seed %d -> %s', i + 1, len(plan), b, cond, seed, d)
     out = seq2seq.train_and_evaluate(cell_config(config, b, cond, seed, tok, workdir), d)
