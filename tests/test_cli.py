@@ -352,3 +352,36 @@ def test_compilation_cache_directory_choice(tmp_path, monkeypatch):
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
   assert cc.default_dir() == str(tmp_path / 'xdg' / 'translearn_jax' / 'xla' / cc.host_key())
   assert cc.host_key() == cc.host_key() and cc.host_key().count('-') >= 1
+
+
+def test_compilation_cache_is_bounded_least_recently_used_first(tmp_path):
+  """--compilation_cache_max_gb: past the bound JAX deletes the least recently used programs,
+  so the directory stays under it while a run compiles more than fits."""
+  from translearn_jax.training import compilation_cache as cc
+  assert cc.max_bytes(0) == -1 and cc.max_bytes(-2) == -1 and cc.max_bytes(1.0) == 2**30
+  with pytest.raises(ValueError, match='compilation_cache_max_gb: must be a finite'):
+    cc.max_bytes(float('nan'))
+  script = '''
+import os, sys, jax, jax.numpy as jnp
+from translearn_jax.training import compilation_cache as cc
+d = cc.configure(sys.argv[1], float(sys.argv[2]))
+sizes = []
+for n in range(12):      # twelve different programs
+  jax.jit(lambda x, n=n: jnp.tanh(x @ x.T + n).sum(0))(jnp.ones((8, 4 + n))).block_until_ready()
+  sizes.append(sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith('-cache')))
+print(' '.join(map(str, sizes)))
+'''
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+
+  def run(d, max_gb):
+    out = subprocess.run([sys.executable, '-c', script, str(tmp_path / d), str(max_gb)], env=env,
+                         check=True, capture_output=True, text=True, timeout=120).stdout.split()
+    entries = [f for f in os.listdir(tmp_path / d) if f.endswith('-cache')]
+    return [int(s) for s in out], len(entries)
+
+  unbounded, n_unbounded = run('u', 0)
+  limit = unbounded[-1] // 2                             # half of what the programs take
+  bounded, n_bounded = run('b', limit / 2**30)
+  assert max(bounded) <= limit                           # never over the bound ...
+  assert 0 < n_bounded < n_unbounded                     # ... so older programs were deleted
+  assert bounded[-1] > limit // 2                        # and it still keeps recent ones

@@ -43,6 +43,9 @@ _CACHE = flags.DEFINE_string(
     'compilation_cache', None, 'Directory of compiled programs reused by later runs of the '
     "same model and shapes ('': off; default: $XDG_CACHE_HOME/translearn_jax/xla/<this CPU>; "
     'JAX_COMPILATION_CACHE_DIR in the environment wins).')
+_CACHE_MAX_GB = flags.DEFINE_float(
+    'compilation_cache_max_gb', 4.0, 'Bound on the compilation cache directory in GiB: past '
+    'it the least recently used programs are deleted (<= 0: no bound).')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Log INFO messages of all libraries (orbax, ...).')
 config_flags.DEFINE_config_file('config', None, 'A shipped config name (see --help) or a '
                                 'config file.', lock_config=True)
@@ -84,8 +87,12 @@ def main(argv):
     sys.exit(2)
   logging.set_verbosity(logging.INFO if _VERBOSE.value else logging.WARNING)
   from translearn_jax.training import compilation_cache
-  compilation_cache.configure(compilation_cache.default_dir() if _CACHE.value is None
-                              else _CACHE.value)
+  try:
+    compilation_cache.configure(compilation_cache.default_dir() if _CACHE.value is None
+                                else _CACHE.value, _CACHE_MAX_GB.value)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   try:
     config = flags.FLAGS.config
     config.get('family')  # an unloadable file raises here, not at parse time

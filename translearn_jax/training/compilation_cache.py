@@ -8,7 +8,10 @@ programs in a directory (`--compilation_cache`, default `$XDG_CACHE_HOME/transle
 same model and shapes loads them instead. JAX keys every entry by the program, its
 devices, compile options and the jax/jaxlib versions, so a stale entry is never used. An
 explicit `JAX_COMPILATION_CACHE_DIR` in the environment wins (JAX reads it itself); an empty
-`--compilation_cache` turns the cache off.
+`--compilation_cache` turns the cache off. The directory is bounded
+(`--compilation_cache_max_gb`, default 4 GiB): past it JAX deletes the least recently used
+programs (its LRU cache, which locks the directory with `filelock`), so a home directory
+does not fill with the programs of every model and shape ever run.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 
 ENV = 'JAX_COMPILATION_CACHE_DIR'
+DEFAULT_MAX_GB = 4.0
 
 
 def host_key() -> str:
@@ -40,11 +44,21 @@ def default_dir() -> str:
   return os.path.join(base, 'translearn_jax', 'xla', host_key())
 
 
-def configure(path: str) -> str:
+def max_bytes(max_gb: float) -> int:
+  """JAX's `jax_compilation_cache_max_size` for a bound in GiB (<= 0: no bound, -1)."""
+  if max_gb != max_gb or max_gb in (float('inf'), float('-inf')):
+    raise ValueError(f'--compilation_cache_max_gb: must be a finite number of GiB, got {max_gb}')
+  return -1 if max_gb <= 0 else max(1, int(max_gb * 2**30))
+
+
+def configure(path: str, max_gb: float = DEFAULT_MAX_GB) -> str:
   """Points JAX's persistent cache at `path` ('' : off) unless the environment names one;
+  bounds it to `max_gb` GiB (least recently used programs go first; <= 0: unbounded);
   returns the directory in use ('' when off). Call before the first compilation."""
   import jax
+  limit = max_bytes(max_gb)
   if os.environ.get(ENV):
+    jax.config.update('jax_compilation_cache_max_size', limit)
     return os.environ[ENV]
   if not path:
     return ''
@@ -54,6 +68,7 @@ def configure(path: str) -> str:
   except OSError:                 # an unwritable home: run without the cache
     return ''
   jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_compilation_cache_max_size', limit)
   # our programs compile in well under JAX's default 1 s threshold on accelerators, and
   # in 0.5-2 s each on CPU: keep every one
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
