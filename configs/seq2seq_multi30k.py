@@ -108,6 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
   # included); no n-gram of this size twice in a hypothesis (0: off)
   config.eval.min_length = 0
   config.eval.no_repeat_ngram_size = 0
+  # when a beam search ends: 'never' (exact: when no alive hypothesis can still win) |
+  # 'heuristic' | 'k_finished' (transformers' early_stopping 'never' / False / True)
+  config.eval.early_stopping = 'never'
   config.eval.max_examples = 0
   config.eval.every_steps = 0            # >0: score the valid split during training
   config.eval.during_beam = 1            # decoding used for those scores (1 = greedy)

@@ -54,6 +54,7 @@ CASES = [
     ('s2s source missing', 'seq2seq_multi30k', {'data.train_source': '{missing}'}, DataError, r'{missing}'),
     ('s2s dropout', 'seq2seq_multi30k', {'model.dropout': -0.5}, ConfigError, r'config\.model\.dropout'),
     ('s2s min_length < 0', 'seq2seq_multi30k', {'eval.min_length': -1}, ConfigError, r'eval\.min_length must be an integer >= 0'),
+    ('s2s early_stopping unknown', 'seq2seq_multi30k', {'eval.early_stopping': 'yes'}, ConfigError, r"eval\.early_stopping must be one of \('never', 'heuristic', 'k_finished'\).*got 'yes'"),
     ('s2s no_repeat_ngram_size < 0', 'seq2seq_multi30k', {'eval.no_repeat_ngram_size': -2}, ConfigError, r'eval\.no_repeat_ngram_size must be an integer >= 0'),
     ('s2s strategy without init', 'seq2seq_multi30k', {'transfer.strategy': 'feature_extraction'}, ConfigError, r"config\.transfer\.strategy: 'feature_extraction' fine-tunes a pretrained initialisation, and config\.init\.path is empty"),
     ('s2s freeze without init', 'seq2seq_multi30k', {'transfer.freeze_bottom': 1}, ConfigError, r'config\.transfer\.freeze_bottom: 1 fine-tunes'),

@@ -211,12 +211,13 @@ def test_serving_commands_pass_the_given_options(monkeypatch, capsys):
                    '--text_field', 'sentence', '--batch_size', '7', '--no_progress']) == 0
   assert cli.main(['translate', 'm', '--input', 'i.txt', '--output', 'o.txt', '--beam', '4',
                    '--length_penalty', '0.6', '--min_length', '5',
-                   '--no_repeat_ngram_size', '3']) == 0
+                   '--no_repeat_ngram_size', '3', '--early_stopping', 'heuristic']) == 0
   assert calls == [
       ('predict', 'm', 'i.tsv', 'o.jsonl', dict(progress=False, batch_size=7, input_format='tsv',
                                                   text_field='sentence')),
       ('translate', 'm', 'i.txt', 'o.txt', dict(progress=True, beam=4, length_penalty=0.6,
-                                                min_length=5, no_repeat_ngram_size=3))]
+                                                min_length=5, no_repeat_ngram_size=3,
+                                                early_stopping='heuristic'))]
   assert cli.main(['predict', 'bad', '--input', 'i.txt', '--output', 'o.txt']) == 2
   assert capsys.readouterr().err == 'error: i.txt: line 3 is empty\n'
 

@@ -317,7 +317,8 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
   # generate()'s output limit (20 new tokens when unset) is ours only through --max_len
   assert report['generation'] == {'beam': 3, 'length_penalty': 0.5,
                                   'length_penalty_form': 'length', 'min_length': 0,
-                                  'no_repeat_ngram_size': 0, 'not_applied': {'max_new_tokens': 20}}
+                                  'no_repeat_ngram_size': 0, 'early_stopping': 'never',
+                                  'not_applied': {'max_new_tokens': 20}}
   model = tf.BartForConditionalGeneration.from_pretrained(str(hf_dir))
   src = sources.load('seq2seq', run)
   (s, smask), _ = batch('bart', src.tokenizer, src.model_config)
@@ -367,23 +368,65 @@ def test_imported_run_translates_with_its_generation_config(hf_s2s, tmp_path):
   gen_path.write_text(json.dumps(gen))
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run2'))
   assert report['generation']['not_applied'] == {'repetition_penalty': 1.2,
-                                                 'early_stopping': True, 'max_new_tokens': 20}
+                                                 'max_new_tokens': 20}
+  assert report['generation']['early_stopping'] == 'k_finished'
   gen.update(max_new_tokens=40, encoder_repetition_penalty=1.2, begin_suppress_tokens=[5],
              renormalize_logits=True)
   gen_path.write_text(json.dumps(gen))
   report = convert.import_hf(str(hf_dir), str(tmp_path / 'run4'))
   assert report['generation']['not_applied'] == {
-      'repetition_penalty': 1.2, 'early_stopping': True,
+      'repetition_penalty': 1.2,
       'max_new_tokens': 40, 'encoder_repetition_penalty': 1.2, 'begin_suppress_tokens': [5],
       'renormalize_logits': True}
   gen = {k: v for k, v in gen.items() if k not in (
       'max_new_tokens', 'encoder_repetition_penalty', 'begin_suppress_tokens',
       'renormalize_logits')}
+  gen['early_stopping'] = 'sometimes'
+  gen_path.write_text(json.dumps(gen))
+  with pytest.raises(DataError, match=r"generation_config\.json: early_stopping must be true, "
+                                      r"false or 'never', got 'sometimes'"):
+    convert.import_hf(str(hf_dir), str(tmp_path / 'run5'))
+  gen['early_stopping'] = True
   gen['num_beams'] = 0
   gen_path.write_text(json.dumps(gen))
   with pytest.raises(DataError, match=r'generation_config\.json: num_beams must be an '
                                       r'integer >= 1, got 0'):
     convert.import_hf(str(hf_dir), str(tmp_path / 'run3'))
+
+
+def test_imported_run_stops_its_beam_search_where_generate_does_by_default(hf_s2s, tmp_path):
+  """A checkpoint whose generation config leaves early_stopping out gets transformers'
+  default (False: its heuristic) as eval.early_stopping='heuristic', so the run's translate,
+  given no search settings, writes what generate() writes by default; the exact search
+  ('never', given on the command line) writes something else here."""
+  d, _, fast, _ = hf_s2s['bart']
+  hf_dir, run = tmp_path / 'hf', str(tmp_path / 'run')
+  shutil.copytree(d, hf_dir)
+  gen_path = hf_dir / 'generation_config.json'
+  gen = {k: v for k, v in json.loads(gen_path.read_text()).items() if k != 'early_stopping'}
+  gen.update(num_beams=4, length_penalty=2.0)
+  gen_path.write_text(json.dumps(gen))
+  assert convert.import_hf(str(hf_dir), run)['generation']['early_stopping'] == 'heuristic'
+  model = tf.BartForConditionalGeneration.from_pretrained(str(hf_dir))
+  src = sources.load('seq2seq', run)
+  (s, smask), _ = batch('bart', src.tokenizer, src.model_config)
+  steps = 24
+  with torch.no_grad():
+    ref = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
+                         attention_mask=torch.tensor(smask.astype(np.int64)),
+                         max_new_tokens=steps).numpy()[:, 1:]
+  (tmp_path / 'src.txt').write_text(''.join(t + '\n' for t in TEXTS), encoding='utf-8')
+  res = serving.translate_file(run, str(tmp_path / 'src.txt'), str(tmp_path / 'out.txt'),
+                               max_len=steps)
+  assert res['early_stopping'] == 'heuristic'
+  want = [fast.decode(r, skip_special_tokens=True).replace('\n', ' ') for r in ref]
+  assert (tmp_path / 'out.txt').read_text(encoding='utf-8').split('\n')[:-1] == want
+  serving.translate_file(run, str(tmp_path / 'src.txt'), str(tmp_path / 'exact.txt'),
+                         max_len=steps, early_stopping='never')
+  assert (tmp_path / 'exact.txt').read_text(encoding='utf-8').split('\n')[:-1] != want
+  with pytest.raises(ConfigError, match="early_stopping must be one of"):
+    serving.translate_file(run, str(tmp_path / 'src.txt'), str(tmp_path / 'x.txt'),
+                           early_stopping='true')
 
 
 def test_imported_search_comes_from_generation_config_alone_when_it_exists(hf_s2s, tmp_path):
@@ -761,3 +804,37 @@ def test_marian_position_tables_in_the_file_must_be_the_sinusoid(hf_s2s, tmp_pat
       with pytest.raises(DataError, match='tensor model.encoder.embed_positions.weight differs '
                                           'from the table this architecture computes'):
         convert.import_hf(str(hf_dir), str(tmp_path / f'run_{name}'))
+
+
+@pytest.mark.parametrize('name,alpha,hf_stopping,ours', [
+    ('bart', 2.0, False, 'heuristic'), ('bart', 2.0, True, 'k_finished'),
+    ('marian', 1.0, True, 'k_finished')])
+def test_beam_search_stopping_rules_equal_transformers_early_stopping(hf_s2s, name, alpha,
+                                                                      hf_stopping, ours):
+  """stopping='heuristic' / 'k_finished' end an example's search where generate()'s
+  early_stopping=False (its default) / True do, so the outputs are its outputs; with these
+  settings they differ from the exact search's ('never') in some rows."""
+  d, model, fast, run = hf_s2s[name]
+  src = sources.load('seq2seq', run)
+  cfg = src.model_config
+  (s, smask), _ = batch(name, src.tokenizer, cfg)
+  steps = 24
+
+  def search(stopping):
+    return np.asarray(dec.beam_search(s2s.Seq2Seq(cfg.replace(decode=True)), src.params,
+                                      jnp.asarray(s), steps, beam=4, alpha=alpha, form='length',
+                                      stopping=stopping))
+  with torch.no_grad():
+    ref = model.generate(input_ids=torch.tensor(s, dtype=torch.long),
+                         attention_mask=torch.tensor(smask.astype(np.int64)),
+                         max_new_tokens=steps, num_beams=4, do_sample=False,
+                         length_penalty=alpha, early_stopping=hf_stopping).numpy()[:, 1:]
+  def cut(row):
+    row = [int(t) for t in row if t != cfg.pad_id]
+    return row[:row.index(cfg.eos_id) + 1] if cfg.eos_id in row else row
+  got = [cut(r) for r in search(ours)]
+  assert got == [cut(r) for r in ref]
+  if name == 'bart':             # the rule mattered: the exact search ends elsewhere
+    assert got != [cut(r) for r in search('never')]
+  with pytest.raises(ValueError, match='stopping must be one of'):
+    search('early')

@@ -329,6 +329,13 @@ def test_translate_file_repeats_the_runs_test_hypotheses(tmp_path, s2s_run):
   serving.translate_file(os.path.join(workdir, 'model'), test_src, str(tmp_path / 'b2.txt'),
                          no_repeat_ngram_size=1)
   assert (tmp_path / 'b1.txt').read_text() == (tmp_path / 'b2.txt').read_text() != hyps
+  assert meta['inputs']['early_stopping'] == res['early_stopping'] == 'never'
+  m['inputs']['early_stopping'] = 'soon'
+  meta_path.write_text(json.dumps(m))
+  with pytest.raises(DataError, match=r"inputs\.early_stopping .*'never', 'heuristic' or "
+                                      r"'k_finished'"):
+    serving.translate_file(str(banned), test_src, str(tmp_path / 'b3.txt'))
+  m['inputs']['early_stopping'] = 'never'
   m['inputs']['min_length'] = -2
   meta_path.write_text(json.dumps(m))
   with pytest.raises(DataError, match=r'inputs\.min_length .*an integer >= 0'):

@@ -136,6 +136,9 @@ def _translate(argv: list[str]) -> int:
                  "decoder start one included (transformers' min_length; default: the run's)")
   p.add_argument('--no_repeat_ngram_size', type=int, help='no n-gram of this size twice in '
                  "an output (0: off; default: the run's)")
+  p.add_argument('--early_stopping', choices=('never', 'heuristic', 'k_finished'),
+                 help="when a beam search ends: 'never' (exact), 'heuristic' or 'k_finished' "
+                      "(transformers' early_stopping 'never', False, True); default: the run's")
   p.add_argument('--source_lang', help="a multilingual checkpoint's source language code "
                  "(mBART: en_XX; default: the run's)")
   p.add_argument('--target_lang', help="its target language code (mBART: ro_RO): where "
@@ -144,7 +147,7 @@ def _translate(argv: list[str]) -> int:
   args = p.parse_args(argv)
   return _serve('translate_file', args, ('beam', 'length_penalty', 'length_penalty_form',
                                          'min_length', 'no_repeat_ngram_size',
-                                         'batch_size', 'max_len',
+                                         'early_stopping', 'batch_size', 'max_len',
                                          'encoding', 'source_lang', 'target_lang', 'header'))
 
 

@@ -55,14 +55,17 @@ BANNED_KEYS = ('bad_words_ids', 'suppress_tokens')   # read from generation_conf
 GENERATE_READS = BANNED_KEYS + ('forced_bos_token_id', 'decoder_start_token_id', 'bos_token_id')
 # generate()'s search settings with a counterpart here, and the ones it would apply that
 # this project's search does not (reported by an import, not silently dropped)
-SEARCH_KEYS = ('num_beams', 'length_penalty', 'min_length', 'no_repeat_ngram_size')
+SEARCH_KEYS = ('num_beams', 'length_penalty', 'min_length', 'no_repeat_ngram_size',
+               'early_stopping')
 UNAPPLIED_SEARCH = {'min_new_tokens': None,
                     'repetition_penalty': 1.0, 'encoder_no_repeat_ngram_size': 0,
                     'do_sample': False, 'num_beam_groups': 1, 'diversity_penalty': 0.0,
-                    'forced_eos_token_id': None, 'early_stopping': False,
+                    'forced_eos_token_id': None,
                     'encoder_repetition_penalty': 1.0, 'exponential_decay_length_penalty': None,
                     'sequence_bias': None, 'begin_suppress_tokens': None, 'guidance_scale': 1.0,
                     'renormalize_logits': False, 'max_time': None, 'stop_strings': None}
+# transformers' early_stopping values and this project's `eval.early_stopping` for them
+HF_STOPPING = {False: 'heuristic', True: 'k_finished', 'never': 'never'}
 # generate()'s output length limit, applied even when neither is set (20 new tokens);
 # translate's is its --max_len (default: the run's max_target_len)
 LENGTH_KEYS = ('max_length', 'max_new_tokens')
@@ -195,12 +198,12 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
                      gen_present: bool) -> dict:
   """An imported seq2seq run's `eval` group: the beam search `generate()` runs for this
   checkpoint by default (`num_beams`, `length_penalty` as len ** alpha: form 'length',
-  `min_length`, `no_repeat_ngram_size`; from generation_config.json when the checkpoint has
+  `min_length`, `no_repeat_ngram_size`, `early_stopping` as `eval.early_stopping`: False, its
+  default, 'heuristic', True 'k_finished', 'never' 'never'; from generation_config.json when the checkpoint has
   one, else config.json; a key left out: transformers' defaults 1, 1.0, 0, 0), so
   `translate` of the run decodes as its own tool does; plus the report of the settings
   generate() would also apply that this project's search does not (`repetition_penalty`,
-  `forced_eos_token_id`, ...; early_stopping=False's stopping heuristic: ours searches until
-  every beam ends, as early_stopping='never'; its output length limit, `max_new_tokens` or
+  `forced_eos_token_id`, ...; its output length limit, `max_new_tokens` or
   `max_length`, 20 new tokens when neither is set, which generate() always applies)."""
   # generate() takes them from generation_config.json alone when the checkpoint has one
   # (GenerationConfig.from_pretrained; a key it leaves out is transformers' default), from
@@ -219,10 +222,11 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
     raise DataError(f'{where("length_penalty")}: length_penalty must be a finite number >= 0 '
                     f"(this project's search), got {alpha!r}")
   unapplied = {k: merged[k] for k, default in UNAPPLIED_SEARCH.items()
-               if k != 'early_stopping' and merged.get(k, default) not in (default, None)}
+               if merged.get(k, default) not in (default, None)}
   stopping = merged.get('early_stopping', False)   # transformers' default: its heuristic
-  if beam > 1 and stopping != 'never':
-    unapplied['early_stopping'] = stopping
+  if not (isinstance(stopping, bool) or stopping == 'never'):
+    raise DataError(f"{where('early_stopping')}: early_stopping must be true, false or "
+                    f"'never', got {stopping!r}")
   limits = {}
   for key in ('min_length', 'no_repeat_ngram_size'):
     value = merged.get(key, 0)
@@ -236,7 +240,7 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
   else:                                            # neither set: 20 new tokens
     unapplied['max_new_tokens'] = 20
   search = {'beam': beam, 'length_penalty': float(alpha), 'length_penalty_form': 'length',
-            **limits}
+            **limits, 'early_stopping': HF_STOPPING[stopping]}
   return {'eval': search, 'report': {**search, 'not_applied': unapplied}}
 
 

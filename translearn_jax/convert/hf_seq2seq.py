@@ -26,11 +26,11 @@ bans its pad id; BART bans nothing).
 `forced_bos_token_id` (of either file; mBART-50's target language) becomes
 `model.forced_bos_id`, the first generated token, and is exported back. The search
 `generate()` runs by default (`num_beams`, `length_penalty`, `min_length`,
-`no_repeat_ngram_size`) becomes the run's `eval` group (beam, length_penalty with form
-'length', min_length, no_repeat_ngram_size), which `translate` of the run uses; the settings
+`no_repeat_ngram_size`, `early_stopping`) becomes the run's `eval` group (beam,
+length_penalty with form 'length', min_length, no_repeat_ngram_size, early_stopping:
+False 'heuristic', True 'k_finished'), which `translate` of the run uses; the settings
 `generation.seq2seq_decode` does not apply (`repetition_penalty`, `forced_eos_token_id`,
-early_stopping other than 'never', ...) are listed in the import report's
-`generation.not_applied`.
+...) are listed in the import report's `generation.not_applied`.
 
 Separate encoder/decoder head counts or FFN sizes, untied output layers and
 Marian's separate source/target embeddings are errors naming the key.

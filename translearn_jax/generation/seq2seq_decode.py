@@ -145,12 +145,32 @@ def _length_penalty(length, alpha, form: str = 'gnmt'):
   return (length if form == 'length' else (5.0 + length) / 6.0) ** alpha
 
 
+STOPPING = ('never', 'heuristic', 'k_finished')
+
+
+def check_stopping(stopping: str, field: str) -> None:
+  if stopping not in STOPPING:
+    raise ConfigError(f'{field} must be one of {STOPPING} (transformers\' early_stopping '
+                      f"'never', False, True), got {stopping!r}")
+
+
 @functools.partial(jax.jit, static_argnames=('model', 'max_len', 'beam', 'alpha', 'early_stop',
-                                             'form', 'min_len', 'no_repeat_ngram'))
+                                             'form', 'min_len', 'no_repeat_ngram', 'stopping'))
 def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float = 0.6,
                 early_stop: bool = True, form: str = 'gnmt', min_len: int = 0,
-                no_repeat_ngram: int = 0):
-  """`min_len` / `no_repeat_ngram`: `constrain`, applied to every beam's next tokens."""
+                no_repeat_ngram: int = 0, stopping: str = 'never'):
+  """`min_len` / `no_repeat_ngram`: `constrain`, applied to every beam's next tokens.
+
+  `stopping` says when an example's search ends, as transformers' `early_stopping` does:
+  'never' (its 'never'): when no alive hypothesis can still beat the k-th finished one, its
+  best possible score bounded with the length penalty of `max_len` (the exact search:
+  stopping there changes no result); 'heuristic' (its False, generate()'s default): k
+  hypotheses have finished and the best alive one, scored at its current length, is no
+  better than the worst of them; 'k_finished' (its True): k hypotheses have finished. An
+  example that has stopped takes no more finished hypotheses, and its alive ones do not
+  compete at `max_len`. `early_stop=False` runs all `max_len` steps ('never' only)."""
+  if stopping not in STOPPING:
+    raise ValueError(f'stopping must be one of {STOPPING}, got {stopping!r}')
   cfg = model.config
   b = source.shape[0]
   k = beam
@@ -176,7 +196,7 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
     return jax.tree_util.tree_map_with_path(f, tree)
 
   def body(t, carry, enc=None):
-    seqs, logp, fin_seqs, fin_scores, last, cache = carry
+    seqs, logp, fin_seqs, fin_scores, last, cache, done, _ = carry
     step_logp, cache = _step(model, params, cache, enc, src_mask, last.reshape(-1))
     step_logp = constrain(step_logp, seqs.reshape(b * k, max_len), t + 1, cfg.decoder_start_id,
                           cfg.eos_id, min_len, no_repeat_ngram)
@@ -190,7 +210,8 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
     is_eos = tok == cfg.eos_id
     new_eos = is_eos & (jnp.arange(2 * k) < k)[None, :]
     # finished: merge new EOS hypotheses with the old finished set
-    new_fin = jnp.where(new_eos, top_logp / _length_penalty(t + 1.0, alpha, form), NEG)
+    new_fin = jnp.where(new_eos & ~done[:, None],
+                        top_logp / _length_penalty(t + 1.0, alpha, form), NEG)
     all_scores = jnp.concatenate([fin_scores, new_fin], 1)
     all_seqs = jnp.concatenate([fin_seqs, top_seqs], 1)
     fin_scores, keep = jax.lax.top_k(all_scores, k)
@@ -202,26 +223,38 @@ def beam_search(model, params, source, max_len: int, beam: int = 4, alpha: float
     beams = jnp.take_along_axis(src_beam, keep, axis=1)
     cache = reorder(cache, beams)
     last = jnp.take_along_axis(tok, keep, axis=1)
-    return seqs, logp, fin_seqs, fin_scores, last, cache
+    was_done = done
+    full = fin_scores[:, -1] > NEG / 2                    # k hypotheses have finished
+    if stopping == 'k_finished':
+      done = done | full
+    elif stopping == 'heuristic':                         # the best alive at its length
+      done = done | (full & (jnp.max(logp, 1) / _length_penalty(t + 1.0, alpha, form)
+                             <= fin_scores[:, -1]))
+    return seqs, logp, fin_seqs, fin_scores, last, cache, done, was_done
 
   def unfinished(carry):
     # Exact early stop: an alive hypothesis can only lose log-probability, and
     # its length penalty is at most that of max_len, so its best possible final
     # score is logp / lp(max_len). Once that is below the worst kept finished
     # score for every example, no later step can change the result.
-    _, logp, _, fin_scores, _, _ = carry
+    _, logp, _, fin_scores, _, _, done, _ = carry
+    if stopping != 'never':
+      return ~jnp.all(done)
     bound = jnp.max(logp, 1) / _length_penalty(float(max_len), alpha, form)
     return jnp.any(bound > fin_scores[:, -1]) | (not early_stop)
 
-  carry = body(0, (seqs, logp, fin_seqs, fin_scores, last, cache), encoded)
-  _, (seqs, logp, fin_seqs, fin_scores, _, _) = jax.lax.while_loop(
+  done = jnp.zeros((b,), bool)
+  carry = body(0, (seqs, logp, fin_seqs, fin_scores, last, cache, done, done), encoded)
+  t_end, (seqs, logp, fin_seqs, fin_scores, _, _, done, was_done) = jax.lax.while_loop(
       lambda c: (c[0] < max_len) & unfinished(c[1]),
       lambda c: (c[0] + 1, body(c[0], c[1])), (1, carry))
   # hypotheses still alive at max_len compete with the finished ones (transformers and
-  # fairseq finalise them there); after an early stop the bound says none can win
+  # fairseq finalise them there) unless their example had stopped before that last step;
+  # after the exact ('never') early stop the bound says none can win
   alive_scores = logp / _length_penalty(float(max_len), alpha, form)
   best_alive = jnp.take_along_axis(seqs, jnp.argmax(alive_scores, 1)[:, None, None], 1)[:, 0]
-  alive_wins = jnp.max(alive_scores, 1) > fin_scores[:, 0]
+  alive_wins = ((jnp.max(alive_scores, 1) > fin_scores[:, 0])
+                & ~(was_done | ((t_end < max_len) & done)))
   best = jnp.where(alive_wins[:, None], best_alive, fin_seqs[:, 0])
   # PAD after the first EOS
   eos = best == cfg.eos_id
@@ -289,14 +322,15 @@ def encode_sources(tok, texts: Sequence[str], max_src: int, lang: str = '',
 
 def translate(decode_model, params, tok, sources: np.ndarray, max_len: int, beam: int,
               alpha: float, batch: int = 64, progress: bool = False,
-              form: str = 'gnmt', min_len: int = 0, no_repeat_ngram: int = 0) -> list[str]:
+              form: str = 'gnmt', min_len: int = 0, no_repeat_ngram: int = 0,
+              stopping: str = 'never') -> list[str]:
   """Decodes (N, max_src) padded source ids (`encode_sources`) to text, in input order.
 
   Sources are sorted by length (longest first) and decoded `batch` at a time,
   each batch cut to its longest source rounded up to 8 and padded to `batch`
   rows (few shapes to compile); `beam <= 1` is greedy, else beam search with
-  length penalty `alpha` of `form` (`_length_penalty`); `min_len`, `no_repeat_ngram`:
-  `constrain`. `progress`: a tqdm bar over the batches."""
+  length penalty `alpha` of `form` (`_length_penalty`) and `stopping` (`beam_search`);
+  `min_len`, `no_repeat_ngram`: `constrain`. `progress`: a tqdm bar over the batches."""
   cfg = decode_model.config
   lengths = (sources != cfg.pad_id).sum(1)
   order = np.argsort(-lengths, kind='stable')
@@ -316,7 +350,8 @@ def translate(decode_model, params, tok, sources: np.ndarray, max_len: int, beam
                    no_repeat_ngram=no_repeat_ngram)
     else:
       ids = beam_search(decode_model, params, jnp.asarray(src), max_len, beam=beam, alpha=alpha,
-                        form=form, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
+                        form=form, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
+                        stopping=stopping)
     for i, r in zip(idx, np.asarray(ids)[:len(idx)]):
       out[i] = tok.decode(r.tolist())
   return out

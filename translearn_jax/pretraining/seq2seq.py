@@ -465,7 +465,8 @@ def evaluate_split(decode_model, params, tok, pairs, sources, config, beam: int
                                   beam, config.eval.length_penalty,
                                   form=config.eval.get('length_penalty_form', 'gnmt'),
                                   min_len=config.eval.get('min_length', 0),
-                                  no_repeat_ngram=config.eval.get('no_repeat_ngram_size', 0))
+                                  no_repeat_ngram=config.eval.get('no_repeat_ngram_size', 0),
+                                  stopping=config.eval.get('early_stopping', 'never'))
   return dict(score(hyps, [p[1] for p in pairs], config.eval.metric,
                     **metric_options(config.eval)), examples=len(pairs)), hyps
 
@@ -567,6 +568,7 @@ def save_model(directory: str, config, model_cfg: s2s.Seq2SeqConfig, params, tok
             'length_penalty_form': config.eval.get('length_penalty_form', 'gnmt'),
             'min_length': config.eval.get('min_length', 0),
             'no_repeat_ngram_size': config.eval.get('no_repeat_ngram_size', 0),
+            'early_stopping': config.eval.get('early_stopping', 'never'),
             'source_lang': config.tokenizer.get('source_lang', '')}
   scores = {'steps': summary.get('steps'),
             **{split: summary[split] for split in ('valid', 'test') if split in summary}}
@@ -597,6 +599,7 @@ def check_metric(metric: str, ev=None) -> None:
                                     'eval.length_penalty_form')
   seq2seq_decode.check_constraints((ev or {}).get('min_length', 0),
                                    (ev or {}).get('no_repeat_ngram_size', 0))
+  seq2seq_decode.check_stopping((ev or {}).get('early_stopping', 'never'), 'eval.early_stopping')
   if metric == 'rouge':
     rouge_scorer(opts['rouge_tokenize'])
   elif metric == 'bleu':

@@ -45,7 +45,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
                    length_penalty=None, batch_size: int = 64, max_len=None,
                    progress: bool = False, encoding: str = 'utf-8', source_lang=None,
                    target_lang=None, header=None, length_penalty_form=None,
-                   min_length=None, no_repeat_ngram_size=None) -> dict:
+                   min_length=None, no_repeat_ngram_size=None, early_stopping=None) -> dict:
   """Writes a saved seq2seq model's (or a seq2seq run directory's) output for each line of
   `input_path` to `output_path`, one a line; beam, length penalty and maximum output
   length default to the run's `eval.beam`, `eval.length_penalty`, `max_target_len`;
@@ -55,8 +55,11 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   read its files); `length_penalty_form`: 'gnmt' or 'length' (None: the run's);
   `min_length` (EOS banned while shorter, the decoder start token counted, as
   transformers' generate() counts it) and `no_repeat_ngram_size` (0: off; None: the
-  run's). Returns {'task', 'examples', 'beam', 'length_penalty', 'length_penalty_form',
-  'min_length', 'no_repeat_ngram_size', 'max_len', 'model', 'output', 'seconds'}."""
+  run's); `early_stopping`: when a beam search ends, 'never', 'heuristic' or 'k_finished'
+  (`seq2seq_decode.beam_search`; transformers' early_stopping 'never', False, True; None:
+  the run's). Returns {'task', 'examples', 'beam', 'length_penalty', 'length_penalty_form',
+  'min_length', 'no_repeat_ngram_size', 'early_stopping', 'max_len', 'model', 'output',
+  'seconds'}."""
   from translearn_jax.serving import translate
   return translate.translate_file(model_dir, input_path, output_path, beam=beam,
                                   length_penalty=length_penalty, batch_size=batch_size,
@@ -64,7 +67,8 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
                                   source_lang=source_lang, target_lang=target_lang,
                                   header=header, length_penalty_form=length_penalty_form,
                                   min_length=min_length,
-                                  no_repeat_ngram_size=no_repeat_ngram_size)
+                                  no_repeat_ngram_size=no_repeat_ngram_size,
+                                  early_stopping=early_stopping)
 
 
 def load(model_dir: str):

@@ -50,7 +50,7 @@ from translearn_jax.data import conll
 from translearn_jax.data.tokenizer import load_tokenizer
 from translearn_jax.downstream import models as task_models
 from translearn_jax.errors import DataError
-from translearn_jax.generation.seq2seq_decode import PENALTY_FORMS
+from translearn_jax.generation.seq2seq_decode import PENALTY_FORMS, STOPPING
 from translearn_jax.models import lm as lm_models
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.training import state as state_lib
@@ -417,6 +417,8 @@ def _check_inputs(task: str, inputs: dict, where: str) -> None:
     if task == 'seq2seq' and name in inputs:
       fields[name] = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                       'an integer >= 0')
+  if task == 'seq2seq' and 'early_stopping' in inputs:         # older models: 'never'
+    fields['early_stopping'] = (lambda v: v in STOPPING, _one_of(STOPPING))
   if task == 'tagging' and 'tag_scheme' in inputs:   # older models have none: tags as labelled
     written = ('',) + tuple(s for s in conll.SCHEMES if s != 'iob2')   # '': as labelled
     fields['tag_scheme'] = (lambda v: v in written, _one_of(written))

@@ -55,6 +55,7 @@ def load_seq2seq(model_dir: str):
         'length_penalty_form': ev.get('length_penalty_form', 'gnmt'),
         'min_length': ev.get('min_length', 0),
         'no_repeat_ngram_size': ev.get('no_repeat_ngram_size', 0),
+        'early_stopping': ev.get('early_stopping', 'never'),
         'max_source_len': c.max_source_len, 'max_target_len': c.max_target_len,
         'source_lang': (c.get('tokenizer') or {}).get('source_lang', ''),
         'data': trained_data_config({'provenance': {'config': c.to_dict()}})}
@@ -101,7 +102,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
                    length_penalty=None, batch_size: int = 64, max_len=None,
                    progress: bool = False, encoding: str = 'utf-8', source_lang=None,
                    target_lang=None, header=None, length_penalty_form=None,
-                   min_length=None, no_repeat_ngram_size=None) -> dict:
+                   min_length=None, no_repeat_ngram_size=None, early_stopping=None) -> dict:
   """Writes the translation of every source of `input_path` (a line; a record of a
   .jsonl/.tsv/.csv file, `read_sources`) to `output_path`, one a line; returns a summary
   (examples, beam, length_penalty, max_len, output, seconds). `length_penalty_form`: 'gnmt'
@@ -129,6 +130,9 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   ngram = (defaults.get('no_repeat_ngram_size', 0) if no_repeat_ngram_size is None
            else no_repeat_ngram_size)
   seq2seq_decode.check_constraints(min_len, ngram, ('min_length', 'no_repeat_ngram_size'))
+  stopping = (defaults.get('early_stopping', 'never') if early_stopping is None
+              else early_stopping)
+  seq2seq_decode.check_stopping(stopping, 'early_stopping')
   if beam < 1:
     raise ConfigError(f'beam must be >= 1 (1: greedy), got {beam}')
   if not 0 <= alpha < float('inf'):        # NaN fails too
@@ -149,12 +153,13 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
                                         '--source_lang' if given_source else
                                         'tokenizer.source_lang')
     hyps = seq2seq_decode.translate(decode_model, params, tok, src, max_len, beam, alpha,
-                                    batch_size, progress, form, min_len, ngram)
+                                    batch_size, progress, form, min_len, ngram, stopping)
     for i, h in zip(real, hyps):
       out[i] = h
   write_lines(output_path, out)
   return {'task': 'seq2seq', 'examples': len(lines), 'beam': beam, 'length_penalty': alpha,
           'length_penalty_form': form, 'min_length': min_len, 'no_repeat_ngram_size': ngram,
+          'early_stopping': stopping,
           'max_len': max_len, 'model': model_dir, 'output': output_path,
           'truncated_sources': n_cut, 'max_source_len': defaults['max_source_len'],
           'seconds': time.perf_counter() - t0}

@@ -162,6 +162,7 @@ ADDED_FIELDS = {
     'eval.length_penalty_form': 'gnmt',  #   seq2seq: GNMT's length penalty
     'eval.min_length': 0,               #   seq2seq: no minimum length, no n-gram ban
     'eval.no_repeat_ngram_size': 0,
+    'eval.early_stopping': 'never',     #   seq2seq: the exact beam search
     'tokenizer.train_threads': 16,      # lm/seq2seq: runs before it trained with the cores'
     'dtype': 'float32',                 #   seq2seq (issue #18): float32 compute
     'train.grad_accum': 1,              #   seq2seq (issue #18): no accumulation
