@@ -367,18 +367,20 @@ import os, sys, jax, jax.numpy as jnp
 from translearn_jax.training import compilation_cache as cc
 d = cc.configure(sys.argv[1], float(sys.argv[2]))
 sizes = []
-for n in range(12):      # twelve different programs
+for n in range(int(sys.argv[3]), int(sys.argv[3]) + 12):      # twelve different programs
   jax.jit(lambda x, n=n: jnp.tanh(x @ x.T + n).sum(0))(jnp.ones((8, 4 + n))).block_until_ready()
   sizes.append(sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith('-cache')))
 print(' '.join(map(str, sizes)))
 '''
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
 
-  def run(d, max_gb):
-    out = subprocess.run([sys.executable, '-c', script, str(tmp_path / d), str(max_gb)], env=env,
-                         check=True, capture_output=True, text=True, timeout=120).stdout.split()
-    entries = [f for f in os.listdir(tmp_path / d) if f.endswith('-cache')]
-    return [int(s) for s in out], len(entries)
+  def run(d, max_gb, first=0, used=None):
+    done = subprocess.run([sys.executable, '-c', script, str(tmp_path / d), str(max_gb),
+                           str(first)], env=env, check=True, capture_output=True, text=True,
+                          timeout=120)
+    assert 'Error writing persistent compilation cache' not in done.stderr, done.stderr
+    entries = [f for f in os.listdir(tmp_path / (used or d)) if f.endswith('-cache')]
+    return [int(s) for s in done.stdout.split()], len(entries)
 
   unbounded, n_unbounded = run('u', 0)
   limit = unbounded[-1] // 2                             # half of what the programs take
@@ -386,3 +388,12 @@ print(' '.join(map(str, sizes)))
   assert max(bounded) <= limit                           # never over the bound ...
   assert 0 < n_bounded < n_unbounded                     # ... so older programs were deleted
   assert bounded[-1] > limit // 2                        # and it still keeps recent ones
+  # a directory an unbounded run filled (an earlier version's) takes new programs under a
+  # bound, evicting its old ones
+  later, n_later = run('u', limit / 2**30, first=12)
+  assert max(later) <= limit and 0 < n_later < n_unbounded
+  # the environment's directory is JAX's to bound, not ours (other programs write there too)
+  env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path / 'env')
+  os.makedirs(tmp_path / 'env')
+  envdir, n_env = run('ignored', limit / 2**30, used='env')
+  assert envdir[-1] > limit and n_env == n_unbounded and not (tmp_path / 'ignored').exists()

@@ -45,7 +45,8 @@ _CACHE = flags.DEFINE_string(
     'JAX_COMPILATION_CACHE_DIR in the environment wins).')
 _CACHE_MAX_GB = flags.DEFINE_float(
     'compilation_cache_max_gb', 4.0, 'Bound on the compilation cache directory in GiB: past '
-    'it the least recently used programs are deleted (<= 0: no bound).')
+    'it the least recently used programs are deleted (<= 0: no bound; a '
+    'JAX_COMPILATION_CACHE_DIR is bounded by JAX_COMPILATION_CACHE_MAX_SIZE alone).')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Log INFO messages of all libraries (orbax, ...).')
 config_flags.DEFINE_config_file('config', None, 'A shipped config name (see --help) or a '
                                 'config file.', lock_config=True)

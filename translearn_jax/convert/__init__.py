@@ -198,9 +198,9 @@ def _search_settings(conf: dict, gen: dict, cfg_path: str, gen_path: str,
                      gen_present: bool) -> dict:
   """An imported seq2seq run's `eval` group: the beam search `generate()` runs for this
   checkpoint by default (`num_beams`, `length_penalty` as len ** alpha: form 'length',
-  `min_length`, `no_repeat_ngram_size`, `early_stopping` as `eval.early_stopping`: False, its
-  default, 'heuristic', True 'k_finished', 'never' 'never'; from generation_config.json when the checkpoint has
-  one, else config.json; a key left out: transformers' defaults 1, 1.0, 0, 0), so
+  `min_length`, `no_repeat_ngram_size`, `early_stopping` as `eval.early_stopping`
+  (`HF_STOPPING`); from generation_config.json when the checkpoint has one, else
+  config.json; a key left out: transformers' defaults 1, 1.0, 0, 0, False), so
   `translate` of the run decodes as its own tool does; plus the report of the settings
   generate() would also apply that this project's search does not (`repetition_penalty`,
   `forced_eos_token_id`, ...; its output length limit, `max_new_tokens` or

@@ -8,10 +8,12 @@ programs in a directory (`--compilation_cache`, default `$XDG_CACHE_HOME/transle
 same model and shapes loads them instead. JAX keys every entry by the program, its
 devices, compile options and the jax/jaxlib versions, so a stale entry is never used. An
 explicit `JAX_COMPILATION_CACHE_DIR` in the environment wins (JAX reads it itself); an empty
-`--compilation_cache` turns the cache off. The directory is bounded
+`--compilation_cache` turns the cache off. Our directory is bounded
 (`--compilation_cache_max_gb`, default 4 GiB): past it JAX deletes the least recently used
 programs (its LRU cache, which locks the directory with `filelock`), so a home directory
-does not fill with the programs of every model and shape ever run.
+does not fill with the programs of every model and shape ever run. A directory named by
+the environment is left as JAX's own settings say (`JAX_COMPILATION_CACHE_MAX_SIZE`): other
+programs may write there without the access times that the bounded cache needs.
 """
 
 from __future__ import annotations
@@ -51,6 +53,24 @@ def max_bytes(max_gb: float) -> int:
   return -1 if max_gb <= 0 else max(1, int(max_gb * 2**30))
 
 
+def _stamp_unbounded_entries(path: str) -> None:
+  """Gives each program an unbounded cache wrote (an earlier version's run, `max_gb <= 0`)
+  the access-time file JAX's bounded cache reads for every entry when it evicts (without
+  one, every write to the directory fails): its file's modification time."""
+  suffix = '-cache'
+  for name in os.listdir(path):
+    if not name.endswith(suffix):
+      continue
+    atime = os.path.join(path, name[:-len(suffix)] + '-atime')
+    if not os.path.exists(atime):
+      try:
+        stamp = os.stat(os.path.join(path, name)).st_mtime_ns
+        with open(atime, 'wb') as f:
+          f.write(stamp.to_bytes(8, 'little'))
+      except OSError:             # removed meanwhile, or unwritable: JAX reports it
+        pass
+
+
 def configure(path: str, max_gb: float = DEFAULT_MAX_GB) -> str:
   """Points JAX's persistent cache at `path` ('' : off) unless the environment names one;
   bounds it to `max_gb` GiB (least recently used programs go first; <= 0: unbounded);
@@ -58,7 +78,6 @@ def configure(path: str, max_gb: float = DEFAULT_MAX_GB) -> str:
   import jax
   limit = max_bytes(max_gb)
   if os.environ.get(ENV):
-    jax.config.update('jax_compilation_cache_max_size', limit)
     return os.environ[ENV]
   if not path:
     return ''
@@ -67,6 +86,8 @@ def configure(path: str, max_gb: float = DEFAULT_MAX_GB) -> str:
     os.makedirs(path, exist_ok=True)
   except OSError:                 # an unwritable home: run without the cache
     return ''
+  if limit != -1:
+    _stamp_unbounded_entries(path)
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_compilation_cache_max_size', limit)
   # our programs compile in well under JAX's default 1 s threshold on accelerators, and
