@@ -60,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 0.025     # α0 (word2vec: 0.025 skip-gram, 0.05 CBOW)
   config.optim.end_lr_ratio = 1e-4       # linear decay to α0 · this
+  config.optim.warmup_steps = 0          # >0: linear rise from 0 to α0 first (large batches)
   config.optim.row_cap = 0.0             # >0: a row's step at most this many updates' worth (large batches)
   config.optim.row_cap_mode = 'count'    # 'count' | 'norm': cap the contributions' count, or the sum's norm
   config.train.batch_size = 2            # rows per step (global; divisible by #devices)

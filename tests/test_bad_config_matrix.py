@@ -26,6 +26,7 @@ CASES = [
     ('w2v steps_per_call', 'skipgram', {'train.steps_per_call': 0}, ConfigError, r'config\.train\.steps_per_call'),
     ('w2v table_sharding', 'skipgram', {'model.table_sharding': 'cols'}, ConfigError, r'config\.model\.table_sharding'),
     ('w2v row_cap_mode', 'skipgram', {'optim.row_cap_mode': 'sum'}, ConfigError, r'config\.optim\.row_cap_mode'),
+    ('w2v warmup_steps', 'skipgram', {'optim.warmup_steps': -1}, ConfigError, r'config\.optim\.warmup_steps: must be >= 0'),
     ('w2v negative_draws < 0', 'skipgram', {'model.negative_draws': -1}, ConfigError, r'config\.model\.negative_draws'),
     ('w2v negative_draws per pair', 'skipgram', {'model.negative_draws': 10, 'model.pair_negatives': True}, ConfigError, r'config\.model\.negative_draws'),
     ('w2v negative_share 0', 'cbow', {'model.negative_share': 0}, ConfigError, r'config\.model\.negative_share'),

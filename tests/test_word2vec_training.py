@@ -56,6 +56,19 @@ def test_loss_decreases_on_real_text(tiny_config, tmp_path, mode):
   assert 'words_per_sec' in records[-1]
 
 
+def test_learning_rate_warmup_then_word2vec_decay(tiny_config):
+  """`optim.warmup_steps` W: α rises linearly from 0 to α0 over W steps, then decays
+  linearly to α0·end_lr_ratio at the last step; W = 0 is word2vec's plain decay."""
+  c = tiny_config
+  c.optim.learning_rate, c.optim.end_lr_ratio = 0.04, 1e-2
+  plain = word2vec.lr_schedule(c, 100)
+  assert [float(plain(s)) for s in (0, 50, 100)] == pytest.approx([0.04, 0.0202, 0.0004])
+  c.optim.warmup_steps = 10
+  warm = word2vec.lr_schedule(c, 100)
+  want = [0.0, 0.02, 0.04, 0.0202, 0.0004]       # steps 0, 5, 10, 55, 100
+  assert [float(warm(s)) for s in (0, 5, 10, 55, 100)] == pytest.approx(want, rel=1e-5)
+
+
 def test_sharded_step_matches_single_device(tiny_config):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
   config = tiny_config

@@ -32,6 +32,7 @@ from translearn_jax.models import row_sharded
 from translearn_jax.models import word2vec as w2v
 from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
+from translearn_jax.training import optimizers
 from translearn_jax.training.loop import Run
 from translearn_jax.training.metrics import info, write_json
 from translearn_jax.training.state import TrainState
@@ -54,6 +55,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
              f'must be >= 1, got {config.train[field]}')
   _require(config.optim.learning_rate > 0, 'optim.learning_rate',
            f'must be > 0, got {config.optim.learning_rate}')
+  _require(int(config.optim.get('warmup_steps', 0)) >= 0, 'optim.warmup_steps',
+           f'must be >= 0 (0: none), got {config.optim.get("warmup_steps")}')
   _require(config.sample >= 0, 'sample', f'must be >= 0, got {config.sample}')
   _require(config.optim.get('row_cap', 0.0) >= 0, 'optim.row_cap',
            f'must be >= 0 (0: off), got {config.optim.get("row_cap")}')
@@ -129,7 +132,13 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:
-  """word2vec's linear decay from α0 to α0·min_learning_rate_ratio."""
+  """word2vec's linear decay from α0 to α0·end_lr_ratio; with `optim.warmup_steps` > 0, a
+  linear rise from 0 to α0 over those steps first (large batches: the first steps' summed
+  updates of the hottest rows, from tables that know nothing yet, are the largest)."""
+  warmup = int(config.optim.get('warmup_steps', 0))
+  if warmup > 0:
+    return optimizers.lr_schedule('linear', float(config.optim.learning_rate), int(total_steps),
+                                  warmup, float(config.optim.end_lr_ratio))
   return _linear_schedule(float(config.optim.learning_rate),
                           float(config.optim.learning_rate * config.optim.end_lr_ratio),
                           int(total_steps))

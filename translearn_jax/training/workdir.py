@@ -181,6 +181,7 @@ ADDED_FIELDS = {
     'tokenizer.target_lang': '',
     'curve.import_cells': '',           # seq2seq curves: no cells from other workdirs
     'curve.seed_list': '',              #   and every seed run here
+    'optim.warmup_steps': 0,            # word2vec (issue #20): no warmup (other families had it)
 }
 
 
