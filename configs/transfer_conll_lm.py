@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.encoding_fallback = ''     # e.g. 'latin-1' for files that are not valid UTF-8
   config.data.token_column = 0           # CoNLL columns (0-based, negative from the end)
   config.data.tag_column = -1
+  config.data.tag_scheme = ''            # '' prefixed tags (IOB/IOBES/BILOU); 'io': the type alone (Few-NERD)
   config.model.max_tokens = 128
   config.transfer.strategies = 'finetune,discriminative'
   config.optim.learning_rate = 2e-3

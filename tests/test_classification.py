@@ -285,6 +285,25 @@ def test_bilou_files_are_read_and_scored_as_seqeval_strict_bilou(tmp_path):
   assert conll.entity_spans(bad) == {(t, b, e + 1) for t, b, e in get_entities(iobes)}
 
 
+def test_io_tags_read_as_runs_of_one_type_and_written_back():
+  """IO (Few-NERD's files): a run of words with one type is one entity, as Few-NERD's own
+  scorer reads it; `from_io` gives the IOB2 tags of those runs and `convert_tags(..., 'io')`
+  the IO tags of any sequence's spans (adjacent entities of a type merge: IO cannot tell)."""
+  from translearn_jax.data import conll
+  io = ['person-actor', 'person-actor', 'O', 'location-GPE', 'person-actor', 'person-actor',
+        'O', 'O', 'art-music']
+  bio = conll.from_io(io)
+  assert bio == ['B-person-actor', 'I-person-actor', 'O', 'B-location-GPE', 'B-person-actor',
+                 'I-person-actor', 'O', 'O', 'B-art-music']
+  assert conll.entity_spans(bio) == {('person-actor', 0, 2), ('location-GPE', 3, 4),
+                                     ('person-actor', 4, 6), ('art-music', 8, 9)}
+  assert conll.convert_tags(bio, 'io') == io
+  assert conll.convert_tags(['B-PER', 'B-PER', 'I-LOC', 'O'], 'io') == ['PER', 'PER', 'LOC', 'O']
+  assert conll.from_io(conll.convert_tags(['B-PER', 'B-PER'], 'io')) == ['B-PER', 'I-PER']
+  with pytest.raises(ValueError, match="tag scheme must be '' .* or 'io'"):
+    conll.read_conll('unused', scheme='bio')
+
+
 def test_span_scores_refuse_different_numbers_of_sentences():
   """As seqeval: predictions for fewer sentences than the gold ones are an error, not a
   score over the first ones (the second sentence's entity was counted neither way)."""

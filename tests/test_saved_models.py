@@ -3,6 +3,7 @@ repeat the run's own test predictions exactly; atomic saves; bad input."""
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -201,8 +202,54 @@ def test_causal_tagger_learns_iobes_data_as_iob2_and_writes_iobes(tmp_path, conl
   assert conll.span_scores(test.tags, tags)['micro']['f1'] == summary['rows'][0]['test'][0] > 0
   meta['inputs']['tag_scheme'] = 'bio'
   (tmp_path / 'run' / 'model' / 'model.json').write_text(json.dumps(meta))
-  with pytest.raises(DataError, match=r"inputs.tag_scheme must be '', 'iobes' or 'bilou'"):
+  with pytest.raises(DataError, match=r"inputs.tag_scheme must be '', 'iobes', 'bilou' or 'io'"):
     saved_model.load(str(tmp_path / 'run' / 'model'))
+
+
+def test_io_tagged_files_train_score_and_serve_as_io(tmp_path, conll_task, tiny_lm_run):
+  """IO files (the entity type alone, as Few-NERD writes it, a type with a hyphen among
+  them): refused without `data.tag_scheme='io'`, naming the file and line; with it, read as
+  the IOB2 tags of each run of one type, trained and scored on those, and a saved tagger
+  writes IO back (JSONL and CoNLL), with the span F1 the run reported."""
+  from configs import transfer_conll_lm
+  io = []
+  for path in conll_task:
+    corpus = conll.read_conll(path)
+    out = tmp_path / os.path.basename(path)
+    out.write_text('\n\n'.join('\n'.join(f'{w}\t{"O" if t == "O" else "person-name"}'
+                                          for w, t in zip(s, tags))
+                               for s, tags in zip(corpus.sentences, corpus.tags)) + '\n',
+                   encoding='utf-8')
+    io.append(str(out))
+  with pytest.raises(DataError, match=rf"^{re.escape(io[0])}:\d+: tag 'person-name' is not O"):
+    conll.read_conll(io[0])
+  read = conll.read_conll(io[2], scheme='io')
+  assert read.tags == [[t.replace('NAME', 'person-name') for t in tags]
+                       for tags in conll.read_conll(conll_task[2]).tags]
+  c = transfer_conll_lm.get_config()
+  c.data.train_path, c.data.dev_path, c.data.test_path = io
+  set_fields(c, {'init.path': tiny_lm_run, 'model.max_tokens': 16, 'transfer.groups': GROUPS,
+                 'train.epochs': 2, 'train.batch_size': 8, 'optim.learning_rate': 1e-2})
+  with pytest.raises(DataError, match=r"tag 'person-name' is not O"):
+    train.run(c, str(tmp_path / 'refused'))
+  c.data.tag_scheme = 'bio'
+  with pytest.raises(ConfigError, match=r"^config\.data\.tag_scheme: .* got 'bio'"):
+    train.run(c, str(tmp_path / 'refused2'))
+  c.data.tag_scheme = 'io'
+  summary = train.run(c, str(tmp_path / 'run'))
+  model_dir = str(tmp_path / 'run' / 'model')
+  meta = saved_model.read_meta(model_dir)
+  assert meta['inputs']['labels'] == ['O', 'B-person-name', 'I-person-name']
+  assert meta['inputs']['tag_scheme'] == 'io'
+  # the IO test file itself: read as CoNLL (its last column is an IO tag), tags written as IO
+  serving.predict_file(model_dir, io[2], str(tmp_path / 'pred.conll'))
+  rows = [l.split('\t') for l in open(tmp_path / 'pred.conll').read().split('\n') if l]
+  assert {r[-1] for r in rows} <= {'O', 'person-name'} and 'person-name' in {r[-1] for r in rows}
+  serving.predict_file(model_dir, io[2], str(tmp_path / 'pred.jsonl'))
+  pred = [json.loads(l)['tags'] for l in open(tmp_path / 'pred.jsonl')]
+  assert [t for p in pred for t in p] == [r[-1] for r in rows]
+  f1 = conll.span_scores(read.tags, [conll.from_io(p) for p in pred])['micro']['f1']
+  assert f1 == summary['rows'][0]['test'][0] > 0
 
 
 def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, tiny_lm_run):

@@ -14,7 +14,10 @@ file and line.
 
 Tags are `O` or a prefix and a type: IOB1/IOB2 (`B-X`, `I-X`), IOBES (also `E-X`,
 `S-X`) or BILOU (`L-X`, `U-X`: IOBES's `E-X`, `S-X` by other names); a bare prefix (`B`,
-`I`: one entity type) is type '_', as seqeval names it.
+`I`: one entity type) is type '_', as seqeval names it. IO files (Few-NERD's layout: the
+entity type alone, `person-actor`, or `O`) are read with `scheme='io'`: a run of words with
+the same type is one entity, and the tags are converted to IOB2 on reading (`from_io`);
+`convert_tags(tags, 'io')` writes them back.
 `entity_spans` extracts entity spans exactly as seqeval does by default
 (its conlleval-style chunking): an `I-X` that does not continue an open `X` chunk
 starts a new one, `E-X` and `S-X` close their chunk (BILOU is chunked as IOBES, which
@@ -40,26 +43,35 @@ class TaggedCorpus:
 
 
 def read_conll(path: str, encoding: str = 'utf-8', fallback: str = '', token_column: int = 0,
-               tag_column: int = -1) -> TaggedCorpus:
+               tag_column: int = -1, scheme: str = '') -> TaggedCorpus:
   """The sentences of `path`: a file, a glob, a comma-separated list, or a
   directory, whose every regular file is read (sorted by name; a directory
   without files is an error). A sentence never spans two files. The token and
   the tag are the columns `token_column` and `tag_column` (0-based; negative
-  counts from the end: GermEval 2014's `index token outer inner` is 1 and 2)."""
+  counts from the end: GermEval 2014's `index token outer inner` is 1 and 2). `scheme`
+  '' reads prefixed tags (IOB1/IOB2/IOBES/BILOU) as they are; 'io' reads every tag but `O`
+  as an entity type and returns the IOB2 tags of its runs (`from_io`)."""
+  check_input_scheme(scheme)
   files = readers.resolve_paths(path, 'conll')
   sentences, tags = [], []
   for file in files:
-    _read_conll_file(file, encoding, fallback, token_column, tag_column, sentences, tags)
+    _read_conll_file(file, encoding, fallback, token_column, tag_column, sentences, tags,
+                     scheme)
   if not sentences:
     raise DataError(f'{files[0] if len(files) == 1 else path}: no sentences')
+  if scheme == 'io':
+    tags = [from_io(t) for t in tags]
   return TaggedCorpus(sentences, tags, files[0] if len(files) == 1 else path)
 
 
 def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
-              tags_field: str = 'ner_tags', data_dir: str | None = None) -> TaggedCorpus:
+              tags_field: str = 'ner_tags', data_dir: str | None = None,
+              scheme: str = '') -> TaggedCorpus:
   """The sentences of a prepared TFDS split shaped like TFDS's `conll2003`: a sequence of
   token strings and a sequence of tags (`ClassLabel` ids, read as their names, or strings),
   read in batches through `tfds.data_source` (no TensorFlow). Tags as in `read_conll`."""
+  check_input_scheme(scheme)
+  valid = tag_check(scheme)
   names = tfds_source.feature_names(name, tags_field, data_dir)
   tfds_source.feature_names(name, tokens_field, data_dir)   # a missing feature: one error
   sentences, tags = [], []
@@ -71,18 +83,19 @@ def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
     if len(words) != len(labels):
       raise DataError(f'{where} record {i}: {len(words)} tokens but {len(labels)} tags')
     for tag in labels:
-      if not is_tag(tag):
-        raise DataError(f'{where} record {i}: tag {tag!r} {_TAG_RULE}')
+      if not valid(tag):
+        raise DataError(f'{where} record {i}: tag {tag!r} {tag_rule(scheme)}')
     if words:
       sentences.append(words)
-      tags.append(labels)
+      tags.append(from_io(labels) if scheme == 'io' else labels)
   if not sentences:
     raise DataError(f'{where}: no sentences')
   return TaggedCorpus(sentences, tags, f'tfds:{name}/{split}')
 
 
 def _read_conll_file(file: str, encoding: str, fallback: str, token_column: int,
-                     tag_column: int, sentences: list, tags: list) -> None:
+                     tag_column: int, sentences: list, tags: list, scheme: str = '') -> None:
+  valid = tag_check(scheme)
   need = max(c + 1 if c >= 0 else -c for c in (token_column, tag_column))
   words, labels = [], []
   for n, line in enumerate(readers.read_text(file, encoding, fallback).split('\n'), 1):
@@ -101,15 +114,15 @@ def _read_conll_file(file: str, encoding: str, fallback: str, token_column: int,
       continue
     complete = len(parts) >= max(2, need) and bool(parts[token_column])
     if not words and line.startswith('#') and (
-        not (complete and is_tag(parts[tag_column])) or _METADATA.match(line)):
+        not (complete and valid(parts[tag_column])) or _METADATA.match(line)):
       continue                            # a comment above a sentence (CoNLL-U, GermEval)
     if not complete:
       what = ('"token ... TAG"' if (token_column, tag_column) == (0, -1) else
               f'the token in column {token_column} and the tag in column {tag_column}')
       raise DataError(f'{file}:{n}: expected {what}, got {line!r}')
     tag = parts[tag_column]
-    if not is_tag(tag):
-      raise DataError(f'{file}:{n}: tag {tag!r} {_TAG_RULE}')
+    if not valid(tag):
+      raise DataError(f'{file}:{n}: tag {tag!r} {tag_rule(scheme)}')
     words.append(parts[token_column])
     labels.append(tag)
   if words:
@@ -127,13 +140,15 @@ class TokenLines:
   path: str
 
 
-def read_token_lines(path: str, encoding: str = 'utf-8', token_column: int = 0) -> TokenLines:
+def read_token_lines(path: str, encoding: str = 'utf-8', token_column: int = 0,
+                     scheme: str = '') -> TokenLines:
   """A CoNLL-layout file's tokens (column `token_column`; any other columns, a gold tag
   among them, are kept but not read). Sentences end at blank lines and `-DOCSTART-`
   lines; a line starting with '#' above a sentence is a comment when it is CoNLL-U
   metadata, several columns whose last is not a tag, or fewer columns than the file's
   other lines have (JNLPBA's `###MEDLINE:...`, which `read_conll` skips too); in a file
-  of tokens alone a lone `#` token is a token."""
+  of tokens alone a lone `#` token is a token. `scheme` 'io': any last column may be a tag."""
+  valid = tag_check(scheme)
   text = readers.read_text(path, encoding)
   raw = text.split('\n')
   if raw and raw[-1] == '':
@@ -152,7 +167,7 @@ def read_token_lines(path: str, encoding: str = 'utf-8', token_column: int = 0) 
       lines.append((line, None))
       continue
     if not words and line.startswith('#') and (
-        _METADATA.match(line) or (len(parts) >= 2 and not is_tag(parts[-1]))
+        _METADATA.match(line) or (len(parts) >= 2 and not valid(parts[-1]))
         or len(parts) < width):
       lines.append((line, None))
       continue
@@ -186,13 +201,15 @@ def with_predictions(doc: TokenLines, tags: list) -> str:
 
 
 def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400,
-                     tag_column: int = -1) -> bool:
+                     tag_column: int = -1, scheme: str = '') -> bool:
   """Whether the start of `path` reads as CoNLL (a token and a tag a line, blank lines
   between sentences) rather than one sentence a line: every one of its first non-blank,
   non-comment lines has two or more columns with a tag in column `tag_column` (the last by
   default; the column training read), and a sentence break occurs. The start is decoded
   as `readers.read_text` decodes the whole file (a UTF-16 byte-order mark selects UTF-16,
-  CR-only line ends end lines); an unknown encoding is a `DataError`."""
+  CR-only line ends end lines); an unknown encoding is a `DataError`. `scheme` 'io': any
+  non-empty column in `tag_column` counts as a tag."""
+  valid = tag_check(scheme)
   text = readers.decode_bytes(readers.head_bytes(path, 1 << 16), path, encoding,
                               errors='replace')
   head = text.split('\n')
@@ -202,7 +219,7 @@ def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400,
   breaks = any(not r or r[0] == '-DOCSTART-' for r in rows)
   need = max(2, tag_column + 1 if tag_column >= 0 else -tag_column)
   return (len(filled) >= 2 and (breaks or len(filled) >= 5)
-          and all(len(r) >= need and is_tag(r[tag_column]) for r in filled))
+          and all(len(r) >= need and valid(r[tag_column]) for r in filled))
 
 
 def _columns(line: str) -> list[str]:
@@ -234,6 +251,35 @@ def is_tag(tag: str) -> bool:
           or (len(tag) > 2 and tag[:2] in _PREFIXES))
 
 
+INPUT_SCHEMES = ('', 'io')     # how files write their tags: prefixed (any of SCHEMES), or IO
+
+
+def check_input_scheme(scheme: str) -> None:
+  if scheme not in INPUT_SCHEMES:
+    raise ValueError(f"tag scheme must be '' (prefixed tags: IOB, IOBES, BILOU) or 'io' "
+                     f"(entity types alone), got {scheme!r}")
+
+
+def tag_check(scheme: str = ''):
+  """The test a file's tag must pass: `is_tag`, or with `scheme='io'` any non-empty tag."""
+  return bool if scheme == 'io' else is_tag
+
+
+def tag_rule(scheme: str = '') -> str:
+  return 'is empty (IO tags: an entity type, or O)' if scheme == 'io' else _TAG_RULE
+
+
+def from_io(tags) -> list:
+  """IO tags (an entity type, or `O`, a word) as the IOB2 tags of the same entities: a run
+  of words with one type is one entity (IO cannot separate two adjacent entities of a type;
+  Few-NERD's own scoring reads its files the same way)."""
+  out, prev = [], 'O'
+  for t in tags:
+    out.append('O' if t == 'O' else ('I-' if t == prev else 'B-') + t)
+    prev = t
+  return out
+
+
 def entity_spans(tags) -> set:
   """{(type, start, end_exclusive)} of the chunks in one tag sequence, chunked as
   seqeval's default mode (conlleval's rules, extended to IOBES; BILOU read as IOBES)
@@ -253,7 +299,7 @@ def entity_spans(tags) -> set:
   return spans
 
 
-SCHEMES = ('iob2', 'iobes', 'bilou')
+SCHEMES = ('iob2', 'iobes', 'bilou', 'io')
 _LETTERS = {'iob2': ('B', 'I', 'I', 'B'), 'iobes': ('B', 'I', 'E', 'S'),   # begin, inside,
             'bilou': ('B', 'I', 'L', 'U')}                                # last, single
 
@@ -266,9 +312,15 @@ def tag_scheme(tag_lists) -> str:
 
 
 def convert_tags(tags, scheme: str) -> list:
-  """`tags` rewritten in `scheme` ('iob2', 'iobes', 'bilou') with the same `entity_spans`:
-  a tag sequence well- or ill-formed in any scheme becomes the well-formed sequence of its
-  chunks (one entity type written with bare prefixes stays bare)."""
+  """`tags` rewritten in `scheme` ('iob2', 'iobes', 'bilou', 'io') with the same
+  `entity_spans`: a tag sequence well- or ill-formed in any scheme becomes the well-formed
+  sequence of its chunks (one entity type written with bare prefixes stays bare). 'io'
+  writes each word of an entity as its type (adjacent entities of one type merge)."""
+  if scheme == 'io':
+    out = ['O'] * len(tags)
+    for kind, lo, hi in entity_spans(tags):
+      out[lo:hi] = [kind] * (hi - lo)
+    return out
   begin, inside, last, single = _LETTERS[scheme]
   out = ['O'] * len(tags)
   for kind, lo, hi in entity_spans(tags):

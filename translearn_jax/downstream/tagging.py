@@ -111,13 +111,18 @@ class TaggingTask(Task):
   def __init__(self, config):
     self.config = config
     d = config.data
+    io = d.get('tag_scheme', '')           # how the files write tags: '' prefixed, 'io'
+    if io not in conll.INPUT_SCHEMES:
+      raise ConfigError(f"config.data.tag_scheme: '' (prefixed tags: IOB, IOBES, BILOU) or "
+                        f"'io' (the entity type alone, e.g. Few-NERD), got {io!r}")
     if d.get('kind', 'conll') == 'tfds':   # data.path: the dataset; *_path: its split names
       read = lambda split: conll.read_tfds(d.path, split, d.get('tokens_field', 'tokens'),
                                            d.get('tags_field', 'ner_tags'),
-                                           d.get('data_dir') or None)
+                                           d.get('data_dir') or None, io)
     elif d.get('kind', 'conll') == 'conll':
       read = lambda path: conll.read_conll(path, *readers.config_encodings(d),
-                                           d.get('token_column', 0), d.get('tag_column', -1))
+                                           d.get('token_column', 0), d.get('tag_column', -1),
+                                           io)
     else:
       raise ConfigError(f"config.data.kind: 'conll' (files) or 'tfds', got {d.kind!r}")
     self.corpora = {'train': read(d.train_path), 'dev': read(d.dev_path),
@@ -132,8 +137,10 @@ class TaggingTask(Task):
     # A causal body tags a word before it sees the next one, and IOBES's E-/S- (BILOU's L-/U-)
     # say whether the next word goes on with the entity: it learns the IOB2 tags of the same
     # spans, which need only the words so far, and writes its predictions in the data's scheme.
+    # IO files are read as IOB2 (`conll.from_io`): the model learns and is scored on those,
+    # and a saved tagger writes IO back.
     scheme = conll.tag_scheme(self.corpora['train'].tags)
-    self.output_scheme = scheme if causal and scheme != 'iob2' else ''
+    self.output_scheme = 'io' if io else scheme if causal and scheme != 'iob2' else ''
     targets = {k: dataclasses.replace(c, tags=[conll.convert_tags(t, 'iob2') for t in c.tags])
                if self.output_scheme else c for k, c in self.corpora.items()}
     names = sorted({t for s in targets['train'].tags for t in s} - {'O'})
@@ -202,7 +209,9 @@ class TaggingTask(Task):
       for r, i in enumerate(idx):
         p = pos[i, :len(self.corpora[split].sentences[i])]
         out[i] = [self.tag_names[pred[r, q]] if q >= 0 else 'O' for q in p]
-        if self.output_scheme:
+        if self.output_scheme == 'io':     # what IO output means (adjacent entities of a
+          out[i] = conll.from_io(conll.convert_tags(out[i], 'io'))   # type merge), as IOB2
+        elif self.output_scheme:
           out[i] = conll.convert_tags(out[i], self.output_scheme)
     return out
 

@@ -303,10 +303,12 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
     raise DataError(f'{model_dir}: a {meta["task"]} model; predict_file takes a classification '
                     'or tagging model (translate_file runs a seq2seq model)')
   words = meta['task'] == 'tagging'
+  io = 'io' if words and meta['inputs'].get('tag_scheme') == 'io' else ''   # IO-tagged input
   kind = format_of(input_path, input_format)
   if (input_format == 'auto' and kind in ('text', 'tsv') and words
       and os.path.isfile(input_path)
-      and conll.looks_like_conll(input_path, encoding, tag_column=_trained_tag_column(meta))):
+      and conll.looks_like_conll(input_path, encoding, tag_column=_trained_tag_column(meta),
+                                 scheme=io)):
     # CoNLL-2003's own eng.testb / test.txt, or BioBERT-style NER train.tsv: not sentences
     print(f'{input_path}: read as CoNLL (a token and a tag a line; --format {kind} reads '
           + ('one sentence a line)' if kind == 'text' else 'a table of sentences)'),
@@ -325,7 +327,8 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
   if kind == 'conll':
     if not os.path.isfile(input_path):
       raise DataError(f'{input_path}: no such input file')
-    doc = conll.read_token_lines(input_path, encoding, meta['inputs'].get('token_column', 0))
+    doc = conll.read_token_lines(input_path, encoding, meta['inputs'].get('token_column', 0),
+                                 io)
     examples = doc.sentences
   else:
     examples = read_inputs(input_path, kind, text_field, words, encoding,

@@ -182,6 +182,7 @@ ADDED_FIELDS = {
     'curve.import_cells': '',           # seq2seq curves: no cells from other workdirs
     'curve.seed_list': '',              #   and every seed run here
     'optim.warmup_steps': 0,            # word2vec (issue #20): no warmup (other families had it)
+    'data.tag_scheme': '',              # tagging: prefixed tags (IO files were refused)
 }
 
 
