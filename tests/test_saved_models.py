@@ -250,6 +250,21 @@ def test_io_tagged_files_train_score_and_serve_as_io(tmp_path, conll_task, tiny_
   assert [t for p in pred for t in p] == [r[-1] for r in rows]
   f1 = conll.span_scores(read.tags, [conll.from_io(p) for p in pred])['micro']['f1']
   assert f1 == summary['rows'][0]['test'][0] > 0
+  # plain sentences (any word may stand in a tag column, none is this tagger's tag or O)
+  # stay sentences, tab-separated tables too; a comment above an IO sentence stays a comment
+  sents = [' '.join(s) for s in read.sentences[:6]]
+  for name, text in (('plain.txt', '\n'.join(sents)), ('table.tsv', '\n'.join(
+      f'{i}\t{x}' for i, x in enumerate(sents)))):
+    (tmp_path / name).write_text(text + '\n', encoding='utf-8')
+    assert not conll.looks_like_conll(str(tmp_path / name), scheme='io',
+                                      known={'person-name'})
+  serving.predict_file(model_dir, str(tmp_path / 'plain.txt'), str(tmp_path / 'plain.jsonl'))
+  assert [json.loads(l)['tokens'] for l in open(tmp_path / 'plain.jsonl')] == \
+      read.sentences[:6]
+  (tmp_path / 'comment.conll').write_text('# source\tfew-nerd\n' + open(io[2]).read(),
+                                          encoding='utf-8')
+  serving.predict_file(model_dir, str(tmp_path / 'comment.conll'), str(tmp_path / 'c.jsonl'))
+  assert open(tmp_path / 'c.jsonl').read() == open(tmp_path / 'pred.jsonl').read()
 
 
 def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, tiny_lm_run):

@@ -14,7 +14,7 @@ import pytest
 from conftest import StopAfter
 
 from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
-from translearn_jax.errors import DataError, NonFiniteLossError
+from translearn_jax.errors import ConfigError, DataError, NonFiniteLossError
 from translearn_jax.pretraining import word2vec
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.checkpoint import Checkpointer
@@ -56,7 +56,7 @@ def test_loss_decreases_on_real_text(tiny_config, tmp_path, mode):
   assert 'words_per_sec' in records[-1]
 
 
-def test_learning_rate_warmup_then_word2vec_decay(tiny_config):
+def test_learning_rate_warmup_then_word2vec_decay(tiny_config, tmp_path):
   """`optim.warmup_steps` W: α rises linearly from 0 to α0 over W steps, then decays
   linearly to α0·end_lr_ratio at the last step; W = 0 is word2vec's plain decay."""
   c = tiny_config
@@ -67,6 +67,11 @@ def test_learning_rate_warmup_then_word2vec_decay(tiny_config):
   warm = word2vec.lr_schedule(c, 100)
   want = [0.0, 0.02, 0.04, 0.0202, 0.0004]       # steps 0, 5, 10, 55, 100
   assert [float(warm(s)) for s in (0, 5, 10, 55, 100)] == pytest.approx(want, rel=1e-5)
+  c.optim.warmup_steps = 10**6       # beyond the run: refused before training, naming it
+  with pytest.raises(ConfigError, match=r"^config\.optim\.warmup_steps: must be below the "
+                                        r"run's \d+ steps"):
+    word2vec.train_and_evaluate(c, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
 
 
 def test_sharded_step_matches_single_device(tiny_config):

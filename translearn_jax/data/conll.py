@@ -141,14 +141,15 @@ class TokenLines:
 
 
 def read_token_lines(path: str, encoding: str = 'utf-8', token_column: int = 0,
-                     scheme: str = '') -> TokenLines:
+                     scheme: str = '', known=None) -> TokenLines:
   """A CoNLL-layout file's tokens (column `token_column`; any other columns, a gold tag
   among them, are kept but not read). Sentences end at blank lines and `-DOCSTART-`
   lines; a line starting with '#' above a sentence is a comment when it is CoNLL-U
   metadata, several columns whose last is not a tag, or fewer columns than the file's
   other lines have (JNLPBA's `###MEDLINE:...`, which `read_conll` skips too); in a file
-  of tokens alone a lone `#` token is a token. `scheme` 'io': any last column may be a tag."""
-  valid = tag_check(scheme)
+  of tokens alone a lone `#` token is a token. `scheme` 'io': a last column is a tag when it
+  is `O` or one of the `known` IO tags (any, if None)."""
+  valid = tag_check(scheme, known)
   text = readers.read_text(path, encoding)
   raw = text.split('\n')
   if raw and raw[-1] == '':
@@ -201,15 +202,16 @@ def with_predictions(doc: TokenLines, tags: list) -> str:
 
 
 def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400,
-                     tag_column: int = -1, scheme: str = '') -> bool:
+                     tag_column: int = -1, scheme: str = '', known=None) -> bool:
   """Whether the start of `path` reads as CoNLL (a token and a tag a line, blank lines
   between sentences) rather than one sentence a line: every one of its first non-blank,
   non-comment lines has two or more columns with a tag in column `tag_column` (the last by
   default; the column training read), and a sentence break occurs. The start is decoded
   as `readers.read_text` decodes the whole file (a UTF-16 byte-order mark selects UTF-16,
-  CR-only line ends end lines); an unknown encoding is a `DataError`. `scheme` 'io': any
-  non-empty column in `tag_column` counts as a tag."""
-  valid = tag_check(scheme)
+  CR-only line ends end lines); an unknown encoding is a `DataError`. `scheme` 'io': a tag
+  is `O` or one of the `known` IO tags (any non-empty column if None), and some line is
+  tagged `O` (a table of sentences or plain text has words there)."""
+  valid = tag_check(scheme, known)
   text = readers.decode_bytes(readers.head_bytes(path, 1 << 16), path, encoding,
                               errors='replace')
   head = text.split('\n')
@@ -219,7 +221,8 @@ def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400,
   breaks = any(not r or r[0] == '-DOCSTART-' for r in rows)
   need = max(2, tag_column + 1 if tag_column >= 0 else -tag_column)
   return (len(filled) >= 2 and (breaks or len(filled) >= 5)
-          and all(len(r) >= need and valid(r[tag_column]) for r in filled))
+          and all(len(r) >= need and valid(r[tag_column]) for r in filled)
+          and (scheme != 'io' or any(r[tag_column] == 'O' for r in filled)))
 
 
 def _columns(line: str) -> list[str]:
@@ -260,9 +263,12 @@ def check_input_scheme(scheme: str) -> None:
                      f"(entity types alone), got {scheme!r}")
 
 
-def tag_check(scheme: str = ''):
-  """The test a file's tag must pass: `is_tag`, or with `scheme='io'` any non-empty tag."""
-  return bool if scheme == 'io' else is_tag
+def tag_check(scheme: str = '', known=None):
+  """The test a file's tag must pass: `is_tag`; with `scheme='io'` any non-empty tag, or,
+  given the `known` IO tags (a saved tagger's), one of those or `O`."""
+  if scheme != 'io':
+    return is_tag
+  return bool if known is None else (lambda t: t == 'O' or t in known)
 
 
 def tag_rule(scheme: str = '') -> str:

@@ -114,20 +114,32 @@ def fingerprint(config) -> str:
   return _hash(config, _at_default(shared_config(config)))
 
 
+# How many `ADDED_FIELDS` entries there were when comparison records began to carry their
+# `fields` (commit 4c55622): a hash-only record was made with a prefix of these.
+HASH_ONLY_ENTRIES = 50
+
+
 def fingerprints(config) -> set[str]:
   """The hashes a record of this config made before records carried `fields` may hold.
-  Such a record hashed the `ADDED_FIELDS` entries of its day (a prefix of today's list)
-  dropped at their defaults, and kept a later entry that its config already had (a field
-  one family had before another gained it: `data.encoding`) or lacked it (a field added
-  since: `eval.metric`); every prefix is tried with the later entries kept or dropped
-  all together, or all but one either way."""
+  Such a record hashed the `ADDED_FIELDS` entries of its day (a prefix of the first
+  `HASH_ONLY_ENTRIES`) dropped at their defaults, and kept a later entry that its config
+  already had (a field one family had before another gained it: `data.encoding`) or lacked
+  it (a field added since: `eval.metric`); every prefix is tried with the later entries
+  kept or dropped all together, or all but one either way. An entry listed after records
+  carried `fields` (`optim.warmup_steps`, which the transfer configs always had) was a plain
+  field to every hash-only record: each such entry is tried kept and dropped on its own."""
   flat = shared_config(config)
   listed = _at_default(flat)
+  early = [p for p in listed if list(workdir_lib.ADDED_FIELDS).index(p) < HASH_ONLY_ENTRIES]
+  post = [p for p in listed if p not in early]
   out = set()
-  for k in range(len(listed) + 1):
-    base, later = listed[:k], listed[k:]
-    variants = [[], later] + [[p] for p in later] + [[q for q in later if q != p] for p in later]
-    out.update(_hash(config, base + v) for v in variants)
+  for mask in range(1 << min(len(post), 8)):   # each post entry kept or dropped
+    dropped = [p for i, p in enumerate(post) if i >= 8 or mask >> i & 1]
+    for k in range(len(early) + 1):
+      base, later = early[:k], early[k:]
+      variants = [[], later] + [[p] for p in later] + [[q for q in later if q != p]
+                                                       for p in later]
+      out.update(_hash(config, base + v + dropped) for v in variants)
   return out
 
 

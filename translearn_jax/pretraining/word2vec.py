@@ -414,9 +414,7 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   checkpoints included); `words_per_sec` excludes the first (compiling) call.
   """
   validate(config)
-  os.makedirs(workdir, exist_ok=True)
   vocab = corpus.vocab
-  _check_vocab(workdir, vocab)
   mesh = mesh_lib.make_mesh(device_count(config))
   row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   cfg = model_config(config, len(vocab))
@@ -427,7 +425,12 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       seed=config.seed, negative_share=cfg.negative_share),
       epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
   total_steps = stream.estimated_total_steps()
+  _require(int(config.optim.get('warmup_steps', 0)) < total_steps, 'optim.warmup_steps',
+           f'must be below the run\'s {total_steps} steps (the rise would never reach '
+           f'optim.learning_rate and decay), got {config.optim.get("warmup_steps")}')
   schedule = lr_schedule(config, total_steps)
+  os.makedirs(workdir, exist_ok=True)
+  _check_vocab(workdir, vocab)
   shards = mesh_lib.batch_ways(mesh) if config.model.get('table_sharding') == ROWS else 0
   with Run(workdir, config.train.keep_checkpoints) as run:
     if config.init.path and not run.resuming:

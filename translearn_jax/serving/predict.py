@@ -304,11 +304,12 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
                     'or tagging model (translate_file runs a seq2seq model)')
   words = meta['task'] == 'tagging'
   io = 'io' if words and meta['inputs'].get('tag_scheme') == 'io' else ''   # IO-tagged input
+  known = {t[2:] for t in meta['inputs'].get('labels', []) if t != 'O'} if io else None
   kind = format_of(input_path, input_format)
   if (input_format == 'auto' and kind in ('text', 'tsv') and words
       and os.path.isfile(input_path)
       and conll.looks_like_conll(input_path, encoding, tag_column=_trained_tag_column(meta),
-                                 scheme=io)):
+                                 scheme=io, known=known)):
     # CoNLL-2003's own eng.testb / test.txt, or BioBERT-style NER train.tsv: not sentences
     print(f'{input_path}: read as CoNLL (a token and a tag a line; --format {kind} reads '
           + ('one sentence a line)' if kind == 'text' else 'a table of sentences)'),
@@ -328,7 +329,7 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
     if not os.path.isfile(input_path):
       raise DataError(f'{input_path}: no such input file')
     doc = conll.read_token_lines(input_path, encoding, meta['inputs'].get('token_column', 0),
-                                 io)
+                                 io, known)
     examples = doc.sentences
   else:
     examples = read_inputs(input_path, kind, text_field, words, encoding,
