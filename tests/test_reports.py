@@ -87,7 +87,11 @@ def test_records_made_before_a_field_was_listed_as_added_stay_valid(tmp_path, mo
   entries = list(workdir.ADDED_FIELDS.items())
   k = [p for p, _ in entries].index('data.encoding')
   old = transfer_sst2_mlm.get_config()
-  del old['eval']                                   # the config of that day
+  del old['eval']                                   # the config of that day: none of the
+  for group, field in (('data', 'encoding_fallback'), ('data', 'header'),   # fields added
+                       ('init', 'unicode_errors')):                         # since, and
+    del old[group][field]                     # optim.warmup_steps, listed only after records
+  assert old.optim.warmup_steps == 0          # carried their fields, kept in its hash
   monkeypatch.setattr(workdir, 'ADDED_FIELDS', dict(entries[:k]))   # the code of that day
   old_fp = runs.fingerprint(old)
   monkeypatch.undo()
