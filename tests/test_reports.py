@@ -103,6 +103,8 @@ def test_records_made_before_a_field_was_listed_as_added_stay_valid(tmp_path, mo
   config.train.epochs += 1
   with pytest.raises(ConfigError, match='runs.jsonl:1: recorded by a different config; use'):
     runs.load_done(str(path), config)
+  # the list is append-only: the 50 entries of the hash-only records' day stay its prefix
+  assert list(workdir.ADDED_FIELDS).index(runs.HASH_ONLY_LAST) == 49
 
 
 def test_records_carry_their_config_and_a_difference_is_named(tmp_path):

@@ -114,15 +114,15 @@ def fingerprint(config) -> str:
   return _hash(config, _at_default(shared_config(config)))
 
 
-# How many `ADDED_FIELDS` entries there were when comparison records began to carry their
-# `fields` (commit 4c55622): a hash-only record was made with a prefix of these.
-HASH_ONLY_ENTRIES = 50
+# The last `ADDED_FIELDS` entry listed when comparison records began to carry their `fields`
+# (commit 4c55622): a hash-only record was made with a prefix of the entries up to it.
+HASH_ONLY_LAST = 'eval.metric'
 
 
 def fingerprints(config) -> set[str]:
   """The hashes a record of this config made before records carried `fields` may hold.
-  Such a record hashed the `ADDED_FIELDS` entries of its day (a prefix of the first
-  `HASH_ONLY_ENTRIES`) dropped at their defaults, and kept a later entry that its config
+  Such a record hashed the `ADDED_FIELDS` entries of its day (a prefix of those up to
+  `HASH_ONLY_LAST`) dropped at their defaults, and kept a later entry that its config
   already had (a field one family had before another gained it: `data.encoding`) or lacked
   it (a field added since: `eval.metric`); every prefix is tried with the later entries
   kept or dropped all together, or all but one either way. An entry listed after records
@@ -130,7 +130,8 @@ def fingerprints(config) -> set[str]:
   field to every hash-only record: each such entry is tried kept and dropped on its own."""
   flat = shared_config(config)
   listed = _at_default(flat)
-  early = [p for p in listed if list(workdir_lib.ADDED_FIELDS).index(p) < HASH_ONLY_ENTRIES]
+  order = list(workdir_lib.ADDED_FIELDS)
+  early = [p for p in listed if order.index(p) <= order.index(HASH_ONLY_LAST)]
   post = [p for p in listed if p not in early]
   out = set()
   for mask in range(1 << min(len(post), 8)):   # each post entry kept or dropped

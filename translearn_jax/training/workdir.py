@@ -121,7 +121,6 @@ ADDED_FIELDS = {
     'optim.row_cap_mode': 'count',      # word2vec (issue #20): the cap counts contributions
     'model.pair_negatives': False,      # skip-gram (issue #20): negatives shared per center
     'model.negative_draws': 0,          # skip-gram (issue #20): model.negatives drawn per center
-    'model.negative_share': 1,          # word2vec (issue #20): positions sharing one draw
     'model.table_sharding': 'replicated',  # word2vec (issue #20): every device holds the tables
     'num_devices': 1,           # fine-tuning (issue #18): one device (other families always had it)
     'model.pad_id': 0,          # masked-LM encoders (issue #14): this project's pad id
@@ -159,11 +158,6 @@ ADDED_FIELDS = {
     'backtranslation.max_sentences': 0,
     'backtranslation.beam': 1,
     'backtranslation.batch_size': 128,
-    'eval.length_penalty_form': 'gnmt',  #   seq2seq: GNMT's length penalty
-    'eval.min_length': 0,               #   seq2seq: no minimum length, no n-gram ban
-    'eval.no_repeat_ngram_size': 0,
-    'eval.early_stopping': 'never',     #   seq2seq: the exact beam search
-    'tokenizer.train_threads': 16,      # lm/seq2seq: runs before it trained with the cores'
     'dtype': 'float32',                 #   seq2seq (issue #18): float32 compute
     'train.grad_accum': 1,              #   seq2seq (issue #18): no accumulation
     'data.encoding': 'utf-8',           # tagging and seq2seq files: UTF-8, strictly
@@ -181,6 +175,12 @@ ADDED_FIELDS = {
     'tokenizer.target_lang': '',
     'curve.import_cells': '',           # seq2seq curves: no cells from other workdirs
     'curve.seed_list': '',              #   and every seed run here
+    'eval.length_penalty_form': 'gnmt',  # seq2seq: GNMT's length penalty
+    'model.negative_share': 1,          # word2vec (issue #20): positions sharing one draw
+    'eval.min_length': 0,               # seq2seq: no minimum length, no n-gram ban
+    'eval.no_repeat_ngram_size': 0,
+    'tokenizer.train_threads': 16,      # lm/seq2seq: runs before it trained with the cores'
+    'eval.early_stopping': 'never',     # seq2seq: the exact beam search
     'optim.warmup_steps': 0,            # word2vec (issue #20): no warmup (other families had it)
     'data.tag_scheme': '',              # tagging: prefixed tags (IO files were refused)
 }
