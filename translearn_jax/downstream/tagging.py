@@ -112,9 +112,10 @@ class TaggingTask(Task):
     self.config = config
     d = config.data
     io = d.get('tag_scheme', '')           # how the files write tags: '' prefixed, 'io'
-    if io not in conll.INPUT_SCHEMES:
-      raise ConfigError(f"config.data.tag_scheme: '' (prefixed tags: IOB, IOBES, BILOU) or "
-                        f"'io' (the entity type alone, e.g. Few-NERD), got {io!r}")
+    try:
+      conll.check_input_scheme(io)
+    except ValueError as e:
+      raise ConfigError(f'config.data.tag_scheme: {e}') from None
     if d.get('kind', 'conll') == 'tfds':   # data.path: the dataset; *_path: its split names
       read = lambda split: conll.read_tfds(d.path, split, d.get('tokens_field', 'tokens'),
                                            d.get('tags_field', 'ner_tags'),
