@@ -62,7 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.end_lr_ratio = 1e-4       # linear decay to α0 · this
   config.optim.warmup_steps = 0          # >0: linear rise from 0 to α0 first (large batches)
   config.optim.row_cap = 0.0             # >0: a row's step at most this many updates' worth (large batches)
-  config.optim.row_cap_mode = 'count'    # 'count' | 'norm': cap the contributions' count, or the sum's norm
+  # 'count' | 'norm' | 'curvature': cap the contributions' count, the sum's norm, or α × the
+  # row's summed curvature (curvature with row_cap=1: large batches at batch 2's quality)
+  config.optim.row_cap_mode = 'count'
   config.train.batch_size = 2            # rows per step (global; divisible by #devices)
   config.train.seq_length = 256          # subsampled tokens per row
   config.train.steps_per_call = 64       # steps scanned in one jitted call

@@ -286,5 +286,83 @@ def test_norm_cap_scales_aligned_sums_like_the_count_cap_and_keeps_diverse_ones(
   counted = w2v.apply_rows(table, ids, jnp.concatenate([same, ortho, once]),
                            w2v.Word2VecConfig(vocab_size=6, dim=dim, row_cap=cap))
   np.testing.assert_allclose(counted[3], ortho.sum(0) * cap / 4, rtol=1e-6)
-  with pytest.raises(ValueError, match="row_cap_mode must be 'count' or 'norm'"):
+  with pytest.raises(ValueError, match="row_cap_mode must be 'count', 'norm' or 'curvature'"):
     w2v.Word2VecConfig(vocab_size=6, row_cap_mode='rows')
+
+
+def test_curvature_cap_scales_only_rows_whose_step_curvature_passes_the_cap():
+  """`row_cap_mode='curvature'`: a row whose contributions' curvatures sum to at most the
+  cap keeps its plain sum, however many they are; one summing to 4× the cap gets a
+  quarter of it; a row hit once with a large curvature is scaled too."""
+  cfg = w2v.Word2VecConfig(vocab_size=6, dim=2, row_cap=1.0, row_cap_mode='curvature')
+  ids = jnp.array([1] * 8 + [2] * 4 + [3])
+  upd = jnp.ones((13, 2))
+  curv = jnp.array([0.1] * 8 + [1.0] * 4 + [2.0])   # row 1: 0.8, row 2: 4.0, row 3: 2.0
+  got = np.asarray(w2v.apply_rows(jnp.zeros((6, 2)), ids, upd, cfg, curvature=curv))
+  np.testing.assert_allclose(got[1], 8.0, rtol=1e-6)       # 8 contributions, under the cap
+  np.testing.assert_allclose(got[2], 4.0 / 4.0, rtol=1e-6)
+  np.testing.assert_allclose(got[3], 1.0 / 2.0, rtol=1e-6)
+  assert not got[[0, 4, 5]].any()
+
+
+def _pairwise_curvature_step(params, batch, lr, cfg):
+  """The curvature-capped step written pair by pair from `_targets`: every score's
+  σ'(s)·|x|² charged to both rows it reads, the plain updates summed per row, each row
+  scaled by min(1, cap / α·Σ).  Returns (new params, each table's per-row totals)."""
+  in_ids, in_w, out_ids, weight, label, _ = w2v._targets(batch, cfg.window, cfg.mode,
+                                                        cfg.pair_negatives, cfg.negatives)
+  inp, out = params['in_embed'], params['out_embed']
+  rows = out[out_ids]                                       # (B, L, M', D)
+  h = inp[in_ids] if in_w is None else jnp.einsum('blc,blcd->bld', in_w, inp[in_ids])
+  s = jnp.einsum('bld,blmd->blm', h, rows)
+  sig = jax.nn.sigmoid(s)
+  g, sp = weight * (sig - label), weight * sig * (1 - sig)
+  dh = jnp.einsum('blm,blmd->bld', g, rows)
+  c_h = jnp.sum(sp * jnp.sum(rows * rows, -1), -1)         # (B, L)
+  c_out = sp * jnp.sum(h * h, -1)[..., None]
+  if in_w is None:                                          # skip-gram: the center's row
+    ids_in, d_in, c_in = in_ids.reshape(-1), dh.reshape(-1, cfg.dim), c_h.reshape(-1)
+  else:                                                     # CBOW: each valid context row
+    used = (in_w > 0)[..., None]
+    ids_in = in_ids.reshape(-1)
+    d_in = (used * dh[:, :, None, :]).reshape(-1, cfg.dim)
+    c_in = (used[..., 0] * c_h[..., None]).reshape(-1)
+  new, totals = {}, {}
+  for name, table, ids, upd, cur in (
+      ('in_embed', inp, ids_in, -lr * d_in, lr * c_in),
+      ('out_embed', out, out_ids.reshape(-1), -lr * (g[..., None] * h[:, :, None]).reshape(
+          -1, cfg.dim), lr * c_out.reshape(-1))):
+    totals[name] = jnp.zeros(table.shape[0]).at[ids].add(cur)
+    new[name] = w2v.apply_rows(table, ids, upd, cfg, curvature=cur)
+  return new, totals
+
+
+@pytest.mark.parametrize('mode, share', [('skipgram', 1), ('skipgram', 3), ('cbow', 1),
+                                         ('cbow', 3)])
+def test_curvature_cap_in_the_fast_layouts_equals_its_pairwise_definition(mode, share):
+  """The skip-gram and CBOW steps sum each row's curvature through the same slices as its
+  update (a token's output row as the context of its neighbours, group-shared negatives
+  once per group): the tables equal the pair-by-pair definition, with the cap binding on
+  some rows and not on others."""
+  cfg = w2v.Word2VecConfig(vocab_size=30, dim=6, window=3, negatives=3, mode=mode,
+                           negative_share=share, row_cap=1.0, row_cap_mode='curvature')
+  rng = np.random.default_rng(21)
+  batch = random_batch(rng, 30, b=2, length=12, k=cfg.negatives_per_position)
+  batch['negatives'] = batch['negatives'][:, ::share]
+  batch = jax.tree.map(jnp.asarray, batch)
+  params = w2v.Word2Vec(cfg).init(jax.random.key(0), batch)['params']
+  params = jax.tree.map(lambda p: p + 0.4 * jax.random.normal(jax.random.key(3), p.shape),
+                        params)
+  lr = 0.05
+  _, totals = _pairwise_curvature_step(params, batch, lr, cfg)
+  for binding in ('in_embed', 'out_embed'):
+    # a cap at the median of one table's row totals: it binds on half of its rows
+    t = np.asarray(totals[binding])
+    cfg = dataclasses.replace(cfg, row_cap=float(np.median(t[t > 0])))
+    assert (t > cfg.row_cap).any() and ((t > 0) & (t < cfg.row_cap)).any(), (binding, t)
+    got, _, _ = w2v.sparse_sgd_step(params, batch, lr, cfg)
+    want, _ = _pairwise_curvature_step(params, batch, lr, cfg)
+    for name in ('in_embed', 'out_embed'):
+      np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+  plain, _, _ = w2v.sparse_sgd_step(params, batch, lr, dataclasses.replace(cfg, row_cap=0.0))
+  assert np.abs(np.asarray(plain['out_embed']) - np.asarray(got['out_embed'])).max() > 1e-4

@@ -170,7 +170,8 @@ class RowShardedTables:
       start += i.size
     return tuple(out)
 
-  def add(self, name: str, ids: Sequence[Array], updates: Sequence[Array]) -> Array:
+  def add(self, name: str, ids: Sequence[Array], updates: Sequence[Array],
+          curvature: Sequence[Array] | None = None) -> Array:
     block = self.blocks[name]
     route, cap = self._route(name, tuple(ids))
     n, dim = self.shards, block.shape[1]
@@ -208,13 +209,22 @@ class RowShardedTables:
 
     scale_of = None
     if self.row_cap > 0:
+      curved = self.row_cap_mode == word2vec.CURVATURE
+      per_id = used if not curved else jax.ops.segment_sum(
+          jnp.concatenate([c.reshape(-1) for c in curvature]), route.inverse, size)
+
       def count_round(r, counts):
-        got, c = received(r, used)
+        got, c = received(r, per_id)
         return counts.at[owned(got, block)].add(c, mode='drop')
 
+      # every device's contributions to a row (counts, or step curvature) are summed
+      # before its scale is taken
       counts = jax.lax.fori_loop(0, route.rounds, count_round,
                                  jnp.zeros((block.shape[0],), jnp.float32))
-      scale_of = lambda local: 1.0 / jnp.maximum(1.0, counts[local] / self.row_cap)
+      if curved:
+        scale_of = lambda local: word2vec.curvature_scale(counts[local], self.row_cap)
+      else:
+        scale_of = lambda local: 1.0 / jnp.maximum(1.0, counts[local] / self.row_cap)
 
     def update_round(r, blk):
       got, u = received(r, sums)

@@ -66,8 +66,9 @@ Array = jax.Array
 
 SKIPGRAM = 'skipgram'
 CBOW = 'cbow'
+CURVATURE = 'curvature'
 BATCH_KEYS = ('tokens', 'segment', 'window', 'negatives')
-ROW_CAP_MODES = ('count', 'norm')
+ROW_CAP_MODES = ('count', 'norm', 'curvature')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,8 @@ class Word2VecConfig:
   row_cap: float = 0.0
   # 'count': the cap counts contributions (above). 'norm': a row's summed update is
   # scaled to at most row_cap × its contributions' mean norm (see `norm_cap_scale`).
+  # 'curvature': scaled so that α × the row's summed curvature stays <= row_cap
+  # (see `curvature_scale`).
   row_cap_mode: str = 'count'
   # Skip-gram: K negatives for every (center, context) pair, as word2vec draws them,
   # instead of K per center shared by its pairs and weighted by their count. The
@@ -124,7 +127,7 @@ class Word2VecConfig:
     if self.row_cap < 0:
       raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
     if self.row_cap_mode not in ROW_CAP_MODES:
-      raise ValueError(f"optim.row_cap_mode must be 'count' or 'norm', got "
+      raise ValueError(f"optim.row_cap_mode must be 'count', 'norm' or 'curvature', got "
                        f'{self.row_cap_mode!r}')
     for name in ('vocab_size', 'dim', 'window', 'negatives'):
       if getattr(self, name) < 1:
@@ -285,7 +288,7 @@ def context_mask(batch: Mapping[str, Array], window: int) -> Array:
 
 
 def apply_rows(table: Array, ids: Array, updates: Array, cfg: Word2VecConfig,
-               constrain=lambda x: x) -> Array:
+               constrain=lambda x: x, curvature: Array | None = None) -> Array:
   """`table.at[ids].add(updates)`: a step's row updates, scatter-added.
 
   With `cfg.row_cap > 0`, a row that receives more than `row_cap` (non-zero)
@@ -296,9 +299,14 @@ def apply_rows(table: Array, ids: Array, updates: Array, cfg: Word2VecConfig,
   negatives) grows with the batch and makes large batches diverge. Capping bounds each
   row's step at `row_cap` contributions' worth, whatever the batch, and leaves every
   rarer row's update unchanged. `cfg.row_cap_mode='norm'` caps the sum's norm instead
-  (`norm_cap_scale`).
+  (`norm_cap_scale`); `'curvature'` bounds α × the row's summed curvature, one entry of
+  `curvature` per update (`curvature_scale`).
   """
   ids, updates = constrain(ids), constrain(updates)
+  if cfg.row_cap > 0 and cfg.row_cap_mode == CURVATURE:
+    total = jnp.zeros((table.shape[0],), jnp.float32).at[ids].add(constrain(curvature))
+    scale = curvature_scale(total, cfg.row_cap)
+    return table.at[ids].add((updates * scale[ids][:, None]).astype(table.dtype))
   if cfg.row_cap > 0 and cfg.row_cap_mode == 'norm':
     return _norm_capped(table, ids, updates, cfg.row_cap)
   if cfg.row_cap > 0:
@@ -306,6 +314,24 @@ def apply_rows(table: Array, ids: Array, updates: Array, cfg: Word2VecConfig,
     count = jnp.zeros((table.shape[0],), jnp.float32).at[ids].add(used)
     updates = updates / jnp.maximum(1.0, count[ids] / cfg.row_cap)[:, None]
   return table.at[ids].add(updates.astype(table.dtype))
+
+
+def curvature_scale(total: Array, cap: float) -> Array:
+  """Per row: min(1, cap / total), `total` the row's step curvature α·Σ σ'(s)·|x|² over
+  its contributions in the step (s a score the row takes part in, x the vector it is
+  scored against: the trace of the Gauss-Newton Hessian of the row's loss terms).
+
+  Applied one at a time (word2vec's threads), a row's updates stop growing as its scores
+  saturate; summed from one stale value, a hot row's update is a step of α on a loss whose
+  curvature along it is up to that trace, and past α·trace = 2 such a step overshoots
+  the minimum of the row's local quadratic model. Bounding α·trace by `cap` (1: at most
+  the Newton step of that model, measured with the trace, which bounds the largest
+  eigenvalue from above) keeps every row whose step is already safe at word2vec's exact
+  update, whatever its count, and shrinks only the rows whose summed step could overshoot.
+  Unlike the count cap, a contribution whose score has saturated (σ' ≈ 0) or whose
+  partner vector is short barely counts.
+  """
+  return jnp.minimum(1.0, cap / jnp.maximum(total, jnp.finfo(total.dtype).tiny))
 
 
 def norm_cap_scale(sums: Array, norm_sums: Array, counts: Array, cap: float) -> Array:
@@ -357,12 +383,14 @@ class ReplicatedTables:
   def gather(self, name: str, *ids: Array) -> tuple[Array, ...]:
     return tuple(self.blocks[name][i] for i in ids)
 
-  def add(self, name: str, ids, updates) -> Array:
+  def add(self, name: str, ids, updates, curvature=None) -> Array:
     table = self.blocks[name]
     dim = table.shape[1]
     flat_ids = jnp.concatenate([i.reshape(-1) for i in ids])
     flat = jnp.concatenate([u.reshape(-1, dim) for u in updates])
-    self.blocks[name] = apply_rows(table, flat_ids, flat, self.cfg, self.constrain)
+    if curvature is not None:
+      curvature = jnp.concatenate([c.reshape(-1) for c in curvature])
+    self.blocks[name] = apply_rows(table, flat_ids, flat, self.cfg, self.constrain, curvature)
     return self.blocks[name]
 
 
@@ -378,7 +406,8 @@ def _cbow_step(tables, batch, lr, cfg):
   w = cfg.window
   tok, neg = batch['tokens'], batch['negatives']
   length = tok.shape[1]
-  if cfg.row_cap > 0:
+  curved = _curvature_capped(cfg)
+  if cfg.row_cap > 0 and not curved:
     # the cap counts (or norms) each position's contribution to a drawn row, as it does
     # with per-position draws: no summing over a group's positions before the scatter
     neg = expand_negatives(neg, length)
@@ -394,9 +423,10 @@ def _cbow_step(tables, batch, lr, cfg):
   s_c = jnp.sum(h * c_rows, -1)
   s_n = negative_scores(h, n_rows)                           # (B, L, M)
   neg_w = (cfg.negatives / neg.shape[-1]) * has_ctx[..., None]
+  sig_c, sig_n = jax.nn.sigmoid(s_c), jax.nn.sigmoid(s_n)
   # d(loss)/d(score) for -log σ(±score): σ(score) - label, for positions with a context
-  g_c = has_ctx * (jax.nn.sigmoid(s_c) - 1.0)
-  g_n = neg_w * jax.nn.sigmoid(s_n)
+  g_c = has_ctx * (sig_c - 1.0)
+  g_n = neg_w * sig_n
   # -log σ(±score), exact (no clamping): a diverged run shows as inf/NaN.
   loss = (jnp.sum(has_ctx * jnp.logaddexp(0.0, -s_c))
           + jnp.sum(neg_w * jnp.logaddexp(0.0, s_n)))
@@ -407,9 +437,31 @@ def _cbow_step(tables, batch, lr, cfg):
   mask_p, dh_p = _padded(mask, w), _padded(dh, w)
   d_in = sum(_window(mask_p, w, -o, length)[..., j:j + 1] * _window(dh_p, w, -o, length)
              for j, o in enumerate(offs))
-  new_in = tables.add('in_embed', (tok,), (-lr * d_in,))
-  new_out = tables.add('out_embed', (tok, neg), (-lr * g_c[..., None] * h, -lr * d_neg))
+  cur_in = cur_c = cur_neg = None
+  if curved:
+    # σ'(s) of every score; h's curvature (its rows c and n); each context row takes
+    # h's full error, so it is charged h's curvature, summed over the centers it serves
+    sp_c, sp_n = has_ctx * sig_c * (1.0 - sig_c), neg_w * sig_n * (1.0 - sig_n)
+    hh = jnp.sum(h * h, -1)
+    nn = expand_negatives(jnp.sum(n_rows * n_rows, -1), length)
+    c_h = _padded(sp_c * jnp.sum(c_rows * c_rows, -1) + jnp.sum(sp_n * nn, -1), w)
+    cur_in = (lr * sum(_window(mask_p, w, -o, length)[..., j] * _window(c_h, w, -o, length)
+                       for j, o in enumerate(offs)),)
+    cur_c, cur_neg = lr * sp_c * hh, lr * _grouped_sum(sp_n, hh, n_rows.shape[1])
+  new_in = tables.add('in_embed', (tok,), (-lr * d_in,), cur_in)
+  new_out = tables.add('out_embed', (tok, neg), (-lr * g_c[..., None] * h, -lr * d_neg),
+                       None if cur_c is None else (cur_c, cur_neg))
   return {'in_embed': new_in, 'out_embed': new_out}, loss, has_ctx.sum()
+
+
+def _curvature_capped(cfg: Word2VecConfig) -> bool:
+  return cfg.row_cap > 0 and cfg.row_cap_mode == CURVATURE
+
+
+def _grouped_sum(sp_n: Array, hh: Array, groups: int) -> Array:
+  """Each drawn row's curvature `(B, L/G, M)`: σ'(s)·|h|² summed over its group's
+  positions (`sp_n (B, L, M)`, `hh (B, L)`)."""
+  return jnp.einsum('bgtm,bgt->bgm', _grouped(sp_n, groups), _grouped(hh, groups))
 
 
 def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
@@ -448,9 +500,10 @@ def _skipgram_step(tables, batch, lr, cfg):
   ctx = [_window(o_p, w, o, length) for o in offs]           # 2W × (B, L, D)
   s_c = jnp.stack([jnp.sum(h * c, -1) for c in ctx], -1)     # (B, L, 2W)
   s_n = negative_scores(h, n_rows)                           # (B, L, M)
+  sig_c, sig_n = jax.nn.sigmoid(s_c), jax.nn.sigmoid(s_n)
   # d(loss)/d(score) for -log σ(±score): σ(score) - label
-  g_c = mask * (jax.nn.sigmoid(s_c) - 1.0)
-  g_n = neg_w * jax.nn.sigmoid(s_n)
+  g_c = mask * (sig_c - 1.0)
+  g_n = neg_w * sig_n
   # -log σ(±score), exact (no clamping): a diverged run shows as inf/NaN.
   loss = (jnp.sum(mask * jnp.logaddexp(0.0, -s_c))
           + jnp.sum(neg_w * jnp.logaddexp(0.0, s_n)))
@@ -460,8 +513,22 @@ def _skipgram_step(tables, batch, lr, cfg):
   g_p, h_p = _padded(g_c, w), _padded(h, w)
   d_o = sum(_window(g_p, w, -o, length)[..., j:j + 1] * _window(h_p, w, -o, length)
             for j, o in enumerate(offs))
-  new_in = tables.add('in_embed', (tok,), (-lr * dh,))
-  new_out = tables.add('out_embed', (tok, neg), (-lr * d_o, -lr * d_neg))
+  cur_in = cur_out = None
+  if _curvature_capped(cfg):
+    # σ'(s) of every score; a center's row is scored against its contexts' and negatives'
+    # rows, a token's output row against the centers it is the context of, a negative's
+    # against its group's centers
+    sp_c, sp_n = mask * sig_c * (1.0 - sig_c), neg_w * sig_n * (1.0 - sig_n)
+    hh, oo = jnp.sum(h * h, -1), _padded(jnp.sum(o_rows * o_rows, -1), w)
+    nn = expand_negatives(jnp.sum(n_rows * n_rows, -1), length)
+    cur_in = (lr * (sum(sp_c[..., j] * _window(oo, w, o, length) for j, o in enumerate(offs))
+                    + jnp.sum(sp_n * nn, -1)),)
+    sp_p, hh_p = _padded(sp_c, w), _padded(hh, w)
+    cur_o = sum(_window(sp_p, w, -o, length)[..., j] * _window(hh_p, w, -o, length)
+                for j, o in enumerate(offs))
+    cur_out = (lr * cur_o, lr * _grouped_sum(sp_n, hh, n_rows.shape[1]))
+  new_in = tables.add('in_embed', (tok,), (-lr * dh,), cur_in)
+  new_out = tables.add('out_embed', (tok, neg), (-lr * d_o, -lr * d_neg), cur_out)
   return {'in_embed': new_in, 'out_embed': new_out}, loss, mask.sum()
 
 
@@ -469,13 +536,15 @@ def table_step(tables, batch: Mapping[str, Array], lr: Array, cfg: Word2VecConfi
   """`sparse_sgd_step` on a tables object (`ReplicatedTables`, or
   `row_sharded.RowShardedTables` inside a `shard_map`): (new tables, loss, pairs).
 
-  Skip-gram with a row cap keeps the pair-by-pair layout (`_pair_step`): the cap counts
-  (or norms) each pair's contribution to a context row separately, whereas
+  Skip-gram with a count or norm cap keeps the pair-by-pair layout (`_pair_step`): the
+  cap counts (or norms) each pair's contribution to a context row separately, whereas
   `_skipgram_step` sums a token's contributions as a context before the scatter; CBOW
-  with a row cap scatters a group-shared draw (`negative_share`) once per position."""
+  with such a cap scatters a group-shared draw (`negative_share`) once per position. The
+  curvature cap sees only each row's summed curvature, which the fast layouts sum as
+  they sum the updates, so it keeps them."""
   if cfg.mode == CBOW:
     return _cbow_step(tables, batch, lr, cfg)
-  if cfg.row_cap == 0:
+  if cfg.row_cap == 0 or _curvature_capped(cfg):
     return _skipgram_step(tables, batch, lr, cfg)
   return _pair_step(tables, batch, lr, cfg)
 
