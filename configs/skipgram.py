@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.warmup_steps = 0          # >0: linear rise from 0 to α0 first (large batches)
   config.optim.row_cap = 0.0             # >0: a row's step at most this many updates' worth (large batches)
   # 'count' | 'norm' | 'curvature': cap the contributions' count, the sum's norm, or α × the
-  # row's summed curvature (curvature with row_cap=1: large batches at batch 2's quality)
+  # row's summed curvature (curvature with row_cap=1: batch 16 at batch 2's quality, README)
   config.optim.row_cap_mode = 'count'
   config.train.batch_size = 2            # rows per step (global; divisible by #devices)
   config.train.seq_length = 256          # subsampled tokens per row

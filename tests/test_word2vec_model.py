@@ -337,15 +337,18 @@ def _pairwise_curvature_step(params, batch, lr, cfg):
   return new, totals
 
 
-@pytest.mark.parametrize('mode, share', [('skipgram', 1), ('skipgram', 3), ('cbow', 1),
-                                         ('cbow', 3)])
-def test_curvature_cap_in_the_fast_layouts_equals_its_pairwise_definition(mode, share):
+@pytest.mark.parametrize('mode, share, extra', [
+    ('skipgram', 1, {}), ('skipgram', 3, {}), ('cbow', 1, {}), ('cbow', 3, {}),
+    ('skipgram', 1, {'pair_negatives': True}), ('skipgram', 2, {'negative_draws': 7}),
+    ('cbow', 2, {'negative_draws': 5})])
+def test_curvature_cap_in_the_fast_layouts_equals_its_pairwise_definition(mode, share, extra):
   """The skip-gram and CBOW steps sum each row's curvature through the same slices as its
   update (a token's output row as the context of its neighbours, group-shared negatives
   once per group): the tables equal the pair-by-pair definition, with the cap binding on
   some rows and not on others."""
   cfg = w2v.Word2VecConfig(vocab_size=30, dim=6, window=3, negatives=3, mode=mode,
-                           negative_share=share, row_cap=1.0, row_cap_mode='curvature')
+                           negative_share=share, row_cap=1.0, row_cap_mode='curvature',
+                           **extra)
   rng = np.random.default_rng(21)
   batch = random_batch(rng, 30, b=2, length=12, k=cfg.negatives_per_position)
   batch['negatives'] = batch['negatives'][:, ::share]

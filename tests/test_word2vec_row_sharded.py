@@ -1,6 +1,7 @@
 """Row-sharded word2vec tables (issue #20): same vectors as replicated tables, 1/n of the
 rows a device, and per-device collective bytes that stay flat as devices double."""
 
+import dataclasses
 import json
 
 import jax
@@ -66,7 +67,6 @@ def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_c
   ref, ref_losses = _train(cfg, blocks, 8, rows=False)
   state, losses = _train(cfg, blocks, 8, rows=True)
   if cap_mode == 'curvature':   # the cap binds in these steps (its rows' sums are exchanged)
-    import dataclasses
     plain, _ = _train(dataclasses.replace(cfg, row_cap=0.0), blocks, 8, rows=False)
     assert np.abs(word2vec.embeddings(plain) - word2vec.embeddings(ref)).max() > 1e-4
   # each device holds its interleaved block of ceil(V/8) rows, not the whole table

@@ -18,8 +18,8 @@ Inside the `shard_map`, `RowShardedTables` serves a step's reads and writes:
   needs; one round in practice);
 * updates take the same route back: summed per unique id, sent to the owner, and
   scatter-added into its block (with `row_cap`, the owner first sums every device's
-  contribution counts of the row, so the cap sees the whole step's count, as on one
-  device).
+  contribution counts of the row, or its step curvature with `row_cap_mode='curvature'`,
+  so the cap sees the whole step's, as on one device).
 
 At a fixed per-device batch the buckets hold `n * capacity ≈ ids per device` slots
 (`default_capacity`) whatever `n` is, so each device's collective bytes stay flat as

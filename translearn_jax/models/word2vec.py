@@ -324,10 +324,13 @@ def curvature_scale(total: Array, cap: float) -> Array:
   Applied one at a time (word2vec's threads), a row's updates stop growing as its scores
   saturate; summed from one stale value, a hot row's update is a step of α on a loss whose
   curvature along it is up to that trace, and past α·trace = 2 such a step overshoots
-  the minimum of the row's local quadratic model. Bounding α·trace by `cap` (1: at most
-  the Newton step of that model, measured with the trace, which bounds the largest
-  eigenvalue from above) keeps every row whose step is already safe at word2vec's exact
-  update, whatever its count, and shrinks only the rows whose summed step could overshoot.
+  the minimum of the row's local quadratic model (the other rows held fixed). Bounding
+  α·trace by `cap` (1: at most the Newton step of that model, measured with the trace,
+  which bounds the largest eigenvalue from above) keeps every row whose step is already
+  safe at word2vec's exact update, whatever its count, and shrinks only the rows whose
+  summed step could overshoot. It bounds each row's own step, not the joint move of two
+  rows updated together. CBOW charges each context row h's curvature, as the row takes
+  h's full (unscaled) error.
   Unlike the count cap, a contribution whose score has saturated (σ' ≈ 0) or whose
   partner vector is short barely counts.
   """
