@@ -1,7 +1,7 @@
 """Skip-gram at a batch that grows with devices, against the 1-device default (issue #20).
 
   python benchmarks/word2vec_large_batch.py [--devices 8] [--rows_per_device 2] \
-      [--row_cap 8] [--row_cap_mode norm] [--lr 0.05] [--table_sharding rows] \
+      [--row_cap 1] [--row_cap_mode curvature] [--lr 0.025] [--table_sharding rows] \
       [--seeds 0,1,2] [--epochs 5] [--json out.json]
 
 Runs `configs/skipgram.py` (the Wikipedia excerpt gensim ships, 5 epochs) for each seed
@@ -30,9 +30,10 @@ import tempfile
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 ap.add_argument('--devices', type=int, default=8)
 ap.add_argument('--rows_per_device', type=int, default=2)
-ap.add_argument('--row_cap', type=float, default=8.0)
-ap.add_argument('--row_cap_mode', default='norm')
-ap.add_argument('--lr', type=float, default=0.05)
+# the curvature cap at 1 with the shipped alpha0 (README: "A curvature bound on each row's step")
+ap.add_argument('--row_cap', type=float, default=1.0)
+ap.add_argument('--row_cap_mode', default='curvature')
+ap.add_argument('--lr', type=float, default=0.025)
 ap.add_argument('--table_sharding', default='rows')
 ap.add_argument('--seeds', default='0,1,2')
 ap.add_argument('--epochs', type=int, default=5)
