@@ -322,11 +322,11 @@ def _pairwise_curvature_step(params, batch, lr, cfg):
   c_out = sp * jnp.sum(h * h, -1)[..., None]
   if in_w is None:                                          # skip-gram: the center's row
     ids_in, d_in, c_in = in_ids.reshape(-1), dh.reshape(-1, cfg.dim), c_h.reshape(-1)
-  else:                                                     # CBOW: each valid context row
+  else:   # CBOW: each valid context row takes h's full error and moves h by in_w of it
     used = (in_w > 0)[..., None]
     ids_in = in_ids.reshape(-1)
     d_in = (used * dh[:, :, None, :]).reshape(-1, cfg.dim)
-    c_in = (used[..., 0] * c_h[..., None]).reshape(-1)
+    c_in = (in_w * c_h[..., None]).reshape(-1)
   new, totals = {}, {}
   for name, table, ids, upd, cur in (
       ('in_embed', inp, ids_in, -lr * d_in, lr * c_in),

@@ -329,8 +329,8 @@ def curvature_scale(total: Array, cap: float) -> Array:
   which bounds the largest eigenvalue from above) keeps every row whose step is already
   safe at word2vec's exact update, whatever its count, and shrinks only the rows whose
   summed step could overshoot. It bounds each row's own step, not the joint move of two
-  rows updated together. CBOW charges each context row h's curvature, as the row takes
-  h's full (unscaled) error.
+  rows updated together. CBOW charges a context row h's curvature / the context count:
+  the row takes h's full (unscaled) error but moves the mean h by 1/count of its step.
   Unlike the count cap, a contribution whose score has saturated (σ' ≈ 0) or whose
   partner vector is short barely counts.
   """
@@ -442,13 +442,15 @@ def _cbow_step(tables, batch, lr, cfg):
              for j, o in enumerate(offs))
   cur_in = cur_c = cur_neg = None
   if curved:
-    # σ'(s) of every score; h's curvature (its rows c and n); each context row takes
-    # h's full error, so it is charged h's curvature, summed over the centers it serves
+    # σ'(s) of every score; h's curvature (its rows c and n). A context row takes h's
+    # full error but moves h by 1/count of its step (h is the mean): along its update,
+    # its step curvature is h's divided by the count, summed over the centers it serves
     sp_c, sp_n = has_ctx * sig_c * (1.0 - sig_c), neg_w * sig_n * (1.0 - sig_n)
     hh = jnp.sum(h * h, -1)
     nn = expand_negatives(jnp.sum(n_rows * n_rows, -1), length)
     c_h = _padded(sp_c * jnp.sum(c_rows * c_rows, -1) + jnp.sum(sp_n * nn, -1), w)
-    cur_in = (lr * sum(_window(mask_p, w, -o, length)[..., j] * _window(c_h, w, -o, length)
+    mean_p = _padded(mean_w, w)
+    cur_in = (lr * sum(_window(mean_p, w, -o, length)[..., j] * _window(c_h, w, -o, length)
                        for j, o in enumerate(offs)),)
     cur_c, cur_neg = lr * sp_c * hh, lr * _grouped_sum(sp_n, hh, n_rows.shape[1])
   new_in = tables.add('in_embed', (tok,), (-lr * d_in,), cur_in)
