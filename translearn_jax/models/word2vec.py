@@ -447,12 +447,12 @@ def _cbow_step(tables, batch, lr, cfg):
     # its step curvature is h's divided by the count, summed over the centers it serves
     sp_c, sp_n = has_ctx * sig_c * (1.0 - sig_c), neg_w * sig_n * (1.0 - sig_n)
     hh = jnp.sum(h * h, -1)
-    nn = expand_negatives(jnp.sum(n_rows * n_rows, -1), length)
-    c_h = _padded(sp_c * jnp.sum(c_rows * c_rows, -1) + jnp.sum(sp_n * nn, -1), w)
+    c_hn, c_neg = negative_curvature(sp_n, hh, n_rows)
+    c_h = _padded(sp_c * jnp.sum(c_rows * c_rows, -1) + c_hn, w)
     mean_p = _padded(mean_w, w)
     cur_in = (lr * sum(_window(mean_p, w, -o, length)[..., j] * _window(c_h, w, -o, length)
                        for j, o in enumerate(offs)),)
-    cur_c, cur_neg = lr * sp_c * hh, lr * _grouped_sum(sp_n, hh, n_rows.shape[1])
+    cur_c, cur_neg = lr * sp_c * hh, lr * c_neg
   new_in = tables.add('in_embed', (tok,), (-lr * d_in,), cur_in)
   new_out = tables.add('out_embed', (tok, neg), (-lr * g_c[..., None] * h, -lr * d_neg),
                        None if cur_c is None else (cur_c, cur_neg))
@@ -463,10 +463,15 @@ def _curvature_capped(cfg: Word2VecConfig) -> bool:
   return cfg.row_cap > 0 and cfg.row_cap_mode == CURVATURE
 
 
-def _grouped_sum(sp_n: Array, hh: Array, groups: int) -> Array:
-  """Each drawn row's curvature `(B, L/G, M)`: σ'(s)·|h|² summed over its group's
-  positions (`sp_n (B, L, M)`, `hh (B, L)`)."""
-  return jnp.einsum('bgtm,bgt->bgm', _grouped(sp_n, groups), _grouped(hh, groups))
+def negative_curvature(sp_n: Array, hh: Array, n_rows: Array) -> tuple[Array, Array]:
+  """The curvature terms of the negatives, as `negative_grads` gives their gradients:
+  from `sp_n (B, L, M)` (each negative score's weight × σ'(s)) and `hh (B, L)` (|h|²),
+  each position's Σ σ'(s)·|n|² over its drawn rows `n_rows (B, L/G, M, D)`, and each
+  drawn row's σ'(s)·|h|² summed over its group's positions `(B, L/G, M)`."""
+  groups = n_rows.shape[1]
+  nn = expand_negatives(jnp.sum(n_rows * n_rows, -1), sp_n.shape[1])
+  return (jnp.sum(sp_n * nn, -1),
+          jnp.einsum('bgtm,bgt->bgm', _grouped(sp_n, groups), _grouped(hh, groups)))
 
 
 def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
@@ -525,13 +530,13 @@ def _skipgram_step(tables, batch, lr, cfg):
     # against its group's centers
     sp_c, sp_n = mask * sig_c * (1.0 - sig_c), neg_w * sig_n * (1.0 - sig_n)
     hh, oo = jnp.sum(h * h, -1), _padded(jnp.sum(o_rows * o_rows, -1), w)
-    nn = expand_negatives(jnp.sum(n_rows * n_rows, -1), length)
+    c_hn, c_neg = negative_curvature(sp_n, hh, n_rows)
     cur_in = (lr * (sum(sp_c[..., j] * _window(oo, w, o, length) for j, o in enumerate(offs))
-                    + jnp.sum(sp_n * nn, -1)),)
+                    + c_hn),)
     sp_p, hh_p = _padded(sp_c, w), _padded(hh, w)
     cur_o = sum(_window(sp_p, w, -o, length)[..., j] * _window(hh_p, w, -o, length)
                 for j, o in enumerate(offs))
-    cur_out = (lr * cur_o, lr * _grouped_sum(sp_n, hh, n_rows.shape[1]))
+    cur_out = (lr * cur_o, lr * c_neg)
   new_in = tables.add('in_embed', (tok,), (-lr * dh,), cur_in)
   new_out = tables.add('out_embed', (tok, neg), (-lr * d_o, -lr * d_neg), cur_out)
   return {'in_embed': new_in, 'out_embed': new_out}, loss, mask.sum()
