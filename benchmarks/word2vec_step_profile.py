@@ -154,8 +154,10 @@ def main():
 
   layouts = {}
   if cfg.mode == w2v.SKIPGRAM:
-    layouts = {name: layout_step_us(cfg, state, blocks, step)
-               for name, step in (('slices', w2v._skipgram_step), ('pairs', w2v._pair_step))}
+    # the pair-by-pair layout has no curvature cap (`table_step` never runs it with one)
+    candidates = (('slices', w2v._skipgram_step),) + (
+        () if w2v._curvature_capped(cfg) else (('pairs', w2v._pair_step),))
+    layouts = {name: layout_step_us(cfg, state, blocks, step) for name, step in candidates}
   out = {'mode': args.mode, 'overrides': args.override, 'host_ms_per_block': host_ms,
          'step_us': step_us, 'cores_used': cores,
          'subsampled_tokens_per_s': tokens_per_s,

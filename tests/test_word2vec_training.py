@@ -74,6 +74,23 @@ def test_learning_rate_warmup_then_word2vec_decay(tiny_config, tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+
+def test_a_run_past_the_uncapped_batch_limit_warns_and_names_the_cap(tiny_config, tmp_path):
+  """Past 4 rows a step with no `optim.row_cap`, a run says it may diverge and names the
+  measured recipe; at 4 rows, or with a cap, it says nothing."""
+  import warnings
+  c = tiny_config
+  c.train.batch_size, c.optim.warmup_steps = 8, 10**6   # refused right after the warning
+  with pytest.warns(UserWarning, match=r"^train\.batch_size=8 with optim\.row_cap=0: .*"
+                                       r"optim\.row_cap=1 with optim\.row_cap_mode='curvature'"):
+    with pytest.raises(ConfigError, match='optim.warmup_steps'):
+      word2vec.train_and_evaluate(c, str(tmp_path / 'w'))
+  for batch, cap in ((word2vec.UNCAPPED_BATCH_LIMIT, 0.0), (16, 1.0)):
+    c.train.batch_size, c.optim.row_cap = batch, cap
+    with warnings.catch_warnings():
+      warnings.simplefilter('error')
+      word2vec.warn_uncapped_large_batch(c)
+
 def test_sharded_step_matches_single_device(tiny_config):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
   config = tiny_config
