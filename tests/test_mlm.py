@@ -230,14 +230,15 @@ def test_attention_never_crosses_a_packing_boundary(norm, positions):
     p.add(d)
   row = p.rows()
   assert len(row) == 1
-  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
-  packed = model.apply({'params': params}, jnp.asarray(row[:, 0]), segments=jnp.asarray(row[:, 1]),
-                       positions=jnp.asarray(row[:, 2]))
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  apply = jax.jit(model.apply)     # a program a shape, not hundreds of eager operations
+  packed = apply({'params': params}, jnp.asarray(row[:, 0]), segments=jnp.asarray(row[:, 1]),
+                 positions=jnp.asarray(row[:, 2]))
   for s, d in enumerate(docs, 1):
-    alone = model.apply({'params': params}, jnp.asarray([[BOS] + d + [EOS]]))
+    alone = apply({'params': params}, jnp.asarray([[BOS] + d + [EOS]]))
     np.testing.assert_allclose(packed[0][row[0, 1] == s], alone[0], rtol=1e-4, atol=1e-5)
   # and the segments do matter: without them the first document's logits change
-  merged = model.apply({'params': params}, jnp.asarray(row[:, 0]))
+  merged = apply({'params': params}, jnp.asarray(row[:, 0]))
   assert not np.allclose(merged[0][row[0, 1] == 1], packed[0][row[0, 1] == 1], atol=1e-3)
 
 
