@@ -19,7 +19,9 @@ in one process:
 * skip-gram only: the two layouts of its step on the same blocks, scanned as in training
   on one device: `_skipgram_step` (context output rows gathered once per token, used when
   there is no row cap) and `_pair_step` (every context and negative row gathered and
-  scattered per score, used with a row cap).
+  scattered per score, used with a row cap);
+* with `--ops N`: the step's N costliest compiled operations (XLA fusions, scatters,
+  dots), µs a step, from a `jax.profiler` trace of the scanned step on one device.
 
 The peer for the end-to-end words/s is gensim in `skipgram_vs_gensim.py`; this script
 explains ours.
@@ -99,6 +101,44 @@ def layout_step_us(cfg, state, blocks, step) -> float:
   return per_block / blocks[0]['tokens'].shape[0] * 1e6
 
 
+def op_profile(cfg, state, blocks, top: int) -> list[tuple[str, float]]:
+  """The `top` costliest operations of the step (`word2vec.table_step`, scanned over a
+  block on one device as in training): (XLA operation name, µs a step), from the
+  Perfetto trace of `jax.profiler` over all but the first (compiling) block."""
+  import collections
+  import glob
+  import gzip
+  import tempfile
+
+  def run(params, block):
+    def body(p, b):
+      new, loss, _ = w2v.table_step(w2v.ReplicatedTables(p, cfg), b, jnp.float32(1e-3), cfg)
+      return new, loss
+    return jax.lax.scan(body, params, block)
+  fn = jax.jit(run, donate_argnums=0)
+  params = jax.tree.map(jnp.copy, dict(state.params))
+  dev = [jax.tree.map(jnp.asarray, b) for b in blocks]
+  params, _ = fn(params, dev[0])
+  jax.block_until_ready(params)
+  with tempfile.TemporaryDirectory() as d:
+    jax.profiler.start_trace(d, create_perfetto_trace=True)
+    for b in dev[1:]:
+      params, _ = fn(params, b)
+    jax.block_until_ready(params)
+    jax.profiler.stop_trace()
+    trace = json.load(gzip.open(glob.glob(os.path.join(d, '**', '*.trace.json.gz'),
+                                          recursive=True)[0]))
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  total = collections.Counter()
+  for e in events:
+    # the compiled program's operations (runtime, Python and profiler spans left out)
+    if e.get('ph') == 'X' and not e['name'].startswith(('$', 'ThunkExecutor', 'Pjit',
+                                                        'SlinkyThreadPool')):
+      total[e['name']] += e.get('dur', 0)
+  steps = sum(b['tokens'].shape[0] for b in blocks[1:])
+  return [(name, us / steps) for name, us in total.most_common(top)]
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--corpus', default=os.path.join(ROOT, '..', 'shared', 'data', 'english_novels'))
@@ -107,6 +147,8 @@ def main():
   ap.add_argument('--mode', default='cbow', choices=['cbow', 'skipgram'])
   ap.add_argument('--override', action='append', default=[],
                   help='config override FIELD=VALUE (e.g. model.negative_draws=15)')
+  ap.add_argument('--ops', type=int, default=0,
+                  help="print the step's N costliest compiled operations (a profiler trace)")
   ap.add_argument('--json', default='')
   args = ap.parse_args()
   c = (cbow if args.mode == 'cbow' else skipgram).get_config()
@@ -158,13 +200,14 @@ def main():
     candidates = (('slices', w2v._skipgram_step),) + (
         () if w2v._curvature_capped(cfg) else (('pairs', w2v._pair_step),))
     layouts = {name: layout_step_us(cfg, state, blocks, step) for name, step in candidates}
+  ops = op_profile(cfg, state, blocks, args.ops) if args.ops else []
   out = {'mode': args.mode, 'overrides': args.override, 'host_ms_per_block': host_ms,
          'step_us': step_us, 'cores_used': cores,
          'subsampled_tokens_per_s': tokens_per_s,
          'corpus_words_per_s_step_only': tokens_per_s * words_per_token,
          'output_rows_per_step': int(ids.shape[0]), 'gather_us': gather_us,
          'scatter_add_us': scatter_us, 'batch': args.batch,
-         'layout_step_us': layouts}
+         'layout_step_us': layouts, 'ops_us_per_step': ops}
   print(f'host: {host_ms:.2f} ms per block of {steps} steps x {args.batch} x {length} tokens')
   print(f'device: {step_us:.0f} us per step ({tokens_per_s:,.0f} subsampled tokens/s, '
         f'~{out["corpus_words_per_s_step_only"]:,.0f} corpus words/s), {cores:.2f} cores busy')
@@ -172,6 +215,10 @@ def main():
         f'scatter-add {scatter_us:.0f} us (in isolation)')
   for name, us in layouts.items():
     print(f'skip-gram step, {name} layout: {us:.0f} us per step')
+  if ops:
+    print(f"the step's {len(ops)} costliest operations (us a step, profiler trace):")
+    for name, us in ops:
+      print(f'  {us:7.1f}  {name}')
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(out, f, indent=1)
