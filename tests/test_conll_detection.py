@@ -53,3 +53,23 @@ def test_prediction_input_has_the_sentences_evaluation_reads(tmp_path):
   tokens = tmp_path / 'tweets.txt'
   tokens.write_text('#hashtag\nrocks\n\n# sent_id = 2\nx\n', encoding='utf-8')
   assert conll.read_token_lines(str(tokens)).sentences == [['#hashtag', 'rocks'], ['x']]
+
+
+def test_prefixed_tags_read_as_io_are_warned_about_and_io_types_are_not(tmp_path):
+  """Read with scheme 'io', a file whose every tag is prefixed (B-PER, I-PER) would score
+  types 'B-PER' and 'I-PER': a warning names the file and the fix. IO types (Few-NERD's
+  `person-actor`) and prefixed files read as prefixed say nothing."""
+  import warnings
+  bio = tmp_path / 'bio.txt'
+  bio.write_text(CONLL, encoding='utf-8')
+  with pytest.warns(UserWarning, match=r"bio\.txt: every tag is prefixed \(B-LOC, B-PER, "
+                                       r"I-PER\).*Leave data\.tag_scheme empty"):
+    read = conll.read_conll(str(bio), scheme='io')
+  assert read.tags[1] == ['B-B-PER', 'B-I-PER', 'O']     # what the warning is about
+  io = tmp_path / 'io.txt'
+  io.write_text('the O\nparis location-GPE\n\nmary person-actor\nsmith person-actor\n',
+                encoding='utf-8')
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    assert conll.read_conll(str(io), scheme='io').tags[1] == ['B-person-actor', 'I-person-actor']
+    conll.read_conll(str(bio))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
+import warnings
 
 from translearn_jax.data import readers, tfds_source
 from translearn_jax.errors import DataError
@@ -57,11 +58,13 @@ def read_conll(path: str, encoding: str = 'utf-8', fallback: str = '', token_col
   for file in files:
     _read_conll_file(file, encoding, fallback, token_column, tag_column, sentences, tags,
                      scheme)
+  where = files[0] if len(files) == 1 else path
   if not sentences:
-    raise DataError(f'{files[0] if len(files) == 1 else path}: no sentences')
+    raise DataError(f'{where}: no sentences')
   if scheme == 'io':
+    warn_prefixed_io(tags, where)
     tags = [from_io(t) for t in tags]
-  return TaggedCorpus(sentences, tags, files[0] if len(files) == 1 else path)
+  return TaggedCorpus(sentences, tags, where)
 
 
 def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
@@ -87,9 +90,12 @@ def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
         raise DataError(f'{where} record {i}: tag {tag!r} {tag_rule(scheme)}')
     if words:
       sentences.append(words)
-      tags.append(from_io(labels) if scheme == 'io' else labels)
+      tags.append(labels)
   if not sentences:
     raise DataError(f'{where}: no sentences')
+  if scheme == 'io':
+    warn_prefixed_io(tags, where)
+    tags = [from_io(t) for t in tags]
   return TaggedCorpus(sentences, tags, f'tfds:{name}/{split}')
 
 
@@ -273,6 +279,19 @@ def tag_check(scheme: str = '', known=None):
 
 def tag_rule(scheme: str = '') -> str:
   return 'is empty (IO tags: an entity type, or O)' if scheme == 'io' else _TAG_RULE
+
+
+def warn_prefixed_io(tag_lists, where: str) -> None:
+  """A warning when tags read as IO (scheme 'io') all look prefixed (`is_tag`: B-PER,
+  I-PER, ...): IO reads each whole tag as an entity type, so 'B-PER I-PER' would be two
+  entities of types 'B-PER' and 'I-PER' and the scores would be of those."""
+  seen = sorted({t for tags in tag_lists for t in tags if t != 'O'})
+  if seen and all(is_tag(t) for t in seen):
+    shown = ', '.join(seen[:4]) + (', ...' if len(seen) > 4 else '')
+    warnings.warn(f"{where}: every tag is prefixed ({shown}), but it is read as IO "
+                  "(data.tag_scheme='io'), where each whole tag is an entity type: 'B-PER "
+                  "I-PER' would be two entities, of types 'B-PER' and 'I-PER'. Leave "
+                  "data.tag_scheme empty for IOB, IOBES or BILOU files", stacklevel=3)
 
 
 def from_io(tags) -> list:
