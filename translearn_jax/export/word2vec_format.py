@@ -74,8 +74,8 @@ def save_word2vec(path: str, words: Sequence[str], vectors: np.ndarray,
         # 9 significant digits read back to the same float32 (FLT_DECIMAL_DIG), in one
         # formatting call a row: 2.6x as fast as each float's repr, and a third shorter
         fmt = ' '.join(['%.9g'] * vectors.shape[1])
-        for w, v in zip(words, vectors.tolist()):
-          f.write((w + ' ' + fmt % tuple(v) + '\n').encode('utf-8'))
+        for w, v in zip(words, vectors):     # a row at a time: no list of the whole table
+          f.write((w + ' ' + fmt % tuple(v.tolist()) + '\n').encode('utf-8'))
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
