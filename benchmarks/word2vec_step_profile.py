@@ -87,17 +87,23 @@ def best_pass(fn, carry, dev):
   return best / (len(dev) - 1), cores, carry
 
 
-def layout_step_us(cfg, state, blocks, step) -> float:
-  """Best-of-3 µs per step of `step` (a `word2vec` table-step layout), scanned over each
-  block on one device with the tables donated, as the training function does."""
+def scanned(cfg, step):
+  """`step` (a `word2vec` table-step layout) jitted and scanned over a block on one device
+  with the tables donated, as the training function runs it: (params, block) -> (params,
+  losses)."""
   def run(params, block):
     def body(p, b):
       new, loss, _ = step(w2v.ReplicatedTables(p, cfg), b, jnp.float32(1e-3), cfg)
       return new, loss
     return jax.lax.scan(body, params, block)
+  return jax.jit(run, donate_argnums=0)
+
+
+def layout_step_us(cfg, state, blocks, step) -> float:
+  """Best-of-3 µs per step of `step` (a `word2vec` table-step layout), `scanned`."""
   params = jax.tree.map(jnp.copy, dict(state.params))
   dev = [jax.tree.map(jnp.asarray, b) for b in blocks]
-  per_block, _, _ = best_pass(jax.jit(run, donate_argnums=0), params, dev)
+  per_block, _, _ = best_pass(scanned(cfg, step), params, dev)
   return per_block / blocks[0]['tokens'].shape[0] * 1e6
 
 
@@ -110,12 +116,7 @@ def op_profile(cfg, state, blocks, top: int) -> list[tuple[str, float]]:
   import gzip
   import tempfile
 
-  def run(params, block):
-    def body(p, b):
-      new, loss, _ = w2v.table_step(w2v.ReplicatedTables(p, cfg), b, jnp.float32(1e-3), cfg)
-      return new, loss
-    return jax.lax.scan(body, params, block)
-  fn = jax.jit(run, donate_argnums=0)
+  fn = scanned(cfg, w2v.table_step)
   params = jax.tree.map(jnp.copy, dict(state.params))
   dev = [jax.tree.map(jnp.asarray, b) for b in blocks]
   params, _ = fn(params, dev[0])
