@@ -62,8 +62,7 @@ def read_conll(path: str, encoding: str = 'utf-8', fallback: str = '', token_col
   if not sentences:
     raise DataError(f'{where}: no sentences')
   if scheme == 'io':
-    warn_prefixed_io(tags, where)
-    tags = [from_io(t) for t in tags]
+    tags = read_io(tags, where)
   return TaggedCorpus(sentences, tags, where)
 
 
@@ -94,8 +93,7 @@ def read_tfds(name: str, split: str, tokens_field: str = 'tokens',
   if not sentences:
     raise DataError(f'{where}: no sentences')
   if scheme == 'io':
-    warn_prefixed_io(tags, where)
-    tags = [from_io(t) for t in tags]
+    tags = read_io(tags, where)
   return TaggedCorpus(sentences, tags, f'tfds:{name}/{split}')
 
 
@@ -281,10 +279,11 @@ def tag_rule(scheme: str = '') -> str:
   return 'is empty (IO tags: an entity type, or O)' if scheme == 'io' else _TAG_RULE
 
 
-def warn_prefixed_io(tag_lists, where: str) -> None:
-  """A warning when tags read as IO (scheme 'io') all look prefixed (`is_tag`: B-PER,
-  I-PER, ...): IO reads each whole tag as an entity type, so 'B-PER I-PER' would be two
-  entities of types 'B-PER' and 'I-PER' and the scores would be of those."""
+def read_io(tag_lists, where: str) -> list:
+  """The IOB2 tags (`from_io`) of the IO tag lists read from `where`, with a warning when
+  every tag looks prefixed (`is_tag`: B-PER, I-PER, ...): IO reads each whole tag as an
+  entity type, so 'B-PER I-PER' would be two entities of types 'B-PER' and 'I-PER' and the
+  scores would be of those."""
   seen = sorted({t for tags in tag_lists for t in tags if t != 'O'})
   if seen and all(is_tag(t) for t in seen):
     shown = ', '.join(seen[:4]) + (', ...' if len(seen) > 4 else '')
@@ -292,6 +291,7 @@ def warn_prefixed_io(tag_lists, where: str) -> None:
                   "(data.tag_scheme='io'), where each whole tag is an entity type: 'B-PER "
                   "I-PER' would be two entities, of types 'B-PER' and 'I-PER'. Leave "
                   "data.tag_scheme empty for IOB, IOBES or BILOU files", stacklevel=3)
+  return [from_io(t) for t in tag_lists]
 
 
 def from_io(tags) -> list:
