@@ -96,7 +96,6 @@ def test_word2vec_export_loads_with_auto_detection(tmp_path):
   np.testing.assert_array_equal(v2, vecs)
 
 
-
 def test_word2vec_text_export_is_float32_exact_and_reads_the_same_in_gensim(tmp_path):
   """Every float32 reads back bit for bit (9 significant digits; signed zeros, subnormals
   and the largest finite values included), in our reader and in gensim's."""
@@ -114,6 +113,7 @@ def test_word2vec_text_export_is_float32_exact_and_reads_the_same_in_gensim(tmp_
   from gensim.models import KeyedVectors
   kv = KeyedVectors.load_word2vec_format(path, binary=False)
   np.testing.assert_array_equal(kv.vectors.view(np.uint32), vecs.view(np.uint32))
+
 
 def test_glove_word_with_spaces_is_the_joined_prefix(tmp_path):
   path = _write(tmp_path, 'g.txt', 'the 1 2 3\n. . . 4 5 6\nat name@domain.com 7 8 9\n')

@@ -74,7 +74,6 @@ def test_learning_rate_warmup_then_word2vec_decay(tiny_config, tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
-
 def test_a_run_past_the_uncapped_batch_limit_warns_and_names_the_cap(tiny_config, tmp_path):
   """Past 4 rows a step with no `optim.row_cap`, a run says it may diverge and names the
   measured recipe; at 4 rows, or with a cap, it says nothing."""

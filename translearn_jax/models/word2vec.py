@@ -69,6 +69,8 @@ CBOW = 'cbow'
 CURVATURE = 'curvature'
 BATCH_KEYS = ('tokens', 'segment', 'window', 'negatives')
 ROW_CAP_MODES = ('count', 'norm', 'curvature')
+# the modes as error messages name them: 'count', 'norm' or 'curvature'
+ROW_CAP_CHOICES = ', '.join(map(repr, ROW_CAP_MODES[:-1])) + f' or {ROW_CAP_MODES[-1]!r}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +129,7 @@ class Word2VecConfig:
     if self.row_cap < 0:
       raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
     if self.row_cap_mode not in ROW_CAP_MODES:
-      raise ValueError(f"optim.row_cap_mode must be 'count', 'norm' or 'curvature', got "
+      raise ValueError(f'optim.row_cap_mode must be {ROW_CAP_CHOICES}, got '
                        f'{self.row_cap_mode!r}')
     for name in ('vocab_size', 'dim', 'window', 'negatives'):
       if getattr(self, name) < 1:

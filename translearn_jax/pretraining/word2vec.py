@@ -62,8 +62,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.optim.get('row_cap', 0.0) >= 0, 'optim.row_cap',
            f'must be >= 0 (0: off), got {config.optim.get("row_cap")}')
   _require(config.optim.get('row_cap_mode', 'count') in w2v.ROW_CAP_MODES, 'optim.row_cap_mode',
-           f"must be 'count', 'norm' or 'curvature', got "
-           f"{config.optim.get('row_cap_mode')!r}")
+           f"must be {w2v.ROW_CAP_CHOICES}, got {config.optim.get('row_cap_mode')!r}")
   _require(config.vocab.min_count >= 1, 'vocab.min_count', 'must be >= 1')
   _require(config.model.mode in (w2v.SKIPGRAM, w2v.CBOW), 'model.mode',
            f"must be 'skipgram' or 'cbow', got {config.model.mode!r}")
