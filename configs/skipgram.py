@@ -53,6 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
   # positions of a row (consecutive groups) sharing one draw of negatives (1: each its own;
   # must divide train.seq_length): fewer rows gathered and scattered a step
   config.model.negative_share = 1
+  # skip a drawn negative that is the pair's own target word, as word2vec.c and gensim do
+  config.model.skip_target_negatives = False
+  # > 0: scores with |s| >= this give no gradient (gensim skips them at 6; 0: all train)
+  config.model.max_score = 0.0
 
   config.sample = 1e-3                   # frequent-word subsampling threshold (0: off)
   config.train = ml_collections.ConfigDict()

@@ -30,6 +30,8 @@ CASES = [
     ('w2v negative_draws < 0', 'skipgram', {'model.negative_draws': -1}, ConfigError, r'config\.model\.negative_draws'),
     ('w2v negative_draws per pair', 'skipgram', {'model.negative_draws': 10, 'model.pair_negatives': True}, ConfigError, r'config\.model\.negative_draws'),
     ('w2v negative_share 0', 'cbow', {'model.negative_share': 0}, ConfigError, r'config\.model\.negative_share'),
+    ('w2v max_score < 0', 'skipgram', {'model.max_score': -6.0}, ConfigError, r'config\.model\.max_score: must be >= 0'),
+    ('w2v max_score nan', 'cbow', {'model.max_score': float('nan')}, ConfigError, r'config\.model\.max_score'),
     ('w2v negative_share not dividing', 'cbow', {'model.negative_share': 3}, ConfigError, r'config\.model\.negative_share.*seq_length'),
     ('w2v negative_share per pair', 'skipgram', {'model.negative_share': 2, 'model.pair_negatives': True, 'model.negative_draws': 0}, ConfigError, r'config\.model\.negative_share'),
     ('lm arch', 'lm_transformer', {'model.arch': 'gru'}, ConfigError, r'config\.model\.arch'),

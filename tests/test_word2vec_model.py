@@ -41,11 +41,12 @@ def test_context_mask_equals_brute_force_enumeration():
         assert ids[r, i, j] == batch['tokens'][r, t]
 
 
-@pytest.mark.parametrize('mode, pair_negatives', [('skipgram', False), ('skipgram', True),
-                                                  ('cbow', False)])
-def test_sparse_step_equals_dense_sgd_step(mode, pair_negatives):
+@pytest.mark.parametrize('mode, pair_negatives, skip', [
+    ('skipgram', False, False), ('skipgram', True, False), ('cbow', False, False),
+    ('skipgram', False, True), ('skipgram', True, True), ('cbow', False, True)])
+def test_sparse_step_equals_dense_sgd_step(mode, pair_negatives, skip):
   cfg = w2v.Word2VecConfig(vocab_size=11, dim=6, window=3, negatives=4, mode=mode,
-                           pair_negatives=pair_negatives)
+                           pair_negatives=pair_negatives, skip_target_negatives=skip)
   rng = np.random.default_rng(1)
   batch = jax.tree.map(jnp.asarray, random_batch(rng, 11, k=cfg.negatives_per_position))
   model = w2v.Word2Vec(cfg)
@@ -64,6 +65,41 @@ def test_sparse_step_equals_dense_sgd_step(mode, pair_negatives):
     np.testing.assert_allclose(sparse[name], dense[name], rtol=1e-5, atol=1e-6)
     changed = np.any(np.asarray(sparse[name]) != np.asarray(params[name]), axis=1)
     assert changed.any()
+
+
+@pytest.mark.parametrize('mode, extra', [('skipgram', {}), ('skipgram', {'negative_draws': 6}),
+                                         ('cbow', {}), ('cbow', {'negative_share': 2})])
+def test_max_score_drops_the_gradient_of_scores_past_the_bound(mode, extra):
+  """`max_score`: a score with |s| >= the bound trains nothing (gensim skips scores past its
+  sigmoid table's ±6), the others train as before. The sparse step equals autodiff of the
+  loss with those scores' terms held constant, and differs from the unbounded step."""
+  bound = 0.25      # scores of the perturbed tables below spread on both sides of it
+  cfg = w2v.Word2VecConfig(vocab_size=11, dim=6, window=3, negatives=4, mode=mode,
+                           max_score=bound, **extra)
+  rng = np.random.default_rng(4)
+  batch = random_batch(rng, 11, k=cfg.negatives_per_position)
+  batch['negatives'] = batch['negatives'][:, ::cfg.negative_share]
+  batch = jax.tree.map(jnp.asarray, batch)
+  model = w2v.Word2Vec(cfg)
+  params = model.init(jax.random.key(0), batch)['params']
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape),
+                        params)
+  h = params['in_embed'][batch['tokens']]
+  s = np.asarray(jnp.einsum('bld,vd->blv', h, params['out_embed']))
+  assert (np.abs(s) >= bound).any() and (np.abs(s) < bound).any()
+  lr = 0.05
+  (loss, _), grads = jax.value_and_grad(
+      lambda p: model.apply({'params': p}, batch), has_aux=True)(params)
+  step = jax.jit(w2v.sparse_sgd_step, static_argnums=3)
+  sparse, sloss, _ = step(params, batch, lr, cfg)
+  unbounded, uloss, _ = step(params, batch, lr, dataclasses.replace(cfg, max_score=0.0))
+  np.testing.assert_allclose(sloss, loss, rtol=1e-5)
+  np.testing.assert_allclose(uloss, loss, rtol=1e-5)      # the loss counts every score
+  for name in ('in_embed', 'out_embed'):
+    np.testing.assert_allclose(sparse[name], params[name] - lr * grads[name],
+                               rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(sparse[name]) - np.asarray(unbounded[name])).max() > 1e-4
+    assert np.any(np.asarray(sparse[name]) != np.asarray(params[name]))
 
 
 def test_pair_negatives_score_each_pair_with_its_own_negatives():
@@ -100,7 +136,67 @@ def test_pair_negatives_score_each_pair_with_its_own_negatives():
     w2v.Word2VecConfig(vocab_size=13, mode='cbow', pair_negatives=True)
 
 
-@pytest.mark.parametrize('extra', [{}, {'pair_negatives': True}, {'negative_draws': 7}])
+@pytest.mark.parametrize('mode, extra', [('skipgram', {'negative_draws': 6}),
+                                         ('skipgram', {'pair_negatives': True}),
+                                         ('cbow', {'negative_draws': 6}),
+                                         ('skipgram', {'negative_share': 3}),
+                                         ('cbow', {'negative_share': 3})])
+def test_skip_target_negatives_drop_each_negative_from_the_pairs_it_equals(mode, extra):
+  """With `skip_target_negatives`, the loss is word2vec.c's enumerated pair by pair: a
+  drawn negative equal to the pair's target word (skip-gram: the context word; CBOW: the
+  center) is not scored for that pair, and still is for the center's other pairs."""
+  window, k, vocab = 3, 2, 5       # 5 ids: many negatives equal a pair's target
+  cfg = w2v.Word2VecConfig(vocab_size=vocab, dim=4, window=window, negatives=k, mode=mode,
+                           skip_target_negatives=True, **extra)
+  share = cfg.negative_share
+  rng = np.random.default_rng(3)
+  batch = random_batch(rng, vocab, b=2, length=9, k=cfg.negatives_per_position, window=window)
+  batch['negatives'] = batch['negatives'][:, ::share]      # one draw per group
+  params = w2v.Word2Vec(cfg).init(jax.random.key(0), jax.tree.map(jnp.asarray, batch))['params']
+  params = jax.tree.map(lambda p: p + 0.4 * jax.random.normal(jax.random.key(1), p.shape),
+                        params)
+  inp, out = (np.asarray(params[n], np.float64) for n in ('in_embed', 'out_embed'))
+  nll = lambda x: np.logaddexp(0.0, -x)   # -log sigmoid(x)  # noqa: E731
+  tok, seg, win, neg = (batch[key] for key in ('tokens', 'segment', 'window', 'negatives'))
+  drawn = cfg.negatives_per_position
+  want, skipped = 0.0, 0
+  for r, i in itertools.product(range(2), range(9)):
+    ctx = [i + o for o in w2v.offsets(window)
+           if 0 <= i + o < 9 and seg[r, i] >= 0 and seg[r, i + o] == seg[r, i]
+           and abs(o) <= win[r, i]]
+    valid = [j for j, o in enumerate(w2v.offsets(window)) if i + o in ctx]
+    negs = neg[r, i // share]
+    if mode == 'cbow':
+      if not ctx:
+        continue
+      h = inp[tok[r, ctx]].mean(0)
+      want += nll(h @ out[tok[r, i]])
+      for n in negs:
+        skipped += n == tok[r, i]
+        want += 0.0 if n == tok[r, i] else k / drawn * nll(-h @ out[n])
+      continue
+    h = inp[tok[r, i]]
+    for j, t in zip(valid, ctx):
+      want += nll(h @ out[tok[r, t]])
+      own = negs[j * k:(j + 1) * k] if cfg.pair_negatives else negs
+      for n in own:
+        skipped += n == tok[r, t]
+        want += 0.0 if n == tok[r, t] else k / len(own) * nll(-h @ out[n])
+  assert skipped > 0
+  loss, _ = w2v.Word2Vec(cfg).apply({'params': params}, jax.tree.map(jnp.asarray, batch))
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  step = jax.jit(w2v.sparse_sgd_step, static_argnums=3)
+  _, sloss, _ = step(params, jax.tree.map(jnp.asarray, batch), 0.05, cfg)
+  np.testing.assert_allclose(float(sloss), want, rtol=1e-5)
+  plain = dataclasses.replace(cfg, skip_target_negatives=False)
+  _, ploss, _ = step(params, jax.tree.map(jnp.asarray, batch), 0.05, plain)
+  assert float(ploss) > want * (1 + 1e-3)   # the skipped scores count without the flag
+
+
+@pytest.mark.parametrize('extra', [{}, {'pair_negatives': True}, {'negative_draws': 7},
+                                   {'negative_draws': 7, 'skip_target_negatives': True},
+                                   {'pair_negatives': True, 'skip_target_negatives': True},
+                                   {'negative_draws': 7, 'max_score': 0.2}])
 def test_skipgram_step_layouts_agree(extra):
   """The slice layout (`_skipgram_step`: context output rows gathered once per token)
   and the pair-by-pair layout (`_pair_step`) give the same loss, pairs and tables."""

@@ -100,6 +100,14 @@ class Word2VecConfig:
   # Positions of a row (consecutive groups of this many) that share one draw of negatives
   # (1: each position draws its own). The batch's `negatives` are then (B, L/G, M).
   negative_share: int = 1
+  # word2vec.c and gensim skip a drawn negative that is the pair's own target word (the
+  # context word in skip-gram's orientation here, the center in CBOW's); False scores it
+  # as a negative, pulling against the pair's positive.
+  skip_target_negatives: bool = False
+  # > 0: a score s with |s| >= max_score gives no gradient, as gensim's word2vec skips
+  # every score outside its sigmoid table's ±6 (0: every score trains, as word2vec.c's
+  # clipped gradient and the exact sigmoid do). The loss still counts it.
+  max_score: float = 0.0
 
   @property
   def negatives_per_position(self) -> int:
@@ -128,6 +136,8 @@ class Word2VecConfig:
                        f'{self.negative_draws}')
     if self.row_cap < 0:
       raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
+    if not self.max_score >= 0:
+      raise ValueError(f'model.max_score must be >= 0 (0: off), got {self.max_score}')
     if self.row_cap_mode not in ROW_CAP_MODES:
       raise ValueError(f'optim.row_cap_mode must be {ROW_CAP_CHOICES}, got '
                        f'{self.row_cap_mode!r}')
@@ -163,19 +173,27 @@ def context(batch: Mapping[str, Array], window: int) -> tuple[Array, Array]:
   return jnp.stack(ids, -1), jnp.stack(masks, -1).astype(jnp.float32)
 
 
-def negative_weights(mask: Array, drawn: int, negatives: int, pair_negatives: bool) -> Array:
+def negative_weights(mask: Array, drawn: int, negatives: int, pair_negatives: bool,
+                     ctx_ids: Array | None = None, neg: Array | None = None) -> Array:
   """Skip-gram: the weight of each of a position's `drawn` negatives, `(B, L, drawn)`,
   from its `(B, L, 2W)` valid-pair mask. Per pair (`pair_negatives`): the pairs' `K`
   each in offset order, weighted by their pair's validity; shared: each weighted by the
   pair count c_i times `negatives / drawn` (word2vec's expected loss whatever is drawn).
+  Given the context ids `(B, L, 2W)` and the position's negatives `(B, L, drawn)`, a
+  negative counts only for the pairs whose context word it is not (word2vec.c skips a
+  negative equal to the pair's target).
   """
   if pair_negatives:
-    return jnp.repeat(mask, negatives, axis=-1)
-  count = mask.sum(-1, keepdims=True)
-  return jnp.broadcast_to((negatives / drawn) * count, mask.shape[:-1] + (drawn,))
+    w = jnp.repeat(mask, negatives, axis=-1)
+    return w if ctx_ids is None else w * (jnp.repeat(ctx_ids, negatives, axis=-1) != neg)
+  if ctx_ids is None:
+    count = mask.sum(-1, keepdims=True)
+    return jnp.broadcast_to((negatives / drawn) * count, mask.shape[:-1] + (drawn,))
+  differs = (ctx_ids[..., :, None] != neg[..., None, :]).astype(mask.dtype)
+  return (negatives / drawn) * jnp.einsum('blo,blom->blm', mask, differs)
 
 
-def _targets(batch, window, mode, pair_negatives=False, negatives=0):
+def _targets(batch, window, mode, pair_negatives=False, negatives=0, skip_targets=False):
   """What each position scores: output-row ids, per-score weight and label.
 
   Returns (in_ids, in_weight, out_ids, weight, label, pairs):
@@ -193,18 +211,30 @@ def _targets(batch, window, mode, pair_negatives=False, negatives=0):
   if mode == SKIPGRAM:
     out_ids = jnp.concatenate([ctx, neg], -1)
     per_pair = k // mask.shape[-1] if pair_negatives else 0
-    neg_weight = negative_weights(mask, k, per_pair or negatives or k, pair_negatives)
+    neg_weight = negative_weights(mask, k, per_pair or negatives or k, pair_negatives,
+                                  *((ctx, neg) if skip_targets else ()))
     weight = jnp.concatenate([mask, neg_weight], -1)
     label = jnp.concatenate([jnp.ones_like(mask), jnp.zeros(neg.shape, mask.dtype)], -1)
     return batch['tokens'], None, out_ids, weight, label, count.sum()
   has_ctx = (count > 0).astype(jnp.float32)
   out_ids = jnp.concatenate([batch['tokens'][..., None], neg], -1)
-  weight = jnp.concatenate([has_ctx[..., None], jnp.broadcast_to(
-      (negatives / k if negatives else 1.0) * has_ctx[..., None], neg.shape)], -1)
+  neg_weight = jnp.broadcast_to(
+      (negatives / k if negatives else 1.0) * has_ctx[..., None], neg.shape)
+  if skip_targets:
+    neg_weight = neg_weight * (neg != batch['tokens'][..., None])
+  weight = jnp.concatenate([has_ctx[..., None], neg_weight], -1)
   label = jnp.concatenate([jnp.ones_like(has_ctx)[..., None],
                            jnp.zeros(has_ctx.shape + (k,), has_ctx.dtype)], -1)
   in_weight = mask / jnp.maximum(count, 1.0)[..., None]
   return ctx, in_weight, out_ids, weight, label, has_ctx.sum()
+
+
+def trains(scores: Array, max_score: float) -> Array | float:
+  """1 where a score gives a gradient, 0 where |score| >= `max_score` (> 0; gensim's
+  table bound), as a float array; 1.0 when `max_score` is 0."""
+  if max_score <= 0:
+    return 1.0
+  return (jnp.abs(scores) < max_score).astype(scores.dtype)
 
 
 def expand_negatives(neg: Array, length: int) -> Array:
@@ -252,14 +282,18 @@ class Word2Vec(nn.Module):
     in_embed = self.param('in_embed', _uniform(bound), (cfg.vocab_size, cfg.dim))
     out_embed = self.param('out_embed', nn.initializers.zeros, (cfg.vocab_size, cfg.dim))
     in_ids, in_w, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode,
-                                                           cfg.pair_negatives, cfg.negatives)
+                                                           cfg.pair_negatives, cfg.negatives,
+                                                           cfg.skip_target_negatives)
     h = _hidden(in_embed[in_ids], in_w)
     if in_w is not None:  # CBOW: word2vec's unscaled error for the context rows
       plain = jnp.einsum('blc,blcd->bld', (in_w > 0).astype(h.dtype), in_embed[in_ids])
       h = plain + jax.lax.stop_gradient(h - plain)
     scores = jnp.einsum('bld,blmd->blm', h, out_embed[out_ids])
     sign = 2.0 * label - 1.0
-    return -jnp.sum(weight * jax.nn.log_sigmoid(sign * scores)), pairs
+    terms = weight * jax.nn.log_sigmoid(sign * scores)
+    live = trains(scores, cfg.max_score)
+    terms = live * terms + (1.0 - live) * jax.lax.stop_gradient(terms)
+    return -jnp.sum(terms), pairs
 
 
 def _uniform(bound):
@@ -428,10 +462,13 @@ def _cbow_step(tables, batch, lr, cfg):
   s_c = jnp.sum(h * c_rows, -1)
   s_n = negative_scores(h, n_rows)                           # (B, L, M)
   neg_w = (cfg.negatives / neg.shape[-1]) * has_ctx[..., None]
+  if cfg.skip_target_negatives:
+    neg_w = neg_w * (expand_negatives(neg, length) != tok[..., None])
   sig_c, sig_n = jax.nn.sigmoid(s_c), jax.nn.sigmoid(s_n)
   # d(loss)/d(score) for -log σ(±score): σ(score) - label, for positions with a context
-  g_c = has_ctx * (sig_c - 1.0)
-  g_n = neg_w * sig_n
+  live_c, live_n = trains(s_c, cfg.max_score), trains(s_n, cfg.max_score)
+  g_c = live_c * has_ctx * (sig_c - 1.0)
+  g_n = live_n * neg_w * sig_n
   # -log σ(±score), exact (no clamping): a diverged run shows as inf/NaN.
   loss = (jnp.sum(has_ctx * jnp.logaddexp(0.0, -s_c))
           + jnp.sum(neg_w * jnp.logaddexp(0.0, s_n)))
@@ -447,7 +484,8 @@ def _cbow_step(tables, batch, lr, cfg):
     # σ'(s) of every score; h's curvature (its rows c and n). A context row takes h's
     # full error but moves h by 1/count of its step (h is the mean): along its update,
     # its step curvature is h's divided by the count, summed over the centers it serves
-    sp_c, sp_n = has_ctx * sig_c * (1.0 - sig_c), neg_w * sig_n * (1.0 - sig_n)
+    sp_c = live_c * has_ctx * sig_c * (1.0 - sig_c)
+    sp_n = live_n * neg_w * sig_n * (1.0 - sig_n)
     hh = jnp.sum(h * h, -1)
     c_hn, c_neg = negative_curvature(sp_n, hh, n_rows)
     c_h = _padded(sp_c * jnp.sum(c_rows * c_rows, -1) + c_hn, w)
@@ -505,7 +543,12 @@ def _skipgram_step(tables, batch, lr, cfg):
   length = tok.shape[1]
   offs = offsets(w)
   mask = context_mask(batch, w)                              # (B, L, 2W)
-  neg_w = negative_weights(mask, neg.shape[-1], cfg.negatives, cfg.pair_negatives)
+  targets = ()
+  if cfg.skip_target_negatives:
+    tok_p = _padded(tok, w)
+    targets = (jnp.stack([_window(tok_p, w, o, length) for o in offs], -1),
+               expand_negatives(neg, length))
+  neg_w = negative_weights(mask, neg.shape[-1], cfg.negatives, cfg.pair_negatives, *targets)
   h, = tables.gather('in_embed', tok)                        # (B, L, D)
   o_rows, n_rows = tables.gather('out_embed', tok, neg)      # (B, L, D), (B, L/G, M, D)
   o_p = _padded(o_rows, w)
@@ -514,8 +557,9 @@ def _skipgram_step(tables, batch, lr, cfg):
   s_n = negative_scores(h, n_rows)                           # (B, L, M)
   sig_c, sig_n = jax.nn.sigmoid(s_c), jax.nn.sigmoid(s_n)
   # d(loss)/d(score) for -log σ(±score): σ(score) - label
-  g_c = mask * (sig_c - 1.0)
-  g_n = neg_w * sig_n
+  live_c, live_n = trains(s_c, cfg.max_score), trains(s_n, cfg.max_score)
+  g_c = live_c * mask * (sig_c - 1.0)
+  g_n = live_n * neg_w * sig_n
   # -log σ(±score), exact (no clamping): a diverged run shows as inf/NaN.
   loss = (jnp.sum(mask * jnp.logaddexp(0.0, -s_c))
           + jnp.sum(neg_w * jnp.logaddexp(0.0, s_n)))
@@ -530,7 +574,8 @@ def _skipgram_step(tables, batch, lr, cfg):
     # σ'(s) of every score; a center's row is scored against its contexts' and negatives'
     # rows, a token's output row against the centers it is the context of, a negative's
     # against its group's centers
-    sp_c, sp_n = mask * sig_c * (1.0 - sig_c), neg_w * sig_n * (1.0 - sig_n)
+    sp_c = live_c * mask * sig_c * (1.0 - sig_c)
+    sp_n = live_n * neg_w * sig_n * (1.0 - sig_n)
     hh, oo = jnp.sum(h * h, -1), _padded(jnp.sum(o_rows * o_rows, -1), w)
     c_hn, c_neg = negative_curvature(sp_n, hh, n_rows)
     cur_in = (lr * (sum(sp_c[..., j] * _window(oo, w, o, length) for j, o in enumerate(offs))
@@ -565,13 +610,14 @@ def _pair_step(tables, batch, lr, cfg):
   """Skip-gram's step with every (center, output row) score gathered and scattered on
   its own: `2·window + M` output rows a position."""
   in_ids, _, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode,
-                                                      cfg.pair_negatives, cfg.negatives)
+                                                      cfg.pair_negatives, cfg.negatives,
+                                                      cfg.skip_target_negatives)
   out_rows, = tables.gather('out_embed', out_ids)    # (B, L, M, D)
   h, = tables.gather('in_embed', in_ids)             # (B, L, D)
   scores = jnp.einsum('bld,blmd->blm', h, out_rows)
   prob = jax.nn.sigmoid(scores)
   # d(loss)/d(score) for -log σ(±score): σ(score) - label.
-  g = weight * (prob - label)
+  g = trains(scores, cfg.max_score) * weight * (prob - label)
   # -log σ(±score), exact (no clamping): a diverged run shows as inf/NaN.
   loss = jnp.sum(weight * jnp.logaddexp(0.0, (1.0 - 2.0 * label) * scores))
   dh = jnp.einsum('blm,blmd->bld', g, out_rows)

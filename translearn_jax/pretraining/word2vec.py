@@ -76,6 +76,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(not draws or not config.model.get('pair_negatives', False),
            'model.negative_draws', 'is for shared negatives (not with model.pair_negatives, '
            'which draws K for every pair)')
+  bound = config.model.get('max_score', 0.0)
+  _require(bound >= 0, 'model.max_score',           # NaN fails too
+           f'must be >= 0 (0: every score trains; gensim: 6), got {bound}')
   share = config.model.get('negative_share', 1)
   _require(isinstance(share, int) and share >= 1, 'model.negative_share',
            f'must be an integer >= 1 (1: negatives per position), got {share!r}')
@@ -146,7 +149,9 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
                             row_cap_mode=config.optim.get('row_cap_mode', 'count'),
                             pair_negatives=bool(m.get('pair_negatives', False)),
                             negative_draws=int(m.get('negative_draws', 0)),
-                            negative_share=int(m.get('negative_share', 1)))
+                            negative_share=int(m.get('negative_share', 1)),
+                            skip_target_negatives=bool(m.get('skip_target_negatives', False)),
+                            max_score=float(m.get('max_score', 0.0)))
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:

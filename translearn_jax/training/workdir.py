@@ -183,6 +183,8 @@ ADDED_FIELDS = {
     'eval.early_stopping': 'never',     # seq2seq: the exact beam search
     'optim.warmup_steps': 0,            # word2vec (issue #20): no warmup (other families had it)
     'data.tag_scheme': '',              # tagging: prefixed tags (IO files were refused)
+    'model.skip_target_negatives': False,  # word2vec (issue #20): a negative equal to the
+    'model.max_score': 0.0,             #   target scored; every score trains
 }
 
 
