@@ -32,6 +32,8 @@ CASES = [
     ('w2v negative_share 0', 'cbow', {'model.negative_share': 0}, ConfigError, r'config\.model\.negative_share'),
     ('w2v max_score < 0', 'skipgram', {'model.max_score': -6.0}, ConfigError, r'config\.model\.max_score: must be >= 0'),
     ('w2v max_score nan', 'cbow', {'model.max_score': float('nan')}, ConfigError, r'config\.model\.max_score'),
+    ('w2v pair_order unknown', 'skipgram', {'model.pair_order': 'shuffled'}, ConfigError, r"config\.model\.pair_order: must be 'summed' or 'sequential'"),
+    ('w2v sequential shared', 'skipgram', {'model.pair_order': 'sequential'}, ConfigError, r'config\.model\.pair_order: .sequential. is for skip-gram with model\.pair_negatives'),
     ('w2v negative_share not dividing', 'cbow', {'model.negative_share': 3}, ConfigError, r'config\.model\.negative_share.*seq_length'),
     ('w2v negative_share per pair', 'skipgram', {'model.negative_share': 2, 'model.pair_negatives': True, 'model.negative_draws': 0}, ConfigError, r'config\.model\.negative_share'),
     ('lm arch', 'lm_transformer', {'model.arch': 'gru'}, ConfigError, r'config\.model\.arch'),

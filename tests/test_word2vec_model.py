@@ -10,6 +10,13 @@ import pytest
 
 from translearn_jax.models import word2vec as w2v
 
+# jitted: one compiled program a configuration, not hundreds of eager one-op programs
+step = jax.jit(w2v.sparse_sgd_step, static_argnums=3)
+
+
+def init_params(cfg, batch):
+  return jax.jit(w2v.Word2Vec(cfg).init)(jax.random.key(0), batch)['params']
+
 
 def random_batch(rng, vocab, b=3, length=12, k=4, window=3, segments=True):
   seg = np.zeros((b, length), np.int32)
@@ -50,15 +57,14 @@ def test_sparse_step_equals_dense_sgd_step(mode, pair_negatives, skip):
   rng = np.random.default_rng(1)
   batch = jax.tree.map(jnp.asarray, random_batch(rng, 11, k=cfg.negatives_per_position))
   model = w2v.Word2Vec(cfg)
-  params = model.init(jax.random.key(0), batch)['params']
+  params = init_params(cfg, batch)
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape),
                         params)
   lr = 0.05
-  (loss, pairs), grads = jax.value_and_grad(
-      lambda p: model.apply({'params': p}, batch), has_aux=True)(params)
+  (loss, pairs), grads = jax.jit(jax.value_and_grad(
+      lambda p: model.apply({'params': p}, batch), has_aux=True))(params)
   dense = jax.tree.map(lambda p, g: p - lr * g, params, grads)
-  sparse, sloss, spairs = jax.jit(w2v.sparse_sgd_step, static_argnums=3)(
-      params, batch, lr, cfg)
+  sparse, sloss, spairs = step(params, batch, lr, cfg)
   np.testing.assert_allclose(sloss, loss, rtol=1e-5)
   assert float(spairs) == float(pairs) > 0
   for name in ('in_embed', 'out_embed'):
@@ -81,16 +87,15 @@ def test_max_score_drops_the_gradient_of_scores_past_the_bound(mode, extra):
   batch['negatives'] = batch['negatives'][:, ::cfg.negative_share]
   batch = jax.tree.map(jnp.asarray, batch)
   model = w2v.Word2Vec(cfg)
-  params = model.init(jax.random.key(0), batch)['params']
+  params = init_params(cfg, batch)
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape),
                         params)
   h = params['in_embed'][batch['tokens']]
   s = np.asarray(jnp.einsum('bld,vd->blv', h, params['out_embed']))
   assert (np.abs(s) >= bound).any() and (np.abs(s) < bound).any()
   lr = 0.05
-  (loss, _), grads = jax.value_and_grad(
-      lambda p: model.apply({'params': p}, batch), has_aux=True)(params)
-  step = jax.jit(w2v.sparse_sgd_step, static_argnums=3)
+  (loss, _), grads = jax.jit(jax.value_and_grad(
+      lambda p: model.apply({'params': p}, batch), has_aux=True))(params)
   sparse, sloss, _ = step(params, batch, lr, cfg)
   unbounded, uloss, _ = step(params, batch, lr, dataclasses.replace(cfg, max_score=0.0))
   np.testing.assert_allclose(sloss, loss, rtol=1e-5)
@@ -100,6 +105,64 @@ def test_max_score_drops_the_gradient_of_scores_past_the_bound(mode, extra):
                                rtol=1e-5, atol=1e-6)
     assert np.abs(np.asarray(sparse[name]) - np.asarray(unbounded[name])).max() > 1e-4
     assert np.any(np.asarray(sparse[name]) != np.asarray(params[name]))
+
+
+@pytest.mark.parametrize('skip', [False, True])
+def test_sequential_pair_order_applies_one_context_offset_at_a_time(skip):
+  """`pair_order='sequential'` equals a float64 NumPy step that, offset by offset, scores
+  every center's pair at that offset and its own K negatives against the tables the earlier
+  offsets left, then adds that offset's updates; with lr 0 it scores what the summed
+  pair-by-pair step scores."""
+  window, k, vocab = 2, 2, 7       # 7 ids over 2 × 10 positions: rows repeat in a sub-step
+  cfg = w2v.Word2VecConfig(vocab_size=vocab, dim=5, window=window, negatives=k,
+                           pair_negatives=True, pair_order='sequential',
+                           skip_target_negatives=skip)
+  rng = np.random.default_rng(9)
+  batch = random_batch(rng, vocab, b=2, length=10, k=cfg.negatives_per_position, window=window)
+  params = init_params(cfg, jax.tree.map(jnp.asarray, batch))
+  params = jax.tree.map(lambda p: p + 0.4 * jax.random.normal(jax.random.key(3), p.shape),
+                        params)
+  lr = 0.3
+  inp, out = (np.asarray(params[n], np.float64).copy() for n in ('in_embed', 'out_embed'))
+  sig = lambda x: 1.0 / (1.0 + np.exp(-x))   # noqa: E731
+  tok, seg, win, neg = (batch[key] for key in ('tokens', 'segment', 'window', 'negatives'))
+  want_loss, pairs = 0.0, 0
+  for j, o in enumerate(w2v.offsets(window)):
+    d_in, d_out = np.zeros_like(inp), np.zeros_like(out)
+    for r, i in itertools.product(range(2), range(10)):
+      t = i + o
+      if not (0 <= t < 10 and seg[r, i] >= 0 and seg[r, t] == seg[r, i] and abs(o) <= win[r, i]):
+        continue
+      pairs += 1
+      h, c = inp[tok[r, i]], tok[r, t]
+      g = sig(h @ out[c]) - 1.0
+      want_loss += np.logaddexp(0.0, -h @ out[c])
+      d_in[tok[r, i]] += g * out[c]
+      d_out[c] += g * h
+      for n in neg[r, i, j * k:(j + 1) * k]:
+        if skip and n == c:
+          continue
+        g = sig(h @ out[n])
+        want_loss += np.logaddexp(0.0, h @ out[n])
+        d_in[tok[r, i]] += g * out[n]
+        d_out[n] += g * h
+    inp, out = inp - lr * d_in, out - lr * d_out
+  got, loss, got_pairs = step(params, jax.tree.map(jnp.asarray, batch), lr, cfg)
+  assert float(got_pairs) == pairs > 0
+  np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5)
+  np.testing.assert_allclose(got['in_embed'], inp, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got['out_embed'], out, rtol=1e-4, atol=1e-6)
+  summed = dataclasses.replace(cfg, pair_order='summed')
+  _, summed_loss, _ = step(params, jax.tree.map(jnp.asarray, batch), 0.0, summed)
+  _, zero_lr_loss, _ = step(params, jax.tree.map(jnp.asarray, batch), 0.0, cfg)
+  np.testing.assert_allclose(float(zero_lr_loss), float(summed_loss), rtol=1e-5)
+  moved, _, _ = step(params, jax.tree.map(jnp.asarray, batch), lr, summed)
+  assert np.abs(np.asarray(moved['in_embed']) - inp).max() > 1e-3   # the order matters
+  for bad, match in (({'pair_negatives': False}, 'pair_negatives=True'),
+                     ({'row_cap': 2.0}, 'no optim.row_cap'),
+                     ({'pair_order': 'shuffled'}, "'summed' or 'sequential'")):
+    with pytest.raises(ValueError, match=match):
+      dataclasses.replace(cfg, **bad)
 
 
 def test_pair_negatives_score_each_pair_with_its_own_negatives():
@@ -112,10 +175,10 @@ def test_pair_negatives_score_each_pair_with_its_own_negatives():
   rng = np.random.default_rng(5)
   batch = random_batch(rng, 13, b=2, length=9, k=cfg.negatives_per_position, window=window)
   model = w2v.Word2Vec(cfg)
-  params = model.init(jax.random.key(0), jax.tree.map(jnp.asarray, batch))['params']
+  params = init_params(cfg, jax.tree.map(jnp.asarray, batch))
   params = jax.tree.map(lambda p: p + 0.4 * jax.random.normal(jax.random.key(1), p.shape),
                         params)
-  loss, pairs = model.apply({'params': params}, jax.tree.map(jnp.asarray, batch))
+  loss, pairs = jax.jit(model.apply)({'params': params}, jax.tree.map(jnp.asarray, batch))
   inp, out = np.asarray(params['in_embed'], np.float64), np.asarray(params['out_embed'],
                                                                      np.float64)
   nll = lambda x: np.logaddexp(0.0, -x)   # -log sigmoid(x)  # noqa: E731
@@ -152,7 +215,7 @@ def test_skip_target_negatives_drop_each_negative_from_the_pairs_it_equals(mode,
   rng = np.random.default_rng(3)
   batch = random_batch(rng, vocab, b=2, length=9, k=cfg.negatives_per_position, window=window)
   batch['negatives'] = batch['negatives'][:, ::share]      # one draw per group
-  params = w2v.Word2Vec(cfg).init(jax.random.key(0), jax.tree.map(jnp.asarray, batch))['params']
+  params = init_params(cfg, jax.tree.map(jnp.asarray, batch))
   params = jax.tree.map(lambda p: p + 0.4 * jax.random.normal(jax.random.key(1), p.shape),
                         params)
   inp, out = (np.asarray(params[n], np.float64) for n in ('in_embed', 'out_embed'))
@@ -183,9 +246,9 @@ def test_skip_target_negatives_drop_each_negative_from_the_pairs_it_equals(mode,
         skipped += n == tok[r, t]
         want += 0.0 if n == tok[r, t] else k / len(own) * nll(-h @ out[n])
   assert skipped > 0
-  loss, _ = w2v.Word2Vec(cfg).apply({'params': params}, jax.tree.map(jnp.asarray, batch))
+  loss, _ = jax.jit(w2v.Word2Vec(cfg).apply)({'params': params},
+                                            jax.tree.map(jnp.asarray, batch))
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
-  step = jax.jit(w2v.sparse_sgd_step, static_argnums=3)
   _, sloss, _ = step(params, jax.tree.map(jnp.asarray, batch), 0.05, cfg)
   np.testing.assert_allclose(float(sloss), want, rtol=1e-5)
   plain = dataclasses.replace(cfg, skip_target_negatives=False)
@@ -204,12 +267,12 @@ def test_skipgram_step_layouts_agree(extra):
   rng = np.random.default_rng(11)   # 9 ids over 3 × 14 positions: rows repeat
   batch = jax.tree.map(jnp.asarray, random_batch(rng, 9, b=3, length=14,
                                                  k=cfg.negatives_per_position))
-  params = w2v.Word2Vec(cfg).init(jax.random.key(0), batch)['params']
+  params = init_params(cfg, batch)
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(5), p.shape),
                         params)
-  tables = lambda: w2v.ReplicatedTables(params, cfg)  # noqa: E731
-  fast = w2v._skipgram_step(tables(), batch, 0.05, cfg)
-  slow = w2v._pair_step(tables(), batch, 0.05, cfg)
+  run = lambda layout: jax.jit(  # noqa: E731
+      lambda p, b: layout(w2v.ReplicatedTables(p, cfg), b, 0.05, cfg))(params, batch)
+  fast, slow = run(w2v._skipgram_step), run(w2v._pair_step)
   np.testing.assert_allclose(fast[1], slow[1], rtol=1e-5)
   assert float(fast[2]) == float(slow[2]) > 0
   for name in ('in_embed', 'out_embed'):
@@ -227,13 +290,13 @@ def test_negative_draws_weigh_each_shared_draw_by_its_share(mode, seed):
   assert more.negatives_per_position == 3 * k
   batch = jax.tree.map(jnp.asarray, random_batch(np.random.default_rng(seed), 13, k=k))
   tripled = dict(batch, negatives=jnp.tile(batch['negatives'], (1, 1, 3)))
-  params = w2v.Word2Vec(base).init(jax.random.key(0), batch)['params']
+  params = init_params(base, batch)
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(4), p.shape),
                         params)
-  want, want_loss, _ = w2v.sparse_sgd_step(params, batch, 0.05, base)
-  got, got_loss, _ = w2v.sparse_sgd_step(params, tripled, 0.05, more)
+  want, want_loss, _ = step(params, batch, 0.05, base)
+  got, got_loss, _ = step(params, tripled, 0.05, more)
   np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
-  dense_loss, _ = w2v.Word2Vec(more).apply({'params': params}, tripled)
+  dense_loss, _ = jax.jit(w2v.Word2Vec(more).apply)({'params': params}, tripled)
   np.testing.assert_allclose(dense_loss, want_loss, rtol=1e-5)
   for name in ('in_embed', 'out_embed'):
     np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7)
@@ -258,16 +321,16 @@ def test_group_shared_negatives_are_each_positions_draw(mode, draws):
   batch = jax.tree.map(jnp.asarray, batch)
   repeated = dict(batch, negatives=jnp.repeat(batch['negatives'], g, axis=1))
   model = w2v.Word2Vec(shared)
-  params = model.init(jax.random.key(0), batch)['params']
+  params = init_params(shared, batch)
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(6), p.shape),
                         params)
   lr = 0.05
-  got, got_loss, got_pairs = w2v.sparse_sgd_step(params, batch, lr, shared)
-  want, want_loss, want_pairs = w2v.sparse_sgd_step(params, repeated, lr, each)
+  got, got_loss, got_pairs = step(params, batch, lr, shared)
+  want, want_loss, want_pairs = step(params, repeated, lr, each)
   np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
   assert float(got_pairs) == float(want_pairs) > 0
-  (loss, _), grads = jax.value_and_grad(lambda p: model.apply({'params': p}, batch),
-                                        has_aux=True)(params)
+  (loss, _), grads = jax.jit(jax.value_and_grad(lambda p: model.apply({'params': p}, batch),
+                                                has_aux=True))(params)
   np.testing.assert_allclose(loss, got_loss, rtol=1e-5)
   for name in ('in_embed', 'out_embed'):
     np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
@@ -295,11 +358,11 @@ def test_group_shared_negatives_under_a_row_cap_count_each_position(mode, cap_mo
   batch['negatives'] = batch['negatives'][:, ::g]          # (B, L/G, M)
   batch = jax.tree.map(jnp.asarray, batch)
   repeated = dict(batch, negatives=jnp.repeat(batch['negatives'], g, axis=1))
-  params = w2v.Word2Vec(shared).init(jax.random.key(0), batch)['params']
+  params = init_params(shared, batch)
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(6), p.shape),
                         params)
-  got, got_loss, _ = w2v.sparse_sgd_step(params, batch, 0.05, shared)
-  want, want_loss, _ = w2v.sparse_sgd_step(params, repeated, 0.05, each)
+  got, got_loss, _ = step(params, batch, 0.05, shared)
+  want, want_loss, _ = step(params, repeated, 0.05, each)
   np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
   for name in ('in_embed', 'out_embed'):
     np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
@@ -309,9 +372,9 @@ def test_step_touches_only_batch_rows():
   cfg = w2v.Word2VecConfig(vocab_size=1000, dim=8, window=2, negatives=2)
   rng = np.random.default_rng(3)
   batch = random_batch(rng, 50, b=2, length=10, k=2, window=2)  # ids < 50
-  params = w2v.Word2Vec(cfg).init(jax.random.key(0), jax.tree.map(jnp.asarray, batch))['params']
+  params = init_params(cfg, jax.tree.map(jnp.asarray, batch))
   params['out_embed'] = params['out_embed'] + 0.1
-  new, _, _ = w2v.sparse_sgd_step(params, jax.tree.map(jnp.asarray, batch), 0.1, cfg)
+  new, _, _ = step(params, jax.tree.map(jnp.asarray, batch), 0.1, cfg)
   for name in ('in_embed', 'out_embed'):
     np.testing.assert_array_equal(np.asarray(new[name])[50:], np.asarray(params[name])[50:])
 
@@ -449,7 +512,7 @@ def test_curvature_cap_in_the_fast_layouts_equals_its_pairwise_definition(mode, 
   batch = random_batch(rng, 30, b=2, length=12, k=cfg.negatives_per_position)
   batch['negatives'] = batch['negatives'][:, ::share]
   batch = jax.tree.map(jnp.asarray, batch)
-  params = w2v.Word2Vec(cfg).init(jax.random.key(0), batch)['params']
+  params = init_params(cfg, batch)
   params = jax.tree.map(lambda p: p + 0.4 * jax.random.normal(jax.random.key(3), p.shape),
                         params)
   lr = 0.05
@@ -459,9 +522,9 @@ def test_curvature_cap_in_the_fast_layouts_equals_its_pairwise_definition(mode, 
     t = np.asarray(totals[binding])
     cfg = dataclasses.replace(cfg, row_cap=float(np.median(t[t > 0])))
     assert (t > cfg.row_cap).any() and ((t > 0) & (t < cfg.row_cap)).any(), (binding, t)
-    got, _, _ = w2v.sparse_sgd_step(params, batch, lr, cfg)
+    got, _, _ = step(params, batch, lr, cfg)
     want, _ = _pairwise_curvature_step(params, batch, lr, cfg)
     for name in ('in_embed', 'out_embed'):
       np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
-  plain, _, _ = w2v.sparse_sgd_step(params, batch, lr, dataclasses.replace(cfg, row_cap=0.0))
+  plain, _, _ = step(params, batch, lr, dataclasses.replace(cfg, row_cap=0.0))
   assert np.abs(np.asarray(plain['out_embed']) - np.asarray(got['out_embed'])).max() > 1e-4

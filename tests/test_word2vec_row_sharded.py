@@ -53,13 +53,19 @@ def _train(cfg, blocks, n, rows):
   return state, losses
 
 
-@pytest.mark.parametrize('mode, row_cap, cap_mode', [
-    ('skipgram', 0.0, 'count'), ('skipgram', 2.0, 'count'), ('cbow', 2.0, 'norm'),
-    ('cbow', 0.0, 'count'), ('skipgram', 1e-3, 'curvature'), ('cbow', 1e-4, 'curvature')])
-def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_cap, cap_mode):
+SEQUENTIAL = {'pair_negatives': True, 'negative_draws': 0, 'pair_order': 'sequential'}
+
+
+@pytest.mark.parametrize('mode, row_cap, cap_mode, model', [
+    ('skipgram', 0.0, 'count', {}), ('skipgram', 2.0, 'count', {}), ('cbow', 2.0, 'norm', {}),
+    ('cbow', 0.0, 'count', {}), ('skipgram', 1e-3, 'curvature', {}),
+    ('cbow', 1e-4, 'curvature', {}), ('skipgram', 0.0, 'count', SEQUENTIAL)])
+def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_cap, cap_mode,
+                                                        model):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
   tiny_config.model.mode, tiny_config.optim.row_cap = mode, row_cap
   tiny_config.optim.row_cap_mode = cap_mode
+  tiny_config.model.update(model)
   if mode == 'cbow':   # with negatives shared by groups of 4 positions (B, L/4, K)
     tiny_config.model.negative_draws, tiny_config.model.negative_share = 0, 4
   cfg, blocks = _blocks(tiny_config, batch=8)

@@ -69,6 +69,8 @@ CBOW = 'cbow'
 CURVATURE = 'curvature'
 BATCH_KEYS = ('tokens', 'segment', 'window', 'negatives')
 ROW_CAP_MODES = ('count', 'norm', 'curvature')
+SUMMED, SEQUENTIAL = 'summed', 'sequential'
+PAIR_ORDERS = (SUMMED, SEQUENTIAL)
 # the modes as error messages name them: 'count', 'norm' or 'curvature'
 ROW_CAP_CHOICES = ', '.join(map(repr, ROW_CAP_MODES[:-1])) + f' or {ROW_CAP_MODES[-1]!r}'
 
@@ -108,6 +110,12 @@ class Word2VecConfig:
   # every score outside its sigmoid table's ±6 (0: every score trains, as word2vec.c's
   # clipped gradient and the exact sigmoid do). The loss still counts it.
   max_score: float = 0.0
+  # Skip-gram with `pair_negatives`: 'summed' scores all of a step's pairs against the same
+  # tables and adds their updates; 'sequential' takes the context offsets one at a time
+  # (2·window sub-steps a step), so a center's input row has moved by one pair's update
+  # before its next pair is scored, as word2vec's pair-by-pair updates have
+  # (`_sequential_pair_step`).
+  pair_order: str = SUMMED
 
   @property
   def negatives_per_position(self) -> int:
@@ -136,6 +144,14 @@ class Word2VecConfig:
                        f'{self.negative_draws}')
     if self.row_cap < 0:
       raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
+    if self.pair_order not in PAIR_ORDERS:
+      raise ValueError(f"model.pair_order must be 'summed' or 'sequential', got "
+                       f'{self.pair_order!r}')
+    if self.pair_order == SEQUENTIAL and not (self.mode == SKIPGRAM and self.pair_negatives
+                                              and self.row_cap == 0):
+      raise ValueError("model.pair_order='sequential' is for skip-gram with "
+                       'model.pair_negatives=True and no optim.row_cap (each sub-step '
+                       'applies one pair a center)')
     if not self.max_score >= 0:
       raise ValueError(f'model.max_score must be >= 0 (0: off), got {self.max_score}')
     if self.row_cap_mode not in ROW_CAP_MODES:
@@ -601,9 +617,49 @@ def table_step(tables, batch: Mapping[str, Array], lr: Array, cfg: Word2VecConfi
   they sum the updates, so it keeps them."""
   if cfg.mode == CBOW:
     return _cbow_step(tables, batch, lr, cfg)
+  if cfg.pair_order == SEQUENTIAL:
+    return _sequential_pair_step(tables, batch, lr, cfg)
   if cfg.row_cap == 0 or _curvature_capped(cfg):
     return _skipgram_step(tables, batch, lr, cfg)
   return _pair_step(tables, batch, lr, cfg)
+
+
+def _sequential_pair_step(tables, batch, lr, cfg):
+  """Skip-gram with per-pair negatives, one context offset at a time: for each offset `o`
+  in `offsets` order, every center scores its pair `(i, i+o)` (when valid) and that pair's
+  `K` negatives against the tables as the earlier offsets left them, and the sub-step's
+  updates are added before the next offset is scored. A center's input row thus takes its
+  pairs' updates one after another, as in word2vec, instead of their sum from one stale
+  value; the positions of a sub-step are still updated together. Same loss as
+  `_pair_step` when `lr` is 0."""
+  w, k = cfg.window, cfg.negatives
+  tok, neg = batch['tokens'], batch['negatives']
+  length = tok.shape[1]
+  mask = context_mask(batch, w)                              # (B, L, 2W)
+  tok_p = _padded(tok, w)
+  loss = 0.0
+  new = {}
+  for j, o in enumerate(offsets(w)):
+    valid = mask[..., j]                                     # (B, L)
+    ctx = _window(tok_p, w, o, length)                       # (B, L) context ids
+    n_ids = neg[..., j * k:(j + 1) * k]                      # (B, L, K) this pair's draws
+    n_w = valid[..., None]
+    if cfg.skip_target_negatives:
+      n_w = n_w * (n_ids != ctx[..., None])
+    h, = tables.gather('in_embed', tok)
+    u, n_rows = tables.gather('out_embed', ctx, n_ids)
+    s_c = jnp.sum(h * u, -1)
+    s_n = jnp.einsum('bld,blkd->blk', h, n_rows)
+    g_c = trains(s_c, cfg.max_score) * valid * (jax.nn.sigmoid(s_c) - 1.0)
+    g_n = trains(s_n, cfg.max_score) * n_w * jax.nn.sigmoid(s_n)
+    loss = loss + (jnp.sum(valid * jnp.logaddexp(0.0, -s_c))
+                   + jnp.sum(n_w * jnp.logaddexp(0.0, s_n)))
+    dh = g_c[..., None] * u + jnp.einsum('blk,blkd->bld', g_n, n_rows)
+    new['in_embed'] = tables.add('in_embed', (tok,), (-lr * dh,))
+    new['out_embed'] = tables.add('out_embed', (ctx, n_ids),
+                                  (-lr * g_c[..., None] * h,
+                                   -lr * g_n[..., None] * h[:, :, None, :]))
+  return new, loss, mask.sum()
 
 
 def _pair_step(tables, batch, lr, cfg):

@@ -76,6 +76,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(not draws or not config.model.get('pair_negatives', False),
            'model.negative_draws', 'is for shared negatives (not with model.pair_negatives, '
            'which draws K for every pair)')
+  order = config.model.get('pair_order', w2v.SUMMED)
+  _require(order in w2v.PAIR_ORDERS, 'model.pair_order',
+           f"must be 'summed' or 'sequential', got {order!r}")
+  _require(order == w2v.SUMMED or (config.model.mode == w2v.SKIPGRAM
+                                   and config.model.get('pair_negatives', False)
+                                   and not config.optim.get('row_cap', 0.0)),
+           'model.pair_order', "'sequential' is for skip-gram with model.pair_negatives=True "
+           'and no optim.row_cap (each sub-step applies one pair a center)')
   bound = config.model.get('max_score', 0.0)
   _require(bound >= 0, 'model.max_score',           # NaN fails too
            f'must be >= 0 (0: every score trains; gensim: 6), got {bound}')
@@ -151,7 +159,8 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
                             negative_draws=int(m.get('negative_draws', 0)),
                             negative_share=int(m.get('negative_share', 1)),
                             skip_target_negatives=bool(m.get('skip_target_negatives', False)),
-                            max_score=float(m.get('max_score', 0.0)))
+                            max_score=float(m.get('max_score', 0.0)),
+                            pair_order=m.get('pair_order', w2v.SUMMED))
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:

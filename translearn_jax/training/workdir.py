@@ -185,6 +185,7 @@ ADDED_FIELDS = {
     'data.tag_scheme': '',              # tagging: prefixed tags (IO files were refused)
     'model.skip_target_negatives': False,  # word2vec (issue #20): a negative equal to the
     'model.max_score': 0.0,             #   target scored; every score trains
+    'model.pair_order': 'summed',       # word2vec (issue #20): a step's pairs summed
 }
 
 
