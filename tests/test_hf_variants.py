@@ -8,6 +8,7 @@ tiny-model builders it reuses.
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,7 +45,8 @@ def _mlm_logits(run, texts=TEXTS):
   src = sources.load('mlm', run)
   tok = src.tokenizer
   toks, mask = padded_batch(tok, texts, lambda x: [tok.bos_id] + x + [tok.eos_id])
-  logits = np.asarray(lm_models.make(src.model_config).apply(
+  # jitted: one compiled program, not hundreds of eager one-op programs
+  logits = np.asarray(jax.jit(lm_models.make(src.model_config).apply)(
       {'params': src.params}, jnp.asarray(toks), mask=jnp.asarray(mask)))
   return toks, mask, logits
 
@@ -104,8 +106,8 @@ def test_config_keys_left_out_take_transformers_defaults(tmp_path):
   src = sources.load('lm', run)
   assert src.model_config.activation == 'gelu_tanh'
   toks = np.asarray([[src.tokenizer.eos_id] + src.tokenizer.encode(TEXTS[0])])
-  ours = np.asarray(lm_models.make(src.model_config).apply({'params': src.params},
-                                                           jnp.asarray(toks)))
+  ours = np.asarray(jax.jit(lm_models.make(src.model_config).apply)({'params': src.params},
+                                                                    jnp.asarray(toks)))
   ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
   np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
 
@@ -170,8 +172,9 @@ def test_roberta_config_without_pad_token_id_takes_robertas_default(tmp_path):
   tok = src.tokenizer
   assert src.model_config.pad_id == tok.pad_id == 1 and src.model_config.position_offset == 2
   toks = np.asarray([[tok.bos_id] + tok.encode(TEXTS[0]) + [tok.eos_id]])
-  ours = np.asarray(lm_models.logits(lm_models.make(src.model_config), src.params,
-                                     jnp.asarray(toks)))
+  net = lm_models.make(src.model_config)
+  ours = np.asarray(jax.jit(lambda p, t: lm_models.logits(net, p, t))(src.params,
+                                                                      jnp.asarray(toks)))
   ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
   np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
   convert.export_hf(run, str(tmp_path / 'out'))
@@ -202,7 +205,7 @@ def test_tied_config_with_a_head_of_other_values_is_refused(tmp_path, kind):
   frame = (lambda x: [tok.eos_id] + x) if kind == 'gpt2' else (
       lambda x: [tok.bos_id] + x + [tok.eos_id])
   toks, mask = padded_batch(tok, TEXTS, frame)
-  ours = np.asarray(lm_models.make(src.model_config).apply(
+  ours = np.asarray(jax.jit(lm_models.make(src.model_config).apply)(
       {'params': src.params}, jnp.asarray(toks), **({} if kind == 'gpt2' else
                                                      {'mask': jnp.asarray(mask)})))
   ref = torch_out(model, toks, mask).logits.numpy()
@@ -253,8 +256,8 @@ def test_neox_config_of_transformers_4_with_every_rotary_key_imports(tmp_path):
   convert.import_hf(d, run)
   src = sources.load('lm', run)
   toks = np.asarray([[src.tokenizer.eos_id] + src.tokenizer.encode(TEXTS[0])])
-  ours = np.asarray(lm_models.make(src.model_config).apply({'params': src.params},
-                                                           jnp.asarray(toks)))
+  ours = np.asarray(jax.jit(lm_models.make(src.model_config).apply)({'params': src.params},
+                                                                    jnp.asarray(toks)))
   ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
   np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
 
