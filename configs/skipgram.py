@@ -58,8 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0: scores with |s| >= this give no gradient (gensim skips them at 6; 0: all train)
   config.model.max_score = 0.0
   # skip-gram with pair_negatives: 'summed' (a step's pairs from the same tables) or
-  # 'sequential' (one context offset at a time: +0.017 SimLex-999 over the default after 5
-  # epochs of the novels, level with gensim, at 2.8x the default's step time; README results)
+  # 'sequential' (one context offset at a time: +0.020 SimLex-999 over the default after 5
+  # epochs of the novels, level with gensim, at half the default's words/s; README results)
   config.model.pair_order = 'summed'
 
   config.sample = 1e-3                   # frequent-word subsampling threshold (0: off)
