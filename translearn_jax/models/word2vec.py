@@ -68,11 +68,19 @@ SKIPGRAM = 'skipgram'
 CBOW = 'cbow'
 CURVATURE = 'curvature'
 BATCH_KEYS = ('tokens', 'segment', 'window', 'negatives')
+MODES = (SKIPGRAM, CBOW)
 ROW_CAP_MODES = ('count', 'norm', 'curvature')
 SUMMED, SEQUENTIAL = 'summed', 'sequential'
 PAIR_ORDERS = (SUMMED, SEQUENTIAL)
-# the modes as error messages name them: 'count', 'norm' or 'curvature'
-ROW_CAP_CHOICES = ', '.join(map(repr, ROW_CAP_MODES[:-1])) + f' or {ROW_CAP_MODES[-1]!r}'
+
+
+def choices(names) -> str:
+  """A field's allowed values as error messages name them: `'a', 'b' or 'c'`."""
+  return ', '.join(map(repr, names[:-1])) + f' or {names[-1]!r}'
+
+
+MODE_CHOICES, ROW_CAP_CHOICES, PAIR_ORDER_CHOICES = map(choices, (MODES, ROW_CAP_MODES,
+                                                                  PAIR_ORDERS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +133,8 @@ class Word2VecConfig:
     return self.negative_draws or self.negatives
 
   def __post_init__(self):
-    if self.mode not in (SKIPGRAM, CBOW):
-      raise ValueError(f"model.mode must be 'skipgram' or 'cbow', got {self.mode!r}")
+    if self.mode not in MODES:
+      raise ValueError(f'model.mode must be {MODE_CHOICES}, got {self.mode!r}')
     if self.pair_negatives and self.mode != SKIPGRAM:
       raise ValueError('model.pair_negatives is for skip-gram (CBOW has one pair a '
                        'position and draws its negatives per position already)')
@@ -145,7 +153,7 @@ class Word2VecConfig:
     if self.row_cap < 0:
       raise ValueError(f'optim.row_cap must be >= 0 (0: off), got {self.row_cap}')
     if self.pair_order not in PAIR_ORDERS:
-      raise ValueError(f"model.pair_order must be 'summed' or 'sequential', got "
+      raise ValueError(f'model.pair_order must be {PAIR_ORDER_CHOICES}, got '
                        f'{self.pair_order!r}')
     if self.pair_order == SEQUENTIAL and not (self.mode == SKIPGRAM and self.pair_negatives
                                               and self.row_cap == 0):

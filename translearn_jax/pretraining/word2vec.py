@@ -64,8 +64,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.optim.get('row_cap_mode', 'count') in w2v.ROW_CAP_MODES, 'optim.row_cap_mode',
            f"must be {w2v.ROW_CAP_CHOICES}, got {config.optim.get('row_cap_mode')!r}")
   _require(config.vocab.min_count >= 1, 'vocab.min_count', 'must be >= 1')
-  _require(config.model.mode in (w2v.SKIPGRAM, w2v.CBOW), 'model.mode',
-           f"must be 'skipgram' or 'cbow', got {config.model.mode!r}")
+  _require(config.model.mode in w2v.MODES, 'model.mode',
+           f'must be {w2v.MODE_CHOICES}, got {config.model.mode!r}')
   for f in ('dim', 'window', 'negatives'):
     _require(config.model[f] >= 1, f'model.{f}', f'must be >= 1, got {config.model[f]}')
   _require(not (config.model.get('pair_negatives', False) and config.model.mode == w2v.CBOW),
@@ -78,7 +78,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
            'which draws K for every pair)')
   order = config.model.get('pair_order', w2v.SUMMED)
   _require(order in w2v.PAIR_ORDERS, 'model.pair_order',
-           f"must be 'summed' or 'sequential', got {order!r}")
+           f'must be {w2v.PAIR_ORDER_CHOICES}, got {order!r}')
   _require(order == w2v.SUMMED or (config.model.mode == w2v.SKIPGRAM
                                    and config.model.get('pair_negatives', False)
                                    and not config.optim.get('row_cap', 0.0)),

@@ -183,9 +183,9 @@ ADDED_FIELDS = {
     'eval.early_stopping': 'never',     # seq2seq: the exact beam search
     'optim.warmup_steps': 0,            # word2vec (issue #20): no warmup (other families had it)
     'data.tag_scheme': '',              # tagging: prefixed tags (IO files were refused)
-    'model.skip_target_negatives': False,  # word2vec (issue #20): a negative equal to the
-    'model.max_score': 0.0,             #   target scored; every score trains
-    'model.pair_order': 'summed',       # word2vec (issue #20): a step's pairs summed
+    'model.skip_target_negatives': False,  # word2vec (issue #20): target-equal negatives scored
+    'model.max_score': 0.0,             #   every score trains
+    'model.pair_order': 'summed',       #   a step's pairs summed
 }
 
 
