@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable
 
@@ -9,6 +10,30 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+  """(steal, total) jiffies of all CPUs from /proc/stat; None where there is none."""
+  try:
+    with open('/proc/stat') as f:
+      fields = [int(x) for x in f.readline().split()[1:]]
+  except (OSError, ValueError):
+    return None
+  # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+  return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+@contextlib.contextmanager
+def steal_share():
+  """Yields a dict whose 'steal' is set on exit to the share of CPU time the hypervisor
+  gave to other guests while the block ran (/proc/stat's steal), or None off Linux: a
+  shared host's neighbours move throughput between runs, and this names it."""
+  out = {'steal': None}
+  before = _cpu_ticks()
+  yield out
+  after = _cpu_ticks()
+  if before and after and after[1] > before[1]:
+    out['steal'] = (after[0] - before[0]) / (after[1] - before[1])
 
 
 def override(config: ml_collections.ConfigDict, items) -> None:

@@ -53,7 +53,14 @@ def main():
                   help="both sides' seed (ours: config.seed; gensim: Word2Vec(seed=))")
   ap.add_argument('--override', action='append', default=[],
                   help='our config override FIELD=VALUE (e.g. batch_size=4)')
+  ap.add_argument('--compilation-cache', default='',
+                  help="JAX's persistent compilation cache for our programs, as `python train.py` "
+                       "keeps one by default ('': off, every program compiled, the default "
+                       "here): a second run of the same settings loads them instead")
   args = ap.parse_args()
+  if args.compilation_cache:
+    from translearn_jax.training import compilation_cache
+    compilation_cache.configure(args.compilation_cache)
   for p in (args.wordsim, args.simlex):
     if not os.path.exists(p):
       args.wordsim, args.simlex = 'gensim:wordsim353.tsv', 'gensim:simlex999.txt'
@@ -82,7 +89,7 @@ def main():
   t0 = time.perf_counter()
   corpus = encode_corpus(docs, min_count=config.vocab.min_count)
   ours_prep = time.perf_counter() - t0
-  with tempfile.TemporaryDirectory() as workdir:
+  with tempfile.TemporaryDirectory() as workdir, common.steal_share() as ours_steal:
     summary = word2vec.train_on_corpus(config, corpus, workdir)
   ours = {
       'words_per_s': corpus.raw_words * args.epochs / summary['wall_seconds'],
@@ -92,7 +99,7 @@ def main():
       'steady_words_per_s': summary['words_per_sec'],
       'wordsim353': summary['eval']['wordsim353']['spearman'],
       'simlex999': summary['eval']['simlex999']['spearman'],
-      'vocab': len(corpus.vocab)}
+      'vocab': len(corpus.vocab), 'steal': ours_steal['steal']}
 
   gensim = None
   if not args.skip_gensim:
@@ -108,7 +115,8 @@ def main():
     model.build_vocab(sentences)
     g_prep = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model.train(sentences, total_examples=len(sentences), epochs=args.epochs)
+    with common.steal_share() as g_steal:
+      model.train(sentences, total_examples=len(sentences), epochs=args.epochs)
     g_train = time.perf_counter() - t0
     words, vecs = model.wv.index_to_key, model.wv.vectors
     gensim = {
@@ -116,30 +124,33 @@ def main():
         'prep_seconds': g_prep,
         'wordsim353': word_vectors.evaluate_similarity(words, vecs, args.wordsim).spearman,
         'simlex999': word_vectors.evaluate_similarity(words, vecs, args.simlex).spearman,
-        'vocab': len(words)}
+        'vocab': len(words), 'steal': g_steal['steal']}
 
   print(f'\ncorpus: {args.corpus} ({len(docs)} documents, {corpus.raw_words:,} words, '
         f'read in {read_s:.1f}s), epochs={args.epochs}, {args.mode} neg=5 window=5 dim=100 '
         'min_count=5 sample=1e-3')
   print(f'{"":<10} {"words/s":>10} {"train s":>8} {"prep s":>7} {"vocab":>7} '
-        f'{"WS-353":>7} {"SimLex":>7}')
+        f'{"WS-353":>7} {"SimLex":>7} {"steal":>6}')
   rows = [('ours', ours)] + ([('gensim', gensim)] if gensim else [])
   for name, r in rows:
     print(f'{name:<10} {r["words_per_s"]:>10,.0f} {r["seconds"]:>8.1f} {r["prep_seconds"]:>7.1f} '
-          f'{r["vocab"]:>7} {r["wordsim353"]:>7.4f} {r["simlex999"]:>7.4f}')
+          f'{r["vocab"]:>7} {r["wordsim353"]:>7.4f} {r["simlex999"]:>7.4f} '
+          f'{"" if r["steal"] is None else format(r["steal"], ".1%"):>6}')
   print(f'ours after compiling: {ours["steady_words_per_s"]:,.0f} words/s (the wall figure '
         'above counts initialisation, compilation and the final checkpoint; gensim\'s counts '
         'its train() call)')
   out = {'corpus': args.corpus, 'corpus_words': corpus.raw_words, 'train.epochs': args.epochs,
          'ours_words_per_s': ours['words_per_s'], 'ours_wordsim353': ours['wordsim353'],
          'ours_steady_words_per_s': ours['steady_words_per_s'], 'overrides': args.override,
-         'ours_simlex999': ours['simlex999']}
+         'ours_simlex999': ours['simlex999'], 'ours_steal': ours['steal'],
+         'compilation_cache': args.compilation_cache}
   if gensim:
     ratio = ours['words_per_s'] / gensim['words_per_s']
     print(f'ratio ours/gensim words/s: {ratio:.3f}; '
           f'WordSim-353 gap (ours - gensim): {ours["wordsim353"] - gensim["wordsim353"]:+.4f}')
     out.update(gensim_words_per_s=gensim['words_per_s'], ratio=ratio,
-               gensim_wordsim353=gensim['wordsim353'], gensim_simlex999=gensim['simlex999'])
+               gensim_wordsim353=gensim['wordsim353'], gensim_simlex999=gensim['simlex999'],
+               gensim_steal=gensim['steal'])
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(out, f, indent=2)

@@ -1,11 +1,15 @@
 """Pair generation statistics of the skip-gram/CBOW input pipeline."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
 from translearn_jax.data.vocab import encode_corpus
-from translearn_jax.data.word2vec_stream import (BlockStream, StreamConfig, StreamState,
-                                                 keep_probabilities, negative_table)
+from translearn_jax.data.word2vec_stream import (BlockStream, Prefetched, StreamConfig,
+                                                 StreamState, keep_probabilities, negative_table,
+                                                 subsample)
 from translearn_jax.errors import DataError
 
 
@@ -32,6 +36,21 @@ def test_keep_probability_formula():
   np.testing.assert_allclose(keep_probabilities(counts, s), expected)
   assert keep_probabilities(counts, 0).tolist() == [1, 1, 1, 1]
   assert keep_probabilities(counts, s)[-1] == 1.0 and keep_probabilities(counts, s)[0] < 0.5
+
+
+@pytest.mark.parametrize('chunk', [1, 7, 4096, 10**9])
+def test_subsample_in_chunks_draws_what_one_call_draws(chunk):
+  """The chunked pass keeps exactly the tokens one draw of the whole corpus keeps (the
+  formula resuming depends on), whatever the chunk size, odd ones included."""
+  corpus = zipf_corpus(n_tokens=20_011)
+  keep_p = keep_probabilities(corpus.vocab.counts, 1e-2)
+  rng = np.random.default_rng([3, 1])
+  keep = rng.random(len(corpus.ids), dtype=np.float32) < keep_p[corpus.ids]
+  ids, segs = subsample(corpus.ids, corpus.segments, keep_p, [3, 1], chunk=chunk)
+  assert 0.2 * len(keep) < keep.sum() < len(keep)       # the test thins, and keeps some
+  np.testing.assert_array_equal(ids, corpus.ids[keep])
+  np.testing.assert_array_equal(segs, corpus.segments[keep])
+  assert ids.dtype == corpus.ids.dtype and segs.dtype == corpus.segments.dtype
 
 
 def test_subsampling_frequencies_match_keep_probability():
@@ -145,3 +164,39 @@ def test_negative_table_is_the_searched_unigram_table():
     np.testing.assert_array_equal(negative_table(counts, size=size), searched(counts, size))
   zipf = rng.zipf(1.3, 5000).astype(float)
   np.testing.assert_array_equal(negative_table(zipf, size=200_000), searched(zipf, 200_000))
+
+
+def test_prefetched_starts_before_the_first_next_and_stops_on_close():
+  made, first = [], threading.Event()
+
+  def endless():
+    i = 0
+    while True:
+      made.append(i)
+      first.set()
+      yield i
+      i += 1
+  before = threading.active_count()
+  it = Prefetched(endless(), 2)
+  assert first.wait(10), 'nothing produced before the first next()'
+  assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+  it.close()
+  deadline = time.monotonic() + 10
+  while threading.active_count() > before and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert threading.active_count() == before, 'the producer thread still runs after close()'
+  assert len(made) <= 5 + 2 + 2                   # it stopped within a few items
+  with pytest.raises(StopIteration):
+    next(it)
+
+
+def test_prefetched_raises_the_producers_error_in_order():
+  def failing():
+    yield from range(3)
+    raise DataError('line 4: bad')
+  it = Prefetched(failing(), 2)
+  assert [next(it) for _ in range(3)] == [0, 1, 2]
+  with pytest.raises(DataError, match='line 4'):
+    next(it)
+  with pytest.raises(StopIteration):
+    next(it)

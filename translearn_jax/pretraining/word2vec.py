@@ -8,6 +8,7 @@ Writes to `workdir`: `checkpoints/` (orbax), `vocab.tsv`, `metrics.jsonl`,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -465,7 +466,13 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   os.makedirs(workdir, exist_ok=True)
   _check_vocab(workdir, vocab)
   shards = mesh_lib.batch_ways(mesh) if config.model.get('table_sharding') == ROWS else 0
-  with Run(workdir, config.train.keep_checkpoints) as run:
+  with Run(workdir, config.train.keep_checkpoints) as run, contextlib.ExitStack() as stack:
+    # a fresh run reads the stream from its start: its thread subsamples the first epoch
+    # and prepares blocks while the tables are initialised (a resumed run's position is
+    # known once a checkpoint has been restored)
+    early = None if run.resuming else stream.iterate(StreamState(), config.train.prefetch)
+    if early is not None:
+      stack.callback(early.close)
     if config.init.path and not run.resuming:
       state, remap = init_from_run(config, cfg, vocab, config.seed, mesh, shards)
       info('init.path %s: %d of %d words found', config.init.path,
@@ -474,11 +481,14 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       state = init_state(cfg, config.seed, mesh, shards)
     state, saved = _restore(run, state, shards, cfg, mesh)
     data_state = StreamState(**saved)
+    blocks = early
+    if blocks is None:
+      blocks = stream.iterate(data_state, config.train.prefetch)
+      stack.callback(blocks.close)
     layout = {row_sharded.TABLE_SHARDS: shards}
     result = run.train(
         state=state,
-        stream=((dict(s.to_dict(), **layout), b)
-                for s, b in stream.iterate(data_state, config.train.prefetch)),
+        stream=((dict(s.to_dict(), **layout), b) for s, b in blocks),
         step_fn=make_train_fn(cfg, schedule, mesh, bool(shards)),
         to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh, batch_axis=1),
         total_steps=total_steps, steps_per_call=config.train.steps_per_call,
