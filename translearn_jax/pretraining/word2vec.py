@@ -467,13 +467,14 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   _check_vocab(workdir, vocab)
   shards = mesh_lib.batch_ways(mesh) if config.model.get('table_sharding') == ROWS else 0
   with Run(workdir, config.train.keep_checkpoints) as run, contextlib.ExitStack() as stack:
+    fresh = not run.resuming
     # a fresh run reads the stream from its start: its thread subsamples the first epoch
     # and prepares blocks while the tables are initialised (a resumed run's position is
     # known once a checkpoint has been restored)
-    early = None if run.resuming else stream.iterate(StreamState(), config.train.prefetch)
-    if early is not None:
-      stack.callback(early.close)
-    if config.init.path and not run.resuming:
+    if fresh:
+      blocks = stack.enter_context(contextlib.closing(
+          stream.iterate(StreamState(), config.train.prefetch)))
+    if config.init.path and fresh:
       state, remap = init_from_run(config, cfg, vocab, config.seed, mesh, shards)
       info('init.path %s: %d of %d words found', config.init.path,
            remap['in_embed']['found'], len(vocab))
@@ -481,10 +482,9 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       state = init_state(cfg, config.seed, mesh, shards)
     state, saved = _restore(run, state, shards, cfg, mesh)
     data_state = StreamState(**saved)
-    blocks = early
-    if blocks is None:
-      blocks = stream.iterate(data_state, config.train.prefetch)
-      stack.callback(blocks.close)
+    if not fresh:
+      blocks = stack.enter_context(contextlib.closing(
+          stream.iterate(data_state, config.train.prefetch)))
     layout = {row_sharded.TABLE_SHARDS: shards}
     result = run.train(
         state=state,
