@@ -17,6 +17,7 @@ PKG = ROOT / 'translearn_jax'
 # Lower rank = lower layer. Keep in sync with ARCHITECTURE.md.
 RANKS = {
     'errors': 0, 'config_fields': 0.5,
+    'kernels': 0.75,                        # C++ custom calls and their builder
     'data': 1, 'models': 1, 'export': 1.5,   # export reads files through data.readers
     'training': 2, 'evaluation': 2,
     'transfer': 3,

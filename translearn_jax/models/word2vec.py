@@ -72,6 +72,8 @@ MODES = (SKIPGRAM, CBOW)
 ROW_CAP_MODES = ('count', 'norm', 'curvature')
 SUMMED, SEQUENTIAL = 'summed', 'sequential'
 PAIR_ORDERS = (SUMMED, SEQUENTIAL)
+XLA_KERNEL, CPU_KERNEL = 'xla', 'cpu'
+STEP_KERNELS = (XLA_KERNEL, CPU_KERNEL)
 
 
 def choices(names) -> str:
@@ -79,8 +81,8 @@ def choices(names) -> str:
   return ', '.join(map(repr, names[:-1])) + f' or {names[-1]!r}'
 
 
-MODE_CHOICES, ROW_CAP_CHOICES, PAIR_ORDER_CHOICES = map(choices, (MODES, ROW_CAP_MODES,
-                                                                  PAIR_ORDERS))
+MODE_CHOICES, ROW_CAP_CHOICES, PAIR_ORDER_CHOICES, STEP_KERNEL_CHOICES = map(
+    choices, (MODES, ROW_CAP_MODES, PAIR_ORDERS, STEP_KERNELS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +126,12 @@ class Word2VecConfig:
   # before its next pair is scored, as word2vec's pair-by-pair updates have
   # (`_sequential_pair_step`).
   pair_order: str = SUMMED
+  # 'xla': the step as a JAX program (any device, any layout). 'cpu': CBOW's step as one
+  # hand-written XLA:CPU custom call (`kernels/word2vec_cpu.cc`, built at first use with the
+  # machine's C++ compiler): the same update up to float summation order, with the next
+  # position's rows prefetched (the step is bound by random row reads); one CPU device,
+  # replicated tables, negative_share=1 and no row cap.
+  step_kernel: str = XLA_KERNEL
 
   @property
   def negatives_per_position(self) -> int:
@@ -160,6 +168,12 @@ class Word2VecConfig:
       raise ValueError("model.pair_order='sequential' is for skip-gram with "
                        'model.pair_negatives=True and no optim.row_cap (each sub-step '
                        'applies one pair a center)')
+    if self.step_kernel not in STEP_KERNELS:
+      raise ValueError(f'model.step_kernel must be {STEP_KERNEL_CHOICES}, got '
+                       f'{self.step_kernel!r}')
+    if self.step_kernel == CPU_KERNEL and not (self.mode == CBOW and self.negative_share == 1
+                                               and self.row_cap == 0):
+      raise ValueError(CPU_KERNEL_SCOPE)
     if not self.max_score >= 0:
       raise ValueError(f'model.max_score must be >= 0 (0: off), got {self.max_score}')
     if self.row_cap_mode not in ROW_CAP_MODES:
@@ -168,6 +182,10 @@ class Word2VecConfig:
     for name in ('vocab_size', 'dim', 'window', 'negatives'):
       if getattr(self, name) < 1:
         raise ValueError(f'model.{name} must be >= 1, got {getattr(self, name)}')
+
+
+CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is CBOW's step (model.mode='cbow') with "
+                    'model.negative_share=1 and no optim.row_cap')
 
 
 def offsets(window: int) -> list[int]:
@@ -548,6 +566,14 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
   data-parallel training passes a replicating sharding constraint so that the
   devices exchange the sparse updates rather than dense tables.
   """
+  if cfg.step_kernel == CPU_KERNEL:
+    from translearn_jax.kernels import cpu
+    new_in, new_out, loss, pairs = cpu.cbow_step(
+        params['in_embed'], params['out_embed'], batch['tokens'], batch['segment'],
+        batch['window'], batch['negatives'], lr, window=cfg.window,
+        negative_weight_k=cfg.negatives, max_score=cfg.max_score,
+        skip_target=cfg.skip_target_negatives)
+    return {'in_embed': new_in, 'out_embed': new_out}, loss, pairs
   return table_step(ReplicatedTables(params, cfg, constrain), batch, lr, cfg)
 
 

@@ -96,6 +96,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.train.seq_length % share == 0, 'model.negative_share',
            f'must divide train.seq_length={config.train.seq_length} (groups of consecutive '
            f'positions of a row), got {share}')
+  kernel = config.model.get('step_kernel', w2v.XLA_KERNEL)
+  _require(kernel in w2v.STEP_KERNELS, 'model.step_kernel',
+           f'must be {w2v.STEP_KERNEL_CHOICES}, got {kernel!r}')
+  _require(kernel != w2v.CPU_KERNEL or (config.model.mode == w2v.CBOW and share == 1
+                                         and not config.optim.get('row_cap', 0.0)),
+           'model.step_kernel', "'cpu' is CBOW's step (model.mode='cbow') with "
+           'model.negative_share=1 and no optim.row_cap')
   _require(config.model.get('table_sharding', REPLICATED) in (REPLICATED, ROWS),
            'model.table_sharding',
            f"must be 'replicated' or 'rows', got {config.model.get('table_sharding')!r}")
@@ -161,7 +168,8 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
                             negative_share=int(m.get('negative_share', 1)),
                             skip_target_negatives=bool(m.get('skip_target_negatives', False)),
                             max_score=float(m.get('max_score', 0.0)),
-                            pair_order=m.get('pair_order', w2v.SUMMED))
+                            pair_order=m.get('pair_order', w2v.SUMMED),
+                            step_kernel=m.get('step_kernel', w2v.XLA_KERNEL))
 
 
 def lr_schedule(config, total_steps: int) -> optax.Schedule:
@@ -234,6 +242,13 @@ def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh,
   tables) are all-gathered and applied everywhere. Row-sharded tables
   (`row_sharded_tables`): the step runs in a `shard_map` whose lookups and updates are
   routed to the device owning each row (`models.row_sharded`)."""
+  if cfg.step_kernel == w2v.CPU_KERNEL:
+    platforms = {d.platform for d in mesh.devices.flat}
+    _require(mesh.devices.size == 1 and platforms == {'cpu'} and not row_sharded_tables,
+             'model.step_kernel', f"'cpu' runs on one CPU device with replicated tables; this "
+             f'run has {mesh.devices.size} {"/".join(sorted(platforms))} device(s)'
+             + (" and model.table_sharding='rows'" if row_sharded_tables else '')
+             + " (num_devices=1, or model.step_kernel='xla')")
   if row_sharded_tables:
     return _make_row_sharded_train_fn(cfg, schedule, mesh)
   repl = mesh_lib.replicated(mesh)

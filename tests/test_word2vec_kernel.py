@@ -1,0 +1,160 @@
+"""CBOW's hand-written XLA:CPU step (`model.step_kernel='cpu'`, kernels/word2vec_cpu.cc)
+against the XLA step it stands in for."""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from translearn_jax.errors import ConfigError
+from translearn_jax.kernels import cpu
+from translearn_jax.models import word2vec as w2v
+
+pytestmark = pytest.mark.skipif(cpu.compiler() is None,
+                                reason='no C++ compiler (CXX, g++, c++ or clang++) to build '
+                                       'the CPU kernel with')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def kernel_cache(tmp_path_factory):
+  """A private build cache: the module builds the kernel once, from this checkout's source."""
+  old = os.environ.get('TRANSLEARN_KERNEL_CACHE')
+  os.environ['TRANSLEARN_KERNEL_CACHE'] = str(tmp_path_factory.mktemp('kernels'))
+  yield os.environ['TRANSLEARN_KERNEL_CACHE']
+  if old is None:
+    os.environ.pop('TRANSLEARN_KERNEL_CACHE')
+  else:
+    os.environ['TRANSLEARN_KERNEL_CACHE'] = old
+
+
+def batches(rng, steps, vocab, b, length, draws, window):
+  seg = np.cumsum(rng.random((steps, b, length)) < 0.15, axis=-1).astype(np.int32)
+  seg[:, 0, -3:] = -1                                     # padding at the end of a row
+  return {'tokens': rng.integers(0, vocab, (steps, b, length)).astype(np.int32),
+          'segment': seg,
+          'window': rng.integers(1, window + 1, (steps, b, length)).astype(np.int32),
+          'negatives': rng.integers(0, vocab, (steps, b, length, draws)).astype(np.int32)}
+
+
+@functools.cache
+def scanned(cfg):
+  def run(params, blocks, lr):
+    def body(p, batch):
+      p, loss, pairs = w2v.sparse_sgd_step(p, batch, lr, cfg)
+      return p, (loss, pairs)
+    return jax.lax.scan(body, params, blocks)
+  return jax.jit(run)
+
+
+@pytest.mark.parametrize('vocab,dim,window,extra', [
+    (11, 6, 3, {}),                                      # every row hit many times a step
+    (50, 37, 2, {'negative_draws': 7}),                  # D not a multiple of the 16 lanes
+    (11, 16, 3, {'skip_target_negatives': True}),
+    (30, 20, 4, {'max_score': 0.05}),
+])
+def test_cpu_kernel_computes_the_xla_steps_update(vocab, dim, window, extra):
+  """Three steps in a scan, each reading what the last wrote: the tables, the loss and the
+  pair counts of the kernel equal the XLA step's up to float summation order."""
+  base = w2v.Word2VecConfig(vocab_size=vocab, dim=dim, window=window, negatives=4,
+                            mode='cbow', **extra)
+  kern = base.__class__(**{**base.__dict__, 'step_kernel': 'cpu'})
+  rng = np.random.default_rng(vocab + dim)
+  blocks = jax.tree.map(jnp.asarray, batches(rng, 3, vocab, 2, 24, kern.negatives_per_position,
+                                             window))
+  params = {'in_embed': jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32),
+            'out_embed': jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32)}
+  want, (loss_w, pairs_w) = scanned(base)(params, blocks, 0.1)
+  got, (loss_g, pairs_g) = scanned(kern)(params, blocks, 0.1)
+  for name in params:
+    moved = np.abs(np.asarray(want[name]) - np.asarray(params[name])).max()
+    assert moved > 0.05                                   # the steps did move the rows
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=2e-6)
+  np.testing.assert_allclose(loss_g, loss_w, rtol=1e-5)
+  np.testing.assert_array_equal(pairs_g, pairs_w)
+  if 'max_score' in extra:   # the bound did drop gradients: without it the update differs
+    free = scanned(base.__class__(**{**base.__dict__, 'max_score': 0.0}))(params, blocks, 0.1)[0]
+    assert np.abs(np.asarray(free['in_embed']) - np.asarray(want['in_embed'])).max() > 1e-3
+
+
+def test_cpu_kernel_leaves_undonated_tables_and_rejects_ids_outside_them():
+  cfg = w2v.Word2VecConfig(vocab_size=9, dim=5, window=2, negatives=3, mode='cbow',
+                           step_kernel='cpu')
+  rng = np.random.default_rng(3)
+  batch = jax.tree.map(lambda x: jnp.asarray(x[0]), batches(rng, 1, 9, 2, 10, 3, 2))
+  params = {'in_embed': jnp.ones((9, 5)), 'out_embed': jnp.full((9, 5), 0.5)}
+  step = jax.jit(w2v.sparse_sgd_step, static_argnums=3)
+  new, _, _ = step(params, batch, 0.1, cfg)
+  assert float(jnp.abs(new['in_embed'] - 1.0).max()) > 0       # updated...
+  np.testing.assert_array_equal(params['in_embed'], 1.0)       # ...into a new buffer
+  np.testing.assert_array_equal(params['out_embed'], 0.5)
+  bad = dict(batch, negatives=batch['negatives'].at[1, 4, 2].set(9))
+  with pytest.raises(Exception, match='batch position 14 is outside the 9-row tables'):
+    jax.block_until_ready(step(params, bad, 0.1, cfg))
+
+
+def test_cpu_kernel_scope_is_checked_where_the_config_names_it():
+  with pytest.raises(ValueError, match="model.step_kernel='cpu' is CBOW's step"):
+    w2v.Word2VecConfig(vocab_size=9, mode='skipgram', step_kernel='cpu')
+  with pytest.raises(ValueError, match="model.step_kernel='cpu' is CBOW's step"):
+    w2v.Word2VecConfig(vocab_size=9, mode='cbow', negative_share=2, step_kernel='cpu')
+  with pytest.raises(ValueError, match='model.step_kernel must be'):
+    w2v.Word2VecConfig(vocab_size=9, mode='cbow', step_kernel='gpu')
+
+
+def test_runner_refuses_the_cpu_kernel_off_one_cpu_device(tiny_config):
+  from translearn_jax.pretraining import word2vec
+  from translearn_jax.training import mesh as mesh_lib
+  tiny_config.model.step_kernel = 'cpu'
+  with pytest.raises(ConfigError, match="config.model.step_kernel: 'cpu' is CBOW's step"):
+    word2vec.validate(tiny_config)                       # the tiny config is skip-gram
+  tiny_config.model.mode = 'cbow'
+  word2vec.validate(tiny_config)
+  cfg = word2vec.model_config(tiny_config, 20)
+  schedule = word2vec.lr_schedule(tiny_config, 100)
+  with pytest.raises(ConfigError, match=r"one CPU device .* this run has 8 cpu device\(s\)"):
+    word2vec.make_train_fn(cfg, schedule, mesh_lib.make_mesh(8))
+  with pytest.raises(ConfigError, match="model.table_sharding='rows'"):
+    word2vec.make_train_fn(cfg, schedule, mesh_lib.make_mesh(1), True)
+
+
+def test_build_is_cached_by_its_inputs_and_written_whole(kernel_cache, monkeypatch):
+  path = cpu.build('word2vec_cpu')
+  assert os.path.dirname(path) == kernel_cache and os.path.getsize(path) > 0
+  assert cpu.build('word2vec_cpu') == path                          # reused, not rebuilt
+  assert not [f for f in os.listdir(kernel_cache) if f.startswith('.')]   # no temporaries
+  monkeypatch.setattr(cpu, '_cpu_signature', lambda: 'another CPU')
+  other = cpu.build('word2vec_cpu')
+  assert other != path and os.path.exists(path)                     # another CPU: its own
+  monkeypatch.setattr(cpu, 'compiler', lambda: None)
+  with pytest.raises(cpu.KernelUnavailable, match='none was found'):
+    cpu.build('word2vec_cpu')
+
+
+def test_a_cbow_run_with_the_cpu_kernel_trains_the_xla_runs_vectors(tiny_config, tmp_path,
+                                                                    monkeypatch):
+  """The runner end to end (stream, scanned steps, checkpoints, export of the tables): the
+  kernel's run ends where the XLA step's does, up to float summation order."""
+  from translearn_jax.pretraining import word2vec
+  from translearn_jax.transfer import sources
+  c = tiny_config
+  c.model.mode, c.model.negative_draws, c.optim.learning_rate = 'cbow', 0, 0.05
+  traced = []        # the kernel is traced into the cpu run's step, not the xla run's
+  monkeypatch.setattr(cpu, 'cbow_step',
+                      lambda *a, _f=cpu.cbow_step, **k: traced.append(1) or _f(*a, **k))
+  runs = {}
+  for kernel in ('xla', 'cpu'):
+    c.model.step_kernel = kernel
+    summary = word2vec.train_and_evaluate(c, str(tmp_path / kernel))
+    runs[kernel] = summary, sources.load_run(str(tmp_path / kernel)).params
+    assert bool(traced) == (kernel == 'cpu')
+  (s_x, p_x), (s_c, p_c) = runs['xla'], runs['cpu']
+  assert s_c['steps'] == s_x['steps'] > 20
+  for name in ('in_embed', 'out_embed'):
+    a, b = np.asarray(p_x[name]), np.asarray(p_c[name])
+    assert np.abs(a).max() > 0.05                 # trained rows, not the tiny initial ones
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+  assert s_c['eval']['wordsim353']['spearman'] == pytest.approx(
+      s_x['eval']['wordsim353']['spearman'], abs=2e-3)

@@ -1,0 +1,198 @@
+// CBOW's sparse SGD step as one XLA:CPU custom call (issue #20).
+//
+// The same update as translearn_jax.models.word2vec._cbow_step with negative_share=1 and no
+// row cap: every score and error is computed from the tables as the step found them, then
+// the input rows' errors are added position by position and the output rows' updates
+// center rows first, then negative rows (XLA's scatter order). What differs from the XLA
+// program is how memory is read: the step is bound by the latency of random rows of two
+// vocabulary-sized tables, so the next position's rows are prefetched while the current
+// one is scored. Dot products sum in 16 lanes (a different float order from XLA's).
+// Built at first use by translearn_jax/kernels/cpu.py; the tables are updated in place
+// (the custom call aliases them to its results).
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kLanes = 16;
+
+inline float Dot(const float* a, const float* b, int64_t n) {
+  float lane[kLanes] = {0.0f};
+  int64_t d = 0;
+  for (; d + kLanes <= n; d += kLanes)
+    for (int64_t k = 0; k < kLanes; ++k) lane[k] += a[d + k] * b[d + k];
+  float s = 0.0f;
+  for (int64_t k = 0; k < kLanes; ++k) s += lane[k];
+  for (; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+inline void Prefetch(const float* row, int64_t n, bool write) {
+  for (int64_t d = 0; d < n; d += 16) {
+    if (write) __builtin_prefetch(row + d, 1);
+    else __builtin_prefetch(row + d, 0);
+  }
+}
+
+// -log σ(-x) = log(1 + e^x), without overflow
+inline float Softplus(float x) { return std::fmax(x, 0.0f) + std::log1p(std::exp(-std::fabs(x))); }
+inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> out_table,
+                        ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
+                        ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
+                        ffi::Buffer<ffi::F32> lr_b, int64_t window, int64_t negatives,
+                        float max_score, bool skip_target,
+                        ffi::ResultBuffer<ffi::F32> in_new, ffi::ResultBuffer<ffi::F32> out_new,
+                        ffi::ResultBuffer<ffi::F32> loss_out,
+                        ffi::ResultBuffer<ffi::F32> pairs_out) {
+  const auto tdims = in_table.dimensions();
+  const auto bdims = tokens.dimensions();
+  const auto ndims = negatives_b.dimensions();
+  if (tdims.size() != 2 || out_table.dimensions().size() != 2 || bdims.size() != 2 ||
+      ndims.size() != 3 || ndims[0] != bdims[0] || ndims[1] != bdims[1])
+    return ffi::Error::InvalidArgument(
+        "cbow_step: tables (V, D), tokens/segment/window (B, L), negatives (B, L, M)");
+  const int64_t V = tdims[0], D = tdims[1], B = bdims[0], L = bdims[1], M = ndims[2];
+  const int64_t N = B * L, W = window, O = 2 * window;
+  float* in = in_new->typed_data();
+  float* out = out_new->typed_data();
+  if (in != in_table.typed_data()) std::memcpy(in, in_table.typed_data(), sizeof(float) * V * D);
+  if (out != out_table.typed_data())
+    std::memcpy(out, out_table.typed_data(), sizeof(float) * V * D);
+  const int32_t* tok = tokens.typed_data();
+  const int32_t* seg = segment.typed_data();
+  const int32_t* win = window_b.typed_data();
+  const int32_t* neg = negatives_b.typed_data();
+  for (int64_t p = 0; p < N; ++p) {
+    bool bad = tok[p] < 0 || tok[p] >= V;
+    for (int64_t m = 0; m < M; ++m) bad |= neg[p * M + m] < 0 || neg[p * M + m] >= V;
+    if (bad)
+      return ffi::Error::InvalidArgument("cbow_step: a token or negative id at batch position " +
+                                         std::to_string(p) + " is outside the " +
+                                         std::to_string(V) + "-row tables");
+  }
+  const float lr = lr_b.typed_data()[0];
+  const float draw_weight = static_cast<float>(double(negatives) / double(M));
+  std::vector<int64_t> offs;
+  for (int64_t o = -W; o <= W; ++o)
+    if (o != 0) offs.push_back(o);
+  std::vector<float> h(N * D), dh(N * D), g_c(N), g_n(N * M), acc(D);
+  std::vector<uint8_t> mask(N * O);
+  float loss_c = 0.0f, loss_n = 0.0f, pairs = 0.0f;
+
+  // 1. scores and errors, every row read from the tables as the step found them
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < L; ++i) {
+      const int64_t p = b * L + i;
+      if (p + 1 < N) {  // the next position's new rows: its center, negatives, last context
+        Prefetch(out + int64_t(tok[p + 1]) * D, D, false);
+        for (int64_t m = 0; m < M; ++m) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, false);
+        if (p + 1 + W < N) Prefetch(in + int64_t(tok[p + 1 + W]) * D, D, false);
+      }
+      const int32_t s = seg[p];
+      int count = 0;
+      for (int64_t j = 0; j < O; ++j) {
+        const int64_t o = offs[j], q = i + o;
+        const bool valid = s >= 0 && q >= 0 && q < L && seg[b * L + q] == s &&
+                           (o < 0 ? -o : o) <= win[p];
+        mask[p * O + j] = valid;
+        count += valid;
+      }
+      const float has = count > 0 ? 1.0f : 0.0f;
+      pairs += has;
+      const float mean_w = 1.0f / float(count > 0 ? count : 1);
+      float* hp = &h[p * D];
+      std::fill(hp, hp + D, 0.0f);
+      for (int64_t j = 0; j < O; ++j) {
+        if (!mask[p * O + j]) continue;
+        const float* row = in + int64_t(tok[p + offs[j]]) * D;
+        for (int64_t d = 0; d < D; ++d) hp[d] += mean_w * row[d];
+      }
+      const float* c = out + int64_t(tok[p]) * D;
+      const float sc = Dot(hp, c, D);
+      const bool live_c = !(max_score > 0.0f) || std::fabs(sc) < max_score;
+      const float gc = live_c ? has * (Sigmoid(sc) - 1.0f) : 0.0f;
+      g_c[p] = gc;
+      loss_c += has * Softplus(-sc);
+      float* dhp = &dh[p * D];
+      for (int64_t d = 0; d < D; ++d) dhp[d] = gc * c[d];
+      for (int64_t m = 0; m < M; ++m) {
+        const int32_t id = neg[p * M + m];
+        const float* n = out + int64_t(id) * D;
+        const float sn = Dot(hp, n, D);
+        const float w = (skip_target && id == tok[p]) ? 0.0f : draw_weight * has;
+        const bool live_n = !(max_score > 0.0f) || std::fabs(sn) < max_score;
+        const float g = live_n ? w * Sigmoid(sn) : 0.0f;
+        g_n[p * M + m] = g;
+        loss_n += w * Softplus(sn);
+        for (int64_t d = 0; d < D; ++d) dhp[d] += g * n[d];
+      }
+    }
+  }
+  // 2. each context row takes the full error of every center it served (word2vec)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < L; ++i) {
+      const int64_t p = b * L + i;
+      if (p + 1 < N) Prefetch(in + int64_t(tok[p + 1]) * D, D, true);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < O; ++j) {
+        const int64_t q = i - offs[j];
+        if (q < 0 || q >= L || !mask[(b * L + q) * O + j]) continue;
+        const float* e = &dh[(b * L + q) * D];
+        for (int64_t d = 0; d < D; ++d) acc[d] += e[d];
+      }
+      float* row = in + int64_t(tok[p]) * D;
+      for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
+    }
+  }
+  // 3. the output rows: centers, then negatives
+  for (int64_t p = 0; p < N; ++p) {
+    if (p + 1 < N) Prefetch(out + int64_t(tok[p + 1]) * D, D, true);
+    float* row = out + int64_t(tok[p]) * D;
+    const float a = -lr * g_c[p];
+    const float* hp = &h[p * D];
+    for (int64_t d = 0; d < D; ++d) row[d] += a * hp[d];
+  }
+  for (int64_t p = 0; p < N; ++p) {
+    const float* hp = &h[p * D];
+    for (int64_t m = 0; m < M; ++m) {
+      if (p + 1 < N) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, true);
+      float* row = out + int64_t(neg[p * M + m]) * D;
+      const float g = g_n[p * M + m];
+      for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
+    }
+  }
+  loss_out->typed_data()[0] = loss_c + loss_n;
+  pairs_out->typed_data()[0] = pairs;
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    TranslearnCbowStep, CbowStepImpl,
+    ffi::Ffi::Bind()
+        .Arg<ffi::Buffer<ffi::F32>>()   // in_embed (V, D)
+        .Arg<ffi::Buffer<ffi::F32>>()   // out_embed (V, D)
+        .Arg<ffi::Buffer<ffi::S32>>()   // tokens (B, L)
+        .Arg<ffi::Buffer<ffi::S32>>()   // segment (B, L)
+        .Arg<ffi::Buffer<ffi::S32>>()   // window (B, L)
+        .Arg<ffi::Buffer<ffi::S32>>()   // negatives (B, L, M)
+        .Arg<ffi::Buffer<ffi::F32>>()   // learning rate ()
+        .Attr<int64_t>("window")
+        .Attr<int64_t>("negatives")
+        .Attr<float>("max_score")
+        .Attr<bool>("skip_target")
+        .Ret<ffi::Buffer<ffi::F32>>()   // in_embed, updated in place
+        .Ret<ffi::Buffer<ffi::F32>>()   // out_embed, updated in place
+        .Ret<ffi::Buffer<ffi::F32>>()   // summed loss ()
+        .Ret<ffi::Buffer<ffi::F32>>());  // positions with a context ()
