@@ -54,6 +54,7 @@ def scanned(cfg):
     (50, 37, 2, {'negative_draws': 7}),                  # D not a multiple of the 16 lanes
     (11, 16, 3, {'skip_target_negatives': True}),
     (30, 20, 4, {'max_score': 0.05}),
+    (40, 8, 2, {'negative_draws': 70}),                  # the loss's log-of-products flushes
 ])
 def test_cpu_kernel_computes_the_xla_steps_update(vocab, dim, window, extra):
   """Three steps in a scan, each reading what the last wrote: the tables, the loss and the

@@ -42,9 +42,22 @@ inline void Prefetch(const float* row, int64_t n, bool write) {
   }
 }
 
-// -log σ(-x) = log(1 + e^x), without overflow
-inline float Softplus(float x) { return std::fmax(x, 0.0f) + std::log1p(std::exp(-std::fabs(x))); }
-inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+// σ(x) from e = e^-|x| (no overflow for any x); the loss terms are
+// log(1 + e^x) = max(x, 0) + log(1 + e) and log(1 + e^-x) = max(-x, 0) + log(1 + e)
+inline float SigmoidFrom(float x, float e) { return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e); }
+
+// Σ log(1 + e_i) as the log of a product, one logarithm for many terms (each factor is in
+// (1, 2], so 32 of them stay below 2^32)
+struct LogSum {
+  float product = 1.0f, sum = 0.0f;
+  int n = 0;
+  void Add(float e) {
+    product *= 1.0f + e;
+    if (++n == 32) Flush();
+  }
+  void Flush() { sum += std::log(product); product = 1.0f; n = 0; }
+  float Total() { Flush(); return sum; }
+};
 
 ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> out_table,
                         ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
@@ -120,22 +133,32 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
       const float* c = out + int64_t(tok[p]) * D;
       const float sc = Dot(hp, c, D);
       const bool live_c = !(max_score > 0.0f) || std::fabs(sc) < max_score;
-      const float gc = live_c ? has * (Sigmoid(sc) - 1.0f) : 0.0f;
+      const float ec = std::exp(-std::fabs(sc));
+      const float gc = live_c ? has * (SigmoidFrom(sc, ec) - 1.0f) : 0.0f;
       g_c[p] = gc;
-      loss_c += has * Softplus(-sc);
+      loss_c += has * (std::fmax(-sc, 0.0f) + std::log1p(ec));
       float* dhp = &dh[p * D];
       for (int64_t d = 0; d < D; ++d) dhp[d] = gc * c[d];
+      // every scored negative weighs w = draw_weight · has (0 when skipped)
+      LogSum tails;
+      float linear = 0.0f;
       for (int64_t m = 0; m < M; ++m) {
         const int32_t id = neg[p * M + m];
         const float* n = out + int64_t(id) * D;
         const float sn = Dot(hp, n, D);
-        const float w = (skip_target && id == tok[p]) ? 0.0f : draw_weight * has;
+        const bool skipped = skip_target && id == tok[p];
+        const float w = skipped ? 0.0f : draw_weight * has;
         const bool live_n = !(max_score > 0.0f) || std::fabs(sn) < max_score;
-        const float g = live_n ? w * Sigmoid(sn) : 0.0f;
+        const float en = std::exp(-std::fabs(sn));
+        const float g = live_n ? w * SigmoidFrom(sn, en) : 0.0f;
         g_n[p * M + m] = g;
-        loss_n += w * Softplus(sn);
+        if (!skipped) {
+          tails.Add(en);
+          linear += std::fmax(sn, 0.0f);
+        }
         for (int64_t d = 0; d < D; ++d) dhp[d] += g * n[d];
       }
+      loss_n += draw_weight * has * (linear + tails.Total());
     }
   }
   // 2. each context row takes the full error of every center it served (word2vec)
