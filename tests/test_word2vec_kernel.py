@@ -159,3 +159,32 @@ def test_a_cbow_run_with_the_cpu_kernel_trains_the_xla_runs_vectors(tiny_config,
     np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
   assert s_c['eval']['wordsim353']['spearman'] == pytest.approx(
       s_x['eval']['wordsim353']['spearman'], abs=2e-3)
+
+
+def test_cpu_kernel_gives_the_same_bits_on_one_thread_or_two_and_from_concurrent_calls():
+  """A call's second half runs on the kernel's helper thread when it is free, else on the
+  calling thread; the split is the same either way, so concurrent calls (one of which finds
+  the helper busy) give bit for bit what one call at a time gives."""
+  import threading
+  cfg = w2v.Word2VecConfig(vocab_size=300, dim=24, window=3, negatives=5, mode='cbow',
+                           step_kernel='cpu')
+  rng = np.random.default_rng(7)
+  blocks = [jax.tree.map(jnp.asarray, batches(rng, 8, 300, 2, 64, 5, 3)) for _ in range(4)]
+  params = {'in_embed': jnp.asarray(rng.normal(0, 0.3, (300, 24)), jnp.float32),
+            'out_embed': jnp.asarray(rng.normal(0, 0.3, (300, 24)), jnp.float32)}
+  run = scanned(cfg)
+  alone = [jax.block_until_ready(run(params, b, 0.1)) for b in blocks]
+  together = [None] * len(blocks)
+
+  def call(i):
+    for _ in range(5):
+      together[i] = jax.block_until_ready(run(params, blocks[i], 0.1))
+
+  threads = [threading.Thread(target=call, args=(i,)) for i in range(len(blocks))]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  for a, b in zip(alone, together):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

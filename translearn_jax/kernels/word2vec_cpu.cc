@@ -10,11 +10,26 @@
 // Built at first use by translearn_jax/kernels/cpu.py; the tables are updated in place
 // (the custom call aliases them to its results).
 
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TRANSLEARN_RELAX() _mm_pause()
+#else
+#define TRANSLEARN_RELAX() std::this_thread::yield()
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -59,6 +74,80 @@ struct LogSum {
   float Total() { Flush(); return sum; }
 };
 
+// A second thread for each call's second half of the work. Between calls it spins for
+// kSpin (a scanned step's calls come a few hundred microseconds apart, and waking a
+// sleeping thread costs about that on a VM), then sleeps until the next job. One helper a
+// process (a new one after fork); a call that finds it busy does both halves itself.
+class Helper {
+ public:
+  static Helper* Get() {
+    static std::mutex make_mu;
+    static Helper* helper = nullptr;
+    static pid_t owner = 0;
+    std::lock_guard<std::mutex> l(make_mu);
+    if (helper == nullptr || owner != getpid()) {   // never freed: it outlives every call
+      const char* env = std::getenv("TRANSLEARN_KERNEL_THREADS");
+      if ((env != nullptr && std::atoi(env) == 1) || std::thread::hardware_concurrency() < 2)
+        return nullptr;
+      helper = new Helper();
+      owner = getpid();
+    }
+    return helper;
+  }
+  std::mutex& call_mu() { return call_mu_; }
+  void Post(std::function<void()> job) {
+    job_ = std::move(job);
+    done_.store(false, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      posted_.store(true, std::memory_order_release);
+    }
+    cv_.notify_one();
+  }
+  void Wait() {
+    while (!done_.load(std::memory_order_acquire)) TRANSLEARN_RELAX();
+  }
+
+ private:
+  static constexpr auto kSpin = std::chrono::microseconds(500);
+  Helper() { std::thread([this] { Loop(); }).detach(); }
+  void Loop() {
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      while (!posted_.load(std::memory_order_acquire)) {
+        if (std::chrono::steady_clock::now() - start > kSpin) {
+          std::unique_lock<std::mutex> l(mu_);
+          cv_.wait(l, [this] { return posted_.load(std::memory_order_acquire); });
+          break;
+        }
+        TRANSLEARN_RELAX();
+      }
+      posted_.store(false, std::memory_order_relaxed);
+      job_();
+      done_.store(true, std::memory_order_release);
+    }
+  }
+  std::mutex call_mu_, mu_;
+  std::condition_variable cv_;
+  std::function<void()> job_;
+  std::atomic<bool> posted_{false}, done_{true};
+};
+
+// Runs part(0) here and part(1) on the helper when it is free, else both here, in order.
+void TwoParts(const std::function<void(int)>& part) {
+  Helper* helper = Helper::Get();
+  std::unique_lock<std::mutex> lock;
+  if (helper != nullptr) lock = std::unique_lock<std::mutex>(helper->call_mu(), std::try_to_lock);
+  if (lock.owns_lock()) {
+    helper->Post([&part] { part(1); });
+    part(0);
+    helper->Wait();
+  } else {
+    part(0);
+    part(1);
+  }
+}
+
 ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> out_table,
                         ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
                         ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
@@ -98,15 +187,18 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
   std::vector<int64_t> offs;
   for (int64_t o = -W; o <= W; ++o)
     if (o != 0) offs.push_back(o);
-  std::vector<float> h(N * D), dh(N * D), g_c(N), g_n(N * M), acc(D);
+  std::vector<float> h(N * D), dh(N * D), g_c(N), g_n(N * M);
   std::vector<uint8_t> mask(N * O);
-  float loss_c = 0.0f, loss_n = 0.0f, pairs = 0.0f;
 
-  // 1. scores and errors, every row read from the tables as the step found them
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t i = 0; i < L; ++i) {
-      const int64_t p = b * L + i;
-      if (p + 1 < N) {  // the next position's new rows: its center, negatives, last context
+  // 1. scores and errors, every row read from the tables as the step found them; the two
+  // halves of the positions on two threads (each its own loss sums, added in one order)
+  float loss_c[2] = {0.0f, 0.0f}, loss_n[2] = {0.0f, 0.0f}, pairs[2] = {0.0f, 0.0f};
+  auto score = [&](int part) {
+    const int64_t p0 = part == 0 ? 0 : N / 2, p1 = part == 0 ? N / 2 : N;
+    float part_loss_c = 0.0f, part_loss_n = 0.0f, part_pairs = 0.0f;   // no shared lines
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p / L, i = p % L;
+      if (p + 1 < p1) {  // the next position's new rows: its center, negatives, last context
         Prefetch(out + int64_t(tok[p + 1]) * D, D, false);
         for (int64_t m = 0; m < M; ++m) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, false);
         if (p + 1 + W < N) Prefetch(in + int64_t(tok[p + 1 + W]) * D, D, false);
@@ -121,7 +213,7 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
         count += valid;
       }
       const float has = count > 0 ? 1.0f : 0.0f;
-      pairs += has;
+      part_pairs += has;
       const float mean_w = 1.0f / float(count > 0 ? count : 1);
       float* hp = &h[p * D];
       std::fill(hp, hp + D, 0.0f);
@@ -136,7 +228,7 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
       const float ec = std::exp(-std::fabs(sc));
       const float gc = live_c ? has * (SigmoidFrom(sc, ec) - 1.0f) : 0.0f;
       g_c[p] = gc;
-      loss_c += has * (std::fmax(-sc, 0.0f) + std::log1p(ec));
+      part_loss_c += has * (std::fmax(-sc, 0.0f) + std::log1p(ec));
       float* dhp = &dh[p * D];
       for (int64_t d = 0; d < D; ++d) dhp[d] = gc * c[d];
       // every scored negative weighs w = draw_weight · has (0 when skipped)
@@ -158,9 +250,12 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
         }
         for (int64_t d = 0; d < D; ++d) dhp[d] += g * n[d];
       }
-      loss_n += draw_weight * has * (linear + tails.Total());
+      part_loss_n += draw_weight * has * (linear + tails.Total());
     }
-  }
+    loss_c[part] = part_loss_c, loss_n[part] = part_loss_n, pairs[part] = part_pairs;
+  };
+  TwoParts(score);
+  std::vector<float> acc(D);
   // 2. each context row takes the full error of every center it served (word2vec)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t i = 0; i < L; ++i) {
@@ -194,8 +289,8 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
       for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
     }
   }
-  loss_out->typed_data()[0] = loss_c + loss_n;
-  pairs_out->typed_data()[0] = pairs;
+  loss_out->typed_data()[0] = (loss_c[0] + loss_c[1]) + (loss_n[0] + loss_n[1]);
+  pairs_out->typed_data()[0] = pairs[0] + pairs[1];
   return ffi::Error::Success();
 }
 
