@@ -1,5 +1,6 @@
-"""CBOW's hand-written XLA:CPU step (`model.step_kernel='cpu'`, kernels/word2vec_cpu.cc)
-against the XLA step it stands in for."""
+"""word2vec's hand-written XLA:CPU steps (`model.step_kernel='cpu'`,
+kernels/word2vec_cpu.cc: CBOW and skip-gram with shared negatives) against the XLA steps they
+stand in for."""
 
 import functools
 import os
@@ -49,6 +50,7 @@ def scanned(cfg):
   return jax.jit(run)
 
 
+@pytest.mark.parametrize('mode', ['cbow', 'skipgram'])
 @pytest.mark.parametrize('vocab,dim,window,extra', [
     (11, 6, 3, {}),                                      # every row hit many times a step
     (50, 37, 2, {'negative_draws': 7}),                  # D not a multiple of the 16 lanes
@@ -56,11 +58,11 @@ def scanned(cfg):
     (30, 20, 4, {'max_score': 0.05}),
     (40, 8, 2, {'negative_draws': 70}),                  # the loss's log-of-products flushes
 ])
-def test_cpu_kernel_computes_the_xla_steps_update(vocab, dim, window, extra):
+def test_cpu_kernel_computes_the_xla_steps_update(mode, vocab, dim, window, extra):
   """Three steps in a scan, each reading what the last wrote: the tables, the loss and the
   pair counts of the kernel equal the XLA step's up to float summation order."""
   base = w2v.Word2VecConfig(vocab_size=vocab, dim=dim, window=window, negatives=4,
-                            mode='cbow', **extra)
+                            mode=mode, **extra)
   kern = base.__class__(**{**base.__dict__, 'step_kernel': 'cpu'})
   rng = np.random.default_rng(vocab + dim)
   blocks = jax.tree.map(jnp.asarray, batches(rng, 3, vocab, 2, 24, kern.negatives_per_position,
@@ -97,10 +99,13 @@ def test_cpu_kernel_leaves_undonated_tables_and_rejects_ids_outside_them():
 
 
 def test_cpu_kernel_scope_is_checked_where_the_config_names_it():
-  with pytest.raises(ValueError, match="model.step_kernel='cpu' is CBOW's step"):
-    w2v.Word2VecConfig(vocab_size=9, mode='skipgram', step_kernel='cpu')
-  with pytest.raises(ValueError, match="model.step_kernel='cpu' is CBOW's step"):
+  scope = "model.step_kernel='cpu' is the step with model.negative_share=1, no optim.row_cap"
+  with pytest.raises(ValueError, match=scope):
+    w2v.Word2VecConfig(vocab_size=9, mode='skipgram', pair_negatives=True, step_kernel='cpu')
+  with pytest.raises(ValueError, match=scope):
     w2v.Word2VecConfig(vocab_size=9, mode='cbow', negative_share=2, step_kernel='cpu')
+  with pytest.raises(ValueError, match=scope):
+    w2v.Word2VecConfig(vocab_size=9, mode='skipgram', row_cap=1.0, step_kernel='cpu')
   with pytest.raises(ValueError, match='model.step_kernel must be'):
     w2v.Word2VecConfig(vocab_size=9, mode='cbow', step_kernel='gpu')
 
@@ -109,9 +114,11 @@ def test_runner_refuses_the_cpu_kernel_off_one_cpu_device(tiny_config):
   from translearn_jax.pretraining import word2vec
   from translearn_jax.training import mesh as mesh_lib
   tiny_config.model.step_kernel = 'cpu'
-  with pytest.raises(ConfigError, match="config.model.step_kernel: 'cpu' is CBOW's step"):
-    word2vec.validate(tiny_config)                       # the tiny config is skip-gram
-  tiny_config.model.mode = 'cbow'
+  tiny_config.model.pair_negatives, tiny_config.model.negative_draws = True, 0
+  with pytest.raises(ConfigError, match="config.model.step_kernel: 'cpu' is the step with "
+                                        'model.negative_share=1'):
+    word2vec.validate(tiny_config)
+  tiny_config.model.pair_negatives, tiny_config.model.negative_draws = False, 15
   word2vec.validate(tiny_config)
   cfg = word2vec.model_config(tiny_config, 20)
   schedule = word2vec.lr_schedule(tiny_config, 100)
@@ -134,22 +141,24 @@ def test_build_is_cached_by_its_inputs_and_written_whole(kernel_cache, monkeypat
     cpu.build('word2vec_cpu')
 
 
-def test_a_cbow_run_with_the_cpu_kernel_trains_the_xla_runs_vectors(tiny_config, tmp_path,
-                                                                    monkeypatch):
+@pytest.mark.parametrize('mode', ['cbow', 'skipgram'])
+def test_a_run_with_the_cpu_kernel_trains_the_xla_runs_vectors(tiny_config, tmp_path,
+                                                               monkeypatch, mode):
   """The runner end to end (stream, scanned steps, checkpoints, export of the tables): the
   kernel's run ends where the XLA step's does, up to float summation order."""
   from translearn_jax.pretraining import word2vec
   from translearn_jax.transfer import sources
   c = tiny_config
-  c.model.mode, c.model.negative_draws, c.optim.learning_rate = 'cbow', 0, 0.05
+  if mode == 'cbow':
+    c.model.mode, c.model.negative_draws, c.optim.learning_rate = 'cbow', 0, 0.05
   traced = []        # the kernel is traced into the cpu run's step, not the xla run's
-  monkeypatch.setattr(cpu, 'cbow_step',
-                      lambda *a, _f=cpu.cbow_step, **k: traced.append(1) or _f(*a, **k))
+  monkeypatch.setattr(cpu, 'word2vec_step',
+                      lambda *a, _f=cpu.word2vec_step, **k: traced.append(1) or _f(*a, **k))
   runs = {}
   for kernel in ('xla', 'cpu'):
     c.model.step_kernel = kernel
-    summary = word2vec.train_and_evaluate(c, str(tmp_path / kernel))
-    runs[kernel] = summary, sources.load_run(str(tmp_path / kernel)).params
+    summary = word2vec.train_and_evaluate(c, str(tmp_path / f'{mode}_{kernel}'))
+    runs[kernel] = summary, sources.load_run(str(tmp_path / f'{mode}_{kernel}')).params
     assert bool(traced) == (kernel == 'cpu')
   (s_x, p_x), (s_c, p_c) = runs['xla'], runs['cpu']
   assert s_c['steps'] == s_x['steps'] > 20
@@ -161,12 +170,13 @@ def test_a_cbow_run_with_the_cpu_kernel_trains_the_xla_runs_vectors(tiny_config,
       s_x['eval']['wordsim353']['spearman'], abs=2e-3)
 
 
-def test_cpu_kernel_gives_the_same_bits_on_one_thread_or_two_and_from_concurrent_calls():
+@pytest.mark.parametrize('mode', ['cbow', 'skipgram'])
+def test_cpu_kernel_gives_the_same_bits_on_one_thread_or_two_and_from_concurrent_calls(mode):
   """A call's second half runs on the kernel's helper thread when it is free, else on the
   calling thread; the split is the same either way, so concurrent calls (one of which finds
   the helper busy) give bit for bit what one call at a time gives."""
   import threading
-  cfg = w2v.Word2VecConfig(vocab_size=300, dim=24, window=3, negatives=5, mode='cbow',
+  cfg = w2v.Word2VecConfig(vocab_size=300, dim=24, window=3, negatives=5, mode=mode,
                            step_kernel='cpu')
   rng = np.random.default_rng(7)
   blocks = [jax.tree.map(jnp.asarray, batches(rng, 8, 300, 2, 64, 5, 3)) for _ in range(4)]

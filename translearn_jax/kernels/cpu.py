@@ -124,20 +124,23 @@ def target(name: str, symbol: str) -> str:
   return _registered(name, symbol)
 
 
-def cbow_step(in_embed: jax.Array, out_embed: jax.Array, tokens: jax.Array,
-              segment: jax.Array, window_ids: jax.Array, negatives: jax.Array, lr: jax.Array,
-              *, window: int, negative_weight_k: int, max_score: float,
-              skip_target: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """CBOW's sparse SGD step (`word2vec_cpu.cc`): (in_embed, out_embed, summed loss,
-  positions with a context). The tables are updated in place when the caller donates them
-  (inside a jitted scan they are the carry). Single device, CPU only: the caller checks."""
+def word2vec_step(mode: str, in_embed: jax.Array, out_embed: jax.Array, tokens: jax.Array,
+                  segment: jax.Array, window_ids: jax.Array, negatives: jax.Array,
+                  lr: jax.Array, *, window: int, negative_weight_k: int, max_score: float,
+                  skip_target: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """word2vec's sparse SGD step (`word2vec_cpu.cc`), `mode` 'cbow' or 'skipgram' (shared
+  negatives): (in_embed, out_embed, summed loss, pairs: positions with a context for CBOW,
+  valid (center, context) pairs for skip-gram). The tables are updated in place when the
+  caller donates them (inside a jitted scan they are the carry). Single device, CPU only:
+  the caller checks."""
   import jax.numpy as jnp
   import numpy as np
+  symbols = {'cbow': 'TranslearnCbowStep', 'skipgram': 'TranslearnSkipgramStep'}
   table = jax.ShapeDtypeStruct(in_embed.shape, jnp.float32)
   scalar = jax.ShapeDtypeStruct((), jnp.float32)
-  call = jax.ffi.ffi_call(target('word2vec_cpu', 'TranslearnCbowStep'),
+  call = jax.ffi.ffi_call(target('word2vec_cpu', symbols[mode]),
                           (table, table, scalar, scalar), input_output_aliases={0: 0, 1: 1})
-  i32 = lambda x: jnp.asarray(x, jnp.int32)
+  i32 = lambda x: jnp.asarray(x, jnp.int32)   # noqa: E731
   return call(in_embed.astype(jnp.float32), out_embed.astype(jnp.float32), i32(tokens),
               i32(segment), i32(window_ids), i32(negatives), jnp.asarray(lr, jnp.float32),
               window=np.int64(window), negatives=np.int64(negative_weight_k),

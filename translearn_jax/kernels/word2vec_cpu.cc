@@ -1,9 +1,10 @@
-// CBOW's sparse SGD step as one XLA:CPU custom call (issue #20).
+// word2vec's sparse SGD steps as XLA:CPU custom calls (issue #20): CBOW's
+// (translearn_jax.models.word2vec._cbow_step) and skip-gram's with shared negatives
+// (_skipgram_step), each with negative_share=1 and no row cap.
 //
-// The same update as translearn_jax.models.word2vec._cbow_step with negative_share=1 and no
-// row cap: every score and error is computed from the tables as the step found them, then
-// the input rows' errors are added position by position and the output rows' updates
-// center rows first, then negative rows (XLA's scatter order). What differs from the XLA
+// Each computes the same update as the XLA program: every score and error from the tables
+// as the step found them, then the rows' updates, each row's in the order XLA's scatter adds
+// them (output rows: the block's own tokens' first, then the negatives'). What differs from the XLA
 // program is how memory is read: the step is bound by the latency of random rows of two
 // vocabulary-sized tables, so the next position's rows are prefetched while the current
 // one is scored. Dot products sum in 16 lanes (a different float order from XLA's).
@@ -148,6 +149,76 @@ void TwoParts(const std::function<void(int)>& part) {
   }
 }
 
+// What both steps read: shapes, the tables (updated in place), the batch, the offsets.
+struct Step {
+  int64_t V = 0, D = 0, B = 0, L = 0, M = 0, N = 0, W = 0, O = 0;
+  float* in = nullptr;
+  float* out = nullptr;
+  const int32_t *tok = nullptr, *seg = nullptr, *win = nullptr, *neg = nullptr;
+  float lr = 0.0f, draw_weight = 0.0f;
+  std::vector<int64_t> offs;
+  std::vector<uint8_t> mask;   // (N, 2W): pair (p, p + offs[j]) is valid
+
+  // fills position p's mask (valid: both tokens real, one segment, |o| <= its window) and
+  // returns its count
+  int Mask(int64_t p) {
+    const int64_t b = p / L, i = p % L;
+    const int32_t s = seg[p];
+    int count = 0;
+    for (int64_t j = 0; j < O; ++j) {
+      const int64_t o = offs[j], q = i + o;
+      const bool valid = s >= 0 && q >= 0 && q < L && seg[b * L + q] == s &&
+                         (o < 0 ? -o : o) <= win[p];
+      mask[p * O + j] = valid;
+      count += valid;
+    }
+    return count;
+  }
+};
+
+ffi::Error Prepare(const char* name, ffi::Buffer<ffi::F32>& in_table,
+                   ffi::Buffer<ffi::F32>& out_table, ffi::Buffer<ffi::S32>& tokens,
+                   ffi::Buffer<ffi::S32>& segment, ffi::Buffer<ffi::S32>& window_b,
+                   ffi::Buffer<ffi::S32>& negatives_b, ffi::Buffer<ffi::F32>& lr_b,
+                   int64_t window, int64_t negatives, ffi::ResultBuffer<ffi::F32>& in_new,
+                   ffi::ResultBuffer<ffi::F32>& out_new, Step* st) {
+  const auto tdims = in_table.dimensions();
+  const auto bdims = tokens.dimensions();
+  const auto ndims = negatives_b.dimensions();
+  if (tdims.size() != 2 || out_table.dimensions().size() != 2 || bdims.size() != 2 ||
+      ndims.size() != 3 || ndims[0] != bdims[0] || ndims[1] != bdims[1])
+    return ffi::Error::InvalidArgument(
+        std::string(name) + ": tables (V, D), tokens/segment/window (B, L), negatives (B, L, M)");
+  Step& s = *st;
+  s.V = tdims[0], s.D = tdims[1], s.B = bdims[0], s.L = bdims[1], s.M = ndims[2];
+  s.N = s.B * s.L, s.W = window, s.O = 2 * window;
+  s.in = in_new->typed_data();
+  s.out = out_new->typed_data();
+  if (s.in != in_table.typed_data())
+    std::memcpy(s.in, in_table.typed_data(), sizeof(float) * s.V * s.D);
+  if (s.out != out_table.typed_data())
+    std::memcpy(s.out, out_table.typed_data(), sizeof(float) * s.V * s.D);
+  s.tok = tokens.typed_data();
+  s.seg = segment.typed_data();
+  s.win = window_b.typed_data();
+  s.neg = negatives_b.typed_data();
+  for (int64_t p = 0; p < s.N; ++p) {
+    bool bad = s.tok[p] < 0 || s.tok[p] >= s.V;
+    for (int64_t m = 0; m < s.M; ++m) bad |= s.neg[p * s.M + m] < 0 || s.neg[p * s.M + m] >= s.V;
+    if (bad)
+      return ffi::Error::InvalidArgument(std::string(name) +
+                                         ": a token or negative id at batch position " +
+                                         std::to_string(p) + " is outside the " +
+                                         std::to_string(s.V) + "-row tables");
+  }
+  s.lr = lr_b.typed_data()[0];
+  s.draw_weight = static_cast<float>(double(negatives) / double(s.M));
+  for (int64_t o = -s.W; o <= s.W; ++o)
+    if (o != 0) s.offs.push_back(o);
+  s.mask.assign(s.N * s.O, 0);
+  return ffi::Error::Success();
+}
+
 ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> out_table,
                         ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
                         ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
@@ -156,39 +227,19 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
                         ffi::ResultBuffer<ffi::F32> in_new, ffi::ResultBuffer<ffi::F32> out_new,
                         ffi::ResultBuffer<ffi::F32> loss_out,
                         ffi::ResultBuffer<ffi::F32> pairs_out) {
-  const auto tdims = in_table.dimensions();
-  const auto bdims = tokens.dimensions();
-  const auto ndims = negatives_b.dimensions();
-  if (tdims.size() != 2 || out_table.dimensions().size() != 2 || bdims.size() != 2 ||
-      ndims.size() != 3 || ndims[0] != bdims[0] || ndims[1] != bdims[1])
-    return ffi::Error::InvalidArgument(
-        "cbow_step: tables (V, D), tokens/segment/window (B, L), negatives (B, L, M)");
-  const int64_t V = tdims[0], D = tdims[1], B = bdims[0], L = bdims[1], M = ndims[2];
-  const int64_t N = B * L, W = window, O = 2 * window;
-  float* in = in_new->typed_data();
-  float* out = out_new->typed_data();
-  if (in != in_table.typed_data()) std::memcpy(in, in_table.typed_data(), sizeof(float) * V * D);
-  if (out != out_table.typed_data())
-    std::memcpy(out, out_table.typed_data(), sizeof(float) * V * D);
-  const int32_t* tok = tokens.typed_data();
-  const int32_t* seg = segment.typed_data();
-  const int32_t* win = window_b.typed_data();
-  const int32_t* neg = negatives_b.typed_data();
-  for (int64_t p = 0; p < N; ++p) {
-    bool bad = tok[p] < 0 || tok[p] >= V;
-    for (int64_t m = 0; m < M; ++m) bad |= neg[p * M + m] < 0 || neg[p * M + m] >= V;
-    if (bad)
-      return ffi::Error::InvalidArgument("cbow_step: a token or negative id at batch position " +
-                                         std::to_string(p) + " is outside the " +
-                                         std::to_string(V) + "-row tables");
-  }
-  const float lr = lr_b.typed_data()[0];
-  const float draw_weight = static_cast<float>(double(negatives) / double(M));
-  std::vector<int64_t> offs;
-  for (int64_t o = -W; o <= W; ++o)
-    if (o != 0) offs.push_back(o);
+  Step st;
+  if (ffi::Error e = Prepare("cbow_step", in_table, out_table, tokens, segment, window_b,
+                             negatives_b, lr_b, window, negatives, in_new, out_new, &st);
+      e.failure())
+    return e;
+  const int64_t D = st.D, L = st.L, B = st.B, M = st.M, N = st.N, W = st.W, O = st.O;
+  float* in = st.in;
+  float* out = st.out;
+  const int32_t *tok = st.tok, *neg = st.neg;
+  const float lr = st.lr, draw_weight = st.draw_weight;
+  const std::vector<int64_t>& offs = st.offs;
+  const std::vector<uint8_t>& mask = st.mask;
   std::vector<float> h(N * D), dh(N * D), g_c(N), g_n(N * M);
-  std::vector<uint8_t> mask(N * O);
 
   // 1. scores and errors, every row read from the tables as the step found them; the two
   // halves of the positions on two threads (each its own loss sums, added in one order)
@@ -197,21 +248,12 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
     const int64_t p0 = part == 0 ? 0 : N / 2, p1 = part == 0 ? N / 2 : N;
     float part_loss_c = 0.0f, part_loss_n = 0.0f, part_pairs = 0.0f;   // no shared lines
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t b = p / L, i = p % L;
       if (p + 1 < p1) {  // the next position's new rows: its center, negatives, last context
         Prefetch(out + int64_t(tok[p + 1]) * D, D, false);
         for (int64_t m = 0; m < M; ++m) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, false);
         if (p + 1 + W < N) Prefetch(in + int64_t(tok[p + 1 + W]) * D, D, false);
       }
-      const int32_t s = seg[p];
-      int count = 0;
-      for (int64_t j = 0; j < O; ++j) {
-        const int64_t o = offs[j], q = i + o;
-        const bool valid = s >= 0 && q >= 0 && q < L && seg[b * L + q] == s &&
-                           (o < 0 ? -o : o) <= win[p];
-        mask[p * O + j] = valid;
-        count += valid;
-      }
+      const int count = st.Mask(p);
       const float has = count > 0 ? 1.0f : 0.0f;
       part_pairs += has;
       const float mean_w = 1.0f / float(count > 0 ? count : 1);
@@ -294,6 +336,139 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
   return ffi::Error::Success();
 }
 
+
+// Skip-gram with shared negatives: center p's input row scores its valid context words'
+// output rows (label 1) and its M drawn rows, each weighted draw_weight · (its pairs whose
+// context word it is not, with skip_target; else all c_p pairs).
+ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> out_table,
+                            ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
+                            ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
+                            ffi::Buffer<ffi::F32> lr_b, int64_t window, int64_t negatives,
+                            float max_score, bool skip_target,
+                            ffi::ResultBuffer<ffi::F32> in_new,
+                            ffi::ResultBuffer<ffi::F32> out_new,
+                            ffi::ResultBuffer<ffi::F32> loss_out,
+                            ffi::ResultBuffer<ffi::F32> pairs_out) {
+  Step st;
+  if (ffi::Error e = Prepare("skipgram_step", in_table, out_table, tokens, segment, window_b,
+                             negatives_b, lr_b, window, negatives, in_new, out_new, &st);
+      e.failure())
+    return e;
+  const int64_t D = st.D, L = st.L, B = st.B, M = st.M, N = st.N, W = st.W, O = st.O;
+  float* in = st.in;
+  float* out = st.out;
+  const int32_t *tok = st.tok, *neg = st.neg;
+  const float lr = st.lr, draw_weight = st.draw_weight;
+  const std::vector<int64_t>& offs = st.offs;
+  const std::vector<uint8_t>& mask = st.mask;
+  std::vector<float> dh(N * D), g_c(N * O), g_n(N * M);
+
+  // 1. scores and errors from the tables as the step found them, two halves on two threads
+  float losses[2] = {0.0f, 0.0f}, pairs[2] = {0.0f, 0.0f};
+  auto score = [&](int part) {
+    const int64_t p0 = part == 0 ? 0 : N / 2, p1 = part == 0 ? N / 2 : N;
+    float part_loss = 0.0f, part_pairs = 0.0f;
+    std::vector<float> w(M);
+    for (int64_t p = p0; p < p1; ++p) {
+      if (p + 1 < p1) {  // the next position's new rows: its center, negatives, last context
+        Prefetch(in + int64_t(tok[p + 1]) * D, D, false);
+        for (int64_t m = 0; m < M; ++m) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, false);
+        if (p + 1 + W < N) Prefetch(out + int64_t(tok[p + 1 + W]) * D, D, false);
+      }
+      const int count = st.Mask(p);
+      part_pairs += float(count);
+      const float* hp = in + int64_t(tok[p]) * D;   // the input table is written in pass 2
+      float* dhp = &dh[p * D];
+      std::fill(dhp, dhp + D, 0.0f);
+      LogSum tails;
+      float linear = 0.0f;
+      for (int64_t j = 0; j < O; ++j) {
+        if (!mask[p * O + j]) {
+          g_c[p * O + j] = 0.0f;
+          continue;
+        }
+        const float* c = out + int64_t(tok[p + offs[j]]) * D;
+        const float sc = Dot(hp, c, D);
+        const bool live = !(max_score > 0.0f) || std::fabs(sc) < max_score;
+        const float e = std::exp(-std::fabs(sc));
+        const float g = live ? SigmoidFrom(sc, e) - 1.0f : 0.0f;
+        g_c[p * O + j] = g;
+        tails.Add(e);
+        linear += std::fmax(-sc, 0.0f);
+        for (int64_t d = 0; d < D; ++d) dhp[d] += g * c[d];
+      }
+      float loss = linear + tails.Total();
+      for (int64_t m = 0; m < M; ++m) {
+        const int32_t id = neg[p * M + m];
+        int pairs_m = count;
+        if (skip_target) {
+          pairs_m = 0;
+          for (int64_t j = 0; j < O; ++j) pairs_m += mask[p * O + j] && tok[p + offs[j]] != id;
+        }
+        w[m] = draw_weight * float(pairs_m);
+      }
+      LogSum neg_tails;
+      float neg_linear = 0.0f;
+      for (int64_t m = 0; m < M; ++m) {
+        const float* n = out + int64_t(neg[p * M + m]) * D;
+        const float sn = Dot(hp, n, D);
+        const bool live = !(max_score > 0.0f) || std::fabs(sn) < max_score;
+        const float e = std::exp(-std::fabs(sn));
+        const float g = live ? w[m] * SigmoidFrom(sn, e) : 0.0f;
+        g_n[p * M + m] = g;
+        if (skip_target) {
+          loss += w[m] * (std::fmax(sn, 0.0f) + std::log1p(e));
+        } else {
+          neg_tails.Add(e);
+          neg_linear += std::fmax(sn, 0.0f);
+        }
+        for (int64_t d = 0; d < D; ++d) dhp[d] += g * n[d];
+      }
+      if (!skip_target) loss += draw_weight * float(count) * (neg_linear + neg_tails.Total());
+      part_loss += loss;
+    }
+    losses[part] = part_loss, pairs[part] = part_pairs;
+  };
+  TwoParts(score);
+  // 2. output rows, read against the input rows as the step found them: token t's row as
+  // the context of the centers t - o, then the negatives'; the input rows last
+  std::vector<float> acc(D);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < L; ++i) {
+      const int64_t p = b * L + i;
+      if (p + 1 < N) Prefetch(out + int64_t(tok[p + 1]) * D, D, true);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < O; ++j) {
+        const int64_t q = i - offs[j];
+        if (q < 0 || q >= L || !mask[(b * L + q) * O + j]) continue;
+        const float g = g_c[(b * L + q) * O + j];
+        const float* hq = in + int64_t(tok[b * L + q]) * D;
+        for (int64_t d = 0; d < D; ++d) acc[d] += g * hq[d];
+      }
+      float* row = out + int64_t(tok[p]) * D;
+      for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
+    }
+  }
+  for (int64_t p = 0; p < N; ++p) {
+    const float* hp = in + int64_t(tok[p]) * D;
+    for (int64_t m = 0; m < M; ++m) {
+      if (p + 1 < N) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, true);
+      float* row = out + int64_t(neg[p * M + m]) * D;
+      const float g = g_n[p * M + m];
+      for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
+    }
+  }
+  for (int64_t p = 0; p < N; ++p) {
+    if (p + 1 < N) Prefetch(in + int64_t(tok[p + 1]) * D, D, true);
+    float* row = in + int64_t(tok[p]) * D;
+    const float* e = &dh[p * D];
+    for (int64_t d = 0; d < D; ++d) row[d] += -lr * e[d];
+  }
+  loss_out->typed_data()[0] = losses[0] + losses[1];
+  pairs_out->typed_data()[0] = pairs[0] + pairs[1];
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
@@ -314,3 +489,22 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Ret<ffi::Buffer<ffi::F32>>()   // out_embed, updated in place
         .Ret<ffi::Buffer<ffi::F32>>()   // summed loss ()
         .Ret<ffi::Buffer<ffi::F32>>());  // positions with a context ()
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    TranslearnSkipgramStep, SkipgramStepImpl,
+    ffi::Ffi::Bind()
+        .Arg<ffi::Buffer<ffi::F32>>()   // in_embed (V, D)
+        .Arg<ffi::Buffer<ffi::F32>>()   // out_embed (V, D)
+        .Arg<ffi::Buffer<ffi::S32>>()   // tokens (B, L)
+        .Arg<ffi::Buffer<ffi::S32>>()   // segment (B, L)
+        .Arg<ffi::Buffer<ffi::S32>>()   // window (B, L)
+        .Arg<ffi::Buffer<ffi::S32>>()   // negatives (B, L, M)
+        .Arg<ffi::Buffer<ffi::F32>>()   // learning rate ()
+        .Attr<int64_t>("window")
+        .Attr<int64_t>("negatives")
+        .Attr<float>("max_score")
+        .Attr<bool>("skip_target")
+        .Ret<ffi::Buffer<ffi::F32>>()   // in_embed, updated in place
+        .Ret<ffi::Buffer<ffi::F32>>()   // out_embed, updated in place
+        .Ret<ffi::Buffer<ffi::F32>>()   // summed loss ()
+        .Ret<ffi::Buffer<ffi::F32>>());  // valid (center, context) pairs ()

@@ -126,11 +126,12 @@ class Word2VecConfig:
   # before its next pair is scored, as word2vec's pair-by-pair updates have
   # (`_sequential_pair_step`).
   pair_order: str = SUMMED
-  # 'xla': the step as a JAX program (any device, any layout). 'cpu': CBOW's step as one
+  # 'xla': the step as a JAX program (any device, any layout). 'cpu': the step as one
   # hand-written XLA:CPU custom call (`kernels/word2vec_cpu.cc`, built at first use with the
   # machine's C++ compiler): the same update up to float summation order, with the next
-  # position's rows prefetched (the step is bound by random row reads); one CPU device,
-  # replicated tables, negative_share=1 and no row cap.
+  # position's rows prefetched (the step is bound by random row reads) and a step's
+  # positions scored on two threads; one CPU device, replicated tables, negative_share=1,
+  # no row cap, and for skip-gram shared negatives (not pair_negatives).
   step_kernel: str = XLA_KERNEL
 
   @property
@@ -171,8 +172,8 @@ class Word2VecConfig:
     if self.step_kernel not in STEP_KERNELS:
       raise ValueError(f'model.step_kernel must be {STEP_KERNEL_CHOICES}, got '
                        f'{self.step_kernel!r}')
-    if self.step_kernel == CPU_KERNEL and not (self.mode == CBOW and self.negative_share == 1
-                                               and self.row_cap == 0):
+    if self.step_kernel == CPU_KERNEL and not (self.negative_share == 1 and self.row_cap == 0
+                                               and not self.pair_negatives):
       raise ValueError(CPU_KERNEL_SCOPE)
     if not self.max_score >= 0:
       raise ValueError(f'model.max_score must be >= 0 (0: off), got {self.max_score}')
@@ -184,8 +185,9 @@ class Word2VecConfig:
         raise ValueError(f'model.{name} must be >= 1, got {getattr(self, name)}')
 
 
-CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is CBOW's step (model.mode='cbow') with "
-                    'model.negative_share=1 and no optim.row_cap')
+CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is the step with model.negative_share=1, no "
+                    'optim.row_cap and, for skip-gram, shared negatives '
+                    '(model.pair_negatives=False)')
 
 
 def offsets(window: int) -> list[int]:
@@ -568,8 +570,8 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
   """
   if cfg.step_kernel == CPU_KERNEL:
     from translearn_jax.kernels import cpu
-    new_in, new_out, loss, pairs = cpu.cbow_step(
-        params['in_embed'], params['out_embed'], batch['tokens'], batch['segment'],
+    new_in, new_out, loss, pairs = cpu.word2vec_step(
+        cfg.mode, params['in_embed'], params['out_embed'], batch['tokens'], batch['segment'],
         batch['window'], batch['negatives'], lr, window=cfg.window,
         negative_weight_k=cfg.negatives, max_score=cfg.max_score,
         skip_target=cfg.skip_target_negatives)

@@ -99,10 +99,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   kernel = config.model.get('step_kernel', w2v.XLA_KERNEL)
   _require(kernel in w2v.STEP_KERNELS, 'model.step_kernel',
            f'must be {w2v.STEP_KERNEL_CHOICES}, got {kernel!r}')
-  _require(kernel != w2v.CPU_KERNEL or (config.model.mode == w2v.CBOW and share == 1
-                                         and not config.optim.get('row_cap', 0.0)),
-           'model.step_kernel', "'cpu' is CBOW's step (model.mode='cbow') with "
-           'model.negative_share=1 and no optim.row_cap')
+  _require(kernel != w2v.CPU_KERNEL or (share == 1 and not config.optim.get('row_cap', 0.0)
+                                         and not config.model.get('pair_negatives', False)),
+           'model.step_kernel', "'cpu' is the step with model.negative_share=1, no "
+           'optim.row_cap and, for skip-gram, shared negatives (model.pair_negatives=False)')
   _require(config.model.get('table_sharding', REPLICATED) in (REPLICATED, ROWS),
            'model.table_sharding',
            f"must be 'replicated' or 'rows', got {config.model.get('table_sharding')!r}")
