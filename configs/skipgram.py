@@ -61,9 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'sequential' (one context offset at a time: +0.020 SimLex-999 over the default after 5
   # epochs of the novels, level with gensim, at half the default's words/s; README results)
   config.model.pair_order = 'summed'
-  # 'xla' (any devices) or 'cpu': the step as one C++ XLA:CPU custom call, built at first use
-  # with the machine's compiler (one CPU device; the same update up to float order)
-  config.model.step_kernel = 'xla'
+  # 'xla' (any devices), 'cpu' (the step as one C++ XLA:CPU custom call, built at first use
+  # with the machine's compiler: one CPU device, the same update up to float order; 1.9-2.0x
+  # the XLA step's words/s, README) or 'auto': 'cpu' where the run allows it, else 'xla'
+  config.model.step_kernel = 'auto'
 
   config.sample = 1e-3                   # frequent-word subsampling threshold (0: off)
   config.train = ml_collections.ConfigDict()

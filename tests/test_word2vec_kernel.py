@@ -198,3 +198,24 @@ def test_cpu_kernel_gives_the_same_bits_on_one_thread_or_two_and_from_concurrent
   for a, b in zip(alone, together):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_auto_takes_the_cpu_kernel_only_where_the_run_allows_it(monkeypatch):
+  from translearn_jax.pretraining import word2vec
+  from translearn_jax.training import mesh as mesh_lib
+  auto = w2v.Word2VecConfig(vocab_size=9, mode='skipgram', step_kernel='auto')
+  one, eight = mesh_lib.make_mesh(1), mesh_lib.make_mesh(8)
+  kernel = lambda cfg, mesh, rows=False: word2vec.resolve_step_kernel(cfg, mesh, rows).step_kernel
+  assert kernel(auto, one) == 'cpu'
+  assert kernel(auto.__class__(**{**auto.__dict__, 'mode': 'cbow'}), one) == 'cpu'
+  assert kernel(auto, eight) == 'xla'                          # several devices
+  assert kernel(auto, one, True) == 'xla'                      # row-sharded tables
+  paired = auto.__class__(**{**auto.__dict__, 'pair_negatives': True})
+  assert kernel(paired, one) == 'xla'                          # a layout it does not compute
+  assert kernel(auto.__class__(**{**auto.__dict__, 'step_kernel': 'xla'}), one) == 'xla'
+
+  def unavailable(*a):
+    raise cpu.KernelUnavailable('no compiler here')
+  monkeypatch.setattr(cpu, 'target', unavailable)
+  with pytest.warns(UserWarning, match="model.step_kernel='auto' runs the XLA step: no compiler"):
+    assert kernel(auto, one) == 'xla'

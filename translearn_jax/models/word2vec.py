@@ -72,8 +72,8 @@ MODES = (SKIPGRAM, CBOW)
 ROW_CAP_MODES = ('count', 'norm', 'curvature')
 SUMMED, SEQUENTIAL = 'summed', 'sequential'
 PAIR_ORDERS = (SUMMED, SEQUENTIAL)
-XLA_KERNEL, CPU_KERNEL = 'xla', 'cpu'
-STEP_KERNELS = (XLA_KERNEL, CPU_KERNEL)
+AUTO_KERNEL, XLA_KERNEL, CPU_KERNEL = 'auto', 'xla', 'cpu'
+STEP_KERNELS = (AUTO_KERNEL, XLA_KERNEL, CPU_KERNEL)
 
 
 def choices(names) -> str:
@@ -131,7 +131,9 @@ class Word2VecConfig:
   # machine's C++ compiler): the same update up to float summation order, with the next
   # position's rows prefetched (the step is bound by random row reads) and a step's
   # positions scored on two threads; one CPU device, replicated tables, negative_share=1,
-  # no row cap, and for skip-gram shared negatives (not pair_negatives).
+  # no row cap, and for skip-gram shared negatives (not pair_negatives). 'auto': 'cpu' where
+  # the run allows it and a compiler is found, else 'xla' (resolved by the runner,
+  # `pretraining.word2vec.resolve_step_kernel`; `sparse_sgd_step` reads 'auto' as 'xla').
   step_kernel: str = XLA_KERNEL
 
   @property
@@ -172,8 +174,7 @@ class Word2VecConfig:
     if self.step_kernel not in STEP_KERNELS:
       raise ValueError(f'model.step_kernel must be {STEP_KERNEL_CHOICES}, got '
                        f'{self.step_kernel!r}')
-    if self.step_kernel == CPU_KERNEL and not (self.negative_share == 1 and self.row_cap == 0
-                                               and not self.pair_negatives):
+    if self.step_kernel == CPU_KERNEL and not cpu_kernel_in_scope(self):
       raise ValueError(CPU_KERNEL_SCOPE)
     if not self.max_score >= 0:
       raise ValueError(f'model.max_score must be >= 0 (0: off), got {self.max_score}')
@@ -183,6 +184,11 @@ class Word2VecConfig:
     for name in ('vocab_size', 'dim', 'window', 'negatives'):
       if getattr(self, name) < 1:
         raise ValueError(f'model.{name} must be >= 1, got {getattr(self, name)}')
+
+
+def cpu_kernel_in_scope(cfg: Word2VecConfig) -> bool:
+  """Whether the CPU kernel computes this config's step (the layout, not the devices)."""
+  return cfg.negative_share == 1 and cfg.row_cap == 0 and not cfg.pair_negatives
 
 
 CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is the step with model.negative_share=1, no "

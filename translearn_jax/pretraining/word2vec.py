@@ -233,6 +233,28 @@ def _state_initializer(cfg: w2v.Word2VecConfig, mesh, shards: int = 0):
   return jax.jit(init, out_shardings=_state_shardings(mesh, shards))
 
 
+def resolve_step_kernel(cfg: w2v.Word2VecConfig, mesh, row_sharded_tables: bool = False
+                        ) -> w2v.Word2VecConfig:
+  """`cfg` with `step_kernel='auto'` made 'cpu' or 'xla': the CPU kernel where it computes
+  this step (`w2v.cpu_kernel_in_scope`), the run is on one CPU device with replicated tables
+  and the kernel builds here (a C++ compiler is found); else the XLA step, saying why when
+  it was the build."""
+  if cfg.step_kernel != w2v.AUTO_KERNEL:
+    return cfg
+  use = (w2v.cpu_kernel_in_scope(cfg) and not row_sharded_tables and mesh.devices.size == 1
+         and mesh.devices.flat[0].platform == 'cpu')
+  if use:
+    from translearn_jax.kernels import cpu
+    try:
+      cpu.target('word2vec_cpu', 'TranslearnCbowStep')
+    except cpu.KernelUnavailable as e:
+      warnings.warn(f"model.step_kernel='auto' runs the XLA step: {e}", stacklevel=2)
+      use = False
+  kernel = w2v.CPU_KERNEL if use else w2v.XLA_KERNEL
+  info("model.step_kernel='auto': the %s step", 'CPU kernel' if use else 'XLA')
+  return dataclasses.replace(cfg, step_kernel=kernel)
+
+
 @memo.memoized()
 def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh,
                   row_sharded_tables: bool = False):
@@ -242,6 +264,7 @@ def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh,
   tables) are all-gathered and applied everywhere. Row-sharded tables
   (`row_sharded_tables`): the step runs in a `shard_map` whose lookups and updates are
   routed to the device owning each row (`models.row_sharded`)."""
+  cfg = resolve_step_kernel(cfg, mesh, row_sharded_tables)
   if cfg.step_kernel == w2v.CPU_KERNEL:
     platforms = {d.platform for d in mesh.devices.flat}
     _require(mesh.devices.size == 1 and platforms == {'cpu'} and not row_sharded_tables,
