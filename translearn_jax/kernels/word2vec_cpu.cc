@@ -469,42 +469,29 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
   return ffi::Error::Success();
 }
 
+// Both steps take the same operands and attributes and return (in_embed, out_embed, summed
+// loss, pairs): CBOW's pairs are its positions with a context, skip-gram's its valid
+// (center, context) pairs.
+auto StepBinding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()   // in_embed (V, D)
+      .Arg<ffi::Buffer<ffi::F32>>()   // out_embed (V, D)
+      .Arg<ffi::Buffer<ffi::S32>>()   // tokens (B, L)
+      .Arg<ffi::Buffer<ffi::S32>>()   // segment (B, L)
+      .Arg<ffi::Buffer<ffi::S32>>()   // window (B, L)
+      .Arg<ffi::Buffer<ffi::S32>>()   // negatives (B, L, M)
+      .Arg<ffi::Buffer<ffi::F32>>()   // learning rate ()
+      .Attr<int64_t>("window")
+      .Attr<int64_t>("negatives")
+      .Attr<float>("max_score")
+      .Attr<bool>("skip_target")
+      .Ret<ffi::Buffer<ffi::F32>>()   // in_embed, updated in place
+      .Ret<ffi::Buffer<ffi::F32>>()   // out_embed, updated in place
+      .Ret<ffi::Buffer<ffi::F32>>()   // summed loss ()
+      .Ret<ffi::Buffer<ffi::F32>>();  // pairs ()
+}
+
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    TranslearnCbowStep, CbowStepImpl,
-    ffi::Ffi::Bind()
-        .Arg<ffi::Buffer<ffi::F32>>()   // in_embed (V, D)
-        .Arg<ffi::Buffer<ffi::F32>>()   // out_embed (V, D)
-        .Arg<ffi::Buffer<ffi::S32>>()   // tokens (B, L)
-        .Arg<ffi::Buffer<ffi::S32>>()   // segment (B, L)
-        .Arg<ffi::Buffer<ffi::S32>>()   // window (B, L)
-        .Arg<ffi::Buffer<ffi::S32>>()   // negatives (B, L, M)
-        .Arg<ffi::Buffer<ffi::F32>>()   // learning rate ()
-        .Attr<int64_t>("window")
-        .Attr<int64_t>("negatives")
-        .Attr<float>("max_score")
-        .Attr<bool>("skip_target")
-        .Ret<ffi::Buffer<ffi::F32>>()   // in_embed, updated in place
-        .Ret<ffi::Buffer<ffi::F32>>()   // out_embed, updated in place
-        .Ret<ffi::Buffer<ffi::F32>>()   // summed loss ()
-        .Ret<ffi::Buffer<ffi::F32>>());  // positions with a context ()
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    TranslearnSkipgramStep, SkipgramStepImpl,
-    ffi::Ffi::Bind()
-        .Arg<ffi::Buffer<ffi::F32>>()   // in_embed (V, D)
-        .Arg<ffi::Buffer<ffi::F32>>()   // out_embed (V, D)
-        .Arg<ffi::Buffer<ffi::S32>>()   // tokens (B, L)
-        .Arg<ffi::Buffer<ffi::S32>>()   // segment (B, L)
-        .Arg<ffi::Buffer<ffi::S32>>()   // window (B, L)
-        .Arg<ffi::Buffer<ffi::S32>>()   // negatives (B, L, M)
-        .Arg<ffi::Buffer<ffi::F32>>()   // learning rate ()
-        .Attr<int64_t>("window")
-        .Attr<int64_t>("negatives")
-        .Attr<float>("max_score")
-        .Attr<bool>("skip_target")
-        .Ret<ffi::Buffer<ffi::F32>>()   // in_embed, updated in place
-        .Ret<ffi::Buffer<ffi::F32>>()   // out_embed, updated in place
-        .Ret<ffi::Buffer<ffi::F32>>()   // summed loss ()
-        .Ret<ffi::Buffer<ffi::F32>>());  // valid (center, context) pairs ()
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TranslearnCbowStep, CbowStepImpl, StepBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TranslearnSkipgramStep, SkipgramStepImpl, StepBinding());
