@@ -50,7 +50,7 @@ def scanned(cfg):
   return jax.jit(run)
 
 
-@pytest.mark.parametrize('mode', ['cbow', 'skipgram'])
+@pytest.mark.parametrize('mode', ['cbow', 'skipgram', 'sequential'])
 @pytest.mark.parametrize('vocab,dim,window,extra', [
     (11, 6, 3, {}),                                      # every row hit many times a step
     (50, 37, 2, {'negative_draws': 7}),                  # D not a multiple of the 16 lanes
@@ -61,7 +61,12 @@ def scanned(cfg):
 def test_cpu_kernel_computes_the_xla_steps_update(mode, vocab, dim, window, extra):
   """Three steps in a scan, each reading what the last wrote: the tables, the loss and the
   pair counts of the kernel equal the XLA step's up to float summation order."""
-  base = w2v.Word2VecConfig(vocab_size=vocab, dim=dim, window=window, negatives=4,
+  negatives = 4
+  if mode == 'sequential':   # per-pair draws, one context offset at a time; K = draws / 2
+    negatives = extra.get('negative_draws', 2 * negatives) // 2   # 35: 36 terms flush
+    extra = {k: v for k, v in extra.items() if k != 'negative_draws'}
+    mode, extra = 'skipgram', {**extra, 'pair_negatives': True, 'pair_order': 'sequential'}
+  base = w2v.Word2VecConfig(vocab_size=vocab, dim=dim, window=window, negatives=negatives,
                             mode=mode, **extra)
   kern = base.__class__(**{**base.__dict__, 'step_kernel': 'cpu'})
   rng = np.random.default_rng(vocab + dim)
@@ -102,6 +107,8 @@ def test_cpu_kernel_scope_is_checked_where_the_config_names_it():
   scope = "model.step_kernel='cpu' is the step with model.negative_share=1, no optim.row_cap"
   with pytest.raises(ValueError, match=scope):
     w2v.Word2VecConfig(vocab_size=9, mode='skipgram', pair_negatives=True, step_kernel='cpu')
+  w2v.Word2VecConfig(vocab_size=9, mode='skipgram', pair_negatives=True,
+                     pair_order='sequential', step_kernel='cpu')
   with pytest.raises(ValueError, match=scope):
     w2v.Word2VecConfig(vocab_size=9, mode='cbow', negative_share=2, step_kernel='cpu')
   with pytest.raises(ValueError, match=scope):
@@ -118,6 +125,9 @@ def test_runner_refuses_the_cpu_kernel_off_one_cpu_device(tiny_config):
   with pytest.raises(ConfigError, match="config.model.step_kernel: 'cpu' is the step with "
                                         'model.negative_share=1'):
     word2vec.validate(tiny_config)
+  tiny_config.model.pair_order = 'sequential'   # per-pair draws one offset at a time: in scope
+  word2vec.validate(tiny_config)
+  tiny_config.model.pair_order = 'summed'
   tiny_config.model.pair_negatives, tiny_config.model.negative_draws = False, 15
   word2vec.validate(tiny_config)
   cfg = word2vec.model_config(tiny_config, 20)

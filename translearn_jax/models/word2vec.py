@@ -131,8 +131,8 @@ class Word2VecConfig:
   # machine's C++ compiler): the same update up to float summation order, with the next
   # position's rows prefetched (the step is bound by random row reads) and a step's
   # positions scored on two threads; one CPU device, replicated tables, negative_share=1,
-  # no row cap, and for skip-gram shared negatives (not pair_negatives). 'auto': 'cpu' where
-  # the run allows it and a compiler is found, else 'xla' (resolved by the runner,
+  # no row cap, and for skip-gram shared negatives or pair_order='sequential'. 'auto':
+  # 'cpu' where the run allows it and a compiler is found, else 'xla' (resolved by the runner,
   # `pretraining.word2vec.resolve_step_kernel`; `sparse_sgd_step` reads 'auto' as 'xla').
   step_kernel: str = XLA_KERNEL
 
@@ -188,12 +188,14 @@ class Word2VecConfig:
 
 def cpu_kernel_in_scope(cfg: Word2VecConfig) -> bool:
   """Whether the CPU kernel computes this config's step (the layout, not the devices)."""
-  return cfg.negative_share == 1 and cfg.row_cap == 0 and not cfg.pair_negatives
+  return (cfg.negative_share == 1 and cfg.row_cap == 0
+          and (not cfg.pair_negatives or cfg.pair_order == SEQUENTIAL))
 
 
 CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is the step with model.negative_share=1, no "
                     'optim.row_cap and, for skip-gram, shared negatives '
-                    '(model.pair_negatives=False)')
+                    "(model.pair_negatives=False) or per-pair ones in model.pair_order="
+                    "'sequential'")
 
 
 def offsets(window: int) -> list[int]:
@@ -576,8 +578,9 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
   """
   if cfg.step_kernel == CPU_KERNEL:
     from translearn_jax.kernels import cpu
+    mode = 'skipgram_sequential' if cfg.pair_order == SEQUENTIAL else cfg.mode
     new_in, new_out, loss, pairs = cpu.word2vec_step(
-        cfg.mode, params['in_embed'], params['out_embed'], batch['tokens'], batch['segment'],
+        mode, params['in_embed'], params['out_embed'], batch['tokens'], batch['segment'],
         batch['window'], batch['negatives'], lr, window=cfg.window,
         negative_weight_k=cfg.negatives, max_score=cfg.max_score,
         skip_target=cfg.skip_target_negatives)
