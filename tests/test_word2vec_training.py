@@ -288,3 +288,41 @@ def test_corpora_without_pairs_or_with_one_word_are_refused(tmp_path):
     word2vec.load_corpus(c)
   (tmp_path / 'c.txt').write_text('слово книга дом\n' * 5)
   assert len(word2vec.load_corpus(c).vocab) == 3
+
+
+def test_initial_tables_are_drawn_on_the_host_the_same_in_every_layout():
+  """The runner's initial tables: the input table uniform in ±0.5/dim, the output table
+  zeros, a row's values set by the seed and its id (not the vocabulary size, the layout or
+  the devices), and no XLA program compiled to make them."""
+  from jax import monitoring
+  from translearn_jax.models import row_sharded
+  from translearn_jax.models import word2vec as w2v
+  compiles = []
+
+  def listen(event, secs, **kw):
+    if event.endswith('backend_compile_duration'):
+      compiles.append(event)
+
+  cfg = w2v.Word2VecConfig(vocab_size=9000, dim=7, window=2, negatives=2)
+  monitoring.register_event_duration_secs_listener(listen)
+  try:
+    one = word2vec.init_state(cfg, 3, mesh_lib.make_mesh(None, 1))
+    table = np.asarray(one.params['in_embed'])
+    assert not compiles
+    jax.jit(lambda x: x * 3 + 1)(one.params['in_embed'])   # the listener does hear compiles
+    assert compiles
+  finally:
+    monitoring.unregister_event_duration_listener(listen)
+  assert np.abs(table).max() < 0.5 / 7 and np.abs(table).max() > 0.49 / 7
+  assert abs(table.std() - 0.5 / 7 / np.sqrt(3)) < 1e-3      # uniform, not normal
+  assert np.abs(np.asarray(one.params['out_embed'])).max() == 0
+  mesh = mesh_lib.make_mesh(None, 8)
+  sharded = word2vec.init_state(cfg, 3, mesh, 8)
+  np.testing.assert_array_equal(
+      row_sharded.from_sharded_layout(np.asarray(sharded.params['in_embed']), 8, 9000), table)
+  assert sharded.params['in_embed'].sharding == word2vec.table_sharding(mesh, 8)
+  smaller = word2vec.init_state(cfg.__class__(**{**cfg.__dict__, 'vocab_size': 5000}), 3,
+                                mesh_lib.make_mesh(None, 1))
+  np.testing.assert_array_equal(np.asarray(smaller.params['in_embed']), table[:5000])
+  other = np.asarray(word2vec.init_state(cfg, 4, mesh_lib.make_mesh(None, 1)).params['in_embed'])
+  assert (np.abs(other - table).max(axis=1) > 0).all()        # another seed: other rows

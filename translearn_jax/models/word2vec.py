@@ -330,8 +330,9 @@ class Word2Vec(nn.Module):
   @nn.compact
   def __call__(self, batch: Mapping[str, Array]):
     cfg = self.config
-    bound = 0.5 / cfg.dim  # word2vec.c / gensim initialisation
-    in_embed = self.param('in_embed', _uniform(bound), (cfg.vocab_size, cfg.dim))
+    # word2vec.c's and gensim's initialisation (a training run draws the same distribution
+    # on the host: `pretraining.word2vec.init_state`)
+    in_embed = self.param('in_embed', _uniform(init_bound(cfg.dim)), (cfg.vocab_size, cfg.dim))
     out_embed = self.param('out_embed', nn.initializers.zeros, (cfg.vocab_size, cfg.dim))
     in_ids, in_w, out_ids, weight, label, pairs = _targets(batch, cfg.window, cfg.mode,
                                                            cfg.pair_negatives, cfg.negatives,
@@ -346,6 +347,11 @@ class Word2Vec(nn.Module):
     live = trains(scores, cfg.max_score)
     terms = live * terms + (1.0 - live) * jax.lax.stop_gradient(terms)
     return -jnp.sum(terms), pairs
+
+
+def init_bound(dim: int) -> float:
+  """The input table's initial values are uniform in ±this (word2vec.c, gensim)."""
+  return 0.5 / dim
 
 
 def _uniform(bound):

@@ -193,8 +193,58 @@ def _linear_schedule(start: float, end: float, steps: int) -> optax.Schedule:
 
 def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh, shards: int = 0) -> TrainState:
   """word2vec's initial tables: replicated, or with `shards` > 0 in the row-sharded layout
-  (`models.row_sharded`) split over the mesh's batch axes (their size must be `shards`)."""
-  return _state_initializer(cfg, mesh, shards)(jax.random.key(seed))
+  (`models.row_sharded`) split over the mesh's batch axes (their size must be `shards`).
+
+  The values are drawn on the host, as word2vec.c and gensim draw theirs: the input table
+  uniform in ±0.5/dim (`initial_rows`), the output table zeros. No program is compiled for
+  them (a jitted initialiser's compile and threefry took ~0.4 s of a CBOW run's ~6 s), and
+  each device's rows are made where it lives, so the values do not depend on the layout,
+  the devices or the processes."""
+  local = row_sharded.local_rows(cfg.vocab_size, shards) if shards else cfg.vocab_size
+  rows = local * max(shards, 1)
+  table = table_sharding(mesh, shards)
+
+  def input_rows(index):
+    at = np.arange(rows)[index[0]]         # layout rows -> vocabulary ids (`to_sharded_layout`)
+    ids = (at % local) * shards + at // local if shards else at
+    return initial_rows(seed, ids, cfg.vocab_size, cfg.dim, w2v.init_bound(cfg.dim))[:, index[1]]
+
+  def zeros(index):
+    return np.zeros((len(range(rows)[index[0]]), len(range(cfg.dim)[index[1]])), np.float32)
+
+  repl = mesh_lib.replicated(mesh)
+  place = functools.partial(jax.make_array_from_callback, sharding=table)
+  # the base key of word2vec.c's family is unused by its step (the host draws windows and
+  # negatives); kept for the checkpointed state's structure
+  key = np.array([0, seed % 2 ** 32], np.uint32)
+  return TrainState(
+      step=jax.make_array_from_callback((), repl, lambda _: np.zeros((), np.int32)),
+      params={'in_embed': place((rows, cfg.dim), data_callback=input_rows),
+              'out_embed': place((rows, cfg.dim), data_callback=zeros)},
+      opt_state={},
+      rng=jax.random.wrap_key_data(
+          jax.make_array_from_callback((2,), repl, lambda _: key), impl='threefry2x32'))
+
+
+INIT_CHUNK_ROWS = 4096   # vocabulary rows drawn from one generator (`initial_rows`)
+
+
+def initial_rows(seed: int, ids: np.ndarray, vocab_size: int, dim: int, bound: float
+                 ) -> np.ndarray:
+  """The input table's initial rows `ids` (ids >= `vocab_size`: a layout's zero padding),
+  `(len(ids), dim)` float32 uniform in [-bound, bound). Vocabulary row v is row v % C of
+  the chunk drawn by `np.random.default_rng((seed, 0x77, v // C))` (C = INIT_CHUNK_ROWS),
+  so a row's values depend on the seed and its id only."""
+  ids = np.asarray(ids, np.int64)
+  out = np.zeros((len(ids), dim), np.float32)
+  real = ids < vocab_size
+  chunk = ids // INIT_CHUNK_ROWS
+  for c in np.unique(chunk[real]):
+    drawn = np.random.default_rng((seed, 0x77, int(c))).random((INIT_CHUNK_ROWS, dim),
+                                                               dtype=np.float32)
+    at = real & (chunk == c)
+    out[at] = (drawn[ids[at] % INIT_CHUNK_ROWS] * 2.0 - 1.0) * np.float32(bound)
+  return out
 
 
 def table_axes(mesh) -> tuple[str, ...]:
@@ -214,24 +264,6 @@ def _state_shardings(mesh, shards: int):
   tables = table_sharding(mesh, shards)
   return TrainState(step=repl, params={'in_embed': tables, 'out_embed': tables},
                     opt_state={}, rng=repl)
-
-
-@memo.memoized()
-def _state_initializer(cfg: w2v.Word2VecConfig, mesh, shards: int = 0):
-  model = w2v.Word2Vec(cfg)
-  # host arrays: a builder first called under a trace (jax.eval_shape) keeps no tracer
-  dummy = {k: np.zeros((1, 2 * cfg.negative_share), np.int32)
-           for k in ('tokens', 'segment', 'window')}
-  dummy['negatives'] = np.zeros((1, 2, cfg.negatives_per_position), np.int32)
-
-  def init(rng):
-    params = model.init(rng, dummy)['params']
-    if shards:
-      params = {k: row_sharded.to_sharded_layout(v, shards) for k, v in params.items()}
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state={},
-                      rng=jax.random.fold_in(rng, 1))
-
-  return jax.jit(init, out_shardings=_state_shardings(mesh, shards))
 
 
 def resolve_step_kernel(cfg: w2v.Word2VecConfig, mesh, row_sharded_tables: bool = False
