@@ -151,7 +151,7 @@ def test_build_is_cached_by_its_inputs_and_written_whole(kernel_cache, monkeypat
     cpu.build('word2vec_cpu')
 
 
-@pytest.mark.parametrize('mode', ['cbow', 'skipgram'])
+@pytest.mark.parametrize('mode', ['cbow', 'skipgram', 'sequential'])
 def test_a_run_with_the_cpu_kernel_trains_the_xla_runs_vectors(tiny_config, tmp_path,
                                                                monkeypatch, mode):
   """The runner end to end (stream, scanned steps, checkpoints, export of the tables): the
@@ -161,6 +161,11 @@ def test_a_run_with_the_cpu_kernel_trains_the_xla_runs_vectors(tiny_config, tmp_
   c = tiny_config
   if mode == 'cbow':
     c.model.mode, c.model.negative_draws, c.optim.learning_rate = 'cbow', 0, 0.05
+  if mode == 'sequential':   # configs/skipgram_sequential.py's fields
+    from translearn_jax.configs import skipgram_sequential
+    shipped = skipgram_sequential.get_config().model
+    for field in ('pair_negatives', 'negative_draws', 'pair_order'):
+      c.model[field] = shipped[field]
   traced = []        # the kernel is traced into the cpu run's step, not the xla run's
   monkeypatch.setattr(cpu, 'word2vec_step',
                       lambda *a, _f=cpu.word2vec_step, **k: traced.append(1) or _f(*a, **k))
@@ -222,6 +227,8 @@ def test_auto_takes_the_cpu_kernel_only_where_the_run_allows_it(monkeypatch):
   assert kernel(auto, one, True) == 'xla'                      # row-sharded tables
   paired = auto.__class__(**{**auto.__dict__, 'pair_negatives': True})
   assert kernel(paired, one) == 'xla'                          # a layout it does not compute
+  sequential = paired.__class__(**{**paired.__dict__, 'pair_order': 'sequential'})
+  assert kernel(sequential, one) == 'cpu'
   assert kernel(auto.__class__(**{**auto.__dict__, 'step_kernel': 'xla'}), one) == 'xla'
 
   def unavailable(*a):
