@@ -102,6 +102,25 @@ def test_blocks_cover_kept_stream_in_order_with_padding():
   assert blocks[-1][0] == StreamState(1, stream.num_blocks(1))
 
 
+def test_an_epoch_is_subsampled_only_as_far_as_its_blocks_need(monkeypatch):
+  """The first block of an epoch waits for a chunk of the corpus, not all of it; the
+  blocks are those of the epoch subsampled in one pass."""
+  from translearn_jax.data import word2vec_stream
+  monkeypatch.setattr(word2vec_stream, 'SUBSAMPLE_CHUNK', 1000)
+  corpus = zipf_corpus(n_tokens=20_000)
+  stream = BlockStream(corpus, cfg(sample=1e-2), epochs=1)     # 2,048 tokens a block
+  blocks = stream.iterate(StreamState(), prefetch=0)
+  first = next(blocks)[1]
+  drawn = stream._epoch(0)._read
+  assert 2_048 < drawn <= 2_048 / 0.4 + 1_000 < len(corpus.ids)   # ~40% of tokens kept
+  rest = [b for _, b in blocks]
+  assert stream._epoch(0).complete
+  whole, _ = subsample(corpus.ids, corpus.segments, stream.keep_p, [3, 0])
+  toks = np.concatenate([b['tokens'].ravel() for b in [first] + rest])
+  np.testing.assert_array_equal(toks[:len(whole)], whole)
+  assert len(rest) + 1 == -(-len(whole) // 2_048)
+
+
 def test_resume_from_state_reproduces_stream():
   corpus = zipf_corpus(n_tokens=20000)
   stream = BlockStream(corpus, cfg(), epochs=2)

@@ -63,25 +63,57 @@ SUBSAMPLE_CHUNK = 1 << 20
 def subsample(ids: np.ndarray, segments: np.ndarray, keep_p: np.ndarray, seed,
               chunk: int = SUBSAMPLE_CHUNK) -> tuple[np.ndarray, np.ndarray]:
   """(ids, segments) of the tokens kept: token t stays when the t-th float32 of
-  `np.random.default_rng(seed)` is below `keep_p[ids[t]]`.
+  `np.random.default_rng(seed)` is below `keep_p[ids[t]]` (`Subsampled`, all of it)."""
+  kept = Subsampled(ids, segments, keep_p, seed, chunk)
+  kept.extend(len(ids))
+  return kept.ids, kept.segments
 
-  Worked through `chunk` tokens at a time, which draws the same floats as one call
-  (the generator's stream does not depend on how it is split): the temporaries are a
-  few MiB, reused from chunk to chunk, instead of ~20 bytes a corpus token of freshly
-  mapped memory, whose first touch dominated the epoch's pass (0.3-0.8 s on the 13.9M
-  tokens of the novels, on a VM whose host backs the guest's pages on first use)."""
-  rng = np.random.default_rng(seed)
-  out_ids = np.empty(len(ids), ids.dtype)      # only the kept prefix is ever touched
-  out_seg = np.empty(len(segments), segments.dtype)
-  n = 0
-  for lo in range(0, len(ids), chunk):
-    part = ids[lo:lo + chunk]
-    keep = rng.random(len(part), dtype=np.float32) < keep_p[part]
-    m = int(np.count_nonzero(keep))
-    np.compress(keep, part, out=out_ids[n:n + m])
-    np.compress(keep, segments[lo:lo + chunk], out=out_seg[n:n + m])
-    n += m
-  return out_ids[:n], out_seg[:n]
+
+class Subsampled:
+  """One epoch's kept tokens (see `subsample`), drawn `chunk` corpus tokens at a time as far
+  as they are asked for (`extend`), so the first block of an epoch waits for a chunk, not
+  for the whole corpus, and the pass is spread over the epoch's blocks.
+
+  Chunked, the generator draws the same floats as one call (its stream does not depend on
+  how it is split). The temporaries are a chunk's few MiB, reused, instead of ~20 bytes a
+  corpus token of freshly mapped memory, whose first touch dominated the epoch's pass
+  (0.3-0.8 s on the 13.9M tokens of the novels, on a VM whose host backs the guest's pages
+  on first use)."""
+
+  def __init__(self, ids: np.ndarray, segments: np.ndarray, keep_p: np.ndarray, seed,
+               chunk: int = SUBSAMPLE_CHUNK):
+    self._src, self._src_seg, self._keep_p, self._chunk = ids, segments, keep_p, chunk
+    self._rng = np.random.default_rng(seed)
+    self._ids = np.empty(len(ids), ids.dtype)      # only the kept prefix is ever touched
+    self._seg = np.empty(len(segments), segments.dtype)
+    self._read = 0     # corpus tokens drawn for
+    self.kept = 0      # tokens kept among them
+
+  @property
+  def complete(self) -> bool:
+    return self._read >= len(self._src)
+
+  @property
+  def ids(self) -> np.ndarray:
+    return self._ids[:self.kept]
+
+  @property
+  def segments(self) -> np.ndarray:
+    return self._seg[:self.kept]
+
+  def extend(self, kept: int) -> int:
+    """Draws until at least `kept` tokens are kept or the corpus ends; returns the count."""
+    while self.kept < kept and not self.complete:
+      lo = self._read
+      part = self._src[lo:lo + self._chunk]
+      keep = self._rng.random(len(part), dtype=np.float32) < self._keep_p[part]
+      m = int(np.count_nonzero(keep))
+      np.compress(keep, part, out=self._ids[self.kept:self.kept + m])
+      np.compress(keep, self._src_seg[lo:lo + self._chunk],
+                  out=self._seg[self.kept:self.kept + m])
+      self.kept += m
+      self._read += len(part)
+    return self.kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +158,7 @@ class BlockStream:
     self.keep_p = keep_probabilities(corpus.vocab.counts, cfg.sample)
     self.neg_table = negative_table(corpus.vocab.counts)
     self.block_tokens = cfg.steps * cfg.batch * cfg.length
-    self._epoch_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+    self._epoch_cache: tuple[int, Subsampled] | None = None
 
   # -- sizes ---------------------------------------------------------------
   def expected_kept_per_epoch(self) -> float:
@@ -137,22 +169,35 @@ class BlockStream:
     return max(1, blocks * self.cfg.steps * self.epochs)
 
   # -- epoch / block generation ---------------------------------------------
-  def _kept(self, epoch: int):
+  def _epoch(self, epoch: int) -> Subsampled:
     if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-      self._epoch_cache = (epoch,) + subsample(self.corpus.ids, self.corpus.segments,
-                                               self.keep_p, [self.cfg.seed, epoch])
-    return self._epoch_cache[1], self._epoch_cache[2]
+      self._epoch_cache = (epoch, Subsampled(self.corpus.ids, self.corpus.segments,
+                                             self.keep_p, [self.cfg.seed, epoch],
+                                             SUBSAMPLE_CHUNK))
+    return self._epoch_cache[1]
+
+  def _kept(self, epoch: int):
+    kept = self._epoch(epoch)
+    kept.extend(len(self.corpus.ids))
+    return kept.ids, kept.segments
 
   def num_blocks(self, epoch: int) -> int:
     ids, _ = self._kept(epoch)
     return max(1, -(-len(ids) // self.block_tokens))
 
+  def has_block(self, epoch: int, block: int) -> bool:
+    """Whether `epoch` has block `block` (an epoch has at least one, padded), drawing its
+    kept tokens only as far as that block's first."""
+    return block == 0 or self._epoch(epoch).extend(block * self.block_tokens + 1) > (
+        block * self.block_tokens)
+
   def make_block(self, epoch: int, block: int) -> dict[str, np.ndarray]:
     cfg = self.cfg
-    ids, segs = self._kept(epoch)
+    kept = self._epoch(epoch)
     lo = block * self.block_tokens
-    tok = ids[lo:lo + self.block_tokens]
-    seg = segs[lo:lo + self.block_tokens]
+    kept.extend(lo + self.block_tokens)
+    tok = kept.ids[lo:lo + self.block_tokens]
+    seg = kept.segments[lo:lo + self.block_tokens]
     n = len(tok)
     if n < self.block_tokens:  # last block of the epoch: pad
       tok = np.concatenate([tok, np.zeros(self.block_tokens - n, np.int32)])
@@ -172,7 +217,7 @@ class BlockStream:
   def positions(self, start: StreamState) -> Iterator[tuple[int, int]]:
     epoch, block = start.epoch, start.block
     while epoch < self.epochs:
-      if block >= self.num_blocks(epoch):
+      if not self.has_block(epoch, block):
         epoch, block = epoch + 1, 0
         continue
       yield epoch, block
