@@ -150,6 +150,16 @@ void TwoParts(const std::function<void(int)>& part) {
   }
 }
 
+// A step's working arrays, kept from call to call on each calling thread: allocating and
+// zeroing them afresh each step (a few hundred KiB) cost more than reusing them. Every
+// element a step reads it has written first.
+float* Scratch(int slot, int64_t n) {
+  thread_local std::vector<float> buffers[4];
+  std::vector<float>& b = buffers[slot];
+  if (int64_t(b.size()) < n) b.resize(n);
+  return b.data();
+}
+
 // What both steps read: shapes, the tables (updated in place), the batch, the offsets.
 struct Step {
   int64_t V = 0, D = 0, B = 0, L = 0, M = 0, N = 0, W = 0, O = 0;
@@ -240,7 +250,10 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
   const float lr = st.lr, draw_weight = st.draw_weight;
   const std::vector<int64_t>& offs = st.offs;
   const std::vector<uint8_t>& mask = st.mask;
-  std::vector<float> h(N * D), dh(N * D), g_c(N), g_n(N * M);
+  float* h = Scratch(0, N * D);
+  float* dh = Scratch(1, N * D);
+  float* g_c = Scratch(2, N);
+  float* g_n = Scratch(3, N * M);
 
   // 1. scores and errors, every row read from the tables as the step found them; the two
   // halves of the positions on two threads (each its own loss sums, added in one order)
@@ -362,7 +375,9 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
   const float lr = st.lr, draw_weight = st.draw_weight;
   const std::vector<int64_t>& offs = st.offs;
   const std::vector<uint8_t>& mask = st.mask;
-  std::vector<float> dh(N * D), g_c(N * O), g_n(N * M);
+  float* dh = Scratch(1, N * D);
+  float* g_c = Scratch(2, N * O);
+  float* g_n = Scratch(3, N * M);
 
   // 1. scores and errors from the tables as the step found them, two halves on two threads
   float losses[2] = {0.0f, 0.0f}, pairs[2] = {0.0f, 0.0f};
@@ -506,7 +521,9 @@ ffi::Error SkipgramSequentialStepImpl(ffi::Buffer<ffi::F32> in_table,
   const std::vector<uint8_t>& mask = st.mask;
   float total_pairs = 0.0f;
   for (int64_t p = 0; p < N; ++p) total_pairs += float(st.Mask(p));
-  std::vector<float> dh(N * D), g_c(N), g_n(N * K);
+  float* dh = Scratch(1, N * D);
+  float* g_c = Scratch(2, N);
+  float* g_n = Scratch(3, N * K);
   float loss = 0.0f;
   for (int64_t j = 0; j < O; ++j) {
     const int64_t o = offs[j];
