@@ -214,8 +214,8 @@ def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh, shards: int = 0) -> Tra
 
   repl = mesh_lib.replicated(mesh)
   place = functools.partial(jax.make_array_from_callback, sharding=table)
-  # the base key of word2vec.c's family is unused by its step (the host draws windows and
-  # negatives); kept for the checkpointed state's structure
+  # the base key: word2vec's step draws nothing on the device (the host draws its windows
+  # and negatives); kept for the checkpointed state's structure
   key = np.array([0, seed % 2 ** 32], np.uint32)
   return TrainState(
       step=jax.make_array_from_callback((), repl, lambda _: np.zeros((), np.int32)),
