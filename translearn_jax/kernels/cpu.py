@@ -130,8 +130,9 @@ def word2vec_step(mode: str, in_embed: jax.Array, out_embed: jax.Array, tokens: 
                   skip_target: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """word2vec's sparse SGD step (`word2vec_cpu.cc`), `mode` 'cbow', 'skipgram' (shared
   negatives) or 'skipgram_sequential' (per-pair negatives, one context offset at a time;
-  `negative_weight_k` is then the K draws of each pair): (in_embed, out_embed, summed loss, pairs: positions with a context for CBOW,
-  valid (center, context) pairs for skip-gram). The tables are updated in place when the
+  `negative_weight_k` is then the K draws of each pair): (in_embed, out_embed, summed
+  loss, pairs: positions with a context for CBOW, valid (center, context) pairs for
+  skip-gram). The tables are updated in place when the
   caller donates them (inside a jitted scan they are the carry). Single device, CPU only:
   the caller checks."""
   import jax.numpy as jnp

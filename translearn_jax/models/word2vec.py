@@ -188,8 +188,16 @@ class Word2VecConfig:
 
 def cpu_kernel_in_scope(cfg: Word2VecConfig) -> bool:
   """Whether the CPU kernel computes this config's step (the layout, not the devices)."""
-  return (cfg.negative_share == 1 and cfg.row_cap == 0
-          and (not cfg.pair_negatives or cfg.pair_order == SEQUENTIAL))
+  return cpu_kernel_computes(cfg.negative_share, cfg.row_cap, cfg.pair_negatives,
+                             cfg.pair_order)
+
+
+def cpu_kernel_computes(negative_share: int, row_cap: float, pair_negatives: bool,
+                        pair_order: str) -> bool:
+  """`cpu_kernel_in_scope` from the fields themselves (the runner checks a config's before
+  a vocabulary, and so a `Word2VecConfig`, exists)."""
+  return (negative_share == 1 and row_cap == 0
+          and (not pair_negatives or pair_order == SEQUENTIAL))
 
 
 CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is the step with model.negative_share=1, no "

@@ -99,9 +99,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   kernel = config.model.get('step_kernel', w2v.XLA_KERNEL)
   _require(kernel in w2v.STEP_KERNELS, 'model.step_kernel',
            f'must be {w2v.STEP_KERNEL_CHOICES}, got {kernel!r}')
-  in_scope = (share == 1 and not config.optim.get('row_cap', 0.0)
-              and (not config.model.get('pair_negatives', False)
-                   or config.model.get('pair_order', w2v.SUMMED) == w2v.SEQUENTIAL))
+  in_scope = w2v.cpu_kernel_computes(share, config.optim.get('row_cap', 0.0),
+                                     config.model.get('pair_negatives', False),
+                                     config.model.get('pair_order', w2v.SUMMED))
   _require(kernel != w2v.CPU_KERNEL or in_scope, 'model.step_kernel',
            w2v.CPU_KERNEL_SCOPE.removeprefix('model.step_kernel='))
   _require(config.model.get('table_sharding', REPLICATED) in (REPLICATED, ROWS),
