@@ -2,7 +2,7 @@
 
   python benchmarks/accelerator_mfu.py [--steps 20] [--batch 8] [--seq 1024]
       [--attention cudnn|dot_product|xla|einsum] [--dtype bfloat16] [--loss_chunk 1024]
-      [--tiny] [--json out.json]
+      [--tiny] [--peer none|torch|torch_compile] [--trace DIR] [--json out.json]
 
 The model is `configs/gpt2_small.py`'s (12 layers, d 768, 12 heads, 124M
 parameters, learned positions, tied 50,257-row table), trained with the LM
@@ -14,6 +14,12 @@ CPUs) and the compiled step's memory per device (XLA's memory analysis:
 arguments + outputs + temporaries). Without an accelerator it runs a tiny
 model (`--tiny` is implied) so that `tests/test_benchmarks_smoke.py` keeps the
 script working; CPU figures mean nothing for the accelerator target.
+
+`--peer torch` also trains the same model in the same run with PyTorch: Hugging
+Face `transformers`' GPT2LMHeadModel (SDPA attention, dropout 0), bf16 autocast
+over fp32 weights, fused AdamW with the same settings and global-norm clipping
+1.0, on the same random tokens; `--peer torch_compile` compiles the model with
+`torch.compile` (as nanoGPT does). Prints ours / peer tokens/s.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ TINY = dict(vocab_size=1000, d_model=64, num_heads=4, num_layers=2, d_ff=256)
 
 
 def run(steps: int, batch: int, seq: int, attention: str, dtype: str, loss_chunk: int,
-        tiny: bool) -> dict:
+        tiny: bool, trace: str = '') -> dict:
   mesh = mesh_lib.make_mesh()
   n_dev = mesh.devices.size
   batch = max(batch, n_dev) // n_dev * n_dev
@@ -76,6 +82,11 @@ def run(steps: int, batch: int, seq: int, attention: str, dtype: str, loss_chunk
     state, m = fn(state, batches[i % 2])
   jax.block_until_ready(state)
   dt = time.perf_counter() - t0
+  if trace:                                             # a few more steps, profiled
+    with jax.profiler.trace(trace):
+      for i in range(3):
+        state, m = fn(state, batches[i % 2])
+      jax.block_until_ready(state)
   tokens_per_s = steps * batch * seq / dt
   fpt = transformer_lm.flops_per_token(cfg, seq)
   peak = flops_lib.peak_flops(jax.devices()[0], dtype)
@@ -89,6 +100,62 @@ def run(steps: int, batch: int, seq: int, attention: str, dtype: str, loss_chunk
           'final_loss': float(m['loss_sum']) / float(m['loss_count'])}
 
 
+def torch_peer(steps: int, batch: int, seq: int, dims: dict, compile_step: bool) -> dict:
+  """The same model and step in PyTorch (transformers' GPT-2), timed as ours is."""
+  import torch
+  import transformers
+  dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.manual_seed(0)
+  cfg = transformers.GPT2Config(
+      vocab_size=dims['vocab_size'], n_positions=seq, n_embd=dims['d_model'],
+      n_layer=dims['num_layers'], n_head=dims['num_heads'], n_inner=dims['d_ff'],
+      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+      activation_function='gelu_new', tie_word_embeddings=True, bos_token_id=0,
+      eos_token_id=0)
+  model = transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation='sdpa')
+  model = model.to(dev).train()
+  n_params = sum(p.numel() for p in model.parameters())
+  opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.98), eps=1e-9,
+                          weight_decay=0.01, fused=dev == 'cuda')
+  amp = torch.bfloat16 if dev == 'cuda' else torch.float32
+
+  forward = torch.compile(model) if compile_step else model   # nanoGPT's way: the model
+
+  def step(x):
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(dev, dtype=amp, enabled=dev == 'cuda'):
+      logits = forward(x[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                             x[:, 1:].reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.detach()
+
+  rng = np.random.default_rng(0)
+  data = [torch.from_numpy(rng.integers(0, dims['vocab_size'], (batch, seq + 1))).to(dev)
+          for _ in range(2)]
+  sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
+  t0 = time.perf_counter()
+  loss = step(data[0])                             # warm-up (and compilation)
+  float(loss)
+  sync()
+  warm_s = time.perf_counter() - t0
+  if dev == 'cuda':
+    torch.cuda.reset_peak_memory_stats()
+  t0 = time.perf_counter()
+  for i in range(steps):
+    loss = step(data[i % 2])
+  sync()
+  dt = time.perf_counter() - t0
+  return {'peer': 'torch.compile' if compile_step else 'torch eager',
+          'torch': torch.__version__, 'transformers': transformers.__version__,
+          'params': n_params, 'warmup_s': round(warm_s, 2),
+          'tokens_per_s': round(steps * batch * seq / dt, 1), 'step_s': round(dt / steps, 4),
+          'peak_memory_bytes': torch.cuda.max_memory_allocated() if dev == 'cuda' else None,
+          'final_loss': float(loss)}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--steps', type=int, default=20)
@@ -99,13 +166,16 @@ def main(argv=None):
   p.add_argument('--dtype', default='bfloat16', choices=sorted(lm.DTYPES))
   p.add_argument('--loss_chunk', type=int, default=1024)
   p.add_argument('--tiny', action='store_true', help='a tiny model (implied on CPU)')
+  p.add_argument('--peer', default='none', choices=['none', 'torch', 'torch_compile'],
+                 help='also train the same model with PyTorch (transformers GPT-2) in this run')
+  p.add_argument('--trace', default='', help='a directory: 3 more steps under jax.profiler')
   p.add_argument('--json', default='')
   a = p.parse_args(argv)
   platform = jax.devices()[0].platform
   tiny = a.tiny or platform == 'cpu'
   attention = a.attention or ('cudnn' if platform == 'gpu' else 'dot_product')
   seq = min(a.seq, 128) if tiny else a.seq
-  out = run(a.steps, a.batch, seq, attention, a.dtype, a.loss_chunk, tiny)
+  out = run(a.steps, a.batch, seq, attention, a.dtype, a.loss_chunk, tiny, a.trace)
   mem = out['memory_per_device_bytes']
   print(f"{out['device']} x{out['devices']}: {out['params'] / 1e6:.1f}M parameters, batch "
         f"{out['batch']} x {out['seq']}, {out['dtype']}, attention {out['attention']}, "
@@ -114,6 +184,16 @@ def main(argv=None):
   memory = 'n/a' if mem is None else f'{mem / 2 ** 30:.2f} GiB'
   print(f"  {out['tokens_per_s']:,.0f} tokens/s ({out['step_s'] * 1e3:.1f} ms/step), "
         f'MFU {mfu}, memory/device {memory}')
+  if a.peer != 'none':
+    dims = TINY if tiny else GPT2_SMALL
+    peer = torch_peer(a.steps, out['batch'], seq, dims, a.peer == 'torch_compile')
+    out['peer'] = peer
+    pmem = peer['peak_memory_bytes']
+    print(f"  {peer['peer']} (torch {peer['torch']}, transformers {peer['transformers']}, "
+          f"{peer['params'] / 1e6:.1f}M parameters): {peer['tokens_per_s']:,.0f} tokens/s "
+          f"({peer['step_s'] * 1e3:.1f} ms/step), peak memory "
+          f"{'n/a' if pmem is None else format(pmem / 2 ** 30, '.2f') + ' GiB'}; "
+          f"ours / peer tokens/s {out['tokens_per_s'] / peer['tokens_per_s']:.3f}")
   if a.json:
     with open(a.json, 'w') as f:
       json.dump(out, f, indent=1)

@@ -126,11 +126,17 @@ def test_gpt2_small_config_has_gpt2_smalls_parameter_count():
 def test_accelerator_benchmark_runs_on_cpu(tmp_path):
   import json
   from benchmarks import accelerator_mfu
-  out = accelerator_mfu.main(['--steps', '2', '--batch', '2', '--seq', '32',
+  out = accelerator_mfu.main(['--steps', '2', '--batch', '2', '--seq', '32', '--peer', 'torch',
+                              '--trace', str(tmp_path / 'trace'),
                               '--json', str(tmp_path / 'o.json')])
   saved = json.loads((tmp_path / 'o.json').read_text())
   assert saved == out and out['tokens_per_s'] > 0 and out['seq'] == 32
   assert out['memory_per_device_bytes'] > 0 and np.isfinite(out['final_loss'])
+  # the PyTorch peer trains the same model: the same parameter count, a finite loss
+  peer = out['peer']
+  assert peer['params'] == out['params'] and peer['tokens_per_s'] > 0
+  assert np.isfinite(peer['final_loss']) and peer['peer'] == 'torch eager'
+  assert list((tmp_path / 'trace').rglob('*.xplane.pb'))     # --trace: a profile was written
 
 
 # -- activation checkpointing ---------------------------------------------------------
