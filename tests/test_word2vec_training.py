@@ -156,11 +156,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
   mtime = os.path.getmtime(ckpt_dir / str(last))
   tiny_config.train.epochs = 3  # continue training...
   tiny_config.optim.learning_rate = 1e30  # ...with a step size that overflows
-  with pytest.raises(NonFiniteLossError, match=f'last good checkpoint \\(step {last}\\)'):
+  with pytest.raises(NonFiniteLossError, match=f'last good checkpoint \\(step {last}\\)'
+                     r'.*train.batch_size=8 is a large batch: try optim.row_cap=1 .*'
+                     r'or a lower optim.learning_rate \(now 1e\+30\)'):
     word2vec.train_and_evaluate(tiny_config, str(tmp_path))
   after = {d: sorted(os.listdir(ckpt_dir / d)) for d in os.listdir(ckpt_dir)}
   assert after == before
   assert os.path.getmtime(ckpt_dir / str(last)) == mtime
+
+
+def test_a_capped_large_batch_that_diverges_is_told_of_the_warmup(tiny_config, tmp_path):
+  tiny_config.train.epochs = 1
+  tiny_config.train.batch_size = 8
+  tiny_config.optim.row_cap, tiny_config.optim.row_cap_mode = 1.0, 'curvature'
+  tiny_config.optim.learning_rate = 1e30
+  with pytest.raises(NonFiniteLossError, match=r'train.batch_size=8 under optim.row_cap=1: '
+                     r'try a few warmup steps \(optim.warmup_steps, now 0\)'):
+    word2vec.train_and_evaluate(tiny_config, str(tmp_path))
 
 
 def _train_cmd(workdir, *overrides):

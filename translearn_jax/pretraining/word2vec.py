@@ -509,6 +509,28 @@ def device_count(config) -> int:
   return fit
 
 
+@contextlib.contextmanager
+def _diverged_hint(config: ml_collections.ConfigDict):
+  """A non-finite loss names the fields that bring a run back: for a batch past the
+  uncapped limit the cap and a warmup (the first steps of a large batch move many rows
+  at once: CBOW at batch 64 under the curvature cap diverges without one), else α0."""
+  try:
+    yield
+  except NonFiniteLossError as e:
+    batch = config.train.batch_size
+    cap = float(config.optim.get('row_cap', 0.0))
+    lower = f'a lower optim.learning_rate (now {config.optim.learning_rate:g})'
+    if batch > UNCAPPED_BATCH_LIMIT and not cap:
+      hint = (f"train.batch_size={batch} is a large batch: try optim.row_cap=1 with "
+              f"optim.row_cap_mode='curvature', or {lower}")
+    elif batch > UNCAPPED_BATCH_LIMIT:
+      hint = (f'train.batch_size={batch} under optim.row_cap={cap:g}: try a few warmup steps '
+              f'(optim.warmup_steps, now {config.optim.get("warmup_steps", 0)}), or {lower}')
+    else:
+      hint = f'try {lower}'
+    raise NonFiniteLossError(f'{e}; {hint}', runs=e.runs) from None
+
+
 def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
                     workdir: str) -> dict:
   """Trains (resuming from `workdir` if it holds checkpoints), evaluates, exports.
@@ -557,16 +579,17 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
       blocks = stack.enter_context(contextlib.closing(
           stream.iterate(data_state, config.train.prefetch)))
     layout = {row_sharded.TABLE_SHARDS: shards}
-    result = run.train(
-        state=state,
-        stream=((dict(s.to_dict(), **layout), b) for s, b in blocks),
-        step_fn=make_train_fn(cfg, schedule, mesh, bool(shards)),
-        to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh, batch_axis=1),
-        total_steps=total_steps, steps_per_call=config.train.steps_per_call,
-        checkpoint_every=config.train.checkpoint_every_steps,
-        log_every=config.train.log_every_steps,
-        units_per_step=corpus.raw_words * config.train.epochs / total_steps, units_name='words',
-        data_state=dict(data_state.to_dict(), **layout), progress=config.progress)
+    with _diverged_hint(config):
+      result = run.train(
+          state=state,
+          stream=((dict(s.to_dict(), **layout), b) for s, b in blocks),
+          step_fn=make_train_fn(cfg, schedule, mesh, bool(shards)),
+          to_device=functools.partial(mesh_lib.shard_batch, mesh=mesh, batch_axis=1),
+          total_steps=total_steps, steps_per_call=config.train.steps_per_call,
+          checkpoint_every=config.train.checkpoint_every_steps,
+          log_every=config.train.log_every_steps,
+          units_per_step=corpus.raw_words * config.train.epochs / total_steps, units_name='words',
+          data_state=dict(data_state.to_dict(), **layout), progress=config.progress)
   summary = run.summary(result)
   summary.update(wall_words_per_sec=result.units_total / summary['wall_seconds'],
                  corpus_words=corpus.raw_words, vocab_size=len(vocab))
