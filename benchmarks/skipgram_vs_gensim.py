@@ -100,6 +100,8 @@ def main():
       'wordsim353': summary['eval']['wordsim353']['spearman'],
       'simlex999': summary['eval']['simlex999']['spearman'],
       'vocab': len(corpus.vocab), 'steal': ours_steal['steal']}
+  timing = dict(summary.get('timing', {}))
+  timing['setup_seconds'] = summary['wall_seconds'] - timing.get('loop_seconds', 0.0)
 
   gensim = None
   if not args.skip_gensim:
@@ -136,12 +138,19 @@ def main():
     print(f'{name:<10} {r["words_per_s"]:>10,.0f} {r["seconds"]:>8.1f} {r["prep_seconds"]:>7.1f} '
           f'{r["vocab"]:>7} {r["wordsim353"]:>7.4f} {r["simlex999"]:>7.4f} '
           f'{"" if r["steal"] is None else format(r["steal"], ".1%"):>6}')
-  print(f'ours after compiling: {ours["steady_words_per_s"]:,.0f} words/s (the wall figure '
+  steady = ours['steady_words_per_s']
+  steady = 'n/a (the run was one call)' if steady is None else f'{steady:,.0f} words/s'
+  print(f'ours after compiling: {steady} (the wall figure '
         'above counts initialisation, compilation and the final checkpoint; gensim\'s counts '
         'its train() call)')
+  print('ours, where the wall time went: ' + ', '.join(
+      f'{k.replace("_seconds", "")} {v:.2f}s' for k, v in timing.items()) +
+      ' (setup: initialisation before the loop; input: waiting for the next block; '
+      'first_call: compilation and the first call)')
   out = {'corpus': args.corpus, 'corpus_words': corpus.raw_words, 'train.epochs': args.epochs,
          'ours_words_per_s': ours['words_per_s'], 'ours_wordsim353': ours['wordsim353'],
          'ours_steady_words_per_s': ours['steady_words_per_s'], 'overrides': args.override,
+         'ours_timing': timing,
          'ours_simlex999': ours['simlex999'], 'ours_steal': ours['steal'],
          'compilation_cache': args.compilation_cache}
   if gensim:

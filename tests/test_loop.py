@@ -2,6 +2,8 @@
 learning-curve seeds under vmap): one fetch per logging window, the same metrics as a
 loop that waits for every step, and a non-finite loss names the stacked run."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,3 +99,43 @@ def test_run_resumes_names_the_run_in_errors_and_closes_its_files(tmp_path, caps
       train(run, state, [1, np.nan], 4)
   assert 'toy seed 0: resumed at step 4 (i 4)' in capsys.readouterr().err
   assert run.writer._jsonl.closed
+
+
+def test_timing_splits_the_wall_into_input_waits_the_first_call_and_saves(tmp_path):
+  """A stream that sleeps 30 ms before each of 6 batches, a first call that sleeps 100 ms,
+  saves every 3 steps: the loop's timing shows each where it happened."""
+  import time
+
+  def slow_stream():
+    for i in range(6):
+      time.sleep(0.03)
+      yield {'i': i + 1}, {'x': np.float32(1.0)}
+
+  @jax.jit
+  def step(state, batch):
+    w = state.params['w'] + batch['x']
+    return state.replace(step=state.step + 1, params={'w': w}), {
+        'loss_sum': w.sum(), 'loss_count': jnp.ones(())}
+
+  calls = []
+
+  def step_fn(state, batch):
+    if not calls:
+      time.sleep(0.1)              # the first call compiles
+    calls.append(1)
+    return step(state, batch)
+
+  state = TrainState(step=jnp.zeros((), jnp.int32), params={'w': jnp.zeros(2)}, opt_state={},
+                     rng=jax.random.key(0))
+  with loop.Run(str(tmp_path / 'run'), keep=2) as run:
+    result = run.train(state=state, stream=slow_stream(), step_fn=step_fn,
+                       to_device=lambda b: b, total_steps=6, steps_per_call=1,
+                       checkpoint_every=3, log_every=3, units_per_step=1, progress=False)
+    summary = run.summary(result)
+  t = result.timing
+  assert t['input_seconds'] >= 6 * 0.03 and t['first_call_seconds'] >= 0.1
+  assert t['save_seconds'] > 0 and sorted(os.listdir(tmp_path / 'run' / 'checkpoints'))
+  assert t['loop_seconds'] >= t['input_seconds'] + t['first_call_seconds'] + t['save_seconds']
+  assert summary['wall_seconds'] >= t['loop_seconds']
+  assert set(summary['timing']) == {'input_seconds', 'first_call_seconds', 'save_seconds',
+                                    'loop_seconds'}

@@ -54,6 +54,10 @@ class LoopResult:
   units_total: float    # words/tokens processed in this process lifetime
   last_metrics: dict
   units_name: str = 'words'
+  # where the loop's wall time went: waiting for the next batch (the host's input pipeline
+  # and the transfer call), the first (compiling) call with its fetch, and checkpoint saves
+  # (their blocking part); the loop's whole wall time
+  timing: dict = dataclasses.field(default_factory=dict)
 
 
 class Hook:
@@ -181,7 +185,17 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   no writer and no progress bar): the error's `runs` lists the runs whose loss was not
   finite in any step fetched with it. `sync_every_step=True` fetches every step.
   """
+  timing = {'input_seconds': 0.0, 'first_call_seconds': 0.0, 'save_seconds': 0.0}
+  loop_start = time.perf_counter()
+
   def save(step, state, data_state):
+    t0 = time.perf_counter()
+    try:
+      _save(step, state, data_state)
+    finally:
+      timing['save_seconds'] += time.perf_counter() - t0
+
+  def _save(step, state, data_state):
     if not bool(jax.device_get(_all_finite(state.params))):
       raise NonFiniteLossError(
           f'parameters are not finite at step {step}; run stopped, {last_good(checkpointer)}')
@@ -248,7 +262,8 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   # take it from one process alone); see `distributed.preemption_sync`.
   watch = checkpointer is not None and not multi
   with StopSignal() if watch else contextlib.nullcontext(_NO_STOP) as stop:
-    for next_data_state, device_batch in prefetched(stream, to_device, prefetch):
+    for next_data_state, device_batch in _waited(prefetched(stream, to_device, prefetch),
+                                                 timing):
       t0 = time.perf_counter()
       state, sums = step_fn(state, device_batch)
       step += steps_per_call
@@ -262,6 +277,7 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
       if first_call:
         first_call = False
         window_start = time.perf_counter()
+        timing['first_call_seconds'] = window_start - t0
       else:
         train_time += dt
       if bar:
@@ -312,9 +328,23 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   if checkpointer is not None and not stopped and (
       step != last_saved or checkpointer.latest_step() is None):
     save(step, state, data_state)
+  timing['loop_seconds'] = time.perf_counter() - loop_start
   return LoopResult(state=state, data_state=data_state, steps=step, stopped_by_signal=stopped,
                     train_seconds=train_time, units=units, units_total=units_all,
-                    last_metrics=last_metrics, units_name=units_name)
+                    last_metrics=last_metrics, units_name=units_name, timing=timing)
+
+
+def _waited(batches, timing: dict):
+  """`batches`, adding the time each `next` waits to `timing['input_seconds']`."""
+  while True:
+    t0 = time.perf_counter()
+    try:
+      item = next(batches)
+    except StopIteration:
+      return
+    finally:
+      timing['input_seconds'] += time.perf_counter() - t0
+    yield item
 
 
 class Run:
@@ -378,4 +408,5 @@ class Run:
             'wall_seconds': time.perf_counter() - self.start,
             'train_seconds': result.train_seconds,
             f'{result.units_name}_per_sec': (result.units / result.train_seconds
-                                             if result.train_seconds > 0 else None)}
+                                             if result.train_seconds > 0 else None),
+            'timing': {k: round(v, 4) for k, v in result.timing.items()}}
