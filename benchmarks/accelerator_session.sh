@@ -1,0 +1,39 @@
+#!/bin/bash
+# The accelerator checks, in priority order, each under its own time limit (about 7 minutes
+# in all on one H200), for a short lease on a GPU machine:
+#
+#   bash benchmarks/accelerator_session.sh OUT_DIR DATA_DIR [GENSIM_WORKERS]
+#
+# DATA_DIR holds pretrain_en/ and word_eval/ (copies of ../shared/data's). Every benchmark
+# writes OUT_DIR/<name>.json; the output is the log. What each prints and why is in the
+# README's results, "On an accelerator". JAX does not preallocate the GPU, so the PyTorch
+# peers can run in the same process after ours.
+set -u
+OUT=${1:?OUT_DIR}; DATA=${2:?DATA_DIR}; WORKERS=${3:-$(nproc)}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+W="--wordsim $DATA/word_eval/EN-WS-353-ALL.txt --simlex $DATA/word_eval/EN-SIMLEX-999.txt"
+stage() { echo; echo "=== $1 $(date +%T)"; }
+stage 'GPT-2 small, batch 8, chunked loss, torch.compile peer'
+timeout 150 python3 benchmarks/accelerator_mfu.py --steps 30 --batch 8 --peer torch_compile \
+  --trace "$OUT/trace_b8" --json "$OUT/mfu_b8.json"
+cp "$OUT"/trace_b8/plugins/profile/*/*.trace.json.gz "$OUT/trace_b8.json.gz" 2>/dev/null
+stage 'GPT-2 small, batch 16, chunked loss vs plain logits'
+timeout 60 python3 benchmarks/accelerator_mfu.py --steps 30 --batch 16 --json "$OUT/mfu_b16.json"
+timeout 60 python3 benchmarks/accelerator_mfu.py --steps 30 --batch 16 --loss_chunk 0 \
+  --json "$OUT/mfu_b16_plain.json"
+stage 'the chunked loss alone vs plain logits (8192 rows)'
+timeout 60 python3 benchmarks/chunked_loss.py --rows 8192 --reps 10 --json "$OUT/chunked_loss.json"
+stage 'word vectors: skip-gram and CBOW vs gensim, pretrain_en x 5 epochs'
+timeout 100 python3 benchmarks/skipgram_vs_gensim.py --corpus "$DATA/pretrain_en" \
+  --unit paragraph --epochs 5 --workers "$WORKERS" $W --json "$OUT/skipgram.json"
+timeout 80 python3 benchmarks/skipgram_vs_gensim.py --mode cbow --corpus "$DATA/pretrain_en" \
+  --unit paragraph --epochs 5 --workers "$WORKERS" $W --json "$OUT/cbow.json"
+stage 'checkpoint overlap: a 1.14 GB state, saves 500 steps apart'
+timeout 45 python3 benchmarks/checkpoint_overlap.py --params_m 100 --steps 1500 --every 500 \
+  --json "$OUT/checkpoint.json"
+stage 'GPT-2 small, batch 32, torch.compile peer'
+timeout 200 python3 benchmarks/accelerator_mfu.py --steps 30 --batch 32 --peer torch_compile \
+  --json "$OUT/mfu_b32.json"
+stage done
