@@ -291,14 +291,24 @@ def test_tiny_model_overfits_16_multi30k_pairs(tmp_path):
 # another dropout key, or parameters off by 1e-3, still changes the scores compared)
 RESUME = {'train.epochs': 6, 'model.dropout': 0.1, 'eval.max_examples': 16,
           'model.encoder_layers': 1, 'model.decoder_layers': 1, 'model.d_model': 32,
-          'model.d_ff': 64}
+          'model.d_ff': 64, 'train.checkpoint_every_steps': 2}
 
 
-def test_resume_is_exact(tmp_path, monkeypatch):
+@pytest.fixture(scope='module')
+def resume_reference(tmp_path_factory):
+  """(make_config, summary of the uninterrupted run): the RESUME config on 64 pairs, run once
+  through `train.run` and read by both resume tests (each interrupts its own copy)."""
+  import train
+  d = tmp_path_factory.mktemp('s2s_resume')
+  s, t = _write_pairs(d, n=64)
+  make = lambda: s2s_config(d, s, t, **RESUME)   # noqa: E731  (a fresh config each call)
+  return make, train.run(make(), str(d / 'full'))
+
+
+def test_resume_is_exact(tmp_path, monkeypatch, resume_reference):
   from conftest import StopAfter
-  s, t = _write_pairs(tmp_path, n=64)
-  c = s2s_config(tmp_path, s, t, **RESUME)
-  full = seq2seq.train_and_evaluate(c, str(tmp_path / 'full'))
+  make, full = resume_reference
+  c = make()
   monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(4))
   part = seq2seq.train_and_evaluate(c, str(tmp_path / 'cut'))
   assert part['stopped_by_signal'] and part['steps'] == 5
@@ -386,7 +396,7 @@ def test_smoothed_cross_entropy_equals_optax_with_one_hot(smoothing):
   np.testing.assert_allclose(g, g_want, rtol=1e-5, atol=1e-6)
 
 
-def test_kill9_then_resume_equals_uninterrupted(tmp_path):
+def test_kill9_then_resume_equals_uninterrupted(tmp_path, resume_reference):
   """SIGKILL of a `train.py` seq2seq run after its first checkpoint (now and then during a
   later checkpoint write); the rerun ends with the uninterrupted run's scores and steps."""
   import signal
@@ -395,9 +405,8 @@ def test_kill9_then_resume_equals_uninterrupted(tmp_path):
   import time
   import train
   from configs import seq2seq_multi30k
-  s, t = _write_pairs(tmp_path, n=64)
-  c = s2s_config(tmp_path, s, t, **RESUME, **{'train.checkpoint_every_steps': 2})
-  full = train.run(c, str(tmp_path / 'full'))
+  make, full = resume_reference
+  c = make()
   default = seq2seq_multi30k.get_config().to_dict()
 
   def overrides(d, ref, prefix=''):
