@@ -338,3 +338,20 @@ def test_initial_tables_are_drawn_on_the_host_the_same_in_every_layout():
   np.testing.assert_array_equal(np.asarray(smaller.params['in_embed']), table[:5000])
   other = np.asarray(word2vec.init_state(cfg, 4, mesh_lib.make_mesh(None, 1)).params['in_embed'])
   assert (np.abs(other - table).max(axis=1) > 0).all()        # another seed: other rows
+
+
+def test_divergence_benchmark_steps_until_the_loss_is_not_finite(tmp_path):
+  """benchmarks/word2vec_divergence.py: per-step losses and row norms; a run that blows up
+  is cut at its first non-finite step, a sane one runs its steps."""
+  from benchmarks import word2vec_divergence
+  rng = np.random.default_rng(0)
+  words = [f'w{i}' for i in range(60)]
+  (tmp_path / 'c.txt').write_text('\n\n'.join(
+      ' '.join(rng.choice(words, 40)) for _ in range(500)) + '\n', encoding='utf-8')
+  args = ['--corpus', str(tmp_path / 'c.txt'), '--batch', '2', '--steps', '4']
+  sane = word2vec_divergence.main(args)
+  assert sane['diverged_at'] is None and [r['step'] for r in sane['steps']] == [1, 2, 3, 4]
+  assert all(np.isfinite(r['loss_per_pair']) and r['max_in_embed'] > 0 for r in sane['steps'])
+  blown = word2vec_divergence.main(args + ['--row_cap', '0', '--lr', '1e30', '--steps', '20'])
+  last = blown['steps'][-1]
+  assert blown['diverged_at'] == last['step'] and not np.isfinite(last['loss_per_pair'])
