@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from configs import skipgram  # noqa: E402
 from translearn_jax.data import readers  # noqa: E402
 from translearn_jax.data.vocab import encode_corpus  # noqa: E402
-from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState  # noqa: E402
+from translearn_jax.data.word2vec_stream import StreamState  # noqa: E402
 from translearn_jax.models import word2vec as w2v  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
@@ -52,14 +52,12 @@ def main(argv=None):
   corpus = encode_corpus(docs, min_count=5)
   c = skipgram.get_config()
   c.model.mode, c.train.batch_size, c.train.steps_per_call = a.mode, a.batch, 1
+  c.train.epochs, c.seed = 1, a.seed
   if a.mode == 'cbow':
     c.model.negative_draws = 0
   c.optim.row_cap, c.optim.row_cap_mode, c.model.step_kernel = a.row_cap, a.row_cap_mode, 'xla'
   cfg = word2vec.model_config(c, len(corpus.vocab))
-  stream = BlockStream(corpus, StreamConfig(
-      batch=a.batch, length=c.train.seq_length, steps=1, window=cfg.window,
-      negatives=cfg.negatives_per_position, sample=c.sample, seed=a.seed,
-      negative_share=cfg.negative_share), epochs=1, row_start=0, row_stop=a.batch)
+  stream = word2vec.block_stream(c, cfg, corpus, 0, a.batch)
   params = word2vec.init_state(cfg, a.seed, mesh_lib.make_mesh(1)).params
   step = jax.jit(lambda p, b: w2v.sparse_sgd_step(p, b, jnp.float32(a.lr), cfg))
   rows = []

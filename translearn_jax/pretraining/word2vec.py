@@ -509,6 +509,19 @@ def device_count(config) -> int:
   return fit
 
 
+def block_stream(config: ml_collections.ConfigDict, cfg: w2v.Word2VecConfig,
+                 corpus: EncodedCorpus, row_start: int, row_stop: int) -> BlockStream:
+  """The run's host stream of blocks: `config`'s batch, row length, steps per call,
+  subsampling, seed and epochs, `cfg`'s window and negatives; rows `row_start:row_stop`
+  of each batch (this process's)."""
+  return BlockStream(corpus, StreamConfig(
+      batch=config.train.batch_size, length=config.train.seq_length,
+      steps=config.train.steps_per_call,
+      window=cfg.window, negatives=cfg.negatives_per_position, sample=config.sample,
+      seed=config.seed, negative_share=cfg.negative_share),
+      epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
+
+
 @contextlib.contextmanager
 def _diverged_hint(config: ml_collections.ConfigDict):
   """A non-finite loss names the fields that bring a run back: for a batch past the
@@ -545,12 +558,7 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
   mesh = mesh_lib.make_mesh(device_count(config))
   row_start, row_stop = mesh_lib.process_rows(config.train.batch_size, mesh)
   cfg = model_config(config, len(vocab))
-  stream = BlockStream(corpus, StreamConfig(
-      batch=config.train.batch_size, length=config.train.seq_length,
-      steps=config.train.steps_per_call,
-      window=cfg.window, negatives=cfg.negatives_per_position, sample=config.sample,
-      seed=config.seed, negative_share=cfg.negative_share),
-      epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
+  stream = block_stream(config, cfg, corpus, row_start, row_stop)
   total_steps = stream.estimated_total_steps()
   _require(int(config.optim.get('warmup_steps', 0)) < total_steps, 'optim.warmup_steps',
            f'must be below the run\'s {total_steps} steps (the rise would never reach '

@@ -191,16 +191,14 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
   def save(step, state, data_state):
     t0 = time.perf_counter()
     try:
-      _save(step, state, data_state)
+      if not bool(jax.device_get(_all_finite(state.params))):
+        raise NonFiniteLossError(
+            f'parameters are not finite at step {step}; run stopped, {last_good(checkpointer)}')
+      checkpointer.save(step, state, data_state, loop_state={
+          'window_sums': window_sums,
+          'hooks': {str(i): h.state_dict() for i, h in enumerate(hooks)}})
     finally:
       timing['save_seconds'] += time.perf_counter() - t0
-
-  def _save(step, state, data_state):
-    if not bool(jax.device_get(_all_finite(state.params))):
-      raise NonFiniteLossError(
-          f'parameters are not finite at step {step}; run stopped, {last_good(checkpointer)}')
-    checkpointer.save(step, state, data_state, loop_state={
-        'window_sums': window_sums, 'hooks': {str(i): h.state_dict() for i, h in enumerate(hooks)}})
 
   step = int(jax.device_get(state.step))
   last_saved = step

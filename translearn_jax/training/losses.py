@@ -52,9 +52,8 @@ def chunked_softmax_xent(hidden: jax.Array, kernel: jax.Array, targets: jax.Arra
     w = jnp.concatenate([w, jnp.zeros((pad,), w.dtype)])
   steps = h.shape[0] // chunk
   b = jnp.zeros((kernel.shape[1],), jnp.float32) if bias is None else bias
-  total = _xent(h.reshape(steps, chunk, d), kernel, b, t.reshape(steps, chunk),
-                w.reshape(steps, chunk))
-  return total
+  return _xent(h.reshape(steps, chunk, d), kernel, b, t.reshape(steps, chunk),
+               w.reshape(steps, chunk))
 
 
 def _table(kernel: jax.Array, bias: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
