@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 from benchmarks import common  # noqa: E402
-from configs import skipgram  # noqa: E402
+from configs import cbow, skipgram, skipgram_shared  # noqa: E402
 from translearn_jax.data import readers  # noqa: E402
 from translearn_jax.data.vocab import encode_corpus, tokenize  # noqa: E402
 from translearn_jax.evaluation import word_vectors  # noqa: E402
@@ -44,6 +44,10 @@ def main():
   ap.add_argument('--epochs', type=int, default=1)
   ap.add_argument('--mode', default='skipgram', choices=['skipgram', 'cbow'],
                   help='cbow: CBOW with mean of contexts, alpha 0.05 (word2vec defaults)')
+  ap.add_argument('--config', default='', choices=['', 'skipgram', 'skipgram_shared', 'cbow'],
+                  help="ours: the shipped config it starts from (default: configs/skipgram.py, "
+                       "or configs/cbow.py with --mode cbow); skipgram_shared: the shared "
+                       "draws that were configs/skipgram.py's until 2026-12-04")
   ap.add_argument('--workers', type=int, default=2)
   ap.add_argument('--wordsim', default=os.path.join(SHARED, 'word_eval', 'EN-WS-353-ALL.txt'))
   ap.add_argument('--simlex', default=os.path.join(SHARED, 'word_eval', 'EN-SIMLEX-999.txt'))
@@ -70,14 +74,14 @@ def main():
   docs = list(readers.read_documents(spec))
   read_s = time.perf_counter() - t0
 
-  config = skipgram.get_config()
+  name = args.config or args.mode
+  if (name == 'cbow') != (args.mode == 'cbow'):
+    ap.error(f'--config {name} is not a {args.mode} config')
+  config = {'skipgram': skipgram, 'skipgram_shared': skipgram_shared,
+            'cbow': cbow}[name].get_config()      # α0: 0.025 skip-gram, 0.05 CBOW (word2vec's)
   config.data.kind, config.data.path, config.data.unit = args.kind, args.corpus, args.unit
   config.train.epochs = args.epochs
-  config.model.mode = args.mode
-  if args.mode == 'cbow':
-    config.model.negative_draws = 0     # skip-gram's option (configs/cbow.py does the same)
-  alpha = 0.025 if args.mode == 'skipgram' else 0.05
-  config.optim.learning_rate = alpha
+  alpha = 0.025 if args.mode == 'skipgram' else 0.05    # gensim's: word2vec's defaults
   config.progress = False
   config.export.format = ''
   config.eval.similarity = f'wordsim353={args.wordsim},simlex999={args.simlex}'

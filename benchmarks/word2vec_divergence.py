@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import skipgram  # noqa: E402
+from configs import cbow, skipgram_shared  # noqa: E402
 from translearn_jax.data import readers  # noqa: E402
 from translearn_jax.data.vocab import encode_corpus  # noqa: E402
 from translearn_jax.data.word2vec_stream import StreamState  # noqa: E402
@@ -50,11 +50,9 @@ def main(argv=None):
   a = ap.parse_args(argv)
   docs = readers.read_documents(readers.TextSpec(kind='text', path=a.corpus, unit=a.unit))
   corpus = encode_corpus(docs, min_count=5)
-  c = skipgram.get_config()
-  c.model.mode, c.train.batch_size, c.train.steps_per_call = a.mode, a.batch, 1
+  c = (cbow if a.mode == 'cbow' else skipgram_shared).get_config()   # caps: summed order
+  c.train.batch_size, c.train.steps_per_call = a.batch, 1
   c.train.epochs, c.seed = 1, a.seed
-  if a.mode == 'cbow':
-    c.model.negative_draws = 0
   c.optim.row_cap, c.optim.row_cap_mode, c.model.step_kernel = a.row_cap, a.row_cap_mode, 'xla'
   cfg = word2vec.model_config(c, len(corpus.vocab))
   stream = word2vec.block_stream(c, cfg, corpus, 0, a.batch)

@@ -43,7 +43,7 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
                            + f' --xla_force_host_platform_device_count={ARGS.devices}')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import skipgram  # noqa: E402
+from configs import skipgram_shared  # noqa: E402
 from translearn_jax.evaluation.stats import mean_ci  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 
@@ -64,7 +64,7 @@ def run(config, corpus, workdir):
 
 
 def main():
-  base = skipgram.get_config()
+  base = skipgram_shared.get_config()   # the summed order, which the row caps need
   base.model.negative_draws = 0   # the K shared draws its README figures were measured with
   base.train.epochs, base.progress, base.export.format = ARGS.epochs, False, ''
   base.train.log_every_steps = base.train.steps_per_call

@@ -1,6 +1,6 @@
 """Where word2vec's training time goes on this machine (issue #20): host blocks, the step, row traffic.
 
-  python benchmarks/word2vec_step_profile.py [--mode cbow|skipgram] \
+  python benchmarks/word2vec_step_profile.py [--mode cbow|skipgram|skipgram_shared] \
       [--corpus ../shared/data/english_novels] [--batch 2] [--blocks 60] \
       [--override model.negative_draws=15] [--json out.json]
 
@@ -43,8 +43,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from configs import cbow, skipgram  # noqa: E402
-from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState  # noqa: E402
+from configs import cbow, skipgram, skipgram_shared  # noqa: E402
+from translearn_jax.data.word2vec_stream import StreamState  # noqa: E402
 from translearn_jax.models import word2vec as w2v  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
@@ -145,24 +145,26 @@ def main():
   ap.add_argument('--corpus', default=os.path.join(ROOT, '..', 'shared', 'data', 'english_novels'))
   ap.add_argument('--batch', type=int, default=2)
   ap.add_argument('--blocks', type=int, default=60)
-  ap.add_argument('--mode', default='cbow', choices=['cbow', 'skipgram'])
+  ap.add_argument('--mode', default='cbow', choices=['cbow', 'skipgram', 'skipgram_shared'],
+                  help="the shipped config: configs/cbow.py, configs/skipgram.py (word2vec's "
+                       "order), configs/skipgram_shared.py (shared draws: 'skipgram' before "
+                       "2026-12-04)")
   ap.add_argument('--override', action='append', default=[],
                   help='config override FIELD=VALUE (e.g. model.negative_draws=15)')
   ap.add_argument('--ops', type=int, default=0,
                   help="print the step's N costliest compiled operations (a profiler trace)")
   ap.add_argument('--json', default='')
   args = ap.parse_args()
-  c = (cbow if args.mode == 'cbow' else skipgram).get_config()
+  c = {'cbow': cbow, 'skipgram': skipgram, 'skipgram_shared': skipgram_shared}[
+      args.mode].get_config()
   common.override(c, args.override)
   c.data.kind, c.data.path, c.data.unit = 'text', args.corpus, 'paragraph'
-  c.train.epochs, c.num_devices = 1, 1
+  c.train.epochs, c.num_devices, c.seed = 1, 1, 0
+  c.train.batch_size, c.train.seq_length, c.train.steps_per_call = args.batch, 256, 64
+  steps, length = c.train.steps_per_call, c.train.seq_length
   corpus = word2vec.load_corpus(c)
   cfg = word2vec.model_config(c, len(corpus.vocab))
-  steps, length = 64, 256
-  stream = BlockStream(corpus, StreamConfig(batch=args.batch, length=length, steps=steps,
-                                            window=cfg.window, negatives=cfg.negatives_per_position,
-                                            sample=c.sample, seed=0,
-                                            negative_share=cfg.negative_share), epochs=1)
+  stream = word2vec.block_stream(c, cfg, corpus, 0, args.batch)
   t = time.perf_counter()
   blocks = []
   for _, b in stream.iterate(StreamState(), prefetch=0):

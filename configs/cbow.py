@@ -10,5 +10,7 @@ def get_config():
   config = skipgram.get_config()
   config.model.mode = 'cbow'
   config.model.negative_draws = 0              # K draws a position, as word2vec's CBOW
+  config.model.pair_negatives = False          # (skip-gram's options: one pair a position)
+  config.model.pair_order = 'summed'
   config.optim.learning_rate = 0.05            # word2vec's CBOW default
   return config

@@ -1,8 +1,18 @@
-"""Skip-gram with negative sampling.
+"""Skip-gram with negative sampling, in word2vec's update order.
+
+K negatives for every (center, context) pair, and a step's pairs applied one context
+offset at a time (`model.pair_order='sequential'`), so a center's input row moves after
+each of its pairs as in word2vec.c and gensim. After 5 epochs of the novels it is level
+with gensim (WordSim-353 -0.003 +- 0.013, SimLex-999 +0.001 +- 0.010, 5 seeds) at
+1.12-1.19x gensim's words/s on one CPU device, where the step runs as a C++ kernel
+(`model.step_kernel='auto'`). On other devices (GPUs, several CPU devices) the XLA step
+takes ~2.8x the time of configs/skipgram_shared.py's, whose shared draws are faster but
+trail gensim after 5 epochs (README results, "Skip-gram's sequential pair order"). Large
+batches (many devices) use that config with the curvature cap.
 
 Offline default (the Wikipedia excerpt gensim ships, ~480k words, 5 epochs;
 under a minute on 2 CPU cores; prints WordSim-353 / SimLex-999 ρ and analogy
-accuracy — measured 0.223 / 0.120 / 1.1%, low as expected from so little text):
+accuracy, low as expected from so little text: README, first command):
 
   python train.py --config configs/skipgram.py --workdir /tmp/skipgram
 
@@ -46,10 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dim = 100                 # vector size
   config.model.window = 5                # max window; the used one is uniform in 1..window
   config.model.negatives = 5             # negatives per center word
-  config.model.pair_negatives = False    # skip-gram: K negatives per (center, context) pair
-  # skip-gram, shared negatives: draws per center, each weighted by c_i·K/draws (0: K).
-  # 3K scores as word2vec's per-pair draws do at ~1.05x gensim's speed (README results).
-  config.model.negative_draws = 15
+  config.model.pair_negatives = True     # skip-gram: K negatives per (center, context) pair
+  # skip-gram, shared negatives (pair_negatives=False): draws per center, each weighted by
+  # c_i·K/draws (0: K); configs/skipgram_shared.py
+  config.model.negative_draws = 0
   # positions of a row (consecutive groups) sharing one draw of negatives (1: each its own;
   # must divide train.seq_length): fewer rows gathered and scattered a step
   config.model.negative_share = 1
@@ -57,11 +67,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.skip_target_negatives = False
   # > 0: scores with |s| >= this give no gradient (gensim skips them at 6; 0: all train)
   config.model.max_score = 0.0
-  # skip-gram with pair_negatives: 'summed' (a step's pairs from the same tables) or
-  # 'sequential' (one context offset at a time: +0.020 SimLex-999 over the default after 5
-  # epochs of the novels, level with gensim; with the CPU kernel 1.12-1.19x gensim's
-  # words/s, the XLA step 2.8x the default's time; configs/skipgram_sequential.py)
-  config.model.pair_order = 'summed'
+  # skip-gram with pair_negatives: 'sequential' (one context offset at a time, word2vec's
+  # order: level with gensim after 5 epochs of the novels; with the CPU kernel 1.12-1.19x
+  # gensim's words/s, the XLA step 2.8x the shared draws' time) or 'summed' (a step's pairs
+  # from the same tables: what the row caps of large batches need)
+  config.model.pair_order = 'sequential'
   # 'xla' (any devices), 'cpu' (the step as one C++ XLA:CPU custom call, built at first use
   # with the machine's compiler: one CPU device, the same update up to float order; 1.9-2.0x
   # the XLA step's words/s, README) or 'auto': 'cpu' where the run allows it, else 'xla'
@@ -74,7 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = 0.025     # α0 (word2vec: 0.025 skip-gram, 0.05 CBOW)
   config.optim.end_lr_ratio = 1e-4       # linear decay to α0 · this
   config.optim.warmup_steps = 0          # >0: linear rise from 0 to α0 first (large batches)
-  config.optim.row_cap = 0.0             # >0: a row's step at most this many updates' worth (large batches)
+  # >0: a row's step at most this many updates' worth (large batches; summed pair order or
+  # CBOW: configs/skipgram_shared.py)
+  config.optim.row_cap = 0.0
   # 'count' | 'norm' | 'curvature': cap the contributions' count, the sum's norm, or α × the
   # row's summed curvature (curvature with row_cap=1: batch 16 at batch 2's quality, README)
   config.optim.row_cap_mode = 'count'

@@ -98,9 +98,11 @@ class LazyModule:
 
 @pytest.fixture
 def tiny_config():
-  """The skip-gram config shrunk to seconds: Lee corpus, small model."""
-  from configs import skipgram
-  config = skipgram.get_config()
+  """The shared-draw skip-gram config shrunk to seconds: Lee corpus, small model. Its
+  summed order takes every option the tests set (CBOW, caps, per-pair draws); the
+  default's sequential order has tests of its own."""
+  from configs import skipgram_shared
+  config = skipgram_shared.get_config()
   config.data.kind = 'text'
   config.data.path = 'gensim:lee_background.cor'
   config.model.dim = 16

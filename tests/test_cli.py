@@ -22,7 +22,7 @@ from translearn_jax.errors import ConfigError, MissingExtraError, TranslearnErro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, 'configs')
 NAMES = sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith('.py') and f != '__init__.py')
-TINY_SKIPGRAM = [  # configs/skipgram.py shrunk to seconds (as conftest's tiny_config)
+TINY_SKIPGRAM = [  # configs/skipgram.py shrunk to seconds (conftest's tiny_config is the shared one)
     '--config.data.kind=text', '--config.data.path=gensim:lee_background.cor',
     '--config.model.dim=16', '--config.train.epochs=1', '--config.train.batch_size=8',
     '--config.train.seq_length=64', '--config.train.steps_per_call=4', '--config.num_devices=1',
@@ -62,7 +62,7 @@ def test_help_and_configs_list_everything_without_importing_jax():
     assert f'\n  {name} ' in help_text, name
     assert f'\n  {name} ' in configs_text, name
   line = next(l for l in configs_text.splitlines() if l.startswith('  skipgram '))
-  assert line.split(None, 1)[1] == 'Skip-gram with negative sampling.'
+  assert line.split(None, 1)[1] == "Skip-gram with negative sampling, in word2vec's update order."
 
 
 def test_console_script_errors_are_one_line_exit_2(capsys):
@@ -280,7 +280,8 @@ def test_installed_wheel_trains_from_outside_the_checkout(tmp_path, topic_task):
   assert [os.path.realpath(f) for f in files] == [
       os.path.join(installed, '__init__.py'), os.path.join(installed, 'configs'),
       os.path.join(installed, 'configs', 'cbow.py')]
-  assert '\n  skipgram                 Skip-gram with negative sampling.' in run(script, 'configs')
+  assert ("\n  skipgram                 Skip-gram with negative sampling, in word2vec's update order."
+          in run(script, 'configs'))
   # without JAX_COMPILATION_CACHE_DIR (the tests' shared cache), the run keeps its compiled
   # programs in the default cache directory, under XDG_CACHE_HOME
   shared_cache = env.pop('JAX_COMPILATION_CACHE_DIR', None)

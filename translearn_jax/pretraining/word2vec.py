@@ -81,10 +81,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(order in w2v.PAIR_ORDERS, 'model.pair_order',
            f'must be {w2v.PAIR_ORDER_CHOICES}, got {order!r}')
   _require(order == w2v.SUMMED or (config.model.mode == w2v.SKIPGRAM
-                                   and config.model.get('pair_negatives', False)
-                                   and not config.optim.get('row_cap', 0.0)),
-           'model.pair_order', "'sequential' is for skip-gram with model.pair_negatives=True "
-           'and no optim.row_cap (each sub-step applies one pair a center)')
+                                   and config.model.get('pair_negatives', False)),
+           'model.pair_order', "'sequential' is for skip-gram with model.pair_negatives=True")
+  _require(order == w2v.SUMMED or not config.optim.get('row_cap', 0.0), 'optim.row_cap',
+           "caps a step's summed updates: with model.pair_order='sequential' (each sub-step "
+           "applies one pair a center) it is off; large batches: configs/skipgram_shared.py, "
+           'the summed order, with the cap')
   bound = config.model.get('max_score', 0.0)
   _require(bound >= 0, 'model.max_score',           # NaN fails too
            f'must be >= 0 (0: every score trains; gensim: 6), got {bound}')
@@ -121,6 +123,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
 UNCAPPED_BATCH_LIMIT = 4
 
 
+def _cap_recipe(config: ml_collections.ConfigDict) -> str:
+  """The large-batch recipe, as the run's fields allow it: the cap needs the summed order."""
+  recipe = "optim.row_cap=1 with optim.row_cap_mode='curvature'"
+  if config.model.get('pair_order', w2v.SUMMED) == w2v.SEQUENTIAL:
+    return f"configs/skipgram_shared.py (the summed pair order) with {recipe}"
+  return recipe
+
+
 def warn_uncapped_large_batch(config: ml_collections.ConfigDict) -> None:
   """A warning when `train.batch_size` is past `UNCAPPED_BATCH_LIMIT` with no row cap: the
   run may diverge or lose quality, and the measured recipe is one override away."""
@@ -129,8 +139,8 @@ def warn_uncapped_large_batch(config: ml_collections.ConfigDict) -> None:
     warnings.warn(
         f'train.batch_size={batch} with optim.row_cap=0: a frequent word\'s row sums its '
         f'updates over the whole batch, and batches over {UNCAPPED_BATCH_LIMIT} rows diverged '
-        'or lost quality in the measurements (README); optim.row_cap=1 with '
-        "optim.row_cap_mode='curvature' kept batch 16 at batch 2's quality", stacklevel=2)
+        f'or lost quality in the measurements (README); {_cap_recipe(config)} kept batch 16 '
+        "at batch 2's quality", stacklevel=2)
 
 
 def load_corpus(config) -> EncodedCorpus:
@@ -534,8 +544,7 @@ def _diverged_hint(config: ml_collections.ConfigDict):
     cap = float(config.optim.get('row_cap', 0.0))
     lower = f'a lower optim.learning_rate (now {config.optim.learning_rate:g})'
     if batch > UNCAPPED_BATCH_LIMIT and not cap:
-      hint = (f"train.batch_size={batch} is a large batch: try optim.row_cap=1 with "
-              f"optim.row_cap_mode='curvature', or {lower}")
+      hint = f'train.batch_size={batch} is a large batch: try {_cap_recipe(config)}, or {lower}'
     elif batch > UNCAPPED_BATCH_LIMIT:
       hint = (f'train.batch_size={batch} under optim.row_cap={cap:g}: try a few warmup steps '
               f'(optim.warmup_steps, now {config.optim.get("warmup_steps", 0)}), or {lower}')
