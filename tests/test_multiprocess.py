@@ -144,7 +144,8 @@ def test_partial_or_bad_multiprocess_flags_are_one_error(tmp_path, flags, match)
 
 
 def test_row_sharded_word2vec_tables_across_two_processes(tmp_path, tiny_config):
-  """Skip-gram with `model.table_sharding='rows'` on 2 processes × 2 devices (each table
+  """Skip-gram (the default: word2vec's order) with `model.table_sharding='rows'` on 2
+  processes × 2 devices (each table
   row lives on one of the 4 devices; lookups and updates cross processes in gloo
   all-to-alls) exports the vectors of one process with 4 devices and replicated tables."""
   import numpy as np
@@ -166,6 +167,8 @@ def test_row_sharded_word2vec_tables_across_two_processes(tmp_path, tiny_config)
     assert rc == 0, err[-2000:]
   tiny_config.train.batch_size, tiny_config.export.format = 4, 'text'  # as `over` (and 4 devices)
   tiny_config.model.table_sharding, tiny_config.num_devices = 'replicated', 4
+  m = tiny_config.model            # configs/skipgram.py's order (tiny_config: the shared draws)
+  m.pair_negatives, m.negative_draws, m.pair_order = True, 0, 'sequential'
   word2vec.train_and_evaluate(tiny_config, str(tmp_path / 'single'))
 
   def vectors(path):
