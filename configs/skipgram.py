@@ -96,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_devices = 0                 # devices in the data mesh (0: all)
   config.model.table_sharding = 'replicated'  # 'rows': each device holds 1/n of the rows
   config.train.prefetch = 2              # blocks prepared ahead in a host thread
+  # threads drawing the blocks' windows and negatives (0: 1 when the step runs on CPU devices,
+  # whose cores it uses, else up to 4 of the host's cores: an accelerator's step outruns one)
+  config.train.input_workers = 0
 
   config.train.checkpoint_every_steps = 2000  # save every N steps (and at the end)
   config.train.keep_checkpoints = 3      # keep the newest N

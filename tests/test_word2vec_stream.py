@@ -219,3 +219,62 @@ def test_prefetched_raises_the_producers_error_in_order():
     next(it)
   with pytest.raises(StopIteration):
     next(it)
+
+
+@pytest.mark.parametrize('workers,prefetch', [(2, 1), (3, 2)])
+def test_worker_threads_give_the_same_blocks_in_order(workers, prefetch):
+  """Blocks drawn by a pool (over two epochs, a padded last block each, process rows, a
+  resumed start) equal the one-thread stream's, item for item."""
+  corpus = zipf_corpus(n_tokens=20000)
+  c = cfg(negative_share=2)
+  one = list(BlockStream(corpus, c, epochs=2, row_start=1, row_stop=3).iterate(
+      StreamState(), prefetch=0))
+  threads = set()
+  stream = BlockStream(corpus, c, epochs=2, row_start=1, row_stop=3)
+  draw = stream._draw
+
+  def spy(*args):
+    threads.add(threading.current_thread().name)
+    time.sleep(0.002 * (args[1] % 3 == 0))     # some blocks finish after later ones
+    return draw(*args)
+  stream._draw = spy
+  many = list(stream.iterate(StreamState(), prefetch=prefetch, workers=workers))
+  assert len(one) == len(many) > 4
+  assert len(threads) > 1, threads                 # the blocks were drawn in the pool
+  for (s1, b1), (s2, b2) in zip(one, many):
+    assert s1 == s2 and b1.keys() == b2.keys()
+    for k in b1:
+      np.testing.assert_array_equal(b1[k], b2[k])
+  resumed = list(BlockStream(corpus, c, epochs=2, row_start=1, row_stop=3).iterate(
+      one[2][0], prefetch=prefetch, workers=workers))
+  assert [s for s, _ in resumed] == [s for s, _ in one[3:]]
+  np.testing.assert_array_equal(resumed[0][1]['negatives'], one[3][1]['negatives'])
+
+
+def test_worker_threads_raise_a_draws_error_and_stop_on_close():
+  corpus = zipf_corpus(n_tokens=20000)
+  stream = BlockStream(corpus, cfg(), epochs=50)
+  draw = stream._draw
+
+  def failing(epoch, block, *rest):
+    if (epoch, block) == (0, 2):
+      raise DataError('block 2: bad')
+    return draw(epoch, block, *rest)
+  stream._draw = failing
+  before = set(threading.enumerate())
+  it = stream.iterate(StreamState(), prefetch=1, workers=2)
+  next(it), next(it)
+  with pytest.raises(DataError, match='block 2'):
+    next(it)
+  with pytest.raises(StopIteration):
+    next(it)
+  it = BlockStream(corpus, cfg(), epochs=50).iterate(StreamState(), prefetch=1, workers=2)
+  next(it)
+  assert len(set(threading.enumerate()) - before) == 3     # the cutter and two drawers
+  it.close()
+  deadline = time.monotonic() + 10
+  while set(threading.enumerate()) - before and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert not set(threading.enumerate()) - before, 'threads still run after an error or close()'
+  with pytest.raises(ValueError, match='workers'):
+    BlockStream(corpus, cfg(), epochs=1).iterate(StreamState(), workers=0)

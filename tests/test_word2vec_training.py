@@ -149,10 +149,17 @@ def test_resume_reproduces_uninterrupted_run(tiny_config, tmp_path, monkeypatch)
   assert resumed['eval'] == full['eval']
 
 
-def test_keeps_newest_checkpoints(tiny_config, tmp_path):
+def test_keeps_newest_checkpoints(tiny_config, tmp_path, monkeypatch):
+  import threading
+  from translearn_jax.data.word2vec_stream import BlockStream
   tiny_config.train.keep_checkpoints = 2
   tiny_config.train.checkpoint_every_steps = 4
+  tiny_config.train.input_workers = 2            # (the run's blocks drawn by a pool)
+  drawn_on, draw = set(), BlockStream._draw
+  monkeypatch.setattr(BlockStream, '_draw', lambda self, *a: (
+      drawn_on.add(threading.current_thread().name), draw(self, *a))[1])
   word2vec.train_and_evaluate(tiny_config, str(tmp_path))
+  assert drawn_on and all(n.startswith('translearn-blocks') for n in drawn_on), drawn_on
   steps = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
   assert len(steps) == 2 and steps[-1] == json.load(open(tmp_path / 'eval.json'))['steps']
 
@@ -365,3 +372,18 @@ def test_divergence_benchmark_steps_until_the_loss_is_not_finite(tmp_path):
   blown = word2vec_divergence.main(args + ['--row_cap', '0', '--lr', '1e30', '--steps', '20'])
   last = blown['steps'][-1]
   assert blown['diverged_at'] == last['step'] and not np.isfinite(last['loss_per_pair'])
+
+
+def test_input_workers_auto_is_one_on_cpu_devices_and_several_beside_an_accelerator(
+    tiny_config, monkeypatch):
+  import types
+  cpu = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform='cpu')] * 2))
+  gpu = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform='gpu')]))
+  assert tiny_config.train.input_workers == 0
+  monkeypatch.setattr(os, 'cpu_count', lambda: 16)
+  assert word2vec.input_workers(tiny_config, cpu) == 1
+  assert word2vec.input_workers(tiny_config, gpu) == 4
+  monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+  assert word2vec.input_workers(tiny_config, gpu) == 1
+  tiny_config.train.input_workers = 3
+  assert word2vec.input_workers(tiny_config, cpu) == 3

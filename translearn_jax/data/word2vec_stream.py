@@ -10,11 +10,14 @@ Everything random is drawn from `np.random.default_rng([seed, epoch])` (keep
 decisions) and `[seed, epoch, block]` (windows, negatives), so a block depends
 only on its position: resuming from `(epoch, block)` reproduces the
 uninterrupted stream exactly. A background thread prepares the next blocks
-while the device trains on the current one.
+while the device trains on the current one; with `workers` > 1 it cuts the blocks'
+tokens in order and a pool of threads draws their windows and negatives (numpy releases
+the GIL there), so the same blocks come `workers` at a time.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import queue
 import threading
@@ -192,6 +195,12 @@ class BlockStream:
         block * self.block_tokens)
 
   def make_block(self, epoch: int, block: int) -> dict[str, np.ndarray]:
+    return self._draw(epoch, block, *self._tokens(epoch, block))
+
+  def _tokens(self, epoch: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """This process's rows of the block's kept tokens and segments `(S, B_local, L)` (the
+    epoch's subsampling drawn as far as the block): copies, so a later epoch may reuse the
+    epoch's buffers while a worker draws for this block."""
     cfg = self.cfg
     kept = self._epoch(epoch)
     lo = block * self.block_tokens
@@ -204,15 +213,23 @@ class BlockStream:
       seg = np.concatenate([seg, np.full(self.block_tokens - n, -1, np.int32)])
     shape = (cfg.steps, cfg.batch, cfg.length)
     rows = slice(self.row_start, self.row_stop)
-    tok = tok.reshape(shape)[:, rows]
-    seg = seg.reshape(shape)[:, rows]
+    return (np.ascontiguousarray(tok.reshape(shape)[:, rows]),
+            np.ascontiguousarray(seg.reshape(shape)[:, rows]))
+
+  def _draw(self, epoch: int, block: int, tok: np.ndarray, seg: np.ndarray
+            ) -> dict[str, np.ndarray]:
+    """The block of tokens `tok` and segments `seg` (`_tokens`) with its windows and
+    negatives, drawn from `[seed, epoch, block, 1]` alone (any thread, any order)."""
+    cfg = self.cfg
+    shape = (cfg.steps, cfg.batch, cfg.length)
+    rows = slice(self.row_start, self.row_stop)
     rng = np.random.default_rng([cfg.seed, epoch, block, 1])
     window = rng.integers(1, cfg.window + 1, size=shape, dtype=np.int32)[:, rows]
     groups = (cfg.steps, cfg.batch, cfg.length // cfg.negative_share)
     neg_idx = rng.integers(0, len(self.neg_table), size=groups + (cfg.negatives,))
     negatives = self.neg_table[neg_idx[:, rows]]
-    return {'tokens': np.ascontiguousarray(tok), 'segment': np.ascontiguousarray(seg),
-            'window': np.ascontiguousarray(window), 'negatives': negatives}
+    return {'tokens': tok, 'segment': seg, 'window': np.ascontiguousarray(window),
+            'negatives': negatives}
 
   def positions(self, start: StreamState) -> Iterator[tuple[int, int]]:
     epoch, block = start.epoch, start.block
@@ -223,18 +240,29 @@ class BlockStream:
       yield epoch, block
       block += 1
 
-  def iterate(self, start: StreamState, prefetch: int = 2
+  def iterate(self, start: StreamState, prefetch: int = 2, workers: int = 1
               ) -> Iterator[tuple[StreamState, dict[str, np.ndarray]]]:
     """Yields `(state after this block, block)`. With `prefetch` > 0 a thread prepares the
     blocks, `prefetch` ahead, from this call on (not from the first `next`), so a caller
     can start it before work of its own (initialising, compiling); `close()` it (or drop
-    it) when it is not read to the end."""
-    def produce():
+    it) when it is not read to the end. With `workers` > 1 that thread only cuts each
+    block's tokens, in order, and `workers` threads draw the blocks' windows and negatives
+    (the costly part: a gather from the unigram table per negative), up to `prefetch +
+    workers` blocks ahead; the blocks are the same as with one."""
+    if workers < 1:
+      raise ValueError(f'workers must be >= 1, got {workers}')
+    if prefetch <= 0 or workers == 1:
+      def produce():
+        for epoch, block in self.positions(start):
+          yield StreamState(epoch, block + 1), self.make_block(epoch, block)
+      return produce() if prefetch <= 0 else Prefetched(produce(), prefetch)
+    pool = concurrent.futures.ThreadPoolExecutor(workers, 'translearn-blocks')
+
+    def submit():
       for epoch, block in self.positions(start):
-        yield StreamState(epoch, block + 1), self.make_block(epoch, block)
-    if prefetch <= 0:
-      return produce()
-    return Prefetched(produce(), prefetch)
+        yield StreamState(epoch, block + 1), pool.submit(self._draw, epoch, block,
+                                                         *self._tokens(epoch, block))
+    return _Resolved(Prefetched(submit(), prefetch + workers), pool)
 
 
 _DONE = object()
@@ -285,6 +313,32 @@ class Prefetched:
         self._q.get_nowait()
       except queue.Empty:
         break
+
+  def __del__(self):
+    self.close()
+
+
+class _Resolved:
+  """`(state, block)` from the `(state, future)` items of `items` (a `Prefetched`), waiting
+  for each future in turn; `close()` closes `items` and drops the pool's queued work."""
+
+  def __init__(self, items: Prefetched, pool: concurrent.futures.ThreadPoolExecutor):
+    self._items, self._pool = items, pool
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    try:
+      state, future = next(self._items)
+      return state, future.result()
+    except BaseException:        # the end, or an error: the stream stops, as Prefetched does
+      self.close()
+      raise
+
+  def close(self) -> None:
+    self._items.close()
+    self._pool.shutdown(wait=False, cancel_futures=True)
 
   def __del__(self):
     self.close()

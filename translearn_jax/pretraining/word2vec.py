@@ -51,6 +51,8 @@ def _require(cond: bool, field: str, msg: str) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
+  _require(int(config.train.get('input_workers', 0)) >= 0, 'train.input_workers',
+           f'must be >= 0 (0: auto), got {config.train.get("input_workers")}')
   for field in ('batch_size', 'seq_length', 'steps_per_call', 'epochs',
                 'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints'):
     _require(int(config.train[field]) >= 1, f'train.{field}',
@@ -532,6 +534,18 @@ def block_stream(config: ml_collections.ConfigDict, cfg: w2v.Word2VecConfig,
       epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
 
 
+def input_workers(config: ml_collections.ConfigDict, mesh) -> int:
+  """`train.input_workers`, or with 0 (auto) 1 on CPU devices (the step uses the cores) and
+  otherwise up to 4 of the host's cores, leaving two: an accelerator's step at batch 2 takes
+  blocks faster than one thread draws them (README, "On an accelerator")."""
+  workers = int(config.train.get('input_workers', 0))
+  if workers:
+    return workers
+  if all(d.platform == 'cpu' for d in mesh.devices.flat):
+    return 1
+  return max(1, min(4, (os.cpu_count() or 1) - 2))
+
+
 @contextlib.contextmanager
 def _diverged_hint(config: ml_collections.ConfigDict):
   """A non-finite loss names the fields that bring a run back: for a batch past the
@@ -581,9 +595,10 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
     # a fresh run reads the stream from its start: its thread subsamples the first epoch
     # and prepares blocks while the tables are initialised (a resumed run's position is
     # known once a checkpoint has been restored)
+    workers = input_workers(config, mesh)
     if fresh:
       blocks = stack.enter_context(contextlib.closing(
-          stream.iterate(StreamState(), config.train.prefetch)))
+          stream.iterate(StreamState(), config.train.prefetch, workers)))
     if config.init.path and fresh:
       state, remap = init_from_run(config, cfg, vocab, config.seed, mesh, shards)
       info('init.path %s: %d of %d words found', config.init.path,
@@ -594,7 +609,7 @@ def train_on_corpus(config: ml_collections.ConfigDict, corpus: EncodedCorpus,
     data_state = StreamState(**saved)
     if not fresh:
       blocks = stack.enter_context(contextlib.closing(
-          stream.iterate(data_state, config.train.prefetch)))
+          stream.iterate(data_state, config.train.prefetch, workers)))
     layout = {row_sharded.TABLE_SHARDS: shards}
     with _diverged_hint(config):
       result = run.train(
