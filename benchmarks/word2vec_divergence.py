@@ -1,7 +1,8 @@
 """Where a large word2vec batch diverges: the XLA step stepped by hand, one step a call.
 
   python benchmarks/word2vec_divergence.py [--corpus ../shared/data/pretrain_en]
-      [--mode cbow] [--batch 64] [--row_cap 1] [--row_cap_mode curvature] [--lr 0.05]
+      [--mode cbow] [--batch 64] [--row_cap 1] [--row_cap_mode curvature]
+      [--row_cap_cross 0] [--lr 0.05]
       [--steps 30] [--json out.json]
 
 Trains from the shipped skip-gram config's initialisation (with `--mode`, `--batch` and
@@ -43,6 +44,7 @@ def main(argv=None):
   ap.add_argument('--batch', type=int, default=64)
   ap.add_argument('--row_cap', type=float, default=1.0)
   ap.add_argument('--row_cap_mode', default='curvature')
+  ap.add_argument('--row_cap_cross', type=float, default=0.0)
   ap.add_argument('--lr', type=float, default=0.05)
   ap.add_argument('--steps', type=int, default=30)
   ap.add_argument('--seed', type=int, default=0)
@@ -54,6 +56,7 @@ def main(argv=None):
   c.train.batch_size, c.train.steps_per_call = a.batch, 1
   c.train.epochs, c.seed = 1, a.seed
   c.optim.row_cap, c.optim.row_cap_mode, c.model.step_kernel = a.row_cap, a.row_cap_mode, 'xla'
+  c.optim.row_cap_cross = a.row_cap_cross
   cfg = word2vec.model_config(c, len(corpus.vocab))
   stream = word2vec.block_stream(c, cfg, corpus, 0, a.batch)
   params = word2vec.init_state(cfg, a.seed, mesh_lib.make_mesh(1)).params
@@ -75,6 +78,7 @@ def main(argv=None):
     if not np.isfinite(row['loss_per_pair']):
       break
   out = {'mode': a.mode, 'batch': a.batch, 'row_cap': a.row_cap, 'row_cap_mode': a.row_cap_mode,
+         'row_cap_cross': a.row_cap_cross,
          'lr': a.lr, 'steps': rows,
          'diverged_at': next((r['step'] for r in rows if not np.isfinite(r['loss_per_pair'])),
                              None)}

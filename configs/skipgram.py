@@ -90,6 +90,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'count' | 'norm' | 'curvature': cap the contributions' count, the sum's norm, or α × the
   # row's summed curvature (curvature with row_cap=1: batch 16 at batch 2's quality, README)
   config.optim.row_cap_mode = 'count'
+  # with the curvature cap: weight of α·|σ(s) - label| per contribution in a row's total (the
+  # bilinear cross term between a row and its partners, which large batches' first steps
+  # grow along; 0: off)
+  config.optim.row_cap_cross = 0.0
   config.train.batch_size = 2            # rows per step (global; divisible by #devices)
   config.train.seq_length = 256          # subsampled tokens per row
   config.train.steps_per_call = 64       # steps scanned in one jitted call

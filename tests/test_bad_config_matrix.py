@@ -34,6 +34,7 @@ CASES = [
     ('w2v max_score nan', 'cbow', {'model.max_score': float('nan')}, ConfigError, r'config\.model\.max_score'),
     ('w2v pair_order unknown', 'skipgram', {'model.pair_order': 'shuffled'}, ConfigError, r"config\.model\.pair_order: must be 'summed' or 'sequential'"),
     ('w2v sequential shared', 'skipgram_shared', {'model.pair_order': 'sequential'}, ConfigError, r'config\.model\.pair_order: .sequential. is for skip-gram with model\.pair_negatives'),
+    ('w2v row_cap_cross without the curvature cap', 'cbow', {'optim.row_cap_cross': 0.1}, ConfigError, r"config\.optim\.row_cap_cross: .*row_cap_mode='curvature'"),
     ('w2v input_workers < 0', 'cbow', {'train.input_workers': -1}, ConfigError, r'config\.train\.input_workers: must be >= 0'),
     ('w2v sequential capped', 'skipgram', {'optim.row_cap': 1.0}, ConfigError, r'config\.optim\.row_cap: .*pair_order=.sequential.*configs/skipgram_shared\.py'),
     ('w2v negative_share not dividing', 'cbow', {'model.negative_share': 3}, ConfigError, r'config\.model\.negative_share.*seq_length'),

@@ -466,8 +466,9 @@ def test_curvature_cap_scales_only_rows_whose_step_curvature_passes_the_cap():
 
 def _pairwise_curvature_step(params, batch, lr, cfg):
   """The curvature-capped step written pair by pair from `_targets`: every score's
-  σ'(s)·|x|² charged to both rows it reads, the plain updates summed per row, each row
-  scaled by min(1, cap / α·Σ).  Returns (new params, each table's per-row totals)."""
+  σ'(s)·|x|² charged to both rows it reads (and `row_cap_cross`·|σ(s) − label| to each of
+  them, in full to every context row of a CBOW h), the plain updates summed per row, each
+  row scaled by min(1, cap / α·Σ).  Returns (new params, each table's per-row totals)."""
   in_ids, in_w, out_ids, weight, label, _ = w2v._targets(batch, cfg.window, cfg.mode,
                                                         cfg.pair_negatives, cfg.negatives)
   inp, out = params['in_embed'], params['out_embed']
@@ -478,14 +479,16 @@ def _pairwise_curvature_step(params, batch, lr, cfg):
   g, sp = weight * (sig - label), weight * sig * (1 - sig)
   dh = jnp.einsum('blm,blmd->bld', g, rows)
   c_h = jnp.sum(sp * jnp.sum(rows * rows, -1), -1)         # (B, L)
-  c_out = sp * jnp.sum(h * h, -1)[..., None]
+  cross = cfg.row_cap_cross * jnp.abs(g)                    # (B, L, M')
+  c_out = sp * jnp.sum(h * h, -1)[..., None] + cross
   if in_w is None:                                          # skip-gram: the center's row
-    ids_in, d_in, c_in = in_ids.reshape(-1), dh.reshape(-1, cfg.dim), c_h.reshape(-1)
+    ids_in, d_in = in_ids.reshape(-1), dh.reshape(-1, cfg.dim)
+    c_in = (c_h + cross.sum(-1)).reshape(-1)
   else:   # CBOW: each valid context row takes h's full error and moves h by in_w of it
     used = (in_w > 0)[..., None]
     ids_in = in_ids.reshape(-1)
     d_in = (used * dh[:, :, None, :]).reshape(-1, cfg.dim)
-    c_in = (in_w * c_h[..., None]).reshape(-1)
+    c_in = (in_w * c_h[..., None] + used[..., 0] * cross.sum(-1)[..., None]).reshape(-1)
   new, totals = {}, {}
   for name, table, ids, upd, cur in (
       ('in_embed', inp, ids_in, -lr * d_in, lr * c_in),
@@ -499,7 +502,9 @@ def _pairwise_curvature_step(params, batch, lr, cfg):
 @pytest.mark.parametrize('mode, share, extra', [
     ('skipgram', 1, {}), ('skipgram', 3, {}), ('cbow', 1, {}), ('cbow', 3, {}),
     ('skipgram', 1, {'pair_negatives': True}), ('skipgram', 2, {'negative_draws': 7}),
-    ('cbow', 2, {'negative_draws': 5})])
+    ('cbow', 2, {'negative_draws': 5}), ('skipgram', 1, {'row_cap_cross': 0.3}),
+    ('skipgram', 3, {'row_cap_cross': 0.3, 'negative_draws': 6}),
+    ('cbow', 1, {'row_cap_cross': 0.3}), ('cbow', 3, {'row_cap_cross': 0.3})])
 def test_curvature_cap_in_the_fast_layouts_equals_its_pairwise_definition(mode, share, extra):
   """The skip-gram and CBOW steps sum each row's curvature through the same slices as its
   update (a token's output row as the context of its neighbours, group-shared negatives
@@ -526,5 +531,5 @@ def test_curvature_cap_in_the_fast_layouts_equals_its_pairwise_definition(mode, 
     want, _ = _pairwise_curvature_step(params, batch, lr, cfg)
     for name in ('in_embed', 'out_embed'):
       np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
-  plain, _, _ = step(params, batch, lr, dataclasses.replace(cfg, row_cap=0.0))
+  plain, _, _ = step(params, batch, lr, dataclasses.replace(cfg, row_cap=0.0, row_cap_cross=0.0))
   assert np.abs(np.asarray(plain['out_embed']) - np.asarray(got['out_embed'])).max() > 1e-4

@@ -188,8 +188,12 @@ def test_a_capped_large_batch_that_diverges_is_told_of_the_warmup(tiny_config, t
   tiny_config.optim.row_cap, tiny_config.optim.row_cap_mode = 1.0, 'curvature'
   tiny_config.optim.learning_rate = 1e30
   with pytest.raises(NonFiniteLossError, match=r'train.batch_size=8 under optim.row_cap=1: '
-                     r'try a few warmup steps \(optim.warmup_steps, now 0\)'):
-    word2vec.train_and_evaluate(tiny_config, str(tmp_path))
+                     r'try optim.row_cap_cross=0.1 .*, a few warmup steps '
+                     r'\(optim.warmup_steps, now 0\)'):
+    word2vec.train_and_evaluate(tiny_config, str(tmp_path / 'a'))
+  tiny_config.optim.row_cap_cross = 0.1            # set: the hint moves on to the warmup
+  with pytest.raises(NonFiniteLossError, match=r'optim.row_cap=1: try a few warmup steps'):
+    word2vec.train_and_evaluate(tiny_config, str(tmp_path / 'b'))
 
 
 def _train_cmd(workdir, *overrides):

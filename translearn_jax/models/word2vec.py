@@ -101,6 +101,10 @@ class Word2VecConfig:
   # 'curvature': scaled so that α × the row's summed curvature stays <= row_cap
   # (see `curvature_scale`).
   row_cap_mode: str = 'count'
+  # With the curvature cap: each contribution also adds this × α·|σ(s) − label| to its
+  # row's total (0: off): the bilinear loss's cross term between a row and its partners,
+  # which the Gauss-Newton curvature leaves out (see `cross_term`).
+  row_cap_cross: float = 0.0
   # Skip-gram: K negatives for every (center, context) pair, as word2vec draws them,
   # instead of K per center shared by its pairs and weighted by their count. The
   # batch's `negatives` are then (B, L, 2·window·K): the pairs' in offset order.
@@ -181,6 +185,10 @@ class Word2VecConfig:
     if self.row_cap_mode not in ROW_CAP_MODES:
       raise ValueError(f'optim.row_cap_mode must be {ROW_CAP_CHOICES}, got '
                        f'{self.row_cap_mode!r}')
+    if self.row_cap_cross < 0 or (self.row_cap_cross and not (
+        self.row_cap > 0 and self.row_cap_mode == CURVATURE)):
+      raise ValueError(f'optim.row_cap_cross must be >= 0, and only with optim.row_cap > 0 '
+                       f"and optim.row_cap_mode='curvature', got {self.row_cap_cross}")
     for name in ('vocab_size', 'dim', 'window', 'negatives'):
       if getattr(self, name) < 1:
         raise ValueError(f'model.{name} must be >= 1, got {getattr(self, name)}')
@@ -556,9 +564,18 @@ def _cbow_step(tables, batch, lr, cfg):
     c_hn, c_neg = negative_curvature(sp_n, hh, n_rows)
     c_h = _padded(sp_c * jnp.sum(c_rows * c_rows, -1) + c_hn, w)
     mean_p = _padded(mean_w, w)
-    cur_in = (lr * sum(_window(mean_p, w, -o, length)[..., j] * _window(c_h, w, -o, length)
-                       for j, o in enumerate(offs)),)
+    cur_in = lr * sum(_window(mean_p, w, -o, length)[..., j] * _window(c_h, w, -o, length)
+                      for j, o in enumerate(offs))
     cur_c, cur_neg = lr * sp_c * hh, lr * c_neg
+    if cfg.row_cap_cross:
+      # a context row takes h's errors in full: each center's, for every center it serves
+      x_h, x_c, x_neg = cross_term(g_c, g_n, n_rows.shape[1])
+      x_h = _padded(x_h, w)
+      x_in = sum(_window(mask_p, w, -o, length)[..., j] * _window(x_h, w, -o, length)
+                 for j, o in enumerate(offs))
+      k = lr * cfg.row_cap_cross
+      cur_in, cur_c, cur_neg = cur_in + k * x_in, cur_c + k * x_c, cur_neg + k * x_neg
+    cur_in = (cur_in,)
   new_in = tables.add('in_embed', (tok,), (-lr * d_in,), cur_in)
   new_out = tables.add('out_embed', (tok, neg), (-lr * g_c[..., None] * h, -lr * d_neg),
                        None if cur_c is None else (cur_c, cur_neg))
@@ -567,6 +584,24 @@ def _cbow_step(tables, batch, lr, cfg):
 
 def _curvature_capped(cfg: Word2VecConfig) -> bool:
   return cfg.row_cap > 0 and cfg.row_cap_mode == CURVATURE
+
+
+def cross_term(g_c: Array, g_n: Array, groups: int) -> tuple[Array, Array, Array]:
+  """|σ(s) − label| summed per row, from a step's errors: the positive scores' `g_c (B, L)`
+  or `(B, L, 2W)` and the negatives' `g_n (B, L, M)` (weights included). Returns each
+  position's total over its scores (its center's or h's row), each positive score's own
+  `|g_c|` (its context or center output row), and each drawn row's total over its group's
+  positions `(B, L/G, M)`.
+
+  A row r scored against partners x takes, in the Hessian of the bilinear loss, the block
+  σ'(s)·x·xᵀ (the curvature `curvature_scale` bounds) and, between r and each partner,
+  σ'(s)·x·rᵀ + (σ(s) − label)·I. While the output rows are near zero (a run's first steps)
+  the second is all there is: a hot row and its many partners, updated together, move
+  along each other by α·Σ|σ(s) − label|, which grows with the batch. Gershgorin's bound puts
+  that sum beside the curvature in the row's part of the largest eigenvalue."""
+  a_c, a_n = jnp.abs(g_c), jnp.abs(g_n)
+  per_pos = a_n.sum(-1) + (a_c.sum(-1) if a_c.ndim == 3 else a_c)
+  return per_pos, a_c, _grouped(a_n, groups).sum(2)
 
 
 def negative_curvature(sp_n: Array, hh: Array, n_rows: Array) -> tuple[Array, Array]:
@@ -658,7 +693,16 @@ def _skipgram_step(tables, batch, lr, cfg):
     sp_p, hh_p = _padded(sp_c, w), _padded(hh, w)
     cur_o = sum(_window(sp_p, w, -o, length)[..., j] * _window(hh_p, w, -o, length)
                 for j, o in enumerate(offs))
-    cur_out = (lr * cur_o, lr * c_neg)
+    cur_in, cur_out = cur_in[0], [lr * cur_o, lr * c_neg]
+    if cfg.row_cap_cross:
+      # a token's output row, as the context at offset o of the center t - o, takes that
+      # score's error; the center's input row all of its scores'
+      x_h, x_c, x_neg = cross_term(g_c, g_n, n_rows.shape[1])
+      x_p = _padded(x_c, w)
+      x_o = sum(_window(x_p, w, -o, length)[..., j] for j, o in enumerate(offs))
+      k = lr * cfg.row_cap_cross
+      cur_in, cur_out = cur_in + k * x_h, [cur_out[0] + k * x_o, cur_out[1] + k * x_neg]
+    cur_in, cur_out = (cur_in,), tuple(cur_out)
   new_in = tables.add('in_embed', (tok,), (-lr * dh,), cur_in)
   new_out = tables.add('out_embed', (tok, neg), (-lr * d_o, -lr * d_neg), cur_out)
   return {'in_embed': new_in, 'out_embed': new_out}, loss, mask.sum()

@@ -66,6 +66,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f'must be >= 0 (0: off), got {config.optim.get("row_cap")}')
   _require(config.optim.get('row_cap_mode', 'count') in w2v.ROW_CAP_MODES, 'optim.row_cap_mode',
            f"must be {w2v.ROW_CAP_CHOICES}, got {config.optim.get('row_cap_mode')!r}")
+  cross = config.optim.get('row_cap_cross', 0.0)
+  _require(cross >= 0 and (not cross or (config.optim.get('row_cap', 0.0) > 0 and
+                                         config.optim.get('row_cap_mode') == w2v.CURVATURE)),
+           'optim.row_cap_cross', f"must be >= 0, and only with optim.row_cap > 0 and "
+           f"optim.row_cap_mode='curvature' (it adds to the curvature totals), got {cross}")
   _require(config.vocab.min_count >= 1, 'vocab.min_count', 'must be >= 1')
   _require(config.model.mode in w2v.MODES, 'model.mode',
            f'must be {w2v.MODE_CHOICES}, got {config.model.mode!r}')
@@ -176,6 +181,7 @@ def model_config(config, vocab_size: int) -> w2v.Word2VecConfig:
                             negatives=m.negatives, mode=m.mode,
                             row_cap=float(config.optim.get('row_cap', 0.0)),
                             row_cap_mode=config.optim.get('row_cap_mode', 'count'),
+                            row_cap_cross=float(config.optim.get('row_cap_cross', 0.0)),
                             pair_negatives=bool(m.get('pair_negatives', False)),
                             negative_draws=int(m.get('negative_draws', 0)),
                             negative_share=int(m.get('negative_share', 1)),
@@ -549,8 +555,9 @@ def input_workers(config: ml_collections.ConfigDict, mesh) -> int:
 @contextlib.contextmanager
 def _diverged_hint(config: ml_collections.ConfigDict):
   """A non-finite loss names the fields that bring a run back: for a batch past the
-  uncapped limit the cap and a warmup (the first steps of a large batch move many rows
-  at once: CBOW at batch 64 under the curvature cap diverges without one), else α0."""
+  uncapped limit the cap, then under the curvature cap its cross term (the first steps of
+  a large batch move many rows at once: CBOW at batch 64 under the curvature cap diverges
+  without it, with a 20-step warmup too), then a warmup; else α0."""
   try:
     yield
   except NonFiniteLossError as e:
@@ -560,8 +567,13 @@ def _diverged_hint(config: ml_collections.ConfigDict):
     if batch > UNCAPPED_BATCH_LIMIT and not cap:
       hint = f'train.batch_size={batch} is a large batch: try {_cap_recipe(config)}, or {lower}'
     elif batch > UNCAPPED_BATCH_LIMIT:
-      hint = (f'train.batch_size={batch} under optim.row_cap={cap:g}: try a few warmup steps '
-              f'(optim.warmup_steps, now {config.optim.get("warmup_steps", 0)}), or {lower}')
+      cross = ''
+      if (config.optim.get('row_cap_mode') == w2v.CURVATURE
+          and not config.optim.get('row_cap_cross', 0.0)):
+        cross = 'optim.row_cap_cross=0.1 (the cap then bounds the rows\' joint move too), '
+      hint = (f'train.batch_size={batch} under optim.row_cap={cap:g}: try {cross}a few warmup '
+              f'steps (optim.warmup_steps, now {config.optim.get("warmup_steps", 0)}), or '
+              f'{lower}')
     else:
       hint = f'try {lower}'
     raise NonFiniteLossError(f'{e}; {hint}', runs=e.runs) from None
