@@ -59,12 +59,14 @@ SEQUENTIAL = {'pair_negatives': True, 'negative_draws': 0, 'pair_order': 'sequen
 @pytest.mark.parametrize('mode, row_cap, cap_mode, model', [
     ('skipgram', 0.0, 'count', {}), ('skipgram', 2.0, 'count', {}), ('cbow', 2.0, 'norm', {}),
     ('cbow', 0.0, 'count', {}), ('skipgram', 1e-3, 'curvature', {}),
-    ('cbow', 1e-4, 'curvature', {}), ('skipgram', 0.0, 'count', SEQUENTIAL)])
+    ('cbow', 0.3, 'curvature', {'cross': 0.1}), ('skipgram', 0.0, 'count', SEQUENTIAL)])
 def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_cap, cap_mode,
                                                         model):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
   tiny_config.model.mode, tiny_config.optim.row_cap = mode, row_cap
   tiny_config.optim.row_cap_mode = cap_mode
+  model = dict(model)
+  tiny_config.optim.row_cap_cross = model.pop('cross', 0.0)    # the cap's cross term
   tiny_config.model.update(model)
   if mode == 'cbow':   # with negatives shared by groups of 4 positions (B, L/4, K)
     tiny_config.model.negative_draws, tiny_config.model.negative_share = 0, 4
@@ -73,7 +75,8 @@ def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_c
   ref, ref_losses = _train(cfg, blocks, 8, rows=False)
   state, losses = _train(cfg, blocks, 8, rows=True)
   if cap_mode == 'curvature':   # the cap binds in these steps (its rows' sums are exchanged)
-    plain, _ = _train(dataclasses.replace(cfg, row_cap=0.0), blocks, 8, rows=False)
+    plain, _ = _train(dataclasses.replace(cfg, row_cap=0.0, row_cap_cross=0.0), blocks, 8,
+                      rows=False)
     assert np.abs(word2vec.embeddings(plain) - word2vec.embeddings(ref)).max() > 1e-4
   # each device holds its interleaved block of ceil(V/8) rows, not the whole table
   table = state.params['in_embed']
