@@ -42,6 +42,12 @@ if [ -d "$DATA/english_novels" ]; then    # #20's goal: >= 10M words/s on one H2
     --json "$OUT/skipgram_novels.json"
   timeout 90 python3 benchmarks/skipgram_vs_gensim.py --mode cbow --skip-gensim \
     --corpus "$DATA/english_novels" --epochs 1 $W --json "$OUT/cbow_novels.json"
+  # the large-batch recipe (README, "The cross term"): level with batch 2 on the CPU
+  timeout 90 python3 benchmarks/skipgram_vs_gensim.py --mode cbow --skip-gensim \
+    --corpus "$DATA/english_novels" --epochs 1 $W --override train.batch_size=64 \
+    --override optim.row_cap=1 --override optim.row_cap_mode=curvature \
+    --override optim.row_cap_cross=0.1 --override optim.learning_rate=0.075 \
+    --json "$OUT/cbow_novels_b64.json"
 fi
 stage 'checkpoint overlap: a 1.14 GB state, saves 500 steps apart'
 timeout 45 python3 benchmarks/checkpoint_overlap.py --params_m 100 --steps 1500 --every 500 \
