@@ -224,7 +224,7 @@ class RowShardedTables:
       if curved:
         scale_of = lambda local: word2vec.curvature_scale(counts[local], self.row_cap)
       else:
-        scale_of = lambda local: 1.0 / jnp.maximum(1.0, counts[local] / self.row_cap)
+        scale_of = lambda local: word2vec.count_scale(counts[local], self.row_cap)
 
     def update_round(r, blk):
       got, u = received(r, sums)

@@ -422,8 +422,14 @@ def apply_rows(table: Array, ids: Array, updates: Array, cfg: Word2VecConfig,
   if cfg.row_cap > 0:
     used = jnp.any(updates != 0, axis=-1).astype(jnp.float32)
     count = jnp.zeros((table.shape[0],), jnp.float32).at[ids].add(used)
-    updates = updates / jnp.maximum(1.0, count[ids] / cfg.row_cap)[:, None]
+    updates = updates * count_scale(count, cfg.row_cap)[ids][:, None]
   return table.at[ids].add(updates.astype(table.dtype))
+
+
+def count_scale(counts: Array, cap: float) -> Array:
+  """Per row: min(1, cap / count), `count` the row's non-zero contributions in the step
+  (the count cap of `apply_rows`)."""
+  return 1.0 / jnp.maximum(1.0, counts / cap)
 
 
 def curvature_scale(total: Array, cap: float) -> Array:
