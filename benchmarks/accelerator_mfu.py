@@ -25,7 +25,6 @@ over fp32 weights, fused AdamW with the same settings and global-norm clipping
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -42,7 +41,7 @@ from translearn_jax.models import transformer_lm  # noqa: E402
 from translearn_jax.pretraining import lm  # noqa: E402
 from translearn_jax.training import flops as flops_lib  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
-from translearn_jax.training import optimizers  # noqa: E402
+from translearn_jax.training import metrics, optimizers  # noqa: E402
 
 GPT2_SMALL = dict(vocab_size=50257, d_model=768, num_heads=12, num_layers=12, d_ff=3072)
 TINY = dict(vocab_size=1000, d_model=64, num_heads=4, num_layers=2, d_ff=256)
@@ -195,8 +194,7 @@ def main(argv=None):
           f"{'n/a' if pmem is None else format(pmem / 2 ** 30, '.2f') + ' GiB'}; "
           f"ours / peer tokens/s {out['tokens_per_s'] / peer['tokens_per_s']:.3f}")
   if a.json:
-    with open(a.json, 'w') as f:
-      json.dump(out, f, indent=1)
+    metrics.write_json(a.json, out)
   return out
 
 

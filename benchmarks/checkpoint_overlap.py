@@ -21,7 +21,6 @@ cores, so the figure here is a lower bound on the overlap.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -37,6 +36,7 @@ import optax  # noqa: E402
 
 from translearn_jax.training.checkpoint import Checkpointer  # noqa: E402
 from translearn_jax.training.state import TrainState  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 
 def make(params_m: float):
@@ -107,8 +107,7 @@ def main():
     print(f'{name:12s} state {r["state_mb"]:.0f} MB: plain step {r["plain_step_ms"]:.1f} ms, '
           f'step with a save {r["save_step_ms"]:.1f} ms ({r["save_over_plain"]:.2f}×)')
   if a.json:
-    with open(a.json, 'w') as f:
-      json.dump(out, f, indent=2)
+    metrics.write_json(a.json, out)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from translearn_jax.training import losses  # noqa: E402
+from translearn_jax.training import losses, metrics  # noqa: E402
 
 
 def plain(hidden, kernel, targets):
@@ -89,8 +88,7 @@ def main(argv=None):
           f'ours / it time {ours_s / other_s:.3f}; largest table-gradient gap {gap:.3g} '
           f'(largest entry {out["table_grad_max"]:.3g})')
   if a.json:
-    with open(a.json, 'w') as f:
-      json.dump(out, f, indent=1)
+    metrics.write_json(a.json, out)
   return out
 
 

@@ -21,7 +21,6 @@ the middle of epoch 3).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from benchmarks.common import interleaved  # noqa: E402
 from translearn_jax.data import pretokenized, readers  # noqa: E402
 from translearn_jax.data.lm_data import LMStream, pack  # noqa: E402
 from translearn_jax.data.tokenizer import Tokenizer, load_tokenizer  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data', 'pretrain_en'))
@@ -139,8 +139,7 @@ def main(argv=None):
         f'tokens/s, ratio {result["sharded_over_in_memory"]:.2f}; resume at epoch 3 in '
         f'{resume_ms:.1f} ms')
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(result, f, indent=1)
+    metrics.write_json(args.json, result)
   return result
 
 

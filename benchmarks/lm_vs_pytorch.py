@@ -16,7 +16,6 @@ KV-cache sampler against recomputing the prefix every step.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from translearn_jax.generation import sampling  # noqa: E402
 from translearn_jax.models import transformer_lm  # noqa: E402
 from translearn_jax.pretraining import lm  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
-from translearn_jax.training import optimizers  # noqa: E402
+from translearn_jax.training import metrics, optimizers  # noqa: E402
 
 V, D, H, L, F, T, B = 8000, 256, 4, 4, 1024, 128, 16
 
@@ -163,8 +162,7 @@ def main():
   if torch_tps:
     out.update(torch_tokens_per_s=torch_tps, ratio=ours_tps / torch_tps)
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(out, f, indent=2)
+    metrics.write_json(args.json, out)
 
 
 if __name__ == '__main__':

@@ -29,7 +29,6 @@ FLOPs utilisation against it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -45,7 +44,7 @@ from translearn_jax.data import masking  # noqa: E402
 from translearn_jax.models import encoder  # noqa: E402
 from translearn_jax.pretraining import mlm  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
-from translearn_jax.training import optimizers  # noqa: E402
+from translearn_jax.training import metrics, optimizers  # noqa: E402
 from translearn_jax.training.state import init_train_state  # noqa: E402
 
 V, D, H, L, F, T, B = 8000, 256, 4, 4, 1024, 128, 32
@@ -201,8 +200,7 @@ def main():
             f'ratios, range {min(ratios):.2f}–{max(ratios):.2f})')
     print(f'final loss ours {out["ours_final_loss"]:.3f}, torch {t_box["loss"]:.3f}')
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(out, f, indent=2)
+    metrics.write_json(args.json, out)
 
 
 if __name__ == '__main__':

@@ -31,7 +31,6 @@ rarely end early: these are close to worst-case (every step runs).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -51,7 +50,7 @@ from translearn_jax.generation import seq2seq_decode  # noqa: E402
 from translearn_jax.models import seq2seq as s2s  # noqa: E402
 from translearn_jax.pretraining import seq2seq  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
-from translearn_jax.training import optimizers  # noqa: E402
+from translearn_jax.training import metrics, optimizers  # noqa: E402
 
 V, D, H, L, F, S, T, B = 8000, 256, 4, 3, 1024, 32, 32, 32
 SMOOTHING = 0.1
@@ -218,8 +217,7 @@ def main():
   print('decoding (ours, 64 sources, max 32 tokens): ' +
         ', '.join(f'{k} {v:,.1f} sentences/s' for k, v in dec.items()))
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(out, f, indent=2)
+    metrics.write_json(args.json, out)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,6 @@ SimLex-999 Spearman ρ (pairs with OOV words skipped, as gensim does).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from translearn_jax.data import readers  # noqa: E402
 from translearn_jax.data.vocab import encode_corpus, tokenize  # noqa: E402
 from translearn_jax.evaluation import word_vectors  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.normpath(os.path.join(HERE, '..', '..', 'shared', 'data'))
@@ -165,8 +165,7 @@ def main():
                gensim_wordsim353=gensim['wordsim353'], gensim_simlex999=gensim['simlex999'],
                gensim_steal=gensim['steal'])
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(out, f, indent=2)
+    metrics.write_json(args.json, out)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,6 @@ vocabulary, batch 50, Adam), MR from ../shared/data/rt_polarity.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -27,6 +26,7 @@ import numpy as np  # noqa: E402
 from configs import curves_mr_skipgram  # noqa: E402
 from translearn_jax.downstream import classification  # noqa: E402
 from translearn_jax.experiments import learning_curves as lc  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 
 def main():
@@ -74,8 +74,7 @@ def main():
     print(f'{r["strategy"]:<20} {r["budget"]:>7} {r["steps"]:>6} {r["vmapped_s"]:>10.2f} '
           f'{r["sequential_s"]:>13.2f} {r["speedup"]:>8.2f}x')
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'seeds': len(seeds), 'repeats': args.repeats, 'rows': rows}, f, indent=2)
+    metrics.write_json(args.json, {'seeds': len(seeds), 'repeats': args.repeats, 'rows': rows})
 
 
 if __name__ == '__main__':

@@ -17,7 +17,6 @@ bytes. The peer is the replicated layout of the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -33,6 +32,7 @@ from translearn_jax.models import word2vec as w2v  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
 from translearn_jax.training.hlo import collectives  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 MIB = 2 ** 20
 
@@ -77,8 +77,7 @@ def main(argv=None):
             f'{sh["collective_mib"] / rep["collective_mib"]:>6.2f} '
             f'{rep["tables_mib_per_device"]:>20.1f} {sh["tables_mib_per_device"]:>8.1f}')
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'args': vars(args), 'results': results}, f, indent=1)
+    metrics.write_json(args.json, {'args': vars(args), 'results': results})
 
 
 if __name__ == '__main__':

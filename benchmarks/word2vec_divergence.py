@@ -14,7 +14,6 @@ vocabulary ids, until the loss is not finite or `--steps` have run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -31,6 +30,7 @@ from translearn_jax.data.word2vec_stream import StreamState  # noqa: E402
 from translearn_jax.models import word2vec as w2v  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.normpath(os.path.join(HERE, '..', '..', 'shared', 'data'))
@@ -84,8 +84,7 @@ def main(argv=None):
                              None)}
   print('diverged at step', out['diverged_at'])
   if a.json:
-    with open(a.json, 'w') as f:
-      json.dump(out, f, indent=1)
+    metrics.write_json(a.json, out)
   return out
 
 

@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import skipgram_shared  # noqa: E402
 from translearn_jax.evaluation.stats import mean_ci  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 
 def last_epoch_loss(workdir: str, steps: int) -> float:
@@ -105,8 +106,7 @@ def main():
   summary['loss_ratio'] = ratio
   print(f'  loss ratio {ratio[0]:.3f}' + (f' ± {ratio[1]:.3f}' if ratio[1] else ''))
   if ARGS.json:
-    with open(ARGS.json, 'w') as f:
-      json.dump({'args': vars(ARGS), 'runs': rows, 'summary': summary}, f, indent=1)
+    metrics.write_json(ARGS.json, {'args': vars(ARGS), 'runs': rows, 'summary': summary})
 
 
 if __name__ == '__main__':

@@ -48,6 +48,7 @@ from translearn_jax.data.word2vec_stream import StreamState  # noqa: E402
 from translearn_jax.models import word2vec as w2v  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 from translearn_jax.training import mesh as mesh_lib  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -223,8 +224,7 @@ def main():
     for name, us in ops:
       print(f'  {us:7.1f}  {name}')
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(out, f, indent=1)
+    metrics.write_json(args.json, out)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,6 @@ these threads would.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ from benchmarks import common  # noqa: E402
 from configs import cbow, skipgram, skipgram_shared  # noqa: E402
 from translearn_jax.data.word2vec_stream import StreamState  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
+from translearn_jax.training import metrics  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
                       'shared', 'data')
@@ -83,8 +83,7 @@ def main(argv=None):
     print(f'{r["workers"]:>8} {r["kept_tokens_per_s"]:>15,.0f} {r["words_per_s"]:>13,.0f} '
           f'{r["ratio"]:>7.2f}x')
   if a.json:
-    with open(a.json, 'w') as f:
-      json.dump({'args': vars(a), 'rows': rows}, f, indent=1)
+    metrics.write_json(a.json, {'args': vars(a), 'rows': rows})
 
 
 if __name__ == '__main__':

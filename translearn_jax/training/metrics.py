@@ -118,11 +118,6 @@ def dumps(obj, **kw) -> str:
 
 
 def write_json(path: str, obj) -> None:
-  """Writes `obj` as strict JSON to a temporary file, then renames it over `path`.
-
-  A reader never sees a half-written file, and an existing one survives a crash.
-  """
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(dumps(obj, indent=2, ensure_ascii=False))
-  os.replace(tmp, path)
+  """Writes `obj` as strict JSON with `atomic_write`: a reader never sees a half-written
+  file, and an existing one survives a crash."""
+  atomic_write(path, dumps(obj, indent=2, ensure_ascii=False))
