@@ -694,12 +694,12 @@ def _skipgram_step(tables, batch, lr, cfg):
     sp_n = live_n * neg_w * sig_n * (1.0 - sig_n)
     hh, oo = jnp.sum(h * h, -1), _padded(jnp.sum(o_rows * o_rows, -1), w)
     c_hn, c_neg = negative_curvature(sp_n, hh, n_rows)
-    cur_in = (lr * (sum(sp_c[..., j] * _window(oo, w, o, length) for j, o in enumerate(offs))
-                    + c_hn),)
+    cur_h = lr * (sum(sp_c[..., j] * _window(oo, w, o, length) for j, o in enumerate(offs))
+                  + c_hn)
     sp_p, hh_p = _padded(sp_c, w), _padded(hh, w)
-    cur_o = sum(_window(sp_p, w, -o, length)[..., j] * _window(hh_p, w, -o, length)
-                for j, o in enumerate(offs))
-    cur_in, cur_out = cur_in[0], [lr * cur_o, lr * c_neg]
+    cur_o = lr * sum(_window(sp_p, w, -o, length)[..., j] * _window(hh_p, w, -o, length)
+                     for j, o in enumerate(offs))
+    cur_neg = lr * c_neg
     if cfg.row_cap_cross:
       # a token's output row, as the context at offset o of the center t - o, takes that
       # score's error; the center's input row all of its scores'
@@ -707,8 +707,8 @@ def _skipgram_step(tables, batch, lr, cfg):
       x_p = _padded(x_c, w)
       x_o = sum(_window(x_p, w, -o, length)[..., j] for j, o in enumerate(offs))
       k = lr * cfg.row_cap_cross
-      cur_in, cur_out = cur_in + k * x_h, [cur_out[0] + k * x_o, cur_out[1] + k * x_neg]
-    cur_in, cur_out = (cur_in,), tuple(cur_out)
+      cur_h, cur_o, cur_neg = cur_h + k * x_h, cur_o + k * x_o, cur_neg + k * x_neg
+    cur_in, cur_out = (cur_h,), (cur_o, cur_neg)
   new_in = tables.add('in_embed', (tok,), (-lr * dh,), cur_in)
   new_out = tables.add('out_embed', (tok, neg), (-lr * d_o, -lr * d_neg), cur_out)
   return {'in_embed': new_in, 'out_embed': new_out}, loss, mask.sum()
