@@ -12,6 +12,7 @@ from translearn_jax.models import word2vec as w2v
 
 # jitted: one compiled program a configuration, not hundreds of eager one-op programs
 step = jax.jit(w2v.sparse_sgd_step, static_argnums=3)
+apply_rows = jax.jit(w2v.apply_rows, static_argnums=3, static_argnames='constrain')
 
 
 def init_params(cfg, batch):
@@ -401,12 +402,12 @@ def test_row_cap_scales_only_rows_updated_more_often_than_the_cap():
   table = jnp.zeros((6, 3))
   ids = jnp.array([1, 1, 1, 1, 2, 2, 3, 4])
   upd = jnp.ones((8, 3)).at[7].set(0.0)           # row 4's only update is zero: not counted
-  got = np.asarray(w2v.apply_rows(table, ids, upd, cfg))
+  got = np.asarray(apply_rows(table, ids, upd, cfg))
   np.testing.assert_allclose(got[1], 4 * 2 / 4)    # 4 updates > cap 2: their sum x 2/4
   np.testing.assert_allclose(got[2], 2.0)          # 2 updates = cap: the plain sum
   np.testing.assert_allclose(got[3], 1.0)
   np.testing.assert_allclose(got[[0, 4, 5]], 0.0)
-  plain = np.asarray(w2v.apply_rows(table, ids, upd, w2v.Word2VecConfig(vocab_size=6, dim=3)))
+  plain = np.asarray(apply_rows(table, ids, upd, w2v.Word2VecConfig(vocab_size=6, dim=3)))
   np.testing.assert_allclose(plain[1], 4.0)        # row_cap 0: word2vec's plain sum
   with pytest.raises(ValueError, match='row_cap'):
     w2v.Word2VecConfig(vocab_size=6, row_cap=-1.0)
@@ -436,13 +437,13 @@ def test_norm_cap_scales_aligned_sums_like_the_count_cap_and_keeps_diverse_ones(
   ortho = 3.0 * jnp.eye(dim)
   once = jnp.array([[0.0, 0.0, 5.0, 5.0]])
   ids = jnp.array([1] * 8 + [3] * 4 + [4])
-  out = w2v.apply_rows(table, ids, jnp.concatenate([same, ortho, once]), cfg)
+  out = apply_rows(table, ids, jnp.concatenate([same, ortho, once]), cfg)
   np.testing.assert_allclose(out[1], cap * same[0], rtol=1e-6)
   np.testing.assert_allclose(out[3], ortho.sum(0), rtol=1e-6)
   np.testing.assert_allclose(out[4], once[0], rtol=1e-6)
   assert not np.asarray(out)[[0, 2, 5]].any()
   # the count cap scales both hot rows by cap / count
-  counted = w2v.apply_rows(table, ids, jnp.concatenate([same, ortho, once]),
+  counted = apply_rows(table, ids, jnp.concatenate([same, ortho, once]),
                            w2v.Word2VecConfig(vocab_size=6, dim=dim, row_cap=cap))
   np.testing.assert_allclose(counted[3], ortho.sum(0) * cap / 4, rtol=1e-6)
   with pytest.raises(ValueError, match="row_cap_mode must be 'count', 'norm' or 'curvature'"):
@@ -457,7 +458,7 @@ def test_curvature_cap_scales_only_rows_whose_step_curvature_passes_the_cap():
   ids = jnp.array([1] * 8 + [2] * 4 + [3])
   upd = jnp.ones((13, 2))
   curv = jnp.array([0.1] * 8 + [1.0] * 4 + [2.0])   # row 1: 0.8, row 2: 4.0, row 3: 2.0
-  got = np.asarray(w2v.apply_rows(jnp.zeros((6, 2)), ids, upd, cfg, curvature=curv))
+  got = np.asarray(apply_rows(jnp.zeros((6, 2)), ids, upd, cfg, curvature=curv))
   np.testing.assert_allclose(got[1], 8.0, rtol=1e-6)       # 8 contributions, under the cap
   np.testing.assert_allclose(got[2], 4.0 / 4.0, rtol=1e-6)
   np.testing.assert_allclose(got[3], 1.0 / 2.0, rtol=1e-6)
@@ -499,6 +500,10 @@ def _pairwise_curvature_step(params, batch, lr, cfg):
   return new, totals
 
 
+# jitted: one program a configuration instead of ~100 eager single-operation ones
+pairwise_curvature_step = jax.jit(_pairwise_curvature_step, static_argnums=3)
+
+
 @pytest.mark.parametrize('mode, share, extra', [
     ('skipgram', 1, {}), ('skipgram', 3, {}), ('cbow', 1, {}), ('cbow', 3, {}),
     ('skipgram', 1, {'pair_negatives': True}), ('skipgram', 2, {'negative_draws': 7}),
@@ -521,14 +526,14 @@ def test_curvature_cap_in_the_fast_layouts_equals_its_pairwise_definition(mode, 
   params = jax.tree.map(lambda p: p + 0.4 * jax.random.normal(jax.random.key(3), p.shape),
                         params)
   lr = 0.05
-  _, totals = _pairwise_curvature_step(params, batch, lr, cfg)
+  _, totals = pairwise_curvature_step(params, batch, lr, cfg)
   for binding in ('in_embed', 'out_embed'):
     # a cap at the median of one table's row totals: it binds on half of its rows
     t = np.asarray(totals[binding])
     cfg = dataclasses.replace(cfg, row_cap=float(np.median(t[t > 0])))
     assert (t > cfg.row_cap).any() and ((t > 0) & (t < cfg.row_cap)).any(), (binding, t)
     got, _, _ = step(params, batch, lr, cfg)
-    want, _ = _pairwise_curvature_step(params, batch, lr, cfg)
+    want, _ = pairwise_curvature_step(params, batch, lr, cfg)
     for name in ('in_embed', 'out_embed'):
       np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
   plain, _, _ = step(params, batch, lr, dataclasses.replace(cfg, row_cap=0.0, row_cap_cross=0.0))
