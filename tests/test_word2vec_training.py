@@ -323,10 +323,11 @@ def test_corpora_without_pairs_or_with_one_word_are_refused(tmp_path):
   assert len(word2vec.load_corpus(c).vocab) == 3
 
 
-def test_initial_tables_are_drawn_on_the_host_the_same_in_every_layout():
+def test_initial_tables_are_drawn_on_the_host_the_same_in_every_layout(monkeypatch):
   """The runner's initial tables: the input table uniform in ±0.5/dim, the output table
   zeros, a row's values set by the seed and its id (not the vocabulary size, the layout or
-  the devices), and no XLA program compiled to make them."""
+  the devices), no XLA program compiled to make them, and each chunk of the generator drawn
+  once a process however many devices' blocks hold its rows."""
   from jax import monitoring
   from translearn_jax.models import row_sharded
   from translearn_jax.models import word2vec as w2v
@@ -349,8 +350,16 @@ def test_initial_tables_are_drawn_on_the_host_the_same_in_every_layout():
   assert np.abs(table).max() < 0.5 / 7 and np.abs(table).max() > 0.49 / 7
   assert abs(table.std() - 0.5 / 7 / np.sqrt(3)) < 1e-3      # uniform, not normal
   assert np.abs(np.asarray(one.params['out_embed'])).max() == 0
+  # vocabulary row v: row v % 4096 of generator (seed, 0x77, v // 4096), scaled to ±0.5/dim
+  block = np.random.default_rng((3, 0x77, 1)).random((word2vec.INIT_CHUNK_ROWS, 7), np.float32)
+  np.testing.assert_array_equal(table[4096 + 5], (block[5] * 2 - 1) * np.float32(0.5 / 7))
   mesh = mesh_lib.make_mesh(None, 8)
+  drawn = []
+  rng = np.random.default_rng
+  monkeypatch.setattr(np.random, 'default_rng', lambda seed: drawn.append(seed) or rng(seed))
   sharded = word2vec.init_state(cfg, 3, mesh, 8)
+  monkeypatch.undo()
+  assert sorted(drawn) == [(3, 0x77, c) for c in range(3)]   # not once per device's block
   np.testing.assert_array_equal(
       row_sharded.from_sharded_layout(np.asarray(sharded.params['in_embed']), 8, 9000), table)
   assert sharded.params['in_embed'].sharding == word2vec.table_sharding(mesh, 8)

@@ -222,10 +222,17 @@ def init_state(cfg: w2v.Word2VecConfig, seed: int, mesh, shards: int = 0) -> Tra
   rows = local * max(shards, 1)
   table = table_sharding(mesh, shards)
 
+  # this process's distinct row ranges (one when replicated, a device's block when sharded),
+  # drawn together: each generator chunk once, though every block holds rows of every chunk
+  ranges = sorted({index[0].indices(rows)[:2]
+                   for index in table.addressable_devices_indices_map((rows, cfg.dim)).values()})
+  at = [np.arange(start, stop) for start, stop in ranges]     # layout rows -> vocabulary ids
+  drawn = dict(zip(ranges, initial_rows_of(
+      seed, [(a % local) * shards + a // local if shards else a for a in at],
+      cfg.vocab_size, cfg.dim, w2v.init_bound(cfg.dim))))
+
   def input_rows(index):
-    at = np.arange(rows)[index[0]]         # layout rows -> vocabulary ids (`to_sharded_layout`)
-    ids = (at % local) * shards + at // local if shards else at
-    return initial_rows(seed, ids, cfg.vocab_size, cfg.dim, w2v.init_bound(cfg.dim))[:, index[1]]
+    return drawn[index[0].indices(rows)[:2]][:, index[1]]
 
   def zeros(index):
     return np.zeros((len(range(rows)[index[0]]), len(range(cfg.dim)[index[1]])), np.float32)
@@ -253,15 +260,27 @@ def initial_rows(seed: int, ids: np.ndarray, vocab_size: int, dim: int, bound: f
   `(len(ids), dim)` float32 uniform in [-bound, bound). Vocabulary row v is row v % C of
   the chunk drawn by `np.random.default_rng((seed, 0x77, v // C))` (C = INIT_CHUNK_ROWS),
   so a row's values depend on the seed and its id only."""
-  ids = np.asarray(ids, np.int64)
-  out = np.zeros((len(ids), dim), np.float32)
-  real = ids < vocab_size
-  chunk = ids // INIT_CHUNK_ROWS
-  for c in np.unique(chunk[real]):
-    drawn = np.random.default_rng((seed, 0x77, int(c))).random((INIT_CHUNK_ROWS, dim),
+  return initial_rows_of(seed, [ids], vocab_size, dim, bound)[0]
+
+
+def initial_rows_of(seed: int, id_lists: list, vocab_size: int, dim: int, bound: float
+                    ) -> list[np.ndarray]:
+  """`initial_rows` of each of `id_lists`, each chunk of the generator drawn once for all."""
+  out, where = [], []
+  for ids in id_lists:
+    ids = np.asarray(ids, np.int64)
+    out.append(np.zeros((len(ids), dim), np.float32))
+    real = np.flatnonzero(ids < vocab_size)
+    chunk = ids[real] // INIT_CHUNK_ROWS
+    order = np.argsort(chunk, kind='stable')
+    where.append((chunk[order], real[order], ids[real[order]] % INIT_CHUNK_ROWS))
+  chunks = np.unique(np.concatenate([w[0] for w in where])) if where else []
+  for c in chunks:
+    block = np.random.default_rng((seed, 0x77, int(c))).random((INIT_CHUNK_ROWS, dim),
                                                                dtype=np.float32)
-    at = real & (chunk == c)
-    out[at] = (drawn[ids[at] % INIT_CHUNK_ROWS] * 2.0 - 1.0) * np.float32(bound)
+    for rows, (chunk, pos, offset) in zip(out, where):
+      lo, hi = np.searchsorted(chunk, [c, c + 1])
+      rows[pos[lo:hi]] = (block[offset[lo:hi]] * 2.0 - 1.0) * np.float32(bound)
   return out
 
 
