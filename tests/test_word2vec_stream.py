@@ -268,13 +268,21 @@ def test_worker_threads_raise_a_draws_error_and_stop_on_close():
     next(it)
   with pytest.raises(StopIteration):
     next(it)
+
+  def wait_for_threads_to_end():
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert not set(threading.enumerate()) - before, 'threads still run after an error or close()'
+  wait_for_threads_to_end()
   it = BlockStream(corpus, cfg(), epochs=50).iterate(StreamState(), prefetch=1, workers=2)
   next(it)
-  assert len(set(threading.enumerate()) - before) == 3     # the cutter and two drawers
+  # the cutter and the pool's drawers: a pool starts its second thread only when a draw
+  # arrives while the first is busy, so one or two of them
+  started = set(threading.enumerate()) - before
+  drawers = [t for t in started if t.name.startswith('translearn-blocks')]
+  assert len(started) == len(drawers) + 1 and 1 <= len(drawers) <= 2, started
   it.close()
-  deadline = time.monotonic() + 10
-  while set(threading.enumerate()) - before and time.monotonic() < deadline:
-    time.sleep(0.01)
-  assert not set(threading.enumerate()) - before, 'threads still run after an error or close()'
+  wait_for_threads_to_end()
   with pytest.raises(ValueError, match='workers'):
     BlockStream(corpus, cfg(), epochs=1).iterate(StreamState(), workers=0)
