@@ -11,12 +11,19 @@ import pytest
 
 from translearn_jax.errors import ConfigError
 from translearn_jax.training.losses import chunked_softmax_xent
+from translearn_jax.training.state import init_params
 
 
 def plain(hidden, kernel, targets, weights, bias):
   logits = hidden @ kernel + (0 if bias is None else bias)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   return jnp.sum(nll * weights)
+
+
+def value_and_grads(loss, *args):
+  """`loss` and its gradients in its first two arguments, jitted: one program, not one per
+  operation, as a training step runs it."""
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(*args)
 
 
 @pytest.mark.parametrize('chunk', [1, 7, 64, 1000])
@@ -28,11 +35,11 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(chunk, with_bias):
   targets = jax.random.randint(k[2], (3, 21), 0, 50)
   weights = (jax.random.uniform(k[3], (3, 21)) > 0.3).astype(jnp.float32)
   bias = jax.random.normal(k[4], (50,)) if with_bias else None
-  want, want_g = jax.value_and_grad(lambda h, w: plain(h, w, targets, weights, bias),
-                                    argnums=(0, 1))(hidden, kernel)
-  got, got_g = jax.value_and_grad(
+  want, want_g = value_and_grads(lambda h, w: plain(h, w, targets, weights, bias),
+                                 hidden, kernel)
+  got, got_g = value_and_grads(
       lambda h, w: chunked_softmax_xent(h, w, targets, weights, bias, chunk=chunk),
-      argnums=(0, 1))(hidden, kernel)
+      hidden, kernel)
   np.testing.assert_allclose(got, want, rtol=1e-5)
   for a, b in zip(got_g, want_g):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -76,12 +83,12 @@ def test_bf16_chunked_loss_casts_the_table_once_per_pass_and_keeps_fp32_gradient
       assert not any(getattr(v.aval, 'shape', ()) in ((16, 300), (16, 384))
                      for v in eqn.outvars if eqn.primitive.name in ('convert_element_type',
                                                                     'pad')), eqn
-  loss, (g_h, g_k) = jax.value_and_grad(f, argnums=(0, 1))(hidden, kernel)
+  loss, (g_h, g_k) = value_and_grads(f, hidden, kernel)
   assert g_k.dtype == jnp.float32 and g_h.dtype == jnp.bfloat16
   w = jnp.ones(targets.shape)
-  want, (want_h, want_k) = jax.value_and_grad(
-      lambda h, kk: plain(h, kk, targets, w, None), argnums=(0, 1))(
-          hidden.astype(jnp.float32), kernel.astype(jnp.bfloat16).astype(jnp.float32))
+  want, (want_h, want_k) = value_and_grads(
+      lambda h, kk: plain(h, kk, targets, w, None),
+      hidden.astype(jnp.float32), kernel.astype(jnp.bfloat16).astype(jnp.float32))
   np.testing.assert_allclose(loss, want, rtol=1e-5)       # fp32 products of bf16 values
   np.testing.assert_allclose(g_k, want_k, rtol=2e-2, atol=2e-3)
   np.testing.assert_allclose(g_h.astype(jnp.float32), want_h, rtol=2e-2, atol=2e-2)
@@ -123,7 +130,7 @@ def test_dot_product_attention_equals_ours_with_gradients(arch):
                                 max_len=16, pad_id=0)
     make = encoder.Encoder
   tokens = jax.random.randint(jax.random.key(1), (3, 12), 1, 50).at[1, 7:].set(0)
-  params = nn.unbox(make(cfg).init(jax.random.key(0), tokens)['params'])
+  params = init_params(make(cfg), jax.random.key(0), tokens)     # jitted model.init
 
   def loss(p, impl):
     out = make(cfg.replace(attention_impl=impl)).apply({'params': p}, tokens)
@@ -251,7 +258,7 @@ def test_remat_computes_the_same_loss_and_gradients(policy):
   cfg = transformer_lm.TransformerConfig(vocab_size=50, d_model=32, num_heads=4, num_layers=2,
                                          d_ff=64, max_len=16, dropout=0.1, deterministic=False)
   tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 50)
-  params = nn.unbox(transformer_lm.TransformerLM(cfg).init(jax.random.key(0), tokens)['params'])
+  params = init_params(transformer_lm.TransformerLM(cfg), jax.random.key(0), tokens)  # jitted
 
   def loss(p, remat):
     logits = transformer_lm.TransformerLM(cfg.replace(remat=remat)).apply(

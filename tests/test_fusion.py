@@ -186,8 +186,9 @@ def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
   toks, mask, lab = setup.src_inputs
   tt, tm, _ = setup.tgt_inputs['train']
   batch = ((toks[:8], mask[:8], lab[:8]), (tt[:8], tm[:8]), 5, jax.random.key(0))
-  p0, _, _ = da.make_step(setup, tx, 0.0, 30)(params, tx.init(params), *batch)
-  p1, _, _ = da.make_step(setup, tx, 1.0, 30)(params, tx.init(params), *batch)
+  # jitted, as the training loop runs it (eagerly, every operation is a program of its own)
+  p0, _, _ = jax.jit(da.make_step(setup, tx, 0.0, 30))(params, tx.init(params), *batch)
+  p1, _, _ = jax.jit(da.make_step(setup, tx, 1.0, 30))(params, tx.init(params), *batch)
   np.testing.assert_array_equal(p0['task']['head']['kernel'], p1['task']['head']['kernel'])
   np.testing.assert_array_equal(p0['domain']['out']['kernel'], p1['domain']['out']['kernel'])
   assert not np.allclose(p0['task']['backbone']['embed']['embedding'],

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -184,8 +185,10 @@ def test_causal_lm_import_same_logits_and_states_batched_with_padding(hf_models,
   toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.eos_id] + x)
   ref = torch_out(model, toks, mask)
   net = lm_models.make(src.model_config)
-  logits = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks)))
-  states = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks), return_hidden=True))
+  # both outputs by one jitted program (eagerly, each operation compiles a program of its own)
+  logits, states = map(np.asarray, jax.jit(lambda p, t: (
+      net.apply({'params': p}, t), net.apply({'params': p}, t, return_hidden=True)))(
+          src.params, jnp.asarray(toks)))
   assert np.abs(ref.logits.numpy()).max() > 1.0       # weights large enough to matter
   np.testing.assert_allclose(logits[mask], ref.logits.numpy()[mask], atol=1e-4, rtol=1e-4)
   np.testing.assert_allclose(states[mask], ref.hidden_states[-1].numpy()[mask], atol=1e-4,
@@ -275,16 +278,16 @@ def test_encoder_import_same_mlm_logits_and_states(hf_models):
     toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.bos_id] + x + [tok.eos_id])
     ref = torch_out(model, toks, mask)
     net = lm_models.make(cfg)
-    logits = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks),
-                                  mask=jnp.asarray(mask)))
-    states = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks),
-                                  mask=jnp.asarray(mask), return_hidden=True))
+    # the three outputs below by one jitted program, not one program per operation
+    logits, states, own = map(np.asarray, jax.jit(lambda p, t, m: (
+        net.apply({'params': p}, t, mask=m), net.apply({'params': p}, t, mask=m,
+                                                        return_hidden=True),
+        net.apply({'params': p}, t)))(src.params, jnp.asarray(toks), jnp.asarray(mask)))
     assert np.abs(ref.logits.numpy()).max() > 1.0
     np.testing.assert_allclose(logits[mask], ref.logits.numpy()[mask], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(states[mask], ref.hidden_states[-1].numpy()[mask], atol=1e-4,
                                rtol=1e-4)
     # without an explicit mask the model's own pad id marks the padding
-    own = np.asarray(net.apply({'params': src.params}, jnp.asarray(toks)))
     np.testing.assert_allclose(own[mask], logits[mask], atol=1e-5)
 
 
@@ -304,8 +307,9 @@ def test_bert_pooler_kept_or_dropped(bert_pretraining, tmp_path):
   assert src.model_config.pooler and 'pooler' in src.params
   tok = src.tokenizer
   toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.bos_id] + x + [tok.eos_id])
-  _, pooled = lm_models.make(src.model_config).apply(
-      {'params': src.params}, jnp.asarray(toks), mask=jnp.asarray(mask), return_hidden='pooled')
+  net = lm_models.make(src.model_config)   # one jitted program, not one per operation
+  _, pooled = jax.jit(lambda p, t, m: net.apply({'params': p}, t, mask=m, return_hidden='pooled'))(
+      src.params, jnp.asarray(toks), jnp.asarray(mask))
   with torch.no_grad():
     ref = model.bert(input_ids=torch.tensor(toks, dtype=torch.long),
                      attention_mask=torch.tensor(mask.astype(np.int64))).pooler_output
@@ -358,8 +362,8 @@ def test_export_lm_run_loads_in_transformers(tmp_path, positions, hf_class):
   model = tf.AutoModelForCausalLM.from_pretrained(out).eval()
   assert type(model).__name__ == hf_class
   toks = np.asarray([[src.tokenizer.eos_id] + src.tokenizer.encode('the minister said today')])
-  ours = np.asarray(lm_models.make(src.model_config).apply({'params': src.params},
-                                                           jnp.asarray(toks)))
+  ours = np.asarray(jax.jit(lm_models.make(src.model_config).apply)(   # one program
+      {'params': src.params}, jnp.asarray(toks)))
   ref = torch_out(model, toks, np.ones_like(toks, bool)).logits.numpy()
   np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
   check_exported_tokenizer(src.tokenizer, out)
@@ -413,7 +417,7 @@ def test_export_mlm_run_as_bert_loads_in_transformers(tmp_path):
   assert type(model).__name__ == 'BertForMaskedLM'
   tok = src.tokenizer
   toks, mask = padded_batch(tok, TEXTS, lambda x: [tok.bos_id] + x + [tok.eos_id])
-  ours = np.asarray(lm_models.make(src.model_config).apply(
+  ours = np.asarray(jax.jit(lm_models.make(src.model_config).apply)(   # one program
       {'params': src.params}, jnp.asarray(toks), mask=jnp.asarray(mask)))
   ref = torch_out(model, toks, mask).logits.numpy()
   np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=1e-4)

@@ -143,6 +143,12 @@ def reference(model, src, tin):
                  decoder_attention_mask=torch.tensor(tin[1].astype(np.int64))).logits.numpy()
 
 
+def our_logits(cfg, params, source, tin):
+  """Our full forward pass, as one jitted program (eagerly, each operation compiles alone)."""
+  apply = jax.jit(s2s.Seq2Seq(cfg).apply)
+  return np.asarray(apply({'params': params}, jnp.asarray(source), jnp.asarray(tin)))
+
+
 def test_defaults_are_this_projects_ids():
   cfg = s2s.Seq2SeqConfig(vocab_size=8)
   assert (cfg.pad_id, cfg.decoder_start_id, cfg.eos_id) == (
@@ -167,8 +173,7 @@ def test_import_same_logits_batched_with_padding(hf_s2s, name):
   s, t = batch(name, tok, cfg)
   assert (~s[1]).any() and (~t[1]).any()          # padded sources and targets
   ref = reference(model, s, t)
-  ours = np.asarray(s2s.Seq2Seq(cfg).apply({'params': src.params}, jnp.asarray(s[0]),
-                                           jnp.asarray(t[0])))
+  ours = our_logits(cfg, src.params, s[0], t[0])
   assert np.abs(ref).max() > 1.0                   # weights large enough to matter
   diff = np.abs(ours[t[1]] - ref[t[1]]).max()
   assert diff < 1e-4, diff
@@ -516,8 +521,7 @@ def test_post_ln_run_exported_as_bart_gives_transformers_the_same_logits(tmp_pat
   assert type(model).__name__ == 'BartForConditionalGeneration'
   sx = rows([tok.encode(x) for x in TEXTS], tok.pad_id)
   tx = rows([[tok.bos_id] + tok.encode(x) for x in TARGETS], tok.pad_id)
-  ours = np.asarray(s2s.Seq2Seq(cfg).apply({'params': src.params}, jnp.asarray(sx[0]),
-                                           jnp.asarray(tx[0])))
+  ours = our_logits(cfg, src.params, sx[0], tx[0])
   ref = reference(model, sx, tx)
   np.testing.assert_allclose(ours[tx[1]], ref[tx[1]], atol=1e-4, rtol=1e-4)
 

@@ -25,6 +25,7 @@ from translearn_jax.models import lstm_lm, transformer_lm
 from translearn_jax.pretraining import lm
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
+from translearn_jax.training.state import init_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEE = readers.TextSpec(kind='text', path='gensim:lee_background.cor')
@@ -48,8 +49,8 @@ def small_lstm(**kw):
   return lstm_lm.LSTMConfig(**base)
 
 
-def init(model, t=12):
-  return nn.unbox(model.init(jax.random.key(0), jnp.zeros((2, t), jnp.int32))['params'])
+def init(model, t=12):   # one jitted program per model and shape, not one per operation
+  return init_params(model, jax.random.key(0), jnp.zeros((2, t), jnp.int32))
 
 
 @pytest.mark.parametrize('make', [
@@ -61,11 +62,12 @@ def test_causality_future_tokens_never_change_past_logits(make):
   params = init(model)
   rng = np.random.default_rng(0)
   toks = rng.integers(0, 50, (2, 12)).astype(np.int32)
-  base = lm_models.logits(model, params, jnp.asarray(toks))
+  forward = jax.jit(lambda t: lm_models.logits(model, params, t))
+  base = forward(jnp.asarray(toks))
   for j in (3, 7, 11):
     changed = toks.copy()
     changed[:, j] = (changed[:, j] + 1) % 50
-    out = lm_models.logits(model, params, jnp.asarray(changed))
+    out = forward(jnp.asarray(changed))
     np.testing.assert_allclose(out[:, :j], base[:, :j], atol=1e-5)
     assert not np.allclose(out[:, j], base[:, j], atol=1e-5)
 
@@ -98,7 +100,7 @@ def test_lstm_generation_matches_teacher_forced_greedy():
                                      jnp.asarray([[EOS, 4]], jnp.int32), jnp.asarray([2]),
                                      jax.random.key(0), total_len=10, temperature=0.0,
                                      eos_id=-1))
-  logits = lm_models.logits(model, params, jnp.asarray(out))
+  logits = jax.jit(lambda t: lm_models.logits(model, params, t))(jnp.asarray(out))
   np.testing.assert_array_equal(np.argmax(logits[0, 1:-1], -1), out[0, 2:])
 
 

@@ -121,7 +121,8 @@ def test_selection_beyond_the_slots_is_neither_scored_nor_corrupted():
   v = 300
   tokens = jnp.asarray(np.random.default_rng(0).integers(5, v, (64, 128)), jnp.int32)
   segments = jnp.ones_like(tokens)
-  inputs, pos, targets, w = masking.mask_batch(
+  mask_batch = jax.jit(masking.mask_batch, static_argnames=('rate', 'mask_id', 'k'))
+  inputs, pos, targets, w = mask_batch(
       jax.random.key(0), tokens, segments, rate=0.3, mask_id=4,
       is_special=jnp.asarray(masking.special_table(v, range(5))),
       normal_ids=jnp.arange(5, v, dtype=jnp.int32), k=20)
@@ -149,7 +150,7 @@ def test_whole_words_are_never_split_by_the_prediction_cap():
   words = np.maximum.accumulate(np.where(starts[np.asarray(tokens)], np.arange(128), 0), axis=1)
   for k in (20, 128):
     masker = masking.Masker(v, special, 4, 0.15, k, starts)
-    inputs, pos, _, w = map(np.asarray, masker(jax.random.key(0), tokens, segments))
+    inputs, pos, _, w = map(np.asarray, jax.jit(masker)(jax.random.key(0), tokens, segments))
     scored = np.zeros(tokens.shape, bool)
     np.put_along_axis(scored, pos, w > 0, axis=1)
     assert (w.sum(1) <= k).all() and (w.sum(1) > 0).all()
@@ -160,9 +161,10 @@ def test_whole_words_are_never_split_by_the_prediction_cap():
         assert part.all() or not part.any(), (k, r, word)
     assert (inputs[~scored] == np.asarray(tokens)[~scored]).all()
   # k=128 never binds: the whole-word selection itself, every chosen position scored
-  sel = np.asarray(masking.select(jax.random.split(jax.random.key(0), 3)[0], tokens,
-                                  (segments > 0) & ~jnp.isin(tokens, jnp.asarray(special)),
-                                  0.15, jnp.asarray(starts)))
+  select = jax.jit(masking.select, static_argnames='rate')
+  sel = np.asarray(select(jax.random.split(jax.random.key(0), 3)[0], tokens,
+                          (segments > 0) & ~jnp.isin(tokens, jnp.asarray(special)),
+                          0.15, jnp.asarray(starts)))
   assert (scored == sel).all()
 
 
@@ -173,7 +175,7 @@ def test_masker_of_a_real_tokenizer_never_picks_specials(tiny_mlm_run):
   ids = tok.encode_batch(['the minister said on Tuesday that talks would resume'] * 16)
   row = [BOS] + ids[0][:30] + [EOS]
   tokens = jnp.asarray([row] * 16, jnp.int32)
-  inputs, pos, targets, w = masker(jax.random.key(1), tokens, jnp.ones_like(tokens))
+  inputs, pos, targets, w = jax.jit(masker)(jax.random.key(1), tokens, jnp.ones_like(tokens))
   picked = np.asarray(targets)[np.asarray(w) > 0]
   assert len(picked) and not np.isin(picked, tok.special_ids()).any()
   assert tok.mask_id in np.asarray(inputs)
@@ -246,12 +248,13 @@ def test_padding_does_not_change_real_positions_and_predict_at_matches():
   cfg = enc.EncoderConfig(vocab_size=40, d_model=16, num_heads=2, num_layers=1, d_ff=32,
                           max_len=16)
   model = enc.Encoder(cfg)
-  params = nn.unbox(model.init(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))['params'])
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))['params'])
+  apply = jax.jit(model.apply)     # a program a shape, not hundreds of eager operations
   toks = jnp.asarray([[2, 9, 10, 11, 3, 0, 0, 0]])
-  full = model.apply({'params': params}, toks)
-  short = model.apply({'params': params}, toks[:, :5])
+  full = apply({'params': params}, toks)
+  short = apply({'params': params}, toks[:, :5])
   np.testing.assert_allclose(full[:, :5], short, rtol=1e-5, atol=1e-5)
-  at = model.apply({'params': params}, toks, predict_at=jnp.asarray([[3, 1]]))
+  at = apply({'params': params}, toks, predict_at=jnp.asarray([[3, 1]]))
   np.testing.assert_allclose(at[0], full[0, jnp.asarray([3, 1])], rtol=1e-5, atol=1e-5)
   assert set(params) == {'embed', 'pos_embed', 'embed_ln', 'block_0', 'mlm'}
   assert set(params['mlm']) == {'dense', 'ln', 'bias'}          # tied decoder: no 'decoder'
@@ -340,10 +343,11 @@ def test_activation_and_eps_are_what_the_config_says():
   cfg = enc.EncoderConfig(vocab_size=30, d_model=8, num_heads=2, num_layers=1, d_ff=16,
                           max_len=8, layer_norm_eps=1e-12)
   toks = jnp.asarray([[2, 7, 8, 3]])
-  params = nn.unbox(enc.Encoder(cfg).init(jax.random.key(0), toks)['params'])
-  a = enc.Encoder(cfg).apply({'params': params}, toks, return_hidden=True)
-  b = enc.Encoder(cfg.replace(layer_norm_eps=0.5)).apply({'params': params}, toks,
-                                                         return_hidden=True)
+  params = nn.unbox(jax.jit(enc.Encoder(cfg).init)(jax.random.key(0), toks)['params'])
+  hidden = jax.jit(lambda c, p: enc.Encoder(c).apply({'params': p}, toks, return_hidden=True),
+                   static_argnums=0)
+  a = hidden(cfg, params)
+  b = hidden(cfg.replace(layer_norm_eps=0.5), params)
   assert not np.allclose(a, b, atol=1e-3)
 
 
@@ -423,11 +427,12 @@ def test_graft_into_classifier_and_tagger(tmp_path, tiny_mlm_run, topic_task, co
   assert sorted(treport.created) == ['head/bias', 'head/kernel'] and treport.dropped
   # bidirectional: a tag depends on the words after it
   toks, mask, pos, _ = tagger.inputs['test']
-  out = tagger.model.apply({'params': tparams}, toks[:1], mask[:1])
+  apply = jax.jit(tagger.model.apply)
+  out = apply({'params': tparams}, toks[:1], mask[:1])
   later = toks[:1].copy()
   last = int(pos[0][pos[0] >= 0].max())
   later[0, last] = (later[0, last] + 1) % 400 or 5
-  out2 = tagger.model.apply({'params': tparams}, later, mask[:1])
+  out2 = apply({'params': tparams}, later, mask[:1])
   assert not np.allclose(out[0, pos[0][0]], out2[0, pos[0][0]])
 
 

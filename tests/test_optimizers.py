@@ -22,9 +22,10 @@ def grads(seed=0):
 
 
 def run(tx, steps=3):
+  update = jax.jit(tx.update)   # one program a transform, not one per operation
   p, s = PARAMS, tx.init(PARAMS)
   for i in range(steps):
-    u, s = tx.update(grads(i), s, p)
+    u, s = update(grads(i), s, p)
     p = optax.apply_updates(p, u)
   return p, s
 

@@ -50,7 +50,8 @@ def test_cached_decoding_equals_uncached(model_and_params):
   cfg, m, p, src = model_and_params
   g = dec.greedy(s2s.Seq2Seq(cfg.replace(decode=True)), p, src, 12)
   tin = jnp.concatenate([jnp.full((3, 1), BOS), g[:, :-1]], 1)
-  logits = m.apply({'params': p}, src, tin).at[..., jnp.array([PAD, BOS])].set(-1e9)
+  logits = jax.jit(lambda s, t: m.apply({'params': p}, s, t))(src, tin)
+  logits = logits.at[..., jnp.array([PAD, BOS])].set(-1e9)
   full = np.asarray(jnp.argmax(logits, -1))
   g = np.asarray(g)
   real = np.cumsum(g == 3, 1) - (g == 3) == 0  # up to and including EOS
@@ -388,11 +389,13 @@ def test_smoothed_cross_entropy_equals_optax_with_one_hot(smoothing):
   rng = np.random.default_rng(0)
   z = jnp.asarray(rng.normal(size=(3, 5, 11)) * 3, jnp.float32)
   y = jnp.asarray(rng.integers(0, 11, (3, 5)))
-  want = optax.softmax_cross_entropy(z, optax.smooth_labels(jax.nn.one_hot(y, 11), smoothing))
-  np.testing.assert_allclose(seq2seq.smoothed_cross_entropy(z, y, smoothing), want, rtol=1e-5)
-  g = jax.grad(lambda z: seq2seq.smoothed_cross_entropy(z, y, smoothing).sum())(z)
-  g_want = jax.grad(lambda z: optax.softmax_cross_entropy(
-      z, optax.smooth_labels(jax.nn.one_hot(y, 11), smoothing)).sum())(z)
+  want = jax.jit(lambda z: optax.softmax_cross_entropy(
+      z, optax.smooth_labels(jax.nn.one_hot(y, 11), smoothing)))(z)
+  got = jax.jit(lambda z: seq2seq.smoothed_cross_entropy(z, y, smoothing))(z)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  g = jax.jit(jax.grad(lambda z: seq2seq.smoothed_cross_entropy(z, y, smoothing).sum()))(z)
+  g_want = jax.jit(jax.grad(lambda z: optax.softmax_cross_entropy(
+      z, optax.smooth_labels(jax.nn.one_hot(y, 11), smoothing)).sum()))(z)
   np.testing.assert_allclose(g, g_want, rtol=1e-5, atol=1e-6)
 
 
@@ -446,16 +449,19 @@ def test_banned_ids_are_masked_in_the_log_probabilities_not_renormalised():
                           decoder_layers=1, max_len=8, suppress_ids=(5,))
   free = cfg.replace(suppress_ids=())
   src = jnp.array([[4, 6, 7, 2]], jnp.int32)
-  params = s2s.Seq2Seq(free).init(jax.random.key(0), src, src)['params']
+  params = jax.jit(s2s.Seq2Seq(free).init)(jax.random.key(0), src, src)['params']
   params = jax.tree.map(lambda p: p + 0.5 * jax.random.normal(jax.random.key(1), p.shape),
                         params)
 
   def first_step(c):
     m = s2s.Seq2Seq(c.replace(decode=True))
-    enc, mask = m.apply({'params': params}, src, method='encode')
-    logp, _ = dec._step(m, params, dec._cache(m, params, src, 8), enc, mask,
-                        jnp.array([c.decoder_start_id], jnp.int32))
-    return np.asarray(logp[0])
+
+    @jax.jit            # one program, not hundreds of eager operations
+    def logp(params):
+      enc, mask = m.apply({'params': params}, src, method='encode')
+      return dec._step(m, params, dec._cache(m, params, src, 8), enc, mask,
+                       jnp.array([c.decoder_start_id], jnp.int32))[0]
+    return np.asarray(logp(params)[0])
   banned, plain = first_step(cfg), first_step(free)
   assert banned[5] <= dec.NEG / 2 and np.exp(plain[5]) > 1e-3
   keep = np.arange(24) != 5

@@ -92,8 +92,8 @@ def bert_like_source():
   cfg = encoder_lib.EncoderConfig(vocab_size=64, d_model=32, num_heads=4, num_layers=2, d_ff=64,
                                   max_len=40, type_vocab_size=2, dropout=0.0,
                                   attention_dropout=0.0)
-  params = nn.unbox(encoder_lib.Encoder(cfg).init(jax.random.key(3),
-                                                  jnp.zeros((1, 8), jnp.int32))['params'])
+  params = nn.unbox(jax.jit(encoder_lib.Encoder(cfg).init)(jax.random.key(3),
+                                                           jnp.zeros((1, 8), jnp.int32))['params'])
   params = jax.tree.map(   # non-trivial LayerNorms and type rows, so a lost leaf shows
       lambda x: np.asarray(x) + 0.1 * np.random.default_rng(x.size).normal(size=x.shape), params)
   return Source('mlm', 'bert_run', params, model_config=cfg), cfg
@@ -108,16 +108,16 @@ def test_mlm_into_the_encoder_computes_what_the_mlm_encoder_computes():
   model = s2s.Seq2Seq(cfg)
   tokens = jnp.asarray(np.random.default_rng(0).integers(4, 64, (3, 12)), jnp.int32)
   tokens = tokens.at[1, 9:].set(0)   # padding
-  fresh = nn.unbox(model.init(jax.random.key(0), tokens, tokens[:, :5])['params'])
+  fresh = nn.unbox(jax.jit(model.init)(jax.random.key(0), tokens, tokens[:, :5])['params'])
   out, report = graft_lib.graft(fresh, seq2seq.source_leaves(src, 16),
                                 graft_lib.parse_rules(graft_lib.seq2seq_rules('mlm')))
   # token type 0 folded into the positions, the table cut to the model's 16 rows
   np.testing.assert_allclose(out['encoder_pos_embed'], src.params['pos_embed'][:16]
                              + src.params['type_embed']['embedding'][0][None], rtol=1e-6)
-  ours, _ = model.apply({'params': out}, tokens, method=s2s.Seq2Seq.encode)
-  theirs = encoder_lib.Encoder(enc_cfg).apply({'params': src.params}, tokens,
-                                              token_types=jnp.zeros_like(tokens),
-                                              return_hidden=True)
+  # jitted: one program each, not hundreds of eager operations
+  ours, _ = jax.jit(lambda p: model.apply({'params': p}, tokens, method=s2s.Seq2Seq.encode))(out)
+  theirs = jax.jit(lambda p: encoder_lib.Encoder(enc_cfg).apply(
+      {'params': p}, tokens, token_types=jnp.zeros_like(tokens), return_hidden=True))(src.params)
   real = np.asarray(tokens != 0)
   np.testing.assert_allclose(np.asarray(ours)[real], np.asarray(theirs)[real], atol=2e-5)
   assert set(report.dropped) >= {'mlm/bias', 'type_embed/embedding'}
