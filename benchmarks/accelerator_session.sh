@@ -1,6 +1,7 @@
 #!/bin/bash
 # The accelerator checks, in priority order, each under its own time limit (about 7 minutes
-# in all on one H200, 8 with skip-gram's default), for a short lease on a GPU machine:
+# in all on one H200, 8-9 with skip-gram's default and the novels), for a short lease on a
+# GPU machine:
 #
 #   bash benchmarks/accelerator_session.sh OUT_DIR DATA_DIR [GENSIM_WORKERS]
 #
@@ -48,6 +49,12 @@ if [ -d "$DATA/english_novels" ]; then    # #20's goal: >= 10M words/s on one H2
     --override optim.row_cap=1 --override optim.row_cap_mode=curvature \
     --override optim.row_cap_cross=0.1 --override optim.learning_rate=0.075 \
     --json "$OUT/cbow_novels_b64.json"
+  # skip-gram's (shared draws, k 0.05, α0 0.05; README: WordSim-353 +0.06, SimLex-999 -0.012)
+  timeout 90 python3 benchmarks/skipgram_vs_gensim.py --config skipgram_shared --skip-gensim \
+    --corpus "$DATA/english_novels" --epochs 1 $W --override train.batch_size=64 \
+    --override optim.row_cap=1 --override optim.row_cap_mode=curvature \
+    --override optim.row_cap_cross=0.05 --override optim.learning_rate=0.05 \
+    --json "$OUT/skipgram_novels_b64.json"
 fi
 stage 'checkpoint overlap: a 1.14 GB state, saves 500 steps apart'
 timeout 45 python3 benchmarks/checkpoint_overlap.py --params_m 100 --steps 1500 --every 500 \
