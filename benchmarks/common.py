@@ -36,6 +36,15 @@ def steal_share():
     out['steal'] = (after[0] - before[0]) / (after[1] - before[1])
 
 
+WORD2VEC_CONFIGS = ('skipgram', 'skipgram_shared', 'cbow')
+
+
+def shipped_config(name: str) -> ml_collections.ConfigDict:
+  """`configs/<name>.py`'s `get_config()` (a shipped config, e.g. one of `WORD2VEC_CONFIGS`)."""
+  import importlib
+  return importlib.import_module(f'configs.{name}').get_config()
+
+
 def override(config: ml_collections.ConfigDict, items) -> None:
   """Apply `FIELD=VALUE` overrides (dotted field names) to `config`, each value cast to
   the field's type ('True' for booleans)."""

@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 from benchmarks import common  # noqa: E402
-from configs import cbow, skipgram, skipgram_shared  # noqa: E402
 from translearn_jax.data import readers  # noqa: E402
 from translearn_jax.data.vocab import encode_corpus, tokenize  # noqa: E402
 from translearn_jax.evaluation import word_vectors  # noqa: E402
@@ -44,7 +43,7 @@ def main():
   ap.add_argument('--epochs', type=int, default=1)
   ap.add_argument('--mode', default='skipgram', choices=['skipgram', 'cbow'],
                   help='cbow: CBOW with mean of contexts, alpha 0.05 (word2vec defaults)')
-  ap.add_argument('--config', default='', choices=['', 'skipgram', 'skipgram_shared', 'cbow'],
+  ap.add_argument('--config', default='', choices=('',) + common.WORD2VEC_CONFIGS,
                   help="ours: the shipped config it starts from (default: configs/skipgram.py, "
                        "or configs/cbow.py with --mode cbow); skipgram_shared: the shared "
                        "draws that were configs/skipgram.py's until 2026-12-04")
@@ -77,8 +76,7 @@ def main():
   name = args.config or args.mode
   if (name == 'cbow') != (args.mode == 'cbow'):
     ap.error(f'--config {name} is not a {args.mode} config')
-  config = {'skipgram': skipgram, 'skipgram_shared': skipgram_shared,
-            'cbow': cbow}[name].get_config()      # α0: 0.025 skip-gram, 0.05 CBOW (word2vec's)
+  config = common.shipped_config(name)   # α0: 0.025 skip-gram, 0.05 CBOW (word2vec's)
   config.data.kind, config.data.path, config.data.unit = args.kind, args.corpus, args.unit
   config.train.epochs = args.epochs
   alpha = 0.025 if args.mode == 'skipgram' else 0.05    # gensim's: word2vec's defaults

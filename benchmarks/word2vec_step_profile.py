@@ -43,7 +43,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from configs import cbow, skipgram, skipgram_shared  # noqa: E402
 from translearn_jax.data.word2vec_stream import StreamState  # noqa: E402
 from translearn_jax.models import word2vec as w2v  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
@@ -146,7 +145,7 @@ def main():
   ap.add_argument('--corpus', default=os.path.join(ROOT, '..', 'shared', 'data', 'english_novels'))
   ap.add_argument('--batch', type=int, default=2)
   ap.add_argument('--blocks', type=int, default=60)
-  ap.add_argument('--mode', default='cbow', choices=['cbow', 'skipgram', 'skipgram_shared'],
+  ap.add_argument('--mode', default='cbow', choices=common.WORD2VEC_CONFIGS,
                   help="the shipped config: configs/cbow.py, configs/skipgram.py (word2vec's "
                        "order), configs/skipgram_shared.py (shared draws: 'skipgram' before "
                        "2026-12-04)")
@@ -156,8 +155,7 @@ def main():
                   help="print the step's N costliest compiled operations (a profiler trace)")
   ap.add_argument('--json', default='')
   args = ap.parse_args()
-  c = {'cbow': cbow, 'skipgram': skipgram, 'skipgram_shared': skipgram_shared}[
-      args.mode].get_config()
+  c = common.shipped_config(args.mode)
   common.override(c, args.override)
   c.data.kind, c.data.path, c.data.unit = 'text', args.corpus, 'paragraph'
   c.train.epochs, c.num_devices, c.seed = 1, 1, 0

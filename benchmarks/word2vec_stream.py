@@ -24,7 +24,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
-from configs import cbow, skipgram, skipgram_shared  # noqa: E402
 from translearn_jax.data.word2vec_stream import StreamState  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 from translearn_jax.training import metrics  # noqa: E402
@@ -50,14 +49,14 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--corpus', default=os.path.join(SHARED, 'pretrain_en'))
   ap.add_argument('--unit', default='paragraph')
-  ap.add_argument('--config', default='skipgram', choices=['skipgram', 'skipgram_shared', 'cbow'])
+  ap.add_argument('--config', default='skipgram', choices=common.WORD2VEC_CONFIGS)
   ap.add_argument('--workers', default='1,2')
   ap.add_argument('--blocks', type=int, default=200)
   ap.add_argument('--batch', type=int, default=2)
   ap.add_argument('--override', action='append', default=[])
   ap.add_argument('--json', default='')
   a = ap.parse_args(argv)
-  c = {'skipgram': skipgram, 'skipgram_shared': skipgram_shared, 'cbow': cbow}[a.config].get_config()
+  c = common.shipped_config(a.config)
   c.data.kind, c.data.path, c.data.unit = 'text', a.corpus, a.unit
   c.train.batch_size, c.train.epochs = a.batch, 100     # never runs out within --blocks
   common.override(c, a.override)
