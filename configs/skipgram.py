@@ -84,11 +84,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = 0.025     # α0 (word2vec: 0.025 skip-gram, 0.05 CBOW)
   config.optim.end_lr_ratio = 1e-4       # linear decay to α0 · this
   config.optim.warmup_steps = 0          # >0: linear rise from 0 to α0 first (large batches)
-  # >0: a row's step at most this many updates' worth (large batches; summed pair order or
-  # CBOW: configs/skipgram_shared.py)
+  # >0: a row's step at most this many updates' worth (large batches)
   config.optim.row_cap = 0.0
   # 'count' | 'norm' | 'curvature': cap the contributions' count, the sum's norm, or α × the
-  # row's summed curvature (curvature with row_cap=1: batch 16 at batch 2's quality, README)
+  # row's summed curvature (curvature with row_cap=1: batch 16 at batch 2's quality, README;
+  # the sequential pair order takes 'curvature' only, bounding each sub-step's rows)
   config.optim.row_cap_mode = 'count'
   # with the curvature cap: weight of α·|σ(s) - label| per contribution in a row's total (the
   # bilinear cross term between a row and its partners, which large batches' first steps

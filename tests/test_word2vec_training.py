@@ -89,16 +89,17 @@ def test_a_run_past_the_uncapped_batch_limit_warns_and_names_the_cap(tiny_config
     with warnings.catch_warnings():
       warnings.simplefilter('error')
       word2vec.warn_uncapped_large_batch(c)
-  # word2vec's order (the default) refuses the cap: the recipe names the config that takes it
+  # word2vec's order (the default) takes the curvature cap, not the count cap
   from configs import skipgram
   seq = skipgram.get_config()
   seq.train.batch_size = 16
-  with pytest.warns(UserWarning, match=r"configs/skipgram_shared\.py \(the summed pair order\) "
-                                       r"with optim\.row_cap=1"):
+  with pytest.warns(UserWarning, match=r"optim\.row_cap=1 with optim\.row_cap_mode='curvature'"):
     word2vec.warn_uncapped_large_batch(seq)
-  seq.optim.row_cap = 1.0
-  with pytest.raises(ConfigError, match=r'config\.optim\.row_cap: .*skipgram_shared'):
+  seq.optim.row_cap, seq.optim.row_cap_mode = 1.0, 'count'
+  with pytest.raises(ConfigError, match=r"config\.optim\.row_cap: .*needs optim\.row_cap_mode='curvature'"):
     word2vec.validate(seq)
+  seq.optim.row_cap_mode = 'curvature'
+  word2vec.validate(seq)
 
 def test_sharded_step_matches_single_device(tiny_config):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'

@@ -170,11 +170,11 @@ class Word2VecConfig:
     if self.pair_order not in PAIR_ORDERS:
       raise ValueError(f'model.pair_order must be {PAIR_ORDER_CHOICES}, got '
                        f'{self.pair_order!r}')
-    if self.pair_order == SEQUENTIAL and not (self.mode == SKIPGRAM and self.pair_negatives
-                                              and self.row_cap == 0):
+    if self.pair_order == SEQUENTIAL and not (self.mode == SKIPGRAM and self.pair_negatives):
       raise ValueError("model.pair_order='sequential' is for skip-gram with "
-                       'model.pair_negatives=True and no optim.row_cap (each sub-step '
-                       'applies one pair a center)')
+                       'model.pair_negatives=True')
+    if self.pair_order == SEQUENTIAL and self.row_cap and self.row_cap_mode != CURVATURE:
+      raise ValueError(SEQUENTIAL_CAP)
     if self.step_kernel not in STEP_KERNELS:
       raise ValueError(f'model.step_kernel must be {STEP_KERNEL_CHOICES}, got '
                        f'{self.step_kernel!r}')
@@ -212,6 +212,12 @@ CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is the step with model.negative_sha
                     'optim.row_cap and, for skip-gram, shared negatives '
                     "(model.pair_negatives=False) or per-pair ones in model.pair_order="
                     "'sequential'")
+
+# the sequential order's sub-steps take the curvature cap (each sums one pair a center, so a
+# count or norm cap would bound the wrong sum)
+SEQUENTIAL_CAP = ("optim.row_cap with model.pair_order='sequential' needs "
+                  "optim.row_cap_mode='curvature' (each sub-step's rows are bounded by their "
+                  'own step curvature)')
 
 
 def offsets(window: int) -> list[int]:
@@ -740,7 +746,9 @@ def _sequential_pair_step(tables, batch, lr, cfg):
   updates are added before the next offset is scored. A center's input row thus takes its
   pairs' updates one after another, as in word2vec, instead of their sum from one stale
   value; the positions of a sub-step are still updated together. Same loss as
-  `_pair_step` when `lr` is 0."""
+  `_pair_step` when `lr` is 0. Under the curvature cap each sub-step bounds the rows it
+  moves by that sub-step's own step curvature (and cross term): a large batch's hot rows
+  are bounded 2·window times a step, each time against what the last sub-step left."""
   w, k = cfg.window, cfg.negatives
   tok, neg = batch['tokens'], batch['negatives']
   length = tok.shape[1]
@@ -764,10 +772,24 @@ def _sequential_pair_step(tables, batch, lr, cfg):
     loss = loss + (jnp.sum(valid * jnp.logaddexp(0.0, -s_c))
                    + jnp.sum(n_w * jnp.logaddexp(0.0, s_n)))
     dh = g_c[..., None] * u + jnp.einsum('blk,blkd->bld', g_n, n_rows)
-    new['in_embed'] = tables.add('in_embed', (tok,), (-lr * dh,))
+    cur_in = cur_out = None
+    if _curvature_capped(cfg):
+      # the sub-step's own step curvature: a center's row is scored against its pair's
+      # context row and K negatives, the context row and each negative against the center
+      sp_c = trains(s_c, cfg.max_score) * valid * jax.nn.sigmoid(s_c) * (1.0 - jax.nn.sigmoid(s_c))
+      sp_n = trains(s_n, cfg.max_score) * n_w * jax.nn.sigmoid(s_n) * (1.0 - jax.nn.sigmoid(s_n))
+      hh = jnp.sum(h * h, -1)
+      c_hn, c_neg = negative_curvature(sp_n, hh, n_rows)
+      cur_h, cur_c, cur_n = lr * (sp_c * jnp.sum(u * u, -1) + c_hn), lr * sp_c * hh, lr * c_neg
+      if cfg.row_cap_cross:
+        x_h, x_c, x_n = cross_term(g_c, g_n, n_rows.shape[1])
+        kx = lr * cfg.row_cap_cross
+        cur_h, cur_c, cur_n = cur_h + kx * x_h, cur_c + kx * x_c, cur_n + kx * x_n
+      cur_in, cur_out = (cur_h,), (cur_c, cur_n)
+    new['in_embed'] = tables.add('in_embed', (tok,), (-lr * dh,), cur_in)
     new['out_embed'] = tables.add('out_embed', (ctx, n_ids),
                                   (-lr * g_c[..., None] * h,
-                                   -lr * g_n[..., None] * h[:, :, None, :]))
+                                   -lr * g_n[..., None] * h[:, :, None, :]), cur_out)
   return new, loss, mask.sum()
 
 

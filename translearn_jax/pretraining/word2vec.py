@@ -90,10 +90,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(order == w2v.SUMMED or (config.model.mode == w2v.SKIPGRAM
                                    and config.model.get('pair_negatives', False)),
            'model.pair_order', "'sequential' is for skip-gram with model.pair_negatives=True")
-  _require(order == w2v.SUMMED or not config.optim.get('row_cap', 0.0), 'optim.row_cap',
-           "caps a step's summed updates: with model.pair_order='sequential' (each sub-step "
-           "applies one pair a center) it is off; large batches: configs/skipgram_shared.py, "
-           'the summed order, with the cap')
+  _require(order == w2v.SUMMED or not config.optim.get('row_cap', 0.0)
+           or config.optim.get('row_cap_mode', 'count') == w2v.CURVATURE, 'optim.row_cap',
+           w2v.SEQUENTIAL_CAP.removeprefix('optim.row_cap '))
   bound = config.model.get('max_score', 0.0)
   _require(bound >= 0, 'model.max_score',           # NaN fails too
            f'must be >= 0 (0: every score trains; gensim: 6), got {bound}')
@@ -128,14 +127,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # the largest batch (rows a step) measured at batch 2's quality without `optim.row_cap`
 # (README, "Skip-gram / CBOW design": 8 rows diverged on the Wikipedia excerpt, 16 on the novels)
 UNCAPPED_BATCH_LIMIT = 4
-
-
-def _cap_recipe(config: ml_collections.ConfigDict) -> str:
-  """The large-batch recipe, as the run's fields allow it: the cap needs the summed order."""
-  recipe = "optim.row_cap=1 with optim.row_cap_mode='curvature'"
-  if config.model.get('pair_order', w2v.SUMMED) == w2v.SEQUENTIAL:
-    return f"configs/skipgram_shared.py (the summed pair order) with {recipe}"
-  return recipe
+# the large-batch recipe (either pair order)
+CAP_RECIPE = "optim.row_cap=1 with optim.row_cap_mode='curvature'"
 
 
 def warn_uncapped_large_batch(config: ml_collections.ConfigDict) -> None:
@@ -146,7 +139,7 @@ def warn_uncapped_large_batch(config: ml_collections.ConfigDict) -> None:
     warnings.warn(
         f'train.batch_size={batch} with optim.row_cap=0: a frequent word\'s row sums its '
         f'updates over the whole batch, and batches over {UNCAPPED_BATCH_LIMIT} rows diverged '
-        f'or lost quality in the measurements (README); {_cap_recipe(config)} kept batch 16 '
+        f'or lost quality in the measurements (README); {CAP_RECIPE} kept batch 16 '
         "at batch 2's quality", stacklevel=2)
 
 
@@ -584,7 +577,7 @@ def _diverged_hint(config: ml_collections.ConfigDict):
     cap = float(config.optim.get('row_cap', 0.0))
     lower = f'a lower optim.learning_rate (now {config.optim.learning_rate:g})'
     if batch > UNCAPPED_BATCH_LIMIT and not cap:
-      hint = f'train.batch_size={batch} is a large batch: try {_cap_recipe(config)}, or {lower}'
+      hint = f'train.batch_size={batch} is a large batch: try {CAP_RECIPE}, or {lower}'
     elif batch > UNCAPPED_BATCH_LIMIT:
       cross = ''
       if (config.optim.get('row_cap_mode') == w2v.CURVATURE
