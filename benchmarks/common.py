@@ -36,7 +36,7 @@ def steal_share():
     out['steal'] = (after[0] - before[0]) / (after[1] - before[1])
 
 
-WORD2VEC_CONFIGS = ('skipgram', 'skipgram_shared', 'cbow')
+WORD2VEC_CONFIGS = ('skipgram', 'skipgram_shared', 'skipgram_large_batch', 'cbow')
 
 
 def shipped_config(name: str) -> ml_collections.ConfigDict:

@@ -1,11 +1,13 @@
 """Skip-gram at a batch that grows with devices, against the 1-device default (issue #20).
 
-  python benchmarks/word2vec_large_batch.py [--devices 8] [--rows_per_device 2] \
-      [--row_cap 1] [--row_cap_mode curvature] [--lr 0.025] [--table_sharding rows] \
-      [--seeds 0,1,2] [--epochs 5] [--json out.json]
+  python benchmarks/word2vec_large_batch.py [--config skipgram_shared|skipgram] \
+      [--devices 8] [--rows_per_device 2] [--row_cap 1] [--row_cap_mode curvature] \
+      [--cross 0] [--lr 0.025] [--table_sharding rows] [--seeds 0,1,2] [--epochs 5] \
+      [--json out.json]
 
-Runs `configs/skipgram.py` (the Wikipedia excerpt gensim ships, 5 epochs) for each seed
-twice in one process with `--devices` forced CPU devices
+Runs `--config` (`configs/skipgram_shared.py`, the summed order with K shared draws, by
+default; `skipgram`: word2vec's sequential order) on the Wikipedia excerpt gensim ships,
+5 epochs, for each seed twice in one process with `--devices` forced CPU devices
 (`--xla_force_host_platform_device_count`, set here):
 
 * the reference: the config as shipped on one device (batch 2 × 256, α0 0.025, no cap);
@@ -28,11 +30,13 @@ import sys
 import tempfile
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+ap.add_argument('--config', default='skipgram_shared', choices=('skipgram_shared', 'skipgram'))
 ap.add_argument('--devices', type=int, default=8)
 ap.add_argument('--rows_per_device', type=int, default=2)
 # the curvature cap at 1 with the shipped alpha0 (README: "A curvature bound on each row's step")
 ap.add_argument('--row_cap', type=float, default=1.0)
 ap.add_argument('--row_cap_mode', default='curvature')
+ap.add_argument('--cross', type=float, default=0.0, help='optim.row_cap_cross (curvature cap)')
 ap.add_argument('--lr', type=float, default=0.025)
 ap.add_argument('--table_sharding', default='rows')
 ap.add_argument('--seeds', default='0,1,2')
@@ -43,7 +47,7 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
                            + f' --xla_force_host_platform_device_count={ARGS.devices}')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import skipgram_shared  # noqa: E402
+from benchmarks.common import shipped_config  # noqa: E402
 from translearn_jax.evaluation.stats import mean_ci  # noqa: E402
 from translearn_jax.pretraining import word2vec  # noqa: E402
 from translearn_jax.training import metrics  # noqa: E402
@@ -65,8 +69,9 @@ def run(config, corpus, workdir):
 
 
 def main():
-  base = skipgram_shared.get_config()   # the summed order, which the row caps need
-  base.model.negative_draws = 0   # the K shared draws its README figures were measured with
+  base = shipped_config(ARGS.config)
+  if ARGS.config == 'skipgram_shared':
+    base.model.negative_draws = 0   # the K shared draws its README figures were measured with
   base.train.epochs, base.progress, base.export.format = ARGS.epochs, False, ''
   base.train.log_every_steps = base.train.steps_per_call
   corpus = word2vec.load_corpus(base)
@@ -80,7 +85,7 @@ def main():
       big.train.batch_size = ARGS.devices * ARGS.rows_per_device
       big.model.table_sharding = ARGS.table_sharding
       big.optim.row_cap, big.optim.row_cap_mode = ARGS.row_cap, ARGS.row_cap_mode
-      big.optim.learning_rate = ARGS.lr
+      big.optim.row_cap_cross, big.optim.learning_rate = ARGS.cross, ARGS.lr
       r = {'seed': seed, 'reference': run(ref, corpus, f'{tmp}/ref{seed}'),
            'large': run(big, corpus, f'{tmp}/big{seed}')}
       rows.append(r)
@@ -89,9 +94,9 @@ def main():
             f'WordSim-353 {a["wordsim353"]:.4f} -> {b["wordsim353"]:.4f}, SimLex-999 '
             f'{a["simlex999"]:.4f} -> {b["simlex999"]:.4f}, analogy {a["analogy"]:.4f} -> '
             f'{b["analogy"]:.4f}; steps {a["steps"]} -> {b["steps"]}', flush=True)
-  print(f'\nlarge batch: {ARGS.devices} devices x {ARGS.rows_per_device} rows, tables '
-        f'{ARGS.table_sharding}, row_cap {ARGS.row_cap} ({ARGS.row_cap_mode}), alpha0 {ARGS.lr}; '
-        f'{len(rows)} seeds, mean ± 95% CI')
+  print(f'\nlarge batch ({ARGS.config}): {ARGS.devices} devices x {ARGS.rows_per_device} rows, '
+        f'tables {ARGS.table_sharding}, row_cap {ARGS.row_cap} ({ARGS.row_cap_mode}, cross '
+        f'{ARGS.cross}), alpha0 {ARGS.lr}; {len(rows)} seeds, mean ± 95% CI')
   summary = {}
   for key, fmt in (('loss', '.4f'), ('wordsim353', '.4f'), ('simlex999', '.4f'),
                    ('analogy', '.4f')):

@@ -15,6 +15,7 @@ from conftest import StopAfter
 
 from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
 from translearn_jax.errors import ConfigError, DataError, NonFiniteLossError
+from translearn_jax.models import word2vec as w2v
 from translearn_jax.pretraining import word2vec
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.checkpoint import Checkpointer
@@ -100,6 +101,17 @@ def test_a_run_past_the_uncapped_batch_limit_warns_and_names_the_cap(tiny_config
     word2vec.validate(seq)
   seq.optim.row_cap_mode = 'curvature'
   word2vec.validate(seq)
+  # the shipped large-batch config: that order, capped, valid, no warning, the XLA step
+  from configs import skipgram_large_batch
+  big = skipgram_large_batch.get_config()
+  word2vec.validate(big)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    word2vec.warn_uncapped_large_batch(big)
+  cfg = word2vec.model_config(big, 100)
+  assert (cfg.pair_order, cfg.row_cap_mode, cfg.row_cap, big.train.batch_size) == (
+      'sequential', 'curvature', 1.0, 64)
+  assert not w2v.cpu_kernel_in_scope(cfg)
 
 def test_sharded_step_matches_single_device(tiny_config):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
@@ -331,7 +343,6 @@ def test_initial_tables_are_drawn_on_the_host_the_same_in_every_layout(monkeypat
   once a process however many devices' blocks hold its rows."""
   from jax import monitoring
   from translearn_jax.models import row_sharded
-  from translearn_jax.models import word2vec as w2v
   compiles = []
 
   def listen(event, secs, **kw):

@@ -1,0 +1,27 @@
+"""Skip-gram in word2vec's update order at a batch that grows with devices: 64 rows × 256
+tokens a step (32 devices × 2 rows, 8 × 8, ...) with each row's step bounded by its curvature.
+
+configs/skipgram.py's order (K draws a pair, a step's pairs applied one context offset at a
+time) with the curvature cap of large batches (`optim.row_cap=1`,
+`optim.row_cap_mode='curvature'`), bounding the rows each of a step's 2·window sub-steps
+moves, its cross term (`optim.row_cap_cross`) for the first steps, when a hot row and its
+many partners move along each other, and the larger step the cap keeps stable (α0 0.05).
+After one epoch of the novels it scores above configs/skipgram.py at batch 2 on WordSim-353
+and SimLex-999 (README, Results: "word2vec's order at batch 64"). The step is the XLA
+program: on one CPU device configs/skipgram.py (batch 2, the CPU kernel) is far faster;
+this config is for many devices and accelerators.
+
+  python train.py --config configs/skipgram_large_batch.py --workdir /tmp/sg_large
+"""
+
+from translearn_jax.configs import skipgram
+
+
+def get_config():
+  config = skipgram.get_config()
+  config.train.batch_size = 64                 # rows a step over all devices
+  config.optim.row_cap = 1.0                   # each row's step at most its Newton step...
+  config.optim.row_cap_mode = 'curvature'      # ...by its summed curvature, each sub-step
+  config.optim.row_cap_cross = 0.05            # the rows' joint move in the first steps
+  config.optim.learning_rate = 0.05            # α0: the cap keeps this step stable
+  return config
