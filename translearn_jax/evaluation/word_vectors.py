@@ -32,7 +32,6 @@ import warnings
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import stats
 
 from translearn_jax.data.readers import read_text, resolve_paths
 from translearn_jax.data.vocab import fold, folded_index
@@ -127,6 +126,7 @@ def evaluate_similarity(words: Sequence[str], vectors: np.ndarray, path: str,
   if len(model) < 2:
     warnings.warn(f'{path}: {len(model)} of {len(pairs)} pairs have both words in the '
                   'vocabulary: no Spearman rho (reported as NaN)', stacklevel=2)
+  from scipy import stats      # here: scipy.stats takes 0.7 s to import, a run needs it once
   rho = float(stats.spearmanr(model, human).statistic) if len(model) >= 2 else float('nan')
   return SimilarityResult(name or path, rho, len(model), oov)
 
