@@ -9,7 +9,8 @@ many partners move along each other, and the larger step the cap keeps stable (Î
 After one epoch of the novels it scores above configs/skipgram.py at batch 2 on WordSim-353
 and SimLex-999 (README, Results: "word2vec's order at batch 64"). The step is the XLA
 program: on one CPU device configs/skipgram.py (batch 2, the CPU kernel) is far faster;
-this config is for many devices and accelerators.
+this config is for many devices and accelerators, where `--config.model.table_sharding=rows`
+gives each device 1/n of the tables and flat per-device traffic.
 
   python train.py --config configs/skipgram_large_batch.py --workdir /tmp/sg_large
 """
