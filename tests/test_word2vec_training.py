@@ -97,7 +97,8 @@ def test_a_run_past_the_uncapped_batch_limit_warns_and_names_the_cap(tiny_config
   with pytest.warns(UserWarning, match=r"optim\.row_cap=1 with optim\.row_cap_mode='curvature'"):
     word2vec.warn_uncapped_large_batch(seq)
   seq.optim.row_cap, seq.optim.row_cap_mode = 1.0, 'count'
-  with pytest.raises(ConfigError, match=r"config\.optim\.row_cap: .*needs optim\.row_cap_mode='curvature'"):
+  with pytest.raises(ConfigError,
+                     match=r"config\.optim\.row_cap: .*needs optim\.row_cap_mode='curvature'"):
     word2vec.validate(seq)
   seq.optim.row_cap_mode = 'curvature'
   word2vec.validate(seq)
