@@ -52,7 +52,7 @@ def main(argv=None):
   a = ap.parse_args(argv)
   docs = readers.read_documents(readers.TextSpec(kind='text', path=a.corpus, unit=a.unit))
   corpus = encode_corpus(docs, min_count=5)
-  c = (cbow if a.mode == 'cbow' else skipgram_shared).get_config()   # caps: summed order
+  c = (cbow if a.mode == 'cbow' else skipgram_shared).get_config()   # count/norm caps: summed order
   c.train.batch_size, c.train.steps_per_call = a.batch, 1
   c.train.epochs, c.seed = 1, a.seed
   c.optim.row_cap, c.optim.row_cap_mode, c.model.step_kernel = a.row_cap, a.row_cap_mode, 'xla'

@@ -8,7 +8,7 @@ with gensim (WordSim-353 -0.003 +- 0.013, SimLex-999 +0.001 +- 0.010, 5 seeds) a
 (`model.step_kernel='auto'`). On other devices (GPUs, several CPU devices) the XLA step
 takes ~2.8x the time of configs/skipgram_shared.py's, whose shared draws are faster but
 trail gensim after 5 epochs (README results, "Skip-gram's sequential pair order"). Large
-batches (many devices) use that config with the curvature cap.
+batches (many devices): configs/skipgram_large_batch.py, this order under the curvature cap.
 
 Offline default (the Wikipedia excerpt gensim ships, ~480k words, 5 epochs;
 under a minute on 2 CPU cores; prints WordSim-353 / SimLex-999 ρ and analogy

@@ -108,20 +108,22 @@ def test_max_score_drops_the_gradient_of_scores_past_the_bound(mode, extra):
     assert np.any(np.asarray(sparse[name]) != np.asarray(params[name]))
 
 
-@pytest.mark.parametrize('skip, cap, cross', [(False, 0.0, 0.0), (True, 0.0, 0.0),
-                                              (False, 0.25, 0.0), (True, 0.25, 0.4)])
-def test_sequential_pair_order_applies_one_context_offset_at_a_time(skip, cap, cross):
+@pytest.mark.parametrize('skip, cap, cross, bound', [
+    (False, 0.0, 0.0, 0.0), (True, 0.0, 0.0, 0.0), (False, 0.25, 0.0, 0.0),
+    (True, 0.25, 0.4, 0.5)])
+def test_sequential_pair_order_applies_one_context_offset_at_a_time(skip, cap, cross, bound):
   """`pair_order='sequential'` equals a float64 NumPy step that, offset by offset, scores
   every center's pair at that offset and its own K negatives against the tables the earlier
   offsets left, then adds that offset's updates; with lr 0 it scores what the summed
   pair-by-pair step scores. Under the curvature cap (`cap` > 0) each sub-step's row sums
   are scaled by min(1, cap / the row's summed α·σ'(s)·|partner|² (+ cross·α·|σ(s) − label|))
-  over that sub-step's scores, binding on some rows and not others."""
+  over that sub-step's scores, binding on some rows and not others; a score past `bound`
+  (`max_score`) moves nothing and adds nothing to the totals."""
   window, k, vocab = 2, 2, 7       # 7 ids over 2 × 10 positions: rows repeat in a sub-step
   capped = {'row_cap': cap, 'row_cap_mode': 'curvature', 'row_cap_cross': cross} if cap else {}
   cfg = w2v.Word2VecConfig(vocab_size=vocab, dim=5, window=window, negatives=k,
                            pair_negatives=True, pair_order='sequential',
-                           skip_target_negatives=skip, **capped)
+                           skip_target_negatives=skip, max_score=bound, **capped)
   rng = np.random.default_rng(9)
   batch = random_batch(rng, vocab, b=2, length=10, k=cfg.negatives_per_position, window=window)
   params = init_params(cfg, jax.tree.map(jnp.asarray, batch))
@@ -131,7 +133,7 @@ def test_sequential_pair_order_applies_one_context_offset_at_a_time(skip, cap, c
   inp, out = (np.asarray(params[n], np.float64).copy() for n in ('in_embed', 'out_embed'))
   sig = lambda x: 1.0 / (1.0 + np.exp(-x))   # noqa: E731
   tok, seg, win, neg = (batch[key] for key in ('tokens', 'segment', 'window', 'negatives'))
-  want_loss, pairs, scales = 0.0, 0, []
+  want_loss, pairs, scales, past = 0.0, 0, [], []
   for j, o in enumerate(w2v.offsets(window)):
     d_in, d_out = np.zeros_like(inp), np.zeros_like(out)
     c_in, c_out = np.zeros(vocab), np.zeros(vocab)     # the sub-step's curvature totals
@@ -145,17 +147,21 @@ def test_sequential_pair_order_applies_one_context_offset_at_a_time(skip, cap, c
         if skip and label == 0.0 and n == c:
           continue
         s_ = h @ out[n]
-        g = sig(s_) - label
+        live = abs(s_) < bound if bound else True
+        past.append(not live)
+        g = live * (sig(s_) - label)
         want_loss += np.logaddexp(0.0, -s_ if label else s_)
         d_in[tok[r, i]] += g * out[n]
         d_out[n] += g * h
-        sp = sig(s_) * (1.0 - sig(s_))
+        sp = live * sig(s_) * (1.0 - sig(s_))
         c_in[tok[r, i]] += lr * (sp * out[n] @ out[n] + cross * abs(g))
         c_out[n] += lr * (sp * h @ h + cross * abs(g))
     s_in, s_out = ((np.minimum(1.0, cap / np.maximum(t_, 1e-300)) if cap else np.ones(vocab))
                    for t_ in (c_in, c_out))
     scales += [s_in[c_in > 0], s_out[c_out > 0]]     # the rows the sub-step moves
     inp, out = inp - lr * s_in[:, None] * d_in, out - lr * s_out[:, None] * d_out
+  if bound:   # scores on both sides of the bound
+    assert 0 < sum(past) < len(past), (sum(past), len(past))
   if cap:     # the cap binds on some moved rows and leaves others whole
     moved_scales = np.concatenate(scales)
     assert (moved_scales < 0.9).sum() >= 4 and (moved_scales == 1).sum() >= 4, moved_scales

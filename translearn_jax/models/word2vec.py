@@ -767,8 +767,10 @@ def _sequential_pair_step(tables, batch, lr, cfg):
     u, n_rows = tables.gather('out_embed', ctx, n_ids)
     s_c = jnp.sum(h * u, -1)
     s_n = jnp.einsum('bld,blkd->blk', h, n_rows)
-    g_c = trains(s_c, cfg.max_score) * valid * (jax.nn.sigmoid(s_c) - 1.0)
-    g_n = trains(s_n, cfg.max_score) * n_w * jax.nn.sigmoid(s_n)
+    sig_c, sig_n = jax.nn.sigmoid(s_c), jax.nn.sigmoid(s_n)
+    live_c, live_n = trains(s_c, cfg.max_score), trains(s_n, cfg.max_score)
+    g_c = live_c * valid * (sig_c - 1.0)
+    g_n = live_n * n_w * sig_n
     loss = loss + (jnp.sum(valid * jnp.logaddexp(0.0, -s_c))
                    + jnp.sum(n_w * jnp.logaddexp(0.0, s_n)))
     dh = g_c[..., None] * u + jnp.einsum('blk,blkd->bld', g_n, n_rows)
@@ -776,9 +778,8 @@ def _sequential_pair_step(tables, batch, lr, cfg):
     if _curvature_capped(cfg):
       # the sub-step's own step curvature: a center's row is scored against its pair's
       # context row and K negatives, the context row and each negative against the center
-      sig_c, sig_n = jax.nn.sigmoid(s_c), jax.nn.sigmoid(s_n)
-      sp_c = trains(s_c, cfg.max_score) * valid * sig_c * (1.0 - sig_c)
-      sp_n = trains(s_n, cfg.max_score) * n_w * sig_n * (1.0 - sig_n)
+      sp_c = live_c * valid * sig_c * (1.0 - sig_c)
+      sp_n = live_n * n_w * sig_n * (1.0 - sig_n)
       hh = jnp.sum(h * h, -1)
       c_hn, c_neg = negative_curvature(sp_n, hh, n_rows)
       cur_h, cur_c, cur_n = lr * (sp_c * jnp.sum(u * u, -1) + c_hn), lr * sp_c * hh, lr * c_neg
