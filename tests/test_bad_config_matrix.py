@@ -16,9 +16,9 @@ from translearn_jax.errors import ConfigError, DataError, TranslearnError
 CASES = [
     ('w2v corpus missing', 'skipgram', {'data.kind': 'text', 'data.path': '{missing}'}, DataError, r'{missing}'),
     ('w2v dim 0', 'skipgram', {'model.dim': 0}, ConfigError, r'config\.model\.dim'),
-    ('w2v batch 0', 'skipgram', {'train.batch_size': 0}, ConfigError, r'config\.train\.batch_size'),
+    ('w2v batch 0', 'skipgram', {'train.batch_size': 0}, ConfigError, r'config\.train\.batch_size: must be >= 1'),
     ('w2v lr 0', 'skipgram', {'optim.learning_rate': 0.0}, ConfigError, r'config\.optim\.learning_rate'),
-    ('w2v mode', 'skipgram', {'model.mode': 'glove'}, ConfigError, r'config\.model\.mode'),
+    ('w2v mode', 'skipgram', {'model.mode': 'glove'}, ConfigError, r"config\.model\.mode: must be 'skipgram' or 'cbow'"),
     ('w2v export', 'skipgram', {'export.format': 'xml'}, ConfigError, r'config\.export\.format'),
     ('w2v min_count', 'skipgram', {'vocab.min_count': 0}, ConfigError, r'config\.vocab\.min_count'),
     ('w2v sample', 'skipgram', {'sample': -1.0}, ConfigError, r'config\.sample'),

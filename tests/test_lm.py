@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -27,7 +25,6 @@ from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.state import init_params
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEE = readers.TextSpec(kind='text', path='gensim:lee_background.cor')
 
 
@@ -435,19 +432,24 @@ def test_sample_refuses_no_new_tokens_and_no_prompts(tiny_lm_run):
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (['--config.train.seq_length=1024'], 'config.train.seq_length: 1024 is larger than the model maximum '
-                                   'model.max_len=512'),
-    (['--config.tokenizer.path=/no/tok.model'], 'tokenizer model not found: /no/tok.model'),
+    ({'train.seq_length': 1024}, 'config.train.seq_length: 1024 is larger than the model maximum '
+                                 'model.max_len=512'),
+    ({'tokenizer.path': '/no/tok.model'}, 'tokenizer model not found: /no/tok.model'),
 ])
 def test_lm_bad_input_one_line(tmp_path, overrides, message):
-  cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--config',
-         os.path.join(ROOT, 'configs', 'lm_transformer.py'), '--workdir', str(tmp_path),
-         '--config.num_devices=1', '--config.data.kind=text',
-         '--config.data.path=gensim:lee_background.cor', *overrides]
-  res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-  assert res.returncode == 2, res.stderr
-  err = [l for l in res.stderr.splitlines() if l.startswith('error: ')]
-  assert err and message in err[0], res.stderr
+  """Through the one entry point in-process: the one-line error train.py prints (its exit-2
+  contract is test_cli's and test_reliability's), before anything is trained."""
+  import train
+  from conftest import set_fields
+  from configs import lm_transformer
+  from translearn_jax.errors import TranslearnError
+  c = set_fields(lm_transformer.get_config(), {'num_devices': 1, 'data.kind': 'text',
+                                               'data.path': 'gensim:lee_background.cor',
+                                               **overrides})
+  with pytest.raises(TranslearnError) as info:
+    train.run(c, str(tmp_path / 'w'))
+  assert message in str(info.value) and '\n' not in str(info.value)
+  assert not (tmp_path / 'w' / 'checkpoints').exists()
 
 
 def test_continued_pretraining_from_another_lm_run(tmp_path, tiny_lm_run):
