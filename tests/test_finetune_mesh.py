@@ -132,11 +132,14 @@ def test_search_trials_run_on_the_configs_mesh(tmp_path, topic_task, tiny_lm_run
   c = search_mr_skipgram.get_config()
   base = transfer_mr_lm.get_config()
   c.data, c.model, c.init, c.train = base.data, base.model, base.init, base.train
+  c.optim = base.optim
   c.data.kind, c.data.path, c.init.path = 'tsv', topic_task, tiny_lm_run
   c.train.epochs, c.train.batch_size, c.model.max_tokens = 1, 32, 48
-  c.num_devices, c.mesh.fsdp = 4, 2                               # data 2 x fsdp 2
+  c.train.log_every_steps = 5
+  c.num_devices, c.mesh.fsdp, c.mesh.tensor = 8, 2, 2             # data 2 x fsdp 2 x tensor 2
   # (that fine-tuning on a mesh computes what one device does is the first test's check;
-  # here: a trial's config keeps the mesh, and the trial's state is placed by it)
+  # here: a trial's config keeps the mesh, and the trial's state is placed by it. The
+  # first test's mesh, optimiser and learning rate: its compiled step serves the trial)
   trained = []
   real = loop.Run.train
   monkeypatch.setattr(loop.Run, 'train',
@@ -148,4 +151,4 @@ def test_search_trials_run_on_the_configs_mesh(tmp_path, topic_task, tiny_lm_run
   flat = jax.tree_util.tree_leaves_with_path(trained[-1].state.params)
   assert any('backbone' in jax.tree_util.keystr(p) and not x.sharding.is_fully_replicated
              for p, x in flat)
-  assert all(len(x.sharding.device_set) == 4 for _, x in flat)
+  assert all(len(x.sharding.device_set) == 8 for _, x in flat)
