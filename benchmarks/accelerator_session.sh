@@ -55,8 +55,8 @@ if [ -d "$DATA/english_novels" ]; then    # #20's goal: >= 10M words/s on one H2
     --override optim.row_cap=1 --override optim.row_cap_mode=curvature \
     --override optim.row_cap_cross=0.05 --override optim.learning_rate=0.05 \
     --json "$OUT/skipgram_novels_b64.json"
-  # word2vec's order at batch 64 (configs/skipgram_large_batch.py; README: above batch 2 on
-  # both sets on the CPU); its XLA step on the GPU is what many devices would run
+  # word2vec's order at batch 64 (configs/skipgram_large_batch.py; README: at or above batch
+  # 2 on both sets after one epoch on the CPU); its XLA step is what many devices would run
   timeout 90 python3 benchmarks/skipgram_vs_gensim.py --config skipgram_large_batch \
     --skip-gensim --corpus "$DATA/english_novels" --epochs 1 $W \
     --json "$OUT/skipgram_large_batch_novels.json"

@@ -114,6 +114,7 @@ def test_a_run_past_the_uncapped_batch_limit_warns_and_names_the_cap(tiny_config
       'sequential', 'curvature', 1.0, 64)
   assert not w2v.cpu_kernel_in_scope(cfg)
 
+
 def test_sharded_step_matches_single_device(tiny_config):
   assert jax.device_count() == 8, 'conftest forces 8 CPU devices'
   config = tiny_config
