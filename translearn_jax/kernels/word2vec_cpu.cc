@@ -311,40 +311,48 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
     loss_c[part] = part_loss_c, loss_n[part] = part_loss_n, pairs[part] = part_pairs;
   };
   TwoParts(score);
-  std::vector<float> acc(D);
-  // 2. each context row takes the full error of every center it served (word2vec)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t i = 0; i < L; ++i) {
-      const int64_t p = b * L + i;
-      if (p + 1 < N) Prefetch(in + int64_t(tok[p + 1]) * D, D, true);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j < O; ++j) {
-        const int64_t q = i - offs[j];
-        if (q < 0 || q >= L || !mask[(b * L + q) * O + j]) continue;
-        const float* e = &dh[(b * L + q) * D];
-        for (int64_t d = 0; d < D; ++d) acc[d] += e[d];
+  // 2. each context row takes the full error of every center it served (word2vec), and
+  // 3. the output rows take the centers' errors, then the negatives'. The two passes write
+  // different tables and read only the scratch arrays, so they run on two threads at once,
+  // each table's rows updated in the same order as on one thread.
+  auto update = [&](int part) {
+    if (part == 0) {
+      std::vector<float> acc(D);
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t i = 0; i < L; ++i) {
+          const int64_t p = b * L + i;
+          if (p + 1 < N) Prefetch(in + int64_t(tok[p + 1]) * D, D, true);
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          for (int64_t j = 0; j < O; ++j) {
+            const int64_t q = i - offs[j];
+            if (q < 0 || q >= L || !mask[(b * L + q) * O + j]) continue;
+            const float* e = &dh[(b * L + q) * D];
+            for (int64_t d = 0; d < D; ++d) acc[d] += e[d];
+          }
+          float* row = in + int64_t(tok[p]) * D;
+          for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
+        }
       }
-      float* row = in + int64_t(tok[p]) * D;
-      for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
+      return;
     }
-  }
-  // 3. the output rows: centers, then negatives
-  for (int64_t p = 0; p < N; ++p) {
-    if (p + 1 < N) Prefetch(out + int64_t(tok[p + 1]) * D, D, true);
-    float* row = out + int64_t(tok[p]) * D;
-    const float a = -lr * g_c[p];
-    const float* hp = &h[p * D];
-    for (int64_t d = 0; d < D; ++d) row[d] += a * hp[d];
-  }
-  for (int64_t p = 0; p < N; ++p) {
-    const float* hp = &h[p * D];
-    for (int64_t m = 0; m < M; ++m) {
-      if (p + 1 < N) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, true);
-      float* row = out + int64_t(neg[p * M + m]) * D;
-      const float g = g_n[p * M + m];
-      for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
+    for (int64_t p = 0; p < N; ++p) {
+      if (p + 1 < N) Prefetch(out + int64_t(tok[p + 1]) * D, D, true);
+      float* row = out + int64_t(tok[p]) * D;
+      const float a = -lr * g_c[p];
+      const float* hp = &h[p * D];
+      for (int64_t d = 0; d < D; ++d) row[d] += a * hp[d];
     }
-  }
+    for (int64_t p = 0; p < N; ++p) {
+      const float* hp = &h[p * D];
+      for (int64_t m = 0; m < M; ++m) {
+        if (p + 1 < N) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, true);
+        float* row = out + int64_t(neg[p * M + m]) * D;
+        const float g = g_n[p * M + m];
+        for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
+      }
+    }
+  };
+  TwoParts(update);
   loss_out->typed_data()[0] = (loss_c[0] + loss_c[1]) + (loss_n[0] + loss_n[1]);
   pairs_out->typed_data()[0] = pairs[0] + pairs[1];
   return ffi::Error::Success();
@@ -375,6 +383,7 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
   const float lr = st.lr, draw_weight = st.draw_weight;
   const std::vector<int64_t>& offs = st.offs;
   const std::vector<uint8_t>& mask = st.mask;
+  float* h = Scratch(0, N * D);
   float* dh = Scratch(1, N * D);
   float* g_c = Scratch(2, N * O);
   float* g_n = Scratch(3, N * M);
@@ -393,7 +402,8 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
       }
       const int count = st.Mask(p);
       part_pairs += float(count);
-      const float* hp = in + int64_t(tok[p]) * D;   // the input table is written in pass 2
+      float* hp = &h[p * D];   // a copy: the input table is written while pass 2 reads it
+      std::memcpy(hp, in + int64_t(tok[p]) * D, sizeof(float) * D);
       float* dhp = &dh[p * D];
       std::fill(dhp, dhp + D, 0.0f);
       LogSum tails;
@@ -446,40 +456,48 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
     losses[part] = part_loss, pairs[part] = part_pairs;
   };
   TwoParts(score);
-  // 2. output rows, read against the input rows as the step found them: token t's row as
-  // the context of the centers t - o, then the negatives'; the input rows last
-  std::vector<float> acc(D);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t i = 0; i < L; ++i) {
-      const int64_t p = b * L + i;
-      if (p + 1 < N) Prefetch(out + int64_t(tok[p + 1]) * D, D, true);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j < O; ++j) {
-        const int64_t q = i - offs[j];
-        if (q < 0 || q >= L || !mask[(b * L + q) * O + j]) continue;
-        const float g = g_c[(b * L + q) * O + j];
-        const float* hq = in + int64_t(tok[b * L + q]) * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += g * hq[d];
+  // 2. the output rows, against the input rows as the step found them (h): token t's row
+  // as the context of the centers t - o, then the negatives'; and the input rows. The two
+  // write different tables, so they run on two threads at once, each table's rows in the
+  // order one thread takes.
+  auto update = [&](int part) {
+    if (part == 0) {
+      for (int64_t p = 0; p < N; ++p) {
+        if (p + 1 < N) Prefetch(in + int64_t(tok[p + 1]) * D, D, true);
+        float* row = in + int64_t(tok[p]) * D;
+        const float* e = &dh[p * D];
+        for (int64_t d = 0; d < D; ++d) row[d] += -lr * e[d];
       }
-      float* row = out + int64_t(tok[p]) * D;
-      for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
+      return;
     }
-  }
-  for (int64_t p = 0; p < N; ++p) {
-    const float* hp = in + int64_t(tok[p]) * D;
-    for (int64_t m = 0; m < M; ++m) {
-      if (p + 1 < N) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, true);
-      float* row = out + int64_t(neg[p * M + m]) * D;
-      const float g = g_n[p * M + m];
-      for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
+    std::vector<float> acc(D);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t i = 0; i < L; ++i) {
+        const int64_t p = b * L + i;
+        if (p + 1 < N) Prefetch(out + int64_t(tok[p + 1]) * D, D, true);
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t j = 0; j < O; ++j) {
+          const int64_t q = i - offs[j];
+          if (q < 0 || q >= L || !mask[(b * L + q) * O + j]) continue;
+          const float g = g_c[(b * L + q) * O + j];
+          const float* hq = &h[(b * L + q) * D];
+          for (int64_t d = 0; d < D; ++d) acc[d] += g * hq[d];
+        }
+        float* row = out + int64_t(tok[p]) * D;
+        for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
+      }
     }
-  }
-  for (int64_t p = 0; p < N; ++p) {
-    if (p + 1 < N) Prefetch(in + int64_t(tok[p + 1]) * D, D, true);
-    float* row = in + int64_t(tok[p]) * D;
-    const float* e = &dh[p * D];
-    for (int64_t d = 0; d < D; ++d) row[d] += -lr * e[d];
-  }
+    for (int64_t p = 0; p < N; ++p) {
+      const float* hp = &h[p * D];
+      for (int64_t m = 0; m < M; ++m) {
+        if (p + 1 < N) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, true);
+        float* row = out + int64_t(neg[p * M + m]) * D;
+        const float g = g_n[p * M + m];
+        for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
+      }
+    }
+  };
+  TwoParts(update);
   loss_out->typed_data()[0] = losses[0] + losses[1];
   pairs_out->typed_data()[0] = pairs[0] + pairs[1];
   return ffi::Error::Success();
