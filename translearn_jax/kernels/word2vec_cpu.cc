@@ -76,10 +76,13 @@ struct LogSum {
   float Total() { Flush(); return sum; }
 };
 
-// A second thread for each call's second half of the work. Between calls it spins for
-// kSpin (a scanned step's calls come a few hundred microseconds apart, and waking a
-// sleeping thread costs about that on a VM), then sleeps until the next job. One helper a
-// process (a new one after fork); a call that finds it busy does both halves itself.
+// A second thread for a call's parts. Between calls it spins for kSpin (a scanned step's
+// calls come a few hundred microseconds apart, and waking a sleeping thread costs about that
+// on a VM), then sleeps until the next job. A job is taken at most once: by the helper, or
+// revoked by the caller (Finish) when the helper has not taken it by the time the caller has
+// run out of parts, so a helper that the OS has descheduled (the input thread shares the
+// cores) costs the caller no wait. One helper a process (a new one after fork); a call that
+// finds it busy runs all its parts itself.
 class Helper {
  public:
   static Helper* Get() {
@@ -97,8 +100,8 @@ class Helper {
     return helper;
   }
   std::mutex& call_mu() { return call_mu_; }
-  void Post(std::function<void()> job) {
-    job_ = std::move(job);
+  void Post(const std::function<void()>* job) {
+    job_ = job;
     done_.store(false, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -106,7 +109,10 @@ class Helper {
     }
     cv_.notify_one();
   }
-  void Wait() {
+  // Revokes the job if the helper has not taken it, else waits until it has run it.
+  void Finish() {
+    bool posted = true;
+    if (posted_.compare_exchange_strong(posted, false, std::memory_order_acq_rel)) return;
     while (!done_.load(std::memory_order_acquire)) TRANSLEARN_RELAX();
   }
 
@@ -124,30 +130,49 @@ class Helper {
         }
         TRANSLEARN_RELAX();
       }
-      posted_.store(false, std::memory_order_relaxed);
-      job_();
+      bool posted = true;     // take the job, unless the caller revoked it first
+      if (!posted_.compare_exchange_strong(posted, false, std::memory_order_acq_rel)) continue;
+      (*job_)();
       done_.store(true, std::memory_order_release);
     }
   }
   std::mutex call_mu_, mu_;
   std::condition_variable cv_;
-  std::function<void()> job_;
+  const std::function<void()>* job_ = nullptr;
   std::atomic<bool> posted_{false}, done_{true};
 };
 
-// Runs part(0) here and part(1) on the helper when it is free, else both here, in order.
-void TwoParts(const std::function<void(int)>& part) {
+// Runs part(0), ..., part(n - 1), each once, on this thread and on the helper when it is
+// free: the two claim the parts in order from one counter, so a late helper leaves its
+// parts to this thread. A part computes the same whichever thread runs it, so a call gives
+// the same bits on one thread or two.
+void Parts(int n, const std::function<void(int)>& part) {
   Helper* helper = Helper::Get();
   std::unique_lock<std::mutex> lock;
   if (helper != nullptr) lock = std::unique_lock<std::mutex>(helper->call_mu(), std::try_to_lock);
-  if (lock.owns_lock()) {
-    helper->Post([&part] { part(1); });
-    part(0);
-    helper->Wait();
-  } else {
-    part(0);
-    part(1);
+  std::atomic<int> next{0};
+  const std::function<void()> claim = [&] {
+    for (int i = next.fetch_add(1, std::memory_order_relaxed); i < n;
+         i = next.fetch_add(1, std::memory_order_relaxed))
+      part(i);
+  };
+  if (!lock.owns_lock()) {
+    claim();
+    return;
   }
+  helper->Post(&claim);
+  claim();
+  helper->Finish();
+}
+
+// A step's scoring is cut into this many runs of positions, claimed by the two threads in
+// turn (each its own loss sums, added in run order whichever thread took it).
+constexpr int kScoreParts = 8;
+
+float Sum(const float (&parts)[kScoreParts]) {
+  float s = 0.0f;
+  for (float x : parts) s += x;
+  return s;
 }
 
 // A step's working arrays, kept from call to call on each calling thread: allocating and
@@ -255,11 +280,11 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
   float* g_c = Scratch(2, N);
   float* g_n = Scratch(3, N * M);
 
-  // 1. scores and errors, every row read from the tables as the step found them; the two
-  // halves of the positions on two threads (each its own loss sums, added in one order)
-  float loss_c[2] = {0.0f, 0.0f}, loss_n[2] = {0.0f, 0.0f}, pairs[2] = {0.0f, 0.0f};
+  // 1. scores and errors, every row read from the tables as the step found them; runs of
+  // positions on two threads (each run its own loss sums, added in run order)
+  float loss_c[kScoreParts] = {}, loss_n[kScoreParts] = {}, pairs[kScoreParts] = {};
   auto score = [&](int part) {
-    const int64_t p0 = part == 0 ? 0 : N / 2, p1 = part == 0 ? N / 2 : N;
+    const int64_t p0 = N * part / kScoreParts, p1 = N * (part + 1) / kScoreParts;
     float part_loss_c = 0.0f, part_loss_n = 0.0f, part_pairs = 0.0f;   // no shared lines
     for (int64_t p = p0; p < p1; ++p) {
       if (p + 1 < p1) {  // the next position's new rows: its center, negatives, last context
@@ -310,7 +335,7 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
     }
     loss_c[part] = part_loss_c, loss_n[part] = part_loss_n, pairs[part] = part_pairs;
   };
-  TwoParts(score);
+  Parts(kScoreParts, score);
   // 2. each context row takes the full error of every center it served (word2vec), and
   // 3. the output rows take the centers' errors, then the negatives'. The two passes write
   // different tables and read only the scratch arrays, so they run on two threads at once,
@@ -352,9 +377,9 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
       }
     }
   };
-  TwoParts(update);
-  loss_out->typed_data()[0] = (loss_c[0] + loss_c[1]) + (loss_n[0] + loss_n[1]);
-  pairs_out->typed_data()[0] = pairs[0] + pairs[1];
+  Parts(2, update);
+  loss_out->typed_data()[0] = Sum(loss_c) + Sum(loss_n);
+  pairs_out->typed_data()[0] = Sum(pairs);
   return ffi::Error::Success();
 }
 
@@ -388,10 +413,11 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
   float* g_c = Scratch(2, N * O);
   float* g_n = Scratch(3, N * M);
 
-  // 1. scores and errors from the tables as the step found them, two halves on two threads
-  float losses[2] = {0.0f, 0.0f}, pairs[2] = {0.0f, 0.0f};
+  // 1. scores and errors from the tables as the step found them, runs of positions on two
+  // threads
+  float losses[kScoreParts] = {}, pairs[kScoreParts] = {};
   auto score = [&](int part) {
-    const int64_t p0 = part == 0 ? 0 : N / 2, p1 = part == 0 ? N / 2 : N;
+    const int64_t p0 = N * part / kScoreParts, p1 = N * (part + 1) / kScoreParts;
     float part_loss = 0.0f, part_pairs = 0.0f;
     std::vector<float> w(M);
     for (int64_t p = p0; p < p1; ++p) {
@@ -455,7 +481,7 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
     }
     losses[part] = part_loss, pairs[part] = part_pairs;
   };
-  TwoParts(score);
+  Parts(kScoreParts, score);
   // 2. the output rows, against the input rows as the step found them (h): token t's row
   // as the context of the centers t - o, then the negatives'; and the input rows. The two
   // write different tables, so they run on two threads at once, each table's rows in the
@@ -497,9 +523,9 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
       }
     }
   };
-  TwoParts(update);
-  loss_out->typed_data()[0] = losses[0] + losses[1];
-  pairs_out->typed_data()[0] = pairs[0] + pairs[1];
+  Parts(2, update);
+  loss_out->typed_data()[0] = Sum(losses);
+  pairs_out->typed_data()[0] = Sum(pairs);
   return ffi::Error::Success();
 }
 
