@@ -1,6 +1,6 @@
 """word2vec's hand-written XLA:CPU steps (`model.step_kernel='cpu'`,
-kernels/word2vec_cpu.cc: CBOW and skip-gram with shared negatives) against the XLA steps they
-stand in for."""
+kernels/word2vec_cpu.cc: CBOW, skip-gram with shared negatives, and skip-gram in word2vec's
+order with or without the curvature cap) against the XLA steps they stand in for."""
 
 import functools
 import os
@@ -87,6 +87,35 @@ def test_cpu_kernel_computes_the_xla_steps_update(mode, vocab, dim, window, extr
     assert np.abs(np.asarray(free['in_embed']) - np.asarray(want['in_embed'])).max() > 1e-3
 
 
+@pytest.mark.parametrize('vocab,dim,window,extra', [
+    (11, 6, 3, {'row_cap': 0.1, 'row_cap_cross': 0.05}),   # hot rows, the cross term
+    (60, 20, 2, {'row_cap': 0.05, 'skip_target_negatives': True, 'max_score': 0.4}),
+])
+def test_cpu_kernel_computes_the_capped_sequential_step(vocab, dim, window, extra):
+  """word2vec's order under the curvature cap (`configs/skipgram_large_batch.py`'s step):
+  each sub-step's rows scaled by their own summed curvature, as the XLA step scales them
+  (which `test_word2vec_model`'s float64 pair-by-pair reference checks), with the cap
+  binding: the uncapped step differs."""
+  base = w2v.Word2VecConfig(vocab_size=vocab, dim=dim, window=window, negatives=2,
+                            mode='skipgram', pair_negatives=True, pair_order='sequential',
+                            row_cap_mode='curvature', **extra)
+  kern = base.__class__(**{**base.__dict__, 'step_kernel': 'cpu'})
+  rng = np.random.default_rng(vocab)
+  blocks = jax.tree.map(jnp.asarray, batches(rng, 3, vocab, 2, 24, kern.negatives_per_position,
+                                             window))
+  params = {'in_embed': jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32),
+            'out_embed': jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32)}
+  want, (loss_w, pairs_w) = scanned(base)(params, blocks, 0.5)
+  got, (loss_g, pairs_g) = scanned(kern)(params, blocks, 0.5)
+  free = scanned(base.__class__(**{**base.__dict__, 'row_cap': 0.0, 'row_cap_cross': 0.0}))(
+      params, blocks, 0.5)[0]
+  for name in params:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=2e-6)
+    assert np.abs(np.asarray(free[name]) - np.asarray(want[name])).max() > 1e-2, name
+  np.testing.assert_allclose(loss_g, loss_w, rtol=1e-5)
+  np.testing.assert_array_equal(pairs_g, pairs_w)
+
+
 def test_cpu_kernel_leaves_undonated_tables_and_rejects_ids_outside_them():
   cfg = w2v.Word2VecConfig(vocab_size=9, dim=5, window=2, negatives=3, mode='cbow',
                            step_kernel='cpu')
@@ -104,15 +133,18 @@ def test_cpu_kernel_leaves_undonated_tables_and_rejects_ids_outside_them():
 
 
 def test_cpu_kernel_scope_is_checked_where_the_config_names_it():
-  scope = "model.step_kernel='cpu' is the step with model.negative_share=1, no optim.row_cap"
+  scope = "model.step_kernel='cpu' is the step with model.negative_share=1 and"
   with pytest.raises(ValueError, match=scope):
     w2v.Word2VecConfig(vocab_size=9, mode='skipgram', pair_negatives=True, step_kernel='cpu')
   w2v.Word2VecConfig(vocab_size=9, mode='skipgram', pair_negatives=True,
                      pair_order='sequential', step_kernel='cpu')
+  w2v.Word2VecConfig(vocab_size=9, mode='skipgram', pair_negatives=True, pair_order='sequential',
+                     row_cap=1.0, row_cap_mode='curvature', step_kernel='cpu')
   with pytest.raises(ValueError, match=scope):
     w2v.Word2VecConfig(vocab_size=9, mode='cbow', negative_share=2, step_kernel='cpu')
-  with pytest.raises(ValueError, match=scope):
-    w2v.Word2VecConfig(vocab_size=9, mode='skipgram', row_cap=1.0, step_kernel='cpu')
+  for mode in ('skipgram', 'cbow'):
+    with pytest.raises(ValueError, match=scope):
+      w2v.Word2VecConfig(vocab_size=9, mode=mode, row_cap=1.0, step_kernel='cpu')
   with pytest.raises(ValueError, match='model.step_kernel must be'):
     w2v.Word2VecConfig(vocab_size=9, mode='cbow', step_kernel='gpu')
 

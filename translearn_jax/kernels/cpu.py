@@ -127,12 +127,15 @@ def target(name: str, symbol: str) -> str:
 def word2vec_step(mode: str, in_embed: jax.Array, out_embed: jax.Array, tokens: jax.Array,
                   segment: jax.Array, window_ids: jax.Array, negatives: jax.Array,
                   lr: jax.Array, *, window: int, negative_weight_k: int, max_score: float,
-                  skip_target: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+                  skip_target: bool, row_cap: float = 0.0, row_cap_cross: float = 0.0
+                  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """word2vec's sparse SGD step (`word2vec_cpu.cc`), `mode` 'cbow', 'skipgram' (shared
   negatives) or 'skipgram_sequential' (per-pair negatives, one context offset at a time;
   `negative_weight_k` is then the K draws of each pair): (in_embed, out_embed, summed
   loss, pairs: positions with a context for CBOW, valid (center, context) pairs for
-  skip-gram). The tables are updated in place when the
+  skip-gram). `row_cap` > 0 (with `row_cap_cross`) is the curvature cap of
+  `models.word2vec.apply_rows`, for 'skipgram_sequential' only: each sub-step's rows scaled
+  by min(1, row_cap / their summed step curvature). The tables are updated in place when the
   caller donates them (inside a jitted scan they are the carry). Single device, CPU only:
   the caller checks."""
   import jax.numpy as jnp
@@ -147,4 +150,5 @@ def word2vec_step(mode: str, in_embed: jax.Array, out_embed: jax.Array, tokens: 
   return call(in_embed.astype(jnp.float32), out_embed.astype(jnp.float32), i32(tokens),
               i32(segment), i32(window_ids), i32(negatives), jnp.asarray(lr, jnp.float32),
               window=np.int64(window), negatives=np.int64(negative_weight_k),
-              max_score=np.float32(max_score), skip_target=bool(skip_target))
+              max_score=np.float32(max_score), skip_target=bool(skip_target),
+              row_cap=np.float32(row_cap), row_cap_cross=np.float32(row_cap_cross))

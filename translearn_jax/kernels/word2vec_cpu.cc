@@ -1,7 +1,8 @@
 // word2vec's sparse SGD steps as XLA:CPU custom calls (issue #20): CBOW's
 // (translearn_jax.models.word2vec._cbow_step), skip-gram's with shared negatives
 // (_skipgram_step) and skip-gram's with per-pair negatives taken one context offset at a time
-// (_sequential_pair_step), each with negative_share=1 and no row cap.
+// (_sequential_pair_step), each with negative_share=1; the sequential step also under the
+// curvature cap (optim.row_cap, row_cap_mode='curvature'), the others with no row cap.
 //
 // Each computes the same update as the XLA program: every score and error from the tables
 // as the step found them, then the rows' updates, each row's in the order XLA's scatter adds
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -185,6 +187,20 @@ float* Scratch(int slot, int64_t n) {
   return b.data();
 }
 
+// Per-row sums over a sub-step (the curvature cap's), kept all zero between uses: a user
+// resets the entries it added to. New entries come zeroed.
+float* Zeroed(int slot, int64_t n) {
+  thread_local std::vector<float> buffers[2];
+  std::vector<float>& b = buffers[slot];
+  if (int64_t(b.size()) < n) b.resize(n, 0.0f);
+  return b.data();
+}
+
+// min(1, cap / total), `total` a row's summed step curvature (models.word2vec.curvature_scale)
+inline float CapScale(float total, float cap) {
+  return std::fmin(1.0f, cap / std::fmax(total, std::numeric_limits<float>::min()));
+}
+
 // What both steps read: shapes, the tables (updated in place), the batch, the offsets.
 struct Step {
   int64_t V = 0, D = 0, B = 0, L = 0, M = 0, N = 0, W = 0, O = 0;
@@ -259,10 +275,11 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
                         ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
                         ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
                         ffi::Buffer<ffi::F32> lr_b, int64_t window, int64_t negatives,
-                        float max_score, bool skip_target,
+                        float max_score, bool skip_target, float row_cap, float row_cap_cross,
                         ffi::ResultBuffer<ffi::F32> in_new, ffi::ResultBuffer<ffi::F32> out_new,
                         ffi::ResultBuffer<ffi::F32> loss_out,
                         ffi::ResultBuffer<ffi::F32> pairs_out) {
+  if (row_cap > 0.0f) return ffi::Error::InvalidArgument("cbow_step: no row cap");
   Step st;
   if (ffi::Error e = Prepare("cbow_step", in_table, out_table, tokens, segment, window_b,
                              negatives_b, lr_b, window, negatives, in_new, out_new, &st);
@@ -391,11 +408,12 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
                             ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
                             ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
                             ffi::Buffer<ffi::F32> lr_b, int64_t window, int64_t negatives,
-                            float max_score, bool skip_target,
-                            ffi::ResultBuffer<ffi::F32> in_new,
+                            float max_score, bool skip_target, float row_cap,
+                            float row_cap_cross, ffi::ResultBuffer<ffi::F32> in_new,
                             ffi::ResultBuffer<ffi::F32> out_new,
                             ffi::ResultBuffer<ffi::F32> loss_out,
                             ffi::ResultBuffer<ffi::F32> pairs_out) {
+  if (row_cap > 0.0f) return ffi::Error::InvalidArgument("skipgram_step: no row cap");
   Step st;
   if (ffi::Error e = Prepare("skipgram_step", in_table, out_table, tokens, segment, window_b,
                              negatives_b, lr_b, window, negatives, in_new, out_new, &st);
@@ -535,6 +553,11 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
 // then the sub-step's updates are added (the context rows, then the draws, in position order,
 // and the input rows) before the next offset is scored. Pairs outside a center's window are
 // skipped, so a step reads and writes only its valid pairs' rows.
+//
+// With row_cap > 0 (the curvature cap, models.word2vec.apply_rows), each sub-step first sums
+// every row's step curvature over the sub-step's scores, lr·Σ σ'(s)·|x|² plus the cross
+// term lr·row_cap_cross·Σ |σ(s) − label|, and scales the row's update by
+// min(1, row_cap / sum).
 ffi::Error SkipgramSequentialStepImpl(ffi::Buffer<ffi::F32> in_table,
                                       ffi::Buffer<ffi::F32> out_table,
                                       ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
@@ -542,6 +565,7 @@ ffi::Error SkipgramSequentialStepImpl(ffi::Buffer<ffi::F32> in_table,
                                       ffi::Buffer<ffi::S32> negatives_b,
                                       ffi::Buffer<ffi::F32> lr_b, int64_t window,
                                       int64_t negatives, float max_score, bool skip_target,
+                                      float row_cap, float row_cap_cross,
                                       ffi::ResultBuffer<ffi::F32> in_new,
                                       ffi::ResultBuffer<ffi::F32> out_new,
                                       ffi::ResultBuffer<ffi::F32> loss_out,
@@ -568,6 +592,13 @@ ffi::Error SkipgramSequentialStepImpl(ffi::Buffer<ffi::F32> in_table,
   float* dh = Scratch(1, N * D);
   float* g_c = Scratch(2, N);
   float* g_n = Scratch(3, N * K);
+  const bool capped = row_cap > 0.0f;
+  const float kx = lr * row_cap_cross;
+  float* cur_in = capped ? Zeroed(0, st.V) : nullptr;    // a sub-step's curvature per row
+  float* cur_out = capped ? Zeroed(1, st.V) : nullptr;
+  const auto scale = [&](const float* cur, int32_t id) {
+    return capped ? CapScale(cur[id], row_cap) : 1.0f;
+  };
   float loss = 0.0f;
   for (int64_t j = 0; j < O; ++j) {
     const int64_t o = offs[j];
@@ -589,13 +620,18 @@ ffi::Error SkipgramSequentialStepImpl(ffi::Buffer<ffi::F32> in_table,
       const float sc = Dot(hp, c, D);
       const bool live_c = !(max_score > 0.0f) || std::fabs(sc) < max_score;
       const float ec = std::exp(-std::fabs(sc));
-      const float gc = live_c ? SigmoidFrom(sc, ec) - 1.0f : 0.0f;
+      const float sig_c = SigmoidFrom(sc, ec);
+      const float gc = live_c ? sig_c - 1.0f : 0.0f;
       g_c[p] = gc;
       LogSum tails;
       tails.Add(ec);
       float linear = std::fmax(-sc, 0.0f);
       float* dhp = &dh[p * D];
       for (int64_t d = 0; d < D; ++d) dhp[d] = gc * c[d];
+      // the cap's sums: σ'(s)·|x|² of each score for both of its rows, and |σ(s) − label|
+      const float hh = capped ? Dot(hp, hp, D) : 0.0f;
+      const float sp_c = live_c ? sig_c * (1.0f - sig_c) : 0.0f;
+      float curv_h = capped ? sp_c * Dot(c, c, D) : 0.0f, cross_h = std::fabs(gc);
       for (int64_t k = 0; k < K; ++k) {
         const int32_t id = draws(p)[k];
         const float* n = out + int64_t(id) * D;
@@ -605,24 +641,36 @@ ffi::Error SkipgramSequentialStepImpl(ffi::Buffer<ffi::F32> in_table,
           const float sn = Dot(hp, n, D);
           const bool live_n = !(max_score > 0.0f) || std::fabs(sn) < max_score;
           const float en = std::exp(-std::fabs(sn));
-          g = live_n ? SigmoidFrom(sn, en) : 0.0f;
+          const float sig_n = SigmoidFrom(sn, en);
+          g = live_n ? sig_n : 0.0f;
           tails.Add(en);
           linear += std::fmax(sn, 0.0f);
           for (int64_t d = 0; d < D; ++d) dhp[d] += g * n[d];
+          if (capped) {
+            const float sp_n = live_n ? sig_n * (1.0f - sig_n) : 0.0f;
+            curv_h += sp_n * Dot(n, n, D);
+            cross_h += g;
+            cur_out[id] += lr * (sp_n * hh) + kx * g;
+          }
         }
         g_n[p * K + k] = g;
+      }
+      if (capped) {
+        cur_in[tok[p]] += lr * curv_h + kx * cross_h;
+        cur_out[ctx] += lr * (sp_c * hh) + kx * std::fabs(gc);
       }
       loss += linear + tails.Total();
     }
     // 2. the output rows against the input rows as the sub-step found them: the context
-    // rows, then the draws; the input rows last
+    // rows, then the draws; the input rows last (each scaled by its row's cap)
     for (int64_t p = 0; p < N; ++p) {
       if (!valid(p)) continue;
       if (p + 1 < N && valid(p + 1)) Prefetch(out + int64_t(tok[p + 1 + o]) * D, D, true);
       const float* hp = in + int64_t(tok[p]) * D;
-      float* row = out + int64_t(tok[p + o]) * D;
-      const float a = -lr * g_c[p];
-      for (int64_t d = 0; d < D; ++d) row[d] += a * hp[d];
+      const int32_t ctx = tok[p + o];
+      float* row = out + int64_t(ctx) * D;
+      const float a = -lr * g_c[p], r = scale(cur_out, ctx);
+      for (int64_t d = 0; d < D; ++d) row[d] += (a * hp[d]) * r;
     }
     for (int64_t p = 0; p < N; ++p) {
       if (!valid(p)) continue;
@@ -630,17 +678,26 @@ ffi::Error SkipgramSequentialStepImpl(ffi::Buffer<ffi::F32> in_table,
       if (p + 1 < N && valid(p + 1))
         for (int64_t k = 0; k < K; ++k) Prefetch(out + int64_t(draws(p + 1)[k]) * D, D, true);
       for (int64_t k = 0; k < K; ++k) {
-        float* row = out + int64_t(draws(p)[k]) * D;
-        const float g = g_n[p * K + k];
-        for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
+        const int32_t id = draws(p)[k];
+        float* row = out + int64_t(id) * D;
+        const float g = g_n[p * K + k], r = scale(cur_out, id);
+        for (int64_t d = 0; d < D; ++d) row[d] += (-lr * (g * hp[d])) * r;
       }
     }
     for (int64_t p = 0; p < N; ++p) {
       if (!valid(p)) continue;
       float* row = in + int64_t(tok[p]) * D;
       const float* e = &dh[p * D];
-      for (int64_t d = 0; d < D; ++d) row[d] += -lr * e[d];
+      const float r = scale(cur_in, tok[p]);
+      for (int64_t d = 0; d < D; ++d) row[d] += (-lr * e[d]) * r;
     }
+    if (capped)   // the sums back to zero for the next sub-step (and call)
+      for (int64_t p = 0; p < N; ++p) {
+        if (!valid(p)) continue;
+        cur_in[tok[p]] = 0.0f;
+        cur_out[tok[p + o]] = 0.0f;
+        for (int64_t k = 0; k < K; ++k) cur_out[draws(p)[k]] = 0.0f;
+      }
   }
   loss_out->typed_data()[0] = loss;
   pairs_out->typed_data()[0] = total_pairs;
@@ -663,6 +720,8 @@ auto StepBinding() {
       .Attr<int64_t>("negatives")
       .Attr<float>("max_score")
       .Attr<bool>("skip_target")
+      .Attr<float>("row_cap")         // > 0: the curvature cap (the sequential step only)
+      .Attr<float>("row_cap_cross")
       .Ret<ffi::Buffer<ffi::F32>>()   // in_embed, updated in place
       .Ret<ffi::Buffer<ffi::F32>>()   // out_embed, updated in place
       .Ret<ffi::Buffer<ffi::F32>>()   // summed loss ()

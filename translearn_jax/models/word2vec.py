@@ -135,7 +135,8 @@ class Word2VecConfig:
   # machine's C++ compiler): the same update up to float summation order, with the next
   # position's rows prefetched (the step is bound by random row reads) and a step's
   # positions scored on two threads; one CPU device, replicated tables, negative_share=1,
-  # no row cap, and for skip-gram shared negatives or pair_order='sequential'. 'auto':
+  # and for skip-gram shared negatives with no row cap or pair_order='sequential' (with or
+  # without the curvature cap; CBOW takes no row cap). 'auto':
   # 'cpu' where the run allows it and a compiler is found, else 'xla' (resolved by the runner,
   # `pretraining.word2vec.resolve_step_kernel`; `sparse_sgd_step` reads 'auto' as 'xla').
   step_kernel: str = XLA_KERNEL
@@ -204,14 +205,15 @@ def cpu_kernel_computes(negative_share: int, row_cap: float, pair_negatives: boo
                         pair_order: str) -> bool:
   """`cpu_kernel_in_scope` from the fields themselves (the runner checks a config's before
   a vocabulary, and so a `Word2VecConfig`, exists)."""
-  return (negative_share == 1 and row_cap == 0
-          and (not pair_negatives or pair_order == SEQUENTIAL))
+  sequential = pair_negatives and pair_order == SEQUENTIAL
+  return (negative_share == 1 and (not pair_negatives or sequential)
+          and (row_cap == 0 or sequential))
 
 
-CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is the step with model.negative_share=1, no "
-                    'optim.row_cap and, for skip-gram, shared negatives '
-                    "(model.pair_negatives=False) or per-pair ones in model.pair_order="
-                    "'sequential'")
+CPU_KERNEL_SCOPE = ("model.step_kernel='cpu' is the step with model.negative_share=1 and, "
+                    'for skip-gram, shared negatives (model.pair_negatives=False) with no '
+                    "optim.row_cap, or per-pair ones in model.pair_order='sequential' (with "
+                    'or without the curvature cap); CBOW takes no optim.row_cap')
 
 # the sequential order's sub-steps take the curvature cap (each sums one pair a center, so a
 # count or norm cap would bound the wrong sum)
@@ -644,7 +646,8 @@ def sparse_sgd_step(params: Mapping[str, Array], batch: Mapping[str, Array],
         mode, params['in_embed'], params['out_embed'], batch['tokens'], batch['segment'],
         batch['window'], batch['negatives'], lr, window=cfg.window,
         negative_weight_k=cfg.negatives, max_score=cfg.max_score,
-        skip_target=cfg.skip_target_negatives)
+        skip_target=cfg.skip_target_negatives, row_cap=cfg.row_cap,
+        row_cap_cross=cfg.row_cap_cross)
     return {'in_embed': new_in, 'out_embed': new_out}, loss, pairs
   return table_step(ReplicatedTables(params, cfg, constrain), batch, lr, cfg)
 
