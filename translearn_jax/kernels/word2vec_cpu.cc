@@ -27,6 +27,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -592,113 +593,119 @@ ffi::Error SkipgramSequentialStepImpl(ffi::Buffer<ffi::F32> in_table,
   float* dh = Scratch(1, N * D);
   float* g_c = Scratch(2, N);
   float* g_n = Scratch(3, N * K);
-  const bool capped = row_cap > 0.0f;
   const float kx = lr * row_cap_cross;
-  float* cur_in = capped ? Zeroed(0, st.V) : nullptr;    // a sub-step's curvature per row
-  float* cur_out = capped ? Zeroed(1, st.V) : nullptr;
-  const auto scale = [&](const float* cur, int32_t id) {
-    return capped ? CapScale(cur[id], row_cap) : 1.0f;
-  };
+  float* cur_in = row_cap > 0.0f ? Zeroed(0, st.V) : nullptr;   // a sub-step's curvature
+  float* cur_out = row_cap > 0.0f ? Zeroed(1, st.V) : nullptr;  // per row
   float loss = 0.0f;
-  for (int64_t j = 0; j < O; ++j) {
-    const int64_t o = offs[j];
-    const auto valid = [&](int64_t p) { return mask[p * O + j] != 0; };
-    const auto draws = [&](int64_t p) { return neg + p * M + j * K; };
-    // 1. this offset's scores and errors, from the tables as the earlier offsets left them
-    // (on this thread: the sub-steps are short and each reads rows the last one wrote, so a
-    // second thread reading them cost more than it saved, 1202 against 959 us a step)
-    for (int64_t p = 0; p < N; ++p) {
-      if (p + 1 < N && valid(p + 1)) {   // the next pair's rows
-        Prefetch(in + int64_t(tok[p + 1]) * D, D, false);
-        Prefetch(out + int64_t(tok[p + 1 + o]) * D, D, false);
-        for (int64_t k = 0; k < K; ++k) Prefetch(out + int64_t(draws(p + 1)[k]) * D, D, false);
-      }
-      if (!valid(p)) continue;
-      const float* hp = in + int64_t(tok[p]) * D;
-      const int32_t ctx = tok[p + o];
-      const float* c = out + int64_t(ctx) * D;
-      const float sc = Dot(hp, c, D);
-      const bool live_c = !(max_score > 0.0f) || std::fabs(sc) < max_score;
-      const float ec = std::exp(-std::fabs(sc));
-      const float sig_c = SigmoidFrom(sc, ec);
-      const float gc = live_c ? sig_c - 1.0f : 0.0f;
-      g_c[p] = gc;
-      LogSum tails;
-      tails.Add(ec);
-      float linear = std::fmax(-sc, 0.0f);
-      float* dhp = &dh[p * D];
-      for (int64_t d = 0; d < D; ++d) dhp[d] = gc * c[d];
-      // the cap's sums: σ'(s)·|x|² of each score for both of its rows, and |σ(s) − label|
-      const float hh = capped ? Dot(hp, hp, D) : 0.0f;
-      const float sp_c = live_c ? sig_c * (1.0f - sig_c) : 0.0f;
-      float curv_h = capped ? sp_c * Dot(c, c, D) : 0.0f, cross_h = std::fabs(gc);
-      for (int64_t k = 0; k < K; ++k) {
-        const int32_t id = draws(p)[k];
-        const float* n = out + int64_t(id) * D;
-        const bool skipped = skip_target && id == ctx;
-        float g = 0.0f;
-        if (!skipped) {
-          const float sn = Dot(hp, n, D);
-          const bool live_n = !(max_score > 0.0f) || std::fabs(sn) < max_score;
-          const float en = std::exp(-std::fabs(sn));
-          const float sig_n = SigmoidFrom(sn, en);
-          g = live_n ? sig_n : 0.0f;
-          tails.Add(en);
-          linear += std::fmax(sn, 0.0f);
-          for (int64_t d = 0; d < D; ++d) dhp[d] += g * n[d];
-          if (capped) {
-            const float sp_n = live_n ? sig_n * (1.0f - sig_n) : 0.0f;
-            curv_h += sp_n * Dot(n, n, D);
-            cross_h += g;
-            cur_out[id] += lr * (sp_n * hh) + kx * g;
-          }
+  // compiled twice: without the cap the sums and scales compile away (no cost to the default)
+  const auto run = [&](auto capped_type) {
+    constexpr bool capped = decltype(capped_type)::value;
+    const auto scale = [&](const float* cur, int32_t id) {
+      if constexpr (capped) return CapScale(cur[id], row_cap);
+      else return 1.0f;
+    };
+    for (int64_t j = 0; j < O; ++j) {
+      const int64_t o = offs[j];
+      const auto valid = [&](int64_t p) { return mask[p * O + j] != 0; };
+      const auto draws = [&](int64_t p) { return neg + p * M + j * K; };
+      // 1. this offset's scores and errors, from the tables as the earlier offsets left them
+      // (on this thread: the sub-steps are short and each reads rows the last one wrote, so a
+      // second thread reading them cost more than it saved, 1202 against 959 us a step)
+      for (int64_t p = 0; p < N; ++p) {
+        if (p + 1 < N && valid(p + 1)) {   // the next pair's rows
+          Prefetch(in + int64_t(tok[p + 1]) * D, D, false);
+          Prefetch(out + int64_t(tok[p + 1 + o]) * D, D, false);
+          for (int64_t k = 0; k < K; ++k) Prefetch(out + int64_t(draws(p + 1)[k]) * D, D, false);
         }
-        g_n[p * K + k] = g;
+        if (!valid(p)) continue;
+        const float* hp = in + int64_t(tok[p]) * D;
+        const int32_t ctx = tok[p + o];
+        const float* c = out + int64_t(ctx) * D;
+        const float sc = Dot(hp, c, D);
+        const bool live_c = !(max_score > 0.0f) || std::fabs(sc) < max_score;
+        const float ec = std::exp(-std::fabs(sc));
+        const float sig_c = SigmoidFrom(sc, ec);
+        const float gc = live_c ? sig_c - 1.0f : 0.0f;
+        g_c[p] = gc;
+        LogSum tails;
+        tails.Add(ec);
+        float linear = std::fmax(-sc, 0.0f);
+        float* dhp = &dh[p * D];
+        for (int64_t d = 0; d < D; ++d) dhp[d] = gc * c[d];
+        // the cap's sums: σ'(s)·|x|² of each score for both of its rows, and |σ(s) − label|
+        const float hh = capped ? Dot(hp, hp, D) : 0.0f;
+        const float sp_c = live_c ? sig_c * (1.0f - sig_c) : 0.0f;
+        float curv_h = capped ? sp_c * Dot(c, c, D) : 0.0f, cross_h = std::fabs(gc);
+        for (int64_t k = 0; k < K; ++k) {
+          const int32_t id = draws(p)[k];
+          const float* n = out + int64_t(id) * D;
+          const bool skipped = skip_target && id == ctx;
+          float g = 0.0f;
+          if (!skipped) {
+            const float sn = Dot(hp, n, D);
+            const bool live_n = !(max_score > 0.0f) || std::fabs(sn) < max_score;
+            const float en = std::exp(-std::fabs(sn));
+            const float sig_n = SigmoidFrom(sn, en);
+            g = live_n ? sig_n : 0.0f;
+            tails.Add(en);
+            linear += std::fmax(sn, 0.0f);
+            for (int64_t d = 0; d < D; ++d) dhp[d] += g * n[d];
+            if (capped) {
+              const float sp_n = live_n ? sig_n * (1.0f - sig_n) : 0.0f;
+              curv_h += sp_n * Dot(n, n, D);
+              cross_h += g;
+              cur_out[id] += lr * (sp_n * hh) + kx * g;
+            }
+          }
+          g_n[p * K + k] = g;
+        }
+        if (capped) {
+          cur_in[tok[p]] += lr * curv_h + kx * cross_h;
+          cur_out[ctx] += lr * (sp_c * hh) + kx * std::fabs(gc);
+        }
+        loss += linear + tails.Total();
       }
-      if (capped) {
-        cur_in[tok[p]] += lr * curv_h + kx * cross_h;
-        cur_out[ctx] += lr * (sp_c * hh) + kx * std::fabs(gc);
-      }
-      loss += linear + tails.Total();
-    }
-    // 2. the output rows against the input rows as the sub-step found them: the context
-    // rows, then the draws; the input rows last (each scaled by its row's cap)
-    for (int64_t p = 0; p < N; ++p) {
-      if (!valid(p)) continue;
-      if (p + 1 < N && valid(p + 1)) Prefetch(out + int64_t(tok[p + 1 + o]) * D, D, true);
-      const float* hp = in + int64_t(tok[p]) * D;
-      const int32_t ctx = tok[p + o];
-      float* row = out + int64_t(ctx) * D;
-      const float a = -lr * g_c[p], r = scale(cur_out, ctx);
-      for (int64_t d = 0; d < D; ++d) row[d] += (a * hp[d]) * r;
-    }
-    for (int64_t p = 0; p < N; ++p) {
-      if (!valid(p)) continue;
-      const float* hp = in + int64_t(tok[p]) * D;
-      if (p + 1 < N && valid(p + 1))
-        for (int64_t k = 0; k < K; ++k) Prefetch(out + int64_t(draws(p + 1)[k]) * D, D, true);
-      for (int64_t k = 0; k < K; ++k) {
-        const int32_t id = draws(p)[k];
-        float* row = out + int64_t(id) * D;
-        const float g = g_n[p * K + k], r = scale(cur_out, id);
-        for (int64_t d = 0; d < D; ++d) row[d] += (-lr * (g * hp[d])) * r;
-      }
-    }
-    for (int64_t p = 0; p < N; ++p) {
-      if (!valid(p)) continue;
-      float* row = in + int64_t(tok[p]) * D;
-      const float* e = &dh[p * D];
-      const float r = scale(cur_in, tok[p]);
-      for (int64_t d = 0; d < D; ++d) row[d] += (-lr * e[d]) * r;
-    }
-    if (capped)   // the sums back to zero for the next sub-step (and call)
+      // 2. the output rows against the input rows as the sub-step found them: the context
+      // rows, then the draws; the input rows last (each scaled by its row's cap)
       for (int64_t p = 0; p < N; ++p) {
         if (!valid(p)) continue;
-        cur_in[tok[p]] = 0.0f;
-        cur_out[tok[p + o]] = 0.0f;
-        for (int64_t k = 0; k < K; ++k) cur_out[draws(p)[k]] = 0.0f;
+        if (p + 1 < N && valid(p + 1)) Prefetch(out + int64_t(tok[p + 1 + o]) * D, D, true);
+        const float* hp = in + int64_t(tok[p]) * D;
+        const int32_t ctx = tok[p + o];
+        float* row = out + int64_t(ctx) * D;
+        const float a = -lr * g_c[p], r = scale(cur_out, ctx);
+        for (int64_t d = 0; d < D; ++d) row[d] += (a * hp[d]) * r;
       }
-  }
+      for (int64_t p = 0; p < N; ++p) {
+        if (!valid(p)) continue;
+        const float* hp = in + int64_t(tok[p]) * D;
+        if (p + 1 < N && valid(p + 1))
+          for (int64_t k = 0; k < K; ++k) Prefetch(out + int64_t(draws(p + 1)[k]) * D, D, true);
+        for (int64_t k = 0; k < K; ++k) {
+          const int32_t id = draws(p)[k];
+          float* row = out + int64_t(id) * D;
+          const float g = g_n[p * K + k], r = scale(cur_out, id);
+          for (int64_t d = 0; d < D; ++d) row[d] += (-lr * (g * hp[d])) * r;
+        }
+      }
+      for (int64_t p = 0; p < N; ++p) {
+        if (!valid(p)) continue;
+        float* row = in + int64_t(tok[p]) * D;
+        const float* e = &dh[p * D];
+        const float r = scale(cur_in, tok[p]);
+        for (int64_t d = 0; d < D; ++d) row[d] += (-lr * e[d]) * r;
+      }
+      if (capped)   // the sums back to zero for the next sub-step (and call)
+        for (int64_t p = 0; p < N; ++p) {
+          if (!valid(p)) continue;
+          cur_in[tok[p]] = 0.0f;
+          cur_out[tok[p + o]] = 0.0f;
+          for (int64_t k = 0; k < K; ++k) cur_out[draws(p)[k]] = 0.0f;
+        }
+    }
+  };
+  if (row_cap > 0.0f) run(std::true_type{});
+  else run(std::false_type{});
   loss_out->typed_data()[0] = loss;
   pairs_out->typed_data()[0] = total_pairs;
   return ffi::Error::Success();
