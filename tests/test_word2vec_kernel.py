@@ -219,9 +219,10 @@ def test_a_run_with_the_cpu_kernel_trains_the_xla_runs_vectors(tiny_config, tmp_
 
 @pytest.mark.parametrize('mode', ['cbow', 'skipgram'])
 def test_cpu_kernel_gives_the_same_bits_on_one_thread_or_two_and_from_concurrent_calls(mode):
-  """A call's second half runs on the kernel's helper thread when it is free, else on the
-  calling thread; the split is the same either way, so concurrent calls (one of which finds
-  the helper busy) give bit for bit what one call at a time gives."""
+  """A call's parts (runs of positions to score, then one table's updates each) run on the
+  calling thread and on the kernel's helper thread when it is free, else all on the calling
+  thread; a part computes the same on either, so concurrent calls (some of which find the
+  helper busy) give bit for bit what one call at a time gives."""
   import threading
   cfg = w2v.Word2VecConfig(vocab_size=300, dim=24, window=3, negatives=5, mode=mode,
                            step_kernel='cpu')

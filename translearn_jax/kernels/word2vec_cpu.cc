@@ -238,10 +238,13 @@ ffi::Error Prepare(const char* name, ffi::Buffer<ffi::F32>& in_table,
   const auto tdims = in_table.dimensions();
   const auto bdims = tokens.dimensions();
   const auto ndims = negatives_b.dimensions();
-  if (tdims.size() != 2 || out_table.dimensions().size() != 2 || bdims.size() != 2 ||
+  const auto odims = out_table.dimensions();
+  if (tdims.size() != 2 || odims.size() != 2 || odims[0] != tdims[0] || odims[1] != tdims[1] ||
+      bdims.size() != 2 ||
       ndims.size() != 3 || ndims[0] != bdims[0] || ndims[1] != bdims[1])
     return ffi::Error::InvalidArgument(
-        std::string(name) + ": tables (V, D), tokens/segment/window (B, L), negatives (B, L, M)");
+        std::string(name) +
+        ": two tables of one shape (V, D), tokens/segment/window (B, L), negatives (B, L, M)");
   Step& s = *st;
   s.V = tdims[0], s.D = tdims[1], s.B = bdims[0], s.L = bdims[1], s.M = ndims[2];
   s.N = s.B * s.L, s.W = window, s.O = 2 * window;
