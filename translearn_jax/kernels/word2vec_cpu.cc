@@ -275,6 +275,21 @@ ffi::Error Prepare(const char* name, ffi::Buffer<ffi::F32>& in_table,
   return ffi::Error::Success();
 }
 
+// The output table's updates from a step's negatives, in position order: draw m of position
+// p adds -lr · g_n[p, m] · h[p] (CBOW's and the shared draws' last pass)
+void AddNegatives(const Step& st, const float* h, const float* g_n) {
+  const int64_t N = st.N, M = st.M, D = st.D;
+  for (int64_t p = 0; p < N; ++p) {
+    const float* hp = &h[p * D];
+    for (int64_t m = 0; m < M; ++m) {
+      if (p + 1 < N) Prefetch(st.out + int64_t(st.neg[(p + 1) * M + m]) * D, D, true);
+      float* row = st.out + int64_t(st.neg[p * M + m]) * D;
+      const float g = g_n[p * M + m];
+      for (int64_t d = 0; d < D; ++d) row[d] += -st.lr * (g * hp[d]);
+    }
+  }
+}
+
 ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> out_table,
                         ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
                         ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
@@ -388,15 +403,7 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
       const float* hp = &h[p * D];
       for (int64_t d = 0; d < D; ++d) row[d] += a * hp[d];
     }
-    for (int64_t p = 0; p < N; ++p) {
-      const float* hp = &h[p * D];
-      for (int64_t m = 0; m < M; ++m) {
-        if (p + 1 < N) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, true);
-        float* row = out + int64_t(neg[p * M + m]) * D;
-        const float g = g_n[p * M + m];
-        for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
-      }
-    }
+    AddNegatives(st, h, g_n);
   };
   Parts(2, update);
   loss_out->typed_data()[0] = Sum(loss_c) + Sum(loss_n);
@@ -535,15 +542,7 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
         for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
       }
     }
-    for (int64_t p = 0; p < N; ++p) {
-      const float* hp = &h[p * D];
-      for (int64_t m = 0; m < M; ++m) {
-        if (p + 1 < N) Prefetch(out + int64_t(neg[(p + 1) * M + m]) * D, D, true);
-        float* row = out + int64_t(neg[p * M + m]) * D;
-        const float g = g_n[p * M + m];
-        for (int64_t d = 0; d < D; ++d) row[d] += -lr * (g * hp[d]);
-      }
-    }
+    AddNegatives(st, h, g_n);
   };
   Parts(2, update);
   loss_out->typed_data()[0] = Sum(losses);
