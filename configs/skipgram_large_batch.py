@@ -7,8 +7,11 @@ time) with the curvature cap of large batches (`optim.row_cap=1`,
 moves, its cross term (`optim.row_cap_cross`) for the first steps, when a hot row and its
 many partners move along each other, and the larger step the cap keeps stable (α0 0.05).
 After one epoch of the novels it scores above configs/skipgram.py at batch 2 on WordSim-353
-and SimLex-999; after five (one seed) it is below it (-0.015 / -0.028), with 1/32 of the
-steps (README, Results: "word2vec's order at batch 64"). On one CPU device the step is the
+and SimLex-999. After five it is level with batch 2 at the same settings, but α0 0.05 then
+costs both batches SimLex-999 (-0.039 against configs/skipgram.py); for several epochs of a
+large corpus `--config.optim.learning_rate=0.025` is better (-0.015 on SimLex-999, level on
+WordSim-353; README, Results: "word2vec's order at batch 64 after five epochs"). On one CPU
+device the step is the
 CPU kernel ('auto'; 0.31M words/s end to end on the novels, stop 49), and configs/skipgram.py
 at batch 2 is faster still; this config is for many devices and accelerators (the XLA
 step), where `--config.model.table_sharding=rows` gives each device 1/n of the tables and
