@@ -40,6 +40,11 @@ def batches(rng, steps, vocab, b, length, draws, window):
           'negatives': rng.integers(0, vocab, (steps, b, length, draws)).astype(np.int32)}
 
 
+def tables(rng, vocab, dim):
+  return {name: jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32)
+          for name in ('in_embed', 'out_embed')}
+
+
 @functools.cache
 def scanned(cfg):
   def run(params, blocks, lr):
@@ -72,8 +77,7 @@ def test_cpu_kernel_computes_the_xla_steps_update(mode, vocab, dim, window, extr
   rng = np.random.default_rng(vocab + dim)
   blocks = jax.tree.map(jnp.asarray, batches(rng, 3, vocab, 2, 24, kern.negatives_per_position,
                                              window))
-  params = {'in_embed': jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32),
-            'out_embed': jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32)}
+  params = tables(rng, vocab, dim)
   want, (loss_w, pairs_w) = scanned(base)(params, blocks, 0.1)
   got, (loss_g, pairs_g) = scanned(kern)(params, blocks, 0.1)
   for name in params:
@@ -103,8 +107,7 @@ def test_cpu_kernel_computes_the_capped_sequential_step(vocab, dim, window, extr
   rng = np.random.default_rng(vocab)
   blocks = jax.tree.map(jnp.asarray, batches(rng, 3, vocab, 2, 24, kern.negatives_per_position,
                                              window))
-  params = {'in_embed': jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32),
-            'out_embed': jnp.asarray(rng.normal(0, 0.3, (vocab, dim)), jnp.float32)}
+  params = tables(rng, vocab, dim)
   want, (loss_w, pairs_w) = scanned(base)(params, blocks, 0.5)
   got, (loss_g, pairs_g) = scanned(kern)(params, blocks, 0.5)
   free = scanned(base.__class__(**{**base.__dict__, 'row_cap': 0.0, 'row_cap_cross': 0.0}))(
@@ -228,8 +231,7 @@ def test_cpu_kernel_gives_the_same_bits_on_one_thread_or_two_and_from_concurrent
                            step_kernel='cpu')
   rng = np.random.default_rng(7)
   blocks = [jax.tree.map(jnp.asarray, batches(rng, 8, 300, 2, 64, 5, 3)) for _ in range(4)]
-  params = {'in_embed': jnp.asarray(rng.normal(0, 0.3, (300, 24)), jnp.float32),
-            'out_embed': jnp.asarray(rng.normal(0, 0.3, (300, 24)), jnp.float32)}
+  params = tables(rng, 300, 24)
   run = scanned(cfg)
   alone = [jax.block_until_ready(run(params, b, 0.1)) for b in blocks]
   together = [None] * len(blocks)

@@ -275,6 +275,32 @@ ffi::Error Prepare(const char* name, ffi::Buffer<ffi::F32>& in_table,
   return ffi::Error::Success();
 }
 
+// Each position p's row of `table` (its token's), in position order, takes
+// -lr · Σ weight(q, j) · src[q] over the centers q = p - offs[j] whose valid pair at offset j
+// it was the context of: CBOW's input rows (h's error, weight 1) and the shared draws' output
+// rows (the score's error times the center's row).
+template <typename Weight>
+void AddServed(const Step& st, float* table, const float* src, Weight weight) {
+  const int64_t B = st.B, L = st.L, N = st.N, D = st.D, O = st.O;
+  std::vector<float> acc(D);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < L; ++i) {
+      const int64_t p = b * L + i;
+      if (p + 1 < N) Prefetch(table + int64_t(st.tok[p + 1]) * D, D, true);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < O; ++j) {
+        const int64_t q = i - st.offs[j];
+        if (q < 0 || q >= L || !st.mask[(b * L + q) * O + j]) continue;
+        const float w = weight(b * L + q, j);
+        const float* e = &src[(b * L + q) * D];
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * e[d];
+      }
+      float* row = table + int64_t(st.tok[p]) * D;
+      for (int64_t d = 0; d < D; ++d) row[d] += -st.lr * acc[d];
+    }
+  }
+}
+
 // The output table's updates from a step's negatives, in position order: draw m of position
 // p adds -lr · g_n[p, m] · h[p] (CBOW's and the shared draws' last pass)
 void AddNegatives(const Step& st, const float* h, const float* g_n) {
@@ -294,7 +320,7 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
                         ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> segment,
                         ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
                         ffi::Buffer<ffi::F32> lr_b, int64_t window, int64_t negatives,
-                        float max_score, bool skip_target, float row_cap, float row_cap_cross,
+                        float max_score, bool skip_target, float row_cap, float /*row_cap_cross*/,
                         ffi::ResultBuffer<ffi::F32> in_new, ffi::ResultBuffer<ffi::F32> out_new,
                         ffi::ResultBuffer<ffi::F32> loss_out,
                         ffi::ResultBuffer<ffi::F32> pairs_out) {
@@ -304,7 +330,7 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
                              negatives_b, lr_b, window, negatives, in_new, out_new, &st);
       e.failure())
     return e;
-  const int64_t D = st.D, L = st.L, B = st.B, M = st.M, N = st.N, W = st.W, O = st.O;
+  const int64_t D = st.D, M = st.M, N = st.N, W = st.W, O = st.O;
   float* in = st.in;
   float* out = st.out;
   const int32_t *tok = st.tok, *neg = st.neg;
@@ -378,22 +404,7 @@ ffi::Error CbowStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32> ou
   // each table's rows updated in the same order as on one thread.
   auto update = [&](int part) {
     if (part == 0) {
-      std::vector<float> acc(D);
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t i = 0; i < L; ++i) {
-          const int64_t p = b * L + i;
-          if (p + 1 < N) Prefetch(in + int64_t(tok[p + 1]) * D, D, true);
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          for (int64_t j = 0; j < O; ++j) {
-            const int64_t q = i - offs[j];
-            if (q < 0 || q >= L || !mask[(b * L + q) * O + j]) continue;
-            const float* e = &dh[(b * L + q) * D];
-            for (int64_t d = 0; d < D; ++d) acc[d] += e[d];
-          }
-          float* row = in + int64_t(tok[p]) * D;
-          for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
-        }
-      }
+      AddServed(st, in, dh, [](int64_t, int64_t) { return 1.0f; });
       return;
     }
     for (int64_t p = 0; p < N; ++p) {
@@ -420,7 +431,7 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
                             ffi::Buffer<ffi::S32> window_b, ffi::Buffer<ffi::S32> negatives_b,
                             ffi::Buffer<ffi::F32> lr_b, int64_t window, int64_t negatives,
                             float max_score, bool skip_target, float row_cap,
-                            float row_cap_cross, ffi::ResultBuffer<ffi::F32> in_new,
+                            float /*row_cap_cross*/, ffi::ResultBuffer<ffi::F32> in_new,
                             ffi::ResultBuffer<ffi::F32> out_new,
                             ffi::ResultBuffer<ffi::F32> loss_out,
                             ffi::ResultBuffer<ffi::F32> pairs_out) {
@@ -430,7 +441,7 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
                              negatives_b, lr_b, window, negatives, in_new, out_new, &st);
       e.failure())
     return e;
-  const int64_t D = st.D, L = st.L, B = st.B, M = st.M, N = st.N, W = st.W, O = st.O;
+  const int64_t D = st.D, M = st.M, N = st.N, W = st.W, O = st.O;
   float* in = st.in;
   float* out = st.out;
   const int32_t *tok = st.tok, *neg = st.neg;
@@ -525,23 +536,7 @@ ffi::Error SkipgramStepImpl(ffi::Buffer<ffi::F32> in_table, ffi::Buffer<ffi::F32
       }
       return;
     }
-    std::vector<float> acc(D);
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t i = 0; i < L; ++i) {
-        const int64_t p = b * L + i;
-        if (p + 1 < N) Prefetch(out + int64_t(tok[p + 1]) * D, D, true);
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t j = 0; j < O; ++j) {
-          const int64_t q = i - offs[j];
-          if (q < 0 || q >= L || !mask[(b * L + q) * O + j]) continue;
-          const float g = g_c[(b * L + q) * O + j];
-          const float* hq = &h[(b * L + q) * D];
-          for (int64_t d = 0; d < D; ++d) acc[d] += g * hq[d];
-        }
-        float* row = out + int64_t(tok[p]) * D;
-        for (int64_t d = 0; d < D; ++d) row[d] += -lr * acc[d];
-      }
-    }
+    AddServed(st, out, h, [&](int64_t q, int64_t j) { return g_c[q * O + j]; });
     AddNegatives(st, h, g_n);
   };
   Parts(2, update);
