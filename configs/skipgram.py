@@ -97,6 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.batch_size = 2            # rows per step (global; divisible by #devices)
   config.train.seq_length = 256          # subsampled tokens per row
   config.train.steps_per_call = 64       # steps scanned in one jitted call
+  # 'block': a step's rows are consecutive stretches of the subsampled text; 'spread': row r
+  # reads the r-th of batch_size equal parts of each epoch, as word2vec's thread r does
+  config.train.batch_rows = 'block'
   config.num_devices = 0                 # devices in the data mesh (0: all)
   config.model.table_sharding = 'replicated'  # 'rows': each device holds 1/n of the rows
   config.train.prefetch = 2              # blocks prepared ahead in a host thread

@@ -36,6 +36,7 @@ CASES = [
     ('w2v sequential shared', 'skipgram_shared', {'model.pair_order': 'sequential'}, ConfigError, r'config\.model\.pair_order: .sequential. is for skip-gram with model\.pair_negatives'),
     ('w2v row_cap_cross without the curvature cap', 'cbow', {'optim.row_cap_cross': 0.1}, ConfigError, r"config\.optim\.row_cap_cross: .*row_cap_mode='curvature'"),
     ('w2v input_workers < 0', 'cbow', {'train.input_workers': -1}, ConfigError, r'config\.train\.input_workers: must be >= 0'),
+    ('w2v batch_rows unknown', 'skipgram', {'train.batch_rows': 'strided'}, ConfigError, r"config\.train\.batch_rows: must be 'block' or 'spread', got 'strided'"),
     ('w2v sequential count-capped', 'skipgram', {'optim.row_cap': 1.0, 'optim.row_cap_mode': 'count'}, ConfigError, r"config\.optim\.row_cap: with model\.pair_order='sequential' needs optim\.row_cap_mode='curvature'"),
     ('w2v negative_share not dividing', 'cbow', {'model.negative_share': 3}, ConfigError, r'config\.model\.negative_share.*seq_length'),
     ('w2v negative_share per pair', 'skipgram', {'model.negative_share': 2, 'model.pair_negatives': True, 'model.negative_draws': 0}, ConfigError, r'config\.model\.negative_share'),

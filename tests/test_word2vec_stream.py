@@ -121,12 +121,38 @@ def test_an_epoch_is_subsampled_only_as_far_as_its_blocks_need(monkeypatch):
   assert len(rest) + 1 == -(-len(whole) // 2_048)
 
 
-def test_resume_from_state_reproduces_stream():
+def test_spread_rows_read_each_part_of_the_epoch_in_order():
+  """`batch_rows='spread'`: row r of every step holds the next tokens of the r-th of `batch`
+  equal parts of the epoch's kept stream (the last part shorter), each part's end padded;
+  together the rows hold every kept token once, and the block count follows the parts."""
+  corpus = zipf_corpus(n_tokens=7000)
+  stream = BlockStream(corpus, cfg(batch_rows='spread', steps=2), epochs=2)
+  blocks = list(stream.iterate(StreamState(), prefetch=0))
+  for epoch in (0, 1):
+    kept, segs = stream._kept(epoch)
+    part = -(-len(kept) // 4)
+    assert len(kept) % 4 and stream.num_blocks(epoch) == -(-part // (2 * 64)) > 1
+    mine = [b for s, b in blocks if s.epoch == epoch]
+    assert len(mine) == stream.num_blocks(epoch)
+    tok = np.concatenate([b['tokens'] for b in mine])          # (steps, B, L)
+    seg = np.concatenate([b['segment'] for b in mine])
+    for r in range(4):
+      row_tok, row_seg = tok[:, r].ravel(), seg[:, r].ravel()
+      n = len(kept[r * part:(r + 1) * part])
+      np.testing.assert_array_equal(row_tok[:n], kept[r * part:r * part + n])
+      np.testing.assert_array_equal(row_seg[:n], segs[r * part:r * part + n])
+      assert np.all(row_seg[n:] == -1) and np.all(row_tok[n:] == 0)
+
+
+@pytest.mark.parametrize('rows', ['block', 'spread'])
+def test_resume_from_state_reproduces_stream(rows):
   corpus = zipf_corpus(n_tokens=20000)
-  stream = BlockStream(corpus, cfg(), epochs=2)
+  stream = BlockStream(corpus, cfg(batch_rows=rows), epochs=2)
   full = list(stream.iterate(StreamState(), prefetch=2))
   cut = 3
-  resumed = list(BlockStream(corpus, cfg(), epochs=2).iterate(full[cut - 1][0], prefetch=2))
+  assert len(full) > cut + 2
+  resumed = list(BlockStream(corpus, cfg(batch_rows=rows), epochs=2).iterate(full[cut - 1][0],
+                                                                        prefetch=2))
   assert len(resumed) == len(full) - cut
   for (s1, b1), (s2, b2) in zip(full[cut:], resumed):
     assert s1 == s2
@@ -134,10 +160,12 @@ def test_resume_from_state_reproduces_stream():
       np.testing.assert_array_equal(b1[k], b2[k])
 
 
-def test_process_rows_slice_global_batch():
+@pytest.mark.parametrize('rows', ['block', 'spread'])
+def test_process_rows_slice_global_batch(rows):
   corpus = zipf_corpus(n_tokens=5000)
-  full = BlockStream(corpus, cfg(batch=4), epochs=1).make_block(0, 0)
-  part = BlockStream(corpus, cfg(batch=4), epochs=1, row_start=2, row_stop=4).make_block(0, 0)
+  full = BlockStream(corpus, cfg(batch=4, batch_rows=rows), epochs=1).make_block(0, 0)
+  part = BlockStream(corpus, cfg(batch=4, batch_rows=rows), epochs=1, row_start=2,
+                     row_stop=4).make_block(0, 0)
   for k in full:
     np.testing.assert_array_equal(full[k][:, 2:4], part[k])
 
@@ -195,15 +223,17 @@ def test_prefetched_starts_before_the_first_next_and_stops_on_close():
       first.set()
       yield i
       i += 1
-  before = threading.active_count()
+  # the threads alive before, not their count: an earlier test's producer may still be
+  # ending while this one runs
+  before = set(threading.enumerate())
   it = Prefetched(endless(), 2)
   assert first.wait(10), 'nothing produced before the first next()'
   assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
   it.close()
   deadline = time.monotonic() + 10
-  while threading.active_count() > before and time.monotonic() < deadline:
+  while set(threading.enumerate()) - before and time.monotonic() < deadline:
     time.sleep(0.01)
-  assert threading.active_count() == before, 'the producer thread still runs after close()'
+  assert not set(threading.enumerate()) - before, 'the producer thread still runs after close()'
   assert len(made) <= 5 + 2 + 2                   # it stopped within a few items
   with pytest.raises(StopIteration):
     next(it)

@@ -114,6 +114,12 @@ def test_a_run_past_the_uncapped_batch_limit_warns_and_names_the_cap(tiny_config
   assert (cfg.pair_order, cfg.row_cap_mode, cfg.row_cap, big.train.batch_size) == (
       'sequential', 'curvature', 1.0, 64)
   assert w2v.cpu_kernel_in_scope(cfg)
+  # its rows come from across the epoch (the run's stream takes the field; batch 2 keeps
+  # consecutive rows)
+  from translearn_jax.data.vocab import encode_corpus
+  corpus = encode_corpus([' '.join(f'w{i % 50}' for i in range(5000))], min_count=1)
+  assert word2vec.block_stream(big, cfg, corpus, 0, 64).cfg.batch_rows == 'spread'
+  assert word2vec.block_stream(seq, cfg, corpus, 0, 16).cfg.batch_rows == 'block'
 
 
 def test_sharded_step_matches_single_device(tiny_config):

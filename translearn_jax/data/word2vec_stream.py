@@ -4,7 +4,11 @@ Per epoch, every token is kept with word2vec's probability
 `(sqrt(f/(s·N)) + 1) · s·N/f` (f: the word's count, N: corpus tokens, s:
 `sample`); the kept stream is cut into blocks of `steps × batch × length`
 tokens, each with a reduced window per position (uniform in `1..window`) and
-`K` negatives per position drawn from the unigram^0.75 table.
+`K` negatives per position drawn from the unigram^0.75 table. With
+`batch_rows='spread'` row r of every step reads on through the r-th of `batch` equal parts
+of the epoch instead, as word2vec's thread r reads the r-th part of the file: a step
+then holds `batch` distant stretches of text, not one (README, Results: "A large
+batch's rows from across the epoch").
 
 Everything random is drawn from `np.random.default_rng([seed, epoch])` (keep
 decisions) and `[seed, epoch, block]` (windows, negatives), so a block depends
@@ -29,6 +33,8 @@ from translearn_jax.data.vocab import EncodedCorpus
 from translearn_jax.errors import DataError
 
 NEG_TABLE_SIZE = 10_000_000
+BLOCK, SPREAD = 'block', 'spread'
+ROW_LAYOUTS = (BLOCK, SPREAD)
 
 
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
@@ -129,6 +135,10 @@ class StreamConfig:
   sample: float
   seed: int
   negative_share: int = 1   # consecutive positions of a row sharing one draw of negatives
+  # 'block': a step's rows are consecutive stretches of the kept stream (one stretch of
+  # batch × length tokens a step); 'spread': row r reads the r-th of `batch` equal parts
+  # of the epoch's kept stream, as word2vec's thread r reads the r-th part of the file
+  batch_rows: str = 'block'
 
 
 @dataclasses.dataclass
@@ -153,6 +163,8 @@ class BlockStream:
     if len(corpus.ids) < 2:
       raise DataError(f'corpus has {len(corpus.ids)} in-vocabulary token(s); '
                       'skip-gram/CBOW need at least 2')
+    if cfg.batch_rows not in ROW_LAYOUTS:
+      raise ValueError(f'batch_rows must be one of {ROW_LAYOUTS}, got {cfg.batch_rows!r}')
     if cfg.negative_share < 1 or cfg.length % cfg.negative_share:
       raise ValueError(f'negative_share={cfg.negative_share} must be >= 1 and divide the row '
                        f'length {cfg.length}')
@@ -185,12 +197,16 @@ class BlockStream:
     return kept.ids, kept.segments
 
   def num_blocks(self, epoch: int) -> int:
+    """The epoch's blocks, in either layout (`batch_rows='spread'`: ⌈⌈kept/B⌉/(S·L)⌉ blocks
+    cover each row's part, which is ⌈kept/(B·S·L)⌉)."""
     ids, _ = self._kept(epoch)
     return max(1, -(-len(ids) // self.block_tokens))
 
   def has_block(self, epoch: int, block: int) -> bool:
     """Whether `epoch` has block `block` (an epoch has at least one, padded), drawing its
-    kept tokens only as far as that block's first."""
+    kept tokens only as far as that block's first (the whole epoch with `batch_rows='spread'`)."""
+    if self.cfg.batch_rows == SPREAD:
+      return block < self.num_blocks(epoch)
     return block == 0 or self._epoch(epoch).extend(block * self.block_tokens + 1) > (
         block * self.block_tokens)
 
@@ -202,6 +218,8 @@ class BlockStream:
     epoch's subsampling drawn as far as the block): copies, so a later epoch may reuse the
     epoch's buffers while a worker draws for this block."""
     cfg = self.cfg
+    if cfg.batch_rows == SPREAD:
+      return self._spread_tokens(epoch, block)
     kept = self._epoch(epoch)
     lo = block * self.block_tokens
     kept.extend(lo + self.block_tokens)
@@ -215,6 +233,21 @@ class BlockStream:
     rows = slice(self.row_start, self.row_stop)
     return (np.ascontiguousarray(tok.reshape(shape)[:, rows]),
             np.ascontiguousarray(seg.reshape(shape)[:, rows]))
+
+  def _spread_tokens(self, epoch: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_tokens` with `batch_rows='spread'`: row r of step s of block k holds tokens
+    `[(k·S + s)·L, +L)` of the r-th part of the epoch's kept stream; a part's end is padded."""
+    cfg = self.cfg
+    ids, segs = self._kept(epoch)
+    part = -(-len(ids) // cfg.batch)                                     # a row's part
+    at = ((block * cfg.steps + np.arange(cfg.steps))[:, None, None] * cfg.length
+          + np.arange(cfg.length)[None, None, :])                       # (S, 1, L)
+    rows = np.arange(self.row_start, self.row_stop)[None, :, None]
+    idx = rows * part + at                                               # (S, B_local, L)
+    valid = (at < part) & (idx < len(ids))
+    idx = np.where(valid, idx, 0)
+    return (np.where(valid, ids[idx], 0).astype(ids.dtype),
+            np.where(valid, segs[idx], -1).astype(segs.dtype))
 
   def _draw(self, epoch: int, block: int, tok: np.ndarray, seg: np.ndarray
             ) -> dict[str, np.ndarray]:

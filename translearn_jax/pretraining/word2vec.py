@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from translearn_jax.data import readers
 from translearn_jax.data.vocab import EncodedCorpus, Vocabulary, encode_corpus
-from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
+from translearn_jax.data.word2vec_stream import ROW_LAYOUTS, BlockStream, StreamConfig, StreamState
 from translearn_jax.errors import ConfigError, DataError, NonFiniteLossError
 from translearn_jax.evaluation import word_vectors
 from translearn_jax.export.word2vec_format import save_word2vec
@@ -53,6 +53,8 @@ def _require(cond: bool, field: str, msg: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   _require(int(config.train.get('input_workers', 0)) >= 0, 'train.input_workers',
            f'must be >= 0 (0: auto), got {config.train.get("input_workers")}')
+  _require(config.train.get('batch_rows', 'block') in ROW_LAYOUTS, 'train.batch_rows',
+           f"must be {w2v.choices(ROW_LAYOUTS)}, got {config.train.get('batch_rows')!r}")
   for field in ('batch_size', 'seq_length', 'steps_per_call', 'epochs',
                 'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints'):
     _require(int(config.train[field]) >= 1, f'train.{field}',
@@ -542,13 +544,14 @@ def device_count(config) -> int:
 def block_stream(config: ml_collections.ConfigDict, cfg: w2v.Word2VecConfig,
                  corpus: EncodedCorpus, row_start: int, row_stop: int) -> BlockStream:
   """The run's host stream of blocks: `config`'s batch, row length, steps per call,
-  subsampling, seed and epochs, `cfg`'s window and negatives; rows `row_start:row_stop`
-  of each batch (this process's)."""
+  subsampling, row layout (`train.batch_rows`), seed and epochs, `cfg`'s window and negatives;
+  rows `row_start:row_stop` of each batch (this process's)."""
   return BlockStream(corpus, StreamConfig(
       batch=config.train.batch_size, length=config.train.seq_length,
       steps=config.train.steps_per_call,
       window=cfg.window, negatives=cfg.negatives_per_position, sample=config.sample,
-      seed=config.seed, negative_share=cfg.negative_share),
+      seed=config.seed, negative_share=cfg.negative_share,
+      batch_rows=config.train.get('batch_rows', 'block')),
       epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
 
 
