@@ -177,6 +177,23 @@ def test_resume_allow_list():
   assert workdir_lib.config_changes(old_run, today) == ([], [])
   today['model']['pad_id'] = 1
   assert workdir_lib.config_changes(old_run, today)[0] == ['model.pad_id 0 → 1']
+  # a skip-gram run saved before the step kernel, the prefetch knobs, the cap's cross term
+  # and the rows' layout existed resumes under today's config (the kernel and the knobs may
+  # change: the same update, the same blocks), but not into the large-batch config's other
+  # row layout, which would give the saved stream position other tokens
+  from configs import skipgram, skipgram_large_batch
+  for name, config in (('skipgram', skipgram), ('large', skipgram_large_batch)):
+    today = workdir_lib.config_dict(config.get_config())
+    old_run = json.loads(json.dumps(today))
+    old_run['model'].pop('step_kernel')
+    for f in ('prefetch', 'input_workers', 'batch_rows'):
+      old_run['train'].pop(f)
+    old_run['optim'].pop('row_cap_cross')
+    forbidden, allowed = workdir_lib.config_changes(old_run, today)
+    assert sorted(allowed) == ['model.step_kernel "xla" → "auto"', 'train.input_workers <absent> → 0',
+                               'train.prefetch <absent> → 2']
+    assert forbidden == ([] if name == 'skipgram' else
+                         ['optim.row_cap_cross 0.0 → 0.05', 'train.batch_rows "block" → "spread"'])
 
 
 @pytest.mark.parametrize('field, value', [('model.dropout', 1.5), ('model.dropout', -0.5),

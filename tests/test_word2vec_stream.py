@@ -121,27 +121,49 @@ def test_an_epoch_is_subsampled_only_as_far_as_its_blocks_need(monkeypatch):
   assert len(rest) + 1 == -(-len(whole) // 2_048)
 
 
-def test_spread_rows_read_each_part_of_the_epoch_in_order():
+def spread_rows(blocks, batch):
+  """Each row's real tokens and segments over an epoch's blocks, and its padding."""
+  tok = np.concatenate([b['tokens'] for b in blocks])          # (steps, B, L)
+  seg = np.concatenate([b['segment'] for b in blocks])
+  return [(tok[:, r].ravel(), seg[:, r].ravel()) for r in range(batch)]
+
+
+@pytest.mark.parametrize('n_tokens, batch', [(7000, 4), (9000, 3), (40, 64)])
+def test_spread_rows_read_each_part_of_the_epoch_in_order(n_tokens, batch):
   """`batch_rows='spread'`: row r of every step holds the next tokens of the r-th of `batch`
-  equal parts of the epoch's kept stream (the last part shorter), each part's end padded;
-  together the rows hold every kept token once, and the block count follows the parts."""
-  corpus = zipf_corpus(n_tokens=7000)
-  stream = BlockStream(corpus, cfg(batch_rows='spread', steps=2), epochs=2)
+  parts of the epoch's N kept tokens, `[r·N//B, (r+1)·N//B)` (word2vec's split between
+  threads), each part's end padded; together the rows hold every kept token once; the
+  block count is the block layout's. With fewer kept tokens than rows some parts are empty."""
+  corpus = zipf_corpus(n_tokens=n_tokens)
+  stream = BlockStream(corpus, cfg(batch=batch, batch_rows='spread', steps=2), epochs=2)
   blocks = list(stream.iterate(StreamState(), prefetch=0))
   for epoch in (0, 1):
     kept, segs = stream._kept(epoch)
-    part = -(-len(kept) // 4)
-    assert len(kept) % 4 and stream.num_blocks(epoch) == -(-part // (2 * 64)) > 1
+    n = len(kept)
+    bounds = [r * n // batch for r in range(batch + 1)]
+    assert stream.num_blocks(epoch) == max(1, -(-n // (2 * batch * 64)))
     mine = [b for s, b in blocks if s.epoch == epoch]
     assert len(mine) == stream.num_blocks(epoch)
-    tok = np.concatenate([b['tokens'] for b in mine])          # (steps, B, L)
-    seg = np.concatenate([b['segment'] for b in mine])
-    for r in range(4):
-      row_tok, row_seg = tok[:, r].ravel(), seg[:, r].ravel()
-      n = len(kept[r * part:(r + 1) * part])
-      np.testing.assert_array_equal(row_tok[:n], kept[r * part:r * part + n])
-      np.testing.assert_array_equal(row_seg[:n], segs[r * part:r * part + n])
-      assert np.all(row_seg[n:] == -1) and np.all(row_tok[n:] == 0)
+    if n_tokens == 7000:
+      assert n % batch and len(mine) > 1
+    if n_tokens == 40:
+      assert n < batch and bounds.count(0) > 1
+    for r, (row_tok, row_seg) in enumerate(spread_rows(mine, batch)):
+      lo, hi = bounds[r], bounds[r + 1]
+      np.testing.assert_array_equal(row_tok[:hi - lo], kept[lo:hi])
+      np.testing.assert_array_equal(row_seg[:hi - lo], segs[lo:hi])
+      assert np.all(row_seg[hi - lo:] == -1) and np.all(row_tok[hi - lo:] == 0)
+
+
+@pytest.mark.parametrize('rows', ['block', 'spread'])
+def test_an_epoch_that_keeps_no_token_is_one_padded_block(rows):
+  stream = BlockStream(zipf_corpus(n_tokens=500), cfg(batch_rows=rows), epochs=1)
+  stream.keep_p[:] = 0.0
+  blocks = list(stream.iterate(StreamState(), prefetch=0))
+  assert len(blocks) == 1 and blocks[0][0] == StreamState(0, 1)
+  block = blocks[0][1]
+  assert np.all(block['segment'] == -1) and np.all(block['tokens'] == 0)
+  assert block['tokens'].dtype == block['segment'].dtype == np.int32
 
 
 @pytest.mark.parametrize('rows', ['block', 'spread'])

@@ -236,18 +236,23 @@ class BlockStream:
 
   def _spread_tokens(self, epoch: int, block: int) -> tuple[np.ndarray, np.ndarray]:
     """`_tokens` with `batch_rows='spread'`: row r of step s of block k holds tokens
-    `[(k·S + s)·L, +L)` of the r-th part of the epoch's kept stream; a part's end is padded."""
+    `[(k·S + s)·L, +L)` of the r-th part of the epoch's N kept tokens, `[⌊r·N/B⌋,
+    ⌊(r+1)·N/B⌋)` (word2vec's split of the file between threads: parts of ⌊N/B⌋ or ⌈N/B⌉
+    tokens); a part's end is padded (token 0, segment -1), an epoch that kept nothing is all
+    padding."""
     cfg = self.cfg
     ids, segs = self._kept(epoch)
-    part = -(-len(ids) // cfg.batch)                                     # a row's part
+    n = len(ids)
+    rows = np.arange(self.row_start, self.row_stop, dtype=np.int64)[None, :, None]
+    start, stop = rows * n // cfg.batch, (rows + 1) * n // cfg.batch     # (1, B_local, 1)
     at = ((block * cfg.steps + np.arange(cfg.steps))[:, None, None] * cfg.length
           + np.arange(cfg.length)[None, None, :])                       # (S, 1, L)
-    rows = np.arange(self.row_start, self.row_stop)[None, :, None]
-    idx = rows * part + at                                               # (S, B_local, L)
-    valid = (at < part) & (idx < len(ids))
+    idx = start + at                                                     # (S, B_local, L)
+    valid = idx < stop
+    if n == 0:
+      return np.zeros(valid.shape, ids.dtype), np.full(valid.shape, -1, segs.dtype)
     idx = np.where(valid, idx, 0)
-    return (np.where(valid, ids[idx], 0).astype(ids.dtype),
-            np.where(valid, segs[idx], -1).astype(segs.dtype))
+    return np.where(valid, ids[idx], 0), np.where(valid, segs[idx], -1)
 
   def _draw(self, epoch: int, block: int, tok: np.ndarray, seg: np.ndarray
             ) -> dict[str, np.ndarray]:

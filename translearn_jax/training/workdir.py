@@ -50,6 +50,8 @@ RESUME_MAY_CHANGE = (
     '**.num_devices', '**.peak_flops_per_device', '**.progress', 'model.remat',
     'mesh.*',                   # a checkpoint restores onto another mesh (issue #18)
     'model.table_sharding',     # word2vec: tables converted between layouts on resume (#20)
+    'model.step_kernel',        # word2vec: the XLA step or the CPU kernel, one update (#20)
+    'train.prefetch', 'train.input_workers',  # word2vec: the same blocks, made ahead (#20)
     # the runs of a comparison, and which of their models are kept
     'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies', 'save_models',
     # the cells of a seq2seq curve study (each cell records what it started from, and a
@@ -186,6 +188,9 @@ ADDED_FIELDS = {
     'model.skip_target_negatives': False,  # word2vec (issue #20): target-equal negatives scored
     'model.max_score': 0.0,             #   every score trains
     'model.pair_order': 'summed',       #   a step's pairs summed
+    'model.step_kernel': 'xla',         #   the XLA step
+    'optim.row_cap_cross': 0.0,         #   the curvature cap without its cross term
+    'train.batch_rows': 'block',        #   a step's rows one stretch of text
 }
 
 
