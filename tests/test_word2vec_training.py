@@ -152,9 +152,11 @@ def test_sharded_step_matches_single_device(tiny_config):
     np.testing.assert_allclose(p8[k], p1[k], rtol=1e-4, atol=1e-6)
 
 
-def test_resume_reproduces_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize('rows', ['block', 'spread'])
+def test_resume_reproduces_uninterrupted_run(tiny_config, tmp_path, monkeypatch, rows):
   config = tiny_config
   config.train.epochs = 2
+  config.train.batch_rows = rows
   full = word2vec.train_and_evaluate(config, str(tmp_path / 'full'))
   monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(5))
   part = word2vec.train_and_evaluate(config, str(tmp_path / 'cut'))
