@@ -194,6 +194,18 @@ def test_resume_allow_list():
                                'train.prefetch <absent> → 2']
     assert forbidden == ([] if name == 'skipgram' else
                          ['optim.row_cap_cross 0.0 → 0.05', 'train.batch_rows "block" → "spread"'])
+  # a seq2seq run saved before its fine-tuning strategies, and a multi-task run before its
+  # tasks' saved models, resume too
+  from configs import multitask, seq2seq_multi30k
+  today = workdir_lib.config_dict(seq2seq_multi30k.get_config())
+  old_run = json.loads(json.dumps(today))
+  assert sorted(old_run.pop('transfer')) == ['factor', 'freeze_bottom', 'groups', 'strategy',
+                                              'unfreeze_every']
+  assert workdir_lib.config_changes(old_run, today) == ([], [])
+  today = workdir_lib.config_dict(multitask.get_config())
+  old_run = json.loads(json.dumps(today))
+  old_run['mr'].pop('save_models')
+  assert workdir_lib.config_changes(old_run, today)[0] == []
 
 
 @pytest.mark.parametrize('field, value', [('model.dropout', 1.5), ('model.dropout', -0.5),

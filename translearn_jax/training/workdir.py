@@ -54,6 +54,7 @@ RESUME_MAY_CHANGE = (
     'train.prefetch', 'train.input_workers',  # word2vec: the same blocks, made ahead (#20)
     # the runs of a comparison, and which of their models are kept
     'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies', 'save_models',
+    '**.save_models',           # a multi-task run's tasks' ('mr.save_models')
     # the cells of a seq2seq curve study (each cell records what it started from, and a
     # recorded cell whose source differs from the config's is refused: seq2seq_curves)
     'curve.budgets', 'curve.conditions', 'curve.bt_budgets', 'curve.title',
@@ -191,6 +192,11 @@ ADDED_FIELDS = {
     'model.step_kernel': 'xla',         #   the XLA step
     'optim.row_cap_cross': 0.0,         #   the curvature cap without its cross term
     'train.batch_rows': 'block',        #   a step's rows one stretch of text
+    'transfer.strategy': 'finetune',    # seq2seq: the whole model at one LR, every group live
+    'transfer.groups': '',
+    'transfer.factor': 1 / 2.6,
+    'transfer.unfreeze_every': 500,
+    'transfer.freeze_bottom': 0,
 }
 
 
