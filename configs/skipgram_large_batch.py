@@ -13,9 +13,9 @@ stale value.
 
 Measured on the novels (README, Results: "A large batch's rows from across the epoch"; 5
 seeds each, against configs/skipgram.py at batch 2):
-- after one epoch, above it on both sets (WordSim-353 +0.114, SimLex-999 +0.048);
+- after one epoch, above it on both sets (WordSim-353 +0.095, SimLex-999 +0.054);
 - after five, with `--config.optim.learning_rate=0.025` (α0 0.05 then costs any batch
-  SimLex-999), level with it (WordSim-353 +0.015 ± 0.016, SimLex-999 -0.002 ± 0.013),
+  SimLex-999), level with it (WordSim-353 +0.008 ± 0.011, SimLex-999 -0.003 ± 0.007),
   where consecutive rows trailed by 0.012 on SimLex-999.
 On one CPU device the step is the CPU kernel ('auto'; 0.31M words/s end to end on the
 novels, stop 49), and configs/skipgram.py at batch 2 is faster still; this config is for
