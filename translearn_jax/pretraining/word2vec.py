@@ -26,7 +26,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from translearn_jax.data import readers
 from translearn_jax.data.vocab import EncodedCorpus, Vocabulary, encode_corpus
-from translearn_jax.data.word2vec_stream import ROW_LAYOUTS, BlockStream, StreamConfig, StreamState
+from translearn_jax.data.word2vec_stream import (BLOCK, ROW_LAYOUTS, BlockStream, StreamConfig,
+                                                 StreamState)
 from translearn_jax.errors import ConfigError, DataError, NonFiniteLossError
 from translearn_jax.evaluation import word_vectors
 from translearn_jax.export.word2vec_format import save_word2vec
@@ -53,7 +54,7 @@ def _require(cond: bool, field: str, msg: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   _require(int(config.train.get('input_workers', 0)) >= 0, 'train.input_workers',
            f'must be >= 0 (0: auto), got {config.train.get("input_workers")}')
-  _require(config.train.get('batch_rows', 'block') in ROW_LAYOUTS, 'train.batch_rows',
+  _require(config.train.get('batch_rows', BLOCK) in ROW_LAYOUTS, 'train.batch_rows',
            f"must be {w2v.choices(ROW_LAYOUTS)}, got {config.train.get('batch_rows')!r}")
   for field in ('batch_size', 'seq_length', 'steps_per_call', 'epochs',
                 'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints'):
@@ -551,7 +552,7 @@ def block_stream(config: ml_collections.ConfigDict, cfg: w2v.Word2VecConfig,
       steps=config.train.steps_per_call,
       window=cfg.window, negatives=cfg.negatives_per_position, sample=config.sample,
       seed=config.seed, negative_share=cfg.negative_share,
-      batch_rows=config.train.get('batch_rows', 'block')),
+      batch_rows=config.train.get('batch_rows', BLOCK)),
       epochs=config.train.epochs, row_start=row_start, row_stop=row_stop)
 
 

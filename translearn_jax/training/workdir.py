@@ -53,8 +53,8 @@ RESUME_MAY_CHANGE = (
     'model.step_kernel',        # word2vec: the XLA step or the CPU kernel, one update (#20)
     'train.prefetch', 'train.input_workers',  # word2vec: the same blocks, made ahead (#20)
     # the runs of a comparison, and which of their models are kept
-    'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies', 'save_models',
-    '**.save_models',           # a multi-task run's tasks' ('mr.save_models')
+    'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies',
+    '**.save_models',           # a run's, and a multi-task run's tasks' ('mr.save_models')
     # the cells of a seq2seq curve study (each cell records what it started from, and a
     # recorded cell whose source differs from the config's is refused: seq2seq_curves)
     'curve.budgets', 'curve.conditions', 'curve.bt_budgets', 'curve.title',
