@@ -16,6 +16,8 @@ from translearn_jax.errors import ConfigError, DataError, TranslearnError
 CASES = [
     ('w2v corpus missing', 'skipgram', {'data.kind': 'text', 'data.path': '{missing}'}, DataError, r'{missing}'),
     ('w2v dim 0', 'skipgram', {'model.dim': 0}, ConfigError, r'config\.model\.dim'),
+    ('w2v seed < 0', 'skipgram', {'seed': -1}, ConfigError, r'config\.seed: must be >= 0, got -1'),
+    ('w2v max_size < 0', 'skipgram', {'vocab.max_size': -5}, ConfigError, r'config\.vocab\.max_size: must be >= 0, got -5'),
     ('w2v batch 0', 'skipgram', {'train.batch_size': 0}, ConfigError, r'config\.train\.batch_size: must be >= 1'),
     ('w2v lr 0', 'skipgram', {'optim.learning_rate': 0.0}, ConfigError, r'config\.optim\.learning_rate'),
     ('w2v mode', 'skipgram', {'model.mode': 'glove'}, ConfigError, r"config\.model\.mode: must be 'skipgram' or 'cbow'"),
@@ -77,6 +79,9 @@ CASES = [
     ('clf schedule', 'transfer_mr_skipgram', {'optim.schedule': 'step'}, ConfigError, r'optim\.schedule'),
     ('clf batch too big', 'transfer_mr_skipgram', {'train.batch_size': 100000}, DataError, r'train\.batch_size=100000'),
     ('clf dropout', 'transfer_mr_skipgram', {'model.dropout': 1.0}, ConfigError, r'config\.model\.dropout'),
+    ('clf split of two', 'transfer_mr_skipgram', {'data.kind': 'tsv', 'data.path': '{task}', 'data.split': '0.8,0.2'}, ConfigError, r"config\.data\.split must be three train,dev,test fractions .*got '0\.8,0\.2'"),
+    ('clf split nan', 'transfer_mr_skipgram', {'data.kind': 'tsv', 'data.path': '{task}', 'data.split': 'nan,0.5,0.5'}, ConfigError, r'config\.data\.split must be three'),
+    ('clf split_seed < 0', 'transfer_mr_skipgram', {'data.split_seed': -3}, ConfigError, r'config\.data\.split_seed: must be >= 0'),
     ('clf max_tokens 0', 'transfer_mr_skipgram', {'model.max_tokens': 0}, ConfigError, r'config\.model\.max_tokens: must be >= 1'),
     ('clf batch 0', 'transfer_mr_skipgram', {'train.batch_size': 0}, ConfigError, r'config\.train\.batch_size: must be >= 1'),
     ('tagger seeds 0', 'transfer_conll_lm', {'seeds': 0}, ConfigError, r'config\.seeds: must be >= 1'),

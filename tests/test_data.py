@@ -197,6 +197,25 @@ def test_tsv_header_repeated_by_concatenation_is_skipped_with_a_warning(tmp_path
   assert recs == [{'text': 'fine', 'label': '1'}, {'text': 'bad', 'label': '0'}]
 
 
+def test_files_joined_with_their_byte_order_marks_read_as_one(tmp_path):
+  """`cat a.csv b.csv` of files each written with a BOM (Excel, Notepad): the later BOMs
+  start lines, where they must not make a header or `-DOCSTART-` unrecognisable."""
+  from translearn_jax.data import conll
+  part = lambda rows: ('\ufeffid,text,label\r\n' + rows).encode('utf-8')
+  p = tmp_path / 'joined.csv'
+  p.write_bytes(part('1,fine,pos\r\n') + part('2,bad,neg\r\n'))
+  with pytest.warns(UserWarning, match=r'repeat the header .*line 3'):
+    recs = [r for _, _, r in readers.iter_records(str(p), 'csv', ['text', 'label'])]
+  assert recs == [{'text': 'fine', 'label': 'pos'}, {'text': 'bad', 'label': 'neg'}]
+  c = tmp_path / 'joined.conll'
+  doc = '\ufeff-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n'
+  c.write_bytes((doc + doc).encode('utf-8'))
+  sents = conll.read_conll(str(c))
+  assert sents.sentences == [["EU", "rejects"]] * 2 and sents.tags == [["B-ORG", "O"]] * 2
+  # a BOM inside a line is text (U+FEFF, the zero-width no-break space), not a mark
+  assert readers.decode_bytes('a\ufeffb\r\n\ufeffc'.encode('utf-8'), 'x') == 'a\ufeffb\nc'
+
+
 def test_non_utf8_names_file_and_line(tmp_path):
   p = tmp_path / 'latin.txt'
   p.write_bytes('ok line\nsecond\ncaf\xe9 au lait\n'.encode('latin-1'))

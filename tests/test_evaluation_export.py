@@ -43,6 +43,11 @@ RHO = stats.spearmanr([np.cos(0.2), np.cos(0.9), np.cos(1.4), np.cos(1.2)], [9, 
     'a b V 9 SYNONYMS\na c V 5 COHYPONYMS\na d V 1 NONE\nb d V 2 NONE\n',  # SimVerb-3500
     'a-n b-n 9.000000\na-n c-v 5.000000\na-j d-n 1.000000\nb-n d-n 2.000000\n',  # MEN lemmas
     'a b 9 7 8\t\na c 5 1 2\na d 1 3 3\nb d 2 0 1\n',                     # RW: extra ratings
+    ',word1,word2,score\n0,a,b,9\n1,a,c,5\n2,a,d,1\n3,b,d,2\n',        # pandas' to_csv index
+    'id\tw1\tw2\tscore\n7\ta\tb\t9\n3\ta\tc\t5\n12\ta\td\t1\n5\tb\td\t2\n',  # pair ids
+    '"word1","word2","score"\n"a","b",9\n"a","c",5\n"a","d",1\n"b","d",2\n',  # R write.csv
+    '"a"\t"b"\t9\n"a"\t"c"\t5\n"a"\t"d"\t1\n"b"\t"d"\t2\n',           # quoted TSV
+    '"a" "b" 9\n"a" "c" 5\n"a" "d" 1\n"b" "d" 2\n',                       # quoted, spaces
 ])
 def test_similarity_layouts_of_other_distributions(tmp_path, layout):
   f = tmp_path / 'sim.txt'
@@ -74,6 +79,15 @@ def test_similarity_bad_scores_name_the_line(tmp_path, text, match):
   f.write_text(text, encoding='utf-8')
   with pytest.raises(DataError, match=match):
     wv.read_similarity_pairs(str(f))
+
+
+def test_an_evaluation_file_not_in_utf8_says_to_convert_it(tmp_path):
+  """data.encoding is the corpus's: the error for an evaluation set must not advise it."""
+  f = tmp_path / 'sim.txt'
+  f.write_bytes('a b 1\ncafé b 2\n'.encode('latin-1'))
+  with pytest.raises(DataError, match=r'sim\.txt:2: .*evaluation files are read as UTF-8') as e:
+    wv.read_similarity_pairs(str(f))
+  assert 'data.encoding' not in str(e.value)
 
 
 def test_an_evaluation_path_naming_several_files_is_refused(tmp_path):

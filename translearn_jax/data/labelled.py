@@ -227,6 +227,20 @@ def split_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0
   return tuple(np.sort(np.asarray(p, np.int64)) for p in parts)
 
 
+def split_fractions(text: str) -> tuple[float, float, float]:
+  """`data.split`'s 'train,dev,test' fractions: three numbers in [0, 1] summing to 1."""
+  bad = ConfigError(f'config.data.split must be three train,dev,test fractions in [0, 1] '
+                    f'that sum to 1 (e.g. 0.8,0.1,0.1), got {text!r}')
+  try:
+    fractions = tuple(float(x) for x in str(text).split(','))
+  except ValueError:
+    raise bad from None
+  if (len(fractions) != 3 or not all(0.0 <= f <= 1.0 for f in fractions)
+      or abs(sum(fractions) - 1.0) > 1e-6):
+    raise bad
+  return fractions
+
+
 def _checked(splits: dict, how: str = '') -> dict:
   """`splits`, if every split has an example and training has two classes or more."""
   for name, part in splits.items():
@@ -252,12 +266,8 @@ def read_splits(cfg) -> dict[str, LabelledText]:
                       '(a predefined split; data.path is the training file) or neither '
                       f'(data.split fractions); got dev_path={dev_path!r}, test_path={test_path!r}')
   if not dev_path:
+    fractions = split_fractions(cfg.split)
     data = read_labelled(cfg)
-    try:
-      fractions = tuple(float(x) for x in cfg.split.split(','))
-    except ValueError:
-      raise ConfigError(f'config.data.split must be train,dev,test fractions, got '
-                        f'{cfg.split!r}') from None
     tr, dv, te = split_indices(data.labels, fractions, cfg.split_seed)
     return _checked({'train': data.subset(tr), 'dev': data.subset(dv), 'test': data.subset(te)},
                     f' (data.split={cfg.split!r} of {len(data.texts)} examples)')

@@ -148,11 +148,18 @@ def _decode_with_fallback(data: bytes, path: str, enc: str, encoding: str,
   return '\n'.join(out)
 
 
+ENCODING_ADVICE = ('set data.encoding (e.g. latin-1) or data.encoding_fallback (translearn '
+                   'predict/translate: --encoding)')
+
+
 def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
-                 fallback: str = '', errors: str = 'strict') -> str:
-  """Decodes a whole file; a bad byte raises naming the file and line. A UTF-16 byte-order
-  mark (Excel's "Unicode Text", Windows Notepad) selects UTF-16 when UTF-8 was asked for.
-  `errors='replace'` reads a file's head, which may end inside a character."""
+                 fallback: str = '', errors: str = 'strict', advice: str = ENCODING_ADVICE
+                 ) -> str:
+  """Decodes a whole file; a bad byte raises naming the file and line, and `advice` (what
+  the caller's user can set). A UTF-16 byte-order mark (Excel's "Unicode Text", Windows
+  Notepad) selects UTF-16 when UTF-8 was asked for. `errors='replace'` reads a file's head,
+  which may end inside a character. Byte-order marks are dropped at the start and at the
+  start of any line (files joined with `cat`, each written with one)."""
   enc = 'utf-8-sig' if encoding.lower().replace('_', '-') in ('utf-8', 'utf8') else encoding
   if enc == 'utf-8-sig' and data[:2] in (b'\xff\xfe', b'\xfe\xff'):
     enc = 'utf-16'
@@ -165,9 +172,7 @@ def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
       line = data.count(b'\n', 0, e.start) + 1
       raise DataError(
           f'{path}:{line}: bytes are not valid {encoding} ({e.reason} at byte '
-          f'{e.start}); set data.encoding (e.g. latin-1) or data.encoding_fallback '
-          '(translearn predict/translate: --encoding)'
-      ) from None
+          f'{e.start}); {advice}') from None
   except LookupError:
     raise DataError(f'unknown encoding {encoding!r} (data.encoding; translearn '
                     'predict/translate: --encoding)') from None
@@ -177,7 +182,8 @@ def decode_bytes(data: bytes, path: str, encoding: str = 'utf-8',
   # a lone CR ends lines only in a file of CR line ends (classic Mac); inside a file of
   # LF lines it is a stray character in a line, and breaking there would shift every
   # later line (misaligned parallel files, split TSV rows, wrong line numbers)
-  return text.replace('\r', ' ' if '\n' in text else '\n')
+  text = text.replace('\r', ' ' if '\n' in text else '\n')
+  return text.replace('\n\ufeff', '\n')
 
 
 def config_encodings(cfg) -> tuple[str, str]:
@@ -233,14 +239,15 @@ def decompress(data: bytes, path: str) -> bytes:
     raise DataError(f'{path}: damaged {module} archive ({e})') from None
 
 
-def read_text(path: str, encoding: str = 'utf-8', fallback: str = '') -> str:
+def read_text(path: str, encoding: str = 'utf-8', fallback: str = '',
+              advice: str = ENCODING_ADVICE) -> str:
   """The text of `path` (decompressed if gzip/bzip2/xz), decoded by `decode_bytes`."""
   try:
     with open(path, 'rb') as f:
       data = f.read()
   except OSError as e:
     raise DataError(f'cannot read {path}: {e.strerror}') from None
-  return decode_bytes(decompress(data, path), path, encoding, fallback)
+  return decode_bytes(decompress(data, path), path, encoding, fallback, advice=advice)
 
 
 def _split_units(text: str, unit: str) -> Iterator[str]:

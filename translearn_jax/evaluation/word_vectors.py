@@ -1,8 +1,10 @@
 """Intrinsic evaluation of word vectors: similarity (Spearman ρ) and analogies.
 
 Similarity files: one pair per line, `word1 word2 score ...` separated by tabs,
-commas (WordSim-353's `combined.csv`, MTurk-771) or spaces; lines starting with
-'#' are skipped, and so is a first line whose columns are names (a header). The
+commas (WordSim-353's `combined.csv`, MTurk-771; quoted fields as CSV writers quote
+them) or spaces; lines starting with '#' are skipped, and so is a first line whose
+columns are names (a header). Leading columns that hold a number on every line (a row
+index, as pandas' `to_csv` writes one; a pair id) come before the two words. The
 score is the first numeric column after the two words, fixed per file by its
 first data line: column 3 for WordSim-353, MEN, RareWords; column 4 after the
 POS column of SimLex-999's and SimVerb-3500's own files. Words with a part-of-speech
@@ -25,6 +27,7 @@ frequent spelling of each folded word (`words` are sorted by frequency).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import re
@@ -38,6 +41,9 @@ from translearn_jax.data.vocab import fold, folded_index
 from translearn_jax.errors import ConfigError, DataError
 
 _POS_SUFFIX = re.compile(r'^(.+)-[nvjar]$')
+# evaluation sets are read as UTF-8 (data.encoding is the training corpus's)
+_UTF8 = ('evaluation files are read as UTF-8 (or UTF-16 with a byte-order mark): convert '
+         'this one, e.g. iconv -f latin1 -t utf-8')
 
 
 def _path(path: str) -> str:
@@ -49,12 +55,13 @@ def _path(path: str) -> str:
 
 
 def _fields(line: str) -> list[str]:
+  """A line's fields: tab- or comma-separated as CSV (quoted fields, as R's `write.csv` and
+  Python's `csv.QUOTE_ALL` write them, lose their quotes), else whitespace-separated."""
   line = line.strip()
-  if '\t' in line:
-    return [f.strip() for f in line.split('\t')]
-  if ',' in line:                    # CSV (no word of these sets holds a comma)
-    return [f.strip() for f in line.split(',')]
-  return line.split()
+  for sep in ('\t', ','):           # no word of these sets holds a tab or a comma
+    if sep in line:
+      return [f.strip() for f in next(csv.reader([line], delimiter=sep))]
+  return [f[1:-1] if len(f) > 1 and f[0] == f[-1] == '"' else f for f in line.split()]
 
 
 def _number(field: str) -> Optional[float]:
@@ -64,23 +71,39 @@ def _number(field: str) -> Optional[float]:
     return None
 
 
+def _leading_index_columns(lines) -> int:
+  """How many leading columns hold a number on every line but the first (a row index, as
+  pandas' `to_csv` writes one, or a numeric pair id): the words are the two columns after
+  them. 0 when that would leave no two words and a score."""
+  body = [parts for _, _, parts in lines[1:]] or [lines[0][2]]
+  k = 0
+  while all(len(p) > k + 2 and _number(p[k]) is not None for p in body):
+    k += 1
+  return k
+
+
 def read_similarity_pairs(path: str) -> list[tuple[str, str, float]]:
   real = _path(path)
   rows, col = [], None
-  lines = [(n, line, _fields(line)) for n, line in enumerate(read_text(real).split('\n'), 1)
+  text = read_text(real, advice=_UTF8)
+  lines = [(n, line, _fields(line)) for n, line in enumerate(text.split('\n'), 1)
            if line.strip() and not line.lstrip().startswith('#')]
-  if (len(lines) > 1 and len(lines[0][2]) >= 3 and len(lines[1][2]) >= 3
-      and not re.match(r'[-+.\d]', lines[0][2][2]) and _number(lines[1][2][2]) is not None):
+  if not lines:
+    raise DataError(f'{real}: no word pairs found')
+  w = _leading_index_columns(lines)      # the words: columns w and w + 1
+  if (len(lines) > 1 and len(lines[0][2]) >= w + 3 and len(lines[1][2]) >= w + 3
+      and not re.match(r'[-+.\d]', lines[0][2][w + 2]) and _number(lines[1][2][w + 2]) is not None):
     lines = lines[1:]      # a header above scores in column 3 ('Word 1,Word 2,Human (mean),1,2')
   for n, line, parts in lines:
-    if len(parts) < 3:
-      raise DataError(f'{real}:{n}: expected "word1 word2 score", got {line!r}')
+    if len(parts) < w + 3:
+      raise DataError(f'{real}:{n}: expected "word1 word2 score"'
+                      + (f' after {w} index column(s)' if w else '') + f', got {line!r}')
     if col is None:
-      col = next((c for c in range(2, len(parts)) if _number(parts[c]) is not None), None)
+      col = next((c for c in range(w + 2, len(parts)) if _number(parts[c]) is not None), None)
       if col is None:
         # a header names its columns; a first line with a number-like score field that
         # does not parse (6.77x) is a typo, not a header
-        if not rows and not re.match(r'[-+.\d]', parts[2]):
+        if not rows and not re.match(r'[-+.\d]', parts[w + 2]):
           continue
         raise DataError(f'{real}:{n}: no numeric score after the two words in {line!r}')
     score = _number(parts[col]) if col < len(parts) else None
@@ -89,7 +112,7 @@ def read_similarity_pairs(path: str) -> list[tuple[str, str, float]]:
                       f'(column {col + 1}) is not a number')
     if not math.isfinite(score):
       raise DataError(f'{real}:{n}: score {parts[col]!r} is not finite')
-    rows.append((fold(parts[0]), fold(parts[1]), score))
+    rows.append((fold(parts[w]), fold(parts[w + 1]), score))
   if not rows:
     raise DataError(f'{real}: no word pairs found')
   stems = [_POS_SUFFIX.match(w) for a, b, _ in rows for w in (a, b)]
@@ -143,7 +166,7 @@ class AnalogyResult:
 def read_analogies(path: str) -> list[tuple[str, tuple[str, str, str, str]]]:
   real = _path(path)
   section, out = None, []
-  for n, line in enumerate(read_text(real).split('\n'), 1):
+  for n, line in enumerate(read_text(real, advice=_UTF8).split('\n'), 1):
     if not line.strip() or line.lstrip().startswith('#'):
       continue
     if line.startswith(':'):

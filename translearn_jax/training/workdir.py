@@ -95,11 +95,13 @@ def config_dict(config) -> dict:
 POSITIVE_FIELDS = ('batch_size', 'max_tokens', 'dim', 'd_model', 'num_heads', 'num_layers',
                    'd_ff', 'seq_length', 'grad_accum', 'beam', 'seeds', 'max_len',
                    'max_source_len', 'max_target_len')
+# seeds (numpy's generators take none below 0) and `vocab.max_size` (0: no bound)
+NONNEGATIVE_FIELDS = ('seed', 'split_seed', 'subset_seed', 'max_size')
 
 
 def validate_fields(config) -> None:
   """Generic checks every family shares: dropout rates in [0, 1), sizes and counts
-  (`POSITIVE_FIELDS`) >= 1."""
+  (`POSITIVE_FIELDS`) >= 1, seeds and bounds (`NONNEGATIVE_FIELDS`) >= 0."""
   for path, v in flatten(config_dict(config)).items():
     name = path.rsplit('.', 1)[-1]
     if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -108,6 +110,8 @@ def validate_fields(config) -> None:
       raise ConfigError(f'config.{path}: must be in [0, 1), got {v}')
     if name in POSITIVE_FIELDS and v < 1:
       raise ConfigError(f'config.{path}: must be >= 1, got {v}')
+    if name in NONNEGATIVE_FIELDS and v < 0:
+      raise ConfigError(f'config.{path}: must be >= 0, got {v}')
 
 
 def _show(v: Any) -> str:
