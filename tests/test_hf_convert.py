@@ -94,11 +94,14 @@ def make_gpt2(d, tie=True):
 
 
 def make_neox(d, tie=False):
-  """A GPT-NeoX LM with this project's rotary layout (full rotary, sequential residual)."""
-  tk = byte_bpe(['<|endoftext|>'])
+  """A GPT-NeoX LM with this project's rotary layout (full rotary, sequential residual) and
+  Pythia's second special token, `<|padding|>`, which its greedy continuations produce
+  (generate() bans no special token by default)."""
+  tk = byte_bpe(['<|endoftext|>', '<|padding|>'])
   eot = tk.token_to_id('<|endoftext|>')
   fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<|endoftext|>',
-                                    eos_token='<|endoftext|>', unk_token='<|endoftext|>')
+                                    eos_token='<|endoftext|>', unk_token='<|endoftext|>',
+                                    pad_token='<|padding|>')
   cfg = tf.GPTNeoXConfig(
       vocab_size=tk.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
       intermediate_size=64, max_position_embeddings=64, use_parallel_residual=False,
@@ -106,6 +109,9 @@ def make_neox(d, tie=False):
                        'rope_type': 'default'},
       tie_word_embeddings=tie, bos_token_id=eot, eos_token_id=eot, hidden_act='gelu_new')
   m = randomize(tf.GPTNeoXForCausalLM(cfg))
+  if not tie:
+    with torch.no_grad():
+      m.get_output_embeddings().weight[tk.token_to_id('<|padding|>')] *= 3.0
   m.save_pretrained(d)
   fast.save_pretrained(d)
   return m, fast
@@ -210,7 +216,10 @@ def test_greedy_generation_equals_transformers_generate(hf_models, name):
                              use_cache=cached, pad_token_id=tok.eos_id)
       new = out[0, len(ids):].tolist()
       assert text == tok.decode(new)
-      assert text == fast.decode(new[:new.index(tok.eos_id)] if tok.eos_id in new else new)
+      assert text == fast.decode(new[:new.index(tok.eos_id)] if tok.eos_id in new else new,
+                                 skip_special_tokens=True)
+      if name == 'gpt_neox' and prompt == prompts[0]:   # generate() produced <|padding|>
+        assert fast.pad_token_id in new
 
 
 def test_sampled_continuation_that_ends_at_once_is_empty(tmp_path):

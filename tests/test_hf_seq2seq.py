@@ -463,6 +463,40 @@ def test_imported_search_comes_from_generation_config_alone_when_it_exists(hf_s2
           report['generation']['no_repeat_ngram_size']) == (4, 2.0, 3)
 
 
+def test_imported_ids_come_from_generation_config_alone_when_it_exists(hf_s2s, tmp_path):
+  """The start id, the forced first token and the banned ids as generate() reads them:
+  from generation_config.json alone when the checkpoint has one (a key it leaves out is
+  unset there; the start id falls back to its bos_token_id), config.json's without one."""
+  d, _, _, _ = hf_s2s['bart']
+  hf_dir = tmp_path / 'hf'
+  shutil.copytree(d, hf_dir)
+  conf = json.loads((hf_dir / 'config.json').read_text())
+  conf.update(decoder_start_token_id=2, forced_bos_token_id=3, bad_words_ids=[[5]])
+  (hf_dir / 'config.json').write_text(json.dumps(conf))
+  gen = json.loads((hf_dir / 'generation_config.json').read_text())
+  for k in ('decoder_start_token_id', 'forced_bos_token_id', 'bad_words_ids'):
+    gen.pop(k, None)
+  gen['bos_token_id'] = 0
+  (hf_dir / 'generation_config.json').write_text(json.dumps(gen))
+  hf_gen = tf.GenerationConfig.from_pretrained(str(hf_dir))
+  assert (hf_gen.decoder_start_token_id, hf_gen.bos_token_id, hf_gen.forced_bos_token_id,
+          hf_gen.bad_words_ids) == (None, 0, None, None)
+
+  def ids(run):
+    cfg = sources.load('seq2seq', run).model_config
+    return cfg.decoder_start_id, getattr(cfg, 'forced_bos_id', -1), tuple(cfg.suppress_ids)
+
+  convert.import_hf(str(hf_dir), str(tmp_path / 'run'))
+  assert ids(tmp_path / 'run') == (0, -1, ())
+  gen.update(decoder_start_token_id=4, forced_bos_token_id=6, suppress_tokens=[7])
+  (hf_dir / 'generation_config.json').write_text(json.dumps(gen))
+  convert.import_hf(str(hf_dir), str(tmp_path / 'run_gen'))
+  assert ids(tmp_path / 'run_gen') == (4, 6, (7,))
+  os.remove(hf_dir / 'generation_config.json')      # without the file: config.json's
+  convert.import_hf(str(hf_dir), str(tmp_path / 'run_conf'))
+  assert ids(tmp_path / 'run_conf') == (2, 3, (5,))
+
+
 def test_imported_negative_length_penalty_is_one_error_naming_the_file(hf_s2s, tmp_path):
   """transformers accepts length_penalty < 0 (shorter hypotheses favoured); this project's
   search takes alpha >= 0 only (its early stop bounds a hypothesis by lp(max_len)), so an

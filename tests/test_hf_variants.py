@@ -10,6 +10,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -131,6 +132,32 @@ def test_config_keys_left_out_take_transformers_defaults(tmp_path):
     assert os.path.join(d, 'config.json') in str(e.value)
 
 
+def test_gpt_neox_with_an_odd_head_size_is_refused_both_ways(tmp_path):
+  """A head of 9 dimensions: transformers' GPT-NeoX cannot run it (its rotary tables are
+  10 wide), and this project's rotary leaves the last dimension unrotated."""
+  from translearn_jax.convert import hf
+  tk = byte_bpe(['<|endoftext|>'])
+  fast = tf.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token='<|endoftext|>')
+  neox = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(
+      vocab_size=tk.get_vocab_size(), hidden_size=36, num_hidden_layers=1,
+      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+      use_parallel_residual=False, rope_parameters={'rope_theta': 10000.0,
+                                                    'partial_rotary_factor': 1.0,
+                                                    'rope_type': 'default'}))
+  d = str(tmp_path / 'neox')
+  _save(d, neox, fast)
+  with pytest.raises(DataError, match=r'config\.json: hidden_size=36 / num_attention_heads=4 '
+                                      r'is a head size of 9'):
+    convert.import_hf(d, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+  cfg = lm_models.config_from(ml_collections.ConfigDict(dict(
+      arch='transformer', d_model=36, num_heads=4, num_layers=1, d_ff=64, max_len=64,
+      positions='rotary', dropout=0.0, attention_dropout=0.0, tie_embeddings=False)), 300)
+  with pytest.raises(DataError, match=r'model\.d_model=36 / model\.num_heads=4 is a head size '
+                                      r'of 9'):
+    hf.GPT_NEOX.hf_config(cfg, None)
+
+
 def test_roberta_with_another_hidden_act_is_refused_both_ways(tmp_path):
   """transformers' RoBERTa LM head applies exact GELU whatever hidden_act says."""
   from translearn_jax.convert import hf
@@ -159,6 +186,17 @@ def test_tokenizer_json_padding_and_truncation_settings_are_not_applied(tmp_path
   assert padded.encode('Anna') == plain.encode('Anna') and len(plain.encode('Anna')) < 4
   assert padded.encode(long) == plain.encode(long) and len(plain.encode(long)) > 12
   assert padded.encode_batch(TEXTS) == plain.encode_batch(TEXTS)
+
+
+def test_roberta_whose_config_pads_with_another_id_than_its_tokenizer_is_refused(tmp_path):
+  """transformers gives every token of the config's pad id (here `<s>`) the padding
+  position; this project numbers positions by place: an import would score differently."""
+  model, fast = _encoder('roberta')
+  d = str(tmp_path / 'hf')
+  _save(d, model, fast, lambda c: c.update(pad_token_id=0))
+  with pytest.raises(DataError, match=r'config\.json: pad_token_id=0 but the tokenizer pads '
+                                      r'with id 1'):
+    convert.import_hf(d, str(tmp_path / 'run'))
 
 
 def test_roberta_config_without_pad_token_id_takes_robertas_default(tmp_path):

@@ -129,6 +129,21 @@ def _expected_shapes(cfg) -> dict[str, tuple]:
   return {k: tuple(v.shape) for k, v in graft.flatten(shapes).items()}
 
 
+def _with_generate_reads(conf: dict, gen: dict, family: str, gen_present: bool) -> dict:
+  """`conf` with the ids `generate()` reads (`GENERATE_READS`) as it reads them: a seq2seq
+  checkpoint's from generation_config.json alone when it has one (a key the file leaves out
+  is unset there: the start id falls back to the file's `bos_token_id`, nothing is forced
+  or banned), from config.json when it has none. Only when the file names neither a start
+  id nor a `bos_token_id` (generate() could not start) are config.json's kept."""
+  reads = {k: gen[k] for k in GENERATE_READS if k in gen}
+  if family != 'seq2seq' or not gen_present:
+    return {**conf, **reads}
+  starts = ('decoder_start_token_id', 'bos_token_id')
+  if all(reads.get(k) is None for k in starts):
+    reads.update({k: conf[k] for k in starts if k in conf})
+  return {**{k: v for k, v in conf.items() if k not in GENERATE_READS}, **reads}
+
+
 def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
   """Converts the Hugging Face model in `hf_dir` into the run directory `run_dir`;
   returns the import report."""
@@ -142,12 +157,18 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
   gen_path = os.path.join(hf_dir, GENERATION_CONFIG)
   gen = _read_json(gen_path) if os.path.isfile(gen_path) else {}
   try:
-    # what generate() reads from generation_config.json wins over config.json, as there
-    fields = arch.model_fields({**conf, **{k: gen[k] for k in GENERATE_READS if k in gen}})
+    fields = arch.model_fields(_with_generate_reads(conf, gen, arch.family,
+                                                    os.path.isfile(gen_path)))
   except DataError as e:       # the field readers name 'config.json': name the file itself
     msg = str(e)
     raise DataError(cfg_path + msg[len('config.json'):] if msg.startswith('config.json:')
                     else f'{cfg_path}: {msg}') from None
+  if (arch.model_type == 'roberta' and tok.pad_id is not None
+      and tok.pad_id != fields.get('pad_id')):
+    raise DataError(f"{cfg_path}: pad_token_id={fields.get('pad_id')} but the tokenizer pads "
+                    f'with id {tok.pad_id}: RoBERTa numbers positions from the config\'s pad id '
+                    'and gives every token of that id the padding position, so the two must '
+                    'agree (fix pad_token_id)')
   if int(fields.get('vocab_size', 0)) < tok.vocab_size:
     raise DataError(f"{cfg_path}: vocab_size={fields['vocab_size']} is smaller than the "
                     f"tokenizer's {tok.vocab_size} ids (added tokens beyond the embedding rows?)")

@@ -237,6 +237,11 @@ def _neox_fields(c: dict) -> dict:
                       'rotary over whole heads, base 10000)')
   if not c.get('attention_bias', True):
     raise DataError('config.json: attention_bias=False is not supported (only True)')
+  d, heads = _get(c, 'hidden_size'), _get(c, 'num_attention_heads')
+  if isinstance(d, int) and isinstance(heads, int) and heads > 0 and (d // heads) % 2:
+    raise DataError(f'config.json: hidden_size={d} / num_attention_heads={heads} is a head '
+                    f'size of {d // heads}: rotary positions over whole heads need an even '
+                    "one (transformers' GPT-NeoX cannot run it either)")
   return dict(arch='transformer', vocab_size=_get(c, 'vocab_size'), d_model=_get(c, 'hidden_size'),
               num_heads=_get(c, 'num_attention_heads'), num_layers=_get(c, 'num_hidden_layers'),
               d_ff=_get(c, 'intermediate_size'), max_len=_get(c, 'max_position_embeddings'),
@@ -272,6 +277,10 @@ def _neox_config(cfg, tok) -> dict:
   if cfg.positions != 'rotary':
     raise DataError(f'GPT-NeoX has rotary positions; this run has '
                     f'model.positions={cfg.positions!r} (export it as GPT-2)')
+  if (cfg.d_model // cfg.num_heads) % 2:
+    raise DataError(f'model.d_model={cfg.d_model} / model.num_heads={cfg.num_heads} is a head '
+                    f"size of {cfg.d_model // cfg.num_heads}: transformers' GPT-NeoX rotates "
+                    'whole heads, which needs an even head size')
   return {
       'model_type': 'gpt_neox', 'architectures': ['GPTNeoXForCausalLM'],
       'vocab_size': cfg.vocab_size, 'hidden_size': cfg.d_model,

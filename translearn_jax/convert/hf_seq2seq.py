@@ -18,13 +18,14 @@ checkpoints).
 LayerNorm ε is 1e-5 (`torch.nn.LayerNorm`'s default; no config has a key for
 it). Ids come from `config.json`: `pad_token_id` (source padding),
 `eos_token_id`, `decoder_start_token_id` (BART: `</s>`; Marian: the pad id;
-`generation_config.json`'s when it states one, and when null `bos_token_id`, as
-`generate` does), and the single-token
-`bad_words_ids` / `suppress_tokens` (of `config.json` or
-`generation_config.json`) become the ids the decoder never generates (opus-mt
+and when null `bos_token_id`, as `generate` does), and the single-token
+`bad_words_ids` / `suppress_tokens` become the ids the decoder never generates (opus-mt
 bans its pad id; BART bans nothing).
-`forced_bos_token_id` (of either file; mBART-50's target language) becomes
-`model.forced_bos_id`, the first generated token, and is exported back. The search
+`forced_bos_token_id` (mBART-50's target language) becomes
+`model.forced_bos_id`, the first generated token, and is exported back. Those four
+(start, bos, banned, forced) come from `generation_config.json` alone when the checkpoint
+has one, as `generate()` reads them (a key it leaves out is unset), else from
+`config.json`. The search
 `generate()` runs by default (`num_beams`, `length_penalty`, `min_length`,
 `no_repeat_ngram_size`, `early_stopping`) becomes the run's `eval` group (beam,
 length_penalty with form 'length', min_length, no_repeat_ngram_size, early_stopping:

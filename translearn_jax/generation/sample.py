@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from translearn_jax.data.hf_tokenizer import HFTokenizer
 from translearn_jax.data.tokenizer import Tokenizer
 from translearn_jax.errors import ConfigError, TranslearnError
 from translearn_jax.generation import sampling
@@ -37,6 +38,16 @@ def encode_prompts(tok: Tokenizer, prompts: list[str]) -> tuple[np.ndarray, np.n
   for i, x in enumerate(ids):
     out[i, :len(x)] = x
   return out, lengths
+
+
+def never_generated(tok) -> tuple[int, ...]:
+  """Ids the sampler never draws: this project's special pieces but EOS (pad, unk, bos and
+  user-defined ones, which never stand for text); none for an imported checkpoint's
+  `tokenizer.json`, as transformers' `generate()` bans none by default (Pythia's
+  `<|padding|>`, chat markers: the model's logits decide)."""
+  if isinstance(tok, HFTokenizer):
+    return ()
+  return tuple(i for i in tok.special_ids() if i != tok.eos_id)
 
 
 def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int,
@@ -66,7 +77,7 @@ def sample(mcfg, params, tok: Tokenizer, prompts: list[str], max_new_tokens: int
   out = sampling.generate(step, state, jnp.asarray(toks), jnp.asarray(lengths),
                           jax.random.key(seed), total_len=total, temperature=temperature,
                           top_k=top_k, top_p=top_p, eos_id=tok.eos_id,
-                          suppress=tuple(i for i in tok.special_ids() if i != tok.eos_id),
+                          suppress=never_generated(tok),
                           vocab_limit=tok.vocab_size)
   out = np.asarray(jax.device_get(out))
   dt = time.perf_counter() - t0
