@@ -363,6 +363,25 @@ def test_sigterm_raises_outside_deferred_sections():
     preemption.uninstall()
 
 
+def test_a_second_ctrl_c_aborts_at_once_and_a_released_signal_is_pythons_again():
+  before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+  preemption.install((signal.SIGTERM, signal.SIGINT))
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      with preemption.deferred(raise_at_end=False):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert preemption.received() == signal.SIGINT      # the first: recorded
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    preemption.release(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before[0]
+    assert preemption.installed() and signal.getsignal(signal.SIGTERM) is not before[1]
+  finally:
+    preemption.uninstall()
+  assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 @pytest.mark.parametrize('trigger', ['.lock', 'vocab.tsv'])
 def test_sigterm_during_startup_exits_zero_untrained(tmp_path, trigger):
   """SIGTERM once the lock is taken (before the family: stops at once) or once the
@@ -430,6 +449,35 @@ def test_kill9_then_resume_equals_uninterrupted_run(tmp_path, reference_runs, na
   assert metric_records(str(tmp_path)) == metric_records(ref)
   assert json.load(open(os.path.join(ref, 'config.json'))) == \
       json.load(open(tmp_path / 'config.json'))
+
+
+def test_ctrl_c_checkpoints_exits_130_and_resume_equals_uninterrupted_run(tmp_path,
+                                                                          reference_runs):
+  """Ctrl-C (SIGINT) in training stops as SIGTERM does, at a step with a checkpoint, but
+  exits 130 (an interrupt: `train && next` must not go on); the rerun ends where an
+  uninterrupted run does."""
+  proc = subprocess.Popen(train_cmd('skipgram', tmp_path), cwd=ROOT, env=env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / 'metrics.jsonl'
+  deadline = time.time() + 90
+  while time.time() < deadline and proc.poll() is None and not (
+      metrics.exists() and metrics.read_bytes().count(b'\n') >= 1):
+    time.sleep(0.002)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert 'Ctrl-C: stopping at the next safe point' in err and 'Traceback' not in err, err
+  [line] = [x for x in err.splitlines() if x.startswith('stopped by signal at step')]
+  step = int(line.split('step ')[1].split(';')[0])
+  assert line.endswith('checkpoint saved') and str(step) in os.listdir(tmp_path / 'checkpoints')
+  summary = train.run(make_config('skipgram'), str(tmp_path))
+  assert not summary['stopped_by_signal']
+  ref = reference_runs['skipgram']
+  step_a, pa = newest_params(ref)
+  step_b, pb = newest_params(str(tmp_path))
+  assert step_a == step_b > step
+  jax.tree.map(np.testing.assert_array_equal, pa, pb)
+  assert metric_records(str(tmp_path)) == metric_records(ref)
 
 
 def test_damaged_run_resumes_from_older_step_and_completes(tmp_path, reference_runs):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -83,6 +84,7 @@ def main(argv):
     explicit = distributed.settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if explicit or _DISTRIBUTED.value:
       distributed.initialize(**explicit)
+      preemption.release(signal.SIGINT)     # only SIGTERM stops the processes together
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -120,6 +122,8 @@ def main(argv):
   elif preemption.received() is not None:
     print(f'signal {preemption.received()} arrived after training; outputs written',
           file=sys.stderr)
+  if summary.get('stopped_by_signal') and preemption.received() == signal.SIGINT:
+    sys.exit(exit_code(signal.SIGINT))
 
 
 def _check_config_file(argv: list[str]) -> None:
@@ -207,10 +211,16 @@ def entry(argv: list[str]) -> None:
   if any(a in HELP_FLAGS for a in argv[1:]):
     print(usage())
     sys.exit(0)
-  preemption.install()
+  preemption.install((signal.SIGTERM, signal.SIGINT))
   try:
     app.run(main, argv=argv, flags_parser=_parse_flags)
   except preemption.Preempted as e:
     print(f'stopped by signal {e.signum} outside a training loop; work finished so far is '
           'kept in the workdir', file=sys.stderr)
-    sys.exit(0)
+    sys.exit(exit_code(e.signum))
+
+
+def exit_code(signum) -> int:
+  """A run stopped by a signal: 0 for SIGTERM (a preemption: the scheduler requeues it), 130
+  for Ctrl-C (the shell's code for an interrupt: `translearn train ... && next` stops)."""
+  return 130 if signum == signal.SIGINT else 0

@@ -1,6 +1,8 @@
 """SIGTERM handling: a preempted run exits 0 in every phase.
 
-`train.py` calls `install()` at start-up, before the family runs. From then on
+`train.py` calls `install()` at start-up, before the family runs, for SIGTERM and
+SIGINT (Ctrl-C; a second Ctrl-C aborts at once, and a run stopped by one exits 130,
+not 0; a multi-process run gives SIGINT back: see `release`). From then on
 a SIGTERM is recorded, and what happens next depends on where the run is:
 
 * inside the training loop (`StopSignal`): the loop finishes its step,
@@ -47,6 +49,11 @@ _defer_depth = 0
 
 def _handle(signum, frame):
   global _received
+  if signum == signal.SIGINT:
+    if _received is not None:          # a second Ctrl-C: abort now, unsaved
+      raise KeyboardInterrupt
+    sys.stderr.write('\nCtrl-C: stopping at the next safe point (a training run finishes '
+                     'its step and checkpoints); Ctrl-C again aborts at once, unsaved\n')
   _received = signum
   if _defer_depth == 0:
     raise Preempted(signum)
@@ -74,6 +81,13 @@ def install(signals=(signal.SIGTERM,)) -> None:
       if s not in _installed:
         _installed[s] = signal.signal(s, _handle)
     sys.unraisablehook = _quiet_unraisable
+
+
+def release(signum: int) -> None:
+  """Gives `signum` back to the handler `install` replaced (a multi-process run's Ctrl-C:
+  its processes stop together only at JAX's preemption sync point, which SIGTERM drives)."""
+  if signum in _installed:
+    signal.signal(signum, _installed.pop(signum))
 
 
 def uninstall() -> None:
