@@ -555,6 +555,7 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
       (clf, 'nofield.jsonl', {}, r"nofield\.jsonl:1: no field 'text' or 'sentence'$"),
       (clf, 'empty.txt', {}, r'empty\.txt: no input examples$'),
       (clf, 'missing.txt', {}, r'missing\.txt: no such input file$'),
+      (clf, '', {}, r': is a directory, not a file'),
       (s2s, 'ok.txt', {}, r'a seq2seq model; predict_file takes a classification or tagging'),
   ]
   for model, name, kw, pattern in cases:
@@ -564,6 +565,9 @@ def test_bad_inputs_and_the_wrong_task_are_named(tmp_path, bag_run, s2s_run):
     serving.translate_file(clf, str(tmp_path / 'ok.txt'), out)
   with pytest.raises(DataError, match=r'empty\.txt: no input lines$'):
     serving.translate_file(s2s, str(tmp_path / 'empty.txt'), out)
+  os.mkfifo(tmp_path / 'pipe.txt')       # the library reads a file twice: a pipe is named
+  with pytest.raises(DataError, match=r"pipe\.txt: is a pipe or device, not a file .*'-'"):
+    serving.translate_file(s2s, str(tmp_path / 'pipe.txt'), out)
   for alpha in (float('nan'), float('inf'), -1.0):
     with pytest.raises(ConfigError, match=r'length_penalty must be a finite number >= 0'):
       serving.translate_file(s2s, str(tmp_path / 'ok.txt'), out, length_penalty=alpha)
@@ -676,6 +680,32 @@ def test_translearn_predict_and_translate_commands(tmp_path, capsys, bag_run, s2
   assert got.err.splitlines() == [
       f'wrote {len(gold)} predictions to standard output',
       f'wrote {hyps.count(chr(10))} translations to standard output'], got.err
+  # '-' as the input: standard input; a pipe (read once: format sniffing and reading need
+  # two passes) as a file would be; an error names the input as given, not the copy
+  import io
+  import sys
+  import threading
+  stdin = sys.stdin
+  try:
+    sys.stdin = io.TextIOWrapper(io.BytesIO(open(path, 'rb').read()))
+    assert cli.main(['predict', model_dir, '--input', '-', '--output', out + '.stdin',
+                     '--no_progress']) == 0
+    sys.stdin = io.TextIOWrapper(io.BytesIO(b'\xff\xfe\x00bad\n'))
+    assert cli.main(['predict', model_dir, '--input', '-', '--output', out + '.x',
+                     '--no_progress', '--format', 'text', '--encoding', 'ascii']) == 2
+  finally:
+    sys.stdin = stdin
+  assert open(out + '.stdin').read() == open(out).read()
+  assert capsys.readouterr().err.splitlines()[-1].startswith('error: <stdin>:1: bytes are not')
+  fifo = str(tmp_path / 'sources.txt')
+  os.mkfifo(fifo)
+  writer = threading.Thread(target=lambda: open(fifo, 'wb').write(open(test_src, 'rb').read()))
+  writer.start()
+  assert cli.main(['translate', os.path.join(s2s_dir, 'model'), '--input', fifo,
+                   '--output', str(tmp_path / 't_fifo.txt'), '--no_progress']) == 0
+  writer.join()
+  assert open(tmp_path / 't_fifo.txt', encoding='utf-8').read() == hyps
+  capsys.readouterr()
   # a symbolic link as the output is kept; its target is what gets replaced
   target, link = tmp_path / 'target.jsonl', tmp_path / 'link.jsonl'
   target.write_text('old\n')

@@ -16,6 +16,7 @@ line `error: ...` and exits 2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -93,7 +94,8 @@ def _serving_parser(command: str):
   p = argparse.ArgumentParser(prog=f'{PROG} {command}', description=COMMANDS[command])
   p.add_argument('model_dir', help='a saved model: a run\'s model/ or models/<strategy>/ '
                  'folder (translate also takes a seq2seq run directory)')
-  p.add_argument('--input', required=True, help='the file to read')
+  p.add_argument('--input', required=True,
+                 help="the file to read ('-': standard input; a pipe is read once, whole)")
   p.add_argument('--output', required=True, help="the file to write ('-': standard output)")
   p.add_argument('--batch_size', type=int, help='examples per batch (default: the library\'s)')
   p.add_argument('--no_progress', action='store_true', help='no progress bar')
@@ -166,8 +168,13 @@ def _serve(function: str, args, options: tuple[str, ...]) -> int:
   if 'header' in kwargs:
     kwargs['header'] = kwargs['header'] == 'yes'
   try:
-    summary = getattr(serving, function)(args.model_dir, args.input, args.output,
-                                         progress=not args.no_progress, **kwargs)
+    with contextlib.ExitStack() as stack:
+      path, shown = _readable_input(args.input, stack)
+      try:
+        summary = getattr(serving, function)(args.model_dir, path, args.output,
+                                             progress=not args.no_progress, **kwargs)
+      except TranslearnError as e:
+        raise type(e)(str(e).replace(path, shown)) from None
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -185,6 +192,25 @@ def _serve(function: str, args, options: tuple[str, ...]) -> int:
              f"({summary.get('max_source_len')} pieces) were cut to it" if src_cut else ''),
           file=sys.stderr)
   return 0
+
+
+def _readable_input(name: str, stack) -> tuple[str, str]:
+  """(a regular file to read, the name to show for it): `name` itself, or, for '-'
+  (standard input) and other inputs that can be read only once (a pipe, /dev/stdin, a
+  process substitution), a copy of their bytes in a temporary directory that `stack`
+  removes, under the input's own base name (its extension picks the format)."""
+  import shutil
+  import tempfile
+  if name != '-' and (not os.path.exists(name) or os.path.isfile(name) or os.path.isdir(name)):
+    return name, name                  # the library names a missing file or a directory
+  shown = '<stdin>' if name == '-' else name
+  base = 'stdin' if name == '-' else os.path.basename(name) or 'input'
+  tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix='translearn_input_'))
+  path = os.path.join(tmp, base)
+  with (open(name, 'rb') if name != '-' else contextlib.nullcontext(sys.stdin.buffer)) as src, \
+      open(path, 'wb') as dst:
+    shutil.copyfileobj(src, dst)
+  return path, shown
 
 
 def _configs(argv: list[str]) -> int:

@@ -72,10 +72,21 @@ def format_of(path: str, fmt: str = 'auto') -> str:
   return {'.tsv': 'tsv', '.csv': 'csv', '.jsonl': 'jsonl', '.json': 'jsonl'}.get(ext, 'text')
 
 
+def require_file(path: str) -> None:
+  """A `DataError` unless `path` is a regular file (the readers read an input twice: its
+  format sniffed, then the whole of it)."""
+  if os.path.isfile(path):
+    return
+  if not os.path.exists(path):
+    raise DataError(f'{path}: no such input file')
+  raise DataError(f'{path}: is a {"directory" if os.path.isdir(path) else "pipe or device"}, '
+                  "not a file (translearn predict/translate copy '-', standard input, or a "
+                  'pipe to a file first)')
+
+
 def read_lines(path: str, encoding: str = 'utf-8') -> list[str]:
   """The lines of a text file (a final newline ends the last line, it adds none)."""
-  if not os.path.isfile(path):
-    raise DataError(f'{path}: no such input file')
+  require_file(path)
   lines = readers.read_text(path, encoding).split('\n')
   return lines[:-1] if lines and lines[-1] == '' else lines
 
@@ -160,8 +171,7 @@ def read_inputs(path: str, fmt: str, text_field, words: bool, encoding: str = 'u
   `text_field`, the field(s) training read (`trained`) when the file has them. TSV/CSV
   columns given by number: `header` says whether the first row is a header to skip."""
   kind = format_of(path, fmt)
-  if not os.path.isfile(path):
-    raise DataError(f'{path}: no such input file')
+  require_file(path)
   if kind == 'jsonl':
     out = _jsonl_inputs(path, text_field, words, encoding, trained)
   else:
@@ -326,8 +336,7 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
     header = meta['inputs'].get('header') == 'yes'
   doc = None
   if kind == 'conll':
-    if not os.path.isfile(input_path):
-      raise DataError(f'{input_path}: no such input file')
+    require_file(input_path)
     doc = conll.read_token_lines(input_path, encoding, meta['inputs'].get('token_column', 0),
                                  io, known)
     examples = doc.sentences

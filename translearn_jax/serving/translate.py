@@ -23,7 +23,8 @@ from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.generation import seq2seq_decode
 from translearn_jax.models import seq2seq as s2s_models
 from translearn_jax.serving.saved_model import MODEL_JSON, load, read_meta, trained_data_config
-from translearn_jax.serving.predict import check_output, format_of, read_lines, write_output
+from translearn_jax.serving.predict import (check_output, format_of, read_lines, require_file,
+                                             write_output)
 from translearn_jax.transfer import sources
 
 
@@ -90,8 +91,7 @@ def read_sources(model_dir: str, data: dict, input_path: str, encoding: str = 'u
   if not field:
     raise DataError(f'{input_path}: a {kind} file, and {model_dir} was trained on aligned text '
                     'files: give one source a line (a .txt file), not its records')
-  if not os.path.isfile(input_path):
-    raise DataError(f'{input_path}: no such input file')
+  require_file(input_path)
   skip = kind != 'jsonl' and readers.by_index([field]) and (
       trained_header if header is None else bool(header))
   return [rec[field] for _, _, rec in readers.iter_records(input_path, kind, [field], encoding,
