@@ -269,6 +269,14 @@ def test_wiki_dump_reader():
   assert not any('[[' in d for d in out[:20])  # markup stripped
 
 
+def test_plain_text_read_as_a_wiki_dump_says_which_kind_reads_it(tmp_path):
+  p = tmp_path / 'corpus.txt'
+  p.write_text('plain text, no XML\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r"corpus\.txt: not a MediaWiki XML dump .*set "
+                                      r"data\.kind='text' for plain text"):
+    docs(kind='wiki', path=str(p))
+
+
 def test_tfds_missing_dataset_fails_fast(tmp_path):
   t0 = time.perf_counter()
   with pytest.raises(DataError, match="TFDS dataset 'imdb_reviews' is not prepared .*"

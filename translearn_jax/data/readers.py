@@ -490,7 +490,8 @@ def _wiki_docs(path: str) -> Iterator[str]:
   except (OSError, EOFError) as e:
     raise DataError(f'cannot read wiki dump {path}: {e}') from None
   except Exception as e:  # XML parse errors
-    raise DataError(f'{path}: not a MediaWiki XML dump ({e})') from None
+    raise DataError(f"{path}: not a MediaWiki XML dump ({e}); data.kind='wiki' reads "
+                    "dumps: set data.kind='text' for plain text") from None
 
 
 def read_documents(spec: TextSpec) -> Iterator[str]:
