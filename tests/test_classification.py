@@ -48,6 +48,16 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
   assert (tmp_path / 'gains.png').read_bytes()[:4] == b'\x89PNG'   # the comparison picture
   saved = json.load(open(tmp_path / 'results.json'))
   assert [r['strategy'] for r in saved['rows']] == [r['strategy'] for r in summary['rows']]
+  # what a paired comparison of two results files checks (evaluation.compare)
+  from translearn_jax.data import labelled
+  from translearn_jax.experiments import runs as runs_lib
+  test = labelled.read_splits(c.data)['test']
+  assert saved['seeds'] == [0, 1] and saved['test_digest'] == runs_lib.test_digest(
+      test.texts, test.labels.tolist())
+  c.data.split_seed += 1
+  other = labelled.read_splits(c.data)['test']
+  c.data.split_seed -= 1
+  assert runs_lib.test_digest(other.texts, other.labels.tolist()) != saved['test_digest']
   report = json.load(open(tmp_path / 'graft_report_finetune.json'))
   assert report['grafted'][0][1] == 'backbone/embed/embedding'
   assert report['remapped']['backbone/embed/embedding']['found'] == 300

@@ -225,3 +225,11 @@ def test_paired_comparison_of_two_result_files(tmp_path, capsys):
   assert compare.main([str(tmp_path / 'a.json'), str(tmp_path / 'b.json'),
                        '--strategy', 'lora']) == 2
   assert "no strategy 'lora'" in capsys.readouterr().err
+  # files recording their test split and seeds pair only when both agree
+  for name, digest, t in (('c', 'aa', [0.7]), ('d', 'bb', [0.75]), ('e', 'aa', [0.8])):
+    (tmp_path / f'{name}.json').write_text(json.dumps({**rows(t), 'test_digest': digest,
+                                                       'seeds': [0]}))
+  assert compare.main([str(tmp_path / 'c.json'), str(tmp_path / 'd.json')]) == 2
+  assert 'have other test examples (test_digest aa vs bb)' in capsys.readouterr().err
+  assert compare.main([str(tmp_path / 'c.json'), str(tmp_path / 'e.json')]) == 0
+  assert capsys.readouterr().out.rstrip().endswith('mean +10.00 (one seed: no interval)')

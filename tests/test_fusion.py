@@ -134,6 +134,22 @@ def test_train_py_zero_shot_on_made_up_data(tmp_path):
   assert acc == {'majority class': 0.5, 'embedding similarity': 1.0}
   saved = json.loads((tmp_path / 'run' / 'zero_shot.json').read_text())
   assert saved['class_counts'] == [15, 15]
+  # all 30 right: a Wilson interval over the examples, not '100 ± 0'
+  emb = [r for r in saved['rows'] if r['method'] == 'embedding similarity'][0]
+  assert emb['ci95_high'] == 1.0 and emb['ci95_low'] == pytest.approx(0.8865, abs=1e-4)
+  # the majority class (the baseline, and the answer for a text without a known word) is
+  # the training split's: the evaluated split's labels are only scored
+  train_rows = ['sentence\tlabel'] + [f'bad film {i}\tneg' for i in range(8)] + [
+      f'good film {i}\tpos' for i in range(2)]
+  test_rows = ['sentence\tlabel'] + ['zzz qqq\tpos'] * 8 + ['zzz\tneg'] * 2
+  for name, rows_ in (('tr', train_rows), ('te', test_rows)):
+    (tmp_path / f'{name}.tsv').write_text('\n'.join(rows_) + '\n', encoding='utf-8')
+  c.data.path, c.eval_split = str(tmp_path / 'tr.tsv'), 'test'
+  c.data.dev_path = c.data.test_path = str(tmp_path / 'te.tsv')
+  out = train.run(c, str(tmp_path / 'run_majority'))
+  acc = {r['method']: r['accuracy'] for r in out['rows']}
+  assert out['majority_class'] == 'neg' and acc == {'majority class': 0.2,
+                                                    'embedding similarity': 0.2}
   c.zero_shot.descriptions = 'negative=bad;positive=good'
   with pytest.raises(ConfigError, match='labels of the data are'):
     train.run(c, str(tmp_path / 'run2'))
@@ -165,7 +181,7 @@ def dann_config(tmp_path):
   return c
 
 
-def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
+def test_dann_runs_and_reversal_only_changes_the_features(tmp_path, monkeypatch):
   import train
   from translearn_jax.experiments import dann as da
   c = dann_config(tmp_path)
@@ -178,6 +194,17 @@ def test_dann_runs_and_reversal_only_changes_the_features(tmp_path):
   saved = json.loads((tmp_path / 'run' / 'dann.json').read_text())
   assert [(r['condition'], r['test']) for r in saved['rows']] == [
       (r['condition'], r['test']) for r in out['rows']]
+  # a rerun of the finished workdir reads its runs back (none trains again); a changed
+  # config is refused by name, not resumed from the old runs' checkpoints
+  monkeypatch.setattr(da.Run, 'train', lambda *a, **k: pytest.fail('trained again'))
+  again = train.run(c, str(tmp_path / 'run'))
+  assert again['rows'] == out['rows']
+  monkeypatch.undo()
+  c.optim.learning_rate *= 2
+  with pytest.raises(ConfigError, match=r'holds a run of another config; changed: '
+                                        r'optim\.learning_rate'):
+    train.run(c, str(tmp_path / 'run'))
+  c.optim.learning_rate /= 2
   # the step with lambda = 0 gives the task parameters the gradient of the task loss alone
   setup = da.DannSetup(c)
   params, _ = setup.init(0)

@@ -69,6 +69,17 @@ def test_transfer_metrics_on_known_curves():
   assert not rows[('ft', 10)]['negative_transfer']
   assert rows[('ft', 100)]['negative_transfer']  # gains -0.15, -0.14: CI below zero
   assert rows[('ft', 1000)]['scratch_labels_to_match'] is None  # scratch never gets there
+  assert [rows[('ft', b)]['scratch_labels_bound'] for b in budgets] == [
+      'interpolated', 'interpolated', 'above_max']
+  # a strategy at or below scratch's first point (0.55 at 10 labels): scratch needs at most
+  # 10, a bound and not a point estimate of 10
+  res[('ft', 100)] = [0.5, 0.52]
+  rows = {(r['strategy'], r['budget']): r for r in lc.transfer_metrics(res, budgets)}
+  assert rows[('ft', 100)]['scratch_labels_bound'] == 'at_most'
+  assert rows[('ft', 100)]['scratch_labels_to_match'] == 10.0
+  table = lc.format_rows(list(rows.values())).splitlines()
+  assert [line.split()[-1] for line in table if line.startswith('ft ')] == ['100', '10', 'max']
+  assert [line for line in table if line.startswith('ft ')][1].endswith('≤ 10')
   # halfway between 0.7 and 0.9 on the log axis: sqrt(100 * 1000)
   assert lc.scratch_labels_to_match(0.8, budgets, [0.55, 0.7, 0.9]) == pytest.approx(316.2, 0.01)
 
@@ -114,12 +125,17 @@ def test_strategy_search_respects_its_budget_and_ranks_on_dev(tmp_path, topic_ta
   assert len(cands) == 3 * 2 + 3 * 2 * 2 + 3 * 2 + 3 + 2
   seen = []
   real = search.run_trial
-  monkeypatch.setattr(search, 'run_trial', lambda *a: seen.append(a[2]) or real(*a))
+  monkeypatch.setattr(search, 'run_trial',
+                      lambda *a: seen.append((a[2]['strategy'], a[3])) or real(*a))
   out = train.run(c, str(tmp_path))
   assert len(out['trials']) == 3  # trial budget
   devs = [t['dev'] for t in out['trials']]
   assert out['ranking'][0] == search.describe(out['trials'][int(np.argmax(devs))]['candidate'])
   assert len(out['final']['test']) == 2 and len(seen) == 3 + 2 * 2
+  # the trials run on config.seed, the final estimates on other seeds (the selected trial's
+  # run, the best of several by dev, is not one of them)
+  assert {s for _, s in seen[:3]} == {c.seed} and out['final']['seeds'] == [c.seed + 1, c.seed + 2]
+  assert {s for _, s in seen[3:]} == {c.seed + 1, c.seed + 2}
   assert (tmp_path / 'search.json').exists()
   # time budget: with ~0 seconds only the first trial runs
   c.search.trials, c.search.seconds = 0, 1e-3

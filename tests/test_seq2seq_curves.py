@@ -5,9 +5,10 @@ reverse model first, finished cells are never rerun, and gains are paired by see
 import json
 import os
 
+import ml_collections
 import pytest
 
-from conftest import s2s_config
+from conftest import s2s_config, set_fields
 from test_denoise import denoise_config
 from translearn_jax.errors import ConfigError
 from translearn_jax.experiments import seq2seq_curves
@@ -68,6 +69,18 @@ def test_cells_share_pairs_and_tokenizer_and_are_not_rerun(tmp_path):
                                         r'was trained with another tokenizer'):
     seq2seq_curves.train_and_evaluate(c, str(work))
   (work / 'cells.jsonl').write_text(before)
+  # through the one entry point: a changed model or optimiser in the same workdir is refused
+  # (its recorded cells would pair with new ones), more budgets, conditions or seeds are not
+  import train
+  changed = set_fields(ml_collections.ConfigDict(c.to_dict()),
+                       {'optim.learning_rate': c.optim.learning_rate * 5})
+  with pytest.raises(ConfigError, match=r'holds a run of another config; changed: '
+                                        r'optim\.learning_rate'):
+    train.run(changed, str(work))
+  from translearn_jax.training import workdir as workdir_lib
+  more = set_fields(ml_collections.ConfigDict(c.to_dict()),
+                    {'curve.budgets': '8,16,24', 'curve.seed_list': '0,1'})
+  workdir_lib.check_resume(more, str(work))
   # a second workdir of the same study (split by condition) takes these cells instead of
   # rerunning them; one run with another model is refused, naming the field
   other = tmp_path / 'curves2'

@@ -29,3 +29,15 @@ def fmt(mean: Optional[float], ci: Optional[float], scale: float = 100.0, sign: 
     return '–'
   m = f'{scale * mean:+.2f}' if sign else f'{scale * mean:.2f}'
   return m if ci is None else f'{m} ± {scale * ci:.2f}'
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95
+                    ) -> tuple[Optional[float], Optional[float]]:
+  """The Wilson score interval of a proportion `successes / n` (what one test set's accuracy
+  says about the method, over its examples: inside [0, 1], and not of zero width at 0 or
+  n, unlike mean ± t over 0/1 scores); (None, None) for n = 0."""
+  if n == 0:
+    return None, None
+  from scipy import stats
+  ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method='wilson')
+  return float(ci.low), float(ci.high)

@@ -101,6 +101,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rows = runs_lib.summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0,
              'data': {k: len(v.labels) for k, v in task.splits.items()},
+             'seeds': sorted({seed for _, seed in runs_lib.run_list(config)}),
+             'test_digest': runs_lib.test_digest(task.splits['test'].texts,
+                                                 task.splits['test'].labels.tolist()),
              'pretrained': dict(config.init),
              'stopped_by_signal': runs_lib.stopped_by_signal(results)}
   if jax.process_index() == 0:

@@ -21,6 +21,7 @@ report gives target test accuracy (mean ± 95% CI) and the paired gain.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 
@@ -137,9 +138,20 @@ def make_step(setup: DannSetup, tx, lambda_max: float, total_steps: int):
   return step
 
 
+RESULT = 'result.json'
+
+
 def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> dict:
-  """One DANN (or, with `lambda_max=0`, no-adaptation) run on the shared loop in `run_dir`."""
+  """One DANN (or, with `lambda_max=0`, no-adaptation) run on the shared loop in `run_dir`;
+  a finished run's result (`run_dir/result.json`, of the same `train.steps`) is read back,
+  not trained again (a rerun of the workdir; a changed config is refused before this)."""
   config = setup.config
+  done = os.path.join(run_dir, RESULT)
+  if os.path.exists(done):
+    with open(done, encoding='utf-8') as f:
+      rec = json.load(f)
+    if rec.get('steps') == config.train.steps:
+      return rec['result']
   params, report = setup.init(seed)
   bs = config.train.batch_size
   s_toks, s_mask, s_lab = setup.src_inputs
@@ -192,11 +204,19 @@ def run_once(setup: DannSetup, seed: int, lambda_max: float, run_dir: str) -> di
         units_name='examples', data_state=position, progress=config.get('progress', False))
   m = result.last_metrics
   params = result.state.params
-  return {'seed': seed, 'lambda_max': lambda_max, 'test': setup.accuracy(params, 'test'),
-          'dev': setup.accuracy(params, 'dev'), 'final_task_loss': m.get('task_loss'),
-          'final_domain_loss': m.get('domain_loss'),
-          'final_domain_accuracy': m.get('domain_accuracy'), 'report': report,
-          'stopped': result.stopped_by_signal}
+  out = {'seed': seed, 'lambda_max': lambda_max, 'test': setup.accuracy(params, 'test'),
+         'dev': setup.accuracy(params, 'dev'), 'final_task_loss': m.get('task_loss'),
+         'final_domain_loss': m.get('domain_loss'),
+         'final_domain_accuracy': m.get('domain_accuracy'), 'report': report,
+         'stopped': result.stopped_by_signal}
+  if not result.stopped_by_signal and jax.process_index() == 0:
+    write_json(done, {'steps': steps, 'result': out})
+  return out
+
+
+def _mean_known(values):
+  known = [v for v in values if v is not None]
+  return float(np.mean(known)) if known else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -215,15 +235,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if r['stopped']:
         return {'stopped_by_signal': True}
       results[name].append(r)
-      info('%-14s seed %d: target test %.4f, domain acc %.3f', name, seed, r['test'],
-           r['final_domain_accuracy'])
+      acc = r['final_domain_accuracy']        # None: resumed at its last step, none logged
+      info('%-14s seed %d: target test %.4f, domain acc %s', name, seed, r['test'],
+           'n/a' if acc is None else f'{acc:.3f}')
   rows = []
   base = [r['test'] for r in results['no adaptation']]
   for name, rs in results.items():
     acc = [r['test'] for r in rs]
     m, h = mean_ci(acc)
     row = {'condition': name, 'seeds': len(rs), 'test_mean': m, 'test_ci95': h, 'test': acc,
-           'final_domain_accuracy': float(np.mean([r['final_domain_accuracy'] for r in rs]))}
+           'final_domain_accuracy': _mean_known([r['final_domain_accuracy'] for r in rs])}
     if name != 'no adaptation':
       row['gain_mean'], row['gain_ci95'] = mean_ci(np.subtract(acc, base).tolist())
     rows.append(row)
@@ -237,6 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f'{"domain acc":>10}')
     for r in rows:
       gain = fmt(r['gain_mean'], r['gain_ci95'], sign=True) if 'gain_mean' in r else ''
+      dom = r['final_domain_accuracy']
       print(f'{r["condition"]:<14} {fmt(r["test_mean"], r["test_ci95"]):>28} '
-            f'{gain:>16} {r["final_domain_accuracy"]:>10.3f}')
+            f'{gain:>16} {"n/a" if dom is None else format(dom, ".3f"):>10}')
   return summary

@@ -230,9 +230,13 @@ def transfer_metrics(results: dict, budgets: Sequence[int]) -> list[dict]:
       gains = np.asarray(accs) - np.asarray(results[('scratch', budget)])
       gm, gh = mean_ci(list(map(float, gains)))
       need = scratch_labels_to_match(m, budgets, scratch_means)
+      # scratch's curve starts at budgets[0]: at or above it there, it may need fewer (a
+      # bound, not a point); never reaching it: more than the largest budget
+      bound = ('above_max' if need is None else
+               'at_most' if scratch_means[0] >= m else 'interpolated')
       row.update(gain_mean=gm, gain_ci95=gh,
                  negative_transfer=gh is not None and bool(gm + gh < 0),
-                 scratch_labels_to_match=need,
+                 scratch_labels_to_match=need, scratch_labels_bound=bound,
                  data_efficiency=(need / budget) if need is not None else None)
     rows.append(row)
   return rows
@@ -240,7 +244,8 @@ def transfer_metrics(results: dict, budgets: Sequence[int]) -> list[dict]:
 
 def save_outputs(rows: list[dict], workdir: str, title: str) -> None:
   keys = ['strategy', 'budget', 'seeds', 'mean', 'ci95', 'gain_mean', 'gain_ci95',
-          'negative_transfer', 'scratch_labels_to_match', 'data_efficiency']
+          'negative_transfer', 'scratch_labels_to_match', 'scratch_labels_bound',
+          'data_efficiency']
   tmp = os.path.join(workdir, 'curves.csv.tmp')
   with open(tmp, 'w', newline='') as f:
     w = csv.DictWriter(f, keys, extrasaction='ignore')
@@ -288,7 +293,9 @@ def format_rows(rows: list[dict]) -> str:
     gain = (fmt(r['gain_mean'], r['gain_ci95'], sign=True) +
             (' NEG' if r['negative_transfer'] else '')) if 'gain_mean' in r else ''
     need = r.get('scratch_labels_to_match', '')
-    need = '' if r['strategy'] == 'scratch' else ('> max' if need is None else f'{need:,.0f}')
+    at_most = '≤ ' if r.get('scratch_labels_bound') == 'at_most' else ''
+    need = ('' if r['strategy'] == 'scratch' else
+            '> max' if need is None else f'{at_most}{need:,.0f}')
     out.append(f'{r["strategy"]:<20} {r["budget"]:>6} {fmt(r["mean"], r["ci95"]):>16} '
                f'{gain:>16} {need:>13}')
   return '\n'.join(out)
@@ -312,8 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for budget in budgets:
       accs, secs, _ = runner.run(strategy, budget, seeds)
       results[(strategy, budget)], seconds[(strategy, budget)] = accs, secs
-      info('%-20s %6d labels: %.4f ± %.4f over %d seeds (%.1f s)', strategy, budget,
-           accs.mean(), accs.std(), len(seeds), secs)
+      info('%-20s %6d labels: %s %% (95%% CI) over %d seeds (%.1f s)', strategy, budget,
+           fmt(*mean_ci(list(map(float, accs)))), len(seeds), secs)
   rows = transfer_metrics(results, budgets)
   summary = {'rows': rows, 'budgets': budgets, 'seeds': len(seeds),
              'seconds': time.perf_counter() - t0}

@@ -179,6 +179,14 @@ def load_done(path: str, config) -> dict[tuple[str, int], dict]:
   return done
 
 
+def test_digest(examples, labels) -> str:
+  """A short hash of a test split (its examples and their labels, in order): what two
+  results files must share to be compared seed by seed (`evaluation.compare`)."""
+  labels = [list(map(str, x)) if isinstance(x, (list, tuple)) else str(x) for x in labels]
+  blob = json.dumps([list(examples), labels], ensure_ascii=False, default=str)
+  return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:16]
+
+
 def append_record(path: str, rec: dict) -> None:
   """Appends one finished run to `runs.jsonl`, synced, so a kill loses at most a partial line
   (which `load_done` skips). Only process 0 writes."""

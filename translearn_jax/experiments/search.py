@@ -16,8 +16,12 @@ and scored on the validation (dev) split only, until the budget is spent:
 at most `search.trials` trials and, when `search.seconds > 0`, no trial is
 started once the time spent plus the mean trial time so far would exceed it
 (the first trial always runs). The best candidate by the dev metric (accuracy, or
-macro-F1 with `eval.metric`) is then retrained with `search.final_seeds` seeds and reported on the test split, next
-to scratch trained on the same seeds with the config's own (untuned) settings.
+macro-F1 with `eval.metric`) is then retrained with `search.final_seeds` seeds and reported
+on the test split, next to scratch trained on the same seeds with the config's own
+(untuned) settings. The final seeds are `config.seed + 1, ...`: none of them is the trials'
+seed, so the run picked for its best dev score is not one of the estimates (a winner's
+curse). Scratch is not tuned: the gain is that of tuning the transfer on dev, against the
+config's own scratch.
 """
 
 from __future__ import annotations
@@ -131,6 +135,12 @@ def describe(cand: dict) -> str:
   return f'{cand["strategy"]}({knobs})'
 
 
+def final_seeds(config) -> list[int]:
+  """The seeds the chosen candidate and scratch are retrained with: after the trials' seed
+  (`config.seed`), so the selected trial's own run is not among the test estimates."""
+  return [config.seed + 1 + i for i in range(config.search.final_seeds)]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   setup = ClassificationTask(config)
@@ -139,8 +149,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   trials, seconds = search(setup, config, workdir)
   ranking = sorted(trials, key=lambda t: -t['dev'])
   best = ranking[0]['candidate']
-  final = {'candidate': best, 'test': [], 'scratch_test': []}
-  for seed in range(config.search.final_seeds):
+  seeds = final_seeds(config)
+  final = {'candidate': best, 'seeds': seeds, 'selection_seed': config.seed, 'test': [],
+           'scratch_test': []}
+  for seed in seeds:
     final['test'].append(run_trial(setup, config, best, seed,
                                    os.path.join(workdir, 'final', f'best-seed{seed}'))['test'])
     # scratch with the config's own settings (the search tuned the transfer, not scratch)
@@ -161,7 +173,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f'rank  {label}  candidate')
     for i, t in enumerate(ranking):
       print(f'{i + 1:>4}  {100 * t["dev"]:>{len(label)}.2f}  {describe(t["candidate"])}')
-    print(f'best {describe(best)}, retrained on {config.search.final_seeds} seeds: test '
+    print(f'best {describe(best)} (trials: seed {config.seed}), retrained on seeds '
+          f'{", ".join(map(str, seeds))}: test '
           f'{fmt(final["test_mean"], final["test_ci95"])} vs scratch '
           f'{fmt(final["scratch_mean"], final["scratch_ci95"])} (paired gain '
           f'{fmt(final["gain_mean"], final["gain_ci95"], sign=True)})')

@@ -40,6 +40,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rows = runs_lib.summarise(results)
   summary = {'rows': rows, 'seconds': time.perf_counter() - t0, 'metric': 'span F1',
              'truncated_test_words': truncated, 'pretrained': dict(config.init),
+             'seeds': sorted({seed for _, seed in runs_lib.run_list(config)}),
+             'test_digest': runs_lib.test_digest(task.corpora['test'].sentences,
+                                                 task.corpora['test'].tags),
              'stopped_by_signal': runs_lib.stopped_by_signal(results)}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'results.json'), summary)

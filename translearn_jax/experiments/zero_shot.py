@@ -1,8 +1,11 @@
 """Zero-shot classification (no labelled training example): `train_and_evaluate(config, workdir)`.
 
 Runs the method of `fusion.zero_shot` that the source (`init.kind`) supports —
-`word2vec`: embedding similarity; `lm`: verbalisation scoring — on the configured split (`eval_split`) and reports accuracy (± 95% CI) next to
-the majority-class baseline of that split, in `zero_shot.json`.
+`word2vec`: embedding similarity; `lm`: verbalisation scoring — on the configured split
+(`eval_split`) and reports accuracy with its 95% Wilson score interval over the split's
+examples, next to the majority-class baseline, in `zero_shot.json`. The majority class is
+the training split's (the evaluated split's labels are never read but to score): the
+baseline, and what embedding similarity answers for a text without a known word.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 from translearn_jax.data import labelled
 from translearn_jax.downstream import classification
 from translearn_jax.errors import ConfigError
-from translearn_jax.evaluation.stats import fmt, mean_ci
+from translearn_jax.evaluation.stats import wilson_interval
 from translearn_jax.fusion import zero_shot as zs
 from translearn_jax.models import lm as lm_models
 from translearn_jax.training.metrics import info, write_json
@@ -27,9 +30,10 @@ from translearn_jax.transfer import sources
 # -- entry point -----------------------------------------------------------------
 
 def accuracy_row(name: str, pred: np.ndarray, labels: np.ndarray, **extra) -> dict:
-  correct = (pred == labels).astype(np.float64)
-  m, h = mean_ci(correct.tolist())
-  return {'method': name, 'accuracy': m, 'ci95': h, 'examples': len(labels),
+  correct = int(np.sum(pred == labels))
+  low, high = wilson_interval(correct, len(labels))
+  return {'method': name, 'accuracy': correct / len(labels), 'ci95_low': low,
+          'ci95_high': high, 'examples': len(labels),
           'predicted_counts': np.bincount(pred, minlength=labels.max() + 1).tolist(), **extra}
 
 
@@ -49,7 +53,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     texts, labels = splits[config.eval_split].texts, splits[config.eval_split].labels
   counts = np.bincount(labels, minlength=len(label_names))
-  majority = int(np.argmax(counts))
+  majority = int(np.argmax(np.bincount(splits['train'].labels, minlength=len(label_names))))
   rows = [accuracy_row('majority class', np.full_like(labels, majority), labels)]
   kind = config.init.kind
   if kind == 'word2vec':
@@ -77,7 +81,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ConfigError(f"config.init.kind: zero-shot reads 'word2vec' (embedding similarity) "
                       f"or 'lm' (verbalisations), got {kind!r}")
   summary = {'rows': rows, 'label_names': label_names, 'eval_split': config.eval_split,
-             'class_counts': counts.tolist(), 'seconds': time.perf_counter() - t0}
+             'class_counts': counts.tolist(), 'majority_class': label_names[majority],
+             'seconds': time.perf_counter() - t0}
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, 'zero_shot.json'), summary)
     print(format_rows(rows))
@@ -86,7 +91,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def format_rows(rows: list[dict]) -> str:
-  out = [f'{"method":<32} {"accuracy % (95% CI)":>22} {"examples":>9}']
+  out = [f'{"method":<32} {"accuracy % [95% Wilson CI]":>28} {"examples":>9}']
   for r in rows:
-    out.append(f'{r["method"]:<32} {fmt(r["accuracy"], r["ci95"]):>22} {r["examples"]:>9}')
+    acc = (f'{100 * r["accuracy"]:.2f} [{100 * r["ci95_low"]:.2f}, '
+           f'{100 * r["ci95_high"]:.2f}]')
+    out.append(f'{r["method"]:<32} {acc:>28} {r["examples"]:>9}')
   return '\n'.join(out)

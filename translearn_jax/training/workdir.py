@@ -59,6 +59,9 @@ RESUME_MAY_CHANGE = (
     # recorded cell whose source differs from the config's is refused: seq2seq_curves)
     'curve.budgets', 'curve.conditions', 'curve.bt_budgets', 'curve.title',
     'curve.denoise_path', 'curve.lm_path', 'curve.mlm_path',
+    # which seeds run here and whose cells count (each cell records its seed and tokenizer
+    # digest; another tokenizer's cells are refused)
+    'curve.seed_list', 'curve.import_cells', 'curve.tokenizer',
 )
 
 _ABSENT = '<absent>'
@@ -237,15 +240,26 @@ def config_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
   return forbidden, allowed
 
 
+# where runs keep their checkpoints: a run's own, a comparison's or DANN's runs
+# (`runs/<name>/`), a seq2seq curve study's cells (`cells/<budget>/<cell>/`)
+CHECKPOINT_DIRS = ('checkpoints', 'runs/*/checkpoints', 'cells/*/*/checkpoints')
+RECORDS = ('runs.jsonl', 'cells.jsonl')     # finished runs of a comparison, cells of a study
+
+
 def is_resume(workdir: str) -> bool:
-  """A workdir holds earlier work: a checkpoint step or a `runs.jsonl`."""
-  if os.path.exists(os.path.join(workdir, 'runs.jsonl')):
+  """A workdir holds earlier work: a checkpoint step (of the run, or of one of the runs it
+  holds: `CHECKPOINT_DIRS`) or a record of finished runs (`RECORDS`)."""
+  import glob
+  if any(os.path.exists(os.path.join(workdir, r)) for r in RECORDS):
     return True
-  ckpt = os.path.join(workdir, 'checkpoints')
-  try:
-    return any(n.isdigit() and os.path.isdir(os.path.join(ckpt, n)) for n in os.listdir(ckpt))
-  except OSError:
-    return False
+  for pattern in CHECKPOINT_DIRS:
+    for ckpt in glob.glob(os.path.join(glob.escape(workdir), pattern)):
+      try:
+        if any(n.isdigit() and os.path.isdir(os.path.join(ckpt, n)) for n in os.listdir(ckpt)):
+          return True
+      except OSError:
+        continue
+  return False
 
 
 # -- the lock ------------------------------------------------------------------
