@@ -511,3 +511,17 @@ def test_tokenizer_training_gives_one_model_whatever_the_machines_cores(monkeypa
   assert len(protos) == 1
   with pytest.raises(DataError, match='tokenizer.train_threads must be an integer >= 1'):
     Tokenizer.train(docs, vocab_size=600, threads=0)
+
+
+def test_a_tokenizer_left_by_a_run_that_never_checkpointed_is_made_again(tmp_path, tiny_lm_run):
+  """A run that stopped with an error after saving its tokenizer (before a checkpoint) left
+  `tokenizer.model`; the next run in that workdir, with another config, must not train on it
+  (a resume, whose config is checked, does reuse it)."""
+  import shutil
+  from translearn_jax.data.tokenizer import Tokenizer
+  from translearn_jax.pretraining import lm
+  shutil.copy(os.path.join(tiny_lm_run, 'tokenizer.model'), tmp_path / 'tokenizer.model')
+  assert Tokenizer.load(str(tmp_path / 'tokenizer.model')).vocab_size == 400
+  lm.train_and_evaluate(lm_config(**{'train.steps': 2, 'tokenizer.vocab_size': 360}),
+                        str(tmp_path))
+  assert Tokenizer.load(str(tmp_path / 'tokenizer.model')).vocab_size == 360

@@ -152,8 +152,11 @@ def test_resume_with_changed_architecture_is_refused(tmp_path):
   assert (wd / 'config.json').read_bytes() == saved
   more = make_config('lm_transformer', **{'train.steps': 160, 'train.log_every_steps': 10,
                                           'train.eval_max_rows': 0})
-  with workdir_lib.open_workdir(more, str(wd)):
-    pass
+  # a longer run may resume, and is told that its schedule is stretched from here on
+  with pytest.warns(UserWarning, match=r'another training length \(train\.steps 80 → 160\): '
+                                       r'a learning-rate schedule .* is stretched'):
+    with workdir_lib.open_workdir(more, str(wd)):
+      pass
   assert json.loads((wd / 'config.json').read_text())['train']['steps'] == 160
 
 

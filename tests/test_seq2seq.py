@@ -466,3 +466,23 @@ def test_banned_ids_are_masked_in_the_log_probabilities_not_renormalised():
   assert banned[5] <= dec.NEG / 2 and np.exp(plain[5]) > 1e-3
   keep = np.arange(24) != 5
   np.testing.assert_allclose(banned[keep], plain[keep], rtol=1e-5, atol=1e-6)
+
+
+def test_a_tokenizer_left_by_a_run_that_never_checkpointed_is_trained_again(tmp_path):
+  """A run that stopped with an error after saving its tokenizer left `tokenizer.model`; the
+  next run in the workdir, on other data, trains its own (it trained on the stale one: byte
+  pieces, BLEU 0), while a resume (config checked) reuses it."""
+  import conftest
+  from translearn_jax.data.tokenizer import Tokenizer
+  (tmp_path / 'a').mkdir()
+  first = conftest.s2s_config(tmp_path / 'a', **{'tokenizer.model_type': 'bpe'})
+  seq2seq.train_and_evaluate(first, str(tmp_path / 'first'))
+  seq2seq.train_and_evaluate(conftest.s2s_config(tmp_path / 'a'), str(tmp_path / 'clean'))
+  stale, clean = ((tmp_path / d / 'tokenizer.model').read_bytes() for d in ('first', 'clean'))
+  assert stale != clean
+  work = tmp_path / 'w'
+  work.mkdir()
+  (work / 'tokenizer.model').write_bytes(stale)
+  seq2seq.train_and_evaluate(conftest.s2s_config(tmp_path / 'a'), str(work))
+  assert (work / 'tokenizer.model').read_bytes() == clean
+  assert Tokenizer.load(str(work / 'tokenizer.model')).vocab_size > 0

@@ -59,8 +59,11 @@ def pack(stream: np.ndarray, seq_len: int, what: str = 'training') -> np.ndarray
   """
   n = (len(stream) - 1) // seq_len
   if n < 1:
+    fields = ('data.valid_fraction or data.valid_path' if what == 'held-out'
+              else 'data.path')
     raise DataError(f'{what} data has {len(stream)} tokens, fewer than one sequence of '
-                    f'seq_len + 1 = {seq_len + 1}')
+                    f'seq_len + 1 = {seq_len + 1}: more text ({fields}) or a shorter '
+                    'train.seq_length')
   return np.lib.stride_tricks.as_strided(
       stream, shape=(n, seq_len + 1), strides=(stream.strides[0] * seq_len, stream.strides[0]),
       writeable=False)

@@ -106,7 +106,15 @@ def read_split(cfg, split: str) -> list[tuple[str, str]]:
   if cfg.kind == 'tfds':
     return read_tfds_pairs(cfg.path, cfg[f'{split}_split'], cfg.source_field,
                            cfg.target_field, cfg.data_dir or None)
-  raise DataError(f"data.kind must be 'text', 'tsv', 'csv', 'jsonl' or 'tfds', got {cfg.kind!r}")
+  check_kind(cfg.kind)
+
+
+PAIR_KINDS = ('text',) + tuple(readers.RECORD_KINDS) + ('tfds',)
+
+
+def check_kind(kind: str) -> None:
+  if kind not in PAIR_KINDS:
+    raise ConfigError(f'config.data.kind must be one of {PAIR_KINDS} for pairs, got {kind!r}')
 
 
 def split_fields(kind: str, split: str) -> tuple[str, ...]:
@@ -119,6 +127,7 @@ def split_fields(kind: str, split: str) -> tuple[str, ...]:
 def configured_splits(cfg, splits=('train', 'valid', 'test')) -> list[str]:
   """The splits the `data` config names, by its kind's fields (`split_fields`); one of a
   text split's two files without the other is an error naming both fields."""
+  check_kind(cfg.kind)
   out = []
   for split in splits:
     fields = split_fields(cfg.kind, split)

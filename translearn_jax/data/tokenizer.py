@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from translearn_jax.data import readers
-from translearn_jax.errors import DataError
+from translearn_jax.errors import ConfigError, DataError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 MASK_PIECE = '<mask>'
@@ -184,6 +184,25 @@ class Tokenizer:
                         ) from None
       raise DataError(f'sentencepiece training failed: {msg}') from None
     return cls(out.getvalue())
+
+
+# sentencepiece's normalisation rules (its `normalization_rule_name`)
+NORMALIZATIONS = ('nmt_nfkc', 'nfkc', 'nmt_nfkc_cf', 'nfkc_cf', 'identity')
+
+
+def check_fields(tok) -> None:
+  """A run's `config.tokenizer` when the run trains its tokenizer (no `path`): a vocabulary
+  size >= 1 and one of sentencepiece's normalisation rules, refused by name before any text
+  is read (sentencepiece's own errors name neither)."""
+  if not tok or tok.get('path', ''):
+    return
+  size = tok.get('vocab_size', 1)
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ConfigError(f'config.tokenizer.vocab_size: must be an integer >= 1, got {size!r}')
+  norm = tok.get('normalization', 'nmt_nfkc')
+  if norm not in NORMALIZATIONS:
+    raise ConfigError(f"config.tokenizer.normalization: must be one of sentencepiece's rules "
+                      f'{NORMALIZATIONS}, got {norm!r}')
 
 
 def load_tokenizer(path: str):

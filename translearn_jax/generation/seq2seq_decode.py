@@ -134,6 +134,14 @@ def check_constraints(min_len, no_repeat_ngram,
       raise ConfigError(f'{field} must be an integer >= 0 (0: off), got {value!r}')
 
 
+def check_length_penalty(alpha, field: str = 'eval.length_penalty') -> None:
+  """The length penalty's alpha is a finite number >= 0 (NaN too is refused: it made
+  every hypothesis score NaN, and the search returned empty outputs)."""
+  if (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+      or not 0 <= alpha < float('inf')):
+    raise ConfigError(f'{field} must be a finite number >= 0, got {alpha!r}')
+
+
 def _length_penalty(length, alpha, form: str = 'gnmt'):
   """What a finished hypothesis's log-probability is divided by: GNMT's `((5 + L) / 6) **
   alpha`, or `L ** alpha` ('length': fairseq's `--lenpen` and transformers'

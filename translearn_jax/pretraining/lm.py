@@ -44,6 +44,7 @@ from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import losses
 from translearn_jax.training import optimizers
+from translearn_jax.training import workdir as workdir_lib
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, Run
 from translearn_jax.training.metrics import info, write_json
@@ -73,6 +74,10 @@ def validate_rows(config, archs) -> None:
              f'{config.train.seq_length} is larger than the model maximum '
              f'model.max_len={config.model.max_len}')
   _require(0 <= config.data.valid_fraction < 1, 'data.valid_fraction', 'must be in [0, 1)')
+  rows = config.train.get('eval_max_rows', 0)
+  _require(rows >= 0, 'train.eval_max_rows', f'must be >= 0 (0: every row), got {rows}')
+  optimizers.check(config.optim)             # before any data is read
+  tokenizer_lib.check_fields(config.get('tokenizer'))
   chunk = config.train.get('loss_chunk', 0)
   _require(chunk >= 0, 'train.loss_chunk', f'must be >= 0 (0: plain), got {chunk}')
   _require(not chunk or config.model.arch == 'transformer', 'train.loss_chunk',
@@ -104,12 +109,14 @@ def model_config(config, vocab_size: int, deterministic: bool = True, decode: bo
 
 def get_tokenizer(config, train_docs, workdir: str, special_pieces=()) -> Tokenizer:
   """Explicit path (sentencepiece `.model` or HF `tokenizer.json`) > the run's own saved
-  tokenizer > the continued source's > train a new sentencepiece model (saved)."""
+  tokenizer, when the run resumes (its config was checked against this one; a tokenizer
+  left by a run that stopped before its first checkpoint is made again, as this config
+  says) > the continued source's > train a new sentencepiece model (saved)."""
   saved = os.path.join(workdir, 'tokenizer.model')
   if config.tokenizer.path:
     return load_tokenizer(config.tokenizer.path)
   for name in sources.TOKENIZER_FILES:
-    if os.path.exists(os.path.join(workdir, name)):
+    if os.path.exists(os.path.join(workdir, name)) and workdir_lib.is_resume(workdir):
       return load_tokenizer(os.path.join(workdir, name))
   if config.init.path:  # continued pretraining keeps the source's pieces
     tok = sources.run_tokenizer(config.init.path, sources.run_config(config.init.path,

@@ -53,6 +53,7 @@ from translearn_jax.serving import translate as serving_translate
 from translearn_jax.training import memo
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
+from translearn_jax.training import workdir as workdir_lib
 from translearn_jax.training.files import atomic_write
 from translearn_jax.training.loop import Every, Run
 from translearn_jax.training.metrics import info, write_json
@@ -255,7 +256,9 @@ def get_tokenizer(config, pairs, workdir, src=None) -> Tokenizer:
     return src.tokenizer
   if config.tokenizer.path:
     return Tokenizer.load(config.tokenizer.path)
-  if os.path.exists(saved):
+  # the run's own, when it resumes (its config was checked against this one); one left by a
+  # run that stopped before its first checkpoint is trained again, as this config says
+  if os.path.exists(saved) and workdir_lib.is_resume(workdir):
     return Tokenizer.load(saved)
   tok = Tokenizer.train([s for p in pairs for s in p], config.tokenizer.vocab_size,
                         config.tokenizer.model_type, seed=config.seed,
@@ -600,6 +603,7 @@ def check_metric(metric: str, ev=None) -> None:
   seq2seq_decode.check_constraints((ev or {}).get('min_length', 0),
                                    (ev or {}).get('no_repeat_ngram_size', 0))
   seq2seq_decode.check_stopping((ev or {}).get('early_stopping', 'never'), 'eval.early_stopping')
+  seq2seq_decode.check_length_penalty((ev or {}).get('length_penalty', 0.0))
   if metric == 'rouge':
     rouge_scorer(opts['rouge_tokenize'])
   elif metric == 'bleu':
@@ -875,6 +879,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   objective = config.get('objective', 'supervised')
   if objective not in OBJECTIVES:
     raise ConfigError(f'config.objective must be one of {OBJECTIVES}, got {objective!r}')
+  tokenizer_lib.check_fields(config.get('tokenizer'))
+  optimizers.check(config.optim)
+  smoothing = config.get('label_smoothing', 0.0)
+  if not 0 <= smoothing < 1:
+    raise ConfigError(f'config.label_smoothing: must be in [0, 1) (the mass moved off the '
+                      f'reference token), got {smoothing}')
   denoise = objective == 'denoise'
   if denoise:
     noise_cfg = noise_config(config)

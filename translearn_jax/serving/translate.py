@@ -135,8 +135,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   seq2seq_decode.check_stopping(stopping, 'early_stopping')
   if beam < 1:
     raise ConfigError(f'beam must be >= 1 (1: greedy), got {beam}')
-  if not 0 <= alpha < float('inf'):        # NaN fails too
-    raise ConfigError(f'length_penalty must be a finite number >= 0, got {alpha}')
+  seq2seq_decode.check_length_penalty(alpha, 'length_penalty')
   if not 1 <= max_len <= cfg.max_len:
     raise ConfigError(f'max_len must be in [1, {cfg.max_len}] (the model\'s positions), '
                       f'got {max_len}')

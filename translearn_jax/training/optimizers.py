@@ -20,6 +20,7 @@ A strategy (`transfer.strategies`) is a table of groups, not a new builder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Optional, Sequence
 
@@ -148,6 +149,31 @@ def _make_key(optim, params, total_steps, groups=None, field='groups'):
   return memo.key_of(fields, structure, total_steps, tuple(groups or ()), field)
 
 
+def check(optim, prefix: str = 'config.optim') -> None:
+  """One `ConfigError` naming the first AdamW field of `optim` out of its range: a
+  learning rate <= 0 trains away from the data without a word (exit 0), a negative warmup
+  or an end ratio above 1 gives a schedule nobody meant."""
+  def need(ok, name, what):
+    if not ok:
+      raise ConfigError(f'{prefix}.{name}: must be {what}, got {_get(optim, name)!r}')
+  finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+  peak = _get(optim, 'learning_rate')
+  need(finite(peak) and peak > 0, 'learning_rate', 'a finite number > 0')
+  warmup = _get(optim, 'warmup_steps')
+  need(isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0,
+       'warmup_steps', 'an integer >= 0 (0: none)')
+  end = _get(optim, 'end_lr_ratio')
+  need(finite(end) and 0 <= end <= 1, 'end_lr_ratio', 'in [0, 1] (of the peak rate)')
+  for name in ('b1', 'b2'):
+    v = _get(optim, name)
+    need(finite(v) and 0 <= v < 1, name, 'in [0, 1)')
+  eps = _get(optim, 'eps')
+  need(finite(eps) and eps > 0, 'eps', 'a finite number > 0')
+  for name in ('weight_decay', 'grad_clip'):
+    v = _get(optim, name)
+    need(finite(v) and v >= 0, name, 'a finite number >= 0 (0: none)')
+
+
 @memo.memoized(maxsize=64, key=_make_key)
 def make(optim, params, total_steps: int, groups: Optional[Sequence[Group]] = None,
          field: str = 'groups') -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -161,6 +187,7 @@ def make(optim, params, total_steps: int, groups: Optional[Sequence[Group]] = No
   return the same (optimiser, schedule) objects, so the steps built on them are reused
   by the runs of one process.
   """
+  check(optim)
   decay_mask(params, _get(optim, 'no_decay'))  # a bad pattern fails here, not in the step
   peak, kind = _get(optim, 'learning_rate'), _get(optim, 'schedule')
   warmup, end_ratio = _get(optim, 'warmup_steps'), _get(optim, 'end_lr_ratio')

@@ -65,6 +65,8 @@ RESUME_MAY_CHANGE = (
 )
 
 _ABSENT = '<absent>'
+# the total budget of `RESUME_MAY_CHANGE`: a schedule decaying over it changes with it
+BUDGET_FIELDS = ('max_steps', 'epochs', 'steps', 'train.steps', 'train.epochs')
 
 
 def may_change(path: str) -> bool:
@@ -98,8 +100,10 @@ def config_dict(config) -> dict:
 POSITIVE_FIELDS = ('batch_size', 'max_tokens', 'dim', 'd_model', 'num_heads', 'num_layers',
                    'd_ff', 'seq_length', 'grad_accum', 'beam', 'seeds', 'max_len',
                    'max_source_len', 'max_target_len')
-# seeds (numpy's generators take none below 0) and `vocab.max_size` (0: no bound)
-NONNEGATIVE_FIELDS = ('seed', 'split_seed', 'subset_seed', 'max_size')
+# seeds (numpy's generators take none below 0) and bounds whose 0 means none (`vocab.max_size`,
+# seq2seq's `eval.max_examples`: a negative one dropped the last examples)
+NONNEGATIVE_FIELDS = ('seed', 'split_seed', 'subset_seed', 'max_size', 'max_examples',
+                      'during_max_examples')
 
 
 def validate_fields(config) -> None:
@@ -426,6 +430,14 @@ def check_resume(config, workdir: str) -> None:
                       f'{"; ".join(forbidden)} (use a new --workdir, or the old values)')
   if allowed:
     info('resuming %s with changed settings: %s', workdir, '; '.join(allowed))
+  budget = [c for c in allowed if c.split(' ', 1)[0] in BUDGET_FIELDS]
+  if budget:
+    import warnings
+    warnings.warn(f'resuming {workdir} with another training length ({"; ".join(budget)}): '
+                  'a learning-rate schedule over the run\'s total steps (optim.schedule, '
+                  "word2vec's linear decay) is stretched to the new total from the resumed "
+                  "step on, so the run equals neither length's uninterrupted run",
+                  stacklevel=2)
 
 
 @contextlib.contextmanager
