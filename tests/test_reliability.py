@@ -160,6 +160,35 @@ def test_resume_with_changed_architecture_is_refused(tmp_path):
   assert json.loads((wd / 'config.json').read_text())['train']['steps'] == 160
 
 
+def test_resume_refuses_input_files_changed_under_the_run(tmp_path):
+  """The config names the corpus by path: documents appended to it (or another file copied
+  over it) must not resume silently, with other rows and another held-out split."""
+  corpus = tmp_path / 'corpus.txt'
+  corpus.write_text('one document here\n\nanother one\n', encoding='utf-8')
+  config = make_config('lm_transformer', **{'data.path': str(corpus)})
+  wd = tmp_path / 'run'
+  with workdir_lib.open_workdir(config, str(wd)):
+    pass
+  saved = json.loads((wd / 'inputs.json').read_text())
+  assert list(saved['data.path']) == [str(corpus)]
+  (wd / 'checkpoints' / '8').mkdir(parents=True)       # it holds a run now
+  with workdir_lib.open_workdir(config, str(wd)):      # the same file: resumes
+    pass
+  corpus.write_text('one document here\n\nanother one\n\nand a third\n', encoding='utf-8')
+  with pytest.raises(ConfigError, match=r'read other input files; data\.path: .*corpus\.txt '
+                                        r'changed \(31 → 44 bytes\)'):
+    with workdir_lib.open_workdir(config, str(wd)):
+      pass
+  corpus.write_text('one document HERE\n\nanother one\n', encoding='utf-8')   # same size
+  with pytest.raises(ConfigError, match=r'changed \(31 → 31 bytes, other contents\)'):
+    with workdir_lib.open_workdir(config, str(wd)):
+      pass
+  corpus.write_text('one document here\n\nanother one\n', encoding='utf-8')
+  with workdir_lib.open_workdir(config, str(wd)):
+    pass
+  assert json.loads((wd / 'inputs.json').read_text()) == saved
+
+
 def test_resume_allow_list():
   old = {'seed': 0, 'seeds': 3, 'compare_scratch': True, 'transfer': {'strategies': 'a,b',
          'lr': 1.0}, 'train': {'log_every_steps': 5, 'steps': 10, 'dropout': 0.1},

@@ -447,9 +447,11 @@ def open_workdir(config, workdir: str, primary: bool = True) -> Iterator[None]:
   Only the `primary` process (process 0) locks and writes; every process checks.
   """
   check_directory(workdir)
+  from translearn_jax.training import input_files
   with (lock(workdir) if primary else contextlib.nullcontext()):
     with preemption.deferred():  # raises a SIGTERM that came while locking, once unlockable
       check_resume(config, workdir)
+      input_files.record_or_check(config, workdir, is_resume(workdir), primary)
       if primary:
         atomic_write(os.path.join(workdir, CONFIG), config.to_json_best_effort(indent=2))
     yield
