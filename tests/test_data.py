@@ -238,6 +238,18 @@ def test_jsonl_and_errors(tmp_path):
     docs(kind='jsonl', path=str(bad))
 
 
+def test_tsv_written_with_csv_quoting_warns_that_the_quotes_stay(tmp_path):
+  """Python's csv and pandas' to_csv(sep='\\t') quote a field holding a quote; TSV is read
+  unquoted (a quote is text), so such a file is named rather than read silently."""
+  p = tmp_path / 'pairs.tsv'
+  p.write_text('source\ttarget\n"He said ""hi""."\t"Er sagte ""hallo""."\n'
+               '"Stop!"\tHalt!\n', encoding='utf-8')
+  with pytest.warns(UserWarning, match=r'pairs\.tsv: 1 row\(s\) have fields quoted as CSV '
+                                       r'writers quote them .*first at line 2'):
+    recs = [r for _, _, r in readers.iter_records(str(p), 'tsv', ['source', 'target'])]
+  assert recs[0]['source'] == '"He said ""hi""."' and recs[1]['source'] == '"Stop!"'
+
+
 def test_tsv_by_header_and_index(tmp_path):
   p = tmp_path / 't.tsv'
   p.write_text('sentence\tlabel\ngood film\t1\nbad film\t0\n', encoding='utf-8')

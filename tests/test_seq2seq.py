@@ -486,3 +486,21 @@ def test_a_tokenizer_left_by_a_run_that_never_checkpointed_is_trained_again(tmp_
   seq2seq.train_and_evaluate(conftest.s2s_config(tmp_path / 'a'), str(work))
   assert (work / 'tokenizer.model').read_bytes() == clean
   assert Tokenizer.load(str(work / 'tokenizer.model')).vocab_size > 0
+
+
+def test_references_longer_than_max_target_len_are_counted(tiny_lm_run, capsys):
+  """Hypotheses stop at max_target_len pieces: references beyond it are out of reach, which
+  the log says (summarisation at a short max_target_len scored 0 with no word why)."""
+  import ml_collections
+  from translearn_jax.data.tokenizer import Tokenizer
+  tok = Tokenizer.load(os.path.join(tiny_lm_run, 'tokenizer.model'))
+  config = ml_collections.ConfigDict({'max_source_len': 16, 'max_target_len': 6,
+                                      'tokenizer': {}})
+  pairs = [('a short source', 'the'), ('another source', ' '.join(['word'] * 12)),
+           ('third', 'a')]
+  assert [len(tok.encode(t)) + 1 for _, t in pairs][::2] == [2, 2]   # the short ones fit
+  seq2seq.encode_sources(tok, pairs, config, 'test')
+  assert 'test: 1 of 3 references are longer than max_target_len=6 pieces' in \
+      capsys.readouterr().err
+  seq2seq.encode_sources(tok, pairs[:1], config, 'test')
+  assert 'references' not in capsys.readouterr().err

@@ -313,7 +313,18 @@ def _table_rows(file: str, text: str, kind: str) -> Iterator[tuple[int, list[str
   """(line number, cells) of each non-blank row of TSV or CSV `text`."""
   if kind == 'csv':
     return _csv_rows(file, text)
-  return ((n, line.split('\t')) for n, line in enumerate(text.split('\n'), 1) if line.strip())
+  rows = [(n, line.split('\t')) for n, line in enumerate(text.split('\n'), 1) if line.strip()]
+  quoted = [n for n, cells in rows if any(_CSV_QUOTED.match(c) for c in cells)]
+  if quoted:
+    warnings.warn(f'{file}: {len(quoted)} row(s) have fields quoted as CSV writers quote them '
+                  f'("..." with doubled quotes inside; first at line {quoted[0]}): TSV is read '
+                  'unquoted, so the quotes stay in the text; write the file without quoting '
+                  '(csv.QUOTE_NONE) or as .csv', stacklevel=3)
+  return iter(rows)
+
+
+# a TSV field as Python's csv and pandas' to_csv(sep='\t') write one holding a quote
+_CSV_QUOTED = re.compile(r'^\s*"(?:[^"]|"")*""(?:[^"]|"")*"\s*$')
 
 
 def _csv_rows(file: str, text: str) -> Iterator[tuple[int, list[str]]]:

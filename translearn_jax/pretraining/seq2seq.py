@@ -459,6 +459,13 @@ def encode_sources(tok: Tokenizer, pairs, config, split: str = '') -> np.ndarray
     info('%s: %d of %d sources are longer than max_source_len=%d pieces and are decoded '
          'from their first %d', split, n_cut, len(pairs), config.max_source_len,
          config.max_source_len)
+  if split:     # the hypotheses stop at max_target_len: a longer reference is out of reach
+    n_long = sum(len(t) + 1 > config.max_target_len for t in tok.encode_batch(
+        [p[1] for p in pairs]))
+    if n_long:
+      info('%s: %d of %d references are longer than max_target_len=%d pieces (their end '
+           'included): no hypothesis can reach them whole, which bounds the scores',
+           split, n_long, len(pairs), config.max_target_len)
   return rows
 
 
