@@ -614,3 +614,37 @@ def test_evaluation_set_names_are_unique():
     wv.parse_named_paths('a/x.txt,b/x.txt')
   with pytest.raises(ConfigError, match=r"\['analogy'\]"):
     wv.parse_named_paths('analogy=a.txt')
+
+
+def test_transfer_that_moves_nothing_is_refused_and_a_word2vec_run_grafts(tmp_path, topic_task,
+                                                                         tiny_config):
+  """A word2vec run directory as the source grafts its input table (the default rule reads
+  `embedding`, as a vectors file names it); a graft that moves nothing (a mistyped rule) or
+  finds no task word in the source (another language) is one error, not a 'transfer' run on
+  random or constant embeddings."""
+  from translearn_jax.downstream.classification import ClassificationTask
+  from translearn_jax.export.word2vec_format import save_word2vec
+  from translearn_jax.pretraining import word2vec
+  from translearn_jax.transfer.graft import GraftError
+  run = tmp_path / 'w2v'
+  tiny_config.export.format = ''
+  word2vec.train_and_evaluate(tiny_config, str(run))
+  c = base_config(topic_task, str(run))
+  c.init.kind = 'word2vec_run'
+  task = ClassificationTask(c)
+  params, report = task.init_params(0, 'feature_extraction')
+  assert ('embedding', 'backbone/embed/embedding', (len(task.vocab), 16)) in report.grafted
+  src = task.source
+  found = [w for w in task.vocab if w in src.vocab][:5]
+  assert found
+  for w in found:
+    np.testing.assert_array_equal(params['backbone']['embed']['embedding'][task.vocab.index(w)],
+                                  src.params['in_embed'][src.vocab.index(w)])
+  c.init.rules = 'embeding=>backbone/embed/embedding'          # mistyped
+  with pytest.raises(GraftError, match=r'config\.init\.rules: nothing of .* was grafted'):
+    ClassificationTask(c).init_params(0, 'finetune')
+  assert ClassificationTask(c).init_params(0, 'scratch')[1] is None   # scratch grafts nothing
+  save_word2vec(str(tmp_path / 'other.txt'), ['xyzzy', 'plugh'], np.ones((2, 16), np.float32))
+  c = base_config(topic_task, str(tmp_path / 'other.txt'))
+  with pytest.raises(GraftError, match=r"holds none of the task's \d+ words"):
+    ClassificationTask(c).init_params(0, 'feature_extraction')

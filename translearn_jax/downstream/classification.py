@@ -110,6 +110,23 @@ def encode_pieces(texts, tokenizer, max_tokens: int, causal: bool = True):
   return toks, mask
 
 
+def check_transferred(report, init, strategy: str) -> None:
+  """A transfer run whose graft moved nothing, or whose vocabulary remap found no task word
+  in the source, would train from random (or constant) embeddings and report it as transfer:
+  one `GraftError` naming `init.path` / `init.rules` instead."""
+  if not report.grafted:
+    raise graft_lib.GraftError(
+        f'config.init.rules: nothing of {init.path} was grafted into the {strategy!r} model '
+        f'(rules matched nothing: {report.unmatched_rules}; the source has '
+        f'{report.unused_source[:6]}); fix init.rules or init.kind')
+  for target, st in report.remapped.items():
+    if st['found'] == 0:
+      raise graft_lib.GraftError(
+          f'config.init.path: {init.path} holds none of the task\'s {st["target_rows"]} words '
+          f'({target}): another language or tokenisation? Every row would be initialised '
+          f'({st["init"]}), nothing transferred')
+
+
 class ClassificationTask(Task):
   """Labelled texts → one class each; metric: accuracy or macro-F1 (`config.eval.metric`).
   Shared by every (strategy, seed) run."""
@@ -180,10 +197,19 @@ class ClassificationTask(Task):
     params = init_params(self.model, jax.random.key(seed), toks[:2], mask[:2])
     if strategy == 'scratch' or self.source.params is None:
       return params, None
-    params, report = graft_lib.graft(params, self.source.params, self.rules,
+    params, report = graft_lib.graft(params, self.source_params(), self.rules,
                                      vocab_remap=self.vocab_remap,
                                      remap_init=self.config.init.remap_init, seed=seed)
+    check_transferred(report, self.config.init, strategy)
     return params, report
+
+  def source_params(self):
+    """The source's parameter tree as the rules read it: a word2vec run's input table is
+    also its `embedding` (what a vectors file gives), so the default rule grafts it."""
+    params = self.source.params
+    if self.source.kind == 'word2vec_run' and 'embedding' not in params:
+      params = {'embedding': params['in_embed'], **params}
+    return params
 
   def num_examples(self, split: str = 'train') -> int:
     return len(self.inputs[split][2])
