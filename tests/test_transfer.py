@@ -72,6 +72,8 @@ def test_vocabulary_remap_moves_the_right_rows():
                          vocab_remap={'e': (src_vocab, tgt_vocab)})
   np.testing.assert_array_equal(tree['e'][1], [3, 3])
   assert report.remapped['e']['found'] == 2
+  with pytest.raises(g.GraftError, match=r'embedding widths differ: .* \(set config\.model\.dim=2,'):
+    g.remap_rows(src, src_vocab, tgt_vocab, np.zeros((4, 5), np.float32), init='mean')
 
 
 def test_vocabulary_remap_takes_a_repeated_source_token_s_first_row():

@@ -230,6 +230,11 @@ def test_sources_load_binary_still_needs_the_flag(tmp_path):
   with pytest.raises(DataError, match=r'parses as a binary word2vec file: set '
                                       r'config\.init\.binary=True'):
     sources.load('word2vec', path)
+  glove = tmp_path / 'glove.txt'                  # headerless text read as binary
+  glove.write_text('the 0.1 0.2\ncat 0.3 0.4\n', encoding='utf-8')
+  with pytest.raises(DataError, match=r'a GloVe file, which has no header\? It is text: '
+                                      r'init\.binary=False reads it'):
+    sources.load('word2vec', str(glove), binary=True)
 
 
 @pytest.mark.parametrize('name', ['lee_fasttext.bin', 'non_ascii_fasttext.bin'])

@@ -373,8 +373,8 @@ def _header(path, buf) -> tuple[int, int, int]:
   parts = line.split()
   if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
     return int(parts[0]), int(parts[1]), end + 1
-  hint = (" (a GloVe file, which has no header? format 'glove' or 'auto' reads it)"
-          if len(parts) > 2 else '')
+  hint = (' (a GloVe file, which has no header? It is text: init.binary=False reads it, as '
+          "load_vectors' format 'glove' or 'auto' does)" if len(parts) > 2 else '')
   raise DataError(f'{path}:1: expected a "<count> <dim>" header of two positive integers, '
                   f'got {line[:60].decode("utf-8", "replace")!r}{hint}')
 

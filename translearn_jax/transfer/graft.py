@@ -173,7 +173,8 @@ def remap_rows(source: np.ndarray, source_vocab: Sequence[str], target_vocab: Se
                       '(a fastText .bin model); this one has whole-word vectors only')
   if source.shape[1] != target_init.shape[1]:
     raise GraftError(f'embedding widths differ: source {source.shape} vs target '
-                     f'{target_init.shape}')
+                     f'{target_init.shape} (set config.model.dim={source.shape[1]}, the '
+                     "source's width)")
   index: dict[str, int] = {}
   for i, w in enumerate(source_vocab):                # a repeated token keeps its first row,
     index.setdefault(w, i)                            # as vector files and folded matches do
