@@ -338,3 +338,41 @@ def test_worker_threads_raise_a_draws_error_and_stop_on_close():
   wait_for_threads_to_end()
   with pytest.raises(ValueError, match='workers'):
     BlockStream(corpus, cfg(), epochs=1).iterate(StreamState(), workers=0)
+
+
+@pytest.mark.parametrize('rows', ['block', 'spread'])
+def test_schedule_steps_count_the_steps_that_train_not_an_epochs_padding(rows):
+  """The rate follows the tokens trained (word2vec's rule), not the steps run: each step
+  carries its place in the schedule, its place in the epoch after `steps_per_epoch` steps
+  an epoch, so the padded steps that fill an epoch's last block spend none of the decay
+  (a large batch on a short corpus ran 67% padding steps and ended at 0.14 alpha0)."""
+  from translearn_jax.pretraining import word2vec
+  corpus = zipf_corpus(n_tokens=30_000)
+  s = BlockStream(corpus, cfg(batch=8, length=64, steps=16, batch_rows=rows), epochs=3)
+  per_epoch = s.steps_per_epoch()
+  assert s.estimated_total_steps() == 3 * per_epoch
+  sched = word2vec._linear_schedule(1.0, 1e-4, s.estimated_total_steps())
+  real, padded, rates = [], 0, []
+  for state, b in s.iterate(StreamState(), prefetch=0):
+    assert (b['schedule_step'] == b['schedule_step'][:, :1]).all()    # one place a step
+    for k in range(16):
+      if (b['segment'][k] >= 0).any():
+        real.append((state.epoch, int(b['schedule_step'][k, 0])))
+        rates.append(float(sched(real[-1][1])))
+      else:
+        padded += 1
+  assert padded >= 3                          # every epoch ends in padded steps here
+  for e in range(3):                          # each epoch's steps count on from e * per_epoch
+    at = [x for ep, x in real if ep == e]
+    assert at == list(range(e * per_epoch, e * per_epoch + len(at)))
+    assert abs(len(at) - per_epoch) <= 1      # the expected kept tokens, the real ones
+  # the decay is spent on the steps that train: the last one is at (about) its end
+  assert rates[0] == 1.0 and real[-1][1] >= s.estimated_total_steps() - 2
+  assert rates == sorted(rates, reverse=True)
+  # the step takes its rate there, not at its count of steps run (padded ones included)
+  import types
+  batch, lr = word2vec._step_rate(sched, types.SimpleNamespace(step=50),
+                                  {'tokens': 0, 'schedule_step': np.array([7, 7])})
+  assert float(lr) == float(sched(7)) and 'schedule_step' not in batch
+  assert float(word2vec._step_rate(sched, types.SimpleNamespace(step=50), {})[1]) == \
+      float(sched(50))

@@ -174,14 +174,23 @@ class BlockStream:
     self.neg_table = negative_table(corpus.vocab.counts)
     self.block_tokens = cfg.steps * cfg.batch * cfg.length
     self._epoch_cache: tuple[int, Subsampled] | None = None
+    self._epoch_steps = self.steps_per_epoch()
 
   # -- sizes ---------------------------------------------------------------
   def expected_kept_per_epoch(self) -> float:
     return float(np.sum(self.keep_p[self.corpus.ids]))
 
+  def steps_per_epoch(self) -> int:
+    """The steps an epoch trains on, by its expected kept tokens (`batch` rows of `length`
+    a step, in either layout): the schedule's unit. The padded steps that fill an epoch's
+    last block are not among them."""
+    row_steps = self.cfg.batch * self.cfg.length
+    return max(1, int(np.ceil(self.expected_kept_per_epoch() / row_steps)))
+
   def estimated_total_steps(self) -> int:
-    blocks = int(np.ceil(self.expected_kept_per_epoch() / self.block_tokens))
-    return max(1, blocks * self.cfg.steps * self.epochs)
+    """The learning-rate schedule's length: `steps_per_epoch` × epochs (each block's
+    `schedule_step` counts on it)."""
+    return self.steps_per_epoch() * self.epochs
 
   # -- epoch / block generation ---------------------------------------------
   def _epoch(self, epoch: int) -> Subsampled:
@@ -266,8 +275,12 @@ class BlockStream:
     groups = (cfg.steps, cfg.batch, cfg.length // cfg.negative_share)
     neg_idx = rng.integers(0, len(self.neg_table), size=groups + (cfg.negatives,))
     negatives = self.neg_table[neg_idx[:, rows]]
+    # where each step is in the schedule: its place in the epoch after the epochs before
+    # it (`steps_per_epoch` each), so an epoch's padded steps do not advance the rate
+    at = epoch * self._epoch_steps + block * cfg.steps + np.arange(cfg.steps, dtype=np.int32)
+    sched = np.ascontiguousarray(np.broadcast_to(at[:, None], window.shape[:2]), np.int32)
     return {'tokens': tok, 'segment': seg, 'window': np.ascontiguousarray(window),
-            'negatives': negatives}
+            'negatives': negatives, 'schedule_step': sched}
 
   def positions(self, start: StreamState) -> Iterator[tuple[int, int]]:
     epoch, block = start.epoch, start.block

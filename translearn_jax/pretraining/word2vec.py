@@ -346,7 +346,7 @@ def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh,
     return jax.lax.with_sharding_constraint(x, repl)
 
   def one_step(state: TrainState, batch):
-    lr = schedule(state.step)
+    batch, lr = _step_rate(schedule, state, batch)
     params, loss, pairs = w2v.sparse_sgd_step(state.params, batch, lr, cfg,
                                               constrain=replicate)
     return state.replace(step=state.step + 1, params=params), (loss, pairs, lr)
@@ -361,6 +361,16 @@ def make_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh,
                  out_shardings=(repl, repl))
 
 
+def _step_rate(schedule: optax.Schedule, state: TrainState, batch) -> tuple[dict, jax.Array]:
+  """(the step's batch, its learning rate): at the block's `schedule_step` (the step's
+  place among the steps that train, `BlockStream.steps_per_epoch` an epoch: word2vec's rate
+  follows the words trained, and an epoch's padded last steps must not spend its decay;
+  every row holds it), or at `state.step` for a batch made without it."""
+  batch = dict(batch)
+  at = batch.pop('schedule_step', None)
+  return batch, schedule(state.step if at is None else at[0])
+
+
 def _make_row_sharded_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule, mesh):
   axes = table_axes(mesh)
   shards = mesh_lib.batch_ways(mesh)
@@ -368,7 +378,7 @@ def _make_row_sharded_train_fn(cfg: w2v.Word2VecConfig, schedule: optax.Schedule
   state_specs = jax.tree.map(lambda s: s.spec, shardings)
 
   def one_step(state: TrainState, batch):
-    lr = schedule(state.step)
+    batch, lr = _step_rate(schedule, state, batch)
     tables = row_sharded.RowShardedTables(state.params, axes, shards, cfg.row_cap,
                                           row_cap_mode=cfg.row_cap_mode)
     params, loss, pairs = w2v.table_step(tables, batch, lr, cfg)
