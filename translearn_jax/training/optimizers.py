@@ -160,7 +160,7 @@ def check(optim, prefix: str = 'config.optim') -> None:
   peak = _get(optim, 'learning_rate')
   need(finite(peak) and peak > 0, 'learning_rate', 'a finite number > 0')
   warmup = _get(optim, 'warmup_steps')
-  need(isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0,
+  need(finite(warmup) and warmup >= 0 and float(warmup).is_integer(),
        'warmup_steps', 'an integer >= 0 (0: none)')
   end = _get(optim, 'end_lr_ratio')
   need(finite(end) and 0 <= end <= 1, 'end_lr_ratio', 'in [0, 1] (of the peak rate)')
