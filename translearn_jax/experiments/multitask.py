@@ -79,8 +79,12 @@ class MultiTask:
     names = [t.strip() for t in config.multitask.tasks.split(',') if t.strip()]
     if not names:
       raise ConfigError('config.multitask.tasks is empty')
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:     # a task named twice would be drawn twice as often, whatever the mixing
+      raise ConfigError(f'config.multitask.tasks: {repeated} named more than once in '
+                        f'{config.multitask.tasks!r}')
     for n in names:
-      if n not in config or 'family' not in config[n]:
+      if n not in config or not hasattr(config[n], 'keys') or 'family' not in config[n]:
         raise ConfigError(f'config.multitask.tasks: {n!r} is not a sub-config with a family '
                           f'({sorted(TASK_FAMILIES)})')
       if config[n].family not in TASK_FAMILIES:
@@ -94,6 +98,10 @@ class MultiTask:
     self.source = sources.load(kind, config.init.path, field='init.path')
     self.tasks = {n: TASK_FAMILIES[config[n].family](config[n], self.source) for n in names}
     self.sizes = [self.tasks[n].num_examples('train') for n in names]
+    for n, task in self.tasks.items():   # before training: a task it could not score
+      if not task.num_examples(task.eval_split):
+        raise ConfigError(f'config.{n}: the task has no {task.eval_split} examples to score '
+                          '(an LM task: data.valid_fraction > 0 or data.valid_path)')
 
   def init_params(self, seed: int, names: Optional[Sequence[str]] = None):
     """Backbone + the heads of `names` (default: all tasks). The backbone is the one
@@ -118,10 +126,9 @@ class MultiTask:
   def evaluate(self, params, names: Optional[Sequence[str]] = None) -> dict:
     out = {}
     for t in self.names if names is None else names:
-      task = self.tasks[t]
-      if task.num_examples(task.eval_split):
-        full = {'backbone': params['backbone'], 'head': params['heads'].get(t)}
-        out[f'{t}_{task.eval_split}_{task.metric}'] = task.evaluate(full, task.eval_split)
+      task = self.tasks[t]     # a task without evaluation examples says so (its own error)
+      full = {'backbone': params['backbone'], 'head': params['heads'].get(t)}
+      out[f'{t}_{task.eval_split}_{task.metric}'] = task.evaluate(full, task.eval_split)
     return out
 
 
