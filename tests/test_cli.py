@@ -398,3 +398,21 @@ print(' '.join(map(str, sizes)))
   os.makedirs(tmp_path / 'env')
   envdir, n_env = run('ignored', limit / 2**30, used='env')
   assert envdir[-1] > limit and n_env == n_unbounded and not (tmp_path / 'ignored').exists()
+
+
+def test_a_config_without_a_field_its_family_reads_and_a_stray_argument_are_one_error(tmp_path):
+  """A user config that leaves out a field (here all but `family`) was a traceback with exit
+  1 (after training, for a field read at the end); a stray argument was absl's usage text."""
+  cfg = tmp_path / 'fam.py'
+  cfg.write_text("import ml_collections\ndef get_config():\n"
+                 "  c = ml_collections.ConfigDict(); c.family = 'word2vec'; return c\n")
+  env = {**os.environ, 'PYTHONPATH': ROOT}
+  for args, match in (
+      (['--config', str(cfg), '--workdir', str(tmp_path / 'a')],
+       "error: the config has no field 'train' that the 'word2vec' family reads"),
+      (['--config', 'skipgram', '--workdir', str(tmp_path / 'b'), 'extra'],
+       "error: unexpected arguments ['extra']")):
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(match), res.stderr

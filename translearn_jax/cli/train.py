@@ -79,7 +79,9 @@ def run(config, workdir: str) -> dict:
 def main(argv):
   """absl main: the parsed flags' run, its errors as `error:` lines and exit codes."""
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    print(f'error: unexpected arguments {argv[1:]} (every setting is a flag: '
+          '--config.FIELD=VALUE; see --help)', file=sys.stderr)
+    sys.exit(2)
   try:
     explicit = distributed.settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if explicit or _DISTRIBUTED.value:
@@ -112,6 +114,15 @@ def main(argv):
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except (AttributeError, KeyError) as e:
+    # a config file that leaves out a field its family reads (ml_collections raises these)
+    if not _is_missing_field(e):
+      raise
+    name = str(e.args[0] if e.args else e).strip('"\'')
+    print(f'error: the config has no field {name!r} that the '
+          f'{config.get("family")!r} family reads: start the config from a shipped one '
+          '(translearn configs) and change what differs', file=sys.stderr)
+    sys.exit(2)
   if summary.get('stopped_by_signal') and 'steps' in summary:
     saved = os.path.isdir(os.path.join(_WORKDIR.value, 'checkpoints', str(summary['steps'])))
     print(f'stopped by signal at step {summary["steps"]}; '
@@ -124,6 +135,14 @@ def main(argv):
           file=sys.stderr)
   if summary.get('stopped_by_signal') and preemption.received() == signal.SIGINT:
     sys.exit(exit_code(signal.SIGINT))
+
+
+def _is_missing_field(e: BaseException) -> bool:
+  """Whether `e` is ml_collections' error for reading a field a ConfigDict lacks."""
+  tb = e.__traceback__
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  return tb is not None and 'ml_collections' in tb.tb_frame.f_code.co_filename
 
 
 def _check_config_file(argv: list[str]) -> None:

@@ -107,7 +107,10 @@ def _define_flags():
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:                  # a prompt given without --prompt is not ignored silently
+    print(f'error: unexpected arguments {argv[1:]} (a prompt is --prompt TEXT, repeated for a '
+          'batch)', file=sys.stderr)
+    sys.exit(2)
   f = flags.FLAGS
   from absl import logging
   logging.set_verbosity(logging.WARNING)
