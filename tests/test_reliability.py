@@ -662,3 +662,15 @@ def test_writing_to_dev_stdout_appends_to_a_redirected_file_and_a_pipe(tmp_path)
   os.symlink(tmp_path / 'no' / 'such.jsonl', tmp_path / 'dangling')
   with pytest.raises(DataError, match=r'dangling: the output directory .*/no does not exist'):
     check_output(str(tmp_path / 'dangling'))
+
+
+def test_a_config_its_family_refuses_leaves_no_config_json(tmp_path):
+  """config.json is written only once the run is validated, the family's own checks
+  included (a bad word2vec `sample` left a config.json holding NaN)."""
+  for name, over, field in (('skipgram', {'sample': float('nan')}, r'config\.sample'),
+                            ('lm_transformer', {'optim.learning_rate': -1.0},
+                             r'config\.optim\.learning_rate')):
+    wd = tmp_path / name
+    with pytest.raises(ConfigError, match=field):
+      train.run(make_config(name, **over), str(wd))
+    assert not (wd / 'config.json').exists() and not (wd / 'inputs.json').exists()

@@ -66,11 +66,13 @@ def run(config, workdir: str) -> dict:
     raise TranslearnError(f'config.family: unknown family {family!r}; known: {sorted(FAMILIES)}')
   config_fields.check(config)
   workdir_lib.validate_fields(config)
+  module = importlib.import_module(FAMILIES[family])
+  if callable(getattr(module, 'validate', None)):
+    module.validate(config)       # the family's own checks: before config.json is written
   workdir_lib.check_directory(workdir)
   import jax
   distributed.check_shared_workdir(workdir)
   with workdir_lib.open_workdir(config, workdir, primary=jax.process_index() == 0):
-    module = importlib.import_module(FAMILIES[family])
     with (preemption.deferred(raise_at_end=False) if family in LOOP_FAMILIES
           else contextlib.nullcontext()):
       return module.train_and_evaluate(config, workdir)
