@@ -674,3 +674,8 @@ def test_a_config_its_family_refuses_leaves_no_config_json(tmp_path):
     with pytest.raises(ConfigError, match=field):
       train.run(make_config(name, **over), str(wd))
     assert not (wd / 'config.json').exists() and not (wd / 'inputs.json').exists()
+  from configs import seq2seq_multi30k
+  config = set_fields(seq2seq_multi30k.get_config(), {'label_smoothing': 1.5})
+  with pytest.raises(ConfigError, match=r'config\.label_smoothing'):
+    train.run(config, str(tmp_path / 's2s'))
+  assert not (tmp_path / 's2s' / 'config.json').exists()

@@ -155,10 +155,10 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
   tensors = safetensors_io.read_weights(hf_dir)
   tok = _hf_tokenizer(hf_dir, arch.model_type)
   gen_path = os.path.join(hf_dir, GENERATION_CONFIG)
-  gen = _read_json(gen_path) if os.path.isfile(gen_path) else {}
+  gen_present = os.path.isfile(gen_path)
+  gen = _read_json(gen_path) if gen_present else {}
   try:
-    fields = arch.model_fields(_with_generate_reads(conf, gen, arch.family,
-                                                    os.path.isfile(gen_path)))
+    fields = arch.model_fields(_with_generate_reads(conf, gen, arch.family, gen_present))
   except DataError as e:       # the field readers name 'config.json': name the file itself
     msg = str(e)
     raise DataError(cfg_path + msg[len('config.json'):] if msg.startswith('config.json:')
@@ -193,7 +193,7 @@ def import_hf(hf_dir: str, run_dir: str, drop_pooler: bool = False) -> dict:
     raise DataError(f'{hf_dir}: no tensor maps onto parameters {lacking[:5]}')
   report.update({'from': os.path.abspath(hf_dir), 'model_type': arch.model_type,
                  'family': arch.family, 'parameters': int(sum(x.size for x in flat.values()))})
-  search = (_search_settings(conf, gen, cfg_path, gen_path, os.path.isfile(gen_path))
+  search = (_search_settings(conf, gen, cfg_path, gen_path, gen_present)
             if arch.family == 'seq2seq' else {})
   if search:
     report['generation'] = search.pop('report')

@@ -190,7 +190,7 @@ class BlockStream:
   def estimated_total_steps(self) -> int:
     """The learning-rate schedule's length: `steps_per_epoch` × epochs (each block's
     `schedule_step` counts on it)."""
-    return self.steps_per_epoch() * self.epochs
+    return self._epoch_steps * self.epochs
 
   # -- epoch / block generation ---------------------------------------------
   def _epoch(self, epoch: int) -> Subsampled:

@@ -880,9 +880,9 @@ def load_supervised(config, workdir: str, src, row_start: int, row_stop: int):
   return tok, stream, splits, stats
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains on pairs (`objective='supervised'`) or on noised monolingual text
-  (`objective='denoise'`), then evaluates and saves the model (see the module doc)."""
+def validate(config) -> None:
+  """The checks that need no data: the objective, the tokenizer and optimiser fields,
+  label smoothing (`train.run` calls it before the workdir is taken)."""
   objective = config.get('objective', 'supervised')
   if objective not in OBJECTIVES:
     raise ConfigError(f'config.objective must be one of {OBJECTIVES}, got {objective!r}')
@@ -892,6 +892,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not 0 <= smoothing < 1:
     raise ConfigError(f'config.label_smoothing: must be in [0, 1) (the mass moved off the '
                       f'reference token), got {smoothing}')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains on pairs (`objective='supervised'`) or on noised monolingual text
+  (`objective='denoise'`), then evaluates and saves the model (see the module doc)."""
+  validate(config)
+  objective = config.get('objective', 'supervised')
   denoise = objective == 'denoise'
   if denoise:
     noise_cfg = noise_config(config)

@@ -35,14 +35,16 @@ from translearn_jax.training.metrics import info
 LOCK = '.lock'
 CONFIG = 'config.json'
 
-# Config fields a resumed run may change: they set how long it runs, how
-# often it logs/evaluates/checkpoints, where it runs, and which runs of a
-# comparison are made; none changes what a step computes. Any other
-# difference is an error. A pattern 'a.b' matches that dotted path; '**.x'
-# matches a last path component `x` at any depth (fnmatch wildcards allowed).
+# The total budget: a learning-rate schedule that decays over it is stretched from the
+# resumed step on when it changes (`check_resume` warns).
+BUDGET_FIELDS = ('max_steps', 'epochs', 'steps', 'train.steps', 'train.epochs')
+# Config fields a resumed run may change: they set how long it runs (`BUDGET_FIELDS`), how
+# often it logs/evaluates/checkpoints, where it runs, and which runs of a comparison are
+# made; none but the budget changes what a step computes. Any other difference is an
+# error. A pattern 'a.b' matches that dotted path; '**.x' matches a last path component
+# `x` at any depth (fnmatch wildcards allowed).
 RESUME_MAY_CHANGE = (
-    # total budget
-    'max_steps', 'epochs', 'steps', 'train.steps', 'train.epochs',
+    *BUDGET_FIELDS,
     # cadence
     '**.*_every_steps', '**.log_every*', '**.eval_every*', '**.checkpoint_every*',
     '**.keep_checkpoints', '**.eval_max_rows',
@@ -65,8 +67,6 @@ RESUME_MAY_CHANGE = (
 )
 
 _ABSENT = '<absent>'
-# the total budget of `RESUME_MAY_CHANGE`: a schedule decaying over it changes with it
-BUDGET_FIELDS = ('max_steps', 'epochs', 'steps', 'train.steps', 'train.epochs')
 
 
 def may_change(path: str) -> bool:
