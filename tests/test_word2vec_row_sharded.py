@@ -172,9 +172,22 @@ def test_run_with_row_sharded_tables_resumes_in_any_layout(tiny_config, tmp_path
   monkeypatch.undo()
   config.num_devices = 4
   monkeypatch.setattr('translearn_jax.training.loop.StopSignal', StopAfter(3))
+  # no device holds more than its rows while the tables change layout: the saved ones are
+  # read to the host, and each device takes its rows from there
+  largest, place = [], word2vec.place_table
+
+  def spy(table, old, new, mesh, vocab_size):
+    largest.append(max(s.data.shape[0] for a in jax.live_arrays()     # the 4 devices'
+                       if a.ndim == 2 and len(a.sharding.device_set) == 4
+                       for s in a.addressable_shards))
+    out = place(table, old, new, mesh, vocab_size)
+    largest.append(max(s.data.shape[0] for s in out.addressable_shards))
+    return out
+  monkeypatch.setattr(word2vec, 'place_table', spy)
   part = word2vec.train_and_evaluate(config, str(tmp_path / 'cut'))
   assert part['stopped_by_signal']
   monkeypatch.undo()
+  assert len(largest) == 4 and max(largest) == row_sharded.local_rows(part['vocab_size'], 4)
   config.model.table_sharding, config.num_devices = 'replicated', 1
   resumed = word2vec.train_and_evaluate(config, str(tmp_path / 'cut'))
   assert resumed['steps'] == full['steps']
@@ -185,6 +198,24 @@ def test_run_with_row_sharded_tables_resumes_in_any_layout(tiny_config, tmp_path
   b = [json.loads(l) for l in open(tmp_path / 'cut' / 'metrics.jsonl')]
   assert [r['step'] for r in a] == [r['step'] for r in b]
   np.testing.assert_allclose([r['loss'] for r in b], [r['loss'] for r in a], rtol=1e-4)
+
+
+@pytest.mark.parametrize('old, new', [(0, 4), (8, 4), (4, 8), (3, 0), (8, 8), (0, 0)])
+def test_a_host_table_is_placed_in_any_layout_each_device_its_rows(old, new):
+  """`place_table`: a table saved in one layout (vocabulary order, or rows over `old`
+  devices) lands in another, each device holding only its block."""
+  vocab, dim = 101, 3
+  table = np.arange(vocab * dim, dtype=np.float32).reshape(vocab, dim) + 1
+  src = row_sharded.to_sharded_layout(table, old) if old else table
+  assert isinstance(src, np.ndarray)                    # numpy in, numpy out: on the host
+  mesh = mesh_lib.make_mesh(new or 4)
+  got = word2vec.place_table(src, old, new, mesh, vocab)
+  want = np.asarray(row_sharded.to_sharded_layout(table, new)) if new else table
+  np.testing.assert_array_equal(np.asarray(got), want)
+  blocks = {s.data.shape for s in got.addressable_shards}
+  assert blocks == {(row_sharded.local_rows(vocab, new) if new else vocab, dim)}
+  with pytest.raises(ValueError, match='not 101 words in the layout of 5 shard'):
+    word2vec.place_table(src, 5, new, mesh, vocab)
 
 
 def test_continued_pretraining_from_a_row_sharded_run(tiny_config, tmp_path):

@@ -431,3 +431,51 @@ def test_input_workers_auto_is_one_on_cpu_devices_and_several_beside_an_accelera
   assert word2vec.input_workers(tiny_config, gpu) == 1
   tiny_config.train.input_workers = 3
   assert word2vec.input_workers(tiny_config, cpu) == 3
+
+
+@pytest.mark.parametrize('n, rows, kernel', [(1, False, 'xla'), (8, False, 'xla'),
+                                             (8, True, 'xla'), (1, False, 'cpu')])
+def test_a_step_of_padding_alone_is_skipped_not_computed(tiny_config, n, rows, kernel):
+  """An epoch's last block is padded to `steps_per_call` steps (67% of a large batch's steps
+  on a short corpus); a step whose every token is padding runs none of the step. Row 0 (the
+  padding's token id) set to inf shows it: computed and masked, the step's loss and row
+  updates are 0 · NaN; skipped, the tables are untouched and the loss is 0. The real steps
+  of the block train as before."""
+  if kernel == 'cpu':
+    from translearn_jax.kernels import cpu
+    if cpu.compiler() is None:
+      pytest.skip('no C++ compiler for the CPU kernel')
+  config = tiny_config
+  config.model.step_kernel = kernel
+  corpus = word2vec.load_corpus(config)
+  cfg = word2vec.model_config(config, len(corpus.vocab))
+  stream = BlockStream(corpus, StreamConfig(batch=8, length=64, steps=4, window=cfg.window,
+                                            negatives=cfg.negatives_per_position, sample=1e-3,
+                                            seed=0), epochs=1)
+  block = next(iter(stream.iterate(StreamState(), prefetch=0)))[1]
+  padded = {k: v.copy() for k, v in block.items()}
+  padded['tokens'][2:], padded['segment'][2:] = 0, -1       # steps 2 and 3: padding alone
+  mesh = mesh_lib.make_mesh(n)
+  shards = n if rows else 0
+  fn = word2vec.make_train_fn(cfg, word2vec.lr_schedule(config, 100), mesh, rows)
+  state = word2vec.init_state(cfg, 0, mesh, shards)
+  before = {k: word2vec.embeddings(state, len(corpus.vocab), shards, k) for k in state.params}
+  state, m = fn(state, mesh_lib.shard_batch(padded, mesh, batch_axis=1))
+  after_two = {k: word2vec.embeddings(state, len(corpus.vocab), shards, k) for k in state.params}
+  assert np.isfinite(float(m['loss_sum'])) and float(m['loss_count']) > 0
+  assert not np.array_equal(after_two['in_embed'], before['in_embed'])    # steps 0-1 trained
+
+  state = word2vec.init_state(cfg, 0, mesh, shards)
+  all_pad = {k: v.copy() for k, v in block.items()}
+  all_pad['tokens'][:], all_pad['segment'][:] = 0, -1
+  table = np.array(word2vec.embeddings(state, len(corpus.vocab), shards))
+  table[0] = np.inf
+  params = dict(state.params, in_embed=word2vec.place_table(table, 0, shards, mesh,
+                                                            len(corpus.vocab)))
+  state, m = fn(state.replace(params=params), mesh_lib.shard_batch(all_pad, mesh, batch_axis=1))
+  assert float(m['loss_sum']) == 0.0 and float(m['loss_count']) == 0.0
+  got = word2vec.embeddings(state, len(corpus.vocab), shards)
+  np.testing.assert_array_equal(got, table)
+  np.testing.assert_array_equal(word2vec.embeddings(state, len(corpus.vocab), shards,
+                                                    'out_embed'), before['out_embed'])
+  assert int(state.step) == 4                  # the steps run are still counted

@@ -35,6 +35,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from translearn_jax.models import word2vec
 
@@ -46,12 +47,35 @@ def local_rows(vocab_size: int, shards: int) -> int:
   return -(-vocab_size // shards)
 
 
+def layout_size(vocab_size: int, shards: int) -> int:
+  """Rows of a `vocab_size`-word table in the layout of `shards` (0: vocabulary order)."""
+  return local_rows(vocab_size, shards) * shards if shards else vocab_size
+
+
+def vocab_ids(rows: np.ndarray, vocab_size: int, shards: int) -> np.ndarray:
+  """The vocabulary id held by each of the layout's `rows` (`shards` 0: vocabulary order):
+  row `d · ceil(V/n) + j` holds id `j · n + d`; an id >= `vocab_size` is a padding row."""
+  if not shards:
+    return rows
+  local = local_rows(vocab_size, shards)
+  return (rows % local) * shards + rows // local
+
+
+def layout_rows(ids: np.ndarray, vocab_size: int, shards: int) -> np.ndarray:
+  """Where each of the vocabulary `ids` lies in the layout of `shards` (`vocab_ids`'
+  inverse)."""
+  if not shards:
+    return ids
+  return (ids % shards) * local_rows(vocab_size, shards) + ids // shards
+
+
 def to_sharded_layout(table: Array, shards: int) -> Array:
   """`(V, D)` in vocabulary order -> `(n * ceil(V/n), D)`, block `d` = rows `d, d+n, ...`
-  (padding rows are zero)."""
+  (padding rows are zero). A numpy table stays on the host (numpy in, numpy out)."""
   vocab, dim = table.shape
   rows = local_rows(vocab, shards)
-  padded = jnp.pad(table, ((0, rows * shards - vocab), (0, 0)))
+  pad = np.pad if isinstance(table, np.ndarray) else jnp.pad
+  padded = pad(table, ((0, rows * shards - vocab), (0, 0)))
   return padded.reshape(rows, shards, dim).transpose(1, 0, 2).reshape(shards * rows, dim)
 
 
@@ -59,7 +83,8 @@ TABLE_SHARDS = 'table_shards'   # saved with a checkpoint: over how many shards 
 
 
 def from_sharded_layout(table: Array, shards: int, vocab_size: int) -> Array:
-  """Inverse of `to_sharded_layout`: the `(V, D)` table in vocabulary order."""
+  """Inverse of `to_sharded_layout`: the `(V, D)` table in vocabulary order (numpy in, numpy
+  out)."""
   total, dim = table.shape
   if total % shards or total // shards != local_rows(vocab_size, shards):
     raise ValueError(f'a sharded-layout table of {total} rows is not {vocab_size} rows '

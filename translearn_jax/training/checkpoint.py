@@ -105,6 +105,11 @@ def _quiet_item_metadata():
     logger.removeFilter(quiet)
 
 
+def _abstract(leaf):
+  """A template leaf as orbax's restore target: numpy arrays stay numpy (read to the host)."""
+  return leaf if isinstance(leaf, np.ndarray) else ocp.utils.to_shape_dtype_struct(leaf)
+
+
 class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int = 3):
@@ -325,7 +330,9 @@ class Checkpointer:
       self.manager.reload()
 
   def restore(self, state_template: Any, step: Optional[int] = None):
-    """Restores (state, data_state) with the shardings/dtypes of the template.
+    """Restores (state, data_state) with the shardings/dtypes of the template; a numpy
+    leaf of the template restores as a numpy array on the host (every process reads it
+    whole), with the leaf's shape and dtype.
 
     Without `step`, the newest intact step (damaged newer ones are set aside).
     Raises `TranslearnError` when no step is intact. An orbax error on a step
@@ -333,7 +340,7 @@ class Checkpointer:
     shape) and is raised as is.
     """
     self.finish()
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
+    abstract = jax.tree.map(_abstract, state_template)
     steps = [step] if step is not None else self._disk_steps()
     if not steps:
       raise TranslearnError(f'no checkpoint in {self.directory}')
