@@ -11,6 +11,7 @@ import pytest
 
 from translearn_jax.data.word2vec_stream import BlockStream, StreamConfig, StreamState
 from translearn_jax.models import row_sharded
+from translearn_jax.models import word2vec as w2v
 from translearn_jax.pretraining import word2vec
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training.hlo import collective_bytes, collectives
@@ -96,10 +97,13 @@ def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_c
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_overflowing_buckets_take_more_rounds_and_lose_nothing():
+@pytest.mark.parametrize('cap_mode', ['', 'norm', 'count'])
+def test_overflowing_buckets_take_more_rounds_and_lose_nothing(cap_mode):
   """With one slot a bucket, every id beyond the first a destination needs waits for a
-  later round; the rows and updates still all arrive."""
+  later round; the rows and updates still all arrive, and a row cap sees each row's whole
+  step, as on replicated tables (the norm cap had capped each round's part of a row)."""
   n, vocab, dim = 4, 37, 3
+  cap = 1.5 if cap_mode else 0.0
   mesh = mesh_lib.make_mesh(n)
   table = jax.random.normal(jax.random.key(0), (vocab, dim))
   ids = jax.random.randint(jax.random.key(1), (n, 9), 0, vocab)  # 9 ids a device
@@ -107,7 +111,8 @@ def test_overflowing_buckets_take_more_rounds_and_lose_nothing():
   P = jax.sharding.PartitionSpec
 
   def local(block, ids, upd):
-    tables = row_sharded.RowShardedTables({'t': block}, 'data', n, capacity=1)
+    tables = row_sharded.RowShardedTables({'t': block}, 'data', n, capacity=1, row_cap=cap,
+                                          row_cap_mode=cap_mode or 'count')
     rows, = tables.gather('t', ids)
     return rows, tables.add('t', (ids,), (upd,)), tables._routes['t'][1].rounds[None]
 
@@ -116,7 +121,14 @@ def test_overflowing_buckets_take_more_rounds_and_lose_nothing():
   rows, new, rounds = fn(row_sharded.to_sharded_layout(table, n), ids, upd)
   assert int(rounds.max()) > 1
   np.testing.assert_allclose(rows, table[ids], rtol=1e-6)
-  want = table.at[ids.reshape(-1)].add(upd.reshape(-1, dim))
+  flat, u = ids.reshape(-1), upd.reshape(-1, dim)
+  norms = jnp.linalg.norm(u, axis=-1)
+  uniq, _, (total, norm_total, count) = w2v.sum_by_row(flat, -1, u, norms,
+                                                      (norms > 0).astype(u.dtype))
+  scale = {'': jnp.ones_like(count), 'count': w2v.count_scale(count, cap),
+           'norm': w2v.norm_cap_scale(total, norm_total, count, cap)}[cap_mode]
+  assert cap_mode == '' or float(scale.min()) < 0.9           # the cap binds somewhere
+  want = table.at[jnp.where(uniq >= 0, uniq, vocab)].add(total * scale[:, None], mode='drop')
   np.testing.assert_allclose(row_sharded.from_sharded_layout(new, n, vocab), want, rtol=1e-5,
                              atol=1e-6)
 
