@@ -22,4 +22,8 @@ def get_config():
       min_steps=150,         # ... but at least this many steps (small budgets)
       time_sequential=True,  # also run one cell seed by seed: vmap speed-up
       title='')                          # '' : '<data>: scratch vs <init.kind> transfer'
+  # fields of the classification config the curves do not read, so that an override of one
+  # is an error, not ignored: curve.strategies and curve.epochs stand for the first two
+  del config.transfer.strategies, config.transfer.strategy, config.train.epochs
+  del config.seed, config.with_scratch, config.compare_scratch, config.save_models
   return config

@@ -25,4 +25,11 @@ def get_config():
   config.train.steps = 600
   config.train.batch_size = 32
   config.optim.learning_rate = 3e-3      # Adam, linear decay to 0
+  # fields of the classification config DANN does not read, so that an override of one is
+  # an error, not ignored: its own schedule and steps, no strategies, seeds 0..seeds-1
+  del config.transfer, config.train.epochs, config.seed, config.init.kind
+  del config.with_scratch, config.compare_scratch, config.save_models
+  del config.model.type, config.model.pooling
+  for field in ('schedule', 'warmup_steps', 'grad_clip', 'weight_decay'):
+    del config.optim[field]
   return config

@@ -117,13 +117,35 @@ def test_train_unknown_config_and_bad_override_exit_2(tmp_path):
                    '--config.model.nosuch=3')
   assert res.returncode == 2, res.stderr
   assert res.stderr.strip().splitlines()[-1].startswith(
-      "error: bad config override among ['--config.model.nosuch=3']")
+      "error: --config.model.nosuch: config.model has no field 'nosuch' (")
+  assert 'family \'word2vec\'' in res.stderr and 'dim, ' in res.stderr
   res = translearn('train', '--config', os.path.join(CONFIGS, 'transfer_mr_skipgram.py'),
                    '--workdir', str(tmp_path / 'w'), '--config.pretrained.path=v.txt')
   assert res.returncode == 2
   assert res.stderr.strip().splitlines()[-1] == (
       'error: --config.pretrained.path was renamed: use --config.init.path')
   assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize('config, field, has', [
+    # the experiment configs hold only what their family reads: the curves take their
+    # strategies and epochs from `curve`, DANN its steps and schedule from its own fields
+    ('curves_mr_skipgram', 'transfer.strategies', 'factor, freeze_bottom'),
+    ('curves_mr_skipgram', 'train.epochs', 'batch_size'),
+    ('dann_mr', 'optim.schedule', 'learning_rate'),
+    ('dann_mr', 'train.epochs', 'batch_size, steps'),
+    ('dann_mr', 'seed', 'seeds')])
+def test_an_override_of_a_field_the_family_does_not_read_is_refused(tmp_path, capsys, config,
+                                                                      field, has):
+  from translearn_jax.cli import train as cli
+  with pytest.raises(SystemExit) as e:
+    cli._parse_flags(['train', '--config', config, '--workdir', str(tmp_path),
+                      f'--config.{field}=1'])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  parent, _, key = ('config.' + field).rpartition('.')
+  assert err.startswith(f"error: --config.{field}: {parent} has no field '{key}'")
+  assert has in err
 
 
 @pytest.mark.parametrize('text, match', [

@@ -180,6 +180,28 @@ def _check_config_file(argv: list[str]) -> None:
   if not isinstance(config, ml_collections.ConfigDict):
     raise TranslearnError(f'--config {path}: get_config() returned a {type(config).__name__}, '
                           'not an ml_collections.ConfigDict')
+  for a in argv[1:]:
+    if a.startswith('--config.'):
+      _check_override_field(config, a[len('--config.'):].split('=', 1)[0], path)
+
+
+def _check_override_field(config, name: str, path: str) -> None:
+  """An override names a field the config has: a config holds the fields its family reads,
+  so a field it lacks would not be read (one error naming it and the fields that are)."""
+  import ml_collections
+  node, at = config, 'config'
+  for key in name.split('.'):
+    if isinstance(node, (list, tuple)) and key.isdigit() and int(key) < len(node):
+      node, at = node[int(key)], f'{at}.{key}'
+      continue
+    if not isinstance(node, ml_collections.ConfigDict):
+      return                              # inside a value config_flags parses itself
+    if key not in node:
+      family = f", family {config.get('family')!r}" if 'family' in config else ''
+      raise TranslearnError(f'--config.{name}: {at} has no field {key!r} ({path}{family}, '
+                            f'which reads only the fields it has; {at}: '
+                            f'{", ".join(sorted(node.keys()))})')
+    node, at = node[key], f'{at}.{key}'
 
 
 def _resolve_config_args(argv: list[str]) -> list[str]:
