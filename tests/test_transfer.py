@@ -207,6 +207,30 @@ def test_gradual_unfreezing_on_schedule_with_fresh_adam():
   assert plan['embed'] == (2, 1.0, 6)
 
 
+def test_gradual_unfreezing_follows_the_runs_one_slanted_triangle():
+  """ULMFiT: every group follows the run's one STLR schedule at its discriminative multiple;
+  a group unfrozen at step s joins it at step s (it had begun a triangle of its own, so
+  neighbouring groups' rates were not a factor apart). Gradients of ones make each Adam
+  step the rate itself."""
+  params = jax.tree.map(lambda x: x + 0.5, target_tree())
+  total, every, factor = 40, 8, 1 / 2.6
+  cfg = st.StrategyConfig(strategy='gradual_unfreezing', learning_rate=0.1,
+                          schedule='slanted_triangular', grad_clip=0.0, factor=factor,
+                          unfreeze_every=every)
+  tx, _ = st.build(cfg, params, GROUPS, total_steps=total)
+  stlr = optimizers.slanted_triangular(0.1, total)
+  state, update = tx.init(params), jax.jit(tx.update)
+  paths = {0: ('head', 'kernel'), 1: ('backbone', 'block_0', 'kernel'),
+           2: ('backbone', 'embed', 'embedding')}
+  for t in range(total):
+    updates, state = update(jax.tree.map(jnp.ones_like, params), state, params)
+    for depth, path in paths.items():
+      step = float(np.abs(np.asarray(_get(updates, path))).max())
+      want = float(stlr(t)) * factor ** depth if t >= depth * every else 0.0
+      assert step == pytest.approx(want, rel=1e-4, abs=1e-9), (t, depth)
+    params = optax.apply_updates(params, updates)
+
+
 def _get(tree, path):
   for k in path:
     tree = tree[k]

@@ -8,12 +8,14 @@ selected by regular expressions over '/'-joined paths like
 gives its parameters
 * a learning-rate multiplier (`lr_mult`; `None` = frozen: `optax.set_to_zero`,
   no optimiser state at all),
-* a start step (`start`: the group's schedule and Adam count begin there —
-  gradual unfreezing — through `optax.conditionally_mask`, one compiled
+* a start step (`start`: the group trains from there — gradual unfreezing — its
+  Adam count beginning there, through `optax.conditionally_mask`, one compiled
   program for the whole run).
 The weight-decay mask is `optim.no_decay` (path patterns exempt from decay);
-the schedule is `optim.schedule` with `optim.warmup_steps`, spanning the steps a
-group trains; global-norm clipping (`optim.grad_clip`) comes first.
+the schedule is `optim.schedule` with `optim.warmup_steps` over the run's steps, one
+schedule for every group (ULMFiT: a group unfrozen late joins the slanted triangle
+where it is, at its multiple of the base rate); global-norm clipping
+(`optim.grad_clip`) comes first.
 A strategy (`transfer.strategies`) is a table of groups, not a new builder.
 """
 
@@ -193,8 +195,10 @@ def make(optim, params, total_steps: int, groups: Optional[Sequence[Group]] = No
   warmup, end_ratio = _get(optim, 'warmup_steps'), _get(optim, 'end_lr_ratio')
   clip, no_decay = _get(optim, 'grad_clip'), _get(optim, 'no_decay')
 
-  def adamw(mult: float, steps: int):
+  def adamw(mult: float, steps: int, start: int = 0):
     sched = lr_schedule(kind, peak * mult, steps, warmup, end_ratio)
+    if start:       # the inner count starts at the group's start step: the run's schedule
+      sched = _shifted(sched, start)
     return optax.adamw(sched, b1=_get(optim, 'b1'), b2=_get(optim, 'b2'), eps=_get(optim, 'eps'),
                        weight_decay=_get(optim, 'weight_decay'),
                        mask=lambda p: decay_mask(p, no_decay)), sched
@@ -212,7 +216,7 @@ def make(optim, params, total_steps: int, groups: Optional[Sequence[Group]] = No
     if g.lr_mult is None:
       transforms[g.name] = optax.set_to_zero()
       continue
-    inner, _ = adamw(g.lr_mult, max(total_steps - g.start, 1))
+    inner, _ = adamw(g.lr_mult, total_steps, g.start)
     if g.start > 0:
       inner = optax.conditionally_mask(inner, lambda count, s=g.start: count >= s)
     transforms[g.name] = inner
@@ -220,6 +224,12 @@ def make(optim, params, total_steps: int, groups: Optional[Sequence[Group]] = No
   if clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(clip), tx)
   return tx, base_schedule
+
+
+def _shifted(schedule: optax.Schedule, start: int) -> optax.Schedule:
+  """`schedule` read `start` steps on: step c of a group that unfroze at `start` is step
+  `start + c` of the run."""
+  return lambda count: schedule(count + start)
 
 
 def frozen_mask(params, groups: Sequence[Group], field: str = 'groups'):

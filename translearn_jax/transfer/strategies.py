@@ -23,7 +23,10 @@ strategy (the "frozen depth" knob: e.g. fine-tune only the top layers).
 `None` for frozen, start step); `build` hands them to `optimizers.make`, where
 frozen groups carry no optimiser state at all and groups waiting to unfreeze
 do not advance their AdamW (its step count starts at 0 when the group
-unfreezes) — one compiled program for the whole schedule. Schedules:
+unfreezes) — one compiled program for the whole schedule. Every group follows the
+run's one schedule (ULMFiT's: a group unfrozen at step s trains from the schedule's
+step s, at its discriminative multiple of the base rate; before stop 52 each group
+began its own schedule when it unfroze). Schedules:
 `slanted_triangular` (Howard & Ruder 2018: cut_frac 0.1, ratio 32), `cosine`,
 `linear`, `constant`.
 """
