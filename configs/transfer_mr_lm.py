@@ -21,6 +21,7 @@ def get_config():
   config.model.dropout = 0.1
   config.model.max_tokens = 80
   config.model.lora_rank = 0             # > 0 adds LoRA adapters (strategy 'lora' trains only them + head)
+  config.model.lora_alpha = 16.0         # the adapters' scale is lora_alpha / lora_rank (peft's alpha)
   config.init.kind = 'lm'
   config.init.path = '/tmp/lm_tf'
   config.init.rules = r'(.*)=>backbone/\1'

@@ -116,6 +116,29 @@ def test_frozen_backbone_is_bit_identical_after_training(tmp_path, topic_task, v
                              vecs[5], rtol=1e-6)
 
 
+@pytest.mark.parametrize('strategy', ['feature_extraction', 'linear_probe_logistic', 'finetune'])
+def test_a_strategy_that_freezes_layers_the_graft_left_random_is_refused(tmp_path, topic_task,
+                                                                          tiny_lm_run, strategy):
+  """Rules that graft only the embedding leave the blocks at their random init: frozen,
+  they are random features (a review's run scored chance with exit 0). Fine-tuning trains
+  them, so it runs."""
+  from configs import transfer_mr_lm
+  from translearn_jax.transfer.graft import GraftError
+  c = transfer_mr_lm.get_config()
+  c.data.kind, c.data.path = 'tsv', topic_task
+  c.init.path, c.init.rules = tiny_lm_run, r'(embed/.*)=>backbone/\1'
+  c.train.epochs, c.train.batch_size, c.model.max_tokens = 1, 32, 48
+  setup = task.ClassificationTask(c)
+  run = (classification.run_probe if strategy.startswith('linear_probe')
+         else classification.run_once)
+  if strategy == 'finetune':
+    assert run(setup, strategy, 0, c, str(tmp_path / 'run'))['report'].grafted
+    return
+  with pytest.raises(GraftError, match=rf"transfer.strategy='{strategy}' freezes \d+ "
+                                       r'parameter\(s\) the graft did not fill.*backbone/'):
+    run(setup, strategy, 0, c, str(tmp_path / 'run'))
+
+
 def test_lm_encoder_classifier_from_lm_run(tmp_path, topic_task, tiny_lm_run):
   lm_dir = tiny_lm_run
   from configs import transfer_mr_lm
@@ -437,6 +460,39 @@ def test_lora_starts_as_the_pretrained_function_and_trains_only_adapters(tmp_pat
     assert same == (path.startswith('backbone/') and '/lora_' not in path), path
   assert 'backbone/block_0/attn/query/kernel' in r['report'].frozen
   assert not any('lora_' in p for p in r['report'].frozen)
+
+
+def test_lora_adapters_are_drawn_and_scaled_as_peft_draws_and_scales_them():
+  """`lora_a` uniform in ±1/sqrt(fan_in) (peft's and loralib's kaiming_uniform_(a=sqrt(5))),
+  `lora_b` zero, the update scaled by lora_alpha / lora_rank: merged, W + (alpha/r)·A·B."""
+  from translearn_jax.models import layers
+  import jax.numpy as jnp
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 256)), jnp.float32)
+  dense = layers.Dense(8, lora_rank=4, lora_alpha=8.0)
+  p = dense.init(jax.random.key(0), x)['params']
+  a = np.asarray(p['lora_a'])
+  assert a.shape == (256, 4) and np.abs(a).max() <= 1 / 16 and np.abs(a).max() > 0.9 / 16
+  assert np.std(a) == pytest.approx(1 / np.sqrt(3 * 256), rel=0.1)
+  assert not np.asarray(p['lora_b']).any()
+  p = dict(p, lora_b=jnp.asarray(np.random.default_rng(1).normal(size=(4, 8)), jnp.float32))
+  merged = np.asarray(p['kernel']) + 8.0 / 4 * a @ np.asarray(p['lora_b'])
+  np.testing.assert_allclose(dense.apply({'params': p}, x),
+                             np.asarray(x) @ merged + np.asarray(p['bias']), rtol=1e-4,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize('field, value, match', [
+    ('lora_rank', -2, r'config\.model\.lora_rank: must be an integer >= 0'),
+    ('lora_alpha', 0.0, r'config\.model\.lora_alpha: must be > 0'),
+    ('lora_alpha', float('nan'), r'config\.model\.lora_alpha: must be > 0')])
+def test_bad_lora_settings_are_refused_by_name(topic_task, tiny_lm_run, field, value, match):
+  """A negative rank had trained with no adapters at all, silently."""
+  from configs import transfer_mr_lm
+  c = transfer_mr_lm.get_config()
+  c.data.kind, c.data.path, c.init.path = 'tsv', topic_task, tiny_lm_run
+  c.model.max_tokens, c.model[field] = 48, value
+  with pytest.raises(ConfigError, match=match):
+    task.ClassificationTask(c)
 
 
 @pytest.mark.parametrize('config_name, message', [

@@ -334,3 +334,28 @@ def test_unfreeze_every_zero_is_one_epoch_of_the_runs_data():
     config.transfer.unfreeze_every = bad
     with pytest.raises(ConfigError, match='transfer.unfreeze_every must be a whole number'):
       starts(7)
+
+
+@pytest.mark.parametrize('rule, match', [
+    (r'(.*)=>backbone/\2', r"names group '2', but the source regex has 1 group"),
+    (r'(?P<layer>block_\d+)/(.*)=>backbone/\g<name>/\2', r"names group 'name'.*named \['layer'\]"),
+    (r'embed=>backbone/\g<1>', r"names group '1', but the source regex has 0 group")])
+def test_a_rule_target_naming_a_group_its_regex_lacks_is_refused(rule, match):
+  """re raised 'invalid group reference' from the first leaf the rule matched (a traceback)."""
+  with pytest.raises(ConfigError, match=match):
+    g.parse_rules(rule)
+  assert g.parse_rules(r'(?P<layer>block_\d+)/(.*)=>backbone/\g<layer>/\2; (a)=>\g<1>')
+
+
+def test_a_remapped_table_of_another_width_or_rank_names_both_paths():
+  """The vocabulary remap's errors name the source and target leaves (they named neither,
+  or raised a bare IndexError for a 1-D leaf)."""
+  vocab = ['a', 'b', 'c']
+  target = {'e': jnp.zeros((3, 4))}
+  with pytest.raises(g.GraftError, match=r'source emb -> target e: embedding widths differ'):
+    g.graft(target, {'emb': np.ones((3, 5), np.float32)}, g.parse_rules('emb=>e'),
+            vocab_remap={'e': (vocab, vocab)})
+  with pytest.raises(g.GraftError, match=r'source emb \(3,\) maps to the vocabulary table e '
+                                         r'\(3, 4\): a remapped table is \(rows, width\)'):
+    g.graft(target, {'emb': np.ones(3, np.float32)}, g.parse_rules('emb=>e'),
+            vocab_remap={'e': (vocab, vocab)})

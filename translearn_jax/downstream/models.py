@@ -122,9 +122,16 @@ def lm_backbone_config(source, model_cfg):
         "config.model.pooling='pooler': the pretrained model at init.path has no pooler (a "
         'causal LM, a RoBERTa-style MLM checkpoint, a BERT imported with --drop_pooler or '
         "without pooler tensors); use model.pooling='cls' or 'mean'")
-  if model_cfg.get('lora_rank', 0):
+  rank, alpha = model_cfg.get('lora_rank', 0), model_cfg.get('lora_alpha', 16.0)
+  if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+    raise ConfigError(f'config.model.lora_rank: must be an integer >= 0 (0: no adapters), '
+                      f'got {rank!r}')
+  if not alpha > 0:                    # NaN fails too
+    raise ConfigError(f'config.model.lora_alpha: must be > 0 (the adapters\' scale is '
+                      f'lora_alpha / lora_rank), got {alpha!r}')
+  if rank:
     if not hasattr(cfg, 'lora_rank'):
       raise ConfigError('config.model.lora_rank: LoRA adapters exist for Transformer '
                         'backbones only')
-    cfg = cfg.replace(lora_rank=model_cfg.lora_rank)
+    cfg = cfg.replace(lora_rank=rank, lora_alpha=float(alpha))
   return cfg

@@ -56,6 +56,7 @@ def run_probe(task: ClassificationTask, strategy: str, seed: int, config=None,
   if report is None:
     raise ConfigError(f'{strategy} needs a pretrained source (init.kind)')
   report.frozen = [p for p in graft_lib.flatten(params) if p.startswith('backbone/')]
+  report.refuse_frozen_random(params, strategy)
   features = {split: task.features(params, split) for split in task.inputs}
   labels = {split: y for split, (_, _, y) in task.inputs.items()}
   names = task.splits['train'].label_names

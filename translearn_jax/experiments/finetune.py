@@ -185,6 +185,7 @@ def finetune(task, strategy: str, seed: int, config, run_dir: str, save: bool = 
                               task.groups, total)
   if report is not None:
     report.frozen = strategies.frozen_paths(params, task.groups, plan)
+    report.refuse_frozen_random(params, strategy)
   frozen = strategies.frozen_mask(params, task.groups, plan)
   params = jax.tree.map(jnp.copy, params)  # own buffers: the step donates (updates in place)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),

@@ -121,10 +121,13 @@ class CurveRunner:
     steps = self.steps_for(budget, bs)
     subsets = [stratified_subset(self.labels, budget, s) for s in seeds]
     plans = [sub[batch_plan(len(sub), bs, steps, s, budget)] for s, sub in zip(seeds, subsets)]
-    inits = [setup.init_params(s, strategy)[0] for s in seeds]
+    inits, reports = zip(*[setup.init_params(s, strategy) for s in seeds])
     tx, plan = strategies.build(finetune.strategy_config(self.config, strategy,
                                                          max(1, budget // bs)),
                                 inits[0], setup.groups, steps)
+    if reports[0] is not None:
+      reports[0].frozen = strategies.frozen_paths(inits[0], setup.groups, plan)
+      reports[0].refuse_frozen_random(inits[0], strategy)
     frozen = strategies.frozen_mask(inits[0], setup.groups, plan)
     mesh = mesh_lib.mesh_from_config(self.config) if vmapped else None
     if mesh is not None and mesh.devices.size > 1:

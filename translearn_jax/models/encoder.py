@@ -78,6 +78,7 @@ class EncoderConfig:
   deterministic: bool = True
   decode: bool = False             # unused (no incremental decoding); kept for the LM interface
   lora_rank: int = 0               # > 0: LoRA adapters on attention query/value
+  lora_alpha: float = 16.0         # their scale: lora_alpha / lora_rank
   attention_impl: str = 'einsum'   # 'einsum' | 'dot_product' | 'xla' | 'cudnn'
   remat: str = 'none'              # 'none' | 'full' | 'dots' (layers.REMAT_POLICIES)
 
@@ -117,6 +118,7 @@ class EncoderBlock(nn.Module):
         cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         dropout=cfg.attention_dropout, deterministic=cfg.deterministic,
         use_rotary=cfg.positions == 'rotary', lora_rank=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
         implementation=cfg.attention_impl, name='attn')
     mlp = layers.MlpBlock(cfg.d_ff, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                           activation=cfg.activation, name='mlp')

@@ -72,7 +72,9 @@ class Dense(nn.Module):
 
   With `lora_rank > 0` a low-rank update `(x @ lora_a) @ lora_b · alpha/rank`
   is added (LoRA, Hu et al. 2021); `lora_b` starts at zero, so a LoRA layer
-  computes exactly what the plain layer does until it is trained.
+  computes exactly what the plain layer does until it is trained, and `lora_a` is drawn
+  as `peft` and `loralib` draw it (`kaiming_uniform_(a=sqrt(5))`: uniform in
+  ±1/sqrt(fan_in)).
   `axes` = (input, output) logical axis names of the kernel (None: unannotated);
   the bias takes the output's, LoRA's `a` the input's and `b` the output's.
   """
@@ -94,7 +96,7 @@ class Dense(nn.Module):
     flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
     y = jnp.dot(flat, kernel.astype(self.dtype))
     if self.lora_rank > 0:
-      a = self.param('lora_a', ann(nn.initializers.normal(1.0 / self.lora_rank),
+      a = self.param('lora_a', ann(nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
                                    (ax_in, None)),
                      (x.shape[-1], self.lora_rank), self.param_dtype)
       b = self.param('lora_b', ann(nn.initializers.zeros, (None, ax_out)),
@@ -144,6 +146,7 @@ class MultiHeadAttention(nn.Module):
   use_rotary: bool = False
   decode: bool = False
   lora_rank: int = 0           # LoRA on the query and value projections
+  lora_alpha: float = 16.0     # their scale: alpha / rank
   cross: bool = False          # cross-attention (only matters with decode=True)
   implementation: str = 'einsum'   # a key of ATTENTION_IMPLEMENTATIONS
 
@@ -156,6 +159,7 @@ class MultiHeadAttention(nn.Module):
     dh = d // self.num_heads
     dense = lambda name: Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
                                lora_rank=self.lora_rank if name in ('query', 'value') else 0,
+                               lora_alpha=self.lora_alpha,
                                axes=('heads', 'embed') if name == 'out' else ('embed', 'heads'))
     b, tq = x.shape[:2]
     heads = lambda y: y.reshape(y.shape[0], y.shape[1], self.num_heads, dh)

@@ -41,6 +41,7 @@ class TransformerConfig:
   deterministic: bool = True
   decode: bool = False
   lora_rank: int = 0               # > 0: LoRA adapters on attention query/value
+  lora_alpha: float = 16.0         # their scale: lora_alpha / lora_rank
   attention_impl: str = 'einsum'   # 'einsum' | 'dot_product' | 'xla' | 'cudnn' (layers.ATTENTION_IMPLEMENTATIONS)
   remat: str = 'none'              # 'none' | 'full' | 'dots' (layers.REMAT_POLICIES)
 
@@ -69,6 +70,7 @@ class DecoderBlock(nn.Module):
         cfg.num_heads, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         dropout=cfg.attention_dropout, deterministic=cfg.deterministic,
         use_rotary=cfg.positions == 'rotary', decode=cfg.decode, lora_rank=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
         implementation=cfg.attention_impl, name='attn')(
             h, mask=mask, positions=positions)
     x = x + drop(h)

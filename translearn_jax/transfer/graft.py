@@ -78,6 +78,22 @@ class GraftReport:
   def save(self, path: str) -> None:
     write_json(path, self.to_dict())
 
+  def refuse_frozen_random(self, params, strategy: str) -> None:
+    """A `GraftError` when `strategy` freezes (`self.frozen`) a leaf the graft did not fill
+    whose initial values vary: frozen random weights are random features, which no
+    transfer run means (a LayerNorm's ones or a bias's zeros are no such weights)."""
+    flat = flatten(params)
+    created = set(self.created)
+    random = [p for p in self.frozen if p in created and p in flat
+              and np.ptp(np.asarray(jax.device_get(flat[p]), np.float32)) > 0]
+    if random:
+      raise GraftError(
+          f'transfer.strategy={strategy!r} freezes {len(random)} parameter(s) the graft did '
+          f'not fill, at their random initial values: {", ".join(random[:6])}'
+          f'{" ..." if len(random) > 6 else ""} ({len(self.grafted)} leaves grafted); map '
+          'them from the source in config.init.rules, or train them (transfer.strategy='
+          "'finetune')")
+
 
 # Rules into an encoder-decoder (`models.seq2seq`), by source kind and the part they fill
 # (`init.rules` names a preset of its kind, or is explicit rule text):
@@ -133,11 +149,28 @@ def parse_rules(spec: str) -> list[tuple[str, str]]:
       raise ConfigError(f'graft rule {part!r} must look like "source_regex=>target_path"')
     src, tgt = (s.strip() for s in part.split('=>', 1))
     try:
-      re.compile(src)
+      pattern = re.compile(src)
     except re.error as e:
       raise ConfigError(f'graft rule {part!r}: bad regular expression: {e}') from None
+    _check_template(part, tgt, pattern)
     rules.append((src, tgt))
   return rules
+
+
+_GROUP_REF = re.compile(r'\\g<([^>]*)>|\\([1-9][0-9]?)')
+
+
+def _check_template(part: str, template: str, pattern: re.Pattern) -> None:
+  """Each group a rule's target names (`\\1`, `\\g<1>`, `\\g<name>`) is one its regex has
+  (else `re` fails with a traceback on the first leaf it matches)."""
+  for m in _GROUP_REF.finditer(template):
+    ref = m.group(1) if m.group(1) is not None else m.group(2)
+    ok = (int(ref) <= pattern.groups if ref.isdigit() else ref in pattern.groupindex)
+    if not ok:
+      have = (f'{pattern.groups} group(s)' + (f' named {sorted(pattern.groupindex)}'
+                                              if pattern.groupindex else ''))
+      raise ConfigError(f'graft rule {part!r}: the target names group {ref!r}, but the '
+                        f'source regex has {have}')
 
 
 def flatten(tree) -> dict[str, Any]:
@@ -237,9 +270,16 @@ def graft(target_params, source_params, rules: Sequence[tuple[str, str]], *,
       target_leaf = tgt[tpath]
       if tpath in vocab_remap:
         src_vocab, tgt_vocab, *subword = vocab_remap[tpath]
-        new, stats = remap_rows(np.asarray(value), src_vocab, tgt_vocab,
-                                np.asarray(target_leaf), remap_init, seed,
-                                subword[0] if subword else None)
+        if np.ndim(value) != 2 or np.ndim(target_leaf) != 2:
+          raise GraftError(f'rule {name}: source {spath} {tuple(np.shape(value))} maps to the '
+                           f'vocabulary table {tpath} {tuple(np.shape(target_leaf))}: a '
+                           'remapped table is (rows, width) on both sides')
+        try:
+          new, stats = remap_rows(np.asarray(value), src_vocab, tgt_vocab,
+                                  np.asarray(target_leaf), remap_init, seed,
+                                  subword[0] if subword else None)
+        except GraftError as e:
+          raise GraftError(f'source {spath} -> target {tpath}: {e}') from None
         report.remapped[tpath] = stats
         value = new
       elif np.shape(value) != np.shape(target_leaf):
