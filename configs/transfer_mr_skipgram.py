@@ -68,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.transfer.strategies = ('feature_extraction,finetune,discriminative,gradual_unfreezing,'
                                 'linear_probe_logistic,linear_probe_svm')
   config.transfer.groups = 'head=^head/,embed=^backbone/'  # top (depth 0) first
-  config.transfer.factor = 0.38          # discriminative LR per depth (ULMFiT 1/2.6)
+  config.transfer.factor = 0.38          # discriminative LR per depth (ULMFiT: 1/2.6 = 0.385)
   config.transfer.unfreeze_every = 0     # gradual unfreezing: steps per group (0: one epoch)
   config.transfer.freeze_bottom = 0      # the lowest k groups stay frozen (any strategy)
 
