@@ -73,3 +73,32 @@ def test_prefixed_tags_read_as_io_are_warned_about_and_io_types_are_not(tmp_path
     warnings.simplefilter('error')
     assert conll.read_conll(str(io), scheme='io').tags[1] == ['B-person-actor', 'I-person-actor']
     conll.read_conll(str(bio))
+
+
+def test_a_stray_untagged_line_leaves_a_conll_file_conll(tmp_path):
+  """One line without its tag (a review's edit of a CoNLL-2002 file) made predict read the
+  whole file as one sentence a line, tagging the gold tags as words, with exit 0. Nine in
+  ten tagged lines are CoNLL; a short file must be tagged throughout; sentences are not."""
+  lines = [f'w{i} {"B-LOC" if i % 3 else "O"}' if i % 7 else '' for i in range(1, 40)]
+  lines[10] = 'Kyoto'                                         # its tag lost
+  f = tmp_path / 'a.txt'
+  f.write_text('\n'.join(lines) + '\n')
+  assert conll.looks_like_conll(str(f))
+  lines[11] = lines[12] = lines[13] = lines[15] = 'Osaka'    # 5 of 34 untagged: not CoNLL
+  f.write_text('\n'.join(lines) + '\n')
+  assert not conll.looks_like_conll(str(f))
+  short = tmp_path / 'short.txt'
+  short.write_text('the O\nparis\nsaid O\n\n')
+  assert not conll.looks_like_conll(str(short))
+  sentences = tmp_path / 's.txt'
+  sentences.write_text('\n'.join(['We went to Paris', 'She said O', '', 'It rained'] * 5))
+  assert not conll.looks_like_conll(str(sentences))
+
+
+def test_a_taggers_text_input_splits_words_as_conll_lines_do():
+  """At ASCII whitespace only: a no-break or ideographic space is inside a CoNLL token, so
+  text input keeps it there too (str.split cut 'Nueva\\u00a0York' in two)."""
+  assert conll.split_words('Nueva\u00a0York es\tbonita \u3000x') == [
+      'Nueva\u00a0York', 'es', 'bonita', '\u3000x']
+  assert conll._columns('Nueva\u00a0York B-LOC') == ['Nueva\u00a0York', 'B-LOC']
+  assert conll.split_words('  a \r\n b\x0bc ') == ['a', 'b', 'c']

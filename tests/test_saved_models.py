@@ -291,6 +291,12 @@ def test_tagger_saved_model_repeats_the_reported_span_f1(tmp_path, conll_task, t
   js.write_text(''.join(json.dumps({'tokens': s}) + '\n' for s in test.sentences))
   serving.predict_file(model_dir, str(js), str(tmp_path / 'tags2.jsonl'), batch_size=256)
   assert open(tmp_path / 'tags2.jsonl').read() == open(tmp_path / 'tags.jsonl').read()
+  # text and JSONL text split words where a CoNLL line splits them: not at a no-break space
+  nb = tmp_path / 'nbsp.txt'
+  nb.write_text('Nueva\u00a0York es\u3000bonita\n', encoding='utf-8')
+  serving.predict_file(model_dir, str(nb), str(tmp_path / 'nb.jsonl'))
+  assert json.loads(open(tmp_path / 'nb.jsonl').read())['tokens'] == [
+      'Nueva\u00a0York', 'es\u3000bonita']
   # the CoNLL test file itself (a -DOCSTART- line and a comment added): its lines come back
   # with the predicted tag appended, the layout conlleval scores; JSONL on request
   gold = tmp_path / 'test.conll'

@@ -208,9 +208,11 @@ def with_predictions(doc: TokenLines, tags: list) -> str:
 def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400,
                      tag_column: int = -1, scheme: str = '', known=None) -> bool:
   """Whether the start of `path` reads as CoNLL (a token and a tag a line, blank lines
-  between sentences) rather than one sentence a line: every one of its first non-blank,
-  non-comment lines has two or more columns with a tag in column `tag_column` (the last by
-  default; the column training read), and a sentence break occurs. The start is decoded
+  between sentences) rather than one sentence a line: nine in ten or more of its first
+  non-blank, non-comment lines (all of them when there are under ten) have two or more
+  columns with a tag in column `tag_column` (the last by default; the column training
+  read), and a sentence break occurs. A stray untagged line does not make a CoNLL file
+  plain text (prediction reads a line's token, tagged or not). The start is decoded
   as `readers.read_text` decodes the whole file (a UTF-16 byte-order mark selects UTF-16,
   CR-only line ends end lines); an unknown encoding is a `DataError`. `scheme` 'io': a tag
   is `O` or one of the `known` IO tags (any non-empty column if None), and some line is
@@ -224,9 +226,10 @@ def looks_like_conll(path: str, encoding: str = 'utf-8', lines: int = 400,
   filled = [r for r in rows if r and r[0] != '-DOCSTART-']
   breaks = any(not r or r[0] == '-DOCSTART-' for r in rows)
   need = max(2, tag_column + 1 if tag_column >= 0 else -tag_column)
+  tagged = [r for r in filled if len(r) >= need and valid(r[tag_column])]
   return (len(filled) >= 2 and (breaks or len(filled) >= 5)
-          and all(len(r) >= need and valid(r[tag_column]) for r in filled)
-          and (scheme != 'io' or any(r[tag_column] == 'O' for r in filled)))
+          and len(tagged) >= (len(filled) if len(filled) < 10 else 0.9 * len(filled))
+          and (scheme != 'io' or any(r[tag_column] == 'O' for r in tagged)))
 
 
 def _columns(line: str) -> list[str]:
@@ -239,6 +242,16 @@ def _columns(line: str) -> list[str]:
   if '\t' in line:
     return [c.strip(' ') for c in line.split('\t')]
   return [c for c in line.split(' ') if c]
+
+
+_ASCII_SPACES = re.compile(r'[ \t\n\r\f\v]+')
+
+
+def split_words(text: str) -> list[str]:
+  """A sentence's words for a tagger: split at ASCII whitespace only, as `_columns` splits
+  CoNLL lines, so a no-break or ideographic space stays inside a word ('Nueva\u00a0York',
+  '10\u202f000') as it does in the training files (`str.split` would cut it there)."""
+  return [w for w in _ASCII_SPACES.split(text) if w]
 
 
 # CoNLL-U's sentence metadata: '# sent_id = 1', '# text = ...'

@@ -161,7 +161,7 @@ def _jsonl_inputs(path: str, field, words: bool, encoding: str, trained: str = '
       if not isinstance(values[name], str):
         raise DataError(f'{path}:{n}: field {name!r} is not a string')
     text = labelled.join_fields(values, names)
-    out.append(text.split() if words else text)
+    out.append(conll.split_words(text) if words else text)
   return out
 
 
@@ -177,7 +177,7 @@ def read_inputs(path: str, fmt: str, text_field, words: bool, encoding: str = 'u
   else:
     texts = (_table_texts(path, kind, text_field, encoding, trained, header)
              if kind in ('tsv', 'csv') else read_lines(path, encoding))
-    out = [t.split() for t in texts] if words else texts
+    out = [conll.split_words(t) for t in texts] if words else texts
   if not out:
     raise DataError(f'{path}: no input examples')
   return out
