@@ -151,8 +151,11 @@ def test_filter_logits_equals_transformers_warpers_with_ties():
         want = w(None, want)
       got = sampling.filter_logits(jnp.asarray(rows, jnp.float32), temperature, top_k, top_p)
       np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want.numpy()))
+      # the same logits up to the row's shift by its largest (softmax is shift-invariant)
+      got = got + np.max(rows, axis=-1, keepdims=True).astype(np.float32) / temperature
       np.testing.assert_allclose(np.where(np.isfinite(got), got, 0),
-                                 np.where(np.isfinite(want.numpy()), want.numpy(), 0), rtol=1e-6)
+                                 np.where(np.isfinite(want.numpy()), want.numpy(), 0),
+                                 rtol=1e-6, atol=1e-6)
 
 
 def test_sampling_settings_refuse_nan_and_infinite_temperature():
@@ -163,6 +166,30 @@ def test_sampling_settings_refuse_nan_and_infinite_temperature():
       sampling.check_sampling(t, 0, 1.0)
   sampling.check_sampling(0.0, 0, 1.0)
   sampling.check_sampling(1e3, 0, 1.0)
+
+
+def test_a_tiny_temperature_draws_the_most_likely_token():
+  """Logits divided by 1e-39 were all +inf where positive, and the draw took the lowest such
+  id (a review: '.' repeated); the most likely token's logit is subtracted first."""
+  logits = jnp.asarray([[1.0, 3.0, 2.0, -1.0]])
+  for t in (1e-39, 1e-30, 1e-6):
+    out = sampling.filter_logits(logits, t, 0, 1.0)
+    assert int(jnp.argmax(out)) == 1 and float(out[0, 1]) == 0.0
+    draws = jax.random.categorical(jax.random.key(0), out, shape=(64, 1))
+    assert (np.asarray(draws) == 1).all()
+  np.testing.assert_allclose(sampling.filter_logits(logits, 0.5, 0, 1.0),
+                             (logits - 3.0) / 0.5)          # a shift: the same softmax
+
+
+def test_a_prompt_that_is_not_utf8_is_one_error_naming_the_byte(tiny_lm_run):
+  """argv bytes that are not UTF-8 reach Python as surrogate escapes, which sentencepiece
+  raised on (a traceback, exit 1)."""
+  from translearn_jax.errors import DataError
+  from translearn_jax.generation.sample import encode_prompts, load_run
+  _, tok, _, _ = load_run(tiny_lm_run)
+  bad = b'caf\xe9'.decode('utf-8', 'surrogateescape')
+  with pytest.raises(DataError, match=r'prompt 2: byte 0xe9 at character 3 is not UTF-8'):
+    encode_prompts(tok, ['fine', bad])
 
 
 def test_top_k_at_or_beyond_the_vocabulary_keeps_every_token():

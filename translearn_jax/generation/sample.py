@@ -20,7 +20,7 @@ from absl import app, flags
 
 from translearn_jax.data.hf_tokenizer import HFTokenizer
 from translearn_jax.data.tokenizer import Tokenizer
-from translearn_jax.errors import ConfigError, TranslearnError
+from translearn_jax.errors import ConfigError, DataError, TranslearnError
 from translearn_jax.generation import sampling
 from translearn_jax.models import lm as lm_models
 from translearn_jax.transfer import sources
@@ -32,6 +32,15 @@ def load_run(workdir: str):
 
 
 def encode_prompts(tok: Tokenizer, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  for i, p in enumerate(prompts):
+    try:
+      p.encode('utf-8')
+    except UnicodeEncodeError as e:     # bytes the command line could not decode as UTF-8
+      code = ord(p[e.start])
+      byte = f'byte 0x{code - 0xDC00:02x}' if 0xDC80 <= code <= 0xDCFF else f'U+{code:04X}'
+      raise DataError(f'prompt {i + 1}: {byte} at character {e.start} is not UTF-8 text (a '
+                      'Latin-1 terminal, or text cut inside a character); give the prompt '
+                      'in UTF-8') from None
   ids = [[tok.eos_id] + tok.encode(p) for p in prompts]
   lengths = np.array([len(x) for x in ids], np.int32)
   out = np.zeros((len(ids), lengths.max()), np.int32)

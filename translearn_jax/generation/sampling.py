@@ -29,8 +29,15 @@ from translearn_jax.models.lstm_lm import initial_carry
 
 
 def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float):
-  """Scaled logits with everything outside top-k / the top-p nucleus at -inf."""
-  logits = logits.astype(jnp.float32) / temperature
+  """Scaled logits with everything outside top-k / the top-p nucleus at -inf. The most
+  likely token's logit is subtracted before the division (what softmax does anyway), so a
+  tiny temperature leaves the others at -inf and the most likely at 0: dividing first made
+  every positive logit +inf at 1e-39, and the draw took the lowest such id."""
+  logits = logits.astype(jnp.float32)
+  # a temperature below float32's smallest normal number is that number (a subnormal one
+  # is flushed to zero on some devices: 0/0 would be NaN)
+  temperature = max(temperature, float(np.finfo(np.float32).tiny))
+  logits = (logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature
   if 0 < top_k < logits.shape[-1]:    # top_k >= the vocabulary keeps every token
     kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
