@@ -329,6 +329,15 @@ def test_lm_runner_on_a_pretokenised_directory(tmp_path, monkeypatch):
   c.tokenizer.path = str(tmp_path / 'wrong.model')
   with pytest.raises(DataError, match=f'^{tmp_path}/wrong.model: sha256'):
     lm.train_and_evaluate(c, str(tmp_path / 'other'))
+  # a run given tokenizer.path keeps a copy, which is its tokenizer from then on: the file
+  # at the path replaced later (here by another model) changes nothing the run serves
+  from translearn_jax.transfer import sources
+  kept = open(tmp_path / 'mem' / 'tokenizer.model', 'rb').read()
+  assert kept == open(tmp_path / 'lee.model', 'rb').read()
+  (tmp_path / 'lee.model').write_bytes(open(tmp_path / 'wrong.model', 'rb').read())
+  run_tok = sources.run_tokenizer(str(tmp_path / 'mem'),
+                                  sources.run_config(str(tmp_path / 'mem'), 'init.path'))
+  assert run_tok.vocab_size == 400 == tok.vocab_size
 
 
 # -- the masked-LM runner on a pretokenised directory ------------------------------------

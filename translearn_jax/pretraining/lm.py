@@ -114,7 +114,9 @@ def get_tokenizer(config, train_docs, workdir: str, special_pieces=()) -> Tokeni
   says) > the continued source's > train a new sentencepiece model (saved)."""
   saved = os.path.join(workdir, 'tokenizer.model')
   if config.tokenizer.path:
-    return load_tokenizer(config.tokenizer.path)
+    tok = load_tokenizer(config.tokenizer.path)
+    sources.keep_tokenizer(tok, workdir)
+    return tok
   for name in sources.TOKENIZER_FILES:
     if os.path.exists(os.path.join(workdir, name)) and workdir_lib.is_resume(workdir):
       return load_tokenizer(os.path.join(workdir, name))
@@ -186,6 +188,7 @@ def pretokenized_tokenizer(config, workdir: str):
            if os.path.exists(os.path.join(workdir, n))]
   if config.tokenizer.path:
     tok = load_tokenizer(config.tokenizer.path)
+    sources.keep_tokenizer(tok, workdir)
   elif saved:
     tok = load_tokenizer(saved[0])
   elif config.init.path:

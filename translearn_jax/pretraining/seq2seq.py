@@ -255,7 +255,9 @@ def get_tokenizer(config, pairs, workdir, src=None) -> Tokenizer:
       src.tokenizer.save(os.path.join(workdir, src.tokenizer.file_name))
     return src.tokenizer
   if config.tokenizer.path:
-    return Tokenizer.load(config.tokenizer.path)
+    tok = Tokenizer.load(config.tokenizer.path)
+    sources.keep_tokenizer(tok, workdir)
+    return tok
   # the run's own, when it resumes (its config was checked against this one); one left by a
   # run that stopped before its first checkpoint is trained again, as this config says
   if os.path.exists(saved) and workdir_lib.is_resume(workdir):

@@ -81,10 +81,13 @@ class GraftReport:
   def refuse_frozen_random(self, params, strategy: str) -> None:
     """A `GraftError` when `strategy` freezes (`self.frozen`) a leaf the graft did not fill
     whose initial values vary: frozen random weights are random features, which no
-    transfer run means (a LayerNorm's ones or a bias's zeros are no such weights)."""
+    transfer run means (a LayerNorm's ones, a bias's zeros or a LoRA adapter, whose B is
+    zero, are no such weights)."""
     flat = flatten(params)
     created = set(self.created)
+    # a LoRA adapter's A is random, but its B starts at zero: frozen, it changes nothing
     random = [p for p in self.frozen if p in created and p in flat
+              and not p.rsplit('/', 1)[-1].startswith('lora_')
               and np.ptp(np.asarray(jax.device_get(flat[p]), np.float32)) > 0]
     if random:
       raise GraftError(

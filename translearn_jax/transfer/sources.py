@@ -112,15 +112,33 @@ def run_config(path: str, field: str = 'init.path') -> ml_collections.ConfigDict
 
 
 def run_tokenizer(path: str, config):
-  """The run's tokenizer: `tokenizer.path` of its config, else its `tokenizer.model`
-  (sentencepiece) or `tokenizer.json` (Hugging Face, e.g. an imported checkpoint's)."""
+  """The run's tokenizer: its `tokenizer.model` (sentencepiece) or `tokenizer.json` (Hugging
+  Face, e.g. an imported checkpoint's). A run given `tokenizer.path` keeps a copy of that
+  file in its directory (`keep_tokenizer`), which is read first: the file at the path may
+  have changed or gone since; a run made before the copies were kept reads the path."""
   tok_path = (config.get('tokenizer', {}) or {}).get('path')
   if tok_path:
-    return load_tokenizer(tok_path)
+    kept = os.path.join(path, tokenizer_file_name(tok_path))
+    return load_tokenizer(kept if os.path.isfile(kept) else tok_path)
   for name in TOKENIZER_FILES:
     if os.path.isfile(os.path.join(path, name)):
       return load_tokenizer(os.path.join(path, name))
   raise DataError(f'{path}: no tokenizer ({" or ".join(TOKENIZER_FILES)}) in the run directory')
+
+
+def tokenizer_file_name(tok_path: str) -> str:
+  """The name a run keeps the tokenizer at `tok_path` under (`TOKENIZER_FILES`)."""
+  is_json = tok_path.endswith('.json') or os.path.isdir(tok_path)
+  return TOKENIZER_FILES[1] if is_json else TOKENIZER_FILES[0]
+
+
+def keep_tokenizer(tok, workdir: str) -> None:
+  """A copy of the run's tokenizer (`tokenizer.path`) in its directory (process 0), so the
+  run stands alone (`run_tokenizer` reads it first)."""
+  import jax
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    tok.save(os.path.join(workdir, tok.file_name))
 
 
 def restore_params(path: str, field: str = 'init.path'):
