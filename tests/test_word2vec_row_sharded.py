@@ -97,11 +97,12 @@ def test_row_sharded_tables_give_the_replicated_vectors(tiny_config, mode, row_c
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize('cap_mode', ['', 'norm', 'count'])
+@pytest.mark.parametrize('cap_mode', ['', 'count'])
 def test_overflowing_buckets_take_more_rounds_and_lose_nothing(cap_mode):
   """With one slot a bucket, every id beyond the first a destination needs waits for a
-  later round; the rows and updates still all arrive, and a row cap sees each row's whole
-  step, as on replicated tables (the norm cap had capped each round's part of a row)."""
+  later round; the rows and updates still all arrive, and the count cap sees each row's
+  whole step, as on replicated tables. (The norm cap scales each round's part of a row:
+  README; exact, it needed a block-sized scratch, which stop 52 tried and took back.)"""
   n, vocab, dim = 4, 37, 3
   cap = 1.5 if cap_mode else 0.0
   mesh = mesh_lib.make_mesh(n)

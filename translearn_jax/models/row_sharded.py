@@ -220,34 +220,15 @@ class RowShardedTables:
       return jnp.where(got >= 0, got // n, blk.shape[0])
 
     if self.row_cap > 0 and self.row_cap_mode == 'norm':
-      # the cap needs each row's whole step: the norm of its summed update, over every
-      # device's contributions (the replicated tables' cap)
-      def capped(total, norm_total, count):
-        scale = word2vec.norm_cap_scale(total, norm_total, count, self.row_cap)
-        return (total * scale[:, None]).astype(block.dtype)
-
-      def one_round(blk):
-        # every device sends all its ids in round 0: the devices' sums of a row meet there
-        got, u, ns, c = received(0, sums, norm_sums, used)
+      def update_round(r, blk):
+        # the devices' sums of one row are summed before the cap sees the row's norm (a
+        # row two devices send in different overflow rounds is capped per round)
+        got, u, ns, c = received(r, sums, norm_sums, used)
         uniq, _, (total, norm_total, count) = word2vec.sum_by_row(got, -1, u, ns, c)
-        return blk.at[owned(uniq, blk)].add(capped(total, norm_total, count), mode='drop')
-
-      def rounds(blk):
-        # an overflowing bucket sends a row's contributions from some devices in later
-        # rounds than from others: they are summed over all rounds, in a scratch of the
-        # block's size, before the cap sees the row (only when a bucket overflows)
-        def add_round(r, acc):
-          got, *values = received(r, sums, norm_sums, used)
-          local = owned(got, blk)
-          return tuple(a.at[local].add(v, mode='drop') for a, v in zip(acc, values))
-        rows = blk.shape[0]
-        total, norm_total, count = jax.lax.fori_loop(
-            0, route.rounds, add_round, (jnp.zeros(blk.shape, sums.dtype),
-                                         jnp.zeros((rows,), sums.dtype),
-                                         jnp.zeros((rows,), sums.dtype)))
-        return blk + capped(total, norm_total, count)
-
-      new = jax.lax.cond(route.rounds > 1, rounds, one_round, block)
+        scale = word2vec.norm_cap_scale(total, norm_total, count, self.row_cap)
+        return blk.at[owned(uniq, blk)].add((total * scale[:, None]).astype(blk.dtype),
+                                            mode='drop')
+      new = jax.lax.fori_loop(0, route.rounds, update_round, block)
       self.blocks[name] = new
       return new
 
