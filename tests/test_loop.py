@@ -139,3 +139,61 @@ def test_timing_splits_the_wall_into_input_waits_the_first_call_and_saves(tmp_pa
   assert summary['wall_seconds'] >= t['loop_seconds']
   assert set(summary['timing']) == {'input_seconds', 'first_call_seconds', 'save_seconds',
                                     'loop_seconds'}
+
+
+class _Sync:
+  """JAX's preemption sync protocol (`multihost_utils.reached_preemption_sync_point`): once
+  a notice arrives, the sync point is the largest id any process gave + 1, and a process
+  stops when it asks with exactly that id."""
+
+  def __init__(self, notice_after):
+    self.ids, self.point, self.notice_after = [], None, notice_after
+
+  def __call__(self, step_id):
+    self.ids.append(step_id)
+    if self.point is None and len(self.ids) == self.notice_after:
+      self.point = max(self.ids) + 1
+    return step_id == self.point
+
+
+class _Checkpoints:
+  def __init__(self):
+    self.saved = []
+
+  def save(self, step, *a, **k):
+    self.saved.append(step)
+
+  def loop_state(self, step):
+    return None
+
+  def latest_step(self):
+    return self.saved[-1] if self.saved else None
+
+  last_good_step = latest_step
+
+
+@pytest.mark.parametrize('steps_per_call', [1, 4])
+def test_a_multi_process_run_stops_at_the_sync_point_whatever_its_steps_per_call(
+    monkeypatch, steps_per_call):
+  """SIGTERM to a 2-process word2vec run with steps_per_call=4 never stopped it (a review ran
+  it to step 1520): the loop gave JAX its step count, which moves by 4, and JAX's sync
+  point (the largest id + 1) is never a multiple of 4. The ids are the calls now."""
+  from translearn_jax.training import distributed
+  sync = _Sync(notice_after=3)
+  monkeypatch.setattr(distributed, 'preemption_sync', sync)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  state = TrainState(step=jnp.full((), 8, jnp.int32), params={'w': jnp.zeros(3)},
+                     opt_state={}, rng=jax.random.key(0))     # a resumed run: at step 8
+
+  def step_fn(state, batch):
+    return state.replace(step=state.step + steps_per_call), {
+        'loss_sum': jnp.zeros(()), 'loss_count': jnp.ones(())}
+  ckpt = _Checkpoints()
+  stream = (({}, {}) for _ in range(50))
+  result = loop.train_loop(
+      state=state, stream=stream, step_fn=step_fn, to_device=lambda b: b, checkpointer=ckpt,
+      writer=None, total_steps=10_000, steps_per_call=steps_per_call, checkpoint_every=10_000,
+      log_every=10_000, units_per_step=1, progress=False)
+  assert result.stopped_by_signal and len(sync.ids) == 4
+  assert sync.ids == list(range(sync.ids[0], sync.ids[0] + 4))     # consecutive, as JAX needs
+  assert result.steps == 8 + 4 * steps_per_call and ckpt.saved == [result.steps]

@@ -306,7 +306,9 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
       if hook_metrics and writer is not None:  # a hook ran between two logging steps
         writer.write(step, hook_metrics)
       if multi and checkpointer is not None:
-        stop_now = distributed.preemption_sync(step)   # the same answer on every process
+        # the same answer on every process; JAX stops at the largest id any process gave +1,
+        # so the ids count calls (a step count moving by steps_per_call never reached it)
+        stop_now = distributed.preemption_sync(step // steps_per_call)
       else:
         stop_now = stop.requested
       if stop_now:
