@@ -105,3 +105,15 @@ def test_strategies_are_group_tables():
                                                           'backbone/embed']
   table, _ = st.rules(cfg('finetune', freeze_bottom=1), PARAMS, groups, 100)
   assert [g.lr_mult for g in table] == [1.0, 1.0, None]
+
+
+def test_a_zero_learning_rate_is_an_evaluation_of_the_start_and_a_negative_one_is_refused():
+  """0 leaves the parameters as they are (the README's "before stage 2" perplexity is the
+  stage-2 command with it); below 0 trains away from the data, silently, so it is refused."""
+  params = {'w': jnp.ones((3, 2)), 'b': jnp.zeros(2)}
+  tx, _ = opt.make({**OPTIM, "learning_rate": 0.0, "weight_decay": 0.01}, params, 10)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert all(not np.asarray(u).any() for u in jax.tree.leaves(updates))
+  with pytest.raises(ConfigError, match=r'config\.optim\.learning_rate: must be a finite '
+                                        r'number >= 0 \(0: no change\), got -0\.1'):
+    opt.make({**OPTIM, "learning_rate": -0.1}, params, 10)

@@ -37,7 +37,7 @@ from translearn_jax.downstream import classification, models
 from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.fusion.gradient_reversal import dann_lambda, grad_reverse
 from translearn_jax.downstream.task import trimmed_width
-from translearn_jax.errors import ConfigError
+from translearn_jax.errors import ConfigError, DataError
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.loop import Run
@@ -219,13 +219,39 @@ def _mean_known(values):
   return float(np.mean(known)) if known else None
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+  """DANN's settings that need no data, refused by name (`train.run` calls this before the
+  workdir is taken): a domain head of no units divided by zero, a negative reversal weight
+  trained the features to tell the domains apart while the report said DANN."""
+  d = config.dann
+  if not (isinstance(d.hidden, int) and d.hidden >= 1):
+    raise ConfigError(f'config.dann.hidden: the domain classifier\'s hidden units must be an '
+                      f'integer >= 1, got {d.hidden!r}')
+  if not 0 < d.lambda_max < float('inf'):       # NaN fails too
+    raise ConfigError(f'config.dann.lambda_max: the reversal weight reached at the end must '
+                      f'be a finite number > 0 (no adaptation is the run with 0, made '
+                      f'beside it), got {d.lambda_max!r}')
+  for field in ('steps', 'batch_size'):
+    v = config.train[field]
+    if not (isinstance(v, int) and v >= 1):
+      raise ConfigError(f'config.train.{field}: must be an integer >= 1, got {v!r}')
+  optimizers.check({'learning_rate': config.optim.learning_rate})
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  validate(config)
   classification.require_accuracy(config, 'DANN')
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
   setup = DannSetup(config)
   info('DANN: %d labelled source texts, %d unlabelled target texts, vocab %d',
        len(setup.source.labels), len(setup.target['train'].labels), len(setup.vocab))
+  bs = config.train.batch_size
+  for what, n, field in (('labelled source texts', len(setup.source.labels), 'source_data'),
+                         ('target training texts', len(setup.target['train'].labels), 'data')):
+    if n < bs:            # each step draws a batch of each without replacement
+      raise DataError(f'config.train.batch_size={bs}: config.{field} has only {n} {what} '
+                      '(a step draws a batch of each without replacement)')
   conditions = {'no adaptation': 0.0, 'DANN': config.dann.lambda_max}
   results = {name: [] for name in conditions}
   for seed in range(config.seeds):

@@ -55,7 +55,7 @@ from translearn_jax.downstream.tagging import TaggingTask
 from translearn_jax.errors import ConfigError
 from translearn_jax.evaluation.stats import fmt, mean_ci
 from translearn_jax.experiments import runs
-from translearn_jax.fusion.mixing import TaskSampler
+from translearn_jax.fusion.mixing import TaskSampler, task_probabilities
 from translearn_jax.training import mesh as mesh_lib
 from translearn_jax.training import optimizers
 from translearn_jax.training.loop import Run
@@ -336,7 +336,26 @@ def compare_single(mt: MultiTask, config, workdir: str) -> dict:
   return summary
 
 
+INITS = ('pretrained', 'scratch')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """The mixing and the backbone's start, refused by name before any data is read (a
+  misspelt `init` ran from the pretrained backbone; a NaN temperature drew the first task
+  only)."""
+  c = config.multitask
+  if c.get('init', 'pretrained') not in INITS:
+    raise ConfigError(f"config.multitask.init: must be 'pretrained' (graft the LM run) or "
+                      f"'scratch', got {c.get('init')!r}")
+  try:
+    task_probabilities([1, 2], c.mixing, c.get('temperature', 1.0))
+  except ConfigError as e:
+    field = 'temperature' if str(e).startswith('mixing temperature') else 'mixing'
+    raise ConfigError(f'config.multitask.{field}: {e}') from None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  validate(config)
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
   mt = MultiTask(config)

@@ -27,8 +27,8 @@ def task_probabilities(sizes: Sequence[int], mode: str, temperature: float = 1.0
   if mode == 'proportional':
     w = sizes
   elif mode == 'temperature':
-    if temperature <= 0:
-      raise ConfigError(f'mixing temperature must be > 0, got {temperature}')
+    if not 0 < temperature < float('inf'):      # NaN fails too (it drew the first task only)
+      raise ConfigError(f'mixing temperature must be a finite number > 0, got {temperature}')
     w = sizes ** (1.0 / temperature)
   elif mode == 'equal':
     w = np.ones_like(sizes)

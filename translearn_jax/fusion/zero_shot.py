@@ -108,8 +108,9 @@ def continuation_logprobs(model, params, prefixes: Sequence[list[int]],
   seqs, starts = [], []
   for p, c in zip(prefixes, continuations):
     if len(c) + 1 > max_len:
-      raise ConfigError(f'a verbalisation of {len(c)} tokens does not fit the LM context '
-                        f'({max_len})')
+      raise ConfigError(f'config.zero_shot.verbalisations: one of {len(c)} tokens does not '
+                        f'fit the {max_len} tokens scored (config.zero_shot.max_tokens, at most '
+                        'the LM context) with a token of text before it')
     p = p[max(0, len(p) + len(c) - max_len):]
     seqs.append(p + c)
     starts.append(len(p))
@@ -134,7 +135,10 @@ def lm_scores(model, params, tok: Tokenizer, texts: Sequence[str],
               ) -> tuple[np.ndarray, np.ndarray]:
   """((N, C) log p(verbalisation_c | EOS text_n), (C,) log p(verbalisation_c | EOS))."""
   text_ids = tok.encode_batch(list(texts))
-  verb_ids = tok.encode_words(list(verbalisations))   # as text that follows text
+  # as text that follows text: a word after a space (byte-level BPE: 'Ġword'), its own
+  # leading space stripped first, or a verbalisation written ' It was great.' was scored
+  # after two spaces there (an extra 'Ġ' piece)
+  verb_ids = tok.encode_words([v.lstrip() for v in verbalisations])
   n, c = len(texts), len(verbalisations)
   eos = tok.eos_id
   prefixes = [[eos] + t for t in text_ids for _ in range(c)]

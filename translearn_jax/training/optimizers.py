@@ -152,15 +152,16 @@ def _make_key(optim, params, total_steps, groups=None, field='groups'):
 
 
 def check(optim, prefix: str = 'config.optim') -> None:
-  """One `ConfigError` naming the first AdamW field of `optim` out of its range: a
-  learning rate <= 0 trains away from the data without a word (exit 0), a negative warmup
-  or an end ratio above 1 gives a schedule nobody meant."""
+  """One `ConfigError` naming the first AdamW field of `optim` out of its range: a negative
+  learning rate trains away from the data without a word (exit 0), a negative warmup or an
+  end ratio above 1 gives a schedule nobody meant. A rate of 0 is allowed: it leaves the
+  parameters as they are (the README's "before stage 2" perplexity evaluates a start so)."""
   def need(ok, name, what):
     if not ok:
       raise ConfigError(f'{prefix}.{name}: must be {what}, got {_get(optim, name)!r}')
   finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
   peak = _get(optim, 'learning_rate')
-  need(finite(peak) and peak > 0, 'learning_rate', 'a finite number > 0')
+  need(finite(peak) and peak >= 0, 'learning_rate', 'a finite number >= 0 (0: no change)')
   warmup = _get(optim, 'warmup_steps')
   need(finite(warmup) and warmup >= 0 and float(warmup).is_integer(),
        'warmup_steps', 'an integer >= 0 (0: none)')
