@@ -12,6 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = lm_transformer.get_config()
   config.model = ml_collections.ConfigDict()
   config.model.arch = 'lstm'
+  config.model.vocab_size = 0             # embedding rows (0: the tokenizer's)
   config.model.embed_dim = 128
   config.model.hidden_dim = 384
   config.model.num_layers = 2

@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.arch = 'encoder'
+  config.model.vocab_size = 0             # embedding rows (0: the tokenizer's; an imported table may have more)
   config.model.d_model = 128
   config.model.num_heads = 4
   config.model.num_layers = 2

@@ -591,3 +591,28 @@ def test_tf_era_layer_norm_names_import_the_same(hf_models, tmp_path):
   a = graft.flatten(sources.load('mlm', str(tmp_path / 'run')).params)
   b = graft.flatten(sources.load('mlm', run).params)
   assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_continued_mlm_pretraining_from_an_encoder_imported_without_its_head(tmp_path):
+  """BertForTokenClassification (or BertModel) has no MLM head: continued pretraining from
+  it made a device_put traceback. The head starts afresh; the encoder is the import's."""
+  from configs import mlm_encoder
+  from conftest import set_fields
+  from translearn_jax.pretraining import mlm
+  d, run = str(tmp_path / 'hf'), str(tmp_path / 'run')
+  make_bert(d, cls=tf.BertForTokenClassification, num_labels=3)
+  report = convert.import_hf(d, run)
+  assert 'mlm' in report['absent_groups']
+  (tmp_path / 'text.txt').write_text('\n'.join(corpus(200)) + '\n')
+  c = set_fields(mlm_encoder.get_config(), {
+      'data.kind': 'text', 'data.path': str(tmp_path / 'text.txt'), 'init.path': run,
+      'train.steps': 2, 'train.batch_size': 8, 'train.seq_length': 32, 'model.d_model': 32,
+      'model.d_ff': 64, 'model.max_len': 64, 'model.type_vocab_size': 2, 'progress': False})
+  out = mlm.train_and_evaluate(c, str(tmp_path / 'cont'))
+  assert out['steps'] == 2 and np.isfinite(out['valid']['loss'])
+  src = sources.load('mlm', run)
+  after = sources.load('mlm', str(tmp_path / 'cont'))
+  assert 'mlm' in after.params and 'mlm' not in src.params
+  # two small steps moved the encoder only a little from the import (not a fresh init)
+  a, b = (np.asarray(p['embed']['embedding']) for p in (src.params, after.params))
+  assert np.abs(a - b).max() < 0.05 * np.abs(a).max()

@@ -679,3 +679,27 @@ def test_a_config_its_family_refuses_leaves_no_config_json(tmp_path):
   with pytest.raises(ConfigError, match=r'config\.label_smoothing'):
     train.run(config, str(tmp_path / 's2s'))
   assert not (tmp_path / 's2s' / 'config.json').exists()
+
+
+def test_configs_that_dropped_unread_fields_resume_runs_saved_with_them():
+  """Stop 52 took fields DANN and the learning curves never read out of their configs (an
+  override of one is an error now); a run saved with them resumes under today's config, and
+  the LM configs' new `model.vocab_size` (0: the tokenizer's) equals its absence."""
+  from configs import curves_mr_skipgram, dann_mr, lm_transformer, transfer_mr_skipgram
+  saved = transfer_mr_skipgram.get_config().to_dict()
+  for family, today in (('dann', dann_mr.get_config()), ('curves', curves_mr_skipgram.get_config())):
+    old = json.loads(json.dumps({**saved, 'family': family}))
+    new = today.to_dict()
+    old.update({k: new[k] for k in new if k not in old})      # the family's own sections
+    for section in ('train', 'model', 'optim'):
+      old[section] = {**old[section], **new[section]}
+    assert workdir_lib.config_changes(old, new)[0] == [], family
+  lm = lm_transformer.get_config().to_dict()
+  before = json.loads(json.dumps(lm))
+  del before['model']['vocab_size']
+  assert workdir_lib.config_changes(before, lm) == ([], [])
+  # a field the family reads is still checked
+  new = dann_mr.get_config().to_dict()
+  old = json.loads(json.dumps(new))
+  old['model']['dim'] = 10
+  assert workdir_lib.config_changes(old, new)[0] == ['model.dim 10 → 100']

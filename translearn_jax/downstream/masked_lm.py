@@ -82,10 +82,11 @@ class MaskedLMTask(Task):
     return len(self.rows.get(split, ()))
 
   def init_params(self, seed: int, strategy: str):
+    fresh = init_params(self.model, jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))
     if strategy == 'scratch':
-      full = init_params(self.model, jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))
-    else:
-      full = jax.tree.map(jnp.asarray, self.source.params)
+      full = fresh
+    else:   # a source imported without its MLM head (BertModel) takes a fresh one
+      full = {**fresh, **jax.tree.map(jnp.asarray, self.source.params)}
     return self.split(full), None
 
   def epoch_batches(self, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:

@@ -419,8 +419,21 @@ def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh, kind: str = 
   """
   src = sources.load(kind, run_dir, field='init.path')
   check_same_architecture(src.model_config, train_cfg, run_dir)
-  return state.replace(params=jax.device_put(src.params,
-                                             mesh_lib.shardings_of(state.params)))
+  params = dict(state.params)
+  extra = sorted(set(src.params) - set(params))
+  if extra:
+    raise DataError(f'config.init.path: {run_dir} holds parameter groups this model has not: '
+                    f'{extra}')
+  # an imported encoder without its MLM head (BertModel, BertFor*Classification) starts the
+  # head afresh, as the run's own initialisation draws it
+  fresh = sorted(set(params) - set(src.params))
+  if fresh:
+    info('init.path %s has no %s: initialised afresh', run_dir, ', '.join(fresh))
+  shardings = mesh_lib.shardings_of(state.params)
+  placed = jax.device_put({k: src.params[k] for k in src.params},
+                          {k: shardings[k] for k in src.params})
+  params.update(placed)
+  return state.replace(params=params)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

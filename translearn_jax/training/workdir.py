@@ -208,6 +208,18 @@ ADDED_FIELDS = {
     'transfer.factor': 1 / 2.6,
     'transfer.unfreeze_every': 500,
     'transfer.freeze_bottom': 0,
+    'model.lora_alpha': 16.0,           # LM-bodied transfer (stop 52): LoRA's scale, alpha/rank
+    'model.vocab_size': 0,              # LM/MLM configs (stop 52): the tokenizer's rows
+}
+
+# Fields a family never read, taken out of its shipped config (stop 52) so that an override
+# of one is an error: a saved config holding them resumes under a config without them.
+UNREAD_FIELDS = {
+    'dann': ('transfer.', 'train.epochs', 'seed', 'init.kind', 'with_scratch', 'compare_scratch',
+             'save_models', 'model.type', 'model.pooling', 'optim.schedule',
+             'optim.warmup_steps', 'optim.grad_clip', 'optim.weight_decay'),
+    'curves': ('transfer.strategies', 'transfer.strategy', 'train.epochs', 'seed',
+               'with_scratch', 'compare_scratch', 'save_models'),
 }
 
 
@@ -235,6 +247,9 @@ def config_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
   for path in sorted(set(a) | set(b)):
     va, vb = a.get(path, _ABSENT), b.get(path, _ABSENT)
     if vb is _ABSENT and path in FILLED_BY_RUN:
+      continue
+    if vb is _ABSENT and any(path == f or (f.endswith('.') and path.startswith(f))
+                             for f in UNREAD_FIELDS.get(new.get('family'), ())):
       continue
     if va is _ABSENT and path in b and (added := added_field(path)):
       va = ADDED_FIELDS[added]
