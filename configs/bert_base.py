@@ -32,7 +32,7 @@ def get_config():
   config.model.layer_norm_eps = 1e-12
   config.model.type_vocab_size = 2
   config.model.tie_embeddings = True
-  config.mlm.max_predictions = 20        # BERT: 20 predictions per 128-piece row
+  config.mlm.max_predictions = 20        # BERT's 20 slots a 128-piece row (a cap on the draw: ~14.3% masked, see data/masking.py)
   config.train.seq_length = 128
   config.train.batch_size = 256
   config.train.epochs = 40
