@@ -113,6 +113,15 @@ def test_whole_word_masking_on_scripts_without_spaces_masks_characters(tmp_path)
   assert han and flags[han].all()           # each piece opening a Han character
   weather = tok.encode(' weathering')
   assert flags[weather].tolist() == [True] + [False] * (len(weather) - 1)
+  # ideographs it never saw are spelled in single byte pieces: each character's lead byte
+  # opens a word (they had been one word with the text before them)
+  from translearn_jax.data.hf_tokenizer import _byte_piece_raw
+  rare = tok.encode(' \u9f98\u9f96')              # 龘龖: 3 bytes each
+  raw = [_byte_piece_raw(tok.id_to_piece(i)).lstrip(b' ') for i in rare]
+  assert b''.join(raw) == '\u9f98\u9f96'.encode()
+  leads = [bool(r) and 0xE3 <= r[0] <= 0xE9 for r in raw]
+  assert sum(leads) == 2 and flags[rare].tolist() == [lead or k == 0 for k, lead in
+                                                      enumerate(leads)]
 
 
 def test_selection_beyond_the_slots_is_neither_scored_nor_corrupted():

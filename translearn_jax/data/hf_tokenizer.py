@@ -113,13 +113,28 @@ def _byte_unicode_table() -> dict[str, int]:
 _BYTE_OF = _byte_unicode_table()
 
 
+def _byte_piece_raw(piece: str) -> bytes:
+  """The bytes a byte-level piece stands for (b'' when it is not of that alphabet)."""
+  raw = bytes(_BYTE_OF[c] for c in piece if c in _BYTE_OF)
+  return raw if len(raw) == len(piece) else b''
+
+
 def _byte_piece_text(piece: str) -> str:
   """The text a byte-level piece stands for, '' when it does not begin on a character
   boundary (a UTF-8 continuation byte first) or is not of that alphabet."""
-  raw = bytes(_BYTE_OF[c] for c in piece if c in _BYTE_OF)
-  if len(raw) != len(piece) or not raw or 0x80 <= raw[0] < 0xC0:
+  raw = _byte_piece_raw(piece)
+  if not raw or 0x80 <= raw[0] < 0xC0:
     return ''
   return raw.decode('utf-8', errors='ignore')
+
+
+def _leads_unspaced_character(piece: str) -> bool:
+  """Whether a byte-level piece begins (after a space byte, if any) with the lead byte of a
+  character in U+3000-U+9FFF (kana, CJK symbols and ideographs), as sentencepiece's
+  byte-fallback rule (`masking.UNSPACED_LEAD_BYTE`): a character split over several byte
+  pieces is still a word of its own."""
+  raw = _byte_piece_raw(piece).lstrip(b' ')
+  return bool(raw) and 0xE3 <= raw[0] <= 0xE9
 
 class HFTokenizer:
   """A `tokenizers.Tokenizer` loaded from `tokenizer.json`, with its special-token roles."""
@@ -223,6 +238,7 @@ class HFTokenizer:
       flags = np.array([p.startswith('\u0120') for p in pieces], bool)   # 'Ġ': a space byte
       text = [_byte_piece_text(p) for p in pieces]
       flags |= np.array([starts_unspaced(t) for t in text], bool)
+      flags |= np.array([_leads_unspaced_character(p) for p in pieces], bool)
     else:   # Metaspace '▁'; byte-fallback pieces as sentencepiece's (masking.word_start_table)
       flags = np.array([p.startswith('\u2581') or UNSPACED_LEAD_BYTE.fullmatch(p) is not None
                         for p in pieces], bool)
