@@ -251,7 +251,7 @@ def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):
 @pytest.mark.parametrize('overrides, message', [
     (['--config.data.kind=text', '--config.data.path=/no/such/corpus.txt'],
      'no such file or directory: /no/such/corpus.txt'),
-    (['--config.model.dimm=3'], 'dimm.*Did you mean "dim"'),
+    (['--config.model.dimm=3'], "config.model has no field 'dimm' \\(did you mean 'dim'\\?"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, overrides, message):
   res = subprocess.run(_train_cmd(tmp_path / 'w', *overrides), cwd=ROOT,

@@ -197,8 +197,11 @@ def _check_override_field(config, name: str, path: str) -> None:
     if not isinstance(node, ml_collections.ConfigDict):
       return                              # inside a value config_flags parses itself
     if key not in node:
+      import difflib
       family = f", family {config.get('family')!r}" if 'family' in config else ''
-      raise TranslearnError(f'--config.{name}: {at} has no field {key!r} ({path}{family}, '
+      near = difflib.get_close_matches(key, list(node.keys()), n=1)
+      hint = f'did you mean {near[0]!r}? ' if near else ''
+      raise TranslearnError(f'--config.{name}: {at} has no field {key!r} ({hint}{path}{family}, '
                             f'which reads only the fields it has; {at}: '
                             f'{", ".join(sorted(node.keys()))})')
     node, at = node[key], f'{at}.{key}'
