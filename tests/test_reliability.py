@@ -197,6 +197,21 @@ def test_resume_refuses_input_files_changed_under_the_run(tmp_path):
   assert json.loads((wd / 'inputs.json').read_text()) == saved
 
 
+def test_seq2seq_scoring_during_training_may_change_on_resume_and_its_sizes_are_checked():
+  """`eval.every_steps`, `eval.during_beam` and `eval.during_max_examples` change no
+  parameter (a review: byte-identical runs), so a resume may change them, as the LM's
+  `train.eval_every_steps`; a beam of 0 (greedy, silently) or a negative cadence is refused."""
+  for f in ('eval.every_steps', 'eval.during_beam', 'eval.during_max_examples'):
+    assert workdir_lib.may_change(f), f
+  from configs import seq2seq_multi30k
+  for field, value, match in (('during_beam', 0, r'config\.eval\.during_beam'),
+                              ('every_steps', -1, r'config\.eval\.every_steps')):
+    c = seq2seq_multi30k.get_config()
+    c.eval[field] = value
+    with pytest.raises(ConfigError, match=match):
+      workdir_lib.validate_fields(c)
+
+
 def test_resume_allow_list():
   old = {'seed': 0, 'seeds': 3, 'compare_scratch': True, 'transfer': {'strategies': 'a,b',
          'lr': 1.0}, 'train': {'log_every_steps': 5, 'steps': 10, 'dropout': 0.1},

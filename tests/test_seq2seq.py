@@ -71,6 +71,24 @@ def test_padding_never_changes_outputs(model_and_params):
   np.testing.assert_allclose(apply(junk, tin)[0], base[0], atol=1e-5)
 
 
+def test_a_source_of_no_piece_translates_to_an_empty_line(model_and_params, capsys):
+  """A line of zero-width or control characters only encodes to no piece; decoded from an
+  all-padding row it made up a sentence (a review: 'ра ра ра ...'). It gives an empty
+  line, as a blank line does, and the rest translate as they would alone."""
+  cfg, _, p, src = model_and_params
+  dm = s2s.Seq2Seq(cfg.replace(decode=True))
+
+  class Tok:
+    def decode(self, ids):
+      return ' '.join(str(int(i)) for i in ids if i > 3) or '<nothing>'
+  rows = np.asarray(src)
+  with_empty = np.concatenate([rows[:1], np.zeros_like(rows[:1]), rows[1:]])
+  out = dec.translate(dm, p, Tok(), with_empty, 12, beam=1, alpha=0.0, batch=4)
+  alone = dec.translate(dm, p, Tok(), rows, 12, beam=1, alpha=0.0, batch=4)
+  assert out[1] == '' and [out[0]] + out[2:] == alone
+  assert '1 source(s) encode to no piece' in capsys.readouterr().err
+
+
 def test_bleu_of_references_is_100():
   refs = ['Ein Mann fährt Fahrrad .', 'Zwei Hunde spielen im Schnee.']
   assert seq2seq.score(refs, refs, 'bleu')['bleu'] == pytest.approx(100.0)

@@ -36,6 +36,7 @@ import numpy as np
 
 from translearn_jax.data.hf_tokenizer import setting_name
 from translearn_jax.errors import ConfigError
+from translearn_jax.training.metrics import info
 
 NEG = -1e9
 
@@ -341,7 +342,13 @@ def translate(decode_model, params, tok, sources: np.ndarray, max_len: int, beam
   `min_len`, `no_repeat_ngram`: `constrain`. `progress`: a tqdm bar over the batches."""
   cfg = decode_model.config
   lengths = (sources != cfg.pad_id).sum(1)
+  # a source of no piece (a line of zero-width or control characters only) translates to
+  # an empty line, as a blank one does (decoded, an all-padding row made up a sentence)
   order = np.argsort(-lengths, kind='stable')
+  order = order[lengths[order] > 0]
+  if len(order) < len(sources):
+    info('%d source(s) encode to no piece (zero-width or control characters only): their '
+         'translations are empty lines', len(sources) - len(order))
   out: list[str] = [''] * len(sources)
   starts = range(0, len(sources), batch)
   if progress:

@@ -48,6 +48,9 @@ RESUME_MAY_CHANGE = (
     # cadence
     '**.*_every_steps', '**.log_every*', '**.eval_every*', '**.checkpoint_every*',
     '**.keep_checkpoints', '**.eval_max_rows',
+    # seq2seq's scoring during training: how often, how wide, on how many (it changes no
+    # parameter: byte-identical runs with it on and off)
+    'eval.every_steps', 'eval.during_beam', 'eval.during_max_examples',
     # where and how it runs
     '**.num_devices', '**.peak_flops_per_device', '**.progress', 'model.remat',
     'mesh.*',                   # a checkpoint restores onto another mesh (issue #18)
@@ -98,12 +101,12 @@ def config_dict(config) -> dict:
 
 # Fields that count something every family needs at least one of, wherever they sit.
 POSITIVE_FIELDS = ('batch_size', 'max_tokens', 'dim', 'd_model', 'num_heads', 'num_layers',
-                   'd_ff', 'seq_length', 'grad_accum', 'beam', 'seeds', 'max_len',
-                   'max_source_len', 'max_target_len')
+                   'd_ff', 'seq_length', 'grad_accum', 'beam', 'during_beam', 'seeds',
+                   'max_len', 'max_source_len', 'max_target_len')
 # seeds (numpy's generators take none below 0) and bounds whose 0 means none (`vocab.max_size`,
 # seq2seq's `eval.max_examples`: a negative one dropped the last examples)
 NONNEGATIVE_FIELDS = ('seed', 'split_seed', 'subset_seed', 'max_size', 'max_examples',
-                      'during_max_examples')
+                      'during_max_examples', 'every_steps')
 
 
 def validate_fields(config) -> None:
