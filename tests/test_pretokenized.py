@@ -338,6 +338,13 @@ def test_lm_runner_on_a_pretokenised_directory(tmp_path, monkeypatch):
   run_tok = sources.run_tokenizer(str(tmp_path / 'mem'),
                                   sources.run_config(str(tmp_path / 'mem'), 'init.path'))
   assert run_tok.vocab_size == 400 == tok.vocab_size
+  # a tokenizer of the other kind left in the directory by an earlier run that never
+  # checkpointed is removed when the copy is kept (read first, it served another tokenizer)
+  (tmp_path / 'mem' / 'tokenizer.json').write_text('{}')
+  sources.keep_tokenizer(tok, str(tmp_path / 'mem'))
+  assert sorted(os.listdir(tmp_path / 'mem')).count('tokenizer.json') == 0
+  assert sources.run_tokenizer(str(tmp_path / 'mem'), sources.run_config(
+      str(tmp_path / 'mem'), 'init.path')).vocab_size == 400
 
 
 # -- the masked-LM runner on a pretokenised directory ------------------------------------

@@ -718,3 +718,20 @@ def test_configs_that_dropped_unread_fields_resume_runs_saved_with_them():
   old = json.loads(json.dumps(new))
   old['model']['dim'] = 10
   assert workdir_lib.config_changes(old, new)[0] == ['model.dim 10 → 100']
+
+
+def test_comparison_records_of_changed_strategies_are_run_again():
+  """Records made before version 4 by gradual unfreezing (its schedule) or with LoRA
+  adapters (their initialisation) trained otherwise: a resumed comparison runs them again
+  instead of mixing them with new ones (a review)."""
+  import ml_collections
+  from translearn_jax.experiments import runs
+  config = ml_collections.ConfigDict({'transfer': {'freeze_bottom': 0},
+                                      'model': {'lora_rank': 0}})
+  old = lambda s: {'strategy': s, 'version': 3}            # noqa: E731
+  assert runs.recorded_before_frozen_change(old('gradual_unfreezing'), config)
+  assert not runs.recorded_before_frozen_change(old('finetune'), config)
+  assert not runs.recorded_before_frozen_change({'strategy': 'gradual_unfreezing',
+                                                 'version': runs.VERSION}, config)
+  config.model.lora_rank = 4
+  assert runs.recorded_before_frozen_change(old('finetune'), config)

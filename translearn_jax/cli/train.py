@@ -189,6 +189,8 @@ def _check_override_field(config, name: str, path: str) -> None:
   """An override names a field the config has: a config holds the fields its family reads,
   so a field it lacks would not be read (one error naming it and the fields that are)."""
   import ml_collections
+  if '[' in name:                 # config_flags' `model["dim"]`, `lst[0]`: its own parser
+    return
   node, at = config, 'config'
   for key in name.split('.'):
     if isinstance(node, (list, tuple)) and key.isdigit() and int(key) < len(node):

@@ -8,8 +8,9 @@ long comparison killed by a time limit loses at most the run in progress.
 Records carry the config they ran (without the run list fields: `fields`) and its
 hash; a workdir holding runs of a different config is an error naming the fields that
 differ, never a silent mix.
-Records also carry `VERSION`; a frozen-group run recorded before version 2
-(which changed how frozen parameters train) is run again.
+Records also carry `VERSION`; a run recorded before a version that changed how its
+strategy trains (2: frozen parameters; 3: scratch under freeze_bottom; 4: gradual
+unfreezing's schedule and LoRA's initialisation) is run again.
 
 Saved models (`config.save_models`): a finished run's best model
 (`run_dir/best_model`, see `experiments.finetune`) is kept before the run is
@@ -45,11 +46,17 @@ SAVE_MODELS = ('best', 'all', 'none')
 # groups trained differently and are run again rather than mixed in.
 # Version 3: scratch ignores `transfer.freeze_bottom` (it trains every parameter); a scratch
 # run recorded before it with freeze_bottom > 0 kept random groups frozen and is run again.
-VERSION = 3
+# Version 4 (stop 52): gradual unfreezing follows the run's one schedule (a group unfrozen
+# late began a triangle of its own) and LoRA's A is drawn as peft draws it: such runs
+# recorded before it trained otherwise and are run again.
+VERSION = 4
 
 
 def recorded_before_frozen_change(rec: dict, config) -> bool:
   bottom = 'transfer' in config and config.transfer.get('freeze_bottom', 0) > 0
+  lora = 'model' in config and config.model.get('lora_rank', 0) > 0
+  if (rec['strategy'] == 'gradual_unfreezing' or lora) and rec.get('version', 1) < 4:
+    return True
   if rec['strategy'] == 'scratch':
     return bottom and rec.get('version', 1) < 3
   frozen = rec['strategy'] in ('feature_extraction', 'lora') or bottom

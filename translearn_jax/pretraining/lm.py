@@ -123,8 +123,7 @@ def get_tokenizer(config, train_docs, workdir: str, special_pieces=()) -> Tokeni
   if config.init.path:  # continued pretraining keeps the source's pieces
     tok = sources.run_tokenizer(config.init.path, sources.run_config(config.init.path,
                                                                      'init.path'))
-    if jax.process_index() == 0:
-      tok.save(os.path.join(workdir, tok.file_name))
+    sources.keep_tokenizer(tok, workdir)
     return tok
   t0 = time.perf_counter()
   tok = Tokenizer.train(train_docs, config.tokenizer.vocab_size, config.tokenizer.model_type,

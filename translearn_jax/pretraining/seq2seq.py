@@ -251,8 +251,7 @@ def init_from_source(src, state: TrainState, config, workdir: str) -> TrainState
 def get_tokenizer(config, pairs, workdir, src=None) -> Tokenizer:
   saved = os.path.join(workdir, 'tokenizer.model')
   if src is not None:   # kept beside the run, so the run directory stands alone
-    if jax.process_index() == 0:
-      src.tokenizer.save(os.path.join(workdir, src.tokenizer.file_name))
+    sources.keep_tokenizer(src.tokenizer, workdir)
     return src.tokenizer
   if config.tokenizer.path:
     tok = Tokenizer.load(config.tokenizer.path)

@@ -118,8 +118,10 @@ def run_tokenizer(path: str, config):
   have changed or gone since; a run made before the copies were kept reads the path."""
   tok_path = (config.get('tokenizer', {}) or {}).get('path')
   if tok_path:
-    kept = os.path.join(path, tokenizer_file_name(tok_path))
-    return load_tokenizer(kept if os.path.isfile(kept) else tok_path)
+    kept = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(path, n))]
+    if len(kept) > 1:   # a run made before `keep_tokenizer` removed the other: by the name
+      kept = [tokenizer_file_name(tok_path)]
+    return load_tokenizer(os.path.join(path, kept[0]) if kept else tok_path)
   for name in TOKENIZER_FILES:
     if os.path.isfile(os.path.join(path, name)):
       return load_tokenizer(os.path.join(path, name))
@@ -133,12 +135,18 @@ def tokenizer_file_name(tok_path: str) -> str:
 
 
 def keep_tokenizer(tok, workdir: str) -> None:
-  """A copy of the run's tokenizer (`tokenizer.path`) in its directory (process 0), so the
-  run stands alone (`run_tokenizer` reads it first)."""
+  """A copy of the run's tokenizer (`tokenizer.path`, or a continued source's) in its
+  directory (process 0), so the run stands alone (`run_tokenizer` reads it first). A
+  tokenizer file of the other kind there was left by an earlier run in this directory that
+  never checkpointed (a resume keeps its tokenizer), and is removed: read first, it would
+  have served this run's users another tokenizer."""
   import jax
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     tok.save(os.path.join(workdir, tok.file_name))
+    for name in TOKENIZER_FILES:
+      if name != tok.file_name and os.path.isfile(os.path.join(workdir, name)):
+        os.remove(os.path.join(workdir, name))
 
 
 def restore_params(path: str, field: str = 'init.path'):
