@@ -239,8 +239,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  validate(config)
   classification.require_accuracy(config, 'DANN')
+  validate(config)
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
   setup = DannSetup(config)
