@@ -52,6 +52,7 @@ def test_compare_scratch_table_and_files(tmp_path, topic_task, vectors, monkeypa
   from translearn_jax.data import labelled
   from translearn_jax.experiments import runs as runs_lib
   test = labelled.read_splits(c.data)['test']
+  assert saved['metric'] == 'accuracy'
   assert saved['seeds'] == [0, 1] and saved['test_digest'] == runs_lib.test_digest(
       test.texts, test.labels.tolist())
   c.data.split_seed += 1
@@ -542,10 +543,9 @@ def test_predefined_split_files_share_the_training_label_ids(tmp_path):
   with pytest.raises(ConfigError, match='dev_path and config.data.test_path go together'):
     labelled.read_splits(cfg)
   # neither: the training file is cut by the fractions, stratified (its one 'neg' example
-  # lands in dev, leaving training a single class: an error)
+  # is kept for training, as every class's first one is, which leaves dev empty: an error)
   cfg.test_path, cfg.split = '', '0.34,0.33,0.33'
-  with pytest.raises(DataError, match=r"train\.tsv: the training examples have one class "
-                                      r"\('pos'\)"):
+  with pytest.raises(DataError, match=r"the dev split of \S*train\.tsv is empty"):
     labelled.read_splits(cfg)
   with open(tmp_path / 'train.tsv', 'a', encoding='utf-8') as f:
     f.write('dull film \tneg\nawful film \tneg\nnice film \tpos\n')

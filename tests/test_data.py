@@ -3,6 +3,7 @@
 import json
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -517,3 +518,31 @@ def test_csv_long_fields_and_rows_of_empty_cells(tmp_path):
   empty.write_text(',,\n,,\n', encoding='utf-8')
   with pytest.raises(DataError, match=r'cells\.csv:1: no header row'):
     list(readers.iter_records(str(empty), 'csv', ['text', 'label']))
+
+
+def test_a_small_class_always_has_a_training_example_and_empty_texts_are_named(tmp_path):
+  """data.split fractions rounded a one- or two-example class's training share to none: it
+  was scored in dev/test, never trained on, silently (a review). Empty texts are counted in
+  a warning; a split of nothing else is an error."""
+  from translearn_jax.data import labelled
+  labels = np.array([0] * 40 + [1] * 40 + [2])
+  for fractions in ((0.5, 0.25, 0.25), (0.4, 0.1, 0.5), (0.8, 0.1, 0.1)):
+    for seed in range(5):
+      tr, dv, te = labelled.split_indices(labels, fractions, seed)
+      assert 80 in tr and len(set(tr) | set(dv) | set(te)) == 81
+      assert not (set(tr) & set(dv) or set(dv) & set(te) or set(tr) & set(te))
+  big = np.repeat(np.arange(2), 500)
+  a = labelled.split_indices(big, (0.8, 0.1, 0.1), 0)
+  assert [len(x) for x in a] == [800, 100, 100]           # large classes: as before
+  rows = [{'text': t, 'label': l} for t, l in
+          [('good film', 'pos'), ('', 'neg'), ('bad film', 'neg'), ('   ', 'pos')] * 5]
+  path = tmp_path / 'd.jsonl'
+  path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  cfg = ml_collections.ConfigDict({'kind': 'jsonl', 'path': str(path), 'text_field': 'text',
+                                   'label_field': 'label', 'split': '0.6,0.2,0.2',
+                                   'split_seed': 0, 'encoding': 'utf-8'})
+  with pytest.warns(UserWarning, match=r'texts are empty .*classified from nothing'):
+    labelled.read_splits(cfg)
+  path.write_text(''.join(json.dumps({**r, 'text': ''}) + '\n' for r in rows))
+  with pytest.raises(DataError, match=r'every text of the train split is empty'):
+    labelled.read_splits(cfg)

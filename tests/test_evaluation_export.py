@@ -233,3 +233,8 @@ def test_paired_comparison_of_two_result_files(tmp_path, capsys):
   assert 'have other test examples (test_digest aa vs bb)' in capsys.readouterr().err
   assert compare.main([str(tmp_path / 'c.json'), str(tmp_path / 'e.json')]) == 0
   assert capsys.readouterr().out.rstrip().endswith('mean +10.00 (one seed: no interval)')
+  # and only when they score by the same metric (accuracy against macro-F1 had paired)
+  for name, metric in (('f', 'accuracy'), ('g', 'macro_f1')):
+    (tmp_path / f'{name}.json').write_text(json.dumps({**rows([0.7]), 'metric': metric}))
+  assert compare.main([str(tmp_path / 'f.json'), str(tmp_path / 'g.json')]) == 2
+  assert 'have other metric (metric accuracy vs macro_f1)' in capsys.readouterr().err

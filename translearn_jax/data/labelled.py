@@ -214,7 +214,9 @@ def read_labelled(cfg, path: str | None = None) -> LabelledText:
 
 def split_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0
                   ) -> tuple[np.ndarray, ...]:
-  """Stratified, seeded split into len(fractions) disjoint index sets."""
+  """Stratified, seeded split into len(fractions) disjoint index sets. A class whose
+  share of the first set (training) rounds to none gets one example there, taken from the
+  next set: a class scored but never trained on is no split anyone means."""
   if abs(sum(fractions) - 1.0) > 1e-6:
     raise DataError(f'split fractions {fractions} do not sum to 1')
   rng = np.random.default_rng([seed, 11])
@@ -222,6 +224,8 @@ def split_indices(labels: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0
   for c in np.unique(labels):
     idx = rng.permutation(np.flatnonzero(labels == c))
     bounds = np.round(np.cumsum(fractions) * len(idx)).astype(int)
+    if fractions[0] > 0:
+      bounds = np.maximum(bounds, 1)
     for k, (lo, hi) in enumerate(zip(np.r_[0, bounds[:-1]], bounds)):
       parts[k].extend(idx[lo:hi])
   return tuple(np.sort(np.asarray(p, np.int64)) for p in parts)
@@ -242,11 +246,20 @@ def split_fractions(text: str) -> tuple[float, float, float]:
 
 
 def _checked(splits: dict, how: str = '') -> dict:
-  """`splits`, if every split has an example and training has two classes or more."""
+  """`splits`, if every split has an example and training has two classes or more; empty
+  texts are counted in a warning (a split of nothing but empty texts is an error)."""
   for name, part in splits.items():
     if not part.texts:
       raise DataError(f'the {name} split of {part.source} is empty{how}: nothing to '
                       f'{"train on" if name == "train" else "score"}')
+    empty = [k for k, t in enumerate(part.texts) if not str(t).strip()]
+    if len(empty) == len(part.texts):
+      raise DataError(f'{part.source}: every text of the {name} split is empty{how} (the '
+                      'text field read: config.data.text_field)')
+    if empty:
+      warnings.warn(f'{part.source}: {len(empty)} of the {name} split\'s {len(part.texts)} '
+                    f'texts are empty (example {empty[0] + 1} of the split is the first): they '
+                    'are classified from nothing', stacklevel=2)
   present = np.unique(splits['train'].labels)
   if len(present) < 2:
     raise DataError(f'{splits["train"].source}: the training examples have one class '

@@ -41,8 +41,9 @@ def per_seed(path: str, strategy: str, results: dict | None = None) -> list[floa
 
 
 def check_pairable(a_path: str, a: dict, b_path: str, b: dict) -> None:
-  """Refuses two results files that record different seeds or different test splits."""
-  for key, what in (('test_digest', 'test examples'), ('seeds', 'seeds')):
+  """Refuses two results files that record different seeds, different test splits or
+  different metrics (accuracy against macro-F1 had been paired silently)."""
+  for key, what in (('test_digest', 'test examples'), ('seeds', 'seeds'), ('metric', 'metric')):
     if key in a and key in b and a[key] != b[key]:
       raise DataError(f'{a_path} and {b_path} have other {what} ({key} {a[key]} vs '
                       f'{b[key]}): a paired comparison needs the same')

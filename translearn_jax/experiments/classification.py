@@ -100,7 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config, workdir, lambda st, seed, run_dir: run_once(task, st, seed, config, run_dir, save),
       on_result, higher_is_better=task.higher_is_better)
   rows = runs_lib.summarise(results)
-  summary = {'rows': rows, 'seconds': time.perf_counter() - t0,
+  summary = {'rows': rows, 'seconds': time.perf_counter() - t0, 'metric': task.metric,
              'data': {k: len(v.labels) for k, v in task.splits.items()},
              'seeds': sorted({seed for _, seed in runs_lib.run_list(config)}),
              'test_digest': runs_lib.test_digest(task.splits['test'].texts,
