@@ -449,3 +449,19 @@ def test_bracket_overrides_are_left_to_config_flags(tmp_path):
        f'--config={os.path.join(CONFIGS, "transfer_mr_skipgram.py")}', f'--workdir={tmp_path}',
        '--config.model["dim"]=8'], capture_output=True, text=True, cwd=tmp_path)
   assert res.returncode == 0 and res.stdout.split() == ['8'], res.stderr[-500:]
+
+
+def test_a_full_disk_while_writing_a_runs_files_is_one_error_line(tmp_path):
+  """ENOSPC from vectors.txt or vocab.tsv was a traceback and exit 1 (a review on a tiny
+  tmpfs); it is one line naming the file, exit 2, as a full disk during a save is."""
+  code = ('import errno, sys; from translearn_jax.cli import train as t\n'
+          'def full(config, workdir):\n'
+          '  raise OSError(errno.ENOSPC, "No space left on device", workdir + "/vectors.txt")\n'
+          't.run = full\n'
+          't.entry(sys.argv)\n')
+  res = subprocess.run([sys.executable, '-c', code, '--config', 'skipgram',
+                        f'--workdir={tmp_path}/w'], capture_output=True, text=True)
+  assert res.returncode == 2, res.stderr[-800:]
+  lines = res.stderr.strip().splitlines()
+  assert lines[-1].startswith(f'error: disk full writing {tmp_path}/w/vectors.txt (No space '
+                              'left on device)') and 'Traceback' not in res.stderr

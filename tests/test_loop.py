@@ -197,3 +197,28 @@ def test_a_multi_process_run_stops_at_the_sync_point_whatever_its_steps_per_call
   assert result.stopped_by_signal and len(sync.ids) == 4
   assert sync.ids == list(range(sync.ids[0], sync.ids[0] + 4))     # consecutive, as JAX needs
   assert result.steps == 8 + 4 * steps_per_call and ckpt.saved == [result.steps]
+
+
+def test_the_metric_writer_is_flushed_at_each_checkpoint(monkeypatch, tmp_path):
+  """TensorBoard's writer flushes every 2 minutes by itself: a run killed after a checkpoint
+  lost the steps before it from TensorBoard (metrics.jsonl had them)."""
+  from translearn_jax.training.metrics import MetricWriter
+  writer = MetricWriter(str(tmp_path))
+  flushed, real = [], writer.flush
+  monkeypatch.setattr(writer, 'flush', lambda: flushed.append(1) or real())
+  state = TrainState(step=jnp.zeros((), jnp.int32), params={'w': jnp.zeros(3)}, opt_state={},
+                     rng=jax.random.key(0))
+
+  def step_fn(state, batch):
+    return state.replace(step=state.step + 1), {'loss_sum': jnp.ones(()),
+                                                'loss_count': jnp.ones(())}
+  ckpt = _Checkpoints()
+  monkeypatch.setattr(loop, 'StopSignal', StopAfter(10 ** 6))
+  loop.train_loop(state=state, stream=(({}, {}) for _ in range(6)), step_fn=step_fn,
+                  to_device=lambda b: b, checkpointer=ckpt, writer=writer, total_steps=6,
+                  steps_per_call=1, checkpoint_every=2, log_every=1, units_per_step=1,
+                  progress=False)
+  assert len(flushed) == len(ckpt.saved) >= 3
+  events = [p for p in (tmp_path / 'tb').iterdir() if 'tfevents' in p.name]
+  assert events and b'loss' in events[0].read_bytes()     # on disk before close
+  writer.close()

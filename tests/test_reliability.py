@@ -127,6 +127,32 @@ def test_held_lock_refused_naming_holder_stale_lock_taken_over(tmp_path, capsys)
   assert not (wd / '.lock').exists()
 
 
+def test_a_lock_whose_pid_is_now_another_process_is_stale(tmp_path):
+  """A container's main process is pid 1 after every restart: a lock left by a killed
+  pid 1 was 'in use' forever (a review). The lock records its process's start time and
+  boot, so a later process with the same pid (this one, here) takes it over."""
+  wd = tmp_path / 'w'
+  wd.mkdir()
+  me = {'pid': os.getpid(), 'host': socket.gethostname(), 'start_time': 'then',
+        'proc_start': workdir_lib._proc_start(os.getpid()), 'boot': workdir_lib._boot_id()}
+  assert me['proc_start'] is not None and me['boot']
+  (wd / '.lock').write_text(json.dumps({**me, 'proc_start': me['proc_start'] - 1}))
+  with workdir_lib.lock(str(wd)) as held:
+    assert held['proc_start'] == me['proc_start']
+  (wd / '.lock').write_text(json.dumps({**me, 'boot': 'another-boot'}))
+  with workdir_lib.lock(str(wd)):
+    pass
+  # a live process that started when its lock says is alive: refused
+  (wd / '.lock').write_text(json.dumps({**me, 'pid': os.getppid(),
+                                        'proc_start': workdir_lib._proc_start(os.getppid())}))
+  with pytest.raises(TranslearnError, match='in use by another run'):
+    with workdir_lib.lock(str(wd)):
+      pass
+  assert workdir_lib.held_by_other(str(wd))
+  (wd / '.lock').write_text(json.dumps({**me, 'pid': os.getppid(), 'proc_start': 1}))
+  assert not workdir_lib.held_by_other(str(wd))        # that pid is another process now
+
+
 def test_resume_with_changed_architecture_is_refused(tmp_path):
   wd = tmp_path / 'w'
   with workdir_lib.open_workdir(make_config('lm_transformer'), str(wd)):
@@ -201,7 +227,8 @@ def test_seq2seq_scoring_during_training_may_change_on_resume_and_its_sizes_are_
   """`eval.every_steps`, `eval.during_beam` and `eval.during_max_examples` change no
   parameter (a review: byte-identical runs), so a resume may change them, as the LM's
   `train.eval_every_steps`; a beam of 0 (greedy, silently) or a negative cadence is refused."""
-  for f in ('eval.every_steps', 'eval.during_beam', 'eval.during_max_examples'):
+  for f in ('eval.every_steps', 'eval.during_beam', 'eval.during_max_examples',
+            'export.format', 'eval.similarity', 'eval.analogy_restrict'):  # word2vec's too
     assert workdir_lib.may_change(f), f
   from configs import seq2seq_multi30k
   for field, value, match in (('during_beam', 0, r'config\.eval\.during_beam'),
@@ -735,3 +762,33 @@ def test_comparison_records_of_changed_strategies_are_run_again():
                                                  'version': runs.VERSION}, config)
   config.model.lora_rank = 4
   assert runs.recorded_before_frozen_change(old('finetune'), config)
+
+
+def test_a_record_after_a_cut_off_line_of_runs_jsonl_stays_readable(tmp_path):
+  """A kill mid-append leaves a partial last line; the next record was glued to it,
+  unreadable, and its run trained again (a review)."""
+  from translearn_jax.experiments import runs
+  path = tmp_path / 'runs.jsonl'
+  runs.append_record(str(path), {'strategy': 'a', 'seed': 0})
+  with open(path, 'a') as f:
+    f.write('{"strategy": "b", "se')                   # cut off
+  runs.append_record(str(path), {'strategy': 'c', 'seed': 1})
+  lines = path.read_text().splitlines()
+  assert json.loads(lines[0])['strategy'] == 'a' and json.loads(lines[-1])['strategy'] == 'c'
+  assert len(lines) == 3 and path.read_text().endswith('\n')
+  runs.append_record(str(path), {'strategy': 'd', 'seed': 2})
+  assert len(path.read_text().splitlines()) == 4        # no blank line after a whole one
+
+
+def test_predict_and_translate_refuse_to_write_over_their_input(tmp_path):
+  from translearn_jax.errors import DataError
+  from translearn_jax.serving import predict
+  src = tmp_path / 'in.txt'
+  src.write_text('a sentence\n')
+  link = tmp_path / 'link.txt'
+  link.symlink_to(src)
+  for out in (src, link):
+    with pytest.raises(DataError, match='the output is the input file'):
+      predict.check_output(str(out), str(src))
+  predict.check_output(str(tmp_path / 'out.txt'), str(src))
+  predict.check_output('-', '-')

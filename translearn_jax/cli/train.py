@@ -15,6 +15,7 @@ checkpoints first; see `translearn_jax/training/preemption.py` for the rest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -115,6 +116,16 @@ def main(argv):
     sys.exit(3)
   except TranslearnError as e:
     print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:
+    # a full disk or quota while writing a run's files (vocab.tsv, vectors.txt, results):
+    # one line, as a full disk during a checkpoint save is (what was written is whole:
+    # every file is written under a temporary name first)
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    where = f' writing {e.filename}' if e.filename else ''
+    print(f'error: disk full{where} ({e.strerror}); free space in --workdir '
+          f'{_WORKDIR.value} and rerun the command to resume', file=sys.stderr)
     sys.exit(2)
   except (AttributeError, KeyError) as e:
     # a config file that leaves out a field its family reads (ml_collections raises these)

@@ -199,8 +199,14 @@ def append_record(path: str, rec: dict) -> None:
   (which `load_done` skips). Only process 0 writes."""
   if jax.process_index() != 0:
     return
-  with open(path, 'a') as f:
-    f.write(metrics_lib.dumps(rec) + '\n')
+  with open(path, 'a+b') as f:
+    cut = False
+    if f.seek(0, os.SEEK_END) > 0:
+      f.seek(-1, os.SEEK_END)
+      cut = f.read(1) != b'\n'
+    # a kill's partial last line ends here, so this record stays a line of its own (glued
+    # to it, it was unreadable, and its run trained again)
+    f.write((('\n' if cut else '') + metrics_lib.dumps(rec) + '\n').encode('utf-8'))
     f.flush()
     os.fsync(f.fileno())
 

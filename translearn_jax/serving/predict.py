@@ -255,12 +255,17 @@ def _trained_tag_column(meta: dict) -> int:
 STDOUT = '-'                   # an output path meaning standard output
 
 
-def check_output(path: str) -> None:
-  """An output path that can be written (or `STDOUT`): checked before any compute."""
+def check_output(path: str, input_path: str = '') -> None:
+  """An output path that can be written (or `STDOUT`), and not the input (`input_path`)
+  itself: checked before any compute (the output replaced the input silently)."""
   if not path:
     raise DataError('the output path is empty')
   if path == STDOUT:
     return
+  if input_path and input_path != '-' and os.path.exists(path) and os.path.exists(input_path):
+    if os.path.samefile(path, input_path):
+      raise DataError(f'{path}: the output is the input file {input_path}; writing it would '
+                      'replace the input: name another output')
   if os.path.isdir(path):
     raise DataError(f'{path}: is a directory (the output is a file)')
   if readers.writes_in_place(path):
@@ -307,7 +312,7 @@ def predict_file(model_dir: str, input_path: str, output_path: str, *, batch_siz
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
   if output_format not in OUTPUT_FORMATS:
     raise ConfigError(f'output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}')
-  check_output(output_path)
+  check_output(output_path, input_path)
   meta = read_meta(model_dir)
   if meta['task'] not in ('classification', 'tagging'):
     raise DataError(f'{model_dir}: a {meta["task"]} model; predict_file takes a classification '

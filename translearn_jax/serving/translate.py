@@ -113,7 +113,7 @@ def translate_file(model_dir: str, input_path: str, output_path: str, *, beam=No
   t0 = time.perf_counter()
   if batch_size < 1:
     raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
-  check_output(output_path)
+  check_output(output_path, input_path)
   cfg, params, tok, defaults = load_seq2seq(model_dir)
   given_source = source_lang is not None
   if source_lang is None:

@@ -197,6 +197,8 @@ def train_loop(*, state: Any, stream: Iterator[tuple[dict, Mapping[str, np.ndarr
       checkpointer.save(step, state, data_state, loop_state={
           'window_sums': window_sums,
           'hooks': {str(i): h.state_dict() for i, h in enumerate(hooks)}})
+      if writer is not None:
+        writer.flush()
     finally:
       timing['save_seconds'] += time.perf_counter() - t0
 

@@ -84,6 +84,14 @@ class MetricWriter:
     self._jsonl.write(dumps(record) + '\n')
     self._jsonl.flush()
 
+  def flush(self) -> None:
+    """Writes out what TensorBoard's writer holds (it flushes every 2 minutes by itself):
+    the loop calls this at each checkpoint, so a run killed later and resumed from it has
+    its TensorBoard steps up to there (they had been lost with the unflushed buffer)."""
+    if self.enabled:
+      self._tb.flush()
+      self._jsonl.flush()
+
   def close(self) -> None:
     if self.enabled:
       self._tb.flush()

@@ -57,6 +57,8 @@ RESUME_MAY_CHANGE = (
     'model.table_sharding',     # word2vec: tables converted between layouts on resume (#20)
     'model.step_kernel',        # word2vec: the XLA step or the CPU kernel, one update (#20)
     'train.prefetch', 'train.input_workers',  # word2vec: the same blocks, made ahead (#20)
+    # word2vec: what is done with the vectors once trained (export, evaluation sets)
+    'export.format', 'eval.similarity', 'eval.analogy', 'eval.analogy_restrict',
     # the runs of a comparison, and which of their models are kept
     'seeds', 'compare_scratch', 'with_scratch', 'transfer.strategies',
     '**.save_models',           # a run's, and a multi-task run's tasks' ('mr.save_models')
@@ -300,6 +302,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _proc_start(pid: int) -> Optional[int]:
+  """The start time of process `pid` (clock ticks since boot, /proc/PID/stat field 22), None
+  where it cannot be read: with the boot, what tells a pid's process from a later one."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return int(f.read().rsplit(')', 1)[1].split()[19])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _boot_id() -> Optional[str]:
+  try:
+    with open('/proc/sys/kernel/random/boot_id') as f:
+      return f.read().strip()
+  except OSError:
+    return None
+
+
+def _holder_gone(holder: dict) -> bool:
+  """Whether the recorded holder of a lock on this host is no longer running: its pid is
+  dead, or the pid is now another process (a later boot, or another start time: a
+  container's main process is pid 1 after every restart, its own included)."""
+  pid = holder.get('pid')
+  if not isinstance(pid, int):
+    return False
+  if holder.get('boot') and _boot_id() and holder['boot'] != _boot_id():
+    return True
+  started = holder.get('proc_start')
+  if pid == os.getpid():
+    return started is not None and started != _proc_start(pid)
+  if not _pid_alive(pid):
+    return True
+  return started is not None and _proc_start(pid) not in (None, started)
+
+
 def read_lock(workdir: str) -> Optional[dict]:
   """The holder recorded in `workdir/.lock`, {} if unreadable, None if there is no lock."""
   try:
@@ -320,7 +357,7 @@ def held_by_other(workdir: str) -> bool:
   if holder.get('host') != socket.gethostname():
     return True
   pid = holder.get('pid')
-  return isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid)
+  return isinstance(pid, int) and pid != os.getpid() and not _holder_gone(holder)
 
 
 def _describe(holder: dict) -> str:
@@ -378,7 +415,8 @@ def lock(workdir: str) -> Iterator[dict]:
   """Holds `workdir/.lock` for the duration of the block (released on exceptions too)."""
   path = os.path.join(workdir, LOCK)
   me = {'pid': os.getpid(), 'host': socket.gethostname(),
-        'start_time': time.strftime('%Y-%m-%d %H:%M:%S %z'), 'time': time.time()}
+        'start_time': time.strftime('%Y-%m-%d %H:%M:%S %z'), 'time': time.time(),
+        'proc_start': _proc_start(os.getpid()), 'boot': _boot_id()}
   text = json.dumps(me)
   with preemption.deferred(raise_at_end=False):  # a signal now is raised inside the block
     for _ in range(3):
@@ -394,9 +432,7 @@ def lock(workdir: str) -> Iterator[dict]:
       if not holder:
         raise TranslearnError(f'--workdir {workdir}: unreadable lock {path}; if no run uses '
                               'this workdir, delete it')
-      same_host = holder.get('host') == socket.gethostname()
-      pid = holder.get('pid')
-      if same_host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+      if holder.get('host') == socket.gethostname() and _holder_gone(holder):
         info('warning: %s: taking over the lock of a run that is no longer alive (%s)',
              workdir, _describe(holder))
         _take_over(path, holder)
