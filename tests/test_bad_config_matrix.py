@@ -71,6 +71,7 @@ CASES = [
     ('lstm weight drop', 'lm_lstm', {'model.weight_drop': 1.0}, ConfigError, r'config\.model\.weight_drop'),
     ('mlm mask rate', 'mlm_encoder', {'mlm.mask_rate': 0.0}, ConfigError, r'config\.mlm\.mask_rate'),
     ('mlm arch', 'mlm_encoder', {'model.arch': 'lstm'}, ConfigError, r'config\.model\.arch'),
+    ('mlm one row a shard on 2x2x2', 'mlm_encoder', {'num_devices': 8, 'mesh.data': 2, 'mesh.fsdp': 2, 'mesh.tensor': 2, 'train.batch_size': 4}, ConfigError, r'config\.train\.batch_size: 4 is one row a batch shard'),
     ('mlm norm', 'mlm_encoder', {'model.norm': 'sandwich'}, ConfigError, r'model\.norm'),
     ('mlm seq > max_len', 'mlm_encoder', {'train.seq_length': 1024}, ConfigError, r'config\.train\.seq_length'),
     ('mlm tokenizer without <mask>', 'mlm_encoder', {'data.kind': 'text', 'data.path': '{task}', 'tokenizer.path': '{lm}/tokenizer.model'}, DataError, r'{lm}/tokenizer\.model: the tokenizer has no <mask>'),
