@@ -153,6 +153,13 @@ def parse_rules(text: str, field: str = 'mesh.rules') -> tuple[tuple[str, Any], 
     elif n not in placed:
       placed.add(n)
       rules.extend((n, t) for t in overrides[n])
+  unknown = [n for n in overrides if n not in placed]
+  if unknown:     # a misspelt name ('embd') placed nothing, silently
+    import warnings
+    known = sorted({n for n, _ in DEFAULT_RULES})
+    warnings.warn(f'config.{field}: logical axis {unknown[0]!r} is none that the shipped '
+                  f'models name ({", ".join(known)}); it is added, and places nothing unless '
+                  'a model of yours names it', stacklevel=2)
   rules.extend((n, t) for n, ts in overrides.items() if n not in placed for t in ts)
   return tuple(rules)
 
