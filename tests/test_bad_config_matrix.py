@@ -85,7 +85,7 @@ CASES = [
     ('s2s strategy without init', 'seq2seq_multi30k', {'transfer.strategy': 'feature_extraction'}, ConfigError, r"config\.transfer\.strategy: 'feature_extraction' fine-tunes a pretrained initialisation, and config\.init\.path is empty"),
     ('s2s freeze without init', 'seq2seq_multi30k', {'transfer.freeze_bottom': 1}, ConfigError, r'config\.transfer\.freeze_bottom: 1 fine-tunes'),
     ('clf data missing', 'transfer_mr_skipgram', {'data.kind': 'tsv', 'data.path': '{missing}'}, DataError, r'{missing}'),
-    ('clf vectors missing', 'transfer_mr_skipgram', {'init.path': '{missing}'}, DataError, r'{missing}'),
+    ('clf vectors missing', 'transfer_mr_skipgram', {'init.path': '{missing}'}, DataError, r'config\.init\.path: {missing}: no such vectors file'),
     ('clf init kind', 'transfer_mr_skipgram', {'init.kind': 'glove'}, ConfigError, r'init\.kind'),
     ('clf model type', 'transfer_mr_skipgram', {'model.type': 'cnn'}, ConfigError, r'model\.type'),
     ('clf strategy', 'transfer_mr_skipgram', {'transfer.strategy': 'magic'}, ConfigError, r'magic'),

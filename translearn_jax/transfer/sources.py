@@ -76,6 +76,9 @@ def load(kind: str, path: str = '', *, binary: bool = False, field: str = 'init.
     raise ConfigError(f'config.{field}: empty; set it to a {kind} '
                       f'{"file" if kind == "word2vec" else "run directory"}')
   if kind == 'word2vec':
+    if not os.path.exists(path):          # named by its field, as a missing run is
+      raise DataError(f'config.{field}: {path}: no such vectors file (a word2vec text or '
+                      'binary file, or a fastText .bin model)')
     if is_fasttext_bin(path):            # a fastText model: also vectors of unseen words
       kv = load_fasttext_model(path)
       subword = (lambda words: np.stack([kv.get_vector(w) for w in words])) \
