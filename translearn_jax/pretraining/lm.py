@@ -429,8 +429,7 @@ def init_from_run(run_dir: str, state: TrainState, train_cfg, mesh, kind: str = 
   if fresh:
     info('init.path %s has no %s: initialised afresh', run_dir, ', '.join(fresh))
   shardings = mesh_lib.shardings_of(state.params)
-  placed = jax.device_put({k: src.params[k] for k in src.params},
-                          {k: shardings[k] for k in src.params})
+  placed = jax.device_put(dict(src.params), {k: shardings[k] for k in src.params})
   params.update(placed)
   return state.replace(params=params)
 

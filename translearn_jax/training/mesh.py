@@ -28,6 +28,7 @@ batch and `jax.make_array_from_process_local_data` assembles the global array.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
@@ -155,7 +156,6 @@ def parse_rules(text: str, field: str = 'mesh.rules') -> tuple[tuple[str, Any], 
       rules.extend((n, t) for t in overrides[n])
   unknown = [n for n in overrides if n not in placed]
   if unknown:     # a misspelt name ('embd') placed nothing, silently
-    import warnings
     known = sorted({n for n, _ in DEFAULT_RULES})
     warnings.warn(f'config.{field}: logical axis {unknown[0]!r} is none that the shipped '
                   f'models name ({", ".join(known)}); it is added, and places nothing unless '

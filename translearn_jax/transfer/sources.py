@@ -143,7 +143,6 @@ def keep_tokenizer(tok, workdir: str) -> None:
   tokenizer file of the other kind there was left by an earlier run in this directory that
   never checkpointed (a resume keeps its tokenizer), and is removed: read first, it would
   have served this run's users another tokenizer."""
-  import jax
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     tok.save(os.path.join(workdir, tok.file_name))
